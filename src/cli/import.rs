@@ -1,0 +1,72 @@
+//! `persona import`: loads files and folders into a store with a progress bar and a one-line summary.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::ingest::{ImportOptions, ImportSummary, dry_run_without_store};
+use crate::store::{Store, layout};
+use crate::tables::Table;
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The store directory (created if it does not exist).
+    #[arg(long)]
+    pub store: PathBuf,
+    /// CSV or Parquet files, or folders of them, named after their tables.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Load every input into this table instead of recognising tables by name.
+    #[arg(long, value_parser = parse_table)]
+    pub table: Option<Table>,
+    /// Validate everything, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+fn parse_table(s: &str) -> std::result::Result<Table, String> {
+    s.parse::<Table>().map_err(|e| e.to_string())
+}
+
+pub fn run(args: ImportArgs) -> Result<()> {
+    let bar = super::progress_bar(0, args.quiet, "{spinner} importing [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}");
+    let progress_bar = bar.clone();
+    let options = ImportOptions {
+        table: args.table,
+        dry_run: args.dry_run,
+        progress: Some(Arc::new(move |done, total| {
+            progress_bar.set_length(total);
+            progress_bar.set_position(done);
+        })),
+    };
+    let summary = if args.dry_run && !layout::current_file(&args.store).exists() {
+        dry_run_without_store(&args.inputs, &options)
+    } else if args.dry_run {
+        Store::open(&args.store)?.import(&args.inputs, &options)
+    } else {
+        Store::open_or_create(&args.store)?.import(&args.inputs, &options)
+    };
+    bar.finish_and_clear();
+    let summary = summary?;
+    eprintln!("{}", describe(&summary));
+    Ok(())
+}
+
+/// The one-line summary of an import.
+pub fn describe(s: &ImportSummary) -> String {
+    let rows = s.rows.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", ");
+    let head = match s.version {
+        Some(v) => format!("imported {} file(s) as version {v}", s.files),
+        None => format!("dry run: {} file(s) are valid, nothing was changed", s.files),
+    };
+    format!(
+        "{head}: {rows} rows; {} new and {} updated users; {:.1} s",
+        s.new_users,
+        s.updated_users,
+        s.elapsed.as_secs_f64()
+    )
+}

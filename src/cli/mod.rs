@@ -1,0 +1,91 @@
+//! The `persona` command line: the clap command tree and dispatch to one file per subcommand.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod demo;
+pub mod r#gen;
+pub mod import;
+pub mod sql;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Result;
+
+/// Persona: an embedded customer-profile store with bitmap-fast audience SQL.
+#[derive(Debug, Parser)]
+#[command(name = "persona", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a realistic synthetic data set (the five contract tables).
+    Gen(r#gen::GenArgs),
+    /// Load CSV or Parquet files into a store (creating it if needed).
+    Import(import::ImportArgs),
+    /// Run SQL against a store.
+    Sql(sql::SqlArgs),
+    /// Build a 100,000-customer demo store and answer audience questions on it.
+    Demo(demo::DemoArgs),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Gen(args) => r#gen::run(args),
+        Command::Import(args) => import::run(args),
+        Command::Sql(args) => sql::run(args),
+        Command::Demo(args) => demo::run(args),
+    }
+}
+
+static ERROR_CONTEXT: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Remembers text to show under the error message (e.g. the SQL line with a caret).
+pub fn set_error_context(text: String) {
+    if let Ok(mut c) = ERROR_CONTEXT.lock() {
+        *c = Some(text);
+    }
+}
+
+/// Prints an error as `error: <sentence>`, its causes, and any context a command left.
+pub fn report_error(e: &crate::Error) {
+    eprintln!("error: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        eprintln!("caused by: {cause}");
+        source = cause.source();
+    }
+    if let Some(context) = ERROR_CONTEXT.lock().ok().and_then(|mut c| c.take()).filter(|c| !c.is_empty()) {
+        eprintln!("{context}");
+    }
+}
+
+/// A progress bar on stderr when it is a terminal and not silenced; hidden otherwise.
+pub fn progress_bar(total: u64, quiet: bool, template: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// A multi-threaded runtime for the commands that run queries.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| crate::Error::Io { op: "start the async runtime", path: ".".into(), source: e })
+}
+
+/// Parses `--now` values: a timestamp as the importer accepts them (`2026-11-01`, `2026-11-01 00:00:00`, with zone).
+pub fn parse_now(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
+    crate::ingest::contract::parse_timestamp_micros(s)
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .ok_or_else(|| format!("'{s}' is not a timestamp (e.g. 2026-11-01 or 2026-11-01T00:00:00Z)"))
+}

@@ -1,0 +1,217 @@
+//! The one public error type of Persona: variants are classed by who must act (the user's input,
+//! the store's state, the environment, or a bug), carry their context as fields, and display as one
+//! sentence saying what happened, where, and what to do next.
+
+use std::path::{Path, PathBuf};
+
+use datafusion::error::DataFusionError;
+
+/// `Result` with Persona's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where in an input file a problem was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputLocation {
+    /// A CSV line (1-based, the line where the record starts).
+    Line(u64),
+    /// A Parquet row group and the row inside it (both 0-based).
+    RowGroup { row_group: usize, row: usize },
+    /// The file as a whole (e.g. an empty or unreadable file).
+    File,
+}
+
+impl std::fmt::Display for InputLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InputLocation::Line(line) => write!(f, "line {line}"),
+            InputLocation::RowGroup { row_group, row } => write!(f, "row group {row_group}, row {row}"),
+            InputLocation::File => write!(f, "the file"),
+        }
+    }
+}
+
+/// Everything that can go wrong in Persona.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A row or file given to the importer breaks the data contract.
+    #[error("{}{}{}: {message}; nothing was loaded", file.display(), match location { InputLocation::File => String::new(), l => format!(": {l}") }, column.as_ref().map(|c| if matches!(location, InputLocation::File) { format!(": column {c}") } else { format!(", column {c}") }).unwrap_or_default())]
+    Input {
+        file: PathBuf,
+        location: InputLocation,
+        column: Option<String>,
+        message: String,
+    },
+    /// A SQL statement could not be parsed or planned.
+    #[error("{message}{}", position.map(|(l, c)| format!(" (at line {l}, column {c})")).unwrap_or_default())]
+    Sql {
+        message: String,
+        /// 1-based line and column in the submitted SQL text, when known.
+        position: Option<(u64, u64)>,
+    },
+    /// A request that makes no sense (bad option combination, unknown table name, ...).
+    #[error("{0}")]
+    Usage(String),
+    /// A store file is damaged or not what it claims to be.
+    #[error("store file {} is corrupt: {detail}; restore it from a backup or re-import", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+    /// Another writer holds the store's lock.
+    #[error("the store is locked by another writer (lock file {}); wait for it to finish and retry", lock_file.display())]
+    Locked { lock_file: PathBuf },
+    /// The store was written by a newer Persona.
+    #[error("store {} has format version {found}, but this Persona supports up to {supported}; upgrade Persona to open it", path.display())]
+    FormatVersion { path: PathBuf, found: u32, supported: u32 },
+    /// Another commit published the version this one meant to publish.
+    #[error("another writer already committed version {version}; retry the operation")]
+    Conflict { version: u64 },
+    /// The directory is not a Persona store.
+    #[error("{} is not a Persona store (no _persona/CURRENT); create one with `persona import --store {}`", path.display(), path.display())]
+    NotAStore { path: PathBuf },
+    /// An operating-system I/O operation failed.
+    #[error("could not {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Query execution failed inside DataFusion for a reason that is not one of ours.
+    #[error("query failed: {0}")]
+    DataFusion(#[source] Box<DataFusionError>),
+    /// An Arrow or Parquet error outside a query.
+    #[error("{context}: {message}")]
+    Format { context: String, message: String },
+    /// A bug in Persona.
+    #[error("internal error: {0}; this is a bug in Persona, please report it")]
+    Internal(String),
+}
+
+impl Error {
+    /// An input error at a location, with an optional column.
+    pub fn input(
+        file: impl Into<PathBuf>,
+        location: InputLocation,
+        column: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::Input {
+            file: file.into(),
+            location,
+            column: column.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+
+    /// A corrupt store file.
+    pub fn corrupt(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
+        Error::Corrupt { path: path.into(), detail: detail.into() }
+    }
+}
+
+/// Wraps `std::io::Error` with the operation and the path, so no bare I/O error reaches a user.
+pub trait IoContext<T> {
+    fn io_context(self, op: &'static str, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::result::Result<T, std::io::Error> {
+    fn io_context(self, op: &'static str, path: &Path) -> Result<T> {
+        self.map_err(|source| Error::Io { op, path: path.to_path_buf(), source })
+    }
+}
+
+impl From<DataFusionError> for Error {
+    /// Follows the error chain back to a Persona error when one is inside, so that the user reads
+    /// our sentence and not "External error: ...".
+    fn from(e: DataFusionError) -> Self {
+        let position = e.diagnostic().and_then(|d| d.span).map(|s| (s.start.line, s.start.column));
+        match e {
+            DataFusionError::External(inner) => match inner.downcast::<Error>() {
+                Ok(ours) => *ours,
+                Err(other) => Error::DataFusion(Box::new(DataFusionError::External(other))),
+            },
+            DataFusionError::Context(ctx, inner) => {
+                let inner_err = Error::from(*inner);
+                match inner_err {
+                    Error::DataFusion(df) => Error::DataFusion(Box::new(DataFusionError::Context(ctx, df))),
+                    other => other,
+                }
+            }
+            DataFusionError::Diagnostic(_, inner) => {
+                let mut err = Error::from(*inner);
+                if let Error::Sql { position: p @ None, .. } = &mut err {
+                    *p = position;
+                }
+                err
+            }
+            DataFusionError::SQL(parser_err, _) => {
+                let text = parser_err.to_string();
+                let (message, pos) = split_sqlparser_position(&text);
+                Error::Sql { message, position: position.or(pos) }
+            }
+            DataFusionError::Plan(msg) => Error::Sql { message: msg, position },
+            e @ DataFusionError::SchemaError(..) => Error::Sql { message: e.strip_backtrace(), position },
+            DataFusionError::NotImplemented(msg) => Error::Sql { message: format!("not supported: {msg}"), position },
+            other => Error::DataFusion(Box::new(other)),
+        }
+    }
+}
+
+impl From<Error> for DataFusionError {
+    /// Persona errors cross into DataFusion boxed, so they can be downcast on the way out.
+    fn from(e: Error) -> Self {
+        DataFusionError::External(Box::new(e))
+    }
+}
+
+impl From<arrow::error::ArrowError> for Error {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        Error::Format { context: "arrow".into(), message: e.to_string() }
+    }
+}
+
+impl From<parquet::errors::ParquetError> for Error {
+    fn from(e: parquet::errors::ParquetError) -> Self {
+        Error::Format { context: "parquet".into(), message: e.to_string() }
+    }
+}
+
+/// sqlparser puts the position in its message as "... at Line: 1, Column: 15"; take it out so the
+/// position is reported once, in our format.
+fn split_sqlparser_position(text: &str) -> (String, Option<(u64, u64)>) {
+    let text = text.trim_start_matches("sql parser error: ");
+    if let Some(idx) = text.rfind(" at Line: ") {
+        let tail = &text[idx + " at Line: ".len()..];
+        let mut parts = tail.splitn(2, ", Column: ");
+        let line = parts.next().and_then(|l| l.trim().parse().ok());
+        let col = parts.next().and_then(|c| c.trim().parse().ok());
+        if let (Some(l), Some(c)) = (line, col) {
+            return (text[..idx].to_string(), Some((l, c)));
+        }
+    }
+    (text.to_string(), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlparser_position_is_extracted() {
+        let (msg, pos) = split_sqlparser_position("sql parser error: Expected: an expression, found: FROM at Line: 2, Column: 8");
+        assert_eq!(msg, "Expected: an expression, found: FROM");
+        assert_eq!(pos, Some((2, 8)));
+    }
+
+    #[test]
+    fn input_error_names_file_line_and_column() {
+        let e = Error::input("a.csv", InputLocation::Line(7), Some("points"), "'abc' is not an integer");
+        assert_eq!(e.to_string(), "a.csv: line 7, column points: 'abc' is not an integer; nothing was loaded");
+    }
+
+    #[test]
+    fn persona_error_survives_a_round_trip_through_datafusion() {
+        let e: DataFusionError = Error::Locked { lock_file: "/s/_persona/LOCK".into() }.into();
+        let back = Error::from(e);
+        assert!(matches!(back, Error::Locked { .. }));
+    }
+}

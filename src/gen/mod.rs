@@ -1,0 +1,1413 @@
+//! The deterministic synthetic data generator behind `persona gen`: users, products, channels,
+//! purchases, events and user tags, generated in fixed-size chunks with bounded memory and written
+//! as Parquet or CSV files that are byte-identical for the same user count and seed.
+
+mod distributions;
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Gamma, LogNormal, Poisson, StandardNormal};
+
+use crate::error::{Error, IoContext, Result};
+use distributions::{
+    ACQUISITION_MIX, ACQUISITION_OFFLINE_AWAY, ACQUISITION_OFFLINE_LOCAL, BRAND_HEADS, BRAND_TAILS,
+    BRANDS_PER_CATEGORY, CATEGORIES, CH_APP, CH_WECHAT, CHANNELS, CITIES, CITY_ZIPF, DIGITAL_CHANNELS, EMAIL_DOMAINS,
+    EV_CART, EV_COUPON, EV_SHARE, EVENT_MIX, EVENT_TYPES, EVENT_WEIGHTS, EVENT_WEIGHTS_DEAL, GENDERS, GENERIC_TAG_ZIPF,
+    GENERIC_TAGS, GIVEN_F, GIVEN_M, GIVEN_N, Group, HOURS_DAY, HOURS_NIGHT, OCC_RETIRED, OCC_STUDENT, OCCUPATIONS,
+    PHONE_PREFIXES, PRICE_RANGE, PRICE_SIGMA, PRODUCT_ADJECTIVES, PRODUCT_COUNT, PRODUCT_ZIPF, PURCHASE_MIX,
+    PURCHASE_OFFLINE_AWAY, PURCHASE_OFFLINE_LOCAL, QUANTITY_WEIGHTS, SEMANTIC_TAGS, SURNAMES, TAG_ABC_SHARES,
+    TIER_POINTS, TIER_SPEND_FACTOR, TIERS, TOP_CITIES, Weighted, age_weight, children_probability, mix64,
+    zipf_weights,
+};
+
+/// The instant "now" of generated data: 2026-11-01 00:00:00 UTC, in microseconds since the epoch.
+pub const GEN_NOW_MICROS: i64 = 1_793_491_200_000_000;
+
+/// Output format of the generated files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GenFormat {
+    /// Snappy-compressed Parquet, row groups of 262,144 rows.
+    Parquet,
+    /// CSV with a header row.
+    Csv,
+}
+
+/// What to generate and where.
+#[derive(Debug, Clone)]
+pub struct GenOptions {
+    /// Number of users; facts scale with it (≈ 5 purchases, 10 events and 6 tags per user).
+    pub users: u64,
+    /// Seed: the same users and seed give byte-identical files.
+    pub seed: u64,
+    /// Output directory; one folder per table is created in it.
+    pub out: PathBuf,
+    /// File format.
+    pub format: GenFormat,
+}
+
+/// What was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenSummary {
+    /// Rows per table, in the order users, products, channels, purchases, events, user_tags.
+    pub rows: Vec<(&'static str, u64)>,
+    /// Number of files written.
+    pub files: usize,
+    /// Total size of the files written, in bytes.
+    pub bytes: u64,
+}
+
+/// Table folder names, in summary order.
+const TABLES: [&str; 6] = ["users", "products", "channels", "purchases", "events", "user_tags"];
+
+const MICROS_PER_SECOND: i64 = 1_000_000;
+const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
+/// Day number (since 1970-01-01) of "now", 2026-11-01.
+const NOW_DAY: i32 = (GEN_NOW_MICROS / MICROS_PER_DAY) as i32;
+/// Day number of 2015-01-01, the first possible signup date.
+const SIGNUP_FIRST_DAY: i32 = 16_436;
+/// Purchases go back two years, events one year.
+const PURCHASE_HISTORY_DAYS: i32 = 730;
+const EVENT_HISTORY_DAYS: i32 = 365;
+
+/// Users per generation chunk; each chunk has its own RNG stream, so output does not depend on
+/// how chunks are scheduled.
+const CHUNK_USERS: u64 = 65_536;
+/// Chunks generated concurrently (output is identical for any value).
+const GENERATOR_THREADS: u64 = 2;
+const USERS_PER_FILE: usize = 1_000_000;
+/// Fact files hold at most 16 row groups.
+const FACT_ROWS_PER_FILE: usize = 16 * ROW_GROUP_ROWS;
+const ROW_GROUP_ROWS: usize = 262_144;
+
+/// Caps that keep a single user's facts bounded.
+const MAX_PURCHASES_PER_USER: u32 = 400;
+const MAX_EVENTS_PER_USER: u32 = 1_000;
+
+/// Purchase rate: Gamma(shape, scale) × tier factor → Poisson; mean ≈ 5, ≈ 30 % of users buy nothing.
+const PURCHASE_RATE_SHAPE: f64 = 0.5;
+const PURCHASE_RATE_SCALE: f64 = 9.6;
+/// Event rate: base + share of the purchase rate + Gamma(1, scale); churned users × factor.
+const EVENT_RATE_BASE: f64 = 3.5;
+const EVENT_RATE_PER_PURCHASE: f64 = 0.7;
+const EVENT_RATE_SCALE: f64 = 4.5;
+const CHURNED_EVENT_FACTOR: f64 = 0.3;
+/// Generic interest tags per user: Poisson with a Gamma(2, mean / 2) rate.
+const GENERIC_TAGS_MEAN: f64 = 3.5;
+/// Lifetime spend (CNY, last two years) from which a user is tagged `high_value` (≈ top 5 %).
+const HIGH_VALUE_SPEND: f64 = 10_000.0;
+
+/// RNG stream identifiers.
+const STREAM_USERS: u64 = 1;
+const STREAM_PRODUCTS: u64 = 2;
+const STREAM_PHONES: u64 = 3;
+const STREAM_CITIES: u64 = 4;
+
+/// Generates the synthetic data set described in `docs/generator.md` into `opts.out`.
+///
+/// `progress(users_done)` is called from time to time (at least every 64k users); it must be cheap.
+pub fn generate(opts: &GenOptions, progress: &(dyn Fn(u64) + Sync)) -> Result<GenSummary> {
+    generate_with(opts, progress, LAYOUT)
+}
+
+/// Chunk and file sizes; fixed in production, small in tests to exercise chunking and rotation.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    chunk_users: u64,
+    users_per_file: usize,
+    fact_rows_per_file: usize,
+}
+
+const LAYOUT: Layout =
+    Layout { chunk_users: CHUNK_USERS, users_per_file: USERS_PER_FILE, fact_rows_per_file: FACT_ROWS_PER_FILE };
+
+fn generate_with(opts: &GenOptions, progress: &(dyn Fn(u64) + Sync), layout: Layout) -> Result<GenSummary> {
+    prepare_out_dir(&opts.out)?;
+    let model = Model::new(opts.seed)?;
+
+    let mut products = TableSink::new("products", &opts.out, opts.format, products_schema(), USERS_PER_FILE);
+    products.write(&model.products_batch()?)?;
+    let products = products.finish()?;
+    let mut channels = TableSink::new("channels", &opts.out, opts.format, channels_schema(), USERS_PER_FILE);
+    channels.write(&channels_batch()?)?;
+    let channels = channels.finish()?;
+
+    progress(0);
+    let [users, purchases, events, tags] = run_pipeline(&model, opts, progress, layout)?;
+
+    let all = [users, products, channels, purchases, events, tags];
+    Ok(GenSummary {
+        rows: TABLES.iter().zip(&all).map(|(t, s)| (*t, s.rows)).collect(),
+        files: all.iter().map(|s| s.files).sum(),
+        bytes: all.iter().map(|s| s.bytes).sum(),
+    })
+}
+
+/// Refuses an output directory that already holds generated data; creates the table folders.
+fn prepare_out_dir(out: &Path) -> Result<()> {
+    if out.exists() {
+        if !out.is_dir() {
+            return Err(Error::Usage(format!(
+                "{} exists and is not a directory; remove it or choose another --out",
+                out.display()
+            )));
+        }
+        for table in TABLES {
+            let dir = out.join(table);
+            if !dir.exists() {
+                continue;
+            }
+            let non_empty = !dir.is_dir() || std::fs::read_dir(&dir).io_context("read", &dir)?.next().is_some();
+            if non_empty {
+                return Err(Error::Usage(format!(
+                    "{} already contains generated data ({table}/); remove it or choose another --out",
+                    out.display()
+                )));
+            }
+        }
+    }
+    for table in TABLES {
+        let dir = out.join(table);
+        std::fs::create_dir_all(&dir).io_context("create directory", &dir)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schemas
+// ---------------------------------------------------------------------------------------------
+
+fn utf8(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, false)
+}
+
+fn timestamp(name: &str) -> Field {
+    Field::new(name, DataType::Timestamp(TimeUnit::Microsecond, None), false)
+}
+
+fn users_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        utf8("user_id"),
+        utf8("name"),
+        utf8("gender"),
+        Field::new("birth_date", DataType::Date32, false),
+        utf8("city"),
+        utf8("region"),
+        utf8("tier"),
+        Field::new("points", DataType::Int64, false),
+        Field::new("signup_date", DataType::Date32, false),
+        utf8("phone"),
+        utf8("email"),
+        utf8("acquisition_channel"),
+        Field::new("occupation", DataType::Utf8, true),
+        Field::new("has_children", DataType::Boolean, false),
+        Field::new("income_band", DataType::Int32, true),
+    ]))
+}
+
+fn products_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        utf8("product_id"),
+        utf8("name"),
+        utf8("category"),
+        utf8("brand"),
+        Field::new("price", DataType::Float64, false),
+    ]))
+}
+
+fn channels_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![utf8("channel_id"), utf8("name"), utf8("kind")]))
+}
+
+fn purchases_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        utf8("order_id"),
+        utf8("user_id"),
+        utf8("product_id"),
+        utf8("channel_id"),
+        timestamp("ts"),
+        Field::new("quantity", DataType::Int32, false),
+        Field::new("amount", DataType::Float64, false),
+    ]))
+}
+
+fn events_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![utf8("user_id"), utf8("channel_id"), utf8("event_type"), timestamp("ts")]))
+}
+
+fn user_tags_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![utf8("user_id"), utf8("tag"), timestamp("assigned_at")]))
+}
+
+fn channels_batch() -> Result<RecordBatch> {
+    let mut id = StringBuilder::new();
+    let mut name = StringBuilder::new();
+    let mut kind = StringBuilder::new();
+    for c in CHANNELS {
+        id.append_value(c.id);
+        name.append_value(c.name);
+        kind.append_value(c.kind.as_str());
+    }
+    let cols: Vec<ArrayRef> = vec![Arc::new(id.finish()), Arc::new(name.finish()), Arc::new(kind.finish())];
+    Ok(RecordBatch::try_new(channels_schema(), cols)?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------------------------
+
+/// Seed of one RNG stream: a fixed SplitMix64 mixing of (seed, stream, index).
+fn stream_seed(seed: u64, stream: u64, index: u64) -> u64 {
+    mix64(mix64(seed ^ mix64(stream)) ^ index)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(year: i32, month: u32, day: u32) -> i32 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = month as i32;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day as i32 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn round_cents(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Poisson draw; 0 for a non-positive or non-finite rate.
+fn poisson<R: Rng + ?Sized>(rng: &mut R, lambda: f64, cap: u32) -> u32 {
+    if !(lambda > 1e-9) {
+        return 0;
+    }
+    match Poisson::new(lambda.min(1e6)) {
+        Ok(p) => {
+            let x: f64 = p.sample(rng);
+            (x as u32).min(cap)
+        }
+        Err(_) => 0,
+    }
+}
+
+/// A day in `[start, end)` (at least `start`), more recent days linearly more likely.
+fn recent_day<R: Rng + ?Sized>(rng: &mut R, start: i32, end: i32) -> i32 {
+    let span = (end - start).max(1);
+    let off = (rng.random::<f64>().sqrt() * f64::from(span)) as i32;
+    start + off.min(span - 1)
+}
+
+/// A whole-second timestamp on `day`, the hour drawn from an activity profile.
+fn time_on<R: Rng + ?Sized>(rng: &mut R, day: i32, hours: &Weighted) -> (i64, u8) {
+    let hour = hours.sample(rng) as i64;
+    let secs = hour * 3600 + rng.random_range(0..3600i64);
+    (i64::from(day) * MICROS_PER_DAY + secs * MICROS_PER_SECOND, hour as u8)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model: vocabularies, catalogue and distributions; depends only on the seed
+// ---------------------------------------------------------------------------------------------
+
+struct City {
+    name: &'static str,
+    province: &'static str,
+    /// Indices into `CHANNELS` of the stores in this city.
+    stores: Vec<usize>,
+}
+
+struct Product {
+    id: String,
+    name: String,
+    category: usize,
+    brand: usize,
+    price: f64,
+}
+
+struct Model {
+    seed: u64,
+    /// Cities in popularity-rank order.
+    cities: Vec<City>,
+    city_pick: Weighted,
+    surnames: Weighted,
+    /// Index = age − 16.
+    ages: Weighted,
+    occupations: Weighted,
+    emails: Weighted,
+    /// Digital channels + one "offline" outcome (index `DIGITAL_CHANNELS`).
+    purchase_local: Weighted,
+    purchase_away: Weighted,
+    acquisition_local: Weighted,
+    acquisition_away: Weighted,
+    event_channels: Weighted,
+    event_types: Weighted,
+    event_types_deal: Weighted,
+    hours_day: Weighted,
+    hours_night: Weighted,
+    quantity: Weighted,
+    /// Favourite category by gender (F, M, U), and for young parents.
+    favourite: [Weighted; 3],
+    favourite_baby: Weighted,
+    products: Vec<Product>,
+    product_pick: Weighted,
+    /// Per category: its products and their popularity.
+    category_products: Vec<(Vec<u32>, Weighted)>,
+    tag_names: Vec<String>,
+    generic_pick: Weighted,
+    purchase_rate: Gamma<f64>,
+    event_rate: Gamma<f64>,
+    generic_rate: Gamma<f64>,
+    points: Vec<LogNormal<f64>>,
+    phone_offset: u64,
+}
+
+fn internal(what: &str) -> impl Fn(rand_distr::GammaError) -> Error + '_ {
+    move |e| Error::Internal(format!("bad {what} distribution: {e}"))
+}
+
+impl Model {
+    fn new(seed: u64) -> Result<Model> {
+        // Cities: the top markets first, the others in a fixed pseudo-random order.
+        let mut order: Vec<usize> = Vec::with_capacity(CITIES.len());
+        for top in TOP_CITIES {
+            if let Some(i) = CITIES.iter().position(|c| c.0 == *top) {
+                order.push(i);
+            }
+        }
+        let mut rest: Vec<usize> = (0..CITIES.len()).filter(|i| !order.contains(i)).collect();
+        rest.sort_by_key(|&i| {
+            let h = CITIES[i].0.bytes().fold(STREAM_CITIES, |h, b| mix64(h ^ u64::from(b)));
+            (h, i)
+        });
+        order.extend(rest);
+        let cities: Vec<City> = order
+            .iter()
+            .map(|&i| City {
+                name: CITIES[i].0,
+                province: CITIES[i].1,
+                stores: CHANNELS.iter().enumerate().filter(|(_, c)| c.city == Some(CITIES[i].0)).map(|(j, _)| j).collect(),
+            })
+            .collect();
+        let city_pick = Weighted::new(zipf_weights(cities.len(), CITY_ZIPF.0, CITY_ZIPF.1));
+
+        let with_offline = |mix: &[f64; DIGITAL_CHANNELS], offline: f64| {
+            Weighted::new(mix.iter().copied().chain(std::iter::once(offline)))
+        };
+
+        let favourite_for = |gender: usize| {
+            Weighted::new(CATEGORIES.iter().map(|c| {
+                let bias = match (gender, c.group, c.name) {
+                    (0, _, "mens_grooming" | "mens_apparel") => 0.3,
+                    (0, Group::Beauty, _) | (0, _, "womens_apparel" | "jewelry" | "bags") => 2.5,
+                    (1, _, "mens_grooming" | "mens_apparel") => 3.0,
+                    (1, Group::Electronics, _) | (1, Group::Sports, _) => 2.5,
+                    (1, Group::Beauty, _) | (1, _, "womens_apparel" | "jewelry") => 0.3,
+                    _ => 1.0,
+                };
+                c.weight * bias
+            }))
+        };
+
+        let (products, product_pick, category_products) = Self::catalogue(seed)?;
+
+        let mut tag_names: Vec<String> = SEMANTIC_TAGS.iter().map(|t| (*t).to_string()).collect();
+        tag_names.extend((0..GENERIC_TAGS).map(|i| format!("interest_{i:04}")));
+
+        let points = TIER_POINTS
+            .iter()
+            .map(|&(median, sigma)| {
+                LogNormal::new(median.ln(), sigma)
+                    .map_err(|e| Error::Internal(format!("bad points distribution: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        Ok(Model {
+            seed,
+            cities,
+            city_pick,
+            surnames: Weighted::new(SURNAMES.iter().map(|s| s.1)),
+            ages: Weighted::new((16..=90).map(age_weight)),
+            occupations: Weighted::new(OCCUPATIONS.iter().map(|o| o.1)),
+            emails: Weighted::new(EMAIL_DOMAINS.iter().map(|d| d.1)),
+            purchase_local: with_offline(&PURCHASE_MIX, PURCHASE_OFFLINE_LOCAL),
+            purchase_away: with_offline(&PURCHASE_MIX, PURCHASE_OFFLINE_AWAY),
+            acquisition_local: with_offline(&ACQUISITION_MIX, ACQUISITION_OFFLINE_LOCAL),
+            acquisition_away: with_offline(&ACQUISITION_MIX, ACQUISITION_OFFLINE_AWAY),
+            event_channels: Weighted::new(EVENT_MIX),
+            event_types: Weighted::new(EVENT_WEIGHTS),
+            event_types_deal: Weighted::new(EVENT_WEIGHTS_DEAL),
+            hours_day: Weighted::new(HOURS_DAY),
+            hours_night: Weighted::new(HOURS_NIGHT),
+            quantity: Weighted::new(QUANTITY_WEIGHTS),
+            favourite: [favourite_for(0), favourite_for(1), favourite_for(2)],
+            favourite_baby: Weighted::new(
+                CATEGORIES.iter().map(|c| if c.group == Group::Baby { c.weight } else { 0.0 }),
+            ),
+            products,
+            product_pick,
+            category_products,
+            tag_names,
+            generic_pick: Weighted::new(zipf_weights(GENERIC_TAGS, GENERIC_TAG_ZIPF.0, GENERIC_TAG_ZIPF.1)),
+            purchase_rate: Gamma::new(PURCHASE_RATE_SHAPE, PURCHASE_RATE_SCALE).map_err(internal("purchase rate"))?,
+            event_rate: Gamma::new(1.0, EVENT_RATE_SCALE).map_err(internal("event rate"))?,
+            generic_rate: Gamma::new(2.0, GENERIC_TAGS_MEAN / 2.0).map_err(internal("tag rate"))?,
+            points,
+            phone_offset: stream_seed(seed, STREAM_PHONES, 0) % 100_000_000,
+        })
+    }
+
+    /// The product catalogue, its popularity and the per-category popularity.
+    #[allow(clippy::type_complexity)]
+    fn catalogue(seed: u64) -> Result<(Vec<Product>, Weighted, Vec<(Vec<u32>, Weighted)>)> {
+        let mut rng = StdRng::seed_from_u64(stream_seed(seed, STREAM_PRODUCTS, 0));
+        let category_pick = Weighted::new(CATEGORIES.iter().map(|c| c.weight));
+        let brand_pick = Weighted::new(zipf_weights(BRANDS_PER_CATEGORY, 1.0, 1.0));
+        let brand_count = BRAND_HEADS.len() * BRAND_TAILS.len();
+        let mut products = Vec::with_capacity(PRODUCT_COUNT);
+        for i in 0..PRODUCT_COUNT {
+            let category = category_pick.sample(&mut rng);
+            let brand = if rng.random_bool(0.85) {
+                (category * BRANDS_PER_CATEGORY + brand_pick.sample(&mut rng)) % brand_count
+            } else {
+                rng.random_range(0..brand_count)
+            };
+            let c = &CATEGORIES[category];
+            let noun = c.nouns[rng.random_range(0..c.nouns.len())];
+            let adjective = PRODUCT_ADJECTIVES[rng.random_range(0..PRODUCT_ADJECTIVES.len())];
+            let letter = char::from(b'A' + rng.random_range(0..26u8));
+            let model_no = rng.random_range(1..100u32);
+            let z: f64 = rng.sample(StandardNormal);
+            let price = round_cents((c.median_price.ln() + PRICE_SIGMA * z).exp().clamp(PRICE_RANGE.0, PRICE_RANGE.1));
+            products.push(Product {
+                id: format!("p{:05}", i + 1),
+                name: format!("{} {adjective} {noun} {letter}{model_no}", brand_name(brand)),
+                category,
+                brand,
+                price,
+            });
+        }
+        // Popularity: a random permutation of Zipf ranks.
+        let mut rank: Vec<usize> = (0..PRODUCT_COUNT).collect();
+        for i in (1..rank.len()).rev() {
+            let j = rng.random_range(0..=i);
+            rank.swap(i, j);
+        }
+        let weight = |p: usize| 1.0 / (rank[p] as f64 + PRODUCT_ZIPF.0).powf(PRODUCT_ZIPF.1);
+        let product_pick = Weighted::new((0..PRODUCT_COUNT).map(weight));
+        let category_products = (0..CATEGORIES.len())
+            .map(|c| {
+                let ids: Vec<u32> = (0..PRODUCT_COUNT).filter(|&p| products[p].category == c).map(|p| p as u32).collect();
+                let pick = Weighted::new(ids.iter().map(|&p| weight(p as usize)));
+                (ids, pick)
+            })
+            .collect();
+        Ok((products, product_pick, category_products))
+    }
+
+    fn products_batch(&self) -> Result<RecordBatch> {
+        let n = self.products.len();
+        let mut id = StringBuilder::with_capacity(n, n * 6);
+        let mut name = StringBuilder::with_capacity(n, n * 32);
+        let mut category = StringBuilder::with_capacity(n, n * 10);
+        let mut brand = StringBuilder::with_capacity(n, n * 8);
+        let mut price = Float64Builder::with_capacity(n);
+        for p in &self.products {
+            id.append_value(&p.id);
+            name.append_value(&p.name);
+            category.append_value(CATEGORIES[p.category].name);
+            brand.append_value(brand_name(p.brand));
+            price.append_value(p.price);
+        }
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(id.finish()),
+            Arc::new(name.finish()),
+            Arc::new(category.finish()),
+            Arc::new(brand.finish()),
+            Arc::new(price.finish()),
+        ];
+        Ok(RecordBatch::try_new(products_schema(), cols)?)
+    }
+
+    /// Resolves a channel-mix outcome: a digital channel, or "offline" → a store of the user's
+    /// city (or any store when the city has none).
+    fn resolve_channel<R: Rng + ?Sized>(&self, rng: &mut R, outcome: usize, city: &City) -> usize {
+        if outcome < DIGITAL_CHANNELS {
+            outcome
+        } else if city.stores.is_empty() {
+            rng.random_range(DIGITAL_CHANNELS..CHANNELS.len())
+        } else {
+            city.stores[rng.random_range(0..city.stores.len())]
+        }
+    }
+}
+
+fn brand_name(brand: usize) -> String {
+    let tails = BRAND_TAILS.len();
+    let head = BRAND_HEADS[(brand / tails) % BRAND_HEADS.len()];
+    format!("{head}{}", BRAND_TAILS[brand % tails])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-user generation
+// ---------------------------------------------------------------------------------------------
+
+/// Column builders of one chunk.
+struct ChunkBuilders {
+    u_id: StringBuilder,
+    u_name: StringBuilder,
+    u_gender: StringBuilder,
+    u_birth: Date32Builder,
+    u_city: StringBuilder,
+    u_region: StringBuilder,
+    u_tier: StringBuilder,
+    u_points: Int64Builder,
+    u_signup: Date32Builder,
+    u_phone: StringBuilder,
+    u_email: StringBuilder,
+    u_acquisition: StringBuilder,
+    u_occupation: StringBuilder,
+    u_children: BooleanBuilder,
+    u_income: Int32Builder,
+    p_user: StringBuilder,
+    p_product: StringBuilder,
+    p_channel: StringBuilder,
+    p_ts: TimestampMicrosecondBuilder,
+    p_quantity: Int32Builder,
+    p_amount: Float64Builder,
+    e_user: StringBuilder,
+    e_channel: StringBuilder,
+    e_type: StringBuilder,
+    e_ts: TimestampMicrosecondBuilder,
+    t_user: StringBuilder,
+    t_tag: StringBuilder,
+    t_at: TimestampMicrosecondBuilder,
+}
+
+impl ChunkBuilders {
+    fn new(users: usize) -> Self {
+        let p = users * 6;
+        let e = users * 11;
+        let t = users * 7;
+        ChunkBuilders {
+            u_id: StringBuilder::with_capacity(users, users * 8),
+            u_name: StringBuilder::with_capacity(users, users * 9),
+            u_gender: StringBuilder::with_capacity(users, users),
+            u_birth: Date32Builder::with_capacity(users),
+            u_city: StringBuilder::with_capacity(users, users * 9),
+            u_region: StringBuilder::with_capacity(users, users * 9),
+            u_tier: StringBuilder::with_capacity(users, users * 7),
+            u_points: Int64Builder::with_capacity(users),
+            u_signup: Date32Builder::with_capacity(users),
+            u_phone: StringBuilder::with_capacity(users, users * 11),
+            u_email: StringBuilder::with_capacity(users, users * 18),
+            u_acquisition: StringBuilder::with_capacity(users, users * 7),
+            u_occupation: StringBuilder::with_capacity(users, users * 9),
+            u_children: BooleanBuilder::with_capacity(users),
+            u_income: Int32Builder::with_capacity(users),
+            p_user: StringBuilder::with_capacity(p, p * 8),
+            p_product: StringBuilder::with_capacity(p, p * 6),
+            p_channel: StringBuilder::with_capacity(p, p * 6),
+            p_ts: TimestampMicrosecondBuilder::with_capacity(p),
+            p_quantity: Int32Builder::with_capacity(p),
+            p_amount: Float64Builder::with_capacity(p),
+            e_user: StringBuilder::with_capacity(e, e * 8),
+            e_channel: StringBuilder::with_capacity(e, e * 6),
+            e_type: StringBuilder::with_capacity(e, e * 5),
+            e_ts: TimestampMicrosecondBuilder::with_capacity(e),
+            t_user: StringBuilder::with_capacity(t, t * 8),
+            t_tag: StringBuilder::with_capacity(t, t * 10),
+            t_at: TimestampMicrosecondBuilder::with_capacity(t),
+        }
+    }
+}
+
+/// One generated chunk: users, purchases without `order_id` (numbered in order by the writer
+/// side), events and tags.
+struct Chunk {
+    users: RecordBatch,
+    purchases: Vec<ArrayRef>,
+    purchase_rows: usize,
+    events: RecordBatch,
+    tags: RecordBatch,
+}
+
+#[derive(Clone, Copy)]
+struct PurchaseRow {
+    ts: i64,
+    product: u32,
+    channel: u8,
+    quantity: u8,
+    hour: u8,
+}
+
+#[derive(Clone, Copy)]
+struct EventRow {
+    ts: i64,
+    channel: u8,
+    kind: u8,
+    hour: u8,
+}
+
+/// Per-user scratch space, reused across users.
+#[derive(Default)]
+struct Scratch {
+    user_id: String,
+    text: String,
+    purchases: Vec<PurchaseRow>,
+    events: Vec<EventRow>,
+    tags: Vec<(u16, i64)>,
+}
+
+/// Everything about a user that facts and tags depend on.
+struct Profile {
+    age: u32,
+    city: usize,
+    tier: usize,
+    signup_day: i32,
+    occupation: Option<usize>,
+    has_children: bool,
+    income: Option<i32>,
+    night_owl: bool,
+    deal_seeker: bool,
+    /// For users who stopped buying: the day after their last possible purchase.
+    churn_end: Option<i32>,
+    preferred_channel: usize,
+    favourite_category: usize,
+    purchase_rate: f64,
+}
+
+/// Facts of a user, summarised for the tag rules.
+#[derive(Default)]
+struct Behaviour {
+    purchases: u32,
+    spend: f64,
+    last_purchase_day: Option<i32>,
+    recent_30: u32,
+    recent_90: u32,
+    weekend: u32,
+    offline: u32,
+    channel_mask: u64,
+    max_price: f64,
+    max_quantity: u8,
+    groups: [u32; 10],
+    events: u32,
+    last_event_day: Option<i32>,
+    coupons: u32,
+    shares: u32,
+    carts: u32,
+    night: u32,
+    app: u32,
+    wechat: u32,
+}
+
+fn group_index(g: Group) -> usize {
+    match g {
+        Group::Beauty => 0,
+        Group::Fashion => 1,
+        Group::Electronics => 2,
+        Group::Sports => 3,
+        Group::Home => 4,
+        Group::Baby => 5,
+        Group::Books => 6,
+        Group::Pet => 7,
+        Group::Food => 8,
+        Group::Other => 9,
+    }
+}
+
+impl Model {
+    fn gen_chunk(&self, chunk: u64, first: u64, end: u64) -> Result<Chunk> {
+        let mut rng = StdRng::seed_from_u64(stream_seed(self.seed, STREAM_USERS, chunk));
+        let n = usize::try_from(end.saturating_sub(first)).unwrap_or(0);
+        let mut b = ChunkBuilders::new(n);
+        let mut scratch = Scratch::default();
+        for i in first..end {
+            self.gen_user(&mut rng, i, &mut b, &mut scratch);
+        }
+        let users: Vec<ArrayRef> = vec![
+            Arc::new(b.u_id.finish()),
+            Arc::new(b.u_name.finish()),
+            Arc::new(b.u_gender.finish()),
+            Arc::new(b.u_birth.finish()),
+            Arc::new(b.u_city.finish()),
+            Arc::new(b.u_region.finish()),
+            Arc::new(b.u_tier.finish()),
+            Arc::new(b.u_points.finish()),
+            Arc::new(b.u_signup.finish()),
+            Arc::new(b.u_phone.finish()),
+            Arc::new(b.u_email.finish()),
+            Arc::new(b.u_acquisition.finish()),
+            Arc::new(b.u_occupation.finish()),
+            Arc::new(b.u_children.finish()),
+            Arc::new(b.u_income.finish()),
+        ];
+        let purchases: Vec<ArrayRef> = vec![
+            Arc::new(b.p_user.finish()),
+            Arc::new(b.p_product.finish()),
+            Arc::new(b.p_channel.finish()),
+            Arc::new(b.p_ts.finish()),
+            Arc::new(b.p_quantity.finish()),
+            Arc::new(b.p_amount.finish()),
+        ];
+        let purchase_rows = purchases[0].len();
+        let events: Vec<ArrayRef> = vec![
+            Arc::new(b.e_user.finish()),
+            Arc::new(b.e_channel.finish()),
+            Arc::new(b.e_type.finish()),
+            Arc::new(b.e_ts.finish()),
+        ];
+        let tags: Vec<ArrayRef> =
+            vec![Arc::new(b.t_user.finish()), Arc::new(b.t_tag.finish()), Arc::new(b.t_at.finish())];
+        Ok(Chunk {
+            users: RecordBatch::try_new(users_schema(), users)?,
+            purchases,
+            purchase_rows,
+            events: RecordBatch::try_new(events_schema(), events)?,
+            tags: RecordBatch::try_new(user_tags_schema(), tags)?,
+        })
+    }
+
+    fn gen_user(&self, rng: &mut StdRng, index: u64, b: &mut ChunkBuilders, s: &mut Scratch) {
+        s.user_id.clear();
+        let _ = write!(s.user_id, "u{index}");
+        let profile = self.gen_profile(rng, index, b, s);
+        let mut behaviour = Behaviour::default();
+        self.gen_purchases(rng, &profile, b, s, &mut behaviour);
+        self.gen_events(rng, &profile, b, s, &mut behaviour);
+        self.gen_tags(rng, &profile, &behaviour, b, s);
+    }
+
+    /// Draws the user's attributes, appends the users row and returns the latent profile.
+    fn gen_profile(&self, rng: &mut StdRng, index: u64, b: &mut ChunkBuilders, s: &mut Scratch) -> Profile {
+        let r: f64 = rng.random();
+        let gender = if r < GENDERS[0].1 {
+            0
+        } else if r < GENDERS[0].1 + GENDERS[1].1 {
+            1
+        } else {
+            2
+        };
+
+        // Name: surname + one or two given-name characters.
+        s.text.clear();
+        s.text.push_str(SURNAMES[self.surnames.sample(rng)].0);
+        let given_len = if rng.random_bool(0.35) { 1 } else { 2 };
+        for _ in 0..given_len {
+            let pool: &[&str] = match (gender, rng.random_range(0..10u8)) {
+                (0, 0..=7) => GIVEN_F,
+                (1, 0..=7) => GIVEN_M,
+                (2, 0..=3) => GIVEN_F,
+                (2, 4..=7) => GIVEN_M,
+                _ => GIVEN_N,
+            };
+            s.text.push_str(pool[rng.random_range(0..pool.len())]);
+        }
+        b.u_id.append_value(&s.user_id);
+        b.u_name.append_value(&s.text);
+        b.u_gender.append_value(GENDERS[gender].0);
+
+        // Birth date: exactly `age` years old at now.
+        let age = 16 + self.ages.sample(rng) as u32;
+        let birthday_this_year = days_from_civil(2026 - age as i32, 11, 1);
+        let birth_day = birthday_this_year - rng.random_range(0..365);
+        b.u_birth.append_value(birth_day);
+
+        let city_idx = self.city_pick.sample(rng);
+        let city = &self.cities[city_idx];
+        b.u_city.append_value(city.name);
+        b.u_region.append_value(city.province);
+
+        let r: f64 = rng.random();
+        let mut acc = 0.0;
+        let mut tier = TIERS.len() - 1;
+        for (t, (_, share)) in TIERS.iter().enumerate() {
+            acc += share;
+            if r < acc {
+                tier = t;
+                break;
+            }
+        }
+        b.u_tier.append_value(TIERS[tier].0);
+        let points = if tier == 0 && rng.random_bool(0.05) { 0.0 } else { self.points[tier].sample(rng) };
+        b.u_points.append_value((points.round() as i64).clamp(0, 200_000));
+
+        // Signup: 2015-01-01 .. 2026-10-31, recent more likely, not before the 14th birthday.
+        let last_day = NOW_DAY - 1;
+        let mut signup_day = recent_day(rng, SIGNUP_FIRST_DAY, NOW_DAY);
+        let earliest = birth_day + 14 * 365 + 4;
+        if signup_day < earliest {
+            signup_day = rng.random_range(earliest.min(last_day)..=last_day);
+        }
+        b.u_signup.append_value(signup_day);
+
+        // Phone: a prefix + an affine bijection of the index (unique for < 10^8 users).
+        s.text.clear();
+        s.text.push_str(PHONE_PREFIXES[rng.random_range(0..PHONE_PREFIXES.len())]);
+        let suffix = (index.wrapping_mul(7_919_993).wrapping_add(self.phone_offset)) % 100_000_000;
+        let _ = write!(s.text, "{suffix:08}");
+        b.u_phone.append_value(&s.text);
+
+        s.text.clear();
+        let _ = write!(s.text, "{}@{}", s.user_id, EMAIL_DOMAINS[self.emails.sample(rng)].0);
+        b.u_email.append_value(&s.text);
+
+        let local = !city.stores.is_empty();
+        let acq_table = if local { &self.acquisition_local } else { &self.acquisition_away };
+        let outcome = acq_table.sample(rng);
+        let acquisition = self.resolve_channel(rng, outcome, city);
+        b.u_acquisition.append_value(CHANNELS[acquisition].id);
+
+        let occupation = if age <= 22 && rng.random_bool(0.7) {
+            OCC_STUDENT
+        } else if age >= 62 && rng.random_bool(0.65) {
+            OCC_RETIRED
+        } else {
+            self.occupations.sample(rng)
+        };
+        let occupation = (!rng.random_bool(0.01)).then_some(occupation);
+        b.u_occupation.append_option(occupation.map(|o| OCCUPATIONS[o].0));
+
+        let has_children = rng.random_bool(children_probability(age));
+        b.u_children.append_value(has_children);
+
+        let base = occupation.map_or(4.5, |o| OCCUPATIONS[o].2);
+        let age_bonus = if (30..=55).contains(&age) { 0.5 } else { 0.0 };
+        let z: f64 = rng.sample(StandardNormal);
+        let income = ((base + age_bonus + 1.5 * z).round() as i32).clamp(1, 10);
+        let income = (!rng.random_bool(0.01)).then_some(income);
+        b.u_income.append_option(income);
+
+        // Latent traits.
+        let night_owl = rng.random_bool(if age < 30 { 0.13 } else { 0.05 });
+        let deal_seeker = rng.random_bool(if income.is_some_and(|i| i <= 4) { 0.18 } else { 0.08 });
+        let churn_end = if signup_day <= NOW_DAY - 200 && rng.random_bool(0.22) {
+            let start = signup_day.max(NOW_DAY - PURCHASE_HISTORY_DAYS);
+            let latest = NOW_DAY - 180;
+            Some(latest - rng.random_range(0..=(latest - start).clamp(0, 520)))
+        } else {
+            None
+        };
+        let preferred_channel = if rng.random_bool(0.45) {
+            acquisition
+        } else {
+            let table = if local { &self.purchase_local } else { &self.purchase_away };
+            let outcome = table.sample(rng);
+            self.resolve_channel(rng, outcome, city)
+        };
+        let favourite_category = if has_children && (22..=42).contains(&age) && rng.random_bool(0.3) {
+            self.favourite_baby.sample(rng)
+        } else {
+            self.favourite[gender].sample(rng)
+        };
+        let purchase_rate = self.purchase_rate.sample(rng) * TIER_SPEND_FACTOR[tier];
+
+        Profile {
+            age,
+            city: city_idx,
+            tier,
+            signup_day,
+            occupation,
+            has_children,
+            income,
+            night_owl,
+            deal_seeker,
+            churn_end,
+            preferred_channel,
+            favourite_category,
+            purchase_rate,
+        }
+    }
+
+    fn gen_purchases(&self, rng: &mut StdRng, p: &Profile, b: &mut ChunkBuilders, s: &mut Scratch, beh: &mut Behaviour) {
+        let count = poisson(rng, p.purchase_rate, MAX_PURCHASES_PER_USER);
+        let start = p.signup_day.max(NOW_DAY - PURCHASE_HISTORY_DAYS);
+        let end = p.churn_end.unwrap_or(NOW_DAY).max(start + 1);
+        let hours = if p.night_owl { &self.hours_night } else { &self.hours_day };
+        let city = &self.cities[p.city];
+        let mix = if city.stores.is_empty() { &self.purchase_away } else { &self.purchase_local };
+        s.purchases.clear();
+        for _ in 0..count {
+            let day = recent_day(rng, start, end);
+            let (ts, hour) = time_on(rng, day, hours);
+            let channel = if rng.random_bool(0.55) {
+                p.preferred_channel
+            } else {
+                let outcome = mix.sample(rng);
+                self.resolve_channel(rng, outcome, city)
+            };
+            let product = if rng.random_bool(0.35) {
+                let (ids, pick) = &self.category_products[p.favourite_category];
+                ids.get(pick.sample(rng)).copied().unwrap_or(0)
+            } else {
+                self.product_pick.sample(rng) as u32
+            };
+            let quantity = 1 + self.quantity.sample(rng) as u8;
+            s.purchases.push(PurchaseRow { ts, product, channel: channel as u8, quantity, hour });
+        }
+        s.purchases.sort_unstable_by_key(|r| (r.ts, r.product, r.channel, r.quantity));
+
+        for r in &s.purchases {
+            let product = &self.products[r.product as usize];
+            let amount = round_cents(product.price * f64::from(r.quantity));
+            b.p_user.append_value(&s.user_id);
+            b.p_product.append_value(&product.id);
+            b.p_channel.append_value(CHANNELS[usize::from(r.channel)].id);
+            b.p_ts.append_value(r.ts);
+            b.p_quantity.append_value(i32::from(r.quantity));
+            b.p_amount.append_value(amount);
+
+            let day = r.ts.div_euclid(MICROS_PER_DAY) as i32;
+            beh.purchases += 1;
+            beh.spend += amount;
+            beh.last_purchase_day = Some(day);
+            if day >= NOW_DAY - 30 {
+                beh.recent_30 += 1;
+            }
+            if day >= NOW_DAY - 90 {
+                beh.recent_90 += 1;
+            }
+            // 1970-01-01 was a Thursday: (day + 3) % 7 is 0 on Mondays.
+            if (day + 3).rem_euclid(7) >= 5 {
+                beh.weekend += 1;
+            }
+            let channel = usize::from(r.channel);
+            if channel >= DIGITAL_CHANNELS {
+                beh.offline += 1;
+            }
+            if channel == CH_APP {
+                beh.app += 1;
+            }
+            if channel == CH_WECHAT {
+                beh.wechat += 1;
+            }
+            if r.hour < 5 {
+                beh.night += 1;
+            }
+            beh.channel_mask |= 1u64 << (channel % 64);
+            beh.max_price = beh.max_price.max(product.price);
+            beh.max_quantity = beh.max_quantity.max(r.quantity);
+            beh.groups[group_index(CATEGORIES[product.category].group)] += 1;
+        }
+    }
+
+    fn gen_events(&self, rng: &mut StdRng, p: &Profile, b: &mut ChunkBuilders, s: &mut Scratch, beh: &mut Behaviour) {
+        let mut rate =
+            EVENT_RATE_BASE + EVENT_RATE_PER_PURCHASE * p.purchase_rate.min(100.0) + self.event_rate.sample(rng);
+        if p.churn_end.is_some() {
+            rate *= CHURNED_EVENT_FACTOR;
+        }
+        let count = poisson(rng, rate, MAX_EVENTS_PER_USER);
+        let start = p.signup_day.max(NOW_DAY - EVENT_HISTORY_DAYS);
+        let hours = if p.night_owl { &self.hours_night } else { &self.hours_day };
+        let types = if p.deal_seeker { &self.event_types_deal } else { &self.event_types };
+        let preferred =
+            if p.preferred_channel < DIGITAL_CHANNELS { p.preferred_channel } else { self.event_channels.sample(rng) };
+        s.events.clear();
+        for _ in 0..count {
+            let day = recent_day(rng, start, NOW_DAY);
+            let (ts, hour) = time_on(rng, day, hours);
+            let channel = if rng.random_bool(0.6) { preferred } else { self.event_channels.sample(rng) };
+            let kind = types.sample(rng);
+            s.events.push(EventRow { ts, channel: channel as u8, kind: kind as u8, hour });
+        }
+        s.events.sort_unstable_by_key(|r| (r.ts, r.channel, r.kind));
+
+        for r in &s.events {
+            b.e_user.append_value(&s.user_id);
+            b.e_channel.append_value(CHANNELS[usize::from(r.channel)].id);
+            b.e_type.append_value(EVENT_TYPES[usize::from(r.kind)]);
+            b.e_ts.append_value(r.ts);
+
+            beh.events += 1;
+            beh.last_event_day = Some(r.ts.div_euclid(MICROS_PER_DAY) as i32);
+            match usize::from(r.kind) {
+                EV_COUPON => beh.coupons += 1,
+                EV_SHARE => beh.shares += 1,
+                EV_CART => beh.carts += 1,
+                _ => {}
+            }
+            match usize::from(r.channel) {
+                CH_APP => beh.app += 1,
+                CH_WECHAT => beh.wechat += 1,
+                _ => {}
+            }
+            if r.hour < 5 {
+                beh.night += 1;
+            }
+        }
+    }
+
+    /// Applies the tag rules (see `docs/generator.md`) and draws the generic interest tags.
+    fn gen_tags(&self, rng: &mut StdRng, p: &Profile, beh: &Behaviour, b: &mut ChunkBuilders, s: &mut Scratch) {
+        let group = |g: Group| beh.groups[group_index(g)];
+        let activity = beh.purchases + beh.events;
+        let last_activity = beh.last_purchase_day.max(beh.last_event_day);
+        let rules: [bool; SEMANTIC_TAGS.len()] = [
+            rng.random_bool(TAG_ABC_SHARES[0]),
+            rng.random_bool(TAG_ABC_SHARES[1]),
+            rng.random_bool(TAG_ABC_SHARES[2]),
+            // high_value
+            beh.spend >= HIGH_VALUE_SPEND,
+            // night_owl
+            activity >= 3 && beh.night * 2 >= activity,
+            // deal_seeker
+            beh.coupons >= 3,
+            // churn_risk
+            beh.last_purchase_day.is_some_and(|d| d < NOW_DAY - 180),
+            // new_parent
+            p.has_children && (p.signup_day >= NOW_DAY - 365 || group(Group::Baby) > 0),
+            // vip
+            p.tier >= 2,
+            // frequent_buyer
+            beh.purchases >= 12,
+            // app_user
+            beh.app >= 3 && beh.app * 5 >= activity * 2,
+            // wechat_fan
+            beh.wechat >= 3 && beh.wechat * 2 >= activity,
+            // beauty_lover
+            group(Group::Beauty) >= 2,
+            // new_customer
+            p.signup_day >= NOW_DAY - 90,
+            // loyal_customer
+            p.signup_day <= NOW_DAY - 5 * 365 && beh.recent_90 > 0,
+            // dormant
+            p.signup_day < NOW_DAY - 90 && last_activity.is_none_or(|d| d < NOW_DAY - 90),
+            // offline_shopper
+            beh.offline > 0,
+            // omnichannel
+            beh.channel_mask.count_ones() >= 3,
+            // social_sharer
+            beh.shares >= 2,
+            // cart_abandoner
+            beh.carts >= 2 && beh.recent_30 == 0,
+            // student
+            p.occupation == Some(OCC_STUDENT) || p.age <= 22,
+            // senior
+            p.age >= 60,
+            // high_income
+            p.income.is_some_and(|i| i >= 8),
+            // weekend_shopper
+            beh.purchases >= 3 && beh.weekend * 5 >= beh.purchases * 3,
+            // tech_enthusiast
+            group(Group::Electronics) >= 2,
+            // pet_owner
+            group(Group::Pet) > 0,
+            // foodie
+            group(Group::Food) >= 3,
+            // fashionista
+            group(Group::Fashion) >= 3,
+            // sports_fan
+            group(Group::Sports) >= 2,
+            // book_lover
+            group(Group::Books) >= 2,
+            // home_maker
+            group(Group::Home) >= 3,
+            // luxury_buyer
+            beh.max_price >= 2000.0,
+            // bulk_buyer
+            beh.max_quantity >= 4,
+        ];
+        s.tags.clear();
+        let first_day = p.signup_day.min(NOW_DAY - 1);
+        let assigned = |rng: &mut StdRng| {
+            let day = recent_day(rng, first_day, NOW_DAY);
+            i64::from(day) * MICROS_PER_DAY + rng.random_range(0..86_400i64) * MICROS_PER_SECOND
+        };
+        for (t, on) in rules.iter().enumerate() {
+            if *on {
+                let at = assigned(rng);
+                s.tags.push((t as u16, at));
+            }
+        }
+        let generic_rate = self.generic_rate.sample(rng);
+        let generic = poisson(rng, generic_rate, 40) as usize;
+        let (mut added, mut attempts) = (0, 0);
+        while added < generic && attempts < generic * 4 {
+            attempts += 1;
+            let t = (SEMANTIC_TAGS.len() + self.generic_pick.sample(rng)) as u16;
+            if !s.tags.iter().any(|(x, _)| *x == t) {
+                let at = assigned(rng);
+                s.tags.push((t, at));
+                added += 1;
+            }
+        }
+        s.tags.sort_unstable();
+        for (t, at) in &s.tags {
+            b.t_user.append_value(&s.user_id);
+            b.t_tag.append_value(&self.tag_names[usize::from(*t)]);
+            b.t_at.append_value(*at);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+// ---------------------------------------------------------------------------------------------
+
+/// Rows, files and bytes written for one table.
+#[derive(Debug, Clone, Copy, Default)]
+struct TableStats {
+    rows: u64,
+    files: usize,
+    bytes: u64,
+}
+
+enum FileWriter {
+    Parquet(ArrowWriter<BufWriter<File>>),
+    Csv(arrow::csv::Writer<BufWriter<File>>),
+}
+
+/// Writes one table as a sequence of bounded files `<table>/<table>-NNNNN.<ext>`.
+struct TableSink {
+    table: &'static str,
+    dir: PathBuf,
+    format: GenFormat,
+    schema: SchemaRef,
+    max_rows: usize,
+    current: Option<(FileWriter, PathBuf)>,
+    rows_in_file: usize,
+    stats: TableStats,
+}
+
+fn format_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Format { context: format!("writing {}", path.display()), message: e.to_string() }
+}
+
+impl TableSink {
+    fn new(table: &'static str, out: &Path, format: GenFormat, schema: SchemaRef, max_rows: usize) -> Self {
+        TableSink {
+            table,
+            dir: out.join(table),
+            format,
+            schema,
+            max_rows: max_rows.max(1),
+            current: None,
+            rows_in_file: 0,
+            stats: TableStats::default(),
+        }
+    }
+
+    fn properties(&self) -> WriterProperties {
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+        // Unique columns: a dictionary would only be built to be thrown away.
+        let unique: &[&str] = match self.table {
+            "users" => &["user_id", "phone", "email"],
+            "purchases" => &["order_id"],
+            "products" => &["product_id"],
+            _ => &[],
+        };
+        for col in unique {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(*col), false);
+        }
+        props.build()
+    }
+
+    fn open(&mut self) -> Result<()> {
+        let ext = match self.format {
+            GenFormat::Parquet => "parquet",
+            GenFormat::Csv => "csv",
+        };
+        let path = self.dir.join(format!("{}-{:05}.{ext}", self.table, self.stats.files));
+        let file = File::create(&path).io_context("create", &path)?;
+        let buf = BufWriter::with_capacity(1 << 20, file);
+        let writer = match self.format {
+            GenFormat::Parquet => FileWriter::Parquet(
+                ArrowWriter::try_new(buf, self.schema.clone(), Some(self.properties()))
+                    .map_err(|e| format_error(&path, e))?,
+            ),
+            GenFormat::Csv => FileWriter::Csv(
+                arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .with_date_format("%Y-%m-%d".to_string())
+                    .with_timestamp_format("%Y-%m-%d %H:%M:%S".to_string())
+                    .build(buf),
+            ),
+        };
+        self.current = Some((writer, path));
+        self.rows_in_file = 0;
+        self.stats.files += 1;
+        Ok(())
+    }
+
+    fn write_current(&mut self, batch: &RecordBatch) -> Result<()> {
+        if let Some((writer, path)) = &mut self.current {
+            match writer {
+                FileWriter::Parquet(w) => w.write(batch).map_err(|e| format_error(path, e))?,
+                FileWriter::Csv(w) => w.write(batch).map_err(|e| format_error(path, e))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn close_current(&mut self) -> Result<()> {
+        let Some((writer, path)) = self.current.take() else {
+            return Ok(());
+        };
+        let buf = match writer {
+            FileWriter::Parquet(w) => w.into_inner().map_err(|e| format_error(&path, e))?,
+            FileWriter::Csv(w) => w.into_inner(),
+        };
+        let mut file = buf.into_inner().map_err(|e| e.into_error()).io_context("write", &path)?;
+        file.flush().io_context("write", &path)?;
+        let len = file.metadata().io_context("stat", &path)?.len();
+        self.stats.bytes += len;
+        Ok(())
+    }
+
+    /// Appends rows, starting a new file whenever the current one is full.
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let n = batch.num_rows();
+        let mut offset = 0;
+        while offset < n {
+            if self.current.is_none() {
+                self.open()?;
+            }
+            let take = (self.max_rows - self.rows_in_file).min(n - offset);
+            self.write_current(&batch.slice(offset, take))?;
+            self.rows_in_file += take;
+            self.stats.rows += take as u64;
+            offset += take;
+            if self.rows_in_file >= self.max_rows {
+                self.close_current()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the last file; a table without rows still gets one (empty) file with its schema.
+    fn finish(mut self) -> Result<TableStats> {
+        if self.stats.files == 0 {
+            self.open()?;
+            self.write_current(&RecordBatch::new_empty(self.schema.clone()))?;
+        }
+        self.close_current()?;
+        Ok(self.stats)
+    }
+}
+
+/// Appends the `order_id` column (sequential over the whole output) to a chunk's purchases.
+fn number_orders(columns: Vec<ArrayRef>, rows: usize, next_order: &mut u64) -> Result<RecordBatch> {
+    let mut ids = StringBuilder::with_capacity(rows, rows * 10);
+    let mut text = String::with_capacity(24);
+    for _ in 0..rows {
+        text.clear();
+        let _ = write!(text, "o{next_order}");
+        ids.append_value(&text);
+        *next_order += 1;
+    }
+    let mut all: Vec<ArrayRef> = Vec::with_capacity(columns.len() + 1);
+    all.push(Arc::new(ids.finish()));
+    all.extend(columns);
+    Ok(RecordBatch::try_new(purchases_schema(), all)?)
+}
+
+/// Spawns a thread that writes every batch it receives to `sink`.
+fn spawn_writer<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    mut sink: TableSink,
+) -> (SyncSender<RecordBatch>, std::thread::ScopedJoinHandle<'scope, Result<TableStats>>) {
+    let (tx, rx): (SyncSender<RecordBatch>, Receiver<RecordBatch>) = sync_channel(1);
+    let handle = scope.spawn(move || {
+        for batch in rx {
+            sink.write(&batch)?;
+        }
+        sink.finish()
+    });
+    (tx, handle)
+}
+
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    handle.join().unwrap_or_else(|_| Err(Error::Internal("a generator thread panicked".into())))
+}
+
+/// Generates the per-user tables chunk by chunk on worker threads and writes them, in chunk
+/// order, on one writer thread per table. Returns the stats of users, purchases, events, tags.
+fn run_pipeline(
+    model: &Model,
+    opts: &GenOptions,
+    progress: &(dyn Fn(u64) + Sync),
+    layout: Layout,
+) -> Result<[TableStats; 4]> {
+    let users = opts.users;
+    let chunk_users = layout.chunk_users.max(1);
+    let chunks = users.div_ceil(chunk_users);
+    let workers = GENERATOR_THREADS.min(chunks).max(1);
+    let sink = |table, schema, max_rows| TableSink::new(table, &opts.out, opts.format, schema, max_rows);
+
+    std::thread::scope(|scope| {
+        let (users_tx, users_h) = spawn_writer(scope, sink("users", users_schema(), layout.users_per_file));
+        let (purchases_tx, purchases_h) =
+            spawn_writer(scope, sink("purchases", purchases_schema(), layout.fact_rows_per_file));
+        let (events_tx, events_h) = spawn_writer(scope, sink("events", events_schema(), layout.fact_rows_per_file));
+        let (tags_tx, tags_h) = spawn_writer(scope, sink("user_tags", user_tags_schema(), layout.fact_rows_per_file));
+
+        let mut generators = Vec::new();
+        let mut chunk_rxs = Vec::new();
+        for w in 0..workers {
+            let (tx, rx) = sync_channel::<Result<Chunk>>(1);
+            chunk_rxs.push(rx);
+            generators.push(scope.spawn(move || {
+                let mut k = w;
+                while k < chunks {
+                    let first = k.saturating_mul(chunk_users);
+                    let end = first.saturating_add(chunk_users).min(users);
+                    let chunk = model.gen_chunk(k, first, end);
+                    let failed = chunk.is_err();
+                    if tx.send(chunk).is_err() || failed {
+                        break;
+                    }
+                    k += workers;
+                }
+                Ok(())
+            }));
+        }
+
+        let stopped = || Error::Internal("a writer thread stopped early".into());
+        let routed = (|| -> Result<()> {
+            let mut next_order = 1u64;
+            for k in 0..chunks {
+                let rx = &chunk_rxs[(k % workers) as usize];
+                let chunk = rx.recv().map_err(|_| Error::Internal("a generator thread stopped early".into()))??;
+                let purchases = number_orders(chunk.purchases, chunk.purchase_rows, &mut next_order)?;
+                users_tx.send(chunk.users).map_err(|_| stopped())?;
+                purchases_tx.send(purchases).map_err(|_| stopped())?;
+                events_tx.send(chunk.events).map_err(|_| stopped())?;
+                tags_tx.send(chunk.tags).map_err(|_| stopped())?;
+                progress((k + 1).saturating_mul(chunk_users).min(users));
+            }
+            Ok(())
+        })();
+        drop((users_tx, purchases_tx, events_tx, tags_tx));
+        drop(chunk_rxs);
+
+        // A writer's own error explains a routing failure better than "stopped early".
+        let written = [join(users_h), join(purchases_h), join(events_h), join(tags_h)];
+        let generated: Vec<Result<()>> = generators.into_iter().map(join).collect();
+        let mut stats = [TableStats::default(); 4];
+        for (slot, result) in stats.iter_mut().zip(written) {
+            *slot = result?;
+        }
+        routed?;
+        for g in generated {
+            g?;
+        }
+        Ok(stats)
+    })
+}

@@ -1,0 +1,586 @@
+//! The import pipeline: input files → typed batches → the data contract's checks → dense row ids
+//! → bounded Parquet data files → one atomic commit. Any error leaves the store unchanged (the
+//! files written so far are removed and no manifest is published).
+//!
+//! ```text
+//! users files ─ plan schema (custom columns typed) ─ upsert by user_id ─┬─ new users → new files (row-id order)
+//!                                                                       └─ updated users → rewrite the files holding them
+//! products/channels ─ upsert by key → one new file per table
+//! purchases/events/user_tags ─ refuse already-loaded files ─ user_id → row id ─ append (one thread per table)
+//! ```
+
+pub mod contract;
+pub mod reader;
+pub mod row_ids;
+pub mod writer;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, ArrayRef, AsArray, UInt32Array, new_null_array};
+use arrow::compute::{filter_record_batch, interleave};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use roaring::RoaringBitmap;
+use rustc_hash::FxHashMap;
+
+use crate::error::{Error, InputLocation, IoContext, Result};
+use crate::store::manifest::{DataFile, IdSegment, LoadedFile, Manifest};
+use crate::store::{Store, StoreWriter, io, layout};
+use crate::tables::{ColumnDef, ColumnType, ROW_ID_COLUMN, Table, file_schema};
+use contract::{ColumnPlan, plan_columns, widen};
+use reader::{BatchReader, SourceFile, TypedBatch};
+use row_ids::IdMap;
+use writer::{FACT_FILE_ROWS, TableSink, USERS_FILE_ROWS, is_missing};
+
+/// Called with (bytes done, bytes total) as the import progresses; must be cheap.
+pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// How to run an import.
+#[derive(Clone, Default)]
+pub struct ImportOptions {
+    /// Load every input into this table instead of recognising tables by file or folder name.
+    pub table: Option<Table>,
+    /// Validate everything, write nothing.
+    pub dry_run: bool,
+    pub progress: Option<ProgressFn>,
+}
+
+/// What an import did.
+#[derive(Debug, Clone)]
+pub struct ImportSummary {
+    /// The committed version; `None` for a dry run.
+    pub version: Option<u64>,
+    /// Rows read per table, in load order.
+    pub rows: Vec<(Table, u64)>,
+    pub new_users: u64,
+    pub updated_users: u64,
+    pub files: usize,
+    pub elapsed: Duration,
+}
+
+impl Store {
+    /// Imports files and folders into the store as one commit (see the module doc).
+    pub fn import(&self, inputs: &[PathBuf], options: &ImportOptions) -> Result<ImportSummary> {
+        let sources = reader::resolve_inputs(inputs, options.table)?;
+        if options.dry_run {
+            let snapshot = self.snapshot()?;
+            return run_import(snapshot.manifest(), self.root(), None, &sources, options);
+        }
+        let writer = self.writer()?;
+        let base = Arc::clone(writer.base());
+        let root = self.root().to_path_buf();
+        run_import(&base, &root, Some(writer), &sources, options)
+    }
+}
+
+/// Validates `inputs` against an empty store (for `--dry-run` where no store exists yet).
+pub fn dry_run_without_store(inputs: &[PathBuf], options: &ImportOptions) -> Result<ImportSummary> {
+    let sources = reader::resolve_inputs(inputs, options.table)?;
+    run_import(&Manifest::empty(), Path::new("."), None, &sources, options)
+}
+
+/// Shared state of one import run.
+struct Job<'a> {
+    base: &'a Manifest,
+    root: &'a Path,
+    /// `None` for a dry run.
+    writer: Option<&'a StoreWriter>,
+    total_bytes: u64,
+    done_bytes: AtomicU64,
+    progress: Option<ProgressFn>,
+    /// Set when any table's thread failed, so that the others stop early.
+    cancelled: AtomicBool,
+}
+
+impl Job<'_> {
+    fn advance(&self, delta: u64) {
+        let done = self.done_bytes.fetch_add(delta, Ordering::Relaxed) + delta;
+        if let Some(p) = &self.progress {
+            p(done.min(self.total_bytes), self.total_bytes);
+        }
+    }
+
+    fn sink(&self, table: Table, schema: SchemaRef, max_rows: u64) -> Sink<'_> {
+        match self.writer {
+            Some(w) => Sink::Real(TableSink::new(w, table, schema, max_rows, false)),
+            None => Sink::DryRun(0),
+        }
+    }
+}
+
+/// A table sink, or a row counter in a dry run.
+enum Sink<'w> {
+    Real(TableSink<'w>),
+    DryRun(u64),
+}
+
+impl Sink<'_> {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        match self {
+            Sink::Real(s) => s.write(batch),
+            Sink::DryRun(n) => {
+                *n += batch.num_rows() as u64;
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(self) -> Result<Vec<DataFile>> {
+        match self {
+            Sink::Real(s) => Ok(s.finish()?.0),
+            Sink::DryRun(_) => Ok(Vec::new()),
+        }
+    }
+}
+
+fn run_import(
+    base: &Manifest,
+    root: &Path,
+    writer: Option<StoreWriter>,
+    sources: &[SourceFile],
+    options: &ImportOptions,
+) -> Result<ImportSummary> {
+    let started = Instant::now();
+    let job = Job {
+        base,
+        root,
+        writer: writer.as_ref(),
+        total_bytes: sources.iter().map(|s| s.size).sum(),
+        done_bytes: AtomicU64::new(0),
+        progress: options.progress.clone(),
+        cancelled: AtomicBool::new(false),
+    };
+    let by_table = |t: Table| sources.iter().filter(move |s| s.table == t).cloned().collect::<Vec<_>>();
+    let mut next = base.clone();
+    let mut rows: BTreeMap<Table, u64> = BTreeMap::new();
+
+    let fact_sources: Vec<SourceFile> = sources.iter().filter(|s| s.table.is_fact()).cloned().collect();
+    let fingerprints = check_not_loaded(base, &fact_sources)?;
+
+    let users = by_table(Table::Users);
+    let needs_ids = !users.is_empty() || !fact_sources.is_empty();
+    let mut ids = if needs_ids {
+        let paths: Vec<PathBuf> = base.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
+        IdMap::load(&paths, base.next_row_id as usize)?
+    } else {
+        IdMap::default()
+    };
+
+    let mut user_stats = UserStats::default();
+    if !users.is_empty() {
+        user_stats = load_users(&job, &users, &mut ids, &mut next)?;
+        rows.insert(Table::Users, user_stats.rows);
+    }
+    for table in [Table::Products, Table::Channels] {
+        let files = by_table(table);
+        if !files.is_empty() {
+            let n = load_dimension(&job, table, &files, &mut next)?;
+            rows.insert(table, n);
+        }
+    }
+    let fact_tables: Vec<Table> = [Table::Purchases, Table::Events, Table::UserTags]
+        .into_iter()
+        .filter(|t| sources.iter().any(|s| s.table == *t))
+        .collect();
+    let results: Vec<Result<(Table, Vec<DataFile>, u64)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = fact_tables
+            .iter()
+            .map(|&table| {
+                let files = by_table(table);
+                let (job, ids) = (&job, &ids);
+                scope.spawn(move || {
+                    let r = load_facts(job, table, &files, ids);
+                    if r.is_err() {
+                        job.cancelled.store(true, Ordering::Relaxed);
+                    }
+                    r
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("an import thread panicked".into()))))
+            .collect()
+    });
+    // Report the first real error, not the "cancelled" of the threads it stopped.
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Ok((table, files, n)) => {
+                next.tables.entry(table).or_default().extend(files);
+                rows.insert(table, n);
+            }
+            Err(Error::Internal(m)) if m == CANCELLED => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let version = next.version + 1;
+    for (src, fingerprint) in fact_sources.iter().zip(fingerprints) {
+        next.loaded_files.push(LoadedFile {
+            table: src.table,
+            fingerprint,
+            source: src.path.display().to_string(),
+            rows: 0,
+            version,
+        });
+    }
+
+    let committed = match writer {
+        Some(w) => {
+            if !user_stats.new_entries.is_empty() {
+                let (relative, abs) = w.new_file(layout::new_ids_file(w.next_version()))?;
+                let entries = user_stats.new_entries.len() as u64;
+                let bytes = row_ids::encode_segment(std::mem::take(&mut user_stats.new_entries))?;
+                io::write_new(&abs, &bytes)?;
+                next.id_segments.push(IdSegment { path: relative, entries, bytes: bytes.len() as u64 });
+            }
+            Some(w.commit(next)?)
+        }
+        None => None,
+    };
+    Ok(ImportSummary {
+        version: committed,
+        rows: rows.into_iter().collect(),
+        new_users: user_stats.new_users,
+        updated_users: user_stats.updated_users,
+        files: sources.len(),
+        elapsed: started.elapsed(),
+    })
+}
+
+const CANCELLED: &str = "cancelled";
+
+/// Refuses fact files whose exact content was already loaded (or is given twice), since appending
+/// them again would double their rows. Returns each file's fingerprint.
+fn check_not_loaded(base: &Manifest, sources: &[SourceFile]) -> Result<Vec<String>> {
+    let mut seen: FxHashMap<String, &Path> = FxHashMap::default();
+    let mut out = Vec::with_capacity(sources.len());
+    for src in sources {
+        let fp = fingerprint(&src.path)?;
+        if let Some(prev) = base.loaded_files.iter().find(|l| l.fingerprint == fp && l.table == src.table) {
+            return Err(Error::input(
+                &src.path,
+                InputLocation::File,
+                None,
+                format!(
+                    "this exact file was already loaded into {} at version {} (from {}); loading it again would double its rows",
+                    src.table, prev.version, prev.source
+                ),
+            ));
+        }
+        if let Some(prev) = seen.insert(fp.clone(), &src.path) {
+            return Err(Error::input(&src.path, InputLocation::File, None,
+                format!("it has the same content as {}, given in the same import", prev.display())));
+        }
+        out.push(fp);
+    }
+    Ok(out)
+}
+
+fn fingerprint(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut f = File::open(path).io_context("open", path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).io_context("read", path)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("{:032x}", hasher.digest128()))
+}
+
+/// Reads all batches of one source, reporting progress, and hands each to `f`.
+fn for_each_batch(job: &Job<'_>, src: &SourceFile, plan: ColumnPlan, mut f: impl FnMut(TypedBatch) -> Result<()>) -> Result<()> {
+    let mut rdr = BatchReader::open(src, plan)?;
+    let mut reported = 0;
+    while let Some(batch) = rdr.next_batch()? {
+        if job.cancelled.load(Ordering::Relaxed) {
+            return Err(Error::Internal(CANCELLED.into()));
+        }
+        f(batch)?;
+        job.advance(rdr.bytes_done.saturating_sub(reported));
+        reported = rdr.bytes_done;
+    }
+    job.advance(src.size.saturating_sub(reported));
+    Ok(())
+}
+
+/// Checks the columns that may not be NULL or empty.
+fn check_non_null(table: Table, src: &SourceFile, batch: &TypedBatch) -> Result<()> {
+    for name in table.non_null_columns() {
+        if let Ok(i) = batch.batch.schema().index_of(name) {
+            let col = batch.batch.column(i);
+            if col.null_count() > 0 || col.as_string_opt::<i32>().is_some() {
+                if let Some(row) = (0..col.len()).find(|&r| is_missing(col.as_ref(), r)) {
+                    return Err(Error::input(&src.path, batch.location(row), Some(name), "the value is missing (it is required)"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Aligns a batch in file-plan order to `columns` (absent columns become NULL), with the row id
+/// column first.
+fn to_file_batch(batch: &RecordBatch, row_ids: ArrayRef, columns: &[ColumnDef], schema: &SchemaRef) -> Result<RecordBatch> {
+    let mut arrays = Vec::with_capacity(columns.len() + 1);
+    arrays.push(row_ids);
+    for c in columns {
+        arrays.push(match batch.schema().index_of(&c.name) {
+            Ok(i) => Arc::clone(batch.column(i)),
+            Err(_) => new_null_array(&c.ty.arrow_type(), batch.num_rows()),
+        });
+    }
+    Ok(RecordBatch::try_new(Arc::clone(schema), arrays)?)
+}
+
+#[derive(Default)]
+struct UserStats {
+    rows: u64,
+    new_users: u64,
+    updated_users: u64,
+    new_entries: Vec<(Box<str>, u32)>,
+}
+
+/// Upserts users: new user_ids get the next row ids and go to new files; known ones replace their
+/// rows in rewritten copies of the files that hold them. Columns a file lacks keep their values.
+fn load_users(job: &Job<'_>, files: &[SourceFile], ids: &mut IdMap, next: &mut Manifest) -> Result<UserStats> {
+    // 1. The final users schema: known columns, then new custom columns typed across all files.
+    let mut columns = job.base.users_columns.clone();
+    for src in files {
+        let header = reader::read_header(src)?;
+        let unknown: Vec<usize> = (0..header.len()).filter(|&i| !columns.iter().any(|c| c.name == header[i])).collect();
+        let types = if unknown.is_empty() { Vec::new() } else { reader::infer_types(src, &unknown)? };
+        let mut inferred = unknown.iter().zip(types);
+        let plan = plan_columns(Table::Users, &src.path, &header, &columns, |i| {
+            Ok(inferred.find(|(j, _)| **j == i).map(|(_, t)| t).unwrap_or(ColumnType::Utf8))
+        })?;
+        for c in plan.columns {
+            match columns.iter_mut().find(|k| k.name == c.name) {
+                Some(k) if job.base.users_columns.iter().all(|b| b.name != c.name) => k.ty = widen(k.ty, c.ty),
+                Some(_) => {}
+                None => columns.push(c),
+            }
+        }
+    }
+    let schema = file_schema(&columns);
+
+    // 2. Stream: new users out, updates buffered by row id.
+    let mut stats = UserStats::default();
+    let mut sink = job.sink(Table::Users, Arc::clone(&schema), USERS_FILE_ROWS);
+    let mut seen = RoaringBitmap::new();
+    let mut update_batches: Vec<(RecordBatch, Vec<bool>)> = Vec::new();
+    let mut updates: FxHashMap<u32, (u32, u32)> = FxHashMap::default();
+    let mut next_row_id = job.base.next_row_id;
+    for src in files {
+        let header = reader::read_header(src)?;
+        let plan = plan_columns(Table::Users, &src.path, &header, &columns, |_| Ok(ColumnType::Utf8))?;
+        let present: Vec<bool> = columns.iter().map(|c| header.iter().any(|h| h.trim() == c.name)).collect();
+        for_each_batch(job, src, plan, |tb| {
+            check_non_null(Table::Users, src, &tb)?;
+            let user_col = tb.batch.column(tb.batch.schema().index_of("user_id")?).as_string::<i32>().clone();
+            let mut row_ids = Vec::with_capacity(user_col.len());
+            let mut is_new = Vec::with_capacity(user_col.len());
+            for (row, user) in user_col.iter().enumerate() {
+                let user = user.unwrap_or_default();
+                let id = match ids.get(user) {
+                    Some(id) => {
+                        is_new.push(false);
+                        id
+                    }
+                    None => {
+                        let id = next_row_id;
+                        next_row_id = next_row_id.checked_add(1).ok_or_else(|| {
+                            Error::input(&src.path, tb.location(row), Some("user_id"), "the store cannot hold more than 4,294,967,295 users")
+                        })?;
+                        ids.insert(user, id);
+                        stats.new_entries.push((user.into(), id));
+                        is_new.push(true);
+                        id
+                    }
+                };
+                if !seen.insert(id) {
+                    return Err(Error::input(&src.path, tb.location(row), Some("user_id"),
+                        format!("user_id '{user}' appears more than once in this load")));
+                }
+                row_ids.push(id);
+            }
+            stats.rows += tb.batch.num_rows() as u64;
+            let full = to_file_batch(&tb.batch, Arc::new(UInt32Array::from(row_ids.clone())), &columns, &schema)?;
+            let new_mask = arrow::array::BooleanArray::from(is_new.clone());
+            let new_rows = filter_record_batch(&full, &new_mask)?;
+            stats.new_users += new_rows.num_rows() as u64;
+            sink.write(&new_rows)?;
+            let upd_mask = arrow::compute::not(&new_mask)?;
+            let upd_rows = filter_record_batch(&full, &upd_mask)?;
+            if upd_rows.num_rows() > 0 {
+                let batch_idx = update_batches.len() as u32;
+                for (k, id) in row_ids.iter().zip(&is_new).filter(|(_, n)| !**n).map(|(id, _)| *id).enumerate() {
+                    updates.insert(id, (batch_idx, k as u32));
+                }
+                stats.updated_users += upd_rows.num_rows() as u64;
+                update_batches.push((upd_rows, present.clone()));
+            }
+            Ok(())
+        })?;
+    }
+    let mut new_files = sink.finish()?;
+
+    // 3. Rewrite the files that hold updated users.
+    let mut kept = Vec::new();
+    for file in job.base.files(Table::Users) {
+        let first = file.first_row_id.ok_or_else(|| Error::corrupt(&file.path, "a users file has no first row id"))?;
+        let end = u64::from(first) + file.rows;
+        let touched = seen.range_cardinality(first..(end.min(u64::from(u32::MAX) + 1) as u32)) > 0
+            && (first..end as u32).any(|id| updates.contains_key(&id));
+        if !touched {
+            kept.push(file.clone());
+            continue;
+        }
+        let old = read_aligned(&layout::resolve(job.root, &file.path), &columns, &schema)?;
+        let merged = apply_updates(&old, first, &updates, &update_batches, &schema)?;
+        let mut sink = job.sink(Table::Users, Arc::clone(&schema), u64::MAX);
+        sink.write(&merged)?;
+        kept.extend(sink.finish()?);
+    }
+    kept.append(&mut new_files);
+    kept.sort_by_key(|f| f.first_row_id);
+    next.tables.insert(Table::Users, kept);
+    next.users_columns = columns;
+    next.next_row_id = next_row_id;
+    Ok(stats)
+}
+
+/// Reads a stored file whole, aligned to `columns` (columns it predates become NULL).
+fn read_aligned(path: &Path, columns: &[ColumnDef], schema: &SchemaRef) -> Result<RecordBatch> {
+    let f = File::open(path).io_context("open", path)?;
+    let rdr = ParquetRecordBatchReaderBuilder::try_new(f)
+        .map_err(|e| Error::corrupt(path, e.to_string()))?
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(|e| Error::corrupt(path, e.to_string()))?;
+    let mut parts = Vec::new();
+    for batch in rdr {
+        let batch = batch.map_err(|e| Error::corrupt(path, e.to_string()))?;
+        let row_ids = Arc::clone(batch.column(batch.schema().index_of(ROW_ID_COLUMN).map_err(|e| Error::corrupt(path, e.to_string()))?));
+        parts.push(to_file_batch(&batch, row_ids, columns, schema)?);
+    }
+    Ok(arrow::compute::concat_batches(schema, &parts)?)
+}
+
+/// Replaces the updated rows of `old` (whose first row id is `first`): each column takes the new
+/// value where the update's file had that column, the old value otherwise.
+fn apply_updates(
+    old: &RecordBatch,
+    first: u32,
+    updates: &FxHashMap<u32, (u32, u32)>,
+    batches: &[(RecordBatch, Vec<bool>)],
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    let mut arrays = Vec::with_capacity(old.num_columns());
+    for col in 0..old.num_columns() {
+        let mut sources: Vec<&dyn Array> = vec![old.column(col).as_ref()];
+        sources.extend(batches.iter().map(|(b, _)| b.column(col).as_ref()));
+        let indices: Vec<(usize, usize)> = (0..old.num_rows())
+            .map(|row| match updates.get(&(first + row as u32)) {
+                // Column 0 is the row id; the others follow `present` shifted by one.
+                Some(&(b, r)) if col == 0 || batches[b as usize].1[col - 1] => (b as usize + 1, r as usize),
+                _ => (0, row),
+            })
+            .collect();
+        arrays.push(interleave(&sources, &indices)?);
+    }
+    Ok(RecordBatch::try_new(Arc::clone(schema), arrays)?)
+}
+
+/// Upserts a dimension table by its key: the table is rewritten as one file.
+fn load_dimension(job: &Job<'_>, table: Table, files: &[SourceFile], next: &mut Manifest) -> Result<u64> {
+    let columns = next.columns(table);
+    let schema = file_schema(&columns);
+    let key = table.key_column().expect("dimensions have a key");
+    let mut incoming: Vec<RecordBatch> = Vec::new();
+    let mut keys: FxHashMap<String, ()> = FxHashMap::default();
+    let mut rows = 0u64;
+    for src in files {
+        let header = reader::read_header(src)?;
+        let plan = plan_columns(table, &src.path, &header, &columns, |_| Ok(ColumnType::Utf8))?;
+        for_each_batch(job, src, plan, |tb| {
+            check_non_null(table, src, &tb)?;
+            let key_col = tb.batch.column(tb.batch.schema().index_of(key)?).as_string::<i32>().clone();
+            for (row, k) in key_col.iter().enumerate() {
+                let k = k.unwrap_or_default();
+                if keys.insert(k.to_string(), ()).is_some() {
+                    return Err(Error::input(&src.path, tb.location(row), Some(key),
+                        format!("{key} '{k}' appears more than once in this load")));
+                }
+            }
+            rows += tb.batch.num_rows() as u64;
+            let zeros = Arc::new(UInt32Array::from(vec![0u32; tb.batch.num_rows()]));
+            incoming.push(to_file_batch(&tb.batch, zeros, &columns, &schema)?);
+            Ok(())
+        })?;
+    }
+    let mut sink = job.sink(table, Arc::clone(&schema), u64::MAX);
+    for file in job.base.files(table) {
+        let old = read_aligned(&layout::resolve(job.root, &file.path), &columns, &schema)?;
+        let key_col = old.column(old.schema().index_of(key)?).as_string::<i32>().clone();
+        let keep: arrow::array::BooleanArray = key_col.iter().map(|k| Some(!keys.contains_key(k.unwrap_or_default()))).collect();
+        sink.write(&filter_record_batch(&old, &keep)?)?;
+    }
+    for batch in &incoming {
+        sink.write(batch)?;
+    }
+    next.tables.insert(table, sink.finish()?);
+    Ok(rows)
+}
+
+/// Appends a fact table's files: every user_id must be known; the row id is stored beside it.
+fn load_facts(job: &Job<'_>, table: Table, files: &[SourceFile], ids: &IdMap) -> Result<(Table, Vec<DataFile>, u64)> {
+    let columns = crate::tables::contract_columns(table);
+    let schema = file_schema(&columns);
+    let mut sink = job.sink(table, Arc::clone(&schema), FACT_FILE_ROWS);
+    let mut rows = 0u64;
+    for src in files {
+        let header = reader::read_header(src)?;
+        let plan = plan_columns(table, &src.path, &header, &columns, |_| Ok(ColumnType::Utf8))?;
+        for_each_batch(job, src, plan, |tb| {
+            check_non_null(table, src, &tb)?;
+            let users = tb.batch.column(tb.batch.schema().index_of("user_id")?).as_string::<i32>();
+            let mut row_ids = Vec::with_capacity(users.len());
+            // Facts usually come grouped by user: remember the last lookup.
+            let mut last: Option<(&str, u32)> = None;
+            for (row, user) in users.iter().enumerate() {
+                let user = user.unwrap_or_default();
+                let id = match last {
+                    Some((u, id)) if u == user => id,
+                    _ => {
+                        let id = ids.get(user).ok_or_else(|| {
+                            Error::input(&src.path, tb.location(row), Some("user_id"),
+                                format!("user_id '{user}' is not a known user (load it into users first)"))
+                        })?;
+                        last = Some((user, id));
+                        id
+                    }
+                };
+                row_ids.push(id);
+            }
+            rows += tb.batch.num_rows() as u64;
+            sink.write(&to_file_batch(&tb.batch, Arc::new(UInt32Array::from(row_ids)), &columns, &schema)?)
+        })?;
+    }
+    Ok((table, sink.finish()?, rows))
+}

@@ -1,0 +1,161 @@
+//! Parquet data files as the store keeps them: the hidden row-id column first, bounded file size
+//! (a new file every `max_rows` rows) so that files can be read in parallel, small pages and an
+//! offset index so that a row selection skips I/O, and no dictionary for unique-ish columns.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, Encoding};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+
+use crate::error::{IoContext, Result};
+use crate::store::StoreWriter;
+use crate::store::layout;
+use crate::store::manifest::DataFile;
+use crate::tables::{ROW_ID_COLUMN, Table};
+
+/// Rows per users data file.
+pub const USERS_FILE_ROWS: u64 = 1 << 20;
+/// Rows per fact data file.
+pub const FACT_FILE_ROWS: u64 = 4 << 20;
+/// Rows per page: small pages let a row selection skip I/O.
+const PAGE_ROWS: usize = 8192;
+
+/// Columns whose values are (nearly) unique: a dictionary would only cost a read.
+const UNIQUE_COLUMNS: &[&str] = &["user_id", "name", "phone", "email", "order_id"];
+
+/// Writes a table's rows into a sequence of bounded Parquet files of the store.
+pub struct TableSink<'w> {
+    writer: &'w StoreWriter,
+    table: Table,
+    schema: SchemaRef,
+    props: WriterProperties,
+    max_rows: u64,
+    /// When set, nothing is written: rows are only counted (`--dry-run`).
+    dry_run: bool,
+    current: Option<OpenFile>,
+    done: Vec<DataFile>,
+    rows: u64,
+}
+
+struct OpenFile {
+    writer: ArrowWriter<File>,
+    relative: String,
+    abs: std::path::PathBuf,
+    rows: u64,
+    first_row_id: Option<u32>,
+    ts_range: Option<(i64, i64)>,
+}
+
+impl<'w> TableSink<'w> {
+    /// `schema` is the file schema (row id first). `max_rows` bounds each file.
+    pub fn new(writer: &'w StoreWriter, table: Table, schema: SchemaRef, max_rows: u64, dry_run: bool) -> Self {
+        let row_group = if table == Table::Users { 128 * 1024 } else { 256 * 1024 };
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(row_group))
+            .set_data_page_row_count_limit(PAGE_ROWS)
+            .set_write_batch_size(PAGE_ROWS)
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_column_dictionary_enabled(ColumnPath::from(ROW_ID_COLUMN), false)
+            .set_column_encoding(ColumnPath::from(ROW_ID_COLUMN), Encoding::DELTA_BINARY_PACKED);
+        for col in UNIQUE_COLUMNS {
+            if schema.field_with_name(col).is_ok() && !(table.is_fact() && *col == "user_id") {
+                props = props.set_column_dictionary_enabled(ColumnPath::from(*col), false);
+            }
+        }
+        TableSink {
+            writer,
+            table,
+            schema,
+            props: props.build(),
+            max_rows,
+            dry_run,
+            current: None,
+            done: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Appends rows (in the file schema), starting new files at the size bound.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            if self.dry_run {
+                self.rows += (batch.num_rows() - offset) as u64;
+                return Ok(());
+            }
+            if self.current.as_ref().is_some_and(|f| f.rows >= self.max_rows) {
+                self.close_current()?;
+            }
+            if self.current.is_none() {
+                self.open_file()?;
+            }
+            let file = self.current.as_mut().expect("a file was just opened");
+            let room = (self.max_rows - file.rows) as usize;
+            let take = room.min(batch.num_rows() - offset);
+            let part = batch.slice(offset, take);
+            if file.first_row_id.is_none() && self.table == Table::Users {
+                file.first_row_id = part.column(0).as_primitive::<arrow::datatypes::UInt32Type>().values().first().copied();
+            }
+            if let Ok(ts) = part.schema().index_of("ts") {
+                let ts = part.column(ts).as_primitive::<TimestampMicrosecondType>();
+                if let (Some(lo), Some(hi)) = (arrow::compute::min(ts), arrow::compute::max(ts)) {
+                    file.ts_range = Some(match file.ts_range {
+                        Some((a, b)) => (a.min(lo), b.max(hi)),
+                        None => (lo, hi),
+                    });
+                }
+            }
+            file.writer.write(&part)?;
+            file.rows += take as u64;
+            self.rows += take as u64;
+            offset += take;
+        }
+        Ok(())
+    }
+
+    fn open_file(&mut self) -> Result<()> {
+        let (relative, abs) = self.writer.new_file(layout::new_data_file(self.table.name(), self.writer.next_version()))?;
+        let f = File::create(&abs).io_context("create", &abs)?;
+        let writer = ArrowWriter::try_new(f, Arc::clone(&self.schema), Some(self.props.clone()))?;
+        self.current = Some(OpenFile { writer, relative, abs, rows: 0, first_row_id: None, ts_range: None });
+        Ok(())
+    }
+
+    fn close_current(&mut self) -> Result<()> {
+        if let Some(file) = self.current.take() {
+            let f = file.writer.into_inner()?;
+            f.sync_all().io_context("fsync", &file.abs)?;
+            let bytes = f.metadata().io_context("stat", &file.abs)?.len();
+            self.done.push(DataFile {
+                path: file.relative,
+                rows: file.rows,
+                bytes,
+                first_row_id: file.first_row_id,
+                ts_range: file.ts_range,
+            });
+        }
+        Ok(())
+    }
+
+    /// Closes the last file; returns the files written and the rows written (or counted).
+    pub fn finish(mut self) -> Result<(Vec<DataFile>, u64)> {
+        self.close_current()?;
+        Ok((std::mem::take(&mut self.done), self.rows))
+    }
+}
+
+/// True if the array holds a NULL or an empty string at `row`.
+pub fn is_missing(array: &dyn Array, row: usize) -> bool {
+    array.is_null(row) || array.as_string_opt::<i32>().is_some_and(|s| s.value(row).is_empty())
+}

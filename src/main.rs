@@ -1,0 +1,13 @@
+//! The `persona` binary: parses arguments, runs the command, prints errors as one sentence
+//! followed by their causes. Exit code 2 for usage errors, 1 for everything else.
+
+use clap::Parser;
+
+fn main() {
+    let cli = persona::cli::Cli::parse();
+    if let Err(e) = persona::cli::run(cli) {
+        persona::cli::report_error(&e);
+        let code = if matches!(e, persona::Error::Usage(_)) { 2 } else { 1 };
+        std::process::exit(code);
+    }
+}

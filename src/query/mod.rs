@@ -1,0 +1,145 @@
+//! Query sessions: a DataFusion `SessionContext` over one pinned snapshot of a store, with every
+//! contract table registered, `now()` optionally pinned, and SQL errors carried back with their
+//! position. Scripts of several statements are split by the SQL parser, not on `;`.
+
+pub mod now;
+
+use std::sync::Arc;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+
+use crate::error::{Error, Result};
+use crate::store::{Snapshot, Store};
+use crate::tables::{Table, sql_schema};
+
+/// How a session is set up.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// Pins `now()`, `current_timestamp`, `current_date` and `today()` to this instant.
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
+    /// DataFusion partitions per query (defaults to the number of cores).
+    pub target_partitions: Option<usize>,
+}
+
+/// A read session pinned to one snapshot: every query of the session sees the same version.
+#[derive(Clone)]
+pub struct Session {
+    ctx: SessionContext,
+    snapshot: Snapshot,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("version", &self.snapshot.version()).finish()
+    }
+}
+
+impl Store {
+    /// A session on the current version with default options.
+    pub fn session(&self) -> Result<Session> {
+        self.session_with(&SessionOptions::default())
+    }
+
+    /// A session on the current version.
+    pub fn session_with(&self, options: &SessionOptions) -> Result<Session> {
+        Session::new(self.snapshot()?, options)
+    }
+}
+
+impl Session {
+    /// Builds a session over `snapshot`.
+    pub fn new(snapshot: Snapshot, options: &SessionOptions) -> Result<Session> {
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("persona", "public");
+        if let Some(n) = options.target_partitions {
+            config = config.with_target_partitions(n.max(1));
+        }
+        config.options_mut().sql_parser.collect_spans = true;
+        config.options_mut().execution.parquet.pushdown_filters = false;
+        let ctx = SessionContext::new_with_config(config);
+        if let Some(now) = options.now {
+            let nanos = now
+                .timestamp_nanos_opt()
+                .ok_or_else(|| Error::Usage(format!("--now {now} is outside the range of timestamps")))?;
+            ctx.register_udf(ScalarUDF::new_from_impl(now::PinnedNow::new(nanos)));
+            ctx.register_udf(ScalarUDF::new_from_impl(now::PinnedDate::new(nanos)));
+        }
+        for table in Table::ALL {
+            ctx.register_table(table.name(), table_provider(&snapshot, table)?)?;
+        }
+        Ok(Session { ctx, snapshot })
+    }
+
+    /// The DataFusion context, for callers who need more than SQL.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// Plans one SQL statement and returns it as a DataFrame (lazy; nothing runs yet, except for
+    /// DDL and `COPY`, which run when collected).
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        let mut statements = parse(sql)?;
+        if statements.len() != 1 {
+            return Err(Error::Usage(format!(
+                "expected one SQL statement, found {}; use run_script for several",
+                statements.len()
+            )));
+        }
+        let plan = self.plan(statements.remove(0)).await?;
+        Ok(self.ctx.execute_logical_plan(plan).await?)
+    }
+
+    /// Runs one statement and collects its result.
+    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        Ok(self.sql(sql).await?.collect().await?)
+    }
+
+    /// Plans one parsed statement.
+    pub async fn plan(&self, statement: Statement) -> Result<LogicalPlan> {
+        Ok(self.ctx.state().statement_to_plan(statement).await?)
+    }
+
+    /// Executes a planned statement as a stream of batches.
+    pub async fn execute(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        Ok(df.execute_stream().await?)
+    }
+}
+
+/// Splits SQL text into statements with the SQL parser (quotes and comments respected). Errors
+/// carry the line and column in `sql`.
+pub fn parse(sql: &str) -> Result<Vec<Statement>> {
+    let statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})?;
+    Ok(statements.into_iter().collect())
+}
+
+/// A provider over the snapshot's Parquet files of `table` (an empty table when it has none).
+fn table_provider(snapshot: &Snapshot, table: Table) -> Result<Arc<dyn TableProvider>> {
+    let schema = sql_schema(&snapshot.manifest().columns(table));
+    let paths = snapshot.file_paths(table);
+    if paths.is_empty() {
+        return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
+    }
+    let urls = paths
+        .iter()
+        .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}

@@ -1,0 +1,81 @@
+//! Every on-disk path and file name of a store, built in one place. Versions are zero-padded so
+//! that names sort in commit order.
+//!
+//! ```text
+//! STORE/_persona/CURRENT                  name of the current manifest (atomic rename)
+//! STORE/_persona/LOCK                     the single writer's OS lock
+//! STORE/_persona/manifests/v00000042.json one manifest per committed version
+//! STORE/data/<table>/v00000042-<rand>.parquet   immutable data files
+//! STORE/ids/v00000042-<rand>.ids          user_id -> row id dictionary segments
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// The directory holding Persona's own metadata.
+pub const META_DIR: &str = "_persona";
+
+pub fn meta_dir(root: &Path) -> PathBuf {
+    root.join(META_DIR)
+}
+
+pub fn current_file(root: &Path) -> PathBuf {
+    meta_dir(root).join("CURRENT")
+}
+
+pub fn lock_file(root: &Path) -> PathBuf {
+    meta_dir(root).join("LOCK")
+}
+
+pub fn manifests_dir(root: &Path) -> PathBuf {
+    meta_dir(root).join("manifests")
+}
+
+/// The file name of manifest `version`, e.g. `v00000042.json`.
+pub fn manifest_name(version: u64) -> String {
+    format!("v{version:08}.json")
+}
+
+pub fn manifest_path(root: &Path, version: u64) -> PathBuf {
+    manifests_dir(root).join(manifest_name(version))
+}
+
+/// Parses a manifest file name back into its version.
+pub fn parse_manifest_name(name: &str) -> Option<u64> {
+    name.strip_prefix('v')?.strip_suffix(".json")?.parse().ok()
+}
+
+/// A fresh relative path for a data file of `table` written for `version`.
+pub fn new_data_file(table: &str, version: u64) -> String {
+    format!("data/{table}/v{version:08}-{:016x}.parquet", rand::random::<u64>())
+}
+
+/// A fresh relative path for an id-dictionary segment written for `version`.
+pub fn new_ids_file(version: u64) -> String {
+    format!("ids/v{version:08}-{:016x}.ids", rand::random::<u64>())
+}
+
+/// Resolves a path relative to the store root, as recorded in manifests.
+pub fn resolve(root: &Path, relative: &str) -> PathBuf {
+    root.join(relative)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_names_sort_by_version_and_parse_back() {
+        assert_eq!(manifest_name(42), "v00000042.json");
+        assert!(manifest_name(9) < manifest_name(10));
+        assert_eq!(parse_manifest_name("v00000042.json"), Some(42));
+        assert_eq!(parse_manifest_name("CURRENT"), None);
+    }
+
+    #[test]
+    fn data_files_are_unique_and_under_their_table() {
+        let a = new_data_file("users", 3);
+        let b = new_data_file("users", 3);
+        assert!(a.starts_with("data/users/v00000003-"));
+        assert_ne!(a, b);
+    }
+}

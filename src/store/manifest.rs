@@ -1,0 +1,203 @@
+//! The manifest: one JSON document per committed version listing every live file (with row counts,
+//! row-id ranges and checksums), the users schema, the id-dictionary segments and the fingerprints
+//! of loaded fact files. A header line carries a CRC-32 of the JSON so that damage is detected.
+//!
+//! ```text
+//! persona-manifest crc32=1a2b3c4d
+//! {"format_version":1,"version":42,...}
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::tables::{ColumnDef, Table, contract_columns};
+
+/// The newest store format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+const HEADER_PREFIX: &str = "persona-manifest crc32=";
+
+/// One committed version of a store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub version: u64,
+    /// RFC 3339 time of the commit.
+    pub committed_at: String,
+    /// The row id the next new user receives; row ids are dense, so this is also the user count.
+    pub next_row_id: u32,
+    /// The users schema in column order, custom columns included.
+    pub users_columns: Vec<ColumnDef>,
+    /// Live data files per table.
+    pub tables: BTreeMap<Table, Vec<DataFile>>,
+    /// Segments of the user_id -> row id dictionary; together they hold every user once.
+    pub id_segments: Vec<IdSegment>,
+    /// Fact and tag files already loaded, by content fingerprint, so that a second load of the
+    /// same file is refused instead of doubling its rows.
+    pub loaded_files: Vec<LoadedFile>,
+}
+
+/// One immutable Parquet data file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataFile {
+    /// Relative to the store root.
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    /// For users files: the row id of the first row; the file holds `first_row_id .. + rows`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_row_id: Option<u32>,
+    /// For fact files: the smallest and largest `ts` (microseconds), for pruning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts_range: Option<(i64, i64)>,
+}
+
+/// One segment of the id dictionary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdSegment {
+    pub path: String,
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// A file whose rows were appended to a fact table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadedFile {
+    pub table: Table,
+    /// xxh3-128 of the file's bytes, hex.
+    pub fingerprint: String,
+    /// The path it was loaded from (for the error message only).
+    pub source: String,
+    pub rows: u64,
+    pub version: u64,
+}
+
+impl Manifest {
+    /// The manifest of a new, empty store.
+    pub fn empty() -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            version: 0,
+            committed_at: now_rfc3339(),
+            next_row_id: 0,
+            users_columns: contract_columns(Table::Users),
+            tables: BTreeMap::new(),
+            id_segments: Vec::new(),
+            loaded_files: Vec::new(),
+        }
+    }
+
+    pub fn files(&self, table: Table) -> &[DataFile] {
+        self.tables.get(&table).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    pub fn rows(&self, table: Table) -> u64 {
+        self.files(table).iter().map(|f| f.rows).sum()
+    }
+
+    /// The columns SQL sees for `table`.
+    pub fn columns(&self, table: Table) -> Vec<ColumnDef> {
+        match table {
+            Table::Users => self.users_columns.clone(),
+            other => contract_columns(other),
+        }
+    }
+
+    /// Serializes with the checksum header.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::Internal(format!("manifest does not serialize: {e}")))?;
+        let mut out = format!("{HEADER_PREFIX}{:08x}\n", crc32fast::hash(&json)).into_bytes();
+        out.extend_from_slice(&json);
+        Ok(out)
+    }
+
+    /// Parses and verifies a manifest read from `path`.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Manifest> {
+        let newline = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| Error::corrupt(path, "the header line is missing (truncated file?)"))?;
+        let header = std::str::from_utf8(&bytes[..newline])
+            .ok()
+            .and_then(|h| h.strip_prefix(HEADER_PREFIX))
+            .ok_or_else(|| Error::corrupt(path, "the header line is not a Persona manifest header"))?;
+        let expected = u32::from_str_radix(header.trim(), 16)
+            .map_err(|_| Error::corrupt(path, "the header's checksum is unreadable"))?;
+        let json = &bytes[newline + 1..];
+        let actual = crc32fast::hash(json);
+        if actual != expected {
+            return Err(Error::corrupt(
+                path,
+                format!("checksum mismatch (header says {expected:08x}, content is {actual:08x}); the file is truncated or damaged"),
+            ));
+        }
+        // Read the format version before the full shape, so that a newer store is refused with
+        // the right error rather than a parse error about fields we do not know.
+        let value: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| Error::corrupt(path, format!("invalid JSON: {e}")))?;
+        let found = value
+            .get("format_version")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| Error::corrupt(path, "format_version is missing"))?;
+        if found > u64::from(FORMAT_VERSION) {
+            return Err(Error::FormatVersion {
+                path: path.to_path_buf(),
+                found: u32::try_from(found).unwrap_or(u32::MAX),
+                supported: FORMAT_VERSION,
+            });
+        }
+        serde_json::from_value(value).map_err(|e| Error::corrupt(path, format!("unexpected content: {e}")))
+    }
+}
+
+/// The current time as RFC 3339 (UTC, seconds).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_bytes() {
+        let mut m = Manifest::empty();
+        m.version = 7;
+        m.tables.insert(
+            Table::Users,
+            vec![DataFile { path: "data/users/a.parquet".into(), rows: 3, bytes: 10, first_row_id: Some(0), ts_range: None }],
+        );
+        let bytes = m.to_bytes().unwrap();
+        assert_eq!(Manifest::from_bytes(&bytes, Path::new("m")).unwrap(), m);
+    }
+
+    #[test]
+    fn truncated_manifest_is_corrupt() {
+        let bytes = Manifest::empty().to_bytes().unwrap();
+        for cut in [0, 5, bytes.len() / 2, bytes.len() - 1] {
+            let err = Manifest::from_bytes(&bytes[..cut], Path::new("m.json")).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "cut at {cut}: {err}");
+        }
+    }
+
+    #[test]
+    fn flipped_byte_is_corrupt() {
+        let mut bytes = Manifest::empty().to_bytes().unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x20;
+        assert!(matches!(Manifest::from_bytes(&bytes, Path::new("m")), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn newer_format_is_refused_with_format_version() {
+        let mut m = Manifest::empty();
+        m.format_version = FORMAT_VERSION + 1;
+        let bytes = m.to_bytes().unwrap();
+        let err = Manifest::from_bytes(&bytes, Path::new("m")).unwrap_err();
+        assert!(matches!(err, Error::FormatVersion { found, .. } if found == FORMAT_VERSION + 1), "{err}");
+    }
+}

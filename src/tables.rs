@@ -1,0 +1,313 @@
+//! The tables of the data contract (`shared/data-contract.md`): their names, their standard
+//! columns with types, which columns a load must carry, and the Arrow schemas SQL sees.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// The hidden column that carries a user's dense row id in every stored Parquet file. It is not
+/// part of the SQL schema.
+pub const ROW_ID_COLUMN: &str = "__row_id";
+
+/// One table of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Table {
+    Users,
+    Products,
+    Channels,
+    Purchases,
+    Events,
+    UserTags,
+}
+
+impl Table {
+    /// All tables, in load order: users first (facts refer to them), then dimensions, then facts.
+    pub const ALL: [Table; 6] = [
+        Table::Users,
+        Table::Products,
+        Table::Channels,
+        Table::Purchases,
+        Table::Events,
+        Table::UserTags,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Users => "users",
+            Table::Products => "products",
+            Table::Channels => "channels",
+            Table::Purchases => "purchases",
+            Table::Events => "events",
+            Table::UserTags => "user_tags",
+        }
+    }
+
+    /// Fact tables refer to users by `user_id` and are appended to.
+    pub fn is_fact(self) -> bool {
+        matches!(self, Table::Purchases | Table::Events | Table::UserTags)
+    }
+
+    /// The key a dimension load upserts by.
+    pub fn key_column(self) -> Option<&'static str> {
+        match self {
+            Table::Users => Some("user_id"),
+            Table::Products => Some("product_id"),
+            Table::Channels => Some("channel_id"),
+            _ => None,
+        }
+    }
+
+    /// The standard columns, in contract order.
+    pub fn columns(self) -> &'static [ContractColumn] {
+        match self {
+            Table::Users => USERS_COLUMNS,
+            Table::Products => PRODUCTS_COLUMNS,
+            Table::Channels => CHANNELS_COLUMNS,
+            Table::Purchases => PURCHASES_COLUMNS,
+            Table::Events => EVENTS_COLUMNS,
+            Table::UserTags => USER_TAGS_COLUMNS,
+        }
+    }
+
+    /// Columns that may never be NULL or empty.
+    pub fn non_null_columns(self) -> &'static [&'static str] {
+        match self {
+            Table::Users => &["user_id"],
+            Table::Products => &["product_id"],
+            Table::Channels => &["channel_id"],
+            Table::Purchases => &["order_id", "user_id", "ts"],
+            Table::Events => &["user_id", "event_type", "ts"],
+            Table::UserTags => &["user_id", "tag"],
+        }
+    }
+
+    /// Whether this table keeps columns the contract does not list (only `users` does).
+    pub fn accepts_custom_columns(self) -> bool {
+        self == Table::Users
+    }
+
+    /// The SQL schema of a table whose columns are fixed by the contract.
+    pub fn contract_schema(self) -> SchemaRef {
+        let defs: Vec<ColumnDef> = self
+            .columns()
+            .iter()
+            .map(|c| ColumnDef { name: c.name.to_string(), ty: c.ty })
+            .collect();
+        sql_schema(&defs)
+    }
+
+    /// Recognises a table from a file or folder name: `users`, `users.csv`, `users-00001.parquet`,
+    /// `purchases_2024` ... The longest matching name wins.
+    pub fn from_file_stem(stem: &str) -> Option<Table> {
+        let stem = stem.to_ascii_lowercase();
+        let mut tables = Table::ALL;
+        tables.sort_by_key(|t| std::cmp::Reverse(t.name().len()));
+        tables.into_iter().find(|t| {
+            let name = t.name();
+            stem == name
+                || stem
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(['-', '_', '.', ' ']) || rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Table {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Table::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| {
+            Error::Usage(format!(
+                "unknown table '{s}'; the tables are {}",
+                Table::ALL.map(Table::name).join(", ")
+            ))
+        })
+    }
+}
+
+const fn col(name: &'static str, ty: ColumnType, required: bool) -> ContractColumn {
+    ContractColumn { name, ty, required }
+}
+
+const USERS_COLUMNS: &[ContractColumn] = &[
+    col("user_id", ColumnType::Utf8, true),
+    col("name", ColumnType::Utf8, false),
+    col("gender", ColumnType::Utf8, false),
+    col("birth_date", ColumnType::Date, false),
+    col("city", ColumnType::Utf8, false),
+    col("region", ColumnType::Utf8, false),
+    col("tier", ColumnType::Utf8, false),
+    col("points", ColumnType::Int64, false),
+    col("signup_date", ColumnType::Date, false),
+    col("phone", ColumnType::Utf8, false),
+    col("email", ColumnType::Utf8, false),
+    col("acquisition_channel", ColumnType::Utf8, false),
+];
+const PRODUCTS_COLUMNS: &[ContractColumn] = &[
+    col("product_id", ColumnType::Utf8, true),
+    col("name", ColumnType::Utf8, false),
+    col("category", ColumnType::Utf8, false),
+    col("brand", ColumnType::Utf8, false),
+    col("price", ColumnType::Float64, false),
+];
+const CHANNELS_COLUMNS: &[ContractColumn] = &[
+    col("channel_id", ColumnType::Utf8, true),
+    col("name", ColumnType::Utf8, false),
+    col("kind", ColumnType::Utf8, false),
+];
+const PURCHASES_COLUMNS: &[ContractColumn] = &[
+    col("order_id", ColumnType::Utf8, true),
+    col("user_id", ColumnType::Utf8, true),
+    col("product_id", ColumnType::Utf8, true),
+    col("channel_id", ColumnType::Utf8, true),
+    col("ts", ColumnType::Timestamp, true),
+    col("quantity", ColumnType::Int32, true),
+    col("amount", ColumnType::Float64, true),
+];
+const EVENTS_COLUMNS: &[ContractColumn] = &[
+    col("user_id", ColumnType::Utf8, true),
+    col("channel_id", ColumnType::Utf8, true),
+    col("event_type", ColumnType::Utf8, true),
+    col("ts", ColumnType::Timestamp, true),
+];
+const USER_TAGS_COLUMNS: &[ContractColumn] = &[
+    col("user_id", ColumnType::Utf8, true),
+    col("tag", ColumnType::Utf8, true),
+    col("assigned_at", ColumnType::Timestamp, false),
+];
+
+/// A column the contract defines for a table.
+#[derive(Debug, Clone, Copy)]
+pub struct ContractColumn {
+    pub name: &'static str,
+    pub ty: ColumnType,
+    /// A load that lacks this column is refused.
+    pub required: bool,
+}
+
+/// The column types a store keeps. Custom `users` columns are inferred into one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    Utf8,
+    Int32,
+    Int64,
+    Float64,
+    Boolean,
+    Date,
+    /// Microseconds, no zone: instants in UTC.
+    Timestamp,
+}
+
+impl ColumnType {
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            ColumnType::Utf8 => DataType::Utf8,
+            ColumnType::Int32 => DataType::Int32,
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+        }
+    }
+
+    /// The store type for an Arrow type found in a Parquet file's custom column.
+    pub fn from_arrow(dt: &DataType) -> Option<ColumnType> {
+        Some(match dt {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => ColumnType::Utf8,
+            DataType::Dictionary(_, v) => return ColumnType::from_arrow(v),
+            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16 => {
+                ColumnType::Int32
+            }
+            DataType::Int64 | DataType::UInt32 => ColumnType::Int64,
+            DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) => {
+                ColumnType::Float64
+            }
+            DataType::Boolean => ColumnType::Boolean,
+            DataType::Date32 | DataType::Date64 => ColumnType::Date,
+            DataType::Timestamp(..) => ColumnType::Timestamp,
+            _ => return None,
+        })
+    }
+
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            ColumnType::Utf8 => "VARCHAR",
+            ColumnType::Int32 => "INT",
+            ColumnType::Int64 => "BIGINT",
+            ColumnType::Float64 => "DOUBLE",
+            ColumnType::Boolean => "BOOLEAN",
+            ColumnType::Date => "DATE",
+            ColumnType::Timestamp => "TIMESTAMP",
+        }
+    }
+}
+
+/// A column of a stored table, as recorded in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: ColumnType,
+}
+
+/// The schema SQL sees for these columns (all nullable, no row id).
+pub fn sql_schema(columns: &[ColumnDef]) -> SchemaRef {
+    Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.ty.arrow_type(), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// The schema of a stored Parquet file: the hidden row id first, then the SQL columns.
+pub fn file_schema(columns: &[ColumnDef]) -> SchemaRef {
+    let mut fields = vec![Field::new(ROW_ID_COLUMN, DataType::UInt32, false)];
+    fields.extend(columns.iter().map(|c| Field::new(&c.name, c.ty.arrow_type(), true)));
+    Arc::new(Schema::new(fields))
+}
+
+/// The contract's columns of a table as manifest column definitions.
+pub fn contract_columns(table: Table) -> Vec<ColumnDef> {
+    table
+        .columns()
+        .iter()
+        .map(|c| ColumnDef { name: c.name.to_string(), ty: c.ty })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_recognised_from_file_names() {
+        assert_eq!(Table::from_file_stem("users"), Some(Table::Users));
+        assert_eq!(Table::from_file_stem("users-00001"), Some(Table::Users));
+        assert_eq!(Table::from_file_stem("user_tags-00000"), Some(Table::UserTags));
+        assert_eq!(Table::from_file_stem("Purchases_2024"), Some(Table::Purchases));
+        assert_eq!(Table::from_file_stem("users2"), Some(Table::Users));
+        assert_eq!(Table::from_file_stem("usersx"), None);
+        assert_eq!(Table::from_file_stem("orders"), None);
+    }
+
+    #[test]
+    fn unknown_table_name_lists_the_known_ones() {
+        let err = "orders".parse::<Table>().unwrap_err().to_string();
+        assert!(err.contains("users, products"), "{err}");
+    }
+}
