@@ -81,7 +81,8 @@ pub(crate) fn age_weight(age: u32) -> f64 {
 /// Probability of having children by age.
 pub(crate) fn children_probability(age: u32) -> f64 {
     match age {
-        0..=24 => 0.05,
+        0..=19 => 0.01,
+        20..=24 => 0.08,
         25..=29 => 0.30,
         30..=34 => 0.55,
         35..=49 => 0.75,
