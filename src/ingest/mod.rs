@@ -188,7 +188,7 @@ fn run_import(
         .into_iter()
         .filter(|t| sources.iter().any(|s| s.table == *t))
         .collect();
-    let results: Vec<Result<(Table, Vec<DataFile>, u64)>> = std::thread::scope(|scope| {
+    let results: Vec<Result<FactLoad>> = std::thread::scope(|scope| {
         let handles: Vec<_> = fact_tables
             .iter()
             .map(|&table| {
@@ -210,11 +210,13 @@ fn run_import(
     });
     // Report the first real error, not the "cancelled" of the threads it stopped.
     let mut first_error = None;
+    let mut rows_per_source: FxHashMap<PathBuf, u64> = FxHashMap::default();
     for r in results {
         match r {
-            Ok((table, files, n)) => {
-                next.tables.entry(table).or_default().extend(files);
-                rows.insert(table, n);
+            Ok(load) => {
+                next.tables.entry(load.table).or_default().extend(load.files);
+                rows.insert(load.table, load.per_source.iter().map(|(_, n)| n).sum());
+                rows_per_source.extend(load.per_source);
             }
             Err(Error::Internal(m)) if m == CANCELLED => {}
             Err(e) => {
@@ -231,7 +233,7 @@ fn run_import(
             table: src.table,
             fingerprint,
             source: src.path.display().to_string(),
-            rows: 0,
+            rows: rows_per_source.get(&src.path).copied().unwrap_or(0),
             version,
         });
     }
@@ -385,6 +387,7 @@ fn load_users(job: &Job<'_>, files: &[SourceFile], ids: &mut IdMap, next: &mut M
     let mut seen = RoaringBitmap::new();
     let mut update_batches: Vec<(RecordBatch, Vec<bool>)> = Vec::new();
     let mut updates: FxHashMap<u32, (u32, u32)> = FxHashMap::default();
+    let mut updated = RoaringBitmap::new();
     let mut next_row_id = job.base.next_row_id;
     for src in files {
         let header = reader::read_header(src)?;
@@ -431,6 +434,7 @@ fn load_users(job: &Job<'_>, files: &[SourceFile], ids: &mut IdMap, next: &mut M
                 let batch_idx = update_batches.len() as u32;
                 for (k, id) in row_ids.iter().zip(&is_new).filter(|(_, n)| !**n).map(|(id, _)| *id).enumerate() {
                     updates.insert(id, (batch_idx, k as u32));
+                    updated.insert(id);
                 }
                 stats.updated_users += upd_rows.num_rows() as u64;
                 update_batches.push((upd_rows, present.clone()));
@@ -445,9 +449,8 @@ fn load_users(job: &Job<'_>, files: &[SourceFile], ids: &mut IdMap, next: &mut M
     for file in job.base.files(Table::Users) {
         let first = file.first_row_id.ok_or_else(|| Error::corrupt(&file.path, "a users file has no first row id"))?;
         let end = u64::from(first) + file.rows;
-        let touched = seen.range_cardinality(first..(end.min(u64::from(u32::MAX) + 1) as u32)) > 0
-            && (first..end as u32).any(|id| updates.contains_key(&id));
-        if !touched {
+        let end = u32::try_from(end).unwrap_or(u32::MAX);
+        if updated.range_cardinality(first..end) == 0 {
             kept.push(file.clone());
             continue;
         }
@@ -548,13 +551,22 @@ fn load_dimension(job: &Job<'_>, table: Table, files: &[SourceFile], next: &mut 
     Ok(rows)
 }
 
+/// What loading one fact table produced.
+struct FactLoad {
+    table: Table,
+    files: Vec<DataFile>,
+    /// Rows read from each input file.
+    per_source: Vec<(PathBuf, u64)>,
+}
+
 /// Appends a fact table's files: every user_id must be known; the row id is stored beside it.
-fn load_facts(job: &Job<'_>, table: Table, files: &[SourceFile], ids: &IdMap) -> Result<(Table, Vec<DataFile>, u64)> {
+fn load_facts(job: &Job<'_>, table: Table, files: &[SourceFile], ids: &IdMap) -> Result<FactLoad> {
     let columns = crate::tables::contract_columns(table);
     let schema = file_schema(&columns);
     let mut sink = job.sink(table, Arc::clone(&schema), FACT_FILE_ROWS);
-    let mut rows = 0u64;
+    let mut per_source = Vec::with_capacity(files.len());
     for src in files {
+        let mut rows = 0u64;
         let header = reader::read_header(src)?;
         let plan = plan_columns(table, &src.path, &header, &columns, |_| Ok(ColumnType::Utf8))?;
         for_each_batch(job, src, plan, |tb| {
@@ -581,6 +593,7 @@ fn load_facts(job: &Job<'_>, table: Table, files: &[SourceFile], ids: &IdMap) ->
             rows += tb.batch.num_rows() as u64;
             sink.write(&to_file_batch(&tb.batch, Arc::new(UInt32Array::from(row_ids)), &columns, &schema)?)
         })?;
+        per_source.push((src.path.clone(), rows));
     }
-    Ok((table, sink.finish()?, rows))
+    Ok(FactLoad { table, files: sink.finish()?, per_source })
 }

@@ -87,6 +87,13 @@ impl Store {
     pub fn writer(&self) -> Result<StoreWriter> {
         let lock = WriterLock::acquire(&layout::lock_file(self.root()))?;
         let base = self.current_manifest()?;
+        // A writer that died between creating its manifest and renaming CURRENT left a manifest
+        // no reader can reach; under the lock it is safe to remove, and it must go, or the next
+        // commit of that version number would conflict with it forever.
+        for version in self.versions()?.into_iter().filter(|v| *v > base.version) {
+            let path = layout::manifest_path(self.root(), version);
+            std::fs::remove_file(&path).io_context("remove an unpublished manifest", &path)?;
+        }
         Ok(StoreWriter::new(self.clone(), lock, base))
     }
 
@@ -149,6 +156,17 @@ mod tests {
         let reopened = Store::open(dir.path().join("s")).unwrap();
         assert_eq!(reopened.snapshot().unwrap().version(), 1);
         assert_eq!(reopened.versions().unwrap(), vec![0, 1]);
+    }
+
+    #[test]
+    fn an_unpublished_manifest_left_by_a_crash_does_not_block_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_or_create(dir.path()).unwrap();
+        std::fs::write(layout::manifest_path(dir.path(), 1), b"half-written").unwrap();
+        assert_eq!(store.snapshot().unwrap().version(), 0);
+        let writer = store.writer().unwrap();
+        let next = (**writer.base()).clone();
+        assert_eq!(writer.commit(next).unwrap(), 1);
     }
 
     #[test]
