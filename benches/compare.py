@@ -1,0 +1,788 @@
+#!/usr/bin/env python3
+"""Persona vs DuckDB on the audience benchmark, side by side in one run.
+
+What it does (see benches/README.md):
+
+1. Generates the synthetic data set with `persona gen` (Parquet) into
+   `<work>/<users>-<seed>/source`, unless it is already there.
+2. Times `persona import` into a fresh store `<work>/<users>-<seed>/store` and, in the same run,
+   DuckDB loading the same Parquet files into an in-memory database; reports wall time and peak
+   RSS of both (skipped with --skip-import, which keeps an existing store).
+3. Runs the eight queries of benches/queries/ (q1..q8) on
+   - Persona, one fresh `persona sql` process per run (wall time of the process: process start,
+     opening the store, planning, executing and writing the result to /dev/null);
+   - Persona, all runs in ONE process (`--timing`, the statement repeated): per-statement time
+     inside a warm session (planning + executing + writing the result);
+   - DuckDB on the same Parquet files through views (`CREATE VIEW t AS SELECT * FROM
+     read_parquet(...)`), in this Python process on one connection, `execute().fetchall()`.
+   Each one warm-up + --runs timed runs; medians are reported.
+4. Cross-checks the results of both engines (row count + digest of the sorted, normalised rows);
+   a failure or mismatch is reported as "incomparable" with the reason, never as a ratio.
+
+Python 3.11, standard library plus duckdb (installed with pip on first use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import decimal
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_QUERY_DIR = REPO / "benches" / "queries"
+TABLES = ["users", "products", "channels", "purchases", "events", "user_tags"]
+NOW = "2026-11-01 00:00:00"
+ALL_QUERIES = [f"q{i}" for i in range(1, 9)]
+TIMING_LINE = re.compile(r"^(\d+) row\(s\) in ([0-9.]+) ms\s*$")
+
+
+def ensure_duckdb():
+    try:
+        import duckdb  # noqa: F401
+    except ImportError:
+        print("installing duckdb (pip install --quiet duckdb) ...", file=sys.stderr)
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "duckdb"])
+    import duckdb
+
+    return duckdb
+
+
+duckdb = ensure_duckdb()
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class ChildResult:
+    seconds: float
+    maxrss_kib: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def error(self) -> str:
+        lines = [line for line in self.stderr.strip().splitlines() if line.strip()]
+        text = " | ".join(lines[-3:]) if lines else f"exit status {self.returncode}"
+        return f"exit {self.returncode}: {text}"
+
+
+def run_child(cmd: list[str], cwd: Path | None = None) -> ChildResult:
+    """Runs a process; wall time and its own peak RSS (os.wait4: this child only, not the
+    maximum over all children as RUSAGE_CHILDREN would give)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return ChildResult(
+            seconds,
+            usage.ru_maxrss,  # KiB on Linux
+            proc.returncode,
+            out.read().decode("utf-8", "replace"),
+            err.read().decode("utf-8", "replace"),
+        )
+
+
+def split_statements(sql: str) -> list[str]:
+    """Splits SQL on ';' outside quotes and comments; drops comments-only pieces."""
+    out, cur, i, n = [], [], 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c == "-" and sql.startswith("--", i):
+            j = sql.find("\n", i)
+            j = n if j < 0 else j
+            i = j  # drop the comment, keep the newline
+            continue
+        if c == "/" and sql.startswith("/*", i):
+            j = sql.find("*/", i + 2)
+            i = n if j < 0 else j + 2
+            cur.append(" ")
+            continue
+        if c in ("'", '"'):
+            j = i + 1
+            while j < n:
+                if sql[j] == c:
+                    if j + 1 < n and sql[j + 1] == c:  # doubled quote
+                        j += 2
+                        continue
+                    break
+                j += 1
+            cur.append(sql[i : j + 1])
+            i = j + 1
+            continue
+        if c == ";":
+            out.append("".join(cur))
+            cur = []
+            i += 1
+            continue
+        cur.append(c)
+        i += 1
+    out.append("".join(cur))
+    return [s.strip() for s in out if s.strip()]
+
+
+def median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def fmt_ms(x: float | None) -> str:
+    if x is None:
+        return "–"
+    if x >= 100:
+        return f"{x:,.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def fmt_mib(kib: int | None) -> str:
+    return "–" if kib is None else f"{kib / 1024:,.0f} MiB"
+
+
+def sql_str(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def git_sha() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def mem_total_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# normalisation and digests
+
+
+def norm_value(v: Any) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float, decimal.Decimal)):
+        s = f"{v:.2f}" if not isinstance(v, int) else str(v)
+        if s.endswith(".00"):
+            s = s[:-3]
+        return "0" if s == "-0" else s
+    if isinstance(v, dt.datetime):
+        if v.tzinfo is not None:
+            v = v.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return v.isoformat(sep=" ")
+    if isinstance(v, (dt.date, dt.time)):
+        return v.isoformat()
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).hex()
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(norm_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}:{norm_value(x)}" for k, x in sorted(v.items())) + "}"
+    return str(v)
+
+
+@dataclass
+class Result:
+    """One statement's result, normalised: column names (lower case) and sorted rows of strings."""
+
+    columns: list[str]
+    rows: list[tuple[str, ...]]
+
+    @staticmethod
+    def of(columns: list[str], rows: list[tuple]) -> "Result":
+        cols = [c.lower() for c in columns]
+        return Result(cols, sorted(tuple(norm_value(v) for v in r) for r in rows))
+
+    def reordered(self, order: list[str]) -> list[tuple[str, ...]]:
+        idx = [self.columns.index(c) for c in order]
+        return sorted(tuple(r[i] for i in idx) for r in self.rows)
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for r in self.reordered(sorted(self.columns)):
+            h.update("\x1f".join(r).encode())
+            h.update(b"\n")
+        return h.hexdigest()[:16]
+
+
+def compare_results(p: list[Result], d: list[Result]) -> tuple[bool, str]:
+    if len(p) != len(d):
+        return False, f"{len(p)} result(s) from persona vs {len(d)} from duckdb"
+    notes = []
+    for i, (a, b) in enumerate(zip(p, d), start=1):
+        tag = f"statement {i}: " if len(p) > 1 else ""
+        if sorted(a.columns) != sorted(b.columns):
+            return False, f"{tag}columns differ: persona {a.columns} vs duckdb {b.columns}"
+        if len(a.rows) != len(b.rows):
+            return False, f"{tag}row count {len(a.rows)} (persona) vs {len(b.rows)} (duckdb)"
+        order = sorted(a.columns)
+        ra, rb = a.reordered(order), b.reordered(order)
+        if ra != rb:
+            diff = next(k for k, (x, y) in enumerate(zip(ra, rb)) if x != y)
+            ndiff = sum(1 for x, y in zip(ra, rb) if x != y)
+            return False, (
+                f"{tag}{len(a.rows)} rows each but {ndiff} differ; first (sorted, columns {order}): "
+                f"persona {ra[diff]} vs duckdb {rb[diff]}"
+            )
+        notes.append(f"{len(a.rows)} row(s) {a.digest()}")
+    return True, "; ".join(notes)
+
+
+# ----------------------------------------------------------------------------------------------
+# the engines
+
+
+class Persona:
+    def __init__(self, binary: Path, store: Path, scratch: Path):
+        self.binary, self.store, self.scratch = binary, store, scratch
+
+    def sql_cmd(self, sql_file: Path, *extra: str) -> list[str]:
+        return [str(self.binary), "sql", "--store", str(self.store), "--now", NOW, "-f", str(sql_file), *extra]
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.scratch / name
+        path.write_text(text)
+        return path
+
+    def check_results(self, q: str, statements: list[str]) -> list[Result]:
+        """Runs each statement once with Parquet output and reads it back (the check run)."""
+        results = []
+        for i, stmt in enumerate(statements, start=1):
+            out = self.scratch / f"{q}-persona-check-{i}.parquet"
+            out.unlink(missing_ok=True)
+            f = self.write(f"{q}-check-{i}.sql", stmt + ";\n")
+            r = run_child(self.sql_cmd(f, "--format", "parquet", "--output", str(out)))
+            if not r.ok:
+                raise RuntimeError(f"persona failed: {r.error()}")
+            results.append(read_parquet_result(out))
+        return results
+
+    def per_process(self, q: str, statements: list[str], runs: int) -> tuple[list[float], int]:
+        """Warm-up + runs fresh processes; wall ms per timed run and max peak RSS (KiB)."""
+        f = self.write(f"{q}-run.sql", "".join(s + ";\n" for s in statements))
+        times, rss = [], 0
+        for k in range(runs + 1):
+            r = run_child(self.sql_cmd(f, "--format", "csv", "--output", "/dev/null"))
+            if not r.ok:
+                raise RuntimeError(f"persona failed: {r.error()}")
+            rss = max(rss, r.maxrss_kib)
+            if k > 0:
+                times.append(r.seconds * 1000)
+        return times, rss
+
+    def in_process(self, q: str, make_statements, runs: int) -> list[float]:
+        """One process running the statements warm-up + runs times with --timing; ms per timed
+        repetition (the statements of one repetition summed)."""
+        reps = [make_statements(k) for k in range(runs + 1)]
+        per_rep = len(reps[0])
+        f = self.write(f"{q}-inproc.sql", "".join(s + ";\n" for rep in reps for s in rep))
+        r = run_child(self.sql_cmd(f, "--timing", "--format", "csv", "--output", "/dev/null"))
+        if not r.ok:
+            raise RuntimeError(f"persona failed: {r.error()}")
+        ms = [float(m.group(2)) for line in r.stderr.splitlines() if (m := TIMING_LINE.match(line.strip()))]
+        if len(ms) != per_rep * (runs + 1):
+            raise RuntimeError(f"expected {per_rep * (runs + 1)} --timing lines, got {len(ms)}: {r.stderr[-300:]!r}")
+        sums = [sum(ms[k * per_rep : (k + 1) * per_rep]) for k in range(runs + 1)]
+        return sums[1:]
+
+
+def read_parquet_result(path: Path) -> Result:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    cur = con.execute(f"SELECT * FROM read_parquet({sql_str(path)})")
+    cols = [d[0] for d in cur.description]
+    rows = cur.fetchall()
+    con.close()
+    return Result.of(cols, rows)
+
+
+def duckdb_connection(source: Path, threads: int | None) -> Any:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    if threads:
+        con.execute(f"SET threads = {threads}")
+    for t in TABLES:
+        con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet({sql_str(source / t / '*.parquet')})")
+    return con
+
+
+DUCKDB_LOAD_SCRIPT = r"""
+import json, sys, time
+import duckdb
+def rss_kib():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1])
+    return 0
+source, tables, threads = sys.argv[1], sys.argv[2].split(','), int(sys.argv[3])
+con = duckdb.connect()
+if threads:
+    con.execute(f"SET threads = {threads}")
+before = rss_kib()
+started = time.perf_counter()
+rows = {}
+for t in tables:
+    glob = (source + '/' + t + '/*.parquet').replace("'", "''")
+    con.execute(f"CREATE TABLE {t} AS SELECT * FROM read_parquet('{glob}')")
+    rows[t] = con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+seconds = time.perf_counter() - started
+after = rss_kib()
+mem = con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchone()[0]
+print(json.dumps({'seconds': seconds, 'rss_before_kib': before, 'rss_after_kib': after,
+                  'duckdb_memory_bytes': mem, 'rows': rows}))
+"""
+
+
+# ----------------------------------------------------------------------------------------------
+# steps
+
+
+def find_persona(arg: str | None) -> Path:
+    if arg:
+        p = Path(arg).expanduser()
+        if not p.is_file():
+            sys.exit(f"error: --persona {p} does not exist")
+        return p.resolve()
+    candidates = []
+    if os.environ.get("CARGO_TARGET_DIR"):
+        candidates.append(Path(os.environ["CARGO_TARGET_DIR"]) / "release" / "persona")
+    candidates.append(Path.home() / ".cache" / "persona-target-release" / "release" / "persona")
+    candidates.append(REPO / "target" / "release" / "persona")
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    tried = "\n  ".join(str(c) for c in candidates)
+    sys.exit(
+        "error: no release build of persona found; tried:\n  "
+        + tried
+        + "\nbuild it with:\n  CARGO_TARGET_DIR=$HOME/.cache/persona-target-release cargo build --release"
+        + "\n(or pass --persona PATH)"
+    )
+
+
+def warn_if_stale(binary: Path) -> None:
+    try:
+        built = binary.stat().st_mtime
+        newest = max(p.stat().st_mtime for p in (REPO / "src").rglob("*.rs"))
+        if newest > built:
+            log(f"warning: {binary} is older than the newest file in src/; rebuild it to measure the current code")
+    except (OSError, ValueError):
+        pass
+
+
+def persona_version(binary: Path) -> str:
+    try:
+        return subprocess.run([str(binary), "--version"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def generate(binary: Path, base: Path, users: int, seed: int) -> tuple[Path, float | None]:
+    source, done = base / "source", base / "source.done"
+    if source.is_dir() and done.exists():
+        log(f"data: reusing {source}")
+        return source, None
+    if source.exists():
+        shutil.rmtree(source)
+    base.mkdir(parents=True, exist_ok=True)
+    log(f"data: persona gen --users {users} --seed {seed} --out {source} ...")
+    r = run_child([str(binary), "gen", "--users", str(users), "--seed", str(seed), "--out", str(source), "--format", "parquet", "--quiet"])
+    if not r.ok:
+        sys.exit(f"error: persona gen failed: {r.error()}")
+    log("data: " + r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "data: generated")
+    done.write_text(json.dumps({"users": users, "seed": seed, "persona": str(binary), "at": time.time()}))
+    return source, r.seconds
+
+
+def import_store(binary: Path, source: Path, store: Path) -> ChildResult:
+    if store.exists():
+        shutil.rmtree(store)
+    (store.parent / "store.done").unlink(missing_ok=True)
+    r = run_child([str(binary), "import", "--store", str(store), "--quiet", str(source)])
+    if not r.ok:
+        sys.exit(f"error: persona import failed: {r.error()}")
+    (store.parent / "store.done").write_text(
+        json.dumps({"persona": str(binary), "binary_mtime": binary.stat().st_mtime, "at": time.time()})
+    )
+    return r
+
+
+def duckdb_load(source: Path, threads: int | None) -> tuple[ChildResult, dict]:
+    r = run_child([sys.executable, "-c", DUCKDB_LOAD_SCRIPT, str(source), ",".join(TABLES), str(threads or 0)])
+    if not r.ok:
+        raise RuntimeError(f"duckdb load failed: {r.error()}")
+    return r, json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class QueryOutcome:
+    name: str
+    persona_process_ms: list[float] = field(default_factory=list)
+    persona_inproc_ms: list[float] = field(default_factory=list)
+    duckdb_ms: list[float] = field(default_factory=list)
+    persona_peak_rss_kib: int | None = None
+    comparable: bool = False
+    check: str = ""
+    errors: list[str] = field(default_factory=list)
+
+
+def run_query(q: str, sql_text: str, persona: Persona, con: Any, runs: int, scratch: Path) -> QueryOutcome:
+    outcome = QueryOutcome(q)
+    statements = split_statements(sql_text)
+    is_copy = q == "q2"
+    if is_copy and len(statements) != 1:
+        outcome.errors.append(f"q2 must be one SELECT, found {len(statements)} statements")
+        outcome.check = "incomparable: " + outcome.errors[-1]
+        return outcome
+
+    def persona_copy(target: Path) -> str:
+        return f"COPY ({statements[0]}) TO {sql_str(target)}"
+
+    def duckdb_copy(target: Path) -> str:
+        return f"COPY ({statements[0]}) TO {sql_str(target)} (FORMAT PARQUET)"
+
+    p_file = scratch / "q2-persona.parquet"
+    d_file = scratch / "q2-duckdb.parquet"
+
+    # --- Persona
+    persona_results: list[Result] | None = None
+    try:
+        if is_copy:
+            p_file.unlink(missing_ok=True)
+            outcome.persona_process_ms, outcome.persona_peak_rss_kib = persona.per_process(q, [persona_copy(p_file)], runs)
+            persona_results = [read_parquet_result(p_file)]
+            outcome.persona_inproc_ms = persona.in_process(
+                q, lambda k: [persona_copy(scratch / f"q2-persona-inproc-{k}.parquet")], runs
+            )
+        else:
+            persona_results = persona.check_results(q, statements)
+            outcome.persona_process_ms, outcome.persona_peak_rss_kib = persona.per_process(q, statements, runs)
+            outcome.persona_inproc_ms = persona.in_process(q, lambda k: statements, runs)
+    except Exception as e:  # noqa: BLE001 - any failure is reported, not raised
+        outcome.errors.append(f"persona: {e}")
+
+    # --- DuckDB on Parquet
+    duck_results: list[Result] | None = None
+    try:
+        for k in range(runs + 1):
+            results = []
+            started = time.perf_counter()
+            for stmt in statements:
+                cur = con.execute(duckdb_copy(d_file) if is_copy else stmt)
+                rows = cur.fetchall()
+                cols = [d[0] for d in cur.description] if cur.description else []
+                results.append((cols, rows))
+            elapsed = (time.perf_counter() - started) * 1000
+            if k > 0:
+                outcome.duckdb_ms.append(elapsed)
+        duck_results = [read_parquet_result(d_file)] if is_copy else [Result.of(c, r) for c, r in results]
+    except Exception as e:  # noqa: BLE001
+        outcome.errors.append(f"duckdb: {e}")
+
+    # --- cross-check
+    if outcome.errors:
+        outcome.check = "incomparable: " + "; ".join(outcome.errors)
+    elif persona_results is None or duck_results is None:
+        outcome.check = "incomparable: no results"
+    else:
+        if is_copy:
+            persona_results = [project(persona_results[0], ["user_id", "email"], "persona")]
+            duck_results = [project(duck_results[0], ["user_id", "email"], "duckdb")]
+        ok, detail = compare_results(persona_results, duck_results)
+        outcome.comparable = ok
+        outcome.check = ("ok: " + detail) if ok else ("incomparable: " + detail)
+    return outcome
+
+
+def project(r: Result, cols: list[str], engine: str) -> Result:
+    """The columns `cols` of a result (a file without them keeps its own columns, so that the
+    comparison reports the difference)."""
+    if any(c not in r.columns for c in cols):
+        log(f"warning: the {engine} Q2 file has columns {r.columns}, expected {cols}")
+        return r
+    return Result(cols, r.reordered(cols))
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+
+
+def ratio(d: float | None, p: float | None) -> str:
+    if d is None or p is None or p <= 0:
+        return "–"
+    return f"{d / p:.2f}×"
+
+
+def short_check(o: QueryOutcome) -> str:
+    if o.comparable:
+        return "ok"
+    text = o.check
+    return text if len(text) <= 70 else text[:67] + "..."
+
+
+def render(outcomes: list[QueryOutcome], import_info: dict | None, ctx: dict) -> str:
+    lines = []
+    lines.append(
+        f"Persona vs DuckDB — {ctx['users']:,} users, seed {ctx['seed']}, {ctx['runs']} timed runs after a warm-up, "
+        f"medians; {ctx['cpu_count']} CPUs ({ctx['cpu_model']}); persona {ctx['persona_version']} "
+        f"({ctx['git_sha'][:12]}), duckdb {ctx['duckdb_version']}; {ctx['date']}"
+    )
+    lines.append("")
+    if import_info:
+        imp = import_info
+        lines.append("| import | seconds | peak RSS | note |")
+        lines.append("|---|---:|---:|---|")
+        lines.append(
+            f"| persona import (Parquet → store) | {imp['persona_seconds']:.2f} | {fmt_mib(imp['persona_peak_rss_kib'])} | "
+            "wall time and peak RSS of the `persona import` process |"
+        )
+        if imp.get("duckdb_seconds") is not None:
+            lines.append(
+                f"| DuckDB load into memory (CREATE TABLE AS read_parquet, 6 tables) | {imp['duckdb_seconds']:.2f} | "
+                f"{fmt_mib(imp['duckdb_peak_rss_kib'])} | peak RSS of the loading Python+DuckDB process; "
+                f"RSS grew {fmt_mib(imp['duckdb_rss_delta_kib'])} during the load |"
+            )
+            lines.append(
+                f"| ratio persona / DuckDB | {imp['persona_seconds'] / imp['duckdb_seconds']:.2f}× | | "
+                "target ≤ 2× (with every index built) |"
+            )
+        elif imp.get("duckdb_error"):
+            lines.append(f"| DuckDB load | incomparable | | {imp['duckdb_error']} |")
+        lines.append("")
+    lines.append(
+        "| query | persona ms (process) | persona ms (in-process) | DuckDB ms (on Parquet) | "
+        "ratio DuckDB/persona in-process | ratio DuckDB/persona process | persona peak RSS | check |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---|")
+    for o in outcomes:
+        pp, pi, dd = median(o.persona_process_ms), median(o.persona_inproc_ms), median(o.duckdb_ms)
+        if o.comparable:
+            r1, r2 = ratio(dd, pi), ratio(dd, pp)
+        else:
+            r1 = r2 = "incomparable"
+        lines.append(
+            f"| {o.name.upper()} | {fmt_ms(pp)} | {fmt_ms(pi)} | {fmt_ms(dd)} | {r1} | {r2} | "
+            f"{fmt_mib(o.persona_peak_rss_kib)} | {short_check(o)} |"
+        )
+    lines.append("")
+    lines.append(
+        "persona ms (process): wall time of a fresh `persona sql` process per run — includes process start, "
+        "opening the store, planning, executing and writing the result (to /dev/null)."
+    )
+    lines.append(
+        "persona ms (in-process): the same statements repeated in ONE `persona sql --timing` process; "
+        "per-statement plan + execute + write time in a warm session (Q8: its three statements summed)."
+    )
+    lines.append(
+        "DuckDB ms: one in-memory connection in this Python process with views over the same Parquet files; "
+        "`execute().fetchall()` (Q2: COPY ... TO 'f.parquet' (FORMAT PARQUET); Q8: three statements summed)."
+    )
+    lines.append("ratio: DuckDB median / Persona median = how many times faster Persona is (> 1: Persona faster).")
+    details = [o for o in outcomes if o.check]
+    if details:
+        lines.append("")
+        lines.append("checks:")
+        for o in details:
+            lines.append(f"  {o.name.upper()}: {o.check}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    default_work = (
+        Path(os.environ["CARGO_TARGET_DIR"]) / "persona-bench"
+        if os.environ.get("CARGO_TARGET_DIR")
+        else Path.home() / ".cache" / "persona-bench"
+    )
+    ap = argparse.ArgumentParser(description="Persona vs DuckDB on the audience benchmark (same run, same files).")
+    ap.add_argument("--users", type=int, default=1_000_000, help="number of users (default 1,000,000; 10,000,000 works)")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--runs", type=int, default=5, help="timed runs after one warm-up (default 5)")
+    ap.add_argument("--work", type=Path, default=default_work, help=f"data and scratch directory (default {default_work})")
+    ap.add_argument("--persona", help="the persona binary (default: the release build)")
+    ap.add_argument("--queries", default=",".join(ALL_QUERIES), help="comma-separated, e.g. q1,q3,q6 (default all)")
+    ap.add_argument("--query-dir", type=Path, default=DEFAULT_QUERY_DIR, help="where q1.sql .. q8.sql are")
+    ap.add_argument("--json", type=Path, help="also write the results with their context to this file")
+    ap.add_argument("--skip-import", action="store_true", help="do not measure the import; reuse the store")
+    ap.add_argument("--duckdb-threads", type=int, default=None, help="DuckDB threads (default: DuckDB's own, = cores)")
+    args = ap.parse_args(argv)
+    qs = []
+    for q in args.queries.split(","):
+        q = q.strip().lower()
+        if not q:
+            continue
+        q = q if q.startswith("q") else "q" + q
+        if q not in ALL_QUERIES:
+            ap.error(f"unknown query {q!r}; choose from {', '.join(ALL_QUERIES)}")
+        qs.append(q)
+    args.queries = qs
+    if args.runs < 1:
+        ap.error("--runs must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    binary = find_persona(args.persona)
+    warn_if_stale(binary)
+    base = args.work.expanduser().resolve() / f"{args.users}-{args.seed}"
+    scratch = base / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    ctx = {
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "git_sha": git_sha(),
+        "persona_version": persona_version(binary),
+        "persona_binary": str(binary),
+        "duckdb_version": duckdb.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "mem_total_gib": mem_total_gib(),
+        "users": args.users,
+        "seed": args.seed,
+        "runs": args.runs,
+        "now": NOW,
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }
+    log(f"persona: {binary} ({ctx['persona_version']}); duckdb {duckdb.__version__}; work {base}")
+
+    source, gen_seconds = generate(binary, base, args.users, args.seed)
+    store = base / "store"
+    import_info = None
+    if not args.skip_import or not (store.is_dir() and (base / "store.done").exists()):
+        log("import: persona import into a fresh store ...")
+        r = import_store(binary, source, store)
+        import_info = {
+            "persona_seconds": r.seconds,
+            "persona_peak_rss_kib": r.maxrss_kib,
+            "persona_summary": r.stderr.strip(),
+        }
+        log(f"import: persona {r.seconds:.2f} s, peak RSS {fmt_mib(r.maxrss_kib)}")
+        if args.skip_import:
+            log("import: (the store was missing, so it was imported although --skip-import was given)")
+        else:
+            log("import: DuckDB load into memory ...")
+            try:
+                dr, info = duckdb_load(source, args.duckdb_threads)
+                import_info.update(
+                    {
+                        "duckdb_seconds": info["seconds"],
+                        "duckdb_process_seconds": dr.seconds,
+                        "duckdb_peak_rss_kib": dr.maxrss_kib,
+                        "duckdb_rss_delta_kib": info["rss_after_kib"] - info["rss_before_kib"],
+                        "duckdb_memory_bytes": info.get("duckdb_memory_bytes"),
+                        "duckdb_rows": info["rows"],
+                    }
+                )
+                log(f"import: DuckDB {info['seconds']:.2f} s, peak RSS {fmt_mib(dr.maxrss_kib)}")
+            except Exception as e:  # noqa: BLE001
+                import_info["duckdb_error"] = str(e)
+                log(f"import: DuckDB load failed: {e}")
+    else:
+        try:
+            marker = json.loads((base / "store.done").read_text())
+            if marker.get("binary_mtime", 0) < binary.stat().st_mtime:
+                log("warning: the store was imported by an older persona binary (--skip-import keeps it)")
+        except (OSError, ValueError):
+            pass
+        log(f"import: skipped, reusing {store}")
+
+    persona = Persona(binary, store, scratch)
+    con = duckdb_connection(source, args.duckdb_threads)
+    outcomes = []
+    for q in args.queries:
+        sql_text = (args.query_dir / f"{q}.sql").read_text()
+        log(f"{q}: running ...")
+        o = run_query(q, sql_text, persona, con, args.runs, scratch)
+        log(
+            f"{q}: persona {fmt_ms(median(o.persona_process_ms))} ms (process), "
+            f"{fmt_ms(median(o.persona_inproc_ms))} ms (in-process); duckdb {fmt_ms(median(o.duckdb_ms))} ms; "
+            f"{'ok' if o.comparable else o.check}"
+        )
+        outcomes.append(o)
+    con.close()
+
+    print(render(outcomes, import_info, ctx))
+
+    if args.json:
+        doc = {
+            "context": ctx,
+            "generate_seconds": gen_seconds,
+            "import": import_info,
+            "queries": [
+                {
+                    "query": o.name,
+                    "persona_process_ms": o.persona_process_ms,
+                    "persona_process_median_ms": median(o.persona_process_ms),
+                    "persona_inprocess_ms": o.persona_inproc_ms,
+                    "persona_inprocess_median_ms": median(o.persona_inproc_ms),
+                    "duckdb_ms": o.duckdb_ms,
+                    "duckdb_median_ms": median(o.duckdb_ms),
+                    "persona_peak_rss_kib": o.persona_peak_rss_kib,
+                    "comparable": o.comparable,
+                    "check": o.check,
+                }
+                for o in outcomes
+            ],
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+        log(f"wrote {args.json}")
+    return 0 if all(o.comparable for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
