@@ -51,10 +51,15 @@ pub fn set_error_context(text: String) {
 
 /// Prints an error as `error: <sentence>`, its causes, and any context a command left.
 pub fn report_error(e: &crate::Error) {
-    eprintln!("error: {e}");
+    let message = e.to_string();
+    eprintln!("error: {message}");
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
-        eprintln!("caused by: {cause}");
+        // Many sentences already end with their cause; do not say it twice.
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            eprintln!("caused by: {text}");
+        }
         source = cause.source();
     }
     if let Some(context) = ERROR_CONTEXT.lock().ok().and_then(|mut c| c.take()).filter(|c| !c.is_empty()) {
