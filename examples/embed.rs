@@ -36,7 +36,7 @@ fn main() -> persona::Result<()> {
 
     // Each session is pinned to the version current when it was made.
     let now = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").expect("a valid RFC 3339 literal");
-    let options = SessionOptions { now: Some(now.with_timezone(&chrono::Utc)), target_partitions: None };
+    let options = SessionOptions { now: Some(now.with_timezone(&chrono::Utc)), ..Default::default() };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| persona::Error::Internal(e.to_string()))?;
     let readers: Vec<_> = ["gold", "silver"]
         .into_iter()

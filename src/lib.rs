@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod error;
 pub mod r#gen;
+pub mod index;
 pub mod ingest;
 pub mod output;
 pub mod query;

@@ -30,7 +30,8 @@ use roaring::RoaringBitmap;
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, InputLocation, IoContext, Result};
-use crate::store::manifest::{DataFile, IdSegment, LoadedFile, Manifest};
+use crate::index::build::{IndexDelta, build_users_values, write_next_index};
+use crate::store::manifest::{DataFile, IdSegment, IndexEntry, LoadedFile, Manifest};
 use crate::store::{Store, StoreWriter, io, layout};
 use crate::tables::{ColumnDef, ColumnType, ROW_ID_COLUMN, Table, file_schema};
 use contract::{ColumnPlan, plan_columns, widen};
@@ -210,6 +211,7 @@ fn run_import(
     });
     // Report the first real error, not the "cancelled" of the threads it stopped.
     let mut first_error = None;
+    let mut delta = IndexDelta::default();
     let mut rows_per_source: FxHashMap<PathBuf, u64> = FxHashMap::default();
     for r in results {
         match r {
@@ -217,6 +219,7 @@ fn run_import(
                 next.tables.entry(load.table).or_default().extend(load.files);
                 rows.insert(load.table, load.per_source.iter().map(|(_, n)| n).sum());
                 rows_per_source.extend(load.per_source);
+                delta.merge(load.delta);
             }
             Err(Error::Internal(m)) if m == CANCELLED => {}
             Err(e) => {
@@ -240,6 +243,21 @@ fn run_import(
 
     let committed = match writer {
         Some(w) => {
+            let users_changed = !users.is_empty();
+            let has_delta = !delta.tags.is_empty() || !delta.purchase_days.is_empty();
+            if users_changed || has_delta {
+                let users_values = if users_changed {
+                    let files: Vec<PathBuf> =
+                        next.files(Table::Users).iter().map(|f| layout::resolve(root, &f.path)).collect();
+                    Some(build_users_values(&files, &next.users_columns)?)
+                } else {
+                    None
+                };
+                let previous = base.index.as_ref().map(|i| layout::resolve(root, &i.path));
+                let (relative, abs) = w.new_file(layout::new_index_file(w.next_version()))?;
+                let bytes = write_next_index(previous.as_deref(), delta, users_values, &abs)?;
+                next.index = Some(IndexEntry { path: relative, bytes });
+            }
             if !user_stats.new_entries.is_empty() {
                 let (relative, abs) = w.new_file(layout::new_ids_file(w.next_version()))?;
                 let entries = user_stats.new_entries.len() as u64;
@@ -557,6 +575,8 @@ struct FactLoad {
     files: Vec<DataFile>,
     /// Rows read from each input file.
     per_source: Vec<(PathBuf, u64)>,
+    /// The bitmap entries these rows add.
+    delta: IndexDelta,
 }
 
 /// Appends a fact table's files: every user_id must be known; the row id is stored beside it.
@@ -565,6 +585,7 @@ fn load_facts(job: &Job<'_>, table: Table, files: &[SourceFile], ids: &IdMap) ->
     let schema = file_schema(&columns);
     let mut sink = job.sink(table, Arc::clone(&schema), FACT_FILE_ROWS);
     let mut per_source = Vec::with_capacity(files.len());
+    let mut delta = IndexDelta::default();
     for src in files {
         let mut rows = 0u64;
         let header = reader::read_header(src)?;
@@ -591,9 +612,18 @@ fn load_facts(job: &Job<'_>, table: Table, files: &[SourceFile], ids: &IdMap) ->
                 row_ids.push(id);
             }
             rows += tb.batch.num_rows() as u64;
+            match table {
+                Table::UserTags => {
+                    delta.add_tags(tb.batch.column(tb.batch.schema().index_of("tag")?).as_ref(), &row_ids)
+                }
+                Table::Purchases => {
+                    delta.add_purchases(tb.batch.column(tb.batch.schema().index_of("ts")?).as_ref(), &row_ids)
+                }
+                _ => {}
+            }
             sink.write(&to_file_batch(&tb.batch, Arc::new(UInt32Array::from(row_ids)), &columns, &schema)?)
         })?;
         per_source.push((src.path.clone(), rows));
     }
-    Ok(FactLoad { table, files: sink.finish()?, per_source })
+    Ok(FactLoad { table, files: sink.finish()?, per_source, delta })
 }

@@ -2,9 +2,15 @@
 //! contract table registered, `now()` optionally pinned, and SQL errors carried back with their
 //! position. Scripts of several statements are split by the SQL parser, not on `;`.
 
+pub mod bitmap_scan;
+pub mod audience_rule;
+pub mod bitmap_expr;
 pub mod now;
+pub mod udf;
+pub mod users_provider;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
@@ -12,13 +18,15 @@ use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::{LogicalPlan, ScalarUDF, Statement as PlanStatement};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 
 use crate::error::{Error, Result};
-use crate::store::{Snapshot, Store};
+use crate::index::IndexSet;
+use crate::store::{Snapshot, Store, layout};
 use crate::tables::{Table, sql_schema};
 
 /// How a session is set up.
@@ -28,6 +36,21 @@ pub struct SessionOptions {
     pub now: Option<chrono::DateTime<chrono::Utc>>,
     /// DataFusion partitions per query (defaults to the number of cores).
     pub target_partitions: Option<usize>,
+    /// Answer audience predicates from the bitmap indexes (default). `false` takes DataFusion's
+    /// general path for everything, which must give the same results.
+    pub use_indexes: Option<bool>,
+}
+
+datafusion::common::extensions_options! {
+    /// Persona's settings, visible to SQL as `persona.*` (`SET persona.use_indexes = false`).
+    pub struct PersonaConfig {
+        /// Answer audience predicates from the bitmap indexes.
+        pub use_indexes: bool, default = true
+    }
+}
+
+impl datafusion::common::config::ConfigExtension for PersonaConfig {
+    const PREFIX: &'static str = "persona";
 }
 
 /// A read session pinned to one snapshot: every query of the session sees the same version.
@@ -35,6 +58,8 @@ pub struct SessionOptions {
 pub struct Session {
     ctx: SessionContext,
     snapshot: Snapshot,
+    /// Read by the users provider and the audience rule; flipped by `SET persona.use_indexes`.
+    use_indexes: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Session {
@@ -58,15 +83,27 @@ impl Store {
 impl Session {
     /// Builds a session over `snapshot`.
     pub fn new(snapshot: Snapshot, options: &SessionOptions) -> Result<Session> {
+        let use_indexes = Arc::new(AtomicBool::new(options.use_indexes.unwrap_or(true)));
+        let mut persona_config = PersonaConfig::default();
+        persona_config.use_indexes = use_indexes.load(Ordering::Relaxed);
         let mut config = SessionConfig::new()
             .with_information_schema(true)
-            .with_default_catalog_and_schema("persona", "public");
+            .with_default_catalog_and_schema("persona", "public")
+            .with_option_extension(persona_config);
         if let Some(n) = options.target_partitions {
             config = config.with_target_partitions(n.max(1));
         }
         config.options_mut().sql_parser.collect_spans = true;
         config.options_mut().execution.parquet.pushdown_filters = false;
-        let ctx = SessionContext::new_with_config(config);
+        let audience_udf = Arc::new(ScalarUDF::new_from_impl(udf::PersonaAudience::default()));
+        let rule = audience_rule::AudienceRule { udf: Arc::clone(&audience_udf), use_indexes: Arc::clone(&use_indexes) };
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_optimizer_rule(Arc::new(rule))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        ctx.register_udf(audience_udf.as_ref().clone());
         if let Some(now) = options.now {
             let nanos = now
                 .timestamp_nanos_opt()
@@ -75,9 +112,20 @@ impl Session {
             ctx.register_udf(ScalarUDF::new_from_impl(now::PinnedDate::new(nanos)));
         }
         for table in Table::ALL {
-            ctx.register_table(table.name(), table_provider(&snapshot, table)?)?;
+            let plain = table_provider(&snapshot, table)?;
+            let provider: Arc<dyn TableProvider> = if table == Table::Users {
+                Arc::new(users_table(&snapshot, plain, Arc::clone(&use_indexes))?)
+            } else {
+                plain
+            };
+            ctx.register_table(table.name(), provider)?;
         }
-        Ok(Session { ctx, snapshot })
+        Ok(Session { ctx, snapshot, use_indexes })
+    }
+
+    /// Whether audience predicates are answered from the indexes.
+    pub fn use_indexes(&self) -> bool {
+        self.use_indexes.load(Ordering::Relaxed)
     }
 
     /// The DataFusion context, for callers who need more than SQL.
@@ -108,9 +156,20 @@ impl Session {
         Ok(self.sql(sql).await?.collect().await?)
     }
 
-    /// Plans one parsed statement.
+    /// Plans one parsed statement. `SET persona.use_indexes = ...` takes effect here.
     pub async fn plan(&self, statement: Statement) -> Result<LogicalPlan> {
-        Ok(self.ctx.state().statement_to_plan(statement).await?)
+        let plan = self.ctx.state().statement_to_plan(statement).await?;
+        if let LogicalPlan::Statement(PlanStatement::SetVariable(set)) = &plan
+            && set.variable.eq_ignore_ascii_case("persona.use_indexes")
+        {
+            let on = match set.value.trim().to_ascii_lowercase().as_str() {
+                "true" | "on" | "1" => true,
+                "false" | "off" | "0" => false,
+                other => return Err(Error::Usage(format!("persona.use_indexes must be true or false, not '{other}'"))),
+            };
+            self.use_indexes.store(on, Ordering::Relaxed);
+        }
+        Ok(plan)
     }
 
     /// Executes a planned statement as a stream of batches.
@@ -127,6 +186,26 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     Ok(statements.into_iter().collect())
 }
 
+/// The users provider with bitmap pushdown over the snapshot's index.
+fn users_table(snapshot: &Snapshot, plain: Arc<dyn TableProvider>, use_indexes: Arc<AtomicBool>) -> Result<users_provider::UsersTable> {
+    let manifest = snapshot.manifest();
+    let index_path = manifest.index.as_ref().map(|i| layout::resolve(snapshot.root(), &i.path));
+    let index = Arc::new(IndexSet::open(index_path.as_deref(), manifest.next_row_id)?);
+    let files = manifest
+        .files(Table::Users)
+        .iter()
+        .map(|f| {
+            Ok(bitmap_scan::UsersFile {
+                path: layout::resolve(snapshot.root(), &f.path),
+                first_row_id: f.first_row_id.ok_or_else(|| Error::corrupt(&f.path, "a users file has no first row id"))?,
+                rows: f.rows,
+                bytes: f.bytes,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(users_provider::UsersTable::new(sql_schema(&manifest.columns(Table::Users)), files, index, use_indexes, plain))
+}
+
 /// A provider over the snapshot's Parquet files of `table` (an empty table when it has none).
 fn table_provider(snapshot: &Snapshot, table: Table) -> Result<Arc<dyn TableProvider>> {
     let schema = sql_schema(&snapshot.manifest().columns(table));
@@ -138,8 +217,7 @@ fn table_provider(snapshot: &Snapshot, table: Table) -> Result<Arc<dyn TableProv
         .iter()
         .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
         .collect::<datafusion::error::Result<Vec<_>>>()?;
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-        .with_file_extension(".parquet");
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
 }

@@ -7,6 +7,7 @@
 //! STORE/_persona/manifests/v00000042.json one manifest per committed version
 //! STORE/data/<table>/v00000042-<rand>.parquet   immutable data files
 //! STORE/ids/v00000042-<rand>.ids          user_id -> row id dictionary segments
+//! STORE/index/v00000042-<rand>.idx        the bitmap indexes of a version
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -52,6 +53,11 @@ pub fn new_data_file(table: &str, version: u64) -> String {
 /// A fresh relative path for an id-dictionary segment written for `version`.
 pub fn new_ids_file(version: u64) -> String {
     format!("ids/v{version:08}-{:016x}.ids", rand::random::<u64>())
+}
+
+/// A fresh relative path for the index file of `version`.
+pub fn new_index_file(version: u64) -> String {
+    format!("index/v{version:08}-{:016x}.idx", rand::random::<u64>())
 }
 
 /// Resolves a path relative to the store root, as recorded in manifests.

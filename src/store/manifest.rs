@@ -38,6 +38,16 @@ pub struct Manifest {
     /// Fact and tag files already loaded, by content fingerprint, so that a second load of the
     /// same file is refused instead of doubling its rows.
     pub loaded_files: Vec<LoadedFile>,
+    /// The bitmap index of this version (absent before the first import).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexEntry>,
+}
+
+/// The index file of a version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub path: String,
+    pub bytes: u64,
 }
 
 /// One immutable Parquet data file.
@@ -87,6 +97,7 @@ impl Manifest {
             tables: BTreeMap::new(),
             id_segments: Vec::new(),
             loaded_files: Vec::new(),
+            index: None,
         }
     }
 

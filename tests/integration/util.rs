@@ -26,8 +26,7 @@ pub fn write(dir: &Path, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
 /// Writes a Parquet file with the given columns, `rows_per_group` rows per row group.
 pub fn write_parquet(dir: &Path, name: &str, columns: Vec<(&str, ArrayRef)>, rows_per_group: usize) -> PathBuf {
     let path = dir.join(name);
-    let fields: Vec<Field> =
-        columns.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect();
+    let fields: Vec<Field> = columns.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect();
     let schema = Arc::new(Schema::new(fields));
     let batch = RecordBatch::try_new(Arc::clone(&schema), columns.into_iter().map(|(_, a)| a).collect())
         .expect("a valid record batch");
@@ -152,7 +151,9 @@ pub fn refused_with(store: &Store, files: &[&Path], table: Option<Table>) -> Err
 /// The parts of an `Error::Input`, or a panic naming the unexpected error.
 pub fn input_error(err: &Error) -> (&Path, &InputLocation, Option<&str>, &str) {
     match err {
-        Error::Input { file, location, column, message } => (file.as_path(), location, column.as_deref(), message.as_str()),
+        Error::Input { file, location, column, message } => {
+            (file.as_path(), location, column.as_deref(), message.as_str())
+        }
         other => panic!("expected an input error, got {other:?}: {other}"),
     }
 }
@@ -187,6 +188,7 @@ pub fn session(store: &Store) -> Session {
         .session_with(&SessionOptions {
             now: Some(chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap().to_utc()),
             target_partitions: Some(2),
+            ..SessionOptions::default()
         })
         .expect("a session")
 }

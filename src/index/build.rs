@@ -1,0 +1,201 @@
+//! Building and merging indexes at commit time. Facts only ever grow, so their bitmaps (tags,
+//! purchase days) merge by union with what the import adds; bitmaps the import does not touch are
+//! copied byte for byte. Users value bitmaps are rebuilt from the users files when users change
+//! (an upsert can move a user from one value to another).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::Path;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Int32Type, Int64Type, TimestampMicrosecondType, UInt32Type};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use roaring::RoaringBitmap;
+use rustc_hash::FxHashMap;
+
+use crate::error::{Error, IoContext, Result};
+use crate::index::day_of;
+use crate::index::format::{BitmapKey, BitmapKind, IndexFile, IndexWriter};
+use crate::tables::{ColumnDef, ColumnType, ROW_ID_COLUMN};
+
+/// A users column with more distinct values than this gets no value bitmaps.
+pub const MAX_DISTINCT_VALUES: usize = 1024;
+
+/// Bitmap entries an import adds.
+#[derive(Debug, Default)]
+pub struct IndexDelta {
+    pub tags: FxHashMap<String, RoaringBitmap>,
+    pub purchase_days: FxHashMap<i64, RoaringBitmap>,
+}
+
+impl IndexDelta {
+    /// Records user_tags rows.
+    pub fn add_tags(&mut self, tags: &dyn Array, row_ids: &[u32]) {
+        let tags = tags.as_string::<i32>();
+        for (tag, id) in tags.iter().zip(row_ids) {
+            if let Some(tag) = tag {
+                match self.tags.get_mut(tag) {
+                    Some(bm) => {
+                        bm.insert(*id);
+                    }
+                    None => {
+                        self.tags.insert(tag.to_string(), RoaringBitmap::from_iter([*id]));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records purchases rows.
+    pub fn add_purchases(&mut self, ts: &dyn Array, row_ids: &[u32]) {
+        let ts = ts.as_primitive::<TimestampMicrosecondType>();
+        for (t, id) in ts.iter().zip(row_ids) {
+            if let Some(t) = t {
+                self.purchase_days.entry(day_of(t)).or_default().insert(*id);
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: IndexDelta) {
+        for (k, bm) in other.tags {
+            *self.tags.entry(k).or_default() |= bm;
+        }
+        for (k, bm) in other.purchase_days {
+            *self.purchase_days.entry(k).or_default() |= bm;
+        }
+    }
+
+    fn into_keyed(self) -> BTreeMap<BitmapKey, RoaringBitmap> {
+        let mut out = BTreeMap::new();
+        for (tag, bm) in self.tags {
+            out.insert((BitmapKind::Tag, tag, String::new()), bm);
+        }
+        for (day, bm) in self.purchase_days {
+            out.insert((BitmapKind::PurchaseDay, String::new(), day.to_string()), bm);
+        }
+        out
+    }
+}
+
+/// Writes the next version's index to `out`: the previous index (if any) merged with `delta`,
+/// and the users value bitmaps replaced by `users_values` when given.
+pub fn write_next_index(
+    previous: Option<&Path>,
+    delta: IndexDelta,
+    users_values: Option<BTreeMap<BitmapKey, RoaringBitmap>>,
+    out: &Path,
+) -> Result<u64> {
+    let mut added = delta.into_keyed();
+    let mut writer = IndexWriter::create(out)?;
+    let is_users_entry = |k: &BitmapKey| matches!(k.0, BitmapKind::Value | BitmapKind::Null);
+    if let Some(prev) = previous.map(IndexFile::open).transpose()? {
+        for (key, extent) in &prev.directory {
+            if users_values.is_some() && is_users_entry(key) {
+                continue;
+            }
+            match added.remove(key) {
+                Some(mut bm) => {
+                    bm |= prev.read(*extent)?;
+                    writer.add(key, &bm)?;
+                }
+                None => {
+                    let raw = prev.read_raw(*extent)?;
+                    writer.add_raw(key, &raw, extent.crc)?;
+                }
+            }
+        }
+    }
+    for (key, bm) in &added {
+        writer.add(key, bm)?;
+    }
+    for (key, bm) in users_values.iter().flatten() {
+        writer.add(key, bm)?;
+    }
+    writer.finish()
+}
+
+/// Builds value and NULL bitmaps for every low-cardinality users column (text, boolean, integer),
+/// reading only those columns of the users files.
+pub fn build_users_values(
+    files: &[std::path::PathBuf],
+    columns: &[ColumnDef],
+) -> Result<BTreeMap<BitmapKey, RoaringBitmap>> {
+    const NEVER: &[&str] = &["user_id", "name", "phone", "email"];
+    let mut candidates: BTreeSet<String> = columns
+        .iter()
+        .filter(|c| matches!(c.ty, ColumnType::Utf8 | ColumnType::Boolean | ColumnType::Int32 | ColumnType::Int64))
+        .filter(|c| !NEVER.contains(&c.name.as_str()))
+        .map(|c| c.name.clone())
+        .collect();
+    let mut values: BTreeMap<String, FxHashMap<String, RoaringBitmap>> = BTreeMap::new();
+    let mut nulls: BTreeMap<String, RoaringBitmap> =
+        candidates.iter().map(|c| (c.clone(), RoaringBitmap::new())).collect();
+    for path in files {
+        let file = File::open(path).io_context("open", path)?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::corrupt(path, e.to_string()))?;
+        let file_columns: Vec<String> = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let wanted: Vec<usize> = file_columns
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| candidates.contains(*n) || n.as_str() == ROW_ID_COLUMN)
+            .map(|(i, _)| i)
+            .collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(65_536)
+            .build()
+            .map_err(|e| Error::corrupt(path, e.to_string()))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| Error::corrupt(path, e.to_string()))?;
+            let ids = batch.column_by_name(ROW_ID_COLUMN).ok_or_else(|| Error::corrupt(path, "no row id column"))?;
+            let ids = ids.as_primitive::<UInt32Type>().values();
+            let names: Vec<String> = candidates.iter().cloned().collect();
+            for name in names {
+                // Columns this (older) file lacks are NULL for all its rows.
+                let Some(col) = batch.column_by_name(&name) else {
+                    nulls.entry(name.clone()).or_default().extend(ids.iter().copied());
+                    continue;
+                };
+                let map = values.entry(name.clone()).or_default();
+                let null_bm = nulls.entry(name.clone()).or_default();
+                for (row, id) in ids.iter().enumerate() {
+                    if col.is_null(row) {
+                        null_bm.insert(*id);
+                        continue;
+                    }
+                    let key: std::borrow::Cow<'_, str> = match col.data_type() {
+                        DataType::Utf8 => col.as_string::<i32>().value(row).into(),
+                        DataType::Boolean => if col.as_boolean().value(row) { "true" } else { "false" }.into(),
+                        DataType::Int32 => col.as_primitive::<Int32Type>().value(row).to_string().into(),
+                        DataType::Int64 => col.as_primitive::<Int64Type>().value(row).to_string().into(),
+                        _ => continue,
+                    };
+                    match map.get_mut(key.as_ref()) {
+                        Some(bm) => {
+                            bm.insert(*id);
+                        }
+                        None => {
+                            map.insert(key.into_owned(), RoaringBitmap::from_iter([*id]));
+                        }
+                    }
+                }
+                if map.len() > MAX_DISTINCT_VALUES {
+                    candidates.remove(&name);
+                    values.remove(&name);
+                    nulls.remove(&name);
+                }
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for name in &candidates {
+        for (value, bm) in values.remove(name).unwrap_or_default() {
+            out.insert((BitmapKind::Value, name.clone(), value), bm);
+        }
+        out.insert((BitmapKind::Null, name.clone(), String::new()), nulls.remove(name).unwrap_or_default());
+    }
+    Ok(out)
+}

@@ -1,0 +1,120 @@
+//! Roaring-bitmap indexes over dense user row ids: which users carry a tag, have a value in a
+//! low-cardinality users column (or NULL there), or purchased on a day. One index file per
+//! committed version; opening reads its directory only, bitmaps load on first use and stay in a
+//! bounded cache.
+
+pub mod build;
+pub mod format;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use roaring::RoaringBitmap;
+
+use crate::error::Result;
+use format::{BitmapKey, BitmapKind, IndexFile};
+
+/// Bytes of deserialized bitmaps kept per open index before the cache is emptied.
+const CACHE_BYTES: u64 = 512 << 20;
+
+/// A microsecond count of one day.
+pub const DAY_MICROS: i64 = 86_400_000_000;
+
+/// The indexes of one snapshot.
+#[derive(Debug)]
+pub struct IndexSet {
+    file: Option<IndexFile>,
+    /// Row ids `0..universe` are the live users.
+    universe: u32,
+    cache: Mutex<(u64, HashMap<BitmapKey, Arc<RoaringBitmap>>)>,
+}
+
+impl IndexSet {
+    /// Opens the index file of a snapshot (`None` when the store has no index yet).
+    pub fn open(path: Option<&Path>, universe: u32) -> Result<IndexSet> {
+        let file = path.map(IndexFile::open).transpose()?;
+        Ok(IndexSet { file, universe, cache: Mutex::new((0, HashMap::new())) })
+    }
+
+    /// Every live user.
+    pub fn universe(&self) -> RoaringBitmap {
+        let mut all = RoaringBitmap::new();
+        all.insert_range(0..self.universe);
+        all
+    }
+
+    pub fn universe_len(&self) -> u64 {
+        u64::from(self.universe)
+    }
+
+    /// Whether `column` of users has value bitmaps (it is low-cardinality).
+    pub fn has_values(&self, column: &str) -> bool {
+        self.contains(&(BitmapKind::Null, column.to_string(), String::new()))
+    }
+
+    /// Whether the store has a tag index (any user_tags loaded).
+    pub fn has_tags(&self) -> bool {
+        self.file.is_some()
+    }
+
+    fn contains(&self, key: &BitmapKey) -> bool {
+        self.file.as_ref().is_some_and(|f| f.directory.contains_key(key))
+    }
+
+    /// A bitmap by address; an address the index does not hold is the empty set.
+    pub fn get(&self, kind: BitmapKind, name: &str, key: &str) -> Result<Arc<RoaringBitmap>> {
+        let addr = (kind, name.to_string(), key.to_string());
+        let Some(file) = &self.file else { return Ok(Arc::new(RoaringBitmap::new())) };
+        let Some(extent) = file.directory.get(&addr).copied() else { return Ok(Arc::new(RoaringBitmap::new())) };
+        if let Some(bm) = self.lock_cache().1.get(&addr) {
+            return Ok(Arc::clone(bm));
+        }
+        let bm = Arc::new(file.read(extent)?);
+        let mut cache = self.lock_cache();
+        if cache.0 + u64::from(extent.len) > CACHE_BYTES {
+            cache.1.clear();
+            cache.0 = 0;
+        }
+        cache.0 += u64::from(extent.len);
+        cache.1.insert(addr, Arc::clone(&bm));
+        Ok(bm)
+    }
+
+    /// Users who purchased on any whole day in `first_day..=last_day`.
+    pub fn purchased_on_days(&self, first_day: i64, last_day: i64) -> Result<RoaringBitmap> {
+        let mut out = RoaringBitmap::new();
+        let Some(file) = &self.file else { return Ok(out) };
+        let lo = (BitmapKind::PurchaseDay, String::new(), String::new());
+        for ((kind, _, key), _) in file.directory.range(lo..) {
+            if *kind != BitmapKind::PurchaseDay {
+                break;
+            }
+            let Ok(day) = key.parse::<i64>() else { continue };
+            if (first_day..=last_day).contains(&day) {
+                out |= &*self.get(BitmapKind::PurchaseDay, "", key)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The value keys of an indexed column (for completion and EXPLAIN).
+    pub fn values(&self, column: &str) -> Vec<String> {
+        let Some(file) = &self.file else { return Vec::new() };
+        file.directory
+            .keys()
+            .filter(|(k, n, _)| *k == BitmapKind::Value && n == column)
+            .map(|(_, _, v)| v.clone())
+            .collect()
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, (u64, HashMap<BitmapKey, Arc<RoaringBitmap>>)> {
+        // The cache only holds immutable bitmaps: a poisoned lock still guards valid data.
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The day number (days since 1970-01-01, UTC) of a timestamp in microseconds.
+pub fn day_of(micros: i64) -> i64 {
+    micros.div_euclid(DAY_MICROS)
+}

@@ -1,0 +1,230 @@
+//! Audience predicates as bitmap algebra. [`translate`] turns a filter on the users table into two
+//! bitmap expressions — the users for whom it is TRUE and those for whom it is FALSE — so that
+//! NOT and NULL follow SQL's three-valued logic exactly (`NOT tier = 'gold'` excludes NULL tiers).
+//! A filter it cannot translate exactly returns `None` and stays on DataFusion's general path.
+
+use std::fmt;
+
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, expr::InList};
+use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::index::IndexSet;
+use crate::index::format::BitmapKind;
+use crate::query::udf::PersonaAudience;
+
+/// A set of users, as an expression over the indexes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BitmapExpr {
+    /// Every live user.
+    Universe,
+    Tag(String),
+    Value { column: String, value: String },
+    Null(String),
+    /// Users with a purchase on a day in `first_day..=last_day` (days since 1970-01-01, UTC).
+    PurchasedDays { first_day: i64, last_day: i64 },
+    And(Vec<BitmapExpr>),
+    Or(Vec<BitmapExpr>),
+    /// The first set minus the second.
+    AndNot(Box<BitmapExpr>, Box<BitmapExpr>),
+}
+
+/// A filter translated exactly: who makes it TRUE, who makes it FALSE (the rest make it NULL).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Translated {
+    pub when_true: BitmapExpr,
+    pub when_false: BitmapExpr,
+}
+
+/// The audience a `persona_audience(user_id, spec)` call stands for; the audience rule writes
+/// these when it replaces a semi or anti join into the facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AudienceSpec {
+    /// Users carrying at least one of these tags.
+    TagAny(Vec<String>),
+    /// Users with a purchase on a day of `first_day..=last_day`.
+    PurchasedDays { first_day: i64, last_day: i64 },
+}
+
+impl AudienceSpec {
+    pub fn to_bitmap_expr(&self) -> BitmapExpr {
+        match self {
+            AudienceSpec::TagAny(tags) => or(tags.iter().map(|t| BitmapExpr::Tag(t.clone())).collect()),
+            AudienceSpec::PurchasedDays { first_day, last_day } => {
+                BitmapExpr::PurchasedDays { first_day: *first_day, last_day: *last_day }
+            }
+        }
+    }
+}
+
+fn or(mut items: Vec<BitmapExpr>) -> BitmapExpr {
+    if items.len() == 1 { items.remove(0) } else { BitmapExpr::Or(items) }
+}
+
+fn not_null(column: &str) -> BitmapExpr {
+    BitmapExpr::AndNot(Box::new(BitmapExpr::Universe), Box::new(BitmapExpr::Null(column.to_string())))
+}
+
+fn minus(a: BitmapExpr, b: BitmapExpr) -> BitmapExpr {
+    BitmapExpr::AndNot(Box::new(a), Box::new(b))
+}
+
+/// A total set: TRUE for `set`, FALSE for everyone else (never NULL).
+fn total(set: BitmapExpr) -> Translated {
+    Translated { when_false: minus(BitmapExpr::Universe, set.clone()), when_true: set }
+}
+
+/// Translates a filter over the users table, or `None` when it is not exactly a bitmap question.
+pub fn translate(expr: &Expr, index: &IndexSet) -> Option<Translated> {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+            let (l, r) = (translate(left, index)?, translate(right, index)?);
+            Some(Translated {
+                when_true: BitmapExpr::And(vec![l.when_true, r.when_true]),
+                when_false: BitmapExpr::Or(vec![l.when_false, r.when_false]),
+            })
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+            let (l, r) = (translate(left, index)?, translate(right, index)?);
+            Some(Translated {
+                when_true: BitmapExpr::Or(vec![l.when_true, r.when_true]),
+                when_false: BitmapExpr::And(vec![l.when_false, r.when_false]),
+            })
+        }
+        Expr::Not(inner) => {
+            let t = translate(inner, index)?;
+            Some(Translated { when_true: t.when_false, when_false: t.when_true })
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op: op @ (Operator::Eq | Operator::NotEq), right }) => {
+            let (column, value) = column_and_literal(left, right)?;
+            if !index.has_values(column) {
+                return None;
+            }
+            let is = BitmapExpr::Value { column: column.to_string(), value: value_key(value)? };
+            let is_not = minus(not_null(column), is.clone());
+            Some(if *op == Operator::Eq {
+                Translated { when_true: is, when_false: is_not }
+            } else {
+                Translated { when_true: is_not, when_false: is }
+            })
+        }
+        Expr::InList(InList { expr, list, negated }) => {
+            let Expr::Column(c) = expr.as_ref() else { return None };
+            if !index.has_values(&c.name) {
+                return None;
+            }
+            let mut values = Vec::with_capacity(list.len());
+            for item in list {
+                let Expr::Literal(v, _) = item else { return None };
+                values.push(BitmapExpr::Value { column: c.name.clone(), value: value_key(v)? });
+            }
+            let is = or(values);
+            let is_not = minus(not_null(&c.name), is.clone());
+            Some(if *negated {
+                Translated { when_true: is_not, when_false: is }
+            } else {
+                Translated { when_true: is, when_false: is_not }
+            })
+        }
+        Expr::IsNull(inner) | Expr::IsNotNull(inner) => {
+            let Expr::Column(c) = inner.as_ref() else { return None };
+            if !index.has_values(&c.name) {
+                return None;
+            }
+            let null = BitmapExpr::Null(c.name.clone());
+            let t = total(null);
+            Some(if matches!(expr, Expr::IsNull(_)) { t } else { Translated { when_true: t.when_false, when_false: t.when_true } })
+        }
+        Expr::ScalarFunction(f) if f.func.inner().is::<PersonaAudience>() => {
+            let [Expr::Column(c), Expr::Literal(spec, _)] = f.args.as_slice() else { return None };
+            if c.name != "user_id" {
+                return None;
+            }
+            let spec: AudienceSpec = serde_json::from_str(spec.try_as_str()??).ok()?;
+            Some(total(spec.to_bitmap_expr()))
+        }
+        _ => None,
+    }
+}
+
+fn column_and_literal<'a>(left: &'a Expr, right: &'a Expr) -> Option<(&'a str, &'a ScalarValue)> {
+    match (left, right) {
+        (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => Some((&c.name, v)),
+        _ => None,
+    }
+}
+
+/// The key under which the index stores a value (text form); `None` for NULL or unindexed types.
+fn value_key(v: &ScalarValue) -> Option<String> {
+    if v.is_null() {
+        return None;
+    }
+    if let Some(Some(s)) = v.try_as_str() {
+        return Some(s.to_string());
+    }
+    match v {
+        ScalarValue::Boolean(Some(b)) => Some(b.to_string()),
+        ScalarValue::Int8(Some(n)) => Some(n.to_string()),
+        ScalarValue::Int16(Some(n)) => Some(n.to_string()),
+        ScalarValue::Int32(Some(n)) => Some(n.to_string()),
+        ScalarValue::Int64(Some(n)) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Evaluates a bitmap expression on a snapshot's indexes.
+pub fn evaluate(expr: &BitmapExpr, index: &IndexSet) -> Result<RoaringBitmap> {
+    Ok(match expr {
+        BitmapExpr::Universe => index.universe(),
+        BitmapExpr::Tag(t) => (*index.get(BitmapKind::Tag, t, "")?).clone(),
+        BitmapExpr::Value { column, value } => (*index.get(BitmapKind::Value, column, value)?).clone(),
+        BitmapExpr::Null(column) => (*index.get(BitmapKind::Null, column, "")?).clone(),
+        BitmapExpr::PurchasedDays { first_day, last_day } => index.purchased_on_days(*first_day, *last_day)?,
+        BitmapExpr::And(items) => {
+            let mut sets = items.iter().map(|e| evaluate(e, index)).collect::<Result<Vec<_>>>()?;
+            sets.sort_by_key(RoaringBitmap::len);
+            let mut it = sets.into_iter();
+            let mut acc = it.next().unwrap_or_else(|| index.universe());
+            for s in it {
+                acc &= s;
+            }
+            acc
+        }
+        BitmapExpr::Or(items) => {
+            let mut acc = RoaringBitmap::new();
+            for e in items {
+                acc |= evaluate(e, index)?;
+            }
+            acc
+        }
+        BitmapExpr::AndNot(a, b) => evaluate(a, index)? - evaluate(b, index)?,
+    })
+}
+
+impl fmt::Display for BitmapExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let join = |f: &mut fmt::Formatter<'_>, items: &[BitmapExpr], op: &str| -> fmt::Result {
+            write!(f, "(")?;
+            for (i, e) in items.iter().enumerate() {
+                if i > 0 {
+                    write!(f, " {op} ")?;
+                }
+                write!(f, "{e}")?;
+            }
+            write!(f, ")")
+        };
+        match self {
+            BitmapExpr::Universe => write!(f, "all"),
+            BitmapExpr::Tag(t) => write!(f, "tag[{t}]"),
+            BitmapExpr::Value { column, value } => write!(f, "{column}[{value}]"),
+            BitmapExpr::Null(c) => write!(f, "{c}[NULL]"),
+            BitmapExpr::PurchasedDays { first_day, last_day } => write!(f, "purchased[day {first_day}..={last_day}]"),
+            BitmapExpr::And(items) => join(f, items, "∧"),
+            BitmapExpr::Or(items) => join(f, items, "∨"),
+            BitmapExpr::AndNot(a, b) => write!(f, "({a} − {b})"),
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Integration tests of Persona through its public API and its `persona` binary: import errors and
+//! their all-or-nothing guarantee, users upserts, refusal of repeated fact loads, typed custom
+//! columns, quirky CSV input, snapshots and dry runs, the writer lock, and the command line.
+//! Every test builds its own small store in a temporary directory.
+
+mod cli;
+mod csv_quirks;
+mod custom_columns;
+mod idempotency;
+mod import_errors;
+mod lock;
+mod snapshots;
+mod upsert;
+mod util;

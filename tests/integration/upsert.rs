@@ -1,0 +1,109 @@
+//! Users are upserted by user_id: a later load counts new and updated users, replaces only the
+//! columns its file carries (the others keep their old values), adds new custom columns (NULL for
+//! the users loaded before), and keeps every user's row id so that facts loaded earlier still join
+//! to the updated profile.
+
+use persona::Table;
+
+use crate::util::*;
+
+#[tokio::test]
+async fn upsert_counts_new_and_updated_users_and_keeps_absent_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    let update =
+        write(dir.path(), "users-update.csv", "user_id,tier,vip_level\nu2,platinum,3\nu6,gold,1\nu4,silver,2\n");
+    let summary = import(&store, &[&update]).expect("the upsert loads");
+    assert_eq!(summary.new_users, 1);
+    assert_eq!(summary.updated_users, 2);
+    assert_eq!(summary.rows, vec![(Table::Users, 3)]);
+    assert_eq!(summary.version, Some(3));
+    assert_eq!(store.snapshot().unwrap().user_count(), 6);
+
+    let s = session(&store);
+    assert_eq!(
+        rows(&s, "SELECT user_id, name, tier, points, vip_level FROM users ORDER BY user_id").await,
+        vec![
+            "u1|Ann|gold|100|NULL",
+            "u2|Bob|platinum|200|3",
+            "u3|Cat|bronze|300|NULL",
+            "u4|Dan|silver|400|2",
+            "u5|Eve|platinum|500|NULL",
+            "u6|NULL|gold|NULL|1",
+        ]
+    );
+    assert_eq!(count(&s, "SELECT count(*) FROM users").await, 6);
+}
+
+#[tokio::test]
+async fn new_custom_column_is_null_for_users_loaded_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    let more = write(dir.path(), "users-more.csv", "user_id,name,favourite_colour\nu6,Fay,green\n");
+    let summary = import(&store, &[&more]).unwrap();
+    assert_eq!((summary.new_users, summary.updated_users), (1, 0));
+    let s = session(&store);
+    assert_eq!(
+        rows(&s, "SELECT user_id, favourite_colour FROM users ORDER BY user_id").await,
+        vec!["u1|NULL", "u2|NULL", "u3|NULL", "u4|NULL", "u5|NULL", "u6|green"]
+    );
+    assert_eq!(count(&s, "SELECT count(*) FROM users WHERE favourite_colour IS NULL").await, 5);
+}
+
+#[tokio::test]
+async fn facts_loaded_before_an_upsert_join_to_the_updated_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    let update = write(dir.path(), "users-2.csv", "user_id,tier\nu2,diamond\n");
+    import(&store, &[&update]).unwrap();
+    let s = session(&store);
+    assert_eq!(
+        rows(
+            &s,
+            "SELECT p.order_id, u.user_id, u.name, u.tier FROM purchases p JOIN users u ON p.user_id = u.user_id ORDER BY p.order_id"
+        )
+        .await,
+        vec!["o1|u1|Ann|gold", "o2|u2|Bob|diamond", "o3|u2|Bob|diamond"]
+    );
+}
+
+#[tokio::test]
+async fn successive_upserts_each_keep_the_latest_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    for (i, points) in [(1, 1000), (2, 2000), (3, 3000)] {
+        let f = write(dir.path(), &format!("users-{i}.csv"), format!("user_id,points\nu3,{points}\n"));
+        let summary = import(&store, &[&f]).unwrap();
+        assert_eq!((summary.new_users, summary.updated_users), (0, 1));
+    }
+    let s = session(&store);
+    assert_eq!(rows(&s, "SELECT name, points FROM users WHERE user_id = 'u3'").await, vec!["Cat|3000"]);
+    assert_eq!(count(&s, "SELECT count(*) FROM users").await, 5);
+    assert_eq!(count(&s, "SELECT sum(points) FROM users").await, 100 + 200 + 3000 + 400 + 500);
+}
+
+#[tokio::test]
+async fn upsert_of_parquet_users_over_csv_users_works() {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    let file = write_parquet(
+        dir.path(),
+        "users-00000.parquet",
+        vec![
+            ("user_id", Arc::new(StringArray::from(vec!["u5", "u7"])) as ArrayRef),
+            ("points", Arc::new(Int64Array::from(vec![5555, 7])) as ArrayRef),
+        ],
+        10,
+    );
+    let summary = import(&store, &[&file]).unwrap();
+    assert_eq!((summary.new_users, summary.updated_users), (1, 1));
+    let s = session(&store);
+    assert_eq!(
+        rows(&s, "SELECT user_id, name, points FROM users WHERE user_id IN ('u5', 'u7') ORDER BY user_id").await,
+        vec!["u5|Eve|5555", "u7|NULL|7"]
+    );
+}
