@@ -38,6 +38,11 @@ pub async fn write_stream(
                 rows += b.num_rows() as u64;
                 batches.push(b);
             }
+            // Statements such as SET return nothing: print nothing rather than an empty frame.
+            if schema.fields().is_empty() {
+                out.flush().io_context("flush", target)?;
+                return Ok(rows);
+            }
             if batches.is_empty() {
                 batches.push(RecordBatch::new_empty(schema));
             }

@@ -14,7 +14,8 @@
 //!     the next import.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{PoisonError, RwLock};
 use std::time::Instant;
 
 use persona::{Error, ImportOptions, Session, SessionOptions, Store, Table};
@@ -26,9 +27,32 @@ fn write(dir: &Path, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
     path
 }
 
+/// A child forked by any thread of this process inherits every open descriptor, a store's lock
+/// file included, until it execs; a test taking a lock at that moment would see a spurious
+/// `Locked`. So lock-taking calls run under a shared guard and spawns under an exclusive one.
+static FORKS: RwLock<()> = RwLock::new(());
+
+fn with_lock_scope<T>(f: impl FnOnce() -> T) -> T {
+    let _shared = FORKS.read().unwrap_or_else(PoisonError::into_inner);
+    f()
+}
+
+fn spawn(cmd: &mut Command) -> Child {
+    let _exclusive = FORKS.write().unwrap_or_else(PoisonError::into_inner);
+    cmd.spawn().expect("start persona")
+}
+
+fn run(cmd: &mut Command) -> Output {
+    spawn(cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped())).wait_with_output().unwrap()
+}
+
+fn create_store(path: impl AsRef<Path>) -> Store {
+    with_lock_scope(|| Store::open_or_create(path)).expect("create the store")
+}
+
 fn import(store: &Store, files: &[&Path]) -> persona::Result<persona::ImportSummary> {
     let files: Vec<PathBuf> = files.iter().map(|p| p.to_path_buf()).collect();
-    store.import(&files, &ImportOptions::default())
+    with_lock_scope(|| store.import(&files, &ImportOptions::default()))
 }
 
 fn persona_bin() -> Command {

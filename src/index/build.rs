@@ -8,7 +8,7 @@ use std::fs::File;
 use std::path::Path;
 
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Int32Type, Int64Type, TimestampMicrosecondType, UInt32Type};
+use arrow::datatypes::{DataType, Date32Type, Int32Type, Int64Type, TimestampMicrosecondType, UInt32Type};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use roaring::RoaringBitmap;
@@ -88,7 +88,9 @@ pub fn write_next_index(
 ) -> Result<u64> {
     let mut added = delta.into_keyed();
     let mut writer = IndexWriter::create(out)?;
-    let is_users_entry = |k: &BitmapKey| matches!(k.0, BitmapKind::Value | BitmapKind::Null);
+    let is_users_entry = |k: &BitmapKey| {
+        matches!(k.0, BitmapKind::Value | BitmapKind::Null | BitmapKind::ValueColumn | BitmapKind::RangeBit | BitmapKind::RangeBase)
+    };
     if let Some(prev) = previous.map(IndexFile::open).transpose()? {
         for (key, extent) in &prev.directory {
             if users_values.is_some() && is_users_entry(key) {
@@ -116,7 +118,8 @@ pub fn write_next_index(
 }
 
 /// Builds value and NULL bitmaps for every low-cardinality users column (text, boolean, integer),
-/// reading only those columns of the users files.
+/// and bit-sliced range indexes for every integer and date column, reading only those columns of
+/// the users files.
 pub fn build_users_values(
     files: &[std::path::PathBuf],
     columns: &[ColumnDef],
@@ -128,6 +131,14 @@ pub fn build_users_values(
         .filter(|c| !NEVER.contains(&c.name.as_str()))
         .map(|c| c.name.clone())
         .collect();
+    let range_columns: BTreeSet<String> = columns
+        .iter()
+        .filter(|c| matches!(c.ty, ColumnType::Int32 | ColumnType::Int64 | ColumnType::Date))
+        .map(|c| c.name.clone())
+        .collect();
+    // Row ids and values of the range columns, kept until the base (minimum) is known.
+    let mut ranges: BTreeMap<String, (Vec<u32>, Vec<i64>)> = BTreeMap::new();
+    let mut range_nulls: BTreeMap<String, RoaringBitmap> = BTreeMap::new();
     let mut values: BTreeMap<String, FxHashMap<String, RoaringBitmap>> = BTreeMap::new();
     let mut nulls: BTreeMap<String, RoaringBitmap> =
         candidates.iter().map(|c| (c.clone(), RoaringBitmap::new())).collect();
@@ -139,7 +150,7 @@ pub fn build_users_values(
         let wanted: Vec<usize> = file_columns
             .iter()
             .enumerate()
-            .filter(|(_, n)| candidates.contains(*n) || n.as_str() == ROW_ID_COLUMN)
+            .filter(|(_, n)| candidates.contains(*n) || range_columns.contains(*n) || n.as_str() == ROW_ID_COLUMN)
             .map(|(i, _)| i)
             .collect();
         let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
@@ -152,6 +163,28 @@ pub fn build_users_values(
             let batch = batch.map_err(|e| Error::corrupt(path, e.to_string()))?;
             let ids = batch.column_by_name(ROW_ID_COLUMN).ok_or_else(|| Error::corrupt(path, "no row id column"))?;
             let ids = ids.as_primitive::<UInt32Type>().values();
+            for name in &range_columns {
+                let (ids_out, vals_out) = ranges.entry(name.clone()).or_default();
+                let nulls_out = range_nulls.entry(name.clone()).or_default();
+                let Some(col) = batch.column_by_name(name) else {
+                    nulls_out.extend(ids.iter().copied());
+                    continue;
+                };
+                for (row, id) in ids.iter().enumerate() {
+                    if col.is_null(row) {
+                        nulls_out.insert(*id);
+                        continue;
+                    }
+                    let v = match col.data_type() {
+                        DataType::Int32 => i64::from(col.as_primitive::<Int32Type>().value(row)),
+                        DataType::Int64 => col.as_primitive::<Int64Type>().value(row),
+                        DataType::Date32 => i64::from(col.as_primitive::<Date32Type>().value(row)),
+                        _ => continue,
+                    };
+                    ids_out.push(*id);
+                    vals_out.push(v);
+                }
+            }
             let names: Vec<String> = candidates.iter().cloned().collect();
             for name in names {
                 // Columns this (older) file lacks are NULL for all its rows.
@@ -195,7 +228,28 @@ pub fn build_users_values(
         for (value, bm) in values.remove(name).unwrap_or_default() {
             out.insert((BitmapKind::Value, name.clone(), value), bm);
         }
+        out.insert((BitmapKind::ValueColumn, name.clone(), String::new()), RoaringBitmap::new());
         out.insert((BitmapKind::Null, name.clone(), String::new()), nulls.remove(name).unwrap_or_default());
+    }
+    for (name, (ids, vals)) in ranges {
+        let null_bm = range_nulls.remove(&name).unwrap_or_default();
+        let base = vals.iter().copied().min().unwrap_or(0);
+        let span = vals.iter().map(|v| v.abs_diff(base)).max().unwrap_or(0);
+        let bits = (64 - span.leading_zeros()).max(1);
+        let mut slices = vec![RoaringBitmap::new(); bits as usize];
+        for (id, v) in ids.iter().zip(&vals) {
+            let offset = v.abs_diff(base);
+            for (i, slice) in slices.iter_mut().enumerate() {
+                if offset >> i & 1 == 1 {
+                    slice.insert(*id);
+                }
+            }
+        }
+        for (i, slice) in slices.into_iter().enumerate() {
+            out.insert((BitmapKind::RangeBit, name.clone(), i.to_string()), slice);
+        }
+        out.insert((BitmapKind::RangeBase, name.clone(), base.to_string()), RoaringBitmap::new());
+        out.entry((BitmapKind::Null, name.clone(), String::new())).or_insert(null_bm);
     }
     Ok(out)
 }

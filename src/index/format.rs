@@ -34,6 +34,13 @@ pub enum BitmapKind {
     Null = 3,
     /// Users with a purchase on a day; name empty, key = day number (days since 1970-01-01).
     PurchaseDay = 4,
+    /// Bit `key` of the bit-sliced range index of column `name`: users whose value minus the
+    /// column's base has that bit set.
+    RangeBit = 5,
+    /// The base of column `name`'s range index, as the key (the bitmap is empty).
+    RangeBase = 6,
+    /// Marks column `name` as value-indexed (the bitmap is empty).
+    ValueColumn = 7,
 }
 
 impl BitmapKind {
@@ -43,6 +50,9 @@ impl BitmapKind {
             2 => BitmapKind::Value,
             3 => BitmapKind::Null,
             4 => BitmapKind::PurchaseDay,
+            5 => BitmapKind::RangeBit,
+            6 => BitmapKind::RangeBase,
+            7 => BitmapKind::ValueColumn,
             _ => return None,
         })
     }

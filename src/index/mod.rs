@@ -50,7 +50,61 @@ impl IndexSet {
 
     /// Whether `column` of users has value bitmaps (it is low-cardinality).
     pub fn has_values(&self, column: &str) -> bool {
-        self.contains(&(BitmapKind::Null, column.to_string(), String::new()))
+        self.contains(&(BitmapKind::ValueColumn, column.to_string(), String::new()))
+    }
+
+    /// The base and bit count of `column`'s bit-sliced range index, if it has one.
+    pub fn range_index(&self, column: &str) -> Option<(i64, u32)> {
+        let file = self.file.as_ref()?;
+        let lo = (BitmapKind::RangeBase, column.to_string(), String::new());
+        let ((_, name, key), _) = file.directory.range(lo..).next()?;
+        if name != column {
+            return None;
+        }
+        let base = key.parse().ok()?;
+        let bits = file.directory.keys().filter(|(k, n, _)| *k == BitmapKind::RangeBit && n == column).count() as u32;
+        Some((base, bits))
+    }
+
+    /// Users whose `column` value compares to `value` as `op` says (NULLs never match), from the
+    /// bit-sliced index (O'Neil & Quass).
+    pub fn range_compare(&self, column: &str, op: RangeOp, value: i64) -> Result<RoaringBitmap> {
+        let Some((base, bits)) = self.range_index(column) else { return Ok(RoaringBitmap::new()) };
+        let not_null = self.universe() - &*self.get(BitmapKind::Null, column, "")?;
+        let (mut lt, mut eq, mut gt) = (RoaringBitmap::new(), not_null.clone(), RoaringBitmap::new());
+        match value.checked_sub(base) {
+            Some(c) if c < 0 => {
+                gt = not_null;
+                eq.clear();
+            }
+            Some(c) if bits < 63 && c >= (1i64 << bits) => {
+                lt = not_null;
+                eq.clear();
+            }
+            None => {
+                gt = not_null;
+                eq.clear();
+            }
+            Some(c) => {
+                for i in (0..bits).rev() {
+                    let slice = self.get(BitmapKind::RangeBit, column, &i.to_string())?;
+                    if c >> i & 1 == 1 {
+                        lt |= &eq - &*slice;
+                        eq &= &*slice;
+                    } else {
+                        gt |= &eq & &*slice;
+                        eq -= &*slice;
+                    }
+                }
+            }
+        }
+        Ok(match op {
+            RangeOp::Lt => lt,
+            RangeOp::LtEq => lt | eq,
+            RangeOp::Eq => eq,
+            RangeOp::GtEq => gt | eq,
+            RangeOp::Gt => gt,
+        })
     }
 
     /// Whether the store has a tag index (any user_tags loaded).
@@ -111,6 +165,28 @@ impl IndexSet {
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, (u64, HashMap<BitmapKey, Arc<RoaringBitmap>>)> {
         // The cache only holds immutable bitmaps: a poisoned lock still guards valid data.
         self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A comparison a range index answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeOp {
+    Lt,
+    LtEq,
+    Eq,
+    GtEq,
+    Gt,
+}
+
+impl std::fmt::Display for RangeOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RangeOp::Lt => "<",
+            RangeOp::LtEq => "<=",
+            RangeOp::Eq => "=",
+            RangeOp::GtEq => ">=",
+            RangeOp::Gt => ">",
+        })
     }
 }
 

@@ -119,21 +119,37 @@ fn fact_audience(plan: &LogicalPlan) -> Option<AudienceSpec> {
     }
 }
 
-/// `tag = 'A'` or `tag IN ('A', 'B')`, and nothing else.
+/// `tag = 'A'`, `tag IN ('A', 'B')` or `tag = 'A' OR tag = 'B'`, and nothing else.
 fn tag_audience(predicates: &[Expr]) -> Option<AudienceSpec> {
     let [only] = predicates else { return None };
+    let mut tags = Vec::new();
+    collect_tags(only, &mut tags)?;
+    Some(AudienceSpec::TagAny(tags))
+}
+
+fn collect_tags(e: &Expr, tags: &mut Vec<String>) -> Option<()> {
     let text = |e: &Expr| match e {
         Expr::Literal(v, _) => v.try_as_str().flatten().map(str::to_string),
         _ => None,
     };
-    match only {
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+            collect_tags(left, tags)?;
+            collect_tags(right, tags)
+        }
         Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => match (left.as_ref(), right.as_ref()) {
-            (Expr::Column(c), v) | (v, Expr::Column(c)) if c.name == "tag" => Some(AudienceSpec::TagAny(vec![text(v)?])),
+            (Expr::Column(c), v) | (v, Expr::Column(c)) if c.name == "tag" => {
+                tags.push(text(v)?);
+                Some(())
+            }
             _ => None,
         },
         Expr::InList(InList { expr, list, negated: false }) => match expr.as_ref() {
             Expr::Column(c) if c.name == "tag" => {
-                Some(AudienceSpec::TagAny(list.iter().map(text).collect::<Option<Vec<_>>>()?))
+                for item in list {
+                    tags.push(text(item)?);
+                }
+                Some(())
             }
             _ => None,
         },

@@ -11,7 +11,7 @@ use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::index::IndexSet;
+use crate::index::{IndexSet, RangeOp};
 use crate::index::format::BitmapKind;
 use crate::query::udf::PersonaAudience;
 
@@ -23,6 +23,8 @@ pub enum BitmapExpr {
     Tag(String),
     Value { column: String, value: String },
     Null(String),
+    /// Users whose range-indexed `column` compares to `value` as `op` says.
+    Range { column: String, op: RangeOp, value: i64 },
     /// Users with a purchase on a day in `first_day..=last_day` (days since 1970-01-01, UTC).
     PurchasedDays { first_day: i64, last_day: i64 },
     And(Vec<BitmapExpr>),
@@ -98,10 +100,50 @@ pub fn translate(expr: &Expr, index: &IndexSet) -> Option<Translated> {
             let t = translate(inner, index)?;
             Some(Translated { when_true: t.when_false, when_false: t.when_true })
         }
+        Expr::BinaryExpr(BinaryExpr { left, op: op @ (Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq), right }) => {
+            let (column, value, op) = match (left.as_ref(), right.as_ref()) {
+                (Expr::Column(c), Expr::Literal(v, _)) => (&c.name, v, *op),
+                (Expr::Literal(v, _), Expr::Column(c)) => (&c.name, v, op.swap()?),
+                _ => return None,
+            };
+            index.range_index(column)?;
+            let op = match op {
+                Operator::Lt => RangeOp::Lt,
+                Operator::LtEq => RangeOp::LtEq,
+                Operator::Gt => RangeOp::Gt,
+                _ => RangeOp::GtEq,
+            };
+            let is = BitmapExpr::Range { column: column.clone(), op, value: range_value(value)? };
+            Some(Translated { when_false: minus(not_null(column), is.clone()), when_true: is })
+        }
+        Expr::Between(b) => {
+            let Expr::Column(c) = b.expr.as_ref() else { return None };
+            index.range_index(&c.name)?;
+            let (Expr::Literal(lo, _), Expr::Literal(hi, _)) = (b.low.as_ref(), b.high.as_ref()) else { return None };
+            let (lo, hi) = (range_value(lo)?, range_value(hi)?);
+            let within = BitmapExpr::And(vec![
+                BitmapExpr::Range { column: c.name.clone(), op: RangeOp::GtEq, value: lo },
+                BitmapExpr::Range { column: c.name.clone(), op: RangeOp::LtEq, value: hi },
+            ]);
+            let outside = minus(not_null(&c.name), within.clone());
+            Some(if b.negated {
+                Translated { when_true: outside, when_false: within }
+            } else {
+                Translated { when_true: within, when_false: outside }
+            })
+        }
         Expr::BinaryExpr(BinaryExpr { left, op: op @ (Operator::Eq | Operator::NotEq), right }) => {
             let (column, value) = column_and_literal(left, right)?;
             if !index.has_values(column) {
-                return None;
+                let range = range_value(value)?;
+                index.range_index(column)?;
+                let is = BitmapExpr::Range { column: column.to_string(), op: RangeOp::Eq, value: range };
+                let is_not = minus(not_null(column), is.clone());
+                return Some(if *op == Operator::Eq {
+                    Translated { when_true: is, when_false: is_not }
+                } else {
+                    Translated { when_true: is_not, when_false: is }
+                });
             }
             let is = BitmapExpr::Value { column: column.to_string(), value: value_key(value)? };
             let is_not = minus(not_null(column), is.clone());
@@ -175,6 +217,21 @@ fn value_key(v: &ScalarValue) -> Option<String> {
     }
 }
 
+/// An integer or date literal as the range index stores it (dates as days since 1970-01-01).
+fn range_value(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::Int8(Some(n)) => Some(i64::from(*n)),
+        ScalarValue::Int16(Some(n)) => Some(i64::from(*n)),
+        ScalarValue::Int32(Some(n)) => Some(i64::from(*n)),
+        ScalarValue::Int64(Some(n)) => Some(*n),
+        ScalarValue::UInt8(Some(n)) => Some(i64::from(*n)),
+        ScalarValue::UInt16(Some(n)) => Some(i64::from(*n)),
+        ScalarValue::UInt32(Some(n)) => Some(i64::from(*n)),
+        ScalarValue::Date32(Some(d)) => Some(i64::from(*d)),
+        _ => None,
+    }
+}
+
 /// Evaluates a bitmap expression on a snapshot's indexes.
 pub fn evaluate(expr: &BitmapExpr, index: &IndexSet) -> Result<RoaringBitmap> {
     Ok(match expr {
@@ -183,6 +240,7 @@ pub fn evaluate(expr: &BitmapExpr, index: &IndexSet) -> Result<RoaringBitmap> {
         BitmapExpr::Value { column, value } => (*index.get(BitmapKind::Value, column, value)?).clone(),
         BitmapExpr::Null(column) => (*index.get(BitmapKind::Null, column, "")?).clone(),
         BitmapExpr::PurchasedDays { first_day, last_day } => index.purchased_on_days(*first_day, *last_day)?,
+        BitmapExpr::Range { column, op, value } => index.range_compare(column, *op, *value)?,
         BitmapExpr::And(items) => {
             let mut sets = items.iter().map(|e| evaluate(e, index)).collect::<Result<Vec<_>>>()?;
             sets.sort_by_key(RoaringBitmap::len);
@@ -222,6 +280,7 @@ impl fmt::Display for BitmapExpr {
             BitmapExpr::Value { column, value } => write!(f, "{column}[{value}]"),
             BitmapExpr::Null(c) => write!(f, "{c}[NULL]"),
             BitmapExpr::PurchasedDays { first_day, last_day } => write!(f, "purchased[day {first_day}..={last_day}]"),
+            BitmapExpr::Range { column, op, value } => write!(f, "{column}[{op} {value}]"),
             BitmapExpr::And(items) => join(f, items, "∧"),
             BitmapExpr::Or(items) => join(f, items, "∨"),
             BitmapExpr::AndNot(a, b) => write!(f, "({a} − {b})"),

@@ -13,7 +13,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use crate::util::*;
 
 fn persona(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_persona")).args(args).output().expect("run persona")
+    output(Command::new(env!("CARGO_BIN_EXE_persona")).args(args))
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -256,13 +256,13 @@ fn sql_from_a_file_and_from_stdin() {
     let csv = ok(&persona(&["sql", "--store", p(&store), "--format", "csv", "-f", p(&script)]));
     assert!(csv.contains("a\n1\n") && csv.contains("n\n5\n"), "{csv}");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_persona"))
-        .args(["sql", "--store", p(&store), "--format", "csv"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(
+        Command::new(env!("CARGO_BIN_EXE_persona"))
+            .args(["sql", "--store", p(&store), "--format", "csv"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     child.stdin.take().unwrap().write_all(b"SELECT max(points) AS m FROM users").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(ok(&out), "m\n500\n");

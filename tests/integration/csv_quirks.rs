@@ -26,7 +26,7 @@ fn quirky_users() -> Vec<u8> {
 #[tokio::test]
 async fn bom_crlf_quotes_newlines_and_chinese_are_read_as_written() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_or_create(dir.path().join("store")).unwrap();
+    let store = create_store(dir.path().join("store"));
     let users = write(dir.path(), "users.csv", quirky_users());
     let summary = import(&store, &[&users]).expect("quirky CSV loads");
     assert_eq!(summary.rows, vec![(Table::Users, 4)]);
@@ -47,7 +47,7 @@ async fn bom_crlf_quotes_newlines_and_chinese_are_read_as_written() {
 #[test]
 fn line_numbers_count_the_newlines_inside_quoted_fields() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_or_create(dir.path().join("store")).unwrap();
+    let store = create_store(dir.path().join("store"));
     let users = write(dir.path(), "users.csv", "user_id,note,points\nu1,\"a\nb\nc\",1\nu2,plain,2\nu3,x,three\n");
     let err = refused(&store, &[&users]);
     assert_input_error(&err, &users, InputLocation::Line(6), Some("points"));
@@ -56,7 +56,7 @@ fn line_numbers_count_the_newlines_inside_quoted_fields() {
 #[test]
 fn line_numbers_are_the_physical_lines_of_a_crlf_file() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_or_create(dir.path().join("store")).unwrap();
+    let store = create_store(dir.path().join("store"));
     // Line 1 header, 2 u1, 3 u2, 4 u3.
     let users = write(dir.path(), "users.csv", "user_id,points\r\nu1,1\r\nu2,2\r\nu3,three\r\n");
     let err = refused(&store, &[&users]);
@@ -73,7 +73,7 @@ fn line_numbers_are_the_physical_lines_of_a_crlf_file() {
 #[tokio::test]
 async fn timestamps_with_space_t_fractions_and_zones_are_stored_in_utc() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_or_create(dir.path().join("store")).unwrap();
+    let store = create_store(dir.path().join("store"));
     let users = write(dir.path(), "users.csv", "user_id\r\nu1\r\n");
     let mut purchases = BOM.to_vec();
     purchases.extend_from_slice(
@@ -112,7 +112,7 @@ async fn timestamps_with_space_t_fractions_and_zones_are_stored_in_utc() {
 #[tokio::test]
 async fn tags_without_assigned_at_and_crlf_blank_last_line_load() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_or_create(dir.path().join("store")).unwrap();
+    let store = create_store(dir.path().join("store"));
     let users = write(dir.path(), "users.csv", "user_id,name\nu1,A\nu2,B\n");
     let tags = write(
         dir.path(),

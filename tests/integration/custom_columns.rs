@@ -13,7 +13,7 @@ use persona::tables::ColumnType;
 use crate::util::*;
 
 fn custom_users(dir: &std::path::Path) -> Store {
-    let store = Store::open_or_create(dir.join("store")).unwrap();
+    let store = create_store(dir.join("store"));
     let users = write(
         dir,
         "users.csv",
@@ -103,7 +103,7 @@ fn a_later_value_must_fit_the_custom_column_type() {
 #[tokio::test]
 async fn parquet_custom_columns_keep_their_parquet_types() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_or_create(dir.path().join("store")).unwrap();
+    let store = create_store(dir.path().join("store"));
     let file = write_parquet(
         dir.path(),
         "users.parquet",
@@ -132,7 +132,7 @@ async fn parquet_custom_columns_keep_their_parquet_types() {
 #[tokio::test]
 async fn many_custom_columns_are_all_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_or_create(dir.path().join("store")).unwrap();
+    let store = create_store(dir.path().join("store"));
     let names: Vec<String> = (0..60).map(|i| format!("attr_{i:02}")).collect();
     let mut csv = format!("user_id,{}\n", names.join(","));
     for u in 0..3 {

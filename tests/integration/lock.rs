@@ -1,6 +1,7 @@
 //! The single-writer lock: a second writer (or import) is refused at once with `Locked` naming
 //! `_persona/LOCK`; readers and dry runs are not blocked; the lock is free again when the writer is
-//! dropped, and when a `persona import` process holding it is killed.
+//! dropped, and when a `persona import` process holding it is killed. (Tests that hold a writer
+//! do so inside a `lock_scope`, see `util`.)
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -23,6 +24,7 @@ fn assert_locked(err: &Error, store_root: &Path) {
 fn a_second_writer_is_refused_with_locked_naming_the_lock_file() {
     let dir = tempfile::tempdir().unwrap();
     let store = base_store(dir.path());
+    let _scope = lock_scope();
     let _writer = store.writer().expect("first writer");
     assert_locked(&store.writer().unwrap_err(), store.root());
     // Another handle on the same directory is refused too.
@@ -35,21 +37,24 @@ fn a_second_writer_is_refused_with_locked_naming_the_lock_file() {
     assert_eq!(state(&store), before);
 }
 
-#[tokio::test]
-async fn readers_and_dry_runs_are_not_blocked_by_the_writer() {
+#[test]
+fn readers_and_dry_runs_are_not_blocked_by_the_writer() {
     let dir = tempfile::tempdir().unwrap();
     let store = base_store(dir.path());
+    let _scope = lock_scope();
     let _writer = store.writer().unwrap();
-    assert_eq!(count(&session(&store), "SELECT count(*) FROM purchases").await, 3);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    assert_eq!(rt.block_on(count(&session(&store), "SELECT count(*) FROM purchases")), 3);
     let users = write(dir.path(), "users.csv", "user_id\nu9\n");
     let dry = ImportOptions { dry_run: true, ..ImportOptions::default() };
-    assert_eq!(store.import(&[users], &dry).unwrap().new_users, 1);
+    assert_eq!(import_with(&store, &[&users], &dry).unwrap().new_users, 1);
 }
 
 #[test]
 fn the_lock_is_free_again_after_the_writer_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let store = base_store(dir.path());
+    let _scope = lock_scope();
     let writer = store.writer().unwrap();
     assert!(store.writer().is_err());
     drop(writer);
@@ -63,6 +68,7 @@ fn an_uncommitted_writer_dropped_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = base_store(dir.path());
     let before = state(&store);
+    let _scope = lock_scope();
     let writer = store.writer().unwrap();
     let (_, abs) = writer.new_file("data/users/abandoned.parquet".to_string()).unwrap();
     std::fs::write(&abs, b"half written").unwrap();
@@ -93,14 +99,14 @@ fn a_killed_import_process_frees_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let store = base_store(dir.path());
     let big = big_users_csv(dir.path(), 200_000);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_persona"))
-        .args(["import", "--quiet", "--store"])
-        .arg(store.root())
-        .arg(&big)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start persona import");
+    let mut child = spawn(
+        Command::new(env!("CARGO_BIN_EXE_persona"))
+            .args(["import", "--quiet", "--store"])
+            .arg(store.root())
+            .arg(&big)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
 
     // Wait, without taking the lock ourselves, until the child has the lock: it holds it from
     // before it writes its first data file until its commit is published.
@@ -115,7 +121,10 @@ fn a_killed_import_process_frees_the_lock() {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     assert!(saw_child_working, "the import finished before it was seen writing; make the input bigger");
-    assert_locked(&store.writer().unwrap_err(), store.root());
+    {
+        let _scope = lock_scope();
+        assert_locked(&store.writer().unwrap_err(), store.root());
+    }
 
     child.kill().expect("kill the import");
     child.wait().unwrap();
@@ -123,7 +132,10 @@ fn a_killed_import_process_frees_the_lock() {
     let reopened = Store::open(store.root()).expect("the store opens after the kill");
     let version = reopened.snapshot().unwrap().version();
     assert!(version == 2 || version == 3, "version {version}");
-    drop(reopened.writer().expect("the lock died with the process"));
+    {
+        let _scope = lock_scope();
+        drop(reopened.writer().expect("the lock died with the process"));
+    }
     let users = write(dir.path(), "users.csv", "user_id\nafter-kill\n");
     let summary = import(&reopened, &[&users]).expect("a later import works");
     assert_eq!(summary.version, Some(version + 1));

@@ -66,14 +66,14 @@ fn opening_a_plain_directory_is_not_a_store() {
 #[test]
 fn a_new_store_starts_empty_at_version_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_or_create(dir.path().join("a/b/store")).unwrap();
+    let store = create_store(dir.path().join("a/b/store"));
     let snap = store.snapshot().unwrap();
     assert_eq!((snap.version(), snap.user_count()), (0, 0));
     assert_eq!(store.versions().unwrap(), vec![0]);
     assert!(store.root().join("_persona/CURRENT").is_file());
     assert!(store.root().join("_persona/manifests/v00000000.json").is_file());
     // Opening it again (either way) finds the same store.
-    assert_eq!(Store::open_or_create(store.root()).unwrap().snapshot().unwrap().version(), 0);
+    assert_eq!(create_store(store.root()).snapshot().unwrap().version(), 0);
 }
 
 #[test]
@@ -84,7 +84,7 @@ fn a_dry_run_validates_and_changes_nothing() {
     let users = write(dir.path(), "users.csv", "user_id,name,shoe_size\nu6,Fay,38\nu1,Ann,39\n");
     let tags = write(dir.path(), "user_tags.csv", "user_id,tag,assigned_at\nu6,new,\nu1,vip,\n");
     let dry = ImportOptions { dry_run: true, ..ImportOptions::default() };
-    let summary = store.import(&[users.clone(), tags.clone()], &dry).expect("valid input");
+    let summary = import_with(&store, &[&users, &tags], &dry).expect("valid input");
     assert_eq!(summary.version, None);
     assert_eq!(summary.rows, vec![(Table::Users, 2), (Table::UserTags, 2)]);
     assert_eq!((summary.new_users, summary.updated_users), (1, 1));
@@ -92,7 +92,7 @@ fn a_dry_run_validates_and_changes_nothing() {
 
     // The same error as a real load.
     let bad = write(dir.path(), "user_tags-bad.csv", "user_id,tag,assigned_at\nnobody,new,\n");
-    let err = store.import(std::slice::from_ref(&bad), &dry).unwrap_err();
+    let err = import_with(&store, &[&bad], &dry).unwrap_err();
     assert_input_error(&err, &bad, InputLocation::Line(2), Some("user_id"));
     assert_eq!(state(&store), before);
 
@@ -131,8 +131,8 @@ async fn a_folder_of_table_folders_loads_every_table_in_one_version() {
     write(&inputs, "products/products.csv", "product_id,name,category,brand,price\np1,Tea,drinks,Acme,9.9\n");
     write(&inputs, "channels.csv", "channel_id,name,kind\napp,App,online\n");
     write(&inputs, "events/e.csv", "user_id,channel_id,event_type,ts\nu3,app,view,2026-10-01 00:00:00\n");
-    let store = Store::open_or_create(dir.path().join("store")).unwrap();
-    let summary = store.import(&[inputs], &ImportOptions::default()).unwrap();
+    let store = create_store(dir.path().join("store"));
+    let summary = import_with(&store, &[&inputs], &ImportOptions::default()).unwrap();
     assert_eq!(summary.version, Some(1));
     assert_eq!(summary.files, 5);
     assert_eq!(summary.rows, vec![(Table::Users, 3), (Table::Products, 1), (Table::Channels, 1), (Table::Events, 1)]);

@@ -1,10 +1,19 @@
 //! Shared helpers of the integration tests: writing small CSV and Parquet inputs, importing them,
 //! capturing a store's observable state (to prove that a refused load changed nothing), and running
 //! SQL into plain strings that are easy to compare.
+//!
+//! Child processes and writer locks: the writer lock is an OS lock on an open file, and a child
+//! forked by *any* thread of this test process inherits every open descriptor (lock included) until
+//! it execs. A test that drops a writer and takes the next one while another test is spawning
+//! `persona` would then see a spurious `Locked`. So every lock-taking call goes through
+//! [`lock_scope`] (shared) and every spawn through [`spawn`] (exclusive): no fork happens while a
+//! test holds a store's lock file open.
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{Field, Schema};
@@ -12,6 +21,52 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use persona::error::InputLocation;
 use persona::{Error, ImportOptions, ImportSummary, Session, SessionOptions, Store, Table};
+
+static FORKS: RwLock<()> = RwLock::new(());
+
+thread_local! {
+    static SCOPE_DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+/// While alive, no child process is spawned by this test process (see the module doc). Nests.
+pub struct LockScope {
+    _guard: Option<RwLockReadGuard<'static, ()>>,
+}
+
+impl Drop for LockScope {
+    fn drop(&mut self) {
+        SCOPE_DEPTH.with(|d| d.set(d.get() - 1));
+    }
+}
+
+/// Enter before anything that opens a store's lock file (import, writer, open_or_create).
+pub fn lock_scope() -> LockScope {
+    let depth = SCOPE_DEPTH.with(|d| {
+        let depth = d.get();
+        d.set(depth + 1);
+        depth
+    });
+    LockScope { _guard: (depth == 0).then(|| FORKS.read().unwrap_or_else(PoisonError::into_inner)) }
+}
+
+/// Spawns a child while no lock file of this process is open.
+pub fn spawn(cmd: &mut Command) -> Child {
+    assert_eq!(SCOPE_DEPTH.with(Cell::get), 0, "spawn inside a lock scope would deadlock");
+    let _exclusive = FORKS.write().unwrap_or_else(PoisonError::into_inner);
+    cmd.spawn().expect("start the child process")
+}
+
+/// Runs a child to completion, capturing its output.
+pub fn output(cmd: &mut Command) -> Output {
+    let child = spawn(cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()));
+    child.wait_with_output().expect("wait for the child process")
+}
+
+/// Creates (or opens) a store.
+pub fn create_store(path: impl AsRef<Path>) -> Store {
+    let _scope = lock_scope();
+    Store::open_or_create(path).expect("create the store")
+}
 
 /// Writes `content` to `dir/name` and returns the path.
 pub fn write(dir: &Path, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
@@ -43,14 +98,19 @@ pub fn write_parquet(dir: &Path, name: &str, columns: Vec<(&str, ArrayRef)>, row
 
 /// Imports `files` with default options (tables recognised by name).
 pub fn import(store: &Store, files: &[&Path]) -> persona::Result<ImportSummary> {
+    import_with(store, files, &ImportOptions::default())
+}
+
+/// Imports `files` with `options`.
+pub fn import_with(store: &Store, files: &[&Path], options: &ImportOptions) -> persona::Result<ImportSummary> {
     let files: Vec<PathBuf> = files.iter().map(|p| p.to_path_buf()).collect();
-    store.import(&files, &ImportOptions::default())
+    let _scope = lock_scope();
+    store.import(&files, options)
 }
 
 /// Imports `files` into a forced table.
 pub fn import_as(store: &Store, table: Table, files: &[&Path]) -> persona::Result<ImportSummary> {
-    let files: Vec<PathBuf> = files.iter().map(|p| p.to_path_buf()).collect();
-    store.import(&files, &ImportOptions { table: Some(table), ..ImportOptions::default() })
+    import_with(store, files, &ImportOptions { table: Some(table), ..ImportOptions::default() })
 }
 
 /// The standard five users u1..u5 of most tests.
@@ -69,7 +129,7 @@ o3,u2,p1,app,2026-10-03 12:00:00,1,5.25\n";
 
 /// A store in `dir/store` holding USERS_CSV (version 1) and PURCHASES_CSV (version 2).
 pub fn base_store(dir: &Path) -> Store {
-    let store = Store::open_or_create(dir.join("store")).expect("create the store");
+    let store = create_store(dir.join("store"));
     let inputs = dir.join("base-inputs");
     let users = write(&inputs, "users.csv", USERS_CSV);
     import(&store, &[&users]).expect("load the base users");
