@@ -120,20 +120,15 @@ fn an_import_killed_at_random_moments_leaves_the_previous_or_the_next_version() 
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("gen");
-    let status = persona_bin()
-        .args(["gen", "--users", "50000", "--seed", "11", "--quiet", "--out"])
-        .arg(&data)
-        .status()
-        .unwrap();
-    assert!(status.success(), "persona gen failed");
+    let out = run(persona_bin().args(["gen", "--users", "50000", "--seed", "11", "--quiet", "--out"]).arg(&data));
+    assert!(out.status.success(), "persona gen failed: {}", String::from_utf8_lossy(&out.stderr));
 
     // One uninterrupted import gives the expected counts of the next version and a time scale.
-    let reference = Store::open_or_create(dir.path().join("reference")).unwrap();
+    let reference = create_store(dir.path().join("reference"));
     let started = Instant::now();
-    let status =
-        persona_bin().args(["import", "--quiet", "--store"]).arg(reference.root()).arg(&data).status().unwrap();
+    let out = run(persona_bin().args(["import", "--quiet", "--store"]).arg(reference.root()).arg(&data));
     let full_time = started.elapsed();
-    assert!(status.success());
+    assert!(out.status.success(), "the reference import failed: {}", String::from_utf8_lossy(&out.stderr));
     let full = counts(&rt, &reference);
     assert_eq!(full[0], (Table::Users, 50_000));
     let empty: Vec<(Table, u64)> = Table::ALL.iter().map(|&t| (t, 0)).collect();
@@ -142,17 +137,17 @@ fn an_import_killed_at_random_moments_leaves_the_previous_or_the_next_version() 
     let mut redone = false;
     for run in 0..8 {
         let root = dir.path().join(format!("store-{run}"));
-        Store::open_or_create(&root).unwrap();
+        create_store(&root);
         // Delays spread over the whole import, a little past its end.
         let delay = full_time.mul_f64(rng.fraction() * 1.1);
-        let mut child = persona_bin()
-            .args(["import", "--quiet", "--store"])
-            .arg(&root)
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn(
+            persona_bin()
+                .args(["import", "--quiet", "--store"])
+                .arg(&root)
+                .arg(&data)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
         std::thread::sleep(delay);
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
@@ -179,7 +174,7 @@ fn an_import_killed_at_random_moments_leaves_the_previous_or_the_next_version() 
         if version == 0 && !redone {
             redone = true;
             // The interrupted load can be done again in full.
-            let summary = store.import(std::slice::from_ref(&data), &ImportOptions::default()).unwrap();
+            let summary = import(&store, &[&data]).unwrap();
             assert_eq!(summary.version, Some(2));
             assert_eq!(store.snapshot().unwrap().manifest().rows(Table::Purchases), full[3].1);
         }
@@ -188,7 +183,7 @@ fn an_import_killed_at_random_moments_leaves_the_previous_or_the_next_version() 
 
 /// A store at version 2 (users, then purchases) and the purchases file that made version 2.
 fn two_version_store(dir: &Path) -> (Store, PathBuf) {
-    let store = Store::open_or_create(dir.join("store")).unwrap();
+    let store = create_store(dir.join("store"));
     let users = write(dir, "in/users.csv", "user_id,name\nu1,A\nu2,B\nu3,C\n");
     import(&store, &[&users]).unwrap();
     let purchases = write(
@@ -394,7 +389,7 @@ fn the_cli_reports_a_damaged_manifest_as_an_error_not_a_panic() {
     let good = std::fs::read(&manifest).unwrap();
     std::fs::write(&manifest, &good[..good.len() / 2]).unwrap();
     for args in [vec!["sql", "-c", "SELECT count(*) FROM users"], vec!["import", "--quiet", "in/users.csv"]] {
-        let out = persona_bin().current_dir(dir.path()).args(&args).arg("--store").arg(&root).output().unwrap();
+        let out = run(persona_bin().current_dir(dir.path()).args(&args).arg("--store").arg(&root));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(stderr.starts_with("error: store file "), "{args:?}: {stderr}");

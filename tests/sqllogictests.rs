@@ -61,7 +61,26 @@ impl sqllogictest::AsyncDB for PersonaDb {
                 .map(|c| cell_formatter(c))
                 .collect::<Result<_, _>>()?;
             for row in 0..batch.num_rows() {
-                rows.push(formatters.iter().map(|f| f(row)).collect());
+                let cells: Vec<String> = formatters.iter().map(|f| f(row)).collect();
+                // A multi-line cell (an EXPLAIN plan) becomes one row per line, the other cells
+                // shown on its first line only, so that expected output stays readable and diffable.
+                let height = cells.iter().map(|c| c.lines().count()).max().unwrap_or(1);
+                if height <= 1 {
+                    rows.push(cells);
+                    continue;
+                }
+                for line in 0..height {
+                    rows.push(
+                        cells
+                            .iter()
+                            .map(|c| match c.lines().nth(line) {
+                                Some(l) if c.contains('\n') => l.to_string(),
+                                Some(l) if line == 0 => l.to_string(),
+                                _ => "·".to_string(),
+                            })
+                            .collect(),
+                    );
+                }
             }
         }
         Ok(DBOutput::Rows { types, rows })
@@ -105,6 +124,10 @@ fn cell_formatter(column: &ArrayRef) -> Result<Box<dyn Fn(usize) -> String + '_>
         }
         if is_string && text.is_empty() {
             return "(empty)".to_string();
+        }
+        // Multi-line cells (plans) lose trailing blanks, which the .slt format cannot keep.
+        if text.contains('\n') {
+            return text.lines().map(str::trim_end).collect::<Vec<_>>().join("\n").trim_end().to_string();
         }
         text
     }))

@@ -3,8 +3,8 @@
 //! and zones (`Z`, `+08:00`). The stored values are checked through SQL; zoned timestamps are
 //! stored as the UTC instant.
 
+use persona::Table;
 use persona::error::InputLocation;
-use persona::{Store, Table};
 
 use crate::util::*;
 

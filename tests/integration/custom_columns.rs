@@ -152,3 +152,33 @@ async fn many_custom_columns_are_all_kept() {
         60
     );
 }
+
+#[tokio::test]
+async fn custom_column_filters_give_the_same_rows_with_and_without_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = custom_users(dir.path());
+    let more = write(dir.path(), "users-more.csv", "user_id,vip_level,is_member\nu2,5,true\nu9,2,\n");
+    import(&store, &[&more]).unwrap();
+    let indexed = session(&store);
+    let general = store
+        .session_with(&persona::SessionOptions { use_indexes: Some(false), ..persona::SessionOptions::default() })
+        .unwrap();
+    for filter in [
+        "vip_level >= 2",
+        "vip_level IS NULL",
+        "NOT is_member",
+        "is_member IS NULL OR score < 0",
+        "zip LIKE '0%'",
+        "first_visit BETWEEN DATE '2024-01-15' AND DATE '2024-03-01'",
+        "last_seen < TIMESTAMP '2026-10-02 12:00:00' AND vip_level IN (1, 5)",
+    ] {
+        let sql = format!("SELECT user_id FROM users WHERE {filter} ORDER BY user_id");
+        let a = rows(&indexed, &sql).await;
+        let b = rows(&general, &sql).await;
+        assert_eq!(a, b, "{filter}");
+    }
+    assert_eq!(
+        rows(&indexed, "SELECT user_id FROM users WHERE vip_level >= 2 ORDER BY user_id").await,
+        ["u2", "u3", "u9"]
+    );
+}

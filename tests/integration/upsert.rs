@@ -107,3 +107,27 @@ async fn upsert_of_parquet_users_over_csv_users_works() {
         vec!["u5|Eve|5555", "u7|NULL|7"]
     );
 }
+
+#[tokio::test]
+async fn filters_after_an_upsert_see_the_new_values_with_and_without_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    let update = write(dir.path(), "users-update.csv", "user_id,tier,points\nu1,silver,150\nu5,gold,\nu7,gold,700\n");
+    import(&store, &[&update]).unwrap();
+    let indexed = session(&store);
+    let general = store
+        .session_with(&persona::SessionOptions { use_indexes: Some(false), ..persona::SessionOptions::default() })
+        .unwrap();
+    for (filter, expected) in [
+        ("tier = 'gold'", vec!["u4", "u5", "u7"]),
+        ("tier = 'silver'", vec!["u1", "u2"]),
+        ("tier IN ('platinum', 'bronze')", vec!["u3"]),
+        ("points >= 300", vec!["u3", "u4", "u7"]),
+        ("points IS NULL", vec!["u5"]),
+        ("tier = 'gold' AND points > 500", vec!["u7"]),
+    ] {
+        let sql = format!("SELECT user_id FROM users WHERE {filter} ORDER BY user_id");
+        assert_eq!(rows(&indexed, &sql).await, expected, "{filter} (indexes)");
+        assert_eq!(rows(&general, &sql).await, expected, "{filter} (no indexes)");
+    }
+}
