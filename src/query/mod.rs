@@ -6,6 +6,8 @@ pub mod bitmap_scan;
 pub mod audience_rule;
 pub mod bitmap_expr;
 pub mod now;
+#[cfg(test)]
+mod prop_tests;
 pub mod udf;
 pub mod users_provider;
 
