@@ -155,6 +155,7 @@ fn an_import_killed_at_random_moments_leaves_the_previous_or_the_next_version() 
         let store = Store::open(&root)
             .unwrap_or_else(|e| panic!("run {run} (kill after {delay:?}): the store does not open: {e}"));
         let version = store.snapshot().unwrap().version();
+        eprintln!("DEBUG run {run} delay {delay:?} of {full_time:?} -> version {version} leftover files {}", std::fs::read_dir(root.join("data")).map(|d| d.count()).unwrap_or(0));
         let got = counts(&rt, &store);
         match version {
             0 => assert_eq!(got, empty, "run {run}: version 0 must hold nothing"),
