@@ -70,9 +70,6 @@ pub async fn write_stream(
                 w.write(&b)?;
             }
             w.finish()?;
-            if rows == 0 {
-                write!(out, "[]").map_err(io_err)?;
-            }
             writeln!(out).map_err(io_err)?;
         }
         OutputFormat::Parquet => {

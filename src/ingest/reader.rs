@@ -195,14 +195,16 @@ pub struct TypedBatch {
 
 #[derive(Debug)]
 enum Locations {
-    Lines(Vec<u64>),
+    /// Byte offsets (in the file, BOM included) where each CSV record starts; the physical line
+    /// is counted from them only when an error needs it.
+    CsvBytes { path: PathBuf, offsets: Vec<u64> },
     Parquet { first_row: u64, row_group_starts: Arc<Vec<u64>> },
 }
 
 impl TypedBatch {
     pub fn location(&self, row: usize) -> InputLocation {
         match &self.locations {
-            Locations::Lines(lines) => InputLocation::Line(lines[row]),
+            Locations::CsvBytes { path, offsets } => InputLocation::Line(physical_line(path, offsets[row])),
             Locations::Parquet { first_row, row_group_starts } => {
                 let global = first_row + row as u64;
                 let rg = row_group_starts.partition_point(|&s| s <= global).saturating_sub(1);
@@ -222,7 +224,7 @@ pub struct BatchReader {
 }
 
 enum Inner {
-    Csv { rdr: csv::Reader<Box<dyn Read + Send>>, header_len: usize, record: csv::ByteRecord },
+    Csv { rdr: csv::Reader<Box<dyn Read + Send>>, header_len: usize, record: csv::ByteRecord, bom_len: u64 },
     Parquet { rdr: ParquetRecordBatchReader, rows_done: u64, total_rows: u64, row_group_starts: Arc<Vec<u64>> },
 }
 
@@ -232,7 +234,8 @@ impl BatchReader {
             InputFormat::Csv => {
                 let mut rdr = csv_reader(src)?;
                 let header = csv_header(&mut rdr, &src.path)?;
-                Inner::Csv { rdr, header_len: header.len(), record: csv::ByteRecord::new() }
+                let bom_len = bom_len(&src.path)?;
+                Inner::Csv { rdr, header_len: header.len(), record: csv::ByteRecord::new(), bom_len }
             }
             InputFormat::Parquet => {
                 let builder = parquet_builder(src)?.with_batch_size(BATCH_ROWS);
@@ -252,20 +255,20 @@ impl BatchReader {
     /// The next batch, or `None` at the end of the file.
     pub fn next_batch(&mut self) -> Result<Option<TypedBatch>> {
         match &mut self.inner {
-            Inner::Csv { rdr, header_len, record } => {
+            Inner::Csv { rdr, header_len, record, bom_len } => {
                 let mut builders: Vec<ColumnBuilder> =
                     self.plan.columns.iter().map(|c| ColumnBuilder::new(c.ty)).collect();
                 let mut lines = Vec::with_capacity(BATCH_ROWS);
                 while lines.len() < BATCH_ROWS && read_record(rdr, record, &self.src, *header_len)? {
-                    let line = record.position().map(|p| p.line()).unwrap_or(0);
+                    let offset = record_offset(record, *bom_len);
                     for (i, builder) in builders.iter_mut().enumerate() {
                         let name = &self.plan.columns[i].name;
                         let value = field_str(record, i, &self.src, name)?;
                         builder.push(value).map_err(|msg| {
-                            Error::input(&self.src.path, InputLocation::Line(line), Some(name), msg)
+                            Error::input(&self.src.path, InputLocation::Line(physical_line(&self.src.path, offset)), Some(name), msg)
                         })?;
                     }
-                    lines.push(line);
+                    lines.push(offset);
                 }
                 self.bytes_done = rdr.position().byte();
                 if lines.is_empty() {
@@ -273,7 +276,7 @@ impl BatchReader {
                 }
                 let arrays: Vec<ArrayRef> = builders.into_iter().map(ColumnBuilder::finish).collect();
                 let batch = RecordBatch::try_new(sql_schema(&self.plan.columns), arrays)?;
-                Ok(Some(TypedBatch { batch, locations: Locations::Lines(lines) }))
+                Ok(Some(TypedBatch { batch, locations: Locations::CsvBytes { path: self.src.path.clone(), offsets: lines } }))
             }
             Inner::Parquet { rdr, rows_done, total_rows, row_group_starts } => {
                 let Some(batch) = rdr.next() else { return Ok(None) };
@@ -374,11 +377,12 @@ fn read_record(
 }
 
 fn csv_error(path: &Path, e: csv::Error) -> Error {
-    let line = e.position().map(|p| p.line());
+    let bom = bom_len(path).unwrap_or(0);
+    let line = e.position().map(|p| physical_line(path, p.byte() + bom));
     match e.into_kind() {
         csv::ErrorKind::UnequalLengths { expected_len, len, pos } => Error::input(
             path,
-            InputLocation::Line(pos.map(|p| p.line()).or(line).unwrap_or(0)),
+            InputLocation::Line(pos.map(|p| physical_line(path, p.byte() + bom)).or(line).unwrap_or(0)),
             None,
             format!("the line has {len} fields but the header has {expected_len} (a truncated line or an unquoted comma?)"),
         ),
@@ -390,10 +394,50 @@ fn csv_error(path: &Path, e: csv::Error) -> Error {
 fn field_str<'r>(record: &'r csv::ByteRecord, i: usize, src: &SourceFile, column: &str) -> Result<&'r str> {
     let raw = record.get(i).unwrap_or_default();
     std::str::from_utf8(raw).map_err(|_| {
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
-        Error::input(&src.path, InputLocation::Line(line), Some(column),
+        let offset = record_offset(record, bom_len(&src.path).unwrap_or(0));
+        Error::input(&src.path, InputLocation::Line(physical_line(&src.path, offset)), Some(column),
             "the value is not valid UTF-8 (is the file GBK-encoded? save it as UTF-8)")
     })
+}
+
+/// Where a record starts in the file (the csv reader counts bytes after the BOM we skipped).
+fn record_offset(record: &csv::ByteRecord, bom_len: u64) -> u64 {
+    record.position().map(|p| p.byte()).unwrap_or(0) + bom_len
+}
+
+/// 3 if the file starts with a UTF-8 BOM, else 0.
+fn bom_len(path: &Path) -> Result<u64> {
+    let mut head = [0u8; 3];
+    let mut f = File::open(path).io_context("open", path)?;
+    let n = f.read(&mut head).io_context("read", path)?;
+    Ok(if n == 3 && head == [0xEF, 0xBB, 0xBF] { 3 } else { 0 })
+}
+
+/// The 1-based physical line of the record starting at a byte offset. Counted from the file only
+/// when an error is reported: the csv reader's own line count is off with CRLF endings, and with
+/// CRLF its record offsets point at the `\n` ending the previous line, so line breaks at the
+/// offset itself are skipped as well (a record never starts with one).
+fn physical_line(path: &Path, offset: u64) -> u64 {
+    let Ok(file) = File::open(path) else { return 0 };
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let (mut pos, mut newlines) = (0u64, 0u64);
+    loop {
+        let Ok(buf) = reader.fill_buf() else { return 0 };
+        if buf.is_empty() {
+            return newlines + 1;
+        }
+        for &b in buf {
+            if pos >= offset && b != b'\n' && b != b'\r' {
+                return newlines + 1;
+            }
+            if b == b'\n' {
+                newlines += 1;
+            }
+            pos += 1;
+        }
+        let n = buf.len();
+        reader.consume(n);
+    }
 }
 
 /// Builds one column from text values; an empty field is NULL.
