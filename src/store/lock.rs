@@ -24,11 +24,18 @@ impl WriterLock {
             .write(true)
             .open(lock_path)
             .io_context("open the lock file", lock_path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(WriterLock { _file: file, path: lock_path.to_path_buf() }),
-            Err(TryLockError::WouldBlock) => Err(Error::Locked { lock_file: lock_path.to_path_buf() }),
-            Err(TryLockError::Error(e)) => Err(e).io_context("lock", lock_path),
+        // A process that forks (to start a child) while a writer is open briefly shares the lock
+        // until the child execs, so a lock released a moment ago can still look taken: retry a
+        // few times over ~30 ms before reporting another writer.
+        for attempt in 0..4 {
+            match file.try_lock() {
+                Ok(()) => return Ok(WriterLock { _file: file, path: lock_path.to_path_buf() }),
+                Err(TryLockError::WouldBlock) if attempt < 3 => std::thread::sleep(std::time::Duration::from_millis(10)),
+                Err(TryLockError::WouldBlock) => break,
+                Err(TryLockError::Error(e)) => return Err(e).io_context("lock", lock_path),
+            }
         }
+        Err(Error::Locked { lock_file: lock_path.to_path_buf() })
     }
 
     pub fn path(&self) -> &Path {
