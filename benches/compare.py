@@ -75,7 +75,7 @@ def log(msg: str) -> None:
 @dataclass
 class ChildResult:
     seconds: float
-    maxrss_kib: int
+    maxrss_kib: int | None
     returncode: int
     stdout: str
     stderr: str
@@ -90,24 +90,56 @@ class ChildResult:
         return one_line(f"exit {self.returncode}: {text}")
 
 
-def run_child(cmd: list[str], cwd: Path | None = None) -> ChildResult:
-    """Runs a process; wall time and its own peak RSS (os.wait4: this child only, not the
-    maximum over all children as RUSAGE_CHILDREN would give)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+GNU_TIME = "/usr/bin/time"
+
+
+def run_child(cmd: list[str], cwd: Path | None = None, measure_rss: bool = False) -> ChildResult:
+    """Runs a process; its wall time and, with measure_rss, its peak RSS (else maxrss_kib is None).
+
+    Peak RSS comes from GNU time (`/usr/bin/time -f %M`) when present. Not from this process's
+    wait4/RUSAGE_CHILDREN: on Linux a child forked from this (large, DuckDB-holding) Python process
+    starts with the parent's RSS high-water mark, which survives exec, so ru_maxrss would report
+    max(parent's RSS at fork, child's peak). Forked from the small `time` process the error is ~1 MiB.
+    Without GNU time that upper bound is what is reported (and flagged by RSS_METHOD)."""
+    use_time = measure_rss and HAVE_GNU_TIME
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as rss:
+        full = [GNU_TIME, "-f", "%M", "-o", rss.name, *cmd] if use_time else cmd
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd)
+        proc = subprocess.Popen(full, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
+        maxrss: int | None = None
+        if use_time:
+            numbers = [int(x) for x in rss.read().split() if x.isdigit()]
+            maxrss = numbers[-1] if numbers else None
+        elif measure_rss:
+            maxrss = usage.ru_maxrss  # KiB on Linux; an upper bound, see above
         out.seek(0)
         err.seek(0)
         return ChildResult(
             seconds,
-            usage.ru_maxrss,  # KiB on Linux
+            maxrss,
             proc.returncode,
             out.read().decode("utf-8", "replace"),
             err.read().decode("utf-8", "replace"),
         )
+
+
+def _have_gnu_time() -> bool:
+    try:
+        r = subprocess.run([GNU_TIME, "-f", "%M", "true"], capture_output=True, text=True, timeout=10)
+        return r.returncode == 0 and r.stderr.strip().isdigit()
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+HAVE_GNU_TIME = _have_gnu_time()
+RSS_METHOD = (
+    "peak RSS of the process alone (GNU time %M)"
+    if HAVE_GNU_TIME
+    else "peak RSS from wait4 (no /usr/bin/time): an upper bound that may include this script's RSS"
+)
 
 
 def split_statements(sql: str) -> list[str]:
@@ -313,16 +345,18 @@ class Persona:
             results.append(read_parquet_result(out))
         return results
 
-    def per_process(self, q: str, statements: list[str], runs: int) -> tuple[list[float], int]:
-        """Warm-up + runs fresh processes; wall ms per timed run and max peak RSS (KiB)."""
+    def per_process(self, q: str, statements: list[str], runs: int) -> tuple[list[float], int | None]:
+        """Warm-up + runs fresh processes; wall ms per timed run and the warm-up's peak RSS (KiB)."""
         f = self.write(f"{q}-run.sql", "".join(s + ";\n" for s in statements))
-        times, rss = [], 0
+        times, rss = [], None
         for k in range(runs + 1):
-            r = run_child(self.sql_cmd(f, "--format", "csv", "--output", "/dev/null"))
+            # The warm-up run measures the peak RSS; the timed runs are not wrapped in GNU time.
+            r = run_child(self.sql_cmd(f, "--format", "csv", "--output", "/dev/null"), measure_rss=k == 0)
             if not r.ok:
                 raise RuntimeError(f"persona failed: {r.error()}")
-            rss = max(rss, r.maxrss_kib)
-            if k > 0:
+            if k == 0:
+                rss = r.maxrss_kib
+            else:
                 times.append(r.seconds * 1000)
         return times, rss
 
@@ -463,7 +497,7 @@ def import_store(binary: Path, source: Path, store: Path) -> ChildResult:
     if store.exists():
         shutil.rmtree(store)
     (store.parent / "store.done").unlink(missing_ok=True)
-    r = run_child([str(binary), "import", "--store", str(store), "--quiet", str(source)])
+    r = run_child([str(binary), "import", "--store", str(store), "--quiet", str(source)], measure_rss=True)
     if not r.ok:
         sys.exit(f"error: persona import failed: {r.error()}")
     (store.parent / "store.done").write_text(
@@ -473,7 +507,9 @@ def import_store(binary: Path, source: Path, store: Path) -> ChildResult:
 
 
 def duckdb_load(source: Path, threads: int | None) -> tuple[ChildResult, dict]:
-    r = run_child([sys.executable, "-c", DUCKDB_LOAD_SCRIPT, str(source), ",".join(TABLES), str(threads or 0)])
+    r = run_child(
+        [sys.executable, "-c", DUCKDB_LOAD_SCRIPT, str(source), ",".join(TABLES), str(threads or 0)], measure_rss=True
+    )
     if not r.ok:
         raise RuntimeError(f"duckdb load failed: {r.error()}")
     return r, json.loads(r.stdout.strip().splitlines()[-1])
@@ -643,6 +679,7 @@ def render(outcomes: list[QueryOutcome], import_info: dict | None, ctx: dict) ->
         "`execute().fetchall()` (Q2: COPY ... TO 'f.parquet' (FORMAT PARQUET); Q8: three statements summed)."
     )
     lines.append("ratio: DuckDB median / Persona median = how many times faster Persona is (> 1: Persona faster).")
+    lines.append(f"peak RSS: {RSS_METHOD}; for a query, of its warm-up `persona sql` process.")
     details = [o for o in outcomes if o.check]
     if details:
         lines.append("")
@@ -709,6 +746,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "runs": args.runs,
         "now": NOW,
+        "rss_method": RSS_METHOD,
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
     log(f"persona: {binary} ({ctx['persona_version']}); duckdb {duckdb.__version__}; work {base}")

@@ -36,12 +36,7 @@ impl std::fmt::Display for InputLocation {
 pub enum Error {
     /// A row or file given to the importer breaks the data contract.
     #[error("{}{}{}: {message}; nothing was loaded", file.display(), match location { InputLocation::File => String::new(), l => format!(": {l}") }, column.as_ref().map(|c| if matches!(location, InputLocation::File) { format!(": column {c}") } else { format!(", column {c}") }).unwrap_or_default())]
-    Input {
-        file: PathBuf,
-        location: InputLocation,
-        column: Option<String>,
-        message: String,
-    },
+    Input { file: PathBuf, location: InputLocation, column: Option<String>, message: String },
     /// A SQL statement could not be parsed or planned.
     #[error("{message}{}", position.map(|(l, c)| format!(" (at line {l}, column {c})")).unwrap_or_default())]
     Sql {
@@ -94,12 +89,7 @@ impl Error {
         column: Option<&str>,
         message: impl Into<String>,
     ) -> Self {
-        Error::Input {
-            file: file.into(),
-            location,
-            column: column.map(str::to_owned),
-            message: message.into(),
-        }
+        Error::Input { file: file.into(), location, column: column.map(str::to_owned), message: message.into() }
     }
 
     /// A corrupt store file.
@@ -197,7 +187,8 @@ mod tests {
 
     #[test]
     fn sqlparser_position_is_extracted() {
-        let (msg, pos) = split_sqlparser_position("sql parser error: Expected: an expression, found: FROM at Line: 2, Column: 8");
+        let (msg, pos) =
+            split_sqlparser_position("sql parser error: Expected: an expression, found: FROM at Line: 2, Column: 8");
         assert_eq!(msg, "Expected: an expression, found: FROM");
         assert_eq!(pos, Some((2, 8)));
     }

@@ -28,14 +28,8 @@ pub enum Table {
 
 impl Table {
     /// All tables, in load order: users first (facts refer to them), then dimensions, then facts.
-    pub const ALL: [Table; 6] = [
-        Table::Users,
-        Table::Products,
-        Table::Channels,
-        Table::Purchases,
-        Table::Events,
-        Table::UserTags,
-    ];
+    pub const ALL: [Table; 6] =
+        [Table::Users, Table::Products, Table::Channels, Table::Purchases, Table::Events, Table::UserTags];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -94,11 +88,8 @@ impl Table {
 
     /// The SQL schema of a table whose columns are fixed by the contract.
     pub fn contract_schema(self) -> SchemaRef {
-        let defs: Vec<ColumnDef> = self
-            .columns()
-            .iter()
-            .map(|c| ColumnDef { name: c.name.to_string(), ty: c.ty })
-            .collect();
+        let defs: Vec<ColumnDef> =
+            self.columns().iter().map(|c| ColumnDef { name: c.name.to_string(), ty: c.ty }).collect();
         sql_schema(&defs)
     }
 
@@ -111,9 +102,9 @@ impl Table {
         tables.into_iter().find(|t| {
             let name = t.name();
             stem == name
-                || stem
-                    .strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with(['-', '_', '.', ' ']) || rest.starts_with(|c: char| c.is_ascii_digit()))
+                || stem.strip_prefix(name).is_some_and(|rest| {
+                    rest.starts_with(['-', '_', '.', ' ']) || rest.starts_with(|c: char| c.is_ascii_digit())
+                })
         })
     }
 }
@@ -129,10 +120,7 @@ impl FromStr for Table {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Table::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| {
-            Error::Usage(format!(
-                "unknown table '{s}'; the tables are {}",
-                Table::ALL.map(Table::name).join(", ")
-            ))
+            Error::Usage(format!("unknown table '{s}'; the tables are {}", Table::ALL.map(Table::name).join(", ")))
         })
     }
 }
@@ -233,9 +221,7 @@ impl ColumnType {
                 ColumnType::Int32
             }
             DataType::Int64 | DataType::UInt32 => ColumnType::Int64,
-            DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) => {
-                ColumnType::Float64
-            }
+            DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) => ColumnType::Float64,
             DataType::Boolean => ColumnType::Boolean,
             DataType::Date32 | DataType::Date64 => ColumnType::Date,
             DataType::Timestamp(..) => ColumnType::Timestamp,
@@ -266,12 +252,7 @@ pub struct ColumnDef {
 
 /// The schema SQL sees for these columns (all nullable, no row id).
 pub fn sql_schema(columns: &[ColumnDef]) -> SchemaRef {
-    Arc::new(Schema::new(
-        columns
-            .iter()
-            .map(|c| Field::new(&c.name, c.ty.arrow_type(), true))
-            .collect::<Vec<_>>(),
-    ))
+    Arc::new(Schema::new(columns.iter().map(|c| Field::new(&c.name, c.ty.arrow_type(), true)).collect::<Vec<_>>()))
 }
 
 /// The schema of a stored Parquet file: the hidden row id first, then the SQL columns.
@@ -283,11 +264,7 @@ pub fn file_schema(columns: &[ColumnDef]) -> SchemaRef {
 
 /// The contract's columns of a table as manifest column definitions.
 pub fn contract_columns(table: Table) -> Vec<ColumnDef> {
-    table
-        .columns()
-        .iter()
-        .map(|c| ColumnDef { name: c.name.to_string(), ty: c.ty })
-        .collect()
+    table.columns().iter().map(|c| ColumnDef { name: c.name.to_string(), ty: c.ty }).collect()
 }
 
 #[cfg(test)]

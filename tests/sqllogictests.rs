@@ -8,6 +8,7 @@
 //! Each file runs twice, with the runner labels `indexes_on` and `indexes_off` (bitmap indexes
 //! on and off); both must pass, and `onlyif indexes_on` marks records such as EXPLAIN output.
 //! `$__TEST_DIR__` in a file (after `control substitution on`) is the file's temp directory.
+#![allow(clippy::print_stdout)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,11 +56,7 @@ impl sqllogictest::AsyncDB for PersonaDb {
         let types = schema.fields().iter().map(|f| column_type(f.data_type())).collect();
         let mut rows = Vec::new();
         for batch in &batches {
-            let formatters: Vec<_> = batch
-                .columns()
-                .iter()
-                .map(|c| cell_formatter(c))
-                .collect::<Result<_, _>>()?;
+            let formatters: Vec<_> = batch.columns().iter().map(cell_formatter).collect::<Result<_, _>>()?;
             for row in 0..batch.num_rows() {
                 let cells: Vec<String> = formatters.iter().map(|f| f(row)).collect();
                 // A multi-line cell (an EXPLAIN plan) becomes one row per line, the other cells
@@ -115,12 +112,10 @@ fn cell_formatter(column: &ArrayRef) -> Result<Box<dyn Fn(usize) -> String + '_>
             return "NULL".to_string();
         }
         let text = formatter.value(row).to_string();
-        if is_float {
-            if let Ok(v) = text.parse::<f64>() {
-                let s = format!("{v:.6}");
-                let s = s.trim_end_matches('0').trim_end_matches('.');
-                return if s == "-0" { "0".into() } else { s.to_string() };
-            }
+        if is_float && let Ok(v) = text.parse::<f64>() {
+            let s = format!("{v:.6}");
+            let s = s.trim_end_matches('0').trim_end_matches('.');
+            return if s == "-0" { "0".into() } else { s.to_string() };
         }
         if is_string && text.is_empty() {
             return "(empty)".to_string();
@@ -196,7 +191,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if complete {
                 let col_sep = " ";
                 runner
-                    .update_test_file(file, col_sep, sqllogictest::default_validator, sqllogictest::default_normalizer, sqllogictest::strict_column_validator)
+                    .update_test_file(
+                        file,
+                        col_sep,
+                        sqllogictest::default_validator,
+                        sqllogictest::default_normalizer,
+                        sqllogictest::strict_column_validator,
+                    )
                     .await
                     .map_err(|e| e.to_string())
             } else {

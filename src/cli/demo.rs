@@ -150,7 +150,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
         println!("{table}");
         println!("({:.1} ms)\n", elapsed.as_secs_f64() * 1000.0);
     }
-    println!("Try your own: persona sql --store {} --now 2026-11-01 -c \"SELECT tier, count(*) FROM users GROUP BY tier\"", store.root().display());
+    println!(
+        "Try your own: persona sql --store {} --now 2026-11-01 -c \"SELECT tier, count(*) FROM users GROUP BY tier\"",
+        store.root().display()
+    );
     Ok(())
 }
 
@@ -170,7 +173,8 @@ fn open_or_build(args: &DemoArgs) -> Result<Store> {
         std::fs::remove_dir_all(&source).io_context("remove", &source)?;
     }
     eprintln!("generating {} customers into {} ...", args.users, source.display());
-    let bar = super::progress_bar(args.users, args.quiet, "{spinner} generating [{bar:40}] {pos}/{len} users eta {eta}");
+    let bar =
+        super::progress_bar(args.users, args.quiet, "{spinner} generating [{bar:40}] {pos}/{len} users eta {eta}");
     let progress_bar = bar.clone();
     let generated = generate(
         &GenOptions { users: args.users, seed: args.seed, out: source.clone(), format: GenFormat::Parquet },

@@ -36,9 +36,10 @@ pub fn run(args: GenArgs) -> crate::Result<()> {
     let opts = GenOptions { users: args.users, seed: args.seed, out: args.out, format: args.format };
     let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new(opts.users);
-        let style = ProgressStyle::with_template("{spinner} generating [{bar:40}] {human_pos}/{human_len} users ({eta})")
-            .map(|s| s.progress_chars("=> "))
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let style =
+            ProgressStyle::with_template("{spinner} generating [{bar:40}] {human_pos}/{human_len} users ({eta})")
+                .map(|s| s.progress_chars("=> "))
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
         bar.enable_steady_tick(Duration::from_millis(200));
         bar

@@ -33,7 +33,11 @@ fn parse_table(s: &str) -> std::result::Result<Table, String> {
 }
 
 pub fn run(args: ImportArgs) -> Result<()> {
-    let bar = super::progress_bar(0, args.quiet, "{spinner} importing [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}");
+    let bar = super::progress_bar(
+        0,
+        args.quiet,
+        "{spinner} importing [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    );
     let progress_bar = bar.clone();
     let options = ImportOptions {
         table: args.table,

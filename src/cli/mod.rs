@@ -82,10 +82,11 @@ pub fn progress_bar(total: u64, quiet: bool, template: &str) -> indicatif::Progr
 
 /// A multi-threaded runtime for the commands that run queries.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| crate::Error::Io { op: "start the async runtime", path: ".".into(), source: e })
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| crate::Error::Io {
+        op: "start the async runtime",
+        path: ".".into(),
+        source: e,
+    })
 }
 
 /// Parses `--now` values: a timestamp as the importer accepts them (`2026-11-01`, `2026-11-01 00:00:00`, with zone).

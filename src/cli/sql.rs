@@ -42,7 +42,9 @@ pub fn run(args: SqlArgs) -> Result<()> {
         (None, Some(f)) => std::fs::read_to_string(f).io_context("read", f)?,
         (None, None) => {
             if std::io::stdin().is_terminal() {
-                return Err(Error::Usage("give SQL with -c, -f FILE or on standard input (or use persona shell)".into()));
+                return Err(Error::Usage(
+                    "give SQL with -c, -f FILE or on standard input (or use persona shell)".into(),
+                ));
             }
             let mut s = String::new();
             std::io::stdin().read_to_string(&mut s).io_context("read", std::path::Path::new("<stdin>"))?;
@@ -69,13 +71,13 @@ async fn run_script(store: &Store, options: &SessionOptions, sql: &str, args: &S
         return Err(Error::Usage("no SQL statement was given".into()));
     }
     let (mut out, target): (Box<dyn Write + Send>, PathBuf) = match &args.output {
-        Some(path) => (
-            Box::new(std::io::BufWriter::new(std::fs::File::create(path).io_context("create", path)?)),
-            path.clone(),
-        ),
+        Some(path) => {
+            (Box::new(std::io::BufWriter::new(std::fs::File::create(path).io_context("create", path)?)), path.clone())
+        }
         None => (Box::new(std::io::BufWriter::new(std::io::stdout())), PathBuf::from("<stdout>")),
     };
-    let show_timing = args.timing || (args.format == OutputFormat::Table && args.output.is_none() && std::io::stdout().is_terminal());
+    let show_timing =
+        args.timing || (args.format == OutputFormat::Table && args.output.is_none() && std::io::stdout().is_terminal());
     let several = statements.len() > 1;
     for (i, statement) in statements.into_iter().enumerate() {
         let started = Instant::now();
@@ -97,7 +99,8 @@ pub fn position_snippet(sql: &str, line: u64, col: u64) -> String {
     match sql.lines().nth(line.saturating_sub(1) as usize) {
         Some(text) => {
             // Columns count characters; pad with the same characters' display width.
-            let pad: String = text.chars().take(col.saturating_sub(1) as usize).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+            let pad: String =
+                text.chars().take(col.saturating_sub(1) as usize).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
             format!("  {line:>3} | {text}\n      | {pad}^")
         }
         None => String::new(),

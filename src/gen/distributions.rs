@@ -164,18 +164,21 @@ pub(crate) const SURNAMES: &[(&str, f64)] = &[
 
 /// Given-name characters used mostly for women.
 pub(crate) const GIVEN_F: &[&str] = &[
-    "芳", "娜", "敏", "静", "丽", "艳", "娟", "霞", "秀", "玲", "婷", "雪", "慧", "琳", "颖", "洁", "倩", "晶", "燕", "红",
-    "佳", "欣", "怡", "萱", "涵", "梓", "雨", "思", "梦", "瑶", "悦", "诗", "琪", "晨", "蕾", "薇", "月", "彤", "璐", "婉",
+    "芳", "娜", "敏", "静", "丽", "艳", "娟", "霞", "秀", "玲", "婷", "雪", "慧", "琳", "颖", "洁", "倩", "晶", "燕",
+    "红", "佳", "欣", "怡", "萱", "涵", "梓", "雨", "思", "梦", "瑶", "悦", "诗", "琪", "晨", "蕾", "薇", "月", "彤",
+    "璐", "婉",
 ];
 
 /// Given-name characters used mostly for men.
 pub(crate) const GIVEN_M: &[&str] = &[
-    "伟", "强", "磊", "军", "勇", "杰", "涛", "明", "超", "刚", "平", "辉", "鹏", "华", "飞", "鑫", "波", "斌", "宇", "浩",
-    "凯", "俊", "帅", "博", "然", "轩", "睿", "泽", "子", "文", "建", "国", "志", "海", "东", "峰", "亮", "龙", "成", "阳",
+    "伟", "强", "磊", "军", "勇", "杰", "涛", "明", "超", "刚", "平", "辉", "鹏", "华", "飞", "鑫", "波", "斌", "宇",
+    "浩", "凯", "俊", "帅", "博", "然", "轩", "睿", "泽", "子", "文", "建", "国", "志", "海", "东", "峰", "亮", "龙",
+    "成", "阳",
 ];
 
 /// Given-name characters used for everyone.
-pub(crate) const GIVEN_N: &[&str] = &["一", "安", "乐", "林", "晓", "天", "新", "春", "玉", "嘉", "家", "小", "永", "可", "云"];
+pub(crate) const GIVEN_N: &[&str] =
+    &["一", "安", "乐", "林", "晓", "天", "新", "春", "玉", "嘉", "家", "小", "永", "可", "云"];
 
 /// The 31 mainland provincial-level divisions (the provinces of [`CITIES`]).
 #[cfg(test)]
@@ -659,8 +662,8 @@ pub(crate) const EVENT_WEIGHTS_DEAL: [f64; 6] = [40.0, 15.0, 4.0, 8.0, 8.0, 25.0
 
 /// Hour-of-day activity of most users: quiet at night, peaks at lunch and in the evening.
 pub(crate) const HOURS_DAY: [f64; 24] = [
-    1.0, 0.5, 0.3, 0.2, 0.2, 0.3, 0.8, 2.0, 3.0, 4.0, 4.5, 5.0, 6.0, 5.0, 4.5, 4.5, 4.5, 5.0, 5.5, 6.5, 8.0, 8.5,
-    6.0, 3.0,
+    1.0, 0.5, 0.3, 0.2, 0.2, 0.3, 0.8, 2.0, 3.0, 4.0, 4.5, 5.0, 6.0, 5.0, 4.5, 4.5, 4.5, 5.0, 5.5, 6.5, 8.0, 8.5, 6.0,
+    3.0,
 ];
 
 /// Hour-of-day activity of night owls: ≈ 75 % between 00:00 and 05:00.
@@ -756,8 +759,20 @@ const fn cat(
 
 /// The 40 product categories.
 pub(crate) const CATEGORIES: &[Category] = &[
-    cat("skincare", 8.0, 180.0, Group::Beauty, &["Serum", "Moisturizer", "Cleanser", "Toner", "Sunscreen", "Face Mask", "Eye Cream"]),
-    cat("makeup", 6.0, 150.0, Group::Beauty, &["Lipstick", "Foundation", "Mascara", "Eyeliner", "Blush", "Cushion Compact"]),
+    cat(
+        "skincare",
+        8.0,
+        180.0,
+        Group::Beauty,
+        &["Serum", "Moisturizer", "Cleanser", "Toner", "Sunscreen", "Face Mask", "Eye Cream"],
+    ),
+    cat(
+        "makeup",
+        6.0,
+        150.0,
+        Group::Beauty,
+        &["Lipstick", "Foundation", "Mascara", "Eyeliner", "Blush", "Cushion Compact"],
+    ),
     cat("fragrance", 2.0, 400.0, Group::Beauty, &["Eau de Parfum", "Eau de Toilette", "Body Mist"]),
     cat("haircare", 3.0, 80.0, Group::Beauty, &["Shampoo", "Conditioner", "Hair Oil", "Hair Mask"]),
     cat("bodycare", 3.0, 60.0, Group::Beauty, &["Body Lotion", "Shower Gel", "Hand Cream", "Body Scrub"]),

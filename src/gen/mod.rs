@@ -33,8 +33,7 @@ use distributions::{
     GENERIC_TAGS, GIVEN_F, GIVEN_M, GIVEN_N, Group, HOURS_DAY, HOURS_NIGHT, OCC_RETIRED, OCC_STUDENT, OCCUPATIONS,
     PHONE_PREFIXES, PRICE_RANGE, PRICE_SIGMA, PRODUCT_ADJECTIVES, PRODUCT_COUNT, PRODUCT_ZIPF, PURCHASE_MIX,
     PURCHASE_OFFLINE_AWAY, PURCHASE_OFFLINE_LOCAL, QUANTITY_WEIGHTS, SEMANTIC_TAGS, SURNAMES, TAG_ABC_SHARES,
-    TIER_POINTS, TIER_SPEND_FACTOR, TIERS, TOP_CITIES, Weighted, age_weight, children_probability, mix64,
-    zipf_weights,
+    TIER_POINTS, TIER_SPEND_FACTOR, TIERS, TOP_CITIES, Weighted, age_weight, children_probability, mix64, zipf_weights,
 };
 
 /// The instant "now" of generated data: 2026-11-01 00:00:00 UTC, in microseconds since the epoch.
@@ -315,7 +314,7 @@ fn round_cents(x: f64) -> f64 {
 
 /// Poisson draw; 0 for a non-positive or non-finite rate.
 fn poisson<R: Rng + ?Sized>(rng: &mut R, lambda: f64, cap: u32) -> u32 {
-    if !(lambda > 1e-9) {
+    if lambda.is_nan() || lambda <= 1e-9 {
         return 0;
     }
     match Poisson::new(lambda.min(1e6)) {
@@ -422,7 +421,12 @@ impl Model {
             .map(|&i| City {
                 name: CITIES[i].0,
                 province: CITIES[i].1,
-                stores: CHANNELS.iter().enumerate().filter(|(_, c)| c.city == Some(CITIES[i].0)).map(|(j, _)| j).collect(),
+                stores: CHANNELS
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.city == Some(CITIES[i].0))
+                    .map(|(j, _)| j)
+                    .collect(),
             })
             .collect();
         let city_pick = Weighted::new(zipf_weights(cities.len(), CITY_ZIPF.0, CITY_ZIPF.1));
@@ -453,8 +457,7 @@ impl Model {
         let points = TIER_POINTS
             .iter()
             .map(|&(median, sigma)| {
-                LogNormal::new(median.ln(), sigma)
-                    .map_err(|e| Error::Internal(format!("bad points distribution: {e}")))
+                LogNormal::new(median.ln(), sigma).map_err(|e| Error::Internal(format!("bad points distribution: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
 
@@ -533,7 +536,8 @@ impl Model {
         let product_pick = Weighted::new((0..PRODUCT_COUNT).map(weight));
         let category_products = (0..CATEGORIES.len())
             .map(|c| {
-                let ids: Vec<u32> = (0..PRODUCT_COUNT).filter(|&p| products[p].category == c).map(|p| p as u32).collect();
+                let ids: Vec<u32> =
+                    (0..PRODUCT_COUNT).filter(|&p| products[p].category == c).map(|p| p as u32).collect();
                 let pick = Weighted::new(ids.iter().map(|&p| weight(p as usize)));
                 (ids, pick)
             })
@@ -962,7 +966,14 @@ impl Model {
         }
     }
 
-    fn gen_purchases(&self, rng: &mut StdRng, p: &Profile, b: &mut ChunkBuilders, s: &mut Scratch, beh: &mut Behaviour) {
+    fn gen_purchases(
+        &self,
+        rng: &mut StdRng,
+        p: &Profile,
+        b: &mut ChunkBuilders,
+        s: &mut Scratch,
+        beh: &mut Behaviour,
+    ) {
         let count = poisson(rng, p.purchase_rate, MAX_PURCHASES_PER_USER);
         let start = p.signup_day.max(NOW_DAY - PURCHASE_HISTORY_DAYS);
         let end = p.churn_end.unwrap_or(NOW_DAY).max(start + 1);
@@ -1458,10 +1469,8 @@ mod tests {
     }
 
     fn files_of(dir: &Path, table: &str) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(table))
-            .expect("table folder")
-            .map(|e| e.expect("entry").path())
-            .collect();
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(dir.join(table)).expect("table folder").map(|e| e.expect("entry").path()).collect();
         files.sort();
         files
     }
@@ -1528,8 +1537,8 @@ mod tests {
         let small = Layout { chunk_users: 700, users_per_file: 1_000, fact_rows_per_file: 4_000 };
         let run = |seed: u64| {
             let dir = tempfile::tempdir().expect("tempdir");
-            let summary = generate_with(&options(dir.path(), 3_000, seed, GenFormat::Parquet), &no_progress, small)
-                .expect("gen");
+            let summary =
+                generate_with(&options(dir.path(), 3_000, seed, GenFormat::Parquet), &no_progress, small).expect("gen");
             (dir, summary)
         };
         let (a, sa) = run(9);
@@ -1561,7 +1570,11 @@ mod tests {
         for table in ["purchases", "events", "user_tags"] {
             for path in files_of(a.path(), table) {
                 let file = File::open(&path).expect("open");
-                let rows = ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").metadata().file_metadata().num_rows();
+                let rows = ParquetRecordBatchReaderBuilder::try_new(file)
+                    .expect("parquet")
+                    .metadata()
+                    .file_metadata()
+                    .num_rows();
                 assert!(rows <= 4_000, "{} has {rows} rows", path.display());
             }
         }
@@ -1620,7 +1633,7 @@ mod tests {
         let file = File::open(&files_of(dir.path(), "events")[0]).expect("open");
         let meta = ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").metadata().clone();
         assert!(meta.row_groups().iter().all(|rg| rg.num_rows() <= ROW_GROUP_ROWS as i64));
-        assert!(meta.row_groups().len() >= 1);
+        assert!(!meta.row_groups().is_empty());
     }
 
     #[test]
@@ -1900,20 +1913,35 @@ mod calibrate_tmp {
         let model = Model::new(42).expect("model");
         let c = model.gen_chunk(0, 0, 20_000).expect("chunk");
         let n = 20_000.0;
-        eprintln!("purchases/user {} events/user {} tags/user {}", c.purchase_rows as f64 / n, c.events.num_rows() as f64 / n, c.tags.num_rows() as f64 / n);
+        eprintln!(
+            "purchases/user {} events/user {} tags/user {}",
+            c.purchase_rows as f64 / n,
+            c.events.num_rows() as f64 / n,
+            c.tags.num_rows() as f64 / n
+        );
         use arrow::array::AsArray;
         let tags = c.tags.column(1).as_string::<i32>();
         let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
-        for t in tags.iter().flatten() { *counts.entry(t.to_string()).or_default() += 1; }
+        for t in tags.iter().flatten() {
+            *counts.entry(t.to_string()).or_default() += 1;
+        }
         let mut semantic = 0;
-        for t in SEMANTIC_TAGS { let c = counts.get(*t).copied().unwrap_or(0); semantic += c; eprintln!("{t:>16} {:.4}", c as f64 / n); }
+        for t in SEMANTIC_TAGS {
+            let c = counts.get(*t).copied().unwrap_or(0);
+            semantic += c;
+            eprintln!("{t:>16} {:.4}", c as f64 / n);
+        }
         eprintln!("semantic/user {}", semantic as f64 / n);
-        for t in ["interest_0000", "interest_0001", "interest_0010", "interest_0100", "interest_0266"] { eprintln!("{t} {:.4}", counts.get(t).copied().unwrap_or(0) as f64 / n); }
+        for t in ["interest_0000", "interest_0001", "interest_0010", "interest_0100", "interest_0266"] {
+            eprintln!("{t} {:.4}", counts.get(t).copied().unwrap_or(0) as f64 / n);
+        }
         // spend per user
         let users = c.purchases[0].as_string::<i32>();
         let amount = c.purchases[5].as_primitive::<arrow::datatypes::Float64Type>();
         let mut spend: rustc_hash::FxHashMap<&str, f64> = Default::default();
-        for (u, a) in users.iter().zip(amount.values()) { *spend.entry(u.unwrap_or("")).or_default() += a; }
+        for (u, a) in users.iter().zip(amount.values()) {
+            *spend.entry(u.unwrap_or("")).or_default() += a;
+        }
         let mut v: Vec<f64> = spend.values().copied().collect();
         v.sort_by(|a, b| a.total_cmp(b));
         let q = |p: f64| v[((v.len() as f64) * p) as usize];

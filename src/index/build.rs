@@ -89,7 +89,14 @@ pub fn write_next_index(
     let mut added = delta.into_keyed();
     let mut writer = IndexWriter::create(out)?;
     let is_users_entry = |k: &BitmapKey| {
-        matches!(k.0, BitmapKind::Value | BitmapKind::Null | BitmapKind::ValueColumn | BitmapKind::RangeBit | BitmapKind::RangeBase)
+        matches!(
+            k.0,
+            BitmapKind::Value
+                | BitmapKind::Null
+                | BitmapKind::ValueColumn
+                | BitmapKind::RangeBit
+                | BitmapKind::RangeBase
+        )
     };
     if let Some(prev) = previous.map(IndexFile::open).transpose()? {
         for (key, extent) in &prev.directory {

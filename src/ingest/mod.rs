@@ -17,8 +17,8 @@ pub mod writer;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, AsArray, UInt32Array, new_null_array};
@@ -109,7 +109,7 @@ impl Job<'_> {
 
     fn sink(&self, table: Table, schema: SchemaRef, max_rows: u64) -> Sink<'_> {
         match self.writer {
-            Some(w) => Sink::Real(TableSink::new(w, table, schema, max_rows, false)),
+            Some(w) => Sink::Real(Box::new(TableSink::new(w, table, schema, max_rows, false))),
             None => Sink::DryRun(0),
         }
     }
@@ -117,7 +117,7 @@ impl Job<'_> {
 
 /// A table sink, or a row counter in a dry run.
 enum Sink<'w> {
-    Real(TableSink<'w>),
+    Real(Box<TableSink<'w>>),
     DryRun(u64),
 }
 
@@ -300,8 +300,12 @@ fn check_not_loaded(base: &Manifest, sources: &[SourceFile]) -> Result<Vec<Strin
             ));
         }
         if let Some(prev) = seen.insert(fp.clone(), &src.path) {
-            return Err(Error::input(&src.path, InputLocation::File, None,
-                format!("it has the same content as {}, given in the same import", prev.display())));
+            return Err(Error::input(
+                &src.path,
+                InputLocation::File,
+                None,
+                format!("it has the same content as {}, given in the same import", prev.display()),
+            ));
         }
         out.push(fp);
     }
@@ -324,7 +328,12 @@ fn fingerprint(path: &Path) -> Result<String> {
 }
 
 /// Reads all batches of one source, reporting progress, and hands each to `f`.
-fn for_each_batch(job: &Job<'_>, src: &SourceFile, plan: ColumnPlan, mut f: impl FnMut(TypedBatch) -> Result<()>) -> Result<()> {
+fn for_each_batch(
+    job: &Job<'_>,
+    src: &SourceFile,
+    plan: ColumnPlan,
+    mut f: impl FnMut(TypedBatch) -> Result<()>,
+) -> Result<()> {
     let mut rdr = BatchReader::open(src, plan)?;
     let mut reported = 0;
     while let Some(batch) = rdr.next_batch()? {
@@ -344,10 +353,15 @@ fn check_non_null(table: Table, src: &SourceFile, batch: &TypedBatch) -> Result<
     for name in table.non_null_columns() {
         if let Ok(i) = batch.batch.schema().index_of(name) {
             let col = batch.batch.column(i);
-            if col.null_count() > 0 || col.as_string_opt::<i32>().is_some() {
-                if let Some(row) = (0..col.len()).find(|&r| is_missing(col.as_ref(), r)) {
-                    return Err(Error::input(&src.path, batch.location(row), Some(name), "the value is missing (it is required)"));
-                }
+            if (col.null_count() > 0 || col.as_string_opt::<i32>().is_some())
+                && let Some(row) = (0..col.len()).find(|&r| is_missing(col.as_ref(), r))
+            {
+                return Err(Error::input(
+                    &src.path,
+                    batch.location(row),
+                    Some(name),
+                    "the value is missing (it is required)",
+                ));
             }
         }
     }
@@ -356,7 +370,12 @@ fn check_non_null(table: Table, src: &SourceFile, batch: &TypedBatch) -> Result<
 
 /// Aligns a batch in file-plan order to `columns` (absent columns become NULL), with the row id
 /// column first.
-fn to_file_batch(batch: &RecordBatch, row_ids: ArrayRef, columns: &[ColumnDef], schema: &SchemaRef) -> Result<RecordBatch> {
+fn to_file_batch(
+    batch: &RecordBatch,
+    row_ids: ArrayRef,
+    columns: &[ColumnDef],
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
     let mut arrays = Vec::with_capacity(columns.len() + 1);
     arrays.push(row_ids);
     for c in columns {
@@ -426,7 +445,12 @@ fn load_users(job: &Job<'_>, files: &[SourceFile], ids: &mut IdMap, next: &mut M
                     None => {
                         let id = next_row_id;
                         next_row_id = next_row_id.checked_add(1).ok_or_else(|| {
-                            Error::input(&src.path, tb.location(row), Some("user_id"), "the store cannot hold more than 4,294,967,295 users")
+                            Error::input(
+                                &src.path,
+                                tb.location(row),
+                                Some("user_id"),
+                                "the store cannot hold more than 4,294,967,295 users",
+                            )
                         })?;
                         ids.insert(user, id);
                         stats.new_entries.push((user.into(), id));
@@ -435,8 +459,12 @@ fn load_users(job: &Job<'_>, files: &[SourceFile], ids: &mut IdMap, next: &mut M
                     }
                 };
                 if !seen.insert(id) {
-                    return Err(Error::input(&src.path, tb.location(row), Some("user_id"),
-                        format!("user_id '{user}' appears more than once in this load")));
+                    return Err(Error::input(
+                        &src.path,
+                        tb.location(row),
+                        Some("user_id"),
+                        format!("user_id '{user}' appears more than once in this load"),
+                    ));
                 }
                 row_ids.push(id);
             }
@@ -497,7 +525,9 @@ fn read_aligned(path: &Path, columns: &[ColumnDef], schema: &SchemaRef) -> Resul
     let mut parts = Vec::new();
     for batch in rdr {
         let batch = batch.map_err(|e| Error::corrupt(path, e.to_string()))?;
-        let row_ids = Arc::clone(batch.column(batch.schema().index_of(ROW_ID_COLUMN).map_err(|e| Error::corrupt(path, e.to_string()))?));
+        let row_ids = Arc::clone(
+            batch.column(batch.schema().index_of(ROW_ID_COLUMN).map_err(|e| Error::corrupt(path, e.to_string()))?),
+        );
         parts.push(to_file_batch(&batch, row_ids, columns, schema)?);
     }
     Ok(arrow::compute::concat_batches(schema, &parts)?)
@@ -545,8 +575,12 @@ fn load_dimension(job: &Job<'_>, table: Table, files: &[SourceFile], next: &mut 
             for (row, k) in key_col.iter().enumerate() {
                 let k = k.unwrap_or_default();
                 if keys.insert(k.to_string(), ()).is_some() {
-                    return Err(Error::input(&src.path, tb.location(row), Some(key),
-                        format!("{key} '{k}' appears more than once in this load")));
+                    return Err(Error::input(
+                        &src.path,
+                        tb.location(row),
+                        Some(key),
+                        format!("{key} '{k}' appears more than once in this load"),
+                    ));
                 }
             }
             rows += tb.batch.num_rows() as u64;
@@ -559,7 +593,8 @@ fn load_dimension(job: &Job<'_>, table: Table, files: &[SourceFile], next: &mut 
     for file in job.base.files(table) {
         let old = read_aligned(&layout::resolve(job.root, &file.path), &columns, &schema)?;
         let key_col = old.column(old.schema().index_of(key)?).as_string::<i32>().clone();
-        let keep: arrow::array::BooleanArray = key_col.iter().map(|k| Some(!keys.contains_key(k.unwrap_or_default()))).collect();
+        let keep: arrow::array::BooleanArray =
+            key_col.iter().map(|k| Some(!keys.contains_key(k.unwrap_or_default()))).collect();
         sink.write(&filter_record_batch(&old, &keep)?)?;
     }
     for batch in &incoming {
@@ -602,8 +637,12 @@ fn load_facts(job: &Job<'_>, table: Table, files: &[SourceFile], ids: &IdMap) ->
                     Some((u, id)) if u == user => id,
                     _ => {
                         let id = ids.get(user).ok_or_else(|| {
-                            Error::input(&src.path, tb.location(row), Some("user_id"),
-                                format!("user_id '{user}' is not a known user (load it into users first)"))
+                            Error::input(
+                                &src.path,
+                                tb.location(row),
+                                Some("user_id"),
+                                format!("user_id '{user}' is not a known user (load it into users first)"),
+                            )
                         })?;
                         last = Some((user, id));
                         id

@@ -96,9 +96,8 @@ fn unrecognised(path: &Path) -> Error {
 }
 
 fn source(path: &Path, table: Table) -> Result<SourceFile> {
-    let format = format_of(path).ok_or_else(|| {
-        Error::Usage(format!("{} is neither a .csv nor a .parquet file", path.display()))
-    })?;
+    let format = format_of(path)
+        .ok_or_else(|| Error::Usage(format!("{} is neither a .csv nor a .parquet file", path.display())))?;
     let size = std::fs::metadata(path).io_context("read", path)?.len();
     Ok(SourceFile { path: path.to_path_buf(), table, format, size })
 }
@@ -129,7 +128,8 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn data_files_in(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = list_dir(dir)?.into_iter().filter(|p| p.is_file() && format_of(p).is_some()).collect();
+    let mut files: Vec<PathBuf> =
+        list_dir(dir)?.into_iter().filter(|p| p.is_file() && format_of(p).is_some()).collect();
     files.sort();
     if files.is_empty() {
         return Err(Error::Usage(format!("{} holds no CSV or Parquet files", dir.display())));
@@ -176,8 +176,12 @@ pub fn infer_types(src: &SourceFile, columns: &[usize]) -> Result<Vec<ColumnType
                 .map(|&i| {
                     let field = schema.field(i);
                     ColumnType::from_arrow(field.data_type()).ok_or_else(|| {
-                        Error::input(&src.path, InputLocation::File, Some(field.name()),
-                            format!("the Parquet type {} is not supported for a custom column", field.data_type()))
+                        Error::input(
+                            &src.path,
+                            InputLocation::File,
+                            Some(field.name()),
+                            format!("the Parquet type {} is not supported for a custom column", field.data_type()),
+                        )
                     })
                 })
                 .collect()
@@ -197,8 +201,14 @@ pub struct TypedBatch {
 enum Locations {
     /// Byte offsets (in the file, BOM included) where each CSV record starts; the physical line
     /// is counted from them only when an error needs it.
-    CsvBytes { path: PathBuf, offsets: Vec<u64> },
-    Parquet { first_row: u64, row_group_starts: Arc<Vec<u64>> },
+    CsvBytes {
+        path: PathBuf,
+        offsets: Vec<u64>,
+    },
+    Parquet {
+        first_row: u64,
+        row_group_starts: Arc<Vec<u64>>,
+    },
 }
 
 impl TypedBatch {
@@ -265,7 +275,12 @@ impl BatchReader {
                         let name = &self.plan.columns[i].name;
                         let value = field_str(record, i, &self.src, name)?;
                         builder.push(value).map_err(|msg| {
-                            Error::input(&self.src.path, InputLocation::Line(physical_line(&self.src.path, offset)), Some(name), msg)
+                            Error::input(
+                                &self.src.path,
+                                InputLocation::Line(physical_line(&self.src.path, offset)),
+                                Some(name),
+                                msg,
+                            )
                         })?;
                     }
                     lines.push(offset);
@@ -276,12 +291,20 @@ impl BatchReader {
                 }
                 let arrays: Vec<ArrayRef> = builders.into_iter().map(ColumnBuilder::finish).collect();
                 let batch = RecordBatch::try_new(sql_schema(&self.plan.columns), arrays)?;
-                Ok(Some(TypedBatch { batch, locations: Locations::CsvBytes { path: self.src.path.clone(), offsets: lines } }))
+                Ok(Some(TypedBatch {
+                    batch,
+                    locations: Locations::CsvBytes { path: self.src.path.clone(), offsets: lines },
+                }))
             }
             Inner::Parquet { rdr, rows_done, total_rows, row_group_starts } => {
                 let Some(batch) = rdr.next() else { return Ok(None) };
                 let batch = batch.map_err(|e| {
-                    Error::input(&self.src.path, InputLocation::File, None, format!("the Parquet data cannot be read: {e}"))
+                    Error::input(
+                        &self.src.path,
+                        InputLocation::File,
+                        None,
+                        format!("the Parquet data cannot be read: {e}"),
+                    )
                 })?;
                 let first_row = *rows_done;
                 *rows_done += batch.num_rows() as u64;
@@ -295,9 +318,8 @@ impl BatchReader {
                 };
                 let mut arrays = Vec::with_capacity(self.plan.columns.len());
                 for (i, col) in self.plan.columns.iter().enumerate() {
-                    let converted = convert_array(batch.column(i), col.ty).map_err(|(row, msg)| {
-                        Error::input(&self.src.path, locate(row), Some(&col.name), msg)
-                    })?;
+                    let converted = convert_array(batch.column(i), col.ty)
+                        .map_err(|(row, msg)| Error::input(&self.src.path, locate(row), Some(&col.name), msg))?;
                     arrays.push(converted);
                 }
                 let batch = RecordBatch::try_new(sql_schema(&self.plan.columns), arrays)?;
@@ -329,8 +351,7 @@ fn csv_reader(src: &SourceFile) -> Result<csv::Reader<Box<dyn Read + Send>>> {
     if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
         buf.consume(3);
     } else if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
-        return Err(Error::input(&src.path, InputLocation::File, None,
-            "the file is UTF-16 encoded; save it as UTF-8"));
+        return Err(Error::input(&src.path, InputLocation::File, None, "the file is UTF-16 encoded; save it as UTF-8"));
     }
     let delimiter = if src.path.extension().is_some_and(|e| e.eq_ignore_ascii_case("tsv")) { b'\t' } else { b',' };
     Ok(csv::ReaderBuilder::new()
@@ -351,8 +372,12 @@ fn csv_header(rdr: &mut csv::Reader<Box<dyn Read + Send>>, path: &Path) -> Resul
         .enumerate()
         .map(|(i, h)| {
             std::str::from_utf8(h).map(|s| s.trim().to_string()).map_err(|_| {
-                Error::input(path, InputLocation::Line(1), None,
-                    format!("header field {} is not valid UTF-8 (is the file GBK-encoded? save it as UTF-8)", i + 1))
+                Error::input(
+                    path,
+                    InputLocation::Line(1),
+                    None,
+                    format!("header field {} is not valid UTF-8 (is the file GBK-encoded? save it as UTF-8)", i + 1),
+                )
             })
         })
         .collect()
@@ -384,10 +409,14 @@ fn csv_error(path: &Path, e: csv::Error) -> Error {
             path,
             InputLocation::Line(pos.map(|p| physical_line(path, p.byte() + bom)).or(line).unwrap_or(0)),
             None,
-            format!("the line has {len} fields but the header has {expected_len} (a truncated line or an unquoted comma?)"),
+            format!(
+                "the line has {len} fields but the header has {expected_len} (a truncated line or an unquoted comma?)"
+            ),
         ),
         csv::ErrorKind::Io(source) => Error::Io { op: "read", path: path.to_path_buf(), source },
-        other => Error::input(path, line.map(InputLocation::Line).unwrap_or(InputLocation::File), None, format!("{other:?}")),
+        other => {
+            Error::input(path, line.map(InputLocation::Line).unwrap_or(InputLocation::File), None, format!("{other:?}"))
+        }
     }
 }
 
@@ -395,8 +424,12 @@ fn field_str<'r>(record: &'r csv::ByteRecord, i: usize, src: &SourceFile, column
     let raw = record.get(i).unwrap_or_default();
     std::str::from_utf8(raw).map_err(|_| {
         let offset = record_offset(record, bom_len(&src.path).unwrap_or(0));
-        Error::input(&src.path, InputLocation::Line(physical_line(&src.path, offset)), Some(column),
-            "the value is not valid UTF-8 (is the file GBK-encoded? save it as UTF-8)")
+        Error::input(
+            &src.path,
+            InputLocation::Line(physical_line(&src.path, offset)),
+            Some(column),
+            "the value is not valid UTF-8 (is the file GBK-encoded? save it as UTF-8)",
+        )
     })
 }
 
@@ -558,8 +591,12 @@ fn convert_array(array: &ArrayRef, ty: ColumnType) -> std::result::Result<ArrayR
         (ColumnType::Float64, t) => t.is_numeric() || is_string(t),
         (ColumnType::Boolean, t) => matches!(t, DataType::Boolean) || is_string(t),
         (ColumnType::Utf8, t) => is_string(t) || t.is_integer(),
-        (ColumnType::Date, t) => matches!(t, DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)) || is_string(t),
-        (ColumnType::Timestamp, t) => matches!(t, DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)) || is_string(t),
+        (ColumnType::Date, t) => {
+            matches!(t, DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)) || is_string(t)
+        }
+        (ColumnType::Timestamp, t) => {
+            matches!(t, DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)) || is_string(t)
+        }
     };
     if !allowed {
         return Err((0, format!("the column has Parquet type {source_type}, which cannot hold {}", ty.sql_name())));
@@ -567,10 +604,16 @@ fn convert_array(array: &ArrayRef, ty: ColumnType) -> std::result::Result<ArrayR
     let input: ArrayRef = match &source_type {
         // Take the instant as UTC: re-type a zoned timestamp as zone-less without shifting it.
         DataType::Timestamp(unit, Some(_)) => {
-            let zoned = cast_with_options(array, &DataType::Timestamp(*unit, Some("UTC".into())), &CastOptions::default())
-                .map_err(|e| (0, e.to_string()))?;
+            let zoned =
+                cast_with_options(array, &DataType::Timestamp(*unit, Some("UTC".into())), &CastOptions::default())
+                    .map_err(|e| (0, e.to_string()))?;
             let naive = arrow::array::make_array(
-                zoned.to_data().into_builder().data_type(DataType::Timestamp(*unit, None)).build().map_err(|e| (0, e.to_string()))?,
+                zoned
+                    .to_data()
+                    .into_builder()
+                    .data_type(DataType::Timestamp(*unit, None))
+                    .build()
+                    .map_err(|e| (0, e.to_string()))?,
             );
             if ty == ColumnType::Timestamp && *unit == TimeUnit::Microsecond {
                 return Ok(naive);

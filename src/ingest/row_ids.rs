@@ -59,8 +59,9 @@ pub fn encode_segment(mut entries: Vec<(Box<str>, u32)>) -> Result<Vec<u8>> {
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
     for (key, id) in &entries {
-        let len = u16::try_from(key.len())
-            .map_err(|_| Error::Usage(format!("user_id '{}…' is longer than 65535 bytes", &key[..32.min(key.len())])))?;
+        let len = u16::try_from(key.len()).map_err(|_| {
+            Error::Usage(format!("user_id '{}…' is longer than 65535 bytes", &key[..32.min(key.len())]))
+        })?;
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(key.as_bytes());
         out.extend_from_slice(&id.to_le_bytes());

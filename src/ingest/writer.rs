@@ -105,7 +105,8 @@ impl<'w> TableSink<'w> {
             let take = room.min(batch.num_rows() - offset);
             let part = batch.slice(offset, take);
             if file.first_row_id.is_none() && self.table == Table::Users {
-                file.first_row_id = part.column(0).as_primitive::<arrow::datatypes::UInt32Type>().values().first().copied();
+                file.first_row_id =
+                    part.column(0).as_primitive::<arrow::datatypes::UInt32Type>().values().first().copied();
             }
             if let Ok(ts) = part.schema().index_of("ts") {
                 let ts = part.column(ts).as_primitive::<TimestampMicrosecondType>();
@@ -125,7 +126,8 @@ impl<'w> TableSink<'w> {
     }
 
     fn open_file(&mut self) -> Result<()> {
-        let (relative, abs) = self.writer.new_file(layout::new_data_file(self.table.name(), self.writer.next_version()))?;
+        let (relative, abs) =
+            self.writer.new_file(layout::new_data_file(self.table.name(), self.writer.next_version()))?;
         let f = File::create(&abs).io_context("create", &abs)?;
         let writer = ArrowWriter::try_new(f, Arc::clone(&self.schema), Some(self.props.clone()))?;
         self.current = Some(OpenFile { writer, relative, abs, rows: 0, first_row_id: None, ts_range: None });

@@ -47,7 +47,10 @@ impl OptimizerRule for AudienceRule {
             return Ok(Transformed::no(plan));
         }
         let LogicalPlan::Join(join) = &plan else { return Ok(Transformed::no(plan)) };
-        if !matches!(join.join_type, JoinType::LeftSemi | JoinType::LeftAnti) || join.filter.is_some() || join.on.len() != 1 {
+        if !matches!(join.join_type, JoinType::LeftSemi | JoinType::LeftAnti)
+            || join.filter.is_some()
+            || join.on.len() != 1
+        {
             return Ok(Transformed::no(plan));
         }
         let (left_key, right_key) = &join.on[0];
@@ -58,7 +61,8 @@ impl OptimizerRule for AudienceRule {
             return Ok(Transformed::no(plan));
         }
         let Some(spec) = fact_audience(&join.right) else { return Ok(Transformed::no(plan)) };
-        let spec_json = serde_json::to_string(&spec).map_err(|e| datafusion::common::DataFusionError::External(Box::new(e)))?;
+        let spec_json =
+            serde_json::to_string(&spec).map_err(|e| datafusion::common::DataFusionError::External(Box::new(e)))?;
         let call = self.udf.call(vec![left_key.clone(), lit(spec_json)]);
         let predicate = if join.join_type == JoinType::LeftAnti { Expr::Not(Box::new(call)) } else { call };
         let rewritten = LogicalPlanBuilder::from(join.left.as_ref().clone()).filter(predicate)?.build()?;
@@ -72,9 +76,9 @@ fn reads_users(plan: &LogicalPlan) -> bool {
         LogicalPlan::SubqueryAlias(a) => reads_users(&a.input),
         LogicalPlan::Filter(f) => reads_users(&f.input),
         LogicalPlan::Projection(p) => p.expr.iter().all(|e| matches!(e, Expr::Column(_))) && reads_users(&p.input),
-        LogicalPlan::TableScan(scan) => source_as_provider(&scan.source)
-            .ok()
-            .is_some_and(|p| <dyn datafusion::catalog::TableProvider>::downcast_ref::<UsersTable>(p.as_ref()).is_some()),
+        LogicalPlan::TableScan(scan) => source_as_provider(&scan.source).ok().is_some_and(|p| {
+            <dyn datafusion::catalog::TableProvider>::downcast_ref::<UsersTable>(p.as_ref()).is_some()
+        }),
         _ => false,
     }
 }

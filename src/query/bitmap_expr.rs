@@ -11,8 +11,8 @@ use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::index::{IndexSet, RangeOp};
 use crate::index::format::BitmapKind;
+use crate::index::{IndexSet, RangeOp};
 use crate::query::udf::PersonaAudience;
 
 /// A set of users, as an expression over the indexes.
@@ -21,12 +21,22 @@ pub enum BitmapExpr {
     /// Every live user.
     Universe,
     Tag(String),
-    Value { column: String, value: String },
+    Value {
+        column: String,
+        value: String,
+    },
     Null(String),
     /// Users whose range-indexed `column` compares to `value` as `op` says.
-    Range { column: String, op: RangeOp, value: i64 },
+    Range {
+        column: String,
+        op: RangeOp,
+        value: i64,
+    },
     /// Users with a purchase on a day in `first_day..=last_day` (days since 1970-01-01, UTC).
-    PurchasedDays { first_day: i64, last_day: i64 },
+    PurchasedDays {
+        first_day: i64,
+        last_day: i64,
+    },
     And(Vec<BitmapExpr>),
     Or(Vec<BitmapExpr>),
     /// The first set minus the second.
@@ -100,7 +110,11 @@ pub fn translate(expr: &Expr, index: &IndexSet) -> Option<Translated> {
             let t = translate(inner, index)?;
             Some(Translated { when_true: t.when_false, when_false: t.when_true })
         }
-        Expr::BinaryExpr(BinaryExpr { left, op: op @ (Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq), right }) => {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: op @ (Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq),
+            right,
+        }) => {
             let (column, value, op) = match (left.as_ref(), right.as_ref()) {
                 (Expr::Column(c), Expr::Literal(v, _)) => (&c.name, v, *op),
                 (Expr::Literal(v, _), Expr::Column(c)) => (&c.name, v, op.swap()?),
@@ -178,7 +192,11 @@ pub fn translate(expr: &Expr, index: &IndexSet) -> Option<Translated> {
             }
             let null = BitmapExpr::Null(c.name.clone());
             let t = total(null);
-            Some(if matches!(expr, Expr::IsNull(_)) { t } else { Translated { when_true: t.when_false, when_false: t.when_true } })
+            Some(if matches!(expr, Expr::IsNull(_)) {
+                t
+            } else {
+                Translated { when_true: t.when_false, when_false: t.when_true }
+            })
         }
         Expr::ScalarFunction(f) if f.func.inner().is::<PersonaAudience>() => {
             let [Expr::Column(c), Expr::Literal(spec, _)] = f.args.as_slice() else { return None };

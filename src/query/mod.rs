@@ -2,9 +2,9 @@
 //! contract table registered, `now()` optionally pinned, and SQL errors carried back with their
 //! position. Scripts of several statements are split by the SQL parser, not on `;`.
 
-pub mod bitmap_scan;
 pub mod audience_rule;
 pub mod bitmap_expr;
+pub mod bitmap_scan;
 pub mod now;
 #[cfg(test)]
 mod prop_tests;
@@ -86,8 +86,7 @@ impl Session {
     /// Builds a session over `snapshot`.
     pub fn new(snapshot: Snapshot, options: &SessionOptions) -> Result<Session> {
         let use_indexes = Arc::new(AtomicBool::new(options.use_indexes.unwrap_or(true)));
-        let mut persona_config = PersonaConfig::default();
-        persona_config.use_indexes = use_indexes.load(Ordering::Relaxed);
+        let persona_config = PersonaConfig { use_indexes: use_indexes.load(Ordering::Relaxed) };
         let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("persona", "public")
@@ -98,7 +97,8 @@ impl Session {
         config.options_mut().sql_parser.collect_spans = true;
         config.options_mut().execution.parquet.pushdown_filters = false;
         let audience_udf = Arc::new(ScalarUDF::new_from_impl(udf::PersonaAudience::default()));
-        let rule = audience_rule::AudienceRule { udf: Arc::clone(&audience_udf), use_indexes: Arc::clone(&use_indexes) };
+        let rule =
+            audience_rule::AudienceRule { udf: Arc::clone(&audience_udf), use_indexes: Arc::clone(&use_indexes) };
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
@@ -189,7 +189,11 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
 }
 
 /// The users provider with bitmap pushdown over the snapshot's index.
-fn users_table(snapshot: &Snapshot, plain: Arc<dyn TableProvider>, use_indexes: Arc<AtomicBool>) -> Result<users_provider::UsersTable> {
+fn users_table(
+    snapshot: &Snapshot,
+    plain: Arc<dyn TableProvider>,
+    use_indexes: Arc<AtomicBool>,
+) -> Result<users_provider::UsersTable> {
     let manifest = snapshot.manifest();
     let index_path = manifest.index.as_ref().map(|i| layout::resolve(snapshot.root(), &i.path));
     let index = Arc::new(IndexSet::open(index_path.as_deref(), manifest.next_row_id)?);
@@ -199,7 +203,9 @@ fn users_table(snapshot: &Snapshot, plain: Arc<dyn TableProvider>, use_indexes: 
         .map(|f| {
             Ok(bitmap_scan::UsersFile {
                 path: layout::resolve(snapshot.root(), &f.path),
-                first_row_id: f.first_row_id.ok_or_else(|| Error::corrupt(&f.path, "a users file has no first row id"))?,
+                first_row_id: f
+                    .first_row_id
+                    .ok_or_else(|| Error::corrupt(&f.path, "a users file has no first row id"))?,
                 rows: f.rows,
                 bytes: f.bytes,
             })

@@ -19,7 +19,11 @@ pub struct PinnedNow {
 
 impl PinnedNow {
     pub fn new(nanos: i64) -> Self {
-        PinnedNow { nanos, signature: Signature::nullary(Volatility::Stable), aliases: vec!["current_timestamp".into()] }
+        PinnedNow {
+            nanos,
+            signature: Signature::nullary(Volatility::Stable),
+            aliases: vec!["current_timestamp".into()],
+        }
     }
 }
 
@@ -45,7 +49,10 @@ impl ScalarUDFImpl for PinnedNow {
     }
 
     fn simplify(&self, _args: Vec<Expr>, _info: &SimplifyContext) -> Result<ExprSimplifyResult> {
-        Ok(ExprSimplifyResult::Simplified(Expr::Literal(ScalarValue::TimestampNanosecond(Some(self.nanos), None), None)))
+        Ok(ExprSimplifyResult::Simplified(Expr::Literal(
+            ScalarValue::TimestampNanosecond(Some(self.nanos), None),
+            None,
+        )))
     }
 
     fn aliases(&self) -> &[String] {

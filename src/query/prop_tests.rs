@@ -34,7 +34,12 @@ fn store() -> &'static (tempfile::TempDir, Store) {
             let birth = if rng.random_bool(0.1) {
                 String::new()
             } else {
-                format!("{}-{:02}-{:02}", rng.random_range(1950..2008), rng.random_range(1..13), rng.random_range(1..29))
+                format!(
+                    "{}-{:02}-{:02}",
+                    rng.random_range(1950..2008),
+                    rng.random_range(1..13),
+                    rng.random_range(1..29)
+                )
             };
             let (tier, region) = (pick(&mut rng, &TIERS), pick(&mut rng, &REGIONS));
             writeln!(users, "u{i},{tier},{region},{points},{vip},{birth}").expect("write to a String");

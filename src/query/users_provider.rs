@@ -51,7 +51,8 @@ impl UsersTable {
         if filters.is_empty() {
             return None;
         }
-        let parts: Vec<BitmapExpr> = filters.iter().filter_map(|f| translate(f, &self.index)).map(|t| t.when_true).collect();
+        let parts: Vec<BitmapExpr> =
+            filters.iter().filter_map(|f| translate(f, &self.index)).map(|t| t.when_true).collect();
         Some(if parts.len() == 1 { parts.into_iter().next().expect("one part") } else { BitmapExpr::And(parts) })
     }
 }
@@ -93,7 +94,9 @@ impl TableProvider for UsersTable {
             return self.fallback.scan(state, projection, filters, limit).await;
         }
         if let Some(untranslatable) = filters.iter().find(|f| translate(f, &self.index).is_none()) {
-            return datafusion::common::internal_err!("users scan received a filter it did not accept: {untranslatable}");
+            return datafusion::common::internal_err!(
+                "users scan received a filter it did not accept: {untranslatable}"
+            );
         }
         let selection = match self.selection_expr(filters) {
             Some(expr) => Some(evaluate(&expr, &self.index)?),

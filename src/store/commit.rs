@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::store::Store;
 use crate::store::io;
 use crate::store::layout;
 use crate::store::lock::WriterLock;
 use crate::store::manifest::{Manifest, now_rfc3339};
-use crate::store::Store;
 
 /// The single writer of a store: holds the OS lock and the version it builds on.
 #[derive(Debug)]

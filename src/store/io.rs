@@ -9,11 +9,7 @@ use crate::error::{IoContext, Result};
 
 /// Creates `path` (failing if it exists), writes `bytes` and fsyncs the file.
 pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .io_context("create", path)?;
+    let mut f = OpenOptions::new().write(true).create_new(true).open(path).io_context("create", path)?;
     f.write_all(bytes).io_context("write", path)?;
     f.sync_all().io_context("fsync", path)
 }

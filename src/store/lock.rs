@@ -30,7 +30,9 @@ impl WriterLock {
         for attempt in 0..4 {
             match file.try_lock() {
                 Ok(()) => return Ok(WriterLock { _file: file, path: lock_path.to_path_buf() }),
-                Err(TryLockError::WouldBlock) if attempt < 3 => std::thread::sleep(std::time::Duration::from_millis(10)),
+                Err(TryLockError::WouldBlock) if attempt < 3 => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
                 Err(TryLockError::WouldBlock) => break,
                 Err(TryLockError::Error(e)) => return Err(e).io_context("lock", lock_path),
             }

@@ -143,7 +143,9 @@ impl Manifest {
         if actual != expected {
             return Err(Error::corrupt(
                 path,
-                format!("checksum mismatch (header says {expected:08x}, content is {actual:08x}); the file is truncated or damaged"),
+                format!(
+                    "checksum mismatch (header says {expected:08x}, content is {actual:08x}); the file is truncated or damaged"
+                ),
             ));
         }
         // Read the format version before the full shape, so that a newer store is refused with
@@ -180,7 +182,13 @@ mod tests {
         m.version = 7;
         m.tables.insert(
             Table::Users,
-            vec![DataFile { path: "data/users/a.parquet".into(), rows: 3, bytes: 10, first_row_id: Some(0), ts_range: None }],
+            vec![DataFile {
+                path: "data/users/a.parquet".into(),
+                rows: 3,
+                bytes: 10,
+                first_row_id: Some(0),
+                ts_range: None,
+            }],
         );
         let bytes = m.to_bytes().unwrap();
         assert_eq!(Manifest::from_bytes(&bytes, Path::new("m")).unwrap(), m);

@@ -34,11 +34,7 @@ impl Snapshot {
 
     /// Absolute paths of the live data files of `table`.
     pub fn file_paths(&self, table: Table) -> Vec<PathBuf> {
-        self.manifest
-            .files(table)
-            .iter()
-            .map(|f| layout::resolve(&self.root, &f.path))
-            .collect()
+        self.manifest.files(table).iter().map(|f| layout::resolve(&self.root, &f.path)).collect()
     }
 
     /// The number of users (row ids are dense).
