@@ -5,19 +5,24 @@
 //! one statement — on a `persona::Session` opened once with "now" pinned to 2026-11-01 00:00:00
 //! (the store is opened and the session built before measuring). One `BenchmarkId` per query:
 //! Q1 (tag ∧ tier ∧ no recent purchase, count), Q3 (tags ∨/¬, region, age range, count), Q6 (pairwise
-//! tag overlaps).
+//! tag overlaps). Group `audience_queries` uses the bitmap indexes (the default); group
+//! `audience_queries_scan` runs the same queries with `use_indexes: Some(false)` (DataFusion's
+//! general path over the store's Parquet files), the baseline the indexes must beat.
 //!
 //! Data: `PERSONA_BENCH_STORE=<dir>` benchmarks an existing store. Otherwise 100,000 users with
 //! seed 42 are generated and imported once into `$CARGO_TARGET_DIR/persona-bench/bench-100000-42/`
-//! (`target/` when `CARGO_TARGET_DIR` is unset) and reused by later runs; it is rebuilt when missing
-//! or when the current library can no longer open it. Delete that folder to force a rebuild.
+//! (`target/` when `CARGO_TARGET_DIR` is unset) and reused by later runs; it is rebuilt (a few
+//! seconds) when missing, when this benchmark was compiled after the store was written (so that it
+//! always has the current library's indexes), or when the library cannot open it.
 //!
-//! Run: `cargo bench --bench audience_queries` (or `... -- q1` for one query). Prints each query's
-//! result row count once, then criterion's time per query (median and confidence interval).
+//! Run: `cargo bench --bench audience_queries` (`... -- audience_queries/` for the indexed group
+//! only, `... -- q1` for one query). Prints each query's result once (and a warning if the path
+//! without indexes disagrees), then criterion's time per query (median and confidence interval).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
 
+use arrow::util::pretty::pretty_format_batches;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use persona::r#gen::{GEN_NOW_MICROS, GenFormat, GenOptions, generate};
 use persona::{ImportOptions, SessionOptions, Store};
@@ -31,9 +36,10 @@ const QUERIES: [(&str, &str); 3] = [
     ("q6", include_str!("queries/q6.sql")),
 ];
 
-fn session_options() -> SessionOptions {
+/// "now" pinned to 2026-11-01 00:00:00; `use_indexes: false` takes DataFusion's general path.
+fn session_options(use_indexes: bool) -> SessionOptions {
     let now = chrono::DateTime::from_timestamp_micros(GEN_NOW_MICROS).expect("2026-11-01 is a valid timestamp");
-    SessionOptions { now: Some(now), ..Default::default() }
+    SessionOptions { now: Some(now), use_indexes: Some(use_indexes), ..Default::default() }
 }
 
 /// The store to benchmark: `PERSONA_BENCH_STORE`, or the cached generated one (built if needed).
@@ -49,7 +55,7 @@ fn bench_store() -> Store {
     let base = target.join("persona-bench").join(format!("bench-{USERS}-{SEED}"));
     let store_dir = base.join("store");
     let done = base.join("store.done");
-    if done.exists() {
+    if done.exists() && !built_before_this_binary(&done) {
         match Store::open(&store_dir).and_then(|s| s.session().map(|_| s)) {
             Ok(store) => {
                 eprintln!("audience_queries: reusing the store at {}", store_dir.display());
@@ -59,6 +65,16 @@ fn bench_store() -> Store {
         }
     }
     build_store(&base, &store_dir, &done)
+}
+
+/// Whether `marker` is older than this benchmark executable, i.e. the cached store may have been
+/// written by an older library (and lack newer indexes). Rebuilding 100 k users takes seconds.
+fn built_before_this_binary(marker: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match (modified(marker), std::env::current_exe().ok().as_deref().and_then(modified)) {
+        (Some(built), Some(exe)) => built < exe,
+        _ => false,
+    }
 }
 
 fn build_store(base: &Path, store_dir: &Path, done: &Path) -> Store {
@@ -85,23 +101,33 @@ fn build_store(base: &Path, store_dir: &Path, done: &Path) -> Store {
 fn bench_audience_queries(c: &mut Criterion) {
     let store = bench_store();
     let rt = tokio::runtime::Runtime::new().expect("start a tokio runtime");
-    let session = store.session_with(&session_options()).expect("open a session");
+    let indexed = store.session_with(&session_options(true)).expect("open a session");
+    let scan = store.session_with(&session_options(false)).expect("open a session without indexes");
 
-    // Run each query once before measuring: fails early with the SQL error, and shows the results.
+    // Run each query once before measuring: fails early with the SQL error, shows the results, and
+    // checks that both paths agree.
     for (name, sql) in QUERIES {
-        let batches = rt.block_on(session.query(sql)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let batches = rt.block_on(indexed.query(sql)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        let shown = arrow::util::pretty::pretty_format_batches(&batches).map(|t| t.to_string()).unwrap_or_default();
+        let shown = pretty_format_batches(&batches).map(|t| t.to_string()).unwrap_or_default();
         eprintln!("audience_queries: {name}: {rows} row(s)\n{shown}");
+        let without = rt.block_on(scan.query(sql)).unwrap_or_else(|e| panic!("{name} without indexes: {e}"));
+        let shown_without = pretty_format_batches(&without).map(|t| t.to_string()).unwrap_or_default();
+        if shown_without != shown {
+            eprintln!("audience_queries: WARNING {name} differs without indexes:\n{shown_without}");
+        }
     }
 
-    let mut group = c.benchmark_group("audience_queries");
-    for (name, sql) in QUERIES {
-        group.bench_with_input(BenchmarkId::from_parameter(name), sql, |b, sql| {
-            b.iter(|| rt.block_on(session.query(sql)).expect("query"));
-        });
+    // One group per path, one BenchmarkId per query: audience_queries/q1 and audience_queries_scan/q1.
+    for (group_name, session) in [("audience_queries", &indexed), ("audience_queries_scan", &scan)] {
+        let mut group = c.benchmark_group(group_name);
+        for (name, sql) in QUERIES {
+            group.bench_with_input(BenchmarkId::from_parameter(name), sql, |b, sql| {
+                b.iter(|| rt.block_on(session.query(sql)).expect("query"));
+            });
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 criterion_group!(benches, bench_audience_queries);

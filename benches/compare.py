@@ -360,18 +360,24 @@ class Persona:
                 times.append(r.seconds * 1000)
         return times, rss
 
-    def in_process(self, q: str, make_statements, runs: int) -> list[float]:
+    def in_process(self, q: str, make_statements, runs: int, indexes: bool = True) -> list[float]:
         """One process running the statements warm-up + runs times with --timing; ms per timed
-        repetition (the statements of one repetition summed)."""
+        repetition (the statements of one repetition summed). indexes=False first runs
+        `SET persona.use_indexes = false` (DataFusion's general path; its own timing line is dropped)."""
         reps = [make_statements(k) for k in range(runs + 1)]
         per_rep = len(reps[0])
-        f = self.write(f"{q}-inproc.sql", "".join(s + ";\n" for rep in reps for s in rep))
+        prefix = [] if indexes else ["SET persona.use_indexes = false"]
+        name = f"{q}-inproc.sql" if indexes else f"{q}-inproc-noindex.sql"
+        f = self.write(name, "".join(s + ";\n" for s in prefix + [s for rep in reps for s in rep]))
         r = run_child(self.sql_cmd(f, "--timing", "--format", "csv", "--output", "/dev/null"))
         if not r.ok:
             raise RuntimeError(f"persona failed: {r.error()}")
         ms = [float(m.group(2)) for line in r.stderr.splitlines() if (m := TIMING_LINE.match(line.strip()))]
-        if len(ms) != per_rep * (runs + 1):
-            raise RuntimeError(f"expected {per_rep * (runs + 1)} --timing lines, got {len(ms)}: {r.stderr[-300:]!r}")
+        expected = per_rep * (runs + 1)
+        if len(ms) == expected + len(prefix):
+            ms = ms[len(prefix) :]
+        if len(ms) != expected:
+            raise RuntimeError(f"expected {expected} --timing lines, got {len(ms)}: {r.stderr[-300:]!r}")
         sums = [sum(ms[k * per_rep : (k + 1) * per_rep]) for k in range(runs + 1)]
         return sums[1:]
 
@@ -410,13 +416,12 @@ if threads:
     con.execute(f"SET threads = {threads}")
 before = rss_kib()
 started = time.perf_counter()
-rows = {}
 for t in tables:
     glob = (source + '/' + t + '/*.parquet').replace("'", "''")
     con.execute(f"CREATE TABLE {t} AS SELECT * FROM read_parquet('{glob}')")
-    rows[t] = con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
 seconds = time.perf_counter() - started
 after = rss_kib()
+rows = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
 mem = con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchone()[0]
 print(json.dumps({'seconds': seconds, 'rss_before_kib': before, 'rss_after_kib': after,
                   'duckdb_memory_bytes': mem, 'rows': rows}))
@@ -520,6 +525,8 @@ class QueryOutcome:
     name: str
     persona_process_ms: list[float] = field(default_factory=list)
     persona_inproc_ms: list[float] = field(default_factory=list)
+    persona_noindex_ms: list[float] = field(default_factory=list)
+    noindex_error: str | None = None
     duckdb_ms: list[float] = field(default_factory=list)
     persona_peak_rss_kib: int | None = None
     comparable: bool = False
@@ -527,7 +534,9 @@ class QueryOutcome:
     errors: list[str] = field(default_factory=list)
 
 
-def run_query(q: str, sql_text: str, persona: Persona, con: Any, runs: int, scratch: Path) -> QueryOutcome:
+def run_query(
+    q: str, sql_text: str, persona: Persona, con: Any, runs: int, scratch: Path, noindex: bool
+) -> QueryOutcome:
     outcome = QueryOutcome(q)
     statements = split_statements(sql_text)
     is_copy = q == "q2"
@@ -561,6 +570,17 @@ def run_query(q: str, sql_text: str, persona: Persona, con: Any, runs: int, scra
             outcome.persona_inproc_ms = persona.in_process(q, lambda k: statements, runs)
     except Exception as e:  # noqa: BLE001 - any failure is reported, not raised
         outcome.errors.append(one_line(f"persona: {e}"))
+
+    # --- Persona without its indexes (informative: not cross-checked, not in the ratios)
+    if noindex and not outcome.errors:
+        try:
+            if is_copy:
+                make = lambda k: [persona_copy(scratch / f"q2-persona-noindex-{k}.parquet")]  # noqa: E731
+            else:
+                make = lambda k: statements  # noqa: E731
+            outcome.persona_noindex_ms = persona.in_process(q, make, runs, indexes=False)
+        except Exception as e:  # noqa: BLE001
+            outcome.noindex_error = one_line(str(e))
 
     # --- DuckDB on Parquet
     duck_results: list[Result] | None = None
@@ -651,18 +671,20 @@ def render(outcomes: list[QueryOutcome], import_info: dict | None, ctx: dict) ->
             lines.append(f"| DuckDB load | incomparable | | {imp['duckdb_error']} |")
         lines.append("")
     lines.append(
-        "| query | persona ms (process) | persona ms (in-process) | DuckDB ms (on Parquet) | "
-        "ratio DuckDB/persona in-process | ratio DuckDB/persona process | persona peak RSS | check |"
+        "| query | persona ms (process) | persona ms (in-process) | persona ms (in-process, indexes off) | "
+        "DuckDB ms (on Parquet) | ratio DuckDB/persona in-process | ratio DuckDB/persona process | "
+        "persona peak RSS | check |"
     )
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---|")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for o in outcomes:
         pp, pi, dd = median(o.persona_process_ms), median(o.persona_inproc_ms), median(o.duckdb_ms)
+        pn = "failed" if o.noindex_error else fmt_ms(median(o.persona_noindex_ms))
         if o.comparable:
             r1, r2 = ratio(dd, pi), ratio(dd, pp)
         else:
             r1 = r2 = "incomparable"
         lines.append(
-            f"| {o.name.upper()} | {fmt_ms(pp)} | {fmt_ms(pi)} | {fmt_ms(dd)} | {r1} | {r2} | "
+            f"| {o.name.upper()} | {fmt_ms(pp)} | {fmt_ms(pi)} | {pn} | {fmt_ms(dd)} | {r1} | {r2} | "
             f"{fmt_mib(o.persona_peak_rss_kib)} | {short_check(o)} |"
         )
     lines.append("")
@@ -673,6 +695,10 @@ def render(outcomes: list[QueryOutcome], import_info: dict | None, ctx: dict) ->
     lines.append(
         "persona ms (in-process): the same statements repeated in ONE `persona sql --timing` process; "
         "per-statement plan + execute + write time in a warm session (Q8: its three statements summed)."
+    )
+    lines.append(
+        "persona ms (in-process, indexes off): the same after `SET persona.use_indexes = false` — "
+        "DataFusion's general path over the store's Parquet files (not cross-checked; the SQL tests compare both paths)."
     )
     lines.append(
         "DuckDB ms: one in-memory connection in this Python process with views over the same Parquet files; "
@@ -686,6 +712,8 @@ def render(outcomes: list[QueryOutcome], import_info: dict | None, ctx: dict) ->
         lines.append("checks:")
         for o in details:
             lines.append(f"  {o.name.upper()}: {o.check}")
+            if o.noindex_error:
+                lines.append(f"  {o.name.upper()} (indexes off): failed: {o.noindex_error}")
     return "\n".join(lines)
 
 
@@ -708,6 +736,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--query-dir", type=Path, default=DEFAULT_QUERY_DIR, help="where q1.sql .. q8.sql are")
     ap.add_argument("--json", type=Path, help="also write the results with their context to this file")
     ap.add_argument("--skip-import", action="store_true", help="do not measure the import; reuse the store")
+    ap.add_argument(
+        "--skip-noindex",
+        action="store_true",
+        help="skip the extra in-process Persona run with SET persona.use_indexes = false",
+    )
     ap.add_argument("--duckdb-threads", type=int, default=None, help="DuckDB threads (default: DuckDB's own, = cores)")
     args = ap.parse_args(argv)
     qs = []
@@ -798,10 +831,11 @@ def main(argv: list[str] | None = None) -> int:
     for q in args.queries:
         sql_text = (args.query_dir / f"{q}.sql").read_text()
         log(f"{q}: running ...")
-        o = run_query(q, sql_text, persona, con, args.runs, scratch)
+        o = run_query(q, sql_text, persona, con, args.runs, scratch, not args.skip_noindex)
         log(
             f"{q}: persona {fmt_ms(median(o.persona_process_ms))} ms (process), "
-            f"{fmt_ms(median(o.persona_inproc_ms))} ms (in-process); duckdb {fmt_ms(median(o.duckdb_ms))} ms; "
+            f"{fmt_ms(median(o.persona_inproc_ms))} ms (in-process), "
+            f"{fmt_ms(median(o.persona_noindex_ms))} ms (in-process, indexes off); duckdb {fmt_ms(median(o.duckdb_ms))} ms; "
             f"{'ok' if o.comparable else o.check}"
         )
         outcomes.append(o)
@@ -821,6 +855,9 @@ def main(argv: list[str] | None = None) -> int:
                     "persona_process_median_ms": median(o.persona_process_ms),
                     "persona_inprocess_ms": o.persona_inproc_ms,
                     "persona_inprocess_median_ms": median(o.persona_inproc_ms),
+                    "persona_inprocess_noindex_ms": o.persona_noindex_ms,
+                    "persona_inprocess_noindex_median_ms": median(o.persona_noindex_ms),
+                    "persona_noindex_error": o.noindex_error,
                     "duckdb_ms": o.duckdb_ms,
                     "duckdb_median_ms": median(o.duckdb_ms),
                     "persona_peak_rss_kib": o.persona_peak_rss_kib,

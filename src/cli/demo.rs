@@ -114,12 +114,12 @@ FROM (
 SELECT r, f, m, count(*) AS users FROM scored GROUP BY r, f, m ORDER BY users DESC, r, f, m LIMIT 5",
     ),
     (
-        "One customer's profile and last purchases",
+        "The latest buyer's profile and last purchases",
         "SELECT u.user_id, u.name, u.tier, u.city, u.points, p.ts, pr.name AS product, p.amount
 FROM users u
 JOIN purchases p ON p.user_id = u.user_id
 JOIN products pr ON pr.product_id = p.product_id
-WHERE u.user_id = 'u50069'
+WHERE u.user_id = (SELECT user_id FROM purchases WHERE ts < now() ORDER BY ts DESC, order_id LIMIT 1)
 ORDER BY p.ts DESC
 LIMIT 5",
     ),
@@ -144,7 +144,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
         println!("── {}. {question}", i + 1);
         println!("{}\n", indent(&sql));
         let started = Instant::now();
-        let batches: Vec<RecordBatch> = rt.block_on(session.query(&sql))?;
+        let df = rt.block_on(session.sql(&sql))?;
+        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+        let mut batches: Vec<RecordBatch> = rt.block_on(df.collect())?;
+        if batches.is_empty() {
+            batches.push(RecordBatch::new_empty(schema));
+        }
         let elapsed = started.elapsed();
         let table = arrow::util::pretty::pretty_format_batches(&batches)?;
         println!("{table}");
