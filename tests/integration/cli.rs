@@ -327,3 +327,26 @@ fn usage_errors_exit_2() {
     let out = persona(&["no-such-command"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn demo_builds_a_store_answers_every_question_and_reuses_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("persona-demo");
+    let out = persona(&["demo", "--users", "3000", "--quiet", "--dir", p(&demo)]);
+    let stdout = ok(&out);
+    for n in 1..=8 {
+        assert!(stdout.contains(&format!("── {n}. ")), "question {n} missing:\n{stdout}");
+    }
+    assert!(stdout.contains("3000 customers"), "{stdout}");
+    assert_eq!(stdout.matches(" ms)").count(), 8, "every answer has a timing:\n{stdout}");
+    assert!(demo.join("exports/gold-a-lapsed.parquet").exists(), "the export question writes its file");
+    assert!(!dir.path().join(".persona-demo-source").exists(), "the generated source files are removed");
+
+    // A second run reuses the store: same version, same answers.
+    let again = ok(&persona(&["demo", "--quiet", "--dir", p(&demo)]));
+    let answers = |s: &str| {
+        s.lines().filter(|l| l.starts_with("| ") && !l.contains(" ms")).map(str::to_string).collect::<Vec<_>>()
+    };
+    assert!(again.contains("(version 1, 3000 customers)"), "{again}");
+    assert_eq!(answers(&stdout), answers(&again));
+}
