@@ -258,10 +258,11 @@ fn run_import(
                 let bytes = write_next_index(previous.as_deref(), delta, users_values, &abs)?;
                 next.index = Some(IndexEntry { path: relative, bytes });
             }
-            if !user_stats.new_entries.is_empty() {
+            if user_stats.new_users > 0 {
                 let (relative, abs) = w.new_file(layout::new_ids_file(w.next_version()))?;
-                let entries = user_stats.new_entries.len() as u64;
-                let bytes = row_ids::encode_segment(std::mem::take(&mut user_stats.new_entries))?;
+                let new_entries = ids.entries_from(base.next_row_id);
+                let entries = new_entries.len() as u64;
+                let bytes = row_ids::encode_segment(new_entries)?;
                 io::write_new(&abs, &bytes)?;
                 next.id_segments.push(IdSegment { path: relative, entries, bytes: bytes.len() as u64 });
             }
@@ -392,7 +393,6 @@ struct UserStats {
     rows: u64,
     new_users: u64,
     updated_users: u64,
-    new_entries: Vec<(Box<str>, u32)>,
 }
 
 /// Upserts users: new user_ids get the next row ids and go to new files; known ones replace their
@@ -453,7 +453,6 @@ fn load_users(job: &Job<'_>, files: &[SourceFile], ids: &mut IdMap, next: &mut M
                             )
                         })?;
                         ids.insert(user, id);
-                        stats.new_entries.push((user.into(), id));
                         is_new.push(true);
                         id
                     }

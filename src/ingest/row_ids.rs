@@ -49,11 +49,16 @@ impl IdMap {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+
+    /// The entries whose row id is at least `first`: the users an import added.
+    pub fn entries_from(&self, first: u32) -> Vec<(&str, u32)> {
+        self.map.iter().filter(|(_, id)| **id >= first).map(|(k, id)| (k.as_ref(), *id)).collect()
+    }
 }
 
 /// Encodes a segment from entries (sorted here).
-pub fn encode_segment(mut entries: Vec<(Box<str>, u32)>) -> Result<Vec<u8>> {
-    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+pub fn encode_segment(mut entries: Vec<(&str, u32)>) -> Result<Vec<u8>> {
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let size: usize = entries.iter().map(|(k, _)| k.len() + 6).sum();
     let mut out = Vec::with_capacity(size + 24);
     out.extend_from_slice(MAGIC);
@@ -113,8 +118,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a.ids");
         let b = dir.path().join("b.ids");
-        std::fs::write(&a, encode_segment(vec![("u2".into(), 1), ("u1".into(), 0)]).unwrap()).unwrap();
-        std::fs::write(&b, encode_segment(vec![("用户3".into(), 2)]).unwrap()).unwrap();
+        std::fs::write(&a, encode_segment(vec![("u2", 1), ("u1", 0)]).unwrap()).unwrap();
+        std::fs::write(&b, encode_segment(vec![("用户3", 2)]).unwrap()).unwrap();
         let map = IdMap::load(&[a, b], 3).unwrap();
         assert_eq!(map.len(), 3);
         assert_eq!(map.get("u1"), Some(0));
@@ -126,7 +131,7 @@ mod tests {
     fn damaged_segment_is_corrupt_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.ids");
-        let good = encode_segment(vec![("u1".into(), 0), ("u2".into(), 1)]).unwrap();
+        let good = encode_segment(vec![("u1", 0), ("u2", 1)]).unwrap();
         for cut in 0..good.len() {
             std::fs::write(&p, &good[..cut]).unwrap();
             assert!(matches!(IdMap::load(&[&p], 0), Err(Error::Corrupt { .. })), "cut {cut}");
