@@ -394,7 +394,7 @@ struct Model {
     generic_rate: Gamma<f64>,
     points: Vec<LogNormal<f64>>,
     /// Key of the phone-number permutation.
-    phone_offset: u64,
+    phone_key: u64,
 }
 
 fn internal(what: &str) -> impl Fn(rand_distr::GammaError) -> Error + '_ {
@@ -449,7 +449,7 @@ impl Model {
             }))
         };
 
-        let (products, product_pick, category_products) = Self::catalogue(seed)?;
+        let (products, product_pick, category_products) = Self::catalogue(seed);
 
         let mut tag_names: Vec<String> = SEMANTIC_TAGS.iter().map(|t| (*t).to_string()).collect();
         tag_names.extend((0..GENERIC_TAGS).map(|i| format!("interest_{i:04}")));
@@ -492,13 +492,13 @@ impl Model {
             event_rate: Gamma::new(1.0, EVENT_RATE_SCALE).map_err(internal("event rate"))?,
             generic_rate: Gamma::new(2.0, GENERIC_TAGS_MEAN / 2.0).map_err(internal("tag rate"))?,
             points,
-            phone_offset: stream_seed(seed, STREAM_PHONES, 0),
+            phone_key: stream_seed(seed, STREAM_PHONES, 0),
         })
     }
 
     /// The product catalogue, its popularity and the per-category popularity.
     #[allow(clippy::type_complexity)]
-    fn catalogue(seed: u64) -> Result<(Vec<Product>, Weighted, Vec<(Vec<u32>, Weighted)>)> {
+    fn catalogue(seed: u64) -> (Vec<Product>, Weighted, Vec<(Vec<u32>, Weighted)>) {
         let mut rng = StdRng::seed_from_u64(stream_seed(seed, STREAM_PRODUCTS, 0));
         let category_pick = Weighted::new(CATEGORIES.iter().map(|c| c.weight));
         let brand_pick = Weighted::new(zipf_weights(BRANDS_PER_CATEGORY, 1.0, 1.0));
@@ -542,7 +542,7 @@ impl Model {
                 (ids, pick)
             })
             .collect();
-        Ok((products, product_pick, category_products))
+        (products, product_pick, category_products)
     }
 
     fn products_batch(&self) -> Result<RecordBatch> {
@@ -886,7 +886,7 @@ impl Model {
         // Phone: a prefix + a keyed permutation of the index (unique for < 10^8 users).
         s.text.clear();
         s.text.push_str(PHONE_PREFIXES[rng.random_range(0..PHONE_PREFIXES.len())]);
-        let suffix = permute_below_1e8(index % 100_000_000, self.phone_offset);
+        let suffix = permute_below_1e8(index % 100_000_000, self.phone_key);
         let _ = write!(s.text, "{suffix:08}");
         b.u_phone.append_value(&s.text);
 
@@ -1902,51 +1902,5 @@ mod tests {
         generate_with(&options(dir.path(), 250, 3, GenFormat::Parquet), &progress, small).expect("gen");
         assert_eq!(last.into_inner(), 250);
         assert_eq!(calls.into_inner(), 4);
-    }
-}
-#[cfg(test)]
-mod calibrate_tmp {
-    use super::*;
-    #[test]
-    #[allow(clippy::print_stderr)]
-    fn calibrate() {
-        let model = Model::new(42).expect("model");
-        let c = model.gen_chunk(0, 0, 20_000).expect("chunk");
-        let n = 20_000.0;
-        eprintln!(
-            "purchases/user {} events/user {} tags/user {}",
-            c.purchase_rows as f64 / n,
-            c.events.num_rows() as f64 / n,
-            c.tags.num_rows() as f64 / n
-        );
-        use arrow::array::AsArray;
-        let tags = c.tags.column(1).as_string::<i32>();
-        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
-        for t in tags.iter().flatten() {
-            *counts.entry(t.to_string()).or_default() += 1;
-        }
-        let mut semantic = 0;
-        for t in SEMANTIC_TAGS {
-            let c = counts.get(*t).copied().unwrap_or(0);
-            semantic += c;
-            eprintln!("{t:>16} {:.4}", c as f64 / n);
-        }
-        eprintln!("semantic/user {}", semantic as f64 / n);
-        for t in ["interest_0000", "interest_0001", "interest_0010", "interest_0100", "interest_0266"] {
-            eprintln!("{t} {:.4}", counts.get(t).copied().unwrap_or(0) as f64 / n);
-        }
-        // spend per user
-        let users = c.purchases[0].as_string::<i32>();
-        let amount = c.purchases[5].as_primitive::<arrow::datatypes::Float64Type>();
-        let mut spend: rustc_hash::FxHashMap<&str, f64> = Default::default();
-        for (u, a) in users.iter().zip(amount.values()) {
-            *spend.entry(u.unwrap_or("")).or_default() += a;
-        }
-        let mut v: Vec<f64> = spend.values().copied().collect();
-        v.sort_by(|a, b| a.total_cmp(b));
-        let q = |p: f64| v[((v.len() as f64) * p) as usize];
-        eprintln!("buyers {} spend p50 {} p90 {} p95 {} p99 {}", v.len() as f64 / n, q(0.5), q(0.9), q(0.95), q(0.99));
-        let target = v[(v.len() as f64 - 0.05 * n) as usize];
-        eprintln!("5% of all users threshold {target}");
     }
 }

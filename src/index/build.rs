@@ -6,11 +6,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Date32Type, Int32Type, Int64Type, TimestampMicrosecondType, UInt32Type};
+use arrow::datatypes::{DataType, Date32Type, Field, Schema, Int32Type, Int64Type, TimestampMicrosecondType, UInt32Type};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use roaring::RoaringBitmap;
 use rustc_hash::FxHashMap;
 
@@ -124,6 +125,31 @@ pub fn write_next_index(
     writer.finish()
 }
 
+/// The bitmaps of one value-indexed column, by value.
+#[derive(Debug, Default)]
+struct ValueBitmaps {
+    slots: FxHashMap<String, usize>,
+    bitmaps: Vec<RoaringBitmap>,
+}
+
+impl ValueBitmaps {
+    fn slot(&mut self, value: &str) -> usize {
+        if let Some(&slot) = self.slots.get(value) {
+            return slot;
+        }
+        self.bitmaps.push(RoaringBitmap::new());
+        self.slots.insert(value.to_string(), self.bitmaps.len() - 1);
+        self.bitmaps.len() - 1
+    }
+}
+
+/// Adds a row id; users files are read in row-id order, so this is almost always an append.
+fn add(bitmap: &mut RoaringBitmap, id: u32) {
+    if bitmap.try_push(id).is_err() {
+        bitmap.insert(id);
+    }
+}
+
 /// Builds value and NULL bitmaps for every low-cardinality users column (text, boolean, integer),
 /// and bit-sliced range indexes for every integer and date column, reading only those columns of
 /// the users files.
@@ -146,13 +172,38 @@ pub fn build_users_values(
     // Row ids and values of the range columns, kept until the base (minimum) is known.
     let mut ranges: BTreeMap<String, (Vec<u32>, Vec<i64>)> = BTreeMap::new();
     let mut range_nulls: BTreeMap<String, RoaringBitmap> = BTreeMap::new();
-    let mut values: BTreeMap<String, FxHashMap<String, RoaringBitmap>> = BTreeMap::new();
+    let mut values: BTreeMap<String, ValueBitmaps> = BTreeMap::new();
     let mut nulls: BTreeMap<String, RoaringBitmap> =
         candidates.iter().map(|c| (c.clone(), RoaringBitmap::new())).collect();
     for path in files {
         let file = File::open(path).io_context("open", path)?;
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::corrupt(path, e.to_string()))?;
+        let plain = ParquetRecordBatchReaderBuilder::try_new(file.try_clone().io_context("open", path)?)
+            .map_err(|e| Error::corrupt(path, e.to_string()))?;
+        // Text columns are read as dictionaries: a value is hashed once per batch, not per row.
+        let hinted = Schema::new(
+            plain
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| {
+                    if candidates.contains(f.name()) && f.data_type() == &DataType::Utf8 {
+                        Arc::new(Field::new(
+                            f.name(),
+                            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                            f.is_nullable(),
+                        ))
+                    } else {
+                        Arc::clone(f)
+                    }
+                })
+                .collect::<Vec<_>>(),
+        );
+        drop(plain);
+        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+            file,
+            ArrowReaderOptions::new().with_schema(Arc::new(hinted)),
+        )
+        .map_err(|e| Error::corrupt(path, e.to_string()))?;
         let file_columns: Vec<String> = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
         let wanted: Vec<usize> = file_columns
             .iter()
@@ -179,7 +230,7 @@ pub fn build_users_values(
                 };
                 for (row, id) in ids.iter().enumerate() {
                     if col.is_null(row) {
-                        nulls_out.insert(*id);
+                        add(nulls_out, *id);
                         continue;
                     }
                     let v = match col.data_type() {
@@ -199,30 +250,36 @@ pub fn build_users_values(
                     nulls.entry(name.clone()).or_default().extend(ids.iter().copied());
                     continue;
                 };
-                let map = values.entry(name.clone()).or_default();
+                let bitmaps = values.entry(name.clone()).or_default();
                 let null_bm = nulls.entry(name.clone()).or_default();
-                for (row, id) in ids.iter().enumerate() {
-                    if col.is_null(row) {
-                        null_bm.insert(*id);
-                        continue;
+                if let Some(dict) = col.as_any_dictionary_opt().filter(|d| !d.values().is_empty()) {
+                    let dict_values = dict.values().as_string::<i32>();
+                    let slot_of: Vec<usize> = dict_values.iter().map(|v| bitmaps.slot(v.unwrap_or_default())).collect();
+                    let keys = dict.normalized_keys();
+                    for (row, id) in ids.iter().enumerate() {
+                        if col.is_null(row) {
+                            add(null_bm, *id);
+                        } else {
+                            add(&mut bitmaps.bitmaps[slot_of[keys[row]]], *id);
+                        }
                     }
-                    let key: std::borrow::Cow<'_, str> = match col.data_type() {
-                        DataType::Utf8 => col.as_string::<i32>().value(row).into(),
-                        DataType::Boolean => if col.as_boolean().value(row) { "true" } else { "false" }.into(),
-                        DataType::Int32 => col.as_primitive::<Int32Type>().value(row).to_string().into(),
-                        DataType::Int64 => col.as_primitive::<Int64Type>().value(row).to_string().into(),
-                        _ => continue,
-                    };
-                    match map.get_mut(key.as_ref()) {
-                        Some(bm) => {
-                            bm.insert(*id);
+                } else {
+                    for (row, id) in ids.iter().enumerate() {
+                        if col.is_null(row) {
+                            add(null_bm, *id);
+                            continue;
                         }
-                        None => {
-                            map.insert(key.into_owned(), RoaringBitmap::from_iter([*id]));
-                        }
+                        let slot = match col.data_type() {
+                            DataType::Utf8 => bitmaps.slot(col.as_string::<i32>().value(row)),
+                            DataType::Boolean => bitmaps.slot(if col.as_boolean().value(row) { "true" } else { "false" }),
+                            DataType::Int32 => bitmaps.slot(&col.as_primitive::<Int32Type>().value(row).to_string()),
+                            DataType::Int64 => bitmaps.slot(&col.as_primitive::<Int64Type>().value(row).to_string()),
+                            _ => continue,
+                        };
+                        add(&mut bitmaps.bitmaps[slot], *id);
                     }
                 }
-                if map.len() > MAX_DISTINCT_VALUES {
+                if bitmaps.bitmaps.len() > MAX_DISTINCT_VALUES {
                     candidates.remove(&name);
                     values.remove(&name);
                     nulls.remove(&name);
@@ -232,8 +289,9 @@ pub fn build_users_values(
     }
     let mut out = BTreeMap::new();
     for name in &candidates {
-        for (value, bm) in values.remove(name).unwrap_or_default() {
-            out.insert((BitmapKind::Value, name.clone(), value), bm);
+        let ValueBitmaps { slots, mut bitmaps } = values.remove(name).unwrap_or_default();
+        for (value, slot) in slots {
+            out.insert((BitmapKind::Value, name.clone(), value), std::mem::take(&mut bitmaps[slot]));
         }
         out.insert((BitmapKind::ValueColumn, name.clone(), String::new()), RoaringBitmap::new());
         out.insert((BitmapKind::Null, name.clone(), String::new()), nulls.remove(name).unwrap_or_default());
@@ -248,7 +306,7 @@ pub fn build_users_values(
             let offset = v.abs_diff(base);
             for (i, slice) in slices.iter_mut().enumerate() {
                 if offset >> i & 1 == 1 {
-                    slice.insert(*id);
+                    add(slice, *id);
                 }
             }
         }

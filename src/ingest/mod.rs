@@ -189,7 +189,12 @@ fn run_import(
         .into_iter()
         .filter(|t| sources.iter().any(|s| s.table == *t))
         .collect();
-    let results: Vec<Result<FactLoad>> = std::thread::scope(|scope| {
+    // The users value and range bitmaps are built from the new users files while the facts load.
+    let users_files: Vec<PathBuf> = next.files(Table::Users).iter().map(|f| layout::resolve(root, &f.path)).collect();
+    let users_columns = next.users_columns.clone();
+    let build_users_index = !users.is_empty() && writer.is_some();
+    let (results, users_values): (Vec<Result<FactLoad>>, Option<Result<_>>) = std::thread::scope(|scope| {
+        let users_index = build_users_index.then(|| scope.spawn(|| build_users_values(&users_files, &users_columns)));
         let handles: Vec<_> = fact_tables
             .iter()
             .map(|&table| {
@@ -204,11 +209,15 @@ fn run_import(
                 })
             })
             .collect();
-        handles
+        let results = handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("an import thread panicked".into()))))
-            .collect()
+            .collect();
+        let users_values = users_index
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("the index thread panicked".into()))));
+        (results, users_values)
     });
+    let users_values = users_values.transpose()?;
     // Report the first real error, not the "cancelled" of the threads it stopped.
     let mut first_error = None;
     let mut delta = IndexDelta::default();
@@ -243,16 +252,8 @@ fn run_import(
 
     let committed = match writer {
         Some(w) => {
-            let users_changed = !users.is_empty();
             let has_delta = !delta.tags.is_empty() || !delta.purchase_days.is_empty();
-            if users_changed || has_delta {
-                let users_values = if users_changed {
-                    let files: Vec<PathBuf> =
-                        next.files(Table::Users).iter().map(|f| layout::resolve(root, &f.path)).collect();
-                    Some(build_users_values(&files, &next.users_columns)?)
-                } else {
-                    None
-                };
+            if users_values.is_some() || has_delta {
                 let previous = base.index.as_ref().map(|i| layout::resolve(root, &i.path));
                 let (relative, abs) = w.new_file(layout::new_index_file(w.next_version()))?;
                 let bytes = write_next_index(previous.as_deref(), delta, users_values, &abs)?;
