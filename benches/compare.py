@@ -230,6 +230,38 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_idle_fraction(seconds: float) -> float | None:
+    """Share of all CPUs' time spent idle over the next `seconds` (from /proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields[:8]), fields[3] + fields[4]  # total (without guest), idle + iowait
+
+    try:
+        t1, i1 = sample()
+        time.sleep(seconds)
+        t2, i2 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (i2 - i1) / (t2 - t1) if t2 > t1 else None
+
+
+def wait_idle(max_seconds: float, what: str) -> None:
+    """Waits (at most max_seconds) until the machine is >= 90 % idle for 3 one-second samples, so
+    that another job on a shared machine does not land in the measurement."""
+    if max_seconds <= 0:
+        return
+    started, quiet, idle = time.monotonic(), 0, None
+    while time.monotonic() - started < max_seconds:
+        idle = cpu_idle_fraction(1.0)
+        if idle is None:
+            return
+        quiet = quiet + 1 if idle >= 0.9 else 0
+        if quiet >= 3:
+            return
+    log(f"warning: the machine is still busy before {what} (idle {idle:.0%}); measuring anyway")
+
+
 def mem_total_gib() -> float | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -741,6 +773,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="skip the extra in-process Persona run with SET persona.use_indexes = false",
     )
+    ap.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="before the import and each query, wait up to SECONDS for the CPUs to be >= 90%% idle (shared machines)",
+    )
     ap.add_argument("--duckdb-threads", type=int, default=None, help="DuckDB threads (default: DuckDB's own, = cores)")
     args = ap.parse_args(argv)
     qs = []
@@ -780,6 +819,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": args.runs,
         "now": NOW,
         "rss_method": RSS_METHOD,
+        "loadavg_at_start": os.getloadavg(),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
     log(f"persona: {binary} ({ctx['persona_version']}); duckdb {duckdb.__version__}; work {base}")
@@ -788,6 +828,7 @@ def main(argv: list[str] | None = None) -> int:
     store = base / "store"
     import_info = None
     if not args.skip_import or not (store.is_dir() and (base / "store.done").exists()):
+        wait_idle(args.wait_idle, "the import")
         log("import: persona import into a fresh store ...")
         r = import_store(binary, source, store)
         import_info = {
@@ -799,6 +840,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.skip_import:
             log("import: (the store was missing, so it was imported although --skip-import was given)")
         else:
+            wait_idle(args.wait_idle, "the DuckDB load")
             log("import: DuckDB load into memory ...")
             try:
                 dr, info = duckdb_load(source, args.duckdb_threads)
@@ -830,6 +872,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = []
     for q in args.queries:
         sql_text = (args.query_dir / f"{q}.sql").read_text()
+        wait_idle(args.wait_idle, q)
         log(f"{q}: running ...")
         o = run_query(q, sql_text, persona, con, args.runs, scratch, not args.skip_noindex)
         log(

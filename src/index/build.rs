@@ -26,8 +26,8 @@ pub const MAX_DISTINCT_VALUES: usize = 1024;
 /// Bitmap entries an import adds.
 #[derive(Debug, Default)]
 pub struct IndexDelta {
-    pub tags: FxHashMap<String, RoaringBitmap>,
-    pub purchase_days: FxHashMap<i64, RoaringBitmap>,
+    pub tags: FxHashMap<String, BitmapBuilder>,
+    pub purchase_days: FxHashMap<i64, BitmapBuilder>,
 }
 
 impl IndexDelta {
@@ -37,11 +37,11 @@ impl IndexDelta {
         for (tag, id) in tags.iter().zip(row_ids) {
             if let Some(tag) = tag {
                 match self.tags.get_mut(tag) {
-                    Some(bm) => {
-                        bm.insert(*id);
-                    }
+                    Some(bm) => bm.add(*id),
                     None => {
-                        self.tags.insert(tag.to_string(), RoaringBitmap::from_iter([*id]));
+                        let mut bm = BitmapBuilder::default();
+                        bm.add(*id);
+                        self.tags.insert(tag.to_string(), bm);
                     }
                 }
             }
@@ -53,27 +53,27 @@ impl IndexDelta {
         let ts = ts.as_primitive::<TimestampMicrosecondType>();
         for (t, id) in ts.iter().zip(row_ids) {
             if let Some(t) = t {
-                self.purchase_days.entry(day_of(t)).or_default().insert(*id);
+                self.purchase_days.entry(day_of(t)).or_default().add(*id);
             }
         }
     }
 
     pub fn merge(&mut self, other: IndexDelta) {
         for (k, bm) in other.tags {
-            *self.tags.entry(k).or_default() |= bm;
+            self.tags.entry(k).or_default().merge(bm);
         }
         for (k, bm) in other.purchase_days {
-            *self.purchase_days.entry(k).or_default() |= bm;
+            self.purchase_days.entry(k).or_default().merge(bm);
         }
     }
 
     fn into_keyed(self) -> BTreeMap<BitmapKey, RoaringBitmap> {
         let mut out = BTreeMap::new();
         for (tag, bm) in self.tags {
-            out.insert((BitmapKind::Tag, tag, String::new()), bm);
+            out.insert((BitmapKind::Tag, tag, String::new()), bm.finish());
         }
         for (day, bm) in self.purchase_days {
-            out.insert((BitmapKind::PurchaseDay, String::new(), day.to_string()), bm);
+            out.insert((BitmapKind::PurchaseDay, String::new(), day.to_string()), bm.finish());
         }
         out
     }
@@ -129,7 +129,7 @@ pub fn write_next_index(
 #[derive(Debug, Default)]
 struct ValueBitmaps {
     slots: FxHashMap<String, usize>,
-    bitmaps: Vec<RoaringBitmap>,
+    bitmaps: Vec<BitmapBuilder>,
 }
 
 impl ValueBitmaps {
@@ -137,17 +137,62 @@ impl ValueBitmaps {
         if let Some(&slot) = self.slots.get(value) {
             return slot;
         }
-        self.bitmaps.push(RoaringBitmap::new());
+        self.bitmaps.push(BitmapBuilder::default());
         self.slots.insert(value.to_string(), self.bitmaps.len() - 1);
         self.bitmaps.len() - 1
     }
 }
 
-/// Adds a row id; users files are read in row-id order, so this is almost always an append.
-fn add(bitmap: &mut RoaringBitmap, id: u32) {
-    if bitmap.try_push(id).is_err() {
-        bitmap.insert(id);
+/// Builds a bitmap from ids that mostly arrive in increasing order (users files are read in
+/// row-id order, facts come grouped by user): ids are buffered and appended in sorted runs, which
+/// avoids roaring's per-insert search; an id out of order is inserted the slow way.
+#[derive(Debug, Default, Clone)]
+pub struct BitmapBuilder {
+    bitmap: RoaringBitmap,
+    pending: Vec<u32>,
+}
+
+impl BitmapBuilder {
+    const FLUSH_AT: usize = 1024;
+
+    pub fn add(&mut self, id: u32) {
+        if self.pending.last().is_some_and(|&last| last >= id) {
+            self.flush();
+        }
+        self.pending.push(id);
+        if self.pending.len() >= Self::FLUSH_AT {
+            self.flush();
+        }
     }
+
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        // Sorted and above the current maximum: one append; otherwise insert one by one.
+        if self.bitmap.max().is_none_or(|max| max < self.pending[0]) {
+            let appended = self.bitmap.append(self.pending.iter().copied());
+            debug_assert!(appended.is_ok(), "pending ids are strictly increasing");
+        } else {
+            self.bitmap.extend(self.pending.iter().copied());
+        }
+        self.pending.clear();
+    }
+
+    pub fn merge(&mut self, mut other: BitmapBuilder) {
+        self.flush();
+        other.flush();
+        self.bitmap |= other.bitmap;
+    }
+
+    pub fn finish(mut self) -> RoaringBitmap {
+        self.flush();
+        self.bitmap
+    }
+}
+
+fn add(bitmap: &mut BitmapBuilder, id: u32) {
+    bitmap.add(id);
 }
 
 /// Builds value and NULL bitmaps for every low-cardinality users column (text, boolean, integer),
@@ -171,10 +216,10 @@ pub fn build_users_values(
         .collect();
     // Row ids and values of the range columns, kept until the base (minimum) is known.
     let mut ranges: BTreeMap<String, (Vec<u32>, Vec<i64>)> = BTreeMap::new();
-    let mut range_nulls: BTreeMap<String, RoaringBitmap> = BTreeMap::new();
+    let mut range_nulls: BTreeMap<String, BitmapBuilder> = BTreeMap::new();
     let mut values: BTreeMap<String, ValueBitmaps> = BTreeMap::new();
-    let mut nulls: BTreeMap<String, RoaringBitmap> =
-        candidates.iter().map(|c| (c.clone(), RoaringBitmap::new())).collect();
+    let mut nulls: BTreeMap<String, BitmapBuilder> =
+        candidates.iter().map(|c| (c.clone(), BitmapBuilder::default())).collect();
     for path in files {
         let file = File::open(path).io_context("open", path)?;
         let plain = ParquetRecordBatchReaderBuilder::try_new(file.try_clone().io_context("open", path)?)
@@ -225,7 +270,7 @@ pub fn build_users_values(
                 let (ids_out, vals_out) = ranges.entry(name.clone()).or_default();
                 let nulls_out = range_nulls.entry(name.clone()).or_default();
                 let Some(col) = batch.column_by_name(name) else {
-                    nulls_out.extend(ids.iter().copied());
+                    ids.iter().for_each(|id| nulls_out.add(*id));
                     continue;
                 };
                 for (row, id) in ids.iter().enumerate() {
@@ -247,7 +292,8 @@ pub fn build_users_values(
             for name in names {
                 // Columns this (older) file lacks are NULL for all its rows.
                 let Some(col) = batch.column_by_name(&name) else {
-                    nulls.entry(name.clone()).or_default().extend(ids.iter().copied());
+                    let null_bm = nulls.entry(name.clone()).or_default();
+                    ids.iter().for_each(|id| null_bm.add(*id));
                     continue;
                 };
                 let bitmaps = values.entry(name.clone()).or_default();
@@ -291,17 +337,17 @@ pub fn build_users_values(
     for name in &candidates {
         let ValueBitmaps { slots, mut bitmaps } = values.remove(name).unwrap_or_default();
         for (value, slot) in slots {
-            out.insert((BitmapKind::Value, name.clone(), value), std::mem::take(&mut bitmaps[slot]));
+            out.insert((BitmapKind::Value, name.clone(), value), std::mem::take(&mut bitmaps[slot]).finish());
         }
         out.insert((BitmapKind::ValueColumn, name.clone(), String::new()), RoaringBitmap::new());
-        out.insert((BitmapKind::Null, name.clone(), String::new()), nulls.remove(name).unwrap_or_default());
+        out.insert((BitmapKind::Null, name.clone(), String::new()), nulls.remove(name).unwrap_or_default().finish());
     }
     for (name, (ids, vals)) in ranges {
         let null_bm = range_nulls.remove(&name).unwrap_or_default();
         let base = vals.iter().copied().min().unwrap_or(0);
         let span = vals.iter().map(|v| v.abs_diff(base)).max().unwrap_or(0);
         let bits = (64 - span.leading_zeros()).max(1);
-        let mut slices = vec![RoaringBitmap::new(); bits as usize];
+        let mut slices = vec![BitmapBuilder::default(); bits as usize];
         for (id, v) in ids.iter().zip(&vals) {
             let offset = v.abs_diff(base);
             for (i, slice) in slices.iter_mut().enumerate() {
@@ -311,10 +357,10 @@ pub fn build_users_values(
             }
         }
         for (i, slice) in slices.into_iter().enumerate() {
-            out.insert((BitmapKind::RangeBit, name.clone(), i.to_string()), slice);
+            out.insert((BitmapKind::RangeBit, name.clone(), i.to_string()), slice.finish());
         }
         out.insert((BitmapKind::RangeBase, name.clone(), base.to_string()), RoaringBitmap::new());
-        out.entry((BitmapKind::Null, name.clone(), String::new())).or_insert(null_bm);
+        out.entry((BitmapKind::Null, name.clone(), String::new())).or_insert_with(|| null_bm.finish());
     }
     Ok(out)
 }

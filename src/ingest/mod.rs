@@ -185,23 +185,24 @@ fn run_import(
             rows.insert(table, n);
         }
     }
-    let fact_tables: Vec<Table> = [Table::Purchases, Table::Events, Table::UserTags]
-        .into_iter()
-        .filter(|t| sources.iter().any(|s| s.table == *t))
-        .collect();
     // The users value and range bitmaps are built from the new users files while the facts load.
     let users_files: Vec<PathBuf> = next.files(Table::Users).iter().map(|f| layout::resolve(root, &f.path)).collect();
     let users_columns = next.users_columns.clone();
     let build_users_index = !users.is_empty() && writer.is_some();
-    let (results, users_values): (Vec<Result<FactLoad>>, Option<Result<_>>) = std::thread::scope(|scope| {
+    // Fact files go to a queue (largest first) served by one worker per core, each with its own
+    // sinks, so that one big table does not leave a core idle.
+    let mut queue: Vec<SourceFile> = fact_sources.clone();
+    queue.sort_by_key(|s| std::cmp::Reverse(s.size));
+    let queue = std::sync::Mutex::new(std::collections::VecDeque::from(queue));
+    let workers =
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, fact_sources.len().max(1));
+    let (results, users_values): (Vec<Result<Vec<FactLoad>>>, Option<Result<_>>) = std::thread::scope(|scope| {
         let users_index = build_users_index.then(|| scope.spawn(|| build_users_values(&users_files, &users_columns)));
-        let handles: Vec<_> = fact_tables
-            .iter()
-            .map(|&table| {
-                let files = by_table(table);
-                let (job, ids) = (&job, &ids);
+        let handles: Vec<_> = (0..if fact_sources.is_empty() { 0 } else { workers })
+            .map(|_| {
+                let (job, ids, queue) = (&job, &ids, &queue);
                 scope.spawn(move || {
-                    let r = load_facts(job, table, &files, ids);
+                    let r = load_facts(job, queue, ids);
                     if r.is_err() {
                         job.cancelled.store(true, Ordering::Relaxed);
                     }
@@ -213,8 +214,8 @@ fn run_import(
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("an import thread panicked".into()))))
             .collect();
-        let users_values = users_index
-            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("the index thread panicked".into()))));
+        let users_values =
+            users_index.map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("the index thread panicked".into()))));
         (results, users_values)
     });
     let users_values = users_values.transpose()?;
@@ -224,11 +225,13 @@ fn run_import(
     let mut rows_per_source: FxHashMap<PathBuf, u64> = FxHashMap::default();
     for r in results {
         match r {
-            Ok(load) => {
-                next.tables.entry(load.table).or_default().extend(load.files);
-                rows.insert(load.table, load.per_source.iter().map(|(_, n)| n).sum());
-                rows_per_source.extend(load.per_source);
-                delta.merge(load.delta);
+            Ok(loads) => {
+                for load in loads {
+                    next.tables.entry(load.table).or_default().extend(load.files);
+                    *rows.entry(load.table).or_default() += load.per_source.iter().map(|(_, n)| n).sum::<u64>();
+                    rows_per_source.extend(load.per_source);
+                    delta.merge(load.delta);
+                }
             }
             Err(Error::Internal(m)) if m == CANCELLED => {}
             Err(e) => {
@@ -421,74 +424,101 @@ fn load_users(job: &Job<'_>, files: &[SourceFile], ids: &mut IdMap, next: &mut M
 
     // 2. Stream: new users out, updates buffered by row id.
     let mut stats = UserStats::default();
-    let mut sink = job.sink(Table::Users, Arc::clone(&schema), USERS_FILE_ROWS);
+    let sink = job.sink(Table::Users, Arc::clone(&schema), USERS_FILE_ROWS);
     let mut seen = RoaringBitmap::new();
     let mut update_batches: Vec<(RecordBatch, Vec<bool>)> = Vec::new();
     let mut updates: FxHashMap<u32, (u32, u32)> = FxHashMap::default();
     let mut updated = RoaringBitmap::new();
     let mut next_row_id = job.base.next_row_id;
-    for src in files {
-        let header = reader::read_header(src)?;
-        let plan = plan_columns(Table::Users, &src.path, &header, &columns, |_| Ok(ColumnType::Utf8))?;
-        let present: Vec<bool> = columns.iter().map(|c| header.iter().any(|h| h.trim() == c.name)).collect();
-        for_each_batch(job, src, plan, |tb| {
-            check_non_null(Table::Users, src, &tb)?;
-            let user_col = tb.batch.column(tb.batch.schema().index_of("user_id")?).as_string::<i32>().clone();
-            let mut row_ids = Vec::with_capacity(user_col.len());
-            let mut is_new = Vec::with_capacity(user_col.len());
-            for (row, user) in user_col.iter().enumerate() {
-                let user = user.unwrap_or_default();
-                let id = match ids.get(user) {
-                    Some(id) => {
-                        is_new.push(false);
-                        id
-                    }
-                    None => {
-                        let id = next_row_id;
-                        next_row_id = next_row_id.checked_add(1).ok_or_else(|| {
-                            Error::input(
+    // New users are encoded to Parquet on a second thread while this one reads and assigns ids.
+    let (to_writer, from_reader) = std::sync::mpsc::sync_channel::<RecordBatch>(4);
+    let (read, written) = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> Result<Vec<DataFile>> {
+            let mut sink = sink;
+            for batch in from_reader {
+                sink.write(&batch)?;
+            }
+            sink.finish()
+        });
+        let read = (|| -> Result<()> {
+            for src in files {
+                let header = reader::read_header(src)?;
+                let plan = plan_columns(Table::Users, &src.path, &header, &columns, |_| Ok(ColumnType::Utf8))?;
+                let present: Vec<bool> = columns.iter().map(|c| header.iter().any(|h| h.trim() == c.name)).collect();
+                for_each_batch(job, src, plan, |tb| {
+                    check_non_null(Table::Users, src, &tb)?;
+                    let user_col = tb.batch.column(tb.batch.schema().index_of("user_id")?).as_string::<i32>().clone();
+                    let mut row_ids = Vec::with_capacity(user_col.len());
+                    let mut is_new = Vec::with_capacity(user_col.len());
+                    for (row, user) in user_col.iter().enumerate() {
+                        let user = user.unwrap_or_default();
+                        let id = match ids.get(user) {
+                            Some(id) => {
+                                is_new.push(false);
+                                id
+                            }
+                            None => {
+                                let id = next_row_id;
+                                next_row_id = next_row_id.checked_add(1).ok_or_else(|| {
+                                    Error::input(
+                                        &src.path,
+                                        tb.location(row),
+                                        Some("user_id"),
+                                        "the store cannot hold more than 4,294,967,295 users",
+                                    )
+                                })?;
+                                ids.insert(user, id);
+                                is_new.push(true);
+                                id
+                            }
+                        };
+                        if !seen.insert(id) {
+                            return Err(Error::input(
                                 &src.path,
                                 tb.location(row),
                                 Some("user_id"),
-                                "the store cannot hold more than 4,294,967,295 users",
-                            )
-                        })?;
-                        ids.insert(user, id);
-                        is_new.push(true);
-                        id
+                                format!("user_id '{user}' appears more than once in this load"),
+                            ));
+                        }
+                        row_ids.push(id);
                     }
-                };
-                if !seen.insert(id) {
-                    return Err(Error::input(
-                        &src.path,
-                        tb.location(row),
-                        Some("user_id"),
-                        format!("user_id '{user}' appears more than once in this load"),
-                    ));
-                }
-                row_ids.push(id);
-            }
-            stats.rows += tb.batch.num_rows() as u64;
-            let full = to_file_batch(&tb.batch, Arc::new(UInt32Array::from(row_ids.clone())), &columns, &schema)?;
-            let new_mask = arrow::array::BooleanArray::from(is_new.clone());
-            let new_rows = filter_record_batch(&full, &new_mask)?;
-            stats.new_users += new_rows.num_rows() as u64;
-            sink.write(&new_rows)?;
-            let upd_mask = arrow::compute::not(&new_mask)?;
-            let upd_rows = filter_record_batch(&full, &upd_mask)?;
-            if upd_rows.num_rows() > 0 {
-                let batch_idx = update_batches.len() as u32;
-                for (k, id) in row_ids.iter().zip(&is_new).filter(|(_, n)| !**n).map(|(id, _)| *id).enumerate() {
-                    updates.insert(id, (batch_idx, k as u32));
-                    updated.insert(id);
-                }
-                stats.updated_users += upd_rows.num_rows() as u64;
-                update_batches.push((upd_rows, present.clone()));
+                    stats.rows += tb.batch.num_rows() as u64;
+                    let full =
+                        to_file_batch(&tb.batch, Arc::new(UInt32Array::from(row_ids.clone())), &columns, &schema)?;
+                    let new_mask = arrow::array::BooleanArray::from(is_new.clone());
+                    let new_rows = filter_record_batch(&full, &new_mask)?;
+                    stats.new_users += new_rows.num_rows() as u64;
+                    if new_rows.num_rows() > 0 {
+                        // A closed channel means the writer failed; its error is reported below.
+                        to_writer.send(new_rows).map_err(|_| Error::Internal(CANCELLED.into()))?;
+                    }
+                    let upd_mask = arrow::compute::not(&new_mask)?;
+                    let upd_rows = filter_record_batch(&full, &upd_mask)?;
+                    if upd_rows.num_rows() > 0 {
+                        let batch_idx = update_batches.len() as u32;
+                        for (k, id) in row_ids.iter().zip(&is_new).filter(|(_, n)| !**n).map(|(id, _)| *id).enumerate()
+                        {
+                            updates.insert(id, (batch_idx, k as u32));
+                            updated.insert(id);
+                        }
+                        stats.updated_users += upd_rows.num_rows() as u64;
+                        update_batches.push((upd_rows, present.clone()));
+                    }
+                    Ok(())
+                })?;
             }
             Ok(())
-        })?;
-    }
-    let mut new_files = sink.finish()?;
+        })();
+        drop(to_writer);
+        let written = writer.join().unwrap_or_else(|_| Err(Error::Internal("the users writer thread panicked".into())));
+        (read, written)
+    });
+    // The writer's own error explains a reader stopped by the closed channel.
+    let mut new_files = match (read, written) {
+        (_, Err(e)) => return Err(e),
+        (Err(e), _) => return Err(e),
+        (Ok(()), Ok(files)) => files,
+    };
 
     // 3. Rewrite the files that hold updated users.
     let mut kept = Vec::new();
@@ -614,19 +644,29 @@ struct FactLoad {
     delta: IndexDelta,
 }
 
-/// Appends a fact table's files: every user_id must be known; the row id is stored beside it.
-fn load_facts(job: &Job<'_>, table: Table, files: &[SourceFile], ids: &IdMap) -> Result<FactLoad> {
-    let columns = crate::tables::contract_columns(table);
-    let schema = file_schema(&columns);
-    let mut sink = job.sink(table, Arc::clone(&schema), FACT_FILE_ROWS);
-    let mut per_source = Vec::with_capacity(files.len());
-    let mut delta = IndexDelta::default();
-    for src in files {
+/// Appends fact files taken from `queue` until it is empty: every user_id must be known; the row
+/// id is stored beside it. Returns what was loaded per table.
+fn load_facts(
+    job: &Job<'_>,
+    queue: &std::sync::Mutex<std::collections::VecDeque<SourceFile>>,
+    ids: &IdMap,
+) -> Result<Vec<FactLoad>> {
+    let mut loads: BTreeMap<Table, (Sink<'_>, FactLoad)> = BTreeMap::new();
+    loop {
+        let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_front();
+        let Some(src) = next else { break };
+        let table = src.table;
+        let columns = crate::tables::contract_columns(table);
+        let schema = file_schema(&columns);
+        let (sink, load) = loads.entry(table).or_insert_with(|| {
+            let load = FactLoad { table, files: Vec::new(), per_source: Vec::new(), delta: IndexDelta::default() };
+            (job.sink(table, Arc::clone(&schema), FACT_FILE_ROWS), load)
+        });
         let mut rows = 0u64;
-        let header = reader::read_header(src)?;
+        let header = reader::read_header(&src)?;
         let plan = plan_columns(table, &src.path, &header, &columns, |_| Ok(ColumnType::Utf8))?;
-        for_each_batch(job, src, plan, |tb| {
-            check_non_null(table, src, &tb)?;
+        for_each_batch(job, &src, plan, |tb| {
+            check_non_null(table, &src, &tb)?;
             let users = tb.batch.column(tb.batch.schema().index_of("user_id")?).as_string::<i32>();
             let mut row_ids = Vec::with_capacity(users.len());
             // Facts usually come grouped by user: remember the last lookup.
@@ -653,16 +693,22 @@ fn load_facts(job: &Job<'_>, table: Table, files: &[SourceFile], ids: &IdMap) ->
             rows += tb.batch.num_rows() as u64;
             match table {
                 Table::UserTags => {
-                    delta.add_tags(tb.batch.column(tb.batch.schema().index_of("tag")?).as_ref(), &row_ids)
+                    load.delta.add_tags(tb.batch.column(tb.batch.schema().index_of("tag")?).as_ref(), &row_ids)
                 }
                 Table::Purchases => {
-                    delta.add_purchases(tb.batch.column(tb.batch.schema().index_of("ts")?).as_ref(), &row_ids)
+                    load.delta.add_purchases(tb.batch.column(tb.batch.schema().index_of("ts")?).as_ref(), &row_ids)
                 }
                 _ => {}
             }
             sink.write(&to_file_batch(&tb.batch, Arc::new(UInt32Array::from(row_ids)), &columns, &schema)?)
         })?;
-        per_source.push((src.path.clone(), rows));
+        load.per_source.push((src.path.clone(), rows));
     }
-    Ok(FactLoad { table, files: sink.finish()?, per_source, delta })
+    loads
+        .into_values()
+        .map(|(sink, mut load)| {
+            load.files = sink.finish()?;
+            Ok(load)
+        })
+        .collect()
 }
