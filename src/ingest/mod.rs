@@ -196,8 +196,18 @@ fn run_import(
     let queue = std::sync::Mutex::new(std::collections::VecDeque::from(queue));
     let workers =
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, fact_sources.len().max(1));
-    let (results, users_values): (Vec<Result<Vec<FactLoad>>>, Option<Result<_>>) = std::thread::scope(|scope| {
+    let encode_ids = user_stats.new_users > 0 && writer.is_some();
+    let (results, users_values, id_segment) = std::thread::scope(|scope| {
         let users_index = build_users_index.then(|| scope.spawn(|| build_users_values(&users_files, &users_columns)));
+        // The dictionary segment of the new users is encoded meanwhile too (sorting 10 M keys takes seconds).
+        let ids_ref = &ids;
+        let id_segment = encode_ids.then(|| {
+            scope.spawn(move || {
+                let entries = ids_ref.entries_from(base.next_row_id);
+                let count = entries.len() as u64;
+                row_ids::encode_segment(entries).map(|bytes| (count, bytes))
+            })
+        });
         let handles: Vec<_> = (0..if fact_sources.is_empty() { 0 } else { workers })
             .map(|_| {
                 let (job, ids, queue) = (&job, &ids, &queue);
@@ -214,10 +224,14 @@ fn run_import(
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("an import thread panicked".into()))))
             .collect();
+        let results: Vec<Result<Vec<FactLoad>>> = results;
         let users_values =
             users_index.map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("the index thread panicked".into()))));
-        (results, users_values)
+        let id_segment: Option<Result<(u64, Vec<u8>)>> = id_segment
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("the dictionary thread panicked".into()))));
+        (results, users_values, id_segment)
     });
+    let id_segment = id_segment.transpose()?;
     let users_values = users_values.transpose()?;
     // Report the first real error, not the "cancelled" of the threads it stopped.
     let mut first_error = None;
@@ -262,11 +276,8 @@ fn run_import(
                 let bytes = write_next_index(previous.as_deref(), delta, users_values, &abs)?;
                 next.index = Some(IndexEntry { path: relative, bytes });
             }
-            if user_stats.new_users > 0 {
+            if let Some((entries, bytes)) = id_segment {
                 let (relative, abs) = w.new_file(layout::new_ids_file(w.next_version()))?;
-                let new_entries = ids.entries_from(base.next_row_id);
-                let entries = new_entries.len() as u64;
-                let bytes = row_ids::encode_segment(new_entries)?;
                 io::write_new(&abs, &bytes)?;
                 next.id_segments.push(IdSegment { path: relative, entries, bytes: bytes.len() as u64 });
             }
@@ -289,10 +300,25 @@ const CANCELLED: &str = "cancelled";
 /// Refuses fact files whose exact content was already loaded (or is given twice), since appending
 /// them again would double their rows. Returns each file's fingerprint.
 fn check_not_loaded(base: &Manifest, sources: &[SourceFile]) -> Result<Vec<String>> {
+    // Hash the files on every core: this runs before any loading starts.
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(1);
+    let chunk = sources.len().div_ceil(threads).max(1);
+    let fingerprints: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sources
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|s| fingerprint(&s.path)).collect::<Result<Vec<_>>>()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a hashing thread panicked".into()))))
+            .collect::<Result<Vec<Vec<String>>>>()
+    })?
+    .into_iter()
+    .flatten()
+    .collect();
     let mut seen: FxHashMap<String, &Path> = FxHashMap::default();
     let mut out = Vec::with_capacity(sources.len());
-    for src in sources {
-        let fp = fingerprint(&src.path)?;
+    for (src, fp) in sources.iter().zip(fingerprints) {
         if let Some(prev) = base.loaded_files.iter().find(|l| l.fingerprint == fp && l.table == src.table) {
             return Err(Error::input(
                 &src.path,
