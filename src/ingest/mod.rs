@@ -37,7 +37,7 @@ use crate::tables::{ColumnDef, ColumnType, ROW_ID_COLUMN, Table, file_schema};
 use contract::{ColumnPlan, plan_columns, widen};
 use reader::{BatchReader, SourceFile, TypedBatch};
 use row_ids::IdMap;
-use writer::{FACT_FILE_ROWS, TableSink, USERS_FILE_ROWS, is_missing};
+use writer::{FACT_FILE_ROWS, TableSink, USERS_FILE_ROWS};
 
 /// Called with (bytes done, bytes total) as the import progresses; must be cheap.
 pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
@@ -168,7 +168,10 @@ fn run_import(
     let needs_ids = !users.is_empty() || !fact_sources.is_empty();
     let mut ids = if needs_ids {
         let paths: Vec<PathBuf> = base.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
-        IdMap::load(&paths, base.next_row_id as usize)?
+        // Room for the known users and the incoming ones (counted from Parquet footers), so the
+        // map does not rehash its way up to 10 M entries.
+        let incoming: u64 = users.iter().map(reader::row_count_hint).sum();
+        IdMap::load(&paths, base.next_row_id as usize + incoming as usize)?
     } else {
         IdMap::default()
     };
@@ -382,18 +385,24 @@ fn for_each_batch(
 /// Checks the columns that may not be NULL or empty.
 fn check_non_null(table: Table, src: &SourceFile, batch: &TypedBatch) -> Result<()> {
     for name in table.non_null_columns() {
-        if let Ok(i) = batch.batch.schema().index_of(name) {
-            let col = batch.batch.column(i);
-            if (col.null_count() > 0 || col.as_string_opt::<i32>().is_some())
-                && let Some(row) = (0..col.len()).find(|&r| is_missing(col.as_ref(), r))
-            {
-                return Err(Error::input(
-                    &src.path,
-                    batch.location(row),
-                    Some(name),
-                    "the value is missing (it is required)",
-                ));
+        let Ok(i) = batch.batch.schema().index_of(name) else { continue };
+        let col = batch.batch.column(i);
+        let missing = match col.as_string_opt::<i32>() {
+            // An empty string is as missing as a NULL; offsets tell both apart without a downcast per row.
+            Some(text) => {
+                let offsets = text.value_offsets();
+                (0..text.len()).find(|&r| offsets[r + 1] == offsets[r] || text.is_null(r))
             }
+            None if col.null_count() > 0 => (0..col.len()).find(|&r| col.is_null(r)),
+            None => None,
+        };
+        if let Some(row) = missing {
+            return Err(Error::input(
+                &src.path,
+                batch.location(row),
+                Some(name),
+                "the value is missing (it is required)",
+            ));
         }
     }
     Ok(())
@@ -511,16 +520,21 @@ fn load_users(job: &Job<'_>, files: &[SourceFile], ids: &mut IdMap, next: &mut M
                     stats.rows += tb.batch.num_rows() as u64;
                     let full =
                         to_file_batch(&tb.batch, Arc::new(UInt32Array::from(row_ids.clone())), &columns, &schema)?;
+                    let new_count = is_new.iter().filter(|n| **n).count();
                     let new_mask = arrow::array::BooleanArray::from(is_new.clone());
-                    let new_rows = filter_record_batch(&full, &new_mask)?;
+                    // A first load is all new users: no copy through a filter then.
+                    let new_rows = match new_count {
+                        0 => full.slice(0, 0),
+                        n if n == full.num_rows() => full.clone(),
+                        _ => filter_record_batch(&full, &new_mask)?,
+                    };
                     stats.new_users += new_rows.num_rows() as u64;
                     if new_rows.num_rows() > 0 {
                         // A closed channel means the writer failed; its error is reported below.
                         to_writer.send(new_rows).map_err(|_| Error::Internal(CANCELLED.into()))?;
                     }
-                    let upd_mask = arrow::compute::not(&new_mask)?;
-                    let upd_rows = filter_record_batch(&full, &upd_mask)?;
-                    if upd_rows.num_rows() > 0 {
+                    if new_count < full.num_rows() {
+                        let upd_rows = filter_record_batch(&full, &arrow::compute::not(&new_mask)?)?;
                         let batch_idx = update_batches.len() as u32;
                         for (k, id) in row_ids.iter().zip(&is_new).filter(|(_, n)| !**n).map(|(id, _)| *id).enumerate()
                         {

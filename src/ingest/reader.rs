@@ -137,6 +137,16 @@ fn data_files_in(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The number of rows of a Parquet input (from its footer), or 0 when it is not known cheaply.
+pub fn row_count_hint(src: &SourceFile) -> u64 {
+    match src.format {
+        InputFormat::Parquet => {
+            parquet_builder(src).map(|b| b.metadata().file_metadata().num_rows().max(0) as u64).unwrap_or(0)
+        }
+        InputFormat::Csv => 0,
+    }
+}
+
 /// The column names of an input, in file order.
 pub fn read_header(src: &SourceFile) -> Result<Vec<String>> {
     match src.format {

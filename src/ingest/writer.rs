@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::AsArray;
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -155,9 +155,4 @@ impl<'w> TableSink<'w> {
         self.close_current()?;
         Ok((std::mem::take(&mut self.done), self.rows))
     }
-}
-
-/// True if the array holds a NULL or an empty string at `row`.
-pub fn is_missing(array: &dyn Array, row: usize) -> bool {
-    array.is_null(row) || array.as_string_opt::<i32>().is_some_and(|s| s.value(row).is_empty())
 }
