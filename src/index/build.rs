@@ -9,7 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Date32Type, Field, Schema, Int32Type, Int64Type, TimestampMicrosecondType, UInt32Type};
+use arrow::datatypes::{
+    DataType, Date32Type, Field, Int32Type, Int64Type, Schema, TimestampMicrosecondType, UInt32Type,
+};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use roaring::RoaringBitmap;
@@ -317,7 +319,9 @@ pub fn build_users_values(
                         }
                         let slot = match col.data_type() {
                             DataType::Utf8 => bitmaps.slot(col.as_string::<i32>().value(row)),
-                            DataType::Boolean => bitmaps.slot(if col.as_boolean().value(row) { "true" } else { "false" }),
+                            DataType::Boolean => {
+                                bitmaps.slot(if col.as_boolean().value(row) { "true" } else { "false" })
+                            }
                             DataType::Int32 => bitmaps.slot(&col.as_primitive::<Int32Type>().value(row).to_string()),
                             DataType::Int64 => bitmaps.slot(&col.as_primitive::<Int64Type>().value(row).to_string()),
                             _ => continue,
