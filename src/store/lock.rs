@@ -59,4 +59,34 @@ mod tests {
         drop(first);
         WriterLock::acquire(&path).expect("lock is free again");
     }
+
+    /// Before the retry, a lock released while another thread was starting a child process was
+    /// still held by the child until it exec'd, and the next writer of this process got `Locked`.
+    #[test]
+    fn a_released_lock_is_free_while_other_threads_spawn_processes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("LOCK");
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        /// Stops the spawning thread even when an assertion fails, so that the scope can end.
+        struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = std::process::Command::new("true").status();
+                }
+            });
+            let _stop = StopOnDrop(&stop);
+            for i in 0..300 {
+                let lock = WriterLock::acquire(&path);
+                assert!(lock.is_ok(), "attempt {i}: {lock:?}");
+                // Hold it for a moment, so that spawns overlap with a held lock.
+                std::thread::sleep(std::time::Duration::from_micros(500));
+            }
+        });
+    }
 }
