@@ -707,6 +707,12 @@ fn load_facts(
         let mut rows = 0u64;
         let header = reader::read_header(&src)?;
         let plan = plan_columns(table, &src.path, &header, &columns, |_| Ok(ColumnType::Utf8))?;
+        // A Parquet file that is exactly the contract's table is kept as it is, byte for byte, with
+        // its row ids in a companion file: re-encoding it would be most of the import's work.
+        let mut kept = match job.writer {
+            Some(w) if reader::matches_contract(&src, table)? => Some(KeptFile::new(w, table, &src)?),
+            _ => None,
+        };
         for_each_batch(job, &src, plan, |tb| {
             check_non_null(table, &src, &tb)?;
             let users = tb.batch.column(tb.batch.schema().index_of("user_id")?).as_string::<i32>();
@@ -742,15 +748,87 @@ fn load_facts(
                 }
                 _ => {}
             }
+            if let Some(kept) = kept.as_mut() {
+                return kept.add(&tb.batch, row_ids);
+            }
             sink.write(&to_file_batch(&tb.batch, Arc::new(UInt32Array::from(row_ids)), &columns, &schema)?)
         })?;
+        if let Some(kept) = kept {
+            load.files.push(kept.finish()?);
+        }
         load.per_source.push((src.path.clone(), rows));
     }
     loads
         .into_values()
         .map(|(sink, mut load)| {
-            load.files = sink.finish()?;
+            load.files.extend(sink.finish()?);
             Ok(load)
         })
         .collect()
+}
+
+/// A conforming fact file copied into the store as it is, plus the Parquet file of its row ids.
+struct KeptFile {
+    copy: (String, PathBuf),
+    row_ids: (String, PathBuf, parquet::arrow::ArrowWriter<File>),
+    row_ids_schema: SchemaRef,
+    rows: u64,
+    ts_range: Option<(i64, i64)>,
+}
+
+impl KeptFile {
+    fn new(writer: &StoreWriter, table: Table, src: &SourceFile) -> Result<KeptFile> {
+        let (rel, abs) = writer.new_file(layout::new_data_file(table.name(), writer.next_version()))?;
+        std::fs::copy(&src.path, &abs).io_context("copy into the store", &abs)?;
+        let (ids_rel, ids_abs) = writer.new_file(layout::new_row_ids_file(table.name(), writer.next_version()))?;
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+            ROW_ID_COLUMN,
+            arrow::datatypes::DataType::UInt32,
+            false,
+        )]));
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_dictionary_enabled(false)
+            .set_encoding(parquet::basic::Encoding::DELTA_BINARY_PACKED)
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .build();
+        let out = File::create(&ids_abs).io_context("create", &ids_abs)?;
+        let ids_writer = parquet::arrow::ArrowWriter::try_new(out, Arc::clone(&schema), Some(props))?;
+        Ok(KeptFile {
+            copy: (rel, abs),
+            row_ids: (ids_rel, ids_abs, ids_writer),
+            row_ids_schema: schema,
+            rows: 0,
+            ts_range: None,
+        })
+    }
+
+    fn add(&mut self, batch: &RecordBatch, row_ids: Vec<u32>) -> Result<()> {
+        if let Ok(i) = batch.schema().index_of("ts") {
+            let ts = batch.column(i).as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            if let (Some(lo), Some(hi)) = (arrow::compute::min(ts), arrow::compute::max(ts)) {
+                self.ts_range = Some(self.ts_range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+            }
+        }
+        self.rows += row_ids.len() as u64;
+        let ids = RecordBatch::try_new(Arc::clone(&self.row_ids_schema), vec![Arc::new(UInt32Array::from(row_ids))])?;
+        self.row_ids.2.write(&ids)?;
+        Ok(())
+    }
+
+    fn finish(self) -> Result<DataFile> {
+        let (ids_rel, ids_abs, ids_writer) = self.row_ids;
+        ids_writer.into_inner()?.sync_all().io_context("fsync", &ids_abs)?;
+        let (rel, abs) = self.copy;
+        let file = File::open(&abs).io_context("open", &abs)?;
+        file.sync_all().io_context("fsync", &abs)?;
+        let bytes = file.metadata().io_context("stat", &abs)?.len();
+        Ok(DataFile {
+            path: rel,
+            rows: self.rows,
+            bytes,
+            first_row_id: None,
+            ts_range: self.ts_range,
+            row_ids: Some(ids_rel),
+        })
+    }
 }

@@ -147,6 +147,19 @@ pub fn row_count_hint(src: &SourceFile) -> u64 {
     }
 }
 
+/// True if `src` is a Parquet file whose columns are exactly the contract's columns of `table`,
+/// in order and with the store's types, so that it can be kept as it is.
+pub fn matches_contract(src: &SourceFile, table: Table) -> Result<bool> {
+    if src.format != InputFormat::Parquet {
+        return Ok(false);
+    }
+    let builder = parquet_builder(src)?;
+    let fields = builder.schema().fields();
+    let columns = table.columns();
+    Ok(fields.len() == columns.len()
+        && fields.iter().zip(columns).all(|(f, c)| f.name() == c.name && f.data_type() == &c.ty.arrow_type()))
+}
+
 /// The column names of an input, in file order.
 pub fn read_header(src: &SourceFile) -> Result<Vec<String>> {
     match src.format {

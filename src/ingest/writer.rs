@@ -149,6 +149,7 @@ impl<'w> TableSink<'w> {
                 bytes,
                 first_row_id: file.first_row_id,
                 ts_range: file.ts_range,
+                row_ids: None,
             });
         }
         Ok(())

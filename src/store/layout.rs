@@ -50,6 +50,11 @@ pub fn new_data_file(table: &str, version: u64) -> String {
     format!("data/{table}/v{version:08}-{:016x}.parquet", rand::random::<u64>())
 }
 
+/// A fresh relative path for the row-id companion of a fact file kept as loaded.
+pub fn new_row_ids_file(table: &str, version: u64) -> String {
+    format!("data/{table}/v{version:08}-{:016x}.rowids", rand::random::<u64>())
+}
+
 /// A fresh relative path for an id-dictionary segment written for `version`.
 pub fn new_ids_file(version: u64) -> String {
     format!("ids/v{version:08}-{:016x}.ids", rand::random::<u64>())

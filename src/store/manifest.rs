@@ -63,6 +63,10 @@ pub struct DataFile {
     /// For fact files: the smallest and largest `ts` (microseconds), for pruning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ts_range: Option<(i64, i64)>,
+    /// For fact files kept exactly as loaded (they already matched the contract): the Parquet
+    /// file holding their `__row_id` column, row for row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_ids: Option<String>,
 }
 
 /// One segment of the id dictionary.
@@ -188,6 +192,7 @@ mod tests {
                 bytes: 10,
                 first_row_id: Some(0),
                 ts_range: None,
+                row_ids: None,
             }],
         );
         let bytes = m.to_bytes().unwrap();
