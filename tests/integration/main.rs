@@ -8,6 +8,7 @@ mod csv_quirks;
 mod custom_columns;
 mod idempotency;
 mod import_errors;
+mod kept_files;
 mod lock;
 mod snapshots;
 mod upsert;
