@@ -14,7 +14,7 @@ fn conforming_parquet_facts_are_kept_byte_for_byte_with_their_row_ids_beside_the
     let source = dir.path().join("source");
     generate(&GenOptions { users: 3000, seed: 5, out: source.clone(), format: GenFormat::Parquet }, &|_| {}).unwrap();
     let store = Store::open_or_create(dir.path().join("store")).unwrap();
-    store.import(&[source.clone()], &ImportOptions::default()).unwrap();
+    store.import(std::slice::from_ref(&source), &ImportOptions::default()).unwrap();
     let snapshot = store.snapshot().unwrap();
     let manifest = snapshot.manifest();
 
