@@ -803,12 +803,7 @@ impl KeptFile {
     }
 
     fn add(&mut self, batch: &RecordBatch, row_ids: Vec<u32>) -> Result<()> {
-        if let Ok(i) = batch.schema().index_of("ts") {
-            let ts = batch.column(i).as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
-            if let (Some(lo), Some(hi)) = (arrow::compute::min(ts), arrow::compute::max(ts)) {
-                self.ts_range = Some(self.ts_range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
-            }
-        }
+        writer::extend_ts_range(&mut self.ts_range, batch);
         self.rows += row_ids.len() as u64;
         let ids = RecordBatch::try_new(Arc::clone(&self.row_ids_schema), vec![Arc::new(UInt32Array::from(row_ids))])?;
         self.row_ids.2.write(&ids)?;

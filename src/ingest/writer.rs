@@ -112,15 +112,7 @@ impl<'w> TableSink<'w> {
                 file.first_row_id =
                     part.column(0).as_primitive::<arrow::datatypes::UInt32Type>().values().first().copied();
             }
-            if let Ok(ts) = part.schema().index_of("ts") {
-                let ts = part.column(ts).as_primitive::<TimestampMicrosecondType>();
-                if let (Some(lo), Some(hi)) = (arrow::compute::min(ts), arrow::compute::max(ts)) {
-                    file.ts_range = Some(match file.ts_range {
-                        Some((a, b)) => (a.min(lo), b.max(hi)),
-                        None => (lo, hi),
-                    });
-                }
-            }
+            extend_ts_range(&mut file.ts_range, &part);
             file.writer.write(&part)?;
             file.rows += take as u64;
             self.rows += take as u64;
@@ -159,5 +151,14 @@ impl<'w> TableSink<'w> {
     pub fn finish(mut self) -> Result<(Vec<DataFile>, u64)> {
         self.close_current()?;
         Ok((std::mem::take(&mut self.done), self.rows))
+    }
+}
+
+/// Widens `range` to the smallest and largest `ts` of `batch` (if it has a `ts` column).
+pub fn extend_ts_range(range: &mut Option<(i64, i64)>, batch: &RecordBatch) {
+    let Ok(i) = batch.schema().index_of("ts") else { return };
+    let ts = batch.column(i).as_primitive::<TimestampMicrosecondType>();
+    if let (Some(lo), Some(hi)) = (arrow::compute::min(ts), arrow::compute::max(ts)) {
+        *range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
     }
 }
