@@ -6,7 +6,7 @@
 //! users files ─ plan schema (custom columns typed) ─ upsert by user_id ─┬─ new users → new files (row-id order)
 //!                                                                       └─ updated users → rewrite the files holding them
 //! products/channels ─ upsert by key → one new file per table
-//! purchases/events/user_tags ─ refuse already-loaded files ─ user_id → row id ─ append (one thread per table)
+//! purchases/events/user_tags ─ refuse already-loaded files ─ user_id → row id ─ append (a file queue, one worker per core)
 //! ```
 
 pub mod contract;
