@@ -152,6 +152,17 @@ impl IndexSet {
         Ok(out)
     }
 
+    /// Every tag name in the index, sorted (reads the directory only).
+    pub fn tag_names(&self) -> Vec<String> {
+        let Some(file) = &self.file else { return Vec::new() };
+        file.directory.keys().filter(|(k, _, _)| *k == BitmapKind::Tag).map(|(_, n, _)| n.clone()).collect()
+    }
+
+    /// Every tag with the number of users carrying it, sorted by name.
+    pub fn tag_sizes(&self) -> Result<Vec<(String, u64)>> {
+        self.tag_names().into_iter().map(|t| Ok((t.clone(), self.get(BitmapKind::Tag, &t, "")?.len()))).collect()
+    }
+
     /// The value keys of an indexed column (for completion and EXPLAIN).
     pub fn values(&self, column: &str) -> Vec<String> {
         let Some(file) = &self.file else { return Vec::new() };

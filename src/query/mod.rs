@@ -62,6 +62,8 @@ pub struct Session {
     snapshot: Snapshot,
     /// Read by the users provider and the audience rule; flipped by `SET persona.use_indexes`.
     use_indexes: Arc<AtomicBool>,
+    /// The snapshot's bitmap indexes (tags, values, ranges, days).
+    index: Arc<IndexSet>,
 }
 
 impl std::fmt::Debug for Session {
@@ -113,16 +115,17 @@ impl Session {
             ctx.register_udf(ScalarUDF::new_from_impl(now::PinnedNow::new(nanos)));
             ctx.register_udf(ScalarUDF::new_from_impl(now::PinnedDate::new(nanos)));
         }
+        let index = open_index(&snapshot)?;
         for table in Table::ALL {
             let plain = table_provider(&snapshot, table)?;
             let provider: Arc<dyn TableProvider> = if table == Table::Users {
-                Arc::new(users_table(&snapshot, plain, Arc::clone(&use_indexes))?)
+                Arc::new(users_table(&snapshot, plain, Arc::clone(&index), Arc::clone(&use_indexes))?)
             } else {
                 plain
             };
             ctx.register_table(table.name(), provider)?;
         }
-        Ok(Session { ctx, snapshot, use_indexes })
+        Ok(Session { ctx, snapshot, use_indexes, index })
     }
 
     /// Whether audience predicates are answered from the indexes.
@@ -137,6 +140,11 @@ impl Session {
 
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot
+    }
+
+    /// The snapshot's bitmap indexes (tag names and sizes, value lists, bitmaps).
+    pub fn index(&self) -> &Arc<IndexSet> {
+        &self.index
     }
 
     /// Plans one SQL statement and returns it as a DataFrame (lazy; nothing runs yet, except for
@@ -188,15 +196,21 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     Ok(statements.into_iter().collect())
 }
 
+/// Opens the snapshot's index file (an empty index when the store has none).
+fn open_index(snapshot: &Snapshot) -> Result<Arc<IndexSet>> {
+    let manifest = snapshot.manifest();
+    let index_path = manifest.index.as_ref().map(|i| layout::resolve(snapshot.root(), &i.path));
+    Ok(Arc::new(IndexSet::open(index_path.as_deref(), manifest.next_row_id)?))
+}
+
 /// The users provider with bitmap pushdown over the snapshot's index.
 fn users_table(
     snapshot: &Snapshot,
     plain: Arc<dyn TableProvider>,
+    index: Arc<IndexSet>,
     use_indexes: Arc<AtomicBool>,
 ) -> Result<users_provider::UsersTable> {
     let manifest = snapshot.manifest();
-    let index_path = manifest.index.as_ref().map(|i| layout::resolve(snapshot.root(), &i.path));
-    let index = Arc::new(IndexSet::open(index_path.as_deref(), manifest.next_row_id)?);
     let files = manifest
         .files(Table::Users)
         .iter()
