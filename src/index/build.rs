@@ -12,9 +12,10 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{
     DataType, Date32Type, Field, Int32Type, Int64Type, Schema, TimestampMicrosecondType, UInt32Type,
 };
+use chrono::Datelike;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
-use roaring::RoaringBitmap;
+use roaring::{MultiOps, RoaringBitmap};
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, IoContext, Result};
@@ -29,7 +30,159 @@ pub const MAX_DISTINCT_VALUES: usize = 1024;
 #[derive(Debug, Default)]
 pub struct IndexDelta {
     pub tags: FxHashMap<String, BitmapBuilder>,
-    pub purchase_days: FxHashMap<i64, BitmapBuilder>,
+    /// Activity streams by name (see [`BitmapKind::ActivityDay`]), each by day.
+    pub streams: Streams,
+    /// Stream families this delta covers completely (they start here or are rebuilt from every
+    /// fact row): the previous version's bitmaps of these families are replaced, not merged.
+    pub complete_families: BTreeSet<String>,
+}
+
+/// The stream families: users active per day in all purchases, per purchase channel, per
+/// purchased product category, and per event type.
+pub const FAMILY_PURCHASES: &str = "purchases";
+pub const FAMILY_PURCHASE_CHANNEL: &str = "purchases.channel_id";
+pub const FAMILY_PURCHASE_CATEGORY: &str = "purchases.category";
+pub const FAMILY_EVENT_TYPE: &str = "events.event_type";
+
+/// The name of the stream of `family` for `value` (`purchases.channel_id=wechat`); the family
+/// `purchases` has one stream named after it.
+pub fn stream_name(family: &str, value: Option<&str>) -> String {
+    match value {
+        Some(v) => format!("{family}={v}"),
+        None => family.to_string(),
+    }
+}
+
+/// The family a stream name belongs to.
+pub fn family_of(stream: &str) -> &str {
+    stream.split_once('=').map_or(stream, |(f, _)| f)
+}
+
+/// Activity streams being built: names to slots, and per slot its day bitmaps.
+#[derive(Debug, Default)]
+pub struct Streams {
+    slots: FxHashMap<String, usize>,
+    days: Vec<(String, DayBitmaps)>,
+}
+
+impl Streams {
+    /// The slot of a stream, created on first use.
+    pub fn slot(&mut self, name: &str) -> usize {
+        if let Some(&slot) = self.slots.get(name) {
+            return slot;
+        }
+        self.days.push((name.to_string(), DayBitmaps::default()));
+        self.slots.insert(name.to_string(), self.days.len() - 1);
+        self.days.len() - 1
+    }
+
+    pub fn add(&mut self, slot: usize, day: i64, id: u32) {
+        self.days[slot].1.add(day, id);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.days.is_empty()
+    }
+
+    /// Keeps only the streams of `family`.
+    pub fn retain_family(&mut self, family: &str) {
+        self.days.retain(|(name, _)| family_of(name) == family);
+        self.slots = self.days.iter().enumerate().map(|(i, (name, _))| (name.clone(), i)).collect();
+    }
+
+    /// The families that have at least one stream here.
+    pub fn families(&self) -> BTreeSet<String> {
+        self.days.iter().map(|(name, _)| family_of(name).to_string()).collect()
+    }
+
+    fn merge(&mut self, other: Streams) {
+        for (name, days) in other.days {
+            let slot = self.slot(&name);
+            self.days[slot].1.merge(days);
+        }
+    }
+}
+
+/// A stream's bitmaps by day: a dense window of days around the first one seen (no hashing per
+/// row), and a map for days far outside it.
+#[derive(Debug, Default)]
+pub struct DayBitmaps {
+    first: i64,
+    window: Vec<BitmapBuilder>,
+    far: FxHashMap<i64, BitmapBuilder>,
+}
+
+impl DayBitmaps {
+    /// Days held densely: about 11 years either side of the first day seen.
+    const WINDOW: i64 = 8192;
+
+    fn add(&mut self, day: i64, id: u32) {
+        if self.window.is_empty() {
+            self.first = day - Self::WINDOW / 2;
+            self.window.resize_with(Self::WINDOW as usize, BitmapBuilder::default);
+        }
+        let at = day - self.first;
+        if (0..Self::WINDOW).contains(&at) {
+            self.window[at as usize].add(id);
+        } else {
+            self.far.entry(day).or_default().add(id);
+        }
+    }
+
+    fn merge(&mut self, other: DayBitmaps) {
+        for (day, bm) in other.into_days() {
+            let b = BitmapBuilder { bitmap: bm, ..Default::default() };
+            match self.far.get_mut(&day) {
+                Some(existing) => existing.merge(b),
+                None => {
+                    self.far.insert(day, b);
+                }
+            }
+        }
+    }
+
+    /// Every non-empty day with its bitmap.
+    fn into_days(self) -> Vec<(i64, RoaringBitmap)> {
+        let first = self.first;
+        let mut by_day: BTreeMap<i64, RoaringBitmap> = BTreeMap::new();
+        for (i, b) in self.window.into_iter().enumerate() {
+            let bm = b.finish();
+            if !bm.is_empty() {
+                by_day.insert(first + i as i64, bm);
+            }
+        }
+        for (day, b) in self.far {
+            *by_day.entry(day).or_default() |= b.finish();
+        }
+        by_day.into_iter().collect()
+    }
+}
+
+/// The first day (days since 1970-01-01) of the calendar month holding `day`.
+pub fn month_start(day: i64) -> i64 {
+    const UNIX_EPOCH_CE: i64 = 719_163;
+    let date = i32::try_from(day + UNIX_EPOCH_CE).ok().and_then(chrono::NaiveDate::from_num_days_from_ce_opt);
+    match date.and_then(|d| d.with_day(1)) {
+        Some(first) => i64::from(first.num_days_from_ce()) - UNIX_EPOCH_CE,
+        None => day,
+    }
+}
+
+/// Maps each purchase's product to its category stream (the products of the store after this
+/// import's upserts).
+#[derive(Debug, Default)]
+pub struct ProductCategories {
+    by_product: FxHashMap<String, String>,
+}
+
+impl ProductCategories {
+    pub fn new(by_product: FxHashMap<String, String>) -> ProductCategories {
+        ProductCategories { by_product }
+    }
+
+    pub fn category(&self, product_id: &str) -> Option<&str> {
+        self.by_product.get(product_id).map(String::as_str)
+    }
 }
 
 impl IndexDelta {
@@ -50,23 +203,90 @@ impl IndexDelta {
         }
     }
 
-    /// Records purchases rows.
-    pub fn add_purchases(&mut self, ts: &dyn Array, row_ids: &[u32]) {
+    /// Records purchases rows: the day of each in the stream of all purchases, of its channel and
+    /// of its product's category (`categories` is `None` when the category family is not built
+    /// by this delta).
+    pub fn add_purchases(
+        &mut self,
+        ts: &dyn Array,
+        channel: &dyn Array,
+        product: &dyn Array,
+        categories: Option<&ProductCategories>,
+        row_ids: &[u32],
+    ) {
         let ts = ts.as_primitive::<TimestampMicrosecondType>();
-        for (t, id) in ts.iter().zip(row_ids) {
-            if let Some(t) = t {
-                self.purchase_days.entry(day_of(t)).or_default().add(*id);
+        let channel = channel.as_string::<i32>();
+        let product = product.as_string::<i32>();
+        let all = self.streams.slot(FAMILY_PURCHASES);
+        let mut channel_slots: FxHashMap<&str, usize> = FxHashMap::default();
+        let mut category_slots: FxHashMap<&str, usize> = FxHashMap::default();
+        for (row, id) in row_ids.iter().enumerate() {
+            if ts.is_null(row) {
+                continue;
+            }
+            let day = day_of(ts.value(row));
+            self.streams.add(all, day, *id);
+            if channel.is_valid(row) {
+                let c = channel.value(row);
+                let slot = match channel_slots.get(c) {
+                    Some(&s) => s,
+                    None => {
+                        let s = self.streams.slot(&stream_name(FAMILY_PURCHASE_CHANNEL, Some(c)));
+                        channel_slots.insert(c, s);
+                        s
+                    }
+                };
+                self.streams.add(slot, day, *id);
+            }
+            if let Some(categories) = categories
+                && product.is_valid(row)
+                && let Some(category) = categories.category(product.value(row))
+            {
+                let slot = match category_slots.get(category) {
+                    Some(&s) => s,
+                    None => {
+                        let s = self.streams.slot(&stream_name(FAMILY_PURCHASE_CATEGORY, Some(category)));
+                        category_slots.insert(category, s);
+                        s
+                    }
+                };
+                self.streams.add(slot, day, *id);
             }
         }
+    }
+
+    /// Records events rows: the day of each in the stream of its event type.
+    pub fn add_events(&mut self, ts: &dyn Array, event_type: &dyn Array, row_ids: &[u32]) {
+        let ts = ts.as_primitive::<TimestampMicrosecondType>();
+        let event_type = event_type.as_string::<i32>();
+        let mut slots: FxHashMap<&str, usize> = FxHashMap::default();
+        for (row, id) in row_ids.iter().enumerate() {
+            if ts.is_null(row) || event_type.is_null(row) {
+                continue;
+            }
+            let t = event_type.value(row);
+            let slot = match slots.get(t) {
+                Some(&s) => s,
+                None => {
+                    let s = self.streams.slot(&stream_name(FAMILY_EVENT_TYPE, Some(t)));
+                    slots.insert(t, s);
+                    s
+                }
+            };
+            self.streams.add(slot, day_of(ts.value(row)), *id);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty() && self.streams.is_empty() && self.complete_families.is_empty()
     }
 
     pub fn merge(&mut self, other: IndexDelta) {
         for (k, bm) in other.tags {
             self.tags.entry(k).or_default().merge(bm);
         }
-        for (k, bm) in other.purchase_days {
-            self.purchase_days.entry(k).or_default().merge(bm);
-        }
+        self.streams.merge(other.streams);
+        self.complete_families.extend(other.complete_families);
     }
 
     fn into_keyed(self) -> BTreeMap<BitmapKey, RoaringBitmap> {
@@ -74,22 +294,35 @@ impl IndexDelta {
         for (tag, bm) in self.tags {
             out.insert((BitmapKind::Tag, tag, String::new()), bm.finish());
         }
-        for (day, bm) in self.purchase_days {
-            out.insert((BitmapKind::PurchaseDay, String::new(), day.to_string()), bm.finish());
+        for (name, days) in self.streams.days {
+            let mut months: BTreeMap<i64, Vec<RoaringBitmap>> = BTreeMap::new();
+            for (day, bm) in days.into_days() {
+                months.entry(month_start(day)).or_default().push(bm.clone());
+                out.insert((BitmapKind::ActivityDay, name.clone(), day.to_string()), bm);
+            }
+            for (month, bms) in months {
+                out.insert((BitmapKind::ActivityMonth, name.clone(), month.to_string()), bms.into_iter().union());
+            }
         }
         out
     }
 }
 
 /// Writes the next version's index to `out`: the previous index (if any) merged with `delta`,
-/// and the users value bitmaps replaced by `users_values` when given.
+/// and the users value bitmaps replaced by `users_values` when given. Stream families the delta
+/// holds completely replace the previous ones and are marked complete; other families merge by
+/// union and keep the mark they had.
 pub fn write_next_index(
     previous: Option<&Path>,
     delta: IndexDelta,
     users_values: Option<BTreeMap<BitmapKey, RoaringBitmap>>,
     out: &Path,
 ) -> Result<u64> {
+    let complete = delta.complete_families.clone();
     let mut added = delta.into_keyed();
+    for family in &complete {
+        added.insert((BitmapKind::StreamFamily, family.clone(), String::new()), RoaringBitmap::new());
+    }
     let mut writer = IndexWriter::create(out)?;
     let is_users_entry = |k: &BitmapKey| {
         matches!(
@@ -101,9 +334,16 @@ pub fn write_next_index(
                 | BitmapKind::RangeBase
         )
     };
+    let is_replaced_stream = |k: &BitmapKey| match k.0 {
+        BitmapKind::PurchaseDay => true,
+        BitmapKind::ActivityDay | BitmapKind::ActivityMonth | BitmapKind::StreamFamily => {
+            complete.contains(family_of(&k.1))
+        }
+        _ => false,
+    };
     if let Some(prev) = previous.map(IndexFile::open).transpose()? {
         for (key, extent) in &prev.directory {
-            if users_values.is_some() && is_users_entry(key) {
+            if (users_values.is_some() && is_users_entry(key)) || is_replaced_stream(key) {
                 continue;
             }
             match added.remove(key) {
@@ -155,7 +395,7 @@ pub struct BitmapBuilder {
 }
 
 impl BitmapBuilder {
-    const FLUSH_AT: usize = 1024;
+    const FLUSH_AT: usize = 256;
 
     pub fn add(&mut self, id: u32) {
         if self.pending.last().is_some_and(|&last| last >= id) {

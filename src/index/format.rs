@@ -32,7 +32,8 @@ pub enum BitmapKind {
     Value = 2,
     /// Users whose column `name` is NULL.
     Null = 3,
-    /// Users with a purchase on a day; name empty, key = day number (days since 1970-01-01).
+    /// Users with a purchase on a day; name empty, key = day number. Written by the first stores;
+    /// superseded by `ActivityDay` stream "purchases", dropped at the next commit.
     PurchaseDay = 4,
     /// Bit `key` of the bit-sliced range index of column `name`: users whose value minus the
     /// column's base has that bit set.
@@ -41,6 +42,14 @@ pub enum BitmapKind {
     RangeBase = 6,
     /// Marks column `name` as value-indexed (the bitmap is empty).
     ValueColumn = 7,
+    /// Users with activity in stream `name` (e.g. `purchases`, `purchases.channel_id=wechat`,
+    /// `purchases.category=skincare`, `events.event_type=cart`) on day `key` (days since 1970-01-01, UTC).
+    ActivityDay = 8,
+    /// The union of a stream's days in one calendar month; key = the month's first day number.
+    ActivityMonth = 9,
+    /// Marks stream family `name` (`purchases`, `purchases.channel_id`, ...) as complete: every
+    /// row of the facts is in its day and month bitmaps (the bitmap is empty).
+    StreamFamily = 10,
 }
 
 impl BitmapKind {
@@ -53,6 +62,9 @@ impl BitmapKind {
             5 => BitmapKind::RangeBit,
             6 => BitmapKind::RangeBase,
             7 => BitmapKind::ValueColumn,
+            8 => BitmapKind::ActivityDay,
+            9 => BitmapKind::ActivityMonth,
+            10 => BitmapKind::StreamFamily,
             _ => return None,
         })
     }

@@ -1,5 +1,6 @@
 //! Roaring-bitmap indexes over dense user row ids: which users carry a tag, have a value in a
-//! low-cardinality users column (or NULL there), or purchased on a day. One index file per
+//! low-cardinality users column (or NULL there), fall in a range of a numeric column, or were
+//! active on a day (purchased, through a channel, in a category; had an event of a type). One index file per
 //! committed version; opening reads its directory only, bitmaps load on first use and stay in a
 //! bounded cache.
 
@@ -10,7 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use roaring::RoaringBitmap;
+use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::Result;
 use format::{BitmapKey, BitmapKind, IndexFile};
@@ -135,21 +136,55 @@ impl IndexSet {
         Ok(bm)
     }
 
-    /// Users who purchased on any whole day in `first_day..=last_day`.
-    pub fn purchased_on_days(&self, first_day: i64, last_day: i64) -> Result<RoaringBitmap> {
-        let mut out = RoaringBitmap::new();
-        let Some(file) = &self.file else { return Ok(out) };
-        let lo = (BitmapKind::PurchaseDay, String::new(), String::new());
-        for ((kind, _, key), _) in file.directory.range(lo..) {
-            if *kind != BitmapKind::PurchaseDay {
+    /// Whether stream family `family` (`purchases`, `purchases.channel_id`, ...) is complete: every
+    /// fact row is in its bitmaps, so that they answer exactly.
+    pub fn has_family(&self, family: &str) -> bool {
+        self.contains(&(BitmapKind::StreamFamily, family.to_string(), String::new()))
+    }
+
+    /// The streams of `family` present in the index (`purchases.channel_id=wechat`, ...).
+    pub fn family_streams(&self, family: &str) -> Vec<String> {
+        let Some(file) = &self.file else { return Vec::new() };
+        let prefix = format!("{family}=");
+        let lo = (BitmapKind::ActivityMonth, prefix.clone(), String::new());
+        let mut out: Vec<String> = Vec::new();
+        for ((kind, name, _), _) in file.directory.range(lo..) {
+            if *kind != BitmapKind::ActivityMonth || !name.starts_with(&prefix) {
                 break;
             }
-            let Ok(day) = key.parse::<i64>() else { continue };
-            if (first_day..=last_day).contains(&day) {
-                out |= &*self.get(BitmapKind::PurchaseDay, "", key)?;
+            if out.last() != Some(name) {
+                out.push(name.clone());
             }
         }
-        Ok(out)
+        out
+    }
+
+    /// Users active in `stream` on any day of `first_day..=last_day`: whole calendar months inside
+    /// the window from the month roll-ups, the remaining days from the day bitmaps.
+    pub fn active_on_days(&self, stream: &str, first_day: i64, last_day: i64) -> Result<RoaringBitmap> {
+        let Some(file) = &self.file else { return Ok(RoaringBitmap::new()) };
+        let entries = |kind: BitmapKind| {
+            let lo = (kind, stream.to_string(), String::new());
+            file.directory
+                .range(lo..)
+                .take_while(move |((k, n, _), _)| *k == kind && n == stream)
+                .filter_map(|((_, _, key), _)| Some((key.parse::<i64>().ok()?, key)))
+        };
+        let mut parts: Vec<Arc<RoaringBitmap>> = Vec::new();
+        let mut covered: Vec<(i64, i64)> = Vec::new();
+        for (month, key) in entries(BitmapKind::ActivityMonth) {
+            let month_last = build::month_start(month + 31) - 1;
+            if month >= first_day && month_last <= last_day {
+                parts.push(self.get(BitmapKind::ActivityMonth, stream, key)?);
+                covered.push((month, month_last));
+            }
+        }
+        for (day, key) in entries(BitmapKind::ActivityDay) {
+            if (first_day..=last_day).contains(&day) && !covered.iter().any(|(a, b)| (*a..=*b).contains(&day)) {
+                parts.push(self.get(BitmapKind::ActivityDay, stream, key)?);
+            }
+        }
+        Ok(parts.iter().map(|b| b.as_ref()).union())
     }
 
     /// Every tag name in the index, sorted (reads the directory only).

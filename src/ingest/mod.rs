@@ -30,7 +30,11 @@ use roaring::RoaringBitmap;
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, InputLocation, IoContext, Result};
-use crate::index::build::{IndexDelta, build_users_values, write_next_index};
+use crate::index::build::{
+    FAMILY_EVENT_TYPE, FAMILY_PURCHASE_CATEGORY, FAMILY_PURCHASE_CHANNEL, FAMILY_PURCHASES, IndexDelta,
+    ProductCategories, build_users_values, write_next_index,
+};
+use crate::store::fact_rows;
 use crate::store::manifest::{DataFile, IdSegment, IndexEntry, LoadedFile, Manifest};
 use crate::store::{Store, StoreWriter, io, layout};
 use crate::tables::{ColumnDef, ColumnType, ROW_ID_COLUMN, Table, file_schema};
@@ -188,6 +192,17 @@ fn run_import(
             rows.insert(table, n);
         }
     }
+    // Purchases are indexed per product category: the categories after this import's upserts. A
+    // changed products table means the category bitmaps of earlier purchases are rebuilt too.
+    let loads_purchases = fact_sources.iter().any(|s| s.table == Table::Purchases);
+    let products_changed = !by_table(Table::Products).is_empty()
+        && fact_rows::product_categories(root, base)? != fact_rows::product_categories(root, &next)?;
+    let rebuild_categories = products_changed && !base.files(Table::Purchases).is_empty() && writer.is_some();
+    let categories = if loads_purchases || rebuild_categories {
+        Some(ProductCategories::new(fact_rows::product_categories(root, &next)?))
+    } else {
+        None
+    };
     // The users value and range bitmaps are built from the new users files while the facts load.
     let users_files: Vec<PathBuf> = next.files(Table::Users).iter().map(|f| layout::resolve(root, &f.path)).collect();
     let users_columns = next.users_columns.clone();
@@ -213,9 +228,9 @@ fn run_import(
         });
         let handles: Vec<_> = (0..if fact_sources.is_empty() { 0 } else { workers })
             .map(|_| {
-                let (job, ids, queue) = (&job, &ids, &queue);
+                let (job, ids, queue, categories) = (&job, &ids, &queue, categories.as_ref());
                 scope.spawn(move || {
-                    let r = load_facts(job, queue, ids);
+                    let r = load_facts(job, queue, ids, categories);
                     if r.is_err() {
                         job.cancelled.store(true, Ordering::Relaxed);
                     }
@@ -259,6 +274,19 @@ fn run_import(
     if let Some(e) = first_error {
         return Err(e);
     }
+    // Families that start with this import hold every row; the others merge into what exists.
+    let starts = |t: Table| base.files(t).is_empty() && rows.get(&t).is_some_and(|&n| n > 0);
+    if starts(Table::Purchases) {
+        delta
+            .complete_families
+            .extend([FAMILY_PURCHASES, FAMILY_PURCHASE_CHANNEL, FAMILY_PURCHASE_CATEGORY].map(str::to_string));
+    }
+    if starts(Table::Events) {
+        delta.complete_families.insert(FAMILY_EVENT_TYPE.to_string());
+    }
+    if rebuild_categories && let Some(categories) = &categories {
+        rebuild_category_streams(root, base, categories, &mut delta)?;
+    }
     let version = next.version + 1;
     for (src, fingerprint) in fact_sources.iter().zip(fingerprints) {
         next.loaded_files.push(LoadedFile {
@@ -272,7 +300,7 @@ fn run_import(
 
     let committed = match writer {
         Some(w) => {
-            let has_delta = !delta.tags.is_empty() || !delta.purchase_days.is_empty();
+            let has_delta = !delta.is_empty();
             if users_values.is_some() || has_delta {
                 let previous = base.index.as_ref().map(|i| layout::resolve(root, &i.path));
                 let (relative, abs) = w.new_file(layout::new_index_file(w.next_version()))?;
@@ -692,6 +720,7 @@ fn load_facts(
     job: &Job<'_>,
     queue: &std::sync::Mutex<std::collections::VecDeque<SourceFile>>,
     ids: &IdMap,
+    categories: Option<&ProductCategories>,
 ) -> Result<Vec<FactLoad>> {
     let mut loads: BTreeMap<Table, (Sink<'_>, FactLoad)> = BTreeMap::new();
     loop {
@@ -744,7 +773,20 @@ fn load_facts(
                     load.delta.add_tags(tb.batch.column(tb.batch.schema().index_of("tag")?).as_ref(), &row_ids)
                 }
                 Table::Purchases => {
-                    load.delta.add_purchases(tb.batch.column(tb.batch.schema().index_of("ts")?).as_ref(), &row_ids)
+                    let column =
+                        |name: &str| -> Result<&ArrayRef> { Ok(tb.batch.column(tb.batch.schema().index_of(name)?)) };
+                    load.delta.add_purchases(
+                        column("ts")?.as_ref(),
+                        column("channel_id")?.as_ref(),
+                        column("product_id")?.as_ref(),
+                        categories,
+                        &row_ids,
+                    )
+                }
+                Table::Events => {
+                    let column =
+                        |name: &str| -> Result<&ArrayRef> { Ok(tb.batch.column(tb.batch.schema().index_of(name)?)) };
+                    load.delta.add_events(column("ts")?.as_ref(), column("event_type")?.as_ref(), &row_ids)
                 }
                 _ => {}
             }
@@ -765,6 +807,36 @@ fn load_facts(
             Ok(load)
         })
         .collect()
+}
+
+/// Rebuilds the category streams of the purchases already in the store (their products' categories
+/// changed); the new purchases are in `delta` already, so the family becomes complete.
+fn rebuild_category_streams(
+    root: &Path,
+    base: &Manifest,
+    categories: &ProductCategories,
+    delta: &mut IndexDelta,
+) -> Result<()> {
+    let mut rebuilt = IndexDelta::default();
+    for file in base.files(Table::Purchases) {
+        fact_rows::for_each_fact_batch(root, file, &["ts", "product_id"], |batch, row_ids| {
+            let none = new_null_array(&arrow::datatypes::DataType::Utf8, batch.num_rows());
+            rebuilt.add_purchases(
+                batch.column(0).as_ref(),
+                none.as_ref(),
+                batch.column(1).as_ref(),
+                Some(categories),
+                row_ids,
+            );
+            Ok(())
+        })?;
+    }
+    // The rebuild also passed every old purchase through the all-purchases stream: keep only the
+    // category streams of it.
+    rebuilt.streams.retain_family(FAMILY_PURCHASE_CATEGORY);
+    delta.merge(rebuilt);
+    delta.complete_families.insert(FAMILY_PURCHASE_CATEGORY.to_string());
+    Ok(())
 }
 
 /// A conforming fact file copied into the store as it is, plus the Parquet file of its row ids.

@@ -13,24 +13,32 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::Transformed;
-use datafusion::common::{Result, ScalarValue};
-use datafusion::datasource::source_as_provider;
+use datafusion::common::{Column, Result, ScalarValue};
+use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
-    BinaryExpr, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, ScalarUDF, expr::InList, lit,
+    Aggregate, BinaryExpr, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, ScalarUDF, expr::InList, lit,
 };
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 
-use crate::index::{DAY_MICROS, day_of};
+use crate::index::build::{
+    FAMILY_EVENT_TYPE, FAMILY_PURCHASE_CATEGORY, FAMILY_PURCHASE_CHANNEL, FAMILY_PURCHASES, stream_name,
+};
+use crate::index::{DAY_MICROS, IndexSet, day_of};
 use crate::query::bitmap_expr::AudienceSpec;
 use crate::query::users_provider::UsersTable;
 
-/// Rewrites semi/anti joins into the facts as users filters (see the module doc).
+/// Rewrites semi/anti joins into the facts, and distinct users of the facts, as users filters
+/// (see the module doc).
 #[derive(Debug)]
 pub struct AudienceRule {
     pub udf: Arc<ScalarUDF>,
     pub use_indexes: Arc<AtomicBool>,
+    pub index: Arc<IndexSet>,
+    /// The users table, scanned in place of the facts when only their distinct users are asked.
+    pub users: Arc<dyn TableProvider>,
 }
 
 impl OptimizerRule for AudienceRule {
@@ -46,28 +54,99 @@ impl OptimizerRule for AudienceRule {
         if !self.use_indexes.load(Ordering::Relaxed) {
             return Ok(Transformed::no(plan));
         }
-        let LogicalPlan::Join(join) = &plan else { return Ok(Transformed::no(plan)) };
-        if !matches!(join.join_type, JoinType::LeftSemi | JoinType::LeftAnti)
-            || join.filter.is_some()
-            || join.on.len() != 1
-        {
-            return Ok(Transformed::no(plan));
+        match &plan {
+            LogicalPlan::Join(join) => {
+                let Some(left_key) = user_id_semi_join(join) else { return Ok(Transformed::no(plan)) };
+                if !reads_users(&join.left) {
+                    return Ok(Transformed::no(plan));
+                }
+                let Some(spec) = fact_audience(&join.right, &self.index) else { return Ok(Transformed::no(plan)) };
+                let predicate = self.call(left_key.clone(), &spec, join.join_type == JoinType::LeftAnti)?;
+                let rewritten = LogicalPlanBuilder::from(join.left.as_ref().clone()).filter(predicate)?.build()?;
+                Ok(Transformed::yes(rewritten))
+            }
+            LogicalPlan::Aggregate(agg) => self.distinct_users(&plan, agg),
+            _ => Ok(Transformed::no(plan)),
         }
-        let (left_key, right_key) = &join.on[0];
-        let (Expr::Column(left_col), Expr::Column(right_col)) = (left_key, right_key) else {
-            return Ok(Transformed::no(plan));
-        };
-        if left_col.name != "user_id" || right_col.name != "user_id" || !reads_users(&join.left) {
-            return Ok(Transformed::no(plan));
-        }
-        let Some(spec) = fact_audience(&join.right) else { return Ok(Transformed::no(plan)) };
+    }
+}
+
+impl AudienceRule {
+    /// `persona_audience(key, spec)`, negated for an anti join.
+    fn call(&self, key: Expr, spec: &AudienceSpec, negated: bool) -> Result<Expr> {
         let spec_json =
-            serde_json::to_string(&spec).map_err(|e| datafusion::common::DataFusionError::External(Box::new(e)))?;
-        let call = self.udf.call(vec![left_key.clone(), lit(spec_json)]);
-        let predicate = if join.join_type == JoinType::LeftAnti { Expr::Not(Box::new(call)) } else { call };
-        let rewritten = LogicalPlanBuilder::from(join.left.as_ref().clone()).filter(predicate)?.build()?;
+            serde_json::to_string(spec).map_err(|e| datafusion::common::DataFusionError::External(Box::new(e)))?;
+        let call = self.udf.call(vec![key, lit(spec_json)]);
+        Ok(if negated { Expr::Not(Box::new(call)) } else { call })
+    }
+
+    /// `SELECT DISTINCT user_id FROM <facts> WHERE ...` (what `count(DISTINCT user_id)` plans into),
+    /// possibly with semi/anti joins on user_id, becomes a filtered scan of users: every fact row's
+    /// user is a live user (the importer refuses unknown ones), so the sets are equal.
+    fn distinct_users(&self, plan: &LogicalPlan, agg: &Aggregate) -> Result<Transformed<LogicalPlan>> {
+        let [group] = agg.group_expr.as_slice() else { return Ok(Transformed::no(plan.clone())) };
+        let group = match group {
+            Expr::Alias(a) => a.expr.as_ref(),
+            other => other,
+        };
+        let Expr::Column(group) = group else { return Ok(Transformed::no(plan.clone())) };
+        if !agg.aggr_expr.is_empty() {
+            return Ok(Transformed::no(plan.clone()));
+        }
+        let Some(terms) = self.audience_terms(&agg.input, &group.name) else {
+            return Ok(Transformed::no(plan.clone()));
+        };
+        let users_source = provider_as_source(Arc::clone(&self.users));
+        let users = LogicalPlanBuilder::scan("users", users_source, None)?.build()?;
+        let key = Expr::Column(Column::new(Some("users"), "user_id"));
+        let mut filtered = LogicalPlanBuilder::from(users);
+        for (spec, negated) in terms {
+            filtered = filtered.filter(self.call(key.clone(), &spec, negated)?)?;
+        }
+        // Keep the aggregate's output column (qualifier and name) so that the plan above is unchanged.
+        let field = agg.schema.qualified_field(0);
+        let out = key.alias_qualified(field.0.cloned(), field.1.name());
+        let rewritten = filtered.project(vec![out])?.build()?;
         Ok(Transformed::yes(rewritten))
     }
+
+    /// The audience terms of a plan yielding fact rows whose `user_id` column is `column`: the
+    /// facts themselves, narrowed by semi/anti joins on user_id into other audiences.
+    fn audience_terms(&self, plan: &LogicalPlan, column: &str) -> Option<Vec<(AudienceSpec, bool)>> {
+        match plan {
+            LogicalPlan::Join(join) if user_id_semi_join(join).is_some() => {
+                let mut terms = self.audience_terms(&join.left, column)?;
+                terms.push((fact_audience(&join.right, &self.index)?, join.join_type == JoinType::LeftAnti));
+                Some(terms)
+            }
+            LogicalPlan::Projection(p) => {
+                // Only a renaming of user_id may sit between the aggregate and the facts.
+                let [Expr::Column(c)] = p.expr.as_slice() else {
+                    let all_columns = p.expr.iter().all(|e| matches!(e, Expr::Column(_)));
+                    return if all_columns && column == "user_id" {
+                        self.audience_terms(&p.input, column)
+                    } else {
+                        None
+                    };
+                };
+                self.audience_terms(&p.input, &c.name)
+            }
+            LogicalPlan::SubqueryAlias(a) => self.audience_terms(&a.input, column),
+            _ if column == "user_id" => Some(vec![(fact_audience(plan, &self.index)?, false)]),
+            _ => None,
+        }
+    }
+}
+
+/// The users-side key of a semi or anti join on `user_id = user_id` with nothing else.
+fn user_id_semi_join(join: &datafusion::logical_expr::Join) -> Option<&Expr> {
+    if !matches!(join.join_type, JoinType::LeftSemi | JoinType::LeftAnti) || join.filter.is_some() || join.on.len() != 1
+    {
+        return None;
+    }
+    let (left_key, right_key) = &join.on[0];
+    let (Expr::Column(l), Expr::Column(r)) = (left_key, right_key) else { return None };
+    (l.name == "user_id" && r.name == "user_id").then_some(left_key)
 }
 
 /// True if `plan` is the users table, possibly aliased, filtered or projected to plain columns.
@@ -83,75 +162,153 @@ fn reads_users(plan: &LogicalPlan) -> bool {
     }
 }
 
-/// The audience a subquery side of a semi/anti join describes, if it is one we answer exactly.
-fn fact_audience(plan: &LogicalPlan) -> Option<AudienceSpec> {
-    let mut predicates: Vec<Expr> = Vec::new();
-    let mut node = plan;
-    loop {
-        match node {
-            LogicalPlan::SubqueryAlias(a) => node = &a.input,
-            LogicalPlan::Projection(p) => {
-                if !p.expr.iter().all(|e| matches!(e, Expr::Column(c) if c.name == "user_id")) {
-                    return None;
-                }
-                node = &p.input;
+/// The tables a fact-side plan scans and every predicate on their rows.
+#[derive(Debug, Default)]
+struct FactSide {
+    tables: Vec<String>,
+    predicates: Vec<Expr>,
+}
+
+/// Collects a plan of scans, filters, plain projections, aliases and the purchases–products join.
+fn collect_fact_side(plan: &LogicalPlan, side: &mut FactSide) -> Option<()> {
+    match plan {
+        LogicalPlan::SubqueryAlias(a) => collect_fact_side(&a.input, side),
+        LogicalPlan::Projection(p) => {
+            if !p.expr.iter().all(|e| matches!(e, Expr::Column(_))) {
+                return None;
             }
-            LogicalPlan::Filter(f) => {
-                predicates.extend(split_conjunction(&f.predicate).into_iter().cloned());
-                node = &f.input;
-            }
-            LogicalPlan::TableScan(scan) => {
-                if scan.fetch.is_some() {
-                    return None;
+            collect_fact_side(&p.input, side)
+        }
+        LogicalPlan::Filter(f) => {
+            for p in split_conjunction(&f.predicate) {
+                if !side.predicates.contains(p) {
+                    side.predicates.push(p.clone());
                 }
-                // Inexact pushdown leaves the same predicate both in the Filter and in the scan.
-                for f in &scan.filters {
-                    for p in split_conjunction(f) {
-                        if !predicates.contains(p) {
-                            predicates.push(p.clone());
-                        }
+            }
+            collect_fact_side(&f.input, side)
+        }
+        LogicalPlan::Join(join) => {
+            // Only purchases JOIN products ON product_id = product_id: an inner join (the purchase
+            // needs its product), or the semi join it becomes when no product column is used.
+            let [(Expr::Column(l), Expr::Column(r))] = join.on.as_slice() else { return None };
+            if !matches!(join.join_type, JoinType::Inner | JoinType::LeftSemi)
+                || join.filter.is_some()
+                || l.name != "product_id"
+                || r.name != "product_id"
+            {
+                return None;
+            }
+            collect_fact_side(&join.left, side)?;
+            collect_fact_side(&join.right, side)
+        }
+        LogicalPlan::TableScan(scan) => {
+            if scan.fetch.is_some() {
+                return None;
+            }
+            // Inexact pushdown leaves the same predicate both in the Filter and in the scan.
+            for f in &scan.filters {
+                for p in split_conjunction(f) {
+                    if !side.predicates.contains(p) {
+                        side.predicates.push(p.clone());
                     }
                 }
-                return match scan.table_name.table() {
-                    "user_tags" => tag_audience(&predicates),
-                    "purchases" => purchase_window(&predicates),
-                    _ => None,
-                };
             }
-            _ => return None,
+            side.tables.push(scan.table_name.table().to_string());
+            Some(())
+        }
+        _ => None,
+    }
+}
+
+/// The audience a subquery side of a semi/anti join describes, if it is one the indexes answer
+/// exactly: tags of user_tags, or activity days of purchases (all, by channel, by product
+/// category through the products join) and events (by type) within whole-day windows.
+fn fact_audience(plan: &LogicalPlan, index: &IndexSet) -> Option<AudienceSpec> {
+    let mut side = FactSide::default();
+    collect_fact_side(plan, &mut side)?;
+    side.tables.sort();
+    let tables: Vec<&str> = side.tables.iter().map(String::as_str).collect();
+    let (fact, dimensions): (&str, &[&str]) = match tables.as_slice() {
+        ["user_tags"] => return tag_audience(&side.predicates),
+        ["purchases"] => ("purchases", &["channel_id"]),
+        ["products", "purchases"] => ("purchases", &["category"]),
+        ["events"] => ("events", &["event_type"]),
+        _ => return None,
+    };
+    let mut window = (i64::MIN / 4, i64::MAX / 4);
+    // The one dimension column constrained, with the values it may take.
+    let mut constrained: Option<(String, Vec<String>)> = None;
+    for p in &side.predicates {
+        if let Some((op, day)) = day_bound(p) {
+            match op {
+                Operator::GtEq => window.0 = window.0.max(day),
+                Operator::Lt => window.1 = window.1.min(day - 1),
+                _ => return None,
+            }
+            continue;
+        }
+        let column = dimensions.iter().find(|c| {
+            let mut v = Vec::new();
+            collect_values(p, c, &mut v).is_some()
+        })?;
+        let mut values = Vec::new();
+        collect_values(p, column, &mut values)?;
+        match &mut constrained {
+            None => constrained = Some((column.to_string(), values)),
+            Some((c, existing)) if c == column => existing.retain(|v| values.contains(v)),
+            Some(_) => return None,
         }
     }
+    let streams = match (fact, constrained) {
+        ("purchases", None) if tables.len() == 1 => {
+            index.has_family(FAMILY_PURCHASES).then(|| vec![FAMILY_PURCHASES.to_string()])?
+        }
+        // The products join alone keeps purchases of known products: no stream says which.
+        ("purchases", None) => return None,
+        ("purchases", Some((column, values))) => {
+            let family = if column == "category" { FAMILY_PURCHASE_CATEGORY } else { FAMILY_PURCHASE_CHANNEL };
+            index.has_family(family).then(|| values.iter().map(|v| stream_name(family, Some(v))).collect())?
+        }
+        ("events", constrained) if index.has_family(FAMILY_EVENT_TYPE) => match constrained {
+            Some((_, values)) => values.iter().map(|v| stream_name(FAMILY_EVENT_TYPE, Some(v))).collect(),
+            // event_type is never NULL: every event is in the stream of its type.
+            None => index.family_streams(FAMILY_EVENT_TYPE),
+        },
+        _ => return None,
+    };
+    Some(AudienceSpec::ActiveDays { streams, first_day: window.0, last_day: window.1 })
 }
 
 /// `tag = 'A'`, `tag IN ('A', 'B')` or `tag = 'A' OR tag = 'B'`, and nothing else.
 fn tag_audience(predicates: &[Expr]) -> Option<AudienceSpec> {
     let [only] = predicates else { return None };
     let mut tags = Vec::new();
-    collect_tags(only, &mut tags)?;
+    collect_values(only, "tag", &mut tags)?;
     Some(AudienceSpec::TagAny(tags))
 }
 
-fn collect_tags(e: &Expr, tags: &mut Vec<String>) -> Option<()> {
+/// The text values `e` allows `column` to take: `column = 'v'`, `column IN (...)`, or an OR of them.
+fn collect_values(e: &Expr, column: &str, values: &mut Vec<String>) -> Option<()> {
     let text = |e: &Expr| match e {
         Expr::Literal(v, _) => v.try_as_str().flatten().map(str::to_string),
         _ => None,
     };
     match e {
         Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
-            collect_tags(left, tags)?;
-            collect_tags(right, tags)
+            collect_values(left, column, values)?;
+            collect_values(right, column, values)
         }
         Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => match (left.as_ref(), right.as_ref()) {
-            (Expr::Column(c), v) | (v, Expr::Column(c)) if c.name == "tag" => {
-                tags.push(text(v)?);
+            (Expr::Column(c), v) | (v, Expr::Column(c)) if c.name == column => {
+                values.push(text(v)?);
                 Some(())
             }
             _ => None,
         },
         Expr::InList(InList { expr, list, negated: false }) => match expr.as_ref() {
-            Expr::Column(c) if c.name == "tag" => {
+            Expr::Column(c) if c.name == column => {
                 for item in list {
-                    tags.push(text(item)?);
+                    values.push(text(item)?);
                 }
                 Some(())
             }
@@ -161,33 +318,21 @@ fn collect_tags(e: &Expr, tags: &mut Vec<String>) -> Option<()> {
     }
 }
 
-/// `ts >= a AND ts < b` (either bound may be missing) where the bounds fall on midnights (UTC), so
-/// that the window is whole days of the purchase-day bitmaps.
-fn purchase_window(predicates: &[Expr]) -> Option<AudienceSpec> {
-    let (mut first_day, mut last_day) = (i64::MIN / 2, i64::MAX / 2);
-    if predicates.is_empty() {
+/// `ts >= midnight` or `ts < midnight` (UTC): the day number of the midnight, so that the window
+/// is whole days of the day bitmaps.
+fn day_bound(p: &Expr) -> Option<(Operator, i64)> {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = p else { return None };
+    let (op, micros) = match (strip_cast(left), right.as_ref()) {
+        (Expr::Column(c), Expr::Literal(v, _)) if c.name == "ts" => (*op, timestamp_micros(v)?),
+        _ => match (left.as_ref(), strip_cast(right)) {
+            (Expr::Literal(v, _), Expr::Column(c)) if c.name == "ts" => (op.swap()?, timestamp_micros(v)?),
+            _ => return None,
+        },
+    };
+    if micros.rem_euclid(DAY_MICROS) != 0 || !matches!(op, Operator::GtEq | Operator::Lt) {
         return None;
     }
-    for p in predicates {
-        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = p else { return None };
-        let (op, micros) = match (strip_cast(left), right.as_ref()) {
-            (Expr::Column(c), Expr::Literal(v, _)) if c.name == "ts" => (*op, timestamp_micros(v)?),
-            _ => match (left.as_ref(), strip_cast(right)) {
-                (Expr::Literal(v, _), Expr::Column(c)) if c.name == "ts" => (op.swap()?, timestamp_micros(v)?),
-                _ => return None,
-            },
-        };
-        if micros.rem_euclid(DAY_MICROS) != 0 {
-            return None;
-        }
-        let day = day_of(micros);
-        match op {
-            Operator::GtEq => first_day = first_day.max(day),
-            Operator::Lt => last_day = last_day.min(day - 1),
-            _ => return None,
-        }
-    }
-    Some(AudienceSpec::PurchasedDays { first_day, last_day })
+    Some((op, day_of(micros)))
 }
 
 fn strip_cast(e: &Expr) -> &Expr {

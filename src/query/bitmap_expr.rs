@@ -32,8 +32,10 @@ pub enum BitmapExpr {
         op: RangeOp,
         value: i64,
     },
-    /// Users with a purchase on a day in `first_day..=last_day` (days since 1970-01-01, UTC).
-    PurchasedDays {
+    /// Users active in `stream` (see `BitmapKind::ActivityDay`) on a day in
+    /// `first_day..=last_day` (days since 1970-01-01, UTC).
+    Active {
+        stream: String,
         first_day: i64,
         last_day: i64,
     },
@@ -57,17 +59,18 @@ pub struct Translated {
 pub enum AudienceSpec {
     /// Users carrying at least one of these tags.
     TagAny(Vec<String>),
-    /// Users with a purchase on a day of `first_day..=last_day`.
-    PurchasedDays { first_day: i64, last_day: i64 },
+    /// Users active in any of `streams` on a day of `first_day..=last_day`.
+    ActiveDays { streams: Vec<String>, first_day: i64, last_day: i64 },
 }
 
 impl AudienceSpec {
     pub fn to_bitmap_expr(&self) -> BitmapExpr {
         match self {
             AudienceSpec::TagAny(tags) => or(tags.iter().map(|t| BitmapExpr::Tag(t.clone())).collect()),
-            AudienceSpec::PurchasedDays { first_day, last_day } => {
-                BitmapExpr::PurchasedDays { first_day: *first_day, last_day: *last_day }
-            }
+            AudienceSpec::ActiveDays { streams, first_day, last_day } => or(streams
+                .iter()
+                .map(|s| BitmapExpr::Active { stream: s.clone(), first_day: *first_day, last_day: *last_day })
+                .collect()),
         }
     }
 }
@@ -257,7 +260,7 @@ pub fn evaluate(expr: &BitmapExpr, index: &IndexSet) -> Result<RoaringBitmap> {
         BitmapExpr::Tag(t) => (*index.get(BitmapKind::Tag, t, "")?).clone(),
         BitmapExpr::Value { column, value } => (*index.get(BitmapKind::Value, column, value)?).clone(),
         BitmapExpr::Null(column) => (*index.get(BitmapKind::Null, column, "")?).clone(),
-        BitmapExpr::PurchasedDays { first_day, last_day } => index.purchased_on_days(*first_day, *last_day)?,
+        BitmapExpr::Active { stream, first_day, last_day } => index.active_on_days(stream, *first_day, *last_day)?,
         BitmapExpr::Range { column, op, value } => index.range_compare(column, *op, *value)?,
         BitmapExpr::And(items) => {
             let mut sets = items.iter().map(|e| evaluate(e, index)).collect::<Result<Vec<_>>>()?;
@@ -297,7 +300,9 @@ impl fmt::Display for BitmapExpr {
             BitmapExpr::Tag(t) => write!(f, "tag[{t}]"),
             BitmapExpr::Value { column, value } => write!(f, "{column}[{value}]"),
             BitmapExpr::Null(c) => write!(f, "{c}[NULL]"),
-            BitmapExpr::PurchasedDays { first_day, last_day } => write!(f, "purchased[day {first_day}..={last_day}]"),
+            BitmapExpr::Active { stream, first_day, last_day } => {
+                write!(f, "active[{stream}, day {first_day}..={last_day}]")
+            }
             BitmapExpr::Range { column, op, value } => write!(f, "{column}[{op} {value}]"),
             BitmapExpr::And(items) => join(f, items, "∧"),
             BitmapExpr::Or(items) => join(f, items, "∨"),

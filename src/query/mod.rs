@@ -98,9 +98,20 @@ impl Session {
         }
         config.options_mut().sql_parser.collect_spans = true;
         config.options_mut().execution.parquet.pushdown_filters = false;
+        let index = open_index(&snapshot)?;
+        let users: Arc<dyn TableProvider> = Arc::new(users_table(
+            &snapshot,
+            table_provider(&snapshot, Table::Users)?,
+            Arc::clone(&index),
+            Arc::clone(&use_indexes),
+        )?);
         let audience_udf = Arc::new(ScalarUDF::new_from_impl(udf::PersonaAudience::default()));
-        let rule =
-            audience_rule::AudienceRule { udf: Arc::clone(&audience_udf), use_indexes: Arc::clone(&use_indexes) };
+        let rule = audience_rule::AudienceRule {
+            udf: Arc::clone(&audience_udf),
+            use_indexes: Arc::clone(&use_indexes),
+            index: Arc::clone(&index),
+            users: Arc::clone(&users),
+        };
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
@@ -115,14 +126,8 @@ impl Session {
             ctx.register_udf(ScalarUDF::new_from_impl(now::PinnedNow::new(nanos)));
             ctx.register_udf(ScalarUDF::new_from_impl(now::PinnedDate::new(nanos)));
         }
-        let index = open_index(&snapshot)?;
         for table in Table::ALL {
-            let plain = table_provider(&snapshot, table)?;
-            let provider: Arc<dyn TableProvider> = if table == Table::Users {
-                Arc::new(users_table(&snapshot, plain, Arc::clone(&index), Arc::clone(&use_indexes))?)
-            } else {
-                plain
-            };
+            let provider = if table == Table::Users { Arc::clone(&users) } else { table_provider(&snapshot, table)? };
             ctx.register_table(table.name(), provider)?;
         }
         Ok(Session { ctx, snapshot, use_indexes, index })

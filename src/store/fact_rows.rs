@@ -1,0 +1,109 @@
+//! Reading stored files back: the rows of a fact file with each row's user row id (from its
+//! `__row_id` column, or from the companion file when the fact file was kept as loaded), and the
+//! product → category map of the products table.
+
+use std::fs::File;
+use std::path::Path;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::UInt32Type;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rustc_hash::FxHashMap;
+
+use crate::error::{Error, IoContext, Result};
+use crate::store::layout;
+use crate::store::manifest::{DataFile, Manifest};
+use crate::tables::{ROW_ID_COLUMN, Table};
+
+const BATCH_ROWS: usize = 64 * 1024;
+
+/// Reads `columns` of a stored file as batches (in the order asked), or the whole file's row
+/// count of batches with no columns when `columns` is empty.
+fn read_columns(path: &Path, columns: &[&str], mut f: impl FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+    let corrupt = |e: &dyn std::fmt::Display| Error::corrupt(path, e.to_string());
+    let file = File::open(path).io_context("open", path)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| corrupt(&e))?;
+    let schema = builder.parquet_schema();
+    let mut indices = Vec::with_capacity(columns.len());
+    for name in columns {
+        let i = (0..schema.num_columns())
+            .find(|&i| schema.column(i).name() == *name)
+            .ok_or_else(|| Error::corrupt(path, format!("the stored file has no column '{name}'")))?;
+        indices.push(i);
+    }
+    let mask = ProjectionMask::leaves(schema, indices);
+    let reader = builder.with_projection(mask).with_batch_size(BATCH_ROWS).build().map_err(|e| corrupt(&e))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| corrupt(&e))?;
+        // The projection keeps file order; hand the columns over in the order asked.
+        let order: Vec<usize> =
+            columns.iter().map(|c| batch.schema().index_of(c)).collect::<std::result::Result<_, _>>()?;
+        f(batch.project(&order)?)?;
+    }
+    Ok(())
+}
+
+/// Calls `f` with batches of `columns` of the stored fact file `file` and the user row id of
+/// each of their rows.
+pub fn for_each_fact_batch(
+    root: &Path,
+    file: &DataFile,
+    columns: &[&str],
+    mut f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>,
+) -> Result<()> {
+    let path = layout::resolve(root, &file.path);
+    match &file.row_ids {
+        None => {
+            let mut with_ids: Vec<&str> = columns.to_vec();
+            with_ids.push(ROW_ID_COLUMN);
+            read_columns(&path, &with_ids, |batch| {
+                let ids = batch.column(columns.len()).as_primitive::<UInt32Type>();
+                let data = batch.project(&(0..columns.len()).collect::<Vec<_>>())?;
+                f(&data, ids.values())
+            })
+        }
+        Some(companion) => {
+            let companion = layout::resolve(root, companion);
+            let mut ids: Vec<u32> = Vec::with_capacity(usize::try_from(file.rows).unwrap_or(0));
+            read_columns(&companion, &[ROW_ID_COLUMN], |batch| {
+                ids.extend_from_slice(batch.column(0).as_primitive::<UInt32Type>().values());
+                Ok(())
+            })?;
+            let mut at = 0usize;
+            read_columns(&path, columns, |batch| {
+                let end = at + batch.num_rows();
+                let slice = ids.get(at..end).ok_or_else(|| {
+                    Error::corrupt(&companion, "the row id file has fewer rows than the fact file it belongs to")
+                })?;
+                at = end;
+                f(&batch, slice)
+            })?;
+            if at != ids.len() {
+                return Err(Error::corrupt(
+                    &companion,
+                    "the row id file has more rows than the fact file it belongs to",
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Every product's category in `manifest` (products without a category are left out).
+pub fn product_categories(root: &Path, manifest: &Manifest) -> Result<FxHashMap<String, String>> {
+    let mut out = FxHashMap::default();
+    for file in manifest.files(Table::Products) {
+        let path = layout::resolve(root, &file.path);
+        read_columns(&path, &["product_id", "category"], |batch| {
+            let (ids, categories) = (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>());
+            for row in 0..batch.num_rows() {
+                if ids.is_valid(row) && categories.is_valid(row) {
+                    out.insert(ids.value(row).to_string(), categories.value(row).to_string());
+                }
+            }
+            Ok(())
+        })?;
+    }
+    Ok(out)
+}
