@@ -58,103 +58,149 @@ pub fn family_of(stream: &str) -> &str {
     stream.split_once('=').map_or(stream, |(f, _)| f)
 }
 
-/// Activity streams being built: names to slots, and per slot its day bitmaps.
+/// Activity streams being built. Rows arrive as (stream, day, user) triples in whatever order the
+/// fact files have; they are appended to a flat buffer (no per-row hashing or pointer chasing),
+/// and every few million entries the buffer is radix-sorted by (stream, day) and each run becomes
+/// one bitmap, OR-ed into that day's bitmap.
 #[derive(Debug, Default)]
 pub struct Streams {
-    slots: FxHashMap<String, usize>,
-    days: Vec<(String, DayBitmaps)>,
+    slots: FxHashMap<String, u32>,
+    names: Vec<String>,
+    /// Day numbers in the buffer are relative to this (set by the first row).
+    base_day: Option<i64>,
+    /// `(slot << DAY_BITS | day - base_day) << 32 | row id`.
+    pending: Vec<u64>,
+    built: FxHashMap<(u32, i64), RoaringBitmap>,
 }
 
 impl Streams {
+    const SLOT_BITS: u32 = 12;
+    const DAY_BITS: u32 = 20;
+    const FLUSH_ENTRIES: usize = 1 << 22;
+
     /// The slot of a stream, created on first use.
-    pub fn slot(&mut self, name: &str) -> usize {
+    pub fn slot(&mut self, name: &str) -> u32 {
         if let Some(&slot) = self.slots.get(name) {
             return slot;
         }
-        self.days.push((name.to_string(), DayBitmaps::default()));
-        self.slots.insert(name.to_string(), self.days.len() - 1);
-        self.days.len() - 1
+        let slot = self.names.len() as u32;
+        self.names.push(name.to_string());
+        self.slots.insert(name.to_string(), slot);
+        slot
     }
 
-    pub fn add(&mut self, slot: usize, day: i64, id: u32) {
-        self.days[slot].1.add(day, id);
+    pub fn add(&mut self, slot: u32, day: i64, id: u32) {
+        let base = *self.base_day.get_or_insert(day - (1 << (Self::DAY_BITS - 1)));
+        let offset = day - base;
+        if slot < 1 << Self::SLOT_BITS && (0..1 << Self::DAY_BITS).contains(&offset) {
+            let key = u64::from(slot) << Self::DAY_BITS | offset as u64;
+            self.pending.push(key << 32 | u64::from(id));
+            if self.pending.len() >= Self::FLUSH_ENTRIES {
+                self.flush();
+            }
+        } else {
+            // Thousands of streams, or days centuries apart: the slow path, exact all the same.
+            self.built.entry((slot, day)).or_default().insert(id);
+        }
+    }
+
+    fn flush(&mut self) {
+        let Some(base) = self.base_day else { return };
+        radsort::sort_by_key(&mut self.pending, |e| (e >> 32) as u32);
+        for run in self.pending.chunk_by(|a, b| a >> 32 == b >> 32) {
+            let key = (run[0] >> 32) as u32;
+            let (slot, day) = (key >> Self::DAY_BITS, base + i64::from(key & ((1 << Self::DAY_BITS) - 1)));
+            let ids = run.iter().map(|e| *e as u32);
+            // The sort is stable: ids keep file order, increasing when facts come grouped by user.
+            let bitmap = if run.windows(2).all(|w| (w[0] as u32) <= (w[1] as u32)) {
+                let mut deduped = ids.collect::<Vec<u32>>();
+                deduped.dedup();
+                RoaringBitmap::from_sorted_iter(deduped).unwrap_or_default()
+            } else {
+                ids.collect()
+            };
+            match self.built.get_mut(&(slot, day)) {
+                Some(existing) => *existing |= bitmap,
+                None => {
+                    self.built.insert((slot, day), bitmap);
+                }
+            }
+        }
+        self.pending.clear();
     }
 
     pub fn is_empty(&self) -> bool {
-        self.days.is_empty()
+        self.names.is_empty()
     }
 
     /// Keeps only the streams of `family`.
     pub fn retain_family(&mut self, family: &str) {
-        self.days.retain(|(name, _)| family_of(name) == family);
-        self.slots = self.days.iter().enumerate().map(|(i, (name, _))| (name.clone(), i)).collect();
+        self.flush();
+        let names = &self.names;
+        self.built.retain(|(slot, _), _| family_of(&names[*slot as usize]) == family);
     }
 
-    /// The families that have at least one stream here.
-    pub fn families(&self) -> BTreeSet<String> {
-        self.days.iter().map(|(name, _)| family_of(name).to_string()).collect()
-    }
-
-    fn merge(&mut self, other: Streams) {
-        for (name, days) in other.days {
-            let slot = self.slot(&name);
-            self.days[slot].1.merge(days);
-        }
-    }
-}
-
-/// A stream's bitmaps by day: a dense window of days around the first one seen (no hashing per
-/// row), and a map for days far outside it.
-#[derive(Debug, Default)]
-pub struct DayBitmaps {
-    first: i64,
-    window: Vec<BitmapBuilder>,
-    far: FxHashMap<i64, BitmapBuilder>,
-}
-
-impl DayBitmaps {
-    /// Days held densely: about 11 years either side of the first day seen.
-    const WINDOW: i64 = 8192;
-
-    fn add(&mut self, day: i64, id: u32) {
-        if self.window.is_empty() {
-            self.first = day - Self::WINDOW / 2;
-            self.window.resize_with(Self::WINDOW as usize, BitmapBuilder::default);
-        }
-        let at = day - self.first;
-        if (0..Self::WINDOW).contains(&at) {
-            self.window[at as usize].add(id);
-        } else {
-            self.far.entry(day).or_default().add(id);
-        }
-    }
-
-    fn merge(&mut self, other: DayBitmaps) {
-        for (day, bm) in other.into_days() {
-            let b = BitmapBuilder { bitmap: bm, ..Default::default() };
-            match self.far.get_mut(&day) {
-                Some(existing) => existing.merge(b),
+    fn merge(&mut self, mut other: Streams) {
+        other.flush();
+        self.flush();
+        for ((slot, day), bitmap) in other.built {
+            let mine = self.slot(&other.names[slot as usize]);
+            match self.built.get_mut(&(mine, day)) {
+                Some(existing) => *existing |= bitmap,
                 None => {
-                    self.far.insert(day, b);
+                    self.built.insert((mine, day), bitmap);
                 }
             }
         }
     }
 
-    /// Every non-empty day with its bitmap.
-    fn into_days(self) -> Vec<(i64, RoaringBitmap)> {
-        let first = self.first;
-        let mut by_day: BTreeMap<i64, RoaringBitmap> = BTreeMap::new();
-        for (i, b) in self.window.into_iter().enumerate() {
-            let bm = b.finish();
-            if !bm.is_empty() {
-                by_day.insert(first + i as i64, bm);
+    /// Every stream's non-empty days, by stream name then day.
+    fn into_days(mut self) -> BTreeMap<String, BTreeMap<i64, RoaringBitmap>> {
+        self.flush();
+        let mut out: BTreeMap<String, BTreeMap<i64, RoaringBitmap>> = BTreeMap::new();
+        for ((slot, day), bitmap) in self.built {
+            if !bitmap.is_empty() {
+                out.entry(self.names[slot as usize].clone()).or_default().insert(day, bitmap);
             }
         }
-        for (day, b) in self.far {
-            *by_day.entry(day).or_default() |= b.finish();
+        out
+    }
+}
+
+/// The stream slots of one text column's values within a batch. Short values (channels, event
+/// types) are looked up by their bytes packed into an integer: no string hashing or comparison
+/// per row.
+struct ValueSlots<'a> {
+    family: &'static str,
+    short: FxHashMap<u128, u32>,
+    long: FxHashMap<&'a str, u32>,
+}
+
+impl<'a> ValueSlots<'a> {
+    fn new(family: &'static str) -> Self {
+        ValueSlots { family, short: FxHashMap::default(), long: FxHashMap::default() }
+    }
+
+    fn slot(&mut self, streams: &mut Streams, value: &'a str) -> u32 {
+        let bytes = value.as_bytes();
+        if bytes.len() < 16 {
+            let mut packed = [0u8; 16];
+            packed[..bytes.len()].copy_from_slice(bytes);
+            packed[15] = bytes.len() as u8;
+            let key = u128::from_le_bytes(packed);
+            if let Some(&slot) = self.short.get(&key) {
+                return slot;
+            }
+            let slot = streams.slot(&stream_name(self.family, Some(value)));
+            self.short.insert(key, slot);
+            return slot;
         }
-        by_day.into_iter().collect()
+        if let Some(&slot) = self.long.get(value) {
+            return slot;
+        }
+        let slot = streams.slot(&stream_name(self.family, Some(value)));
+        self.long.insert(value, slot);
+        slot
     }
 }
 
@@ -168,20 +214,31 @@ pub fn month_start(day: i64) -> i64 {
     }
 }
 
-/// Maps each purchase's product to its category stream (the products of the store after this
-/// import's upserts).
+/// Maps each purchase's product to its category (the products of the store after this import's
+/// upserts), as an index into the category names so that a row costs one lookup.
 #[derive(Debug, Default)]
 pub struct ProductCategories {
-    by_product: FxHashMap<String, String>,
+    by_product: FxHashMap<String, u32>,
+    names: Vec<String>,
 }
 
 impl ProductCategories {
     pub fn new(by_product: FxHashMap<String, String>) -> ProductCategories {
-        ProductCategories { by_product }
+        let mut names: Vec<String> = by_product.values().cloned().collect();
+        names.sort();
+        names.dedup();
+        let by_product = by_product
+            .into_iter()
+            .map(|(product, category)| {
+                let i = names.binary_search(&category).unwrap_or_default() as u32;
+                (product, i)
+            })
+            .collect();
+        ProductCategories { by_product, names }
     }
 
-    pub fn category(&self, product_id: &str) -> Option<&str> {
-        self.by_product.get(product_id).map(String::as_str)
+    fn category(&self, product_id: &str) -> Option<u32> {
+        self.by_product.get(product_id).copied()
     }
 }
 
@@ -217,36 +274,32 @@ impl IndexDelta {
         let ts = ts.as_primitive::<TimestampMicrosecondType>();
         let channel = channel.as_string::<i32>();
         let product = product.as_string::<i32>();
-        let all = self.streams.slot(FAMILY_PURCHASES);
-        let mut channel_slots: FxHashMap<&str, usize> = FxHashMap::default();
-        let mut category_slots: FxHashMap<&str, usize> = FxHashMap::default();
+        // Every purchase goes to exactly one channel stream (the unnamed one when it has no
+        // channel); the stream of all purchases is their union, formed when the delta is written.
+        let no_channel = self.streams.slot(FAMILY_PURCHASE_CHANNEL);
+        let mut channel_slots = ValueSlots::new(FAMILY_PURCHASE_CHANNEL);
+        let mut category_slots: Vec<Option<u32>> = vec![None; categories.map_or(0, |c| c.names.len())];
         for (row, id) in row_ids.iter().enumerate() {
             if ts.is_null(row) {
                 continue;
             }
             let day = day_of(ts.value(row));
-            self.streams.add(all, day, *id);
-            if channel.is_valid(row) {
-                let c = channel.value(row);
-                let slot = match channel_slots.get(c) {
-                    Some(&s) => s,
-                    None => {
-                        let s = self.streams.slot(&stream_name(FAMILY_PURCHASE_CHANNEL, Some(c)));
-                        channel_slots.insert(c, s);
-                        s
-                    }
-                };
-                self.streams.add(slot, day, *id);
-            }
+            let slot = if channel.is_valid(row) {
+                channel_slots.slot(&mut self.streams, channel.value(row))
+            } else {
+                no_channel
+            };
+            self.streams.add(slot, day, *id);
             if let Some(categories) = categories
                 && product.is_valid(row)
                 && let Some(category) = categories.category(product.value(row))
             {
-                let slot = match category_slots.get(category) {
-                    Some(&s) => s,
+                let slot = match category_slots[category as usize] {
+                    Some(s) => s,
                     None => {
-                        let s = self.streams.slot(&stream_name(FAMILY_PURCHASE_CATEGORY, Some(category)));
-                        category_slots.insert(category, s);
+                        let name = stream_name(FAMILY_PURCHASE_CATEGORY, Some(&categories.names[category as usize]));
+                        let s = self.streams.slot(&name);
+                        category_slots[category as usize] = Some(s);
                         s
                     }
                 };
@@ -259,20 +312,12 @@ impl IndexDelta {
     pub fn add_events(&mut self, ts: &dyn Array, event_type: &dyn Array, row_ids: &[u32]) {
         let ts = ts.as_primitive::<TimestampMicrosecondType>();
         let event_type = event_type.as_string::<i32>();
-        let mut slots: FxHashMap<&str, usize> = FxHashMap::default();
+        let mut slots = ValueSlots::new(FAMILY_EVENT_TYPE);
         for (row, id) in row_ids.iter().enumerate() {
             if ts.is_null(row) || event_type.is_null(row) {
                 continue;
             }
-            let t = event_type.value(row);
-            let slot = match slots.get(t) {
-                Some(&s) => s,
-                None => {
-                    let s = self.streams.slot(&stream_name(FAMILY_EVENT_TYPE, Some(t)));
-                    slots.insert(t, s);
-                    s
-                }
-            };
+            let slot = slots.slot(&mut self.streams, event_type.value(row));
             self.streams.add(slot, day_of(ts.value(row)), *id);
         }
     }
@@ -294,14 +339,33 @@ impl IndexDelta {
         for (tag, bm) in self.tags {
             out.insert((BitmapKind::Tag, tag, String::new()), bm.finish());
         }
-        for (name, days) in self.streams.days {
-            let mut months: BTreeMap<i64, Vec<RoaringBitmap>> = BTreeMap::new();
-            for (day, bm) in days.into_days() {
-                months.entry(month_start(day)).or_default().push(bm.clone());
-                out.insert((BitmapKind::ActivityDay, name.clone(), day.to_string()), bm);
+        let mut streams = self.streams.into_days();
+        // All purchases: the union of the channel streams (see `add_purchases`).
+        let mut all: BTreeMap<i64, Vec<&RoaringBitmap>> = BTreeMap::new();
+        for (name, days) in &streams {
+            if family_of(name) == FAMILY_PURCHASE_CHANNEL {
+                for (day, bm) in days {
+                    all.entry(*day).or_default().push(bm);
+                }
+            }
+        }
+        let all: BTreeMap<i64, RoaringBitmap> =
+            all.into_iter().map(|(day, bms)| (day, bms.into_iter().union())).collect();
+        if !all.is_empty() {
+            streams.insert(FAMILY_PURCHASES.to_string(), all);
+        }
+        // The stream of purchases without a channel only served the union.
+        streams.remove(FAMILY_PURCHASE_CHANNEL);
+        for (name, days) in streams {
+            let mut months: BTreeMap<i64, Vec<&RoaringBitmap>> = BTreeMap::new();
+            for (day, bm) in &days {
+                months.entry(month_start(*day)).or_default().push(bm);
             }
             for (month, bms) in months {
                 out.insert((BitmapKind::ActivityMonth, name.clone(), month.to_string()), bms.into_iter().union());
+            }
+            for (day, bm) in days {
+                out.insert((BitmapKind::ActivityDay, name.clone(), day.to_string()), bm);
             }
         }
         out
