@@ -288,7 +288,7 @@ fn tag_audience(predicates: &[Expr]) -> Option<AudienceSpec> {
 }
 
 /// The text values `e` allows `column` to take: `column = 'v'`, `column IN (...)`, or an OR of them.
-fn collect_values(e: &Expr, column: &str, values: &mut Vec<String>) -> Option<()> {
+pub(crate) fn collect_values(e: &Expr, column: &str, values: &mut Vec<String>) -> Option<()> {
     let text = |e: &Expr| match e {
         Expr::Literal(v, _) => v.try_as_str().flatten().map(str::to_string),
         _ => None,

@@ -8,6 +8,7 @@ pub mod bitmap_scan;
 pub mod now;
 #[cfg(test)]
 mod prop_tests;
+pub mod tag_overlap_rule;
 pub mod udf;
 pub mod users_provider;
 
@@ -22,6 +23,7 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::{LogicalPlan, ScalarUDF, Statement as PlanStatement};
+use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
@@ -112,11 +114,14 @@ impl Session {
             index: Arc::clone(&index),
             users: Arc::clone(&users),
         };
-        let state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_default_features()
-            .with_optimizer_rule(Arc::new(rule))
-            .build();
+        // The tag-overlap rule reads the plan as the SQL planner wrote it, so it goes first.
+        let overlap =
+            tag_overlap_rule::TagOverlapRule { use_indexes: Arc::clone(&use_indexes), index: Arc::clone(&index) };
+        let mut rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![Arc::new(overlap)];
+        rules.extend(Optimizer::new().rules);
+        rules.push(Arc::new(rule));
+        let state =
+            SessionStateBuilder::new().with_config(config).with_default_features().with_optimizer_rules(rules).build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udf(audience_udf.as_ref().clone());
         if let Some(now) = options.now {
