@@ -8,6 +8,7 @@ pub mod bitmap_scan;
 pub mod now;
 #[cfg(test)]
 mod prop_tests;
+pub mod sugar;
 pub mod tag_overlap_rule;
 pub mod udf;
 pub mod users_provider;
@@ -23,7 +24,7 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::{LogicalPlan, ScalarUDF, Statement as PlanStatement};
-use datafusion::optimizer::{Optimizer, OptimizerRule};
+use datafusion::optimizer::{Analyzer, AnalyzerRule, Optimizer, OptimizerRule};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
@@ -120,19 +121,53 @@ impl Session {
         let mut rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![Arc::new(overlap)];
         rules.extend(Optimizer::new().rules);
         rules.push(Arc::new(rule));
-        let state =
-            SessionStateBuilder::new().with_config(config).with_default_features().with_optimizer_rules(rules).build();
-        let ctx = SessionContext::new_with_state(state);
-        ctx.register_udf(audience_udf.as_ref().clone());
-        if let Some(now) = options.now {
-            let nanos = now
-                .timestamp_nanos_opt()
-                .ok_or_else(|| Error::Usage(format!("--now {now} is outside the range of timestamps")))?;
-            ctx.register_udf(ScalarUDF::new_from_impl(now::PinnedNow::new(nanos)));
-            ctx.register_udf(ScalarUDF::new_from_impl(now::PinnedDate::new(nanos)));
-        }
+        let mut providers: Vec<(Table, Arc<dyn TableProvider>)> = Vec::new();
         for table in Table::ALL {
             let provider = if table == Table::Users { Arc::clone(&users) } else { table_provider(&snapshot, table)? };
+            providers.push((table, provider));
+        }
+        let provider_of = |t: Table| {
+            providers
+                .iter()
+                .find(|(table, _)| *table == t)
+                .map(|(_, p)| Arc::clone(p))
+                .expect("every table is registered")
+        };
+        let pinned = match options.now {
+            Some(now) => {
+                let nanos = now
+                    .timestamp_nanos_opt()
+                    .ok_or_else(|| Error::Usage(format!("--now {now} is outside the range of timestamps")))?;
+                Some((
+                    Arc::new(ScalarUDF::new_from_impl(now::PinnedNow::new(nanos))),
+                    ScalarUDF::new_from_impl(now::PinnedDate::new(nanos)),
+                ))
+            }
+            None => None,
+        };
+        // The short forms become subqueries before anything else looks at the plan.
+        let sugar = sugar::SugarRule {
+            user_tags: provider_of(Table::UserTags),
+            purchases: provider_of(Table::Purchases),
+            pinned_now: pinned.as_ref().map(|(now, _)| Arc::clone(now)),
+        };
+        let mut analyzer_rules: Vec<Arc<dyn AnalyzerRule + Send + Sync>> = vec![Arc::new(sugar)];
+        analyzer_rules.extend(Analyzer::new().rules);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_analyzer_rules(analyzer_rules)
+            .with_optimizer_rules(rules)
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        ctx.register_udf(audience_udf.as_ref().clone());
+        ctx.register_udf(ScalarUDF::new_from_impl(sugar::SugarFunction::new(sugar::HAS_TAG)));
+        ctx.register_udf(ScalarUDF::new_from_impl(sugar::SugarFunction::new(sugar::PURCHASED_WITHIN)));
+        if let Some((now, date)) = pinned {
+            ctx.register_udf(now.as_ref().clone());
+            ctx.register_udf(date);
+        }
+        for (table, provider) in providers {
             ctx.register_table(table.name(), provider)?;
         }
         Ok(Session { ctx, snapshot, use_indexes, index })

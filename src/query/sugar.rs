@@ -1,0 +1,175 @@
+//! Short forms for analysts: `has_tag('A')` and `purchased_within(INTERVAL '90 days')` in a
+//! `WHERE` clause stand for the `EXISTS` subqueries they abbreviate, so they take exactly the same
+//! paths (bitmaps with indexes on, DataFusion's general path with them off):
+//!
+//! ```text
+//! has_tag('A')                         EXISTS (SELECT 1 FROM user_tags t WHERE t.user_id = <user_id> AND t.tag = 'A')
+//! purchased_within(INTERVAL '90 days') EXISTS (SELECT 1 FROM purchases p WHERE p.user_id = <user_id>
+//!                                              AND p.ts >= now() - INTERVAL '90 days' AND p.ts < now())
+//! ```
+//!
+//! `<user_id>` is the one `user_id` column in scope, or the first argument when given
+//! (`has_tag(u.user_id, 'A')`). The functions are registered as UDFs so that the SQL planner
+//! accepts them; the analyzer rule here replaces them before anything runs.
+
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use datafusion::catalog::TableProvider;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, Result, plan_datafusion_err, plan_err};
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, LogicalPlan, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility, col, exists, lit, out_ref_col,
+};
+use datafusion::optimizer::AnalyzerRule;
+
+/// The name of `has_tag`.
+pub const HAS_TAG: &str = "has_tag";
+/// The name of `purchased_within`.
+pub const PURCHASED_WITHIN: &str = "purchased_within";
+
+/// A placeholder UDF: planned, then replaced by [`SugarRule`]; never invoked.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct SugarFunction {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl SugarFunction {
+    pub fn new(name: &'static str) -> SugarFunction {
+        SugarFunction { name, signature: Signature::variadic_any(Volatility::Stable) }
+    }
+}
+
+impl ScalarUDFImpl for SugarFunction {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        plan_err!("{}() can only be used as a condition in WHERE", self.name)
+    }
+}
+
+/// Replaces the short forms in filters by their subqueries.
+#[derive(Debug)]
+pub struct SugarRule {
+    pub user_tags: Arc<dyn TableProvider>,
+    pub purchases: Arc<dyn TableProvider>,
+    /// The session's `now()` when it is pinned; the built-in one otherwise.
+    pub pinned_now: Option<Arc<ScalarUDF>>,
+}
+
+impl AnalyzerRule for SugarRule {
+    fn name(&self) -> &str {
+        "persona_sugar"
+    }
+
+    fn analyze(&self, plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
+        plan.transform_up_with_subqueries(|node| {
+            let LogicalPlan::Filter(filter) = &node else { return Ok(Transformed::no(node)) };
+            let schema = Arc::clone(filter.input.schema());
+            let rewritten = filter.predicate.clone().transform_up(|e| match &e {
+                Expr::ScalarFunction(ScalarFunction { func, args })
+                    if func.name() == HAS_TAG || func.name() == PURCHASED_WITHIN =>
+                {
+                    let (user, rest) = user_argument(func.name(), args, &schema)?;
+                    let sub = if func.name() == HAS_TAG {
+                        self.has_tag(user, rest)?
+                    } else {
+                        self.purchased_within(user, rest, config)?
+                    };
+                    Ok(Transformed::yes(sub))
+                }
+                _ => Ok(Transformed::no(e)),
+            })?;
+            if !rewritten.transformed {
+                return Ok(Transformed::no(node));
+            }
+            let LogicalPlan::Filter(filter) = node else { unreachable!("matched above") };
+            let plan = LogicalPlanBuilder::from(filter.input.as_ref().clone()).filter(rewritten.data)?.build()?;
+            Ok(Transformed::yes(plan))
+        })
+        .map(|t| t.data)
+    }
+}
+
+impl SugarRule {
+    fn has_tag(&self, user: Column, args: &[Expr]) -> Result<Expr> {
+        let [tag @ Expr::Literal(v, _)] = args else {
+            return plan_err!("has_tag() takes a tag name, e.g. has_tag('vip') or has_tag(u.user_id, 'vip')");
+        };
+        if v.try_as_str().flatten().is_none() {
+            return plan_err!("has_tag() takes a tag name as text, e.g. has_tag('vip'), not {v}");
+        }
+        let t = "persona_has_tag";
+        let plan = LogicalPlanBuilder::scan("user_tags", provider_as_source(Arc::clone(&self.user_tags)), None)?
+            .alias(t)?
+            .filter(
+                col(Column::new(Some(t), "user_id"))
+                    .eq(out_ref_col(DataType::Utf8, user))
+                    .and(col(Column::new(Some(t), "tag")).eq(tag.clone())),
+            )?
+            .project(vec![lit(1)])?
+            .build()?;
+        Ok(exists(Arc::new(plan)))
+    }
+
+    fn purchased_within(&self, user: Column, args: &[Expr], config: &ConfigOptions) -> Result<Expr> {
+        let [interval @ Expr::Literal(v, _)] = args else {
+            return plan_err!("purchased_within() takes an interval, e.g. purchased_within(INTERVAL '90 days')");
+        };
+        if !matches!(v.data_type(), DataType::Interval(_)) {
+            return plan_err!("purchased_within() takes an interval such as INTERVAL '90 days', not {v}");
+        }
+        let now = match &self.pinned_now {
+            Some(udf) => udf.call(vec![]),
+            None => datafusion::functions::datetime::now(config).call(vec![]),
+        };
+        let t = "persona_purchased_within";
+        let ts = col(Column::new(Some(t), "ts"));
+        let plan = LogicalPlanBuilder::scan("purchases", provider_as_source(Arc::clone(&self.purchases)), None)?
+            .alias(t)?
+            .filter(
+                col(Column::new(Some(t), "user_id"))
+                    .eq(out_ref_col(DataType::Utf8, user))
+                    .and(ts.clone().gt_eq(now.clone() - interval.clone()))
+                    .and(ts.lt(now)),
+            )?
+            .project(vec![lit(1)])?
+            .build()?;
+        Ok(exists(Arc::new(plan)))
+    }
+}
+
+/// The user_id column a short form applies to, and its other arguments.
+fn user_argument<'a>(
+    name: &str,
+    args: &'a [Expr],
+    schema: &datafusion::common::DFSchema,
+) -> Result<(Column, &'a [Expr])> {
+    if let [Expr::Column(c), rest @ ..] = args {
+        return Ok((c.clone(), rest));
+    }
+    let candidates: Vec<Column> = schema.columns().into_iter().filter(|c| c.name == "user_id").collect();
+    match candidates.as_slice() {
+        [one] => Ok((one.clone(), args)),
+        [] => Err(plan_datafusion_err!("{name}() needs a user_id column in the query (it filters users)")),
+        _ => Err(plan_datafusion_err!(
+            "{name}() is ambiguous here: {} user_id columns are in scope; name one, e.g. {name}(u.user_id, ...)",
+            candidates.len()
+        )),
+    }
+}
