@@ -672,3 +672,78 @@ pub fn build_users_values(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn month_start_is_the_first_of_the_month() {
+        let day = |y, m, d| i64::from(chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap().num_days_from_ce()) - 719_163;
+        assert_eq!(month_start(day(2026, 11, 24)), day(2026, 11, 1));
+        assert_eq!(month_start(day(2024, 2, 29)), day(2024, 2, 1));
+        assert_eq!(month_start(day(2024, 3, 1)), day(2024, 3, 1));
+        assert_eq!(month_start(day(1969, 12, 31)), day(1969, 12, 1));
+        assert_eq!(month_start(0), 0);
+    }
+
+    #[test]
+    fn streams_keep_every_entry_whatever_the_order_and_distance() {
+        let mut streams = Streams::default();
+        let (a, b) = (streams.slot("s=a"), streams.slot("s=b"));
+        let mut expected: BTreeMap<(String, i64), RoaringBitmap> = BTreeMap::new();
+        let mut add = |streams: &mut Streams, slot: u32, name: &str, day: i64, id: u32| {
+            streams.add(slot, day, id);
+            expected.entry((name.to_string(), day)).or_default().insert(id);
+        };
+        // Out of order, duplicated, and days centuries apart (the slow path).
+        for (day, id) in [(20_000, 9), (20_000, 3), (20_000, 3), (19_999, 1), (-400_000, 7), (900_000, 2)] {
+            add(&mut streams, a, "s=a", day, id);
+        }
+        for id in (0..100_000).rev() {
+            add(&mut streams, b, "s=b", 20_000 + i64::from(id % 3), id);
+        }
+        let mut other = Streams::default();
+        let c = other.slot("s=a");
+        other.add(c, 20_000, 4);
+        expected.entry(("s=a".to_string(), 20_000)).or_default().insert(4);
+        streams.merge(other);
+        let got: BTreeMap<(String, i64), RoaringBitmap> = streams
+            .into_days()
+            .into_iter()
+            .flat_map(|(name, days)| days.into_iter().map(move |(day, bm)| ((name.clone(), day), bm)))
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn all_purchases_is_the_union_of_the_channel_streams_with_months() {
+        let ts = arrow::array::TimestampMicrosecondArray::from(vec![
+            Some(crate::index::DAY_MICROS * 20_000 + 5),
+            Some(crate::index::DAY_MICROS * 20_001),
+            Some(crate::index::DAY_MICROS * 20_001 + 1),
+            None,
+        ]);
+        let channel = arrow::array::StringArray::from(vec![Some("app"), None, Some("web"), Some("app")]);
+        let product = arrow::array::StringArray::from(vec![Some("p1"), Some("p2"), None, Some("p1")]);
+        let categories = ProductCategories::new([("p1".to_string(), "toys".to_string())].into_iter().collect());
+        let mut delta = IndexDelta::default();
+        delta.add_purchases(&ts, &channel, &product, Some(&categories), &[1, 2, 3, 4]);
+        let keyed = delta.into_keyed();
+        let get = |kind, name: &str, key: i64| keyed.get(&(kind, name.to_string(), key.to_string())).cloned();
+        assert_eq!(get(BitmapKind::ActivityDay, "purchases", 20_000), Some(RoaringBitmap::from_iter([1])));
+        assert_eq!(get(BitmapKind::ActivityDay, "purchases", 20_001), Some(RoaringBitmap::from_iter([2, 3])));
+        assert_eq!(
+            get(BitmapKind::ActivityDay, "purchases.channel_id=web", 20_001),
+            Some(RoaringBitmap::from_iter([3]))
+        );
+        assert_eq!(
+            get(BitmapKind::ActivityDay, "purchases.category=toys", 20_000),
+            Some(RoaringBitmap::from_iter([1]))
+        );
+        // The stream of purchases without a channel only feeds the union.
+        assert!(keyed.keys().all(|(_, name, _)| name != "purchases.channel_id"));
+        let month = month_start(20_000);
+        assert_eq!(get(BitmapKind::ActivityMonth, "purchases", month), Some(RoaringBitmap::from_iter([1, 2, 3])));
+    }
+}

@@ -3,6 +3,7 @@
 //! columns, quirky CSV input, snapshots and dry runs, the writer lock, and the command line.
 //! Every test builds its own small store in a temporary directory.
 
+mod activity_index;
 mod cli;
 mod csv_quirks;
 mod custom_columns;
