@@ -51,17 +51,7 @@ pub fn set_error_context(text: String) {
 
 /// Prints an error as `error: <sentence>`, its causes, and any context a command left.
 pub fn report_error(e: &crate::Error) {
-    let message = e.to_string();
-    eprintln!("error: {message}");
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        // Many sentences already end with their cause; do not say it twice.
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            eprintln!("caused by: {text}");
-        }
-        source = cause.source();
-    }
+    eprintln!("{}", e.report());
     if let Some(context) = ERROR_CONTEXT.lock().ok().and_then(|mut c| c.take()).filter(|c| !c.is_empty()) {
         eprintln!("{context}");
     }
