@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod r#gen;
 pub mod import;
+pub mod shell;
 pub mod sql;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,8 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Run SQL against a store.
     Sql(sql::SqlArgs),
+    /// Explore a store in an interactive SQL shell (reads a script when input is not a terminal).
+    Shell(shell::ShellArgs),
     /// Build a 100,000-customer demo store and answer audience questions on it.
     Demo(demo::DemoArgs),
 }
@@ -36,6 +39,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Gen(args) => r#gen::run(args),
         Command::Import(args) => import::run(args),
         Command::Sql(args) => sql::run(args),
+        Command::Shell(args) => shell::run(args),
         Command::Demo(args) => demo::run(args),
     }
 }
