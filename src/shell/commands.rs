@@ -163,7 +163,11 @@ pub async fn run(command: Command, shell: &mut Shell) -> std::result::Result<Flo
                 None => shell.say("query results now go to the screen"),
             }
         }
-        Command::Format(format) => shell.settings_mut().format = format,
+        Command::Format(format) => {
+            shell.settings_mut().format = format;
+            let name = format!("{format:?}").to_lowercase();
+            shell.say(&format!("results are written as {name}"));
+        }
         Command::Timing(on) => {
             let settings = shell.settings_mut();
             settings.timing = on.unwrap_or(!settings.timing);
@@ -411,9 +415,26 @@ fn describe_filter(filter: &Expr) -> String {
         return format!("audience {spec}");
     }
     match datafusion::sql::unparser::expr_to_sql(filter) {
-        Ok(sql) => sql.to_string(),
+        Ok(sql) => strip_outer_parens(&sql.to_string()).to_string(),
         Err(_) => filter.human_display().to_string(),
     }
+}
+
+/// `(a = 1)` as `a = 1`; `(a) OR (b)` stays as it is.
+fn strip_outer_parens(sql: &str) -> &str {
+    let Some(inner) = sql.strip_prefix('(').and_then(|s| s.strip_suffix(')')) else { return sql };
+    let mut depth = 0i32;
+    for c in inner.chars() {
+        depth += match c {
+            '(' => 1,
+            ')' => -1,
+            _ => 0,
+        };
+        if depth < 0 {
+            return sql;
+        }
+    }
+    if depth == 0 { inner } else { sql }
 }
 
 #[cfg(test)]
@@ -473,6 +494,13 @@ mod tests {
         assert!(name_matches("interest_0042", "*42"));
         assert!(!name_matches("interest_0042", "*41"));
         assert!(!name_matches("vip", "v*x"));
+    }
+
+    #[test]
+    fn only_enclosing_parentheses_are_stripped() {
+        assert_eq!(strip_outer_parens("(users.tier = 'gold')"), "users.tier = 'gold'");
+        assert_eq!(strip_outer_parens("(a = 1) OR (b = 2)"), "(a = 1) OR (b = 2)");
+        assert_eq!(strip_outer_parens("a = 1"), "a = 1");
     }
 
     #[test]

@@ -64,6 +64,14 @@ impl Catalog {
     fn is_table(&self, name: &str) -> bool {
         self.columns_of(name).is_some()
     }
+
+    /// Whether `word` names a table, column or function of the store (so it is not shown as a
+    /// keyword even where SQL has a keyword of that spelling, like `name` or `count`).
+    pub fn is_name(&self, word: &str) -> bool {
+        let lower = word.to_ascii_lowercase();
+        self.functions.binary_search(&lower).is_ok()
+            || self.tables.iter().any(|(t, cols)| *t == lower || cols.iter().any(|c| c.eq_ignore_ascii_case(word)))
+    }
 }
 
 /// The candidates for the text before `pos` in `line`, and where the text they replace starts.

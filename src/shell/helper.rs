@@ -153,7 +153,7 @@ impl Highlighter for ShellHelper {
         if !self.colors {
             return Cow::Borrowed(line);
         }
-        Cow::Owned(highlight_sql(line))
+        Cow::Owned(highlight_sql(line, &self.catalog))
     }
 
     fn highlight_prompt<'b, 's: 'b, 'p: 'b>(&'s self, prompt: &'p str, _default: bool) -> Cow<'b, str> {
@@ -176,8 +176,9 @@ impl Highlighter for ShellHelper {
     }
 }
 
-/// `line` with ANSI colours: keywords, strings, numbers, comments, and a leading backslash command.
-pub fn highlight_sql(line: &str) -> String {
+/// `line` with ANSI colours: keywords (not the store's own names), strings, numbers, comments,
+/// and a leading backslash command.
+pub fn highlight_sql(line: &str, catalog: &Catalog) -> String {
     let mut out = String::with_capacity(line.len() * 2);
     let mut rest = line;
     let lead = line.len() - line.trim_start().len();
@@ -190,7 +191,7 @@ pub fn highlight_sql(line: &str) -> String {
     for token in tokens(rest) {
         let text = token.text(rest);
         let colour = match token.kind {
-            Kind::Word if is_keyword(text) => Some(KEYWORD),
+            Kind::Word if is_keyword(text) && !catalog.is_name(text) => Some(KEYWORD),
             Kind::Str { .. } => Some(STRING),
             Kind::Number => Some(NUMBER),
             Kind::Comment { .. } => Some(COMMENT),
@@ -257,14 +258,25 @@ mod tests {
 
     #[test]
     fn highlighting_colours_keywords_strings_and_commands_only() {
+        let catalog = Catalog {
+            tables: vec![("user_tags".into(), vec!["user_id".into(), "tag".into()])],
+            functions: vec!["count".into()],
+            ..Catalog::default()
+        };
         assert_eq!(
-            highlight_sql("select x, 'a' -- c"),
+            highlight_sql("select x, 'a' -- c", &catalog),
             format!("{KEYWORD}select{RESET} x, {STRING}'a'{RESET} {COMMENT}-- c{RESET}")
         );
-        assert_eq!(highlight_sql("\\d users"), format!("{COMMAND}\\d{RESET} users"));
+        assert_eq!(highlight_sql("\\d users", &catalog), format!("{COMMAND}\\d{RESET} users"));
+        // TAG and COUNT are keywords somewhere in SQL, but here they name a column and a function.
+        assert_eq!(highlight_sql("SELECT count(tag)", &catalog), format!("{KEYWORD}SELECT{RESET} count(tag)"));
         // Colouring never changes the text itself.
         let line = "SELECT 名字, 1.5 FROM users WHERE tier = 'go";
-        let plain = highlight_sql(line).replace(KEYWORD, "").replace(STRING, "").replace(NUMBER, "").replace(RESET, "");
+        let plain = highlight_sql(line, &catalog)
+            .replace(KEYWORD, "")
+            .replace(STRING, "")
+            .replace(NUMBER, "")
+            .replace(RESET, "");
         assert_eq!(plain, line);
     }
 }
