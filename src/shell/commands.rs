@@ -293,7 +293,7 @@ fn name_matches(name: &str, pattern: &str) -> bool {
     pattern[p..].iter().all(|c| *c == '*')
 }
 
-/// Purchases `\profile` shows, newest first.
+/// Purchases `\profile` shows, newest first (in columns narrow enough for 80-column terminals).
 const PROFILE_PURCHASES: usize = 10;
 
 async fn profile(shell: &mut Shell, user_id: &str) -> Result<()> {
@@ -306,7 +306,7 @@ async fn profile(shell: &mut Shell, user_id: &str) -> Result<()> {
         shell.query(&format!("SELECT tag, assigned_at FROM user_tags WHERE user_id = {id} ORDER BY tag")).await?;
     let purchases = shell
         .query(&format!(
-            "SELECT p.ts, p.order_id, p.product_id, pr.name AS product, pr.category, p.channel_id, p.quantity, p.amount \
+            "SELECT to_char(p.ts, '%Y-%m-%d %H:%M') AS at, p.order_id, pr.name AS product, p.amount \
              FROM purchases p LEFT JOIN products pr ON pr.product_id = p.product_id \
              WHERE p.user_id = {id} ORDER BY p.ts DESC, p.order_id LIMIT {PROFILE_PURCHASES}"
         ))
