@@ -248,6 +248,15 @@ fn a_script_on_standard_input_prints_its_results() {
 }
 
 #[test]
+fn a_script_can_switch_to_csv_and_its_output_stays_only_csv() {
+    let f = fixture();
+    let out =
+        script(&f, "\\format csv\n\\timing off\nSELECT tier, count(*) AS n FROM users GROUP BY tier ORDER BY n;\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "tier,n\nplatinum,78\ngold,202\nsilver,515\nbronze,1205\n");
+}
+
+#[test]
 fn a_script_stops_at_its_first_error_with_the_scripts_line() {
     let f = fixture();
     let out = script(&f, "SELECT 1 AS one;\n\nSELECT *\nFROM users WHERE;\nSELECT 2 AS two;\n");

@@ -159,27 +159,27 @@ pub async fn run(command: Command, shell: &mut Shell) -> std::result::Result<Flo
         Command::Output(path) => {
             shell.set_output(path.as_deref())?;
             match path {
-                Some(p) => shell.say(&format!("query results now go to {}", p.display())),
-                None => shell.say("query results now go to the screen"),
+                Some(p) => shell.note(&format!("query results now go to {}", p.display())),
+                None => shell.note("query results now go to the screen"),
             }
         }
         Command::Format(format) => {
             shell.settings_mut().format = format;
             let name = format!("{format:?}").to_lowercase();
-            shell.say(&format!("results are written as {name}"));
+            shell.note(&format!("results are written as {name}"));
         }
         Command::Timing(on) => {
             let settings = shell.settings_mut();
             settings.timing = on.unwrap_or(!settings.timing);
             let state = if settings.timing { "on" } else { "off" };
-            shell.say(&format!("timing is {state}"));
+            shell.note(&format!("timing is {state}"));
         }
         Command::Refresh => {
             let (from, to) = shell.refresh()?;
             if from == to {
-                shell.say(&format!("already at the newest version, {to}"));
+                shell.note(&format!("already at the newest version, {to}"));
             } else {
-                shell.say(&format!("moved from version {from} to version {to}"));
+                shell.note(&format!("moved from version {from} to version {to}"));
             }
         }
     }

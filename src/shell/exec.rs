@@ -181,6 +181,14 @@ impl Shell {
         println!("{text}");
     }
 
+    /// Prints a confirmation (`timing is on`, ...) for a person at the prompt; a script's output
+    /// stays its results only.
+    pub fn note(&self, text: &str) {
+        if self.interactive {
+            println!("{text}");
+        }
+    }
+
     fn separate(&mut self) {
         if !self.interactive && self.results > 0 {
             println!();

@@ -8,7 +8,6 @@
 //!   helper (validate, complete, highlight, hint)   |--\cmd--> commands --> Shell / Session
 //!                                                  '--results--> render / output
 //! ```
-#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod commands;
 pub mod complete;
