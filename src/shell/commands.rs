@@ -314,20 +314,20 @@ async fn profile(shell: &mut Shell, user_id: &str) -> Result<()> {
     let total = count(&shell.query(&format!("SELECT count(*) FROM purchases WHERE user_id = {id}")).await?);
     let mut out = crate::output::vertical_text(&user)?;
     let tag_count: usize = tags.iter().map(RecordBatch::num_rows).sum();
-    let _ = writeln!(out, "\ntags ({tag_count}):");
-    if tag_count > 0 {
-        let _ = writeln!(out, "{}", render::fit(&tags[0].schema(), &tags, shell.width())?);
+    if tag_count == 0 {
+        out.push_str("\ntags: none\n");
+    } else {
+        let _ = writeln!(out, "\ntags ({tag_count}):\n{}", render::fit(&tags[0].schema(), &tags, shell.width())?);
     }
     let shown: usize = purchases.iter().map(RecordBatch::num_rows).sum();
-    let _ = write!(out, "\npurchases ({total} in all");
-    if shown > 0 {
+    if shown == 0 {
+        out.push_str("\npurchases: none");
+    } else {
         let _ = write!(
             out,
-            ", the {shown} most recent):\n{}",
+            "\npurchases ({total} in all, the {shown} most recent):\n{}",
             render::fit(&purchases[0].schema(), &purchases, shell.width())?
         );
-    } else {
-        out.push_str("):");
     }
     shell.say(&out);
     Ok(())
