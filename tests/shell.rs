@@ -158,6 +158,24 @@ fn ctrl_c_cancels_a_long_query_and_the_prompt_comes_back() {
     s.expect(PROMPT);
 }
 
+/// Regression: the prompt's timers and Ctrl-C once ran on the runtime that executes queries, so a
+/// query that kept every worker computing without a pause (a nested-loop join over a cross
+/// product) showed no spinner and ignored Ctrl-C. They now run on a runtime of their own.
+#[test]
+fn ctrl_c_is_noticed_even_while_the_query_keeps_every_worker_busy() {
+    let f = fixture();
+    let mut s = Screen::open(&f, false);
+    s.line("SELECT count(*) FROM purchases a, purchases b, users c WHERE a.amount + b.amount > c.points;");
+    s.expect("(Ctrl-C cancels)");
+    s.control('c');
+    s.expect("cancelled");
+    s.expect(PROMPT);
+    // Commands that read the pinned version's manifest need no worker and answer at once.
+    s.line("\\d");
+    s.expect("| purchases | 10134 | 7       |");
+    s.expect(PROMPT);
+}
+
 #[test]
 fn backslash_d_describes_the_users_table() {
     let f = fixture();

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::TryStreamExt;
@@ -132,11 +133,19 @@ pub struct Shell {
     results: u64,
     /// How many `\i` files are running inside each other.
     depth: usize,
+    /// The runtime that statements execute on (not the one that waits for them and for Ctrl-C).
+    workers: tokio::runtime::Handle,
 }
 
 impl Shell {
     /// Opens a session on the store's current version.
-    pub fn open(store: Store, options: SessionOptions, format: OutputFormat, interactive: bool) -> Result<Shell> {
+    pub fn open(
+        store: Store,
+        options: SessionOptions,
+        format: OutputFormat,
+        interactive: bool,
+        workers: tokio::runtime::Handle,
+    ) -> Result<Shell> {
         let session = store.session_with(&options)?;
         let catalog = Arc::new(Catalog::from_session(&session));
         Ok(Shell {
@@ -150,6 +159,7 @@ impl Shell {
             width: None,
             results: 0,
             depth: 0,
+            workers,
         })
     }
 
@@ -227,7 +237,8 @@ impl Shell {
     /// Runs one statement and collects its rows, for commands that show them their own way.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         let session = self.session.clone();
-        self.spinning(Instant::now(), async move { session.query(sql).await }).await
+        let sql = sql.to_string();
+        self.spinning(Instant::now(), on_worker(&self.workers, async move { session.query(&sql).await })).await
     }
 
     /// Runs what the user submitted at the prompt: a backslash command or SQL statements.
@@ -288,13 +299,16 @@ impl Shell {
             let started = Instant::now();
             let session = self.session.clone();
             let (schema, batches) = self
-                .spinning(started, async move {
-                    let plan = session.plan(statement).await?;
-                    let stream = session.execute(plan).await?;
-                    let schema = stream.schema();
-                    let batches: Vec<RecordBatch> = stream.try_collect().await?;
-                    Ok((schema, batches))
-                })
+                .spinning(
+                    started,
+                    on_worker(&self.workers, async move {
+                        let plan = session.plan(statement).await?;
+                        let stream = session.execute(plan).await?;
+                        let schema = stream.schema();
+                        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+                        Ok((schema, batches))
+                    }),
+                )
                 .await?;
             self.show(schema, batches, started.elapsed()).await?;
         }
@@ -365,6 +379,24 @@ impl Drop for Shell {
         {
             eprintln!("warning: could not flush {}: {e}", path.display());
         }
+    }
+}
+
+/// Runs `work` as a task of its own on `workers`. The thread that waits stays free to draw the
+/// spinner and to notice Ctrl-C even while an operator computes for long stretches without
+/// returning; dropping the returned future aborts the task.
+async fn on_worker<T: Send + 'static>(
+    workers: &tokio::runtime::Handle,
+    work: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    let task = {
+        let _on_workers = workers.enter();
+        SpawnedTask::spawn(work)
+    };
+    match task.join().await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => Err(Error::Internal(format!("the query panicked: {e}"))),
+        Err(e) => Err(Error::Internal(format!("the query task stopped: {e}"))),
     }
 }
 

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 pub use exec::{Failure, Flow, Shell};
 pub use repl::history_path;
 
-use crate::error::IoContext;
+use crate::error::{Error, IoContext};
 use crate::output::OutputFormat;
 use crate::query::SessionOptions;
 use crate::store::Store;
@@ -43,16 +43,23 @@ pub struct ShellOptions {
 }
 
 /// Runs the shell: the prompt when standard input is a terminal, else the script read from it
-/// (stopping at its first error).
-pub fn run(options: ShellOptions, rt: &tokio::runtime::Runtime) -> Result<(), Failure> {
+/// (stopping at its first error). Queries run on `workers`; the calling thread keeps a runtime of
+/// its own for the prompt's timers and Ctrl-C, so that it stays responsive however busy the
+/// workers are (a tokio runtime whose every worker computes cannot fire a timer or a signal).
+pub fn run(options: ShellOptions, workers: &tokio::runtime::Runtime) -> Result<(), Failure> {
     let store = Store::open(&options.store)?;
     let session_options = SessionOptions { now: options.now, ..SessionOptions::default() };
     let interactive = std::io::stdin().is_terminal();
-    let mut shell = Shell::open(store, session_options, options.format, interactive)?;
+    let control = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Io {
+        op: "start the shell's runtime",
+        path: ".".into(),
+        source: e,
+    })?;
+    let mut shell = Shell::open(store, session_options, options.format, interactive, workers.handle().clone())?;
     if interactive {
-        return Ok(repl::run(shell, rt, options.history)?);
+        return Ok(repl::run(shell, &control, options.history)?);
     }
     let mut script = String::new();
     std::io::stdin().read_to_string(&mut script).io_context("read", Path::new("<stdin>"))?;
-    rt.block_on(shell.run_script(&script, None)).map(|_| ())
+    control.block_on(shell.run_script(&script, None)).map(|_| ())
 }

@@ -36,7 +36,7 @@ fn history_path_in(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
 }
 
 /// Runs the prompt until `\q` or Ctrl-D.
-pub fn run(mut shell: Shell, rt: &tokio::runtime::Runtime, history: Option<PathBuf>) -> Result<()> {
+pub fn run(mut shell: Shell, control: &tokio::runtime::Runtime, history: Option<PathBuf>) -> Result<()> {
     let config = Config::builder()
         .max_history_size(HISTORY_SIZE)
         .and_then(|b| b.history_ignore_dups(true))
@@ -57,7 +57,7 @@ pub fn run(mut shell: Shell, rt: &tokio::runtime::Runtime, history: Option<PathB
     // Take SIGINT over now, so that a Ctrl-C between two queries cannot end the process either.
     #[cfg(unix)]
     let _sigint = {
-        let _guard = rt.enter();
+        let _guard = control.enter();
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| Error::Io {
             op: "listen for Ctrl-C on",
             path: "<terminal>".into(),
@@ -90,7 +90,7 @@ pub fn run(mut shell: Shell, rt: &tokio::runtime::Runtime, history: Option<PathB
             eprintln!("warning: could not save the history to {}: {e}; this session keeps no more", path.display());
             history = None;
         }
-        let outcome = rt.block_on(async {
+        let outcome = control.block_on(async {
             tokio::select! {
                 result = shell.run_input(&input) => Some(result),
                 () = ctrl_c() => None,
