@@ -1,7 +1,8 @@
 //! The shell's state and how it runs things: the store and the session pinned to one of its
 //! versions, where and how results are written (`\format`, `\o`, `\timing`), and the running of
-//! SQL, backslash commands and scripts. Work runs as futures that the caller may drop at any
-//! await point: that is how Ctrl-C cancels a query without ending the shell.
+//! SQL, backslash commands and scripts. Statements run as tasks on the worker runtime, awaited by
+//! futures that the caller may drop at any await point, which aborts the task: that is how Ctrl-C
+//! cancels a query without ending the shell.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::fs::File;
