@@ -96,6 +96,48 @@ impl Error {
     pub fn corrupt(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
         Error::Corrupt { path: path.into(), detail: detail.into() }
     }
+
+    /// The error as a person reads it at the command line or in the shell: `error: <sentence>`,
+    /// then a `caused by:` line for each cause the sentence does not already contain.
+    pub fn report(&self) -> String {
+        let message = self.to_string();
+        let mut out = format!("error: {message}");
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            // Many sentences already end with their cause; do not say it twice.
+            let text = cause.to_string();
+            if !message.contains(&text) {
+                out.push_str(&format!("\ncaused by: {text}"));
+            }
+            source = cause.source();
+        }
+        out
+    }
+
+    /// For a SQL error with a position, the line of `sql` it points at with a caret under the
+    /// column (see [`position_snippet`]).
+    pub fn sql_snippet(&self, sql: &str) -> Option<String> {
+        match self {
+            Error::Sql { position: Some((line, col)), .. } => {
+                Some(position_snippet(sql, *line, *col)).filter(|s| !s.is_empty())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The line `line` of `sql` with a caret under column `col` (both 1-based, columns in
+/// characters); empty when `sql` has no such line.
+pub fn position_snippet(sql: &str, line: u64, col: u64) -> String {
+    match sql.lines().nth(line.saturating_sub(1) as usize) {
+        Some(text) => {
+            // Columns count characters; pad with the same characters' display width.
+            let pad: String =
+                text.chars().take(col.saturating_sub(1) as usize).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+            format!("  {line:>3} | {text}\n      | {pad}^")
+        }
+        None => String::new(),
+    }
 }
 
 /// Wraps `std::io::Error` with the operation and the path, so no bare I/O error reaches a user.
@@ -204,5 +246,24 @@ mod tests {
         let e: DataFusionError = Error::Locked { lock_file: "/s/_persona/LOCK".into() }.into();
         let back = Error::from(e);
         assert!(matches!(back, Error::Locked { .. }));
+    }
+
+    #[test]
+    fn sql_snippet_puts_a_caret_under_the_column() {
+        let e = Error::Sql { message: "Expected: an expression".into(), position: Some((2, 7)) };
+        let snippet = e.sql_snippet("SELECT *\nWHERE ;").expect("a positioned SQL error has a snippet");
+        assert_eq!(snippet, "    2 | WHERE ;\n      |       ^");
+        assert_eq!(e.sql_snippet("one line only"), None, "no line 2, no snippet");
+        assert_eq!(Error::Usage("x".into()).sql_snippet("SELECT 1"), None);
+    }
+
+    #[test]
+    fn report_starts_with_error_and_names_causes_once() {
+        let e = Error::Io {
+            op: "read",
+            path: "/x".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        };
+        assert_eq!(e.report(), "error: could not read /x: gone");
     }
 }

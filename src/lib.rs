@@ -19,6 +19,7 @@ pub mod index;
 pub mod ingest;
 pub mod output;
 pub mod query;
+pub mod shell;
 pub mod store;
 pub mod tables;
 

@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod r#gen;
 pub mod import;
+pub mod shell;
 pub mod sql;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,8 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Run SQL against a store.
     Sql(sql::SqlArgs),
+    /// Explore a store in an interactive SQL shell (reads a script when input is not a terminal).
+    Shell(shell::ShellArgs),
     /// Build a 100,000-customer demo store and answer audience questions on it.
     Demo(demo::DemoArgs),
 }
@@ -36,6 +39,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Gen(args) => r#gen::run(args),
         Command::Import(args) => import::run(args),
         Command::Sql(args) => sql::run(args),
+        Command::Shell(args) => shell::run(args),
         Command::Demo(args) => demo::run(args),
     }
 }
@@ -51,17 +55,7 @@ pub fn set_error_context(text: String) {
 
 /// Prints an error as `error: <sentence>`, its causes, and any context a command left.
 pub fn report_error(e: &crate::Error) {
-    let message = e.to_string();
-    eprintln!("error: {message}");
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        // Many sentences already end with their cause; do not say it twice.
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            eprintln!("caused by: {text}");
-        }
-        source = cause.source();
-    }
+    eprintln!("{}", e.report());
     if let Some(context) = ERROR_CONTEXT.lock().ok().and_then(|mut c| c.take()).filter(|c| !c.is_empty()) {
         eprintln!("{context}");
     }

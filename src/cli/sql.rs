@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, position_snippet};
 use crate::output::{OutputFormat, write_stream};
 use crate::query::{SessionOptions, parse};
 use crate::store::Store;
@@ -92,17 +92,4 @@ async fn run_script(store: &Store, options: &SessionOptions, sql: &str, args: &S
         }
     }
     out.flush().io_context("flush", &target)
-}
-
-/// The offending line of the SQL with a caret under the column.
-pub fn position_snippet(sql: &str, line: u64, col: u64) -> String {
-    match sql.lines().nth(line.saturating_sub(1) as usize) {
-        Some(text) => {
-            // Columns count characters; pad with the same characters' display width.
-            let pad: String =
-                text.chars().take(col.saturating_sub(1) as usize).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
-            format!("  {line:>3} | {text}\n      | {pad}^")
-        }
-        None => String::new(),
-    }
 }

@@ -1,0 +1,59 @@
+//! `persona shell`: options of the interactive SQL shell; the shell itself is [`crate::shell`].
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::output::OutputFormat;
+use crate::shell::{ShellOptions, history_path};
+use crate::store::layout;
+
+/// The store the shell opens when none is given: the one `persona demo` builds.
+const DEMO_STORE: &str = "persona-demo";
+
+#[derive(Debug, clap::Args)]
+pub struct ShellArgs {
+    /// The store directory [default: ./persona-demo, when it exists].
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Pin now() / current_date to this instant, e.g. 2026-11-01, so that results reproduce.
+    #[arg(long, value_parser = super::parse_now)]
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
+    /// How results are written at start (\format changes it): table, vertical, csv or json.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// Neither read nor write the history file ($PERSONA_HISTORY, else
+    /// $XDG_STATE_HOME/persona/history, else ~/.local/state/persona/history).
+    #[arg(long)]
+    pub no_history: bool,
+}
+
+pub fn run(args: ShellArgs) -> Result<()> {
+    if args.format == OutputFormat::Parquet {
+        return Err(Error::Usage(
+            "the shell writes table, vertical, csv or json; for Parquet use COPY (...) TO 'file.parquet'".into(),
+        ));
+    }
+    let store = match args.store {
+        Some(dir) => dir,
+        None if layout::current_file(std::path::Path::new(DEMO_STORE)).exists() => PathBuf::from(DEMO_STORE),
+        None => {
+            return Err(Error::Usage(format!(
+                "no --store given and there is no ./{DEMO_STORE} store here; pass --store DIR, or build the demo store with `persona demo`"
+            )));
+        }
+    };
+    let options = ShellOptions {
+        store,
+        now: args.now,
+        format: args.format,
+        history: if args.no_history { None } else { history_path() },
+    };
+    let rt = super::runtime()?;
+    crate::shell::run(options, &rt).map_err(|failure| {
+        if let Some(context) = failure.context() {
+            super::set_error_context(context);
+        }
+        failure.error
+    })
+}

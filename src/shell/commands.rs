@@ -1,0 +1,510 @@
+//! The shell's backslash commands: one enum parsed from the input line, one table of names, usages
+//! and help that drives `\?` and completion, and the handlers that run each command on the shell.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
+
+use super::exec::{Failure, Flow, Shell};
+use super::render;
+use crate::error::{Error, Result};
+use crate::output::OutputFormat;
+use crate::tables::Table;
+
+/// What a command's argument is, for completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgKind {
+    None,
+    Table,
+    Tag,
+    Format,
+    OnOff,
+    Path,
+    Sql,
+    Text,
+}
+
+/// One line of the command table.
+#[derive(Debug)]
+pub struct CommandInfo {
+    pub name: &'static str,
+    pub args: &'static str,
+    pub help: &'static str,
+    pub arg: ArgKind,
+}
+
+const fn info(name: &'static str, args: &'static str, arg: ArgKind, help: &'static str) -> CommandInfo {
+    CommandInfo { name, args, help, arg }
+}
+
+/// Every backslash command, in the order `\?` lists them.
+pub const COMMANDS: &[CommandInfo] = &[
+    info("\\?", "", ArgKind::None, "list these commands"),
+    info("\\q", "", ArgKind::None, "leave the shell (Ctrl-D does too)"),
+    info("\\d", "[TABLE]", ArgKind::Table, "list the tables, or one table's columns, types and row count"),
+    info(
+        "\\tags",
+        "[PATTERN]",
+        ArgKind::Tag,
+        "tags with their sizes; PATTERN is part of a name, * and ? are wildcards",
+    ),
+    info("\\profile", "USER_ID", ArgKind::Text, "one user's profile, tags and most recent purchases"),
+    info("\\explain", "QUERY", ArgKind::Sql, "the plan of QUERY, with the predicates answered from bitmaps"),
+    info("\\i", "FILE", ArgKind::Path, "run the statements and commands in FILE"),
+    info("\\o", "[FILE]", ArgKind::Path, "send query results to FILE (emptied first), or back to the screen"),
+    info("\\format", "table|vertical|csv|json", ArgKind::Format, "how query results are written"),
+    info("\\timing", "[on|off]", ArgKind::OnOff, "show each statement's elapsed time (on at start)"),
+    info("\\refresh", "", ArgKind::None, "move to the newest committed version of the store"),
+];
+
+/// A parsed backslash command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    Quit,
+    Tables,
+    Describe(Table),
+    Tags(Option<String>),
+    Profile(String),
+    Explain(String),
+    Include(PathBuf),
+    Output(Option<PathBuf>),
+    Format(OutputFormat),
+    Timing(Option<bool>),
+    Refresh,
+}
+
+impl FromStr for Command {
+    type Err = Error;
+
+    fn from_str(line: &str) -> Result<Command> {
+        let line = line.trim();
+        let (name, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let arg = rest.trim();
+        let arg = (!arg.is_empty()).then_some(arg);
+        let needs = |what: &str| Error::Usage(format!("{name} needs {what}; \\? lists the commands"));
+        let no_args = |command: Command| match arg {
+            None => Ok(command),
+            Some(extra) => Err(Error::Usage(format!("{name} takes no argument, but was given '{extra}'"))),
+        };
+        match name {
+            "\\?" | "\\h" | "\\help" => no_args(Command::Help),
+            "\\q" | "\\quit" => no_args(Command::Quit),
+            "\\d" => match arg {
+                None => Ok(Command::Tables),
+                Some(table) => Ok(Command::Describe(table.to_ascii_lowercase().parse()?)),
+            },
+            "\\tags" => Ok(Command::Tags(arg.map(str::to_string))),
+            "\\profile" => {
+                let id = arg.ok_or_else(|| needs("a USER_ID"))?;
+                Ok(Command::Profile(unquote(id).to_string()))
+            }
+            "\\explain" => Ok(Command::Explain(arg.ok_or_else(|| needs("a QUERY"))?.to_string())),
+            "\\i" => Ok(Command::Include(PathBuf::from(unquote(arg.ok_or_else(|| needs("a FILE"))?)))),
+            "\\o" => Ok(Command::Output(arg.map(|a| PathBuf::from(unquote(a))))),
+            "\\format" => match arg.map(str::to_ascii_lowercase).as_deref() {
+                Some("table") => Ok(Command::Format(OutputFormat::Table)),
+                Some("vertical") => Ok(Command::Format(OutputFormat::Vertical)),
+                Some("csv") => Ok(Command::Format(OutputFormat::Csv)),
+                Some("json") => Ok(Command::Format(OutputFormat::Json)),
+                Some(other) => Err(Error::Usage(format!(
+                    "the shell writes table, vertical, csv or json, not '{other}' (for Parquet use COPY ... TO 'file.parquet')"
+                ))),
+                None => Err(needs("one of table, vertical, csv, json")),
+            },
+            "\\timing" => match arg.map(str::to_ascii_lowercase).as_deref() {
+                None => Ok(Command::Timing(None)),
+                Some("on") => Ok(Command::Timing(Some(true))),
+                Some("off") => Ok(Command::Timing(Some(false))),
+                Some(other) => Err(Error::Usage(format!("\\timing takes on or off, not '{other}'"))),
+            },
+            "\\refresh" => no_args(Command::Refresh),
+            other => Err(Error::Usage(format!("unknown command {other}; \\? lists the commands"))),
+        }
+    }
+}
+
+/// `'x'` or `"x"` as `x`: users quote ids and paths out of SQL habit.
+fn unquote(s: &str) -> &str {
+    for q in ['\'', '"'] {
+        if let Some(inner) = s.strip_prefix(q).and_then(|r| r.strip_suffix(q)) {
+            return inner;
+        }
+    }
+    s
+}
+
+/// A SQL string literal holding `s`.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Runs `command` on `shell`.
+pub async fn run(command: Command, shell: &mut Shell) -> std::result::Result<Flow, Failure> {
+    match command {
+        Command::Quit => return Ok(Flow::Quit),
+        Command::Help => shell.say(&help()),
+        Command::Tables => tables(shell)?,
+        Command::Describe(table) => describe(shell, table)?,
+        Command::Tags(pattern) => tags(shell, pattern.as_deref())?,
+        Command::Profile(user_id) => profile(shell, &user_id).await?,
+        Command::Explain(query) => {
+            explain(shell, &query).await.map_err(|e| Failure::in_text(e, &query))?;
+        }
+        Command::Include(path) => return shell.include(&path).await,
+        Command::Output(path) => {
+            shell.set_output(path.as_deref())?;
+            match path {
+                Some(p) => shell.note(&format!("query results now go to {}", p.display())),
+                None => shell.note("query results now go to the screen"),
+            }
+        }
+        Command::Format(format) => {
+            shell.settings_mut().format = format;
+            let name = format!("{format:?}").to_lowercase();
+            shell.note(&format!("results are written as {name}"));
+        }
+        Command::Timing(on) => {
+            let settings = shell.settings_mut();
+            settings.timing = on.unwrap_or(!settings.timing);
+            let state = if settings.timing { "on" } else { "off" };
+            shell.note(&format!("timing is {state}"));
+        }
+        Command::Refresh => {
+            let (from, to) = shell.refresh()?;
+            if from == to {
+                shell.note(&format!("already at the newest version, {to}"));
+            } else {
+                shell.note(&format!("moved from version {from} to version {to}"));
+            }
+        }
+    }
+    Ok(Flow::Continue)
+}
+
+/// The `\?` text, from [`COMMANDS`].
+pub fn help() -> String {
+    let usage = |c: &CommandInfo| if c.args.is_empty() { c.name.to_string() } else { format!("{} {}", c.name, c.args) };
+    let width = COMMANDS.iter().map(|c| usage(c).len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for c in COMMANDS {
+        let _ = writeln!(out, "  {:<width$}  {}", usage(c), c.help);
+    }
+    out.push_str("\nSQL statements end with ';' and may span lines. Tab completes; Ctrl-R searches the history;\n");
+    out.push_str("Ctrl-C cancels a running query or the current input; Ctrl-D leaves.");
+    out
+}
+
+fn tables(shell: &mut Shell) -> Result<()> {
+    let manifest = shell.session().snapshot().manifest();
+    let rows: Vec<Vec<String>> = Table::ALL
+        .iter()
+        .map(|t| vec![t.name().to_string(), manifest.rows(*t).to_string(), manifest.columns(*t).len().to_string()])
+        .collect();
+    shell.say(&render::text_table(&["table", "rows", "columns"], &rows)?);
+    Ok(())
+}
+
+fn describe(shell: &mut Shell, table: Table) -> Result<()> {
+    let session = shell.session();
+    let manifest = session.snapshot().manifest();
+    let index = session.index();
+    let rows: Vec<Vec<String>> = manifest
+        .columns(table)
+        .iter()
+        .map(|c| {
+            let mut row = vec![c.name.clone(), c.ty.sql_name().to_string()];
+            if table == Table::Users {
+                let kind = if index.has_values(&c.name) {
+                    "values"
+                } else if index.range_index(&c.name).is_some() {
+                    "range"
+                } else {
+                    ""
+                };
+                row.push(kind.to_string());
+            }
+            row
+        })
+        .collect();
+    let header: &[&str] = if table == Table::Users { &["column", "type", "bitmap index"] } else { &["column", "type"] };
+    let count = manifest.rows(table);
+    let noun = if count == 1 { "row" } else { "rows" };
+    shell.say(&format!(
+        "{table}: {count} {noun} at version {}\n{}",
+        session.snapshot().version(),
+        render::text_table(header, &rows)?
+    ));
+    Ok(())
+}
+
+fn tags(shell: &mut Shell, pattern: Option<&str>) -> Result<()> {
+    let sizes = shell.session().index().tag_sizes()?;
+    let rows: Vec<Vec<String>> = sizes
+        .into_iter()
+        .filter(|(tag, _)| pattern.is_none_or(|p| name_matches(tag, p)))
+        .map(|(tag, n)| vec![tag, n.to_string()])
+        .collect();
+    if rows.is_empty() {
+        match pattern {
+            Some(p) => shell.say(&format!("no tag matches '{p}'")),
+            None => shell.say("the store has no tags (load a user_tags file)"),
+        }
+        return Ok(());
+    }
+    let n = rows.len();
+    shell.say(&format!(
+        "{}\n({n} tag{})",
+        render::text_table(&["tag", "users"], &rows)?,
+        if n == 1 { "" } else { "s" }
+    ));
+    Ok(())
+}
+
+/// `pattern` with `*` and `?` wildcards matches the whole name; without them it matches any part.
+/// Case is ignored.
+fn name_matches(name: &str, pattern: &str) -> bool {
+    let name: Vec<char> = name.to_lowercase().chars().collect();
+    let pattern = pattern.to_lowercase();
+    let pattern: Vec<char> =
+        if pattern.contains(['*', '?']) { pattern.chars().collect() } else { format!("*{pattern}*").chars().collect() };
+    // Classic wildcard matching with backtracking to the last `*`.
+    let (mut n, mut p) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == name[n]) {
+            n += 1;
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == '*' {
+            star = Some((p, n));
+            p += 1;
+        } else if let Some((sp, sn)) = star {
+            p = sp + 1;
+            n = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == '*')
+}
+
+/// Purchases `\profile` shows, newest first (in columns narrow enough for 80-column terminals).
+const PROFILE_PURCHASES: usize = 10;
+
+async fn profile(shell: &mut Shell, user_id: &str) -> Result<()> {
+    let id = literal(user_id);
+    let user = shell.query(&format!("SELECT * FROM users WHERE user_id = {id}")).await?;
+    if user.iter().all(|b| b.num_rows() == 0) {
+        return Err(Error::Usage(format!("no user has user_id {id}")));
+    }
+    let tags =
+        shell.query(&format!("SELECT tag, assigned_at FROM user_tags WHERE user_id = {id} ORDER BY tag")).await?;
+    let purchases = shell
+        .query(&format!(
+            "SELECT to_char(p.ts, '%Y-%m-%d %H:%M') AS at, p.order_id, pr.name AS product, p.amount \
+             FROM purchases p LEFT JOIN products pr ON pr.product_id = p.product_id \
+             WHERE p.user_id = {id} ORDER BY p.ts DESC, p.order_id LIMIT {PROFILE_PURCHASES}"
+        ))
+        .await?;
+    let total = count(&shell.query(&format!("SELECT count(*) FROM purchases WHERE user_id = {id}")).await?);
+    let mut out = crate::output::vertical_text(&user)?;
+    let tag_count: usize = tags.iter().map(RecordBatch::num_rows).sum();
+    if tag_count == 0 {
+        out.push_str("\ntags: none\n");
+    } else {
+        let _ = writeln!(out, "\ntags ({tag_count}):\n{}", render::fit(&tags[0].schema(), &tags, shell.width())?);
+    }
+    let shown: usize = purchases.iter().map(RecordBatch::num_rows).sum();
+    if shown == 0 {
+        out.push_str("\npurchases: none");
+    } else {
+        let _ = write!(
+            out,
+            "\npurchases ({total} in all, the {shown} most recent):\n{}",
+            render::fit(&purchases[0].schema(), &purchases, shell.width())?
+        );
+    }
+    shell.say(&out);
+    Ok(())
+}
+
+/// The single integer of a `SELECT count(*)` result (0 when absent).
+fn count(batches: &[RecordBatch]) -> i64 {
+    batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().map(|a| a.value(0)))
+        .unwrap_or(0)
+}
+
+async fn explain(shell: &mut Shell, query: &str) -> Result<()> {
+    let query = query.trim().trim_end_matches(';').trim_end();
+    let plan = shell.session().sql(query).await?.into_optimized_plan()?;
+    let steps = bitmap_steps(&plan, shell.session().use_indexes())?;
+    let rows = shell.query(&format!("EXPLAIN {query}")).await?;
+    let mut out = String::new();
+    if steps.is_empty() {
+        out.push_str("bitmap steps: none (no users predicate is answered from the indexes)\n");
+    } else {
+        out.push_str("bitmap steps (users predicates answered from the indexes, exactly):\n");
+        for step in steps {
+            let _ = writeln!(out, "  {step}");
+        }
+    }
+    for batch in &rows {
+        let columns = (batch.column(0).as_any(), batch.column(1).as_any());
+        let (Some(kinds), Some(texts)) = (
+            columns.0.downcast_ref::<arrow::array::StringArray>(),
+            columns.1.downcast_ref::<arrow::array::StringArray>(),
+        ) else {
+            return Err(Error::Internal("EXPLAIN did not return two text columns".into()));
+        };
+        for row in 0..batch.num_rows() {
+            let _ = writeln!(out, "\n{}:", kinds.value(row).replace('_', " "));
+            for line in texts.value(row).lines().filter(|l| !l.trim().is_empty()) {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+    }
+    shell.say(out.trim_end());
+    Ok(())
+}
+
+/// The filters of every users scan in `plan` that the users table answers from bitmaps.
+fn bitmap_steps(plan: &LogicalPlan, indexes_on: bool) -> Result<Vec<String>> {
+    let mut steps = Vec::new();
+    if !indexes_on {
+        return Ok(steps);
+    }
+    let mut failed = None;
+    plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && scan.table_name.table() == Table::Users.name()
+        {
+            let filters: Vec<&Expr> = scan.filters.iter().collect();
+            match scan.source.supports_filters_pushdown(&filters) {
+                Ok(kinds) => steps.extend(
+                    filters
+                        .iter()
+                        .zip(kinds)
+                        .filter(|(_, k)| *k == TableProviderFilterPushDown::Exact)
+                        .map(|(f, _)| describe_filter(f)),
+                ),
+                Err(e) => failed = Some(e),
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(steps),
+    }
+}
+
+/// A users filter as SQL; the audience marker the audience rule writes shows as its spec.
+fn describe_filter(filter: &Expr) -> String {
+    if let Expr::ScalarFunction(f) = filter
+        && f.name() == "persona_audience"
+        && let Some(Expr::Literal(spec, _)) = f.args.get(1)
+    {
+        return format!("audience {spec}");
+    }
+    match datafusion::sql::unparser::expr_to_sql(filter) {
+        Ok(sql) => strip_outer_parens(&sql.to_string()).to_string(),
+        Err(_) => filter.human_display().to_string(),
+    }
+}
+
+/// `(a = 1)` as `a = 1`; `(a) OR (b)` stays as it is.
+fn strip_outer_parens(sql: &str) -> &str {
+    let Some(inner) = sql.strip_prefix('(').and_then(|s| s.strip_suffix(')')) else { return sql };
+    let mut depth = 0i32;
+    for c in inner.chars() {
+        depth += match c {
+            '(' => 1,
+            ')' => -1,
+            _ => 0,
+        };
+        if depth < 0 {
+            return sql;
+        }
+    }
+    if depth == 0 { inner } else { sql }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Command> {
+        s.parse()
+    }
+
+    #[test]
+    fn commands_parse_with_their_arguments() {
+        assert_eq!(parse("\\q").unwrap(), Command::Quit);
+        assert_eq!(parse("  \\d  ").unwrap(), Command::Tables);
+        assert_eq!(parse("\\d USERS").unwrap(), Command::Describe(Table::Users));
+        assert_eq!(parse("\\tags vip*").unwrap(), Command::Tags(Some("vip*".into())));
+        assert_eq!(parse("\\profile 'u1'").unwrap(), Command::Profile("u1".into()));
+        assert_eq!(parse("\\explain SELECT 1;").unwrap(), Command::Explain("SELECT 1;".into()));
+        assert_eq!(parse("\\o").unwrap(), Command::Output(None));
+        assert_eq!(parse("\\o out.csv").unwrap(), Command::Output(Some("out.csv".into())));
+        assert_eq!(parse("\\format JSON").unwrap(), Command::Format(OutputFormat::Json));
+        assert_eq!(parse("\\timing off").unwrap(), Command::Timing(Some(false)));
+        assert_eq!(parse("\\timing").unwrap(), Command::Timing(None));
+    }
+
+    #[test]
+    fn bad_commands_say_what_is_wrong() {
+        assert!(parse("\\nope").unwrap_err().to_string().contains("unknown command \\nope"));
+        assert!(parse("\\profile").unwrap_err().to_string().contains("\\profile needs a USER_ID"));
+        assert!(parse("\\d orders").unwrap_err().to_string().contains("unknown table 'orders'"));
+        assert!(parse("\\format parquet").unwrap_err().to_string().contains("COPY"));
+        assert!(parse("\\q now").unwrap_err().to_string().contains("takes no argument"));
+    }
+
+    #[test]
+    fn every_command_in_the_table_parses_and_is_in_the_help() {
+        let help = help();
+        for c in COMMANDS {
+            assert!(help.contains(c.name), "{} is missing from \\?", c.name);
+            let example = match c.arg {
+                ArgKind::None | ArgKind::Tag | ArgKind::OnOff => c.name.to_string(),
+                ArgKind::Table => format!("{} users", c.name),
+                ArgKind::Format => format!("{} csv", c.name),
+                ArgKind::Path => format!("{} x.sql", c.name),
+                ArgKind::Sql | ArgKind::Text => format!("{} x", c.name),
+            };
+            assert!(parse(&example).is_ok(), "{example} does not parse");
+        }
+    }
+
+    #[test]
+    fn tag_patterns_match_parts_or_wildcards() {
+        assert!(name_matches("churn_risk", "churn"));
+        assert!(name_matches("churn_risk", "RISK"));
+        assert!(!name_matches("churn_risk", "vip"));
+        assert!(name_matches("interest_0042", "interest_00?2"));
+        assert!(name_matches("interest_0042", "*42"));
+        assert!(!name_matches("interest_0042", "*41"));
+        assert!(!name_matches("vip", "v*x"));
+    }
+
+    #[test]
+    fn only_enclosing_parentheses_are_stripped() {
+        assert_eq!(strip_outer_parens("(users.tier = 'gold')"), "users.tier = 'gold'");
+        assert_eq!(strip_outer_parens("(a = 1) OR (b = 2)"), "(a = 1) OR (b = 2)");
+        assert_eq!(strip_outer_parens("a = 1"), "a = 1");
+    }
+
+    #[test]
+    fn literals_escape_quotes() {
+        assert_eq!(literal("o'brien"), "'o''brien'");
+    }
+}
