@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::Result;
+use crate::ingest::row_ids::SegmentReader;
 use format::{BitmapKey, BitmapKind, IndexFile};
 
 /// Bytes of deserialized bitmaps kept per open index before the cache is emptied.
@@ -29,13 +30,50 @@ pub struct IndexSet {
     /// Row ids `0..universe` are the live users.
     universe: u32,
     cache: Mutex<(u64, HashMap<BitmapKey, Arc<RoaringBitmap>>)>,
+    /// The id dictionary's segments, opened on the first point lookup.
+    id_segments: Vec<std::path::PathBuf>,
+    id_readers: Mutex<Option<Arc<Vec<SegmentReader>>>>,
 }
 
 impl IndexSet {
     /// Opens the index file of a snapshot (`None` when the store has no index yet).
     pub fn open(path: Option<&Path>, universe: u32) -> Result<IndexSet> {
         let file = path.map(IndexFile::open).transpose()?;
-        Ok(IndexSet { file, universe, cache: Mutex::new((0, HashMap::new())) })
+        Ok(IndexSet {
+            file,
+            universe,
+            cache: Mutex::new((0, HashMap::new())),
+            id_segments: Vec::new(),
+            id_readers: Mutex::new(None),
+        })
+    }
+
+    /// Adds the id dictionary's segments, for point lookups by user_id.
+    pub fn with_id_segments(mut self, segments: Vec<std::path::PathBuf>) -> IndexSet {
+        self.id_segments = segments;
+        self
+    }
+
+    /// The row id of `user_id`, from the id dictionary (one block read per segment).
+    pub fn row_id(&self, user_id: &str) -> Result<Option<u32>> {
+        let readers = {
+            let mut slot = self.id_readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match slot.as_ref() {
+                Some(r) => Arc::clone(r),
+                None => {
+                    let opened =
+                        Arc::new(self.id_segments.iter().map(|p| SegmentReader::open(p)).collect::<Result<Vec<_>>>()?);
+                    *slot = Some(Arc::clone(&opened));
+                    opened
+                }
+            }
+        };
+        for reader in readers.iter() {
+            if let Some(id) = reader.get(user_id)? {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
     }
 
     /// Every live user.

@@ -43,6 +43,8 @@ pub enum BitmapExpr {
     Or(Vec<BitmapExpr>),
     /// The first set minus the second.
     AndNot(Box<BitmapExpr>, Box<BitmapExpr>),
+    /// Users by row id, looked up in the id dictionary (`user_id = 'u42'`).
+    RowIds(Vec<u32>),
 }
 
 /// A filter translated exactly: who makes it TRUE, who makes it FALSE (the rest make it NULL).
@@ -151,6 +153,10 @@ pub fn translate(expr: &Expr, index: &IndexSet) -> Option<Translated> {
         }
         Expr::BinaryExpr(BinaryExpr { left, op: op @ (Operator::Eq | Operator::NotEq), right }) => {
             let (column, value) = column_and_literal(left, right)?;
+            if column == "user_id" {
+                let is = user_rows(index, std::slice::from_ref(value))?;
+                return Some(if *op == Operator::Eq { total(is) } else { total(minus(BitmapExpr::Universe, is)) });
+            }
             if !index.has_values(column) {
                 let range = range_value(value)?;
                 index.range_index(column)?;
@@ -172,6 +178,14 @@ pub fn translate(expr: &Expr, index: &IndexSet) -> Option<Translated> {
         }
         Expr::InList(InList { expr, list, negated }) => {
             let Expr::Column(c) = expr.as_ref() else { return None };
+            if c.name == "user_id" {
+                let values = list
+                    .iter()
+                    .map(|e| if let Expr::Literal(v, _) = e { Some(v.clone()) } else { None })
+                    .collect::<Option<Vec<_>>>()?;
+                let is = user_rows(index, &values)?;
+                return Some(if *negated { total(minus(BitmapExpr::Universe, is)) } else { total(is) });
+            }
             if !index.has_values(&c.name) {
                 return None;
             }
@@ -211,6 +225,19 @@ pub fn translate(expr: &Expr, index: &IndexSet) -> Option<Translated> {
         }
         _ => None,
     }
+}
+
+/// The users with these user_ids (user_id is never NULL, so the answer is total). A NULL in the
+/// list, or a dictionary that cannot be read, leaves the filter to the general path.
+fn user_rows(index: &IndexSet, values: &[ScalarValue]) -> Option<BitmapExpr> {
+    let mut ids = Vec::with_capacity(values.len());
+    for v in values {
+        let key = v.try_as_str()??;
+        if let Some(id) = index.row_id(key).ok()? {
+            ids.push(id);
+        }
+    }
+    Some(BitmapExpr::RowIds(ids))
 }
 
 fn column_and_literal<'a>(left: &'a Expr, right: &'a Expr) -> Option<(&'a str, &'a ScalarValue)> {
@@ -280,6 +307,7 @@ pub fn evaluate(expr: &BitmapExpr, index: &IndexSet) -> Result<RoaringBitmap> {
             acc
         }
         BitmapExpr::AndNot(a, b) => evaluate(a, index)? - evaluate(b, index)?,
+        BitmapExpr::RowIds(ids) => ids.iter().copied().filter(|id| u64::from(*id) < index.universe_len()).collect(),
     })
 }
 
@@ -297,6 +325,7 @@ impl fmt::Display for BitmapExpr {
         };
         match self {
             BitmapExpr::Universe => write!(f, "all"),
+            BitmapExpr::RowIds(ids) => write!(f, "rows{ids:?}"),
             BitmapExpr::Tag(t) => write!(f, "tag[{t}]"),
             BitmapExpr::Value { column, value } => write!(f, "{column}[{value}]"),
             BitmapExpr::Null(c) => write!(f, "{c}[NULL]"),

@@ -245,7 +245,8 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
 fn open_index(snapshot: &Snapshot) -> Result<Arc<IndexSet>> {
     let manifest = snapshot.manifest();
     let index_path = manifest.index.as_ref().map(|i| layout::resolve(snapshot.root(), &i.path));
-    Ok(Arc::new(IndexSet::open(index_path.as_deref(), manifest.next_row_id)?))
+    let segments = manifest.id_segments.iter().map(|s| layout::resolve(snapshot.root(), &s.path)).collect();
+    Ok(Arc::new(IndexSet::open(index_path.as_deref(), manifest.next_row_id)?.with_id_segments(segments)))
 }
 
 /// The users provider with bitmap pushdown over the snapshot's index.
