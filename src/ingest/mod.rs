@@ -846,6 +846,7 @@ struct KeptFile {
     row_ids_schema: SchemaRef,
     rows: u64,
     ts_range: Option<(i64, i64)>,
+    row_id_ranges: writer::RowGroupRanges,
 }
 
 impl KeptFile {
@@ -865,7 +866,12 @@ impl KeptFile {
             .build();
         let out = File::create(&ids_abs).io_context("create", &ids_abs)?;
         let ids_writer = parquet::arrow::ArrowWriter::try_new(out, Arc::clone(&schema), Some(props))?;
+        let footer = parquet::file::metadata::ParquetMetaDataReader::new()
+            .parse_and_finish(&File::open(&src.path).io_context("open", &src.path)?)
+            .map_err(|e| Error::corrupt(&src.path, e.to_string()))?;
+        let group_rows = footer.row_groups().iter().map(|rg| rg.num_rows().max(0) as u64).collect();
         Ok(KeptFile {
+            row_id_ranges: writer::RowGroupRanges::new(group_rows),
             copy: (rel, abs),
             row_ids: (ids_rel, ids_abs, ids_writer),
             row_ids_schema: schema,
@@ -876,6 +882,7 @@ impl KeptFile {
 
     fn add(&mut self, batch: &RecordBatch, row_ids: Vec<u32>) -> Result<()> {
         writer::extend_ts_range(&mut self.ts_range, batch);
+        self.row_id_ranges.add(&row_ids);
         self.rows += row_ids.len() as u64;
         let ids = RecordBatch::try_new(Arc::clone(&self.row_ids_schema), vec![Arc::new(UInt32Array::from(row_ids))])?;
         self.row_ids.2.write(&ids)?;
@@ -896,6 +903,7 @@ impl KeptFile {
             first_row_id: None,
             ts_range: self.ts_range,
             row_ids: Some(ids_rel),
+            row_id_ranges: self.row_id_ranges.finish(),
         })
     }
 }

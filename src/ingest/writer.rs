@@ -50,6 +50,57 @@ struct OpenFile {
     rows: u64,
     first_row_id: Option<u32>,
     ts_range: Option<(i64, i64)>,
+    row_id_ranges: RowGroupRanges,
+}
+
+/// The smallest and largest row id of each row group of a file being written, from the row ids
+/// in row order and the row groups' sizes.
+#[derive(Debug)]
+pub struct RowGroupRanges {
+    /// Row count of each row group (the last one repeats for files written here).
+    group_rows: Vec<u64>,
+    /// Rows seen so far, and the ranges of the groups begun.
+    rows: u64,
+    ranges: Vec<(u32, u32)>,
+}
+
+impl RowGroupRanges {
+    /// For row groups of these sizes; a size of 0 ends the list.
+    pub fn new(group_rows: Vec<u64>) -> RowGroupRanges {
+        RowGroupRanges { group_rows, rows: 0, ranges: Vec::new() }
+    }
+
+    /// Where the current row group ends (in rows from the file's start).
+    fn group_end(&self, group: usize) -> u64 {
+        let fixed = self.group_rows.last().copied().unwrap_or(u64::MAX).max(1);
+        let listed: u64 = self.group_rows.iter().take(group + 1).sum();
+        if group < self.group_rows.len() { listed } else { listed + fixed * (group + 1 - self.group_rows.len()) as u64 }
+    }
+
+    pub fn add(&mut self, ids: &[u32]) {
+        let mut rest = ids;
+        while !rest.is_empty() {
+            let group = self.ranges.len().saturating_sub(1);
+            let end = if self.ranges.is_empty() { 0 } else { self.group_end(group) };
+            if self.rows >= end {
+                self.ranges.push((u32::MAX, 0));
+                continue;
+            }
+            let take = ((end - self.rows) as usize).min(rest.len());
+            let (part, tail) = rest.split_at(take);
+            let range = self.ranges.last_mut().expect("a group was begun");
+            for &id in part {
+                range.0 = range.0.min(id);
+                range.1 = range.1.max(id);
+            }
+            self.rows += take as u64;
+            rest = tail;
+        }
+    }
+
+    pub fn finish(self) -> Vec<(u32, u32)> {
+        self.ranges
+    }
 }
 
 impl<'w> TableSink<'w> {
@@ -113,6 +164,9 @@ impl<'w> TableSink<'w> {
                     part.column(0).as_primitive::<arrow::datatypes::UInt32Type>().values().first().copied();
             }
             extend_ts_range(&mut file.ts_range, &part);
+            if self.table.is_fact() {
+                file.row_id_ranges.add(part.column(0).as_primitive::<arrow::datatypes::UInt32Type>().values());
+            }
             file.writer.write(&part)?;
             file.rows += take as u64;
             self.rows += take as u64;
@@ -126,7 +180,16 @@ impl<'w> TableSink<'w> {
             self.writer.new_file(layout::new_data_file(self.table.name(), self.writer.next_version()))?;
         let f = File::create(&abs).io_context("create", &abs)?;
         let writer = ArrowWriter::try_new(f, Arc::clone(&self.schema), Some(self.props.clone()))?;
-        self.current = Some(OpenFile { writer, relative, abs, rows: 0, first_row_id: None, ts_range: None });
+        let row_group = self.props.max_row_group_row_count().unwrap_or(1 << 20) as u64;
+        self.current = Some(OpenFile {
+            writer,
+            relative,
+            abs,
+            rows: 0,
+            first_row_id: None,
+            ts_range: None,
+            row_id_ranges: RowGroupRanges::new(vec![row_group]),
+        });
         Ok(())
     }
 
@@ -142,6 +205,7 @@ impl<'w> TableSink<'w> {
                 first_row_id: file.first_row_id,
                 ts_range: file.ts_range,
                 row_ids: None,
+                row_id_ranges: file.row_id_ranges.finish(),
             });
         }
         Ok(())

@@ -195,10 +195,9 @@ fn balanced_groups(counts: &[u64], target_partitions: usize) -> Vec<usize> {
 
 /// The object-store location of a local file (relative to the filesystem root, as
 /// `ObjectStoreUrl::local_filesystem()` expects).
-fn store_path(path: &Path) -> Result<StorePath> {
+pub(crate) fn store_path(path: &Path) -> Result<StorePath> {
     let absolute = std::path::absolute(path)?;
-    StorePath::from_absolute_path(&absolute)
-        .map_err(|e| exec_datafusion_err!("users file path {}: {e}", absolute.display()))
+    StorePath::from_absolute_path(&absolute).map_err(|e| exec_datafusion_err!("file path {}: {e}", absolute.display()))
 }
 
 /// Most footers kept in the process-wide cache. Files are immutable, so entries never go stale; the

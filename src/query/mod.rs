@@ -5,6 +5,7 @@
 pub mod audience_rule;
 pub mod bitmap_expr;
 pub mod bitmap_scan;
+pub mod facts_provider;
 pub mod now;
 #[cfg(test)]
 mod prop_tests;
@@ -123,7 +124,24 @@ impl Session {
         rules.push(Arc::new(rule));
         let mut providers: Vec<(Table, Arc<dyn TableProvider>)> = Vec::new();
         for table in Table::ALL {
-            let provider = if table == Table::Users { Arc::clone(&users) } else { table_provider(&snapshot, table)? };
+            let provider: Arc<dyn TableProvider> = if table == Table::Users {
+                Arc::clone(&users)
+            } else if table.is_fact() {
+                let files = snapshot
+                    .manifest()
+                    .files(table)
+                    .iter()
+                    .map(|f| facts_provider::FactFile {
+                        path: layout::resolve(snapshot.root(), &f.path),
+                        bytes: f.bytes,
+                        row_id_ranges: f.row_id_ranges.clone(),
+                    })
+                    .collect();
+                let plain = table_provider(&snapshot, table)?;
+                Arc::new(facts_provider::FactsTable::new(files, Arc::clone(&index), Arc::clone(&use_indexes), plain))
+            } else {
+                table_provider(&snapshot, table)?
+            };
             providers.push((table, provider));
         }
         let provider_of = |t: Table| {

@@ -67,6 +67,10 @@ pub struct DataFile {
     /// file holding their `__row_id` column, row for row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_ids: Option<String>,
+    /// For fact files: per row group, the smallest and largest user row id in it, so that a
+    /// lookup of one user reads only the row groups that can hold its rows (empty: unknown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub row_id_ranges: Vec<(u32, u32)>,
 }
 
 /// One segment of the id dictionary.
@@ -193,6 +197,7 @@ mod tests {
                 first_row_id: Some(0),
                 ts_range: None,
                 row_ids: None,
+                row_id_ranges: vec![(0, 2)],
             }],
         );
         let bytes = m.to_bytes().unwrap();

@@ -86,3 +86,53 @@ fn csv_facts_are_converted_with_the_row_id_inside() {
     let ids = batch.column_by_name("__row_id").unwrap().as_primitive::<arrow::datatypes::UInt32Type>();
     assert_eq!(ids.values().to_vec(), vec![1, 0]);
 }
+
+/// Each fact file records, per row group, the range of user row ids in it; a lookup of one user
+/// reads only the row groups that can hold it, and still finds every row.
+#[tokio::test]
+async fn row_group_ranges_of_row_ids_are_recorded_and_used_by_lookups() {
+    use arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray};
+    let dir = tempfile::tempdir().unwrap();
+    let users: String =
+        std::iter::once("user_id".to_string()).chain((0..300).map(|i| format!("u{i}"))).collect::<Vec<_>>().join("\n");
+    std::fs::write(dir.path().join("users.csv"), users).unwrap();
+    // Tags grouped by user, ten rows (users) per row group: 30 row groups, kept as loaded.
+    let ids: Vec<String> = (0..300).map(|i| format!("u{i}")).collect();
+    let tags: Vec<String> = (0..300).map(|i| format!("T{}", i % 3)).collect();
+    let tags_file = crate::util::write_parquet(
+        dir.path(),
+        "user_tags.parquet",
+        vec![
+            ("user_id", Arc::new(StringArray::from(ids)) as ArrayRef),
+            ("tag", Arc::new(StringArray::from(tags)) as ArrayRef),
+            ("assigned_at", Arc::new(TimestampMicrosecondArray::from(vec![1_700_000_000_000_000i64; 300])) as ArrayRef),
+        ],
+        10,
+    );
+    std::fs::write(dir.path().join("purchases.csv"), "order_id,user_id,product_id,channel_id,ts,quantity,amount\no1,u7,p1,app,2026-01-01 00:00:00,1,1\no2,u3,p1,app,2026-01-02 00:00:00,1,1\n").unwrap();
+    let store = Store::open_or_create(dir.path().join("store")).unwrap();
+    store
+        .import(&[dir.path().join("users.csv"), tags_file, dir.path().join("purchases.csv")], &ImportOptions::default())
+        .unwrap();
+    let snapshot = store.snapshot().unwrap();
+    let kept = &snapshot.manifest().files(Table::UserTags)[0];
+    assert!(kept.row_ids.is_some(), "the tags file was kept as loaded");
+    let expected: Vec<(u32, u32)> = (0..30).map(|g| (g * 10, g * 10 + 9)).collect();
+    assert_eq!(kept.row_id_ranges, expected);
+    assert_eq!(snapshot.manifest().files(Table::Purchases)[0].row_id_ranges, vec![(3, 7)], "a converted file");
+
+    let indexed = crate::util::session(&store);
+    let general =
+        store.session_with(&persona::SessionOptions { use_indexes: Some(false), ..Default::default() }).unwrap();
+    for sql in [
+        "SELECT user_id, tag FROM user_tags WHERE user_id = 'u155'",
+        "SELECT user_id, tag FROM user_tags WHERE user_id IN ('u0', 'u299', 'u150', 'nobody') ORDER BY user_id",
+        "SELECT order_id FROM purchases WHERE user_id = 'u7'",
+        "SELECT count(*) FROM user_tags WHERE user_id = 'nobody'",
+    ] {
+        let on = crate::util::rows(&indexed, sql).await;
+        assert_eq!(on, crate::util::rows(&general, sql).await, "{sql}");
+        assert!(!on.is_empty(), "{sql}");
+    }
+    assert_eq!(crate::util::rows(&indexed, "SELECT tag FROM user_tags WHERE user_id = 'u155'").await, vec!["T2"]);
+}

@@ -1,0 +1,145 @@
+//! The fact tables (`purchases`, `events`, `user_tags`): plain Parquet tables, except that a lookup
+//! of given users — `user_id = '…'` or `user_id IN (…)` — reads only the row groups whose user row
+//! ids can hold them: the ids come from the id dictionary, each row group's range of row ids from
+//! the manifest. The filter itself stays (it is reported inexact), so rows are still checked.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session as CatalogSession, TableProvider};
+use datafusion::common::Result;
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::object_store::ObjectMeta;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+
+use crate::index::IndexSet;
+use crate::query::audience_rule::collect_values;
+use crate::query::bitmap_scan::store_path;
+
+/// One stored fact file.
+#[derive(Debug, Clone)]
+pub struct FactFile {
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// Per row group, the smallest and largest user row id (empty: unknown).
+    pub row_id_ranges: Vec<(u32, u32)>,
+}
+
+/// A fact table of one snapshot.
+#[derive(Debug)]
+pub struct FactsTable {
+    files: Vec<FactFile>,
+    index: Arc<IndexSet>,
+    use_indexes: Arc<AtomicBool>,
+    /// The plain Parquet table, for everything but user lookups.
+    inner: Arc<dyn TableProvider>,
+}
+
+impl FactsTable {
+    pub fn new(
+        files: Vec<FactFile>,
+        index: Arc<IndexSet>,
+        use_indexes: Arc<AtomicBool>,
+        inner: Arc<dyn TableProvider>,
+    ) -> Self {
+        FactsTable { files, index, use_indexes, inner }
+    }
+
+    /// The row ids of the users a filter restricts the rows to (sorted), if any filter does.
+    fn looked_up_users(&self, filters: &[Expr]) -> Option<Vec<u32>> {
+        for filter in filters {
+            let mut keys = Vec::new();
+            if collect_values(filter, "user_id", &mut keys).is_none() {
+                continue;
+            }
+            let mut ids = Vec::with_capacity(keys.len());
+            for key in &keys {
+                // A dictionary that cannot be read: no pruning (the scan is still exact).
+                if let Some(id) = self.index.row_id(key).ok()? {
+                    ids.push(id);
+                }
+            }
+            ids.sort_unstable();
+            return Some(ids);
+        }
+        None
+    }
+}
+
+#[async_trait]
+impl TableProvider for FactsTable {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        self.inner.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn CatalogSession,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let lookup = if self.use_indexes.load(Ordering::Relaxed) { self.looked_up_users(filters) } else { None };
+        let Some(ids) = lookup else { return self.inner.scan(state, projection, filters, limit).await };
+        let schema = self.schema();
+        let mut partitioned = Vec::new();
+        for file in &self.files {
+            let mut plan = ParquetAccessPlan::new_all(file.row_id_ranges.len());
+            let mut any = file.row_id_ranges.is_empty();
+            for (group, (lo, hi)) in file.row_id_ranges.iter().enumerate() {
+                let first_at_least_lo = ids.partition_point(|id| id < lo);
+                if ids.get(first_at_least_lo).is_some_and(|id| id <= hi) {
+                    any = true;
+                } else {
+                    plan.skip(group);
+                }
+            }
+            if !any {
+                continue;
+            }
+            let mut f = PartitionedFile::new_from_meta(ObjectMeta {
+                location: store_path(&file.path)?,
+                last_modified: chrono::DateTime::UNIX_EPOCH,
+                size: file.bytes,
+                e_tag: None,
+                version: None,
+            });
+            if !file.row_id_ranges.is_empty() {
+                f = f.with_extension(plan);
+            }
+            partitioned.push(f);
+        }
+        if partitioned.is_empty() {
+            let projected = match projection {
+                Some(p) => Arc::new(schema.project(p)?),
+                None => schema,
+            };
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        let config =
+            FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(ParquetSource::new(schema)))
+                .with_file_groups(vec![FileGroup::new(partitioned)])
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+}
