@@ -1,11 +1,11 @@
-//! Audience-query benchmark: Q1, Q3 and Q6 of the audience benchmark (`benches/queries/`) through
+//! Audience-query benchmark: Q1, Q3, Q4 and Q6 of the audience benchmark (`benches/queries/`) through
 //! the library, in one warm session.
 //!
 //! Measured: `rt.block_on(session.query(sql))` — planning, executing and collecting the result of
 //! one statement — on a `persona::Session` opened once with "now" pinned to 2026-11-01 00:00:00
 //! (the store is opened and the session built before measuring). One `BenchmarkId` per query:
 //! Q1 (tag ∧ tier ∧ no recent purchase, count), Q3 (tags ∨/¬, region, age range, count), Q6 (pairwise
-//! tag overlaps). Group `audience_queries` uses the bitmap indexes (the default); group
+//! tag overlaps), Q4 (distinct buyers of a category, minus a tag). Group `audience_queries` uses the bitmap indexes (the default); group
 //! `audience_queries_scan` runs the same queries with `use_indexes: Some(false)` (DataFusion's
 //! general path over the store's Parquet files), the baseline the indexes must beat.
 //!
@@ -30,9 +30,10 @@ use persona::{ImportOptions, SessionOptions, Store};
 const USERS: u64 = 100_000;
 const SEED: u64 = 42;
 
-const QUERIES: [(&str, &str); 3] = [
+const QUERIES: [(&str, &str); 4] = [
     ("q1", include_str!("queries/q1.sql")),
     ("q3", include_str!("queries/q3.sql")),
+    ("q4", include_str!("queries/q4.sql")),
     ("q6", include_str!("queries/q6.sql")),
 ];
 

@@ -396,9 +396,20 @@ fn for_each_batch(
     job: &Job<'_>,
     src: &SourceFile,
     plan: ColumnPlan,
+    f: impl FnMut(TypedBatch) -> Result<()>,
+) -> Result<()> {
+    for_each_batch_of(job, src, plan, None, f)
+}
+
+/// [`for_each_batch`] decoding only the columns at `only` (sorted file positions; Parquet).
+fn for_each_batch_of(
+    job: &Job<'_>,
+    src: &SourceFile,
+    plan: ColumnPlan,
+    only: Option<&[usize]>,
     mut f: impl FnMut(TypedBatch) -> Result<()>,
 ) -> Result<()> {
-    let mut rdr = BatchReader::open(src, plan)?;
+    let mut rdr = BatchReader::open_columns(src, plan, only)?;
     let mut reported = 0;
     while let Some(batch) = rdr.next_batch()? {
         if job.cancelled.load(Ordering::Relaxed) {
@@ -742,7 +753,13 @@ fn load_facts(
             Some(w) if reader::matches_contract(&src, table)? => Some(KeptFile::new(w, table, &src)?),
             _ => None,
         };
-        for_each_batch(job, &src, plan, |tb| {
+        // A kept file is not rewritten: decode only what the row ids and the indexes need, and the
+        // required columns whose footer statistics do not already prove them present.
+        let only = match kept {
+            Some(_) => Some(kept_columns(&src, table, &header)?),
+            None => None,
+        };
+        for_each_batch_of(job, &src, plan, only.as_deref(), |tb| {
             check_non_null(table, &src, &tb)?;
             let users = tb.batch.column(tb.batch.schema().index_of("user_id")?).as_string::<i32>();
             let mut row_ids = Vec::with_capacity(users.len());
@@ -807,6 +824,24 @@ fn load_facts(
             Ok(load)
         })
         .collect()
+}
+
+/// The file positions of a kept fact file's columns that the import must decode.
+fn kept_columns(src: &SourceFile, table: Table, header: &[String]) -> Result<Vec<usize>> {
+    let indexed: &[&str] = match table {
+        Table::Purchases => &["user_id", "ts", "channel_id", "product_id"],
+        Table::Events => &["user_id", "ts", "event_type"],
+        Table::UserTags => &["user_id", "tag"],
+        _ => &["user_id"],
+    };
+    let mut only = Vec::new();
+    for (i, name) in header.iter().enumerate() {
+        let required = table.non_null_columns().contains(&name.as_str());
+        if indexed.contains(&name.as_str()) || (required && !reader::proven_present(src, i)?) {
+            only.push(i);
+        }
+    }
+    Ok(only)
 }
 
 /// Rebuilds the category streams of the purchases already in the store (their products' categories

@@ -160,6 +160,22 @@ pub fn matches_contract(src: &SourceFile, table: Table) -> Result<bool> {
         && fields.iter().zip(columns).all(|(f, c)| f.name() == c.name && f.data_type() == &c.ty.arrow_type()))
 }
 
+/// True if the footer of a Parquet input proves that column `index` has no NULL and, for text, no
+/// empty value in any row group (every row group has statistics with a null count of 0 and a
+/// non-empty minimum), so that checking its required values needs no decoding.
+pub fn proven_present(src: &SourceFile, index: usize) -> Result<bool> {
+    if src.format != InputFormat::Parquet {
+        return Ok(false);
+    }
+    let builder = parquet_builder(src)?;
+    let is_text = builder.schema().fields().get(index).is_some_and(|f| f.data_type() == &DataType::Utf8);
+    Ok(builder.metadata().row_groups().iter().all(|rg| {
+        rg.columns().get(index).and_then(|c| c.statistics()).is_some_and(|st| {
+            st.null_count_opt() == Some(0) && (!is_text || st.min_bytes_opt().is_some_and(|m| !m.is_empty()))
+        })
+    }))
+}
+
 /// The column names of an input, in file order.
 pub fn read_header(src: &SourceFile) -> Result<Vec<String>> {
     match src.format {
@@ -263,6 +279,12 @@ enum Inner {
 
 impl BatchReader {
     pub fn open(src: &SourceFile, plan: ColumnPlan) -> Result<BatchReader> {
+        Self::open_columns(src, plan, None)
+    }
+
+    /// Like [`BatchReader::open`], decoding only the columns at `only` (sorted file positions) of
+    /// a Parquet input; batches then hold those columns only.
+    pub fn open_columns(src: &SourceFile, mut plan: ColumnPlan, only: Option<&[usize]>) -> Result<BatchReader> {
         let inner = match src.format {
             InputFormat::Csv => {
                 let mut rdr = csv_reader(src)?;
@@ -271,7 +293,12 @@ impl BatchReader {
                 Inner::Csv { rdr, header_len: header.len(), record: csv::ByteRecord::new(), bom_len }
             }
             InputFormat::Parquet => {
-                let builder = parquet_builder(src)?.with_batch_size(BATCH_ROWS);
+                let mut builder = parquet_builder(src)?.with_batch_size(BATCH_ROWS);
+                if let Some(only) = only {
+                    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), only.iter().copied());
+                    builder = builder.with_projection(mask);
+                    plan.columns = only.iter().filter_map(|&i| plan.columns.get(i).cloned()).collect();
+                }
                 let mut starts = Vec::with_capacity(builder.metadata().num_row_groups());
                 let mut total = 0u64;
                 for rg in builder.metadata().row_groups() {

@@ -136,3 +136,57 @@ async fn row_group_ranges_of_row_ids_are_recorded_and_used_by_lookups() {
     }
     assert_eq!(crate::util::rows(&indexed, "SELECT tag FROM user_tags WHERE user_id = 'u155'").await, vec!["T2"]);
 }
+
+/// A kept file decodes only the columns the import needs, but a required value that is missing is
+/// still refused with its row: its footer statistics do not prove the column complete.
+#[test]
+fn a_kept_file_with_a_missing_required_value_is_still_refused() {
+    use arrow::array::{ArrayRef, Float64Array, Int32Array, StringArray, TimestampMicrosecondArray};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users.csv"), "user_id\nu1\nu2\n").unwrap();
+    let purchases = |name: &str, order: Vec<Option<&str>>| {
+        let n = order.len();
+        crate::util::write_parquet(
+            dir.path(),
+            name,
+            vec![
+                ("order_id", Arc::new(StringArray::from(order)) as ArrayRef),
+                ("user_id", Arc::new(StringArray::from(vec!["u1"; n])) as ArrayRef),
+                ("product_id", Arc::new(StringArray::from(vec!["p1"; n])) as ArrayRef),
+                ("channel_id", Arc::new(StringArray::from(vec!["app"; n])) as ArrayRef),
+                ("ts", Arc::new(TimestampMicrosecondArray::from(vec![1_700_000_000_000_000i64; n])) as ArrayRef),
+                ("quantity", Arc::new(Int32Array::from(vec![1; n])) as ArrayRef),
+                ("amount", Arc::new(Float64Array::from(vec![1.0; n])) as ArrayRef),
+            ],
+            4,
+        )
+    };
+    let store = Store::open_or_create(dir.path().join("store")).unwrap();
+    store.import(&[dir.path().join("users.csv")], &ImportOptions::default()).unwrap();
+    for (name, order, row) in [
+        ("purchases-null.parquet", vec![Some("o1"), Some("o2"), Some("o3"), Some("o4"), Some("o5"), None], 5),
+        ("purchases-empty.parquet", vec![Some("o1"), Some("o2"), Some("o3"), Some("o4"), Some(""), Some("o6")], 4),
+    ] {
+        let file = purchases(name, order);
+        assert!(
+            persona::ingest::reader::matches_contract(&source_file(&file), Table::Purchases).unwrap(),
+            "{name} is kept"
+        );
+        let err = store.import(&[file.clone()], &ImportOptions::default()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("order_id") && text.contains("missing"), "{name}: {text}");
+        // Row groups of 4 rows: the bad row is in the second row group.
+        assert!(text.contains(&format!("row group 1, row {}", row % 4)), "{name}: {text}");
+    }
+    let good = purchases("purchases-good.parquet", vec![Some("o1"), Some("o2"), Some("o3")]);
+    store.import(&[good], &ImportOptions::default()).unwrap();
+}
+
+fn source_file(path: &std::path::Path) -> persona::ingest::reader::SourceFile {
+    persona::ingest::reader::SourceFile {
+        path: path.to_path_buf(),
+        table: Table::Purchases,
+        format: persona::ingest::reader::InputFormat::Parquet,
+        size: std::fs::metadata(path).unwrap().len(),
+    }
+}
