@@ -172,7 +172,7 @@ fn a_kept_file_with_a_missing_required_value_is_still_refused() {
             persona::ingest::reader::matches_contract(&source_file(&file), Table::Purchases).unwrap(),
             "{name} is kept"
         );
-        let err = store.import(&[file.clone()], &ImportOptions::default()).unwrap_err();
+        let err = store.import(std::slice::from_ref(&file), &ImportOptions::default()).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("order_id") && text.contains("missing"), "{name}: {text}");
         // Row groups of 4 rows: the bad row is in the second row group.
