@@ -340,36 +340,68 @@ impl IndexDelta {
             out.insert((BitmapKind::Tag, tag, String::new()), bm.finish());
         }
         let mut streams = self.streams.into_days();
-        // All purchases: the union of the channel streams (see `add_purchases`).
-        let mut all: BTreeMap<i64, Vec<&RoaringBitmap>> = BTreeMap::new();
-        for (name, days) in &streams {
-            if family_of(name) == FAMILY_PURCHASE_CHANNEL {
-                for (day, bm) in days {
-                    all.entry(*day).or_default().push(bm);
+        // The union of all purchases and every stream's month roll-ups are independent: two
+        // threads share them (this runs while the rest of the import waits).
+        let names: Vec<&String> = streams.keys().filter(|n| n.as_str() != FAMILY_PURCHASE_CHANNEL).collect();
+        let (half_a, half_b): (Vec<(usize, &String)>, Vec<(usize, &String)>) =
+            names.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        let (all, mut months) = std::thread::scope(|scope| {
+            let streams = &streams;
+            let other = scope.spawn(move || {
+                let mut months = months_of(streams, half_b.into_iter().map(|(_, n)| n));
+                // All purchases: the union of the channel streams (see `add_purchases`).
+                let mut by_day: BTreeMap<i64, Vec<&RoaringBitmap>> = BTreeMap::new();
+                for (name, days) in streams {
+                    if family_of(name) == FAMILY_PURCHASE_CHANNEL {
+                        for (day, bm) in days {
+                            by_day.entry(*day).or_default().push(bm);
+                        }
+                    }
                 }
-            }
-        }
-        let all: BTreeMap<i64, RoaringBitmap> =
-            all.into_iter().map(|(day, bms)| (day, bms.into_iter().union())).collect();
+                let all: BTreeMap<i64, RoaringBitmap> =
+                    by_day.into_iter().map(|(day, bms)| (day, bms.into_iter().union())).collect();
+                let one = BTreeMap::from([(FAMILY_PURCHASES.to_string(), all)]);
+                months.extend(months_of(&one, one.keys()));
+                let all = one.into_values().next().unwrap_or_default();
+                (all, months)
+            });
+            let mine = months_of(streams, half_a.into_iter().map(|(_, n)| n));
+            let (all, mut months) = other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            months.extend(mine);
+            (all, months)
+        });
         if !all.is_empty() {
             streams.insert(FAMILY_PURCHASES.to_string(), all);
         }
         // The stream of purchases without a channel only served the union.
         streams.remove(FAMILY_PURCHASE_CHANNEL);
+        for (name, month, bm) in months.drain(..) {
+            out.insert((BitmapKind::ActivityMonth, name, month.to_string()), bm);
+        }
         for (name, days) in streams {
-            let mut months: BTreeMap<i64, Vec<&RoaringBitmap>> = BTreeMap::new();
-            for (day, bm) in &days {
-                months.entry(month_start(*day)).or_default().push(bm);
-            }
-            for (month, bms) in months {
-                out.insert((BitmapKind::ActivityMonth, name.clone(), month.to_string()), bms.into_iter().union());
-            }
             for (day, bm) in days {
                 out.insert((BitmapKind::ActivityDay, name.clone(), day.to_string()), bm);
             }
         }
         out
     }
+}
+
+/// The calendar-month unions of the named streams' days.
+fn months_of<'a>(
+    streams: &BTreeMap<String, BTreeMap<i64, RoaringBitmap>>,
+    names: impl Iterator<Item = &'a String>,
+) -> Vec<(String, i64, RoaringBitmap)> {
+    let mut out = Vec::new();
+    for name in names {
+        let Some(days) = streams.get(name) else { continue };
+        let mut months: BTreeMap<i64, Vec<&RoaringBitmap>> = BTreeMap::new();
+        for (day, bm) in days {
+            months.entry(month_start(*day)).or_default().push(bm);
+        }
+        out.extend(months.into_iter().map(|(month, bms)| (name.clone(), month, bms.into_iter().union())));
+    }
+    out
 }
 
 /// Writes the next version's index to `out`: the previous index (if any) merged with `delta`,

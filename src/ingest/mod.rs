@@ -770,7 +770,9 @@ fn load_facts(
                 let id = match last {
                     Some((u, id)) if u == user => id,
                     _ => {
-                        let id = ids.get(user).ok_or_else(|| {
+                        // The next user is usually the next row id (facts in users' order).
+                        let hint = last.map_or(0, |(_, id)| id.wrapping_add(1));
+                        let id = ids.get_near(user, hint).ok_or_else(|| {
                             Error::input(
                                 &src.path,
                                 tb.location(row),

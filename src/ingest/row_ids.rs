@@ -22,32 +22,67 @@ const BLOCK_ENTRIES: usize = 1024;
 /// Block count, index offset, index CRC, file CRC.
 const TRAILER_LEN: usize = 4 + 8 + 4 + 4;
 
-/// The in-memory dictionary used by an import.
+/// The in-memory dictionary used by an import: user_id → row id, and row id → user_id (the keys
+/// in one arena), so that facts grouped by user in row-id order resolve the next user by checking
+/// the next row id's key instead of probing the hash map.
 #[derive(Debug, Default)]
 pub struct IdMap {
     map: FxHashMap<Box<str>, u32>,
+    arena: String,
+    /// Per row id: where its key is in `arena` (offset, length); `u32::MAX` length for no key.
+    by_id: Vec<(u32, u32)>,
 }
 
 impl IdMap {
     /// Loads every segment of the dictionary.
     pub fn load(paths: &[impl AsRef<Path>], expected_len: usize) -> Result<IdMap> {
-        let mut map = FxHashMap::with_capacity_and_hasher(expected_len, Default::default());
+        let mut out = IdMap {
+            map: FxHashMap::with_capacity_and_hasher(expected_len, Default::default()),
+            arena: String::new(),
+            by_id: Vec::with_capacity(expected_len),
+        };
         for path in paths {
             let path = path.as_ref();
             let bytes = io::read(path)?;
-            for_each_entry(&bytes, path, |key, id| {
-                map.insert(key.into(), id);
-            })?;
+            for_each_entry(&bytes, path, |key, id| out.insert(key, id))?;
         }
-        Ok(IdMap { map })
+        Ok(out)
     }
 
     pub fn get(&self, user_id: &str) -> Option<u32> {
         self.map.get(user_id).copied()
     }
 
+    /// The user_id of a row id.
+    pub fn key_of(&self, row_id: u32) -> Option<&str> {
+        let &(offset, len) = self.by_id.get(row_id as usize)?;
+        if len == u32::MAX {
+            return None;
+        }
+        self.arena.get(offset as usize..(offset + len) as usize)
+    }
+
+    /// The row id of `user_id`, trying `hint` (usually the previous user's row id + 1) first.
+    pub fn get_near(&self, user_id: &str, hint: u32) -> Option<u32> {
+        if self.key_of(hint) == Some(user_id) {
+            return Some(hint);
+        }
+        self.get(user_id)
+    }
+
     pub fn insert(&mut self, user_id: &str, row_id: u32) {
         self.map.insert(user_id.into(), row_id);
+        let at = row_id as usize;
+        if self.by_id.len() <= at {
+            self.by_id.resize(at + 1, (0, u32::MAX));
+        }
+        // Arenas past 4 GiB of keys keep only the hash map (the hint is an optimisation).
+        if let Ok(offset) = u32::try_from(self.arena.len())
+            && offset.checked_add(user_id.len() as u32).is_some()
+        {
+            self.by_id[at] = (offset, user_id.len() as u32);
+            self.arena.push_str(user_id);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -272,6 +307,11 @@ mod tests {
         assert_eq!(map.get("u1"), Some(0));
         assert_eq!(map.get("用户3"), Some(2));
         assert_eq!(map.get("nobody"), None);
+        assert_eq!(map.key_of(2), Some("用户3"));
+        assert_eq!(map.key_of(9), None);
+        assert_eq!(map.get_near("u2", 1), Some(1));
+        assert_eq!(map.get_near("u2", 0), Some(1), "a wrong hint falls back to the map");
+        assert_eq!(map.get_near("nobody", 1), None);
     }
 
     #[test]
