@@ -343,12 +343,12 @@ impl IndexDelta {
         // The union of all purchases and every stream's month roll-ups are independent: two
         // threads share them (this runs while the rest of the import waits).
         let names: Vec<&String> = streams.keys().filter(|n| n.as_str() != FAMILY_PURCHASE_CHANNEL).collect();
-        let (half_a, half_b): (Vec<(usize, &String)>, Vec<(usize, &String)>) =
-            names.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        let half_a: Vec<&String> = names.iter().step_by(2).copied().collect();
+        let half_b: Vec<&String> = names.iter().skip(1).step_by(2).copied().collect();
         let (all, mut months) = std::thread::scope(|scope| {
             let streams = &streams;
             let other = scope.spawn(move || {
-                let mut months = months_of(streams, half_b.into_iter().map(|(_, n)| n));
+                let mut months = months_of(streams, half_b.into_iter());
                 // All purchases: the union of the channel streams (see `add_purchases`).
                 let mut by_day: BTreeMap<i64, Vec<&RoaringBitmap>> = BTreeMap::new();
                 for (name, days) in streams {
@@ -365,7 +365,7 @@ impl IndexDelta {
                 let all = one.into_values().next().unwrap_or_default();
                 (all, months)
             });
-            let mine = months_of(streams, half_a.into_iter().map(|(_, n)| n));
+            let mine = months_of(streams, half_a.into_iter());
             let (all, mut months) = other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             months.extend(mine);
             (all, months)
