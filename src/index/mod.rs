@@ -101,7 +101,12 @@ impl IndexSet {
             return None;
         }
         let base = key.parse().ok()?;
-        let bits = file.directory.keys().filter(|(k, n, _)| *k == BitmapKind::RangeBit && n == column).count() as u32;
+        let first_bit = (BitmapKind::RangeBit, column.to_string(), String::new());
+        let bits = file
+            .directory
+            .range(first_bit..)
+            .take_while(|((k, n, _), _)| *k == BitmapKind::RangeBit && n == column)
+            .count() as u32;
         Some((base, bits))
     }
 
@@ -228,7 +233,12 @@ impl IndexSet {
     /// Every tag name in the index, sorted (reads the directory only).
     pub fn tag_names(&self) -> Vec<String> {
         let Some(file) = &self.file else { return Vec::new() };
-        file.directory.keys().filter(|(k, _, _)| *k == BitmapKind::Tag).map(|(_, n, _)| n.clone()).collect()
+        let first = (BitmapKind::Tag, String::new(), String::new());
+        file.directory
+            .range(first..)
+            .take_while(|((k, _, _), _)| *k == BitmapKind::Tag)
+            .map(|((_, n, _), _)| n.clone())
+            .collect()
     }
 
     /// Every tag with the number of users carrying it, sorted by name.
@@ -239,10 +249,11 @@ impl IndexSet {
     /// The value keys of an indexed column (for completion and EXPLAIN).
     pub fn values(&self, column: &str) -> Vec<String> {
         let Some(file) = &self.file else { return Vec::new() };
+        let first = (BitmapKind::Value, column.to_string(), String::new());
         file.directory
-            .keys()
-            .filter(|(k, n, _)| *k == BitmapKind::Value && n == column)
-            .map(|(_, _, v)| v.clone())
+            .range(first..)
+            .take_while(|((k, n, _), _)| *k == BitmapKind::Value && n == column)
+            .map(|((_, _, v), _)| v.clone())
             .collect()
     }
 
