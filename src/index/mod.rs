@@ -13,8 +13,15 @@ use std::sync::{Arc, Mutex};
 
 use roaring::{MultiOps, RoaringBitmap};
 
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::TimestampMicrosecondType;
+
 use crate::error::Result;
 use crate::ingest::row_ids::SegmentReader;
+use crate::query::bitmap_expr::EdgeScan;
+use crate::store::Snapshot;
+use crate::store::fact_rows;
+use crate::tables::Table;
 use format::{BitmapKey, BitmapKind, IndexFile};
 
 /// Bytes of deserialized bitmaps kept per open index before the cache is emptied.
@@ -33,6 +40,8 @@ pub struct IndexSet {
     /// The id dictionary's segments, opened on the first point lookup.
     id_segments: Vec<std::path::PathBuf>,
     id_readers: Mutex<Option<Arc<Vec<SegmentReader>>>>,
+    /// The snapshot whose fact files answer the partial days of time windows.
+    facts: Option<Snapshot>,
 }
 
 impl IndexSet {
@@ -45,7 +54,68 @@ impl IndexSet {
             cache: Mutex::new((0, HashMap::new())),
             id_segments: Vec::new(),
             id_readers: Mutex::new(None),
+            facts: None,
         })
+    }
+
+    /// Adds the snapshot whose fact files are read for the partial days of time windows.
+    pub fn with_facts(mut self, snapshot: Snapshot) -> IndexSet {
+        self.facts = Some(snapshot);
+        self
+    }
+
+    /// The users of the fact rows `scan` describes, read from the snapshot's fact files (only the
+    /// files and row groups whose `ts` range overlaps the scan's).
+    pub fn users_of_fact_rows(&self, scan: &EdgeScan) -> Result<RoaringBitmap> {
+        let mut out = RoaringBitmap::new();
+        let Some(snapshot) = &self.facts else { return Ok(out) };
+        let table: Table = scan.table.parse()?;
+        let (root, manifest) = (snapshot.root(), snapshot.manifest());
+        // The category of a purchase is its product's.
+        let categories = match scan.column.as_deref() {
+            Some("category") => Some(fact_rows::product_categories(root, manifest)?),
+            _ => None,
+        };
+        let column = match scan.column.as_deref() {
+            Some("category") => Some("product_id"),
+            other => other,
+        };
+        let mut columns = vec!["ts"];
+        columns.extend(column);
+        let last = scan.to - 1;
+        for file in manifest.files(table) {
+            if file.ts_range.is_some_and(|(lo, hi)| hi < scan.from || lo > last) {
+                continue;
+            }
+            fact_rows::for_each_fact_batch_in(root, file, &columns, Some((scan.from, last)), |batch, ids| {
+                let ts = batch.column(0).as_primitive::<TimestampMicrosecondType>();
+                let values = column.map(|_| batch.column(1).as_string::<i32>());
+                for (row, id) in ids.iter().enumerate() {
+                    if ts.is_null(row) || !(scan.from..scan.to).contains(&ts.value(row)) {
+                        continue;
+                    }
+                    if let Some(values) = values {
+                        if values.is_null(row) {
+                            continue;
+                        }
+                        let value = values.value(row);
+                        let value = match &categories {
+                            Some(map) => match map.get(value) {
+                                Some(category) => category.as_str(),
+                                None => continue,
+                            },
+                            None => value,
+                        };
+                        if !scan.values.iter().any(|v| v == value) {
+                            continue;
+                        }
+                    }
+                    out.insert(*id);
+                }
+                Ok(())
+            })?;
+        }
+        Ok(out)
     }
 
     /// Adds the id dictionary's segments, for point lookups by user_id.

@@ -26,8 +26,8 @@ use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use crate::index::build::{
     FAMILY_EVENT_TYPE, FAMILY_PURCHASE_CATEGORY, FAMILY_PURCHASE_CHANNEL, FAMILY_PURCHASES, stream_name,
 };
-use crate::index::{DAY_MICROS, IndexSet, day_of};
-use crate::query::bitmap_expr::AudienceSpec;
+use crate::index::{DAY_MICROS, IndexSet};
+use crate::query::bitmap_expr::{AudienceSpec, EdgeScan};
 use crate::query::users_provider::UsersTable;
 
 /// Rewrites semi/anti joins into the facts, and distinct users of the facts, as users filters
@@ -235,14 +235,17 @@ fn fact_audience(plan: &LogicalPlan, index: &IndexSet) -> Option<AudienceSpec> {
         ["events"] => ("events", &["event_type"]),
         _ => return None,
     };
+    // The window as a half-open range of microseconds, [from, to).
     let mut window = (i64::MIN / 4, i64::MAX / 4);
     // The one dimension column constrained, with the values it may take.
     let mut constrained: Option<(String, Vec<String>)> = None;
     for p in &side.predicates {
-        if let Some((op, day)) = day_bound(p) {
+        if let Some((op, micros)) = ts_bound(p) {
             match op {
-                Operator::GtEq => window.0 = window.0.max(day),
-                Operator::Lt => window.1 = window.1.min(day - 1),
+                Operator::GtEq => window.0 = window.0.max(micros),
+                Operator::Gt => window.0 = window.0.max(micros.checked_add(1)?),
+                Operator::Lt => window.1 = window.1.min(micros),
+                Operator::LtEq => window.1 = window.1.min(micros.checked_add(1)?),
                 _ => return None,
             }
             continue;
@@ -259,6 +262,7 @@ fn fact_audience(plan: &LogicalPlan, index: &IndexSet) -> Option<AudienceSpec> {
             Some(_) => return None,
         }
     }
+    let dimension = constrained.clone();
     let streams = match (fact, constrained) {
         ("purchases", None) if tables.len() == 1 => {
             index.has_family(FAMILY_PURCHASES).then(|| vec![FAMILY_PURCHASES.to_string()])?
@@ -276,7 +280,40 @@ fn fact_audience(plan: &LogicalPlan, index: &IndexSet) -> Option<AudienceSpec> {
         },
         _ => return None,
     };
-    Some(AudienceSpec::ActiveDays { streams, first_day: window.0, last_day: window.1 })
+    // Whole days inside the window come from the day bitmaps; its partial first and last days
+    // (a bound that is not a midnight) are read from the facts.
+    let (from, to) = window;
+    let unbounded = (i64::MIN / 4, i64::MAX / 4);
+    let first_day = if from == unbounded.0 {
+        from / DAY_MICROS
+    } else {
+        from.div_euclid(DAY_MICROS) + i64::from(from.rem_euclid(DAY_MICROS) != 0)
+    };
+    let last_day = if to == unbounded.1 { to / DAY_MICROS } else { to.div_euclid(DAY_MICROS) - 1 };
+    let mut edges = Vec::new();
+    if first_day > last_day {
+        if from < to {
+            edges.push((from, to));
+        }
+    } else {
+        if from != unbounded.0 && from < first_day * DAY_MICROS {
+            edges.push((from, first_day * DAY_MICROS));
+        }
+        if to != unbounded.1 && (last_day + 1) * DAY_MICROS < to {
+            edges.push(((last_day + 1) * DAY_MICROS, to));
+        }
+    }
+    let edges = edges
+        .into_iter()
+        .map(|(from, to)| EdgeScan {
+            table: fact.to_string(),
+            from,
+            to,
+            column: dimension.as_ref().map(|(c, _)| c.clone()),
+            values: dimension.as_ref().map(|(_, v)| v.clone()).unwrap_or_default(),
+        })
+        .collect();
+    Some(AudienceSpec::ActiveDays { streams, first_day, last_day, edges })
 }
 
 /// `tag = 'A'`, `tag IN ('A', 'B')` or `tag = 'A' OR tag = 'B'`, and nothing else.
@@ -318,9 +355,9 @@ pub(crate) fn collect_values(e: &Expr, column: &str, values: &mut Vec<String>) -
     }
 }
 
-/// `ts >= midnight` or `ts < midnight` (UTC): the day number of the midnight, so that the window
-/// is whole days of the day bitmaps.
-fn day_bound(p: &Expr) -> Option<(Operator, i64)> {
+/// A bound on `ts` (`ts >= t`, `ts > t`, `ts < t`, `ts <= t`, either operand order): the operator
+/// with `ts` on the left and the instant in microseconds (UTC).
+fn ts_bound(p: &Expr) -> Option<(Operator, i64)> {
     let Expr::BinaryExpr(BinaryExpr { left, op, right }) = p else { return None };
     let (op, micros) = match (strip_cast(left), right.as_ref()) {
         (Expr::Column(c), Expr::Literal(v, _)) if c.name == "ts" => (*op, timestamp_micros(v)?),
@@ -329,10 +366,7 @@ fn day_bound(p: &Expr) -> Option<(Operator, i64)> {
             _ => return None,
         },
     };
-    if micros.rem_euclid(DAY_MICROS) != 0 || !matches!(op, Operator::GtEq | Operator::Lt) {
-        return None;
-    }
-    Some((op, day_of(micros)))
+    matches!(op, Operator::GtEq | Operator::Gt | Operator::Lt | Operator::LtEq).then_some((op, micros))
 }
 
 fn strip_cast(e: &Expr) -> &Expr {

@@ -45,6 +45,8 @@ pub enum BitmapExpr {
     AndNot(Box<BitmapExpr>, Box<BitmapExpr>),
     /// Users by row id, looked up in the id dictionary (`user_id = 'u42'`).
     RowIds(Vec<u32>),
+    /// The users of some fact rows, read from the fact files (a window's partial days).
+    FactRows(EdgeScan),
 }
 
 /// A filter translated exactly: who makes it TRUE, who makes it FALSE (the rest make it NULL).
@@ -61,18 +63,47 @@ pub struct Translated {
 pub enum AudienceSpec {
     /// Users carrying at least one of these tags.
     TagAny(Vec<String>),
-    /// Users active in any of `streams` on a day of `first_day..=last_day`.
-    ActiveDays { streams: Vec<String>, first_day: i64, last_day: i64 },
+    /// Users active in any of `streams` on a day of `first_day..=last_day`, or in one of the
+    /// partial days `edges` (read from the facts).
+    ActiveDays {
+        streams: Vec<String>,
+        first_day: i64,
+        last_day: i64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        edges: Vec<EdgeScan>,
+    },
+}
+
+/// Fact rows of `table` with `from <= ts < to` (microseconds, UTC) — and, when `column` is given,
+/// whose `column` (`channel_id`, `event_type`, or the product's `category`) is one of `values` —:
+/// their users are found by reading those rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeScan {
+    pub table: String,
+    pub from: i64,
+    pub to: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
 }
 
 impl AudienceSpec {
     pub fn to_bitmap_expr(&self) -> BitmapExpr {
         match self {
             AudienceSpec::TagAny(tags) => or(tags.iter().map(|t| BitmapExpr::Tag(t.clone())).collect()),
-            AudienceSpec::ActiveDays { streams, first_day, last_day } => or(streams
-                .iter()
-                .map(|s| BitmapExpr::Active { stream: s.clone(), first_day: *first_day, last_day: *last_day })
-                .collect()),
+            AudienceSpec::ActiveDays { streams, first_day, last_day, edges } => {
+                let mut terms: Vec<BitmapExpr> = if first_day <= last_day {
+                    streams
+                        .iter()
+                        .map(|s| BitmapExpr::Active { stream: s.clone(), first_day: *first_day, last_day: *last_day })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                terms.extend(edges.iter().cloned().map(BitmapExpr::FactRows));
+                or(terms)
+            }
         }
     }
 }
@@ -308,6 +339,7 @@ pub fn evaluate(expr: &BitmapExpr, index: &IndexSet) -> Result<RoaringBitmap> {
         }
         BitmapExpr::AndNot(a, b) => evaluate(a, index)? - evaluate(b, index)?,
         BitmapExpr::RowIds(ids) => ids.iter().copied().filter(|id| u64::from(*id) < index.universe_len()).collect(),
+        BitmapExpr::FactRows(scan) => index.users_of_fact_rows(scan)?,
     })
 }
 
@@ -326,6 +358,7 @@ impl fmt::Display for BitmapExpr {
         match self {
             BitmapExpr::Universe => write!(f, "all"),
             BitmapExpr::RowIds(ids) => write!(f, "rows{ids:?}"),
+            BitmapExpr::FactRows(scan) => write!(f, "{}[ts {}..{}]", scan.table, scan.from, scan.to),
             BitmapExpr::Tag(t) => write!(f, "tag[{t}]"),
             BitmapExpr::Value { column, value } => write!(f, "{column}[{value}]"),
             BitmapExpr::Null(c) => write!(f, "{c}[NULL]"),

@@ -264,7 +264,11 @@ fn open_index(snapshot: &Snapshot) -> Result<Arc<IndexSet>> {
     let manifest = snapshot.manifest();
     let index_path = manifest.index.as_ref().map(|i| layout::resolve(snapshot.root(), &i.path));
     let segments = manifest.id_segments.iter().map(|s| layout::resolve(snapshot.root(), &s.path)).collect();
-    Ok(Arc::new(IndexSet::open(index_path.as_deref(), manifest.next_row_id)?.with_id_segments(segments)))
+    Ok(Arc::new(
+        IndexSet::open(index_path.as_deref(), manifest.next_row_id)?
+            .with_id_segments(segments)
+            .with_facts(snapshot.clone()),
+    ))
 }
 
 /// The users provider with bitmap pushdown over the snapshot's index.

@@ -18,9 +18,43 @@ use crate::tables::{ROW_ID_COLUMN, Table};
 
 const BATCH_ROWS: usize = 64 * 1024;
 
-/// Reads `columns` of a stored file as batches (in the order asked), or the whole file's row
-/// count of batches with no columns when `columns` is empty.
-fn read_columns(path: &Path, columns: &[&str], mut f: impl FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+/// Reads `columns` of a stored file as batches (in the order asked).
+fn read_columns(path: &Path, columns: &[&str], f: impl FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+    read_columns_of_groups(path, columns, None, f)
+}
+
+/// The row groups of a stored file whose `ts` statistics overlap `from..=to` (all of them when
+/// the statistics are missing), with the row each starts at.
+fn row_groups_in(path: &Path, from: i64, to: i64) -> Result<Vec<(usize, u64, u64)>> {
+    let file = File::open(path).io_context("open", path)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::corrupt(path, e.to_string()))?;
+    let ts = builder.parquet_schema().columns().iter().position(|c| c.name() == "ts");
+    let mut out = Vec::new();
+    let mut start = 0u64;
+    for (i, rg) in builder.metadata().row_groups().iter().enumerate() {
+        let rows = rg.num_rows().max(0) as u64;
+        let overlaps = match ts.and_then(|c| rg.column(c).statistics()) {
+            Some(parquet::file::statistics::Statistics::Int64(st)) => match (st.min_opt(), st.max_opt()) {
+                (Some(lo), Some(hi)) => *hi >= from && *lo <= to,
+                _ => true,
+            },
+            _ => true,
+        };
+        if overlaps {
+            out.push((i, start, rows));
+        }
+        start += rows;
+    }
+    Ok(out)
+}
+
+/// Reads `columns` of the row groups `groups` (all when `None`) of a stored file.
+fn read_columns_of_groups(
+    path: &Path,
+    columns: &[&str],
+    groups: Option<Vec<usize>>,
+    mut f: impl FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
     let corrupt = |e: &dyn std::fmt::Display| Error::corrupt(path, e.to_string());
     let file = File::open(path).io_context("open", path)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| corrupt(&e))?;
@@ -33,7 +67,11 @@ fn read_columns(path: &Path, columns: &[&str], mut f: impl FnMut(RecordBatch) ->
         indices.push(i);
     }
     let mask = ProjectionMask::leaves(schema, indices);
-    let reader = builder.with_projection(mask).with_batch_size(BATCH_ROWS).build().map_err(|e| corrupt(&e))?;
+    let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
+    if let Some(groups) = groups {
+        builder = builder.with_row_groups(groups);
+    }
+    let reader = builder.build().map_err(|e| corrupt(&e))?;
     for batch in reader {
         let batch = batch.map_err(|e| corrupt(&e))?;
         // The projection keeps file order; hand the columns over in the order asked.
@@ -50,14 +88,34 @@ pub fn for_each_fact_batch(
     root: &Path,
     file: &DataFile,
     columns: &[&str],
+    f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>,
+) -> Result<()> {
+    for_each_fact_batch_in(root, file, columns, None, f)
+}
+
+/// [`for_each_fact_batch`] reading only the row groups whose `ts` statistics overlap
+/// `from..=to` when `ts_window` is given (the rows of the others are not passed to `f`).
+pub fn for_each_fact_batch_in(
+    root: &Path,
+    file: &DataFile,
+    columns: &[&str],
+    ts_window: Option<(i64, i64)>,
     mut f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>,
 ) -> Result<()> {
     let path = layout::resolve(root, &file.path);
+    let groups = match ts_window {
+        Some((from, to)) => Some(row_groups_in(&path, from, to)?),
+        None => None,
+    };
+    if groups.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(());
+    }
+    let group_indices = groups.as_ref().map(|g| g.iter().map(|(i, _, _)| *i).collect::<Vec<_>>());
     match &file.row_ids {
         None => {
             let mut with_ids: Vec<&str> = columns.to_vec();
             with_ids.push(ROW_ID_COLUMN);
-            read_columns(&path, &with_ids, |batch| {
+            read_columns_of_groups(&path, &with_ids, group_indices, |batch| {
                 let ids = batch.column(columns.len()).as_primitive::<UInt32Type>();
                 let data = batch.project(&(0..columns.len()).collect::<Vec<_>>())?;
                 f(&data, ids.values())
@@ -65,13 +123,26 @@ pub fn for_each_fact_batch(
         }
         Some(companion) => {
             let companion = layout::resolve(root, companion);
-            let mut ids: Vec<u32> = Vec::with_capacity(usize::try_from(file.rows).unwrap_or(0));
+            let mut all: Vec<u32> = Vec::with_capacity(usize::try_from(file.rows).unwrap_or(0));
             read_columns(&companion, &[ROW_ID_COLUMN], |batch| {
-                ids.extend_from_slice(batch.column(0).as_primitive::<UInt32Type>().values());
+                all.extend_from_slice(batch.column(0).as_primitive::<UInt32Type>().values());
                 Ok(())
             })?;
+            if all.len() as u64 != file.rows {
+                return Err(Error::corrupt(&companion, "the row id file does not have one row per fact row"));
+            }
+            // The row ids of the row groups read, in order.
+            let ids: Vec<u32> = match &groups {
+                None => all,
+                Some(groups) => groups
+                    .iter()
+                    .flat_map(|(_, start, rows)| {
+                        all.get(*start as usize..(*start + *rows) as usize).unwrap_or_default().iter().copied()
+                    })
+                    .collect(),
+            };
             let mut at = 0usize;
-            read_columns(&path, columns, |batch| {
+            read_columns_of_groups(&path, columns, group_indices, |batch| {
                 let end = at + batch.num_rows();
                 let slice = ids.get(at..end).ok_or_else(|| {
                     Error::corrupt(&companion, "the row id file has fewer rows than the fact file it belongs to")

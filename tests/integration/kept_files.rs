@@ -190,3 +190,56 @@ fn source_file(path: &std::path::Path) -> persona::ingest::reader::SourceFile {
         size: std::fs::metadata(path).unwrap().len(),
     }
 }
+
+/// The partial days of a time window are read from the facts: for a kept file, only the row groups
+/// whose `ts` statistics overlap, with the row ids of exactly those rows from the companion file.
+#[tokio::test]
+async fn partial_days_of_a_window_read_the_right_rows_of_a_kept_file() {
+    use arrow::array::{ArrayRef, Float64Array, Int32Array, StringArray, TimestampMicrosecondArray};
+    let dir = tempfile::tempdir().unwrap();
+    let users: String =
+        std::iter::once("user_id".to_string()).chain((0..40).map(|i| format!("u{i}"))).collect::<Vec<_>>().join("\n");
+    std::fs::write(dir.path().join("users.csv"), users).unwrap();
+    // 40 purchases, one per user, an hour apart from 2026-10-01 00:30 (time-ordered), 5 per row
+    // group; users in reverse order so that row ids and row positions differ.
+    let hour = 3_600_000_000i64;
+    let start = 1_790_812_800_000_000i64 + hour / 2; // 2026-10-01 00:30:00 UTC
+    let n = 40;
+    let file = crate::util::write_parquet(
+        dir.path(),
+        "purchases.parquet",
+        vec![
+            ("order_id", Arc::new(StringArray::from((0..n).map(|i| format!("o{i}")).collect::<Vec<_>>())) as ArrayRef),
+            (
+                "user_id",
+                Arc::new(StringArray::from((0..n).map(|i| format!("u{}", n - 1 - i)).collect::<Vec<_>>())) as ArrayRef,
+            ),
+            ("product_id", Arc::new(StringArray::from(vec!["p1"; n])) as ArrayRef),
+            ("channel_id", Arc::new(StringArray::from(vec!["app"; n])) as ArrayRef),
+            (
+                "ts",
+                Arc::new(TimestampMicrosecondArray::from((0..n as i64).map(|i| start + i * hour).collect::<Vec<_>>()))
+                    as ArrayRef,
+            ),
+            ("quantity", Arc::new(Int32Array::from(vec![1; n])) as ArrayRef),
+            ("amount", Arc::new(Float64Array::from(vec![1.0; n])) as ArrayRef),
+        ],
+        5,
+    );
+    let store = Store::open_or_create(dir.path().join("store")).unwrap();
+    store.import(&[dir.path().join("users.csv"), file], &ImportOptions::default()).unwrap();
+    assert!(store.snapshot().unwrap().manifest().files(Table::Purchases)[0].row_ids.is_some(), "kept as loaded");
+    let indexed = crate::util::session(&store);
+    let general =
+        store.session_with(&persona::SessionOptions { use_indexes: Some(false), ..Default::default() }).unwrap();
+    // 10:00 on Oct 1 to 03:00 on Oct 2: purchases 10..=26 (at hh:30), i.e. users u29 down to u13.
+    let sql = "SELECT user_id FROM users u WHERE EXISTS (SELECT 1 FROM purchases p WHERE p.user_id = u.user_id \
+               AND p.ts >= TIMESTAMP '2026-10-01 10:00:00' AND p.ts < TIMESTAMP '2026-10-02 03:00:00') ORDER BY user_id";
+    let on = crate::util::rows(&indexed, sql).await;
+    assert_eq!(on, crate::util::rows(&general, sql).await);
+    let mut expected: Vec<String> = (13..=29).map(|i| format!("u{i}")).collect();
+    expected.sort();
+    assert_eq!(on, expected);
+    let plan = crate::util::rows(&indexed, &format!("EXPLAIN {sql}")).await.join("\n");
+    assert!(plan.contains("\"edges\""), "the window's partial days are edge scans: {plan}");
+}
