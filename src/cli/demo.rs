@@ -156,7 +156,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
         println!("({:.1} ms)\n", elapsed.as_secs_f64() * 1000.0);
     }
     println!(
-        "Try your own: persona sql --store {} --now 2026-11-01 -c \"SELECT tier, count(*) FROM users GROUP BY tier\"",
+        "Try your own: persona shell --store {} --now 2026-11-01   (completion, \\tags, \\profile u42, \\? for help)",
+        store.root().display()
+    );
+    println!(
+        "         or:  persona sql --store {} --now 2026-11-01 -c \"SELECT count(*) FROM users WHERE has_tag('vip')\"",
         store.root().display()
     );
     Ok(())
