@@ -183,8 +183,24 @@ impl IndexSet {
     /// Users whose `column` value compares to `value` as `op` says (NULLs never match), from the
     /// bit-sliced index (O'Neil & Quass).
     pub fn range_compare(&self, column: &str, op: RangeOp, value: i64) -> Result<RoaringBitmap> {
+        self.range_compare_within(column, op, value, None)
+    }
+
+    /// [`IndexSet::range_compare`] restricted to the users of `within` (every step then works on
+    /// the candidates only, not on all users).
+    pub fn range_compare_within(
+        &self,
+        column: &str,
+        op: RangeOp,
+        value: i64,
+        within: Option<&RoaringBitmap>,
+    ) -> Result<RoaringBitmap> {
         let Some((base, bits)) = self.range_index(column) else { return Ok(RoaringBitmap::new()) };
-        let not_null = self.universe() - &*self.get(BitmapKind::Null, column, "")?;
+        let candidates = match within {
+            Some(w) => w.clone(),
+            None => self.universe(),
+        };
+        let not_null = candidates - &*self.get(BitmapKind::Null, column, "")?;
         let (mut lt, mut eq, mut gt) = (RoaringBitmap::new(), not_null.clone(), RoaringBitmap::new());
         match value.checked_sub(base) {
             Some(c) if c < 0 => {

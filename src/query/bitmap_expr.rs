@@ -321,12 +321,26 @@ pub fn evaluate(expr: &BitmapExpr, index: &IndexSet) -> Result<RoaringBitmap> {
         BitmapExpr::Active { stream, first_day, last_day } => index.active_on_days(stream, *first_day, *last_day)?,
         BitmapExpr::Range { column, op, value } => index.range_compare(column, *op, *value)?,
         BitmapExpr::And(items) => {
-            let mut sets = items.iter().map(|e| evaluate(e, index)).collect::<Result<Vec<_>>>()?;
+            // Range comparisons walk every bit slice: run them last, only over the users the
+            // other terms leave (nested ANDs, e.g. BETWEEN, are flattened first).
+            let mut flat: Vec<&BitmapExpr> = Vec::with_capacity(items.len());
+            flatten_and(items, &mut flat);
+            let (ranges, others): (Vec<&BitmapExpr>, Vec<&BitmapExpr>) =
+                flat.into_iter().partition(|e| matches!(e, BitmapExpr::Range { .. }));
+            let mut sets = others.into_iter().map(|e| evaluate(e, index)).collect::<Result<Vec<_>>>()?;
             sets.sort_by_key(RoaringBitmap::len);
             let mut it = sets.into_iter();
             let mut acc = it.next().unwrap_or_else(|| index.universe());
             for s in it {
                 acc &= s;
+            }
+            for range in ranges {
+                if acc.is_empty() {
+                    break;
+                }
+                if let BitmapExpr::Range { column, op, value } = range {
+                    acc = index.range_compare_within(column, *op, *value, Some(&acc))?;
+                }
             }
             acc
         }
@@ -341,6 +355,15 @@ pub fn evaluate(expr: &BitmapExpr, index: &IndexSet) -> Result<RoaringBitmap> {
         BitmapExpr::RowIds(ids) => ids.iter().copied().filter(|id| u64::from(*id) < index.universe_len()).collect(),
         BitmapExpr::FactRows(scan) => index.users_of_fact_rows(scan)?,
     })
+}
+
+fn flatten_and<'a>(items: &'a [BitmapExpr], out: &mut Vec<&'a BitmapExpr>) {
+    for item in items {
+        match item {
+            BitmapExpr::And(inner) => flatten_and(inner, out),
+            other => out.push(other),
+        }
+    }
 }
 
 impl fmt::Display for BitmapExpr {
