@@ -14,6 +14,9 @@ use crate::store::Store;
 
 const TIERS: [&str; 4] = ["bronze", "silver", "gold", "platinum"];
 const REGIONS: [&str; 3] = ["Guangdong", "Zhejiang", "Jiangsu"];
+const CHANNELS: [&str; 3] = ["app", "wechat", "web"];
+const PRODUCTS: [&str; 4] = ["p1", "p2", "p3", "p4"];
+const EVENT_TYPES: [&str; 3] = ["view", "cart", "coupon"];
 const TAGS: [&str; 4] = ["A", "B", "C", "night_owl"];
 
 /// A store of 300 random users (points in a narrow range, so that comparisons hit equal values) with NULLs in every column, random tags and purchases.
@@ -25,6 +28,9 @@ fn store() -> &'static (tempfile::TempDir, Store) {
         let mut users = String::from("user_id,tier,region,points,vip,birth_date\n");
         let mut tags = String::from("user_id,tag,assigned_at\n");
         let mut purchases = String::from("order_id,user_id,product_id,channel_id,ts,quantity,amount\n");
+        let mut events = String::from("user_id,channel_id,event_type,ts\n");
+        // p4 is not in the catalogue: its purchases have no category.
+        let products = "product_id,name,category\np1,One,skincare\np2,Two,makeup\np3,Three,skincare\n";
         let pick = |rng: &mut rand::rngs::StdRng, items: &[&str]| -> String {
             if rng.random_bool(0.1) { String::new() } else { items[rng.random_range(0..items.len())].to_string() }
         };
@@ -51,14 +57,29 @@ fn store() -> &'static (tempfile::TempDir, Store) {
             for k in 0..rng.random_range(0..4) {
                 let (day, sec) = (rng.random_range(1..29), rng.random_range(0..86_400));
                 let ts = format!("2026-10-{day:02} {:02}:{:02}:{:02}", sec / 3600, sec / 60 % 60, sec % 60);
-                writeln!(purchases, "o{i}-{k},u{i},p1,app,{ts},1,9.5").expect("write to a String");
+                let channel = pick(&mut rng, &CHANNELS);
+                let product = PRODUCTS[rng.random_range(0..PRODUCTS.len())];
+                writeln!(purchases, "o{i}-{k},u{i},{product},{channel},{ts},1,9.5").expect("write to a String");
+            }
+            for _ in 0..rng.random_range(0..5) {
+                let (day, sec) = (rng.random_range(1..29), rng.random_range(0..86_400));
+                let ts = format!("2026-10-{day:02} {:02}:{:02}:{:02}", sec / 3600, sec / 60 % 60, sec % 60);
+                let kind = EVENT_TYPES[rng.random_range(0..EVENT_TYPES.len())];
+                writeln!(events, "u{i},app,{kind},{ts}").expect("write to a String");
             }
         }
-        for (name, body) in [("users.csv", &users), ("user_tags.csv", &tags), ("purchases.csv", &purchases)] {
+        for (name, body) in [
+            ("users.csv", users.as_str()),
+            ("user_tags.csv", tags.as_str()),
+            ("purchases.csv", purchases.as_str()),
+            ("events.csv", events.as_str()),
+            ("products.csv", products),
+        ] {
             std::fs::write(dir.path().join(name), body).expect("write input");
         }
         let store = Store::open_or_create(dir.path().join("store")).expect("store");
-        let inputs = ["users.csv", "user_tags.csv", "purchases.csv"].map(|n| dir.path().join(n));
+        let inputs =
+            ["users.csv", "user_tags.csv", "purchases.csv", "events.csv", "products.csv"].map(|n| dir.path().join(n));
         store.import(&inputs, &ImportOptions::default()).expect("import");
         (dir, store)
     })
@@ -92,7 +113,33 @@ fn atom() -> impl Strategy<Value = String> {
         (1u32..28, 0u32..24).prop_map(|(d, h)| format!(
             "EXISTS (SELECT 1 FROM purchases p WHERE p.user_id = u.user_id AND p.ts >= TIMESTAMP '2026-10-{d:02} {h:02}:00:00')"
         )),
+        // Streams with windows whose edges may fall inside a day (> / <= included).
+        (0..3usize, window()).prop_map(|(c, (lo, hi))| format!(
+            "EXISTS (SELECT 1 FROM purchases p WHERE p.user_id = u.user_id AND p.channel_id = '{}' AND {lo} AND {hi})",
+            CHANNELS[c]
+        )),
+        (0..2usize, window()).prop_map(|(c, (lo, hi))| format!(
+            "NOT EXISTS (SELECT 1 FROM purchases p JOIN products pr ON pr.product_id = p.product_id \
+             WHERE p.user_id = u.user_id AND pr.category = '{}' AND {lo} AND {hi})",
+            ["skincare", "makeup"][c]
+        )),
+        (0..3usize, window()).prop_map(|(e, (lo, hi))| format!(
+            "EXISTS (SELECT 1 FROM events e WHERE e.user_id = u.user_id AND e.event_type IN ('{}', 'share') AND {lo} AND {hi})",
+            EVENT_TYPES[e]
+        )),
+        window().prop_map(|(lo, hi)| format!("NOT EXISTS (SELECT 1 FROM events e WHERE e.user_id = u.user_id AND {lo} AND {hi})")),
     ]
+}
+
+/// Two bounds on `ts` in October 2026, at whole hours (often not midnights), with any operators.
+fn window() -> impl Strategy<Value = (String, String)> {
+    (1u32..29, 0u32..24, 0u32..10, 0u32..24, 0..2usize, 0..2usize).prop_map(|(d, h, days, h2, lo_op, hi_op)| {
+        let end = (d + days).min(31);
+        (
+            format!("ts {} TIMESTAMP '2026-10-{d:02} {h:02}:00:00'", [">=", ">"][lo_op]),
+            format!("ts {} TIMESTAMP '2026-10-{end:02} {h2:02}:00:00'", ["<", "<="][hi_op]),
+        )
+    })
 }
 
 fn predicate() -> impl Strategy<Value = String> {
