@@ -150,7 +150,7 @@ fn user_id_semi_join(join: &datafusion::logical_expr::Join) -> Option<&Expr> {
 }
 
 /// True if `plan` is the users table, possibly aliased, filtered or projected to plain columns.
-fn reads_users(plan: &LogicalPlan) -> bool {
+pub(crate) fn reads_users(plan: &LogicalPlan) -> bool {
     match plan {
         LogicalPlan::SubqueryAlias(a) => reads_users(&a.input),
         LogicalPlan::Filter(f) => reads_users(&f.input),

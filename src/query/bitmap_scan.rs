@@ -62,6 +62,15 @@ pub fn bitmap_scan(
     limit: Option<usize>,
     target_partitions: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
+    // No column asked for (`count(*)`, `SELECT 1`): the answer is only how many rows there are,
+    // which the bitmap knows; nothing is planned against the files.
+    if projection.is_some_and(|p| p.is_empty()) {
+        let total = match selection {
+            Some(bm) => files.iter().map(|f| bm.range_cardinality(row_id_range(f))).sum::<u64>(),
+            None => files.iter().map(|f| f.rows).sum(),
+        };
+        return row_count_only(total, limit);
+    }
     // Per file: how many rows are selected, and the access plan when only some are.
     let mut planned: Vec<(PartitionedFile, u64)> = Vec::with_capacity(files.len());
     let mut metadata: HashMap<StorePath, Arc<ParquetMetaData>> = HashMap::new();
@@ -198,6 +207,25 @@ fn balanced_groups(counts: &[u64], target_partitions: usize) -> Vec<usize> {
 pub(crate) fn store_path(path: &Path) -> Result<StorePath> {
     let absolute = std::path::absolute(path)?;
     StorePath::from_absolute_path(&absolute).map_err(|e| exec_datafusion_err!("file path {}: {e}", absolute.display()))
+}
+
+/// A plan yielding `rows` rows (capped by `limit`) of no columns, with exact statistics.
+fn row_count_only(rows: u64, limit: Option<usize>) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+    use datafusion::datasource::memory::MemorySourceConfig;
+    let schema = Arc::new(datafusion::arrow::datatypes::Schema::empty());
+    let mut left = usize::try_from(rows).unwrap_or(usize::MAX).min(limit.unwrap_or(usize::MAX));
+    if left == 0 {
+        return Ok(Arc::new(EmptyExec::new(schema)));
+    }
+    let mut batches = Vec::new();
+    while left > 0 {
+        let n = left.min(1 << 20);
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        batches.push(RecordBatch::try_new_with_options(Arc::clone(&schema), vec![], &options)?);
+        left -= n;
+    }
+    Ok(MemorySourceConfig::try_new_exec(&[batches], schema, None)?)
 }
 
 /// Most footers kept in the process-wide cache. Files are immutable, so entries never go stale; the

@@ -168,6 +168,8 @@ impl Session {
             user_tags: provider_of(Table::UserTags),
             purchases: provider_of(Table::Purchases),
             pinned_now: pinned.as_ref().map(|(now, _)| Arc::clone(now)),
+            use_indexes: Arc::clone(&use_indexes),
+            audience_udf: Arc::clone(&audience_udf),
         };
         let mut analyzer_rules: Vec<Arc<dyn AnalyzerRule + Send + Sync>> = vec![Arc::new(sugar)];
         analyzer_rules.extend(Analyzer::new().rules);

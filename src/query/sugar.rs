@@ -9,10 +9,13 @@
 //! ```
 //!
 //! `<user_id>` is the one `user_id` column in scope, or the first argument when given
-//! (`has_tag(u.user_id, 'A')`). The functions are registered as UDFs so that the SQL planner
+//! (`has_tag(u.user_id, 'A')`). With indexes on, `has_tag` in a filter directly on `users` becomes
+//! the tag-bitmap marker itself, so that `has_tag('A') OR has_tag('B')` stays bitmap work (DataFusion
+//! does not decorrelate subqueries under OR). The functions are registered as UDFs so that the SQL planner
 //! accepts them; the analyzer rule here replaces them before anything runs.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::datatypes::DataType;
 use datafusion::catalog::TableProvider;
@@ -26,6 +29,9 @@ use datafusion::logical_expr::{
     Volatility, col, exists, lit, out_ref_col,
 };
 use datafusion::optimizer::AnalyzerRule;
+
+use crate::query::audience_rule::reads_users;
+use crate::query::bitmap_expr::AudienceSpec;
 
 /// The name of `has_tag`.
 pub const HAS_TAG: &str = "has_tag";
@@ -70,6 +76,11 @@ pub struct SugarRule {
     pub purchases: Arc<dyn TableProvider>,
     /// The session's `now()` when it is pinned; the built-in one otherwise.
     pub pinned_now: Option<Arc<ScalarUDF>>,
+    /// With indexes on, `has_tag` directly on the users table becomes the tag-bitmap marker
+    /// (`persona_audience`), so that it combines under OR and NOT, where subqueries would not be
+    /// decorrelated.
+    pub use_indexes: Arc<AtomicBool>,
+    pub audience_udf: Arc<ScalarUDF>,
 }
 
 impl AnalyzerRule for SugarRule {
@@ -81,12 +92,15 @@ impl AnalyzerRule for SugarRule {
         plan.transform_up_with_subqueries(|node| {
             let LogicalPlan::Filter(filter) = &node else { return Ok(Transformed::no(node)) };
             let schema = Arc::clone(filter.input.schema());
+            let on_users = self.use_indexes.load(Ordering::Relaxed) && reads_users(&filter.input);
             let rewritten = filter.predicate.clone().transform_up(|e| match &e {
                 Expr::ScalarFunction(ScalarFunction { func, args })
                     if func.name() == HAS_TAG || func.name() == PURCHASED_WITHIN =>
                 {
                     let (user, rest) = user_argument(func.name(), args, &schema)?;
-                    let sub = if func.name() == HAS_TAG {
+                    let sub = if func.name() == HAS_TAG && on_users {
+                        self.tag_marker(user, rest)?
+                    } else if func.name() == HAS_TAG {
                         self.has_tag(user, rest)?
                     } else {
                         self.purchased_within(user, rest, config)?
@@ -107,13 +121,17 @@ impl AnalyzerRule for SugarRule {
 }
 
 impl SugarRule {
+    /// `persona_audience(user_id, {"tag_any": [tag]})`: answered by the users scan from the tag bitmap.
+    fn tag_marker(&self, user: Column, args: &[Expr]) -> Result<Expr> {
+        let tag = tag_argument(args)?;
+        let spec = serde_json::to_string(&AudienceSpec::TagAny(vec![tag.to_string()]))
+            .map_err(|e| datafusion::common::DataFusionError::External(Box::new(e)))?;
+        Ok(self.audience_udf.call(vec![Expr::Column(user), lit(spec)]))
+    }
+
     fn has_tag(&self, user: Column, args: &[Expr]) -> Result<Expr> {
-        let [tag @ Expr::Literal(v, _)] = args else {
-            return plan_err!("has_tag() takes a tag name, e.g. has_tag('vip') or has_tag(u.user_id, 'vip')");
-        };
-        if v.try_as_str().flatten().is_none() {
-            return plan_err!("has_tag() takes a tag name as text, e.g. has_tag('vip'), not {v}");
-        }
+        tag_argument(args)?;
+        let tag = &args[0];
         let t = "persona_has_tag";
         let plan = LogicalPlanBuilder::scan("user_tags", provider_as_source(Arc::clone(&self.user_tags)), None)?
             .alias(t)?
@@ -151,6 +169,17 @@ impl SugarRule {
             .project(vec![lit(1)])?
             .build()?;
         Ok(exists(Arc::new(plan)))
+    }
+}
+
+/// The tag name of `has_tag`'s arguments (after the user column).
+fn tag_argument(args: &[Expr]) -> Result<&str> {
+    let [Expr::Literal(v, _)] = args else {
+        return plan_err!("has_tag() takes a tag name, e.g. has_tag('vip') or has_tag(u.user_id, 'vip')");
+    };
+    match v.try_as_str().flatten() {
+        Some(tag) => Ok(tag),
+        None => plan_err!("has_tag() takes a tag name as text, e.g. has_tag('vip'), not {v}"),
     }
 }
 
