@@ -89,7 +89,7 @@ impl AudienceRule {
             Expr::Alias(a) => a.expr.as_ref(),
             other => other,
         };
-        let Expr::Column(group) = group else { return Ok(Transformed::no(plan.clone())) };
+        let Expr::Column(group) = strip_cast(group) else { return Ok(Transformed::no(plan.clone())) };
         if !agg.aggr_expr.is_empty() {
             return Ok(Transformed::no(plan.clone()));
         }
@@ -105,7 +105,9 @@ impl AudienceRule {
         }
         // Keep the aggregate's output column (qualifier and name) so that the plan above is unchanged.
         let field = agg.schema.qualified_field(0);
-        let out = key.alias_qualified(field.0.cloned(), field.1.name());
+        let out =
+            Expr::Cast(datafusion::logical_expr::expr::Cast::new(Box::new(key.clone()), field.1.data_type().clone()))
+                .alias_qualified(field.0.cloned(), field.1.name());
         let rewritten = filtered.project(vec![out])?.build()?;
         Ok(Transformed::yes(rewritten))
     }
@@ -144,7 +146,9 @@ fn user_id_semi_join(join: &datafusion::logical_expr::Join) -> Option<&Expr> {
     {
         return None;
     }
+    // Keys may be cast to a common string type (fact strings are read as views).
     let (left_key, right_key) = &join.on[0];
+    let (left_key, right_key) = (strip_cast(left_key), strip_cast(right_key));
     let (Expr::Column(l), Expr::Column(r)) = (left_key, right_key) else { return None };
     (l.name == "user_id" && r.name == "user_id").then_some(left_key)
 }
@@ -190,7 +194,8 @@ fn collect_fact_side(plan: &LogicalPlan, side: &mut FactSide) -> Option<()> {
         LogicalPlan::Join(join) => {
             // Only purchases JOIN products ON product_id = product_id: an inner join (the purchase
             // needs its product), or the semi join it becomes when no product column is used.
-            let [(Expr::Column(l), Expr::Column(r))] = join.on.as_slice() else { return None };
+            let [(l, r)] = join.on.as_slice() else { return None };
+            let (Expr::Column(l), Expr::Column(r)) = (strip_cast(l), strip_cast(r)) else { return None };
             if !matches!(join.join_type, JoinType::Inner | JoinType::LeftSemi)
                 || join.filter.is_some()
                 || l.name != "product_id"
@@ -326,7 +331,7 @@ fn tag_audience(predicates: &[Expr]) -> Option<AudienceSpec> {
 
 /// The text values `e` allows `column` to take: `column = 'v'`, `column IN (...)`, or an OR of them.
 pub(crate) fn collect_values(e: &Expr, column: &str, values: &mut Vec<String>) -> Option<()> {
-    let text = |e: &Expr| match e {
+    let text = |e: &Expr| match strip_cast(e) {
         Expr::Literal(v, _) => v.try_as_str().flatten().map(str::to_string),
         _ => None,
     };
@@ -335,14 +340,14 @@ pub(crate) fn collect_values(e: &Expr, column: &str, values: &mut Vec<String>) -
             collect_values(left, column, values)?;
             collect_values(right, column, values)
         }
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => match (left.as_ref(), right.as_ref()) {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => match (strip_cast(left), strip_cast(right)) {
             (Expr::Column(c), v) | (v, Expr::Column(c)) if c.name == column => {
                 values.push(text(v)?);
                 Some(())
             }
             _ => None,
         },
-        Expr::InList(InList { expr, list, negated: false }) => match expr.as_ref() {
+        Expr::InList(InList { expr, list, negated: false }) => match strip_cast(expr) {
             Expr::Column(c) if c.name == column => {
                 for item in list {
                     values.push(text(item)?);
@@ -369,7 +374,7 @@ fn ts_bound(p: &Expr) -> Option<(Operator, i64)> {
     matches!(op, Operator::GtEq | Operator::Gt | Operator::Lt | Operator::LtEq).then_some((op, micros))
 }
 
-fn strip_cast(e: &Expr) -> &Expr {
+pub(crate) fn strip_cast(e: &Expr) -> &Expr {
     match e {
         Expr::Cast(c) => strip_cast(&c.expr),
         Expr::TryCast(c) => strip_cast(&c.expr),
