@@ -19,6 +19,10 @@ pub struct ShellArgs {
     /// Pin now() / current_date to this instant, e.g. 2026-11-01, so that results reproduce.
     #[arg(long, value_parser = super::parse_now)]
     pub now: Option<chrono::DateTime<chrono::Utc>>,
+    /// Do not answer from the bitmap indexes: DataFusion's general path for everything (the same
+    /// answers; `SET persona.use_indexes = true` turns them back on).
+    #[arg(long)]
+    pub no_indexes: bool,
     /// How results are written at start (\format changes it): table, vertical, csv or json.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
@@ -48,6 +52,7 @@ pub fn run(args: ShellArgs) -> Result<()> {
         now: args.now,
         format: args.format,
         history: if args.no_history { None } else { history_path() },
+        use_indexes: !args.no_indexes,
     };
     let rt = super::runtime()?;
     crate::shell::run(options, &rt).map_err(|failure| {

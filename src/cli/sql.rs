@@ -34,6 +34,10 @@ pub struct SqlArgs {
     /// Print each statement's row count and time to standard error.
     #[arg(long)]
     pub timing: bool,
+    /// Do not answer from the bitmap indexes: DataFusion's general path for everything (the same
+    /// answers, slower; as `SET persona.use_indexes = false`).
+    #[arg(long)]
+    pub no_indexes: bool,
 }
 
 pub fn run(args: SqlArgs) -> Result<()> {
@@ -55,7 +59,7 @@ pub fn run(args: SqlArgs) -> Result<()> {
         return Err(Error::Usage("--format parquet needs --output FILE".into()));
     }
     let store = Store::open(&args.store)?;
-    let options = SessionOptions { now: args.now, ..Default::default() };
+    let options = SessionOptions { now: args.now, use_indexes: Some(!args.no_indexes), ..Default::default() };
     let rt = super::runtime()?;
     let result = rt.block_on(run_script(&store, &options, &sql, &args));
     if let Err(Error::Sql { position: Some((line, col)), .. }) = &result {

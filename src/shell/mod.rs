@@ -40,6 +40,8 @@ pub struct ShellOptions {
     pub format: OutputFormat,
     /// The history file (none: no history is read or kept).
     pub history: Option<PathBuf>,
+    /// Answer from the bitmap indexes (default); `false` takes DataFusion's general path.
+    pub use_indexes: bool,
 }
 
 /// Runs the shell: the prompt when standard input is a terminal, else the script read from it
@@ -48,7 +50,8 @@ pub struct ShellOptions {
 /// workers are (a tokio runtime whose every worker computes cannot fire a timer or a signal).
 pub fn run(options: ShellOptions, workers: &tokio::runtime::Runtime) -> Result<(), Failure> {
     let store = Store::open(&options.store)?;
-    let session_options = SessionOptions { now: options.now, ..SessionOptions::default() };
+    let session_options =
+        SessionOptions { now: options.now, use_indexes: Some(options.use_indexes), ..SessionOptions::default() };
     let interactive = std::io::stdin().is_terminal();
     let control = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Io {
         op: "start the shell's runtime",

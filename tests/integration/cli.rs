@@ -350,3 +350,21 @@ fn demo_builds_a_store_answers_every_question_and_reuses_the_store() {
     assert!(again.contains("(version 1, 3000 customers)"), "{again}");
     assert_eq!(answers(&stdout), answers(&again));
 }
+
+#[test]
+fn no_indexes_takes_the_general_path_with_the_same_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = cli_store(dir.path());
+    let sql = "SELECT count(*) FROM users WHERE tier = 'gold' AND has_tag('A')";
+    let with = ok(&persona(&["sql", "--store", p(&store), "--format", "csv", "-c", sql]));
+    let without = ok(&persona(&["sql", "--store", p(&store), "--no-indexes", "--format", "csv", "-c", sql]));
+    assert_eq!(with, without);
+    let explain = |extra: &[&str]| {
+        let mut args = vec!["sql", "--store", p(&store), "--format", "csv"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-c", "EXPLAIN SELECT count(*) FROM users WHERE tier = 'gold'"]);
+        ok(&persona(&args))
+    };
+    assert!(explain(&[]).contains("full_filters"), "indexes answer the filter");
+    assert!(!explain(&["--no-indexes"]).contains("full_filters"), "--no-indexes leaves it to the general path");
+}
