@@ -195,14 +195,16 @@ fn run_import(
     // Purchases are indexed per product category: the categories after this import's upserts. A
     // changed products table means the category bitmaps of earlier purchases are rebuilt too.
     let loads_purchases = fact_sources.iter().any(|s| s.table == Table::Purchases);
-    let products_changed = !by_table(Table::Products).is_empty()
-        && fact_rows::product_categories(root, base)? != fact_rows::product_categories(root, &next)?;
-    let rebuild_categories = products_changed && !base.files(Table::Purchases).is_empty() && writer.is_some();
-    let categories = if loads_purchases || rebuild_categories {
-        Some(ProductCategories::new(fact_rows::product_categories(root, &next)?))
-    } else {
-        None
+    let loads_products = !by_table(Table::Products).is_empty();
+    let next_categories =
+        if loads_purchases || loads_products { Some(fact_rows::product_categories(root, &next)?) } else { None };
+    let products_changed = match &next_categories {
+        Some(next_map) if loads_products => &fact_rows::product_categories(root, base)? != next_map,
+        _ => false,
     };
+    let rebuild_categories = products_changed && !base.files(Table::Purchases).is_empty() && writer.is_some();
+    let categories =
+        if loads_purchases || rebuild_categories { next_categories.map(ProductCategories::new) } else { None };
     // The users value and range bitmaps are built from the new users files while the facts load.
     let users_files: Vec<PathBuf> = next.files(Table::Users).iter().map(|f| layout::resolve(root, &f.path)).collect();
     let users_columns = next.users_columns.clone();
@@ -836,10 +838,11 @@ fn kept_columns(src: &SourceFile, table: Table, header: &[String]) -> Result<Vec
         Table::UserTags => &["user_id", "tag"],
         _ => &["user_id"],
     };
+    let proven = reader::proven_present(src)?;
     let mut only = Vec::new();
     for (i, name) in header.iter().enumerate() {
         let required = table.non_null_columns().contains(&name.as_str());
-        if indexed.contains(&name.as_str()) || (required && !reader::proven_present(src, i)?) {
+        if indexed.contains(&name.as_str()) || (required && !proven.get(i).copied().unwrap_or(false)) {
             only.push(i);
         }
     }

@@ -160,20 +160,29 @@ pub fn matches_contract(src: &SourceFile, table: Table) -> Result<bool> {
         && fields.iter().zip(columns).all(|(f, c)| f.name() == c.name && f.data_type() == &c.ty.arrow_type()))
 }
 
-/// True if the footer of a Parquet input proves that column `index` has no NULL and, for text, no
-/// empty value in any row group (every row group has statistics with a null count of 0 and a
-/// non-empty minimum), so that checking its required values needs no decoding.
-pub fn proven_present(src: &SourceFile, index: usize) -> Result<bool> {
+/// For each column of a Parquet input (file order): true if its footer proves the column has no
+/// NULL and, for text, no empty value in any row group (every row group has statistics with a
+/// null count of 0 and a non-empty minimum), so that checking its required values needs no
+/// decoding. Empty for other inputs.
+pub fn proven_present(src: &SourceFile) -> Result<Vec<bool>> {
     if src.format != InputFormat::Parquet {
-        return Ok(false);
+        return Ok(Vec::new());
     }
     let builder = parquet_builder(src)?;
-    let is_text = builder.schema().fields().get(index).is_some_and(|f| f.data_type() == &DataType::Utf8);
-    Ok(builder.metadata().row_groups().iter().all(|rg| {
-        rg.columns().get(index).and_then(|c| c.statistics()).is_some_and(|st| {
-            st.null_count_opt() == Some(0) && (!is_text || st.min_bytes_opt().is_some_and(|m| !m.is_empty()))
+    let fields = builder.schema().fields().clone();
+    let groups = builder.metadata().row_groups();
+    Ok(fields
+        .iter()
+        .enumerate()
+        .map(|(index, field)| {
+            let is_text = field.data_type() == &DataType::Utf8;
+            groups.iter().all(|rg| {
+                rg.columns().get(index).and_then(|c| c.statistics()).is_some_and(|st| {
+                    st.null_count_opt() == Some(0) && (!is_text || st.min_bytes_opt().is_some_and(|m| !m.is_empty()))
+                })
+            })
         })
-    }))
+        .collect())
 }
 
 /// The column names of an input, in file order.
