@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audience;
 pub mod cli;
 pub mod error;
 pub mod r#gen;

@@ -16,6 +16,7 @@ use roaring::{MultiOps, RoaringBitmap};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::TimestampMicrosecondType;
 
+use crate::audience::catalog::{Catalog, SetFile, read_set};
 use crate::error::Result;
 use crate::ingest::row_ids::SegmentReader;
 use crate::query::bitmap_expr::EdgeScan;
@@ -42,6 +43,17 @@ pub struct IndexSet {
     id_readers: Mutex<Option<Arc<Vec<SegmentReader>>>>,
     /// The snapshot whose fact files answer the partial days of time windows.
     facts: Option<Snapshot>,
+    /// The catalog's sets: rule tags' members (added to the tag bitmaps of the same name) and
+    /// saved audiences' latest members, read from their own files on first use.
+    catalog: CatalogSets,
+}
+
+#[derive(Debug, Default)]
+struct CatalogSets {
+    root: std::path::PathBuf,
+    rule_tags: std::collections::BTreeMap<String, SetFile>,
+    audiences: std::collections::BTreeMap<String, SetFile>,
+    loaded: Mutex<HashMap<String, Arc<RoaringBitmap>>>,
 }
 
 impl IndexSet {
@@ -55,7 +67,48 @@ impl IndexSet {
             id_segments: Vec::new(),
             id_readers: Mutex::new(None),
             facts: None,
+            catalog: CatalogSets::default(),
         })
+    }
+
+    /// Adds the sets of a store's catalog (files relative to `root`).
+    pub fn with_catalog(mut self, root: &Path, catalog: &Catalog) -> IndexSet {
+        self.catalog = CatalogSets {
+            root: root.to_path_buf(),
+            rule_tags: catalog.tags.iter().map(|t| (t.name.clone(), t.bitmap.clone())).collect(),
+            audiences: catalog
+                .audiences
+                .iter()
+                .filter_map(|a| Some((a.name.clone(), a.latest()?.members_file.clone())))
+                .collect(),
+            loaded: Mutex::new(HashMap::new()),
+        };
+        self
+    }
+
+    /// A catalog set file, read once per session.
+    pub fn catalog_set(&self, file: &SetFile) -> Result<Arc<RoaringBitmap>> {
+        if let Some(bm) = self.catalog.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&file.path)
+        {
+            return Ok(Arc::clone(bm));
+        }
+        let bm = Arc::new(read_set(&self.catalog.root, file)?);
+        self.catalog
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(file.path.clone(), Arc::clone(&bm));
+        Ok(bm)
+    }
+
+    /// The latest members of saved audience `name` (`None`: there is no such audience).
+    pub fn saved_audience(&self, name: &str) -> Result<Option<Arc<RoaringBitmap>>> {
+        self.catalog.audiences.get(name).map(|f| self.catalog_set(f)).transpose()
+    }
+
+    /// Whether `name` is a saved audience.
+    pub fn has_audience(&self, name: &str) -> bool {
+        self.catalog.audiences.contains_key(name)
     }
 
     /// Adds the snapshot whose fact files are read for the partial days of time windows.
@@ -239,7 +292,7 @@ impl IndexSet {
 
     /// Whether the store has a tag index (any user_tags loaded).
     pub fn has_tags(&self) -> bool {
-        self.file.is_some()
+        self.file.is_some() || !self.catalog.rule_tags.is_empty()
     }
 
     fn contains(&self, key: &BitmapKey) -> bool {
@@ -248,6 +301,17 @@ impl IndexSet {
 
     /// A bitmap by address; an address the index does not hold is the empty set.
     pub fn get(&self, kind: BitmapKind, name: &str, key: &str) -> Result<Arc<RoaringBitmap>> {
+        if kind == BitmapKind::Tag
+            && let Some(file) = self.catalog.rule_tags.get(name)
+        {
+            let rule = self.catalog_set(file)?;
+            let loaded = self.get_indexed(kind, name, key)?;
+            return Ok(if loaded.is_empty() { rule } else { Arc::new(rule.as_ref() | loaded.as_ref()) });
+        }
+        self.get_indexed(kind, name, key)
+    }
+
+    fn get_indexed(&self, kind: BitmapKind, name: &str, key: &str) -> Result<Arc<RoaringBitmap>> {
         let addr = (kind, name.to_string(), key.to_string());
         let Some(file) = &self.file else { return Ok(Arc::new(RoaringBitmap::new())) };
         let Some(extent) = file.directory.get(&addr).copied() else { return Ok(Arc::new(RoaringBitmap::new())) };
@@ -318,6 +382,23 @@ impl IndexSet {
 
     /// Every tag name in the index, sorted (reads the directory only).
     pub fn tag_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.catalog.rule_tags.keys().cloned().collect();
+        if let Some(file) = &self.file {
+            let first = (BitmapKind::Tag, String::new(), String::new());
+            names.extend(
+                file.directory
+                    .range(first..)
+                    .take_while(|((k, _, _), _)| *k == BitmapKind::Tag)
+                    .map(|((_, n, _), _)| n.clone()),
+            );
+        }
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// The tags that have rows loaded from `user_tags` files (rule tags excluded), sorted.
+    pub fn loaded_tag_names(&self) -> Vec<String> {
         let Some(file) = &self.file else { return Vec::new() };
         let first = (BitmapKind::Tag, String::new(), String::new());
         file.directory

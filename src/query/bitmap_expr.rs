@@ -47,6 +47,8 @@ pub enum BitmapExpr {
     RowIds(Vec<u32>),
     /// The users of some fact rows, read from the fact files (a window's partial days).
     FactRows(EdgeScan),
+    /// The latest members of a saved audience.
+    Saved(String),
 }
 
 /// A filter translated exactly: who makes it TRUE, who makes it FALSE (the rest make it NULL).
@@ -72,6 +74,8 @@ pub enum AudienceSpec {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         edges: Vec<EdgeScan>,
     },
+    /// The latest members of a saved audience (`in_audience('name')`).
+    Saved(String),
 }
 
 /// Fact rows of `table` with `from <= ts < to` (microseconds, UTC) — and, when `column` is given,
@@ -104,6 +108,7 @@ impl AudienceSpec {
                 terms.extend(edges.iter().cloned().map(BitmapExpr::FactRows));
                 or(terms)
             }
+            AudienceSpec::Saved(name) => BitmapExpr::Saved(name.clone()),
         }
     }
 }
@@ -354,6 +359,12 @@ pub fn evaluate(expr: &BitmapExpr, index: &IndexSet) -> Result<RoaringBitmap> {
         BitmapExpr::AndNot(a, b) => evaluate(a, index)? - evaluate(b, index)?,
         BitmapExpr::RowIds(ids) => ids.iter().copied().filter(|id| u64::from(*id) < index.universe_len()).collect(),
         BitmapExpr::FactRows(scan) => index.users_of_fact_rows(scan)?,
+        BitmapExpr::Saved(name) => match index.saved_audience(name)? {
+            Some(members) => members.as_ref().clone(),
+            None => {
+                return Err(crate::error::Error::Usage(format!("there is no saved audience '{name}'")));
+            }
+        },
     })
 }
 
@@ -382,6 +393,7 @@ impl fmt::Display for BitmapExpr {
             BitmapExpr::Universe => write!(f, "all"),
             BitmapExpr::RowIds(ids) => write!(f, "rows{ids:?}"),
             BitmapExpr::FactRows(scan) => write!(f, "{}[ts {}..{}]", scan.table, scan.from, scan.to),
+            BitmapExpr::Saved(name) => write!(f, "audience[{name}]"),
             BitmapExpr::Tag(t) => write!(f, "tag[{t}]"),
             BitmapExpr::Value { column, value } => write!(f, "{column}[{value}]"),
             BitmapExpr::Null(c) => write!(f, "{c}[NULL]"),

@@ -156,7 +156,7 @@ pub fn bitmap_scan(
 }
 
 /// The row ids of `file` as bounds usable with roaring (the end may be 2^32, past `u32::MAX`).
-fn row_id_range(file: &UsersFile) -> (Bound<u32>, Bound<u32>) {
+pub(crate) fn row_id_range(file: &UsersFile) -> (Bound<u32>, Bound<u32>) {
     let end = u64::from(file.first_row_id) + file.rows;
     let end = match u32::try_from(end) {
         Ok(end) => Bound::Excluded(end),
@@ -167,7 +167,7 @@ fn row_id_range(file: &UsersFile) -> (Bound<u32>, Bound<u32>) {
 
 /// The file-level selection of `file` (covering exactly its `rows` rows): the bitmap's runs within the
 /// file's row-id range, shifted to file row positions.
-fn file_row_selection(bm: &RoaringBitmap, file: &UsersFile) -> Result<RowSelection> {
+pub(crate) fn file_row_selection(bm: &RoaringBitmap, file: &UsersFile) -> Result<RowSelection> {
     let rows = usize::try_from(file.rows).map_err(|_| internal_datafusion_err!("file row count overflows usize"))?;
     let first = file.first_row_id as usize;
     let mut runs = bm.range(row_id_range(file));

@@ -27,8 +27,8 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::{LogicalPlan, ScalarUDF, Statement as PlanStatement};
 use datafusion::optimizer::{Analyzer, AnalyzerRule, Optimizer, OptimizerRule};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
-use datafusion::sql::parser::{DFParser, Statement};
-use datafusion::sql::sqlparser::dialect::GenericDialect;
+
+pub use crate::audience::statement::Statement;
 
 use crate::error::{Error, Result};
 use crate::index::IndexSet;
@@ -59,20 +59,32 @@ impl datafusion::common::config::ConfigExtension for PersonaConfig {
     const PREFIX: &'static str = "persona";
 }
 
-/// A read session pinned to one snapshot: every query of the session sees the same version.
+/// A session pinned to one snapshot: every query of the session sees the same version. A tag or
+/// audience statement run through the session commits a new version and moves the session (and
+/// its clones) to it; [`Session::refresh`] moves it to the newest version committed by anyone.
 #[derive(Clone)]
 pub struct Session {
-    ctx: SessionContext,
-    snapshot: Snapshot,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    options: SessionOptions,
     /// Read by the users provider and the audience rule; flipped by `SET persona.use_indexes`.
     use_indexes: Arc<AtomicBool>,
-    /// The snapshot's bitmap indexes (tags, values, ranges, days).
+    pinned: std::sync::RwLock<Arc<Pinned>>,
+}
+
+/// What a session holds for the version it is pinned to.
+struct Pinned {
+    ctx: SessionContext,
+    snapshot: Snapshot,
+    /// The snapshot's bitmap indexes (tags, values, ranges, days) and catalog sets.
     index: Arc<IndexSet>,
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("version", &self.snapshot.version()).finish()
+        f.debug_struct("Session").field("version", &self.snapshot().version()).finish()
     }
 }
 
@@ -92,6 +104,42 @@ impl Session {
     /// Builds a session over `snapshot`.
     pub fn new(snapshot: Snapshot, options: &SessionOptions) -> Result<Session> {
         let use_indexes = Arc::new(AtomicBool::new(options.use_indexes.unwrap_or(true)));
+        let pinned = Pinned::build(snapshot, options, &use_indexes)?;
+        Ok(Session {
+            shared: Arc::new(Shared {
+                options: options.clone(),
+                use_indexes,
+                pinned: std::sync::RwLock::new(Arc::new(pinned)),
+            }),
+        })
+    }
+
+    fn pinned(&self) -> Arc<Pinned> {
+        Arc::clone(&self.shared.pinned.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Moves the session (and its clones) to `snapshot`; `SET persona.use_indexes` outlives the move.
+    pub fn repin(&self, snapshot: Snapshot) -> Result<()> {
+        let pinned = Arc::new(Pinned::build(snapshot, &self.shared.options, &self.shared.use_indexes)?);
+        *self.shared.pinned.write().unwrap_or_else(std::sync::PoisonError::into_inner) = pinned;
+        Ok(())
+    }
+
+    /// Moves to the store's newest committed version; returns the versions moved from and to.
+    pub fn refresh(&self) -> Result<(u64, u64)> {
+        let from = self.snapshot().version();
+        let snapshot = Store::open(self.snapshot().root())?.snapshot()?;
+        let to = snapshot.version();
+        if to != from {
+            self.repin(snapshot)?;
+        }
+        Ok((from, to))
+    }
+}
+
+impl Pinned {
+    fn build(snapshot: Snapshot, options: &SessionOptions, use_indexes: &Arc<AtomicBool>) -> Result<Pinned> {
+        let use_indexes = Arc::clone(use_indexes);
         let persona_config = PersonaConfig { use_indexes: use_indexes.load(Ordering::Relaxed) };
         let mut config = SessionConfig::new()
             .with_information_schema(true)
@@ -103,12 +151,15 @@ impl Session {
         config.options_mut().sql_parser.collect_spans = true;
         config.options_mut().execution.parquet.pushdown_filters = false;
         let index = open_index(&snapshot)?;
-        let users: Arc<dyn TableProvider> = Arc::new(users_table(
-            &snapshot,
-            table_provider(&snapshot, Table::Users)?,
+        let users_files = users_files_of(&snapshot)?;
+        let users_schema = sql_schema(&snapshot.manifest().columns(Table::Users));
+        let users: Arc<dyn TableProvider> = Arc::new(users_provider::UsersTable::new(
+            Arc::clone(&users_schema),
+            users_files.clone(),
             Arc::clone(&index),
             Arc::clone(&use_indexes),
-        )?);
+            table_provider(&snapshot, Table::Users)?,
+        ));
         let audience_udf = Arc::new(ScalarUDF::new_from_impl(udf::PersonaAudience::default()));
         let rule = audience_rule::AudienceRule {
             udf: Arc::clone(&audience_udf),
@@ -164,12 +215,14 @@ impl Session {
             None => None,
         };
         // The short forms become subqueries before anything else looks at the plan.
+        let audiences = crate::audience::tables::audience_tables(&snapshot, &index, &users_schema, &users_files);
         let sugar = sugar::SugarRule {
             user_tags: provider_of(Table::UserTags),
             purchases: provider_of(Table::Purchases),
             pinned_now: pinned.as_ref().map(|(now, _)| Arc::clone(now)),
             use_indexes: Arc::clone(&use_indexes),
             audience_udf: Arc::clone(&audience_udf),
+            audiences: audiences.clone(),
         };
         let mut analyzer_rules: Vec<Arc<dyn AnalyzerRule + Send + Sync>> = vec![Arc::new(sugar)];
         analyzer_rules.extend(Analyzer::new().rules);
@@ -183,6 +236,7 @@ impl Session {
         ctx.register_udf(audience_udf.as_ref().clone());
         ctx.register_udf(ScalarUDF::new_from_impl(sugar::SugarFunction::new(sugar::HAS_TAG)));
         ctx.register_udf(ScalarUDF::new_from_impl(sugar::SugarFunction::new(sugar::PURCHASED_WITHIN)));
+        ctx.register_udf(ScalarUDF::new_from_impl(sugar::SugarFunction::new(sugar::IN_AUDIENCE)));
         if let Some((now, date)) = pinned {
             ctx.register_udf(now.as_ref().clone());
             ctx.register_udf(date);
@@ -190,26 +244,35 @@ impl Session {
         for (table, provider) in providers {
             ctx.register_table(table.name(), provider)?;
         }
-        Ok(Session { ctx, snapshot, use_indexes, index })
+        crate::audience::tables::register(&ctx, &snapshot, &index, &users_files, &audiences)?;
+        Ok(Pinned { ctx, snapshot, index })
     }
+}
 
+impl Session {
     /// Whether audience predicates are answered from the indexes.
     pub fn use_indexes(&self) -> bool {
-        self.use_indexes.load(Ordering::Relaxed)
+        self.shared.use_indexes.load(Ordering::Relaxed)
     }
 
-    /// The DataFusion context, for callers who need more than SQL.
-    pub fn context(&self) -> &SessionContext {
-        &self.ctx
+    /// The options the session was opened with.
+    pub fn options(&self) -> &SessionOptions {
+        &self.shared.options
     }
 
-    pub fn snapshot(&self) -> &Snapshot {
-        &self.snapshot
+    /// The DataFusion context of the pinned version, for callers who need more than SQL.
+    pub fn context(&self) -> SessionContext {
+        self.pinned().ctx.clone()
     }
 
-    /// The snapshot's bitmap indexes (tag names and sizes, value lists, bitmaps).
-    pub fn index(&self) -> &Arc<IndexSet> {
-        &self.index
+    /// The pinned version.
+    pub fn snapshot(&self) -> Snapshot {
+        self.pinned().snapshot.clone()
+    }
+
+    /// The snapshot's bitmap indexes (tag names and sizes, value lists, bitmaps, catalog sets).
+    pub fn index(&self) -> Arc<IndexSet> {
+        Arc::clone(&self.pinned().index)
     }
 
     /// Plans one SQL statement and returns it as a DataFrame (lazy; nothing runs yet, except for
@@ -223,7 +286,7 @@ impl Session {
             )));
         }
         let plan = self.plan(statements.remove(0)).await?;
-        Ok(self.ctx.execute_logical_plan(plan).await?)
+        Ok(self.context().execute_logical_plan(plan).await?)
     }
 
     /// Runs one statement and collects its result.
@@ -231,9 +294,18 @@ impl Session {
         Ok(self.sql(sql).await?.collect().await?)
     }
 
-    /// Plans one parsed statement. `SET persona.use_indexes = ...` takes effect here.
+    /// Plans one parsed statement. `SET persona.use_indexes = ...` takes effect here; a tag or
+    /// audience statement runs here (it commits, and the session moves to the new version), and
+    /// its plan only shows what it did.
     pub async fn plan(&self, statement: Statement) -> Result<LogicalPlan> {
-        let plan = self.ctx.state().statement_to_plan(statement).await?;
+        let statement = match statement {
+            Statement::Sql(s) => *s,
+            Statement::Catalog(c) => {
+                let batch = Box::pin(crate::audience::commands::run(self, c)).await?;
+                return Ok(self.context().read_batch(batch)?.into_unoptimized_plan());
+            }
+        };
+        let plan = self.context().state().statement_to_plan(statement).await?;
         if let LogicalPlan::Statement(PlanStatement::SetVariable(set)) = &plan
             && set.variable.eq_ignore_ascii_case("persona.use_indexes")
         {
@@ -242,23 +314,23 @@ impl Session {
                 "false" | "off" | "0" => false,
                 other => return Err(Error::Usage(format!("persona.use_indexes must be true or false, not '{other}'"))),
             };
-            self.use_indexes.store(on, Ordering::Relaxed);
+            self.shared.use_indexes.store(on, Ordering::Relaxed);
         }
         Ok(plan)
     }
 
     /// Executes a planned statement as a stream of batches.
     pub async fn execute(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
-        let df = self.ctx.execute_logical_plan(plan).await?;
+        let df = self.context().execute_logical_plan(plan).await?;
         Ok(df.execute_stream().await?)
     }
 }
 
-/// Splits SQL text into statements with the SQL parser (quotes and comments respected). Errors
-/// carry the line and column in `sql`.
+/// Splits SQL text into statements (Persona's tag and audience statements, and everything
+/// DataFusion parses) with the SQL tokenizer: quotes and comments respected. Errors carry the line
+/// and column in `sql`.
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {
-    let statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})?;
-    Ok(statements.into_iter().collect())
+    crate::audience::statement::parse_statements(sql)
 }
 
 /// Opens the snapshot's index file (an empty index when the store has none).
@@ -269,19 +341,15 @@ fn open_index(snapshot: &Snapshot) -> Result<Arc<IndexSet>> {
     Ok(Arc::new(
         IndexSet::open(index_path.as_deref(), manifest.next_row_id)?
             .with_id_segments(segments)
-            .with_facts(snapshot.clone()),
+            .with_facts(snapshot.clone())
+            .with_catalog(snapshot.root(), &manifest.catalog),
     ))
 }
 
-/// The users provider with bitmap pushdown over the snapshot's index.
-fn users_table(
-    snapshot: &Snapshot,
-    plain: Arc<dyn TableProvider>,
-    index: Arc<IndexSet>,
-    use_indexes: Arc<AtomicBool>,
-) -> Result<users_provider::UsersTable> {
-    let manifest = snapshot.manifest();
-    let files = manifest
+/// The snapshot's users files, in row-id order.
+pub fn users_files_of(snapshot: &Snapshot) -> Result<Vec<bitmap_scan::UsersFile>> {
+    snapshot
+        .manifest()
         .files(Table::Users)
         .iter()
         .map(|f| {
@@ -294,8 +362,7 @@ fn users_table(
                 bytes: f.bytes,
             })
         })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(users_provider::UsersTable::new(sql_schema(&manifest.columns(Table::Users)), files, index, use_indexes, plain))
+        .collect()
 }
 
 /// `schema` with its `Utf8` columns as `Utf8View`.

@@ -37,6 +37,8 @@ use crate::query::bitmap_expr::AudienceSpec;
 pub const HAS_TAG: &str = "has_tag";
 /// The name of `purchased_within`.
 pub const PURCHASED_WITHIN: &str = "purchased_within";
+/// The name of `in_audience`.
+pub const IN_AUDIENCE: &str = "in_audience";
 
 /// A placeholder UDF: planned, then replaced by [`SugarRule`]; never invoked.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -81,6 +83,8 @@ pub struct SugarRule {
     /// decorrelated.
     pub use_indexes: Arc<AtomicBool>,
     pub audience_udf: Arc<ScalarUDF>,
+    /// Each saved audience's table of members.
+    pub audiences: Vec<(String, Arc<dyn TableProvider>)>,
 }
 
 impl AnalyzerRule for SugarRule {
@@ -95,15 +99,19 @@ impl AnalyzerRule for SugarRule {
             let on_users = self.use_indexes.load(Ordering::Relaxed) && reads_users(&filter.input);
             let rewritten = filter.predicate.clone().transform_up(|e| match &e {
                 Expr::ScalarFunction(ScalarFunction { func, args })
-                    if func.name() == HAS_TAG || func.name() == PURCHASED_WITHIN =>
+                    if [HAS_TAG, PURCHASED_WITHIN, IN_AUDIENCE].contains(&func.name()) =>
                 {
                     let (user, rest) = user_argument(func.name(), args, &schema)?;
-                    let sub = if func.name() == HAS_TAG && on_users {
+                    let user_type = datafusion::common::ExprSchema::field_from_column(schema.as_ref(), &user)
+                        .map_or(DataType::Utf8, |f| f.data_type().clone());
+                    let sub = if func.name() == IN_AUDIENCE {
+                        self.in_audience(user, &user_type, rest, on_users)?
+                    } else if func.name() == HAS_TAG && on_users {
                         self.tag_marker(user, rest)?
                     } else if func.name() == HAS_TAG {
-                        self.has_tag(user, rest)?
+                        self.has_tag(user, &user_type, rest)?
                     } else {
-                        self.purchased_within(user, rest, config)?
+                        self.purchased_within(user, &user_type, rest, config)?
                     };
                     Ok(Transformed::yes(sub))
                 }
@@ -129,7 +137,39 @@ impl SugarRule {
         Ok(self.audience_udf.call(vec![Expr::Column(user), lit(spec)]))
     }
 
-    fn has_tag(&self, user: Column, args: &[Expr]) -> Result<Expr> {
+    /// `in_audience('name')`: on users with indexes on, the saved members' bitmap as a marker;
+    /// elsewhere an `EXISTS` into the audience's table of members.
+    fn in_audience(&self, user: Column, user_type: &DataType, args: &[Expr], on_users: bool) -> Result<Expr> {
+        let name = match args {
+            [Expr::Literal(v, _)] => v.try_as_str().flatten(),
+            _ => None,
+        };
+        let Some(name) = name else {
+            return plan_err!("in_audience() takes an audience name as text, e.g. in_audience('lapsed_gold')");
+        };
+        let Some((name, table)) = self
+            .audiences
+            .iter()
+            .find(|(n, _)| n == name)
+            .or_else(|| self.audiences.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)))
+        else {
+            return plan_err!("there is no saved audience '{name}' (SHOW AUDIENCES lists them)");
+        };
+        if on_users {
+            let spec = serde_json::to_string(&AudienceSpec::Saved(name.clone()))
+                .map_err(|e| datafusion::common::DataFusionError::External(Box::new(e)))?;
+            return Ok(self.audience_udf.call(vec![Expr::Column(user), lit(spec)]));
+        }
+        let t = "persona_in_audience";
+        let plan = LogicalPlanBuilder::scan(name.as_str(), provider_as_source(Arc::clone(table)), None)?
+            .alias(t)?
+            .filter(col(Column::new(Some(t), "user_id")).eq(out_ref_col(user_type.clone(), user)))?
+            .project(vec![lit(1)])?
+            .build()?;
+        Ok(exists(Arc::new(plan)))
+    }
+
+    fn has_tag(&self, user: Column, user_type: &DataType, args: &[Expr]) -> Result<Expr> {
         tag_argument(args)?;
         let tag = &args[0];
         let t = "persona_has_tag";
@@ -137,7 +177,7 @@ impl SugarRule {
             .alias(t)?
             .filter(
                 col(Column::new(Some(t), "user_id"))
-                    .eq(out_ref_col(DataType::Utf8, user))
+                    .eq(out_ref_col(user_type.clone(), user))
                     .and(col(Column::new(Some(t), "tag")).eq(tag.clone())),
             )?
             .project(vec![lit(1)])?
@@ -145,7 +185,13 @@ impl SugarRule {
         Ok(exists(Arc::new(plan)))
     }
 
-    fn purchased_within(&self, user: Column, args: &[Expr], config: &ConfigOptions) -> Result<Expr> {
+    fn purchased_within(
+        &self,
+        user: Column,
+        user_type: &DataType,
+        args: &[Expr],
+        config: &ConfigOptions,
+    ) -> Result<Expr> {
         let [interval @ Expr::Literal(v, _)] = args else {
             return plan_err!("purchased_within() takes an interval, e.g. purchased_within(INTERVAL '90 days')");
         };
@@ -162,7 +208,7 @@ impl SugarRule {
             .alias(t)?
             .filter(
                 col(Column::new(Some(t), "user_id"))
-                    .eq(out_ref_col(DataType::Utf8, user))
+                    .eq(out_ref_col(user_type.clone(), user))
                     .and(ts.clone().gt_eq(now.clone() - interval.clone()))
                     .and(ts.lt(now)),
             )?

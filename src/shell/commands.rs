@@ -200,7 +200,8 @@ pub fn help() -> String {
 }
 
 fn tables(shell: &mut Shell) -> Result<()> {
-    let manifest = shell.session().snapshot().manifest();
+    let snapshot = shell.session().snapshot();
+    let manifest = snapshot.manifest();
     let rows: Vec<Vec<String>> = Table::ALL
         .iter()
         .map(|t| vec![t.name().to_string(), manifest.rows(*t).to_string(), manifest.columns(*t).len().to_string()])
@@ -211,7 +212,8 @@ fn tables(shell: &mut Shell) -> Result<()> {
 
 fn describe(shell: &mut Shell, table: Table) -> Result<()> {
     let session = shell.session();
-    let manifest = session.snapshot().manifest();
+    let snapshot = session.snapshot();
+    let manifest = snapshot.manifest();
     let index = session.index();
     let rows: Vec<Vec<String>> = manifest
         .columns(table)

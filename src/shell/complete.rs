@@ -30,7 +30,8 @@ pub struct Catalog {
 impl Catalog {
     /// The names of `session`'s snapshot and function registry.
     pub fn from_session(session: &Session) -> Catalog {
-        let manifest = session.snapshot().manifest();
+        let snapshot = session.snapshot();
+        let manifest = snapshot.manifest();
         let tables = Table::ALL
             .iter()
             .map(|t| (t.name().to_string(), manifest.columns(*t).into_iter().map(|c| c.name).collect()))

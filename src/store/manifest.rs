@@ -12,11 +12,14 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audience::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::tables::{ColumnDef, Table, contract_columns};
 
 /// The newest store format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added the catalog of rule tags and saved audiences; version-1 manifests read as
+/// stores with an empty catalog.
+pub const FORMAT_VERSION: u32 = 2;
 
 const HEADER_PREFIX: &str = "persona-manifest crc32=";
 
@@ -41,6 +44,9 @@ pub struct Manifest {
     /// The bitmap index of this version (absent before the first import).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<IndexEntry>,
+    /// Rule tags and saved audiences with their versions.
+    #[serde(default, skip_serializing_if = "Catalog::is_empty")]
+    pub catalog: Catalog,
 }
 
 /// The index file of a version.
@@ -106,6 +112,7 @@ impl Manifest {
             id_segments: Vec::new(),
             loaded_files: Vec::new(),
             index: None,
+            catalog: Catalog::default(),
         }
     }
 

@@ -1,0 +1,591 @@
+//! Running the tag and audience statements: each takes the store's writer lock, evaluates what it
+//! must on the newest version, writes its set files (and a rule tag's `user_tags` rows), commits
+//! one new version, and moves the session to it. Each returns a small table of what it did.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use roaring::RoaringBitmap;
+
+use crate::audience::catalog::{Audience, AudienceVersion, Catalog, RuleTag, check_name, write_set};
+use crate::audience::evaluate::{Evaluated, Export, evaluate, plan_query};
+use crate::audience::export::{Rows, Written, write_audience};
+use crate::audience::members::{for_each_member_id, in_holdout, read_id_file};
+use crate::audience::statement::{Body, CatalogStatement};
+use crate::error::{Error, Result};
+use crate::ingest::writer::{FACT_FILE_ROWS, TableSink};
+use crate::query::Session;
+use crate::store::manifest::{Manifest, now_rfc3339};
+use crate::store::{Store, StoreWriter};
+use crate::tables::{Table, contract_columns, file_schema};
+
+/// Table names an audience may not take.
+const RESERVED: &[&str] = &["tags", "audiences", "audience_versions"];
+
+/// The text that turns a rule's predicate into its query.
+const PREDICATE_PREFIX: &str = "SELECT user_id FROM users WHERE ";
+
+/// Runs one statement; the session ends on the version it committed (if any).
+pub async fn run(session: &Session, statement: CatalogStatement) -> Result<RecordBatch> {
+    match statement {
+        CatalogStatement::ShowTags => show(session, "SELECT * FROM tags ORDER BY name").await,
+        CatalogStatement::ShowAudiences => show(session, "SELECT * FROM audiences ORDER BY name").await,
+        CatalogStatement::CreateTag { name, or_replace, rule, is_query } => {
+            create_tag(session, &name, or_replace, &rule, is_query).await
+        }
+        CatalogStatement::DropTag { name, if_exists } => drop_tag(session, &name, if_exists),
+        CatalogStatement::RefreshTags { names } => refresh_tags(session, &names).await,
+        CatalogStatement::CreateAudience {
+            name,
+            or_replace,
+            query,
+            suppress_audiences,
+            suppress_files,
+            holdout_basis_points,
+        } => {
+            let definition = Definition { query, suppress_audiences, suppress_files, holdout_basis_points };
+            create_audience(session, &name, or_replace, definition).await
+        }
+        CatalogStatement::DropAudience { name, if_exists } => drop_audience(session, &name, if_exists),
+        CatalogStatement::MaterializeAudience { name, to, changes_since } => {
+            let target = to.map(PathBuf::from);
+            let report =
+                materialize(session, &name, &MaterializeOptions { target, changes_since, max_rows_per_file: None })
+                    .await?;
+            report_batch(&[report])
+        }
+    }
+}
+
+async fn show(session: &Session, sql: &str) -> Result<RecordBatch> {
+    let batches = session.query(sql).await?;
+    let schema = match batches.first() {
+        Some(b) => b.schema(),
+        None => return Err(Error::Internal("a catalog table returned no batch".into())),
+    };
+    Ok(arrow::compute::concat_batches(&schema, &batches)?)
+}
+
+/// Takes the writer lock and moves the session to the version it builds on.
+fn begin(session: &Session) -> Result<StoreWriter> {
+    let store = Store::open(session.snapshot().root())?;
+    let writer = store.writer()?;
+    if writer.base().version != session.snapshot().version() {
+        session.repin(store.snapshot()?)?;
+    }
+    Ok(writer)
+}
+
+/// Commits `next` and moves the session to it.
+fn commit(session: &Session, writer: StoreWriter, next: Manifest) -> Result<u64> {
+    let version = writer.commit(next)?;
+    session.refresh()?;
+    Ok(version)
+}
+
+// ---------------------------------------------------------------- rule tags
+
+async fn create_tag(
+    session: &Session,
+    name: &str,
+    or_replace: bool,
+    rule: &Body,
+    is_query: bool,
+) -> Result<RecordBatch> {
+    check_name("tag", name)?;
+    let writer = begin(session)?;
+    let base = Arc::clone(writer.base());
+    if session.index().loaded_tag_names().iter().any(|t| t == name) {
+        return Err(Error::Usage(format!(
+            "tag '{name}' has rows loaded from user_tags files; a rule tag needs a name of its own"
+        )));
+    }
+    if base.catalog.tag(name).is_some() && !or_replace {
+        return Err(Error::Usage(format!(
+            "tag '{name}' already exists; use CREATE OR REPLACE TAG to change its rule, or REFRESH TAGS {name}"
+        )));
+    }
+    let tag = RuleTag {
+        name: name.to_string(),
+        rule: rule.text.clone(),
+        query: if is_query { rule.text.clone() } else { format!("{PREDICATE_PREFIX}{}", rule.text) },
+        members: 0,
+        computed_at: String::new(),
+        computed_on: base.version,
+        bitmap: crate::audience::catalog::SetFile { path: String::new(), bytes: 0 },
+        rows_files: Vec::new(),
+    };
+    let prefix = if is_query { 0 } else { PREDICATE_PREFIX.chars().count() as u64 };
+    let mut next = (*base).clone();
+    let row = refresh_tag(session, &writer, &mut next, tag, rule, prefix).await?;
+    commit(session, writer, next)?;
+    tag_report(&[row])
+}
+
+fn drop_tag(session: &Session, name: &str, if_exists: bool) -> Result<RecordBatch> {
+    let writer = begin(session)?;
+    let mut next = (**writer.base()).clone();
+    let Some(at) = next.catalog.tags.iter().position(|t| t.name == name) else {
+        if session.index().loaded_tag_names().iter().any(|t| t == name) {
+            return Err(Error::Usage(format!(
+                "tag '{name}' was loaded from user_tags files; DROP TAG removes rule tags only"
+            )));
+        }
+        if if_exists {
+            return message(&format!("there is no rule tag '{name}'; nothing dropped"));
+        }
+        return Err(Error::Usage(format!("there is no rule tag '{name}' (SHOW TAGS lists them)")));
+    };
+    let tag = next.catalog.tags.remove(at);
+    remove_table_files(&mut next, Table::UserTags, &tag.rows_files);
+    commit(session, writer, next)?;
+    message(&format!("dropped tag '{name}' ({} users)", tag.members))
+}
+
+async fn refresh_tags(session: &Session, names: &[String]) -> Result<RecordBatch> {
+    let writer = begin(session)?;
+    let base = Arc::clone(writer.base());
+    let chosen: Vec<RuleTag> = if names.is_empty() {
+        base.catalog.tags.clone()
+    } else {
+        names
+            .iter()
+            .map(|n| {
+                base.catalog.tag(n).cloned().ok_or_else(|| {
+                    if session.index().loaded_tag_names().contains(n) {
+                        Error::Usage(format!("tag '{n}' was loaded from user_tags files; only rule tags refresh"))
+                    } else {
+                        Error::Usage(format!("there is no rule tag '{n}' (SHOW TAGS lists them)"))
+                    }
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    let mut next = (*base).clone();
+    let mut rows = Vec::new();
+    for tag in chosen {
+        let origin = Body { text: tag.query.clone(), line: 1, column: 1 };
+        let name = tag.name.clone();
+        let row = refresh_tag(session, &writer, &mut next, tag, &origin, 0)
+            .await
+            .map_err(|e| Error::Usage(format!("tag '{name}': {e}")))?;
+        rows.push(row);
+    }
+    if !rows.is_empty() {
+        commit(session, writer, next)?;
+    }
+    tag_report(&rows)
+}
+
+/// One tag's line in a report: name, users, added, removed.
+type TagRow = (String, u64, u64, u64);
+
+/// Evaluates `tag`'s query, writes its set and rows, and puts it in `next`.
+async fn refresh_tag(
+    session: &Session,
+    writer: &StoreWriter,
+    next: &mut Manifest,
+    mut tag: RuleTag,
+    origin: &Body,
+    prefix: u64,
+) -> Result<TagRow> {
+    let plan = plan_query(session, &tag.query, origin, prefix).await?;
+    let evaluated = evaluate(session, plan).await?;
+    let previous = match next.catalog.tag(&tag.name) {
+        Some(old) if !old.bitmap.path.is_empty() => Some(session.index().catalog_set(&old.bitmap)?),
+        _ => None,
+    };
+    let (added, removed) = match &previous {
+        Some(old) => ((&evaluated.members - old.as_ref()).len(), (old.as_ref() - &evaluated.members).len()),
+        None => (evaluated.members.len(), 0),
+    };
+    tag.bitmap = write_set(writer, &format!("tag-{}", tag.name), &evaluated.members)?;
+    tag.members = evaluated.members.len();
+    tag.computed_at = now_rfc3339();
+    tag.computed_on = writer.base().version;
+    let old_rows = next.catalog.tag(&tag.name).map(|t| t.rows_files.clone()).unwrap_or_default();
+    remove_table_files(next, Table::UserTags, &old_rows);
+    let files = write_tag_rows(session, writer, &tag.name, &evaluated.members)?;
+    tag.rows_files = files.iter().map(|f| f.path.clone()).collect();
+    next.tables.entry(Table::UserTags).or_default().extend(files);
+    let row = (tag.name.clone(), tag.members, added, removed);
+    match next.catalog.tags.iter_mut().find(|t| t.name == tag.name) {
+        Some(slot) => *slot = tag,
+        None => next.catalog.tags.push(tag),
+    }
+    Ok(row)
+}
+
+/// Writes one `user_tags` row per member of a rule tag.
+fn write_tag_rows(
+    session: &Session,
+    writer: &StoreWriter,
+    tag: &str,
+    members: &RoaringBitmap,
+) -> Result<Vec<crate::store::manifest::DataFile>> {
+    let schema = file_schema(&contract_columns(Table::UserTags));
+    let mut sink = TableSink::new(writer, Table::UserTags, Arc::clone(&schema), FACT_FILE_ROWS, false);
+    let assigned_at = chrono::Utc::now().timestamp_micros();
+    let files = crate::query::users_files_of(&session.snapshot())?;
+    let mut ids: Vec<u32> = Vec::with_capacity(64 * 1024);
+    let mut users: Vec<String> = Vec::with_capacity(64 * 1024);
+    let flush = |ids: &mut Vec<u32>, users: &mut Vec<String>, sink: &mut TableSink| -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let n = ids.len();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt32Array::from(std::mem::take(ids))),
+            Arc::new(StringArray::from(std::mem::take(users))),
+            Arc::new(StringArray::from(vec![tag; n])),
+            Arc::new(TimestampMicrosecondArray::from(vec![assigned_at; n])),
+        ];
+        sink.write(&RecordBatch::try_new(Arc::clone(&schema), columns)?)
+    };
+    let mut failed: Option<Error> = None;
+    for_each_member_id(&files, members, |id, user| {
+        if failed.is_some() {
+            return;
+        }
+        ids.push(id);
+        users.push(user.to_string());
+        if ids.len() >= 64 * 1024
+            && let Err(e) = flush(&mut ids, &mut users, &mut sink)
+        {
+            failed = Some(e);
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    flush(&mut ids, &mut users, &mut sink)?;
+    Ok(sink.finish()?.0)
+}
+
+fn remove_table_files(next: &mut Manifest, table: Table, paths: &[String]) {
+    if let Some(files) = next.tables.get_mut(&table) {
+        files.retain(|f| !paths.contains(&f.path));
+    }
+}
+
+fn tag_report(rows: &[TagRow]) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("tag", DataType::Utf8, false),
+        Field::new("users", DataType::UInt64, false),
+        Field::new("added", DataType::UInt64, false),
+        Field::new("removed", DataType::UInt64, false),
+    ]));
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0.as_str()))),
+            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.3))),
+        ],
+    )?)
+}
+
+fn message(text: &str) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![Field::new("result", DataType::Utf8, false)]));
+    Ok(RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![text]))])?)
+}
+
+// ---------------------------------------------------------------- audiences
+
+/// What `CREATE AUDIENCE` says besides the name.
+struct Definition {
+    query: Body,
+    suppress_audiences: Vec<String>,
+    suppress_files: Vec<String>,
+    holdout_basis_points: u32,
+}
+
+async fn create_audience(session: &Session, name: &str, or_replace: bool, d: Definition) -> Result<RecordBatch> {
+    check_name("audience", name)?;
+    if Table::ALL.iter().any(|t| t.name() == name) || RESERVED.contains(&name) {
+        return Err(Error::Usage(format!("'{name}' is the name of a table; choose another audience name")));
+    }
+    let writer = begin(session)?;
+    let base = Arc::clone(writer.base());
+    let existing = base.catalog.audience(name);
+    if existing.is_some() && !or_replace {
+        return Err(Error::Usage(format!(
+            "audience '{name}' already exists; use CREATE OR REPLACE AUDIENCE to change it (its versions are kept)"
+        )));
+    }
+    for other in &d.suppress_audiences {
+        if other == name {
+            return Err(Error::Usage(format!("audience '{name}' cannot suppress itself")));
+        }
+        if base.catalog.audience(other).is_none() {
+            return Err(Error::Usage(format!("SUPPRESS {other}: there is no saved audience '{other}'")));
+        }
+    }
+    let mut files = Vec::new();
+    for f in &d.suppress_files {
+        let path = Path::new(f);
+        let absolute = std::fs::canonicalize(path).map_err(|e| Error::Usage(format!("SUPPRESS FILE '{f}': {e}")))?;
+        files.push(absolute.to_string_lossy().into_owned());
+    }
+    let audience = Audience {
+        name: name.to_string(),
+        query: d.query.text.clone(),
+        created_at: existing.map_or_else(now_rfc3339, |a| a.created_at.clone()),
+        suppress_audiences: d.suppress_audiences,
+        suppress_files: files,
+        holdout_basis_points: d.holdout_basis_points,
+        versions: existing.map(|a| a.versions.clone()).unwrap_or_default(),
+    };
+    let mut next = (*base).clone();
+    let report = compute_and_record(session, &writer, &mut next, audience, &d.query).await?;
+    commit(session, writer, next)?;
+    report_batch(&[report])
+}
+
+fn drop_audience(session: &Session, name: &str, if_exists: bool) -> Result<RecordBatch> {
+    let writer = begin(session)?;
+    let mut next = (**writer.base()).clone();
+    let Some(at) = next.catalog.audiences.iter().position(|a| a.name == name) else {
+        if if_exists {
+            return message(&format!("there is no audience '{name}'; nothing dropped"));
+        }
+        return Err(Error::Usage(format!("there is no saved audience '{name}' (SHOW AUDIENCES lists them)")));
+    };
+    if let Some(user) = next.catalog.audiences.iter().find(|a| a.suppress_audiences.iter().any(|s| s == name)) {
+        return Err(Error::Usage(format!(
+            "audience '{name}' is suppressed by audience '{}'; drop or redefine that one first",
+            user.name
+        )));
+    }
+    next.catalog.audiences.remove(at);
+    commit(session, writer, next)?;
+    message(&format!("dropped audience '{name}'"))
+}
+
+/// What one materialization did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub audience: String,
+    pub version: u32,
+    /// Whether the members equal the previous version's (no version was recorded).
+    pub unchanged: bool,
+    pub members: u64,
+    pub holdout: u64,
+    pub suppressed: u64,
+    pub added: u64,
+    pub removed: u64,
+    pub rows_written: u64,
+    pub files: Vec<PathBuf>,
+    pub elapsed_ms: f64,
+    pub note: Option<String>,
+}
+
+/// How to materialize.
+#[derive(Debug, Clone, Default)]
+pub struct MaterializeOptions {
+    pub target: Option<PathBuf>,
+    pub changes_since: Option<u32>,
+    pub max_rows_per_file: Option<u64>,
+}
+
+/// Evaluates an audience, records a version when its members changed, and writes its file.
+pub async fn materialize(session: &Session, name: &str, options: &MaterializeOptions) -> Result<Report> {
+    let started = Instant::now();
+    let writer = begin(session)?;
+    let base = Arc::clone(writer.base());
+    let Some(audience) = base.catalog.audience(name).cloned() else {
+        return Err(Error::Usage(format!("there is no saved audience '{name}' (SHOW AUDIENCES lists them)")));
+    };
+    if let Some(since) = options.changes_since
+        && audience.version(since).is_none()
+    {
+        return Err(Error::Usage(format!(
+            "CHANGES SINCE {since}: audience '{name}' has no version {since} (it has 1 to {})",
+            audience.latest().map_or(0, |v| v.number)
+        )));
+    }
+    let mut next = (*base).clone();
+    let origin = Body { text: audience.query.clone(), line: 1, column: 1 };
+    let (mut report, export) = compute_and_record_with_export(session, &writer, &mut next, audience, &origin).await?;
+    if report.unchanged {
+        drop(writer);
+    } else {
+        commit(session, writer, next)?;
+    }
+    if let Some(target) = &options.target {
+        let audience = session.snapshot().manifest().catalog.audience(name).cloned().expect("just recorded");
+        let latest = audience.latest().expect("just recorded");
+        let index = session.index();
+        let exported = |v: &AudienceVersion| -> Result<RoaringBitmap> {
+            Ok(index.catalog_set(&v.members_file)?.as_ref() - index.catalog_set(&v.holdout_file)?.as_ref())
+        };
+        let now = exported(latest)?;
+        let rows = match options.changes_since.and_then(|n| audience.version(n)) {
+            Some(old) => {
+                let old = exported(old)?;
+                Rows::Changes { added: &now - &old, removed: &old - &now }
+            }
+            None => Rows::Members(now),
+        };
+        let Written { files, rows } =
+            write_audience(session, &export, &rows, target, options.max_rows_per_file).await?;
+        report.rows_written = rows;
+        report.files = files;
+    }
+    report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(report)
+}
+
+async fn compute_and_record(
+    session: &Session,
+    writer: &StoreWriter,
+    next: &mut Manifest,
+    audience: Audience,
+    origin: &Body,
+) -> Result<Report> {
+    Ok(compute_and_record_with_export(session, writer, next, audience, origin).await?.0)
+}
+
+/// Evaluates `audience` (query, suppression, holdout) and puts it in `next`, with a new version
+/// when its members or holdout differ from the latest.
+async fn compute_and_record_with_export(
+    session: &Session,
+    writer: &StoreWriter,
+    next: &mut Manifest,
+    mut audience: Audience,
+    origin: &Body,
+) -> Result<(Report, Export)> {
+    let plan = plan_query(session, &audience.query, origin, 0).await?;
+    let Evaluated { members: queried, unknown_ids, export, .. } = evaluate(session, plan).await?;
+    let index = session.index();
+    let mut suppressed_set = RoaringBitmap::new();
+    let mut unknown_suppressed = 0u64;
+    for other in &audience.suppress_audiences {
+        let members = next
+            .catalog
+            .audience(other)
+            .and_then(Audience::latest)
+            .ok_or_else(|| Error::Usage(format!("SUPPRESS {other}: there is no saved audience '{other}'")))?;
+        suppressed_set |= index.catalog_set(&members.members_file)?.as_ref();
+    }
+    for file in &audience.suppress_files {
+        let ids = read_id_file(Path::new(file), &index)?;
+        unknown_suppressed += ids.unknown;
+        suppressed_set |= ids.set;
+    }
+    let suppressed = queried.intersection_len(&suppressed_set);
+    let members = queried - &suppressed_set;
+    let mut holdout = RoaringBitmap::new();
+    if audience.holdout_basis_points > 0 {
+        let files = crate::query::users_files_of(&session.snapshot())?;
+        let (name, bp) = (audience.name.as_str(), audience.holdout_basis_points);
+        for_each_member_id(&files, &members, |id, user| {
+            if in_holdout(name, user, bp) {
+                holdout.insert(id);
+            }
+        })?;
+    }
+    let latest = audience.latest().cloned();
+    let previous = match &latest {
+        Some(v) => Some((index.catalog_set(&v.members_file)?, index.catalog_set(&v.holdout_file)?)),
+        None => None,
+    };
+    let unchanged = previous.as_ref().is_some_and(|(m, h)| m.as_ref() == &members && h.as_ref() == &holdout);
+    let (added, removed) = match &previous {
+        Some((m, _)) => ((&members - m.as_ref()).len(), (m.as_ref() - &members).len()),
+        None => (members.len(), 0),
+    };
+    let mut notes = Vec::new();
+    if unknown_ids > 0 {
+        notes.push(format!("{unknown_ids} user_ids the query returned are not users and were left out"));
+    }
+    if unknown_suppressed > 0 {
+        notes.push(format!("{unknown_suppressed} user_ids in suppression files are not users"));
+    }
+    let number = if unchanged {
+        latest.as_ref().map_or(1, |v| v.number)
+    } else {
+        let number = latest.as_ref().map_or(1, |v| v.number + 1);
+        let what = format!("audience-{}-v{number}", audience.name);
+        audience.versions.push(AudienceVersion {
+            number,
+            computed_at: now_rfc3339(),
+            computed_on: writer.base().version,
+            members: members.len(),
+            holdout: holdout.len(),
+            suppressed,
+            added,
+            removed,
+            members_file: write_set(writer, &format!("{what}-members"), &members)?,
+            holdout_file: write_set(writer, &format!("{what}-holdout"), &holdout)?,
+        });
+        number
+    };
+    let report = Report {
+        audience: audience.name.clone(),
+        version: number,
+        unchanged,
+        members: members.len(),
+        holdout: holdout.len(),
+        suppressed,
+        added: if unchanged { 0 } else { added },
+        removed: if unchanged { 0 } else { removed },
+        rows_written: 0,
+        files: Vec::new(),
+        elapsed_ms: 0.0,
+        note: (!notes.is_empty()).then(|| notes.join("; ")),
+    };
+    match next.catalog.audience_mut(&audience.name) {
+        Some(slot) => *slot = audience,
+        None => next.catalog.audiences.push(audience),
+    }
+    Ok((report, export))
+}
+
+/// The reports as a result table.
+pub fn report_batch(reports: &[Report]) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("audience", DataType::Utf8, false),
+        Field::new("version", DataType::UInt32, false),
+        Field::new("members", DataType::UInt64, false),
+        Field::new("holdout", DataType::UInt64, false),
+        Field::new("suppressed", DataType::UInt64, false),
+        Field::new("added", DataType::UInt64, false),
+        Field::new("removed", DataType::UInt64, false),
+        Field::new("rows_written", DataType::UInt64, false),
+        Field::new("files", DataType::Utf8, true),
+        Field::new("note", DataType::Utf8, true),
+    ]));
+    let files = |r: &Report| {
+        (!r.files.is_empty()).then(|| r.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "))
+    };
+    let note = |r: &Report| match (&r.note, r.unchanged) {
+        (Some(n), true) => Some(format!("unchanged since version {}; {n}", r.version)),
+        (None, true) => Some(format!("unchanged since version {}", r.version)),
+        (n, false) => n.clone(),
+    };
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(reports.iter().map(|r| r.audience.as_str()))),
+            Arc::new(UInt32Array::from_iter_values(reports.iter().map(|r| r.version))),
+            Arc::new(UInt64Array::from_iter_values(reports.iter().map(|r| r.members))),
+            Arc::new(UInt64Array::from_iter_values(reports.iter().map(|r| r.holdout))),
+            Arc::new(UInt64Array::from_iter_values(reports.iter().map(|r| r.suppressed))),
+            Arc::new(UInt64Array::from_iter_values(reports.iter().map(|r| r.added))),
+            Arc::new(UInt64Array::from_iter_values(reports.iter().map(|r| r.removed))),
+            Arc::new(UInt64Array::from_iter_values(reports.iter().map(|r| r.rows_written))),
+            Arc::new(StringArray::from_iter(reports.iter().map(files))),
+            Arc::new(StringArray::from_iter(reports.iter().map(note))),
+        ],
+    )?)
+}
+
+/// Every saved audience's name, for `--all`.
+pub fn audience_names(catalog: &Catalog) -> Vec<String> {
+    catalog.audiences.iter().map(|a| a.name.clone()).collect()
+}

@@ -1,0 +1,132 @@
+//! A query yielding `user_id` turned into a set of row ids. When the optimized plan is a
+//! projection of users columns over the users scan whose filters all became bitmaps, the set comes
+//! straight from the bitmap algebra and nothing is read; otherwise the query runs and its user_ids
+//! are looked up in the id dictionary. Either way, how to export the members' rows is kept.
+
+use datafusion::datasource::source_as_provider;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col};
+use futures::TryStreamExt;
+use roaring::RoaringBitmap;
+
+use crate::audience::members::IdResolver;
+use crate::audience::statement::{Body, Statement};
+use crate::error::{Error, Result};
+use crate::query::Session;
+use crate::query::bitmap_expr::evaluate as evaluate_bitmap;
+use crate::query::users_provider::UsersTable;
+
+/// How members' rows are written out.
+#[derive(Debug, Clone)]
+pub enum Export {
+    /// These users columns, read for the members only.
+    UsersColumns(Vec<String>),
+    /// The query's own rows (any shape), kept for members only.
+    Query(Box<LogicalPlan>),
+}
+
+/// The users a query yields.
+#[derive(Debug)]
+pub struct Evaluated {
+    pub members: RoaringBitmap,
+    /// user_ids the query returned that belong to no user (left out).
+    pub unknown_ids: u64,
+    pub export: Export,
+    /// Whether the set came from the bitmaps alone.
+    pub from_bitmaps: bool,
+}
+
+/// Plans `text` (a query, written at `origin` in the submitted SQL after `prefix_chars` characters
+/// that are not the user's) in `session`, checking that it yields `user_id`.
+pub async fn plan_query(session: &Session, text: &str, origin: &Body, prefix_chars: u64) -> Result<LogicalPlan> {
+    let locate = |e: Error| match e {
+        Error::Sql { message, position: Some((1, c)) } => {
+            origin.locate(Error::Sql { message, position: Some((1, c.saturating_sub(prefix_chars).max(1))) })
+        }
+        other => origin.locate(other),
+    };
+    let mut statements = crate::audience::statement::parse_statements(text).map_err(locate)?;
+    let statement = match (statements.len(), statements.pop()) {
+        (1, Some(Statement::Sql(s))) if matches!(*s, datafusion::sql::parser::Statement::Statement(ref q) if matches!(**q, datafusion::sql::sqlparser::ast::Statement::Query(_))) => {
+            *s
+        }
+        _ => {
+            return Err(origin.locate(Error::Sql {
+                message: "expected one query (SELECT ...) yielding user_id".into(),
+                position: Some((1, 1)),
+            }));
+        }
+    };
+    let plan = session.context().state().statement_to_plan(statement).await.map_err(|e| locate(e.into()))?;
+    let names: Vec<String> = plan.schema().fields().iter().map(|f| f.name().clone()).collect();
+    if !names.iter().any(|n| n == "user_id") {
+        return Err(origin.locate(Error::Sql {
+            message: format!("the query must return a user_id column; it returns {}", names.join(", ")),
+            position: Some((1, 1)),
+        }));
+    }
+    if names.iter().filter(|n| *n == "user_id").count() > 1 {
+        return Err(origin.locate(Error::Sql {
+            message: "the query returns several user_id columns; keep one".into(),
+            position: Some((1, 1)),
+        }));
+    }
+    Ok(plan)
+}
+
+/// The members of a planned query.
+pub async fn evaluate(session: &Session, plan: LogicalPlan) -> Result<Evaluated> {
+    let state = session.context().state();
+    let optimized = state.optimize(&plan)?;
+    if let Some((members, columns)) = from_bitmaps(session, &optimized)? {
+        return Ok(Evaluated { members, unknown_ids: 0, export: Export::UsersColumns(columns), from_bitmaps: true });
+    }
+    let ids = LogicalPlanBuilder::from(plan.clone()).project(vec![col("user_id")])?.build()?;
+    let mut stream = session.context().execute_logical_plan(ids).await?.execute_stream().await?;
+    let index = session.index();
+    let mut resolver = IdResolver::default();
+    while let Some(batch) = stream.try_next().await? {
+        resolver.add_column(&index, batch.column(0))?;
+    }
+    Ok(Evaluated {
+        members: resolver.set,
+        unknown_ids: resolver.unknown,
+        export: Export::Query(Box::new(plan)),
+        from_bitmaps: false,
+    })
+}
+
+/// The members and exported columns when `plan` is users columns over a users scan whose
+/// filters were all answered from the bitmaps.
+fn from_bitmaps(session: &Session, plan: &LogicalPlan) -> Result<Option<(RoaringBitmap, Vec<String>)>> {
+    if !session.use_indexes() {
+        return Ok(None);
+    }
+    let (columns, scan) = match plan {
+        LogicalPlan::Projection(p) => {
+            let LogicalPlan::TableScan(scan) = p.input.as_ref() else { return Ok(None) };
+            let mut columns = Vec::with_capacity(p.expr.len());
+            for e in &p.expr {
+                let Expr::Column(c) = e else { return Ok(None) };
+                columns.push(c.name.clone());
+            }
+            (columns, scan)
+        }
+        LogicalPlan::TableScan(scan) => {
+            (scan.projected_schema.fields().iter().map(|f| f.name().clone()).collect(), scan)
+        }
+        _ => return Ok(None),
+    };
+    if scan.fetch.is_some() {
+        return Ok(None);
+    }
+    let provider = source_as_provider(&scan.source)?;
+    let Some(users) = <dyn datafusion::catalog::TableProvider>::downcast_ref::<UsersTable>(provider.as_ref()) else {
+        return Ok(None);
+    };
+    let index = session.index();
+    let members = match users.selection_expr(&scan.filters) {
+        Some(expr) => evaluate_bitmap(&expr, &index)?,
+        None => index.universe(),
+    };
+    Ok(Some((members, columns)))
+}

@@ -1,0 +1,338 @@
+//! Writing an audience's rows to files for campaign tools: Parquet or CSV by the file's extension,
+//! streamed batch by batch (bounded memory), split into parts of at most N rows when asked, and
+//! atomic: every part is written under a temporary name in the target directory and renamed only
+//! when all parts are complete, so a failure leaves no partial file and the previous files intact.
+//!
+//! The rows are the members' (or, with `CHANGES SINCE`, the added members' followed by the removed
+//! users' `user_id`, with a `change` column saying which).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, new_null_array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use futures::TryStreamExt;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use roaring::RoaringBitmap;
+
+use crate::audience::evaluate::Export;
+use crate::audience::members::for_each_member_batch;
+use crate::error::{Error, IoContext, Result};
+use crate::query::Session;
+use crate::tables::Table;
+
+/// A file format for audience files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Parquet,
+    Csv,
+}
+
+impl FileFormat {
+    /// The format a path's extension names.
+    pub fn of_path(path: &Path) -> Result<FileFormat> {
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("parquet") => Ok(FileFormat::Parquet),
+            Some("csv") => Ok(FileFormat::Csv),
+            _ => Err(Error::Usage(format!(
+                "{}: an audience file must end in .parquet or .csv (the extension chooses the format)",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// Which rows to write.
+#[derive(Debug)]
+pub enum Rows {
+    /// These members.
+    Members(RoaringBitmap),
+    /// Members added since a version, then users removed since it.
+    Changes { added: RoaringBitmap, removed: RoaringBitmap },
+}
+
+/// What was written.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub files: Vec<PathBuf>,
+    pub rows: u64,
+}
+
+/// Writes `rows` of an audience exported as `export` to `target` (parts `stem-00000.ext`, ...
+/// when `max_rows_per_file` is given).
+pub async fn write_audience(
+    session: &Session,
+    export: &Export,
+    rows: &Rows,
+    target: &Path,
+    max_rows_per_file: Option<u64>,
+) -> Result<Written> {
+    let format = FileFormat::of_path(target)?;
+    let base_schema = match export {
+        Export::UsersColumns(columns) => {
+            let users = crate::tables::sql_schema(&session.snapshot().manifest().columns(Table::Users));
+            Arc::new(
+                users
+                    .project(&columns.iter().map(|c| users.index_of(c)).collect::<std::result::Result<Vec<_>, _>>()?)?,
+            )
+        }
+        Export::Query(plan) => Arc::new(plan.schema().as_arrow().clone()),
+    };
+    let with_change = matches!(rows, Rows::Changes { .. });
+    let schema: SchemaRef = if with_change {
+        let mut fields: Vec<Field> =
+            base_schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+        fields.push(Field::new("change", DataType::Utf8, false));
+        Arc::new(Schema::new(fields))
+    } else {
+        Arc::clone(&base_schema)
+    };
+    let mut sink = PartSink::new(target, format, Arc::clone(&schema), max_rows_per_file)?;
+    let result = write_rows(session, export, rows, &schema, with_change, &mut sink).await;
+    match result {
+        Ok(()) => sink.commit(),
+        Err(e) => {
+            sink.abandon();
+            Err(e)
+        }
+    }
+}
+
+async fn write_rows(
+    session: &Session,
+    export: &Export,
+    rows: &Rows,
+    schema: &SchemaRef,
+    with_change: bool,
+    sink: &mut PartSink,
+) -> Result<()> {
+    let (keep, removed) = match rows {
+        Rows::Members(set) => (set, None),
+        Rows::Changes { added, removed } => (added, Some(removed)),
+    };
+    let label = |batch: &RecordBatch, change: &str| -> Result<RecordBatch> {
+        if !with_change {
+            return Ok(batch.clone());
+        }
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns.push(Arc::new(StringArray::from(vec![change; batch.num_rows()])));
+        Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+    };
+    match export {
+        Export::UsersColumns(columns) => {
+            let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+            let files = crate::query::users_files_of(&session.snapshot())?;
+            for_each_member_batch(&files, keep, &names, |batch, _| sink.write(&label(batch, "added")?))?;
+        }
+        Export::Query(plan) => {
+            let index = session.index();
+            let user_col = plan.schema().fields().iter().position(|f| f.name() == "user_id").expect("checked at plan");
+            let mut stream = session.context().execute_logical_plan((**plan).clone()).await?.execute_stream().await?;
+            while let Some(batch) = stream.try_next().await? {
+                let ids = arrow::compute::cast(batch.column(user_col), &DataType::Utf8)?;
+                let ids = ids.as_any().downcast_ref::<StringArray>().expect("cast to Utf8");
+                let mut mask = Vec::with_capacity(ids.len());
+                for row in 0..ids.len() {
+                    let member = ids.is_valid(row) && index.row_id(ids.value(row))?.is_some_and(|id| keep.contains(id));
+                    mask.push(member);
+                }
+                let kept = arrow::compute::filter_record_batch(&batch, &BooleanArray::from(mask))?;
+                if kept.num_rows() > 0 {
+                    sink.write(&label(&kept, "added")?)?;
+                }
+            }
+        }
+    }
+    if let Some(removed) = removed {
+        let files = crate::query::users_files_of(&session.snapshot())?;
+        let user_col = schema.index_of("user_id")?;
+        for_each_member_batch(&files, removed, &["user_id"], |batch, _| {
+            let columns: Vec<ArrayRef> = schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    if i == user_col {
+                        arrow::compute::cast(batch.column(0), f.data_type()).map_err(Error::from)
+                    } else if f.name() == "change" && i == schema.fields().len() - 1 {
+                        Ok(Arc::new(StringArray::from(vec!["removed"; batch.num_rows()])) as ArrayRef)
+                    } else {
+                        Ok(new_null_array(f.data_type(), batch.num_rows()))
+                    }
+                })
+                .collect::<Result<_>>()?;
+            sink.write(&RecordBatch::try_new(Arc::clone(schema), columns)?)
+        })?;
+    }
+    Ok(())
+}
+
+/// Files being written under temporary names, renamed into place together.
+struct PartSink {
+    target: PathBuf,
+    format: FileFormat,
+    schema: SchemaRef,
+    max_rows: Option<u64>,
+    /// (temporary path, final path) of the parts closed so far.
+    done: Vec<(PathBuf, PathBuf)>,
+    current: Option<OpenPart>,
+    rows: u64,
+}
+
+struct OpenPart {
+    tmp: PathBuf,
+    target: PathBuf,
+    writer: PartWriter,
+    rows: u64,
+}
+
+enum PartWriter {
+    Parquet(ArrowWriter<File>),
+    Csv(arrow::csv::Writer<BufWriter<File>>),
+}
+
+impl PartSink {
+    fn new(target: &Path, format: FileFormat, schema: SchemaRef, max_rows: Option<u64>) -> Result<PartSink> {
+        if max_rows == Some(0) {
+            return Err(Error::Usage("--max-rows-per-file must be at least 1".into()));
+        }
+        if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(Error::Usage(format!("{} is not a directory; create it first", dir.display())));
+        }
+        Ok(PartSink {
+            target: target.to_path_buf(),
+            format,
+            schema,
+            max_rows,
+            done: Vec::new(),
+            current: None,
+            rows: 0,
+        })
+    }
+
+    /// The final path of part `n` (the target itself when files are not split).
+    fn part_path(&self, n: usize) -> PathBuf {
+        if self.max_rows.is_none() {
+            return self.target.clone();
+        }
+        let stem = self.target.file_stem().and_then(|s| s.to_str()).unwrap_or("audience");
+        let ext = self.target.extension().and_then(|s| s.to_str()).unwrap_or("parquet");
+        self.target.with_file_name(format!("{stem}-{n:05}.{ext}"))
+    }
+
+    fn open(&mut self) -> Result<()> {
+        let target = self.part_path(self.done.len());
+        let name = target.file_name().and_then(|s| s.to_str()).unwrap_or("audience");
+        let tmp = target.with_file_name(format!(".{name}.tmp-{:016x}", rand::random::<u64>()));
+        let file = File::create(&tmp).io_context("create", &tmp)?;
+        let writer = match self.format {
+            FileFormat::Parquet => {
+                let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+                PartWriter::Parquet(ArrowWriter::try_new(file, Arc::clone(&self.schema), Some(props))?)
+            }
+            FileFormat::Csv => {
+                PartWriter::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(BufWriter::new(file)))
+            }
+        };
+        self.current = Some(OpenPart { tmp, target, writer, rows: 0 });
+        Ok(())
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            if self.current.as_ref().is_some_and(|p| Some(p.rows) >= self.max_rows) {
+                self.close()?;
+            }
+            if self.current.is_none() {
+                self.open()?;
+            }
+            let part = self.current.as_mut().expect("opened");
+            let room = self.max_rows.map_or(usize::MAX, |m| (m - part.rows) as usize);
+            let take = room.min(batch.num_rows() - offset);
+            let slice = batch.slice(offset, take);
+            match &mut part.writer {
+                PartWriter::Parquet(w) => w.write(&slice)?,
+                PartWriter::Csv(w) => w.write(&slice)?,
+            }
+            part.rows += take as u64;
+            self.rows += take as u64;
+            offset += take;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        let Some(part) = self.current.take() else { return Ok(()) };
+        let file = match part.writer {
+            PartWriter::Parquet(w) => w.into_inner()?,
+            PartWriter::Csv(w) => {
+                let mut buffered = w.into_inner();
+                buffered.flush().io_context("write", &part.tmp)?;
+                buffered.into_inner().map_err(|e| Error::Io {
+                    op: "write",
+                    path: part.tmp.clone(),
+                    source: e.into_error(),
+                })?
+            }
+        };
+        file.sync_all().io_context("fsync", &part.tmp)?;
+        self.done.push((part.tmp, part.target));
+        Ok(())
+    }
+
+    /// Closes the last part and renames every part into place; parts of an earlier, longer export
+    /// beyond the new last one are removed.
+    fn commit(mut self) -> Result<Written> {
+        if self.done.is_empty() && self.current.is_none() {
+            // No rows: still a file, with the header or schema, so that tools see "empty", not "missing".
+            self.open()?;
+        }
+        if let Err(e) = self.close() {
+            self.abandon();
+            return Err(e);
+        }
+        let mut written = Written { files: Vec::new(), rows: self.rows };
+        for (tmp, target) in std::mem::take(&mut self.done) {
+            std::fs::rename(&tmp, &target).io_context("rename into place", &target)?;
+            written.files.push(target);
+        }
+        if self.max_rows.is_some() {
+            let mut n = written.files.len();
+            loop {
+                let stale = self.part_path(n);
+                if !stale.exists() {
+                    break;
+                }
+                std::fs::remove_file(&stale).io_context("remove the stale part", &stale)?;
+                n += 1;
+            }
+        } else if let Some(dir) = self.target.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = crate::store::io::sync_dir(dir);
+        }
+        Ok(written)
+    }
+
+    /// Removes every temporary file.
+    fn abandon(&mut self) {
+        if let Some(part) = self.current.take() {
+            drop(part.writer);
+            let _ = std::fs::remove_file(&part.tmp);
+        }
+        for (tmp, _) in self.done.drain(..) {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+impl Drop for PartSink {
+    fn drop(&mut self) {
+        self.abandon();
+    }
+}

@@ -1,0 +1,204 @@
+//! Users as sets and as rows: the users rows of a set of row ids (read from the users files with
+//! a row selection, in row-id order), the row ids of `user_id` strings (through the id
+//! dictionary), suppression files of user_ids, and the deterministic holdout.
+
+use std::fs::File;
+use std::path::Path;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use roaring::RoaringBitmap;
+
+use crate::error::{Error, IoContext, Result};
+use crate::index::IndexSet;
+use crate::query::bitmap_scan::{UsersFile, file_row_selection, row_id_range};
+
+const BATCH_ROWS: usize = 64 * 1024;
+
+/// Calls `f` with batches of `columns` of the users in `set`, in row-id order, and the row ids of
+/// their rows.
+pub fn for_each_member_batch(
+    files: &[UsersFile],
+    set: &RoaringBitmap,
+    columns: &[&str],
+    mut f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>,
+) -> Result<()> {
+    for file in files {
+        let range = row_id_range(file);
+        if set.range_cardinality(range) == 0 {
+            continue;
+        }
+        let ids: Vec<u32> = set.range(range).collect();
+        let corrupt = |e: &dyn std::fmt::Display| Error::corrupt(&file.path, e.to_string());
+        let handle = File::open(&file.path).io_context("open", &file.path)?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(handle).map_err(|e| corrupt(&e))?;
+        let schema = builder.parquet_schema();
+        let mut indices = Vec::with_capacity(columns.len());
+        for name in columns {
+            let i = (0..schema.num_columns())
+                .find(|&i| schema.column(i).name() == *name)
+                .ok_or_else(|| Error::corrupt(&file.path, format!("the users file has no column '{name}'")))?;
+            indices.push(i);
+        }
+        let mask = ProjectionMask::leaves(schema, indices);
+        let selection = file_row_selection(set, file).map_err(|e| corrupt(&e))?;
+        let reader = builder
+            .with_projection(mask)
+            .with_row_selection(selection)
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(|e| corrupt(&e))?;
+        let mut at = 0usize;
+        for batch in reader {
+            let batch = batch.map_err(|e| corrupt(&e))?;
+            let order: Vec<usize> =
+                columns.iter().map(|c| batch.schema().index_of(c)).collect::<std::result::Result<_, _>>()?;
+            let batch = batch.project(&order)?;
+            let end = at + batch.num_rows();
+            let slice = ids
+                .get(at..end)
+                .ok_or_else(|| Error::corrupt(&file.path, "the users file has more rows than its row-id range"))?;
+            f(&batch, slice)?;
+            at = end;
+        }
+        if at != ids.len() {
+            return Err(Error::corrupt(&file.path, "the users file has fewer rows than its row-id range"));
+        }
+    }
+    Ok(())
+}
+
+/// Calls `f` with each member's row id and user_id, in row-id order.
+pub fn for_each_member_id(files: &[UsersFile], set: &RoaringBitmap, mut f: impl FnMut(u32, &str)) -> Result<()> {
+    for_each_member_batch(files, set, &["user_id"], |batch, ids| {
+        let column = batch.column(0);
+        let text = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)?;
+        let text = text.as_string::<i32>();
+        for (row, id) in ids.iter().enumerate() {
+            if text.is_valid(row) {
+                f(*id, text.value(row));
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The row ids of user_id strings; ids that belong to no user are counted, not kept.
+#[derive(Debug, Default)]
+pub struct IdResolver {
+    pub set: RoaringBitmap,
+    pub unknown: u64,
+}
+
+impl IdResolver {
+    /// Adds every non-NULL string of `column` (any string type).
+    pub fn add_column(&mut self, index: &IndexSet, column: &dyn Array) -> Result<()> {
+        let text = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)?;
+        let text = text.as_string::<i32>();
+        for row in 0..text.len() {
+            if text.is_valid(row) {
+                self.add(index, text.value(row))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn add(&mut self, index: &IndexSet, user_id: &str) -> Result<()> {
+        match index.row_id(user_id)? {
+            Some(id) => {
+                self.set.insert(id);
+            }
+            None => self.unknown += 1,
+        }
+        Ok(())
+    }
+}
+
+/// The users listed in a suppression file: Parquet or CSV with a `user_id` column, or a text file
+/// of one user_id per line (a first line `user_id` is a header). Unknown ids are counted.
+pub fn read_id_file(path: &Path, index: &IndexSet) -> Result<IdResolver> {
+    let mut out = IdResolver::default();
+    let is_parquet = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    if is_parquet {
+        let file = File::open(path).io_context("open", path)?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| Error::Usage(format!("{} is not a readable Parquet file: {e}", path.display())))?;
+        let schema = builder.parquet_schema();
+        let Some(i) = (0..schema.num_columns()).find(|&i| schema.column(i).name() == "user_id") else {
+            return Err(Error::Usage(format!("{} has no user_id column", path.display())));
+        };
+        let mask = ProjectionMask::leaves(schema, [i]);
+        let reader =
+            builder.with_projection(mask).build().map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+            out.add_column(index, batch.column(0))?;
+        }
+        return Ok(out);
+    }
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(false).flexible(true).from_path(path).map_err(|e| {
+            match e.into_kind() {
+                csv::ErrorKind::Io(io) => Error::Io { op: "open", path: path.to_path_buf(), source: io },
+                other => Error::Usage(format!("{}: {other:?}", path.display())),
+            }
+        })?;
+    let mut column: Option<usize> = None;
+    for (i, record) in reader.records().enumerate() {
+        let line = i + 1;
+        let record =
+            record.map_err(|e| Error::Usage(format!("{}: line {line}: not readable as CSV: {e}", path.display())))?;
+        if i == 0 {
+            let header: Vec<String> =
+                record.iter().map(|f| f.trim().trim_start_matches('\u{feff}').to_ascii_lowercase()).collect();
+            if let Some(c) = header.iter().position(|h| h == "user_id") {
+                column = Some(c);
+                continue;
+            }
+            if record.len() > 1 {
+                return Err(Error::Usage(format!(
+                    "{}: line 1: a suppression file with several columns needs a user_id header",
+                    path.display()
+                )));
+            }
+        }
+        let value = record.get(column.unwrap_or(0)).map(str::trim).unwrap_or_default();
+        if !value.is_empty() {
+            out.add(index, value.trim_start_matches('\u{feff}'))?;
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `user_id` is in the holdout of `audience` for `basis_points` (hundredths of a percent):
+/// a hash of both names, so that a user stays in or out of a holdout from version to version and
+/// on every machine.
+pub fn in_holdout(audience: &str, user_id: &str, basis_points: u32) -> bool {
+    if basis_points == 0 {
+        return false;
+    }
+    let mut key = Vec::with_capacity(audience.len() + user_id.len() + 1);
+    key.extend_from_slice(audience.as_bytes());
+    key.push(0);
+    key.extend_from_slice(user_id.as_bytes());
+    xxhash_rust::xxh3::xxh3_64(&key) % 10_000 < u64::from(basis_points)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_holdout_is_stable_and_near_its_share() {
+        let held = (0..100_000).filter(|i| in_holdout("spring", &format!("u{i}"), 500)).count();
+        assert!((4_500..5_500).contains(&held), "{held}");
+        assert_eq!(in_holdout("spring", "u42", 500), in_holdout("spring", "u42", 500));
+        assert!(!in_holdout("spring", "u42", 0));
+        assert!(in_holdout("spring", "u42", 10_000));
+        let other = (0..1000)
+            .filter(|i| in_holdout("spring", &format!("u{i}"), 5000) != in_holdout("autumn", &format!("u{i}"), 5000))
+            .count();
+        assert!(other > 300, "holdouts of different audiences are independent: {other}");
+    }
+}

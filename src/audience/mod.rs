@@ -1,0 +1,12 @@
+//! Audiences as first-class objects: rule-made tags, saved audiences with numbered versions,
+//! suppression and holdout, and their export to files for campaign tools. The catalog lives in
+//! the manifest; each computed set is a small bitmap file; the statements are parsed by
+//! [`statement`] and run by [`commands`].
+
+pub mod catalog;
+pub mod commands;
+pub mod evaluate;
+pub mod export;
+pub mod members;
+pub mod statement;
+pub mod tables;

@@ -1,0 +1,433 @@
+//! Persona's own statements for tags and audiences, recognised by a parser that wraps DataFusion's
+//! (`DFParser` has no plug-in point, datafusion-notes §5): each statement of a script is either
+//! one of these or handed to `DFParser` unchanged.
+//!
+//! ```text
+//! CREATE [OR REPLACE] TAG name AS { predicate on users | query yielding user_id }
+//! DROP TAG [IF EXISTS] name
+//! REFRESH TAGS [name, ...]
+//! SHOW TAGS
+//! CREATE [OR REPLACE] AUDIENCE name
+//!     [SUPPRESS { audience | FILE 'path' } [, ...]] [HOLDOUT n PERCENT] AS query
+//! DROP AUDIENCE [IF EXISTS] name
+//! SHOW AUDIENCES
+//! MATERIALIZE AUDIENCE name [TO 'file.parquet' | 'file.csv'] [CHANGES SINCE version]
+//! ```
+//!
+//! The query or predicate is kept as the text the user wrote; [`Body`] remembers where it started
+//! so that errors found when it is planned point into the statement as typed.
+
+use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement as DfStatement};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion::sql::sqlparser::tokenizer::{Location, Token};
+
+use crate::error::{Error, Result};
+
+/// One statement of a script.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    /// Anything DataFusion parses.
+    Sql(Box<DfStatement>),
+    /// A tag or audience statement.
+    Catalog(CatalogStatement),
+}
+
+/// The query text of a rule or audience, and where it starts in the submitted SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Body {
+    pub text: String,
+    /// 1-based line and column of its first character in the submitted text.
+    pub line: u64,
+    pub column: u64,
+}
+
+impl Body {
+    /// Moves an error's position from the body's own text to the submitted statement.
+    pub fn locate(&self, error: Error) -> Error {
+        match error {
+            Error::Sql { message, position: Some((l, c)) } => {
+                let position =
+                    if l <= 1 { (self.line, self.column + c.saturating_sub(1)) } else { (self.line + l - 1, c) };
+                Error::Sql { message, position: Some(position) }
+            }
+            other => other,
+        }
+    }
+}
+
+/// A tag or audience statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogStatement {
+    CreateTag {
+        name: String,
+        or_replace: bool,
+        /// The rule as written.
+        rule: Body,
+        /// Whether the rule is a whole query (else a predicate on users).
+        is_query: bool,
+    },
+    DropTag {
+        name: String,
+        if_exists: bool,
+    },
+    /// Every rule tag when `names` is empty.
+    RefreshTags {
+        names: Vec<String>,
+    },
+    ShowTags,
+    CreateAudience {
+        name: String,
+        or_replace: bool,
+        query: Body,
+        suppress_audiences: Vec<String>,
+        suppress_files: Vec<String>,
+        holdout_basis_points: u32,
+    },
+    DropAudience {
+        name: String,
+        if_exists: bool,
+    },
+    ShowAudiences,
+    MaterializeAudience {
+        name: String,
+        to: Option<String>,
+        changes_since: Option<u32>,
+    },
+}
+
+/// Splits SQL text into statements, Persona's and DataFusion's, with the SQL tokenizer (quotes
+/// and comments respected). Errors carry the line and column in `sql`.
+pub fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
+    let dialect = GenericDialect {};
+    let mut parser = DFParserBuilder::new(sql).with_dialect(&dialect).build()?;
+    let mut out = Vec::new();
+    let mut expecting_delimiter = false;
+    loop {
+        while parser.parser.consume_token(&Token::SemiColon) {
+            expecting_delimiter = false;
+        }
+        if parser.parser.peek_token() == Token::EOF {
+            break;
+        }
+        if expecting_delimiter {
+            let found = parser.parser.peek_token();
+            return Err(sql_error(parser.parser.expected::<()>("end of statement", found).unwrap_err()));
+        }
+        let statement = match catalog_statement(&mut parser, sql).map_err(|e| at_end_if_unplaced(sql_error(e), sql))? {
+            Some(s) => Statement::Catalog(s),
+            None => Statement::Sql(Box::new(parser.parse_statement()?)),
+        };
+        out.push(statement);
+        expecting_delimiter = true;
+    }
+    Ok(out)
+}
+
+/// An error the parser reported at the end of the input has no position: put it after the last
+/// character, where the missing part belongs.
+fn at_end_if_unplaced(error: Error, sql: &str) -> Error {
+    match error {
+        Error::Sql { message, position: None } => {
+            let trimmed = sql.trim_end();
+            let line = trimmed.lines().count().max(1) as u64;
+            let column = trimmed.lines().last().map_or(0, |l| l.chars().count()) as u64 + 1;
+            Error::Sql { message, position: Some((line, column)) }
+        }
+        other => other,
+    }
+}
+
+fn sql_error(e: ParserError) -> Error {
+    Error::from(datafusion::error::DataFusionError::SQL(Box::new(e), None))
+}
+
+/// The upper-cased word `n` tokens ahead, if it is a word.
+fn word_at(parser: &DFParser, n: usize) -> Option<String> {
+    match parser.parser.peek_nth_token(n).token {
+        Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
+        _ => None,
+    }
+}
+
+/// Parses one of Persona's statements if the next tokens start one; `None` leaves the parser
+/// untouched for DataFusion.
+fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<CatalogStatement>, ParserError> {
+    let w = |i| word_at(p, i);
+    let (first, second, third) = (w(0), w(1), w(2));
+    let words: Vec<&str> = [&first, &second, &third].iter().filter_map(|x| x.as_deref()).collect();
+    let replace = words.get(1..3) == Some(&["OR", "REPLACE"][..]);
+    let object = if replace { w(3) } else { second.clone() };
+    let statement = match (first.as_deref(), object.as_deref()) {
+        (Some("CREATE"), Some("TAG")) => {
+            skip(p, if replace { 4 } else { 2 });
+            let name = name(p)?;
+            p.parser.expect_keyword_is(Keyword::AS)?;
+            let is_query = matches!(word_at(p, 0).as_deref(), Some("SELECT" | "WITH"))
+                || p.parser.peek_token() == Token::LParen
+                    && matches!(word_at(p, 1).as_deref(), Some("SELECT" | "WITH"));
+            let start = p.parser.peek_token().span.start;
+            if is_query {
+                p.parser.parse_query()?;
+            } else {
+                p.parser.parse_expr()?;
+            }
+            CatalogStatement::CreateTag { name, or_replace: replace, rule: body(p, sql, start), is_query }
+        }
+        (Some("DROP"), Some("TAG")) => {
+            skip(p, 2);
+            let if_exists = p.parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            CatalogStatement::DropTag { name: name(p)?, if_exists }
+        }
+        (Some("REFRESH"), Some("TAGS")) => {
+            skip(p, 2);
+            let mut names = Vec::new();
+            if !at_end(p) {
+                names = p.parser.parse_comma_separated(|parser| {
+                    parser.parse_identifier().map(|i| normalize(i.value, i.quote_style.is_some()))
+                })?;
+            }
+            CatalogStatement::RefreshTags { names }
+        }
+        (Some("SHOW"), Some("TAGS")) => {
+            skip(p, 2);
+            CatalogStatement::ShowTags
+        }
+        (Some("CREATE"), Some("AUDIENCE")) => {
+            skip(p, if replace { 4 } else { 2 });
+            let name = name(p)?;
+            let (mut suppress_audiences, mut suppress_files, mut holdout) = (Vec::new(), Vec::new(), 0u32);
+            loop {
+                match word_at(p, 0).as_deref() {
+                    Some("SUPPRESS") => {
+                        skip(p, 1);
+                        loop {
+                            if word_at(p, 0).as_deref() == Some("FILE") {
+                                skip(p, 1);
+                                suppress_files.push(p.parser.parse_literal_string()?);
+                            } else {
+                                suppress_audiences.push(self::name(p)?);
+                            }
+                            if !p.parser.consume_token(&Token::Comma) {
+                                break;
+                            }
+                        }
+                    }
+                    Some("HOLDOUT") => {
+                        skip(p, 1);
+                        let token = p.parser.next_token();
+                        let percent = match &token.token {
+                            Token::Number(n, _) => n.parse::<f64>().ok().filter(|v| (0.0..=100.0).contains(v)),
+                            _ => None,
+                        };
+                        let Some(percent) = percent else {
+                            return p.parser.expected("a holdout percentage from 0 to 100", token);
+                        };
+                        if !p.parser.parse_keyword(Keyword::PERCENT) {
+                            return p.parser.expected("PERCENT", p.parser.peek_token());
+                        }
+                        holdout = (percent * 100.0).round() as u32;
+                    }
+                    _ => break,
+                }
+            }
+            p.parser.expect_keyword_is(Keyword::AS)?;
+            let start = p.parser.peek_token().span.start;
+            p.parser.parse_query()?;
+            CatalogStatement::CreateAudience {
+                name,
+                or_replace: replace,
+                query: body(p, sql, start),
+                suppress_audiences,
+                suppress_files,
+                holdout_basis_points: holdout,
+            }
+        }
+        (Some("DROP"), Some("AUDIENCE")) => {
+            skip(p, 2);
+            let if_exists = p.parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            CatalogStatement::DropAudience { name: name(p)?, if_exists }
+        }
+        (Some("SHOW"), Some("AUDIENCES")) => {
+            skip(p, 2);
+            CatalogStatement::ShowAudiences
+        }
+        (Some("MATERIALIZE"), Some("AUDIENCE")) => {
+            skip(p, 2);
+            let name = name(p)?;
+            let mut to = None;
+            let mut changes_since = None;
+            loop {
+                if p.parser.parse_keyword(Keyword::TO) {
+                    to = Some(p.parser.parse_literal_string()?);
+                } else if word_at(p, 0).as_deref() == Some("CHANGES") {
+                    skip(p, 1);
+                    if word_at(p, 0).as_deref() != Some("SINCE") {
+                        return p.parser.expected("SINCE", p.parser.peek_token());
+                    }
+                    skip(p, 1);
+                    let v = p.parser.parse_literal_uint()?;
+                    changes_since = Some(u32::try_from(v).unwrap_or(u32::MAX));
+                } else {
+                    break;
+                }
+            }
+            CatalogStatement::MaterializeAudience { name, to, changes_since }
+        }
+        (Some("MATERIALIZE"), _) => return p.parser.expected("AUDIENCE after MATERIALIZE", p.parser.peek_nth_token(1)),
+        (Some("REFRESH"), _) => return p.parser.expected("TAGS after REFRESH", p.parser.peek_nth_token(1)),
+        _ => return Ok(None),
+    };
+    if !at_end(p) {
+        return p.parser.expected("end of statement", p.parser.peek_token());
+    }
+    Ok(Some(statement))
+}
+
+fn skip(p: &mut DFParser, n: usize) {
+    for _ in 0..n {
+        p.parser.next_token();
+    }
+}
+
+fn at_end(p: &DFParser) -> bool {
+    matches!(p.parser.peek_token().token, Token::EOF | Token::SemiColon)
+}
+
+/// Unquoted names fold to lower case, as SQL identifiers do in DataFusion.
+fn normalize(value: String, quoted: bool) -> String {
+    if quoted { value } else { value.to_lowercase() }
+}
+
+fn name(p: &mut DFParser) -> std::result::Result<String, ParserError> {
+    let found = p.parser.peek_token();
+    match p.parser.parse_identifier() {
+        Ok(ident) => Ok(normalize(ident.value, ident.quote_style.is_some())),
+        Err(_) => p.parser.expected("a name", found),
+    }
+}
+
+/// The text from `start` up to the next token (the statement's end).
+fn body(p: &DFParser, sql: &str, start: Location) -> Body {
+    let end = p.parser.peek_token();
+    let from = offset_of(sql, start);
+    let to = if end.token == Token::EOF { sql.len() } else { offset_of(sql, end.span.start) };
+    let text = sql.get(from..to.max(from)).unwrap_or_default().trim_end().to_string();
+    Body { text, line: start.line, column: start.column }
+}
+
+/// The byte offset of a 1-based line and column (in characters).
+fn offset_of(sql: &str, at: Location) -> usize {
+    let mut line = 1u64;
+    let mut col = 1u64;
+    for (i, ch) in sql.char_indices() {
+        if line == at.line && col == at.column {
+            return i;
+        }
+        if ch == '\n' {
+            line += 1;
+            col = 1;
+        } else {
+            col += 1;
+        }
+    }
+    sql.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> CatalogStatement {
+        match parse_statements(sql).unwrap().remove(0) {
+            Statement::Catalog(c) => c,
+            Statement::Sql(s) => panic!("parsed as SQL: {s}"),
+        }
+    }
+
+    #[test]
+    fn recognises_every_statement() {
+        match one("CREATE TAG night_owl AS tier = 'gold' AND points > 10") {
+            CatalogStatement::CreateTag { name, rule, is_query: false, or_replace: false } => {
+                assert_eq!(name, "night_owl");
+                assert_eq!(rule.text, "tier = 'gold' AND points > 10");
+                assert_eq!((rule.line, rule.column), (1, 25));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            one("create or replace tag T as select user_id from users"),
+            CatalogStatement::CreateTag { ref name, is_query: true, or_replace: true, .. } if name == "t"
+        ));
+        assert_eq!(one("DROP TAG IF EXISTS x"), CatalogStatement::DropTag { name: "x".into(), if_exists: true });
+        assert_eq!(one("REFRESH TAGS"), CatalogStatement::RefreshTags { names: vec![] });
+        assert_eq!(one("refresh tags a, \"B\""), CatalogStatement::RefreshTags { names: vec!["a".into(), "B".into()] });
+        match one(
+            "CREATE AUDIENCE lapsed SUPPRESS optouts, FILE 'x.csv' HOLDOUT 5.5 PERCENT AS\n  SELECT user_id FROM users;",
+        ) {
+            CatalogStatement::CreateAudience {
+                name,
+                query,
+                suppress_audiences,
+                suppress_files,
+                holdout_basis_points,
+                ..
+            } => {
+                assert_eq!(name, "lapsed");
+                assert_eq!(query.text, "SELECT user_id FROM users");
+                assert_eq!((query.line, query.column), (2, 3));
+                assert_eq!(suppress_audiences, vec!["optouts"]);
+                assert_eq!(suppress_files, vec!["x.csv"]);
+                assert_eq!(holdout_basis_points, 550);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            one("MATERIALIZE AUDIENCE a TO 'a.parquet' CHANGES SINCE 3"),
+            CatalogStatement::MaterializeAudience {
+                name: "a".into(),
+                to: Some("a.parquet".into()),
+                changes_since: Some(3)
+            }
+        );
+        assert_eq!(one("SHOW AUDIENCES"), CatalogStatement::ShowAudiences);
+        assert_eq!(one("show tags"), CatalogStatement::ShowTags);
+    }
+
+    #[test]
+    fn mixes_with_datafusion_statements() {
+        let all = parse_statements("SELECT 1; CREATE TAG a AS tier = 'x'; SHOW TABLES; DROP AUDIENCE b").unwrap();
+        assert_eq!(all.len(), 4);
+        assert!(matches!(all[0], Statement::Sql(_)));
+        assert!(matches!(all[1], Statement::Catalog(CatalogStatement::CreateTag { .. })));
+        assert!(matches!(all[2], Statement::Sql(_)));
+        assert!(matches!(all[3], Statement::Catalog(CatalogStatement::DropAudience { .. })));
+    }
+
+    #[test]
+    fn errors_say_where() {
+        for (sql, pos) in [
+            ("CREATE AUDIENCE x HOLDOUT 120 PERCENT AS SELECT 1", (1, 27)),
+            ("CREATE AUDIENCE x AS SELEC user_id", (1, 22)),
+            ("MATERIALIZE AUDIENCE x TO", (1, 26)),
+            ("CREATE TAG 1a AS x = 1", (1, 12)),
+            ("MATERIALIZE TABLE x", (1, 13)),
+            ("SHOW AUDIENCES extra", (1, 16)),
+        ] {
+            match parse_statements(sql) {
+                Err(Error::Sql { position: Some(p), .. }) => assert_eq!(p, pos, "{sql}"),
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn body_errors_move_to_the_statement() {
+        let body = Body { text: "x".into(), line: 3, column: 10 };
+        let e = body.locate(Error::Sql { message: "m".into(), position: Some((1, 5)) });
+        assert!(matches!(e, Error::Sql { position: Some((3, 14)), .. }));
+        let e = body.locate(Error::Sql { message: "m".into(), position: Some((2, 5)) });
+        assert!(matches!(e, Error::Sql { position: Some((4, 5)), .. }));
+    }
+}

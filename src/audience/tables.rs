@@ -1,0 +1,384 @@
+//! What SQL sees of the catalog: the tables `tags`, `audiences` and `audience_versions`; every
+//! saved audience as a table of its members' users rows; and the table functions
+//! `audience_members('name' [, version])` and `audience_diff('name', v1, v2)`.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session as CatalogSession, TableFunctionImpl, TableProvider};
+use datafusion::common::{Result as DfResult, ScalarValue, plan_err};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use roaring::RoaringBitmap;
+
+use crate::audience::catalog::{Audience, Catalog};
+use crate::audience::members::for_each_member_id;
+use crate::error::{Error, Result};
+use crate::index::IndexSet;
+use crate::query::bitmap_scan::{UsersFile, bitmap_scan};
+use crate::store::Snapshot;
+
+/// A table whose one batch is built when it is scanned (so that opening a session costs nothing).
+struct LazyTable {
+    schema: SchemaRef,
+    build: Box<dyn Fn() -> Result<RecordBatch> + Send + Sync>,
+}
+
+impl std::fmt::Debug for LazyTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyTable").field("schema", &self.schema).finish()
+    }
+}
+
+#[async_trait]
+impl TableProvider for LazyTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn CatalogSession,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batch = (self.build)()?;
+        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], Arc::clone(&self.schema), projection.cloned())?)
+    }
+}
+
+/// The users rows of a saved audience's latest members.
+#[derive(Debug)]
+pub struct AudienceTable {
+    name: String,
+    schema: SchemaRef,
+    files: Vec<UsersFile>,
+    index: Arc<IndexSet>,
+}
+
+#[async_trait]
+impl TableProvider for AudienceTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn CatalogSession,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let members = self
+            .index
+            .saved_audience(&self.name)?
+            .ok_or_else(|| Error::Usage(format!("there is no saved audience '{}'", self.name)))?;
+        let partitions = state.config().target_partitions();
+        bitmap_scan(&self.files, Arc::clone(&self.schema), Some(&members), projection, limit, partitions)
+    }
+}
+
+/// Each saved audience's table of members.
+pub fn audience_tables(
+    snapshot: &Snapshot,
+    index: &Arc<IndexSet>,
+    users_schema: &SchemaRef,
+    users_files: &[UsersFile],
+) -> Vec<(String, Arc<dyn TableProvider>)> {
+    snapshot
+        .manifest()
+        .catalog
+        .audiences
+        .iter()
+        .map(|audience| {
+            let table: Arc<dyn TableProvider> = Arc::new(AudienceTable {
+                name: audience.name.clone(),
+                schema: Arc::clone(users_schema),
+                files: users_files.to_vec(),
+                index: Arc::clone(index),
+            });
+            (audience.name.clone(), table)
+        })
+        .collect()
+}
+
+/// Registers the catalog's tables, the audiences' tables and the table functions in `ctx`.
+pub fn register(
+    ctx: &SessionContext,
+    snapshot: &Snapshot,
+    index: &Arc<IndexSet>,
+    users_files: &[UsersFile],
+    audiences: &[(String, Arc<dyn TableProvider>)],
+) -> Result<()> {
+    let catalog = snapshot.manifest().catalog.clone();
+    ctx.register_table("tags", Arc::new(tags_table(Arc::clone(index), catalog.clone())))?;
+    ctx.register_table("audiences", Arc::new(audiences_table(catalog.clone())))?;
+    ctx.register_table("audience_versions", Arc::new(versions_table(catalog.clone())))?;
+    let functions =
+        AudienceFunctions { catalog: Arc::new(catalog), index: Arc::clone(index), files: users_files.to_vec() };
+    ctx.register_udtf("audience_members", Arc::new(MembersFunction(functions.clone())));
+    ctx.register_udtf("audience_diff", Arc::new(DiffFunction(functions)));
+    for (name, table) in audiences {
+        // A name that collides with a table of the session stays reachable through in_audience.
+        if !ctx.table_exist(name.as_str())? {
+            ctx.register_table(name.as_str(), Arc::clone(table))?;
+        }
+    }
+    Ok(())
+}
+
+fn utf8(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Utf8, nullable)
+}
+
+/// name, kind, rule, users, computed_at
+type TagLine = (String, &'static str, Option<String>, u64, Option<String>);
+
+fn tags_table(index: Arc<IndexSet>, catalog: Catalog) -> LazyTable {
+    let schema = Arc::new(Schema::new(vec![
+        utf8("name", false),
+        utf8("kind", false),
+        utf8("rule", true),
+        Field::new("users", DataType::UInt64, false),
+        utf8("computed_at", true),
+    ]));
+    let out = Arc::clone(&schema);
+    LazyTable {
+        schema,
+        build: Box::new(move || {
+            let mut rows: Vec<TagLine> = Vec::new();
+            for name in index.tag_names() {
+                let users = index.get(crate::index::format::BitmapKind::Tag, &name, "")?.len();
+                match catalog.tag(&name) {
+                    Some(rule) => {
+                        rows.push((name, "rule", Some(rule.rule.clone()), users, Some(rule.computed_at.clone())))
+                    }
+                    None => rows.push((name, "loaded", None, users, None)),
+                }
+            }
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0.as_str()))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.2.as_deref()))),
+                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.3))),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.4.as_deref()))),
+            ];
+            Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
+        }),
+    }
+}
+
+fn audiences_table(catalog: Catalog) -> LazyTable {
+    let schema = Arc::new(Schema::new(vec![
+        utf8("name", false),
+        utf8("query", false),
+        utf8("suppress", true),
+        Field::new("holdout_percent", DataType::Float64, false),
+        Field::new("version", DataType::UInt32, false),
+        Field::new("members", DataType::UInt64, false),
+        Field::new("holdout", DataType::UInt64, false),
+        Field::new("exported", DataType::UInt64, false),
+        utf8("computed_at", false),
+        utf8("created_at", false),
+    ]));
+    let out = Arc::clone(&schema);
+    LazyTable {
+        schema,
+        build: Box::new(move || {
+            let list: Vec<&Audience> = catalog.audiences.iter().collect();
+            let latest = |a: &Audience| a.latest().cloned();
+            let suppress = |a: &Audience| {
+                let mut parts: Vec<String> = a.suppress_audiences.clone();
+                parts.extend(a.suppress_files.iter().map(|f| format!("FILE '{f}'")));
+                (!parts.is_empty()).then(|| parts.join(", "))
+            };
+            let versions: Vec<_> = list.iter().map(|a| latest(a)).collect();
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(StringArray::from_iter_values(list.iter().map(|a| a.name.as_str()))),
+                Arc::new(StringArray::from_iter_values(list.iter().map(|a| a.query.as_str()))),
+                Arc::new(StringArray::from_iter(list.iter().map(|a| suppress(a)))),
+                Arc::new(Float64Array::from_iter_values(list.iter().map(|a| a.holdout_percent()))),
+                Arc::new(UInt32Array::from_iter_values(versions.iter().map(|v| v.as_ref().map_or(0, |v| v.number)))),
+                Arc::new(UInt64Array::from_iter_values(versions.iter().map(|v| v.as_ref().map_or(0, |v| v.members)))),
+                Arc::new(UInt64Array::from_iter_values(versions.iter().map(|v| v.as_ref().map_or(0, |v| v.holdout)))),
+                Arc::new(UInt64Array::from_iter_values(
+                    versions.iter().map(|v| v.as_ref().map_or(0, |v| v.members - v.holdout)),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    versions.iter().map(|v| v.as_ref().map_or(String::new(), |v| v.computed_at.clone())),
+                )),
+                Arc::new(StringArray::from_iter_values(list.iter().map(|a| a.created_at.as_str()))),
+            ];
+            Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
+        }),
+    }
+}
+
+fn versions_table(catalog: Catalog) -> LazyTable {
+    let schema = Arc::new(Schema::new(vec![
+        utf8("audience", false),
+        Field::new("version", DataType::UInt32, false),
+        Field::new("members", DataType::UInt64, false),
+        Field::new("holdout", DataType::UInt64, false),
+        Field::new("suppressed", DataType::UInt64, false),
+        Field::new("added", DataType::UInt64, false),
+        Field::new("removed", DataType::UInt64, false),
+        utf8("computed_at", false),
+        Field::new("store_version", DataType::UInt64, false),
+    ]));
+    let out = Arc::clone(&schema);
+    LazyTable {
+        schema,
+        build: Box::new(move || {
+            let rows: Vec<(&str, &crate::audience::catalog::AudienceVersion)> =
+                catalog.audiences.iter().flat_map(|a| a.versions.iter().map(move |v| (a.name.as_str(), v))).collect();
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.1.number))),
+                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.1.members))),
+                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.1.holdout))),
+                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.1.suppressed))),
+                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.1.added))),
+                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.1.removed))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1.computed_at.as_str()))),
+                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.1.computed_on))),
+            ];
+            Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
+        }),
+    }
+}
+
+/// What the table functions read.
+#[derive(Debug, Clone)]
+struct AudienceFunctions {
+    catalog: Arc<Catalog>,
+    index: Arc<IndexSet>,
+    files: Vec<UsersFile>,
+}
+
+impl AudienceFunctions {
+    fn audience(&self, function: &str, args: &[Expr]) -> DfResult<&Audience> {
+        let name = match args.first() {
+            Some(Expr::Literal(v, _)) => v.try_as_str().flatten().map(str::to_string),
+            _ => None,
+        };
+        let Some(name) = name else {
+            return plan_err!("{function}() takes an audience name as text first, e.g. {function}('lapsed_gold', ...)");
+        };
+        match self.catalog.audience(&name) {
+            Some(a) => Ok(a),
+            None => plan_err!("there is no saved audience '{name}' (SHOW AUDIENCES lists them)"),
+        }
+    }
+
+    fn version_arg(&self, function: &str, audience: &Audience, arg: Option<&Expr>) -> DfResult<u32> {
+        let number = match arg {
+            None => return Ok(audience.latest().map_or(0, |v| v.number)),
+            Some(Expr::Literal(v, _)) => match v.cast_to(&DataType::Int64) {
+                Ok(ScalarValue::Int64(Some(n))) => u32::try_from(n).ok(),
+                _ => None,
+            },
+            Some(_) => None,
+        };
+        match number {
+            Some(n) if audience.version(n).is_some() => Ok(n),
+            Some(n) => plan_err!(
+                "audience '{}' has no version {n} (it has 1 to {}); audience_versions lists them",
+                audience.name,
+                audience.latest().map_or(0, |v| v.number)
+            ),
+            None => plan_err!("{function}() takes version numbers as integers"),
+        }
+    }
+
+    /// `(user_id, holdout)` rows of `set`, holdout marked from `holdout`.
+    fn rows(&self, set: &RoaringBitmap, label: impl Fn(u32) -> ScalarValue, label_field: Field) -> Result<MemRows> {
+        let mut ids = Vec::with_capacity(set.len() as usize);
+        let mut labels = Vec::with_capacity(set.len() as usize);
+        for_each_member_id(&self.files, set, |id, user_id| {
+            ids.push(user_id.to_string());
+            labels.push(label(id));
+        })?;
+        let schema = Arc::new(Schema::new(vec![utf8("user_id", false), label_field]));
+        let labels = ScalarValue::iter_to_array(labels).map_err(Error::from)?;
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(StringArray::from(ids)), labels])?;
+        Ok(MemRows { schema, batch })
+    }
+}
+
+struct MemRows {
+    schema: SchemaRef,
+    batch: RecordBatch,
+}
+
+impl MemRows {
+    fn into_table(self) -> DfResult<Arc<dyn TableProvider>> {
+        Ok(Arc::new(datafusion::datasource::MemTable::try_new(self.schema, vec![vec![self.batch]])?))
+    }
+}
+
+/// `audience_members('name' [, version])`: the members of a version (the latest by default) with
+/// whether each is in the holdout.
+#[derive(Debug)]
+struct MembersFunction(AudienceFunctions);
+
+impl TableFunctionImpl for MembersFunction {
+    fn call_with_args(&self, args: datafusion::catalog::TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let f = &self.0;
+        let audience = f.audience("audience_members", args.exprs())?;
+        let number = f.version_arg("audience_members", audience, args.exprs().get(1))?;
+        let version = audience.version(number).expect("checked");
+        let members = f.index.catalog_set(&version.members_file)?;
+        let holdout = f.index.catalog_set(&version.holdout_file)?;
+        f.rows(
+            &members,
+            |id| ScalarValue::Boolean(Some(holdout.contains(id))),
+            Field::new("holdout", DataType::Boolean, false),
+        )?
+        .into_table()
+    }
+}
+
+/// `audience_diff('name', v1, v2)`: the users added (in v2, not in v1) and removed (in v1, not
+/// in v2) between two versions, as `(user_id, change)`.
+#[derive(Debug)]
+struct DiffFunction(AudienceFunctions);
+
+impl TableFunctionImpl for DiffFunction {
+    fn call_with_args(&self, args: datafusion::catalog::TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let f = &self.0;
+        let exprs = args.exprs();
+        if exprs.len() != 3 {
+            return plan_err!(
+                "audience_diff() takes an audience name and two versions, e.g. audience_diff('lapsed', 1, 2)"
+            );
+        }
+        let audience = f.audience("audience_diff", exprs)?;
+        let from = f.version_arg("audience_diff", audience, exprs.get(1))?;
+        let to = f.version_arg("audience_diff", audience, exprs.get(2))?;
+        let read = |n: u32| f.index.catalog_set(&audience.version(n).expect("checked").members_file);
+        let (old, new) = (read(from)?, read(to)?);
+        let added = new.as_ref() - old.as_ref();
+        let changed = &added | &(old.as_ref() - new.as_ref());
+        f.rows(
+            &changed,
+            |id| ScalarValue::Utf8(Some(if added.contains(id) { "added" } else { "removed" }.to_string())),
+            utf8("change", false),
+        )?
+        .into_table()
+    }
+}
