@@ -76,6 +76,9 @@ pub enum Error {
     /// An Arrow or Parquet error outside a query.
     #[error("{context}: {message}")]
     Format { context: String, message: String },
+    /// Some of a batch's items failed (each was reported as it failed).
+    #[error("{0}")]
+    Failed(String),
     /// A bug in Persona.
     #[error("internal error: {0}; this is a bug in Persona, please report it")]
     Internal(String),

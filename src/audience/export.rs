@@ -80,7 +80,7 @@ pub async fn write_audience(
                     .project(&columns.iter().map(|c| users.index_of(c)).collect::<std::result::Result<Vec<_>, _>>()?)?,
             )
         }
-        Export::Query(plan) => Arc::new(plan.schema().as_arrow().clone()),
+        Export::Query(plan) => plain_strings(plan.schema().as_arrow()),
     };
     let with_change = matches!(rows, Rows::Changes { .. });
     let schema: SchemaRef = if with_change {
@@ -115,10 +115,18 @@ async fn write_rows(
         Rows::Changes { added, removed } => (added, Some(removed)),
     };
     let label = |batch: &RecordBatch, change: &str| -> Result<RecordBatch> {
+        // String views (fact columns) leave as plain strings, which every tool reads.
+        let mut columns: Vec<ArrayRef> = batch
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() { Ok(Arc::clone(c)) } else { arrow::compute::cast(c, f.data_type()) }
+            })
+            .collect::<std::result::Result<_, _>>()?;
         if !with_change {
-            return Ok(batch.clone());
+            return Ok(RecordBatch::try_new(Arc::clone(schema), columns)?);
         }
-        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         columns.push(Arc::new(StringArray::from(vec![change; batch.num_rows()])));
         Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
     };
@@ -169,6 +177,19 @@ async fn write_rows(
         })?;
     }
     Ok(())
+}
+
+/// `schema` with string views as plain strings.
+fn plain_strings(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8View | DataType::LargeUtf8 => f.as_ref().clone().with_data_type(DataType::Utf8),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
 }
 
 /// Files being written under temporary names, renamed into place together.
@@ -247,7 +268,9 @@ impl PartSink {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         let mut offset = 0;
         while offset < batch.num_rows() {
-            if self.current.as_ref().is_some_and(|p| Some(p.rows) >= self.max_rows) {
+            if let (Some(part), Some(max)) = (&self.current, self.max_rows)
+                && part.rows >= max
+            {
                 self.close()?;
             }
             if self.current.is_none() {

@@ -26,6 +26,9 @@ pub struct ImportArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// After the import, re-evaluate every rule tag (REFRESH TAGS) as one more version.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub refresh_tags: bool,
 }
 
 fn parse_table(s: &str) -> std::result::Result<Table, String> {
@@ -57,6 +60,32 @@ pub fn run(args: ImportArgs) -> Result<()> {
     bar.finish_and_clear();
     let summary = summary?;
     eprintln!("{}", describe(&summary));
+    if args.refresh_tags {
+        let store = Store::open(&args.store)?;
+        if store.snapshot()?.manifest().catalog.tags.is_empty() {
+            eprintln!("no rule tags to refresh");
+            return Ok(());
+        }
+        let session = store.session()?;
+        let rt = super::runtime()?;
+        let report = rt.block_on(session.query("REFRESH TAGS"))?;
+        for batch in &report {
+            let names = arrow::array::AsArray::as_string::<i32>(batch.column(0));
+            let users = arrow::array::AsArray::as_primitive::<arrow::datatypes::UInt64Type>(batch.column(1));
+            let added = arrow::array::AsArray::as_primitive::<arrow::datatypes::UInt64Type>(batch.column(2));
+            let removed = arrow::array::AsArray::as_primitive::<arrow::datatypes::UInt64Type>(batch.column(3));
+            for row in 0..batch.num_rows() {
+                eprintln!(
+                    "refreshed tag {}: {} users (+{} −{})",
+                    names.value(row),
+                    users.value(row),
+                    added.value(row),
+                    removed.value(row)
+                );
+            }
+        }
+        eprintln!("rule tags refreshed as version {}", session.snapshot().version());
+    }
     Ok(())
 }
 

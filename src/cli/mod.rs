@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod r#gen;
 pub mod import;
+pub mod materialize;
 pub mod shell;
 pub mod sql;
 
@@ -25,6 +26,8 @@ pub enum Command {
     Gen(r#gen::GenArgs),
     /// Load CSV or Parquet files into a store (creating it if needed).
     Import(import::ImportArgs),
+    /// Write saved audiences to files for campaign tools (for cron).
+    Materialize(materialize::MaterializeArgs),
     /// Run SQL against a store.
     Sql(sql::SqlArgs),
     /// Explore a store in an interactive SQL shell (reads a script when input is not a terminal).
@@ -38,6 +41,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Gen(args) => r#gen::run(args),
         Command::Import(args) => import::run(args),
+        Command::Materialize(args) => materialize::run(args),
         Command::Sql(args) => sql::run(args),
         Command::Shell(args) => shell::run(args),
         Command::Demo(args) => demo::run(args),

@@ -118,11 +118,10 @@ enum Sink {
 
 /// A shell on one store.
 pub struct Shell {
-    store: Store,
-    /// Kept to open the session again on `\refresh`.
-    options: SessionOptions,
     session: Session,
     catalog: Arc<Catalog>,
+    /// The version `catalog` was built from.
+    catalog_version: u64,
     settings: Settings,
     sink: Sink,
     /// A person at a terminal: footers, folding of wide tables and the spinner are for them; a
@@ -148,11 +147,11 @@ impl Shell {
         workers: tokio::runtime::Handle,
     ) -> Result<Shell> {
         let session = store.session_with(&options)?;
+        let catalog_version = session.snapshot().version();
         let catalog = Arc::new(Catalog::from_session(&session));
         Ok(Shell {
-            store,
-            options,
             session,
+            catalog_version,
             catalog,
             settings: Settings { format, timing: true },
             sink: Sink::Screen,
@@ -223,14 +222,11 @@ impl Shell {
 
     /// Moves to the store's newest committed version; returns the versions moved from and to.
     pub fn refresh(&mut self) -> Result<(u64, u64)> {
-        let from = self.session.snapshot().version();
-        let snapshot = self.store.snapshot()?;
-        let to = snapshot.version();
-        if to != from {
-            // `SET persona.use_indexes` outlives the move.
-            let options = SessionOptions { use_indexes: Some(self.session.use_indexes()), ..self.options.clone() };
-            self.session = Session::new(snapshot, &options)?;
+        // `SET persona.use_indexes` outlives the move.
+        let (from, to) = self.session.refresh()?;
+        if to != self.catalog_version {
             self.catalog = Arc::new(Catalog::from_session(&self.session));
+            self.catalog_version = to;
         }
         Ok((from, to))
     }
@@ -312,6 +308,11 @@ impl Shell {
                 )
                 .await?;
             self.show(schema, batches, started.elapsed()).await?;
+            // A tag or audience statement moved the session to the version it committed.
+            if self.session.snapshot().version() != self.catalog_version {
+                self.catalog = Arc::new(Catalog::from_session(&self.session));
+                self.catalog_version = self.session.snapshot().version();
+            }
         }
         Ok(())
     }
