@@ -16,7 +16,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use futures::TryStreamExt;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use roaring::RoaringBitmap;
 
 use crate::audience::evaluate::Export;
@@ -254,7 +255,17 @@ impl PartSink {
         let file = File::create(&tmp).io_context("create", &tmp)?;
         let writer = match self.format {
             FileFormat::Parquet => {
-                let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+                // Unique columns get no dictionary (the writer would build one per row group only
+                // to drop it), and statistics per column chunk only: campaign files are read whole.
+                let mut props = WriterProperties::builder()
+                    .set_compression(Compression::SNAPPY)
+                    .set_statistics_enabled(EnabledStatistics::Chunk);
+                for column in crate::ingest::writer::UNIQUE_COLUMNS {
+                    if self.schema.field_with_name(column).is_ok() {
+                        props = props.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+                    }
+                }
+                let props = props.build();
                 PartWriter::Parquet(ArrowWriter::try_new(file, Arc::clone(&self.schema), Some(props))?)
             }
             FileFormat::Csv => {

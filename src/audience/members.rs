@@ -17,12 +17,38 @@ use crate::query::bitmap_scan::{UsersFile, file_row_selection, row_id_range};
 const BATCH_ROWS: usize = 64 * 1024;
 
 /// Calls `f` with batches of `columns` of the users in `set`, in row-id order, and the row ids of
-/// their rows.
+/// their rows. The files are read on a second thread while `f` works on the batches already read,
+/// with at most a few batches in between (bounded memory).
 pub fn for_each_member_batch(
     files: &[UsersFile],
     set: &RoaringBitmap,
     columns: &[&str],
     mut f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>,
+) -> Result<()> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(RecordBatch, Vec<u32>)>>(4);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let sent = read_member_batches(files, set, columns, &mut |batch, ids| {
+                tx.send(Ok((batch, ids))).map_err(|_| Error::Internal("the reader's consumer stopped".into()))
+            });
+            if let Err(e) = sent {
+                let _ = tx.send(Err(e));
+            }
+        });
+        // Dropping the receiver on an error stops the reader at its next send.
+        for item in rx {
+            let (batch, ids) = item?;
+            f(&batch, &ids)?;
+        }
+        Ok(())
+    })
+}
+
+fn read_member_batches(
+    files: &[UsersFile],
+    set: &RoaringBitmap,
+    columns: &[&str],
+    f: &mut dyn FnMut(RecordBatch, Vec<u32>) -> Result<()>,
 ) -> Result<()> {
     for file in files {
         let range = row_id_range(file);
@@ -59,7 +85,7 @@ pub fn for_each_member_batch(
             let slice = ids
                 .get(at..end)
                 .ok_or_else(|| Error::corrupt(&file.path, "the users file has more rows than its row-id range"))?;
-            f(&batch, slice)?;
+            f(batch, slice.to_vec())?;
             at = end;
         }
         if at != ids.len() {

@@ -305,29 +305,70 @@ impl AudienceFunctions {
         }
     }
 
-    /// `(user_id, holdout)` rows of `set`, holdout marked from `holdout`.
-    fn rows(&self, set: &RoaringBitmap, label: impl Fn(u32) -> ScalarValue, label_field: Field) -> Result<MemRows> {
-        let mut ids = Vec::with_capacity(set.len() as usize);
-        let mut labels = Vec::with_capacity(set.len() as usize);
-        for_each_member_id(&self.files, set, |id, user_id| {
-            ids.push(user_id.to_string());
-            labels.push(label(id));
-        })?;
-        let schema = Arc::new(Schema::new(vec![utf8("user_id", false), label_field]));
-        let labels = ScalarValue::iter_to_array(labels).map_err(Error::from)?;
-        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(StringArray::from(ids)), labels])?;
-        Ok(MemRows { schema, batch })
+}
+
+/// Users in labelled sets, as `(user_id, label)` rows; the user_ids are read (from the users
+/// files) only when the query asks for them, so counting a diff reads nothing.
+#[derive(Debug)]
+struct LabelledSets {
+    schema: SchemaRef,
+    files: Vec<UsersFile>,
+    /// Disjoint sets and the label of their users.
+    parts: Vec<(RoaringBitmap, ScalarValue)>,
+}
+
+impl LabelledSets {
+    fn new(files: &[UsersFile], label: Field, parts: Vec<(RoaringBitmap, ScalarValue)>) -> LabelledSets {
+        let schema = Arc::new(Schema::new(vec![utf8("user_id", false), label]));
+        LabelledSets { schema, files: files.to_vec(), parts }
+    }
+
+    fn batch(&self, with_ids: bool) -> Result<RecordBatch> {
+        let mut labels: Vec<ScalarValue> = Vec::new();
+        let mut ids: Vec<String> = Vec::new();
+        if with_ids {
+            let all = self.parts.iter().fold(RoaringBitmap::new(), |acc, (s, _)| acc | s);
+            for_each_member_id(&self.files, &all, |id, user_id| {
+                ids.push(user_id.to_string());
+                let label = self.parts.iter().find(|(s, _)| s.contains(id)).map(|(_, l)| l.clone());
+                labels.push(label.unwrap_or(ScalarValue::Null));
+            })?;
+        } else {
+            for (set, label) in &self.parts {
+                labels.extend(std::iter::repeat_n(label.clone(), set.len() as usize));
+            }
+            ids = vec![String::new(); labels.len()];
+        }
+        let label_type = self.schema.field(1).data_type();
+        let labels = if labels.is_empty() {
+            arrow::array::new_empty_array(label_type)
+        } else {
+            ScalarValue::iter_to_array(labels).map_err(Error::from)?
+        };
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), vec![Arc::new(StringArray::from(ids)), labels])?)
     }
 }
 
-struct MemRows {
-    schema: SchemaRef,
-    batch: RecordBatch,
-}
+#[async_trait]
+impl TableProvider for LabelledSets {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
 
-impl MemRows {
-    fn into_table(self) -> DfResult<Arc<dyn TableProvider>> {
-        Ok(Arc::new(datafusion::datasource::MemTable::try_new(self.schema, vec![vec![self.batch]])?))
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn CatalogSession,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let with_ids = projection.is_none_or(|p| p.contains(&0));
+        let batch = self.batch(with_ids)?;
+        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], Arc::clone(&self.schema), projection.cloned())?)
     }
 }
 
@@ -344,12 +385,11 @@ impl TableFunctionImpl for MembersFunction {
         let version = audience.version(number).expect("checked");
         let members = f.index.catalog_set(&version.members_file)?;
         let holdout = f.index.catalog_set(&version.holdout_file)?;
-        f.rows(
-            &members,
-            |id| ScalarValue::Boolean(Some(holdout.contains(id))),
-            Field::new("holdout", DataType::Boolean, false),
-        )?
-        .into_table()
+        let parts = vec![
+            (members.as_ref() - holdout.as_ref(), ScalarValue::Boolean(Some(false))),
+            (holdout.as_ref().clone(), ScalarValue::Boolean(Some(true))),
+        ];
+        Ok(Arc::new(LabelledSets::new(&f.files, Field::new("holdout", DataType::Boolean, false), parts)))
     }
 }
 
@@ -372,13 +412,10 @@ impl TableFunctionImpl for DiffFunction {
         let to = f.version_arg("audience_diff", audience, exprs.get(2))?;
         let read = |n: u32| f.index.catalog_set(&audience.version(n).expect("checked").members_file);
         let (old, new) = (read(from)?, read(to)?);
-        let added = new.as_ref() - old.as_ref();
-        let changed = &added | &(old.as_ref() - new.as_ref());
-        f.rows(
-            &changed,
-            |id| ScalarValue::Utf8(Some(if added.contains(id) { "added" } else { "removed" }.to_string())),
-            utf8("change", false),
-        )?
-        .into_table()
+        let parts = vec![
+            (new.as_ref() - old.as_ref(), ScalarValue::Utf8(Some("added".into()))),
+            (old.as_ref() - new.as_ref(), ScalarValue::Utf8(Some("removed".into()))),
+        ];
+        Ok(Arc::new(LabelledSets::new(&f.files, utf8("change", false), parts)))
     }
 }

@@ -27,7 +27,7 @@ pub const FACT_FILE_ROWS: u64 = 4 << 20;
 const PAGE_ROWS: usize = 8192;
 
 /// Columns whose values are (nearly) unique: a dictionary would only cost a read.
-const UNIQUE_COLUMNS: &[&str] = &["user_id", "name", "phone", "email", "order_id"];
+pub const UNIQUE_COLUMNS: &[&str] = &["user_id", "name", "phone", "email", "order_id"];
 
 /// Writes a table's rows into a sequence of bounded Parquet files of the store.
 pub struct TableSink<'w> {
