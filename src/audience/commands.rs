@@ -50,6 +50,21 @@ pub async fn run(session: &Session, statement: CatalogStatement) -> Result<Recor
             create_audience(session, &name, or_replace, definition).await
         }
         CatalogStatement::DropAudience { name, if_exists } => drop_audience(session, &name, if_exists),
+        CatalogStatement::EstimateAudience { name, query } => {
+            let (text, origin) = match (name, query) {
+                (_, Some(q)) => (q.text.clone(), q),
+                (Some(n), None) => {
+                    let snapshot = session.snapshot();
+                    let audience = snapshot.manifest().catalog.audience(&n).cloned().ok_or_else(|| {
+                        Error::Usage(format!("there is no saved audience '{n}' (SHOW AUDIENCES lists them)"))
+                    })?;
+                    (audience.query.clone(), Body { text: audience.query, line: 1, column: 1 })
+                }
+                (None, None) => return Err(Error::Internal("ESTIMATE AUDIENCE without a name or query".into())),
+            };
+            let plan = plan_query(session, &text, &origin, 0).await?;
+            crate::audience::estimate::estimate(session, plan).await
+        }
         CatalogStatement::MaterializeAudience { name, to, changes_since } => {
             let target = to.map(PathBuf::from);
             let report =

@@ -12,6 +12,7 @@
 //! DROP AUDIENCE [IF EXISTS] name
 //! SHOW AUDIENCES
 //! MATERIALIZE AUDIENCE name [TO 'file.parquet' | 'file.csv'] [CHANGES SINCE version]
+//! ESTIMATE AUDIENCE { name | AS query }
 //! ```
 //!
 //! The query or predicate is kept as the text the user wrote; [`Body`] remembers where it started
@@ -94,6 +95,11 @@ pub enum CatalogStatement {
         name: String,
         to: Option<String>,
         changes_since: Option<u32>,
+    },
+    /// The size a saved audience (`name`) or a query would have now, without saving anything.
+    EstimateAudience {
+        name: Option<String>,
+        query: Option<Body>,
     },
 }
 
@@ -275,6 +281,16 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
             }
             CatalogStatement::MaterializeAudience { name, to, changes_since }
         }
+        (Some("ESTIMATE"), Some("AUDIENCE")) => {
+            skip(p, 2);
+            if p.parser.parse_keyword(Keyword::AS) {
+                let start = p.parser.peek_token().span.start;
+                p.parser.parse_query()?;
+                CatalogStatement::EstimateAudience { name: None, query: Some(body(p, sql, start)) }
+            } else {
+                CatalogStatement::EstimateAudience { name: Some(name(p)?), query: None }
+            }
+        }
         (Some("MATERIALIZE"), _) => return p.parser.expected("AUDIENCE after MATERIALIZE", p.parser.peek_nth_token(1)),
         (Some("REFRESH"), _) => return p.parser.expected("TAGS after REFRESH", p.parser.peek_nth_token(1)),
         _ => return Ok(None),
@@ -392,6 +408,14 @@ mod tests {
             }
         );
         assert_eq!(one("SHOW AUDIENCES"), CatalogStatement::ShowAudiences);
+        assert_eq!(
+            one("ESTIMATE AUDIENCE a"),
+            CatalogStatement::EstimateAudience { name: Some("a".into()), query: None }
+        );
+        assert!(matches!(
+            one("estimate audience as select user_id from users"),
+            CatalogStatement::EstimateAudience { name: None, query: Some(ref q) } if q.text == "select user_id from users"
+        ));
         assert_eq!(one("show tags"), CatalogStatement::ShowTags);
     }
 

@@ -304,7 +304,6 @@ impl AudienceFunctions {
             None => plan_err!("{function}() takes version numbers as integers"),
         }
     }
-
 }
 
 /// Users in labelled sets, as `(user_id, label)` rows; the user_ids are read (from the users

@@ -1,0 +1,139 @@
+//! `ESTIMATE AUDIENCE`: the size an audience would have now, without saving anything. A query the
+//! bitmaps answer is counted exactly (that is instant). Any other query runs on a deterministic
+//! sample of 1 user in [`SAMPLE_EVERY`] (by a hash of `user_id`, the same users in every table),
+//! and the count is scaled up with a 95 % interval. This assumes, as audience queries do, that
+//! whether a user belongs depends on that user's own rows; a query ranking users against each
+//! other (top 10 %) is not estimated faithfully by a sample.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{Result as DfResult, plan_err};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, LogicalPlan, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility, col,
+};
+use futures::TryStreamExt;
+
+use crate::audience::evaluate::{Export, evaluate};
+use crate::error::{Error, Result};
+use crate::query::Session;
+
+/// One user in this many is in the sample.
+pub const SAMPLE_EVERY: u64 = 64;
+
+/// Whether a user_id is in the estimation sample: a hash of the id, so that a user is in or out
+/// of the sample in every table alike.
+pub fn in_sample(user_id: &str) -> bool {
+    xxhash_rust::xxh3::xxh3_64_with_seed(user_id.as_bytes(), 0x5eed).is_multiple_of(SAMPLE_EVERY)
+}
+
+/// `persona_sample(user_id)`: TRUE for the users of the estimation sample.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct SampleUdf {
+    signature: Signature,
+}
+
+impl Default for SampleUdf {
+    fn default() -> Self {
+        SampleUdf { signature: Signature::any(1, Volatility::Immutable) }
+    }
+}
+
+impl ScalarUDFImpl for SampleUdf {
+    fn name(&self) -> &str {
+        "persona_sample"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let [arg] = args.args.as_slice() else { return plan_err!("persona_sample() takes one user_id") };
+        let array = arg.to_array(args.number_rows)?;
+        let text = arrow::compute::cast(&array, &DataType::Utf8)?;
+        let text = text.as_string::<i32>();
+        let out: BooleanArray = (0..text.len()).map(|i| text.is_valid(i).then(|| in_sample(text.value(i)))).collect();
+        Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+    }
+}
+
+/// The estimate of the audience `plan` yields.
+pub async fn estimate(session: &Session, plan: LogicalPlan) -> Result<RecordBatch> {
+    let evaluated = evaluate_if_bitmaps(session, &plan).await?;
+    if let Some(exact) = evaluated {
+        return result(exact as f64, exact as f64, exact as f64, 100.0, true);
+    }
+    let sample = Arc::new(ScalarUDF::new_from_impl(SampleUdf::default()));
+    let sampled = plan
+        .transform_up_with_subqueries(|node| {
+            let LogicalPlan::TableScan(scan) = &node else { return Ok(Transformed::no(node)) };
+            let Some((qualifier, _)) =
+                scan.projected_schema.iter().find(|(_, f)| f.name() == "user_id").map(|(q, f)| (q.cloned(), f))
+            else {
+                return Ok(Transformed::no(node));
+            };
+            let user = Expr::Column(datafusion::common::Column::new(qualifier, "user_id"));
+            let filtered = LogicalPlanBuilder::from(node).filter(sample.call(vec![user]))?.build()?;
+            Ok(Transformed::yes(filtered))
+        })?
+        .data;
+    let counted = LogicalPlanBuilder::from(sampled)
+        .aggregate(Vec::<Expr>::new(), vec![datafusion::functions_aggregate::count::count_distinct(col("user_id"))])?
+        .build()?;
+    let batches: Vec<RecordBatch> =
+        session.context().execute_logical_plan(counted).await?.execute_stream().await?.try_collect().await?;
+    let n = batches
+        .first()
+        .and_then(|b| b.column(0).as_primitive_opt::<Int64Type>().map(|a| a.value(0)))
+        .ok_or_else(|| Error::Internal("the sample count returned nothing".into()))?;
+    let scale = SAMPLE_EVERY as f64;
+    let n = n as f64;
+    let half_width = 1.96 * n.sqrt() * scale;
+    result(n * scale, (n * scale - half_width).max(0.0), n * scale + half_width, 100.0 / scale, false)
+}
+
+async fn evaluate_if_bitmaps(session: &Session, plan: &LogicalPlan) -> Result<Option<u64>> {
+    let optimized = session.context().state().optimize(plan)?;
+    let simple = match &optimized {
+        LogicalPlan::Projection(p) => matches!(p.input.as_ref(), LogicalPlan::TableScan(_)),
+        LogicalPlan::TableScan(_) => true,
+        _ => false,
+    };
+    if !simple || !session.use_indexes() {
+        return Ok(None);
+    }
+    let evaluated = evaluate(session, plan.clone()).await?;
+    Ok(match evaluated.export {
+        Export::UsersColumns(_) if evaluated.from_bitmaps => Some(evaluated.members.len()),
+        _ => None,
+    })
+}
+
+fn result(estimate: f64, low: f64, high: f64, sample_percent: f64, exact: bool) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("estimated_members", DataType::Float64, false),
+        Field::new("low", DataType::Float64, false),
+        Field::new("high", DataType::Float64, false),
+        Field::new("sample_percent", DataType::Float64, false),
+        Field::new("exact", DataType::Boolean, false),
+    ]));
+    let f = |v: f64| Arc::new(arrow::array::PrimitiveArray::<Float64Type>::from(vec![v.round()])) as ArrayRef;
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            f(estimate),
+            f(low),
+            f(high),
+            Arc::new(arrow::array::PrimitiveArray::<Float64Type>::from(vec![sample_percent])),
+            Arc::new(BooleanArray::from(vec![exact])),
+        ],
+    )?)
+}
