@@ -29,6 +29,9 @@ pub struct ImportArgs {
     /// After the import, re-evaluate every rule tag (REFRESH TAGS) as one more version.
     #[arg(long, conflicts_with = "dry_run")]
     pub refresh_tags: bool,
+    /// With --refresh-tags: pin now() / current_date for the rules, e.g. 2026-11-01.
+    #[arg(long, requires = "refresh_tags", value_parser = super::parse_now)]
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 fn parse_table(s: &str) -> std::result::Result<Table, String> {
@@ -66,7 +69,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
             eprintln!("no rule tags to refresh");
             return Ok(());
         }
-        let session = store.session()?;
+        let session = store.session_with(&crate::query::SessionOptions { now: args.now, ..Default::default() })?;
         let rt = super::runtime()?;
         let report = rt.block_on(session.query("REFRESH TAGS"))?;
         for batch in &report {
