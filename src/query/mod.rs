@@ -5,8 +5,13 @@
 pub mod audience_rule;
 pub mod bitmap_expr;
 pub mod bitmap_scan;
+pub mod dense_agg_exec;
+pub mod dense_agg_rule;
+pub mod dense_state;
+pub mod dict_filter;
 pub mod facts_provider;
 pub mod now;
+pub mod planner;
 #[cfg(test)]
 mod prop_tests;
 pub mod sugar;
@@ -103,8 +108,10 @@ impl Session {
         config.options_mut().sql_parser.collect_spans = true;
         config.options_mut().execution.parquet.pushdown_filters = false;
         let index = open_index(&snapshot)?;
+        let users_files = users_files(&snapshot)?;
         let users: Arc<dyn TableProvider> = Arc::new(users_table(
             &snapshot,
+            users_files.clone(),
             table_provider(&snapshot, Table::Users)?,
             Arc::clone(&index),
             Arc::clone(&use_indexes),
@@ -122,6 +129,11 @@ impl Session {
         let mut rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![Arc::new(overlap)];
         rules.extend(Optimizer::new().rules);
         rules.push(Arc::new(rule));
+        // Per-user aggregates by row id, once filters and projections sit where they will stay.
+        rules.push(Arc::new(dense_agg_rule::DenseAggregateRule { use_indexes: Arc::clone(&use_indexes) }));
+        let query_planner = planner::PersonaQueryPlanner {
+            dense: Arc::new(planner::DenseAggregatePlanner { snapshot: snapshot.clone(), users: users_files }),
+        };
         let mut providers: Vec<(Table, Arc<dyn TableProvider>)> = Vec::new();
         for table in Table::ALL {
             let provider: Arc<dyn TableProvider> = if table == Table::Users {
@@ -138,7 +150,13 @@ impl Session {
                     })
                     .collect();
                 let plain = table_provider(&snapshot, table)?;
-                Arc::new(facts_provider::FactsTable::new(files, Arc::clone(&index), Arc::clone(&use_indexes), plain))
+                Arc::new(facts_provider::FactsTable::new(
+                    table,
+                    files,
+                    Arc::clone(&index),
+                    Arc::clone(&use_indexes),
+                    plain,
+                ))
             } else {
                 table_provider(&snapshot, table)?
             };
@@ -178,6 +196,7 @@ impl Session {
             .with_default_features()
             .with_analyzer_rules(analyzer_rules)
             .with_optimizer_rules(rules)
+            .with_query_planner(Arc::new(query_planner))
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udf(audience_udf.as_ref().clone());
@@ -273,15 +292,10 @@ fn open_index(snapshot: &Snapshot) -> Result<Arc<IndexSet>> {
     ))
 }
 
-/// The users provider with bitmap pushdown over the snapshot's index.
-fn users_table(
-    snapshot: &Snapshot,
-    plain: Arc<dyn TableProvider>,
-    index: Arc<IndexSet>,
-    use_indexes: Arc<AtomicBool>,
-) -> Result<users_provider::UsersTable> {
+/// The snapshot's users files, ordered by first row id.
+fn users_files(snapshot: &Snapshot) -> Result<Vec<bitmap_scan::UsersFile>> {
     let manifest = snapshot.manifest();
-    let files = manifest
+    let mut files = manifest
         .files(Table::Users)
         .iter()
         .map(|f| {
@@ -295,6 +309,19 @@ fn users_table(
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    files.sort_by_key(|f| f.first_row_id);
+    Ok(files)
+}
+
+/// The users provider with bitmap pushdown over the snapshot's index.
+fn users_table(
+    snapshot: &Snapshot,
+    files: Vec<bitmap_scan::UsersFile>,
+    plain: Arc<dyn TableProvider>,
+    index: Arc<IndexSet>,
+    use_indexes: Arc<AtomicBool>,
+) -> Result<users_provider::UsersTable> {
+    let manifest = snapshot.manifest();
     Ok(users_provider::UsersTable::new(sql_schema(&manifest.columns(Table::Users)), files, index, use_indexes, plain))
 }
 
