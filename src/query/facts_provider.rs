@@ -25,6 +25,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use crate::index::IndexSet;
 use crate::query::audience_rule::collect_values;
 use crate::query::bitmap_scan::store_path;
+use crate::tables::Table;
 
 /// One stored fact file.
 #[derive(Debug, Clone)]
@@ -38,6 +39,7 @@ pub struct FactFile {
 /// A fact table of one snapshot.
 #[derive(Debug)]
 pub struct FactsTable {
+    table: Table,
     files: Vec<FactFile>,
     index: Arc<IndexSet>,
     use_indexes: Arc<AtomicBool>,
@@ -47,12 +49,18 @@ pub struct FactsTable {
 
 impl FactsTable {
     pub fn new(
+        table: Table,
         files: Vec<FactFile>,
         index: Arc<IndexSet>,
         use_indexes: Arc<AtomicBool>,
         inner: Arc<dyn TableProvider>,
     ) -> Self {
-        FactsTable { files, index, use_indexes, inner }
+        FactsTable { table, files, index, use_indexes, inner }
+    }
+
+    /// Which fact table this is.
+    pub fn table(&self) -> Table {
+        self.table
     }
 
     /// The row ids of the users a filter restricts the rows to (sorted), if any filter does.

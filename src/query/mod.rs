@@ -5,8 +5,13 @@
 pub mod audience_rule;
 pub mod bitmap_expr;
 pub mod bitmap_scan;
+pub mod dense_agg_exec;
+pub mod dense_agg_rule;
+pub mod dense_state;
+pub mod dict_filter;
 pub mod facts_provider;
 pub mod now;
+pub mod planner;
 #[cfg(test)]
 mod prop_tests;
 pub mod sugar;
@@ -173,6 +178,11 @@ impl Pinned {
         let mut rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![Arc::new(overlap)];
         rules.extend(Optimizer::new().rules);
         rules.push(Arc::new(rule));
+        // Per-user aggregates by row id, once filters and projections sit where they will stay.
+        rules.push(Arc::new(dense_agg_rule::DenseAggregateRule { use_indexes: Arc::clone(&use_indexes) }));
+        let query_planner = planner::PersonaQueryPlanner {
+            dense: Arc::new(planner::DenseAggregatePlanner { snapshot: snapshot.clone(), users: users_files.clone() }),
+        };
         let mut providers: Vec<(Table, Arc<dyn TableProvider>)> = Vec::new();
         for table in Table::ALL {
             let provider: Arc<dyn TableProvider> = if table == Table::Users {
@@ -189,7 +199,13 @@ impl Pinned {
                     })
                     .collect();
                 let plain = table_provider(&snapshot, table)?;
-                Arc::new(facts_provider::FactsTable::new(files, Arc::clone(&index), Arc::clone(&use_indexes), plain))
+                Arc::new(facts_provider::FactsTable::new(
+                    table,
+                    files,
+                    Arc::clone(&index),
+                    Arc::clone(&use_indexes),
+                    plain,
+                ))
             } else {
                 table_provider(&snapshot, table)?
             };
@@ -231,6 +247,7 @@ impl Pinned {
             .with_default_features()
             .with_analyzer_rules(analyzer_rules)
             .with_optimizer_rules(rules)
+            .with_query_planner(Arc::new(query_planner))
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udf(audience_udf.as_ref().clone());
@@ -348,7 +365,7 @@ fn open_index(snapshot: &Snapshot) -> Result<Arc<IndexSet>> {
 
 /// The snapshot's users files, in row-id order.
 pub fn users_files_of(snapshot: &Snapshot) -> Result<Vec<bitmap_scan::UsersFile>> {
-    snapshot
+    let mut files = snapshot
         .manifest()
         .files(Table::Users)
         .iter()
@@ -362,7 +379,9 @@ pub fn users_files_of(snapshot: &Snapshot) -> Result<Vec<bitmap_scan::UsersFile>
                 bytes: f.bytes,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    files.sort_by_key(|f| f.first_row_id);
+    Ok(files)
 }
 
 /// `schema` with its `Utf8` columns as `Utf8View`.

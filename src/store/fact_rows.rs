@@ -7,8 +7,9 @@ use std::path::Path;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::UInt32Type;
+use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, IoContext, Result};
@@ -20,7 +21,35 @@ const BATCH_ROWS: usize = 64 * 1024;
 
 /// Reads `columns` of a stored file as batches (in the order asked).
 fn read_columns(path: &Path, columns: &[&str], f: impl FnMut(RecordBatch) -> Result<()>) -> Result<()> {
-    read_columns_of_groups(path, columns, None, f)
+    read_columns_of_groups(path, columns, None, Strings::Plain, f)
+}
+
+/// How string columns are decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Strings {
+    /// `Utf8`, as stored.
+    Plain,
+    /// `Utf8View` (no copy of each value into one buffer; the type SQL sees for fact strings),
+    /// except the columns listed, which are read as `Dictionary(Int32, Utf8)`: for a
+    /// dictionary-encoded column only the keys are decoded per row.
+    Views { dictionary: Vec<String> },
+}
+
+impl Strings {
+    /// Every string column as `Utf8View`.
+    pub fn views() -> Strings {
+        Strings::Views { dictionary: Vec::new() }
+    }
+}
+
+/// Reads `columns` of a stored file as batches (in the order asked), strings decoded as `strings`.
+pub fn read_stored_columns(
+    path: &Path,
+    columns: &[&str],
+    strings: Strings,
+    f: impl FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
+    read_columns_of_groups(path, columns, None, strings, f)
 }
 
 /// The row groups of a stored file whose `ts` statistics overlap `from..=to` (all of them when
@@ -53,11 +82,32 @@ fn read_columns_of_groups(
     path: &Path,
     columns: &[&str],
     groups: Option<Vec<usize>>,
+    strings: Strings,
     mut f: impl FnMut(RecordBatch) -> Result<()>,
 ) -> Result<()> {
     let corrupt = |e: &dyn std::fmt::Display| Error::corrupt(path, e.to_string());
     let file = File::open(path).io_context("open", path)?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| corrupt(&e))?;
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file.try_clone().io_context("open", path)?)
+        .map_err(|e| corrupt(&e))?;
+    if let Strings::Views { dictionary } = &strings {
+        let fields: Vec<Field> = builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8 | DataType::LargeUtf8 if dictionary.contains(f.name()) => f
+                    .as_ref()
+                    .clone()
+                    .with_data_type(DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))),
+                DataType::Utf8 | DataType::LargeUtf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+                _ => f.as_ref().clone(),
+            })
+            .collect();
+        let options = ArrowReaderOptions::new().with_schema(std::sync::Arc::new(Schema::new(fields)));
+        let metadata = ArrowReaderMetadata::try_new(std::sync::Arc::clone(builder.metadata()), options)
+            .map_err(|e| corrupt(&e))?;
+        builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
+    }
     let schema = builder.parquet_schema();
     let mut indices = Vec::with_capacity(columns.len());
     for name in columns {
@@ -93,6 +143,17 @@ pub fn for_each_fact_batch(
     for_each_fact_batch_in(root, file, columns, None, f)
 }
 
+/// [`for_each_fact_batch`] with strings decoded as `strings`.
+pub fn for_each_fact_batch_as(
+    root: &Path,
+    file: &DataFile,
+    columns: &[&str],
+    strings: Strings,
+    f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>,
+) -> Result<()> {
+    read_fact_batches(root, file, columns, None, strings, f)
+}
+
 /// [`for_each_fact_batch`] reading only the row groups whose `ts` statistics overlap
 /// `from..=to` when `ts_window` is given (the rows of the others are not passed to `f`).
 pub fn for_each_fact_batch_in(
@@ -100,6 +161,17 @@ pub fn for_each_fact_batch_in(
     file: &DataFile,
     columns: &[&str],
     ts_window: Option<(i64, i64)>,
+    f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>,
+) -> Result<()> {
+    read_fact_batches(root, file, columns, ts_window, Strings::Plain, f)
+}
+
+fn read_fact_batches(
+    root: &Path,
+    file: &DataFile,
+    columns: &[&str],
+    ts_window: Option<(i64, i64)>,
+    strings: Strings,
     mut f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>,
 ) -> Result<()> {
     let path = layout::resolve(root, &file.path);
@@ -115,7 +187,7 @@ pub fn for_each_fact_batch_in(
         None => {
             let mut with_ids: Vec<&str> = columns.to_vec();
             with_ids.push(ROW_ID_COLUMN);
-            read_columns_of_groups(&path, &with_ids, group_indices, |batch| {
+            read_columns_of_groups(&path, &with_ids, group_indices, strings.clone(), |batch| {
                 let ids = batch.column(columns.len()).as_primitive::<UInt32Type>();
                 let data = batch.project(&(0..columns.len()).collect::<Vec<_>>())?;
                 f(&data, ids.values())
@@ -142,7 +214,7 @@ pub fn for_each_fact_batch_in(
                     .collect(),
             };
             let mut at = 0usize;
-            read_columns_of_groups(&path, columns, group_indices, |batch| {
+            read_columns_of_groups(&path, columns, group_indices, strings, |batch| {
                 let end = at + batch.num_rows();
                 let slice = ids.get(at..end).ok_or_else(|| {
                     Error::corrupt(&companion, "the row id file has fewer rows than the fact file it belongs to")

@@ -1,0 +1,380 @@
+//! The physical side of [`DenseAggregate`]: reads the fact files' needed columns with each row's
+//! user row id, filters each batch with the predicate, and folds the rows into [`DenseState`]
+//! slots indexed by row id; then emits one row per user that has rows, in row-id order, with
+//! `user_id` taken from the users files (which hold row ids `first_row_id..` in order).
+//!
+//! ```text
+//!  fact files ──(workers: next file from a shared counter)──▶ DenseState per worker
+//!                                                               │ merge
+//!  users files (user_id, read file by file as ids ascend) ───▶ batches ──▶ channel ──▶ stream
+//! ```
+//! One output partition; the work runs on a blocking thread with `target_partitions` workers.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
+use arrow::compute::{cast, concat, take};
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::Result as DfResult;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+
+use crate::error::{Error, Result};
+use crate::query::bitmap_scan::UsersFile;
+use crate::query::dense_agg_rule::DenseAggregate;
+use crate::query::dense_state::{DenseAggKind, DenseInput, DenseState};
+use crate::query::dict_filter::{self, DictTest};
+use crate::store::fact_rows::{Strings, for_each_fact_batch_as, read_stored_columns};
+use crate::store::manifest::DataFile;
+
+/// What a [`DenseAggregateExec`] reads.
+#[derive(Debug, Clone)]
+pub struct DenseSources {
+    /// The store root the fact files' paths are relative to.
+    pub root: PathBuf,
+    pub facts: Vec<DataFile>,
+    /// Ordered by first row id.
+    pub users: Vec<UsersFile>,
+}
+
+/// Executes a [`DenseAggregate`].
+#[derive(Debug)]
+pub struct DenseAggregateExec {
+    node: DenseAggregate,
+    sources: DenseSources,
+    /// Conjuncts answered on dictionary keys (their columns are read as dictionaries).
+    tests: Vec<DictTest>,
+    /// The rest of the filter.
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+    /// One per aggregate (`None` for `count(*)`).
+    args: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    workers: usize,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl DenseAggregateExec {
+    pub fn new(
+        node: DenseAggregate,
+        sources: DenseSources,
+        tests: Vec<DictTest>,
+        predicate: Option<Arc<dyn PhysicalExpr>>,
+        args: Vec<Option<Arc<dyn PhysicalExpr>>>,
+        workers: usize,
+    ) -> Self {
+        let schema: SchemaRef = Arc::new(node.schema.as_arrow().clone());
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        DenseAggregateExec { node, sources, tests, predicate, args, workers: workers.max(1), schema, properties }
+    }
+}
+
+impl DisplayAs for DenseAggregateExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "DenseAggregateExec: ")?;
+        self.node.describe(f)?;
+        if !self.tests.is_empty() {
+            let columns: Vec<&str> = self.tests.iter().map(|t| t.column.as_str()).collect();
+            write!(f, ", on_dictionary_keys=[{}]", columns.join(", "))?;
+        }
+        write!(f, ", files={}", self.sources.facts.len())
+    }
+}
+
+impl ExecutionPlan for DenseAggregateExec {
+    fn name(&self) -> &str {
+        "DenseAggregateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        for e in self.predicate.iter().chain(self.args.iter().flatten()) {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(Error::Internal(format!("DenseAggregateExec has one partition, not {}", partition + 1)).into());
+        }
+        let read_columns: Vec<String> = self.node.read_schema.fields().iter().map(|f| f.name().clone()).collect();
+        let mut tests = Vec::with_capacity(self.tests.len());
+        for t in &self.tests {
+            let at = read_columns
+                .iter()
+                .position(|c| *c == t.column)
+                .ok_or_else(|| Error::Internal(format!("dense aggregate does not read column {}", t.column)))?;
+            tests.push((at, t.clone()));
+        }
+        let job = Job {
+            tests,
+            kinds: self.node.aggs.iter().map(|a| a.kind).collect(),
+            read_columns,
+            predicate: self.predicate.clone(),
+            args: self.args.clone(),
+            sources: self.sources.clone(),
+            workers: self.workers,
+            batch_size: context.session_config().batch_size().max(1),
+            schema: Arc::clone(&self.schema),
+            emit_user_id: self.node.emit_user_id,
+        };
+        let mut builder = RecordBatchReceiverStreamBuilder::new(Arc::clone(&self.schema), 2);
+        let tx = builder.tx();
+        builder.spawn_blocking(move || {
+            let state = job.accumulate()?;
+            job.emit(&state, |batch| tx.blocking_send(Ok(batch)).is_ok())?;
+            Ok(())
+        });
+        Ok(builder.build())
+    }
+}
+
+/// Everything one execution needs, owned by its blocking thread.
+struct Job {
+    /// Dictionary tests with the position of their column in the batches read.
+    tests: Vec<(usize, DictTest)>,
+    kinds: Vec<DenseAggKind>,
+    read_columns: Vec<String>,
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+    args: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    sources: DenseSources,
+    workers: usize,
+    batch_size: usize,
+    schema: SchemaRef,
+    emit_user_id: bool,
+}
+
+impl Job {
+    /// Reads every fact file (workers take the next file in turn) and merges the workers' states.
+    fn accumulate(&self) -> Result<DenseState> {
+        let next = AtomicUsize::new(0);
+        let work = || -> Result<DenseState> {
+            let mut state = DenseState::new(self.kinds.clone());
+            let columns: Vec<&str> = self.read_columns.iter().map(String::as_str).collect();
+            let strings = Strings::Views { dictionary: self.tests.iter().map(|(_, t)| t.column.clone()).collect() };
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(file) = self.sources.facts.get(i) else { break };
+                for_each_fact_batch_as(&self.sources.root, file, &columns, strings.clone(), |batch, ids| {
+                    self.fold(&mut state, batch, ids)
+                })?;
+            }
+            Ok(state)
+        };
+        let workers = self.workers.min(self.sources.facts.len()).max(1);
+        let states: Vec<Result<DenseState>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (1..workers).map(|_| s.spawn(work)).collect();
+            let mut out = vec![work()];
+            for h in handles {
+                out.push(h.join().unwrap_or_else(|_| Err(Error::Internal("a dense aggregate worker panicked".into()))));
+            }
+            out
+        });
+        let mut merged: Option<DenseState> = None;
+        for state in states {
+            let state = state?;
+            match &mut merged {
+                None => merged = Some(state),
+                Some(m) => m.merge(state),
+            }
+        }
+        Ok(merged.unwrap_or_else(|| DenseState::new(self.kinds.clone())))
+    }
+
+    /// Folds one batch of fact rows into `state`.
+    fn fold(&self, state: &mut DenseState, batch: &RecordBatch, ids: &[u32]) -> Result<()> {
+        let rows = batch.num_rows();
+        let mut mask = None;
+        for (at, test) in &self.tests {
+            mask = Some(dict_filter::and(mask, test.evaluate(batch.column(*at).as_ref())?));
+        }
+        if let Some(p) = &self.predicate
+            && mask.as_ref().is_none_or(|m| m.count_set_bits() > 0)
+        {
+            let values = p.evaluate(batch)?.into_array(rows)?;
+            let values = values
+                .as_boolean_opt()
+                .ok_or_else(|| Error::Internal("a dense aggregate filter is not boolean".into()))?;
+            // NULL is not true: the row is left out, as in WHERE.
+            mask = Some(dict_filter::and(mask, dict_filter::true_rows(values)));
+        }
+        let selected: Vec<usize> = match mask {
+            None => (0..rows).collect(),
+            Some(m) => m.set_indices().collect(),
+        };
+        if selected.is_empty() {
+            return Ok(());
+        }
+        let mut arrays: Vec<Option<ArrayRef>> = Vec::with_capacity(self.args.len());
+        for (arg, kind) in self.args.iter().zip(&self.kinds) {
+            let Some(arg) = arg else {
+                arrays.push(None);
+                continue;
+            };
+            let values = arg.evaluate(batch)?.into_array(rows)?;
+            let values = match kind {
+                DenseAggKind::CountRows | DenseAggKind::Count => values,
+                DenseAggKind::SumInt | DenseAggKind::MinInt | DenseAggKind::MaxInt => {
+                    cast(&reinterpret_as_int(values)?, &DataType::Int64)?
+                }
+                _ => cast(&values, &DataType::Float64)?,
+            };
+            arrays.push(Some(values));
+        }
+        let inputs: Vec<DenseInput<'_>> = arrays
+            .iter()
+            .zip(&self.kinds)
+            .map(|(a, kind)| match (a, kind) {
+                (None, _) => DenseInput::None,
+                (Some(a), DenseAggKind::Count) => DenseInput::Any(a.as_ref()),
+                (Some(a), DenseAggKind::SumInt | DenseAggKind::MinInt | DenseAggKind::MaxInt) => {
+                    DenseInput::Int(a.as_primitive())
+                }
+                (Some(a), _) => DenseInput::Float(a.as_primitive()),
+            })
+            .collect();
+        state.update(ids, &selected, &inputs)
+    }
+
+    /// Sends the groups as batches of `batch_size` rows until `send` says the receiver is gone.
+    fn emit(&self, state: &DenseState, mut send: impl FnMut(RecordBatch) -> bool) -> Result<()> {
+        let mut users = UserIds::new(&self.sources.users);
+        let mut from = 0u64;
+        loop {
+            let groups = state.groups_from(from, self.batch_size);
+            let Some(last) = groups.last() else { return Ok(()) };
+            from = u64::from(*last) + 1;
+            let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+            if self.emit_user_id {
+                let ids = users.lookup(&groups)?;
+                columns.push(cast(&ids, self.schema.field(0).data_type())?);
+            }
+            let offset = usize::from(self.emit_user_id);
+            for a in 0..self.kinds.len() {
+                let values = state.values(a, &groups)?;
+                let target = self.schema.field(offset + a).data_type();
+                let values = match target {
+                    // Dates are days: Int64 → Int32 → Date32.
+                    DataType::Date32 => cast(&cast(&values, &DataType::Int32)?, target)?,
+                    _ => cast(&values, target)?,
+                };
+                columns.push(values);
+            }
+            // `SELECT DISTINCT user_id` under a projection that drops it has no column at all.
+            let options = RecordBatchOptions::new().with_row_count(Some(groups.len()));
+            let batch = RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)?;
+            if !send(batch) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Timestamps and dates as their integer values (no unit conversion).
+fn reinterpret_as_int(values: ArrayRef) -> Result<ArrayRef> {
+    Ok(match values.data_type() {
+        DataType::Timestamp(..) => cast(&values, &DataType::Int64)?,
+        DataType::Date32 => cast(&values, &DataType::Int32)?,
+        _ => values,
+    })
+}
+
+/// `user_id` by row id, read from the users files one file at a time as row ids ascend.
+struct UserIds<'a> {
+    files: &'a [UsersFile],
+    /// The file loaded (index into `files`) and its `user_id` column.
+    loaded: Option<(usize, ArrayRef)>,
+}
+
+impl<'a> UserIds<'a> {
+    fn new(files: &'a [UsersFile]) -> Self {
+        UserIds { files, loaded: None }
+    }
+
+    fn file_of(&self, id: u32) -> Result<usize> {
+        let i = self.files.partition_point(|f| f.first_row_id <= id);
+        let i = i.checked_sub(1).ok_or_else(|| Error::Internal(format!("no users file holds row id {id}")))?;
+        let f = &self.files[i];
+        if u64::from(id) >= u64::from(f.first_row_id) + f.rows {
+            return Err(Error::Internal(format!("no users file holds row id {id}")));
+        }
+        Ok(i)
+    }
+
+    fn column(&mut self, i: usize) -> Result<ArrayRef> {
+        if let Some((loaded, column)) = &self.loaded
+            && *loaded == i
+        {
+            return Ok(Arc::clone(column));
+        }
+        let file = &self.files[i];
+        let mut parts: Vec<ArrayRef> = Vec::new();
+        read_stored_columns(&file.path, &["user_id"], Strings::views(), |batch| {
+            parts.push(Arc::clone(batch.column(0)));
+            Ok(())
+        })?;
+        let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+        let column = if refs.len() == 1 { Arc::clone(&parts[0]) } else { concat(&refs)? };
+        if column.len() as u64 != file.rows {
+            return Err(Error::corrupt(&file.path, "the users file does not have the rows the manifest says"));
+        }
+        self.loaded = Some((i, Arc::clone(&column)));
+        Ok(column)
+    }
+
+    /// The `user_id` of each row id in `ids` (ascending).
+    fn lookup(&mut self, ids: &[u32]) -> Result<ArrayRef> {
+        let mut parts: Vec<ArrayRef> = Vec::new();
+        let mut start = 0;
+        while start < ids.len() {
+            let i = self.file_of(ids[start])?;
+            let first = self.files[i].first_row_id;
+            let end_id = u64::from(first) + self.files[i].rows;
+            let end = start + ids[start..].partition_point(|&id| u64::from(id) < end_id);
+            let column = self.column(i)?;
+            let positions = UInt32Array::from_iter_values(ids[start..end].iter().map(|id| id - first));
+            parts.push(take(column.as_ref(), &positions, None)?);
+            start = end;
+        }
+        let ids = if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+            concat(&refs)?
+        };
+        // Views taken from a whole users file keep its data buffers alive (and counted) in every
+        // batch; keep only the bytes these rows use.
+        Ok(match ids.as_string_view_opt() {
+            Some(views) => Arc::new(views.gc()),
+            None => ids,
+        })
+    }
+}

@@ -1,0 +1,386 @@
+//! Aggregate states indexed by user row id: one slot per user instead of a hash table keyed by
+//! `user_id`. Slots live in chunks of 65 536 row ids allocated on first touch, so a worker that
+//! only sees some users' fact files only pays for their chunks; two workers' states merge chunk by
+//! chunk.
+//!
+//! Semantics follow DataFusion's accumulators: `count` counts non-NULL values (`count(*)`
+//! counts rows), `sum` of integers wraps on overflow, `sum`/`min`/`max`/`avg` are NULL for a group
+//! whose values are all NULL, `min`/`max` of floats use the IEEE total order (NaN is largest), and
+//! `avg` is the `f64` sum divided by the count. Float sums add in file order per worker, then
+//! the two workers' partial sums: a different order than a hash aggregate's, so the last bits
+//! may differ (as they do between DataFusion runs with different partitioning).
+
+use arrow::array::{Array, ArrayRef, BooleanBufferBuilder, Float64Array, Int64Array};
+use arrow::buffer::NullBuffer;
+
+use crate::error::{Error, Result};
+
+const CHUNK_BITS: u32 = 16;
+const CHUNK: usize = 1 << CHUNK_BITS;
+
+/// What one aggregate computes, and over which value representation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
+pub enum DenseAggKind {
+    /// `count(*)`: the group's rows.
+    CountRows,
+    /// `count(x)`: the group's non-NULL values.
+    Count,
+    /// `sum(x)` of 64-bit integers (wrapping).
+    SumInt,
+    /// `sum(x)` of `f64`.
+    SumFloat,
+    /// `min(x)` of integers, timestamps or dates (as `i64`).
+    MinInt,
+    /// `max(x)` of integers, timestamps or dates (as `i64`).
+    MaxInt,
+    /// `min(x)` of `f64` (total order).
+    MinFloat,
+    /// `max(x)` of `f64` (total order).
+    MaxFloat,
+    /// `avg(x)` of `f64`.
+    Avg,
+}
+
+impl DenseAggKind {
+    /// Whether the aggregate reads a value column.
+    pub fn has_input(self) -> bool {
+        self != DenseAggKind::CountRows
+    }
+}
+
+/// The input of one aggregate for one batch, already reduced to the kinds' representation.
+pub enum DenseInput<'a> {
+    None,
+    Int(&'a Int64Array),
+    Float(&'a Float64Array),
+    /// Only validity matters (`count(x)` of any type).
+    Any(&'a dyn Array),
+}
+
+/// One chunk of slots for every aggregate.
+#[derive(Debug, Clone)]
+struct Chunk {
+    /// Rows per slot; a slot with no row is not a group.
+    rows: Vec<u64>,
+    slots: Vec<Slot>,
+}
+
+#[derive(Debug, Clone)]
+enum Slot {
+    /// `count(*)` is the chunk's `rows`.
+    Rows,
+    Count(Vec<i64>),
+    Int {
+        value: Vec<i64>,
+        seen: Vec<bool>,
+    },
+    Float {
+        value: Vec<f64>,
+        seen: Vec<bool>,
+    },
+    Avg {
+        sum: Vec<f64>,
+        count: Vec<u64>,
+    },
+}
+
+impl Slot {
+    fn new(kind: DenseAggKind) -> Slot {
+        match kind {
+            DenseAggKind::CountRows => Slot::Rows,
+            DenseAggKind::Count => Slot::Count(vec![0; CHUNK]),
+            DenseAggKind::SumInt | DenseAggKind::MinInt | DenseAggKind::MaxInt => {
+                Slot::Int { value: vec![0; CHUNK], seen: vec![false; CHUNK] }
+            }
+            DenseAggKind::SumFloat | DenseAggKind::MinFloat | DenseAggKind::MaxFloat => {
+                Slot::Float { value: vec![0.0; CHUNK], seen: vec![false; CHUNK] }
+            }
+            DenseAggKind::Avg => Slot::Avg { sum: vec![0.0; CHUNK], count: vec![0; CHUNK] },
+        }
+    }
+}
+
+fn split(id: u32) -> (usize, usize) {
+    ((id >> CHUNK_BITS) as usize, id as usize & (CHUNK - 1))
+}
+
+fn fold_int(kind: DenseAggKind, value: &mut i64, seen: &mut bool, x: i64) {
+    if !*seen {
+        *value = x;
+        *seen = true;
+        return;
+    }
+    match kind {
+        DenseAggKind::SumInt => *value = value.wrapping_add(x),
+        DenseAggKind::MinInt => *value = (*value).min(x),
+        _ => *value = (*value).max(x),
+    }
+}
+
+fn fold_float(kind: DenseAggKind, value: &mut f64, seen: &mut bool, x: f64) {
+    if !*seen {
+        *value = x;
+        *seen = true;
+        return;
+    }
+    match kind {
+        DenseAggKind::SumFloat => *value += x,
+        DenseAggKind::MinFloat => {
+            if x.total_cmp(value).is_lt() {
+                *value = x
+            }
+        }
+        _ => {
+            if x.total_cmp(value).is_gt() {
+                *value = x
+            }
+        }
+    }
+}
+
+/// The states of a list of aggregates for every user row id one worker has seen.
+#[derive(Debug, Clone)]
+pub struct DenseState {
+    kinds: Vec<DenseAggKind>,
+    chunks: Vec<Option<Box<Chunk>>>,
+}
+
+impl DenseState {
+    pub fn new(kinds: Vec<DenseAggKind>) -> DenseState {
+        DenseState { kinds, chunks: Vec::new() }
+    }
+
+    fn chunk_mut(&mut self, index: usize) -> &mut Chunk {
+        if self.chunks.len() <= index {
+            self.chunks.resize_with(index + 1, || None);
+        }
+        let kinds = &self.kinds;
+        self.chunks[index].get_or_insert_with(|| {
+            Box::new(Chunk { rows: vec![0; CHUNK], slots: kinds.iter().map(|k| Slot::new(*k)).collect() })
+        })
+    }
+
+    /// Adds the rows `selected` (positions in the batch) whose user row ids are `ids`; `inputs`
+    /// holds one entry per aggregate.
+    pub fn update(&mut self, ids: &[u32], selected: &[usize], inputs: &[DenseInput<'_>]) -> Result<()> {
+        if inputs.len() != self.kinds.len() {
+            return Err(Error::Internal(format!(
+                "dense aggregate got {} inputs for {} aggregates",
+                inputs.len(),
+                self.kinds.len()
+            )));
+        }
+        for &row in selected {
+            let (c, o) = split(ids[row]);
+            self.chunk_mut(c).rows[o] += 1;
+        }
+        for (a, input) in inputs.iter().enumerate() {
+            let kind = self.kinds[a];
+            if kind == DenseAggKind::CountRows {
+                continue;
+            }
+            for &row in selected {
+                let (c, o) = split(ids[row]);
+                let Some(chunk) = self.chunks[c].as_deref_mut() else { continue };
+                match (&mut chunk.slots[a], input) {
+                    (Slot::Count(counts), DenseInput::Any(values)) => counts[o] += i64::from(values.is_valid(row)),
+                    (Slot::Count(counts), DenseInput::Int(values)) => counts[o] += i64::from(values.is_valid(row)),
+                    (Slot::Count(counts), DenseInput::Float(values)) => counts[o] += i64::from(values.is_valid(row)),
+                    (Slot::Int { value, seen }, DenseInput::Int(values)) => {
+                        if values.is_valid(row) {
+                            fold_int(kind, &mut value[o], &mut seen[o], values.value(row));
+                        }
+                    }
+                    (Slot::Float { value, seen }, DenseInput::Float(values)) => {
+                        if values.is_valid(row) {
+                            fold_float(kind, &mut value[o], &mut seen[o], values.value(row));
+                        }
+                    }
+                    (Slot::Avg { sum, count }, DenseInput::Float(values)) => {
+                        if values.is_valid(row) {
+                            sum[o] += values.value(row);
+                            count[o] += 1;
+                        }
+                    }
+                    _ => {
+                        return Err(Error::Internal(format!(
+                            "dense aggregate {kind:?} got an input of the wrong type"
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds `other` (another worker's state of the same aggregates) into this one.
+    pub fn merge(&mut self, other: DenseState) {
+        for (index, theirs) in other.chunks.into_iter().enumerate() {
+            let Some(theirs) = theirs else { continue };
+            if self.chunks.get(index).is_none_or(Option::is_none) {
+                if self.chunks.len() <= index {
+                    self.chunks.resize_with(index + 1, || None);
+                }
+                self.chunks[index] = Some(theirs);
+                continue;
+            }
+            let kinds = self.kinds.clone();
+            let mine = self.chunk_mut(index);
+            for o in 0..CHUNK {
+                if theirs.rows[o] == 0 {
+                    continue;
+                }
+                mine.rows[o] += theirs.rows[o];
+                for (a, kind) in kinds.iter().enumerate() {
+                    match (&mut mine.slots[a], &theirs.slots[a]) {
+                        (Slot::Rows, Slot::Rows) => {}
+                        (Slot::Count(m), Slot::Count(t)) => m[o] += t[o],
+                        (Slot::Int { value, seen }, Slot::Int { value: tv, seen: ts }) if ts[o] => {
+                            fold_int(*kind, &mut value[o], &mut seen[o], tv[o]);
+                        }
+                        (Slot::Float { value, seen }, Slot::Float { value: tv, seen: ts }) if ts[o] => {
+                            fold_float(*kind, &mut value[o], &mut seen[o], tv[o]);
+                        }
+                        (Slot::Avg { sum, count }, Slot::Avg { sum: s, count: c }) => {
+                            sum[o] += s[o];
+                            count[o] += c[o];
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The row ids that have at least one row, in increasing order, from `from` on, at most `limit`.
+    pub fn groups_from(&self, from: u64, limit: usize) -> Vec<u32> {
+        let mut out = Vec::with_capacity(limit.min(CHUNK));
+        let mut c = (from >> CHUNK_BITS) as usize;
+        let mut o = (from as usize) & (CHUNK - 1);
+        while c < self.chunks.len() && out.len() < limit {
+            if let Some(chunk) = &self.chunks[c] {
+                while o < CHUNK && out.len() < limit {
+                    if chunk.rows[o] > 0 {
+                        out.push(((c << CHUNK_BITS) | o) as u32);
+                    }
+                    o += 1;
+                }
+            }
+            if o >= CHUNK || self.chunks[c].is_none() {
+                c += 1;
+                o = 0;
+            }
+        }
+        out
+    }
+
+    /// The values of aggregate `a` for the groups `ids` (from [`DenseState::groups_from`]), as
+    /// `Int64` (counts, integer kinds) or `Float64` (float kinds, `avg`).
+    pub fn values(&self, a: usize, ids: &[u32]) -> Result<ArrayRef> {
+        let kind = *self.kinds.get(a).ok_or_else(|| Error::Internal(format!("dense aggregate {a} does not exist")))?;
+        let mut valid = BooleanBufferBuilder::new(ids.len());
+        let slot = |id: u32| -> Result<(&Chunk, usize)> {
+            let (c, o) = split(id);
+            let chunk = self
+                .chunks
+                .get(c)
+                .and_then(|c| c.as_deref())
+                .ok_or_else(|| Error::Internal(format!("dense aggregate has no group for row id {id}")))?;
+            Ok((chunk, o))
+        };
+        let array: ArrayRef = match kind {
+            DenseAggKind::CountRows => {
+                let mut out = Vec::with_capacity(ids.len());
+                for &id in ids {
+                    let (chunk, o) = slot(id)?;
+                    out.push(chunk.rows[o] as i64);
+                }
+                std::sync::Arc::new(Int64Array::from(out))
+            }
+            DenseAggKind::Count => {
+                let mut out = Vec::with_capacity(ids.len());
+                for &id in ids {
+                    let (chunk, o) = slot(id)?;
+                    if let Slot::Count(v) = &chunk.slots[a] {
+                        out.push(v[o]);
+                    }
+                }
+                std::sync::Arc::new(Int64Array::from(out))
+            }
+            DenseAggKind::SumInt | DenseAggKind::MinInt | DenseAggKind::MaxInt => {
+                let mut out = Vec::with_capacity(ids.len());
+                for &id in ids {
+                    let (chunk, o) = slot(id)?;
+                    if let Slot::Int { value, seen } = &chunk.slots[a] {
+                        out.push(value[o]);
+                        valid.append(seen[o]);
+                    }
+                }
+                std::sync::Arc::new(Int64Array::new(out.into(), Some(NullBuffer::new(valid.finish()))))
+            }
+            DenseAggKind::SumFloat | DenseAggKind::MinFloat | DenseAggKind::MaxFloat => {
+                let mut out = Vec::with_capacity(ids.len());
+                for &id in ids {
+                    let (chunk, o) = slot(id)?;
+                    if let Slot::Float { value, seen } = &chunk.slots[a] {
+                        out.push(value[o]);
+                        valid.append(seen[o]);
+                    }
+                }
+                std::sync::Arc::new(Float64Array::new(out.into(), Some(NullBuffer::new(valid.finish()))))
+            }
+            DenseAggKind::Avg => {
+                let mut out = Vec::with_capacity(ids.len());
+                for &id in ids {
+                    let (chunk, o) = slot(id)?;
+                    if let Slot::Avg { sum, count } = &chunk.slots[a] {
+                        out.push(if count[o] == 0 { 0.0 } else { sum[o] / count[o] as f64 });
+                        valid.append(count[o] > 0);
+                    }
+                }
+                std::sync::Arc::new(Float64Array::new(out.into(), Some(NullBuffer::new(valid.finish()))))
+            }
+        };
+        if array.len() != ids.len() {
+            return Err(Error::Internal("dense aggregate slot of the wrong kind".into()));
+        }
+        Ok(array)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_of_two_workers_merge_into_the_states_of_one() {
+        let kinds = vec![DenseAggKind::CountRows, DenseAggKind::SumFloat, DenseAggKind::MaxInt, DenseAggKind::Avg];
+        let ids = [3u32, 70_000, 3, 5];
+        let floats = Float64Array::from(vec![Some(1.5), None, Some(2.0), None]);
+        let ints = Int64Array::from(vec![Some(7), Some(9), Some(-1), None]);
+        let inputs = [DenseInput::None, DenseInput::Float(&floats), DenseInput::Int(&ints), DenseInput::Float(&floats)];
+        let mut one = DenseState::new(kinds.clone());
+        one.update(&ids, &[0, 1, 2, 3], &inputs).unwrap();
+        let mut a = DenseState::new(kinds.clone());
+        a.update(&ids, &[0, 1], &inputs).unwrap();
+        let mut b = DenseState::new(kinds);
+        b.update(&ids, &[2, 3], &inputs).unwrap();
+        a.merge(b);
+        for state in [&one, &a] {
+            let groups = state.groups_from(0, 10);
+            assert_eq!(groups, vec![3, 5, 70_000]);
+            let count = state.values(0, &groups).unwrap();
+            assert_eq!(count.as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec(), vec![2, 1, 1]);
+            let sum = state.values(1, &groups).unwrap();
+            let sum = sum.as_any().downcast_ref::<Float64Array>().unwrap();
+            assert_eq!((sum.value(0), sum.is_null(1), sum.is_null(2)), (3.5, true, true));
+            let max = state.values(2, &groups).unwrap();
+            let max = max.as_any().downcast_ref::<Int64Array>().unwrap();
+            assert_eq!((max.value(0), max.is_null(1), max.value(2)), (7, true, 9));
+            let avg = state.values(3, &groups).unwrap();
+            assert_eq!(avg.as_any().downcast_ref::<Float64Array>().unwrap().value(0), 1.75);
+        }
+        assert_eq!(one.groups_from(4, 1), vec![5]);
+        assert_eq!(one.groups_from(6, 10), vec![70_000]);
+    }
+}

@@ -1,0 +1,130 @@
+//! Dictionary-aware filters: the conjuncts `s = 'x'`, `s <> 'x'` and `s [NOT] IN ('x', …)` on a
+//! string column, tested once per distinct value of a dictionary-encoded batch and mapped through
+//! its keys, so the column's rows are never decoded into strings. NULL never passes (as in
+//! WHERE: `NULL = 'x'` and `NULL NOT IN (…)` are unknown).
+
+use arrow::array::{Array, AsArray, BooleanArray};
+use arrow::buffer::BooleanBuffer;
+use arrow::datatypes::{DataType, Int32Type};
+use datafusion::common::DFSchema;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+
+use crate::error::{Error, Result};
+
+/// One conjunct answered on dictionary keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DictTest {
+    pub column: String,
+    pub values: Vec<String>,
+    /// `<>` / `NOT IN`.
+    pub negated: bool,
+}
+
+impl DictTest {
+    /// The test `expr` stands for, if it is one over a string column of `schema`.
+    pub fn from_expr(expr: &Expr, schema: &DFSchema) -> Option<DictTest> {
+        let string_column = |e: &Expr| match e {
+            Expr::Column(c) => schema
+                .field_with_unqualified_name(&c.name)
+                .ok()
+                .filter(|f| matches!(f.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8))
+                .map(|_| c.name.clone()),
+            _ => None,
+        };
+        let literal = |e: &Expr| match e {
+            Expr::Literal(v, _) => v.try_as_str().flatten().map(str::to_string),
+            _ => None,
+        };
+        match expr {
+            Expr::BinaryExpr(BinaryExpr { left, op: op @ (Operator::Eq | Operator::NotEq), right }) => {
+                let (column, value) = match (string_column(left), literal(right)) {
+                    (Some(c), Some(v)) => (c, v),
+                    _ => (string_column(right)?, literal(left)?),
+                };
+                Some(DictTest { column, values: vec![value], negated: *op == Operator::NotEq })
+            }
+            Expr::InList(list) => {
+                let column = string_column(&list.expr)?;
+                let values = list.list.iter().map(literal).collect::<Option<Vec<_>>>()?;
+                Some(DictTest { column, values, negated: list.negated })
+            }
+            _ => None,
+        }
+    }
+
+    /// Which rows of `column` (a `Dictionary(Int32, Utf8)` array) pass.
+    pub fn evaluate(&self, column: &dyn Array) -> Result<BooleanBuffer> {
+        let dict = column
+            .as_dictionary_opt::<Int32Type>()
+            .ok_or_else(|| Error::Internal(format!("column {} was not read as a dictionary", self.column)))?;
+        let values = dict.values();
+        let pass: Vec<bool> = match (values.as_string_opt::<i32>(), values.as_string_view_opt()) {
+            (Some(v), _) => {
+                v.iter().map(|s| s.is_some_and(|s| self.values.iter().any(|x| x == s) != self.negated)).collect()
+            }
+            (None, Some(v)) => {
+                v.iter().map(|s| s.is_some_and(|s| self.values.iter().any(|x| x == s) != self.negated)).collect()
+            }
+            _ => return Err(Error::Internal(format!("column {} has no string dictionary", self.column))),
+        };
+        let keys = dict.keys();
+        let mask = BooleanBuffer::collect_bool(keys.len(), |i| {
+            keys.is_valid(i) && pass.get(keys.values()[i] as usize).copied().unwrap_or(false)
+        });
+        Ok(mask)
+    }
+}
+
+impl From<DictTest> for Expr {
+    /// The SQL conjunct the test stands for.
+    fn from(t: DictTest) -> Expr {
+        use datafusion::prelude::{col, lit};
+        let column = col(datafusion::common::Column::new_unqualified(&t.column));
+        let list: Vec<Expr> =
+            t.values.iter().map(|v| lit(datafusion::common::ScalarValue::Utf8View(Some(v.clone())))).collect();
+        column.in_list(list, t.negated)
+    }
+}
+
+/// `a AND b` of two optional masks.
+pub fn and(a: Option<BooleanBuffer>, b: BooleanBuffer) -> BooleanBuffer {
+    match a {
+        Some(a) => &a & &b,
+        None => b,
+    }
+}
+
+/// The rows where a predicate's result is true (NULL is not).
+pub fn true_rows(mask: &BooleanArray) -> BooleanBuffer {
+    match mask.nulls() {
+        Some(nulls) => mask.values() & nulls.inner(),
+        None => mask.values().clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{DictionaryArray, Int32Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    use datafusion::prelude::{col, lit};
+
+    use super::*;
+
+    #[test]
+    fn dictionary_tests_match_sql_three_valued_logic() {
+        let schema = DFSchema::try_from(Schema::new(vec![Field::new("c", DataType::Utf8View, true)])).unwrap();
+        let values = StringArray::from(vec![Some("wechat"), Some("app"), None]);
+        let keys = Int32Array::from(vec![Some(0), Some(1), None, Some(2), Some(0)]);
+        let column = DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values)).unwrap();
+        let eq = DictTest::from_expr(&lit("wechat").eq(col("c")), &schema).unwrap();
+        let ne = DictTest::from_expr(&col("c").not_eq(lit("wechat")), &schema).unwrap();
+        let not_in = DictTest::from_expr(&col("c").in_list(vec![lit("x"), lit("app")], true), &schema).unwrap();
+        let rows = |t: &DictTest| t.evaluate(&column).unwrap().iter().collect::<Vec<_>>();
+        assert_eq!(rows(&eq), vec![true, false, false, false, true]);
+        assert_eq!(rows(&ne), vec![false, true, false, false, false]);
+        assert_eq!(rows(&not_in), vec![true, false, false, false, true]);
+        assert!(DictTest::from_expr(&col("c").like(lit("w%")), &schema).is_none());
+    }
+}

@@ -1,0 +1,97 @@
+//! Physical planning of Persona's own logical nodes: DataFusion's planner, plus an extension
+//! planner that turns a [`DenseAggregate`] into a [`DenseAggregateExec`] over the snapshot's files.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::Session as CatalogSession;
+use datafusion::common::Result;
+use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNode};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+
+use crate::query::bitmap_scan::UsersFile;
+use crate::query::dense_agg_exec::{DenseAggregateExec, DenseSources};
+use crate::query::dense_agg_rule::DenseAggregate;
+use crate::query::dict_filter::DictTest;
+use crate::store::Snapshot;
+
+/// The session's query planner.
+#[derive(Debug)]
+pub struct PersonaQueryPlanner {
+    pub dense: Arc<DenseAggregatePlanner>,
+}
+
+#[async_trait]
+impl QueryPlanner for PersonaQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session: &dyn CatalogSession,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let planners: Vec<Arc<dyn ExtensionPlanner + Send + Sync>> = vec![Arc::clone(&self.dense) as _];
+        DefaultPhysicalPlanner::with_extension_planners(planners).create_physical_plan(logical_plan, session).await
+    }
+}
+
+/// Plans [`DenseAggregate`] nodes over one snapshot.
+#[derive(Debug)]
+pub struct DenseAggregatePlanner {
+    pub snapshot: Snapshot,
+    /// The users files, ordered by first row id (row id → `user_id`).
+    pub users: Vec<UsersFile>,
+}
+
+#[async_trait]
+impl ExtensionPlanner for DenseAggregatePlanner {
+    async fn plan_extension(
+        &self,
+        planner: &dyn PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        _logical_inputs: &[&LogicalPlan],
+        _physical_inputs: &[Arc<dyn ExecutionPlan>],
+        session: &dyn CatalogSession,
+        planning_ctx: &PhysicalPlanningContext,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(node) = node.as_any().downcast_ref::<DenseAggregate>() else { return Ok(None) };
+        let schema = node.read_schema.as_ref();
+        // Equality tests on string columns read nowhere else are answered on dictionary keys.
+        let conjuncts: Vec<&Expr> = node.predicate.as_ref().map(split_conjunction).unwrap_or_default();
+        let mut tests: Vec<DictTest> = conjuncts.iter().filter_map(|e| DictTest::from_expr(e, schema)).collect();
+        let mut residual: Vec<Expr> =
+            conjuncts.iter().filter(|e| DictTest::from_expr(e, schema).is_none()).map(|e| (*e).clone()).collect();
+        let elsewhere: Vec<String> = residual
+            .iter()
+            .chain(node.aggs.iter().filter_map(|a| a.arg.as_ref()))
+            .flat_map(|e| e.column_refs().into_iter().map(|c| c.name.clone()))
+            .collect();
+        tests.retain(|t| {
+            let keep = !elsewhere.contains(&t.column);
+            if !keep {
+                residual.push(Expr::from(t.clone()));
+            }
+            keep
+        });
+        let predicate = match residual.into_iter().reduce(Expr::and) {
+            Some(p) => Some(planner.create_physical_expr(&p, schema, session, planning_ctx)?),
+            None => None,
+        };
+        let mut args = Vec::with_capacity(node.aggs.len());
+        for agg in &node.aggs {
+            args.push(match &agg.arg {
+                Some(a) => Some(planner.create_physical_expr(a, schema, session, planning_ctx)?),
+                None => None,
+            });
+        }
+        let sources = DenseSources {
+            root: self.snapshot.root().to_path_buf(),
+            facts: self.snapshot.manifest().files(node.table).to_vec(),
+            users: self.users.clone(),
+        };
+        let workers = session.config().target_partitions();
+        Ok(Some(Arc::new(DenseAggregateExec::new(node.clone(), sources, tests, predicate, args, workers))))
+    }
+}
