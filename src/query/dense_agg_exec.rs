@@ -149,8 +149,8 @@ impl ExecutionPlan for DenseAggregateExec {
         let mut builder = RecordBatchReceiverStreamBuilder::new(Arc::clone(&self.schema), 2);
         let tx = builder.tx();
         builder.spawn_blocking(move || {
-            let state = job.accumulate()?;
-            job.emit(&state, |batch| tx.blocking_send(Ok(batch)).is_ok())?;
+            let mut state = job.accumulate()?;
+            job.emit(&mut state, |batch| tx.blocking_send(Ok(batch)).is_ok())?;
             Ok(())
         });
         Ok(builder.build())
@@ -265,7 +265,9 @@ impl Job {
     }
 
     /// Sends the groups as batches of `batch_size` rows until `send` says the receiver is gone.
-    fn emit(&self, state: &DenseState, mut send: impl FnMut(RecordBatch) -> bool) -> Result<()> {
+    /// The state's chunks are freed as their groups go out, so that the operators above (a sort
+    /// buffering every row) do not hold the rows and the state at once.
+    fn emit(&self, state: &mut DenseState, mut send: impl FnMut(RecordBatch) -> bool) -> Result<()> {
         let mut users = UserIds::new(&self.sources.users);
         let mut from = 0u64;
         loop {
@@ -291,6 +293,7 @@ impl Job {
             // `SELECT DISTINCT user_id` under a projection that drops it has no column at all.
             let options = RecordBatchOptions::new().with_row_count(Some(groups.len()));
             let batch = RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)?;
+            state.release_before(from);
             if !send(batch) {
                 return Ok(());
             }

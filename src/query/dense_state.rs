@@ -252,6 +252,14 @@ impl DenseState {
         }
     }
 
+    /// Frees the chunks that hold only row ids below `row_id` (their groups were emitted).
+    pub fn release_before(&mut self, row_id: u64) {
+        let end = ((row_id >> CHUNK_BITS) as usize).min(self.chunks.len());
+        for chunk in &mut self.chunks[..end] {
+            *chunk = None;
+        }
+    }
+
     /// The row ids that have at least one row, in increasing order, from `from` on, at most `limit`.
     pub fn groups_from(&self, from: u64, limit: usize) -> Vec<u32> {
         let mut out = Vec::with_capacity(limit.min(CHUNK));
@@ -382,5 +390,20 @@ mod tests {
         }
         assert_eq!(one.groups_from(4, 1), vec![5]);
         assert_eq!(one.groups_from(6, 10), vec![70_000]);
+    }
+
+    #[test]
+    fn released_chunks_free_only_emitted_groups() {
+        let mut state = DenseState::new(vec![DenseAggKind::CountRows]);
+        let ids = [1u32, 65_535, 65_536, 200_000];
+        state.update(&ids, &[0, 1, 2, 3], &[DenseInput::None]).unwrap();
+        state.release_before(65_536);
+        assert!(state.chunks[0].is_none(), "the first chunk's groups were all emitted");
+        assert_eq!(state.groups_from(0, 10), vec![65_536, 200_000]);
+        // A row id inside a chunk keeps that chunk: its later groups are still to come.
+        state.release_before(65_537);
+        assert_eq!(state.groups_from(65_536, 10), vec![65_536, 200_000]);
+        let counts = state.values(0, &[200_000]).unwrap();
+        assert_eq!(counts.as_any().downcast_ref::<Int64Array>().unwrap().value(0), 1);
     }
 }
