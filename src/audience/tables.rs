@@ -141,6 +141,50 @@ pub fn register(
     Ok(())
 }
 
+/// The catalog tables and their schemas (for completion and documentation).
+pub fn catalog_tables() -> Vec<(&'static str, SchemaRef)> {
+    vec![("tags", tags_schema()), ("audiences", audiences_schema()), ("audience_versions", versions_schema())]
+}
+
+fn tags_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        utf8("name", false),
+        utf8("kind", false),
+        utf8("rule", true),
+        Field::new("users", DataType::UInt64, false),
+        utf8("computed_at", true),
+    ]))
+}
+
+fn audiences_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        utf8("name", false),
+        utf8("query", false),
+        utf8("suppress", true),
+        Field::new("holdout_percent", DataType::Float64, false),
+        Field::new("version", DataType::UInt32, false),
+        Field::new("members", DataType::UInt64, false),
+        Field::new("holdout", DataType::UInt64, false),
+        Field::new("exported", DataType::UInt64, false),
+        utf8("computed_at", false),
+        utf8("created_at", false),
+    ]))
+}
+
+fn versions_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        utf8("audience", false),
+        Field::new("version", DataType::UInt32, false),
+        Field::new("members", DataType::UInt64, false),
+        Field::new("holdout", DataType::UInt64, false),
+        Field::new("suppressed", DataType::UInt64, false),
+        Field::new("added", DataType::UInt64, false),
+        Field::new("removed", DataType::UInt64, false),
+        utf8("computed_at", false),
+        Field::new("store_version", DataType::UInt64, false),
+    ]))
+}
+
 fn utf8(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Utf8, nullable)
 }
@@ -149,13 +193,7 @@ fn utf8(name: &str, nullable: bool) -> Field {
 type TagLine = (String, &'static str, Option<String>, u64, Option<String>);
 
 fn tags_table(index: Arc<IndexSet>, catalog: Catalog) -> LazyTable {
-    let schema = Arc::new(Schema::new(vec![
-        utf8("name", false),
-        utf8("kind", false),
-        utf8("rule", true),
-        Field::new("users", DataType::UInt64, false),
-        utf8("computed_at", true),
-    ]));
+    let schema = tags_schema();
     let out = Arc::clone(&schema);
     LazyTable {
         schema,
@@ -183,18 +221,7 @@ fn tags_table(index: Arc<IndexSet>, catalog: Catalog) -> LazyTable {
 }
 
 fn audiences_table(catalog: Catalog) -> LazyTable {
-    let schema = Arc::new(Schema::new(vec![
-        utf8("name", false),
-        utf8("query", false),
-        utf8("suppress", true),
-        Field::new("holdout_percent", DataType::Float64, false),
-        Field::new("version", DataType::UInt32, false),
-        Field::new("members", DataType::UInt64, false),
-        Field::new("holdout", DataType::UInt64, false),
-        Field::new("exported", DataType::UInt64, false),
-        utf8("computed_at", false),
-        utf8("created_at", false),
-    ]));
+    let schema = audiences_schema();
     let out = Arc::clone(&schema);
     LazyTable {
         schema,
@@ -229,17 +256,7 @@ fn audiences_table(catalog: Catalog) -> LazyTable {
 }
 
 fn versions_table(catalog: Catalog) -> LazyTable {
-    let schema = Arc::new(Schema::new(vec![
-        utf8("audience", false),
-        Field::new("version", DataType::UInt32, false),
-        Field::new("members", DataType::UInt64, false),
-        Field::new("holdout", DataType::UInt64, false),
-        Field::new("suppressed", DataType::UInt64, false),
-        Field::new("added", DataType::UInt64, false),
-        Field::new("removed", DataType::UInt64, false),
-        utf8("computed_at", false),
-        Field::new("store_version", DataType::UInt64, false),
-    ]));
+    let schema = versions_schema();
     let out = Arc::clone(&schema);
     LazyTable {
         schema,

@@ -32,10 +32,16 @@ impl Catalog {
     pub fn from_session(session: &Session) -> Catalog {
         let snapshot = session.snapshot();
         let manifest = snapshot.manifest();
-        let tables = Table::ALL
+        let mut tables: Vec<(String, Vec<String>)> = Table::ALL
             .iter()
             .map(|t| (t.name().to_string(), manifest.columns(*t).into_iter().map(|c| c.name).collect()))
             .collect();
+        // The catalog tables and every saved audience (a table of its members' users rows).
+        let users_columns: Vec<String> = manifest.columns(Table::Users).into_iter().map(|c| c.name).collect();
+        for (name, schema) in crate::audience::tables::catalog_tables() {
+            tables.push((name.to_string(), schema.fields().iter().map(|f| f.name().clone()).collect()));
+        }
+        tables.extend(manifest.catalog.audiences.iter().map(|a| (a.name.clone(), users_columns.clone())));
         let state = session.context().state();
         let functions: BTreeSet<String> = state
             .scalar_functions()
