@@ -212,6 +212,19 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_manifest_reads_with_an_empty_catalog() {
+        let mut v1: serde_json::Value = serde_json::from_slice(&Manifest::empty().to_bytes().unwrap()[32..]).unwrap();
+        v1["format_version"] = 1.into();
+        v1.as_object_mut().unwrap().remove("catalog");
+        let json = serde_json::to_vec(&v1).unwrap();
+        let mut bytes = format!("{HEADER_PREFIX}{:08x}\n", crc32fast::hash(&json)).into_bytes();
+        bytes.extend_from_slice(&json);
+        let m = Manifest::from_bytes(&bytes, Path::new("m")).unwrap();
+        assert_eq!(m.format_version, 1);
+        assert!(m.catalog.is_empty());
+    }
+
+    #[test]
     fn truncated_manifest_is_corrupt() {
         let bytes = Manifest::empty().to_bytes().unwrap();
         for cut in [0, 5, bytes.len() / 2, bytes.len() - 1] {

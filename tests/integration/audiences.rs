@@ -223,3 +223,47 @@ fn a_damaged_audience_file_is_reported_as_corrupt() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("is corrupt"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_catalog_statement_waits_for_no_one_and_changes_nothing_when_the_store_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    let _scope = lock_scope();
+    let session = session(&store);
+    let before = state(&store);
+    let _writer = store.writer().expect("another writer");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for sql in [
+        "CREATE AUDIENCE golds AS SELECT user_id FROM users WHERE tier = 'gold'",
+        "CREATE TAG rich AS points > 100",
+        "REFRESH TAGS",
+    ] {
+        let err = rt.block_on(session.query(sql)).unwrap_err();
+        assert!(matches!(err, persona::Error::Locked { .. }), "{sql}: {err}");
+    }
+    assert_eq!(state(&store), before, "nothing was written or committed");
+}
+
+#[test]
+fn a_statement_that_fails_midway_leaves_no_file_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    let _scope = lock_scope();
+    let session = session(&store);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for sql in [
+        "CREATE TAG rich AS points >= 400",
+        "CREATE AUDIENCE golds AS SELECT user_id FROM users WHERE tier = 'gold'",
+        "CREATE TAG gold_members AS SELECT user_id FROM golds",
+        "DROP AUDIENCE golds",
+    ] {
+        rt.block_on(session.query(sql)).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let before = state(&store);
+    // `rich` is refreshed first (its set and rows are written for the pending commit); then
+    // `gold_members` fails, its audience table being gone: nothing may remain of either.
+    let err = rt.block_on(session.query("REFRESH TAGS")).unwrap_err();
+    assert!(err.to_string().contains("tag 'gold_members'"), "{err}");
+    assert!(err.to_string().contains("golds"), "{err}");
+    assert_eq!(state(&store), before, "no version, and no file left behind");
+}
