@@ -82,14 +82,14 @@ pub async fn evaluate(session: &Session, plan: LogicalPlan) -> Result<Evaluated>
     }
     let ids = LogicalPlanBuilder::from(plan.clone()).project(vec![col("user_id")])?.build()?;
     let mut stream = session.context().execute_logical_plan(ids).await?.execute_stream().await?;
-    let index = session.index();
     let mut resolver = IdResolver::default();
     while let Some(batch) = stream.try_next().await? {
-        resolver.add_column(&index, batch.column(0))?;
+        resolver.add_column(batch.column(0))?;
     }
+    let resolved = resolver.finish(&session.index())?;
     Ok(Evaluated {
-        members: resolver.set,
-        unknown_ids: resolver.unknown,
+        members: resolved.set,
+        unknown_ids: resolved.unknown,
         export: Export::Query(Box::new(plan)),
         from_bitmaps: false,
     })

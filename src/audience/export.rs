@@ -138,17 +138,20 @@ async fn write_rows(
             for_each_member_batch(&files, keep, &names, |batch, _| sink.write(&label(batch, "added")?))?;
         }
         Export::Query(plan) => {
-            let index = session.index();
+            // The members' user_ids, read once from the users files, decide which rows go out.
+            let files = crate::query::users_files_of(&session.snapshot())?;
+            let mut wanted: rustc_hash::FxHashSet<String> = rustc_hash::FxHashSet::default();
+            wanted.reserve(keep.len() as usize);
+            crate::audience::members::for_each_member_id(&files, keep, |_, user_id| {
+                wanted.insert(user_id.to_string());
+            })?;
             let user_col = plan.schema().fields().iter().position(|f| f.name() == "user_id").expect("checked at plan");
             let mut stream = session.context().execute_logical_plan((**plan).clone()).await?.execute_stream().await?;
             while let Some(batch) = stream.try_next().await? {
                 let ids = arrow::compute::cast(batch.column(user_col), &DataType::Utf8)?;
                 let ids = ids.as_any().downcast_ref::<StringArray>().expect("cast to Utf8");
-                let mut mask = Vec::with_capacity(ids.len());
-                for row in 0..ids.len() {
-                    let member = ids.is_valid(row) && index.row_id(ids.value(row))?.is_some_and(|id| keep.contains(id));
-                    mask.push(member);
-                }
+                let mask: Vec<bool> =
+                    (0..ids.len()).map(|row| ids.is_valid(row) && wanted.contains(ids.value(row))).collect();
                 let kept = arrow::compute::filter_record_batch(&batch, &BooleanArray::from(mask))?;
                 if kept.num_rows() > 0 {
                     sink.write(&label(&kept, "added")?)?;

@@ -110,40 +110,51 @@ pub fn for_each_member_id(files: &[UsersFile], set: &RoaringBitmap, mut f: impl 
     })
 }
 
-/// The row ids of user_id strings; ids that belong to no user are counted, not kept.
+/// The row ids of user_id strings, resolved together at [`IdResolver::finish`] (one ordered pass
+/// over the id dictionary); ids that belong to no user are counted, not kept.
 #[derive(Debug, Default)]
 pub struct IdResolver {
+    keys: Vec<String>,
+}
+
+/// The users a list of user_ids names.
+#[derive(Debug, Default)]
+pub struct Resolved {
     pub set: RoaringBitmap,
     pub unknown: u64,
 }
 
 impl IdResolver {
     /// Adds every non-NULL string of `column` (any string type).
-    pub fn add_column(&mut self, index: &IndexSet, column: &dyn Array) -> Result<()> {
+    pub fn add_column(&mut self, column: &dyn Array) -> Result<()> {
         let text = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)?;
         let text = text.as_string::<i32>();
-        for row in 0..text.len() {
-            if text.is_valid(row) {
-                self.add(index, text.value(row))?;
-            }
-        }
+        self.keys.extend((0..text.len()).filter(|&row| text.is_valid(row)).map(|row| text.value(row).to_string()));
         Ok(())
     }
 
-    pub fn add(&mut self, index: &IndexSet, user_id: &str) -> Result<()> {
-        match index.row_id(user_id)? {
-            Some(id) => {
-                self.set.insert(id);
+    pub fn add(&mut self, user_id: &str) {
+        self.keys.push(user_id.to_string());
+    }
+
+    pub fn finish(self, index: &IndexSet) -> Result<Resolved> {
+        let keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
+        let mut out = Resolved::default();
+        for id in index.row_ids(&keys)? {
+            match id {
+                Some(id) => {
+                    out.set.insert(id);
+                }
+                None => out.unknown += 1,
             }
-            None => self.unknown += 1,
         }
-        Ok(())
+        Ok(out)
     }
 }
 
 /// The users listed in a suppression file: Parquet or CSV with a `user_id` column, or a text file
 /// of one user_id per line (a first line `user_id` is a header). Unknown ids are counted.
-pub fn read_id_file(path: &Path, index: &IndexSet) -> Result<IdResolver> {
+pub fn read_id_file(path: &Path, index: &IndexSet) -> Result<Resolved> {
     let mut out = IdResolver::default();
     let is_parquet = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
     if is_parquet {
@@ -159,9 +170,9 @@ pub fn read_id_file(path: &Path, index: &IndexSet) -> Result<IdResolver> {
             builder.with_projection(mask).build().map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
         for batch in reader {
             let batch = batch.map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
-            out.add_column(index, batch.column(0))?;
+            out.add_column(batch.column(0))?;
         }
-        return Ok(out);
+        return out.finish(index);
     }
     let mut reader =
         csv::ReaderBuilder::new().has_headers(false).flexible(true).from_path(path).map_err(|e| {
@@ -191,10 +202,10 @@ pub fn read_id_file(path: &Path, index: &IndexSet) -> Result<IdResolver> {
         }
         let value = record.get(column.unwrap_or(0)).map(str::trim).unwrap_or_default();
         if !value.is_empty() {
-            out.add(index, value.trim_start_matches('\u{feff}'))?;
+            out.add(value.trim_start_matches('\u{feff}'));
         }
     }
-    Ok(out)
+    out.finish(index)
 }
 
 /// Whether `user_id` is in the holdout of `audience` for `basis_points` (hundredths of a percent):

@@ -179,6 +179,32 @@ impl IndexSet {
 
     /// The row id of `user_id`, from the id dictionary (one block read per segment).
     pub fn row_id(&self, user_id: &str) -> Result<Option<u32>> {
+        for reader in self.id_readers()?.iter() {
+            if let Some(id) = reader.get(user_id)? {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The row ids of many user_ids (`None` for those that are no user), in one ordered pass
+    /// over each dictionary segment.
+    pub fn row_ids(&self, user_ids: &[&str]) -> Result<Vec<Option<u32>>> {
+        let mut order: Vec<usize> = (0..user_ids.len()).collect();
+        order.sort_unstable_by(|a, b| user_ids[*a].cmp(user_ids[*b]));
+        let sorted: Vec<&str> = order.iter().map(|i| user_ids[*i]).collect();
+        let mut found = vec![None; sorted.len()];
+        for reader in self.id_readers()?.iter() {
+            reader.get_sorted(&sorted, &mut found)?;
+        }
+        let mut out = vec![None; user_ids.len()];
+        for (slot, id) in order.into_iter().zip(found) {
+            out[slot] = id;
+        }
+        Ok(out)
+    }
+
+    fn id_readers(&self) -> Result<Arc<Vec<SegmentReader>>> {
         let readers = {
             let mut slot = self.id_readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             match slot.as_ref() {
@@ -191,12 +217,7 @@ impl IndexSet {
                 }
             }
         };
-        for reader in readers.iter() {
-            if let Some(id) = reader.get(user_id)? {
-                return Ok(Some(id));
-            }
-        }
-        Ok(None)
+        Ok(readers)
     }
 
     /// Every live user.
