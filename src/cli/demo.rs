@@ -163,6 +163,14 @@ pub fn run(args: DemoArgs) -> Result<()> {
         "         or:  persona sql --store {} --now 2026-11-01 -c \"SELECT count(*) FROM users WHERE has_tag('vip')\"",
         store.root().display()
     );
+    println!(
+        "A campaign:   persona sql --store {} -c \"CREATE OR REPLACE AUDIENCE vips AS SELECT user_id, email FROM users WHERE has_tag('vip')\"",
+        store.root().display()
+    );
+    println!(
+        "         then: persona materialize --store {} --all --out campaigns   (docs/audiences.md)",
+        store.root().display()
+    );
     Ok(())
 }
 
