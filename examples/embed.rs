@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use persona::audience::commands::{MaterializeOptions, materialize};
 use persona::{ImportOptions, SessionOptions, Store};
 
 fn main() -> persona::Result<()> {
@@ -65,5 +66,15 @@ fn main() -> persona::Result<()> {
     ))?;
     let batches = runtime.block_on(df.collect()).map_err(persona::Error::from)?;
     println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
+
+    // Audiences are SQL statements; the session moves to the version each one commits.
+    runtime.block_on(session.query(
+        "CREATE OR REPLACE AUDIENCE gold_lapsed AS SELECT user_id, email FROM users \
+         WHERE tier = 'gold' AND NOT purchased_within(INTERVAL '90 days')",
+    ))?;
+    let target = store_dir.join("gold_lapsed.parquet");
+    let options = MaterializeOptions { target: Some(target), ..Default::default() };
+    let report = runtime.block_on(materialize(&session, "gold_lapsed", &options))?;
+    println!("gold_lapsed: version {}, {} rows written to {:?}", report.version, report.rows_written, report.files);
     Ok(())
 }
