@@ -16,81 +16,112 @@ use crate::query::bitmap_scan::{UsersFile, file_row_selection, row_id_range};
 
 const BATCH_ROWS: usize = 64 * 1024;
 
+/// What a reader thread hands over.
+enum Item {
+    Batch(RecordBatch, Vec<u32>),
+    /// The file's last batch was sent.
+    EndOfFile,
+}
+
 /// Calls `f` with batches of `columns` of the users in `set`, in row-id order, and the row ids of
-/// their rows. The files are read on a second thread while `f` works on the batches already read,
-/// with at most a few batches in between (bounded memory).
+/// their rows. Two threads read alternate files while `f` works on the batches already read, with
+/// at most a few batches waiting per thread (bounded memory).
 pub fn for_each_member_batch(
     files: &[UsersFile],
     set: &RoaringBitmap,
     columns: &[&str],
     mut f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>,
 ) -> Result<()> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(RecordBatch, Vec<u32>)>>(4);
+    const READERS: usize = 2;
+    let mut senders = Vec::with_capacity(READERS);
+    let mut receivers = Vec::with_capacity(READERS);
+    for _ in 0..READERS {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Item>>(4);
+        senders.push(tx);
+        receivers.push(rx);
+    }
     std::thread::scope(|scope| {
-        scope.spawn(move || {
-            let sent = read_member_batches(files, set, columns, &mut |batch, ids| {
-                tx.send(Ok((batch, ids))).map_err(|_| Error::Internal("the reader's consumer stopped".into()))
+        for (reader, tx) in senders.into_iter().enumerate() {
+            scope.spawn(move || {
+                for file in files.iter().skip(reader).step_by(READERS) {
+                    let sent = read_member_file(file, set, columns, &mut |batch, ids| {
+                        tx.send(Ok(Item::Batch(batch, ids)))
+                            .map_err(|_| Error::Internal("the reader's consumer stopped".into()))
+                    })
+                    .and_then(|()| {
+                        tx.send(Ok(Item::EndOfFile))
+                            .map_err(|_| Error::Internal("the reader's consumer stopped".into()))
+                    });
+                    if let Err(e) = sent {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
             });
-            if let Err(e) = sent {
-                let _ = tx.send(Err(e));
+        }
+        // Files in order: file k comes from reader k mod READERS. Returning early drops the
+        // receivers, which stops the readers at their next send.
+        for k in 0..files.len() {
+            let rx = &receivers[k % READERS];
+            loop {
+                match rx.recv() {
+                    Ok(Ok(Item::Batch(batch, ids))) => f(&batch, &ids)?,
+                    Ok(Ok(Item::EndOfFile)) => break,
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return Err(Error::Internal("a users file reader stopped without a word".into())),
+                }
             }
-        });
-        // Dropping the receiver on an error stops the reader at its next send.
-        for item in rx {
-            let (batch, ids) = item?;
-            f(&batch, &ids)?;
         }
         Ok(())
     })
 }
 
-fn read_member_batches(
-    files: &[UsersFile],
+/// Reads the members' rows of one users file.
+fn read_member_file(
+    file: &UsersFile,
     set: &RoaringBitmap,
     columns: &[&str],
     f: &mut dyn FnMut(RecordBatch, Vec<u32>) -> Result<()>,
 ) -> Result<()> {
-    for file in files {
-        let range = row_id_range(file);
-        if set.range_cardinality(range) == 0 {
-            continue;
-        }
-        let ids: Vec<u32> = set.range(range).collect();
-        let corrupt = |e: &dyn std::fmt::Display| Error::corrupt(&file.path, e.to_string());
-        let handle = File::open(&file.path).io_context("open", &file.path)?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(handle).map_err(|e| corrupt(&e))?;
-        let schema = builder.parquet_schema();
-        let mut indices = Vec::with_capacity(columns.len());
-        for name in columns {
-            let i = (0..schema.num_columns())
-                .find(|&i| schema.column(i).name() == *name)
-                .ok_or_else(|| Error::corrupt(&file.path, format!("the users file has no column '{name}'")))?;
-            indices.push(i);
-        }
-        let mask = ProjectionMask::leaves(schema, indices);
-        let selection = file_row_selection(set, file).map_err(|e| corrupt(&e))?;
-        let reader = builder
-            .with_projection(mask)
-            .with_row_selection(selection)
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(|e| corrupt(&e))?;
-        let mut at = 0usize;
-        for batch in reader {
-            let batch = batch.map_err(|e| corrupt(&e))?;
-            let order: Vec<usize> =
-                columns.iter().map(|c| batch.schema().index_of(c)).collect::<std::result::Result<_, _>>()?;
-            let batch = batch.project(&order)?;
-            let end = at + batch.num_rows();
-            let slice = ids
-                .get(at..end)
-                .ok_or_else(|| Error::corrupt(&file.path, "the users file has more rows than its row-id range"))?;
-            f(batch, slice.to_vec())?;
-            at = end;
-        }
-        if at != ids.len() {
-            return Err(Error::corrupt(&file.path, "the users file has fewer rows than its row-id range"));
-        }
+    let range = row_id_range(file);
+    if set.range_cardinality(range) == 0 {
+        return Ok(());
+    }
+    let ids: Vec<u32> = set.range(range).collect();
+    let corrupt = |e: &dyn std::fmt::Display| Error::corrupt(&file.path, e.to_string());
+    let handle = File::open(&file.path).io_context("open", &file.path)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(handle).map_err(|e| corrupt(&e))?;
+    let schema = builder.parquet_schema();
+    let mut indices = Vec::with_capacity(columns.len());
+    for name in columns {
+        let i = (0..schema.num_columns())
+            .find(|&i| schema.column(i).name() == *name)
+            .ok_or_else(|| Error::corrupt(&file.path, format!("the users file has no column '{name}'")))?;
+        indices.push(i);
+    }
+    let mask = ProjectionMask::leaves(schema, indices);
+    let selection = file_row_selection(set, file).map_err(|e| corrupt(&e))?;
+    let reader = builder
+        .with_projection(mask)
+        .with_row_selection(selection)
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|e| corrupt(&e))?;
+    let mut at = 0usize;
+    for batch in reader {
+        let batch = batch.map_err(|e| corrupt(&e))?;
+        let order: Vec<usize> =
+            columns.iter().map(|c| batch.schema().index_of(c)).collect::<std::result::Result<_, _>>()?;
+        let batch = batch.project(&order)?;
+        let end = at + batch.num_rows();
+        let slice = ids
+            .get(at..end)
+            .ok_or_else(|| Error::corrupt(&file.path, "the users file has more rows than its row-id range"))?;
+        f(batch, slice.to_vec())?;
+        at = end;
+    }
+    if at != ids.len() {
+        return Err(Error::corrupt(&file.path, "the users file has fewer rows than its row-id range"));
     }
     Ok(())
 }
@@ -225,6 +256,47 @@ pub fn in_holdout(audience: &str, user_id: &str, basis_points: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_come_in_row_id_order_across_files_read_in_parallel() {
+        use arrow::array::{StringArray, UInt32Array};
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        // Five users files of 3 rows each: row ids 0..15, user_id "u<row id>".
+        for f in 0..5u32 {
+            let path = dir.path().join(format!("users-{f}.parquet"));
+            let ids: Vec<u32> = (f * 3..f * 3 + 3).collect();
+            let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+                arrow::datatypes::Field::new("__row_id", arrow::datatypes::DataType::UInt32, false),
+                arrow::datatypes::Field::new("user_id", arrow::datatypes::DataType::Utf8, true),
+            ]));
+            let batch = RecordBatch::try_new(
+                std::sync::Arc::clone(&schema),
+                vec![
+                    std::sync::Arc::new(UInt32Array::from(ids.clone())),
+                    std::sync::Arc::new(StringArray::from_iter_values(ids.iter().map(|i| format!("u{i}")))),
+                ],
+            )
+            .unwrap();
+            let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+            let bytes = std::fs::metadata(&path).unwrap().len();
+            files.push(UsersFile { path, first_row_id: f * 3, rows: 3, bytes });
+        }
+        let set: RoaringBitmap = [0u32, 2, 4, 5, 9, 13, 14].into_iter().collect();
+        let mut seen = Vec::new();
+        for_each_member_id(&files, &set, |id, user| seen.push((id, user.to_string()))).unwrap();
+        let expected: Vec<(u32, String)> = set.iter().map(|i| (i, format!("u{i}"))).collect();
+        assert_eq!(seen, expected);
+        // A failing consumer stops the readers and its error comes back.
+        let err = for_each_member_batch(&files, &set, &["user_id"], |_, _| Err(Error::Usage("stop".into())));
+        assert!(matches!(err, Err(Error::Usage(m)) if m == "stop"));
+        // A damaged file is reported with its path.
+        std::fs::write(&files[3].path, b"not parquet").unwrap();
+        let err = for_each_member_id(&files, &set, |_, _| {}).unwrap_err();
+        assert!(err.to_string().contains("users-3.parquet"), "{err}");
+    }
 
     #[test]
     fn the_holdout_is_stable_and_near_its_share() {
