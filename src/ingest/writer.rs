@@ -122,6 +122,12 @@ impl<'w> TableSink<'w> {
         for col in UNIQUE_COLUMNS {
             if schema.field_with_name(col).is_ok() && !(table.is_fact() && *col == "user_id") {
                 props = props.set_column_dictionary_enabled(ColumnPath::from(*col), false);
+                // Unique users strings (ids, names, contacts) barely compress, and decompressing
+                // them was a third of an audience export: members are scattered, so every page
+                // of the exported columns is read. They are stored uncompressed.
+                if table == Table::Users {
+                    props = props.set_column_compression(ColumnPath::from(*col), Compression::UNCOMPRESSED);
+                }
             }
         }
         TableSink {

@@ -267,3 +267,21 @@ fn a_statement_that_fails_midway_leaves_no_file_behind() {
     assert!(err.to_string().contains("golds"), "{err}");
     assert_eq!(state(&store), before, "no version, and no file left behind");
 }
+
+#[test]
+fn unique_users_columns_are_stored_uncompressed_for_scattered_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    let snapshot = store.snapshot().unwrap();
+    let file = &snapshot.manifest().files(persona::Table::Users)[0];
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(store.root().join(&file.path)).unwrap()).unwrap();
+    let group = &reader.metadata().row_groups()[0];
+    let compression = |name: &str| {
+        let i = group.columns().iter().position(|c| c.column_path().string() == name).unwrap();
+        group.column(i).compression()
+    };
+    assert_eq!(compression("user_id"), parquet::basic::Compression::UNCOMPRESSED);
+    assert_eq!(compression("name"), parquet::basic::Compression::UNCOMPRESSED);
+    assert!(matches!(compression("tier"), parquet::basic::Compression::SNAPPY), "other columns stay compressed");
+}
