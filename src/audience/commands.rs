@@ -214,7 +214,10 @@ async fn refresh_tag(
         _ => None,
     };
     let (added, removed) = match &previous {
-        Some(old) => ((&evaluated.members - old.as_ref()).len(), (old.as_ref() - &evaluated.members).len()),
+        Some(old) => {
+            let common = evaluated.members.intersection_len(old.as_ref());
+            (evaluated.members.len() - common, old.len() - common)
+        }
         None => (evaluated.members.len(), 0),
     };
     tag.bitmap = write_set(writer, &format!("tag-{}", tag.name), &evaluated.members)?;
@@ -436,7 +439,8 @@ pub async fn materialize(session: &Session, name: &str, options: &MaterializeOpt
         let latest = audience.latest().expect("just recorded");
         let index = session.index();
         let exported = |v: &AudienceVersion| -> Result<RoaringBitmap> {
-            Ok(index.catalog_set(&v.members_file)?.as_ref() - index.catalog_set(&v.holdout_file)?.as_ref())
+            let (members, holdout) = (index.catalog_set(&v.members_file)?, index.catalog_set(&v.holdout_file)?);
+            Ok(if holdout.is_empty() { members.as_ref().clone() } else { members.as_ref() - holdout.as_ref() })
         };
         let now = exported(latest)?;
         let rows = match options.changes_since.and_then(|n| audience.version(n)) {
@@ -510,8 +514,13 @@ async fn compute_and_record_with_export(
         None => None,
     };
     let unchanged = previous.as_ref().is_some_and(|(m, h)| m.as_ref() == &members && h.as_ref() == &holdout);
+    // Sizes of the differences without building them: |A − B| = |A| − |A ∩ B|.
     let (added, removed) = match &previous {
-        Some((m, _)) => ((&members - m.as_ref()).len(), (m.as_ref() - &members).len()),
+        _ if unchanged => (0, 0),
+        Some((m, _)) => {
+            let common = members.intersection_len(m.as_ref());
+            (members.len() - common, m.len() - common)
+        }
         None => (members.len(), 0),
     };
     let mut notes = Vec::new();
@@ -547,8 +556,8 @@ async fn compute_and_record_with_export(
         members: members.len(),
         holdout: holdout.len(),
         suppressed,
-        added: if unchanged { 0 } else { added },
-        removed: if unchanged { 0 } else { removed },
+        added,
+        removed,
         rows_written: 0,
         files: Vec::new(),
         elapsed_ms: 0.0,
