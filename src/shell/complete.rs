@@ -23,6 +23,8 @@ pub struct Catalog {
     pub functions: Vec<String>,
     /// Every tag, sorted.
     pub tags: Vec<String>,
+    /// Every saved audience, sorted.
+    pub audiences: Vec<String>,
     /// Each users column that has value bitmaps, with its distinct values.
     pub values: Vec<(String, Vec<String>)>,
 }
@@ -61,7 +63,9 @@ impl Catalog {
                 (c.name, values)
             })
             .collect();
-        Catalog { tables, functions: functions.into_iter().collect(), tags: index.tag_names(), values }
+        let mut audiences: Vec<String> = manifest.catalog.audiences.iter().map(|a| a.name.clone()).collect();
+        audiences.sort();
+        Catalog { tables, functions: functions.into_iter().collect(), tags: index.tag_names(), audiences, values }
     }
 
     fn columns_of(&self, table: &str) -> Option<&[String]> {
@@ -133,11 +137,12 @@ fn complete_sql(catalog: &Catalog, line: &str, pos: usize) -> (usize, Vec<Pair>)
     }
 }
 
-/// The names offered inside quotes: tags after `tag`, a column's values after that column, both
-/// when the column cannot be told.
+/// The names offered inside quotes: tags after `tag` (or in `has_tag(`), saved audiences in
+/// `in_audience(`, a column's values after that column, tags and values when the column cannot be told.
 fn quoted_names<'a>(catalog: &'a Catalog, column: Option<&str>) -> Vec<&'a str> {
     match column {
         Some("tag") => catalog.tags.iter().map(String::as_str).collect(),
+        Some(AUDIENCE_ARGUMENT) => catalog.audiences.iter().map(String::as_str).collect(),
         Some(c) => {
             catalog.values.iter().filter(|(name, _)| name == c).flat_map(|(_, v)| v).map(String::as_str).collect()
         }
@@ -149,12 +154,23 @@ fn quoted_names<'a>(catalog: &'a Catalog, column: Option<&str>) -> Vec<&'a str> 
     }
 }
 
-/// The column a quoted value is compared with: `col = '`, `col <> '`, `col IN ('a', '`.
+/// What `value_column` answers for the argument of `in_audience(`.
+const AUDIENCE_ARGUMENT: &str = "\0audience";
+
+/// The column a quoted value is compared with: `col = '`, `col <> '`, `col IN ('a', '`; `tag`
+/// for the argument of `has_tag(`, [`AUDIENCE_ARGUMENT`] for that of `in_audience(`.
 /// `None` when the quote follows something else.
 fn value_column(input: &str, toks: &[Token]) -> Option<String> {
     let sig: Vec<&Token> = toks.iter().filter(|t| !t.is_trivia()).collect();
     let text = |i: usize| sig[i].text(input);
     let mut i = sig.len().checked_sub(1)?;
+    if text(i) == "(" && i > 0 {
+        match text(i - 1).to_ascii_lowercase().as_str() {
+            "has_tag" => return Some("tag".into()),
+            "in_audience" | "audience_members" | "audience_diff" => return Some(AUDIENCE_ARGUMENT.into()),
+            _ => {}
+        }
+    }
     if matches!(text(i), "=" | "<>" | "!=") {
         return column_name(input, sig.get(i.checked_sub(1)?)?);
     }
@@ -291,6 +307,7 @@ mod tests {
             ],
             functions: cols(&["count", "coalesce", "date_trunc"]),
             tags: cols(&["cart_abandoner", "churn_risk", "vip", "o'brien_fan"]),
+            audiences: cols(&["gold_lapsed", "spring_sale"]),
             values: vec![("tier".into(), cols(&["bronze", "gold", "platinum", "silver"]))],
         }
     }
@@ -334,6 +351,13 @@ mod tests {
         assert_eq!(at_end("SELECT 1 FROM user_tags WHERE tag = 'o"), ("o".into(), vec!["o''brien_fan'".into()]));
         // After a closed string there is nothing to complete.
         assert_eq!(at_end("SELECT 1 FROM user_tags WHERE tag = 'vip'"), ("".into(), Vec::<String>::new()));
+        assert_eq!(at_end("SELECT count(*) FROM users WHERE has_tag('ch"), ("ch".into(), vec!["churn_risk'".into()]));
+        assert_eq!(
+            at_end("SELECT count(*) FROM users WHERE in_audience('g"),
+            ("g".into(), vec!["gold_lapsed'".into()]),
+            "audience names, not the tier value gold"
+        );
+        assert_eq!(at_end("SELECT * FROM audience_diff('sp"), ("sp".into(), vec!["spring_sale'".into()]));
         // Without a column to go by, tags and values are both offered.
         assert_eq!(at_end("SELECT has('v").1, vec!["vip'".to_string()]);
     }
