@@ -1,5 +1,6 @@
 //! `ESTIMATE AUDIENCE`: the size an audience would have now, without saving anything. A query the
-//! bitmaps answer is counted exactly (that is instant). Any other query runs on a deterministic
+//! bitmaps answer is counted exactly (that is instant), and so is a per-user aggregate folded by
+//! row id (reading the facts once costs less than sampling them). Any other query runs on a deterministic
 //! sample of 1 user in [`SAMPLE_EVERY`] (by a hash of `user_id`, the same users in every table),
 //! and the count is scaled up with a 95 % interval. This assumes, as audience queries do, that
 //! whether a user belongs depends on that user's own rows; a query ranking users against each
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
-use datafusion::common::tree_node::Transformed;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Result as DfResult, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlan, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
@@ -71,6 +72,13 @@ pub async fn estimate(session: &Session, plan: LogicalPlan) -> Result<RecordBatc
     if let Some(exact) = evaluated {
         return result(exact as f64, exact as f64, exact as f64, 100.0, true);
     }
+    // A per-user aggregate folded by row id reads each fact row once, with no hashing: counting
+    // it exactly is cheaper than hashing every row's user_id for a sample (measured at 10 M
+    // users: 221 ms exact against 586 ms sampled).
+    if uses_dense_aggregate(&session.context().state().optimize(&plan)?) {
+        let n = count_distinct_users(session, plan).await? as f64;
+        return result(n, n, n, 100.0, true);
+    }
     let sample = Arc::new(ScalarUDF::new_from_impl(SampleUdf::default()));
     let sampled = plan
         .transform_up_with_subqueries(|node| {
@@ -85,19 +93,39 @@ pub async fn estimate(session: &Session, plan: LogicalPlan) -> Result<RecordBatc
             Ok(Transformed::yes(filtered))
         })?
         .data;
-    let counted = LogicalPlanBuilder::from(sampled)
-        .aggregate(Vec::<Expr>::new(), vec![datafusion::functions_aggregate::count::count_distinct(col("user_id"))])?
-        .build()?;
-    let batches: Vec<RecordBatch> =
-        session.context().execute_logical_plan(counted).await?.execute_stream().await?.try_collect().await?;
-    let n = batches
-        .first()
-        .and_then(|b| b.column(0).as_primitive_opt::<Int64Type>().map(|a| a.value(0)))
-        .ok_or_else(|| Error::Internal("the sample count returned nothing".into()))?;
+    let n = count_distinct_users(session, sampled).await?;
     let scale = SAMPLE_EVERY as f64;
     let n = n as f64;
     let half_width = 1.96 * n.sqrt() * scale;
     result(n * scale, (n * scale - half_width).max(0.0), n * scale + half_width, 100.0 / scale, false)
+}
+
+/// `count(DISTINCT user_id)` of a plan's rows.
+async fn count_distinct_users(session: &Session, plan: LogicalPlan) -> Result<i64> {
+    let counted = LogicalPlanBuilder::from(plan)
+        .aggregate(Vec::<Expr>::new(), vec![datafusion::functions_aggregate::count::count_distinct(col("user_id"))])?
+        .build()?;
+    let batches: Vec<RecordBatch> =
+        session.context().execute_logical_plan(counted).await?.execute_stream().await?.try_collect().await?;
+    batches
+        .first()
+        .and_then(|b| b.column(0).as_primitive_opt::<Int64Type>().map(|a| a.value(0)))
+        .ok_or_else(|| Error::Internal("the count returned nothing".into()))
+}
+
+/// Whether the optimized plan has a per-user aggregate answered by row id.
+fn uses_dense_aggregate(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::Extension(e) = node
+            && e.node.as_any().is::<crate::query::dense_agg_rule::DenseAggregate>()
+        {
+            found = true;
+            return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 async fn evaluate_if_bitmaps(session: &Session, plan: &LogicalPlan) -> Result<Option<u64>> {
