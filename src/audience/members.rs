@@ -13,8 +13,7 @@ use roaring::RoaringBitmap;
 use crate::error::{Error, IoContext, Result};
 use crate::index::IndexSet;
 use crate::query::bitmap_scan::{UsersFile, file_row_selection, row_id_range};
-
-const BATCH_ROWS: usize = 64 * 1024;
+use crate::store::fact_rows::read_stored_rows;
 
 /// What a reader thread hands over.
 enum Item {
@@ -88,38 +87,16 @@ fn read_member_file(
         return Ok(());
     }
     let ids: Vec<u32> = set.range(range).collect();
-    let corrupt = |e: &dyn std::fmt::Display| Error::corrupt(&file.path, e.to_string());
-    let handle = File::open(&file.path).io_context("open", &file.path)?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(handle).map_err(|e| corrupt(&e))?;
-    let schema = builder.parquet_schema();
-    let mut indices = Vec::with_capacity(columns.len());
-    for name in columns {
-        let i = (0..schema.num_columns())
-            .find(|&i| schema.column(i).name() == *name)
-            .ok_or_else(|| Error::corrupt(&file.path, format!("the users file has no column '{name}'")))?;
-        indices.push(i);
-    }
-    let mask = ProjectionMask::leaves(schema, indices);
-    let selection = file_row_selection(set, file).map_err(|e| corrupt(&e))?;
-    let reader = builder
-        .with_projection(mask)
-        .with_row_selection(selection)
-        .with_batch_size(BATCH_ROWS)
-        .build()
-        .map_err(|e| corrupt(&e))?;
+    let selection = file_row_selection(set, file).map_err(|e| Error::corrupt(&file.path, e.to_string()))?;
     let mut at = 0usize;
-    for batch in reader {
-        let batch = batch.map_err(|e| corrupt(&e))?;
-        let order: Vec<usize> =
-            columns.iter().map(|c| batch.schema().index_of(c)).collect::<std::result::Result<_, _>>()?;
-        let batch = batch.project(&order)?;
+    read_stored_rows(&file.path, columns, selection, |batch| {
         let end = at + batch.num_rows();
         let slice = ids
             .get(at..end)
             .ok_or_else(|| Error::corrupt(&file.path, "the users file has more rows than its row-id range"))?;
-        f(batch, slice.to_vec())?;
         at = end;
-    }
+        f(batch, slice.to_vec())
+    })?;
     if at != ids.len() {
         return Err(Error::corrupt(&file.path, "the users file has fewer rows than its row-id range"));
     }

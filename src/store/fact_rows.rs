@@ -9,6 +9,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::UInt32Type;
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::RowSelection;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use rustc_hash::FxHashMap;
 
@@ -21,7 +22,7 @@ const BATCH_ROWS: usize = 64 * 1024;
 
 /// Reads `columns` of a stored file as batches (in the order asked).
 fn read_columns(path: &Path, columns: &[&str], f: impl FnMut(RecordBatch) -> Result<()>) -> Result<()> {
-    read_columns_of_groups(path, columns, None, Strings::Plain, f)
+    read_columns_of_groups(path, columns, None, None, Strings::Plain, f)
 }
 
 /// How string columns are decoded.
@@ -49,7 +50,17 @@ pub fn read_stored_columns(
     strings: Strings,
     f: impl FnMut(RecordBatch) -> Result<()>,
 ) -> Result<()> {
-    read_columns_of_groups(path, columns, None, strings, f)
+    read_columns_of_groups(path, columns, None, None, strings, f)
+}
+
+/// Reads `columns` of the rows `selection` picks from a stored file (in the order asked).
+pub fn read_stored_rows(
+    path: &Path,
+    columns: &[&str],
+    selection: RowSelection,
+    f: impl FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
+    read_columns_of_groups(path, columns, None, Some(selection), Strings::Plain, f)
 }
 
 /// The row groups of a stored file whose `ts` statistics overlap `from..=to` (all of them when
@@ -82,6 +93,7 @@ fn read_columns_of_groups(
     path: &Path,
     columns: &[&str],
     groups: Option<Vec<usize>>,
+    selection: Option<RowSelection>,
     strings: Strings,
     mut f: impl FnMut(RecordBatch) -> Result<()>,
 ) -> Result<()> {
@@ -120,6 +132,9 @@ fn read_columns_of_groups(
     let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
     if let Some(groups) = groups {
         builder = builder.with_row_groups(groups);
+    }
+    if let Some(selection) = selection {
+        builder = builder.with_row_selection(selection);
     }
     let reader = builder.build().map_err(|e| corrupt(&e))?;
     for batch in reader {
@@ -187,7 +202,7 @@ fn read_fact_batches(
         None => {
             let mut with_ids: Vec<&str> = columns.to_vec();
             with_ids.push(ROW_ID_COLUMN);
-            read_columns_of_groups(&path, &with_ids, group_indices, strings.clone(), |batch| {
+            read_columns_of_groups(&path, &with_ids, group_indices, None, strings.clone(), |batch| {
                 let ids = batch.column(columns.len()).as_primitive::<UInt32Type>();
                 let data = batch.project(&(0..columns.len()).collect::<Vec<_>>())?;
                 f(&data, ids.values())
@@ -214,7 +229,7 @@ fn read_fact_batches(
                     .collect(),
             };
             let mut at = 0usize;
-            read_columns_of_groups(&path, columns, group_indices, strings, |batch| {
+            read_columns_of_groups(&path, columns, group_indices, None, strings, |batch| {
                 let end = at + batch.num_rows();
                 let slice = ids.get(at..end).ok_or_else(|| {
                     Error::corrupt(&companion, "the row id file has fewer rows than the fact file it belongs to")
