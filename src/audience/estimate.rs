@@ -18,7 +18,7 @@ use datafusion::logical_expr::{
 };
 use futures::TryStreamExt;
 
-use crate::audience::evaluate::{Export, evaluate};
+use crate::audience::evaluate::from_bitmaps;
 use crate::error::{Error, Result};
 use crate::query::Session;
 
@@ -68,14 +68,15 @@ impl ScalarUDFImpl for SampleUdf {
 
 /// The estimate of the audience `plan` yields.
 pub async fn estimate(session: &Session, plan: LogicalPlan) -> Result<RecordBatch> {
-    let evaluated = evaluate_if_bitmaps(session, &plan).await?;
-    if let Some(exact) = evaluated {
-        return result(exact as f64, exact as f64, exact as f64, 100.0, true);
+    let optimized = session.context().state().optimize(&plan)?;
+    if let Some((members, _)) = from_bitmaps(session, &optimized)? {
+        let exact = members.len() as f64;
+        return result(exact, exact, exact, 100.0, true);
     }
     // A per-user aggregate folded by row id reads each fact row once, with no hashing: counting
     // it exactly is cheaper than hashing every row's user_id for a sample (measured at 10 M
     // users: 221 ms exact against 586 ms sampled).
-    if uses_dense_aggregate(&session.context().state().optimize(&plan)?) {
+    if uses_dense_aggregate(&optimized) {
         let n = count_distinct_users(session, plan).await? as f64;
         return result(n, n, n, 100.0, true);
     }
@@ -126,23 +127,6 @@ fn uses_dense_aggregate(plan: &LogicalPlan) -> bool {
         Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
     });
     found
-}
-
-async fn evaluate_if_bitmaps(session: &Session, plan: &LogicalPlan) -> Result<Option<u64>> {
-    let optimized = session.context().state().optimize(plan)?;
-    let simple = match &optimized {
-        LogicalPlan::Projection(p) => matches!(p.input.as_ref(), LogicalPlan::TableScan(_)),
-        LogicalPlan::TableScan(_) => true,
-        _ => false,
-    };
-    if !simple || !session.use_indexes() {
-        return Ok(None);
-    }
-    let evaluated = evaluate(session, plan.clone()).await?;
-    Ok(match evaluated.export {
-        Export::UsersColumns(_) if evaluated.from_bitmaps => Some(evaluated.members.len()),
-        _ => None,
-    })
 }
 
 fn result(estimate: f64, low: f64, high: f64, sample_percent: f64, exact: bool) -> Result<RecordBatch> {

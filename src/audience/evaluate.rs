@@ -31,8 +31,6 @@ pub struct Evaluated {
     /// user_ids the query returned that belong to no user (left out).
     pub unknown_ids: u64,
     pub export: Export,
-    /// Whether the set came from the bitmaps alone.
-    pub from_bitmaps: bool,
 }
 
 /// Plans `text` (a query, written at `origin` in the submitted SQL after `prefix_chars` characters
@@ -78,7 +76,7 @@ pub async fn evaluate(session: &Session, plan: LogicalPlan) -> Result<Evaluated>
     let state = session.context().state();
     let optimized = state.optimize(&plan)?;
     if let Some((members, columns)) = from_bitmaps(session, &optimized)? {
-        return Ok(Evaluated { members, unknown_ids: 0, export: Export::UsersColumns(columns), from_bitmaps: true });
+        return Ok(Evaluated { members, unknown_ids: 0, export: Export::UsersColumns(columns) });
     }
     let ids = LogicalPlanBuilder::from(plan.clone()).project(vec![col("user_id")])?.build()?;
     let mut stream = session.context().execute_logical_plan(ids).await?.execute_stream().await?;
@@ -87,17 +85,12 @@ pub async fn evaluate(session: &Session, plan: LogicalPlan) -> Result<Evaluated>
         resolver.add_column(batch.column(0))?;
     }
     let resolved = resolver.finish(&session.index())?;
-    Ok(Evaluated {
-        members: resolved.set,
-        unknown_ids: resolved.unknown,
-        export: Export::Query(Box::new(plan)),
-        from_bitmaps: false,
-    })
+    Ok(Evaluated { members: resolved.set, unknown_ids: resolved.unknown, export: Export::Query(Box::new(plan)) })
 }
 
-/// The members and exported columns when `plan` is users columns over a users scan whose
-/// filters were all answered from the bitmaps.
-fn from_bitmaps(session: &Session, plan: &LogicalPlan) -> Result<Option<(RoaringBitmap, Vec<String>)>> {
+/// The members and exported columns when `plan` (optimized) is users columns over a users scan
+/// whose filters were all answered from the bitmaps.
+pub fn from_bitmaps(session: &Session, plan: &LogicalPlan) -> Result<Option<(RoaringBitmap, Vec<String>)>> {
     if !session.use_indexes() {
         return Ok(None);
     }
