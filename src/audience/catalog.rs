@@ -178,6 +178,11 @@ fn file_safe(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).take(40).collect()
 }
 
+/// The error for a name that is no saved audience.
+pub fn no_such_audience(name: &str) -> Error {
+    Error::Usage(format!("there is no saved audience '{name}' (SHOW AUDIENCES lists them)"))
+}
+
 /// Checks a tag or audience name: letters, digits and `_`, not starting with a digit, at most 63
 /// characters (so that it can be a table name without quoting).
 pub fn check_name(kind: &str, name: &str) -> Result<()> {

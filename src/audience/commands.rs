@@ -10,7 +10,7 @@ use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray
 use arrow::datatypes::{DataType, Field, Schema};
 use roaring::RoaringBitmap;
 
-use crate::audience::catalog::{Audience, AudienceVersion, Catalog, RuleTag, check_name, write_set};
+use crate::audience::catalog::{Audience, AudienceVersion, Catalog, RuleTag, check_name, no_such_audience, write_set};
 use crate::audience::evaluate::{Evaluated, Export, evaluate, plan_query};
 use crate::audience::export::{Rows, Written, write_audience};
 use crate::audience::members::{for_each_member_id, in_holdout, read_id_file};
@@ -55,9 +55,8 @@ pub async fn run(session: &Session, statement: CatalogStatement) -> Result<Recor
                 (_, Some(q)) => (q.text.clone(), q),
                 (Some(n), None) => {
                     let snapshot = session.snapshot();
-                    let audience = snapshot.manifest().catalog.audience(&n).cloned().ok_or_else(|| {
-                        Error::Usage(format!("there is no saved audience '{n}' (SHOW AUDIENCES lists them)"))
-                    })?;
+                    let audience =
+                        snapshot.manifest().catalog.audience(&n).cloned().ok_or_else(|| no_such_audience(&n))?;
                     (audience.query.clone(), Body { text: audience.query, line: 1, column: 1 })
                 }
                 (None, None) => return Err(Error::Internal("ESTIMATE AUDIENCE without a name or query".into())),
@@ -359,7 +358,7 @@ async fn create_audience(session: &Session, name: &str, or_replace: bool, d: Def
         versions: existing.map(|a| a.versions.clone()).unwrap_or_default(),
     };
     let mut next = (*base).clone();
-    let report = compute_and_record(session, &writer, &mut next, audience, &d.query).await?;
+    let (report, _) = compute_and_record(session, &writer, &mut next, audience, &d.query).await?;
     commit(session, writer, next)?;
     report_batch(&[report])
 }
@@ -371,7 +370,7 @@ fn drop_audience(session: &Session, name: &str, if_exists: bool) -> Result<Recor
         if if_exists {
             return message(&format!("there is no audience '{name}'; nothing dropped"));
         }
-        return Err(Error::Usage(format!("there is no saved audience '{name}' (SHOW AUDIENCES lists them)")));
+        return Err(no_such_audience(name));
     };
     if let Some(user) = next.catalog.audiences.iter().find(|a| a.suppress_audiences.iter().any(|s| s == name)) {
         return Err(Error::Usage(format!(
@@ -415,9 +414,7 @@ pub async fn materialize(session: &Session, name: &str, options: &MaterializeOpt
     let started = Instant::now();
     let writer = begin(session)?;
     let base = Arc::clone(writer.base());
-    let Some(audience) = base.catalog.audience(name).cloned() else {
-        return Err(Error::Usage(format!("there is no saved audience '{name}' (SHOW AUDIENCES lists them)")));
-    };
+    let audience = base.catalog.audience(name).cloned().ok_or_else(|| no_such_audience(name))?;
     if let Some(since) = options.changes_since
         && audience.version(since).is_none()
     {
@@ -428,7 +425,7 @@ pub async fn materialize(session: &Session, name: &str, options: &MaterializeOpt
     }
     let mut next = (*base).clone();
     let origin = Body { text: audience.query.clone(), line: 1, column: 1 };
-    let (mut report, export) = compute_and_record_with_export(session, &writer, &mut next, audience, &origin).await?;
+    let (mut report, export) = compute_and_record(session, &writer, &mut next, audience, &origin).await?;
     if report.unchanged {
         drop(writer);
     } else {
@@ -459,19 +456,9 @@ pub async fn materialize(session: &Session, name: &str, options: &MaterializeOpt
     Ok(report)
 }
 
-async fn compute_and_record(
-    session: &Session,
-    writer: &StoreWriter,
-    next: &mut Manifest,
-    audience: Audience,
-    origin: &Body,
-) -> Result<Report> {
-    Ok(compute_and_record_with_export(session, writer, next, audience, origin).await?.0)
-}
-
 /// Evaluates `audience` (query, suppression, holdout) and puts it in `next`, with a new version
 /// when its members or holdout differ from the latest.
-async fn compute_and_record_with_export(
+async fn compute_and_record(
     session: &Session,
     writer: &StoreWriter,
     next: &mut Manifest,

@@ -361,9 +361,7 @@ pub fn evaluate(expr: &BitmapExpr, index: &IndexSet) -> Result<RoaringBitmap> {
         BitmapExpr::FactRows(scan) => index.users_of_fact_rows(scan)?,
         BitmapExpr::Saved(name) => match index.saved_audience(name)? {
             Some(members) => members.as_ref().clone(),
-            None => {
-                return Err(crate::error::Error::Usage(format!("there is no saved audience '{name}'")));
-            }
+            None => return Err(crate::audience::catalog::no_such_audience(name)),
         },
     })
 }
