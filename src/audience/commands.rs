@@ -67,7 +67,7 @@ pub async fn run(session: &Session, statement: CatalogStatement) -> Result<Recor
         CatalogStatement::MaterializeAudience { name, to, changes_since } => {
             let target = to.map(PathBuf::from);
             let report =
-                materialize(session, &name, &MaterializeOptions { target, changes_since, max_rows_per_file: None })
+                materialize(session, &name, &MaterializeOptions { target, changes_since, ..Default::default() })
                     .await?;
             report_batch(&[report])
         }
@@ -407,6 +407,8 @@ pub struct MaterializeOptions {
     pub target: Option<PathBuf>,
     pub changes_since: Option<u32>,
     pub max_rows_per_file: Option<u64>,
+    /// Parquet compression; `None`: the session's `persona.export_compression`.
+    pub compression: Option<crate::audience::export::ExportCompression>,
 }
 
 /// Evaluates an audience, records a version when its members changed, and writes its file.
@@ -448,7 +450,7 @@ pub async fn materialize(session: &Session, name: &str, options: &MaterializeOpt
             None => Rows::Members(now),
         };
         let Written { files, rows } =
-            write_audience(session, &export, &rows, target, options.max_rows_per_file).await?;
+            write_audience(session, &export, &rows, target, options.max_rows_per_file, options.compression).await?;
         report.rows_written = rows;
         report.files = files;
     }

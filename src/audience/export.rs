@@ -15,13 +15,15 @@ use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, new_
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use futures::TryStreamExt;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use roaring::RoaringBitmap;
 
 use crate::audience::evaluate::Export;
-use crate::audience::members::for_each_member_batch;
+use crate::audience::members::{FileStage, for_each_member_batch, for_each_member_staged};
 use crate::error::{Error, IoContext, Result};
 use crate::query::Session;
 use crate::tables::Table;
@@ -47,6 +49,41 @@ impl FileFormat {
     }
 }
 
+/// How audience Parquet files are compressed. Uncompressed by default: contact columns are unique
+/// strings that compress less than 2×, and compressing them costs more than gathering them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ExportCompression {
+    #[default]
+    None,
+    Snappy,
+    Zstd,
+    Lz4,
+}
+
+impl ExportCompression {
+    /// The compression a setting's value names (`none`, `snappy`, `zstd`, `lz4`; any case).
+    pub fn parse(value: &str) -> Result<ExportCompression> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "none" | "uncompressed" => Ok(ExportCompression::None),
+            "snappy" => Ok(ExportCompression::Snappy),
+            "zstd" => Ok(ExportCompression::Zstd),
+            "lz4" => Ok(ExportCompression::Lz4),
+            other => Err(Error::Usage(format!(
+                "persona.export_compression must be none, snappy, zstd or lz4, not '{other}'"
+            ))),
+        }
+    }
+
+    fn parquet(self) -> Compression {
+        match self {
+            ExportCompression::None => Compression::UNCOMPRESSED,
+            ExportCompression::Snappy => Compression::SNAPPY,
+            ExportCompression::Zstd => Compression::ZSTD(Default::default()),
+            ExportCompression::Lz4 => Compression::LZ4_RAW,
+        }
+    }
+}
+
 /// Which rows to write.
 #[derive(Debug)]
 pub enum Rows {
@@ -64,14 +101,20 @@ pub struct Written {
 }
 
 /// Writes `rows` of an audience exported as `export` to `target` (parts `stem-00000.ext`, ...
-/// when `max_rows_per_file` is given).
+/// when `max_rows_per_file` is given), Parquet compressed as `compression` says (default: the
+/// session's `persona.export_compression`).
 pub async fn write_audience(
     session: &Session,
     export: &Export,
     rows: &Rows,
     target: &Path,
     max_rows_per_file: Option<u64>,
+    compression: Option<ExportCompression>,
 ) -> Result<Written> {
+    let compression = match compression {
+        Some(c) => c,
+        None => session.export_compression()?,
+    };
     let format = FileFormat::of_path(target)?;
     let base_schema = match export {
         Export::UsersColumns(columns) => {
@@ -92,7 +135,7 @@ pub async fn write_audience(
     } else {
         Arc::clone(&base_schema)
     };
-    let mut sink = PartSink::new(target, format, Arc::clone(&schema), max_rows_per_file)?;
+    let mut sink = PartSink::new(target, format, compression, Arc::clone(&schema), max_rows_per_file)?;
     let result = write_rows(session, export, rows, &schema, with_change, &mut sink).await;
     match result {
         Ok(()) => sink.commit(),
@@ -116,15 +159,7 @@ async fn write_rows(
         Rows::Changes { added, removed } => (added, Some(removed)),
     };
     let label = |batch: &RecordBatch, change: &str| -> Result<RecordBatch> {
-        // String views (fact columns) leave as plain strings, which every tool reads.
-        let mut columns: Vec<ArrayRef> = batch
-            .columns()
-            .iter()
-            .zip(schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() { Ok(Arc::clone(c)) } else { arrow::compute::cast(c, f.data_type()) }
-            })
-            .collect::<std::result::Result<_, _>>()?;
+        let mut columns = conform(batch, schema)?;
         if !with_change {
             return Ok(RecordBatch::try_new(Arc::clone(schema), columns)?);
         }
@@ -135,7 +170,15 @@ async fn write_rows(
         Export::UsersColumns(columns) => {
             let names: Vec<&str> = columns.iter().map(String::as_str).collect();
             let files = crate::query::users_files_of(&session.snapshot())?;
-            for_each_member_batch(&files, keep, &names, |batch, _| sink.write(&label(batch, "added")?))?;
+            if removed.is_none() && sink.format == FileFormat::Parquet && sink.max_rows.is_none() {
+                // One Parquet file: the readers also encode, one row group per users file.
+                let stage = EncodeRowGroups { factory: sink.row_groups()?, schema: Arc::clone(schema) };
+                for_each_member_staged(&files, keep, &names, &stage, |(chunks, rows)| {
+                    sink.append_row_group(chunks, rows)
+                })?;
+            } else {
+                for_each_member_batch(&files, keep, &names, |batch, _| sink.write(&label(batch, "added")?))?;
+            }
         }
         Export::Query(plan) => {
             // The members' user_ids, read once from the users files, decide which rows go out.
@@ -183,6 +226,67 @@ async fn write_rows(
     Ok(())
 }
 
+/// `batch`'s columns cast to the types of `schema` (string views leave as plain strings, which
+/// every tool reads), under `schema`'s first columns.
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<Vec<ArrayRef>> {
+    batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(Arc::clone(c))
+            } else {
+                arrow::compute::cast(c, f.data_type()).map_err(Error::from)
+            }
+        })
+        .collect()
+}
+
+/// Encodes each users file's members into one Parquet row group, on the reader threads, so that
+/// the writing thread only appends encoded bytes.
+struct EncodeRowGroups {
+    factory: Arc<ArrowRowGroupWriterFactory>,
+    schema: SchemaRef,
+}
+
+struct RowGroupInProgress {
+    writers: Vec<ArrowColumnWriter>,
+    rows: usize,
+}
+
+impl FileStage for EncodeRowGroups {
+    type State = RowGroupInProgress;
+    type Out = (Vec<ArrowColumnChunk>, usize);
+
+    fn begin(&self) -> Result<RowGroupInProgress> {
+        Ok(RowGroupInProgress { writers: self.factory.create_column_writers(0)?, rows: 0 })
+    }
+
+    fn batch(&self, state: &mut RowGroupInProgress, batch: RecordBatch, _: Vec<u32>) -> Result<Option<Self::Out>> {
+        let columns = conform(&batch, &self.schema)?;
+        let mut writers = state.writers.iter_mut();
+        for (field, column) in self.schema.fields().iter().zip(&columns) {
+            for leaf in compute_leaves(field, column)? {
+                writers
+                    .next()
+                    .ok_or_else(|| Error::Internal("more leaves than column writers".into()))?
+                    .write(&leaf)?;
+            }
+        }
+        state.rows += batch.num_rows();
+        Ok(None)
+    }
+
+    fn end(&self, state: RowGroupInProgress) -> Result<Option<Self::Out>> {
+        if state.rows == 0 {
+            return Ok(None);
+        }
+        let chunks = state.writers.into_iter().map(ArrowColumnWriter::close).collect::<std::result::Result<_, _>>()?;
+        Ok(Some((chunks, state.rows)))
+    }
+}
+
 /// `schema` with string views as plain strings.
 fn plain_strings(schema: &Schema) -> SchemaRef {
     let fields: Vec<Field> = schema
@@ -200,6 +304,7 @@ fn plain_strings(schema: &Schema) -> SchemaRef {
 struct PartSink {
     target: PathBuf,
     format: FileFormat,
+    compression: ExportCompression,
     schema: SchemaRef,
     max_rows: Option<u64>,
     /// (temporary path, final path) of the parts closed so far.
@@ -217,11 +322,19 @@ struct OpenPart {
 
 enum PartWriter {
     Parquet(ArrowWriter<File>),
+    /// Parquet written as row groups encoded elsewhere ([`EncodeRowGroups`]).
+    RowGroups(SerializedFileWriter<File>),
     Csv(arrow::csv::Writer<BufWriter<File>>),
 }
 
 impl PartSink {
-    fn new(target: &Path, format: FileFormat, schema: SchemaRef, max_rows: Option<u64>) -> Result<PartSink> {
+    fn new(
+        target: &Path,
+        format: FileFormat,
+        compression: ExportCompression,
+        schema: SchemaRef,
+        max_rows: Option<u64>,
+    ) -> Result<PartSink> {
         if max_rows == Some(0) {
             return Err(Error::Usage("--max-rows-per-file must be at least 1".into()));
         }
@@ -233,6 +346,7 @@ impl PartSink {
         Ok(PartSink {
             target: target.to_path_buf(),
             format,
+            compression,
             schema,
             max_rows,
             done: Vec::new(),
@@ -259,13 +373,17 @@ impl PartSink {
         let writer = match self.format {
             FileFormat::Parquet => {
                 // Unique columns get no dictionary (the writer would build one per row group only
-                // to drop it), and statistics per column chunk only: campaign files are read whole.
+                // to drop it) and no statistics (min and max of phone numbers help no reader;
+                // comparing every value cost a tenth of an export); other columns get statistics
+                // per column chunk only: campaign files are read whole.
                 let mut props = WriterProperties::builder()
-                    .set_compression(Compression::SNAPPY)
+                    .set_compression(self.compression.parquet())
                     .set_statistics_enabled(EnabledStatistics::Chunk);
                 for column in crate::ingest::writer::UNIQUE_COLUMNS {
                     if self.schema.field_with_name(column).is_ok() {
-                        props = props.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+                        props = props
+                            .set_column_dictionary_enabled(ColumnPath::from(*column), false)
+                            .set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::None);
                     }
                 }
                 let props = props.build();
@@ -297,6 +415,9 @@ impl PartSink {
             match &mut part.writer {
                 PartWriter::Parquet(w) => w.write(&slice)?,
                 PartWriter::Csv(w) => w.write(&slice)?,
+                PartWriter::RowGroups(_) => {
+                    return Err(Error::Internal("rows written to a file of encoded row groups".into()));
+                }
             }
             part.rows += take as u64;
             self.rows += take as u64;
@@ -305,10 +426,45 @@ impl PartSink {
         Ok(())
     }
 
+    /// Turns the (single, unsplit) Parquet file into one written as row groups encoded by the
+    /// caller with the returned factory, appended with [`PartSink::append_row_group`].
+    fn row_groups(&mut self) -> Result<Arc<ArrowRowGroupWriterFactory>> {
+        if self.format != FileFormat::Parquet || self.max_rows.is_some() || !self.done.is_empty() {
+            return Err(Error::Internal("encoded row groups go to one unsplit Parquet file".into()));
+        }
+        if self.current.is_none() {
+            self.open()?;
+        }
+        let OpenPart { tmp, target, writer, rows } = self.current.take().expect("opened");
+        let PartWriter::Parquet(writer) = writer else {
+            return Err(Error::Internal("the part is not a Parquet file".into()));
+        };
+        let (writer, factory) = writer.into_serialized_writer()?;
+        self.current = Some(OpenPart { tmp, target, writer: PartWriter::RowGroups(writer), rows });
+        Ok(Arc::new(factory))
+    }
+
+    /// Appends a row group of `rows` rows encoded with the factory of [`PartSink::row_groups`].
+    fn append_row_group(&mut self, chunks: Vec<ArrowColumnChunk>, rows: usize) -> Result<()> {
+        let part = self.current.as_mut().ok_or_else(|| Error::Internal("no part is open".into()))?;
+        let PartWriter::RowGroups(writer) = &mut part.writer else {
+            return Err(Error::Internal("the part does not take encoded row groups".into()));
+        };
+        let mut group = writer.next_row_group()?;
+        for chunk in chunks {
+            chunk.append_to_row_group(&mut group)?;
+        }
+        group.close()?;
+        part.rows += rows as u64;
+        self.rows += rows as u64;
+        Ok(())
+    }
+
     fn close(&mut self) -> Result<()> {
         let Some(part) = self.current.take() else { return Ok(()) };
         let file = match part.writer {
             PartWriter::Parquet(w) => w.into_inner()?,
+            PartWriter::RowGroups(w) => w.into_inner()?,
             PartWriter::Csv(w) => {
                 let mut buffered = w.into_inner();
                 buffered.flush().io_context("write", &part.tmp)?;

@@ -4,8 +4,10 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use roaring::RoaringBitmap;
@@ -13,13 +15,44 @@ use roaring::RoaringBitmap;
 use crate::error::{Error, IoContext, Result};
 use crate::index::IndexSet;
 use crate::query::bitmap_scan::{UsersFile, file_row_selection, row_id_range};
+use crate::store::addressable::AddressableCopy;
 use crate::store::fact_rows::read_stored_rows;
 
 /// What a reader thread hands over.
-enum Item {
-    Batch(RecordBatch, Vec<u32>),
-    /// The file's last batch was sent.
+enum Item<T> {
+    Part(T),
+    /// The file's last part was sent.
     EndOfFile,
+}
+
+/// Work done on the reader threads on each users file's member batches, before the consumer
+/// sees them: the consumer gets what [`FileStage::batch`] and [`FileStage::end`] return.
+pub trait FileStage: Sync {
+    type State;
+    type Out: Send;
+    /// Starts a users file.
+    fn begin(&self) -> Result<Self::State>;
+    /// A batch of the file's members (and their row ids).
+    fn batch(&self, state: &mut Self::State, batch: RecordBatch, ids: Vec<u32>) -> Result<Option<Self::Out>>;
+    /// The file's members were all read.
+    fn end(&self, state: Self::State) -> Result<Option<Self::Out>>;
+}
+
+/// Hands every batch over as it is.
+struct PassThrough;
+
+impl FileStage for PassThrough {
+    type State = ();
+    type Out = (RecordBatch, Vec<u32>);
+    fn begin(&self) -> Result<()> {
+        Ok(())
+    }
+    fn batch(&self, _: &mut (), batch: RecordBatch, ids: Vec<u32>) -> Result<Option<Self::Out>> {
+        Ok(Some((batch, ids)))
+    }
+    fn end(&self, _: ()) -> Result<Option<Self::Out>> {
+        Ok(None)
+    }
 }
 
 /// Calls `f` with batches of `columns` of the users in `set`, in row-id order, and the row ids of
@@ -31,25 +64,42 @@ pub fn for_each_member_batch(
     columns: &[&str],
     mut f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>,
 ) -> Result<()> {
+    for_each_member_staged(files, set, columns, &PassThrough, |(batch, ids)| f(&batch, &ids))
+}
+
+/// [`for_each_member_batch`] with `stage` run on the reader threads: `f` gets, in file order,
+/// what the stage made of each file's batches.
+pub fn for_each_member_staged<S: FileStage>(
+    files: &[UsersFile],
+    set: &RoaringBitmap,
+    columns: &[&str],
+    stage: &S,
+    mut f: impl FnMut(S::Out) -> Result<()>,
+) -> Result<()> {
     const READERS: usize = 2;
     let mut senders = Vec::with_capacity(READERS);
     let mut receivers = Vec::with_capacity(READERS);
     for _ in 0..READERS {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Item>>(4);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Item<S::Out>>>(4);
         senders.push(tx);
         receivers.push(rx);
     }
+    let stopped = || Error::Internal("the reader's consumer stopped".into());
     std::thread::scope(|scope| {
         for (reader, tx) in senders.into_iter().enumerate() {
             scope.spawn(move || {
                 for file in files.iter().skip(reader).step_by(READERS) {
-                    let sent = read_member_file(file, set, columns, &mut |batch, ids| {
-                        tx.send(Ok(Item::Batch(batch, ids)))
-                            .map_err(|_| Error::Internal("the reader's consumer stopped".into()))
-                    })
-                    .and_then(|()| {
-                        tx.send(Ok(Item::EndOfFile))
-                            .map_err(|_| Error::Internal("the reader's consumer stopped".into()))
+                    let sent = stage.begin().and_then(|mut state| {
+                        read_member_file(file, set, columns, &mut |batch, ids| match stage
+                            .batch(&mut state, batch, ids)?
+                        {
+                            Some(out) => tx.send(Ok(Item::Part(out))).map_err(|_| stopped()),
+                            None => Ok(()),
+                        })?;
+                        if let Some(out) = stage.end(state)? {
+                            tx.send(Ok(Item::Part(out))).map_err(|_| stopped())?;
+                        }
+                        tx.send(Ok(Item::EndOfFile)).map_err(|_| stopped())
                     });
                     if let Err(e) = sent {
                         let _ = tx.send(Err(e));
@@ -64,7 +114,7 @@ pub fn for_each_member_batch(
             let rx = &receivers[k % READERS];
             loop {
                 match rx.recv() {
-                    Ok(Ok(Item::Batch(batch, ids))) => f(&batch, &ids)?,
+                    Ok(Ok(Item::Part(out))) => f(out)?,
                     Ok(Ok(Item::EndOfFile)) => break,
                     Ok(Err(e)) => return Err(e),
                     Err(_) => return Err(Error::Internal("a users file reader stopped without a word".into())),
@@ -75,7 +125,8 @@ pub fn for_each_member_batch(
     })
 }
 
-/// Reads the members' rows of one users file.
+/// Reads the members' rows of one users file: the columns its row-addressable copy holds are
+/// gathered from the copy, the others read from the Parquet file with a row selection.
 fn read_member_file(
     file: &UsersFile,
     set: &RoaringBitmap,
@@ -87,6 +138,92 @@ fn read_member_file(
         return Ok(());
     }
     let ids: Vec<u32> = set.range(range).collect();
+    let copy = match &file.addressable {
+        Some(path) => Some(AddressableCopy::open_cached(path)?),
+        None => None,
+    };
+    // (position in `columns`, position in the copy) of the columns the copy holds.
+    let copied: Vec<(usize, usize)> = copy
+        .as_ref()
+        .map(|copy| {
+            columns
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| copy.names().iter().position(|n| n == c).map(|k| (i, k)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(copy) = copy.filter(|_| !copied.is_empty()) else {
+        return read_parquet_rows(file, set, &ids, columns, f);
+    };
+    if copy.rows() != file.rows {
+        return Err(Error::corrupt(
+            file.addressable.as_deref().unwrap_or(&file.path),
+            format!("the copy holds {} rows, its users file {}", copy.rows(), file.rows),
+        ));
+    }
+    let positions: Vec<u32> = ids.iter().map(|id| id - file.first_row_id).collect();
+    let in_copy: Vec<usize> = copied.iter().map(|&(_, k)| k).collect();
+    let rest: Vec<&str> =
+        columns.iter().enumerate().filter(|(i, _)| !copied.iter().any(|(c, _)| c == i)).map(|(_, c)| *c).collect();
+    if rest.is_empty() {
+        let mut at = 0usize;
+        return copy.gather(&positions, &in_copy, |gathered, n| {
+            let batch = assemble(columns, &copied, gathered, None)?;
+            at += n;
+            f(batch, ids[at - n..at].to_vec())
+        });
+    }
+    let mut at = 0usize;
+    read_parquet_rows(file, set, &ids, &rest, &mut |batch, slice| {
+        let mut pieces: Vec<Vec<ArrayRef>> = Vec::new();
+        copy.gather(&positions[at..at + slice.len()], &in_copy, |gathered, _| {
+            pieces.push(gathered);
+            Ok(())
+        })?;
+        at += slice.len();
+        let gathered = (0..in_copy.len())
+            .map(|c| {
+                let parts: Vec<&dyn Array> = pieces.iter().map(|p| p[c].as_ref()).collect();
+                arrow::compute::concat(&parts)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        f(assemble(columns, &copied, gathered, Some(&batch))?, slice)
+    })
+}
+
+/// A batch of `columns` in order: those `copied` lists (by position in `columns`) from `gathered`
+/// (in the same order), the others from `read`.
+fn assemble(
+    columns: &[&str],
+    copied: &[(usize, usize)],
+    gathered: Vec<ArrayRef>,
+    read: Option<&RecordBatch>,
+) -> Result<RecordBatch> {
+    let mut fields = Vec::with_capacity(columns.len());
+    let mut arrays = Vec::with_capacity(columns.len());
+    for (c, name) in columns.iter().enumerate() {
+        if let Some(i) = copied.iter().position(|&(at, _)| at == c) {
+            fields.push(Field::new(*name, DataType::Utf8, true));
+            arrays.push(Arc::clone(&gathered[i]));
+        } else {
+            let read = read.ok_or_else(|| Error::Internal(format!("{name} was neither gathered nor read")))?;
+            let i = read.schema().index_of(name)?;
+            fields.push(read.schema().field(i).clone());
+            arrays.push(Arc::clone(read.column(i)));
+        }
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}
+
+/// Reads the rows of `ids` (the members in `file`) from the Parquet file.
+fn read_parquet_rows(
+    file: &UsersFile,
+    set: &RoaringBitmap,
+    ids: &[u32],
+    columns: &[&str],
+    f: &mut dyn FnMut(RecordBatch, Vec<u32>) -> Result<()>,
+) -> Result<()> {
     let selection = file_row_selection(set, file).map_err(|e| Error::corrupt(&file.path, e.to_string()))?;
     let mut at = 0usize;
     read_stored_rows(&file.path, columns, selection, |batch| {
@@ -259,7 +396,7 @@ mod tests {
             w.write(&batch).unwrap();
             w.close().unwrap();
             let bytes = std::fs::metadata(&path).unwrap().len();
-            files.push(UsersFile { path, first_row_id: f * 3, rows: 3, bytes });
+            files.push(UsersFile { path, first_row_id: f * 3, rows: 3, bytes, addressable: None });
         }
         let set: RoaringBitmap = [0u32, 2, 4, 5, 9, 13, 14].into_iter().collect();
         let mut seen = Vec::new();

@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 use crate::audience::commands::{MaterializeOptions, Report, materialize};
+use crate::audience::export::ExportCompression;
 use crate::error::{Error, Result};
 use crate::query::SessionOptions;
 use crate::store::Store;
@@ -43,6 +44,10 @@ pub struct MaterializeArgs {
     /// Split each audience into files of at most this many rows.
     #[arg(long)]
     pub max_rows_per_file: Option<u64>,
+    /// Parquet compression. Contact columns are unique strings that compress less than 2×, so
+    /// files are written uncompressed unless they travel far.
+    #[arg(long, value_enum, default_value_t = ExportCompression::None)]
+    pub compression: ExportCompression,
     /// Pin now() / current_date for the audiences' queries, e.g. 2026-11-01.
     #[arg(long, value_parser = super::parse_now)]
     pub now: Option<chrono::DateTime<chrono::Utc>>,
@@ -80,6 +85,7 @@ pub fn run(args: MaterializeArgs) -> Result<()> {
             target: Some(args.out.join(format!("{name}.{ext}"))),
             changes_since: args.changes_since,
             max_rows_per_file: args.max_rows_per_file,
+            compression: Some(args.compression),
         };
         match rt.block_on(materialize(&session, name, &options)) {
             Ok(report) => {

@@ -944,6 +944,7 @@ impl KeptFile {
             ts_range: self.ts_range,
             row_ids: Some(ids_rel),
             row_id_ranges: self.row_id_ranges.finish(),
+            addressable: None,
         })
     }
 }

@@ -1,6 +1,8 @@
 //! Parquet data files as the store keeps them: the hidden row-id column first, bounded file size
 //! (a new file every `max_rows` rows) so that files can be read in parallel, small pages and an
-//! offset index so that a row selection skips I/O, and no dictionary for unique-ish columns.
+//! offset index so that a row selection skips I/O, and no dictionary for unique-ish columns. Each
+//! users file gets its row-addressable copy of the unique string columns alongside
+//! ([`crate::store::addressable`]).
 
 use std::fs::File;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use parquet::schema::types::ColumnPath;
 
 use crate::error::{IoContext, Result};
 use crate::store::StoreWriter;
+use crate::store::addressable::{self, AddressableWriter};
 use crate::store::layout;
 use crate::store::manifest::DataFile;
 use crate::tables::{ROW_ID_COLUMN, Table};
@@ -51,6 +54,8 @@ struct OpenFile {
     first_row_id: Option<u32>,
     ts_range: Option<(i64, i64)>,
     row_id_ranges: RowGroupRanges,
+    /// Users files: the row-addressable copy written alongside, and its relative path.
+    addressable: Option<(AddressableWriter, String)>,
 }
 
 /// The smallest and largest row id of each row group of a file being written, from the row ids
@@ -122,12 +127,6 @@ impl<'w> TableSink<'w> {
         for col in UNIQUE_COLUMNS {
             if schema.field_with_name(col).is_ok() && !(table.is_fact() && *col == "user_id") {
                 props = props.set_column_dictionary_enabled(ColumnPath::from(*col), false);
-                // Unique users strings (ids, names, contacts) barely compress, and decompressing
-                // them was a third of an audience export: members are scattered, so every page
-                // of the exported columns is read. They are stored uncompressed.
-                if table == Table::Users {
-                    props = props.set_column_compression(ColumnPath::from(*col), Compression::UNCOMPRESSED);
-                }
             }
         }
         TableSink {
@@ -174,6 +173,9 @@ impl<'w> TableSink<'w> {
                 file.row_id_ranges.add(part.column(0).as_primitive::<arrow::datatypes::UInt32Type>().values());
             }
             file.writer.write(&part)?;
+            if let Some((copy, _)) = &mut file.addressable {
+                copy.write(&part)?;
+            }
             file.rows += take as u64;
             self.rows += take as u64;
             offset += take;
@@ -187,6 +189,12 @@ impl<'w> TableSink<'w> {
         let f = File::create(&abs).io_context("create", &abs)?;
         let writer = ArrowWriter::try_new(f, Arc::clone(&self.schema), Some(self.props.clone()))?;
         let row_group = self.props.max_row_group_row_count().unwrap_or(1 << 20) as u64;
+        let addressable = if self.table == Table::Users {
+            let (copy_relative, copy_abs) = self.writer.new_file(addressable::path_for(&relative))?;
+            AddressableWriter::create(&copy_abs, &self.schema)?.map(|w| (w, copy_relative))
+        } else {
+            None
+        };
         self.current = Some(OpenFile {
             writer,
             relative,
@@ -195,6 +203,7 @@ impl<'w> TableSink<'w> {
             first_row_id: None,
             ts_range: None,
             row_id_ranges: RowGroupRanges::new(vec![row_group]),
+            addressable,
         });
         Ok(())
     }
@@ -204,6 +213,13 @@ impl<'w> TableSink<'w> {
             let f = file.writer.into_inner()?;
             f.sync_all().io_context("fsync", &file.abs)?;
             let bytes = f.metadata().io_context("stat", &file.abs)?.len();
+            let addressable = match file.addressable {
+                Some((copy, relative)) => {
+                    copy.finish()?;
+                    Some(relative)
+                }
+                None => None,
+            };
             self.done.push(DataFile {
                 path: file.relative,
                 rows: file.rows,
@@ -212,6 +228,7 @@ impl<'w> TableSink<'w> {
                 ts_range: file.ts_range,
                 row_ids: None,
                 row_id_ranges: file.row_id_ranges.finish(),
+                addressable,
             });
         }
         Ok(())

@@ -43,6 +43,8 @@ pub struct UsersFile {
     pub rows: u64,
     /// File size in bytes (DataFusion uses it to split files into byte ranges).
     pub bytes: u64,
+    /// Its row-addressable copy of the unique string columns, if it has one.
+    pub addressable: Option<PathBuf>,
 }
 
 /// A physical plan that reads only the rows of `selection` (row ids) from `files`, projected to
@@ -413,7 +415,7 @@ mod tests {
         writer.write(&batch).unwrap();
         writer.close().unwrap();
         let bytes = std::fs::metadata(&path).unwrap().len();
-        UsersFile { path, first_row_id: first, rows: u64::from(ROWS_PER_FILE), bytes }
+        UsersFile { path, first_row_id: first, rows: u64::from(ROWS_PER_FILE), bytes, addressable: None }
     }
 
     fn two_files(dir: &Path) -> Vec<UsersFile> {
@@ -643,12 +645,13 @@ mod tests {
 
     #[test]
     fn selection_is_relative_to_the_file() {
-        let file = UsersFile { path: PathBuf::from("x"), first_row_id: 1000, rows: 10, bytes: 0 };
+        let file = UsersFile { path: PathBuf::from("x"), first_row_id: 1000, rows: 10, bytes: 0, addressable: None };
         let bm: RoaringBitmap = [5, 999, 1000, 1001, 1005, 1009, 1010, 2000].into_iter().collect();
         let selection = file_row_selection(&bm, &file).unwrap();
         assert_eq!(selection.row_count(), 4);
         assert_eq!(selection.skipped_row_count(), 6);
-        let top = UsersFile { path: PathBuf::from("y"), first_row_id: u32::MAX - 1, rows: 2, bytes: 0 };
+        let top =
+            UsersFile { path: PathBuf::from("y"), first_row_id: u32::MAX - 1, rows: 2, bytes: 0, addressable: None };
         let bm: RoaringBitmap = [u32::MAX].into_iter().collect();
         assert_eq!(bm.range_cardinality(row_id_range(&top)), 1);
         assert_eq!(file_row_selection(&bm, &top).unwrap().row_count(), 1);

@@ -57,6 +57,8 @@ datafusion::common::extensions_options! {
     pub struct PersonaConfig {
         /// Answer audience predicates from the bitmap indexes.
         pub use_indexes: bool, default = true
+        /// Compression of audience Parquet files: none, snappy, zstd or lz4.
+        pub export_compression: String, default = "none".to_string()
     }
 }
 
@@ -109,7 +111,7 @@ impl Session {
     /// Builds a session over `snapshot`.
     pub fn new(snapshot: Snapshot, options: &SessionOptions) -> Result<Session> {
         let use_indexes = Arc::new(AtomicBool::new(options.use_indexes.unwrap_or(true)));
-        let pinned = Pinned::build(snapshot, options, &use_indexes)?;
+        let pinned = Pinned::build(snapshot, options, &use_indexes, None)?;
         Ok(Session {
             shared: Arc::new(Shared {
                 options: options.clone(),
@@ -123,9 +125,15 @@ impl Session {
         Arc::clone(&self.shared.pinned.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
-    /// Moves the session (and its clones) to `snapshot`; `SET persona.use_indexes` outlives the move.
+    /// Moves the session (and its clones) to `snapshot`; settings made with `SET` outlive the move.
     pub fn repin(&self, snapshot: Snapshot) -> Result<()> {
-        let pinned = Arc::new(Pinned::build(snapshot, &self.shared.options, &self.shared.use_indexes)?);
+        let settings = self.context().state().config().options().clone();
+        let pinned = Arc::new(Pinned::build(
+            snapshot,
+            &self.shared.options,
+            &self.shared.use_indexes,
+            Some(settings.as_ref().clone()),
+        )?);
         *self.shared.pinned.write().unwrap_or_else(std::sync::PoisonError::into_inner) = pinned;
         Ok(())
     }
@@ -143,17 +151,30 @@ impl Session {
 }
 
 impl Pinned {
-    fn build(snapshot: Snapshot, options: &SessionOptions, use_indexes: &Arc<AtomicBool>) -> Result<Pinned> {
+    /// `settings`: those of the version the session moves from, carried over.
+    fn build(
+        snapshot: Snapshot,
+        options: &SessionOptions,
+        use_indexes: &Arc<AtomicBool>,
+        settings: Option<datafusion::config::ConfigOptions>,
+    ) -> Result<Pinned> {
         let use_indexes = Arc::clone(use_indexes);
-        let persona_config = PersonaConfig { use_indexes: use_indexes.load(Ordering::Relaxed) };
-        let mut config = SessionConfig::new()
-            .with_information_schema(true)
-            .with_default_catalog_and_schema("persona", "public")
-            .with_option_extension(persona_config);
-        if let Some(n) = options.target_partitions {
-            config = config.with_target_partitions(n.max(1));
-        }
-        config.options_mut().sql_parser.collect_spans = true;
+        let mut config = match settings {
+            Some(settings) => SessionConfig::from(settings),
+            None => {
+                let persona_config =
+                    PersonaConfig { use_indexes: use_indexes.load(Ordering::Relaxed), ..Default::default() };
+                let mut config = SessionConfig::new()
+                    .with_information_schema(true)
+                    .with_default_catalog_and_schema("persona", "public")
+                    .with_option_extension(persona_config);
+                if let Some(n) = options.target_partitions {
+                    config = config.with_target_partitions(n.max(1));
+                }
+                config.options_mut().sql_parser.collect_spans = true;
+                config
+            }
+        };
         config.options_mut().execution.parquet.pushdown_filters = false;
         let index = open_index(&snapshot)?;
         let users_files = users_files_of(&snapshot)?;
@@ -277,6 +298,15 @@ impl Session {
         &self.shared.options
     }
 
+    /// How audience Parquet files are compressed (`SET persona.export_compression`).
+    pub fn export_compression(&self) -> Result<crate::audience::export::ExportCompression> {
+        let state = self.context().state();
+        match state.config().options().extensions.get::<PersonaConfig>() {
+            Some(config) => crate::audience::export::ExportCompression::parse(&config.export_compression),
+            None => Ok(crate::audience::export::ExportCompression::default()),
+        }
+    }
+
     /// The DataFusion context of the pinned version, for callers who need more than SQL.
     pub fn context(&self) -> SessionContext {
         self.pinned().ctx.clone()
@@ -333,6 +363,11 @@ impl Session {
             };
             self.shared.use_indexes.store(on, Ordering::Relaxed);
         }
+        if let LogicalPlan::Statement(PlanStatement::SetVariable(set)) = &plan
+            && set.variable.eq_ignore_ascii_case("persona.export_compression")
+        {
+            crate::audience::export::ExportCompression::parse(&set.value)?;
+        }
         Ok(plan)
     }
 
@@ -377,6 +412,7 @@ pub fn users_files_of(snapshot: &Snapshot) -> Result<Vec<bitmap_scan::UsersFile>
                     .ok_or_else(|| Error::corrupt(&f.path, "a users file has no first row id"))?,
                 rows: f.rows,
                 bytes: f.bytes,
+                addressable: f.addressable.as_deref().map(|p| layout::resolve(snapshot.root(), p)),
             })
         })
         .collect::<Result<Vec<_>>>()?;

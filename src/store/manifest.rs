@@ -77,6 +77,11 @@ pub struct DataFile {
     /// lookup of one user reads only the row groups that can hold its rows (empty: unknown).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub row_id_ranges: Vec<(u32, u32)>,
+    /// For users files: the row-addressable Arrow IPC copy of their unique string columns
+    /// ([`crate::store::addressable`]), which audience exports gather from (absent in stores
+    /// written before it existed; they read the Parquet file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addressable: Option<String>,
 }
 
 /// One segment of the id dictionary.
@@ -205,6 +210,7 @@ mod tests {
                 ts_range: None,
                 row_ids: None,
                 row_id_ranges: vec![(0, 2)],
+                addressable: Some("data/users/a.arrow".into()),
             }],
         );
         let bytes = m.to_bytes().unwrap();

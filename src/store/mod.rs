@@ -2,6 +2,7 @@
 //! [`Store`] is a cheap, thread-safe handle: any number of readers take [`Snapshot`]s, while one
 //! [`StoreWriter`] at a time (an OS lock) commits new versions.
 
+pub mod addressable;
 pub mod commit;
 pub mod fact_rows;
 pub mod io;

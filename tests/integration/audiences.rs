@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use arrow::array::AsArray;
+use arrow::array::{Array, AsArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::util::*;
@@ -268,20 +268,116 @@ fn a_statement_that_fails_midway_leaves_no_file_behind() {
     assert_eq!(state(&store), before, "no version, and no file left behind");
 }
 
+/// Every row of a Parquet file as `col=value|...` lines (NULL as `col=`), sorted.
+fn parquet_lines(path: &Path) -> Vec<String> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let columns: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap())
+            .collect();
+        for row in 0..batch.num_rows() {
+            let fields: Vec<String> = batch
+                .schema()
+                .fields()
+                .iter()
+                .zip(&columns)
+                .map(|(f, c)| {
+                    let c = c.as_string::<i32>();
+                    format!("{}={}", f.name(), if c.is_valid(row) { c.value(row) } else { "" })
+                })
+                .collect();
+            out.push(fields.join("|"));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The same lines from `persona sql` CSV output.
+fn csv_lines(csv: &str) -> Vec<String> {
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_string).collect();
+    let mut out: Vec<String> = reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            header.iter().zip(r.iter()).map(|(h, v)| format!("{h}={v}")).collect::<Vec<_>>().join("|")
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 #[test]
-fn unique_users_columns_are_stored_uncompressed_for_scattered_reads() {
+fn exports_gather_from_row_addressable_copies_and_match_a_plain_query() {
     let dir = tempfile::tempdir().unwrap();
-    let store = base_store(dir.path());
+    let store = create_store(dir.path().join("store"));
+    let inputs = dir.path().join("inputs");
+    let mut users = String::from("user_id,name,tier,phone,email\n");
+    for i in 0..3000 {
+        let email = if i % 7 == 0 { String::new() } else { format!("u{i}@mail.example") };
+        let tier = ["gold", "silver", "bronze"][i % 3];
+        users.push_str(&format!("u{i},Näme {i},{tier},+86{:09},{email}\n", i * 37));
+    }
+    import(&store, &[&write(&inputs, "users.csv", &users)]).unwrap();
+    // An update rewrites the users file (and its copy).
+    let update = "user_id,name,tier,phone,email\nu3,Renamed,gold,+8600,new@mail.example\nu4000,New,gold,+8601,\n";
+    import(&store, &[&write(&inputs.join("update"), "users.csv", update)]).unwrap();
     let snapshot = store.snapshot().unwrap();
-    let file = &snapshot.manifest().files(persona::Table::Users)[0];
-    let reader =
-        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(store.root().join(&file.path)).unwrap()).unwrap();
-    let group = &reader.metadata().row_groups()[0];
-    let compression = |name: &str| {
-        let i = group.columns().iter().position(|c| c.column_path().string() == name).unwrap();
-        group.column(i).compression()
-    };
-    assert_eq!(compression("user_id"), parquet::basic::Compression::UNCOMPRESSED);
-    assert_eq!(compression("name"), parquet::basic::Compression::UNCOMPRESSED);
-    assert!(matches!(compression("tier"), parquet::basic::Compression::SNAPPY), "other columns stay compressed");
+    for file in snapshot.manifest().files(persona::Table::Users) {
+        let copy = file.addressable.as_ref().expect("every users file has a copy");
+        assert!(store.root().join(copy).is_file(), "{copy}");
+    }
+    let root = store.root().to_path_buf();
+    let select = "SELECT tier, email, user_id, name, phone FROM users WHERE tier = 'gold' OR user_id LIKE 'u1%'";
+    run_sql(&root, &format!("CREATE AUDIENCE mixed AS {select}"));
+    let want = csv_lines(&run_sql(&root, select));
+    assert!(want.len() > 1000 && want.iter().any(|l| l.contains("name=Renamed")), "{}", want.len());
+
+    // One Parquet file (row groups encoded on the reader threads), split parts and CSV (batches).
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let whole = out.join("mixed.parquet");
+    run_sql(&root, &format!("MATERIALIZE AUDIENCE mixed TO '{}'", p(&whole)));
+    assert_eq!(parquet_lines(&whole), want);
+    let split = dir.path().join("split");
+    let status = persona(&[
+        "materialize",
+        "--store",
+        p(&root),
+        "--audience",
+        "mixed",
+        "--out",
+        p(&split),
+        "--max-rows-per-file",
+        "300",
+        "-q",
+    ]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    let mut parts: Vec<String> =
+        std::fs::read_dir(&split).unwrap().flat_map(|e| parquet_lines(&e.unwrap().path())).collect();
+    parts.sort();
+    assert_eq!(parts, want);
+    let csv_file = out.join("mixed.csv");
+    run_sql(&root, &format!("MATERIALIZE AUDIENCE mixed TO '{}'", p(&csv_file)));
+    assert_eq!(csv_lines(&std::fs::read_to_string(&csv_file).unwrap()), want);
+
+    // A store written before the copies existed reads the Parquet files instead.
+    let current = std::fs::read_to_string(persona::store::layout::current_file(&root)).unwrap();
+    let manifest_path = persona::store::layout::manifests_dir(&root).join(current.trim());
+    let mut manifest =
+        persona::store::manifest::Manifest::from_bytes(&std::fs::read(&manifest_path).unwrap(), &manifest_path)
+            .unwrap();
+    for file in manifest.tables.get_mut(&persona::Table::Users).unwrap() {
+        file.addressable = None;
+    }
+    std::fs::write(&manifest_path, manifest.to_bytes().unwrap()).unwrap();
+    let old = out.join("old.parquet");
+    run_sql(&root, &format!("MATERIALIZE AUDIENCE mixed TO '{}'", p(&old)));
+    assert_eq!(parquet_lines(&old), want);
 }

@@ -1,0 +1,341 @@
+//! Row-addressable copies of a users file's unique string columns (`user_id`, `name`, `phone`,
+//! `email`): an uncompressed Arrow IPC file beside the Parquet file, row for row, which an audience
+//! export maps into memory and gathers its members' values from by row number, without reading or
+//! decoding the pages of the members' neighbours. With one user in nine a member, every Parquet
+//! page of an exported column holds members, so the Parquet path decodes every value of it.
+//!
+//! The columns are stored as `Binary` so that opening a copy validates only offsets, not the
+//! UTF-8 of every value: the gathered values are validated when they become strings. Mapping is
+//! sound because committed store files are never written again (a new version writes new files).
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow::buffer::Buffer;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::ipc::reader::{FileDecoder, read_footer_length};
+use arrow::ipc::writer::FileWriter;
+
+use crate::error::{Error, IoContext, Result};
+use crate::ingest::writer::UNIQUE_COLUMNS;
+
+/// Rows per IPC batch: small batches from the import are coalesced up to this.
+const BATCH_ROWS: usize = 128 * 1024;
+
+/// The relative path of the copy of the users file at `parquet_relative`.
+pub fn path_for(parquet_relative: &str) -> String {
+    match parquet_relative.strip_suffix(".parquet") {
+        Some(stem) => format!("{stem}.arrow"),
+        None => format!("{parquet_relative}.arrow"),
+    }
+}
+
+/// The columns of a users file schema that get a copy: unique string columns.
+fn copied_columns(schema: &Schema) -> Vec<usize> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| UNIQUE_COLUMNS.contains(&f.name().as_str()) && *f.data_type() == DataType::Utf8)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Writes the copy while the users file is written, batch for batch.
+pub struct AddressableWriter {
+    path: PathBuf,
+    columns: Vec<usize>,
+    schema: SchemaRef,
+    writer: FileWriter<BufWriter<File>>,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+}
+
+impl std::fmt::Debug for AddressableWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddressableWriter").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl AddressableWriter {
+    /// A writer for the copy of users files in `file_schema` at `path`, or `None` when the schema
+    /// has no column to copy.
+    pub fn create(path: &Path, file_schema: &Schema) -> Result<Option<AddressableWriter>> {
+        let columns = copied_columns(file_schema);
+        if columns.is_empty() {
+            return Ok(None);
+        }
+        let fields: Vec<Field> =
+            columns.iter().map(|&i| Field::new(file_schema.field(i).name(), DataType::Binary, true)).collect();
+        let schema = Arc::new(Schema::new(fields));
+        let file = File::create(path).io_context("create", path)?;
+        let writer = FileWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema)?;
+        Ok(Some(AddressableWriter {
+            path: path.to_path_buf(),
+            columns,
+            schema,
+            writer,
+            pending: Vec::new(),
+            pending_rows: 0,
+        }))
+    }
+
+    /// Appends the rows of `batch` (in the users file schema).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let columns: Vec<ArrayRef> = self
+            .columns
+            .iter()
+            .map(|&i| arrow::compute::cast(batch.column(i), &DataType::Binary))
+            .collect::<std::result::Result<_, _>>()?;
+        self.pending.push(RecordBatch::try_new(Arc::clone(&self.schema), columns)?);
+        self.pending_rows += batch.num_rows();
+        if self.pending_rows >= BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = arrow::compute::concat_batches(&self.schema, &self.pending)?;
+        self.writer.write(&batch)?;
+        self.pending.clear();
+        self.pending_rows = 0;
+        Ok(())
+    }
+
+    /// Completes the file and makes it durable; returns its size in bytes.
+    pub fn finish(mut self) -> Result<u64> {
+        self.flush()?;
+        self.writer.finish()?;
+        let file = self.writer.into_inner()?.into_inner().map_err(|e| Error::Io {
+            op: "write",
+            path: self.path.clone(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().io_context("fsync", &self.path)?;
+        Ok(file.metadata().io_context("stat", &self.path)?.len())
+    }
+}
+
+/// An opened copy: its batches map the file; nothing is read until rows are gathered.
+#[derive(Debug)]
+pub struct AddressableCopy {
+    path: PathBuf,
+    names: Vec<String>,
+    batches: Vec<RecordBatch>,
+    /// The file row of each batch's first row.
+    starts: Vec<u64>,
+    rows: u64,
+}
+
+/// Copies opened by this process, by path, size and modification time (files are immutable, so
+/// an entry stays valid), so that repeated exports map and validate each file once.
+static OPENED: std::sync::LazyLock<std::sync::Mutex<Vec<Opened>>> = std::sync::LazyLock::new(Default::default);
+/// At most this many copies stay open (a copy costs a mapping, not memory).
+const OPENED_MAX: usize = 64;
+
+type OpenKey = (PathBuf, u64, Option<std::time::SystemTime>);
+type Opened = (OpenKey, Arc<AddressableCopy>);
+
+impl AddressableCopy {
+    /// The copy at `path`, opened once per process and kept among the recently used ones.
+    pub fn open_cached(path: &Path) -> Result<Arc<AddressableCopy>> {
+        let meta = std::fs::metadata(path).io_context("stat", path)?;
+        let key: OpenKey = (path.to_path_buf(), meta.len(), meta.modified().ok());
+        let lock = || OPENED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        {
+            let mut opened = lock();
+            if let Some(pos) = opened.iter().position(|(k, _)| *k == key) {
+                let entry = opened.remove(pos);
+                let copy = Arc::clone(&entry.1);
+                opened.push(entry);
+                return Ok(copy);
+            }
+        }
+        let copy = Arc::new(AddressableCopy::open(path)?);
+        let mut opened = lock();
+        opened.retain(|(k, _)| *k != key);
+        if opened.len() >= OPENED_MAX {
+            opened.remove(0);
+        }
+        opened.push((key, Arc::clone(&copy)));
+        Ok(copy)
+    }
+
+    /// Opens the copy at `path`: maps it and validates its offsets.
+    pub fn open(path: &Path) -> Result<AddressableCopy> {
+        let corrupt = |detail: String| Error::corrupt(path, format!("not a readable Arrow IPC copy: {detail}"));
+        let file = File::open(path).io_context("open", path)?;
+        let buffer = Buffer::from(bytes::Bytes::from_owner(map(&file, path)?));
+        let len = buffer.len();
+        if len < 10 {
+            return Err(corrupt(format!("{len} bytes is too short")));
+        }
+        let trailer: [u8; 10] = buffer[len - 10..].try_into().expect("ten bytes");
+        let footer_len = read_footer_length(trailer).map_err(|e| corrupt(e.to_string()))?;
+        let footer_start =
+            (len - 10).checked_sub(footer_len).ok_or_else(|| corrupt("the footer is longer than the file".into()))?;
+        let footer = arrow::ipc::root_as_footer(&buffer[footer_start..len - 10]).map_err(|e| corrupt(e.to_string()))?;
+        let schema = footer.schema().ok_or_else(|| corrupt("the footer has no schema".into()))?;
+        let schema = Arc::new(arrow::ipc::convert::fb_to_schema(schema));
+        let names = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let decoder = FileDecoder::new(Arc::clone(&schema), footer.version());
+        let mut batches = Vec::new();
+        let mut starts = Vec::new();
+        let mut rows = 0u64;
+        for block in footer.recordBatches().into_iter().flatten() {
+            let offset = usize::try_from(block.offset()).map_err(|_| corrupt("a negative block offset".into()))?;
+            let block_len = usize::try_from(block.bodyLength())
+                .ok()
+                .and_then(|body| body.checked_add(usize::try_from(block.metaDataLength()).ok()?))
+                .ok_or_else(|| corrupt("a negative block length".into()))?;
+            if offset.checked_add(block_len).is_none_or(|end| end > footer_start) {
+                return Err(corrupt("a block lies beyond the data".into()));
+            }
+            let data = buffer.slice_with_length(offset, block_len);
+            let batch = decoder
+                .read_record_batch(block, &data)
+                .map_err(|e| corrupt(e.to_string()))?
+                .ok_or_else(|| corrupt("a block holds no record batch".into()))?;
+            starts.push(rows);
+            rows += batch.num_rows() as u64;
+            batches.push(batch);
+        }
+        Ok(AddressableCopy { path: path.to_path_buf(), names, batches, starts, rows })
+    }
+
+    /// The columns the copy holds.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Columns `columns` (positions in [`Self::names`]) as `Utf8`, of file rows `rows`
+    /// (ascending), in pieces that follow the copy's batches: `f` gets each piece's columns and
+    /// how many of `rows` it covers.
+    pub fn gather(
+        &self,
+        rows: &[u32],
+        columns: &[usize],
+        mut f: impl FnMut(Vec<ArrayRef>, usize) -> Result<()>,
+    ) -> Result<()> {
+        let mut at = 0usize;
+        for (batch, &start) in self.batches.iter().zip(&self.starts) {
+            if at == rows.len() {
+                break;
+            }
+            let end = start + batch.num_rows() as u64;
+            let take = rows[at..].partition_point(|&r| u64::from(r) < end);
+            if take == 0 {
+                continue;
+            }
+            // Rows are ascending and every earlier batch took the rows before `start`.
+            let local = UInt32Array::from_iter_values(rows[at..at + take].iter().map(|&r| r - start as u32));
+            let gathered = columns
+                .iter()
+                .map(|&c| {
+                    let values = arrow::compute::take(batch.column(c).as_ref(), &local, None)?;
+                    arrow::compute::cast(&values, &DataType::Utf8)
+                        .map_err(|e| Error::corrupt(&self.path, format!("a value is not UTF-8 text: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            f(gathered, take)?;
+            at += take;
+        }
+        if at != rows.len() {
+            return Err(Error::corrupt(
+                &self.path,
+                format!("row {} was asked for, but the copy holds {} rows", rows[at], self.rows),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Maps a committed store file into memory.
+#[allow(unsafe_code)]
+fn map(file: &File, path: &Path) -> Result<memmap2::Mmap> {
+    // SAFETY: the mapping is undefined behaviour only if the file changes while mapped. Committed
+    // store files are immutable: Persona never writes, truncates or rewrites one after its commit
+    // (new versions write new files, and a writer only removes files no manifest references).
+    unsafe { memmap2::Mmap::map(file) }.io_context("map", path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray, StringArray, UInt32Array as RowIds};
+
+    fn users_batch(from: u32, n: u32) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("__row_id", DataType::UInt32, false),
+            Field::new("user_id", DataType::Utf8, false),
+            Field::new("tier", DataType::Utf8, true),
+            Field::new("email", DataType::Utf8, true),
+        ]));
+        let ids = RowIds::from_iter_values(from..from + n);
+        let users = StringArray::from_iter_values((from..from + n).map(|i| format!("u{i}")));
+        let tiers = StringArray::from_iter((from..from + n).map(|_| Some("gold")));
+        let emails = StringArray::from_iter((from..from + n).map(|i| (i % 3 != 0).then(|| format!("{i}@x.com"))));
+        RecordBatch::try_new(schema, vec![Arc::new(ids), Arc::new(users), Arc::new(tiers), Arc::new(emails)]).unwrap()
+    }
+
+    #[test]
+    fn gathered_rows_are_the_written_rows_across_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.arrow");
+        let first = users_batch(0, 100_000);
+        let mut writer = AddressableWriter::create(&path, &first.schema()).unwrap().unwrap();
+        // Uneven batches, coalesced into IPC batches of BATCH_ROWS.
+        writer.write(&first).unwrap();
+        writer.write(&users_batch(100_000, 70_000)).unwrap();
+        writer.write(&users_batch(170_000, 5)).unwrap();
+        writer.finish().unwrap();
+
+        let copy = AddressableCopy::open_cached(&path).unwrap();
+        assert_eq!(copy.names(), ["user_id", "email"], "tier is not a unique column");
+        assert!(Arc::ptr_eq(&copy, &AddressableCopy::open_cached(&path).unwrap()), "opened once");
+        assert_eq!(copy.rows(), 170_005);
+        let rows: Vec<u32> = vec![0, 3, 4, 131_071, 131_072, 150_000, 170_004];
+        let mut got = Vec::new();
+        copy.gather(&rows, &[1, 0], |columns, n| {
+            assert_eq!(columns[0].len(), n);
+            let (email, user) = (columns[0].as_string::<i32>(), columns[1].as_string::<i32>());
+            for k in 0..n {
+                got.push((user.value(k).to_string(), email.is_valid(k).then(|| email.value(k).to_string())));
+            }
+            Ok(())
+        })
+        .unwrap();
+        let want: Vec<(String, Option<String>)> =
+            rows.iter().map(|&i| (format!("u{i}"), (i % 3 != 0).then(|| format!("{i}@x.com")))).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_row_beyond_the_copy_and_a_damaged_file_are_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.arrow");
+        let batch = users_batch(0, 10);
+        let mut writer = AddressableWriter::create(&path, &batch.schema()).unwrap().unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        let copy = AddressableCopy::open(&path).unwrap();
+        let err = copy.gather(&[9, 10], &[0], |_, _| Ok(())).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 20]).unwrap();
+        let err = AddressableCopy::open(&path).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    }
+}
