@@ -5,7 +5,9 @@ use clap::Parser;
 
 fn main() {
     let cli = persona::cli::Cli::parse();
-    if let Err(e) = persona::cli::run(cli) {
+    let result = persona::cli::run(cli);
+    persona::store::io::finish_background_removals();
+    if let Err(e) = result {
         persona::cli::report_error(&e);
         let code = if matches!(e, persona::Error::Usage(_)) { 2 } else { 1 };
         std::process::exit(code);

@@ -455,6 +455,9 @@ impl PartSink {
             chunk.append_to_row_group(&mut group)?;
         }
         group.close()?;
+        // Start making the file durable while the readers encode the next row groups: the fsync
+        // at the end then waits for the last one only.
+        writer.inner().sync_data().io_context("fsync", &part.tmp)?;
         part.rows += rows as u64;
         self.rows += rows as u64;
         Ok(())
@@ -493,7 +496,7 @@ impl PartSink {
         }
         let mut written = Written { files: Vec::new(), rows: self.rows };
         for (tmp, target) in std::mem::take(&mut self.done) {
-            std::fs::rename(&tmp, &target).io_context("rename into place", &target)?;
+            crate::store::io::rename_over(&tmp, &target)?;
             written.files.push(target);
         }
         if self.max_rows.is_some() {

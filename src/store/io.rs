@@ -1,5 +1,6 @@
 //! Durable file operations used by the commit protocol: write-new-and-fsync, atomic replace,
-//! directory fsync. Every error names the operation and the path.
+//! directory fsync, and renaming a finished file over an old one whose blocks are freed off the
+//! caller's path. Every error names the operation and the path.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -45,4 +46,68 @@ pub fn create_dir_all(path: &Path) -> Result<()> {
 /// Reads a whole file.
 pub fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).io_context("read", path)
+}
+
+/// Renames `tmp` over `target` atomically. When `target` exists, its old contents are first given
+/// a second name (a hard link), so that the rename does not free its blocks, and that name is
+/// removed by a background thread: freeing a large file's blocks took as long as writing a tenth
+/// of it. [`finish_background_removals`] waits for those threads.
+pub fn rename_over(tmp: &Path, target: &Path) -> Result<()> {
+    let aside = target.with_file_name(format!(
+        ".{}.old-{:016x}",
+        target.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        rand::random::<u64>()
+    ));
+    let linked = target.exists() && std::fs::hard_link(target, &aside).is_ok();
+    if let Err(e) = std::fs::rename(tmp, target) {
+        if linked {
+            let _ = std::fs::remove_file(&aside);
+        }
+        return Err(e).io_context("rename into place", target);
+    }
+    if linked {
+        let handle = std::thread::spawn(move || {
+            let _ = std::fs::remove_file(&aside);
+        });
+        removals().push(handle);
+    }
+    Ok(())
+}
+
+/// Waits for the old files [`rename_over`] is still removing (call before the process exits).
+pub fn finish_background_removals() {
+    let handles: Vec<_> = removals().drain(..).collect();
+    for handle in handles {
+        let _ = handle.join();
+    }
+}
+
+fn removals() -> std::sync::MutexGuard<'static, Vec<std::thread::JoinHandle<()>>> {
+    static REMOVALS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> = std::sync::Mutex::new(Vec::new());
+    let mut handles = REMOVALS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    handles.retain(|h| !h.is_finished());
+    handles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rename_over_replaces_the_old_file_and_leaves_no_second_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.parquet");
+        std::fs::write(&target, b"old").unwrap();
+        let tmp = dir.path().join(".a.tmp");
+        std::fs::write(&tmp, b"new").unwrap();
+        rename_over(&tmp, &target).unwrap();
+        finish_background_removals();
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("a.parquet")]);
+        // A new name, with nothing to move aside.
+        std::fs::write(&tmp, b"newer").unwrap();
+        rename_over(&tmp, &dir.path().join("b.parquet")).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("b.parquet")).unwrap(), b"newer");
+    }
 }
