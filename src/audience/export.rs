@@ -243,8 +243,13 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<Vec<ArrayRef>> {
         .collect()
 }
 
-/// Encodes each users file's members into one Parquet row group, on the reader threads, so that
-/// the writing thread only appends encoded bytes.
+/// Rows after which an encoded row group is handed over (the writer appends and syncs it while
+/// the readers go on; a users file with 1 member in 9 makes about two).
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// Encodes the members of each users file into Parquet row groups of about [`ROW_GROUP_ROWS`]
+/// rows (never spanning two users files), on the reader threads, so that the writing thread
+/// only appends encoded bytes.
 struct EncodeRowGroups {
     factory: Arc<ArrowRowGroupWriterFactory>,
     schema: SchemaRef,
@@ -275,7 +280,11 @@ impl FileStage for EncodeRowGroups {
             }
         }
         state.rows += batch.num_rows();
-        Ok(None)
+        if state.rows < ROW_GROUP_ROWS {
+            return Ok(None);
+        }
+        let full = std::mem::replace(state, self.begin()?);
+        self.end(full)
     }
 
     fn end(&self, state: RowGroupInProgress) -> Result<Option<Self::Out>> {

@@ -139,7 +139,7 @@ fn read_member_file(
     }
     let ids: Vec<u32> = set.range(range).collect();
     let copy = match &file.addressable {
-        Some(path) => Some(AddressableCopy::open_cached(path)?),
+        Some(path) => Some(AddressableCopy::open_cached(path, columns)?),
         None => None,
     };
     // (position in `columns`, position in the copy) of the columns the copy holds.

@@ -274,7 +274,10 @@ impl IndexSet {
             Some(w) => w.clone(),
             None => self.universe(),
         };
-        let not_null = candidates - &*self.get(BitmapKind::Null, column, "")?;
+        let mut not_null = candidates - &*self.get(BitmapKind::Null, column, "")?;
+        // The universe comes run-compressed; roaring subtracts a bitmap from runs one value at a
+        // time, which made one comparison over 10 M users take 75 ms. Plain containers take 3.
+        not_null.remove_run_compression();
         let (mut lt, mut eq, mut gt) = (RoaringBitmap::new(), not_null.clone(), RoaringBitmap::new());
         match value.checked_sub(base) {
             Some(c) if c < 0 => {

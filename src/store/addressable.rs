@@ -140,14 +140,17 @@ static OPENED: std::sync::LazyLock<std::sync::Mutex<Vec<Opened>>> = std::sync::L
 /// At most this many copies stay open (a copy costs a mapping, not memory).
 const OPENED_MAX: usize = 64;
 
-type OpenKey = (PathBuf, u64, Option<std::time::SystemTime>);
+/// Path, size, modification time and the columns opened.
+type OpenKey = (PathBuf, u64, Option<std::time::SystemTime>, Vec<String>);
 type Opened = (OpenKey, Arc<AddressableCopy>);
 
 impl AddressableCopy {
-    /// The copy at `path`, opened once per process and kept among the recently used ones.
-    pub fn open_cached(path: &Path) -> Result<Arc<AddressableCopy>> {
+    /// The copy at `path` opened for `wanted` columns, once per process, and kept among the
+    /// recently used ones.
+    pub fn open_cached(path: &Path, wanted: &[&str]) -> Result<Arc<AddressableCopy>> {
         let meta = std::fs::metadata(path).io_context("stat", path)?;
-        let key: OpenKey = (path.to_path_buf(), meta.len(), meta.modified().ok());
+        let columns = wanted.iter().map(|c| c.to_string()).collect();
+        let key: OpenKey = (path.to_path_buf(), meta.len(), meta.modified().ok(), columns);
         let lock = || OPENED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         {
             let mut opened = lock();
@@ -158,7 +161,7 @@ impl AddressableCopy {
                 return Ok(copy);
             }
         }
-        let copy = Arc::new(AddressableCopy::open(path)?);
+        let copy = Arc::new(AddressableCopy::open(path, wanted)?);
         let mut opened = lock();
         opened.retain(|(k, _)| *k != key);
         if opened.len() >= OPENED_MAX {
@@ -168,8 +171,9 @@ impl AddressableCopy {
         Ok(copy)
     }
 
-    /// Opens the copy at `path`: maps it and validates its offsets.
-    pub fn open(path: &Path) -> Result<AddressableCopy> {
+    /// Opens the copy at `path` for those of `wanted` columns it holds (see [`Self::names`]): maps
+    /// it and validates their offsets (the others are not looked at).
+    pub fn open(path: &Path, wanted: &[&str]) -> Result<AddressableCopy> {
         let corrupt = |detail: String| Error::corrupt(path, format!("not a readable Arrow IPC copy: {detail}"));
         let file = File::open(path).io_context("open", path)?;
         let buffer = Buffer::from(bytes::Bytes::from_owner(map(&file, path)?));
@@ -184,8 +188,9 @@ impl AddressableCopy {
         let footer = arrow::ipc::root_as_footer(&buffer[footer_start..len - 10]).map_err(|e| corrupt(e.to_string()))?;
         let schema = footer.schema().ok_or_else(|| corrupt("the footer has no schema".into()))?;
         let schema = Arc::new(arrow::ipc::convert::fb_to_schema(schema));
-        let names = schema.fields().iter().map(|f| f.name().clone()).collect();
-        let decoder = FileDecoder::new(Arc::clone(&schema), footer.version());
+        let projection: Vec<usize> = wanted.iter().filter_map(|name| schema.index_of(name).ok()).collect();
+        let names = projection.iter().map(|&i| schema.field(i).name().clone()).collect();
+        let decoder = FileDecoder::new(Arc::clone(&schema), footer.version()).with_projection(projection);
         let mut batches = Vec::new();
         let mut starts = Vec::new();
         let mut rows = 0u64;
@@ -210,7 +215,7 @@ impl AddressableCopy {
         Ok(AddressableCopy { path: path.to_path_buf(), names, batches, starts, rows })
     }
 
-    /// The columns the copy holds.
+    /// The columns opened, in the order of `wanted`.
     pub fn names(&self) -> &[String] {
         &self.names
     }
@@ -301,13 +306,14 @@ mod tests {
         writer.write(&users_batch(170_000, 5)).unwrap();
         writer.finish().unwrap();
 
-        let copy = AddressableCopy::open_cached(&path).unwrap();
-        assert_eq!(copy.names(), ["user_id", "email"], "tier is not a unique column");
-        assert!(Arc::ptr_eq(&copy, &AddressableCopy::open_cached(&path).unwrap()), "opened once");
+        let wanted = ["email", "tier", "user_id"];
+        let copy = AddressableCopy::open_cached(&path, &wanted).unwrap();
+        assert_eq!(copy.names(), ["email", "user_id"], "tier is not a unique column");
+        assert!(Arc::ptr_eq(&copy, &AddressableCopy::open_cached(&path, &wanted).unwrap()), "opened once");
         assert_eq!(copy.rows(), 170_005);
         let rows: Vec<u32> = vec![0, 3, 4, 131_071, 131_072, 150_000, 170_004];
         let mut got = Vec::new();
-        copy.gather(&rows, &[1, 0], |columns, n| {
+        copy.gather(&rows, &[0, 1], |columns, n| {
             assert_eq!(columns[0].len(), n);
             let (email, user) = (columns[0].as_string::<i32>(), columns[1].as_string::<i32>());
             for k in 0..n {
@@ -329,13 +335,13 @@ mod tests {
         let mut writer = AddressableWriter::create(&path, &batch.schema()).unwrap().unwrap();
         writer.write(&batch).unwrap();
         writer.finish().unwrap();
-        let copy = AddressableCopy::open(&path).unwrap();
+        let copy = AddressableCopy::open(&path, &["user_id"]).unwrap();
         let err = copy.gather(&[9, 10], &[0], |_, _| Ok(())).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
 
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 20]).unwrap();
-        let err = AddressableCopy::open(&path).unwrap_err();
+        let err = AddressableCopy::open(&path, &["user_id"]).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     }
 }
