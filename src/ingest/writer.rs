@@ -18,8 +18,8 @@ use parquet::schema::types::ColumnPath;
 use crate::error::{IoContext, Result};
 use crate::store::StoreWriter;
 use crate::store::addressable::{self, AddressableWriter};
-use crate::store::layout;
 use crate::store::manifest::DataFile;
+use crate::store::{io, layout};
 use crate::tables::{ROW_ID_COLUMN, Table};
 
 /// Rows per users data file.
@@ -43,6 +43,8 @@ pub struct TableSink<'w> {
     dry_run: bool,
     current: Option<OpenFile>,
     done: Vec<DataFile>,
+    /// Closed files being made durable meanwhile ([`io::sync_later`]); `finish` waits for them.
+    syncing: Vec<std::thread::JoinHandle<Result<()>>>,
     rows: u64,
 }
 
@@ -138,6 +140,7 @@ impl<'w> TableSink<'w> {
             dry_run,
             current: None,
             done: Vec::new(),
+            syncing: Vec::new(),
             rows: 0,
         }
     }
@@ -211,11 +214,12 @@ impl<'w> TableSink<'w> {
     fn close_current(&mut self) -> Result<()> {
         if let Some(file) = self.current.take() {
             let f = file.writer.into_inner()?;
-            f.sync_all().io_context("fsync", &file.abs)?;
             let bytes = f.metadata().io_context("stat", &file.abs)?.len();
+            self.syncing.push(io::sync_later(f, file.abs.clone()));
             let addressable = match file.addressable {
                 Some((copy, relative)) => {
-                    copy.finish()?;
+                    let path = layout::resolve(self.writer.store().root(), &relative);
+                    self.syncing.push(io::sync_later(copy.finish()?, path));
                     Some(relative)
                 }
                 None => None,
@@ -234,9 +238,11 @@ impl<'w> TableSink<'w> {
         Ok(())
     }
 
-    /// Closes the last file; returns the files written and the rows written (or counted).
+    /// Closes the last file and waits until every file is durable; returns the files written and
+    /// the rows written (or counted).
     pub fn finish(mut self) -> Result<(Vec<DataFile>, u64)> {
         self.close_current()?;
+        io::wait_synced(std::mem::take(&mut self.syncing))?;
         Ok((std::mem::take(&mut self.done), self.rows))
     }
 }

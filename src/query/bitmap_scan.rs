@@ -73,6 +73,13 @@ pub fn bitmap_scan(
         };
         return row_count_only(total, limit);
     }
+    // Contact columns of selected users: gathered from the row-addressable copies.
+    if let (Some(bm), Some(indices)) = (selection, projection) {
+        let projected = Arc::new(table_schema.project(indices)?);
+        if let Some(plan) = crate::query::gather_scan::gather_scan(files, projected, bm, limit, target_partitions)? {
+            return Ok(plan);
+        }
+    }
     // Per file: how many rows are selected, and the access plan when only some are.
     let mut planned: Vec<(PartitionedFile, u64)> = Vec::with_capacity(files.len());
     let mut metadata: HashMap<StorePath, Arc<ParquetMetaData>> = HashMap::new();
@@ -182,7 +189,7 @@ pub(crate) fn file_row_selection(bm: &RoaringBitmap, file: &UsersFile) -> Result
 /// Assigns each file (by its selected row count) to one of at most `target_partitions` groups:
 /// contiguous, monotonic, starting at 0 with no gaps, balanced by selected rows. A file goes to the
 /// group its midpoint in the cumulative count falls into.
-fn balanced_groups(counts: &[u64], target_partitions: usize) -> Vec<usize> {
+pub(crate) fn balanced_groups(counts: &[u64], target_partitions: usize) -> Vec<usize> {
     let groups = target_partitions.clamp(1, counts.len().max(1)) as u128;
     let total: u128 = counts.iter().map(|&n| u128::from(n)).sum::<u128>().max(1);
     let mut before = 0u128;

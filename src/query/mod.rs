@@ -10,6 +10,7 @@ pub mod dense_agg_rule;
 pub mod dense_state;
 pub mod dict_filter;
 pub mod facts_provider;
+pub mod gather_scan;
 pub mod now;
 pub mod planner;
 #[cfg(test)]

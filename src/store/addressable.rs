@@ -109,8 +109,10 @@ impl AddressableWriter {
         Ok(())
     }
 
-    /// Completes the file and makes it durable; returns its size in bytes.
-    pub fn finish(mut self) -> Result<u64> {
+    /// Completes the file; returns it (to be made durable by the caller, see [`sync_later`]).
+    ///
+    /// [`sync_later`]: crate::store::io::sync_later
+    pub fn finish(mut self) -> Result<File> {
         self.flush()?;
         self.writer.finish()?;
         let file = self.writer.into_inner()?.into_inner().map_err(|e| Error::Io {
@@ -118,8 +120,7 @@ impl AddressableWriter {
             path: self.path.clone(),
             source: e.into_error(),
         })?;
-        file.sync_all().io_context("fsync", &self.path)?;
-        Ok(file.metadata().io_context("stat", &self.path)?.len())
+        Ok(file)
     }
 }
 

@@ -89,6 +89,26 @@ fn removals() -> std::sync::MutexGuard<'static, Vec<std::thread::JoinHandle<()>>
     handles
 }
 
+/// Makes `file` durable on a background thread, so that the caller writes its next file while the
+/// kernel writes this one out; the handle's `join` gives the outcome. A commit must wait for every
+/// such handle before it writes its manifest.
+pub fn sync_later(file: File, path: std::path::PathBuf) -> std::thread::JoinHandle<Result<()>> {
+    std::thread::spawn(move || file.sync_all().io_context("fsync", &path))
+}
+
+/// Waits for the fsyncs of [`sync_later`]; the first failure is returned.
+pub fn wait_synced(handles: Vec<std::thread::JoinHandle<Result<()>>>) -> Result<()> {
+    let mut outcome = Ok(());
+    for handle in handles {
+        let result =
+            handle.join().unwrap_or_else(|_| Err(crate::error::Error::Internal("an fsync thread panicked".into())));
+        if outcome.is_ok() {
+            outcome = result;
+        }
+    }
+    outcome
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
