@@ -1,6 +1,7 @@
-//! Users as sets and as rows: the users rows of a set of row ids (read from the users files with
-//! a row selection, in row-id order), the row ids of `user_id` strings (through the id
-//! dictionary), suppression files of user_ids, and the deterministic holdout.
+//! Users as sets and as rows: the users rows of a set of row ids (in row-id order, gathered from
+//! the users files' row-addressable copies or read from the Parquet files with a row selection),
+//! the row ids of `user_id` strings (through the id dictionary), suppression files of user_ids,
+//! and the deterministic holdout.
 
 use std::fs::File;
 use std::path::Path;
@@ -156,12 +157,7 @@ fn read_member_file(
     let Some(copy) = copy.filter(|_| !copied.is_empty()) else {
         return read_parquet_rows(file, set, &ids, columns, f);
     };
-    if copy.rows() != file.rows {
-        return Err(Error::corrupt(
-            file.addressable.as_deref().unwrap_or(&file.path),
-            format!("the copy holds {} rows, its users file {}", copy.rows(), file.rows),
-        ));
-    }
+    copy.check_rows(file.rows)?;
     let positions: Vec<u32> = ids.iter().map(|id| id - file.first_row_id).collect();
     let in_copy: Vec<usize> = copied.iter().map(|&(_, k)| k).collect();
     let rest: Vec<&str> =

@@ -51,12 +51,7 @@ pub fn gather_scan(
         if copy.names().len() != columns.len() {
             return Ok(None);
         }
-        if copy.rows() != file.rows {
-            return Err(Error::corrupt(
-                path,
-                format!("the copy holds {} rows, its users file {}", copy.rows(), file.rows),
-            ));
-        }
+        copy.check_rows(file.rows)?;
         planned.push(Planned { first_row_id: file.first_row_id, range: row_id_range(file), selected, copy });
     }
     let counts: Vec<u64> = planned.iter().map(|p| p.selected).collect();

@@ -225,6 +225,14 @@ impl AddressableCopy {
         self.rows
     }
 
+    /// Fails (the store is damaged) unless the copy holds as many rows as its users file.
+    pub fn check_rows(&self, users_rows: u64) -> Result<()> {
+        if self.rows == users_rows {
+            return Ok(());
+        }
+        Err(Error::corrupt(&self.path, format!("the copy holds {} rows, its users file {users_rows}", self.rows)))
+    }
+
     /// Columns `columns` (positions in [`Self::names`]) as `Utf8`, of file rows `rows`
     /// (ascending), in pieces that follow the copy's batches: `f` gets each piece's columns and
     /// how many of `rows` it covers.

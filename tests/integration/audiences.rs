@@ -367,6 +367,19 @@ fn exports_gather_from_row_addressable_copies_and_match_a_plain_query() {
     run_sql(&root, &format!("MATERIALIZE AUDIENCE mixed TO '{}'", p(&csv_file)));
     assert_eq!(csv_lines(&std::fs::read_to_string(&csv_file).unwrap()), want);
 
+    // A damaged copy is reported as such, with its path, and nothing is written.
+    let copy = root.join(snapshot.manifest().files(persona::Table::Users)[0].addressable.as_ref().unwrap());
+    let intact = std::fs::read(&copy).unwrap();
+    std::fs::write(&copy, &intact[..intact.len() / 2]).unwrap();
+    let damaged = out.join("damaged.parquet");
+    let failed =
+        persona(&["sql", "--store", p(&root), "-c", &format!("MATERIALIZE AUDIENCE mixed TO '{}'", p(&damaged))]);
+    let message = text(&failed.stderr);
+    assert!(!failed.status.success() && message.contains("not a readable Arrow IPC copy"), "{message}");
+    assert!(message.contains(copy.file_name().unwrap().to_str().unwrap()), "{message}");
+    assert!(!damaged.exists());
+    std::fs::write(&copy, &intact).unwrap();
+
     // A store written before the copies existed reads the Parquet files instead.
     let current = std::fs::read_to_string(persona::store::layout::current_file(&root)).unwrap();
     let manifest_path = persona::store::layout::manifests_dir(&root).join(current.trim());
