@@ -367,6 +367,24 @@ fn exports_gather_from_row_addressable_copies_and_match_a_plain_query() {
     run_sql(&root, &format!("MATERIALIZE AUDIENCE mixed TO '{}'", p(&csv_file)));
     assert_eq!(csv_lines(&std::fs::read_to_string(&csv_file).unwrap()), want);
 
+    // The codec is a session setting that outlives the version a catalog statement moves to.
+    let codec = |path: &Path| {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap();
+        reader.metadata().row_group(0).column(0).compression()
+    };
+    assert_eq!(codec(&whole), parquet::basic::Compression::UNCOMPRESSED, "the default");
+    let zstd = out.join("zstd.parquet");
+    run_sql(
+        &root,
+        &format!(
+            "SET persona.export_compression = 'zstd'; CREATE OR REPLACE AUDIENCE mixed AS {select}; \
+             MATERIALIZE AUDIENCE mixed TO '{}'",
+            p(&zstd)
+        ),
+    );
+    assert!(matches!(codec(&zstd), parquet::basic::Compression::ZSTD(_)), "{:?}", codec(&zstd));
+    assert_eq!(parquet_lines(&zstd), want);
+
     // A damaged copy is reported as such, with its path, and nothing is written.
     let copy = root.join(snapshot.manifest().files(persona::Table::Users)[0].addressable.as_ref().unwrap());
     let intact = std::fs::read(&copy).unwrap();
