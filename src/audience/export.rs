@@ -50,7 +50,7 @@ impl FileFormat {
 }
 
 /// How audience Parquet files are compressed. Uncompressed by default: contact columns are unique
-/// strings that compress less than 2×, and compressing them costs more than gathering them.
+/// strings that shrink about 2.3× with snappy, and compressing them adds about 60 % to an export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ExportCompression {
     #[default]
