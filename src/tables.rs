@@ -250,6 +250,25 @@ pub struct ColumnDef {
     pub ty: ColumnType,
 }
 
+/// `columns` cast to the types of `schema`'s first fields (string views become the plain strings
+/// every tool reads; columns already of the right type are kept as they are).
+pub fn cast_to_schema(
+    columns: &[arrow::array::ArrayRef],
+    schema: &Schema,
+) -> crate::error::Result<Vec<arrow::array::ArrayRef>> {
+    columns
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(std::sync::Arc::clone(c))
+            } else {
+                arrow::compute::cast(c, f.data_type()).map_err(crate::error::Error::from)
+            }
+        })
+        .collect()
+}
+
 /// The schema SQL sees for these columns (all nullable, no row id).
 pub fn sql_schema(columns: &[ColumnDef]) -> SchemaRef {
     Arc::new(Schema::new(columns.iter().map(|c| Field::new(&c.name, c.ty.arrow_type(), true)).collect::<Vec<_>>()))

@@ -26,7 +26,7 @@ use crate::audience::evaluate::Export;
 use crate::audience::members::{FileStage, for_each_member_batch, for_each_member_staged};
 use crate::error::{Error, IoContext, Result};
 use crate::query::Session;
-use crate::tables::Table;
+use crate::tables::{Table, cast_to_schema};
 
 /// A file format for audience files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +159,7 @@ async fn write_rows(
         Rows::Changes { added, removed } => (added, Some(removed)),
     };
     let label = |batch: &RecordBatch, change: &str| -> Result<RecordBatch> {
-        let mut columns = conform(batch, schema)?;
+        let mut columns = cast_to_schema(batch.columns(), schema)?;
         if !with_change {
             return Ok(RecordBatch::try_new(Arc::clone(schema), columns)?);
         }
@@ -170,9 +170,11 @@ async fn write_rows(
         Export::UsersColumns(columns) => {
             let names: Vec<&str> = columns.iter().map(String::as_str).collect();
             let files = crate::query::users_files_of(&session.snapshot())?;
-            if removed.is_none() && sink.format == FileFormat::Parquet && sink.max_rows.is_none() {
-                // One Parquet file: the readers also encode, one row group per users file.
-                let stage = EncodeRowGroups { factory: sink.row_groups()?, schema: Arc::clone(schema) };
+            if removed.is_none()
+                && let Some(factory) = sink.row_groups()?
+            {
+                // One Parquet file: the readers also encode the row groups.
+                let stage = EncodeRowGroups { factory, schema: Arc::clone(schema) };
                 for_each_member_staged(&files, keep, &names, &stage, |(chunks, rows)| {
                     sink.append_row_group(chunks, rows)
                 })?;
@@ -226,23 +228,6 @@ async fn write_rows(
     Ok(())
 }
 
-/// `batch`'s columns cast to the types of `schema` (string views leave as plain strings, which
-/// every tool reads), under `schema`'s first columns.
-fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<Vec<ArrayRef>> {
-    batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(Arc::clone(c))
-            } else {
-                arrow::compute::cast(c, f.data_type()).map_err(Error::from)
-            }
-        })
-        .collect()
-}
-
 /// Rows after which an encoded row group is handed over (the writer appends and syncs it while
 /// the readers go on; a users file with 1 member in 9 makes about two).
 const ROW_GROUP_ROWS: usize = 64 * 1024;
@@ -269,7 +254,7 @@ impl FileStage for EncodeRowGroups {
     }
 
     fn batch(&self, state: &mut RowGroupInProgress, batch: RecordBatch, _: Vec<u32>) -> Result<Option<Self::Out>> {
-        let columns = conform(&batch, &self.schema)?;
+        let columns = cast_to_schema(batch.columns(), &self.schema)?;
         let mut writers = state.writers.iter_mut();
         for (field, column) in self.schema.fields().iter().zip(&columns) {
             for leaf in compute_leaves(field, column)? {
@@ -435,11 +420,12 @@ impl PartSink {
         Ok(())
     }
 
-    /// Turns the (single, unsplit) Parquet file into one written as row groups encoded by the
-    /// caller with the returned factory, appended with [`PartSink::append_row_group`].
-    fn row_groups(&mut self) -> Result<Arc<ArrowRowGroupWriterFactory>> {
+    /// When the sink writes one unsplit Parquet file, turns it into one written as row groups
+    /// encoded by the caller with the returned factory, appended with
+    /// [`PartSink::append_row_group`]; `None` otherwise (split parts, CSV).
+    fn row_groups(&mut self) -> Result<Option<Arc<ArrowRowGroupWriterFactory>>> {
         if self.format != FileFormat::Parquet || self.max_rows.is_some() || !self.done.is_empty() {
-            return Err(Error::Internal("encoded row groups go to one unsplit Parquet file".into()));
+            return Ok(None);
         }
         if self.current.is_none() {
             self.open()?;
@@ -450,7 +436,7 @@ impl PartSink {
         };
         let (writer, factory) = writer.into_serialized_writer()?;
         self.current = Some(OpenPart { tmp, target, writer: PartWriter::RowGroups(writer), rows });
-        Ok(Arc::new(factory))
+        Ok(Some(Arc::new(factory)))
     }
 
     /// Appends a row group of `rows` rows encoded with the factory of [`PartSink::row_groups`].

@@ -144,14 +144,7 @@ pub fn bitmap_scan(
         }
     }
 
-    let mut statistics = Statistics::new_unknown(&table_schema);
-    statistics.num_rows = Precision::Exact(num_rows);
-    // The users columns the contract requires have no NULLs: `count(user_id)` is as free as `count(*)`.
-    for name in crate::tables::Table::Users.non_null_columns() {
-        if let Ok(i) = table_schema.index_of(name) {
-            statistics.column_statistics[i].null_count = Precision::Exact(0);
-        }
-    }
+    let statistics = users_statistics(&table_schema, Precision::Exact(num_rows));
 
     let factory = PreloadedReaderFactory { store: Arc::new(LocalFileSystem::new()), metadata };
     let source = ParquetSource::new(Arc::clone(&table_schema)).with_parquet_file_reader_factory(Arc::new(factory));
@@ -162,6 +155,19 @@ pub fn bitmap_scan(
         .with_statistics(statistics)
         .build();
     Ok(DataSourceExec::from_data_source(config))
+}
+
+/// Statistics of a users scan yielding `rows` rows of `schema`: the users columns the contract
+/// requires have no NULLs, so `count(user_id)` is as free as `count(*)`.
+pub(crate) fn users_statistics(schema: &arrow::datatypes::Schema, rows: Precision<usize>) -> Statistics {
+    let mut statistics = Statistics::new_unknown(schema);
+    statistics.num_rows = rows;
+    for name in crate::tables::Table::Users.non_null_columns() {
+        if let Ok(i) = schema.index_of(name) {
+            statistics.column_statistics[i].null_count = Precision::Exact(0);
+        }
+    }
+    statistics
 }
 
 /// The row ids of `file` as bounds usable with roaring (the end may be 2^32, past `u32::MAX`).

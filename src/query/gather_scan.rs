@@ -22,8 +22,9 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Par
 use roaring::RoaringBitmap;
 
 use crate::error::{Error, Result};
-use crate::query::bitmap_scan::{UsersFile, balanced_groups, row_id_range};
-use crate::store::addressable::AddressableCopy;
+use crate::query::bitmap_scan::{UsersFile, balanced_groups, row_id_range, users_statistics};
+use crate::store::addressable::{self, AddressableCopy};
+use crate::tables::cast_to_schema;
 
 /// The plan, or `None` when a projected column is not in every selected file's copy (then the
 /// Parquet files are read).
@@ -34,8 +35,12 @@ pub fn gather_scan(
     limit: Option<usize>,
     target_partitions: usize,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    // Decided from the names first: opening a copy validates its offsets.
     if projected.fields().is_empty()
-        || projected.fields().iter().any(|f| !matches!(f.data_type(), DataType::Utf8 | DataType::Utf8View))
+        || projected
+            .fields()
+            .iter()
+            .any(|f| !addressable::holds(f.name()) || !matches!(f.data_type(), DataType::Utf8 | DataType::Utf8View))
     {
         return Ok(None);
     }
@@ -145,16 +150,7 @@ impl ExecutionPlan for GatherScanExec {
             None => Precision::Exact(self.num_rows),
             Some(_) => Precision::Inexact(self.num_rows),
         };
-        let mut statistics = Statistics::new_unknown(&self.schema);
-        statistics.num_rows = rows;
-        if partition.is_none() {
-            // The users columns the contract requires have no NULLs: `count(user_id)` is free.
-            for name in crate::tables::Table::Users.non_null_columns() {
-                if let Ok(i) = self.schema.index_of(name) {
-                    statistics.column_statistics[i].null_count = Precision::Exact(0);
-                }
-            }
-        }
+        let statistics = users_statistics(&self.schema, rows);
         Ok(Arc::new(statistics))
     }
 
@@ -179,13 +175,7 @@ impl ExecutionPlan for GatherScanExec {
                 rows.truncate(remaining);
                 remaining -= rows.len();
                 let sent = file.copy.gather(&rows, &positions, |columns, _| {
-                    let columns = columns
-                        .into_iter()
-                        .zip(schema.fields())
-                        .map(|(c, f)| {
-                            if c.data_type() == f.data_type() { Ok(c) } else { arrow::compute::cast(&c, f.data_type()) }
-                        })
-                        .collect::<std::result::Result<Vec<_>, _>>()?;
+                    let columns = cast_to_schema(&columns, &schema)?;
                     let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
                     tx.blocking_send(Ok(batch)).map_err(|_| Error::Internal("the scan's consumer stopped".into()))
                 });

@@ -33,13 +33,18 @@ pub fn path_for(parquet_relative: &str) -> String {
     }
 }
 
+/// Whether copies hold users column `name` (when the users file has it as a string column).
+pub fn holds(name: &str) -> bool {
+    UNIQUE_COLUMNS.contains(&name)
+}
+
 /// The columns of a users file schema that get a copy: unique string columns.
 fn copied_columns(schema: &Schema) -> Vec<usize> {
     schema
         .fields()
         .iter()
         .enumerate()
-        .filter(|(_, f)| UNIQUE_COLUMNS.contains(&f.name().as_str()) && *f.data_type() == DataType::Utf8)
+        .filter(|(_, f)| holds(f.name()) && *f.data_type() == DataType::Utf8)
         .map(|(i, _)| i)
         .collect()
 }
