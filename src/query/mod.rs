@@ -15,10 +15,13 @@ pub mod now;
 pub mod planner;
 #[cfg(test)]
 mod prop_tests;
+pub mod row_order;
 pub mod sugar;
 pub mod tag_overlap_rule;
 pub mod udf;
 pub mod users_provider;
+pub mod window_exec;
+pub mod window_rule;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +35,8 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::{LogicalPlan, ScalarUDF, Statement as PlanStatement};
 use datafusion::optimizer::{Analyzer, AnalyzerRule, Optimizer, OptimizerRule};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 pub use crate::audience::statement::Statement;
@@ -270,6 +275,7 @@ impl Pinned {
             .with_analyzer_rules(analyzer_rules)
             .with_optimizer_rules(rules)
             .with_query_planner(Arc::new(query_planner))
+            .with_physical_optimizer_rules(physical_rules(&use_indexes))
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udf(audience_udf.as_ref().clone());
@@ -286,6 +292,15 @@ impl Pinned {
         crate::audience::tables::register(&ctx, &snapshot, &index, &users_files, &audiences)?;
         Ok(Pinned { ctx, snapshot, index })
     }
+}
+
+/// DataFusion's physical rules, with Persona's window-chain rule before the final sanity check
+/// (after every rule that places sorts and partitions).
+fn physical_rules(use_indexes: &Arc<AtomicBool>) -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
+    let mut rules = PhysicalOptimizer::new().rules;
+    let at = rules.iter().position(|r| r.name() == "SanityCheckPlan").unwrap_or(rules.len());
+    rules.insert(at, Arc::new(window_rule::WindowChainRule { use_indexes: Arc::clone(use_indexes) }));
+    rules
 }
 
 impl Session {

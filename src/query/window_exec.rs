@@ -1,0 +1,293 @@
+//! [`WindowChainExec`]: a stack of window nodes, each over its own full sort, answered from one
+//! buffered copy of their input. Each level orders row numbers by its sort keys
+//! ([`row_order::sorted_indices`]), gathers only the columns its window functions read, has
+//! DataFusion's own window expressions evaluate each partition in that order, and scatters the
+//! results back to input order; the last level's order is the output order.
+//!
+//! ```text
+//!  input ──▶ buffer ──▶ level 1: order₁ → gather → window exprs → scatter ──▶ (projection)
+//!                      level 2: order₂ → …                                 ──▶ …
+//!                      level k: orderₖ → gather every column ──────────────▶ output, in orderₖ
+//! ```
+//! DataFusion would instead sort and copy every column of every row once per level, each time
+//! comparing the keys (strings included) row against row. Window semantics stay DataFusion's:
+//! only the sorting is ours. Built by [`crate::query::window_rule`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, UInt32Array, new_null_array};
+use arrow::compute::{SortOptions, concat, concat_batches, take};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::common::Result as DfResult;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::utils::evaluate_partition_ranges;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::utils::collect_columns;
+use datafusion::physical_expr::window::StandardWindowExpr;
+use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
+use datafusion::physical_plan::windows::WindowExpr;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties,
+};
+use futures::StreamExt;
+
+use crate::error::{Error, Result};
+use crate::query::row_order::{self, RankCache};
+
+/// One window node of the chain and the sort beneath it.
+#[derive(Debug, Clone)]
+pub struct WindowLevel {
+    /// The order the replaced sort produced, over the level's input.
+    pub sort: Vec<PhysicalSortExpr>,
+    /// The window node's expressions (they share `PARTITION BY`).
+    pub window_exprs: Vec<Arc<dyn WindowExpr>>,
+    /// The window node's output schema: its input's columns, then one per expression.
+    pub schema: SchemaRef,
+    /// A projection between this window node and the next level's sort, with its schema.
+    pub projection: Option<(Vec<Arc<dyn PhysicalExpr>>, SchemaRef)>,
+}
+
+/// Executes window levels (bottom first) over one buffered input; see the module doc.
+#[derive(Debug)]
+pub struct WindowChainExec {
+    input: Arc<dyn ExecutionPlan>,
+    levels: Vec<WindowLevel>,
+    properties: Arc<PlanProperties>,
+}
+
+impl WindowChainExec {
+    /// `top` is the window node the chain replaces; its output is what this node promises.
+    pub fn new(input: Arc<dyn ExecutionPlan>, levels: Vec<WindowLevel>, top: &Arc<dyn ExecutionPlan>) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            top.equivalence_properties().clone(),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        WindowChainExec { input, levels, properties }
+    }
+
+    pub fn levels(&self) -> &[WindowLevel] {
+        &self.levels
+    }
+}
+
+impl DisplayAs for WindowChainExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "WindowChainExec: ")?;
+        for (i, level) in self.levels.iter().enumerate() {
+            let names: Vec<&str> = level.window_exprs.iter().map(|w| w.name()).collect();
+            let sort: Vec<String> = level.sort.iter().map(|s| s.to_string()).collect();
+            if i > 0 {
+                write!(f, "; ")?;
+            }
+            write!(f, "sort=[{}] windows=[{}]", sort.join(", "), names.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for WindowChainExec {
+    fn name(&self) -> &str {
+        "WindowChainExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        for level in &self.levels {
+            let exprs = level.sort.iter().map(|s| &s.expr).chain(level.projection.iter().flat_map(|(p, _)| p.iter()));
+            for e in exprs {
+                if f(e)? == TreeNodeRecursion::Stop {
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let [input] = <[_; 1]>::try_from(children)
+            .map_err(|_| Error::Internal("WindowChainExec has exactly one child".into()))?;
+        Ok(Arc::new(WindowChainExec { input, levels: self.levels.clone(), properties: Arc::clone(&self.properties) }))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(Error::Internal(format!("WindowChainExec has one partition, not {}", partition + 1)).into());
+        }
+        let streams = (0..self.input.output_partitioning().partition_count())
+            .map(|p| self.input.execute(p, Arc::clone(&context)))
+            .collect::<DfResult<Vec<_>>>()?;
+        let job = Job {
+            input_schema: self.input.schema(),
+            levels: self.levels.clone(),
+            workers: context.session_config().target_partitions().max(1),
+            batch_size: context.session_config().batch_size().max(1),
+        };
+        let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema(), 2);
+        let tx = builder.tx();
+        builder.spawn(async move {
+            let mut all = futures::stream::select_all(streams);
+            let mut batches = Vec::new();
+            while let Some(batch) = all.next().await {
+                batches.push(batch?);
+            }
+            tokio::task::spawn_blocking(move || job.run(batches, |b| tx.blocking_send(Ok(b)).is_ok()))
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))??;
+            Ok(())
+        });
+        Ok(builder.build())
+    }
+}
+
+/// Everything one execution needs, owned by its blocking thread.
+struct Job {
+    input_schema: SchemaRef,
+    levels: Vec<WindowLevel>,
+    workers: usize,
+    batch_size: usize,
+}
+
+impl Job {
+    /// Evaluates every level over `batches` and sends the result, in the last level's order, in
+    /// batches of `batch_size` rows until `send` says the receiver is gone.
+    fn run(&self, batches: Vec<RecordBatch>, mut send: impl FnMut(RecordBatch) -> bool) -> Result<()> {
+        let mut batch = concat_batches(&self.input_schema, &batches)?;
+        drop(batches);
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        let mut ranks = RankCache::default();
+        for (i, level) in self.levels.iter().enumerate() {
+            let keys = level
+                .sort
+                .iter()
+                .map(|s| Ok((s.expr.evaluate(&batch)?.into_array(rows)?, s.options)))
+                .collect::<Result<Vec<(ArrayRef, SortOptions)>>>()?;
+            let order = UInt32Array::from(row_order::sorted_indices(&keys, self.workers, &mut ranks)?);
+            drop(keys);
+            let sorted = gather_read_columns(&batch, level, &order)?;
+            let results = evaluate_windows(level, &sorted)?;
+            drop(sorted);
+            if i + 1 == self.levels.len() {
+                // The output goes in this level's order, gathered a batch at a time so that the
+                // operators above start while the rest is gathered.
+                let mut start = 0;
+                while start < rows {
+                    let len = self.batch_size.min(rows - start);
+                    let positions = order.slice(start, len);
+                    let mut columns = batch
+                        .columns()
+                        .iter()
+                        .map(|c| take(c.as_ref(), &positions, None))
+                        .collect::<std::result::Result<Vec<_>, _>>()?;
+                    columns.extend(results.iter().map(|r| r.slice(start, len)));
+                    if !send(RecordBatch::try_new(Arc::clone(&level.schema), columns)?) {
+                        return Ok(());
+                    }
+                    start += len;
+                }
+                return Ok(());
+            }
+            let mut inverse = vec![0u32; rows];
+            for (position, row) in order.values().iter().enumerate() {
+                inverse[*row as usize] = position as u32;
+            }
+            let inverse = UInt32Array::from(inverse);
+            let mut columns = batch.columns().to_vec();
+            for r in results {
+                columns.push(take(r.as_ref(), &inverse, None)?);
+            }
+            batch = RecordBatch::try_new(Arc::clone(&level.schema), columns)?;
+            if let Some((exprs, schema)) = &level.projection {
+                let columns =
+                    exprs.iter().map(|e| e.evaluate(&batch)?.into_array(rows)).collect::<DfResult<Vec<_>>>()?;
+                batch = RecordBatch::try_new(Arc::clone(schema), columns)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `batch` in `order`, with only the columns the level's window expressions read; the others are
+/// all-NULL stand-ins of their type (in a schema where every field may be NULL).
+fn gather_read_columns(batch: &RecordBatch, level: &WindowLevel, order: &UInt32Array) -> Result<RecordBatch> {
+    let mut read = vec![false; batch.num_columns()];
+    for w in &level.window_exprs {
+        let mut exprs = w.expressions();
+        exprs.extend(w.partition_by().iter().cloned());
+        if reads_order_values(w)? {
+            exprs.extend(w.order_by().iter().map(|s| Arc::clone(&s.expr)));
+        }
+        for e in exprs {
+            for c in collect_columns(&e) {
+                if let Some(r) = read.get_mut(c.index()) {
+                    *r = true;
+                }
+            }
+        }
+    }
+    let schema = batch.schema();
+    let mut fields = Vec::with_capacity(read.len());
+    let mut columns = Vec::with_capacity(read.len());
+    for (i, wanted) in read.iter().enumerate() {
+        let field = schema.field(i);
+        fields.push(Field::new(field.name(), field.data_type().clone(), true));
+        columns.push(if *wanted {
+            take(batch.column(i).as_ref(), order, None)?
+        } else {
+            new_null_array(field.data_type(), order.len())
+        });
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
+/// Whether evaluating `w` reads its `ORDER BY` values: frames and peer groups do; `ntile` and
+/// `row_number` need only the rows' order.
+fn reads_order_values(w: &Arc<dyn WindowExpr>) -> Result<bool> {
+    let Some(standard) = w.as_any().downcast_ref::<StandardWindowExpr>() else { return Ok(true) };
+    let evaluator = standard.get_standard_func_expr().create_evaluator()?;
+    Ok(evaluator.uses_window_frame() || evaluator.include_rank())
+}
+
+/// Each window expression of `level` over `sorted` (ordered by the level's sort), partition by
+/// partition.
+fn evaluate_windows(level: &WindowLevel, sorted: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    let rows = sorted.num_rows();
+    let partition_by = level.window_exprs.first().map(|w| w.partition_by().to_vec()).unwrap_or_default();
+    let partition_columns = partition_by
+        .iter()
+        .map(|e| {
+            PhysicalSortExpr { expr: Arc::clone(e), options: SortOptions::default() }.evaluate_to_sort_column(sorted)
+        })
+        .collect::<DfResult<Vec<_>>>()?;
+    let ranges = evaluate_partition_ranges(rows, &partition_columns)?;
+    let mut results = Vec::with_capacity(level.window_exprs.len());
+    for w in &level.window_exprs {
+        let parts = ranges
+            .iter()
+            .map(|r| w.evaluate(&sorted.slice(r.start, r.end - r.start)))
+            .collect::<DfResult<Vec<ArrayRef>>>()?;
+        results.push(match parts.len() {
+            1 => Arc::clone(&parts[0]),
+            _ => concat(&parts.iter().map(|p| p.as_ref()).collect::<Vec<_>>())?,
+        });
+    }
+    Ok(results)
+}
