@@ -174,12 +174,14 @@ pub fn dense_ranks(values: &[&[u8]], workers: usize) -> Vec<u32> {
     let rows = values.len();
     let first: Vec<u64> = values.iter().map(|v| prefix_word(v, 0)).collect();
     let mut order = sort_records::<1>(std::slice::from_ref(&first), rows, workers);
+    // Refining reorders only runs of equal words, so `aligned` stays the word of each position.
     let aligned: Vec<u64> = order.iter().map(|&i| first[i as usize]).collect();
     refine(&mut order, &aligned, values, 0);
     let mut ranks = vec![0u32; rows];
     let mut rank = 0u32;
     for k in 1..order.len() {
-        if values[order[k] as usize] != values[order[k - 1] as usize] {
+        // Different words are different values; only equal words need their bytes compared.
+        if aligned[k] != aligned[k - 1] || values[order[k] as usize] != values[order[k - 1] as usize] {
             rank += 1;
         }
         ranks[order[k] as usize] = rank;
@@ -187,20 +189,25 @@ pub fn dense_ranks(values: &[&[u8]], workers: usize) -> Vec<u32> {
     ranks
 }
 
-/// Seven bytes of `v` from `depth` (zero-padded) and, in the low byte, how many bytes remain
-/// (capped at 8): comparing words compares the strings' bytes from `depth` as far as they decide.
-/// Equal words with a low byte of 8 need the bytes after the seventh.
+/// Eight bytes of `v` from `depth`, zero-padded, big-endian: a smaller word is a smaller value.
+/// Values with equal words agree on those bytes; if either ends within them it is a prefix of
+/// the other (the shorter sorts first), else the bytes after them decide.
 fn prefix_word(v: &[u8], depth: usize) -> u64 {
     let rest = v.get(depth..).unwrap_or(&[]);
-    let mut word = 0u64;
-    for i in 0..7 {
-        word = (word << 8) | u64::from(rest.get(i).copied().unwrap_or(0));
-    }
-    (word << 8) | rest.len().min(8) as u64
+    let mut bytes = [0u8; 8];
+    let n = rest.len().min(8);
+    bytes[..n].copy_from_slice(&rest[..n]);
+    u64::from_be_bytes(bytes)
 }
 
-/// Sorts, within `order` (sorted by the words of `depth`; `words[k]` is the word of `order[k]`),
-/// each run of equal words that needs more bytes, by the bytes after them.
+/// Byte order of two values whose bytes before `depth + 8` are equal (as far as they go).
+fn cmp_after(a: &[u8], b: &[u8], depth: usize) -> std::cmp::Ordering {
+    let end = depth + 8;
+    if a.len() < end || b.len() < end { a.len().cmp(&b.len()) } else { a[end..].cmp(&b[end..]) }
+}
+
+/// Sorts, within `order` (sorted by the words at `depth`; `words[k]` is the word of `order[k]`),
+/// each run of equal words by the bytes after them.
 fn refine(order: &mut [u32], words: &[u64], values: &[&[u8]], depth: usize) {
     let mut start = 0;
     while start < order.len() {
@@ -209,59 +216,106 @@ fn refine(order: &mut [u32], words: &[u64], values: &[&[u8]], depth: usize) {
         while end < order.len() && words[end] == word {
             end += 1;
         }
-        if end - start > 1 && word & 0xff == 8 {
+        if end - start > 1 {
             let run = &mut order[start..end];
-            let next = depth + 7;
-            if run.len() <= 32 {
-                run.sort_by(|&a, &b| values[a as usize][next..].cmp(&values[b as usize][next..]).then(a.cmp(&b)));
+            let long = |i: u32| values[i as usize].len() > depth + 8;
+            if run.len() <= 32 || run.iter().filter(|&&i| long(i)).count() < 2 {
+                run.sort_by(|&a, &b| cmp_after(values[a as usize], values[b as usize], depth).then(a.cmp(&b)));
             } else {
+                // Values ending within these bytes first (by length), then the longer ones by
+                // their next word.
+                run.sort_by_key(|&i| (long(i), values[i as usize].len().min(depth + 9), i));
+                let from = run.partition_point(|&i| !long(i));
+                let tail = &mut run[from..];
+                let next = depth + 8;
                 let mut records: Vec<(u64, u32)> =
-                    run.iter().map(|&i| (prefix_word(values[i as usize], next), i)).collect();
+                    tail.iter().map(|&i| (prefix_word(values[i as usize], next), i)).collect();
                 records.sort_unstable();
                 let sub: Vec<u64> = records.iter().map(|r| r.0).collect();
-                for (slot, r) in run.iter_mut().zip(&records) {
+                for (slot, r) in tail.iter_mut().zip(&records) {
                     *slot = r.1;
                 }
-                refine(run, &sub, values, next);
+                refine(tail, &sub, values, next);
             }
         }
         start = end;
     }
 }
 
-/// Sorts rows by `N` words each (then by index), on up to `workers` threads.
+/// Sorts rows by `N` words each (then by index): each of up to `workers` threads builds and
+/// sorts the records of a slice of the rows, and sorted runs are merged pairwise, each merge
+/// split in two halves that run at once.
 fn sort_records<const N: usize>(words: &[Vec<u64>], rows: usize, workers: usize) -> Vec<u32> {
-    let mut records: Vec<([u64; N], u32)> = (0..rows)
-        .map(|i| {
-            let mut key = [0u64; N];
-            for (k, w) in key.iter_mut().zip(words) {
-                *k = w[i];
-            }
-            (key, i as u32)
-        })
-        .collect();
+    let build = |range: std::ops::Range<usize>| -> Vec<([u64; N], u32)> {
+        range
+            .map(|i| {
+                let mut key = [0u64; N];
+                for (k, w) in key.iter_mut().zip(words) {
+                    *k = w[i];
+                }
+                (key, i as u32)
+            })
+            .collect()
+    };
     let workers = workers.clamp(1, 8);
     if workers == 1 || rows < 1 << 16 {
+        let mut records = build(0..rows);
         records.sort_unstable();
-    } else {
-        let chunk = rows.div_ceil(workers);
-        std::thread::scope(|s| {
-            for part in records.chunks_mut(chunk) {
-                s.spawn(move || part.sort_unstable());
+        return records.into_iter().map(|(_, i)| i).collect();
+    }
+    let chunk = rows.div_ceil(workers);
+    let mut runs: Vec<Vec<([u64; N], u32)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..rows)
+            .step_by(chunk)
+            .map(|from| {
+                let build = &build;
+                s.spawn(move || {
+                    let mut run = build(from..(from + chunk).min(rows));
+                    run.sort_unstable();
+                    run
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a sort worker panicked")).collect()
+    });
+    while runs.len() > 1 {
+        let mut next = Vec::with_capacity(runs.len().div_ceil(2));
+        let mut pairs = runs.into_iter();
+        while let Some(a) = pairs.next() {
+            match pairs.next() {
+                Some(b) => next.push(merge_in_halves(&a, &b)),
+                None => next.push(a),
             }
-        });
-        let mut width = chunk;
-        let mut scratch = records.clone();
-        while width < rows {
-            for (from, to) in records.chunks(2 * width).zip(scratch.chunks_mut(2 * width)) {
-                let split = width.min(from.len());
-                merge(&from[..split], &from[split..], to);
-            }
-            std::mem::swap(&mut records, &mut scratch);
-            width *= 2;
+        }
+        runs = next;
+    }
+    runs.pop().unwrap_or_default().into_iter().map(|(_, i)| i).collect()
+}
+
+/// Merges two sorted runs of distinct values: the first half of the output and the second are
+/// merged on two threads, from the split point found by binary search.
+fn merge_in_halves<T: Ord + Copy + Send + Sync>(a: &[T], b: &[T]) -> Vec<T> {
+    let total = a.len() + b.len();
+    let half = total / 2;
+    // The number `i` of elements taken from `a` among the `half` smallest.
+    let (mut lo, mut hi) = (half.saturating_sub(b.len()), half.min(a.len()));
+    while lo < hi {
+        let i = (lo + hi) / 2;
+        if a[i] < b[half - i - 1] {
+            lo = i + 1;
+        } else {
+            hi = i;
         }
     }
-    records.into_iter().map(|(_, i)| i).collect()
+    let (i, j) = (lo, half - lo);
+    let Some(&fill) = a.first().or(b.first()) else { return Vec::new() };
+    let mut out = vec![fill; total];
+    let (left, right) = out.split_at_mut(half);
+    std::thread::scope(|s| {
+        s.spawn(|| merge(&a[..i], &b[..j], left));
+        merge(&a[i..], &b[j..], right);
+    });
+    out
 }
 
 /// Merges two sorted runs into `out` (their total length).
@@ -324,6 +378,38 @@ mod tests {
             for j in 0..words.len() {
                 assert_eq!(ranks[i].cmp(&ranks[j]), words[i].cmp(words[j]), "{:?} vs {:?}", words[i], words[j]);
             }
+        }
+    }
+
+    #[test]
+    fn runs_of_equal_words_mix_short_long_and_zero_bytes() {
+        // Over 32 values share their first eight bytes (zero-padded), so the run is split into
+        // values ending within them and longer ones ranked by their next word.
+        let mut words: Vec<Vec<u8>> = Vec::new();
+        for i in 0..40u8 {
+            words.push([b"abcdefgh".as_slice(), &[i % 5, b'x', i]].concat());
+            words.push([b"abcdefgh".as_slice(), &[b'q'; 9], &[i % 3]].concat());
+        }
+        for extra in [&b"abc"[..], b"abc\0", b"abc\0\0", b"abcdefgh", b"abcdefgh\0", b"abcdefg", b"abcdefgh"] {
+            words.push(extra.to_vec());
+        }
+        let bytes: Vec<&[u8]> = words.iter().map(Vec::as_slice).collect();
+        let ranks = dense_ranks(&bytes, 2);
+        for i in 0..words.len() {
+            for j in 0..words.len() {
+                assert_eq!(ranks[i].cmp(&ranks[j]), words[i].cmp(&words[j]), "{:?} vs {:?}", words[i], words[j]);
+            }
+        }
+    }
+
+    #[test]
+    fn halves_merge_from_any_split() {
+        for (a, b) in [(0..10, 10..10), (0..0, 0..7), (0..100, 50..60), (3..9, 0..200)] {
+            let a: Vec<u32> = a.map(|v| v * 2).collect();
+            let b: Vec<u32> = b.map(|v| v * 2 + 1).collect();
+            let mut expected = [a.clone(), b.clone()].concat();
+            expected.sort();
+            assert_eq!(merge_in_halves(&a, &b), expected);
         }
     }
 

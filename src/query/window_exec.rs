@@ -16,9 +16,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, UInt32Array, new_null_array};
+use arrow::array::{
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, PrimitiveArray, RecordBatch, UInt32Array, new_null_array,
+};
 use arrow::compute::{SortOptions, concat, concat_batches, take};
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
 use datafusion::common::Result as DfResult;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::utils::evaluate_partition_ranges;
@@ -56,19 +58,28 @@ pub struct WindowLevel {
 pub struct WindowChainExec {
     input: Arc<dyn ExecutionPlan>,
     levels: Vec<WindowLevel>,
+    /// The columns of the last level's output that go out (a projection of plain columns above
+    /// the chain, absorbed so that columns nobody reads are not gathered).
+    output: Option<Vec<usize>>,
     properties: Arc<PlanProperties>,
 }
 
 impl WindowChainExec {
-    /// `top` is the window node the chain replaces; its output is what this node promises.
-    pub fn new(input: Arc<dyn ExecutionPlan>, levels: Vec<WindowLevel>, top: &Arc<dyn ExecutionPlan>) -> Self {
+    /// `top` is the node the chain replaces (its top window node, or a projection of plain
+    /// columns above it, whose column indices are `output`); its output is what this node promises.
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        levels: Vec<WindowLevel>,
+        output: Option<Vec<usize>>,
+        top: &Arc<dyn ExecutionPlan>,
+    ) -> Self {
         let properties = Arc::new(PlanProperties::new(
             top.equivalence_properties().clone(),
             Partitioning::UnknownPartitioning(1),
             EmissionType::Final,
             Boundedness::Bounded,
         ));
-        WindowChainExec { input, levels, properties }
+        WindowChainExec { input, levels, output, properties }
     }
 
     pub fn levels(&self) -> &[WindowLevel] {
@@ -86,6 +97,11 @@ impl DisplayAs for WindowChainExec {
                 write!(f, "; ")?;
             }
             write!(f, "sort=[{}] windows=[{}]", sort.join(", "), names.join(", "))?;
+        }
+        if self.output.is_some() {
+            let schema = self.schema();
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            write!(f, "; output=[{}]", names.join(", "))?;
         }
         Ok(())
     }
@@ -122,7 +138,12 @@ impl ExecutionPlan for WindowChainExec {
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
         let [input] = <[_; 1]>::try_from(children)
             .map_err(|_| Error::Internal("WindowChainExec has exactly one child".into()))?;
-        Ok(Arc::new(WindowChainExec { input, levels: self.levels.clone(), properties: Arc::clone(&self.properties) }))
+        Ok(Arc::new(WindowChainExec {
+            input,
+            levels: self.levels.clone(),
+            output: self.output.clone(),
+            properties: Arc::clone(&self.properties),
+        }))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
@@ -135,6 +156,8 @@ impl ExecutionPlan for WindowChainExec {
         let job = Job {
             input_schema: self.input.schema(),
             levels: self.levels.clone(),
+            output: self.output.clone(),
+            schema: self.schema(),
             workers: context.session_config().target_partitions().max(1),
             batch_size: context.session_config().batch_size().max(1),
         };
@@ -159,6 +182,9 @@ impl ExecutionPlan for WindowChainExec {
 struct Job {
     input_schema: SchemaRef,
     levels: Vec<WindowLevel>,
+    output: Option<Vec<usize>>,
+    /// The output schema.
+    schema: SchemaRef,
     workers: usize,
     batch_size: usize,
 }
@@ -188,31 +214,32 @@ impl Job {
             if i + 1 == self.levels.len() {
                 // The output goes in this level's order, gathered a batch at a time so that the
                 // operators above start while the rest is gathered.
+                let width = batch.num_columns();
+                let output: Vec<usize> = match &self.output {
+                    Some(columns) => columns.clone(),
+                    None => (0..width + results.len()).collect(),
+                };
                 let mut start = 0;
                 while start < rows {
                     let len = self.batch_size.min(rows - start);
                     let positions = order.slice(start, len);
-                    let mut columns = batch
-                        .columns()
+                    let columns = output
                         .iter()
-                        .map(|c| take(c.as_ref(), &positions, None))
+                        .map(|&c| match c.checked_sub(width) {
+                            Some(r) => Ok(results[r].slice(start, len)),
+                            None => take(batch.column(c).as_ref(), &positions, None),
+                        })
                         .collect::<std::result::Result<Vec<_>, _>>()?;
-                    columns.extend(results.iter().map(|r| r.slice(start, len)));
-                    if !send(RecordBatch::try_new(Arc::clone(&level.schema), columns)?) {
+                    if !send(RecordBatch::try_new(Arc::clone(&self.schema), columns)?) {
                         return Ok(());
                     }
                     start += len;
                 }
                 return Ok(());
             }
-            let mut inverse = vec![0u32; rows];
-            for (position, row) in order.values().iter().enumerate() {
-                inverse[*row as usize] = position as u32;
-            }
-            let inverse = UInt32Array::from(inverse);
             let mut columns = batch.columns().to_vec();
             for r in results {
-                columns.push(take(r.as_ref(), &inverse, None)?);
+                columns.push(scatter(&r, order.values())?);
             }
             batch = RecordBatch::try_new(Arc::clone(&level.schema), columns)?;
             if let Some((exprs, schema)) = &level.projection {
@@ -226,7 +253,7 @@ impl Job {
 }
 
 /// `batch` in `order`, with only the columns the level's window expressions read; the others are
-/// all-NULL stand-ins of their type (in a schema where every field may be NULL).
+/// stand-ins of type NULL (in a schema where every field may be NULL).
 fn gather_read_columns(batch: &RecordBatch, level: &WindowLevel, order: &UInt32Array) -> Result<RecordBatch> {
     let mut read = vec![false; batch.num_columns()];
     for w in &level.window_exprs {
@@ -248,14 +275,42 @@ fn gather_read_columns(batch: &RecordBatch, level: &WindowLevel, order: &UInt32A
     let mut columns = Vec::with_capacity(read.len());
     for (i, wanted) in read.iter().enumerate() {
         let field = schema.field(i);
-        fields.push(Field::new(field.name(), field.data_type().clone(), true));
-        columns.push(if *wanted {
-            take(batch.column(i).as_ref(), order, None)?
+        if *wanted {
+            fields.push(Field::new(field.name(), field.data_type().clone(), true));
+            columns.push(take(batch.column(i).as_ref(), order, None)?);
         } else {
-            new_null_array(field.data_type(), order.len())
-        });
+            // Never read: a column of no type, which allocates nothing.
+            fields.push(Field::new(field.name(), DataType::Null, true));
+            columns.push(new_null_array(&DataType::Null, order.len()));
+        }
     }
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
+/// `sorted` (values in `order`) put back in input order: row `order[p]` gets `sorted[p]`.
+fn scatter(sorted: &ArrayRef, order: &[u32]) -> Result<ArrayRef> {
+    fn direct<T: ArrowPrimitiveType>(sorted: &ArrayRef, order: &[u32]) -> Option<ArrayRef> {
+        let values = sorted.as_primitive_opt::<T>()?;
+        if values.null_count() > 0 {
+            return None;
+        }
+        let mut out = vec![T::Native::default(); order.len()];
+        for (v, row) in values.values().iter().zip(order) {
+            out[*row as usize] = *v;
+        }
+        Some(Arc::new(PrimitiveArray::<T>::new(out.into(), None).with_data_type(sorted.data_type().clone())))
+    }
+    if let Some(out) = direct::<UInt64Type>(sorted, order)
+        .or_else(|| direct::<Int64Type>(sorted, order))
+        .or_else(|| direct::<Float64Type>(sorted, order))
+    {
+        return Ok(out);
+    }
+    let mut inverse = vec![0u32; order.len()];
+    for (position, row) in order.iter().enumerate() {
+        inverse[*row as usize] = position as u32;
+    }
+    Ok(take(sorted.as_ref(), &UInt32Array::from(inverse), None)?)
 }
 
 /// Whether evaluating `w` reads its `ORDER BY` values: frames and peer groups do; `ntile` and

@@ -54,14 +54,23 @@ impl PhysicalOptimizerRule for WindowChainRule {
     }
 }
 
-/// The chain of window levels from `top` down, if `top` is a window node the rule takes.
+/// The chain of window levels from `top` down, if `top` is a window node the rule takes, or a
+/// projection of plain columns over one (absorbed as the chain's output columns).
 fn window_chain(top: &Arc<dyn ExecutionPlan>) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
     if top.output_partitioning().partition_count() != 1 {
         return Ok(None);
     }
+    let mut output = None;
+    let mut current = Arc::clone(top);
+    if let Some(projection) = top.downcast_ref::<ProjectionExec>()
+        && window_parts(projection.input()).is_some()
+        && let Some(columns) = column_indices(projection)
+    {
+        output = Some(columns);
+        current = Arc::clone(projection.input());
+    }
     let mut levels: Vec<WindowLevel> = Vec::new();
     let mut pending_projection = None;
-    let mut current = Arc::clone(top);
     loop {
         if let Some((exprs, input)) = window_parts(&current)
             && let Some((sort, below)) = sort_below(input)
@@ -80,7 +89,7 @@ fn window_chain(top: &Arc<dyn ExecutionPlan>) -> DfResult<Option<Arc<dyn Executi
             && pending_projection.is_none()
             && let Some(projection) = current.downcast_ref::<ProjectionExec>()
             && window_parts(projection.input()).is_some()
-            && projection.expr().iter().all(|p| p.expr.downcast_ref::<Column>().is_some())
+            && column_indices(projection).is_some()
         {
             let exprs = projection.expr().iter().map(|p| Arc::clone(&p.expr)).collect();
             pending_projection = Some((exprs, projection.schema(), Arc::clone(&current)));
@@ -97,7 +106,12 @@ fn window_chain(top: &Arc<dyn ExecutionPlan>) -> DfResult<Option<Arc<dyn Executi
         return Ok(None);
     }
     levels.reverse();
-    Ok(Some(Arc::new(WindowChainExec::new(current, levels, top))))
+    Ok(Some(Arc::new(WindowChainExec::new(current, levels, output, top))))
+}
+
+/// The input column each expression of a projection of plain columns passes on.
+fn column_indices(projection: &ProjectionExec) -> Option<Vec<usize>> {
+    projection.expr().iter().map(|p| p.expr.downcast_ref::<Column>().map(Column::index)).collect()
 }
 
 /// A window node's expressions and its input.
