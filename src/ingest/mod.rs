@@ -35,7 +35,6 @@ use crate::index::build::{
     ProductCategories, build_users_values, write_next_index,
 };
 use crate::store::fact_rows;
-use crate::store::time_ordered::{self, TimeOrderedWriter};
 use crate::store::manifest::{DataFile, IdSegment, IndexEntry, LoadedFile, Manifest};
 use crate::store::{Store, StoreWriter, io, layout};
 use crate::tables::{ColumnDef, ColumnType, ROW_ID_COLUMN, Table, file_schema};
@@ -812,8 +811,8 @@ fn load_facts(
                 }
                 _ => {}
             }
-            if let (Some(kept), Some(w)) = (kept.as_mut(), job.writer) {
-                return kept.add(w, &tb.batch, row_ids);
+            if let Some(kept) = kept.as_mut() {
+                return kept.add(&tb.batch, row_ids);
             }
             sink.write(&to_file_batch(&tb.batch, Arc::new(UInt32Array::from(row_ids)), &columns, &schema)?)
         })?;
@@ -840,15 +839,10 @@ fn kept_columns(src: &SourceFile, table: Table, header: &[String]) -> Result<Vec
         _ => &["user_id"],
     };
     let proven = reader::proven_present(src)?;
-    // The time-ordered copy takes every column but unique strings.
-    let copied = header.iter().any(|h| h == "ts");
     let mut only = Vec::new();
     for (i, name) in header.iter().enumerate() {
         let required = table.non_null_columns().contains(&name.as_str());
-        if indexed.contains(&name.as_str())
-            || (copied && time_ordered::copies_column(name))
-            || (required && !proven.get(i).copied().unwrap_or(false))
-        {
+        if indexed.contains(&name.as_str()) || (required && !proven.get(i).copied().unwrap_or(false)) {
             only.push(i);
         }
     }
@@ -893,9 +887,6 @@ struct KeptFile {
     rows: u64,
     ts_range: Option<(i64, i64)>,
     row_id_ranges: writer::RowGroupRanges,
-    /// The time-ordered copy ([`time_ordered`]): its paths, and its writer once the first batch
-    /// gives the columns decoded.
-    time_ordered: Option<(String, PathBuf, Option<TimeOrderedWriter>)>,
 }
 
 impl KeptFile {
@@ -926,20 +917,11 @@ impl KeptFile {
             row_ids_schema: schema,
             rows: 0,
             ts_range: None,
-            time_ordered: None,
         })
     }
 
-    fn add(&mut self, writer: &StoreWriter, batch: &RecordBatch, row_ids: Vec<u32>) -> Result<()> {
+    fn add(&mut self, batch: &RecordBatch, row_ids: Vec<u32>) -> Result<()> {
         writer::extend_ts_range(&mut self.ts_range, batch);
-        if self.time_ordered.is_none() && time_ordered::applies(&batch.schema()) {
-            let (rel, abs) = writer.new_file(time_ordered::path_for(&self.copy.0))?;
-            let copy = TimeOrderedWriter::create(&abs, &batch.schema());
-            self.time_ordered = Some((rel, abs, copy));
-        }
-        if let Some((_, _, Some(copy))) = &mut self.time_ordered {
-            copy.push(batch, &row_ids)?;
-        }
         self.row_id_ranges.add(&row_ids);
         self.rows += row_ids.len() as u64;
         let ids = RecordBatch::try_new(Arc::clone(&self.row_ids_schema), vec![Arc::new(UInt32Array::from(row_ids))])?;
@@ -954,16 +936,6 @@ impl KeptFile {
         let file = File::open(&abs).io_context("open", &abs)?;
         file.sync_all().io_context("fsync", &abs)?;
         let bytes = file.metadata().io_context("stat", &abs)?.len();
-        let time_ordered = match self.time_ordered {
-            Some((rel, abs, Some(copy))) => match copy.finish()? {
-                Some(written) => {
-                    written.sync_all().io_context("fsync", &abs)?;
-                    Some(rel)
-                }
-                None => None,
-            },
-            _ => None,
-        };
         Ok(DataFile {
             path: rel,
             rows: self.rows,
@@ -973,7 +945,6 @@ impl KeptFile {
             row_ids: Some(ids_rel),
             row_id_ranges: self.row_id_ranges.finish(),
             addressable: None,
-            time_ordered,
         })
     }
 }

@@ -18,7 +18,6 @@ use parquet::schema::types::ColumnPath;
 use crate::error::{IoContext, Result};
 use crate::store::StoreWriter;
 use crate::store::addressable::{self, AddressableWriter};
-use crate::store::time_ordered::{self, TimeOrderedWriter};
 use crate::store::manifest::DataFile;
 use crate::store::{io, layout};
 use crate::tables::{ROW_ID_COLUMN, Table};
@@ -59,8 +58,6 @@ struct OpenFile {
     row_id_ranges: RowGroupRanges,
     /// Users files: the row-addressable copy written alongside, and its relative path.
     addressable: Option<(AddressableWriter, String)>,
-    /// Fact files with a `ts` column: the time-ordered copy written at close, and its relative path.
-    time_ordered: Option<(TimeOrderedWriter, String)>,
 }
 
 /// The smallest and largest row id of each row group of a file being written, from the row ids
@@ -176,11 +173,7 @@ impl<'w> TableSink<'w> {
             }
             extend_ts_range(&mut file.ts_range, &part);
             if self.table.is_fact() {
-                let ids = part.column(0).as_primitive::<arrow::datatypes::UInt32Type>().values();
-                file.row_id_ranges.add(ids);
-                if let Some((copy, _)) = &mut file.time_ordered {
-                    copy.push(&part, ids)?;
-                }
+                file.row_id_ranges.add(part.column(0).as_primitive::<arrow::datatypes::UInt32Type>().values());
             }
             file.writer.write(&part)?;
             if let Some((copy, _)) = &mut file.addressable {
@@ -205,12 +198,6 @@ impl<'w> TableSink<'w> {
         } else {
             None
         };
-        let time_ordered = if self.table.is_fact() && time_ordered::applies(&self.schema) {
-            let (copy_relative, copy_abs) = self.writer.new_file(time_ordered::path_for(&relative))?;
-            TimeOrderedWriter::create(&copy_abs, &self.schema).map(|w| (w, copy_relative))
-        } else {
-            None
-        };
         self.current = Some(OpenFile {
             writer,
             relative,
@@ -220,7 +207,6 @@ impl<'w> TableSink<'w> {
             ts_range: None,
             row_id_ranges: RowGroupRanges::new(vec![row_group]),
             addressable,
-            time_ordered,
         });
         Ok(())
     }
@@ -238,17 +224,6 @@ impl<'w> TableSink<'w> {
                 }
                 None => None,
             };
-            let time_ordered = match file.time_ordered {
-                Some((copy, relative)) => match copy.finish()? {
-                    Some(written) => {
-                        let path = layout::resolve(self.writer.store().root(), &relative);
-                        self.syncing.push(io::sync_later(written, path));
-                        Some(relative)
-                    }
-                    None => None,
-                },
-                None => None,
-            };
             self.done.push(DataFile {
                 path: file.relative,
                 rows: file.rows,
@@ -258,7 +233,6 @@ impl<'w> TableSink<'w> {
                 row_ids: None,
                 row_id_ranges: file.row_id_ranges.finish(),
                 addressable,
-                time_ordered,
             });
         }
         Ok(())

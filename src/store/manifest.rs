@@ -82,11 +82,6 @@ pub struct DataFile {
     /// written before it existed; they read the Parquet file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addressable: Option<String>,
-    /// For fact files with a `ts` column: their rows sorted by `ts` in an Arrow IPC copy
-    /// ([`crate::store::time_ordered`]), which per-user aggregates over a time window read
-    /// (absent in stores written before it existed; they read the Parquet file).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub time_ordered: Option<String>,
 }
 
 /// One segment of the id dictionary.
@@ -216,7 +211,6 @@ mod tests {
                 row_ids: None,
                 row_id_ranges: vec![(0, 2)],
                 addressable: Some("data/users/a.arrow".into()),
-                time_ordered: None,
             }],
         );
         let bytes = m.to_bytes().unwrap();

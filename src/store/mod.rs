@@ -3,7 +3,6 @@
 //! [`StoreWriter`] at a time (an OS lock) commits new versions.
 
 pub mod addressable;
-pub mod time_ordered;
 pub mod commit;
 pub mod fact_rows;
 pub mod io;
