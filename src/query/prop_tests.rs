@@ -1,6 +1,7 @@
 //! Property tests: random predicate trees over a random small store give the same count with the
-//! bitmap indexes as on DataFusion's general path, and random per-user aggregates (filters,
-//! HAVING) the same rows with the row-id aggregate as without (design principle 4: always
+//! bitmap indexes as on DataFusion's general path, random per-user aggregates (filters, HAVING)
+//! the same rows with the row-id aggregate as without, and random stacks of window functions the
+//! same values with one `WindowChainExec` as with DataFusion's sorts (design principle 4: always
 //! correct, fast where recognised).
 
 use std::fmt::Write as _;
@@ -197,6 +198,41 @@ fn having() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A window function over users: `PARTITION BY` none, one or two columns; `ORDER BY` one or two
+/// keys of every kind (strings and NULLs included, ties common), in any direction. Functions whose
+/// value depends on the order among ties get `user_id` as the last key, so that both paths agree.
+fn window_function() -> impl Strategy<Value = String> {
+    let key = prop_oneof![
+        Just("points"),
+        Just("tier"),
+        Just("region"),
+        Just("birth_date"),
+        Just("vip"),
+        Just("user_id"),
+        Just("points % 7"),
+    ];
+    let direction = prop_oneof![Just(""), Just(" DESC"), Just(" ASC NULLS FIRST"), Just(" DESC NULLS LAST")];
+    let partition = prop_oneof![Just(""), Just("PARTITION BY tier "), Just("PARTITION BY region, vip ")];
+    (0usize..7, 1i64..7, partition, prop::collection::vec((key, direction), 1..3)).prop_map(
+        |(f, k, partition, keys)| {
+            let mut order: Vec<String> = keys.iter().map(|(c, d)| format!("{c}{d}")).collect();
+            if f < 2 {
+                order.push("user_id".to_string());
+            }
+            let function = match f {
+                0 => "row_number()".to_string(),
+                1 => format!("ntile({k})"),
+                2 => "rank()".to_string(),
+                3 => "dense_rank()".to_string(),
+                4 => "count(*)".to_string(),
+                5 => "percent_rank()".to_string(),
+                _ => "sum(points)".to_string(),
+            };
+            format!("{function} OVER ({partition}ORDER BY {})", order.join(", "))
+        },
+    )
+}
+
 /// Every row of a query's result, formatted, in the order the query gives.
 fn rows(sql: &str, use_indexes: bool) -> Result<Vec<String>, String> {
     let (_, store) = store();
@@ -240,6 +276,17 @@ proptest! {
              min(amount) AS lo, max(ts) AS last, round(avg(amount), 4) AS a, sum(quantity) AS qs \
              FROM purchases WHERE {filter} GROUP BY user_id {having} ORDER BY user_id"
         );
+        let with = rows(&sql, true);
+        let without = rows(&sql, false);
+        prop_assert!(without.is_ok(), "{}: {:?}", sql, without);
+        prop_assert_eq!(with, without, "{}", sql);
+    }
+
+    /// Stacks of window functions (one `WindowChainExec` when indexes are on) equal DataFusion's.
+    #[test]
+    fn window_stacks_equal_datafusion_sorts(windows in prop::collection::vec(window_function(), 1..4)) {
+        let columns: Vec<String> = windows.iter().enumerate().map(|(i, w)| format!("{w} AS w{i}")).collect();
+        let sql = format!("SELECT user_id, {} FROM users ORDER BY user_id", columns.join(", "));
         let with = rows(&sql, true);
         let without = rows(&sql, false);
         prop_assert!(without.is_ok(), "{}: {:?}", sql, without);
