@@ -47,6 +47,14 @@ impl Table {
         matches!(self, Table::Purchases | Table::Events | Table::UserTags)
     }
 
+    /// Whether the store keeps a plain (uncompressed, row-for-row) copy of the table's files for
+    /// per-user aggregates ([`crate::store::plain_columns`]): purchases, whose amounts and
+    /// quantities are summed per user over time windows. Events would double the import's extra
+    /// writes for counts that their Parquet files answer well (measured at 10 M: 51 s with both).
+    pub fn keeps_plain_copy(self) -> bool {
+        self == Table::Purchases
+    }
+
     /// The key a dimension load upserts by.
     pub fn key_column(self) -> Option<&'static str> {
         match self {

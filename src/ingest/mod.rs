@@ -36,6 +36,7 @@ use crate::index::build::{
 };
 use crate::store::fact_rows;
 use crate::store::manifest::{DataFile, IdSegment, IndexEntry, LoadedFile, Manifest};
+use crate::store::plain_columns::{self, PlainColumnsWriter};
 use crate::store::{Store, StoreWriter, io, layout};
 use crate::tables::{ColumnDef, ColumnType, ROW_ID_COLUMN, Table, file_schema};
 use contract::{ColumnPlan, plan_columns, widen};
@@ -133,6 +134,17 @@ impl Sink<'_> {
                 *n += batch.num_rows() as u64;
                 Ok(())
             }
+        }
+    }
+
+    /// Makes a file written beside the sink durable before the sink finishes.
+    fn sync_later(&mut self, file: File, path: PathBuf) -> Result<()> {
+        match self {
+            Sink::Real(s) => {
+                s.sync_later(file, path);
+                Ok(())
+            }
+            Sink::DryRun(_) => file.sync_all().io_context("fsync", &path),
         }
     }
 
@@ -811,13 +823,13 @@ fn load_facts(
                 }
                 _ => {}
             }
-            if let Some(kept) = kept.as_mut() {
-                return kept.add(&tb.batch, row_ids);
+            if let (Some(kept), Some(w)) = (kept.as_mut(), job.writer) {
+                return kept.add(w, &tb.batch, row_ids);
             }
             sink.write(&to_file_batch(&tb.batch, Arc::new(UInt32Array::from(row_ids)), &columns, &schema)?)
         })?;
         if let Some(kept) = kept {
-            load.files.push(kept.finish()?);
+            load.files.push(kept.finish(sink)?);
         }
         load.per_source.push((src.path.clone(), rows));
     }
@@ -839,10 +851,15 @@ fn kept_columns(src: &SourceFile, table: Table, header: &[String]) -> Result<Vec
         _ => &["user_id"],
     };
     let proven = reader::proven_present(src)?;
+    // The plain copy takes every column but unique strings.
+    let copied = table.keeps_plain_copy();
     let mut only = Vec::new();
     for (i, name) in header.iter().enumerate() {
         let required = table.non_null_columns().contains(&name.as_str());
-        if indexed.contains(&name.as_str()) || (required && !proven.get(i).copied().unwrap_or(false)) {
+        if indexed.contains(&name.as_str())
+            || (copied && plain_columns::copies_column(name))
+            || (required && !proven.get(i).copied().unwrap_or(false))
+        {
             only.push(i);
         }
     }
@@ -881,12 +898,16 @@ fn rebuild_category_streams(
 
 /// A conforming fact file copied into the store as it is, plus the Parquet file of its row ids.
 struct KeptFile {
+    table: Table,
     copy: (String, PathBuf),
     row_ids: (String, PathBuf, parquet::arrow::ArrowWriter<File>),
     row_ids_schema: SchemaRef,
     rows: u64,
     ts_range: Option<(i64, i64)>,
     row_id_ranges: writer::RowGroupRanges,
+    /// The plain copy ([`plain_columns`]), once the first batch gives the columns decoded: its
+    /// relative path and writer.
+    plain: Option<(String, PathBuf, PlainColumnsWriter)>,
 }
 
 impl KeptFile {
@@ -911,17 +932,27 @@ impl KeptFile {
             .map_err(|e| Error::corrupt(&src.path, e.to_string()))?;
         let group_rows = footer.row_groups().iter().map(|rg| rg.num_rows().max(0) as u64).collect();
         Ok(KeptFile {
+            table,
             row_id_ranges: writer::RowGroupRanges::new(group_rows),
             copy: (rel, abs),
             row_ids: (ids_rel, ids_abs, ids_writer),
             row_ids_schema: schema,
             rows: 0,
             ts_range: None,
+            plain: None,
         })
     }
 
-    fn add(&mut self, batch: &RecordBatch, row_ids: Vec<u32>) -> Result<()> {
+    fn add(&mut self, writer: &StoreWriter, batch: &RecordBatch, row_ids: Vec<u32>) -> Result<()> {
         writer::extend_ts_range(&mut self.ts_range, batch);
+        if self.plain.is_none() && self.table.keeps_plain_copy() {
+            let (rel, abs) = writer.new_file(plain_columns::path_for(&self.copy.0))?;
+            let copy = PlainColumnsWriter::create(&abs, &batch.schema())?;
+            self.plain = Some((rel, abs, copy));
+        }
+        if let Some((_, _, copy)) = &mut self.plain {
+            copy.push(batch, &row_ids)?;
+        }
         self.row_id_ranges.add(&row_ids);
         self.rows += row_ids.len() as u64;
         let ids = RecordBatch::try_new(Arc::clone(&self.row_ids_schema), vec![Arc::new(UInt32Array::from(row_ids))])?;
@@ -929,13 +960,22 @@ impl KeptFile {
         Ok(())
     }
 
-    fn finish(self) -> Result<DataFile> {
+    /// Closes the files; `sink` makes them durable on background threads before its table's
+    /// files are committed.
+    fn finish(self, sink: &mut Sink) -> Result<DataFile> {
         let (ids_rel, ids_abs, ids_writer) = self.row_ids;
-        ids_writer.into_inner()?.sync_all().io_context("fsync", &ids_abs)?;
+        sink.sync_later(ids_writer.into_inner()?, ids_abs)?;
         let (rel, abs) = self.copy;
         let file = File::open(&abs).io_context("open", &abs)?;
-        file.sync_all().io_context("fsync", &abs)?;
         let bytes = file.metadata().io_context("stat", &abs)?.len();
+        sink.sync_later(file, abs)?;
+        let plain_columns = match self.plain {
+            Some((rel, abs, copy)) => {
+                sink.sync_later(copy.finish()?, abs)?;
+                Some(rel)
+            }
+            None => None,
+        };
         Ok(DataFile {
             path: rel,
             rows: self.rows,
@@ -945,6 +985,7 @@ impl KeptFile {
             row_ids: Some(ids_rel),
             row_id_ranges: self.row_id_ranges.finish(),
             addressable: None,
+            plain_columns,
         })
     }
 }

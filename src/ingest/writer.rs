@@ -19,6 +19,7 @@ use crate::error::{IoContext, Result};
 use crate::store::StoreWriter;
 use crate::store::addressable::{self, AddressableWriter};
 use crate::store::manifest::DataFile;
+use crate::store::plain_columns::{self, PlainColumnsWriter};
 use crate::store::{io, layout};
 use crate::tables::{ROW_ID_COLUMN, Table};
 
@@ -58,6 +59,8 @@ struct OpenFile {
     row_id_ranges: RowGroupRanges,
     /// Users files: the row-addressable copy written alongside, and its relative path.
     addressable: Option<(AddressableWriter, String)>,
+    /// Fact files with a `ts` column: the plain copy written alongside, and its relative path.
+    plain: Option<(PlainColumnsWriter, String)>,
 }
 
 /// The smallest and largest row id of each row group of a file being written, from the row ids
@@ -173,7 +176,11 @@ impl<'w> TableSink<'w> {
             }
             extend_ts_range(&mut file.ts_range, &part);
             if self.table.is_fact() {
-                file.row_id_ranges.add(part.column(0).as_primitive::<arrow::datatypes::UInt32Type>().values());
+                let ids = part.column(0).as_primitive::<arrow::datatypes::UInt32Type>().values();
+                file.row_id_ranges.add(ids);
+                if let Some((copy, _)) = &mut file.plain {
+                    copy.push(&part, ids)?;
+                }
             }
             file.writer.write(&part)?;
             if let Some((copy, _)) = &mut file.addressable {
@@ -198,6 +205,12 @@ impl<'w> TableSink<'w> {
         } else {
             None
         };
+        let plain = if self.table.keeps_plain_copy() {
+            let (copy_relative, copy_abs) = self.writer.new_file(plain_columns::path_for(&relative))?;
+            Some((PlainColumnsWriter::create(&copy_abs, &self.schema)?, copy_relative))
+        } else {
+            None
+        };
         self.current = Some(OpenFile {
             writer,
             relative,
@@ -207,6 +220,7 @@ impl<'w> TableSink<'w> {
             ts_range: None,
             row_id_ranges: RowGroupRanges::new(vec![row_group]),
             addressable,
+            plain,
         });
         Ok(())
     }
@@ -224,6 +238,14 @@ impl<'w> TableSink<'w> {
                 }
                 None => None,
             };
+            let plain_columns = match file.plain {
+                Some((copy, relative)) => {
+                    let path = layout::resolve(self.writer.store().root(), &relative);
+                    self.syncing.push(io::sync_later(copy.finish()?, path));
+                    Some(relative)
+                }
+                None => None,
+            };
             self.done.push(DataFile {
                 path: file.relative,
                 rows: file.rows,
@@ -233,9 +255,15 @@ impl<'w> TableSink<'w> {
                 row_ids: None,
                 row_id_ranges: file.row_id_ranges.finish(),
                 addressable,
+                plain_columns,
             });
         }
         Ok(())
+    }
+
+    /// Makes `file` durable on a background thread; [`Self::finish`] waits for it.
+    pub fn sync_later(&mut self, file: File, path: std::path::PathBuf) {
+        self.syncing.push(io::sync_later(file, path));
     }
 
     /// Closes the last file and waits until every file is durable; returns the files written and

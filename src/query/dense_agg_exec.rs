@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
 use arrow::compute::{cast, concat, take};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::Result as DfResult;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -32,7 +32,9 @@ use crate::query::dense_agg_rule::DenseAggregate;
 use crate::query::dense_state::{DenseAggKind, DenseInput, DenseState};
 use crate::query::dict_filter::{self, DictTest};
 use crate::store::fact_rows::{Strings, for_each_fact_batch_as, read_stored_columns};
+use crate::store::layout;
 use crate::store::manifest::DataFile;
+use crate::store::plain_columns::PlainColumns;
 
 /// What a [`DenseAggregateExec`] reads.
 #[derive(Debug, Clone)]
@@ -42,6 +44,9 @@ pub struct DenseSources {
     pub facts: Vec<DataFile>,
     /// Ordered by first row id.
     pub users: Vec<UsersFile>,
+    /// The inclusive `ts` window the filter bounds rows to: files whose `ts` range lies outside
+    /// it are skipped.
+    pub ts_window: Option<(i64, i64)>,
 }
 
 /// Executes a [`DenseAggregate`].
@@ -134,7 +139,25 @@ impl ExecutionPlan for DenseAggregateExec {
                 .ok_or_else(|| Error::Internal(format!("dense aggregate does not read column {}", t.column)))?;
             tests.push((at, t.clone()));
         }
+        let read_schema = Arc::new(Schema::new(
+            self.node
+                .read_schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    let data_type = if self.tests.iter().any(|t| t.column == *f.name()) {
+                        DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+                    } else if matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+                        DataType::Utf8View
+                    } else {
+                        f.data_type().clone()
+                    };
+                    Field::new(f.name(), data_type, true)
+                })
+                .collect::<Vec<_>>(),
+        ));
         let job = Job {
+            read_schema,
             tests,
             kinds: self.node.aggs.iter().map(|a| a.kind).collect(),
             read_columns,
@@ -163,6 +186,9 @@ struct Job {
     tests: Vec<(usize, DictTest)>,
     kinds: Vec<DenseAggKind>,
     read_columns: Vec<String>,
+    /// The batches the Parquet path reads: tested columns as `Dictionary(Int32, Utf8)`, other
+    /// strings as `Utf8View` ([`Strings::Views`]).
+    read_schema: SchemaRef,
     predicate: Option<Arc<dyn PhysicalExpr>>,
     args: Vec<Option<Arc<dyn PhysicalExpr>>>,
     sources: DenseSources,
@@ -183,6 +209,14 @@ impl Job {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(file) = self.sources.facts.get(i) else { break };
+                if let (Some((from, to)), Some((lo, hi))) = (self.sources.ts_window, file.ts_range)
+                    && (hi < from || lo > to)
+                {
+                    continue;
+                }
+                if self.fold_plain(&mut state, file)? {
+                    continue;
+                }
                 for_each_fact_batch_as(&self.sources.root, file, &columns, strings.clone(), |batch, ids| {
                     self.fold(&mut state, batch, ids)
                 })?;
@@ -207,6 +241,28 @@ impl Job {
             }
         }
         Ok(merged.unwrap_or_else(|| DenseState::new(self.kinds.clone())))
+    }
+
+    /// Folds the rows of `file` from its plain copy, if it has one holding every column read;
+    /// `false` when the Parquet file must be read instead.
+    fn fold_plain(&self, state: &mut DenseState, file: &DataFile) -> Result<bool> {
+        let Some(relative) = &file.plain_columns else { return Ok(false) };
+        let columns: Vec<&str> = self.read_columns.iter().map(String::as_str).collect();
+        let path = layout::resolve(&self.sources.root, relative);
+        let Some(copy) = PlainColumns::open(&path, &columns, file.rows)? else { return Ok(false) };
+        copy.for_each_batch(|batch, ids| {
+            // The types the Parquet path reads, so that the filter sees the same batches.
+            let arrays = batch
+                .columns()
+                .iter()
+                .zip(self.read_schema.fields())
+                .map(|(a, f)| if a.data_type() == f.data_type() { Ok(Arc::clone(a)) } else { cast(a, f.data_type()) })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+            let batch = RecordBatch::try_new_with_options(Arc::clone(&self.read_schema), arrays, &options)?;
+            self.fold(state, &batch, ids)
+        })?;
+        Ok(true)
     }
 
     /// Folds one batch of fact rows into `state`.

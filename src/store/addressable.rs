@@ -180,45 +180,14 @@ impl AddressableCopy {
     /// Opens the copy at `path` for those of `wanted` columns it holds (see [`Self::names`]): maps
     /// it and validates their offsets (the others are not looked at).
     pub fn open(path: &Path, wanted: &[&str]) -> Result<AddressableCopy> {
-        let corrupt = |detail: String| Error::corrupt(path, format!("not a readable Arrow IPC copy: {detail}"));
-        let file = File::open(path).io_context("open", path)?;
-        let buffer = Buffer::from(bytes::Bytes::from_owner(map(&file, path)?));
-        let len = buffer.len();
-        if len < 10 {
-            return Err(corrupt(format!("{len} bytes is too short")));
-        }
-        let trailer: [u8; 10] = buffer[len - 10..].try_into().expect("ten bytes");
-        let footer_len = read_footer_length(trailer).map_err(|e| corrupt(e.to_string()))?;
-        let footer_start =
-            (len - 10).checked_sub(footer_len).ok_or_else(|| corrupt("the footer is longer than the file".into()))?;
-        let footer = arrow::ipc::root_as_footer(&buffer[footer_start..len - 10]).map_err(|e| corrupt(e.to_string()))?;
-        let schema = footer.schema().ok_or_else(|| corrupt("the footer has no schema".into()))?;
-        let schema = Arc::new(arrow::ipc::convert::fb_to_schema(schema));
-        let projection: Vec<usize> = wanted.iter().filter_map(|name| schema.index_of(name).ok()).collect();
-        let names = projection.iter().map(|&i| schema.field(i).name().clone()).collect();
-        let decoder = FileDecoder::new(Arc::clone(&schema), footer.version()).with_projection(projection);
-        let mut batches = Vec::new();
-        let mut starts = Vec::new();
+        let mapped = MappedIpc::open(path, wanted)?;
+        let mut starts = Vec::with_capacity(mapped.batches.len());
         let mut rows = 0u64;
-        for block in footer.recordBatches().into_iter().flatten() {
-            let offset = usize::try_from(block.offset()).map_err(|_| corrupt("a negative block offset".into()))?;
-            let block_len = usize::try_from(block.bodyLength())
-                .ok()
-                .and_then(|body| body.checked_add(usize::try_from(block.metaDataLength()).ok()?))
-                .ok_or_else(|| corrupt("a negative block length".into()))?;
-            if offset.checked_add(block_len).is_none_or(|end| end > footer_start) {
-                return Err(corrupt("a block lies beyond the data".into()));
-            }
-            let data = buffer.slice_with_length(offset, block_len);
-            let batch = decoder
-                .read_record_batch(block, &data)
-                .map_err(|e| corrupt(e.to_string()))?
-                .ok_or_else(|| corrupt("a block holds no record batch".into()))?;
+        for batch in &mapped.batches {
             starts.push(rows);
             rows += batch.num_rows() as u64;
-            batches.push(batch);
         }
-        Ok(AddressableCopy { path: path.to_path_buf(), names, batches, starts, rows })
+        Ok(AddressableCopy { path: path.to_path_buf(), names: mapped.names, batches: mapped.batches, starts, rows })
     }
 
     /// The columns opened, in the order of `wanted`.
@@ -277,6 +246,63 @@ impl AddressableCopy {
             ));
         }
         Ok(())
+    }
+}
+
+/// An Arrow IPC file of the store mapped into memory, its batches decoded without copying.
+pub struct MappedIpc {
+    /// The names of the columns decoded (those of `wanted` the file has, in that order).
+    pub names: Vec<String>,
+    pub batches: Vec<RecordBatch>,
+    /// The footer's custom metadata.
+    pub metadata: std::collections::HashMap<String, String>,
+}
+
+impl MappedIpc {
+    /// Maps the file at `path` and decodes the columns of `wanted` it has, validating their
+    /// buffers (the others are not looked at). The mapping lives as long as the batches.
+    pub fn open(path: &Path, wanted: &[&str]) -> Result<MappedIpc> {
+        let corrupt = |detail: String| Error::corrupt(path, format!("not a readable Arrow IPC copy: {detail}"));
+        let file = File::open(path).io_context("open", path)?;
+        let buffer = Buffer::from(bytes::Bytes::from_owner(map(&file, path)?));
+        let len = buffer.len();
+        if len < 10 {
+            return Err(corrupt(format!("{len} bytes is too short")));
+        }
+        let trailer: [u8; 10] = buffer[len - 10..].try_into().expect("ten bytes");
+        let footer_len = read_footer_length(trailer).map_err(|e| corrupt(e.to_string()))?;
+        let footer_start =
+            (len - 10).checked_sub(footer_len).ok_or_else(|| corrupt("the footer is longer than the file".into()))?;
+        let footer = arrow::ipc::root_as_footer(&buffer[footer_start..len - 10]).map_err(|e| corrupt(e.to_string()))?;
+        let schema = footer.schema().ok_or_else(|| corrupt("the footer has no schema".into()))?;
+        let schema = Arc::new(arrow::ipc::convert::fb_to_schema(schema));
+        let projection: Vec<usize> = wanted.iter().filter_map(|name| schema.index_of(name).ok()).collect();
+        let names = projection.iter().map(|&i| schema.field(i).name().clone()).collect();
+        let metadata = footer
+            .custom_metadata()
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| Some((kv.key()?.to_string(), kv.value()?.to_string())))
+            .collect();
+        let decoder = FileDecoder::new(Arc::clone(&schema), footer.version()).with_projection(projection);
+        let mut batches = Vec::new();
+        for block in footer.recordBatches().into_iter().flatten() {
+            let offset = usize::try_from(block.offset()).map_err(|_| corrupt("a negative block offset".into()))?;
+            let block_len = usize::try_from(block.bodyLength())
+                .ok()
+                .and_then(|body| body.checked_add(usize::try_from(block.metaDataLength()).ok()?))
+                .ok_or_else(|| corrupt("a negative block length".into()))?;
+            if offset.checked_add(block_len).is_none_or(|end| end > footer_start) {
+                return Err(corrupt("a block lies beyond the data".into()));
+            }
+            let data = buffer.slice_with_length(offset, block_len);
+            let batch = decoder
+                .read_record_batch(block, &data)
+                .map_err(|e| corrupt(e.to_string()))?
+                .ok_or_else(|| corrupt("a block holds no record batch".into()))?;
+            batches.push(batch);
+        }
+        Ok(MappedIpc { names, batches, metadata })
     }
 }
 

@@ -82,6 +82,11 @@ pub struct DataFile {
     /// written before it existed; they read the Parquet file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addressable: Option<String>,
+    /// For fact files with a `ts` column: the uncompressed Arrow IPC copy of their fixed-width
+    /// and low-cardinality columns, row for row ([`crate::store::plain_columns`]), which per-user
+    /// aggregates read (absent in stores written before it existed; they read the Parquet file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain_columns: Option<String>,
 }
 
 /// One segment of the id dictionary.
@@ -211,6 +216,7 @@ mod tests {
                 row_ids: None,
                 row_id_ranges: vec![(0, 2)],
                 addressable: Some("data/users/a.arrow".into()),
+                plain_columns: None,
             }],
         );
         let bytes = m.to_bytes().unwrap();

@@ -9,6 +9,7 @@ pub mod io;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
+pub mod plain_columns;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};

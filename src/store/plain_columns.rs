@@ -1,0 +1,379 @@
+//! Plain copies of fact files: beside each fact Parquet file, an uncompressed Arrow IPC file with
+//! the same rows in the same order — their user row ids (`__row_id`), every fixed-width column, and
+//! the string columns with few distinct values as `UInt16` codes into a per-file dictionary kept
+//! in the footer (`persona.dictionary.<column>`, a JSON list). Unique strings (`order_id`,
+//! `user_id`) are left out. Per-user aggregates map the copy and fold its batches without
+//! decompressing or decoding a page ([`PlainColumns`]); a string column is read as
+//! `Dictionary(Int32, Utf8)` over the file's dictionary, so a filter on it is tested once per value.
+//!
+//! A copy is written as its fact file is (imports, rewrites, and files kept as loaded), batch by
+//! batch, and named by the manifest's `plain_columns` field; stores without it read the Parquet
+//! files. A string column with more than 65,535 values in one file has no dictionary in the
+//! footer and is read from the Parquet file.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, DictionaryArray, Int32Array, RecordBatch, RecordBatchOptions, StringArray, UInt16Array,
+    UInt32Array,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, UInt16Type, UInt32Type};
+use arrow::ipc::writer::FileWriter;
+use rustc_hash::FxHashMap;
+
+use crate::error::{Error, IoContext, Result};
+use crate::ingest::writer::UNIQUE_COLUMNS;
+use crate::store::addressable::MappedIpc;
+use crate::tables::ROW_ID_COLUMN;
+
+/// The footer metadata key of a string column's dictionary.
+const DICTIONARY_KEY: &str = "persona.dictionary.";
+/// Rows per IPC batch: the import's batches are coalesced up to this.
+const BATCH_ROWS: usize = 64 * 1024;
+/// Codes are `u16`: a string column with more values in one file is left out of the copy.
+const MAX_DISTINCT: usize = u16::MAX as usize;
+
+/// The relative path of the copy of the fact file at `parquet_relative`.
+pub fn path_for(parquet_relative: &str) -> String {
+    match parquet_relative.strip_suffix(".parquet") {
+        Some(stem) => format!("{stem}.plain.arrow"),
+        None => format!("{parquet_relative}.plain.arrow"),
+    }
+}
+
+/// Whether a column of this name goes into copies (when its type does): unique strings do not.
+pub fn copies_column(name: &str) -> bool {
+    name != ROW_ID_COLUMN && !UNIQUE_COLUMNS.contains(&name)
+}
+
+fn is_string(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
+}
+
+/// One string column's codes as the file is written.
+#[derive(Default)]
+struct Codes {
+    of: FxHashMap<String, u16>,
+    values: Vec<String>,
+    /// More values than codes: the column is written as NULLs and has no dictionary.
+    overflowed: bool,
+}
+
+impl Codes {
+    fn encode(&mut self, column: &ArrayRef) -> Result<UInt16Array> {
+        let mut codes = Vec::with_capacity(column.len());
+        match column.data_type() {
+            DataType::Utf8 => self.encode_values(column.as_string::<i32>().iter(), &mut codes),
+            DataType::LargeUtf8 => self.encode_values(column.as_string::<i64>().iter(), &mut codes),
+            DataType::Utf8View => self.encode_values(column.as_string_view().iter(), &mut codes),
+            other => return Err(Error::Internal(format!("cannot code a column of type {other}"))),
+        }
+        Ok(UInt16Array::from(codes))
+    }
+
+    fn encode_values<'a>(&mut self, values: impl Iterator<Item = Option<&'a str>>, codes: &mut Vec<Option<u16>>) {
+        let mut last: Option<(&str, u16)> = None;
+        for value in values {
+            let code = match value {
+                None => None,
+                Some(_) if self.overflowed => None,
+                Some(v) => match last {
+                    Some((s, c)) if s == v => Some(c),
+                    _ => {
+                        let code = match self.of.get(v) {
+                            Some(c) => Some(*c),
+                            None if self.values.len() < MAX_DISTINCT => {
+                                let c = self.values.len() as u16;
+                                self.of.insert(v.to_string(), c);
+                                self.values.push(v.to_string());
+                                Some(c)
+                            }
+                            None => {
+                                self.overflowed = true;
+                                None
+                            }
+                        };
+                        last = code.map(|c| (v, c));
+                        code
+                    }
+                },
+            };
+            codes.push(code);
+        }
+    }
+}
+
+/// Writes a fact file's plain copy as its rows are written.
+pub struct PlainColumnsWriter {
+    path: PathBuf,
+    /// The copied columns: their names in the source batches, and codes for strings.
+    columns: Vec<(String, Option<Codes>)>,
+    schema: SchemaRef,
+    writer: FileWriter<BufWriter<File>>,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+}
+
+impl PlainColumnsWriter {
+    /// A writer for fact rows of `schema` (with or without the row-id column) into a copy at
+    /// `path`.
+    pub fn create(path: &Path, schema: &Schema) -> Result<PlainColumnsWriter> {
+        let mut fields = vec![Field::new(ROW_ID_COLUMN, DataType::UInt32, false)];
+        let mut columns = Vec::new();
+        for f in schema.fields() {
+            if !copies_column(f.name()) {
+                continue;
+            }
+            if is_string(f.data_type()) {
+                fields.push(Field::new(f.name(), DataType::UInt16, true));
+                columns.push((f.name().clone(), Some(Codes::default())));
+            } else if f.data_type().is_primitive() || *f.data_type() == DataType::Boolean {
+                fields.push(Field::new(f.name(), f.data_type().clone(), true));
+                columns.push((f.name().clone(), None));
+            }
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let file = File::create(path).io_context("create", path)?;
+        let writer = FileWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema)?;
+        Ok(PlainColumnsWriter {
+            path: path.to_path_buf(),
+            columns,
+            schema,
+            writer,
+            pending: Vec::new(),
+            pending_rows: 0,
+        })
+    }
+
+    /// Appends rows (their columns found by name) with their user row ids.
+    pub fn push(&mut self, batch: &RecordBatch, row_ids: &[u32]) -> Result<()> {
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(UInt32Array::from(row_ids.to_vec()))];
+        for (i, (name, codes)) in self.columns.iter_mut().enumerate() {
+            let column = batch.column(batch.schema().index_of(name)?);
+            arrays.push(match codes {
+                Some(codes) => Arc::new(codes.encode(column)?),
+                None => {
+                    let target = self.schema.field(i + 1).data_type();
+                    if column.data_type() == target { Arc::clone(column) } else { cast(column, target)? }
+                }
+            });
+        }
+        self.pending.push(RecordBatch::try_new(Arc::clone(&self.schema), arrays)?);
+        self.pending_rows += row_ids.len();
+        if self.pending_rows >= BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pending_rows > 0 {
+            let batch = arrow::compute::concat_batches(&self.schema, &self.pending)?;
+            self.writer.write(&batch)?;
+        }
+        self.pending.clear();
+        self.pending_rows = 0;
+        Ok(())
+    }
+
+    /// Writes the last rows and the dictionaries; returns the file (for syncing).
+    pub fn finish(mut self) -> Result<File> {
+        self.flush()?;
+        for (name, codes) in &self.columns {
+            if let Some(codes) = codes
+                && !codes.overflowed
+            {
+                let values = serde_json::to_string(&codes.values)
+                    .map_err(|e| Error::Internal(format!("cannot write a dictionary: {e}")))?;
+                self.writer.write_metadata(format!("{DICTIONARY_KEY}{name}"), values);
+            }
+        }
+        self.writer.finish()?;
+        let path = self.path;
+        self.writer.into_inner()?.into_inner().map_err(|e| Error::Io { op: "write", path, source: e.into_error() })
+    }
+}
+
+/// A plain copy mapped for some of its columns.
+pub struct PlainColumns {
+    path: PathBuf,
+    /// The row ids, then the columns asked for.
+    batches: Vec<RecordBatch>,
+    /// Per column asked for: its dictionary, if it is a string column.
+    dictionaries: Vec<Option<ArrayRef>>,
+    rows: u64,
+}
+
+impl PlainColumns {
+    /// Maps the copy at `path` for `columns`, or `None` when it lacks one of them (or its
+    /// dictionary). `rows` is its fact file's row count, which the copy must have.
+    pub fn open(path: &Path, columns: &[&str], rows: u64) -> Result<Option<PlainColumns>> {
+        let mut wanted = vec![ROW_ID_COLUMN];
+        wanted.extend_from_slice(columns);
+        let mapped = MappedIpc::open(path, &wanted)?;
+        if mapped.names.len() != wanted.len() || mapped.names[0] != ROW_ID_COLUMN {
+            return Ok(None);
+        }
+        let mut dictionaries = Vec::with_capacity(columns.len());
+        let schema = match mapped.batches.first() {
+            Some(b) => b.schema(),
+            None => Arc::new(Schema::empty()),
+        };
+        for (i, name) in columns.iter().enumerate() {
+            let is_code = schema.fields().get(i + 1).is_some_and(|f| *f.data_type() == DataType::UInt16);
+            if !is_code {
+                dictionaries.push(None);
+                continue;
+            }
+            let Some(text) = mapped.metadata.get(&format!("{DICTIONARY_KEY}{name}")) else { return Ok(None) };
+            let values: Vec<String> = serde_json::from_str(text)
+                .map_err(|e| Error::corrupt(path, format!("the dictionary of {name} is not a list of strings: {e}")))?;
+            dictionaries.push(Some(Arc::new(StringArray::from(values)) as ArrayRef));
+        }
+        let copied: u64 = mapped.batches.iter().map(|b| b.num_rows() as u64).sum();
+        if copied != rows {
+            return Err(Error::corrupt(path, format!("the copy holds {copied} rows, its fact file {rows}")));
+        }
+        Ok(Some(PlainColumns { path: path.to_path_buf(), batches: mapped.batches, dictionaries, rows }))
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Passes each batch's columns (strings as `Dictionary(Int32, Utf8)`) and row ids to `f`.
+    pub fn for_each_batch(&self, mut f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>) -> Result<()> {
+        for batch in &self.batches {
+            let ids = batch
+                .column(0)
+                .as_primitive_opt::<UInt32Type>()
+                .ok_or_else(|| Error::corrupt(&self.path, "the copy's first column is not row ids"))?;
+            let mut fields = Vec::with_capacity(self.dictionaries.len());
+            let mut arrays = Vec::with_capacity(self.dictionaries.len());
+            for (i, dictionary) in self.dictionaries.iter().enumerate() {
+                let column = batch.column(i + 1);
+                let field = batch.schema().field(i + 1).clone();
+                match dictionary {
+                    None => {
+                        fields.push(field);
+                        arrays.push(Arc::clone(column));
+                    }
+                    Some(values) => {
+                        let codes = column.as_primitive::<UInt16Type>();
+                        let keys: Int32Array = codes.unary(i32::from);
+                        let coded = DictionaryArray::<Int32Type>::try_new(keys, Arc::clone(values)).map_err(|e| {
+                            Error::corrupt(&self.path, format!("a code of {} has no value: {e}", field.name()))
+                        })?;
+                        fields.push(Field::new(field.name(), coded.data_type().clone(), true));
+                        arrays.push(Arc::new(coded));
+                    }
+                }
+            }
+            // `count(*)` reads no column: the batch is only its row count.
+            let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+            let out = RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options)?;
+            f(&out, ids.values())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Float64Array, TimestampMicrosecondArray};
+    use arrow::datatypes::TimeUnit;
+
+    use super::*;
+
+    fn fact_schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![
+            Field::new("order_id", DataType::Utf8, false),
+            Field::new("channel_id", DataType::Utf8, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+            Field::new("amount", DataType::Float64, true),
+        ]))
+    }
+
+    fn batch(ids: &[u32]) -> RecordBatch {
+        RecordBatch::try_new(
+            fact_schema(),
+            vec![
+                Arc::new(StringArray::from_iter_values(ids.iter().map(|i| format!("o{i}")))),
+                Arc::new(StringArray::from_iter(
+                    ids.iter().map(|i| (i % 7 != 0).then(|| ["app", "web", "微信"][*i as usize % 3])),
+                )),
+                Arc::new(TimestampMicrosecondArray::from_iter(
+                    ids.iter().map(|&i| (i % 11 != 0).then_some(i64::from(i) * 10)),
+                )),
+                Arc::new(Float64Array::from_iter_values(ids.iter().map(|&i| f64::from(i) / 2.0))),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn rows_come_back_in_order_with_their_row_ids_and_strings_as_dictionaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.plain.arrow");
+        let mut writer = PlainColumnsWriter::create(&path, &fact_schema()).unwrap();
+        let rows = 150_000u32;
+        for part in 0..3u32 {
+            let ids: Vec<u32> = (part * rows / 3..(part + 1) * rows / 3).collect();
+            writer.push(&batch(&ids), &ids).unwrap();
+        }
+        writer.finish().unwrap();
+        assert!(
+            PlainColumns::open(&path, &["order_id"], u64::from(rows)).unwrap().is_none(),
+            "unique strings are left out"
+        );
+        let err = PlainColumns::open(&path, &["ts"], 5).err().unwrap().to_string();
+        assert!(err.contains("f.plain.arrow") && err.contains("150000 rows"), "{err}");
+        let copy = PlainColumns::open(&path, &["amount", "channel_id", "ts"], u64::from(rows)).unwrap().unwrap();
+        let mut next = 0u32;
+        copy.for_each_batch(|batch, ids| {
+            let expected = super::tests::batch(ids);
+            let amount = batch.column(0).as_primitive::<arrow::datatypes::Float64Type>();
+            let channel = cast(batch.column(1), &DataType::Utf8).unwrap();
+            assert!(matches!(batch.column(1).data_type(), DataType::Dictionary(..)));
+            assert_eq!(channel.as_string::<i32>(), expected.column(1).as_string::<i32>());
+            assert_eq!(batch.column(2).as_ref(), expected.column(2).as_ref());
+            for (k, id) in ids.iter().enumerate() {
+                assert_eq!(*id, next, "rows in their order");
+                assert_eq!(amount.value(k), f64::from(*id) / 2.0);
+                next += 1;
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(next, rows);
+    }
+
+    #[test]
+    fn a_column_with_too_many_values_has_no_dictionary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wide.plain.arrow");
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("product_id", DataType::Utf8, false),
+            Field::new("q", DataType::Int32, false),
+        ]));
+        let mut writer = PlainColumnsWriter::create(&path, &schema).unwrap();
+        let n = MAX_DISTINCT as u32 + 10;
+        let ids: Vec<u32> = (0..n).collect();
+        let b = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from_iter_values(ids.iter().map(|i| format!("p{i}")))),
+                Arc::new(arrow::array::Int32Array::from_iter_values(ids.iter().map(|&i| i as i32))),
+            ],
+        )
+        .unwrap();
+        writer.push(&b, &ids).unwrap();
+        writer.finish().unwrap();
+        assert!(PlainColumns::open(&path, &["product_id"], u64::from(n)).unwrap().is_none());
+        assert!(PlainColumns::open(&path, &["q"], u64::from(n)).unwrap().is_some());
+    }
+}
