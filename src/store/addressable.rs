@@ -7,6 +7,8 @@
 //! The columns are stored as `Binary` so that opening a copy validates only offsets, not the
 //! UTF-8 of every value: the gathered values are validated when they become strings. Mapping is
 //! sound because committed store files are never written again (a new version writes new files).
+//! [`MappedIpc`] (mapping a store's Arrow IPC file and decoding its batches in place) is shared
+//! with the purchases files' plain copies ([`crate::store::plain_columns`]).
 
 use std::fs::File;
 use std::io::BufWriter;

@@ -243,3 +243,91 @@ async fn partial_days_of_a_window_read_the_right_rows_of_a_kept_file() {
     let plan = crate::util::rows(&indexed, &format!("EXPLAIN {sql}")).await.join("\n");
     assert!(plan.contains("\"edges\""), "the window's partial days are edge scans: {plan}");
 }
+
+/// Purchases files, kept (Parquet that already is the contract's table) or converted (CSV), get a
+/// plain copy row for row; per-user aggregates read it and give what the Parquet files give
+/// (indexes off); a damaged copy is reported with its path; a store without copies reads Parquet.
+#[tokio::test]
+async fn plain_copies_of_purchases_answer_per_user_aggregates_like_the_parquet_files() {
+    use crate::util::{batches_to_rows, write};
+    use persona::query::SessionOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    generate(&GenOptions { users: 3000, seed: 9, out: source.clone(), format: GenFormat::Parquet }, &|_| {}).unwrap();
+    let store = Store::open_or_create(dir.path().join("store")).unwrap();
+    store.import(std::slice::from_ref(&source), &ImportOptions::default()).unwrap();
+    let mut csv = String::from("order_id,user_id,product_id,channel_id,ts,quantity,amount\n");
+    for i in 0..400 {
+        csv.push_str(&format!(
+            "x{i},u{},p{},wechat,2026-10-{:02} 10:00:00,{},{}.5\n",
+            i % 50,
+            i % 9,
+            1 + i % 28,
+            i % 4,
+            i
+        ));
+    }
+    let extra = write(&dir.path().join("extra"), "purchases.csv", &csv);
+    store.import(&[extra], &ImportOptions::default()).unwrap();
+    let snapshot = store.snapshot().unwrap();
+    let purchases = snapshot.manifest().files(Table::Purchases);
+    assert!(purchases.iter().any(|f| f.row_ids.is_some()) && purchases.iter().any(|f| f.row_ids.is_none()));
+    for file in purchases {
+        let copy = file.plain_columns.as_ref().unwrap_or_else(|| panic!("{} has no plain copy", file.path));
+        assert!(store.root().join(copy).is_file(), "{copy}");
+    }
+    for table in [Table::Events, Table::UserTags] {
+        assert!(snapshot.manifest().files(table).iter().all(|f| f.plain_columns.is_none()), "{table}");
+    }
+    let queries = [
+        "SELECT user_id, count(*), round(sum(amount), 2), sum(quantity), min(ts), max(ts) FROM purchases \
+         WHERE channel_id = 'wechat' AND ts >= TIMESTAMP '2026-05-05 00:00:00' GROUP BY user_id ORDER BY user_id",
+        "SELECT count(*) FROM (SELECT user_id FROM purchases WHERE product_id IN ('p1', 'p2') AND quantity > 1 \
+         GROUP BY user_id HAVING count(*) >= 2) t",
+        "SELECT user_id, count(*) FROM purchases GROUP BY user_id ORDER BY 2 DESC, user_id LIMIT 20",
+    ];
+    let answers = |use_indexes: bool| {
+        let store = &store;
+        async move {
+            let options =
+                SessionOptions { use_indexes: Some(use_indexes), target_partitions: Some(2), ..Default::default() };
+            let session = store.session_with(&options).unwrap();
+            let mut out = Vec::new();
+            for q in queries {
+                out.push(session.query(q).await.map(|b| batches_to_rows(&b)).map_err(|e| e.to_string()));
+            }
+            out
+        }
+    };
+    let general = answers(false).await;
+    assert!(general.iter().all(|a| a.as_ref().is_ok_and(|rows| !rows.is_empty())), "{general:?}");
+    assert_eq!(answers(true).await, general);
+
+    // A damaged copy is an error that names it.
+    let copy = store.root().join(purchases[0].plain_columns.as_ref().unwrap());
+    let intact = std::fs::read(&copy).unwrap();
+    std::fs::write(&copy, &intact[..intact.len() / 2]).unwrap();
+    let damaged = answers(true).await;
+    let message = damaged[0].as_ref().unwrap_err();
+    assert!(message.contains(copy.file_name().unwrap().to_str().unwrap()), "{message}");
+    std::fs::write(&copy, &intact).unwrap();
+
+    // A store written before the copies existed reads the Parquet files.
+    let root = store.root().to_path_buf();
+    let current = std::fs::read_to_string(persona::store::layout::current_file(&root)).unwrap();
+    let manifest_path = persona::store::layout::manifests_dir(&root).join(current.trim());
+    let mut manifest =
+        persona::store::manifest::Manifest::from_bytes(&std::fs::read(&manifest_path).unwrap(), &manifest_path)
+            .unwrap();
+    for file in manifest.tables.get_mut(&Table::Purchases).unwrap() {
+        file.plain_columns = None;
+    }
+    std::fs::write(&manifest_path, manifest.to_bytes().unwrap()).unwrap();
+    let reopened = Store::open(&root).unwrap();
+    let options = SessionOptions { use_indexes: Some(true), target_partitions: Some(2), ..Default::default() };
+    let session = reopened.session_with(&options).unwrap();
+    for (q, want) in queries.iter().zip(&general) {
+        let got = session.query(q).await.map(|b| batches_to_rows(&b)).map_err(|e| e.to_string());
+        assert_eq!(&got, want, "{q}");
+    }
+}
