@@ -57,6 +57,9 @@ fn is_string(t: &DataType) -> bool {
 /// One string column's codes as the file is written.
 #[derive(Default)]
 struct Codes {
+    /// Values of up to 15 bytes, packed with their length into a `u128` (hashed and compared as
+    /// one integer); longer values by their text.
+    short: FxHashMap<u128, u16>,
     of: FxHashMap<String, u16>,
     values: Vec<String>,
     /// More values than codes: the column is written as NULLs and has no dictionary.
@@ -76,35 +79,49 @@ impl Codes {
     }
 
     fn encode_values<'a>(&mut self, values: impl Iterator<Item = Option<&'a str>>, codes: &mut Vec<Option<u16>>) {
-        let mut last: Option<(&str, u16)> = None;
         for value in values {
             let code = match value {
                 None => None,
                 Some(_) if self.overflowed => None,
-                Some(v) => match last {
-                    Some((s, c)) if s == v => Some(c),
-                    _ => {
-                        let code = match self.of.get(v) {
-                            Some(c) => Some(*c),
-                            None if self.values.len() < MAX_DISTINCT => {
-                                let c = self.values.len() as u16;
-                                self.of.insert(v.to_string(), c);
-                                self.values.push(v.to_string());
-                                Some(c)
-                            }
-                            None => {
-                                self.overflowed = true;
-                                None
-                            }
-                        };
-                        last = code.map(|c| (v, c));
-                        code
-                    }
-                },
+                Some(v) => self.code(v),
             };
             codes.push(code);
         }
     }
+
+    /// The code of `v`, given a new one if it has none; `None` once the codes have run out.
+    fn code(&mut self, v: &str) -> Option<u16> {
+        let packed = pack(v.as_bytes());
+        let known = match packed {
+            Some(key) => self.short.get(&key),
+            None => self.of.get(v),
+        };
+        if let Some(c) = known {
+            return Some(*c);
+        }
+        if self.values.len() >= MAX_DISTINCT {
+            self.overflowed = true;
+            return None;
+        }
+        let c = self.values.len() as u16;
+        match packed {
+            Some(key) => self.short.insert(key, c),
+            None => self.of.insert(v.to_string(), c),
+        };
+        self.values.push(v.to_string());
+        Some(c)
+    }
+}
+
+/// Up to 15 bytes and their length as one integer (distinct values give distinct integers).
+fn pack(bytes: &[u8]) -> Option<u128> {
+    if bytes.len() > 15 {
+        return None;
+    }
+    let mut buf = [0u8; 16];
+    buf[..bytes.len()].copy_from_slice(bytes);
+    buf[15] = bytes.len() as u8;
+    Some(u128::from_le_bytes(buf))
 }
 
 /// Writes a fact file's plain copy as its rows are written.
@@ -350,6 +367,20 @@ mod tests {
         })
         .unwrap();
         assert_eq!(next, rows);
+    }
+
+    #[test]
+    fn codes_are_one_per_distinct_value_short_or_long() {
+        let values =
+            ["", "a", "a\0", "fifteen-bytes-x", "sixteen-bytes-xy", "sixteen-bytes-xz", "a", "sixteen-bytes-xy", ""];
+        let column: ArrayRef = Arc::new(StringArray::from_iter(values.iter().map(|v| Some(*v)).chain([None])));
+        let mut codes = Codes::default();
+        let coded = codes.encode(&column).unwrap();
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(codes.values[coded.value(i) as usize], *v, "row {i}");
+        }
+        assert!(coded.is_null(values.len()));
+        assert_eq!(codes.values.len(), 6, "{:?}", codes.values);
     }
 
     #[test]
