@@ -1,11 +1,13 @@
-//! Audience-query benchmark: Q1, Q3, Q4 and Q6 of the audience benchmark (`benches/queries/`) through
-//! the library, in one warm session.
+//! Audience-query benchmark: Q1, Q3, Q4, Q5, Q6 and Q7 of the audience benchmark
+//! (`benches/queries/`) through the library, in one warm session.
 //!
 //! Measured: `rt.block_on(session.query(sql))` — planning, executing and collecting the result of
 //! one statement — on a `persona::Session` opened once with "now" pinned to 2026-11-01 00:00:00
 //! (the store is opened and the session built before measuring). One `BenchmarkId` per query:
 //! Q1 (tag ∧ tier ∧ no recent purchase, count), Q3 (tags ∨/¬, region, age range, count), Q6 (pairwise
-//! tag overlaps), Q4 (distinct buyers of a category, minus a tag). Group `audience_queries` uses the bitmap indexes (the default); group
+//! tag overlaps), Q4 (distinct buyers of a category, minus a tag), Q5 (per-user count and sum over
+//! a channel and a 180-day window: the dense aggregate over the purchases' plain copies), Q7 (RFM
+//! quintiles: the dense aggregate under a window chain). Group `audience_queries` uses the bitmap indexes (the default); group
 //! `audience_queries_scan` runs the same queries with `use_indexes: Some(false)` (DataFusion's
 //! general path over the store's Parquet files), the baseline the indexes must beat.
 //!
@@ -30,11 +32,13 @@ use persona::{ImportOptions, SessionOptions, Store};
 const USERS: u64 = 100_000;
 const SEED: u64 = 42;
 
-const QUERIES: [(&str, &str); 4] = [
+const QUERIES: [(&str, &str); 6] = [
     ("q1", include_str!("queries/q1.sql")),
     ("q3", include_str!("queries/q3.sql")),
     ("q4", include_str!("queries/q4.sql")),
+    ("q5", include_str!("queries/q5.sql")),
     ("q6", include_str!("queries/q6.sql")),
+    ("q7", include_str!("queries/q7.sql")),
 ];
 
 /// "now" pinned to 2026-11-01 00:00:00; `use_indexes: false` takes DataFusion's general path.
