@@ -5,24 +5,19 @@
 //! page of an exported column holds members, so the Parquet path decodes every value of it.
 //!
 //! The columns are stored as `Binary` so that opening a copy validates only offsets, not the
-//! UTF-8 of every value: the gathered values are validated when they become strings. Mapping is
-//! sound because committed store files are never written again (a new version writes new files).
-//! [`MappedIpc`] (mapping a store's Arrow IPC file and decoding its batches in place) is shared
-//! with the purchases files' plain copies ([`crate::store::plain_columns`]).
+//! UTF-8 of every value: the gathered values are validated when they become strings. Writing and
+//! mapping are [`crate::store::ipc`]'s.
 
 use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
-use arrow::buffer::Buffer;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::ipc::reader::{FileDecoder, read_footer_length};
-use arrow::ipc::writer::FileWriter;
+use arrow::datatypes::{DataType, Field, Schema};
 
 use crate::error::{Error, IoContext, Result};
 use crate::ingest::writer::UNIQUE_COLUMNS;
+use crate::store::ipc::{IpcFileWriter, MappedIpc};
 
 /// Rows per IPC batch: small batches from the import are coalesced up to this.
 const BATCH_ROWS: usize = 128 * 1024;
@@ -53,17 +48,13 @@ fn copied_columns(schema: &Schema) -> Vec<usize> {
 
 /// Writes the copy while the users file is written, batch for batch.
 pub struct AddressableWriter {
-    path: PathBuf,
     columns: Vec<usize>,
-    schema: SchemaRef,
-    writer: FileWriter<BufWriter<File>>,
-    pending: Vec<RecordBatch>,
-    pending_rows: usize,
+    file: IpcFileWriter,
 }
 
 impl std::fmt::Debug for AddressableWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AddressableWriter").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("AddressableWriter").field("path", &self.file.path()).finish_non_exhaustive()
     }
 }
 
@@ -77,17 +68,8 @@ impl AddressableWriter {
         }
         let fields: Vec<Field> =
             columns.iter().map(|&i| Field::new(file_schema.field(i).name(), DataType::Binary, true)).collect();
-        let schema = Arc::new(Schema::new(fields));
-        let file = File::create(path).io_context("create", path)?;
-        let writer = FileWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema)?;
-        Ok(Some(AddressableWriter {
-            path: path.to_path_buf(),
-            columns,
-            schema,
-            writer,
-            pending: Vec::new(),
-            pending_rows: 0,
-        }))
+        let file = IpcFileWriter::create(path, Arc::new(Schema::new(fields)), BATCH_ROWS)?;
+        Ok(Some(AddressableWriter { columns, file }))
     }
 
     /// Appends the rows of `batch` (in the users file schema).
@@ -97,37 +79,14 @@ impl AddressableWriter {
             .iter()
             .map(|&i| arrow::compute::cast(batch.column(i), &DataType::Binary))
             .collect::<std::result::Result<_, _>>()?;
-        self.pending.push(RecordBatch::try_new(Arc::clone(&self.schema), columns)?);
-        self.pending_rows += batch.num_rows();
-        if self.pending_rows >= BATCH_ROWS {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let batch = arrow::compute::concat_batches(&self.schema, &self.pending)?;
-        self.writer.write(&batch)?;
-        self.pending.clear();
-        self.pending_rows = 0;
-        Ok(())
+        self.file.push(RecordBatch::try_new(Arc::clone(self.file.schema()), columns)?)
     }
 
     /// Completes the file; returns it (to be made durable by the caller, see [`sync_later`]).
     ///
     /// [`sync_later`]: crate::store::io::sync_later
-    pub fn finish(mut self) -> Result<File> {
-        self.flush()?;
-        self.writer.finish()?;
-        let file = self.writer.into_inner()?.into_inner().map_err(|e| Error::Io {
-            op: "write",
-            path: self.path.clone(),
-            source: e.into_error(),
-        })?;
-        Ok(file)
+    pub fn finish(self) -> Result<File> {
+        self.file.finish(Vec::new())
     }
 }
 
@@ -249,72 +208,6 @@ impl AddressableCopy {
         }
         Ok(())
     }
-}
-
-/// An Arrow IPC file of the store mapped into memory, its batches decoded without copying.
-pub struct MappedIpc {
-    /// The names of the columns decoded (those of `wanted` the file has, in that order).
-    pub names: Vec<String>,
-    pub batches: Vec<RecordBatch>,
-    /// The footer's custom metadata.
-    pub metadata: std::collections::HashMap<String, String>,
-}
-
-impl MappedIpc {
-    /// Maps the file at `path` and decodes the columns of `wanted` it has, validating their
-    /// buffers (the others are not looked at). The mapping lives as long as the batches.
-    pub fn open(path: &Path, wanted: &[&str]) -> Result<MappedIpc> {
-        let corrupt = |detail: String| Error::corrupt(path, format!("not a readable Arrow IPC copy: {detail}"));
-        let file = File::open(path).io_context("open", path)?;
-        let buffer = Buffer::from(bytes::Bytes::from_owner(map(&file, path)?));
-        let len = buffer.len();
-        if len < 10 {
-            return Err(corrupt(format!("{len} bytes is too short")));
-        }
-        let trailer: [u8; 10] = buffer[len - 10..].try_into().expect("ten bytes");
-        let footer_len = read_footer_length(trailer).map_err(|e| corrupt(e.to_string()))?;
-        let footer_start =
-            (len - 10).checked_sub(footer_len).ok_or_else(|| corrupt("the footer is longer than the file".into()))?;
-        let footer = arrow::ipc::root_as_footer(&buffer[footer_start..len - 10]).map_err(|e| corrupt(e.to_string()))?;
-        let schema = footer.schema().ok_or_else(|| corrupt("the footer has no schema".into()))?;
-        let schema = Arc::new(arrow::ipc::convert::fb_to_schema(schema));
-        let projection: Vec<usize> = wanted.iter().filter_map(|name| schema.index_of(name).ok()).collect();
-        let names = projection.iter().map(|&i| schema.field(i).name().clone()).collect();
-        let metadata = footer
-            .custom_metadata()
-            .into_iter()
-            .flatten()
-            .filter_map(|kv| Some((kv.key()?.to_string(), kv.value()?.to_string())))
-            .collect();
-        let decoder = FileDecoder::new(Arc::clone(&schema), footer.version()).with_projection(projection);
-        let mut batches = Vec::new();
-        for block in footer.recordBatches().into_iter().flatten() {
-            let offset = usize::try_from(block.offset()).map_err(|_| corrupt("a negative block offset".into()))?;
-            let block_len = usize::try_from(block.bodyLength())
-                .ok()
-                .and_then(|body| body.checked_add(usize::try_from(block.metaDataLength()).ok()?))
-                .ok_or_else(|| corrupt("a negative block length".into()))?;
-            if offset.checked_add(block_len).is_none_or(|end| end > footer_start) {
-                return Err(corrupt("a block lies beyond the data".into()));
-            }
-            let data = buffer.slice_with_length(offset, block_len);
-            let batch = decoder
-                .read_record_batch(block, &data)
-                .map_err(|e| corrupt(e.to_string()))?
-                .ok_or_else(|| corrupt("a block holds no record batch".into()))?;
-            batches.push(batch);
-        }
-        Ok(MappedIpc { names, batches, metadata })
-    }
-}
-
-/// Maps a committed store file into memory.
-#[allow(unsafe_code)]
-fn map(file: &File, path: &Path) -> Result<memmap2::Mmap> {
-    // SAFETY: the mapping is undefined behaviour only if the file changes while mapped. Committed
-    // store files are immutable: Persona never writes, truncates or rewrites one after its commit
-    // (new versions write new files, and a writer only removes files no manifest references).
-    unsafe { memmap2::Mmap::map(file) }.io_context("map", path)
 }
 
 #[cfg(test)]

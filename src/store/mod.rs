@@ -6,6 +6,7 @@ pub mod addressable;
 pub mod commit;
 pub mod fact_rows;
 pub mod io;
+pub mod ipc;
 pub mod layout;
 pub mod lock;
 pub mod manifest;

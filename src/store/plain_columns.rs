@@ -3,7 +3,8 @@
 //! the string columns with few distinct values as `UInt16` codes into a per-file dictionary kept
 //! in the footer (`persona.dictionary.<column>`, a JSON list). Unique strings (`order_id`,
 //! `user_id`) are left out. Per-user aggregates map the copy and fold its batches without
-//! decompressing or decoding a page ([`PlainColumns`]); a string column is read as
+//! decompressing or decoding a page ([`PlainColumns`]; writing and mapping are
+//! [`crate::store::ipc`]'s); a string column is read as
 //! `Dictionary(Int32, Utf8)` over the file's dictionary, so a filter on it is tested once per value.
 //!
 //! A copy is written as its fact file is (imports, rewrites, and files kept as loaded), batch by
@@ -12,7 +13,6 @@
 //! footer and is read from the Parquet file.
 
 use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,13 +21,12 @@ use arrow::array::{
     UInt32Array,
 };
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, UInt16Type, UInt32Type};
-use arrow::ipc::writer::FileWriter;
+use arrow::datatypes::{DataType, Field, Int32Type, Schema, UInt16Type, UInt32Type};
 use rustc_hash::FxHashMap;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::ingest::writer::UNIQUE_COLUMNS;
-use crate::store::addressable::MappedIpc;
+use crate::store::ipc::{IpcFileWriter, MappedIpc};
 use crate::tables::ROW_ID_COLUMN;
 
 /// The footer metadata key of a string column's dictionary.
@@ -126,13 +125,9 @@ fn pack(bytes: &[u8]) -> Option<u128> {
 
 /// Writes a fact file's plain copy as its rows are written.
 pub struct PlainColumnsWriter {
-    path: PathBuf,
     /// The copied columns: their names in the source batches, and codes for strings.
     columns: Vec<(String, Option<Codes>)>,
-    schema: SchemaRef,
-    writer: FileWriter<BufWriter<File>>,
-    pending: Vec<RecordBatch>,
-    pending_rows: usize,
+    file: IpcFileWriter,
 }
 
 impl PlainColumnsWriter {
@@ -153,65 +148,40 @@ impl PlainColumnsWriter {
                 columns.push((f.name().clone(), None));
             }
         }
-        let schema = Arc::new(Schema::new(fields));
-        let file = File::create(path).io_context("create", path)?;
-        let writer = FileWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema)?;
-        Ok(PlainColumnsWriter {
-            path: path.to_path_buf(),
-            columns,
-            schema,
-            writer,
-            pending: Vec::new(),
-            pending_rows: 0,
-        })
+        let file = IpcFileWriter::create(path, Arc::new(Schema::new(fields)), BATCH_ROWS)?;
+        Ok(PlainColumnsWriter { columns, file })
     }
 
     /// Appends rows (their columns found by name) with their user row ids.
     pub fn push(&mut self, batch: &RecordBatch, row_ids: &[u32]) -> Result<()> {
+        let schema = Arc::clone(self.file.schema());
         let mut arrays: Vec<ArrayRef> = vec![Arc::new(UInt32Array::from(row_ids.to_vec()))];
         for (i, (name, codes)) in self.columns.iter_mut().enumerate() {
             let column = batch.column(batch.schema().index_of(name)?);
             arrays.push(match codes {
                 Some(codes) => Arc::new(codes.encode(column)?),
                 None => {
-                    let target = self.schema.field(i + 1).data_type();
+                    let target = schema.field(i + 1).data_type();
                     if column.data_type() == target { Arc::clone(column) } else { cast(column, target)? }
                 }
             });
         }
-        self.pending.push(RecordBatch::try_new(Arc::clone(&self.schema), arrays)?);
-        self.pending_rows += row_ids.len();
-        if self.pending_rows >= BATCH_ROWS {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if self.pending_rows > 0 {
-            let batch = arrow::compute::concat_batches(&self.schema, &self.pending)?;
-            self.writer.write(&batch)?;
-        }
-        self.pending.clear();
-        self.pending_rows = 0;
-        Ok(())
+        self.file.push(RecordBatch::try_new(schema, arrays)?)
     }
 
     /// Writes the last rows and the dictionaries; returns the file (for syncing).
-    pub fn finish(mut self) -> Result<File> {
-        self.flush()?;
+    pub fn finish(self) -> Result<File> {
+        let mut metadata = Vec::new();
         for (name, codes) in &self.columns {
             if let Some(codes) = codes
                 && !codes.overflowed
             {
                 let values = serde_json::to_string(&codes.values)
                     .map_err(|e| Error::Internal(format!("cannot write a dictionary: {e}")))?;
-                self.writer.write_metadata(format!("{DICTIONARY_KEY}{name}"), values);
+                metadata.push((format!("{DICTIONARY_KEY}{name}"), values));
             }
         }
-        self.writer.finish()?;
-        let path = self.path;
-        self.writer.into_inner()?.into_inner().map_err(|e| Error::Io { op: "write", path, source: e.into_error() })
+        self.file.finish(metadata)
     }
 }
 

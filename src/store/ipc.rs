@@ -1,0 +1,142 @@
+//! Arrow IPC files of the store (the users files' row-addressable copies and the purchases files'
+//! plain copies): [`IpcFileWriter`] writes one with the import's small batches coalesced, and
+//! [`MappedIpc`] maps one into memory and decodes its batches in place. Mapping is sound because
+//! committed store files are never written again (a new version writes new files).
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::buffer::Buffer;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::{FileDecoder, read_footer_length};
+use arrow::ipc::writer::FileWriter;
+
+use crate::error::{Error, IoContext, Result};
+
+/// Writes an Arrow IPC file, coalescing the batches pushed into record batches of at least
+/// `batch_rows` rows (the last one smaller).
+pub struct IpcFileWriter {
+    path: PathBuf,
+    schema: SchemaRef,
+    writer: FileWriter<BufWriter<File>>,
+    batch_rows: usize,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+}
+
+impl IpcFileWriter {
+    pub fn create(path: &Path, schema: SchemaRef, batch_rows: usize) -> Result<IpcFileWriter> {
+        let file = File::create(path).io_context("create", path)?;
+        let writer = FileWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema)?;
+        Ok(IpcFileWriter { path: path.to_path_buf(), schema, writer, batch_rows, pending: Vec::new(), pending_rows: 0 })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Appends `batch` (in the file's schema).
+    pub fn push(&mut self, batch: RecordBatch) -> Result<()> {
+        self.pending_rows += batch.num_rows();
+        self.pending.push(batch);
+        if self.pending_rows >= self.batch_rows {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pending_rows > 0 {
+            let batch = arrow::compute::concat_batches(&self.schema, &self.pending)?;
+            self.writer.write(&batch)?;
+        }
+        self.pending.clear();
+        self.pending_rows = 0;
+        Ok(())
+    }
+
+    /// Writes the last rows and `metadata` into the footer; returns the file, to be made durable
+    /// by the caller ([`crate::store::io::sync_later`]).
+    pub fn finish(mut self, metadata: Vec<(String, String)>) -> Result<File> {
+        self.flush()?;
+        for (key, value) in metadata {
+            self.writer.write_metadata(key, value);
+        }
+        self.writer.finish()?;
+        let path = self.path;
+        self.writer.into_inner()?.into_inner().map_err(|e| Error::Io { op: "write", path, source: e.into_error() })
+    }
+}
+
+/// An Arrow IPC file of the store mapped into memory, its batches decoded without copying.
+pub struct MappedIpc {
+    /// The names of the columns decoded (those of `wanted` the file has, in that order).
+    pub names: Vec<String>,
+    pub batches: Vec<RecordBatch>,
+    /// The footer's custom metadata.
+    pub metadata: std::collections::HashMap<String, String>,
+}
+
+impl MappedIpc {
+    /// Maps the file at `path` and decodes the columns of `wanted` it has, validating their
+    /// buffers (the others are not looked at). The mapping lives as long as the batches.
+    pub fn open(path: &Path, wanted: &[&str]) -> Result<MappedIpc> {
+        let corrupt = |detail: String| Error::corrupt(path, format!("not a readable Arrow IPC copy: {detail}"));
+        let file = File::open(path).io_context("open", path)?;
+        let buffer = Buffer::from(bytes::Bytes::from_owner(map(&file, path)?));
+        let len = buffer.len();
+        if len < 10 {
+            return Err(corrupt(format!("{len} bytes is too short")));
+        }
+        let trailer: [u8; 10] = buffer[len - 10..].try_into().expect("ten bytes");
+        let footer_len = read_footer_length(trailer).map_err(|e| corrupt(e.to_string()))?;
+        let footer_start =
+            (len - 10).checked_sub(footer_len).ok_or_else(|| corrupt("the footer is longer than the file".into()))?;
+        let footer = arrow::ipc::root_as_footer(&buffer[footer_start..len - 10]).map_err(|e| corrupt(e.to_string()))?;
+        let schema = footer.schema().ok_or_else(|| corrupt("the footer has no schema".into()))?;
+        let schema = Arc::new(arrow::ipc::convert::fb_to_schema(schema));
+        let projection: Vec<usize> = wanted.iter().filter_map(|name| schema.index_of(name).ok()).collect();
+        let names = projection.iter().map(|&i| schema.field(i).name().clone()).collect();
+        let metadata = footer
+            .custom_metadata()
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| Some((kv.key()?.to_string(), kv.value()?.to_string())))
+            .collect();
+        let decoder = FileDecoder::new(Arc::clone(&schema), footer.version()).with_projection(projection);
+        let mut batches = Vec::new();
+        for block in footer.recordBatches().into_iter().flatten() {
+            let offset = usize::try_from(block.offset()).map_err(|_| corrupt("a negative block offset".into()))?;
+            let block_len = usize::try_from(block.bodyLength())
+                .ok()
+                .and_then(|body| body.checked_add(usize::try_from(block.metaDataLength()).ok()?))
+                .ok_or_else(|| corrupt("a negative block length".into()))?;
+            if offset.checked_add(block_len).is_none_or(|end| end > footer_start) {
+                return Err(corrupt("a block lies beyond the data".into()));
+            }
+            let data = buffer.slice_with_length(offset, block_len);
+            let batch = decoder
+                .read_record_batch(block, &data)
+                .map_err(|e| corrupt(e.to_string()))?
+                .ok_or_else(|| corrupt("a block holds no record batch".into()))?;
+            batches.push(batch);
+        }
+        Ok(MappedIpc { names, batches, metadata })
+    }
+}
+
+/// Maps a committed store file into memory.
+#[allow(unsafe_code)]
+fn map(file: &File, path: &Path) -> Result<memmap2::Mmap> {
+    // SAFETY: the mapping is undefined behaviour only if the file changes while mapped. Committed
+    // store files are immutable: Persona never writes, truncates or rewrites one after its commit
+    // (new versions write new files, and a writer only removes files no manifest references).
+    unsafe { memmap2::Mmap::map(file) }.io_context("map", path)
+}
