@@ -231,19 +231,11 @@ impl<'w> TableSink<'w> {
             let bytes = f.metadata().io_context("stat", &file.abs)?.len();
             self.syncing.push(io::sync_later(f, file.abs.clone()));
             let addressable = match file.addressable {
-                Some((copy, relative)) => {
-                    let path = layout::resolve(self.writer.store().root(), &relative);
-                    self.syncing.push(io::sync_later(copy.finish()?, path));
-                    Some(relative)
-                }
+                Some((copy, relative)) => Some(self.copy_written(copy.finish()?, relative)),
                 None => None,
             };
             let plain_columns = match file.plain {
-                Some((copy, relative)) => {
-                    let path = layout::resolve(self.writer.store().root(), &relative);
-                    self.syncing.push(io::sync_later(copy.finish()?, path));
-                    Some(relative)
-                }
+                Some((copy, relative)) => Some(self.copy_written(copy.finish()?, relative)),
                 None => None,
             };
             self.done.push(DataFile {
@@ -259,6 +251,13 @@ impl<'w> TableSink<'w> {
             });
         }
         Ok(())
+    }
+
+    /// A copy beside a data file, written: made durable in the background; its relative path.
+    fn copy_written(&mut self, file: File, relative: String) -> String {
+        let path = layout::resolve(self.writer.store().root(), &relative);
+        self.sync_later(file, path);
+        relative
     }
 
     /// Makes `file` durable on a background thread; [`Self::finish`] waits for it.
