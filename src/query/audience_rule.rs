@@ -360,18 +360,30 @@ pub(crate) fn collect_values(e: &Expr, column: &str, values: &mut Vec<String>) -
     }
 }
 
-/// A bound on `ts` (`ts >= t`, `ts > t`, `ts < t`, `ts <= t`, either operand order): the operator
-/// with `ts` on the left and the instant in microseconds (UTC).
-fn ts_bound(p: &Expr) -> Option<(Operator, i64)> {
+/// A bound on `ts` (`ts >= t`, `ts > t`, `ts < t`, `ts <= t`, `ts = t`, either operand order):
+/// the operator with `ts` on the left and the instant in microseconds (UTC).
+pub(crate) fn ts_bound(p: &Expr) -> Option<(Operator, i64)> {
     let Expr::BinaryExpr(BinaryExpr { left, op, right }) = p else { return None };
-    let (op, micros) = match (strip_cast(left), right.as_ref()) {
+    let (op, micros) = match (strip_lossless_ts_cast(left), right.as_ref()) {
         (Expr::Column(c), Expr::Literal(v, _)) if c.name == "ts" => (*op, timestamp_micros(v)?),
-        _ => match (left.as_ref(), strip_cast(right)) {
+        _ => match (left.as_ref(), strip_lossless_ts_cast(right)) {
             (Expr::Literal(v, _), Expr::Column(c)) if c.name == "ts" => (op.swap()?, timestamp_micros(v)?),
             _ => return None,
         },
     };
-    matches!(op, Operator::GtEq | Operator::Gt | Operator::Lt | Operator::LtEq).then_some((op, micros))
+    matches!(op, Operator::GtEq | Operator::Gt | Operator::Lt | Operator::LtEq | Operator::Eq).then_some((op, micros))
+}
+
+/// `e` without casts to timestamps of microseconds or finer, which keep every instant of `ts`. A
+/// cast to seconds or milliseconds truncates, so a bound on it is not the same bound on `ts`.
+fn strip_lossless_ts_cast(e: &Expr) -> &Expr {
+    use datafusion::arrow::datatypes::{DataType, TimeUnit};
+    let lossless = |t: &DataType| matches!(t, DataType::Timestamp(TimeUnit::Microsecond | TimeUnit::Nanosecond, _));
+    match e {
+        Expr::Cast(c) if lossless(c.field.data_type()) => strip_lossless_ts_cast(&c.expr),
+        Expr::TryCast(c) if lossless(c.field.data_type()) => strip_lossless_ts_cast(&c.expr),
+        other => other,
+    }
 }
 
 pub(crate) fn strip_cast(e: &Expr) -> &Expr {
@@ -390,5 +402,31 @@ fn timestamp_micros(v: &ScalarValue) -> Option<i64> {
         ScalarValue::TimestampMicrosecond(Some(us), _) => Some(*us),
         ScalarValue::TimestampNanosecond(Some(ns), _) => (ns % 1000 == 0).then_some(ns / 1000),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::{DataType, TimeUnit};
+    use datafusion::common::ScalarValue;
+    use datafusion::prelude::{cast, col, lit};
+
+    use super::*;
+
+    fn at(micros: i64) -> Expr {
+        lit(ScalarValue::TimestampMicrosecond(Some(micros), None))
+    }
+
+    #[test]
+    fn ts_bounds_see_through_lossless_casts_only() {
+        assert_eq!(ts_bound(&col("ts").gt_eq(at(5))), Some((Operator::GtEq, 5)));
+        assert_eq!(ts_bound(&at(5).gt(col("ts"))), Some((Operator::Lt, 5)));
+        assert_eq!(ts_bound(&col("ts").eq(at(7))), Some((Operator::Eq, 7)));
+        let nanos = cast(col("ts"), DataType::Timestamp(TimeUnit::Nanosecond, None));
+        assert_eq!(ts_bound(&nanos.lt_eq(at(9))), Some((Operator::LtEq, 9)));
+        // ts = 10.5 s passes CAST(ts AS seconds) <= 10 s, which is not ts <= 10 s.
+        let seconds = cast(col("ts"), DataType::Timestamp(TimeUnit::Second, None));
+        assert_eq!(ts_bound(&seconds.lt_eq(lit(ScalarValue::TimestampSecond(Some(10), None)))), None);
+        assert_eq!(ts_bound(&col("ts").not_eq(at(5))), None);
     }
 }

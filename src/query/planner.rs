@@ -100,29 +100,18 @@ impl ExtensionPlanner for DenseAggregatePlanner {
 /// The inclusive `ts` window (microseconds) that comparisons of `ts` with timestamp literals
 /// among `conjuncts` bound rows to, if any do.
 pub fn ts_window(conjuncts: &[&Expr]) -> Option<(i64, i64)> {
-    use datafusion::common::ScalarValue;
-    use datafusion::logical_expr::{BinaryExpr, Operator};
+    use datafusion::logical_expr::Operator;
     let (mut from, mut to) = (i64::MIN, i64::MAX);
     let mut bounded = false;
-    for e in conjuncts {
-        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else { continue };
-        let (op, value) = match (left.as_ref(), right.as_ref()) {
-            (Expr::Column(c), Expr::Literal(v, _)) if c.name == "ts" => (*op, v),
-            (Expr::Literal(v, _), Expr::Column(c)) if c.name == "ts" => match op.swap() {
-                Some(op) => (op, v),
-                None => continue,
-            },
-            _ => continue,
-        };
-        let ScalarValue::TimestampMicrosecond(Some(v), _) = value else { continue };
+    for (op, v) in conjuncts.iter().filter_map(|e| crate::query::audience_rule::ts_bound(e)) {
         match op {
             Operator::Gt => from = from.max(v.saturating_add(1)),
-            Operator::GtEq => from = from.max(*v),
+            Operator::GtEq => from = from.max(v),
             Operator::Lt => to = to.min(v.saturating_sub(1)),
-            Operator::LtEq => to = to.min(*v),
+            Operator::LtEq => to = to.min(v),
             Operator::Eq => {
-                from = from.max(*v);
-                to = to.min(*v);
+                from = from.max(v);
+                to = to.min(v);
             }
             _ => continue,
         }
