@@ -117,9 +117,8 @@ pub fn from_bitmaps(session: &Session, plan: &LogicalPlan) -> Result<Option<(Roa
         return Ok(None);
     };
     let index = session.index();
-    let members = match users.selection_expr(&scan.filters) {
-        Some(expr) => evaluate_bitmap(&expr, &index)?,
-        None => index.universe(),
-    };
+    // A filter left to the rows (`has_tag('a') OR email LIKE ...`) needs the query to run.
+    let Some(selection) = users.bitmap_selection(&scan.filters) else { return Ok(None) };
+    let members = evaluate_bitmap(&selection, &index)?;
     Ok(Some((members, columns)))
 }

@@ -117,6 +117,11 @@ impl IndexSet {
         self
     }
 
+    /// The snapshot whose fact files this index reads for questions its bitmaps cannot answer.
+    pub fn facts(&self) -> Option<&Snapshot> {
+        self.facts.as_ref()
+    }
+
     /// The users of the fact rows `scan` describes, read from the snapshot's fact files (only the
     /// files and row groups whose `ts` range overlaps the scan's).
     pub fn users_of_fact_rows(&self, scan: &EdgeScan) -> Result<RoaringBitmap> {

@@ -19,7 +19,8 @@ use datafusion::common::{Column, Result, ScalarValue};
 use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
-    Aggregate, BinaryExpr, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, ScalarUDF, expr::InList, lit,
+    Aggregate, BinaryExpr, Expr, Filter, Join, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, ScalarUDF,
+    expr::InList, lit,
 };
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 
@@ -28,7 +29,10 @@ use crate::index::build::{
 };
 use crate::index::{DAY_MICROS, IndexSet};
 use crate::query::bitmap_expr::{AudienceSpec, EdgeScan};
+use crate::query::fact_filter::FactFilter;
+use crate::query::store_tables::StoreTables;
 use crate::query::users_provider::UsersTable;
+use crate::tables::Table;
 
 /// Rewrites semi/anti joins into the facts, and distinct users of the facts, as users filters
 /// (see the module doc).
@@ -39,6 +43,8 @@ pub struct AudienceRule {
     pub index: Arc<IndexSet>,
     /// The users table, scanned in place of the facts when only their distinct users are asked.
     pub users: Arc<dyn TableProvider>,
+    /// The store's tables, told apart from other tables of the same name.
+    pub tables: StoreTables,
 }
 
 impl OptimizerRule for AudienceRule {
@@ -55,23 +61,141 @@ impl OptimizerRule for AudienceRule {
             return Ok(Transformed::no(plan));
         }
         match &plan {
-            LogicalPlan::Join(join) => {
-                let Some(left_key) = user_id_semi_join(join) else { return Ok(Transformed::no(plan)) };
-                if !reads_users(&join.left) {
-                    return Ok(Transformed::no(plan));
-                }
-                let Some(spec) = fact_audience(&join.right, &self.index) else { return Ok(Transformed::no(plan)) };
-                let predicate = self.call(left_key.clone(), &spec, join.join_type == JoinType::LeftAnti)?;
-                let rewritten = LogicalPlanBuilder::from(join.left.as_ref().clone()).filter(predicate)?.build()?;
-                Ok(Transformed::yes(rewritten))
-            }
+            LogicalPlan::Join(join) => match self.semi_join(join)? {
+                Some(rewritten) => Ok(Transformed::yes(rewritten)),
+                None => Ok(Transformed::no(plan)),
+            },
             LogicalPlan::Aggregate(agg) => self.distinct_users(&plan, agg),
+            LogicalPlan::Filter(filter) => match self.outer_join_anti(filter)? {
+                Some(rewritten) => Ok(Transformed::yes(rewritten)),
+                None => Ok(Transformed::no(plan)),
+            },
             _ => Ok(Transformed::no(plan)),
         }
     }
 }
 
 impl AudienceRule {
+    /// A semi, anti or mark join of users on user_id into facts the indexes answer, as a users
+    /// filter (semi, anti) or a users column (mark: what `EXISTS ... OR ...` decorrelates into).
+    fn semi_join(&self, join: &Join) -> Result<Option<LogicalPlan>> {
+        let Some(left_key) = user_id_semi_join(join) else { return Ok(None) };
+        if !reads_users(&join.left) {
+            return Ok(None);
+        }
+        let Some(spec) = self.fact_spec(&join.right) else { return Ok(None) };
+        let left = LogicalPlanBuilder::from(join.left.as_ref().clone());
+        if join.join_type == JoinType::LeftMark {
+            // The mark is TRUE where a fact row matches, FALSE elsewhere (user_id is never NULL).
+            let mut exprs: Vec<Expr> = join.left.schema().columns().into_iter().map(Expr::Column).collect();
+            let (qualifier, field) = join.schema.qualified_field(join.schema.fields().len() - 1);
+            exprs.push(self.call(left_key.clone(), &spec, false)?.alias_qualified(qualifier.cloned(), field.name()));
+            return Ok(Some(left.project(exprs)?.build()?));
+        }
+        let predicate = self.call(left_key.clone(), &spec, join.join_type == JoinType::LeftAnti)?;
+        Ok(Some(left.filter(predicate)?.build()?))
+    }
+
+    /// `L LEFT JOIN R ON l.user_id = r.user_id WHERE r.user_id IS NULL` (the anti join written as an
+    /// outer join): the rows of L without a match, R's columns all NULL. Becomes an anti join, which
+    /// the indexes answer when R is facts they know.
+    fn outer_join_anti(&self, filter: &Filter) -> Result<Option<LogicalPlan>> {
+        // A projection of plain columns may sit between the filter and the join.
+        let (between, join) = match filter.input.as_ref() {
+            LogicalPlan::Join(join) => (None, join),
+            LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => match p.input.as_ref()
+            {
+                LogicalPlan::Join(join) => (Some(p.expr.clone()), join),
+                _ => return Ok(None),
+            },
+            _ => return Ok(None),
+        };
+        if join.join_type != JoinType::Left
+            || join.filter.is_some()
+            || join.null_equality != datafusion::common::NullEquality::NullEqualsNothing
+        {
+            return Ok(None);
+        }
+        let [(_, right_key)] = join.on.as_slice() else { return Ok(None) };
+        let Expr::Column(right_key) = strip_cast(right_key) else { return Ok(None) };
+        if right_key.name != "user_id" {
+            return Ok(None);
+        }
+        // An equality never matches a NULL key, so the right key is NULL exactly on unmatched rows.
+        let conjuncts = split_conjunction(&filter.predicate);
+        let unmatched = |e: &Expr| matches!(e, Expr::IsNull(inner) if matches!(strip_cast(inner), Expr::Column(c) if c == right_key));
+        if !conjuncts.iter().any(|e| unmatched(e)) {
+            return Ok(None);
+        }
+        let anti = LogicalPlan::Join(Join::try_new(
+            Arc::clone(&join.left),
+            Arc::clone(&join.right),
+            join.on.clone(),
+            None,
+            JoinType::LeftAnti,
+            join.join_constraint,
+            join.null_equality,
+            false,
+        )?);
+        let anti = match &anti {
+            LogicalPlan::Join(j) => self.semi_join(j)?.unwrap_or(anti),
+            _ => anti,
+        };
+        // The outer join's columns: the left side's, then the right side's as typed NULLs.
+        let left_width = join.left.schema().fields().len();
+        let mut exprs = Vec::with_capacity(join.schema.fields().len());
+        for (i, (qualifier, field)) in join.schema.iter().enumerate() {
+            let column = Column::new(qualifier.cloned(), field.name());
+            exprs.push(if i < left_width {
+                Expr::Column(column)
+            } else {
+                lit(ScalarValue::try_from(field.data_type())?).alias_qualified(qualifier.cloned(), field.name())
+            });
+        }
+        let rest: Vec<Expr> = conjuncts.into_iter().filter(|e| !unmatched(e)).cloned().collect();
+        let mut plan = LogicalPlanBuilder::from(anti).project(exprs)?;
+        if let Some(between) = between {
+            plan = plan.project(between)?;
+        }
+        if let Some(rest) = datafusion::logical_expr::utils::conjunction(rest) {
+            plan = plan.filter(rest)?;
+        }
+        Ok(Some(plan.build()?))
+    }
+
+    /// The users a fact-side plan yields: from the activity streams when they answer it, else by
+    /// reading the fact rows its row-local predicate keeps.
+    fn fact_spec(&self, plan: &LogicalPlan) -> Option<AudienceSpec> {
+        if let Some(spec) = fact_audience(plan, &self.index, &self.tables) {
+            return Some(spec);
+        }
+        // A subquery this rule already turned into marked users (`SELECT DISTINCT user_id FROM
+        // purchases WHERE ...` became a users scan filtered by markers).
+        if let Some(spec) = marked_users(plan) {
+            return Some(spec);
+        }
+        let mut side = FactSide::default();
+        collect_fact_side(plan, &self.tables, &mut side)?;
+        let [table] = side.tables.as_slice() else { return None };
+        if !table.is_fact() {
+            return None;
+        }
+        let mut window = (i64::MIN, i64::MAX);
+        for p in &side.predicates {
+            match ts_bound(p) {
+                Some((Operator::GtEq | Operator::Gt, t)) => window.0 = window.0.max(t),
+                Some((Operator::Lt | Operator::LtEq, t)) => window.1 = window.1.min(t),
+                Some((Operator::Eq, t)) => window = (window.0.max(t), window.1.min(t)),
+                _ => {}
+            }
+        }
+        let window = (window != (i64::MIN, i64::MAX)).then_some(window);
+        let predicates = if side.predicates.is_empty() { vec![lit(true)] } else { side.predicates };
+        let filter = FactFilter::new(*table, &predicates, window)?;
+        let marker = self.udf.inner().downcast_ref::<crate::query::udf::PersonaAudience>()?;
+        Some(AudienceSpec::FactFilter(marker.register_fact_filter(filter)))
+    }
+
     /// `persona_audience(key, spec)`, negated for an anti join.
     fn call(&self, key: Expr, spec: &AudienceSpec, negated: bool) -> Result<Expr> {
         let spec_json =
@@ -116,9 +240,9 @@ impl AudienceRule {
     /// facts themselves, narrowed by semi/anti joins on user_id into other audiences.
     fn audience_terms(&self, plan: &LogicalPlan, column: &str) -> Option<Vec<(AudienceSpec, bool)>> {
         match plan {
-            LogicalPlan::Join(join) if user_id_semi_join(join).is_some() => {
+            LogicalPlan::Join(join) if join.join_type != JoinType::LeftMark && user_id_semi_join(join).is_some() => {
                 let mut terms = self.audience_terms(&join.left, column)?;
-                terms.push((fact_audience(&join.right, &self.index)?, join.join_type == JoinType::LeftAnti));
+                terms.push((self.fact_spec(&join.right)?, join.join_type == JoinType::LeftAnti));
                 Some(terms)
             }
             LogicalPlan::Projection(p) => {
@@ -134,15 +258,17 @@ impl AudienceRule {
                 self.audience_terms(&p.input, &c.name)
             }
             LogicalPlan::SubqueryAlias(a) => self.audience_terms(&a.input, column),
-            _ if column == "user_id" => Some(vec![(fact_audience(plan, &self.index)?, false)]),
+            _ if column == "user_id" => Some(vec![(self.fact_spec(plan)?, false)]),
             _ => None,
         }
     }
 }
 
 /// The users-side key of a semi or anti join on `user_id = user_id` with nothing else.
-fn user_id_semi_join(join: &datafusion::logical_expr::Join) -> Option<&Expr> {
-    if !matches!(join.join_type, JoinType::LeftSemi | JoinType::LeftAnti) || join.filter.is_some() || join.on.len() != 1
+fn user_id_semi_join(join: &Join) -> Option<&Expr> {
+    if !matches!(join.join_type, JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark)
+        || join.filter.is_some()
+        || join.on.len() != 1
     {
         return None;
     }
@@ -158,7 +284,10 @@ pub(crate) fn reads_users(plan: &LogicalPlan) -> bool {
     match plan {
         LogicalPlan::SubqueryAlias(a) => reads_users(&a.input),
         LogicalPlan::Filter(f) => reads_users(&f.input),
-        LogicalPlan::Projection(p) => p.expr.iter().all(|e| matches!(e, Expr::Column(_))) && reads_users(&p.input),
+        // Plain columns, and the marks that `EXISTS ... OR ...` subqueries became.
+        LogicalPlan::Projection(p) => {
+            p.expr.iter().all(|e| matches!(e, Expr::Column(_)) || is_marker(e)) && reads_users(&p.input)
+        }
         LogicalPlan::TableScan(scan) => source_as_provider(&scan.source).ok().is_some_and(|p| {
             <dyn datafusion::catalog::TableProvider>::downcast_ref::<UsersTable>(p.as_ref()).is_some()
         }),
@@ -166,22 +295,92 @@ pub(crate) fn reads_users(plan: &LogicalPlan) -> bool {
     }
 }
 
+/// The audience of a plan yielding the user_ids of a users scan whose filters are all markers
+/// (possibly negated): what [`AudienceRule::distinct_users`] writes.
+fn marked_users(plan: &LogicalPlan) -> Option<AudienceSpec> {
+    let mut specs = Vec::new();
+    let mut node = plan;
+    loop {
+        match node {
+            LogicalPlan::SubqueryAlias(a) => node = &a.input,
+            LogicalPlan::Projection(p) => {
+                let [e] = p.expr.as_slice() else { return None };
+                let e = match e {
+                    Expr::Alias(a) => a.expr.as_ref(),
+                    other => other,
+                };
+                let Expr::Column(c) = strip_cast(e) else { return None };
+                if c.name != "user_id" {
+                    return None;
+                }
+                node = &p.input;
+            }
+            LogicalPlan::Filter(f) => {
+                for p in split_conjunction(&f.predicate) {
+                    specs.push(marker_spec(p)?);
+                }
+                node = &f.input;
+            }
+            LogicalPlan::TableScan(scan) => {
+                if scan.fetch.is_some() || !reads_users(node) {
+                    return None;
+                }
+                for f in &scan.filters {
+                    for p in split_conjunction(f) {
+                        specs.push(marker_spec(p)?);
+                    }
+                }
+                return match specs.len() {
+                    0 => None,
+                    1 => specs.pop(),
+                    _ => Some(AudienceSpec::AllOf(specs)),
+                };
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// The audience of `persona_audience(user_id, spec)` or its negation.
+fn marker_spec(e: &Expr) -> Option<AudienceSpec> {
+    match e {
+        Expr::Not(inner) => Some(AudienceSpec::Not(Box::new(marker_spec(inner)?))),
+        Expr::ScalarFunction(f) if f.func.inner().is::<crate::query::udf::PersonaAudience>() => {
+            let [Expr::Column(c), Expr::Literal(spec, _)] = f.args.as_slice() else { return None };
+            if c.name != "user_id" {
+                return None;
+            }
+            serde_json::from_str(spec.try_as_str()??).ok()
+        }
+        _ => None,
+    }
+}
+
+/// A `persona_audience` call, possibly aliased.
+fn is_marker(e: &Expr) -> bool {
+    match e {
+        Expr::Alias(a) => is_marker(&a.expr),
+        Expr::ScalarFunction(f) => f.func.inner().is::<crate::query::udf::PersonaAudience>(),
+        _ => false,
+    }
+}
+
 /// The tables a fact-side plan scans and every predicate on their rows.
 #[derive(Debug, Default)]
 struct FactSide {
-    tables: Vec<String>,
+    tables: Vec<Table>,
     predicates: Vec<Expr>,
 }
 
 /// Collects a plan of scans, filters, plain projections, aliases and the purchases–products join.
-fn collect_fact_side(plan: &LogicalPlan, side: &mut FactSide) -> Option<()> {
+fn collect_fact_side(plan: &LogicalPlan, store: &StoreTables, side: &mut FactSide) -> Option<()> {
     match plan {
-        LogicalPlan::SubqueryAlias(a) => collect_fact_side(&a.input, side),
+        LogicalPlan::SubqueryAlias(a) => collect_fact_side(&a.input, store, side),
         LogicalPlan::Projection(p) => {
             if !p.expr.iter().all(|e| matches!(e, Expr::Column(_))) {
                 return None;
             }
-            collect_fact_side(&p.input, side)
+            collect_fact_side(&p.input, store, side)
         }
         LogicalPlan::Filter(f) => {
             for p in split_conjunction(&f.predicate) {
@@ -189,7 +388,7 @@ fn collect_fact_side(plan: &LogicalPlan, side: &mut FactSide) -> Option<()> {
                     side.predicates.push(p.clone());
                 }
             }
-            collect_fact_side(&f.input, side)
+            collect_fact_side(&f.input, store, side)
         }
         LogicalPlan::Join(join) => {
             // Only purchases JOIN products ON product_id = product_id: an inner join (the purchase
@@ -203,8 +402,15 @@ fn collect_fact_side(plan: &LogicalPlan, side: &mut FactSide) -> Option<()> {
             {
                 return None;
             }
-            collect_fact_side(&join.left, side)?;
-            collect_fact_side(&join.right, side)
+            collect_fact_side(&join.left, store, side)?;
+            collect_fact_side(&join.right, store, side)
+        }
+        // `SELECT DISTINCT user_id` / `GROUP BY user_id` without aggregates: the same users.
+        LogicalPlan::Aggregate(a)
+            if a.aggr_expr.is_empty()
+                && matches!(a.group_expr.as_slice(), [Expr::Column(c)] if c.name == "user_id") =>
+        {
+            collect_fact_side(&a.input, store, side)
         }
         LogicalPlan::TableScan(scan) => {
             if scan.fetch.is_some() {
@@ -218,7 +424,7 @@ fn collect_fact_side(plan: &LogicalPlan, side: &mut FactSide) -> Option<()> {
                     }
                 }
             }
-            side.tables.push(scan.table_name.table().to_string());
+            side.tables.push(store.table_of(scan)?);
             Some(())
         }
         _ => None,
@@ -228,16 +434,16 @@ fn collect_fact_side(plan: &LogicalPlan, side: &mut FactSide) -> Option<()> {
 /// The audience a subquery side of a semi/anti join describes, if it is one the indexes answer
 /// exactly: tags of user_tags, or activity days of purchases (all, by channel, by product
 /// category through the products join) and events (by type) within whole-day windows.
-fn fact_audience(plan: &LogicalPlan, index: &IndexSet) -> Option<AudienceSpec> {
+fn fact_audience(plan: &LogicalPlan, index: &IndexSet, store: &StoreTables) -> Option<AudienceSpec> {
     let mut side = FactSide::default();
-    collect_fact_side(plan, &mut side)?;
-    side.tables.sort();
-    let tables: Vec<&str> = side.tables.iter().map(String::as_str).collect();
-    let (fact, dimensions): (&str, &[&str]) = match tables.as_slice() {
-        ["user_tags"] => return tag_audience(&side.predicates),
-        ["purchases"] => ("purchases", &["channel_id"]),
-        ["products", "purchases"] => ("purchases", &["category"]),
-        ["events"] => ("events", &["event_type"]),
+    collect_fact_side(plan, store, &mut side)?;
+    side.tables.sort_by_key(|t| t.name());
+    let tables = side.tables.as_slice();
+    let (fact, dimensions): (&str, &[&str]) = match tables {
+        [Table::UserTags] => return tag_audience(&side.predicates),
+        [Table::Purchases] => ("purchases", &["channel_id"]),
+        [Table::Products, Table::Purchases] => ("purchases", &["category"]),
+        [Table::Events] => ("events", &["event_type"]),
         _ => return None,
     };
     // The window as a half-open range of microseconds, [from, to).

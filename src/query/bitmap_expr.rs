@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::index::format::BitmapKind;
 use crate::index::{IndexSet, RangeOp};
+use crate::query::fact_filter::FactFilter;
 use crate::query::udf::PersonaAudience;
+use std::sync::Arc;
 
 /// A set of users, as an expression over the indexes.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +51,8 @@ pub enum BitmapExpr {
     FactRows(EdgeScan),
     /// The latest members of a saved audience.
     Saved(String),
+    /// The users of the fact rows a row-local predicate keeps, read from the fact files.
+    FactFilter(Arc<FactFilter>),
 }
 
 /// A filter translated exactly: who makes it TRUE, who makes it FALSE (the rest make it NULL).
@@ -76,6 +80,12 @@ pub enum AudienceSpec {
     },
     /// The latest members of a saved audience (`in_audience('name')`).
     Saved(String),
+    /// The users of fact rows kept by a predicate the session registered under this number.
+    FactFilter(u64),
+    /// The users in every one of these audiences.
+    AllOf(Vec<AudienceSpec>),
+    /// The users not in this audience.
+    Not(Box<AudienceSpec>),
 }
 
 /// Fact rows of `table` with `from <= ts < to` (microseconds, UTC) — and, when `column` is given,
@@ -93,8 +103,10 @@ pub struct EdgeScan {
 }
 
 impl AudienceSpec {
-    pub fn to_bitmap_expr(&self) -> BitmapExpr {
-        match self {
+    /// The bitmap expression; `fact_filter` resolves registered fact predicates (`None` when one
+    /// is unknown).
+    pub fn to_bitmap_expr(&self, fact_filter: &dyn Fn(u64) -> Option<Arc<FactFilter>>) -> Option<BitmapExpr> {
+        Some(match self {
             AudienceSpec::TagAny(tags) => or(tags.iter().map(|t| BitmapExpr::Tag(t.clone())).collect()),
             AudienceSpec::ActiveDays { streams, first_day, last_day, edges } => {
                 let mut terms: Vec<BitmapExpr> = if first_day <= last_day {
@@ -109,7 +121,12 @@ impl AudienceSpec {
                 or(terms)
             }
             AudienceSpec::Saved(name) => BitmapExpr::Saved(name.clone()),
-        }
+            AudienceSpec::FactFilter(id) => BitmapExpr::FactFilter(fact_filter(*id)?),
+            AudienceSpec::AllOf(specs) => {
+                BitmapExpr::And(specs.iter().map(|s| s.to_bitmap_expr(fact_filter)).collect::<Option<Vec<_>>>()?)
+            }
+            AudienceSpec::Not(spec) => minus(BitmapExpr::Universe, spec.to_bitmap_expr(fact_filter)?),
+        })
     }
 }
 
@@ -257,7 +274,8 @@ pub fn translate(expr: &Expr, index: &IndexSet) -> Option<Translated> {
                 return None;
             }
             let spec: AudienceSpec = serde_json::from_str(spec.try_as_str()??).ok()?;
-            Some(total(spec.to_bitmap_expr()))
+            let marker = f.func.inner().downcast_ref::<PersonaAudience>()?;
+            Some(total(marker.bitmap_expr(&spec)?))
         }
         _ => None,
     }
@@ -359,6 +377,7 @@ pub fn evaluate(expr: &BitmapExpr, index: &IndexSet) -> Result<RoaringBitmap> {
         BitmapExpr::AndNot(a, b) => evaluate(a, index)? - evaluate(b, index)?,
         BitmapExpr::RowIds(ids) => ids.iter().copied().filter(|id| u64::from(*id) < index.universe_len()).collect(),
         BitmapExpr::FactRows(scan) => index.users_of_fact_rows(scan)?,
+        BitmapExpr::FactFilter(filter) => filter.users(index)?,
         BitmapExpr::Saved(name) => match index.saved_audience(name)? {
             Some(members) => members.as_ref().clone(),
             None => return Err(crate::audience::catalog::no_such_audience(name)),
@@ -392,6 +411,7 @@ impl fmt::Display for BitmapExpr {
             BitmapExpr::RowIds(ids) => write!(f, "rows{ids:?}"),
             BitmapExpr::FactRows(scan) => write!(f, "{}[ts {}..{}]", scan.table, scan.from, scan.to),
             BitmapExpr::Saved(name) => write!(f, "audience[{name}]"),
+            BitmapExpr::FactFilter(filter) => write!(f, "{}[{}]", filter.table.name(), filter.predicate),
             BitmapExpr::Tag(t) => write!(f, "tag[{t}]"),
             BitmapExpr::Value { column, value } => write!(f, "{column}[{value}]"),
             BitmapExpr::Null(c) => write!(f, "{c}[NULL]"),

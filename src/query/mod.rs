@@ -9,13 +9,16 @@ pub mod dense_agg_exec;
 pub mod dense_agg_rule;
 pub mod dense_state;
 pub mod dict_filter;
+pub mod fact_filter;
 pub mod facts_provider;
 pub mod gather_scan;
 pub mod now;
 pub mod planner;
 #[cfg(test)]
 mod prop_tests;
+pub mod residual;
 pub mod row_order;
+pub mod store_tables;
 pub mod sugar;
 pub mod tag_overlap_rule;
 pub mod udf;
@@ -41,7 +44,7 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 pub use crate::audience::statement::Statement;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::index::IndexSet;
 use crate::store::{Snapshot, Store, layout};
 use crate::tables::{Table, sql_schema};
@@ -192,21 +195,6 @@ impl Pinned {
             Arc::clone(&use_indexes),
             table_provider(&snapshot, Table::Users)?,
         ));
-        let audience_udf = Arc::new(ScalarUDF::new_from_impl(udf::PersonaAudience::default()));
-        let rule = audience_rule::AudienceRule {
-            udf: Arc::clone(&audience_udf),
-            use_indexes: Arc::clone(&use_indexes),
-            index: Arc::clone(&index),
-            users: Arc::clone(&users),
-        };
-        // The tag-overlap rule reads the plan as the SQL planner wrote it, so it goes first.
-        let overlap =
-            tag_overlap_rule::TagOverlapRule { use_indexes: Arc::clone(&use_indexes), index: Arc::clone(&index) };
-        let mut rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![Arc::new(overlap)];
-        rules.extend(Optimizer::new().rules);
-        rules.push(Arc::new(rule));
-        // Per-user aggregates by row id, once filters and projections sit where they will stay.
-        rules.push(Arc::new(dense_agg_rule::DenseAggregateRule { use_indexes: Arc::clone(&use_indexes) }));
         let query_planner = planner::PersonaQueryPlanner {
             dense: Arc::new(planner::DenseAggregatePlanner { snapshot: snapshot.clone(), users: users_files.clone() }),
         };
@@ -245,6 +233,26 @@ impl Pinned {
                 .map(|(_, p)| Arc::clone(p))
                 .expect("every table is registered")
         };
+        let store_tables = store_tables::StoreTables::new(providers.clone());
+        let audience_udf = Arc::new(ScalarUDF::new_from_impl(udf::PersonaAudience::new(Arc::clone(&index))));
+        let rule = audience_rule::AudienceRule {
+            udf: Arc::clone(&audience_udf),
+            use_indexes: Arc::clone(&use_indexes),
+            index: Arc::clone(&index),
+            users: Arc::clone(&users),
+            tables: store_tables.clone(),
+        };
+        // The tag-overlap rule reads the plan as the SQL planner wrote it, so it goes first.
+        let overlap = tag_overlap_rule::TagOverlapRule {
+            use_indexes: Arc::clone(&use_indexes),
+            index: Arc::clone(&index),
+            tables: store_tables.clone(),
+        };
+        let mut rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![Arc::new(overlap)];
+        rules.extend(Optimizer::new().rules);
+        rules.push(Arc::new(rule));
+        // Per-user aggregates by row id, once filters and projections sit where they will stay.
+        rules.push(Arc::new(dense_agg_rule::DenseAggregateRule { use_indexes: Arc::clone(&use_indexes) }));
         let pinned = match options.now {
             Some(now) => {
                 let nanos = now
@@ -437,7 +445,7 @@ pub fn users_files_of(snapshot: &Snapshot) -> Result<Vec<bitmap_scan::UsersFile>
 }
 
 /// `schema` with its `Utf8` columns as `Utf8View`.
-fn with_string_views(schema: &arrow::datatypes::Schema) -> arrow::datatypes::SchemaRef {
+pub(crate) fn with_string_views(schema: &arrow::datatypes::Schema) -> arrow::datatypes::SchemaRef {
     use arrow::datatypes::{DataType, Field, Schema};
     let fields: Vec<Field> = schema
         .fields()
@@ -460,10 +468,17 @@ fn table_provider(snapshot: &Snapshot, table: Table) -> Result<Arc<dyn TableProv
     if paths.is_empty() {
         return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
     }
+    // File URLs built from paths, not parsed from text: a store path may hold spaces, `%`, or the
+    // glob characters `*?[` that `ListingTableUrl::parse` would take for a pattern.
     let urls = paths
         .iter()
-        .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
-        .collect::<datafusion::error::Result<Vec<_>>>()?;
+        .map(|p| {
+            let absolute = std::path::absolute(p).io_context("resolve", p)?;
+            let url = url::Url::from_file_path(&absolute)
+                .map_err(|()| Error::Failed(format!("{} cannot be written as a file URL", absolute.display())))?;
+            Ok(ListingTableUrl::try_new(url, None)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))

@@ -30,12 +30,16 @@ use roaring::{MultiOps, RoaringBitmap};
 
 use crate::index::IndexSet;
 use crate::index::format::BitmapKind;
+use crate::query::store_tables::StoreTables;
+use crate::tables::Table;
 
 /// Answers tag-overlap aggregates from the tag bitmaps (see the module doc).
 #[derive(Debug)]
 pub struct TagOverlapRule {
     pub use_indexes: Arc<AtomicBool>,
     pub index: Arc<IndexSet>,
+    /// The store's tables: only the store's `user_tags` is answered from its tag bitmaps.
+    pub tables: StoreTables,
 }
 
 impl OptimizerRule for TagOverlapRule {
@@ -52,7 +56,7 @@ impl OptimizerRule for TagOverlapRule {
             return Ok(Transformed::no(plan));
         }
         let LogicalPlan::Aggregate(agg) = &plan else { return Ok(Transformed::no(plan)) };
-        let Some(pivot) = Pivot::of(&agg.input) else { return Ok(Transformed::no(plan)) };
+        let Some(pivot) = Pivot::of(&agg.input, &self.tables) else { return Ok(Transformed::no(plan)) };
         let Some(outputs) = agg.aggr_expr.iter().map(|e| pivot.measure(e)).collect::<Option<Vec<_>>>() else {
             return Ok(Transformed::no(plan));
         };
@@ -131,7 +135,7 @@ struct Pivot {
 impl Pivot {
     /// Recognises `[SubqueryAlias] / Projection(user_id, indicator AS name, ...) / Aggregate(group
     /// by user_id: indicators) / [Filter on tag] / TableScan user_tags`.
-    fn of(plan: &LogicalPlan) -> Option<Pivot> {
+    fn of(plan: &LogicalPlan, store: &StoreTables) -> Option<Pivot> {
         let plan = match plan {
             LogicalPlan::SubqueryAlias(a) => a.input.as_ref(),
             other => other,
@@ -160,7 +164,7 @@ impl Pivot {
             };
             columns.insert(field.name().clone(), target);
         }
-        let allowed = tag_filter(&inner.input)?;
+        let allowed = tag_filter(&inner.input, store)?;
         Some(Pivot { columns, allowed })
     }
 
@@ -205,10 +209,10 @@ fn indicator(e: &Expr) -> Option<String> {
     }
     let [Expr::Case(Case { expr, when_then_expr, else_expr })] = params.args.as_slice() else { return None };
     let [(when, then)] = when_then_expr.as_slice() else { return None };
+    // Exactly the number 1 or 0 (an integer, or a float equal to it): `THEN 1.5` is no indicator,
+    // though it casts to the integer 1.
     let is_int = |e: &Expr, want: i64| match e {
-        Expr::Literal(v, _) => {
-            v.cast_to(&arrow::datatypes::DataType::Int64).ok() == Some(ScalarValue::Int64(Some(want)))
-        }
+        Expr::Literal(v, _) => exact_integer(v) == Some(want),
         _ => false,
     };
     if !is_int(then, 1) || !else_expr.as_deref().is_some_and(|e| is_int(e, 0)) {
@@ -227,9 +231,27 @@ fn indicator(e: &Expr) -> Option<String> {
     Some(tag.clone())
 }
 
+/// The value of an integer literal, or of a float literal that is exactly an integer.
+fn exact_integer(v: &ScalarValue) -> Option<i64> {
+    let float = |f: f64| (f.fract() == 0.0 && f.abs() < 1e15).then_some(f as i64);
+    match v {
+        ScalarValue::Int8(Some(n)) => Some(i64::from(*n)),
+        ScalarValue::Int16(Some(n)) => Some(i64::from(*n)),
+        ScalarValue::Int32(Some(n)) => Some(i64::from(*n)),
+        ScalarValue::Int64(Some(n)) => Some(*n),
+        ScalarValue::UInt8(Some(n)) => Some(i64::from(*n)),
+        ScalarValue::UInt16(Some(n)) => Some(i64::from(*n)),
+        ScalarValue::UInt32(Some(n)) => Some(i64::from(*n)),
+        ScalarValue::UInt64(Some(n)) => i64::try_from(*n).ok(),
+        ScalarValue::Float32(Some(f)) => float(f64::from(*f)),
+        ScalarValue::Float64(Some(f)) => float(*f),
+        _ => None,
+    }
+}
+
 /// The tags a `[Filter] / TableScan user_tags` keeps: `Some(list)` for a filter on tag only,
 /// `None` for no filter; anything else does not qualify (outer `None`).
-fn tag_filter(plan: &LogicalPlan) -> Option<Option<Vec<String>>> {
+fn tag_filter(plan: &LogicalPlan, store: &StoreTables) -> Option<Option<Vec<String>>> {
     let mut predicates: Vec<&Expr> = Vec::new();
     let mut node = plan;
     loop {
@@ -238,7 +260,7 @@ fn tag_filter(plan: &LogicalPlan) -> Option<Option<Vec<String>>> {
                 predicates.extend(split_conjunction(&f.predicate));
                 node = &f.input;
             }
-            LogicalPlan::TableScan(scan) if scan.table_name.table() == "user_tags" && scan.fetch.is_none() => {
+            LogicalPlan::TableScan(scan) if store.table_of(scan) == Some(Table::UserTags) && scan.fetch.is_none() => {
                 for f in &scan.filters {
                     predicates.extend(split_conjunction(f));
                 }

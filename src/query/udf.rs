@@ -1,20 +1,105 @@
-//! Persona's scalar UDFs. `persona_audience(user_id, spec)` marks a users filter that the audience
-//! rule wrote in place of a semi/anti join into the facts; the users provider answers it from the
-//! bitmaps. It takes the `user_id` column so that it is bound to the users table and never
-//! constant-folded (datafusion-notes §3).
+//! Persona's scalar UDFs.
+//!
+//! - `persona_audience(user_id, spec)` marks a users filter that the audience rule or a short form
+//!   wrote in place of a subquery into the facts; the users provider answers it from the bitmaps.
+//!   It takes the `user_id` column so that it is bound to the users table and never
+//!   constant-folded (datafusion-notes §3). Where it is evaluated row by row after all (a filter
+//!   DataFusion did not push into the users scan), it answers by looking the batch's user_ids up
+//!   in the id dictionary: slower, never wrong and never an error.
+//! - `persona_row_set(__row_id)` is the users scan's own stand-in for a part of a filter that the
+//!   bitmaps answered: TRUE for rows in one set, FALSE for rows in another, NULL otherwise.
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder};
 use arrow::datatypes::DataType;
-use datafusion::common::{Result, plan_err};
+use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use roaring::RoaringBitmap;
 
-#[derive(Debug, PartialEq, Eq, Hash)]
+use crate::index::IndexSet;
+use crate::query::bitmap_expr::{AudienceSpec, BitmapExpr, evaluate};
+use crate::query::fact_filter::FactFilter;
+
+/// `persona_audience(user_id, spec)`; see the module doc.
+#[derive(Debug)]
 pub struct PersonaAudience {
     signature: Signature,
+    /// The session's indexes, for row-by-row evaluation.
+    index: Option<Arc<IndexSet>>,
+    /// Each spec's members, computed once per session.
+    members: Mutex<HashMap<String, Arc<RoaringBitmap>>>,
+    /// Fact predicates that specs refer to by number ([`AudienceSpec::FactFilter`]).
+    fact_filters: Mutex<Vec<Arc<FactFilter>>>,
 }
 
 impl Default for PersonaAudience {
     fn default() -> Self {
-        PersonaAudience { signature: Signature::any(2, Volatility::Immutable) }
+        PersonaAudience {
+            signature: Signature::any(2, Volatility::Immutable),
+            index: None,
+            members: Mutex::new(HashMap::new()),
+            fact_filters: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl PersonaAudience {
+    /// The marker of a session over `index`.
+    pub fn new(index: Arc<IndexSet>) -> Self {
+        PersonaAudience { index: Some(index), ..Default::default() }
+    }
+
+    /// Registers a fact predicate; its number goes into an [`AudienceSpec::FactFilter`].
+    pub fn register_fact_filter(&self, filter: FactFilter) -> u64 {
+        let mut filters = self.fact_filters.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = filters.iter().position(|f| f.as_ref() == &filter) {
+            return i as u64;
+        }
+        filters.push(Arc::new(filter));
+        (filters.len() - 1) as u64
+    }
+
+    /// A registered fact predicate.
+    pub fn fact_filter(&self, id: u64) -> Option<Arc<FactFilter>> {
+        let filters = self.fact_filters.lock().unwrap_or_else(PoisonError::into_inner);
+        usize::try_from(id).ok().and_then(|i| filters.get(i)).cloned()
+    }
+
+    /// The bitmap expression of a spec, its fact predicates resolved.
+    pub fn bitmap_expr(&self, spec: &AudienceSpec) -> Option<BitmapExpr> {
+        spec.to_bitmap_expr(&|id| self.fact_filter(id))
+    }
+
+    fn members(&self, index: &IndexSet, spec: &str) -> Result<Arc<RoaringBitmap>> {
+        if let Some(found) = self.members.lock().unwrap_or_else(PoisonError::into_inner).get(spec) {
+            return Ok(Arc::clone(found));
+        }
+        let parsed: AudienceSpec = serde_json::from_str(spec).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let Some(expr) = self.bitmap_expr(&parsed) else {
+            return exec_err!("persona_audience() refers to a fact condition this session does not hold: {spec}");
+        };
+        let set = Arc::new(evaluate(&expr, index)?);
+        self.members.lock().unwrap_or_else(PoisonError::into_inner).insert(spec.to_string(), Arc::clone(&set));
+        Ok(set)
+    }
+}
+
+// One marker per session; two markers are the same function whatever they have cached.
+impl PartialEq for PersonaAudience {
+    fn eq(&self, other: &Self) -> bool {
+        self.signature == other.signature
+    }
+}
+
+impl Eq for PersonaAudience {}
+
+impl Hash for PersonaAudience {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.signature.hash(state);
     }
 }
 
@@ -31,7 +116,104 @@ impl ScalarUDFImpl for PersonaAudience {
         Ok(DataType::Boolean)
     }
 
-    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        plan_err!("persona_audience() is answered from the users indexes and can only filter the users table directly")
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let Some(index) = self.index.as_deref() else {
+            return exec_err!("persona_audience() is answered from a session's indexes and has none here");
+        };
+        let [users, spec] = args.args.as_slice() else {
+            return exec_err!("persona_audience() takes a user_id and an audience");
+        };
+        let ColumnarValue::Scalar(spec) = spec else {
+            return exec_err!("persona_audience() takes its audience as a constant");
+        };
+        let Some(spec) = spec.try_as_str().flatten() else {
+            return exec_err!("persona_audience() takes its audience as text");
+        };
+        let members = self.members(index, spec)?;
+        let users = users.to_array(args.number_rows)?;
+        let users = arrow::compute::cast(&users, &DataType::Utf8)?;
+        let users = users.as_string::<i32>();
+        let keys: Vec<&str> = (0..users.len()).map(|i| if users.is_null(i) { "" } else { users.value(i) }).collect();
+        let rows = index.row_ids(&keys)?;
+        let result: BooleanArray = (0..users.len())
+            .map(|i| if users.is_null(i) { None } else { Some(rows[i].is_some_and(|r| members.contains(r))) })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(result) as ArrayRef))
+    }
+}
+
+/// `persona_row_set(__row_id)`; see the module doc.
+#[derive(Debug)]
+pub struct RowSet {
+    /// Tells sets apart for equality and hashing without comparing them.
+    id: u64,
+    when_true: Arc<RoaringBitmap>,
+    when_false: Arc<RoaringBitmap>,
+    signature: Signature,
+}
+
+impl RowSet {
+    pub fn new(when_true: Arc<RoaringBitmap>, when_false: Arc<RoaringBitmap>) -> RowSet {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        RowSet {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            when_true,
+            when_false,
+            signature: Signature::exact(vec![DataType::UInt32], Volatility::Immutable),
+        }
+    }
+}
+
+impl PartialEq for RowSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for RowSet {}
+
+impl Hash for RowSet {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for RowSet {
+    fn name(&self) -> &str {
+        "persona_row_set"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let value = |row: u32| {
+            if self.when_true.contains(row) {
+                Some(true)
+            } else if self.when_false.contains(row) {
+                Some(false)
+            } else {
+                None
+            }
+        };
+        match args.args.as_slice() {
+            [ColumnarValue::Scalar(ScalarValue::UInt32(row))] => {
+                Ok(ColumnarValue::Scalar(ScalarValue::Boolean(row.and_then(value))))
+            }
+            [ColumnarValue::Array(rows)] => {
+                let rows = rows.as_primitive::<arrow::datatypes::UInt32Type>();
+                let mut out = BooleanBuilder::with_capacity(rows.len());
+                for row in rows.iter() {
+                    out.append_option(row.and_then(value));
+                }
+                Ok(ColumnarValue::Array(Arc::new(out.finish())))
+            }
+            _ => exec_err!("persona_row_set() takes the users scan's row ids"),
+        }
     }
 }

@@ -17,6 +17,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use crate::index::IndexSet;
 use crate::query::bitmap_expr::{BitmapExpr, evaluate, translate};
 use crate::query::bitmap_scan::{UsersFile, bitmap_scan};
+use crate::query::residual;
+use crate::tables::ROW_ID_COLUMN;
 
 /// The users provider of one snapshot.
 #[derive(Debug)]
@@ -45,15 +47,86 @@ impl UsersTable {
         self.use_indexes.load(Ordering::Relaxed)
     }
 
-    /// The bitmap expression of the filters DataFusion pushed (all of them translate, since only
-    /// those were accepted as Exact).
-    pub fn selection_expr(&self, filters: &[Expr]) -> Option<BitmapExpr> {
-        if filters.is_empty() {
-            return None;
-        }
+    /// The bitmap expression of the translatable filters among those DataFusion pushed (`None`
+    /// when there are none).
+    fn selection_expr(&self, filters: &[Expr]) -> Option<BitmapExpr> {
         let parts: Vec<BitmapExpr> =
             filters.iter().filter_map(|f| translate(f, &self.index)).map(|t| t.when_true).collect();
-        Some(if parts.len() == 1 { parts.into_iter().next().expect("one part") } else { BitmapExpr::And(parts) })
+        match parts.len() {
+            0 => None,
+            1 => parts.into_iter().next(),
+            _ => Some(BitmapExpr::And(parts)),
+        }
+    }
+
+    /// The users the pushed `filters` select when the bitmaps answer every one of them exactly
+    /// (`Universe` for no filter); `None` when some filter is left to the rows.
+    pub fn bitmap_selection(&self, filters: &[Expr]) -> Option<BitmapExpr> {
+        if filters.iter().any(|f| translate(f, &self.index).is_none()) {
+            return None;
+        }
+        Some(self.selection_expr(filters).unwrap_or(BitmapExpr::Universe))
+    }
+}
+
+impl UsersTable {
+    /// Reads the selected rows with their row ids and the columns the residual filters need,
+    /// keeps the rows they make TRUE and returns the projected columns.
+    fn residual_scan(
+        &self,
+        state: &dyn CatalogSession,
+        selection: Option<&roaring::RoaringBitmap>,
+        projection: Option<&Vec<usize>>,
+        residuals: Vec<Expr>,
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        use datafusion::physical_plan::expressions::Column as PhysicalColumn;
+        use datafusion::physical_plan::filter::FilterExec;
+        use datafusion::physical_plan::limit::LocalLimitExec;
+        use datafusion::physical_plan::projection::ProjectionExec;
+
+        let mut fields: Vec<arrow::datatypes::FieldRef> = self.schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(arrow::datatypes::Field::new(ROW_ID_COLUMN, arrow::datatypes::DataType::UInt32, false)));
+        let scan_schema = Arc::new(arrow::datatypes::Schema::new(fields));
+        let predicate = datafusion::logical_expr::utils::conjunction(residuals).expect("at least one residual");
+        let mut read: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let wanted = read.len();
+        for column in predicate.column_refs() {
+            let i = scan_schema.index_of(&column.name)?;
+            if !read.contains(&i) {
+                read.push(i);
+            }
+        }
+        let row_id = scan_schema.index_of(ROW_ID_COLUMN)?;
+        if !read.contains(&row_id) {
+            read.push(row_id);
+        }
+        let input = bitmap_scan(
+            &self.files,
+            Arc::clone(&scan_schema),
+            selection,
+            Some(&read),
+            None,
+            1.max(state.config().target_partitions()),
+        )?;
+        let df_schema = datafusion::common::DFSchema::try_from(input.schema().as_ref().clone())?;
+        let physical = state.create_physical_expr(predicate, &df_schema)?;
+        let filtered: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(physical, input)?);
+        let out_schema = filtered.schema();
+        let columns = (0..wanted)
+            .map(|i| {
+                let name = out_schema.field(i).name().clone();
+                (Arc::new(PhysicalColumn::new(&name, i)) as Arc<dyn datafusion::physical_plan::PhysicalExpr>, name)
+            })
+            .collect::<Vec<_>>();
+        let projected: Arc<dyn ExecutionPlan> = Arc::new(ProjectionExec::try_new(columns, filtered)?);
+        Ok(match limit {
+            Some(n) => Arc::new(LocalLimitExec::new(projected, n)),
+            None => projected,
+        })
     }
 }
 
@@ -74,7 +147,7 @@ impl TableProvider for UsersTable {
         Ok(filters
             .iter()
             .map(|f| {
-                if translate(f, &self.index).is_some() {
+                if translate(f, &self.index).is_some() || residual::applies(f, &self.index) {
                     TableProviderFilterPushDown::Exact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -90,19 +163,40 @@ impl TableProvider for UsersTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if !self.indexes_on() {
+        // Filters given were accepted as Exact when pushed down, and must be applied here even if
+        // `persona.use_indexes` was switched off since; without filters either path answers.
+        if !self.indexes_on() && filters.is_empty() {
             return self.fallback.scan(state, projection, filters, limit).await;
         }
-        if let Some(untranslatable) = filters.iter().find(|f| translate(f, &self.index).is_none()) {
-            return datafusion::common::internal_err!(
-                "users scan received a filter it did not accept: {untranslatable}"
-            );
-        }
-        let selection = match self.selection_expr(filters) {
+        let (exact, partial): (Vec<&Expr>, Vec<&Expr>) =
+            filters.iter().partition(|f| translate(f, &self.index).is_some());
+        let exact: Vec<Expr> = exact.into_iter().cloned().collect();
+        let mut selection = match self.selection_expr(&exact) {
             Some(expr) => Some(evaluate(&expr, &self.index)?),
             None => None,
         };
         let partitions = state.config().target_partitions();
-        bitmap_scan(&self.files, Arc::clone(&self.schema), selection.as_ref(), projection, limit, partitions)
+        if partial.is_empty() {
+            return bitmap_scan(
+                &self.files,
+                Arc::clone(&self.schema),
+                selection.as_ref(),
+                projection,
+                limit,
+                partitions,
+            );
+        }
+        let mut residuals = Vec::with_capacity(partial.len());
+        for filter in partial {
+            let split = residual::split(filter, &self.index)?;
+            if let Some(maybe) = &split.maybe_true {
+                selection = Some(match selection {
+                    Some(s) => s & maybe,
+                    None => maybe.clone(),
+                });
+            }
+            residuals.push(split.expr);
+        }
+        self.residual_scan(state, selection.as_ref(), projection, residuals, limit)
     }
 }

@@ -181,6 +181,18 @@ pub fn for_each_fact_batch_in(
     read_fact_batches(root, file, columns, ts_window, Strings::Plain, f)
 }
 
+/// [`for_each_fact_batch_in`] with strings decoded as `strings`.
+pub fn for_each_fact_batch_in_as(
+    root: &Path,
+    file: &DataFile,
+    columns: &[&str],
+    ts_window: Option<(i64, i64)>,
+    strings: Strings,
+    f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>,
+) -> Result<()> {
+    read_fact_batches(root, file, columns, ts_window, strings, f)
+}
+
 fn read_fact_batches(
     root: &Path,
     file: &DataFile,

@@ -44,6 +44,9 @@ impl Store {
         if !layout::current_file(&root).exists() {
             return Err(Error::NotAStore { path: root });
         }
+        // Every path of the store is built from its root: an absolute root without `.` or `..`
+        // is a valid object-store and URL path, however the user typed it (`--store ../crm`).
+        let root = std::fs::canonicalize(&root).io_context("resolve the store path", &root)?;
         let store = Store { inner: Arc::new(StoreInner { root, cached: Mutex::new(None) }) };
         store.snapshot()?;
         Ok(store)

@@ -13,5 +13,6 @@ mod import_errors;
 mod kept_files;
 mod lock;
 mod snapshots;
+mod store_paths;
 mod upsert;
 mod util;

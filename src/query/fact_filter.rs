@@ -1,0 +1,172 @@
+//! The users of the fact rows that any row-local predicate keeps: `EXISTS (SELECT 1 FROM purchases
+//! p WHERE p.user_id = u.user_id AND p.amount > 500 AND p.ts >= ...)` when no activity stream
+//! answers it (amounts, quantities, products, several dimensions at once, `LIKE`, functions).
+//! The fact files are read for the predicate's columns and each row's user row id only — not
+//! `user_id`, no hash join with users — skipping files and row groups outside its `ts` window, on
+//! every core; DataFusion's own physical expressions evaluate the predicate, so its semantics are
+//! DataFusion's. The audience rule registers the predicate with the session's marker function and
+//! refers to it by number in the marker's spec.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, DFSchema};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::execution_props::ExecutionProps;
+use roaring::RoaringBitmap;
+
+use crate::error::{Error, Result};
+use crate::index::IndexSet;
+use crate::store::fact_rows::{self, Strings};
+use crate::tables::{Table, sql_schema};
+
+/// Fact rows of `table` for which `predicate` is TRUE.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FactFilter {
+    pub table: Table,
+    /// Over the table's columns (unqualified).
+    pub predicate: Expr,
+    /// The `ts` range the predicate implies, inclusive, in microseconds (for pruning only).
+    pub ts_window: Option<(i64, i64)>,
+}
+
+impl FactFilter {
+    /// A filter of `table`'s rows by the conjunction of `predicates`, or `None` when one of them is
+    /// not a row-local condition on the table's own columns.
+    pub fn new(table: Table, predicates: &[Expr], ts_window: Option<(i64, i64)>) -> Option<FactFilter> {
+        let columns = crate::tables::contract_columns(table);
+        let mut unqualified = Vec::with_capacity(predicates.len());
+        for p in predicates {
+            if !row_local(p) {
+                return None;
+            }
+            let p = p
+                .clone()
+                .transform_up(|e| match e {
+                    Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))),
+                    other => Ok(Transformed::no(other)),
+                })
+                .ok()?
+                .data;
+            if p.column_refs().iter().any(|c| !columns.iter().any(|d| d.name == c.name)) {
+                return None;
+            }
+            unqualified.push(p);
+        }
+        let predicate = datafusion::logical_expr::utils::conjunction(unqualified)?;
+        Some(FactFilter { table, predicate, ts_window })
+    }
+
+    /// The row ids of the users with at least one such row.
+    pub fn users(&self, index: &IndexSet) -> Result<RoaringBitmap> {
+        let Some(snapshot) = index.facts() else { return Ok(RoaringBitmap::new()) };
+        let (root, manifest) = (snapshot.root(), snapshot.manifest());
+        let table_schema = crate::query::with_string_views(&sql_schema(&manifest.columns(self.table)));
+        let mut names: Vec<String> = self.predicate.column_refs().iter().map(|c| c.name.clone()).collect();
+        names.sort();
+        names.dedup();
+        let read_schema =
+            Arc::new(table_schema.project(
+                &names.iter().map(|n| table_schema.index_of(n)).collect::<std::result::Result<Vec<_>, _>>()?,
+            )?);
+        let df_schema = DFSchema::try_from(read_schema.as_ref().clone())?;
+        let physical = datafusion::physical_expr::create_physical_expr(
+            &self.predicate,
+            &df_schema,
+            &ExecutionProps::new(),
+            &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
+        )?;
+        let files: Vec<_> = manifest
+            .files(self.table)
+            .iter()
+            .filter(|f| match (self.ts_window, f.ts_range) {
+                (Some((from, to)), Some((lo, hi))) => hi >= from && lo <= to,
+                _ => true,
+            })
+            .collect();
+        let columns: Vec<&str> = names.iter().map(String::as_str).collect();
+        let next = AtomicUsize::new(0);
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(files.len()).max(1);
+        let results: Vec<Result<RoaringBitmap>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut out = RoaringBitmap::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(file) = files.get(i) else { break };
+                            fact_rows::for_each_fact_batch_in_as(
+                                root,
+                                file,
+                                &columns,
+                                self.ts_window,
+                                Strings::views(),
+                                |batch, ids| {
+                                    let batch = conform(batch, &read_schema)?;
+                                    let keep = physical.evaluate(&batch)?.into_array(batch.num_rows())?;
+                                    let keep = keep.as_boolean();
+                                    for (row, id) in ids.iter().enumerate() {
+                                        if keep.is_valid(row) && keep.value(row) {
+                                            out.insert(*id);
+                                        }
+                                    }
+                                    Ok(())
+                                },
+                            )?;
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a fact reader thread panicked".into()))))
+                .collect()
+        });
+        let mut all = RoaringBitmap::new();
+        for r in results {
+            all |= r?;
+        }
+        Ok(all)
+    }
+}
+
+/// `batch` with the columns and types of `schema` (stored types may differ from SQL's, e.g. text).
+fn conform(batch: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> Result<RecordBatch> {
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (i, field) in schema.fields().iter().enumerate() {
+        let column = batch.column(i);
+        columns.push(if column.data_type() == field.data_type() {
+            Arc::clone(column)
+        } else {
+            arrow::compute::cast(column, field.data_type())?
+        });
+    }
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// No subquery, no outer reference, nothing volatile: the value depends on the row alone.
+pub fn row_local(e: &Expr) -> bool {
+    let mut local = true;
+    let _ = e.apply(|e| {
+        let stop = match e {
+            Expr::ScalarSubquery(_)
+            | Expr::Exists(_)
+            | Expr::InSubquery(_)
+            | Expr::OuterReferenceColumn(..)
+            | Expr::Placeholder(_)
+            | Expr::AggregateFunction(_)
+            | Expr::WindowFunction(_) => true,
+            Expr::ScalarFunction(f) => f.func.signature().volatility == datafusion::logical_expr::Volatility::Volatile,
+            _ => false,
+        };
+        if stop {
+            local = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    local
+}

@@ -1,0 +1,56 @@
+//! Store paths as people type them: relative (`--store ../crm`), with spaces, Chinese and the
+//! characters a glob would take for a pattern. Every query shape must work on them — the Parquet
+//! scans (object-store paths) as well as the counts the bitmaps answer.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::util::*;
+
+fn persona_in(cwd: &Path, args: &[&str]) -> Output {
+    output(Command::new(env!("CARGO_BIN_EXE_persona")).current_dir(cwd).args(args))
+}
+
+fn stdout_of(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn relative_and_unusual_store_paths_answer_every_query_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = write(dir.path(), "in/users.csv", USERS_CSV);
+    let purchases = write(dir.path(), "in/purchases.csv", PURCHASES_CSV);
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    for name in ["crm", "客户 数据 [2026]*?"] {
+        let relative = format!("../{name}");
+        stdout_of(&persona_in(
+            &work,
+            &["import", "--quiet", "--store", &relative, users.to_str().unwrap(), purchases.to_str().unwrap()],
+        ));
+        let queries = [
+            // Parquet scans of users and of the facts.
+            ("SELECT user_id, name FROM users WHERE tier = 'gold' ORDER BY user_id", "user_id,name\n"),
+            ("SELECT count(*) AS n FROM purchases", "n\n"),
+            // A count the bitmaps answer.
+            ("SELECT count(*) AS n FROM users WHERE tier = 'gold'", "n\n"),
+            // A join of users and facts.
+            (
+                "SELECT u.user_id, sum(p.amount) AS total FROM users u JOIN purchases p ON p.user_id = u.user_id \
+                 GROUP BY u.user_id ORDER BY u.user_id",
+                "user_id,total\n",
+            ),
+        ];
+        for (sql, header) in queries {
+            let out = stdout_of(&persona_in(&work, &["sql", "--store", &relative, "--format", "csv", "-c", sql]));
+            assert!(out.starts_with(header) && out.lines().count() > 1, "{name}: {sql}\n{out}");
+        }
+    }
+}
