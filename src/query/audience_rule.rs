@@ -29,7 +29,8 @@ use crate::index::build::{
 };
 use crate::index::{DAY_MICROS, IndexSet};
 use crate::query::bitmap_expr::{AudienceSpec, EdgeScan};
-use crate::query::fact_filter::FactFilter;
+use crate::query::dense_agg_rule::DenseAggregate;
+use crate::query::fact_filter::{FactAggregate, FactFilter};
 use crate::query::store_tables::StoreTables;
 use crate::query::users_provider::UsersTable;
 use crate::tables::Table;
@@ -169,6 +170,10 @@ impl AudienceRule {
         if let Some(spec) = fact_audience(plan, &self.index, &self.tables) {
             return Some(spec);
         }
+        // Users by a per-user aggregate (`GROUP BY user_id HAVING ...`), once it is a DenseAggregate.
+        if let Some(spec) = self.dense_having(plan) {
+            return Some(spec);
+        }
         // A subquery this rule already turned into marked users (`SELECT DISTINCT user_id FROM
         // purchases WHERE ...` became a users scan filtered by markers).
         if let Some(spec) = marked_users(plan) {
@@ -194,6 +199,40 @@ impl AudienceRule {
         let filter = FactFilter::new(*table, &predicates, window)?;
         let marker = self.udf.inner().downcast_ref::<crate::query::udf::PersonaAudience>()?;
         Some(AudienceSpec::FactFilter(marker.register_fact_filter(filter)))
+    }
+
+    /// `[alias] / Projection(user_id) / Filter(HAVING)* / DenseAggregate(GROUP BY user_id)`: the
+    /// users whose aggregates pass the filters, as a registered [`FactAggregate`].
+    fn dense_having(&self, plan: &LogicalPlan) -> Option<AudienceSpec> {
+        let mut having: Vec<Expr> = Vec::new();
+        let mut node = plan;
+        let dense = loop {
+            match node {
+                LogicalPlan::SubqueryAlias(a) => node = &a.input,
+                LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => node = &p.input,
+                LogicalPlan::Filter(f) => {
+                    having.extend(split_conjunction(&f.predicate).into_iter().cloned());
+                    node = &f.input;
+                }
+                LogicalPlan::Extension(e) => break e.node.as_any().downcast_ref::<DenseAggregate>()?,
+                _ => return None,
+            }
+        };
+        if !dense.emit_user_id {
+            return None;
+        }
+        // Without user_id in the output: HAVING may not read it.
+        let (user_qualifier, user_field) = dense.schema.qualified_field(0);
+        let user_column = Column::new(user_qualifier.cloned(), user_field.name());
+        if having.iter().any(|h| !crate::query::fact_filter::row_local(h) || h.column_refs().contains(&user_column)) {
+            return None;
+        }
+        let fields = dense.schema.iter().skip(1).map(|(q, f)| (q.cloned(), Arc::clone(f))).collect::<Vec<_>>();
+        let schema = datafusion::common::DFSchema::new_with_metadata(fields, dense.schema.metadata().clone()).ok()?;
+        let node = DenseAggregate { emit_user_id: false, schema: Arc::new(schema), ..dense.clone() };
+        let having = datafusion::logical_expr::utils::conjunction(having).unwrap_or_else(|| lit(true));
+        let marker = self.udf.inner().downcast_ref::<crate::query::udf::PersonaAudience>()?;
+        Some(AudienceSpec::FactAggregate(marker.register_fact_aggregate(FactAggregate { node, having })))
     }
 
     /// `persona_audience(key, spec)`, negated for an anti join.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::index::format::BitmapKind;
 use crate::index::{IndexSet, RangeOp};
-use crate::query::fact_filter::FactFilter;
+use crate::query::fact_filter::{FactAggregate, FactFilter};
 use crate::query::udf::PersonaAudience;
 use std::sync::Arc;
 
@@ -53,6 +53,8 @@ pub enum BitmapExpr {
     Saved(String),
     /// The users of the fact rows a row-local predicate keeps, read from the fact files.
     FactFilter(Arc<FactFilter>),
+    /// The users whose per-user aggregate satisfies a condition.
+    FactAggregate(Arc<FactAggregate>),
 }
 
 /// A filter translated exactly: who makes it TRUE, who makes it FALSE (the rest make it NULL).
@@ -82,6 +84,8 @@ pub enum AudienceSpec {
     Saved(String),
     /// The users of fact rows kept by a predicate the session registered under this number.
     FactFilter(u64),
+    /// The users of a per-user aggregate's condition the session registered under this number.
+    FactAggregate(u64),
     /// The users in every one of these audiences.
     AllOf(Vec<AudienceSpec>),
     /// The users not in this audience.
@@ -103,9 +107,8 @@ pub struct EdgeScan {
 }
 
 impl AudienceSpec {
-    /// The bitmap expression; `fact_filter` resolves registered fact predicates (`None` when one
-    /// is unknown).
-    pub fn to_bitmap_expr(&self, fact_filter: &dyn Fn(u64) -> Option<Arc<FactFilter>>) -> Option<BitmapExpr> {
+    /// The bitmap expression, registered parts resolved (`None` when one is unknown).
+    pub fn to_bitmap_expr(&self, registered: &Registered<'_>) -> Option<BitmapExpr> {
         Some(match self {
             AudienceSpec::TagAny(tags) => or(tags.iter().map(|t| BitmapExpr::Tag(t.clone())).collect()),
             AudienceSpec::ActiveDays { streams, first_day, last_day, edges } => {
@@ -121,13 +124,20 @@ impl AudienceSpec {
                 or(terms)
             }
             AudienceSpec::Saved(name) => BitmapExpr::Saved(name.clone()),
-            AudienceSpec::FactFilter(id) => BitmapExpr::FactFilter(fact_filter(*id)?),
+            AudienceSpec::FactFilter(id) => BitmapExpr::FactFilter((registered.fact_filter)(*id)?),
+            AudienceSpec::FactAggregate(id) => BitmapExpr::FactAggregate((registered.fact_aggregate)(*id)?),
             AudienceSpec::AllOf(specs) => {
-                BitmapExpr::And(specs.iter().map(|s| s.to_bitmap_expr(fact_filter)).collect::<Option<Vec<_>>>()?)
+                BitmapExpr::And(specs.iter().map(|s| s.to_bitmap_expr(registered)).collect::<Option<Vec<_>>>()?)
             }
-            AudienceSpec::Not(spec) => minus(BitmapExpr::Universe, spec.to_bitmap_expr(fact_filter)?),
+            AudienceSpec::Not(spec) => minus(BitmapExpr::Universe, spec.to_bitmap_expr(registered)?),
         })
     }
+}
+
+/// How the parts of a spec that a session registered are looked up.
+pub struct Registered<'a> {
+    pub fact_filter: &'a dyn Fn(u64) -> Option<Arc<FactFilter>>,
+    pub fact_aggregate: &'a dyn Fn(u64) -> Option<Arc<FactAggregate>>,
 }
 
 fn or(mut items: Vec<BitmapExpr>) -> BitmapExpr {
@@ -376,8 +386,13 @@ pub fn evaluate(expr: &BitmapExpr, index: &IndexSet) -> Result<RoaringBitmap> {
         }
         BitmapExpr::AndNot(a, b) => evaluate(a, index)? - evaluate(b, index)?,
         BitmapExpr::RowIds(ids) => ids.iter().copied().filter(|id| u64::from(*id) < index.universe_len()).collect(),
-        BitmapExpr::FactRows(scan) => index.users_of_fact_rows(scan)?,
+        // Read like any fact condition (plain copies, every core), except a product's category.
+        BitmapExpr::FactRows(scan) => match FactFilter::of_edge(scan) {
+            Some(filter) => filter.users(index)?,
+            None => index.users_of_fact_rows(scan)?,
+        },
         BitmapExpr::FactFilter(filter) => filter.users(index)?,
+        BitmapExpr::FactAggregate(aggregate) => aggregate.users(index)?,
         BitmapExpr::Saved(name) => match index.saved_audience(name)? {
             Some(members) => members.as_ref().clone(),
             None => return Err(crate::audience::catalog::no_such_audience(name)),
@@ -412,6 +427,7 @@ impl fmt::Display for BitmapExpr {
             BitmapExpr::FactRows(scan) => write!(f, "{}[ts {}..{}]", scan.table, scan.from, scan.to),
             BitmapExpr::Saved(name) => write!(f, "audience[{name}]"),
             BitmapExpr::FactFilter(filter) => write!(f, "{}[{}]", filter.table.name(), filter.predicate),
+            BitmapExpr::FactAggregate(a) => write!(f, "{}[per user: {}]", a.node.table.name(), a.having),
             BitmapExpr::Tag(t) => write!(f, "tag[{t}]"),
             BitmapExpr::Value { column, value } => write!(f, "{column}[{value}]"),
             BitmapExpr::Null(c) => write!(f, "{c}[NULL]"),

@@ -97,6 +97,80 @@ impl DisplayAs for DenseAggregateExec {
     }
 }
 
+impl DenseAggregateExec {
+    /// What one execution needs, for its blocking thread.
+    fn job(&self, batch_size: usize) -> Result<Job> {
+        let read_columns: Vec<String> = self.node.read_schema.fields().iter().map(|f| f.name().clone()).collect();
+        let mut tests = Vec::with_capacity(self.tests.len());
+        for t in &self.tests {
+            let at = read_columns
+                .iter()
+                .position(|c| *c == t.column)
+                .ok_or_else(|| Error::Internal(format!("dense aggregate does not read column {}", t.column)))?;
+            tests.push((at, t.clone()));
+        }
+        let read_schema = Arc::new(Schema::new(
+            self.node
+                .read_schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    let data_type = if self.tests.iter().any(|t| t.column == *f.name()) {
+                        DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+                    } else if matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+                        DataType::Utf8View
+                    } else {
+                        f.data_type().clone()
+                    };
+                    Field::new(f.name(), data_type, true)
+                })
+                .collect::<Vec<_>>(),
+        ));
+        Ok(Job {
+            read_schema,
+            tests,
+            kinds: self.node.aggs.iter().map(|a| a.kind).collect(),
+            read_columns,
+            predicate: self.predicate.clone(),
+            args: self.args.clone(),
+            sources: self.sources.clone(),
+            workers: self.workers,
+            batch_size,
+            schema: Arc::clone(&self.schema),
+            emit_user_id: self.node.emit_user_id,
+        })
+    }
+
+    /// The row ids of the users whose aggregates make `having` TRUE (over the node's output
+    /// schema, which must not hold `user_id`): a per-user aggregate as a set of users, computed
+    /// here on the calling thread (and the workers it starts).
+    pub fn users_where(&self, having: &Arc<dyn PhysicalExpr>) -> Result<roaring::RoaringBitmap> {
+        if self.node.emit_user_id {
+            return Err(Error::Internal("a dense aggregate asked for users emits user_id".into()));
+        }
+        let job = self.job(64 * 1024)?;
+        let mut state = job.accumulate()?;
+        let mut users = roaring::RoaringBitmap::new();
+        let mut from = 0u64;
+        loop {
+            let groups = state.groups_from(from, job.batch_size);
+            let Some(last) = groups.last() else { return Ok(users) };
+            from = u64::from(*last) + 1;
+            let batch = job.values_batch(&state, &groups)?;
+            let keep = having.evaluate(&batch)?.into_array(groups.len())?;
+            let keep = keep
+                .as_boolean_opt()
+                .ok_or_else(|| Error::Internal("a HAVING condition is not boolean".into()))?;
+            for (i, id) in groups.iter().enumerate() {
+                if keep.is_valid(i) && keep.value(i) {
+                    users.insert(*id);
+                }
+            }
+            state.release_before(from);
+        }
+    }
+}
+
 impl ExecutionPlan for DenseAggregateExec {
     fn name(&self) -> &str {
         "DenseAggregateExec"
@@ -130,45 +204,7 @@ impl ExecutionPlan for DenseAggregateExec {
         if partition != 0 {
             return Err(Error::Internal(format!("DenseAggregateExec has one partition, not {}", partition + 1)).into());
         }
-        let read_columns: Vec<String> = self.node.read_schema.fields().iter().map(|f| f.name().clone()).collect();
-        let mut tests = Vec::with_capacity(self.tests.len());
-        for t in &self.tests {
-            let at = read_columns
-                .iter()
-                .position(|c| *c == t.column)
-                .ok_or_else(|| Error::Internal(format!("dense aggregate does not read column {}", t.column)))?;
-            tests.push((at, t.clone()));
-        }
-        let read_schema = Arc::new(Schema::new(
-            self.node
-                .read_schema
-                .fields()
-                .iter()
-                .map(|f| {
-                    let data_type = if self.tests.iter().any(|t| t.column == *f.name()) {
-                        DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
-                    } else if matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
-                        DataType::Utf8View
-                    } else {
-                        f.data_type().clone()
-                    };
-                    Field::new(f.name(), data_type, true)
-                })
-                .collect::<Vec<_>>(),
-        ));
-        let job = Job {
-            read_schema,
-            tests,
-            kinds: self.node.aggs.iter().map(|a| a.kind).collect(),
-            read_columns,
-            predicate: self.predicate.clone(),
-            args: self.args.clone(),
-            sources: self.sources.clone(),
-            workers: self.workers,
-            batch_size: context.session_config().batch_size().max(1),
-            schema: Arc::clone(&self.schema),
-            emit_user_id: self.node.emit_user_id,
-        };
+        let job = self.job(context.session_config().batch_size().max(1))?;
         let mut builder = RecordBatchReceiverStreamBuilder::new(Arc::clone(&self.schema), 2);
         let tx = builder.tx();
         builder.spawn_blocking(move || {
@@ -330,30 +366,43 @@ impl Job {
             let groups = state.groups_from(from, self.batch_size);
             let Some(last) = groups.last() else { return Ok(()) };
             from = u64::from(*last) + 1;
-            let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-            if self.emit_user_id {
-                let ids = users.lookup(&groups)?;
-                columns.push(cast(&ids, self.schema.field(0).data_type())?);
-            }
-            let offset = usize::from(self.emit_user_id);
-            for a in 0..self.kinds.len() {
-                let values = state.values(a, &groups)?;
-                let target = self.schema.field(offset + a).data_type();
-                let values = match target {
-                    // Dates are days: Int64 → Int32 → Date32.
-                    DataType::Date32 => cast(&cast(&values, &DataType::Int32)?, target)?,
-                    _ => cast(&values, target)?,
-                };
-                columns.push(values);
-            }
-            // `SELECT DISTINCT user_id` under a projection that drops it has no column at all.
-            let options = RecordBatchOptions::new().with_row_count(Some(groups.len()));
-            let batch = RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)?;
+            let batch = if self.emit_user_id {
+                let values = self.values_batch(state, &groups)?;
+                let ids = cast(&users.lookup(&groups)?, self.schema.field(0).data_type())?;
+                let mut columns = vec![ids];
+                columns.extend(values.columns().iter().cloned());
+                let options = RecordBatchOptions::new().with_row_count(Some(groups.len()));
+                RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)?
+            } else {
+                self.values_batch(state, &groups)?
+            };
             state.release_before(from);
             if !send(batch) {
                 return Ok(());
             }
         }
+    }
+}
+
+impl Job {
+    /// The aggregates of `groups` as a batch of the output schema without `user_id`.
+    fn values_batch(&self, state: &DenseState, groups: &[u32]) -> Result<RecordBatch> {
+        let offset = usize::from(self.emit_user_id);
+        let fields: Vec<_> = self.schema.fields().iter().skip(offset).cloned().collect();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(fields.len());
+        for (a, field) in fields.iter().enumerate() {
+            let values = state.values(a, groups)?;
+            let target = field.data_type();
+            let values = match target {
+                // Dates are days: Int64 → Int32 → Date32.
+                DataType::Date32 => cast(&cast(&values, &DataType::Int32)?, target)?,
+                _ => cast(&values, target)?,
+            };
+            columns.push(values);
+        }
+        // `SELECT DISTINCT user_id` under a projection that drops it has no column at all.
+        let options = RecordBatchOptions::new().with_row_count(Some(groups.len()));
+        Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?)
     }
 }
 

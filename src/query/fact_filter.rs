@@ -6,20 +6,29 @@
 //! every core; DataFusion's own physical expressions evaluate the predicate, so its semantics are
 //! DataFusion's. The audience rule registers the predicate with the session's marker function and
 //! refers to it by number in the marker's spec.
+//!
+//! [`FactAggregate`] is the same for per-user aggregates (`user_id IN (SELECT user_id FROM
+//! purchases WHERE ... GROUP BY user_id HAVING sum(amount) > 1000)`, "at least 2 of these 3
+//! tags"): the [`DenseAggregate`] the aggregate became is computed by row id, and the users whose
+//! aggregates make `HAVING` true are the set — no `user_id` read on either side.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Column, DFSchema};
-use datafusion::logical_expr::Expr;
+use arrow::datatypes::DataType;
+use datafusion::common::{Column, DFSchema, ScalarValue};
+use datafusion::logical_expr::{Expr, col, lit};
 use datafusion::physical_expr::execution_props::ExecutionProps;
 use roaring::RoaringBitmap;
 
 use crate::error::{Error, Result};
 use crate::index::IndexSet;
+use crate::query::bitmap_expr::EdgeScan;
+use crate::query::dense_agg_rule::DenseAggregate;
 use crate::store::fact_rows::{self, Strings};
+use crate::store::plain_columns::{self, PlainColumns};
 use crate::tables::{Table, sql_schema};
 
 /// Fact rows of `table` for which `predicate` is TRUE.
@@ -97,23 +106,36 @@ impl FactFilter {
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let Some(file) = files.get(i) else { break };
+                            let mut keep_rows = |batch: &RecordBatch, ids: &[u32]| -> Result<()> {
+                                let batch = conform(batch, &read_schema)?;
+                                let keep = physical.evaluate(&batch)?.into_array(batch.num_rows())?;
+                                let keep = keep.as_boolean();
+                                for (row, id) in ids.iter().enumerate() {
+                                    if keep.is_valid(row) && keep.value(row) {
+                                        out.insert(*id);
+                                    }
+                                }
+                                Ok(())
+                            };
+                            // The plain copy when it holds every column: no page to decompress.
+                            if let Some(relative) = &file.plain_columns
+                                && columns.iter().all(|c| plain_columns::copies_column(c))
+                                && let Some(copy) = PlainColumns::open(
+                                    &crate::store::layout::resolve(root, relative),
+                                    &columns,
+                                    file.rows,
+                                )?
+                            {
+                                copy.for_each_batch(&mut keep_rows)?;
+                                continue;
+                            }
                             fact_rows::for_each_fact_batch_in_as(
                                 root,
                                 file,
                                 &columns,
                                 self.ts_window,
                                 Strings::views(),
-                                |batch, ids| {
-                                    let batch = conform(batch, &read_schema)?;
-                                    let keep = physical.evaluate(&batch)?.into_array(batch.num_rows())?;
-                                    let keep = keep.as_boolean();
-                                    for (row, id) in ids.iter().enumerate() {
-                                        if keep.is_valid(row) && keep.value(row) {
-                                            out.insert(*id);
-                                        }
-                                    }
-                                    Ok(())
-                                },
+                                &mut keep_rows,
                             )?;
                         }
                         Ok(out)
@@ -133,6 +155,52 @@ impl FactFilter {
     }
 }
 
+impl FactFilter {
+    /// The fact rows of a window edge (`from <= ts < to`, microseconds) whose `column` is one of
+    /// `values` when given; `None` for a column that is not the table's own (a product's category).
+    pub fn of_edge(scan: &EdgeScan) -> Option<FactFilter> {
+        let table: Table = scan.table.parse().ok()?;
+        let at = |t: i64| lit(ScalarValue::TimestampMicrosecond(Some(t), None));
+        let mut predicate = col("ts").gt_eq(at(scan.from)).and(col("ts").lt(at(scan.to)));
+        if let Some(column) = &scan.column {
+            if !crate::tables::contract_columns(table).iter().any(|c| &c.name == column) {
+                return None;
+            }
+            let values = scan.values.iter().map(|v| lit(ScalarValue::Utf8View(Some(v.clone())))).collect();
+            predicate = predicate.and(col(column.as_str()).in_list(values, false));
+        }
+        Some(FactFilter { table, predicate, ts_window: Some((scan.from, scan.to - 1)) })
+    }
+}
+
+/// Users whose per-user aggregate over a fact table makes `having` TRUE.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FactAggregate {
+    /// The aggregate, without `user_id` in its output.
+    pub node: DenseAggregate,
+    /// Over the node's output columns.
+    pub having: Expr,
+}
+
+impl FactAggregate {
+    /// The row ids of those users.
+    pub fn users(&self, index: &IndexSet) -> Result<RoaringBitmap> {
+        let Some(snapshot) = index.facts() else { return Ok(RoaringBitmap::new()) };
+        let physical = |e: &Expr, schema: &DFSchema| {
+            datafusion::physical_expr::create_physical_expr(
+                e,
+                schema,
+                &ExecutionProps::new(),
+                &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
+            )
+        };
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let exec = crate::query::planner::dense_exec(&self.node, snapshot, Vec::new(), workers, &physical)?;
+        let having = physical(&self.having, self.node.schema.as_ref())?;
+        exec.users_where(&having)
+    }
+}
+
 /// `batch` with the columns and types of `schema` (stored types may differ from SQL's, e.g. text).
 fn conform(batch: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> Result<RecordBatch> {
     let mut columns = Vec::with_capacity(schema.fields().len());
@@ -140,6 +208,10 @@ fn conform(batch: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> Result<
         let column = batch.column(i);
         columns.push(if column.data_type() == field.data_type() {
             Arc::clone(column)
+        } else if matches!(column.data_type(), DataType::Dictionary(..)) {
+            // The plain copies' coded strings: values first, then the SQL type.
+            let values = arrow::compute::cast(column, &DataType::Utf8)?;
+            arrow::compute::cast(&values, field.data_type())?
         } else {
             arrow::compute::cast(column, field.data_type())?
         });

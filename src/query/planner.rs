@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::Session as CatalogSession;
-use datafusion::common::Result;
+use datafusion::common::{DFSchema, Result};
 use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNode};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
@@ -57,44 +58,58 @@ impl ExtensionPlanner for DenseAggregatePlanner {
         planning_ctx: &PhysicalPlanningContext,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         let Some(node) = node.as_any().downcast_ref::<DenseAggregate>() else { return Ok(None) };
-        let schema = node.read_schema.as_ref();
-        // Equality tests on string columns read nowhere else are answered on dictionary keys.
-        let conjuncts: Vec<&Expr> = node.predicate.as_ref().map(split_conjunction).unwrap_or_default();
-        let mut tests: Vec<DictTest> = conjuncts.iter().filter_map(|e| DictTest::from_expr(e, schema)).collect();
-        let mut residual: Vec<Expr> =
-            conjuncts.iter().filter(|e| DictTest::from_expr(e, schema).is_none()).map(|e| (*e).clone()).collect();
-        let elsewhere: Vec<String> = residual
-            .iter()
-            .chain(node.aggs.iter().filter_map(|a| a.arg.as_ref()))
-            .flat_map(|e| e.column_refs().into_iter().map(|c| c.name.clone()))
-            .collect();
-        tests.retain(|t| {
-            let keep = !elsewhere.contains(&t.column);
-            if !keep {
-                residual.push(Expr::from(t.clone()));
-            }
-            keep
-        });
-        let predicate = match residual.into_iter().reduce(Expr::and) {
-            Some(p) => Some(planner.create_physical_expr(&p, schema, session, planning_ctx)?),
-            None => None,
-        };
-        let mut args = Vec::with_capacity(node.aggs.len());
-        for agg in &node.aggs {
-            args.push(match &agg.arg {
-                Some(a) => Some(planner.create_physical_expr(a, schema, session, planning_ctx)?),
-                None => None,
-            });
-        }
-        let sources = DenseSources {
-            root: self.snapshot.root().to_path_buf(),
-            facts: self.snapshot.manifest().files(node.table).to_vec(),
-            users: self.users.clone(),
-            ts_window: ts_window(&conjuncts),
-        };
         let workers = session.config().target_partitions();
-        Ok(Some(Arc::new(DenseAggregateExec::new(node.clone(), sources, tests, predicate, args, workers))))
+        let physical = |e: &Expr, schema: &DFSchema| planner.create_physical_expr(e, schema, session, planning_ctx);
+        Ok(Some(Arc::new(dense_exec(node, &self.snapshot, self.users.clone(), workers, &physical)?)))
     }
+}
+
+/// The operator of a [`DenseAggregate`] over `snapshot`'s fact files; `physical` turns its
+/// expressions into physical ones. `users` (row id → `user_id`) may be empty when the node does
+/// not emit `user_id`.
+pub fn dense_exec(
+    node: &DenseAggregate,
+    snapshot: &Snapshot,
+    users: Vec<UsersFile>,
+    workers: usize,
+    physical: &dyn Fn(&Expr, &DFSchema) -> Result<Arc<dyn PhysicalExpr>>,
+) -> Result<DenseAggregateExec> {
+    let schema = node.read_schema.as_ref();
+    // Equality tests on string columns read nowhere else are answered on dictionary keys.
+    let conjuncts: Vec<&Expr> = node.predicate.as_ref().map(split_conjunction).unwrap_or_default();
+    let mut tests: Vec<DictTest> = conjuncts.iter().filter_map(|e| DictTest::from_expr(e, schema)).collect();
+    let mut residual: Vec<Expr> =
+        conjuncts.iter().filter(|e| DictTest::from_expr(e, schema).is_none()).map(|e| (*e).clone()).collect();
+    let elsewhere: Vec<String> = residual
+        .iter()
+        .chain(node.aggs.iter().filter_map(|a| a.arg.as_ref()))
+        .flat_map(|e| e.column_refs().into_iter().map(|c| c.name.clone()))
+        .collect();
+    tests.retain(|t| {
+        let keep = !elsewhere.contains(&t.column);
+        if !keep {
+            residual.push(Expr::from(t.clone()));
+        }
+        keep
+    });
+    let predicate = match residual.into_iter().reduce(Expr::and) {
+        Some(p) => Some(physical(&p, schema)?),
+        None => None,
+    };
+    let mut args = Vec::with_capacity(node.aggs.len());
+    for agg in &node.aggs {
+        args.push(match &agg.arg {
+            Some(a) => Some(physical(a, schema)?),
+            None => None,
+        });
+    }
+    let sources = DenseSources {
+        root: snapshot.root().to_path_buf(),
+        facts: snapshot.manifest().files(node.table).to_vec(),
+        users,
+        ts_window: ts_window(&conjuncts),
+    };
+    Ok(DenseAggregateExec::new(node.clone(), sources, tests, predicate, args, workers))
 }
 
 /// The inclusive `ts` window (microseconds) that comparisons of `ts` with timestamp literals

@@ -22,7 +22,8 @@ use roaring::RoaringBitmap;
 
 use crate::index::IndexSet;
 use crate::query::bitmap_expr::{AudienceSpec, BitmapExpr, evaluate};
-use crate::query::fact_filter::FactFilter;
+use crate::query::bitmap_expr::Registered;
+use crate::query::fact_filter::{FactAggregate, FactFilter};
 
 /// `persona_audience(user_id, spec)`; see the module doc.
 #[derive(Debug)]
@@ -34,6 +35,8 @@ pub struct PersonaAudience {
     members: Mutex<HashMap<String, Arc<RoaringBitmap>>>,
     /// Fact predicates that specs refer to by number ([`AudienceSpec::FactFilter`]).
     fact_filters: Mutex<Vec<Arc<FactFilter>>>,
+    /// Per-user aggregates that specs refer to by number ([`AudienceSpec::FactAggregate`]).
+    fact_aggregates: Mutex<Vec<Arc<FactAggregate>>>,
 }
 
 impl Default for PersonaAudience {
@@ -43,6 +46,7 @@ impl Default for PersonaAudience {
             index: None,
             members: Mutex::new(HashMap::new()),
             fact_filters: Mutex::new(Vec::new()),
+            fact_aggregates: Mutex::new(Vec::new()),
         }
     }
 }
@@ -69,9 +73,23 @@ impl PersonaAudience {
         usize::try_from(id).ok().and_then(|i| filters.get(i)).cloned()
     }
 
-    /// The bitmap expression of a spec, its fact predicates resolved.
+    /// Registers a per-user aggregate; its number goes into an [`AudienceSpec::FactAggregate`].
+    pub fn register_fact_aggregate(&self, aggregate: FactAggregate) -> u64 {
+        let mut aggregates = self.fact_aggregates.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = aggregates.iter().position(|a| a.as_ref() == &aggregate) {
+            return i as u64;
+        }
+        aggregates.push(Arc::new(aggregate));
+        (aggregates.len() - 1) as u64
+    }
+
+    /// The bitmap expression of a spec, its registered parts resolved.
     pub fn bitmap_expr(&self, spec: &AudienceSpec) -> Option<BitmapExpr> {
-        spec.to_bitmap_expr(&|id| self.fact_filter(id))
+        let aggregate = |id: u64| {
+            let aggregates = self.fact_aggregates.lock().unwrap_or_else(PoisonError::into_inner);
+            usize::try_from(id).ok().and_then(|i| aggregates.get(i)).cloned()
+        };
+        spec.to_bitmap_expr(&Registered { fact_filter: &|id| self.fact_filter(id), fact_aggregate: &aggregate })
     }
 
     fn members(&self, index: &IndexSet, spec: &str) -> Result<Arc<RoaringBitmap>> {
