@@ -1,0 +1,12 @@
+-- a07: users active (any event) in each of the last three months, counted by distinct months per user,
+-- who are not tagged 'app_user', count.
+SELECT count(*) AS users
+FROM (
+  SELECT e.user_id
+  FROM events e
+  WHERE e.ts >= TIMESTAMP '2026-08-01 00:00:00'
+    AND e.ts <  TIMESTAMP '2026-11-01 00:00:00'
+  GROUP BY e.user_id
+  HAVING count(DISTINCT date_trunc('month', e.ts)) = 3
+) active
+WHERE active.user_id NOT IN (SELECT user_id FROM user_tags WHERE tag = 'app_user')
