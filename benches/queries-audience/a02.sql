@@ -1,5 +1,4 @@
--- a02: members in Zhejiang with no purchase in the last 60 days and without tag 'dormant',
--- written as LEFT JOIN ... WHERE x.user_id IS NULL anti joins, count.
+-- a02: Zhejiang members with no purchase in the last 60 days and no tag 'dormant' (LEFT JOIN ... IS NULL anti joins), count.
 SELECT count(*) AS users
 FROM users u
 LEFT JOIN purchases p

@@ -1,5 +1,4 @@
--- a05: users with a 'cart' event between 2026-10-24 18:30 and 2026-10-31 09:15 (both edges inside a day)
--- and no purchase since 2026-10-24 18:30, count.
+-- a05: a 'cart' event between 2026-10-24 18:30 and 2026-10-31 09:15 and no purchase since 18:30 (edges inside a day), count.
 SELECT count(*) AS users
 FROM users u
 WHERE EXISTS (SELECT 1 FROM events e

@@ -1,5 +1,4 @@
--- a07: users active (any event) in each of the last three months, counted by distinct months per user,
--- who are not tagged 'app_user', count.
+-- a07: an event in each of August, September and October 2026 (3 distinct months per user), not tag 'app_user', count.
 SELECT count(*) AS users
 FROM (
   SELECT e.user_id

@@ -1,5 +1,4 @@
--- a09: users with a 'coupon' event in the last 30 days EXCEPT those who bought in the last 30 days
--- EXCEPT those tagged 'deal_seeker', count.
+-- a09: a 'coupon' event in the last 30 days EXCEPT bought in the last 30 days EXCEPT tag 'deal_seeker', count.
 SELECT count(*) AS users
 FROM (
   SELECT user_id FROM events

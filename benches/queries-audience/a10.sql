@@ -1,5 +1,4 @@
--- a10: cart abandoners in the app: a 'cart' event on channel 'app' in the last 14 days (IN)
--- and no purchase on any channel in those 14 days (NOT IN), count.
+-- a10: app cart abandoners: IN a 'cart' event on channel 'app' in the last 14 days, NOT IN a purchase since, count.
 SELECT count(*) AS users
 FROM users u
 WHERE u.user_id IN (SELECT e.user_id FROM events e

@@ -1,5 +1,4 @@
--- a11: gold and platinum members who bought a 'Lumina' product for at least 300 in one order
--- in the last 180 days (amount threshold, brand through the products join), count.
+-- a11: gold or platinum members with a 'Lumina' purchase (products join) of at least 300 in the last 180 days, count.
 SELECT count(*) AS users
 FROM users u
 WHERE u.tier IN ('gold', 'platinum')

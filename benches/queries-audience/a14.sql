@@ -1,5 +1,5 @@
--- a14: parents (has_children) with income band 7 or higher, working as manager, lawyer, doctor or entrepreneur,
--- who are not tagged 'new_parent' (boolean and custom columns), count.
+-- a14: has_children, income band 7+, occupation manager/lawyer/doctor/entrepreneur, not tag 'new_parent', count.
+-- (the boolean and custom columns of the generated users)
 SELECT count(*) AS users
 FROM users u
 WHERE u.has_children

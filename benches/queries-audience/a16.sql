@@ -1,5 +1,5 @@
--- a16: one audience defined once in a CTE (tag 'wechat_fan', tier silver or gold, no purchase in the last 60 days)
--- and used twice: its size, and how many of its members logged in on wechat in the last 7 days.
+-- a16: a CTE audience reused twice: its size, and how many of its members logged in on wechat in the last 7 days.
+-- The audience: tag 'wechat_fan', tier silver or gold, no purchase in the last 60 days.
 WITH audience AS (
   SELECT u.user_id
   FROM users u

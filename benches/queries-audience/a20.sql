@@ -1,5 +1,5 @@
--- a20: top-100 export by points (user_id, phone) of the audience "tag 'frequent_buyer', no purchase in the last 30 days,
--- not acquired on weibo" (user_id breaks ties).
+-- a20: top-100 export (user_id, phone) by points of: tag 'frequent_buyer', no purchase in 30 days, not acquired on weibo.
+-- user_id breaks ties, so that the 100 rows are the same on every engine.
 SELECT u.user_id, u.phone
 FROM users u
 WHERE u.acquisition_channel <> 'weibo'

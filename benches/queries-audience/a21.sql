@@ -1,5 +1,4 @@
--- a21: full export of the contact columns (user_id, email) of the audience "tier gold or platinum, tag 'churn_risk',
--- a 'login' event in the last 30 days" to a Parquet file.
+-- a21: full export (user_id, email) of: tier gold or platinum, tag 'churn_risk', a 'login' event in the last 30 days.
 -- The runner wraps this SELECT in the engine's COPY ... TO '<file>.parquet'.
 SELECT u.user_id, u.email
 FROM users u

@@ -1,5 +1,4 @@
--- a22: users who spent more than 1000 in total over the last 180 days (a per-user aggregate as a subquery)
--- and are not tagged 'high_value', count.
+-- a22: spent more than 1000 over the last 180 days (GROUP BY user_id HAVING, as a subquery), not tag 'high_value', count.
 SELECT count(*) AS users
 FROM users u
 WHERE u.user_id IN (SELECT p.user_id

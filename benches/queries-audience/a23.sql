@@ -1,6 +1,6 @@
--- a23: NOT (a OR b) over NULLable columns in SQL's three-valued logic: neither a student nor in income band 8+,
--- and neither gender 'U' nor an occupation of 'retired', count (rows whose occupation or income_band is NULL
--- drop out where the NULL decides).
+-- a23: NOT (student OR income band 8+) AND NOT (gender 'U' OR retired) over NULLable columns, count.
+-- Three-valued logic: where a NULL occupation or income_band leaves an OR unknown, its NOT is unknown
+-- too and the row drops out, so count(occupation) and count(income_band) equal users.
 SELECT count(*)                    AS users,
        count(u.occupation)         AS with_occupation,
        count(u.income_band)        AS with_income_band

@@ -1,5 +1,4 @@
--- a24: new buyers: users whose first purchase ever falls in the last 30 days (min(ts) per user),
--- who signed up before 2026, count.
+-- a24: new buyers: first purchase ever (min(ts) per user) in the last 30 days, signed up before 2026, count.
 SELECT count(*) AS users
 FROM users u
 WHERE u.signup_date < DATE '2026-01-01'

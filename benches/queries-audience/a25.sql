@@ -1,5 +1,6 @@
--- a25: (not audience-shaped: one user's 360° view) user u8888: (a) attributes, (b) spend per category and brand
--- with the products join, (c) events per channel and type in the last 90 days. Three statements, timed together.
+-- a25: (not audience-shaped: one user's 360° view) u8888's attributes, spend per category and brand, recent events.
+-- (a) the users row, (b) purchases per category and brand through the products join, (c) events per channel
+-- and type in the last 90 days. Three statements, timed together.
 SELECT * FROM users WHERE user_id = 'u8888';
 SELECT pr.category, pr.brand,
        count(*)                AS orders,

@@ -1,5 +1,4 @@
--- a26: (not audience-shaped: per-category revenue) orders, distinct buyers and revenue per product category
--- over the last 90 days, by revenue.
+-- a26: (not audience-shaped: per-category revenue) orders, distinct buyers and revenue per category, last 90 days.
 SELECT pr.category,
        count(*)                  AS orders,
        count(DISTINCT p.user_id) AS buyers,
