@@ -8,7 +8,8 @@ What it does (see benches/README.md):
 2. Times `persona import` into a fresh store `<work>/<users>-<seed>/store` and, in the same run,
    DuckDB loading the same Parquet files into an in-memory database; reports wall time and peak
    RSS of both (skipped with --skip-import, which keeps an existing store).
-3. Runs the eight queries of benches/queries/ (q1..q8) on
+3. Runs the queries of a query set -- `core`, the eight of benches/queries/ (q1..q8, the default),
+   or `audience`, benches/queries-audience/ (a01, a02, ...) -- on
    - Persona, one fresh `persona sql` process per run (wall time of the process: process start,
      opening the store, planning, executing and writing the result to /dev/null);
    - Persona, all runs in ONE process (`--timing`, the statement repeated): per-statement time
@@ -17,7 +18,9 @@ What it does (see benches/README.md):
      read_parquet(...)`), in this Python process on one connection, `execute().fetchall()`.
    Each one warm-up + --runs timed runs; medians are reported.
 4. Cross-checks the results of both engines (row count + digest of the sorted, normalised rows);
-   a failure or mismatch is reported as "incomparable" with the reason, never as a ratio.
+   a failure or a mismatch is reported as such with the reason, never as a ratio. Unless
+   --skip-noindex, Persona's results with the indexes off are cross-checked too, so that a
+   mismatch tells whether the indexes or the SQL semantics of the two engines are at stake.
 
 Python 3.11, standard library plus duckdb (installed with pip on first use).
 """
@@ -43,10 +46,17 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_QUERY_DIR = REPO / "benches" / "queries"
+# The query sets: name -> folder. The query names are the folder's *.sql files (q1.sql -> q1).
+QUERY_SETS = {
+    "core": REPO / "benches" / "queries",  # Q1..Q8 of the audience benchmark (shared/bench-queries)
+    "audience": REPO / "benches" / "queries-audience",  # a01..: more audience shapes
+}
+DEFAULT_QUERY_SET = "core"
 TABLES = ["users", "products", "channels", "purchases", "events", "user_tags"]
 NOW = "2026-11-01 00:00:00"
-ALL_QUERIES = [f"q{i}" for i in range(1, 9)]
+# A query file whose leading comment says this is timed as COPY (<its SELECT>) TO '<file>.parquet'
+# and its file compared (Q2).
+COPY_MARKER = re.compile(r"^--.*wraps this SELECT in the engine's COPY", re.MULTILINE)
 TIMING_LINE = re.compile(r"^(\d+) row\(s\) in ([0-9.]+) ms\s*$")
 
 
@@ -205,6 +215,14 @@ def fmt_mib(kib: int | None) -> str:
 
 def sql_str(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
+
+
+def display_path(path: Path) -> str:
+    """A path relative to the repository when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
 
 
 def git_sha() -> str:
@@ -366,18 +384,27 @@ class Persona:
         path.write_text(text)
         return path
 
-    def check_results(self, q: str, statements: list[str]) -> list[Result]:
-        """Runs each statement once with Parquet output and reads it back (the check run)."""
+    def check_results(self, q: str, statements: list[str], *extra: str) -> list[Result]:
+        """Runs each statement once with Parquet output and reads it back (the check run); `extra`
+        are more `persona sql` options (`--no-indexes`)."""
         results = []
+        tag = "-noindex" if "--no-indexes" in extra else ""
         for i, stmt in enumerate(statements, start=1):
-            out = self.scratch / f"{q}-persona-check-{i}.parquet"
+            out = self.scratch / f"{q}-persona-check{tag}-{i}.parquet"
             out.unlink(missing_ok=True)
-            f = self.write(f"{q}-check-{i}.sql", stmt + ";\n")
-            r = run_child(self.sql_cmd(f, "--format", "parquet", "--output", str(out)))
+            f = self.write(f"{q}-check{tag}-{i}.sql", stmt + ";\n")
+            r = run_child(self.sql_cmd(f, "--format", "parquet", "--output", str(out), *extra))
             if not r.ok:
                 raise RuntimeError(f"persona failed: {r.error()}")
             results.append(read_parquet_result(out))
         return results
+
+    def check_copy(self, q: str, copy_statement: str, *extra: str) -> None:
+        """Runs a COPY ... TO statement once (the check run of a COPY query); `extra` as above."""
+        f = self.write(f"{q}-check-copy.sql", copy_statement + ";\n")
+        r = run_child(self.sql_cmd(f, "--format", "csv", "--output", "/dev/null", *extra))
+        if not r.ok:
+            raise RuntimeError(f"persona failed: {r.error()}")
 
     def per_process(self, q: str, statements: list[str], runs: int) -> tuple[list[float], int | None]:
         """Warm-up + runs fresh processes; wall ms per timed run and the warm-up's peak RSS (KiB)."""
@@ -567,9 +594,21 @@ class QueryOutcome:
     machine_busy_before: bool = False
     duckdb_ms: list[float] = field(default_factory=list)
     persona_peak_rss_kib: int | None = None
-    comparable: bool = False
+    # "ok" (same results on both engines), "mismatch" (both ran, results differ) or "failed"
+    # (an engine failed). Only "ok" gets a ratio.
+    status: str = "failed"
     check: str = ""
+    # The cross-check of Persona with the indexes off against DuckDB, same form as `check`
+    # ("" when --skip-noindex). It tells an index-path bug (indexes on differ, off agree) from a
+    # difference in SQL semantics between DataFusion and DuckDB (both differ).
+    noindex_check: str = ""
+    is_copy: bool = False
+    statement_count: int = 1
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def comparable(self) -> bool:
+        return self.status == "ok"
 
 
 def run_query(
@@ -577,10 +616,11 @@ def run_query(
 ) -> QueryOutcome:
     outcome = QueryOutcome(q)
     statements = split_statements(sql_text)
-    is_copy = q == "q2"
+    is_copy = bool(COPY_MARKER.search(sql_text))
+    outcome.is_copy, outcome.statement_count = is_copy, len(statements)
     if is_copy and len(statements) != 1:
-        outcome.errors.append(f"q2 must be one SELECT, found {len(statements)} statements")
-        outcome.check = "incomparable: " + outcome.errors[-1]
+        outcome.errors.append(f"{q} is run as COPY and must be one SELECT, found {len(statements)} statements")
+        outcome.check = "failed: " + outcome.errors[-1]
         return outcome
 
     def persona_copy(target: Path) -> str:
@@ -589,8 +629,8 @@ def run_query(
     def duckdb_copy(target: Path) -> str:
         return f"COPY ({statements[0]}) TO {sql_str(target)} (FORMAT PARQUET)"
 
-    p_file = scratch / "q2-persona.parquet"
-    d_file = scratch / "q2-duckdb.parquet"
+    p_file = scratch / f"{q}-persona.parquet"
+    d_file = scratch / f"{q}-duckdb.parquet"
 
     # --- Persona
     persona_results: list[Result] | None = None
@@ -600,7 +640,7 @@ def run_query(
             outcome.persona_process_ms, outcome.persona_peak_rss_kib = persona.per_process(q, [persona_copy(p_file)], runs)
             persona_results = [read_parquet_result(p_file)]
             outcome.persona_inproc_ms = persona.in_process(
-                q, lambda k: [persona_copy(scratch / f"q2-persona-inproc-{k}.parquet")], runs
+                q, lambda k: [persona_copy(scratch / f"{q}-persona-inproc-{k}.parquet")], runs
             )
         else:
             persona_results = persona.check_results(q, statements)
@@ -609,11 +649,24 @@ def run_query(
     except Exception as e:  # noqa: BLE001 - any failure is reported, not raised
         outcome.errors.append(one_line(f"persona: {e}"))
 
-    # --- Persona without its indexes (informative: not cross-checked, not in the ratios)
+    # --- Persona without its indexes: timed (informative, not in the ratios) and cross-checked
+    noindex_results: list[Result] | None = None
+    noindex_failure: str | None = None
+    if noindex:
+        try:
+            if is_copy:
+                n_file = scratch / f"{q}-persona-noindex-check.parquet"
+                n_file.unlink(missing_ok=True)
+                persona.check_copy(q, persona_copy(n_file), "--no-indexes")
+                noindex_results = [read_parquet_result(n_file)]
+            else:
+                noindex_results = persona.check_results(q, statements, "--no-indexes")
+        except Exception as e:  # noqa: BLE001
+            noindex_failure = one_line(str(e))
     if noindex and not outcome.errors:
         try:
             if is_copy:
-                make = lambda k: [persona_copy(scratch / f"q2-persona-noindex-{k}.parquet")]  # noqa: E731
+                make = lambda k: [persona_copy(scratch / f"{q}-persona-noindex-{k}.parquet")]  # noqa: E731
             else:
                 make = lambda k: statements  # noqa: E731
             outcome.persona_noindex_ms = persona.in_process(q, make, runs, indexes=False)
@@ -638,26 +691,52 @@ def run_query(
     except Exception as e:  # noqa: BLE001
         outcome.errors.append(one_line(f"duckdb: {e}"))
 
+    def against_duckdb(results: list[Result] | None) -> tuple[str, str]:
+        """(status, detail) of Persona's results against DuckDB's."""
+        if results is None or duck_results is None:
+            return "failed", "no results"
+        if is_copy:
+            # The columns of DuckDB's file, i.e. of the SELECT (Q2: user_id, email).
+            results = [project(results[0], duck_results[0].columns, "persona")]
+        ok, detail = compare_results(results, duck_results)
+        return ("ok" if ok else "mismatch"), detail
+
     # --- cross-check
     if outcome.errors:
-        outcome.check = "incomparable: " + "; ".join(outcome.errors)
-    elif persona_results is None or duck_results is None:
-        outcome.check = "incomparable: no results"
+        outcome.status = "failed"
+        outcome.check = "failed: " + "; ".join(outcome.errors)
     else:
-        if is_copy:
-            persona_results = [project(persona_results[0], ["user_id", "email"], "persona")]
-            duck_results = [project(duck_results[0], ["user_id", "email"], "duckdb")]
-        ok, detail = compare_results(persona_results, duck_results)
-        outcome.comparable = ok
-        outcome.check = ("ok: " + detail) if ok else ("incomparable: " + detail)
+        outcome.status, detail = against_duckdb(persona_results)
+        outcome.check = f"{outcome.status}: {detail}"
+    if noindex:
+        if noindex_failure is not None:
+            outcome.noindex_check = f"failed: {noindex_failure}"
+        elif duck_results is not None:
+            status, detail = against_duckdb(noindex_results)
+            outcome.noindex_check = f"{status}: {detail}"
+        else:
+            outcome.noindex_check = "not checked: DuckDB failed"
     return outcome
+
+
+def diagnosis(o: QueryOutcome) -> str:
+    """What a failed or mismatching query points at, from the indexes-off cross-check."""
+    if o.comparable or not o.noindex_check:
+        return ""
+    if o.errors and any(e.startswith("duckdb:") for e in o.errors):
+        return "DuckDB rejects the query: make it portable"
+    if o.noindex_check.startswith("ok"):
+        return "the indexes-off path agrees with DuckDB: a Persona index-path bug"
+    if o.noindex_check.startswith("mismatch"):
+        return "the indexes-off path disagrees too: SQL semantics differ between DataFusion and DuckDB (or a general-path bug)"
+    return "Persona fails with the indexes off too: make the query portable (or a general-path bug)"
 
 
 def project(r: Result, cols: list[str], engine: str) -> Result:
     """The columns `cols` of a result (a file without them keeps its own columns, so that the
     comparison reports the difference)."""
     if any(c not in r.columns for c in cols):
-        log(f"warning: the {engine} Q2 file has columns {r.columns}, expected {cols}")
+        log(f"warning: the {engine} COPY file has columns {r.columns}, expected {cols}")
         return r
     return Result(cols, r.reordered(cols))
 
@@ -674,16 +753,34 @@ def ratio(d: float | None, p: float | None) -> str:
 
 def short_check(o: QueryOutcome) -> str:
     busy = " (machine busy †)" if o.machine_busy_before else ""
+    off = ""
+    if o.noindex_check and not o.noindex_check.startswith("ok"):
+        off = "; indexes off: " + o.noindex_check.split(":", 1)[0]
+    elif o.noindex_check and not o.comparable:
+        off = "; indexes off: ok"
     if o.comparable:
-        return "ok" + busy
+        return "ok" + off + busy
     text = o.check
-    return (text if len(text) <= 70 else text[:67] + "...") + busy
+    return (text if len(text) <= 70 else text[:67] + "...") + off + busy
+
+
+def copy_note(outcomes: list[QueryOutcome], duckdb: bool) -> str:
+    names = [o.name.upper() for o in outcomes if o.is_copy]
+    if not names:
+        return ""
+    suffix = " (FORMAT PARQUET)" if duckdb else ""
+    return f"{', '.join(names)}: COPY ... TO 'f.parquet'{suffix}"
+
+
+def statements_note(outcomes: list[QueryOutcome]) -> str:
+    multi = [o for o in outcomes if o.statement_count > 1]
+    return "; ".join(f"{o.name.upper()}: its {o.statement_count} statements summed" for o in multi)
 
 
 def render(outcomes: list[QueryOutcome], import_info: dict | None, ctx: dict) -> str:
     lines = []
     lines.append(
-        f"Persona vs DuckDB — {ctx['users']:,} users, seed {ctx['seed']}, {ctx['runs']} timed runs after a warm-up, "
+        f"Persona vs DuckDB — queries {ctx['query_set']} ({ctx['query_dir']}), {ctx['users']:,} users, seed {ctx['seed']}, {ctx['runs']} timed runs after a warm-up, "
         f"medians; {ctx['cpu_count']} CPUs ({ctx['cpu_model']}); {ctx['persona_version']} "
         f"({ctx['git_sha'][:12]}), duckdb {ctx['duckdb_version']}; {ctx['date']}"
     )
@@ -725,7 +822,7 @@ def render(outcomes: list[QueryOutcome], import_info: dict | None, ctx: dict) ->
         if o.comparable:
             r1, r2 = ratio(dd, pi), ratio(dd, pp)
         else:
-            r1 = r2 = "incomparable"
+            r1 = r2 = o.status  # "mismatch" or "failed": never a number
         lines.append(
             f"| {o.name.upper()} | {fmt_ms(pp)} | {fmt_ms(pi)} | {pn} | {fmt_ms(dd)} | {r1} | {r2} | "
             f"{fmt_mib(o.persona_peak_rss_kib)} | {short_check(o)} |"
@@ -737,17 +834,27 @@ def render(outcomes: list[QueryOutcome], import_info: dict | None, ctx: dict) ->
     )
     lines.append(
         "persona ms (in-process): the same statements repeated in ONE `persona sql --timing` process; "
-        "per-statement plan + execute + write time in a warm session (Q8: its three statements summed)."
+        "per-statement plan + execute + write time in a warm session"
+        + (f" ({statements_note(outcomes)})." if statements_note(outcomes) else ".")
     )
     lines.append(
         "persona ms (in-process, indexes off): the same after `SET persona.use_indexes = false` — "
-        "DataFusion's general path over the store's Parquet files (not cross-checked; the SQL tests compare both paths)."
+        "DataFusion's general path over the store's Parquet files (not in the ratios; its results are cross-checked "
+        "with DuckDB's too, see checks)."
     )
     lines.append(
         "DuckDB ms: one in-memory connection in this Python process with views over the same Parquet files; "
-        "`execute().fetchall()` (Q2: COPY ... TO 'f.parquet' (FORMAT PARQUET); Q8: three statements summed)."
+        "`execute().fetchall()`"
+        + (
+            f" ({'; '.join(x for x in [copy_note(outcomes, True), statements_note(outcomes)] if x)})."
+            if copy_note(outcomes, True) or statements_note(outcomes)
+            else "."
+        )
     )
-    lines.append("ratio: DuckDB median / Persona median = how many times faster Persona is (> 1: Persona faster).")
+    lines.append(
+        "ratio: DuckDB median / Persona median = how many times faster Persona is (> 1: Persona faster); "
+        "`mismatch` (both engines ran, results differ) and `failed` (an engine failed) get no ratio."
+    )
     lines.append(f"peak RSS: {RSS_METHOD}; for a query, of its warm-up `persona sql` process.")
     if any(o.machine_busy_before for o in outcomes) or (
         import_info and (import_info.get("machine_busy_before") or import_info.get("duckdb_machine_busy_before"))
@@ -761,13 +868,43 @@ def render(outcomes: list[QueryOutcome], import_info: dict | None, ctx: dict) ->
         lines.append("")
         lines.append("checks:")
         for o in details:
-            lines.append(f"  {o.name.upper()}: {o.check}")
+            if o.noindex_check and o.noindex_check == o.check:
+                lines.append(f"  {o.name.upper()}: {o.check} (indexes off: the same)")
+            else:
+                lines.append(f"  {o.name.upper()}: {o.check}")
+                if o.noindex_check:
+                    lines.append(f"  {o.name.upper()} (indexes off): {o.noindex_check}")
             if o.noindex_error:
-                lines.append(f"  {o.name.upper()} (indexes off): failed: {o.noindex_error}")
+                lines.append(f"  {o.name.upper()} (indexes off, timing): failed: {o.noindex_error}")
+            if diagnosis(o):
+                lines.append(f"  {o.name.upper()} → {diagnosis(o)}")
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------
+
+
+def discover_queries(query_dir: Path) -> list[str]:
+    """The query names of a folder: its *.sql files without the suffix, in natural order (q2 before q10)."""
+
+    def key(name: str) -> list:
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+    return sorted((f.stem for f in query_dir.glob("*.sql") if f.is_file()), key=lambda n: key(n.lower()))
+
+
+def resolve_query(name: str, known: list[str]) -> str | None:
+    """A --queries entry as a query name: exact (`q3`, `a05`), or a bare number (`3`, `5`) matched
+    against the numbers of the known names (`q3`; `a05`)."""
+    name = name.strip().lower()
+    exact = [k for k in known if k.lower() == name]
+    if exact:
+        return exact[0]
+    if name.isdigit():
+        hits = [k for k in known if (m := re.fullmatch(r"[a-z_]*(\d+)", k.lower())) and int(m.group(1)) == int(name)]
+        if len(hits) == 1:
+            return hits[0]
+    return None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -782,8 +919,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--runs", type=int, default=5, help="timed runs after one warm-up (default 5)")
     ap.add_argument("--work", type=Path, default=default_work, help=f"data and scratch directory (default {default_work})")
     ap.add_argument("--persona", help="the persona binary (default: the release build)")
-    ap.add_argument("--queries", default=",".join(ALL_QUERIES), help="comma-separated, e.g. q1,q3,q6 (default all)")
-    ap.add_argument("--query-dir", type=Path, default=DEFAULT_QUERY_DIR, help="where q1.sql .. q8.sql are")
+    ap.add_argument(
+        "--query-set",
+        choices=sorted(QUERY_SETS),
+        default=DEFAULT_QUERY_SET,
+        help="which queries: core = benches/queries/ (q1..q8, the default), audience = benches/queries-audience/ (a01..)",
+    )
+    ap.add_argument(
+        "--queries", default=None, help="comma-separated names from the set, e.g. q1,q3,q6 or a01,a05 (default all)"
+    )
+    ap.add_argument(
+        "--query-dir",
+        type=Path,
+        default=None,
+        help="take the queries (every *.sql file) from this folder instead of the query set's own",
+    )
     ap.add_argument("--json", type=Path, help="also write the results with their context to this file")
     ap.add_argument("--skip-import", action="store_true", help="do not measure the import; reuse the store")
     ap.add_argument(
@@ -800,15 +950,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--duckdb-threads", type=int, default=None, help="DuckDB threads (default: DuckDB's own, = cores)")
     args = ap.parse_args(argv)
-    qs = []
-    for q in args.queries.split(","):
-        q = q.strip().lower()
-        if not q:
-            continue
-        q = q if q.startswith("q") else "q" + q
-        if q not in ALL_QUERIES:
-            ap.error(f"unknown query {q!r}; choose from {', '.join(ALL_QUERIES)}")
-        qs.append(q)
+    if args.query_dir is None:
+        args.query_dir = QUERY_SETS[args.query_set]
+    known = discover_queries(args.query_dir)
+    if not known:
+        ap.error(f"no *.sql files in {args.query_dir}")
+    if args.queries is None:
+        qs = known
+    else:
+        qs = []
+        for entry in args.queries.split(","):
+            if not entry.strip():
+                continue
+            q = resolve_query(entry, known)
+            if q is None:
+                ap.error(
+                    f"unknown query {entry.strip()!r} in {args.query_dir}; choose from {', '.join(known)} "
+                    f"(or another --query-set: {', '.join(sorted(QUERY_SETS))})"
+                )
+            qs.append(q)
     args.queries = qs
     if args.runs < 1:
         ap.error("--runs must be at least 1")
@@ -836,6 +996,8 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "runs": args.runs,
         "now": NOW,
+        "query_set": args.query_set if args.query_dir == QUERY_SETS[args.query_set] else "custom",
+        "query_dir": display_path(args.query_dir),
         "rss_method": RSS_METHOD,
         "loadavg_at_start": os.getloadavg(),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -900,6 +1062,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{fmt_ms(median(o.persona_inproc_ms))} ms (in-process), "
             f"{fmt_ms(median(o.persona_noindex_ms))} ms (in-process, indexes off); duckdb {fmt_ms(median(o.duckdb_ms))} ms; "
             f"{'ok' if o.comparable else o.check}"
+            + (f"; indexes off: {o.noindex_check}" if o.noindex_check and not o.comparable else "")
         )
         outcomes.append(o)
     con.close()
@@ -926,7 +1089,9 @@ def main(argv: list[str] | None = None) -> int:
                     "duckdb_median_ms": median(o.duckdb_ms),
                     "persona_peak_rss_kib": o.persona_peak_rss_kib,
                     "comparable": o.comparable,
+                    "status": o.status,
                     "check": o.check,
+                    "noindex_check": o.noindex_check,
                 }
                 for o in outcomes
             ],
