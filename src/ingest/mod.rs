@@ -983,6 +983,7 @@ impl KeptFile {
             first_row_id: None,
             ts_range: self.ts_range,
             row_ids: Some(ids_rel),
+            rows_by_user: self.row_id_ranges.ascending(),
             row_id_ranges: self.row_id_ranges.finish(),
             addressable: None,
             plain_columns,

@@ -72,12 +72,15 @@ pub struct RowGroupRanges {
     /// Rows seen so far, and the ranges of the groups begun.
     rows: u64,
     ranges: Vec<(u32, u32)>,
+    /// The last row id seen, and whether every id so far was at least the one before.
+    last: Option<u32>,
+    ascending: bool,
 }
 
 impl RowGroupRanges {
     /// For row groups of these sizes; a size of 0 ends the list.
     pub fn new(group_rows: Vec<u64>) -> RowGroupRanges {
-        RowGroupRanges { group_rows, rows: 0, ranges: Vec::new() }
+        RowGroupRanges { group_rows, rows: 0, ranges: Vec::new(), last: None, ascending: true }
     }
 
     /// Where the current row group ends (in rows from the file's start).
@@ -88,6 +91,17 @@ impl RowGroupRanges {
     }
 
     pub fn add(&mut self, ids: &[u32]) {
+        if self.ascending {
+            let mut last = self.last;
+            for &id in ids {
+                if last.is_some_and(|l| id < l) {
+                    self.ascending = false;
+                    break;
+                }
+                last = Some(id);
+            }
+            self.last = last;
+        }
         let mut rest = ids;
         while !rest.is_empty() {
             let group = self.ranges.len().saturating_sub(1);
@@ -106,6 +120,11 @@ impl RowGroupRanges {
             self.rows += take as u64;
             rest = tail;
         }
+    }
+
+    /// Whether the rows seen came in ascending user row id order (grouped by user).
+    pub fn ascending(&self) -> bool {
+        self.ascending
     }
 
     pub fn finish(self) -> Vec<(u32, u32)> {
@@ -245,6 +264,7 @@ impl<'w> TableSink<'w> {
                 first_row_id: file.first_row_id,
                 ts_range: file.ts_range,
                 row_ids: None,
+                rows_by_user: file.row_id_ranges.ascending(),
                 row_id_ranges: file.row_id_ranges.finish(),
                 addressable,
                 plain_columns,

@@ -561,6 +561,7 @@ fn fact_audience(plan: &LogicalPlan, index: &IndexSet, store: &StoreTables) -> O
             to,
             column: dimension.as_ref().map(|(c, _)| c.clone()),
             values: dimension.as_ref().map(|(_, v)| v.clone()).unwrap_or_default(),
+            streams: streams.clone(),
         })
         .collect();
     Some(AudienceSpec::ActiveDays { streams, first_day, last_day, edges })

@@ -104,6 +104,10 @@ pub struct EdgeScan {
     pub column: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
+    /// The activity streams holding every such row: users active in them on the edge's days are
+    /// the only ones whose rows need reading (empty: unknown, read every row in the window).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<String>,
 }
 
 impl AudienceSpec {
@@ -378,19 +382,22 @@ pub fn evaluate(expr: &BitmapExpr, index: &IndexSet) -> Result<RoaringBitmap> {
             acc
         }
         BitmapExpr::Or(items) => {
+            // Window edges last: only users not already in the union need their rows read.
             let mut acc = RoaringBitmap::new();
-            for e in items {
+            for e in items.iter().filter(|e| !matches!(e, BitmapExpr::FactRows(_))) {
                 acc |= evaluate(e, index)?;
+            }
+            for e in items {
+                if let BitmapExpr::FactRows(scan) = e {
+                    let found = users_of_edge(scan, index, &acc)?;
+                    acc |= found;
+                }
             }
             acc
         }
         BitmapExpr::AndNot(a, b) => evaluate(a, index)? - evaluate(b, index)?,
         BitmapExpr::RowIds(ids) => ids.iter().copied().filter(|id| u64::from(*id) < index.universe_len()).collect(),
-        // Read like any fact condition (plain copies, every core), except a product's category.
-        BitmapExpr::FactRows(scan) => match FactFilter::of_edge(scan) {
-            Some(filter) => filter.users(index)?,
-            None => index.users_of_fact_rows(scan)?,
-        },
+        BitmapExpr::FactRows(scan) => users_of_edge(scan, index, &RoaringBitmap::new())?,
         BitmapExpr::FactFilter(filter) => filter.users(index)?,
         BitmapExpr::FactAggregate(aggregate) => aggregate.users(index)?,
         BitmapExpr::Saved(name) => match index.saved_audience(name)? {
@@ -398,6 +405,30 @@ pub fn evaluate(expr: &BitmapExpr, index: &IndexSet) -> Result<RoaringBitmap> {
             None => return Err(crate::audience::catalog::no_such_audience(name)),
         },
     })
+}
+
+/// The users with rows in a window edge, besides those in `known` (which may be left out). Users
+/// with a row in the edge were active in its streams on its days: when the fact files are grouped
+/// by user and have plain copies, only those candidates' rows are looked up (binary search by row
+/// id); otherwise the rows in the window are read like any fact condition (plain copies, every
+/// core), or for a product's category through the products.
+fn users_of_edge(scan: &EdgeScan, index: &IndexSet, known: &RoaringBitmap) -> Result<RoaringBitmap> {
+    let Some(filter) = FactFilter::of_edge(scan) else { return index.users_of_fact_rows(scan) };
+    if !scan.streams.is_empty() {
+        let (first_day, last_day) = (crate::index::day_of(scan.from), crate::index::day_of(scan.to - 1));
+        let mut candidates = RoaringBitmap::new();
+        for stream in &scan.streams {
+            candidates |= index.active_on_days(stream, first_day, last_day)?;
+        }
+        candidates -= known;
+        if candidates.is_empty() {
+            return Ok(candidates);
+        }
+        if let Some(found) = filter.users_among(index, &candidates)? {
+            return Ok(found);
+        }
+    }
+    filter.users(index)
 }
 
 fn flatten_and<'a>(items: &'a [BitmapExpr], out: &mut Vec<&'a BitmapExpr>) {

@@ -158,9 +158,8 @@ impl DenseAggregateExec {
             from = u64::from(*last) + 1;
             let batch = job.values_batch(&state, &groups)?;
             let keep = having.evaluate(&batch)?.into_array(groups.len())?;
-            let keep = keep
-                .as_boolean_opt()
-                .ok_or_else(|| Error::Internal("a HAVING condition is not boolean".into()))?;
+            let keep =
+                keep.as_boolean_opt().ok_or_else(|| Error::Internal("a HAVING condition is not boolean".into()))?;
             for (i, id) in groups.iter().enumerate() {
                 if keep.is_valid(i) && keep.value(i) {
                     users.insert(*id);

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use arrow::datatypes::DataType;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::logical_expr::{Expr, col, lit};
 use datafusion::physical_expr::execution_props::ExecutionProps;
@@ -156,6 +156,80 @@ impl FactFilter {
 }
 
 impl FactFilter {
+    /// The users among `candidates` with at least one such row, looked up by binary search on
+    /// the row ids of plain copies of files grouped by user; `None` when a file that may hold
+    /// such rows has no copy of every column read or is not grouped by user (read it all then).
+    pub fn users_among(&self, index: &IndexSet, candidates: &RoaringBitmap) -> Result<Option<RoaringBitmap>> {
+        let Some(snapshot) = index.facts() else { return Ok(Some(RoaringBitmap::new())) };
+        let (root, manifest) = (snapshot.root(), snapshot.manifest());
+        let table_schema = crate::query::with_string_views(&sql_schema(&manifest.columns(self.table)));
+        let mut names: Vec<String> = self.predicate.column_refs().iter().map(|c| c.name.clone()).collect();
+        names.sort();
+        names.dedup();
+        if !names.iter().all(|c| plain_columns::copies_column(c)) {
+            return Ok(None);
+        }
+        let read_schema =
+            Arc::new(table_schema.project(
+                &names.iter().map(|n| table_schema.index_of(n)).collect::<std::result::Result<Vec<_>, _>>()?,
+            )?);
+        let df_schema = DFSchema::try_from(read_schema.as_ref().clone())?;
+        let physical = datafusion::physical_expr::create_physical_expr(
+            &self.predicate,
+            &df_schema,
+            &ExecutionProps::new(),
+            &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
+        )?;
+        let columns: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut copies = Vec::new();
+        for file in manifest.files(self.table) {
+            if let (Some((from, to)), Some((lo, hi))) = (self.ts_window, file.ts_range)
+                && (hi < from || lo > to)
+            {
+                continue;
+            }
+            let Some(relative) = &file.plain_columns else { return Ok(None) };
+            if !file.rows_by_user {
+                return Ok(None);
+            }
+            let path = crate::store::layout::resolve(root, relative);
+            let Some(copy) = PlainColumns::open(&path, &columns, file.rows)? else { return Ok(None) };
+            copies.push(copy);
+        }
+        let mut out = RoaringBitmap::new();
+        for copy in copies {
+            copy.for_each_batch(|batch, ids| {
+                let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else { return Ok(()) };
+                let mut rows: Vec<u32> = Vec::new();
+                for candidate in candidates.range(first..=last) {
+                    let start = ids.partition_point(|&id| id < candidate);
+                    let end = start + ids[start..].partition_point(|&id| id == candidate);
+                    rows.extend((start as u32)..(end as u32));
+                }
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                let take = arrow::array::UInt32Array::from(rows);
+                let picked = batch
+                    .columns()
+                    .iter()
+                    .map(|c| arrow::compute::take(c.as_ref(), &take, None))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let picked = RecordBatch::try_new(batch.schema(), picked)?;
+                let picked = conform(&picked, &read_schema)?;
+                let keep = physical.evaluate(&picked)?.into_array(picked.num_rows())?;
+                let keep = keep.as_boolean();
+                for (i, row) in take.values().iter().enumerate() {
+                    if keep.is_valid(i) && keep.value(i) {
+                        out.insert(ids[*row as usize]);
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(Some(out))
+    }
+
     /// The fact rows of a window edge (`from <= ts < to`, microseconds) whose `column` is one of
     /// `values` when given; `None` for a column that is not the table's own (a product's category).
     pub fn of_edge(scan: &EdgeScan) -> Option<FactFilter> {

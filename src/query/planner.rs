@@ -64,6 +64,9 @@ impl ExtensionPlanner for DenseAggregatePlanner {
     }
 }
 
+/// Turns a logical expression over a schema into a physical one.
+pub type PhysicalExprOf<'a> = dyn Fn(&Expr, &DFSchema) -> Result<Arc<dyn PhysicalExpr>> + 'a;
+
 /// The operator of a [`DenseAggregate`] over `snapshot`'s fact files; `physical` turns its
 /// expressions into physical ones. `users` (row id → `user_id`) may be empty when the node does
 /// not emit `user_id`.
@@ -72,7 +75,7 @@ pub fn dense_exec(
     snapshot: &Snapshot,
     users: Vec<UsersFile>,
     workers: usize,
-    physical: &dyn Fn(&Expr, &DFSchema) -> Result<Arc<dyn PhysicalExpr>>,
+    physical: &PhysicalExprOf<'_>,
 ) -> Result<DenseAggregateExec> {
     let schema = node.read_schema.as_ref();
     // Equality tests on string columns read nowhere else are answered on dictionary keys.

@@ -21,8 +21,8 @@ use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl,
 use roaring::RoaringBitmap;
 
 use crate::index::IndexSet;
-use crate::query::bitmap_expr::{AudienceSpec, BitmapExpr, evaluate};
 use crate::query::bitmap_expr::Registered;
+use crate::query::bitmap_expr::{AudienceSpec, BitmapExpr, evaluate};
 use crate::query::fact_filter::{FactAggregate, FactFilter};
 
 /// `persona_audience(user_id, spec)`; see the module doc.

@@ -77,6 +77,10 @@ pub struct DataFile {
     /// lookup of one user reads only the row groups that can hold its rows (empty: unknown).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub row_id_ranges: Vec<(u32, u32)>,
+    /// For fact files: whether the rows are in ascending user row id order, so that one user's
+    /// rows in the plain copy are found by binary search (false when unknown).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rows_by_user: bool,
     /// For users files: the row-addressable Arrow IPC copy of their unique string columns
     /// ([`crate::store::addressable`]), which audience exports gather from (absent in stores
     /// written before it existed; they read the Parquet file).
@@ -215,6 +219,7 @@ mod tests {
                 ts_range: None,
                 row_ids: None,
                 row_id_ranges: vec![(0, 2)],
+                rows_by_user: true,
                 addressable: Some("data/users/a.arrow".into()),
                 plain_columns: None,
             }],
