@@ -542,6 +542,14 @@ fn load_users(job: &Job<'_>, files: &[SourceFile], ids: &mut IdMap, next: &mut M
                     let mut is_new = Vec::with_capacity(user_col.len());
                     for (row, user) in user_col.iter().enumerate() {
                         let user = user.unwrap_or_default();
+                        if user.len() > usize::from(u16::MAX) {
+                            return Err(Error::input(
+                                &src.path,
+                                tb.location(row),
+                                Some("user_id"),
+                                "the user_id is longer than 65535 bytes",
+                            ));
+                        }
                         let id = match ids.get(user) {
                             Some(id) => {
                                 is_new.push(false);
