@@ -74,7 +74,7 @@ pub fn resolve_inputs(inputs: &[PathBuf], table: Option<Table>) -> Result<Vec<So
                 }
             }
             if out.len() == before {
-                return Err(Error::Usage(format!(
+                return Err(Error::Arguments(format!(
                     "{} holds no CSV or Parquet files named after a table ({})",
                     input.display(),
                     Table::ALL.map(Table::name).join(", ")
@@ -83,13 +83,13 @@ pub fn resolve_inputs(inputs: &[PathBuf], table: Option<Table>) -> Result<Vec<So
         }
     }
     if out.is_empty() {
-        return Err(Error::Usage("no input files were given".into()));
+        return Err(Error::Arguments("no input files were given".into()));
     }
     Ok(out)
 }
 
 fn unrecognised(path: &Path) -> Error {
-    Error::Usage(format!(
+    Error::Arguments(format!(
         "cannot tell which table {} belongs to: name it after a table ({}) or pass --table",
         path.display(),
         Table::ALL.map(Table::name).join(", ")
@@ -98,7 +98,7 @@ fn unrecognised(path: &Path) -> Error {
 
 fn source(path: &Path, table: Table) -> Result<SourceFile> {
     let format = format_of(path)
-        .ok_or_else(|| Error::Usage(format!("{} is neither a .csv nor a .parquet file", path.display())))?;
+        .ok_or_else(|| Error::Arguments(format!("{} is neither a .csv nor a .parquet file", path.display())))?;
     let size = std::fs::metadata(path).io_context("read", path)?.len();
     Ok(SourceFile { path: path.to_path_buf(), table, format, size })
 }
@@ -133,7 +133,7 @@ fn data_files_in(dir: &Path) -> Result<Vec<PathBuf>> {
         list_dir(dir)?.into_iter().filter(|p| p.is_file() && format_of(p).is_some()).collect();
     files.sort();
     if files.is_empty() {
-        return Err(Error::Usage(format!("{} holds no CSV or Parquet files", dir.display())));
+        return Err(Error::Arguments(format!("{} holds no CSV or Parquet files", dir.display())));
     }
     Ok(files)
 }

@@ -466,7 +466,7 @@ fn a_failing_load_leaves_no_files_behind_even_after_writing_some() {
 }
 
 #[test]
-fn unrecognised_file_name_is_a_usage_error_and_table_option_forces_the_table() {
+fn unrecognised_file_name_is_an_arguments_error_and_table_option_forces_the_table() {
     let dir = tempfile::tempdir().unwrap();
     let store = base_store(dir.path());
     let file = write(
@@ -476,7 +476,7 @@ fn unrecognised_file_name_is_a_usage_error_and_table_option_forces_the_table() {
     );
     let before = state(&store);
     let err = import(&store, &[&file]).unwrap_err();
-    assert!(matches!(err, Error::Usage(_)), "{err:?}");
+    assert!(matches!(err, Error::Arguments(_)), "{err:?}");
     assert!(err.to_string().contains("--table"), "{err}");
     assert_eq!(state(&store), before);
     let summary = import_as(&store, Table::Purchases, &[&file]).expect("--table purchases loads it");
