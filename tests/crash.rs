@@ -55,8 +55,13 @@ fn import(store: &Store, files: &[&Path]) -> persona::Result<persona::ImportSumm
     with_lock_scope(|| store.import(&files, &ImportOptions::default()))
 }
 
+/// `$PERSONA_BIN` when set (to pin one worktree's build when several share a target directory),
+/// else the binary Cargo built for this run.
 fn persona_bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_persona"))
+    match std::env::var_os("PERSONA_BIN") {
+        Some(path) => Command::new(path),
+        None => Command::new(env!("CARGO_BIN_EXE_persona")),
+    }
 }
 
 /// A small deterministic generator (splitmix64) for the kill delays.

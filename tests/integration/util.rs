@@ -316,3 +316,14 @@ pub fn unreferenced_files(root: &Path) -> BTreeSet<String> {
         .filter(|p| !referenced.contains(p))
         .collect()
 }
+
+/// The `persona` binary under test: `$PERSONA_BIN` when set, else the one Cargo built for this
+/// test run. (Worktrees sharing one `CARGO_TARGET_DIR` share `target/debug/persona` too, so a
+/// build in another worktree can replace it; `PERSONA_BIN=target/debug/deps/persona-<hash>`
+/// pins this worktree's build.)
+pub fn persona_bin() -> Command {
+    match std::env::var_os("PERSONA_BIN") {
+        Some(path) => Command::new(path),
+        None => Command::new(env!("CARGO_BIN_EXE_persona")),
+    }
+}
