@@ -65,3 +65,49 @@ fn a_file_that_is_not_named_like_a_store_file_is_never_removed() {
     import(&store, &[&users]).expect("the next import");
     assert!(notes.exists());
 }
+
+/// The issue's own case: Ctrl-C (SIGINT) during `persona import`, then the next import.
+#[test]
+fn ctrl_c_during_persona_import_leaves_nothing_after_the_next_import() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("gen");
+    let store = dir.path().join("store");
+    let out = output(persona_bin().args(["gen", "--users", "30000", "--seed", "3", "--quiet", "--out"]).arg(&data));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    create_store(&store);
+    let mut child = spawn(
+        persona_bin()
+            .args(["import", "--quiet", "--store"])
+            .arg(&store)
+            .arg(&data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    // Interrupt as soon as the import has written its first data file.
+    let started = std::time::Instant::now();
+    while unreferenced_files(&store).is_empty() && started.elapsed() < std::time::Duration::from_secs(60) {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let interrupted = child.try_wait().unwrap().is_none();
+    if interrupted {
+        let kill = output(std::process::Command::new("kill").args(["-INT", &child.id().to_string()]));
+        assert!(kill.status.success());
+    }
+    child.wait().unwrap();
+    let opened = {
+        let _scope = lock_scope();
+        persona::Store::open(&store).unwrap()
+    };
+    let version = opened.snapshot().unwrap().version();
+    if interrupted && version == 0 {
+        assert!(!unreferenced_files(&store).is_empty(), "the interrupted import left files");
+    }
+    let users = write(dir.path(), "next/users.csv", "user_id,name\nafter-ctrl-c,X\n");
+    import(&opened, &[&users]).expect("the next import");
+    assert!(unreferenced_files(&store).is_empty(), "{:?}", unreferenced_files(&store));
+}
