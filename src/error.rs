@@ -44,9 +44,14 @@ pub enum Error {
         /// 1-based line and column in the submitted SQL text, when known.
         position: Option<(u64, u64)>,
     },
-    /// A request that makes no sense (bad option combination, unknown table name, ...).
+    /// A request that makes no sense (unknown table name, no such audience, ...).
     #[error("{0}")]
     Usage(String),
+    /// Bad command-line arguments (a missing option, options that do not go together, input
+    /// paths that name no usable file): the command did not start. The CLI exits with code 2 for
+    /// these only.
+    #[error("{0}")]
+    Arguments(String),
     /// A store file is damaged or not what it claims to be.
     #[error("store file {} is corrupt: {detail}; restore it from a backup or re-import", path.display())]
     Corrupt { path: PathBuf, detail: String },
@@ -115,6 +120,12 @@ impl Error {
             source = cause.source();
         }
         out
+    }
+
+    /// The process exit code for this error: 2 for bad command-line arguments, 1 for everything
+    /// else (a missing audience or a bad statement is not a usage error).
+    pub fn exit_code(&self) -> i32 {
+        if matches!(self, Error::Arguments(_)) { 2 } else { 1 }
     }
 
     /// For a SQL error with a position, the line of `sql` it points at with a caret under the
@@ -258,6 +269,16 @@ mod tests {
         assert_eq!(snippet, "    2 | WHERE ;\n      |       ^");
         assert_eq!(e.sql_snippet("one line only"), None, "no line 2, no snippet");
         assert_eq!(Error::Usage("x".into()).sql_snippet("SELECT 1"), None);
+    }
+
+    /// Before, every `Usage` error exited 2, so `DROP AUDIENCE winbak` (no such audience) looked
+    /// like a command-line mistake while `in_audience('winbak')` exited 1.
+    #[test]
+    fn only_bad_arguments_exit_2() {
+        assert_eq!(Error::Arguments("--format parquet needs --output FILE".into()).exit_code(), 2);
+        assert_eq!(Error::Usage("there is no saved audience 'winbak'".into()).exit_code(), 1);
+        assert_eq!(Error::Sql { message: "x".into(), position: None }.exit_code(), 1);
+        assert_eq!(Error::Internal("x".into()).exit_code(), 1);
     }
 
     #[test]

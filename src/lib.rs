@@ -18,6 +18,7 @@ pub mod error;
 pub mod r#gen;
 pub mod index;
 pub mod ingest;
+pub mod lint;
 pub mod output;
 pub mod query;
 pub mod shell;

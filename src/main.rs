@@ -1,5 +1,6 @@
 //! The `persona` binary: parses arguments, runs the command, prints errors as one sentence
-//! followed by their causes. Exit code 2 for usage errors, 1 for everything else.
+//! followed by their causes. Exit code 2 for bad command-line arguments (clap's own errors and
+//! [`persona::Error::Arguments`]), 1 for everything else ([`persona::Error::exit_code`]).
 
 use clap::Parser;
 
@@ -15,7 +16,6 @@ fn main() {
     persona::store::io::finish_background_removals();
     if let Err(e) = result {
         persona::cli::report_error(&e);
-        let code = if matches!(e, persona::Error::Usage(_)) { 2 } else { 1 };
-        std::process::exit(code);
+        std::process::exit(e.exit_code());
     }
 }

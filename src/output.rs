@@ -1,6 +1,7 @@
-//! Writers for query results: aligned tables, vertical records, CSV, JSON (an array of objects) and
-//! Parquet, from a stream of record batches. Only tables and vertical records collect the rows
-//! first (to align columns).
+//! Writers for query results: aligned tables, vertical records, CSV, JSON (an array of objects on
+//! one line, NULLs kept as `null`) and Parquet, from a stream of record batches. Only tables and
+//! vertical records collect the rows first (to align columns). A result without columns (`SET`)
+//! writes nothing.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::Write;
@@ -34,6 +35,14 @@ pub async fn write_stream(
     let schema = stream.schema();
     let mut rows = 0u64;
     let io_err = |e: std::io::Error| Error::Io { op: "write", path: target.to_path_buf(), source: e };
+    // Statements such as SET return no columns: print nothing in any format (not an empty frame,
+    // an empty CSV header or `[]`).
+    if schema.fields().is_empty() {
+        while let Some(b) = stream.next().await {
+            rows += b?.num_rows() as u64;
+        }
+        return Ok(rows);
+    }
     match format {
         OutputFormat::Table | OutputFormat::Vertical => {
             let mut batches: Vec<RecordBatch> = Vec::new();
@@ -41,11 +50,6 @@ pub async fn write_stream(
                 let b = b?;
                 rows += b.num_rows() as u64;
                 batches.push(b);
-            }
-            // Statements such as SET return nothing: print nothing rather than an empty frame.
-            if schema.fields().is_empty() {
-                out.flush().io_context("flush", target)?;
-                return Ok(rows);
             }
             if format == OutputFormat::Vertical {
                 write!(out, "{}", vertical_text(&batches)?).map_err(io_err)?;
@@ -71,7 +75,11 @@ pub async fn write_stream(
             }
         }
         OutputFormat::Json => {
-            let mut w = arrow::json::ArrayWriter::new(&mut *out);
+            // NULLs are written as `"n": null`: a reader should not have to know the columns to
+            // tell a NULL from a missing key.
+            let mut w = arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, arrow::json::writer::JsonArray>(&mut *out);
             while let Some(b) = stream.next().await {
                 let b = b?;
                 rows += b.num_rows() as u64;
@@ -170,6 +178,36 @@ mod tests {
              -[ RECORD 2 ]+----\nuser_id      | u2\npoints       |\n"
         );
         assert_eq!(vertical_text(&[]).unwrap(), "");
+    }
+
+    fn stream_of(b: RecordBatch) -> SendableRecordBatchStream {
+        Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            b.schema(),
+            futures::stream::iter(vec![Ok(b)]),
+        ))
+    }
+
+    async fn written(b: RecordBatch, format: OutputFormat) -> String {
+        let mut out: Vec<u8> = Vec::new();
+        write_stream(stream_of(b), format, &mut out, std::path::Path::new("<memory>")).await.unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// Before, a NULL value dropped its key (`{"user_id":"u2"}`), so a reader could not tell a
+    /// NULL from a column that is not there.
+    #[tokio::test]
+    async fn json_keeps_null_values_as_null() {
+        let text = written(batch(), OutputFormat::Json).await;
+        assert_eq!(text, "[{\"user_id\":\"u1\",\"points\":100},{\"user_id\":\"u2\",\"points\":null}]\n");
+    }
+
+    /// Before, `SET` printed an empty line in CSV and `[]` in JSON.
+    #[tokio::test]
+    async fn a_result_without_columns_writes_nothing_in_any_format() {
+        let empty = RecordBatch::new_empty(Arc::new(Schema::empty()));
+        for format in [OutputFormat::Table, OutputFormat::Vertical, OutputFormat::Csv, OutputFormat::Json] {
+            assert_eq!(written(empty.clone(), format).await, "", "{format:?}");
+        }
     }
 
     #[tokio::test]

@@ -3,9 +3,9 @@
 //! (a) A `persona import` process killed with SIGKILL at seeded-random moments: afterwards the store
 //!     opens, its version is the previous one or the next, the row counts are exactly those of that
 //!     version (nothing or the whole load, every referenced file readable), and a fresh import
-//!     succeeds. The states a crash can leave between writing the next manifest and publishing it
-//!     (a complete or a torn unpublished manifest) are also built exactly and must not block the
-//!     next import.
+//!     succeeds, after which no file that no manifest references is left. The states a crash can
+//!     leave between writing the next manifest and publishing it (a complete or a torn unpublished
+//!     manifest) are also built exactly and must not block the next import.
 //! (b) A damaged manifest (flipped bytes, truncation at many points, the manifest CURRENT names
 //!     deleted, garbage in CURRENT, a newer format_version with a valid checksum, valid JSON of the
 //!     wrong shape) is reported as `Error::Corrupt` (or `FormatVersion`) naming the file, never a
@@ -55,8 +55,13 @@ fn import(store: &Store, files: &[&Path]) -> persona::Result<persona::ImportSumm
     with_lock_scope(|| store.import(&files, &ImportOptions::default()))
 }
 
+/// `$PERSONA_BIN` when set (to pin one worktree's build when several share a target directory),
+/// else the binary Cargo built for this run.
 fn persona_bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_persona"))
+    match std::env::var_os("PERSONA_BIN") {
+        Some(path) => Command::new(path),
+        None => Command::new(env!("CARGO_BIN_EXE_persona")),
+    }
 }
 
 /// A small deterministic generator (splitmix64) for the kill delays.
@@ -106,6 +111,42 @@ fn counts(rt: &tokio::runtime::Runtime, store: &Store) -> Vec<(Table, u64)> {
             (t, in_manifest)
         })
         .collect()
+}
+
+/// Store files (under `data/`, `ids/`, `index/`, `catalog/`) that no manifest on disk references.
+fn unreferenced_files(root: &Path) -> Vec<String> {
+    fn strings(value: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+        match value {
+            serde_json::Value::String(s) => {
+                out.insert(s.clone());
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+            serde_json::Value::Object(map) => map.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    let mut referenced = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(root.join("_persona/manifests")).unwrap().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        let json = text.split_once('\n').map(|(_, j)| j).unwrap_or(&text);
+        strings(&serde_json::from_str(json).unwrap(), &mut referenced);
+    }
+    let mut left = Vec::new();
+    let mut stack: Vec<PathBuf> = ["data", "ids", "index", "catalog"].iter().map(|d| root.join(d)).collect();
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for path in entries.flatten().map(|e| e.path()) {
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+                if !referenced.contains(&rel) {
+                    left.push(rel);
+                }
+            }
+        }
+    }
+    left
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -171,6 +212,10 @@ fn an_import_killed_at_random_moments_leaves_the_previous_or_the_next_version() 
         });
         assert_eq!(summary.version, Some(version + 1));
         assert_eq!(store.snapshot().unwrap().user_count(), if version == 0 { 1 } else { 50_001 });
+        // ... and the next writer removed whatever the killed one had written (before the fix,
+        // those files stayed for ever).
+        let left = unreferenced_files(&root);
+        assert!(left.is_empty(), "run {run} (kill after {delay:?}): files left behind: {left:?}");
         if version == 0 && !redone {
             redone = true;
             // The interrupted load can be done again in full.

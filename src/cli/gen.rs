@@ -54,7 +54,11 @@ pub fn run(args: GenArgs) -> crate::Result<()> {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let summary = result?;
+    // The generator refuses only its --out directory: a command-line mistake (exit code 2).
+    let summary = result.map_err(|e| match e {
+        crate::Error::Usage(message) => crate::Error::Arguments(message),
+        other => other,
+    })?;
     let elapsed = started.elapsed().as_secs_f64();
     let rows: Vec<String> = summary.rows.iter().map(|(table, n)| format!("{n} {table}")).collect();
     eprintln!(

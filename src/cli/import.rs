@@ -99,10 +99,48 @@ pub fn describe(s: &ImportSummary) -> String {
         Some(v) => format!("imported {} file(s) as version {v}", s.files),
         None => format!("dry run: {} file(s) are valid, nothing was changed", s.files),
     };
+    let columns = if s.new_columns.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = s.new_columns.iter().map(|c| format!("{} {}", c.name, c.ty.sql_name())).collect();
+        format!("; new column(s): {}", list.join(", "))
+    };
     format!(
-        "{head}: {rows} rows; {} new and {} updated users; {:.1} s",
+        "{head}: {rows} rows; {} new and {} updated users{columns}; {:.1} s",
         s.new_users,
         s.updated_users,
         s.elapsed.as_secs_f64()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tables::{ColumnDef, ColumnType, Table};
+
+    /// Before, new custom columns were created without a word.
+    #[test]
+    fn the_summary_names_new_columns_with_their_types() {
+        let mut summary = ImportSummary {
+            version: Some(3),
+            rows: vec![(Table::Users, 2)],
+            new_users: 0,
+            updated_users: 2,
+            new_columns: vec![
+                ColumnDef { name: "fav_color".into(), ty: ColumnType::Utf8 },
+                ColumnDef { name: "score".into(), ty: ColumnType::Int64 },
+            ],
+            files: 1,
+            elapsed: std::time::Duration::from_millis(100),
+        };
+        assert_eq!(
+            describe(&summary),
+            "imported 1 file(s) as version 3: users 2 rows; 0 new and 2 updated users; new column(s): fav_color VARCHAR, score BIGINT; 0.1 s"
+        );
+        summary.new_columns.clear();
+        assert_eq!(
+            describe(&summary),
+            "imported 1 file(s) as version 3: users 2 rows; 0 new and 2 updated users; 0.1 s"
+        );
+    }
 }

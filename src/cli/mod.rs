@@ -41,7 +41,14 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Gen(args) => r#gen::run(args),
         Command::Import(args) => import::run(args),
-        Command::Materialize(args) => materialize::run(args),
+        Command::Materialize(args) => {
+            // A bad option is a command-line error (exit code 2). Checked here until
+            // cli/materialize.rs reports its own option errors as `Error::Arguments`.
+            if args.max_rows_per_file == Some(0) {
+                return Err(crate::Error::Arguments("--max-rows-per-file must be at least 1".into()));
+            }
+            materialize::run(args)
+        }
         Command::Sql(args) => sql::run(args),
         Command::Shell(args) => shell::run(args),
         Command::Demo(args) => demo::run(args),

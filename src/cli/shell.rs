@@ -34,7 +34,7 @@ pub struct ShellArgs {
 
 pub fn run(args: ShellArgs) -> Result<()> {
     if args.format == OutputFormat::Parquet {
-        return Err(Error::Usage(
+        return Err(Error::Arguments(
             "the shell writes table, vertical, csv or json; for Parquet use COPY (...) TO 'file.parquet'".into(),
         ));
     }
@@ -42,7 +42,7 @@ pub fn run(args: ShellArgs) -> Result<()> {
         Some(dir) => dir,
         None if layout::current_file(std::path::Path::new(DEMO_STORE)).exists() => PathBuf::from(DEMO_STORE),
         None => {
-            return Err(Error::Usage(format!(
+            return Err(Error::Arguments(format!(
                 "no --store given and there is no ./{DEMO_STORE} store here; pass --store DIR, or build the demo store with `persona demo`"
             )));
         }

@@ -199,8 +199,9 @@ pub fn parse_timestamp_micros(v: &str) -> Option<i64> {
     if let Some(naive) = s.strip_suffix(['Z', 'z']) {
         return parse_naive(naive).map(|dt| dt.and_utc().timestamp_micros());
     }
-    // A zone suffix starts at the last '+' or a '-' after the time part.
-    if let Some(idx) = s[11..].rfind(['+', '-']).map(|i| i + 11) {
+    // A zone suffix starts at the last '+' or a '-' after the time part. Byte 11 need not be a
+    // character boundary (`2022-03-04星期五`): such text is no timestamp, not a reason to panic.
+    if let Some(idx) = s.get(11..)?.rfind(['+', '-']).map(|i| i + 11) {
         let (naive, zone) = s.split_at(idx);
         let offset_secs = parse_offset(zone)?;
         let dt = parse_naive(naive.trim_end())?;
@@ -260,6 +261,21 @@ mod tests {
         assert_eq!(parse_timestamp_micros("2026-10-31 23:59"), Some(base - 59_000_000));
         for bad in ["", "yesterday", "2026-13-01 00:00:00", "2026-10-31 25:00:00", "2026-10-31 10:00:00+99"] {
             assert_eq!(parse_timestamp_micros(bad), None, "{bad}");
+        }
+    }
+
+    /// Before the fix, a date followed by multi-byte text panicked ("byte index 11 is not a char
+    /// boundary") instead of being a value that does not parse.
+    #[test]
+    fn text_after_a_date_is_no_timestamp_and_no_panic() {
+        for bad in
+            ["2022-03-04星期五", "2022-03-04T星期五", "2022-03-04 星期五", "2022-03-04é", "2022-03-04\u{1F600}+08"]
+        {
+            assert_eq!(parse_timestamp_micros(bad), None, "{bad}");
+            assert_eq!(parse_date(bad), None, "{bad}");
+            let mut inference = TypeInference::default();
+            inference.observe(bad);
+            assert_eq!(inference.result(), ColumnType::Utf8, "{bad}");
         }
     }
 

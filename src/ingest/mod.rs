@@ -66,6 +66,8 @@ pub struct ImportSummary {
     pub rows: Vec<(Table, u64)>,
     pub new_users: u64,
     pub updated_users: u64,
+    /// Custom users columns this import added, in column order.
+    pub new_columns: Vec<ColumnDef>,
     pub files: usize,
     pub elapsed: Duration,
 }
@@ -312,6 +314,8 @@ fn run_import(
         });
     }
 
+    let new_columns: Vec<ColumnDef> =
+        next.users_columns.iter().filter(|c| base.users_columns.iter().all(|b| b.name != c.name)).cloned().collect();
     let committed = match writer {
         Some(w) => {
             let has_delta = !delta.is_empty();
@@ -337,6 +341,7 @@ fn run_import(
         rows: rows.into_iter().collect(),
         new_users: user_stats.new_users,
         updated_users: user_stats.updated_users,
+        new_columns,
         files: sources.len(),
         elapsed: started.elapsed(),
     })
@@ -496,6 +501,7 @@ fn load_users(job: &Job<'_>, files: &[SourceFile], ids: &mut IdMap, next: &mut M
     let mut columns = job.base.users_columns.clone();
     for src in files {
         let header = reader::read_header(src)?;
+        refuse_near_duplicate_columns(src, &header, &columns)?;
         let unknown: Vec<usize> = (0..header.len()).filter(|&i| !columns.iter().any(|c| c.name == header[i])).collect();
         let types = if unknown.is_empty() { Vec::new() } else { reader::infer_types(src, &unknown)? };
         let mut inferred = unknown.iter().zip(types);
@@ -542,6 +548,14 @@ fn load_users(job: &Job<'_>, files: &[SourceFile], ids: &mut IdMap, next: &mut M
                     let mut is_new = Vec::with_capacity(user_col.len());
                     for (row, user) in user_col.iter().enumerate() {
                         let user = user.unwrap_or_default();
+                        if user.len() > usize::from(u16::MAX) {
+                            return Err(Error::input(
+                                &src.path,
+                                tb.location(row),
+                                Some("user_id"),
+                                "the user_id is longer than 65535 bytes",
+                            ));
+                        }
                         let id = match ids.get(user) {
                             Some(id) => {
                                 is_new.push(false);
@@ -637,6 +651,37 @@ fn load_users(job: &Job<'_>, files: &[SourceFile], ids: &mut IdMap, next: &mut M
     next.users_columns = columns;
     next.next_row_id = next_row_id;
     Ok(stats)
+}
+
+/// A column name as people mean it: case, spaces, `_` and `-` left out, so that `Tier`,
+/// `tier ` and `TIER` are one column.
+fn column_key(name: &str) -> String {
+    name.chars().filter(|c| !c.is_whitespace() && *c != '_' && *c != '-').flat_map(char::to_lowercase).collect()
+}
+
+/// Refuses a header column that would be a new custom column although its name differs from a
+/// known column (or an earlier one of the same header) only by case, spaces, `_` or `-`: `Tier`
+/// beside `tier` is a spelling of it, and a silent second column would split the data.
+fn refuse_near_duplicate_columns(src: &SourceFile, header: &[String], known: &[ColumnDef]) -> Result<()> {
+    for (i, name) in header.iter().enumerate() {
+        let name = name.trim();
+        let key = column_key(name);
+        if key.is_empty() || known.iter().any(|c| c.name == name) {
+            continue;
+        }
+        let earlier = header[..i].iter().map(|h| h.trim());
+        if let Some(other) = known.iter().map(|c| c.name.as_str()).chain(earlier).find(|o| column_key(o) == key) {
+            return Err(Error::input(
+                &src.path,
+                InputLocation::File,
+                Some(name),
+                format!(
+                    "'{name}' would be a new column but differs from the column '{other}' only by case, spaces or underscores; rename it to '{other}' in the header to load into that column, or give it a clearly different name"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads a stored file whole, aligned to `columns` (columns it predates become NULL).

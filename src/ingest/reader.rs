@@ -14,7 +14,8 @@ use arrow::array::{
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::file::metadata::PageIndexPolicy;
 
 use crate::error::{Error, InputLocation, IoContext, Result};
 use crate::ingest::contract::{ColumnPlan, TypeInference, parse_bool_value, parse_date, parse_timestamp_micros};
@@ -73,7 +74,7 @@ pub fn resolve_inputs(inputs: &[PathBuf], table: Option<Table>) -> Result<Vec<So
                 }
             }
             if out.len() == before {
-                return Err(Error::Usage(format!(
+                return Err(Error::Arguments(format!(
                     "{} holds no CSV or Parquet files named after a table ({})",
                     input.display(),
                     Table::ALL.map(Table::name).join(", ")
@@ -82,13 +83,13 @@ pub fn resolve_inputs(inputs: &[PathBuf], table: Option<Table>) -> Result<Vec<So
         }
     }
     if out.is_empty() {
-        return Err(Error::Usage("no input files were given".into()));
+        return Err(Error::Arguments("no input files were given".into()));
     }
     Ok(out)
 }
 
 fn unrecognised(path: &Path) -> Error {
-    Error::Usage(format!(
+    Error::Arguments(format!(
         "cannot tell which table {} belongs to: name it after a table ({}) or pass --table",
         path.display(),
         Table::ALL.map(Table::name).join(", ")
@@ -97,7 +98,7 @@ fn unrecognised(path: &Path) -> Error {
 
 fn source(path: &Path, table: Table) -> Result<SourceFile> {
     let format = format_of(path)
-        .ok_or_else(|| Error::Usage(format!("{} is neither a .csv nor a .parquet file", path.display())))?;
+        .ok_or_else(|| Error::Arguments(format!("{} is neither a .csv nor a .parquet file", path.display())))?;
     let size = std::fs::metadata(path).io_context("read", path)?.len();
     Ok(SourceFile { path: path.to_path_buf(), table, format, size })
 }
@@ -132,7 +133,7 @@ fn data_files_in(dir: &Path) -> Result<Vec<PathBuf>> {
         list_dir(dir)?.into_iter().filter(|p| p.is_file() && format_of(p).is_some()).collect();
     files.sort();
     if files.is_empty() {
-        return Err(Error::Usage(format!("{} holds no CSV or Parquet files", dir.display())));
+        return Err(Error::Arguments(format!("{} holds no CSV or Parquet files", dir.display())));
     }
     Ok(files)
 }
@@ -302,7 +303,18 @@ impl BatchReader {
                 Inner::Csv { rdr, header_len: header.len(), record: csv::ByteRecord::new(), bom_len }
             }
             InputFormat::Parquet => {
-                let mut builder = parquet_builder(src)?.with_batch_size(BATCH_ROWS);
+                // With the page index, when the file has one: queries read it (and a kept file is
+                // stored as it is), so a damaged one must be refused here rather than fail every
+                // later query. A file written without one loads as before.
+                let has_page_index = parquet_builder(src)?
+                    .metadata()
+                    .row_groups()
+                    .iter()
+                    .flat_map(|rg| rg.columns())
+                    .any(|c| c.offset_index_offset().is_some() || c.column_index_offset().is_some());
+                let policy = if has_page_index { PageIndexPolicy::Required } else { PageIndexPolicy::Skip };
+                let options = ArrowReaderOptions::new().with_page_index_policy(policy);
+                let mut builder = parquet_builder_with(src, options)?.with_batch_size(BATCH_ROWS);
                 if let Some(only) = only {
                     let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), only.iter().copied());
                     builder = builder.with_projection(mask);
@@ -396,11 +408,18 @@ fn unreadable_parquet(src: &SourceFile, e: impl std::fmt::Display) -> Error {
 }
 
 fn parquet_builder(src: &SourceFile) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    parquet_builder_with(src, ArrowReaderOptions::new())
+}
+
+fn parquet_builder_with(
+    src: &SourceFile,
+    options: ArrowReaderOptions,
+) -> Result<ParquetRecordBatchReaderBuilder<File>> {
     let file = File::open(&src.path).io_context("open", &src.path)?;
     if src.size == 0 {
         return Err(Error::input(&src.path, InputLocation::File, None, "the file is empty"));
     }
-    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| unreadable_parquet(src, e))
+    ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).map_err(|e| unreadable_parquet(src, e))
 }
 
 fn csv_reader(src: &SourceFile) -> Result<csv::Reader<Box<dyn Read + Send>>> {

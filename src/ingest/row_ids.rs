@@ -109,7 +109,7 @@ pub fn encode_segment(mut entries: Vec<(&str, u32)>) -> Result<Vec<u8>> {
     let mut blocks: Vec<(&str, u64)> = Vec::with_capacity(entries.len() / BLOCK_ENTRIES + 1);
     for (i, (key, id)) in entries.iter().enumerate() {
         let len = u16::try_from(key.len()).map_err(|_| {
-            Error::Usage(format!("user_id '{}…' is longer than 65535 bytes", &key[..32.min(key.len())]))
+            Error::Usage(format!("user_id '{}…' is longer than 65535 bytes", key.chars().take(32).collect::<String>()))
         })?;
         if i % BLOCK_ENTRIES == 0 {
             blocks.push((key, out.len() as u64));
@@ -365,6 +365,15 @@ mod tests {
         assert_eq!(map.get_near("u2", 1), Some(1));
         assert_eq!(map.get_near("u2", 0), Some(1), "a wrong hint falls back to the map");
         assert_eq!(map.get_near("nobody", 1), None);
+    }
+
+    /// Before the fix, the error for an over-long user_id cut it at byte 32, inside a character
+    /// of a Chinese id, and panicked.
+    #[test]
+    fn an_over_long_multi_byte_user_id_is_an_error_not_a_panic() {
+        let key = "用".repeat(30_000);
+        let err = encode_segment(vec![(key.as_str(), 0)]).unwrap_err();
+        assert!(err.to_string().contains("longer than 65535 bytes"), "{err}");
     }
 
     #[test]

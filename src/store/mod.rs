@@ -10,6 +10,7 @@ pub mod ipc;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
+pub mod orphans;
 pub mod plain_columns;
 pub mod snapshot;
 
@@ -101,6 +102,8 @@ impl Store {
             let path = layout::manifest_path(self.root(), version);
             std::fs::remove_file(&path).io_context("remove an unpublished manifest", &path)?;
         }
+        // Its files (and those of a writer killed before its manifest) go too (see `orphans`).
+        orphans::remove_unpublished_files(self.root(), base.version)?;
         Ok(StoreWriter::new(self.clone(), lock, base))
     }
 

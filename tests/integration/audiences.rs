@@ -4,7 +4,7 @@
 //! import, and the catalog surviving later imports.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use arrow::array::{Array, AsArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -12,7 +12,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use crate::util::*;
 
 fn persona(args: &[&str]) -> Output {
-    output(Command::new(env!("CARGO_BIN_EXE_persona")).args(args))
+    output(persona_bin().args(args))
 }
 
 fn text(bytes: &[u8]) -> String {

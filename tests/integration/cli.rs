@@ -6,14 +6,14 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::util::*;
 
 fn persona(args: &[&str]) -> Output {
-    output(Command::new(env!("CARGO_BIN_EXE_persona")).args(args))
+    output(persona_bin().args(args))
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -257,7 +257,7 @@ fn sql_from_a_file_and_from_stdin() {
     assert!(csv.contains("a\n1\n") && csv.contains("n\n5\n"), "{csv}");
 
     let mut child = spawn(
-        Command::new(env!("CARGO_BIN_EXE_persona"))
+        persona_bin()
             .args(["sql", "--store", p(&store), "--format", "csv"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -367,4 +367,195 @@ fn no_indexes_takes_the_general_path_with_the_same_answer() {
     };
     assert!(explain(&[]).contains("full_filters"), "indexes answer the filter");
     assert!(!explain(&["--no-indexes"]).contains("full_filters"), "--no-indexes leaves it to the general path");
+}
+
+/// Issue 14, item 4: before, several statements with `--format parquet` wrote one corrupt file
+/// (the second result appended to the first) and exited 0.
+#[test]
+fn format_parquet_with_several_statements_writes_one_file_per_statement() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = cli_store(dir.path());
+    let target = dir.path().join("two.parquet");
+    let out = persona(&[
+        "sql",
+        "--store",
+        p(&store),
+        "--format",
+        "parquet",
+        "--output",
+        p(&target),
+        "-c",
+        "SELECT 1 AS a; SELECT user_id AS b FROM users WHERE points > 300 ORDER BY user_id;",
+    ]);
+    ok(&out);
+    let read = |path: &Path| {
+        let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).expect("a whole Parquet file").build().unwrap();
+        let batches: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
+        let names: Vec<String> = batches[0].schema().fields().iter().map(|f| f.name().clone()).collect();
+        (names, batches_to_rows(&batches))
+    };
+    assert_eq!(read(&dir.path().join("two-1.parquet")), (vec!["a".to_string()], vec!["1".to_string()]));
+    assert_eq!(read(&dir.path().join("two-2.parquet")), (vec!["b".to_string()], vec!["u4".to_string(), "u5".into()]));
+    assert!(!target.exists(), "no combined file");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("two-1.parquet") && stderr.contains("two-2.parquet"), "{stderr}");
+}
+
+/// Issue 14, item 17: several results stay machine-readable in every format, `SET` prints
+/// nothing, and JSON keeps NULL values.
+#[test]
+fn several_results_stay_machine_readable_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = cli_store(dir.path());
+    let sql = "SELECT 1 AS a; SET persona.use_indexes = false; SELECT user_id, NULL AS n FROM users WHERE points >= 400 ORDER BY user_id";
+    let run = |format: &str| ok(&persona(&["sql", "--store", p(&store), "--format", format, "-c", sql]));
+    // CSV: a blank line between results, each with its header.
+    assert_eq!(run("csv"), "a\n1\n\nuser_id,n\nu4,\nu5,\n");
+    // JSON: one document per statement, each on its own line (JSON Lines), NULLs kept.
+    let json = run("json");
+    let docs: Vec<serde_json::Value> =
+        json.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}"))).collect();
+    assert_eq!(
+        docs,
+        vec![
+            serde_json::json!([{"a": 1}]),
+            serde_json::json!([{"user_id": "u4", "n": null}, {"user_id": "u5", "n": null}])
+        ]
+    );
+    // Vertical records: a blank line between results (each numbers its records from 1).
+    let vertical = run("vertical");
+    assert_eq!(vertical.matches("-[ RECORD 1 ]").count(), 2, "{vertical}");
+    assert!(vertical.contains("| 1\n\n-[ RECORD 1 ]"), "{vertical}");
+    // A SET alone prints nothing at all.
+    for format in ["table", "vertical", "csv", "json"] {
+        let out =
+            ok(&persona(&["sql", "--store", p(&store), "--format", format, "-c", "SET persona.use_indexes = false"]));
+        assert_eq!(out, "", "{format}");
+    }
+}
+
+/// Issue 14, item 10: before, `persona sql ... | head -2` said `error: arrow: Csv error: Broken
+/// pipe` and exited 1.
+#[test]
+fn a_reader_that_stops_reading_is_a_normal_end_in_every_format() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let store = cli_store(dir.path());
+    for format in ["table", "vertical", "csv", "json"] {
+        let mut child = spawn(
+            persona_bin()
+                .args(["sql", "--store", p(&store), "--format", format, "-c"])
+                .arg("SELECT v, v * 2 AS w FROM (SELECT unnest(range(0, 100000)) AS v)")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        // The reader is dropped here: the pipe is closed with most of the output unwritten.
+        let out = child.wait_with_output().unwrap();
+        assert!(!first.is_empty(), "{format}: some output came first");
+        assert_eq!(out.status.code(), Some(0), "{format}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stderr), "", "{format}: quiet");
+    }
+}
+
+/// Issue 14, item 11: before, a script starting with a `--` comment was refused by the argument
+/// parser as an unknown option.
+#[test]
+fn a_command_starting_with_a_comment_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = cli_store(dir.path());
+    let csv = ok(&persona(&["sql", "--store", p(&store), "--format", "csv", "-c", "-- daily report\nSELECT 1 AS one"]));
+    assert_eq!(csv, "one\n1\n");
+}
+
+/// Issue 14, item 12: before, a misspelled tag silently matched nobody.
+#[test]
+fn a_misspelled_tag_or_audience_is_warned_with_a_suggestion() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = cli_store(dir.path());
+    let tags = write(dir.path(), "in/user_tags.csv", "user_id,tag\nu1,vip_candidate\nu2,vip\nu3,vip\n");
+    ok(&persona(&["import", "--quiet", "--store", p(&store), p(&tags)]));
+    let sql = |q: &str| persona(&["sql", "--store", p(&store), "--format", "csv", "-c", q]);
+
+    let out = sql("SELECT count(*) AS n FROM users WHERE has_tag('vip_candidat')");
+    assert_eq!(ok(&out), "n\n0\n");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("warning: there is no tag 'vip_candidat' (did you mean 'vip_candidate'?)"), "{stderr}");
+    let out = sql("SELECT count(*) AS n FROM user_tags WHERE tag = 'vipp'");
+    assert_eq!(ok(&out), "n\n0\n");
+    assert!(text(&out.stderr).contains("there is no tag 'vipp' (did you mean 'vip'?)"), "{}", text(&out.stderr));
+    // Known tags: no warning.
+    let out = sql("SELECT count(*) AS n FROM users WHERE has_tag('vip') OR has_tag('vip_candidate')");
+    assert_eq!(ok(&out), "n\n3\n");
+    assert_eq!(text(&out.stderr), "");
+
+    ok(&sql("CREATE AUDIENCE winback AS SELECT user_id FROM users WHERE tier = 'gold'"));
+    let out = sql("SELECT count(*) AS n FROM users WHERE in_audience('winbak')");
+    assert!(
+        text(&out.stderr).contains("warning: there is no saved audience 'winbak' (did you mean 'winback'?)"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Issue 14, item 16: before, a missing audience in `DROP AUDIENCE` exited 2 like a command-line
+/// mistake, while the same name in `in_audience` exited 1.
+#[test]
+fn only_command_line_mistakes_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = cli_store(dir.path());
+    for statement in ["DROP AUDIENCE winbak", "SELECT count(*) FROM users WHERE in_audience('winbak')"] {
+        let out = persona(&["sql", "--store", p(&store), "-c", statement]);
+        assert_eq!(out.status.code(), Some(1), "{statement}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("winbak"), "{}", text(&out.stderr));
+    }
+    let out = persona(&["sql", "--store", p(&store), "--format", "parquet", "-c", "SELECT 1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = persona(&["import", "--store", p(&store), p(&dir.path().join("in/notes.txt.csv"))]);
+    assert_eq!(out.status.code(), Some(1), "a missing file is no usage error: {}", text(&out.stderr));
+    let unnamed = write(dir.path(), "in/orders.csv", PURCHASES_CSV);
+    let out = persona(&["import", "--store", p(&store), p(&unnamed)]);
+    assert_eq!(out.status.code(), Some(2), "a file no table is named after: {}", text(&out.stderr));
+}
+
+/// Issue 14, item 15: before, a value of the wrong type surfaced as DataFusion internals ("Optimizer
+/// rule 'simplify_expressions' failed caused by Arrow error: Cast error: ...") with no position.
+#[test]
+fn a_value_of_the_wrong_type_is_one_sentence_with_a_caret() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = cli_store(dir.path());
+    let out = persona(&["sql", "--store", p(&store), "-c", "SELECT * FROM users WHERE points > 'abc'"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(
+            "error: column points (BIGINT) cannot be compared with 'abc', which is not a BIGINT (at line 1, column 36)"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Optimizer rule"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let sql_line = lines.iter().position(|l| l.ends_with("points > 'abc'")).unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(lines[sql_line + 1].find('^'), lines[sql_line].find("'abc'"), "{stderr}");
+}
+
+/// Issue 14, item 13: new custom columns are named in the import summary; a near-duplicate of a
+/// known column is refused naming the file and the column.
+#[test]
+fn import_names_new_columns_and_refuses_a_near_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = cli_store(dir.path());
+    let users = write(dir.path(), "in2/users.csv", "user_id,fav_color\nu1,red\n");
+    let out = persona(&["import", "--quiet", "--store", p(&store), p(&users)]);
+    ok(&out);
+    assert!(text(&out.stderr).contains("new column(s): fav_color VARCHAR"), "{}", text(&out.stderr));
+    let users = write(dir.path(), "in3/users.csv", "user_id,Tier\nu1,gold\n");
+    let out = persona(&["import", "--quiet", "--store", p(&store), p(&users)]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.starts_with(&format!("error: {}: column Tier: ", p(&users))), "{stderr}");
+    assert!(stderr.contains("'tier'"), "{stderr}");
 }

@@ -1,6 +1,8 @@
 //! Custom users columns: any extra column is kept, typed (from CSV text: boolean, integer, float,
 //! date, timestamp, else text, with leading zeros kept as text; from Parquet: its own type) and
-//! queryable with its type's operators; a later load must fit the type already recorded.
+//! queryable with its type's operators; a later load must fit the type already recorded. New
+//! columns are reported in the import summary, and a new column whose name differs from a known
+//! one only by case, spaces or underscores (`Tier` beside `tier`) is refused.
 
 use std::sync::Arc;
 
@@ -98,6 +100,31 @@ fn a_later_value_must_fit_the_custom_column_type() {
     let users = write(dir.path(), "users-2.csv", "user_id,vip_level\nu5,4\nu6,gold\n");
     let message = assert_input_error(&refused(&store, &[&users]), &users, InputLocation::Line(3), Some("vip_level"));
     assert!(message.contains("'gold'"), "{message}");
+}
+
+/// Before, a header `Tier` silently created a second column beside the contract's `tier`, and the
+/// summary did not mention it.
+#[test]
+fn a_new_column_that_only_differs_in_case_spaces_or_underscores_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = custom_users(dir.path());
+    for (name, content, column, other) in [
+        ("users-tier.csv", "user_id,Tier\nu1,gold\n", "Tier", "tier"),
+        ("users-vip.csv", "user_id,VIP Level\nu1,2\n", "VIP Level", "vip_level"),
+        ("users-signup.csv", "user_id,signupdate\nu1,2024-01-01\n", "signupdate", "signup_date"),
+        ("users-twice.csv", "user_id,fav_color,Fav Color\nu1,red,blue\n", "Fav Color", "fav_color"),
+    ] {
+        let users = write(dir.path(), name, content);
+        let message = assert_input_error(&refused(&store, &[&users]), &users, InputLocation::File, Some(column));
+        assert!(message.contains(&format!("'{other}'")), "{message}");
+    }
+    // New columns are reported with their types.
+    let users = write(dir.path(), "users-new.csv", "user_id,fav_color,lucky_number\nu1,red,7\n");
+    let summary = import(&store, &[&users]).expect("clearly new columns load");
+    let new: Vec<String> = summary.new_columns.iter().map(|c| format!("{} {:?}", c.name, c.ty)).collect();
+    assert_eq!(new, vec!["fav_color Utf8", "lucky_number Int64"]);
+    let users = write(dir.path(), "users-again.csv", "user_id,fav_color\nu2,blue\n");
+    assert!(import(&store, &[&users]).unwrap().new_columns.is_empty(), "a known column is not new");
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! do so inside a `lock_scope`, see `util`.)
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use persona::{Error, ImportOptions, Store};
 
@@ -100,7 +100,7 @@ fn a_killed_import_process_frees_the_lock() {
     let store = base_store(dir.path());
     let big = big_users_csv(dir.path(), 200_000);
     let mut child = spawn(
-        Command::new(env!("CARGO_BIN_EXE_persona"))
+        persona_bin()
             .args(["import", "--quiet", "--store"])
             .arg(store.root())
             .arg(&big)

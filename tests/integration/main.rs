@@ -1,6 +1,7 @@
 //! Integration tests of Persona through its public API and its `persona` binary: import errors and
 //! their all-or-nothing guarantee, users upserts, refusal of repeated fact loads, typed custom
-//! columns, quirky CSV input, snapshots and dry runs, the writer lock, and the command line.
+//! columns, quirky CSV input, snapshots and dry runs, the writer lock, the command line, files
+//! left by interrupted imports, and seeded random damage to the sample inputs (import_fuzz).
 //! Every test builds its own small store in a temporary directory.
 
 mod activity_index;
@@ -10,6 +11,8 @@ mod csv_quirks;
 mod custom_columns;
 mod idempotency;
 mod import_errors;
+mod import_fuzz;
+mod interrupted;
 mod kept_files;
 mod lock;
 mod snapshots;

@@ -286,3 +286,44 @@ pub async fn count(session: &Session, sql: &str) -> i64 {
     assert_eq!(rows.len(), 1, "{sql} returned {rows:?}");
     rows[0].parse().unwrap_or_else(|_| panic!("{sql} returned {rows:?}"))
 }
+
+/// Store files (under `data/`, `ids/`, `index/`, `catalog/`) that no manifest on disk references,
+/// relative to the root: what an interrupted writer leaves behind.
+pub fn unreferenced_files(root: &Path) -> BTreeSet<String> {
+    fn strings(value: &serde_json::Value, out: &mut BTreeSet<String>) {
+        match value {
+            serde_json::Value::String(s) => {
+                out.insert(s.clone());
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+            serde_json::Value::Object(map) => map.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    let mut referenced = BTreeSet::new();
+    let manifests = root.join("_persona/manifests");
+    for entry in std::fs::read_dir(&manifests).expect("list the manifests").flatten() {
+        let text = std::fs::read_to_string(entry.path()).expect("read a manifest");
+        // The first line is the checksum header.
+        let json = text.split_once('\n').map(|(_, j)| j).unwrap_or(&text);
+        let value: serde_json::Value = serde_json::from_str(json).expect("a manifest is JSON");
+        strings(&value, &mut referenced);
+    }
+    files_under(root)
+        .into_iter()
+        .map(|p| p.to_string_lossy().replace('\\', "/"))
+        .filter(|p| ["data/", "ids/", "index/", "catalog/"].iter().any(|d| p.starts_with(d)))
+        .filter(|p| !referenced.contains(p))
+        .collect()
+}
+
+/// The `persona` binary under test: `$PERSONA_BIN` when set, else the one Cargo built for this
+/// test run. (Worktrees sharing one `CARGO_TARGET_DIR` share `target/debug/persona` too, so a
+/// build in another worktree can replace it; `PERSONA_BIN=target/debug/deps/persona-<hash>`
+/// pins this worktree's build.)
+pub fn persona_bin() -> Command {
+    match std::env::var_os("PERSONA_BIN") {
+        Some(path) => Command::new(path),
+        None => Command::new(env!("CARGO_BIN_EXE_persona")),
+    }
+}
