@@ -1,7 +1,7 @@
 //! `persona demo`: builds a realistic 100,000-customer store in `./persona-demo` (or reuses it) and
 //! answers a handful of audience questions, printing each question, its SQL, the answer and the
 //! time it took. Works offline with no flags.
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+#![allow(clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -125,11 +125,20 @@ LIMIT 5",
     ),
 ];
 
+/// Prints a line; ends the demo quietly when the reader went away (`persona demo | head`).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if !write_line(&format!($($arg)*))? {
+            return Ok(());
+        }
+    };
+}
+
 pub fn run(args: DemoArgs) -> Result<()> {
     let store = open_or_build(&args)?;
     let now = super::parse_now(DEMO_NOW).map_err(Error::Usage)?;
     let snapshot = store.snapshot()?;
-    println!(
+    say!(
         "Persona demo store {} (version {}, {} customers); now() is pinned to {DEMO_NOW}\n",
         store.root().display(),
         snapshot.version(),
@@ -141,8 +150,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let session = store.session_with(&SessionOptions { now: Some(now), ..Default::default() })?;
     for (i, (question, sql)) in QUESTIONS.iter().enumerate() {
         let sql = sql.replace("{exports}", &exports.to_string_lossy());
-        println!("── {}. {question}", i + 1);
-        println!("{}\n", indent(&sql));
+        say!("── {}. {question}", i + 1);
+        say!("{}\n", indent(&sql));
         let started = Instant::now();
         let df = rt.block_on(session.sql(&sql))?;
         let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
@@ -152,26 +161,37 @@ pub fn run(args: DemoArgs) -> Result<()> {
         }
         let elapsed = started.elapsed();
         let table = arrow::util::pretty::pretty_format_batches(&batches)?;
-        println!("{table}");
-        println!("({:.1} ms)\n", elapsed.as_secs_f64() * 1000.0);
+        say!("{table}");
+        say!("({:.1} ms)\n", elapsed.as_secs_f64() * 1000.0);
     }
-    println!(
+    say!(
         "Try your own: persona shell --store {} --now 2026-11-01   (completion, \\tags, \\profile u42, \\? for help)",
         store.root().display()
     );
-    println!(
+    say!(
         "         or:  persona sql --store {} --now 2026-11-01 -c \"SELECT count(*) FROM users WHERE has_tag('vip')\"",
         store.root().display()
     );
-    println!(
+    say!(
         "A campaign:   persona sql --store {} -c \"CREATE OR REPLACE AUDIENCE vips AS SELECT user_id, email FROM users WHERE has_tag('vip')\"",
         store.root().display()
     );
-    println!(
+    say!(
         "         then: persona materialize --store {} --all --out campaigns   (docs/audiences.md)",
         store.root().display()
     );
     Ok(())
+}
+
+/// Writes `text` and a newline to standard output; `false` when the pipe was closed.
+fn write_line(text: &str) -> Result<bool> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).io_context("write to", std::path::Path::new("standard output")),
+    }
 }
 
 fn indent(sql: &str) -> String {

@@ -25,13 +25,17 @@ impl WriterLock {
             .open(lock_path)
             .io_context("open the lock file", lock_path)?;
         // A process that forks (to start a child) while a writer is open briefly shares the lock
-        // until the child execs, so a lock released a moment ago can still look taken: retry a
-        // few times over ~30 ms before reporting another writer.
-        for attempt in 0..4 {
+        // until the child execs, so a lock released a moment ago can still look taken: retry for
+        // up to a quarter of a second (a loaded machine can take that long to exec) before
+        // reporting another writer.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(250);
+        let mut pause = std::time::Duration::from_millis(2);
+        loop {
             match file.try_lock() {
                 Ok(()) => return Ok(WriterLock { _file: file, path: lock_path.to_path_buf() }),
-                Err(TryLockError::WouldBlock) if attempt < 3 => {
-                    std::thread::sleep(std::time::Duration::from_millis(10))
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(40));
                 }
                 Err(TryLockError::WouldBlock) => break,
                 Err(TryLockError::Error(e)) => return Err(e).io_context("lock", lock_path),

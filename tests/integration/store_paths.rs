@@ -54,3 +54,23 @@ fn relative_and_unusual_store_paths_answer_every_query_shape() {
         }
     }
 }
+
+/// `persona demo | head -1`: a reader that stops early is a normal end, not a panic.
+#[test]
+fn demo_into_a_closed_pipe_ends_quietly() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("demo store");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_persona"))
+        .args(["demo", "--quiet", "--users", "300", "--dir", store.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the demo writes its first line, as `head` does once it has its lines.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status.code());
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
