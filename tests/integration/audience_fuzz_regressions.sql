@@ -1,0 +1,5 @@
+-- Audience queries on which the bitmap indexes (on) and DataFusion's general path (off) disagreed,
+-- found by tests/integration/audience_fuzz.rs, which replays every one of them on each run: with the
+-- indexes on and off, each must give the same rows (an error on both sides is allowed).
+-- A query is one statement ending in ';' at the end of a line. The '-- now:' line above it pins now()
+-- for it and for the queries after it: 2026-11-01T00:00:00Z, 2026-10-20T15:30:45Z or unpinned.
