@@ -1537,9 +1537,13 @@ async fn indexes_on_and_off_agree_on_random_audience_queries() {
     let mut failures = Vec::new();
     let regressions = parse_regressions(&content);
     for (n, (clock, sql)) in regressions.iter().enumerate() {
-        if let Outcome::Disagree { kind, on, off } = fixture.check(*clock, sql).await {
-            let origin = format!("regression {} of {}", n + 1, path.display());
-            failures.push(Failure { origin, clock: *clock, sql: sql.clone(), shrunk: None, kind, on, off });
+        match fixture.check(*clock, sql).await {
+            Outcome::Agree => {}
+            Outcome::BothFailed(e) => println!("regression {} failed on both sides: {}", n + 1, truncate(&e, 300)),
+            Outcome::Disagree { kind, on, off } => {
+                let origin = format!("regression {} of {}", n + 1, path.display());
+                failures.push(Failure { origin, clock: *clock, sql: sql.clone(), shrunk: None, kind, on, off });
+            }
         }
     }
 
@@ -1595,7 +1599,7 @@ async fn indexes_on_and_off_agree_on_random_audience_queries() {
     for failure in &failures {
         let seen = printed.entry(failure.kind.clone()).or_default();
         *seen += 1;
-        if *seen <= 3 || failure.shrunk.is_some() {
+        if *seen <= 3 || failure.shrunk.is_some() || failure.origin.starts_with("regression") {
             failure.print();
         }
     }
