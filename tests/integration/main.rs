@@ -5,6 +5,7 @@
 //! Every test builds its own small store in a temporary directory.
 
 mod activity_index;
+mod audience_fuzz;
 mod audiences;
 mod cli;
 mod csv_quirks;
