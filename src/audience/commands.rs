@@ -36,6 +36,7 @@ pub async fn run(session: &Session, statement: CatalogStatement) -> Result<Recor
     match statement {
         CatalogStatement::ShowTags => show(session, "SELECT * FROM tags ORDER BY name").await,
         CatalogStatement::ShowAudiences => show(session, "SELECT * FROM audiences ORDER BY name").await,
+        CatalogStatement::ShowAudience { name } => show_audience(session, &name),
         CatalogStatement::CreateTag { name, or_replace, rule, is_query } => {
             create_tag(session, &name, or_replace, &rule, is_query).await
         }
@@ -88,6 +89,43 @@ async fn show(session: &Session, sql: &str) -> Result<RecordBatch> {
     let schema = Arc::new(frame.schema().as_arrow().clone());
     let batches = frame.collect().await?;
     Ok(arrow::compute::concat_batches(&schema, &batches)?)
+}
+
+/// `SHOW AUDIENCE name`: one audience in full, as `property | value` rows (from the manifest).
+fn show_audience(session: &Session, name: &str) -> Result<RecordBatch> {
+    let snapshot = session.snapshot();
+    let a = snapshot.manifest().catalog.audience(name).ok_or_else(|| no_such_audience(name))?;
+    let mut rows: Vec<(String, String)> = vec![("name".into(), a.name.clone()), ("query".into(), a.query.clone())];
+    let mut suppress: Vec<String> = a.suppress_audiences.iter().map(|s| format!("audience {s}")).collect();
+    suppress.extend(a.suppress_files.iter().map(|f| format!("FILE '{f}'")));
+    rows.push(("suppress".into(), if suppress.is_empty() { "nothing".into() } else { suppress.join(", ") }));
+    rows.push(("holdout".into(), format!("{} % of the members", a.holdout_percent())));
+    if let Some(v) = a.latest() {
+        rows.push(("members".into(), format!("{} in version {}", v.members, v.number)));
+        rows.push(("exported".into(), format!("{} ({} held out)", v.members - v.holdout, v.holdout)));
+    }
+    rows.push(("created_at".into(), a.created_at.clone()));
+    for v in a.versions.iter().rev() {
+        let now = v.now.as_ref().map_or(String::new(), |n| format!(", now() = {n}"));
+        rows.push((
+            format!("version {}", v.number),
+            format!(
+                "{} members (+{} −{}), {} held out, {} suppressed; computed {} on store version {}{now}",
+                v.members, v.added, v.removed, v.holdout, v.suppressed, v.computed_at, v.computed_on
+            ),
+        ));
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("property", DataType::Utf8, false),
+        Field::new("value", DataType::Utf8, false),
+    ]));
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0.as_str()))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1.as_str()))),
+        ],
+    )?)
 }
 
 /// Takes the writer lock and moves the session to the version it builds on.

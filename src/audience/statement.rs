@@ -11,6 +11,7 @@
 //!     [SUPPRESS { audience | FILE 'path' } [, ...]] [HOLDOUT n PERCENT] AS query
 //! DROP AUDIENCE [IF EXISTS] name
 //! SHOW AUDIENCES
+//! SHOW AUDIENCE name
 //! MATERIALIZE AUDIENCE name [TO 'file.parquet' | 'file.csv'] [CHANGES SINCE version]
 //! ESTIMATE AUDIENCE [SAMPLED] { name | AS query }
 //! ```
@@ -91,6 +92,10 @@ pub enum CatalogStatement {
         if_exists: bool,
     },
     ShowAudiences,
+    /// One audience in full: definition, sizes, every version.
+    ShowAudience {
+        name: String,
+    },
     MaterializeAudience {
         name: String,
         to: Option<String>,
@@ -259,6 +264,10 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
             skip(p, 2);
             CatalogStatement::ShowAudiences
         }
+        (Some("SHOW"), Some("AUDIENCE")) => {
+            skip(p, 2);
+            CatalogStatement::ShowAudience { name: name(p)? }
+        }
         (Some("MATERIALIZE"), Some("AUDIENCE")) => {
             skip(p, 2);
             let name = name(p)?;
@@ -409,6 +418,7 @@ mod tests {
             }
         );
         assert_eq!(one("SHOW AUDIENCES"), CatalogStatement::ShowAudiences);
+        assert_eq!(one("SHOW AUDIENCE winback"), CatalogStatement::ShowAudience { name: "winback".into() });
         assert_eq!(
             one("ESTIMATE AUDIENCE a"),
             CatalogStatement::EstimateAudience { name: Some("a".into()), query: None, sampled: false }

@@ -308,10 +308,12 @@ impl Shell {
                 )
                 .await?;
             self.show(schema, batches, started.elapsed()).await?;
-            // A tag or audience statement moved the session to the version it committed.
+            // A tag or audience statement moved the session to the version it committed: say
+            // so, since every later statement reads that version.
             if self.session.snapshot().version() != self.catalog_version {
                 self.catalog = Arc::new(Catalog::from_session(&self.session));
                 self.catalog_version = self.session.snapshot().version();
+                self.note(&format!("now at version {}", self.catalog_version));
             }
         }
         Ok(())
