@@ -54,10 +54,15 @@ pub struct Uses {
 pub fn uses_of_plan(plan: &LogicalPlan, catalog: &Catalog) -> Uses {
     let mut uses = Uses::default();
     let _ = plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node
-            && catalog.audience(scan.table_name.table()).is_some()
-        {
-            uses.audiences.insert(scan.table_name.table().to_string());
+        if let LogicalPlan::TableScan(scan) = node {
+            // SQL folds unquoted table names to lower case: `FROM Winback` scans `winback`.
+            let table = scan.table_name.table();
+            let audience = catalog
+                .audience(table)
+                .or_else(|| catalog.audiences.iter().find(|a| a.name.to_lowercase() == table.to_lowercase()));
+            if let Some(a) = audience {
+                uses.audiences.insert(a.name.clone());
+            }
         }
         node.apply_expressions(|e| {
             e.apply(|e| {
