@@ -372,3 +372,36 @@ fn the_shell_offers_only_the_formats_it_writes() {
     assert!(help.contains("table") && help.contains("vertical") && help.contains("json"), "{help}");
     assert!(!help.contains("parquet"), "{help}");
 }
+
+/// Regression: the lines after the first of a multi-line statement had no prompt, so nothing
+/// told that the shell was waiting for the rest of a statement.
+#[test]
+fn a_statement_over_several_lines_shows_a_continuation_prompt() {
+    let f = fixture();
+    let mut s = Screen::open(&f, false);
+    s.line("SELECT count(*) AS n");
+    s.expect("    ...> ");
+    s.line("FROM users u");
+    s.expect("    ...> ");
+    // Completion reads the earlier lines: `u.` is users.
+    s.type_keys("WHERE u.tie");
+    s.type_keys("\t");
+    s.expect("r");
+    s.line(" = 'gold';");
+    s.expect("| 202 |");
+    s.expect(PROMPT);
+    // Ctrl-C drops the whole statement, its earlier lines included.
+    s.line("SELECT nonsense");
+    s.expect("    ...> ");
+    s.control('c');
+    s.expect(PROMPT);
+    s.line("SELECT 6 * 7 AS answer;");
+    s.expect("| 42     |");
+    s.expect(PROMPT);
+    s.control('d');
+    s.pty.exp_eof().expect("Ctrl-D leaves the shell");
+    // The statement is one entry of the history.
+    let saved = std::fs::read_to_string(&f.history).expect("the history file was written");
+    assert!(saved.contains("FROM users u"), "{saved}");
+    assert!(!saved.contains("nonsense"), "a dropped statement is not kept: {saved}");
+}
