@@ -99,7 +99,7 @@ pub fn run(args: MaterializeArgs) -> Result<()> {
         })
         .collect();
     let results = rt.block_on(materialize_many(&session, &requests))?;
-    let mut ledger = Ledger::read(&args.out);
+    let mut ledger = Ledger::read(&args.out, &args.store);
     let mut failed: Vec<String> = Vec::new();
     for (name, result) in results {
         match result {
@@ -144,22 +144,35 @@ const LEDGER: &str = ".persona-materialize.json";
 struct Ledger {
     #[serde(skip)]
     dir: PathBuf,
+    /// The store this run exports (audiences of other stores exporting here are not "dropped").
+    #[serde(skip)]
+    store: String,
     #[serde(default)]
-    audiences: BTreeMap<String, Vec<String>>,
+    audiences: BTreeMap<String, Exported>,
+}
+
+/// What one audience's last export wrote.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Exported {
+    /// The store the audience belongs to (its canonical path).
+    store: String,
+    files: Vec<String>,
 }
 
 impl Ledger {
     /// The directory's ledger; none (or an unreadable one) is an empty ledger: nothing is removed
     /// that is not known to be ours.
-    fn read(dir: &Path) -> Ledger {
+    fn read(dir: &Path, store: &Path) -> Ledger {
         let mut ledger: Ledger =
             std::fs::read(dir.join(LEDGER)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         ledger.dir = dir.to_path_buf();
+        ledger.store = std::fs::canonicalize(store).unwrap_or_else(|_| store.to_path_buf()).display().to_string();
         ledger
     }
 
+    /// The audiences of this run's store that have files here.
     fn audiences(&self) -> Vec<String> {
-        self.audiences.keys().cloned().collect()
+        self.audiences.iter().filter(|(_, e)| e.store == self.store).map(|(name, _)| name.clone()).collect()
     }
 
     /// Records `files` as `audience`'s current files and removes those it had before and has no
@@ -167,7 +180,7 @@ impl Ledger {
     fn replace(&mut self, audience: &str, files: &[PathBuf]) -> usize {
         let now: Vec<String> =
             files.iter().filter_map(|f| f.file_name().and_then(|n| n.to_str()).map(str::to_string)).collect();
-        let before = self.audiences.remove(audience).unwrap_or_default();
+        let before = self.audiences.remove(audience).map(|e| e.files).unwrap_or_default();
         let mut removed = 0;
         for old in before.iter().filter(|f| !now.contains(f)) {
             // Only plain names: a damaged ledger must not reach outside the directory.
@@ -179,7 +192,7 @@ impl Ledger {
             }
         }
         if !now.is_empty() {
-            self.audiences.insert(audience.to_string(), now);
+            self.audiences.insert(audience.to_string(), Exported { store: self.store.clone(), files: now });
         }
         removed
     }

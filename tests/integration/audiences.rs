@@ -626,6 +626,15 @@ fn each_run_leaves_exactly_the_current_files_of_each_audience() {
         text(&out.stdout)
     );
     assert_eq!(listing(&out_dir), with_mine(&["everyone.parquet"]));
+    // Another store exporting to the same directory does not take this one's audiences as dropped.
+    let other = base_store(&dir.path().join("other"));
+    let other_root = other.root().to_path_buf();
+    run_sql(&other_root, "CREATE AUDIENCE silvers AS SELECT user_id FROM users WHERE tier = 'silver'");
+    let out = persona(&["materialize", "--store", p(&other_root), "--all", "--out", p(&out_dir), "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(listing(&out_dir), with_mine(&["everyone.parquet", "silvers.parquet"]));
+    run(&[]);
+    assert_eq!(listing(&out_dir), with_mine(&["everyone.parquet", "silvers.parquet"]));
 }
 
 /// Regression: SHOW AUDIENCES and SHOW TAGS on a store with neither were "internal error: a
