@@ -259,7 +259,7 @@ fn a_script_on_standard_input_prints_its_results() {
     assert_eq!(
         stdout,
         "+-----+\n| n   |\n+-----+\n| 202 |\n+-----+\n\n\
-         +----------------+-------+\n| tag            | users |\n+----------------+-------+\n| cart_abandoner | 68    |\n+----------------+-------+\n(1 tag)\n\n\
+         +----------------+-------+--------+\n| tag            | users | kind   |\n+----------------+-------+--------+\n| cart_abandoner | 68    | loaded |\n+----------------+-------+--------+\n(1 tag)\n\n\
          +-----+\n| one |\n+-----+\n| 1   |\n+-----+\n"
     );
     assert!(!f.history.exists(), "a script leaves the history alone");
@@ -303,4 +303,114 @@ fn without_a_store_the_shell_says_how_to_get_one() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("no --store given and there is no ./persona-demo store here"), "{stderr}");
     assert!(stderr.contains("persona demo"), "{stderr}");
+}
+
+/// Regression: a tag or audience statement moved the shell to a new version without a word.
+#[test]
+fn a_catalog_statement_says_which_version_the_shell_is_now_at() {
+    let f = fixture();
+    let mut s = Screen::open(&f, false);
+    s.line("CREATE TAG rich AS points > 50000;");
+    s.expect("| rich | 62    | 62    | 0       |");
+    s.expect("now at version 2");
+    s.expect(PROMPT);
+    s.line("SELECT 1 AS one;");
+    s.expect("| 1   |");
+    let after = s.expect(PROMPT);
+    assert!(!after.contains("now at version"), "only a commit moves the shell: {after}");
+}
+
+/// The catalog as the shell shows it: `\audiences`, `\d audiences`, `\d tags`, `SHOW AUDIENCE`,
+/// rule tags marked in `\tags`, a user's audiences in `\profile`, dates in `\explain`.
+#[test]
+fn the_shell_browses_the_catalog() {
+    let f = fixture();
+    let mut s = Screen::open(&f, false);
+    s.line("\\audiences");
+    s.expect("the store has no saved audiences");
+    s.line("CREATE AUDIENCE golds HOLDOUT 10 PERCENT AS SELECT user_id, email FROM users WHERE tier = 'gold';");
+    s.expect("now at version 2");
+    s.line("CREATE TAG rich AS points > 50000;");
+    s.expect("now at version 3");
+    s.line("\\audiences");
+    s.expect("| audience | members | exported | version | holdout | suppress | computed_at");
+    s.expect("| golds    | 202     |");
+    s.expect("(1 audience; SHOW AUDIENCE name shows one in full)");
+    s.line("\\d audiences");
+    s.expect("audiences: 1 row at version 3");
+    s.expect("| holdout_percent | DOUBLE");
+    s.line("\\d tags");
+    s.expect("| kind        | VARCHAR");
+    s.line("\\d");
+    s.expect("catalog: tags, audiences, audience_versions");
+    s.expect("1 saved audience");
+    // A long value: folded into blocks or not, the text is there.
+    s.line("SHOW AUDIENCE golds;");
+    s.expect("SELECT user_id, email FROM users WHERE tier = 'gold'");
+    s.expect("10 % of the members");
+    s.expect("202 members (+202 ");
+    s.expect("now() = 2026-11-01T00:00:00Z (pinned)");
+    s.expect(PROMPT);
+    s.line("\\tags ric");
+    s.expect("| rich | 62    | rule |");
+    s.line("\\tags vip");
+    s.expect("| vip | 280   | loaded |");
+    s.line("\\profile u1069");
+    s.expect("audiences (1): golds");
+    s.expect("purchases (7 in all");
+    s.expect(PROMPT);
+    s.line("\\explain SELECT count(*) FROM users WHERE purchased_within(INTERVAL '30 days')");
+    s.expect(r#""first_day":"2026-10-02","last_day":"2026-10-31""#);
+    s.expect(PROMPT);
+}
+
+/// Regression: `persona shell --help` offered `parquet`, which the shell then refused.
+#[test]
+fn the_shell_offers_only_the_formats_it_writes() {
+    let out = persona().args(["shell", "--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.contains("table") && help.contains("vertical") && help.contains("json"), "{help}");
+    assert!(!help.contains("parquet"), "{help}");
+}
+
+/// Regression: the lines after the first of a multi-line statement had no prompt, so nothing
+/// told that the shell was waiting for the rest of a statement.
+#[test]
+fn a_statement_over_several_lines_shows_a_continuation_prompt() {
+    let f = fixture();
+    let mut s = Screen::open(&f, false);
+    s.line("SELECT count(*) AS n");
+    s.expect("    ...> ");
+    s.line("FROM users u");
+    s.expect("    ...> ");
+    // Completion reads the earlier lines: `u.` is users.
+    s.type_keys("WHERE u.tie");
+    s.type_keys("\t");
+    s.expect("r");
+    s.line(" = 'gold';");
+    s.expect("| 202 |");
+    s.expect(PROMPT);
+    // Ctrl-C drops the whole statement, its earlier lines included.
+    s.line("SELECT nonsense");
+    s.expect("    ...> ");
+    s.control('c');
+    s.expect(PROMPT);
+    s.line("SELECT 6 * 7 AS answer;");
+    s.expect("| 42     |");
+    s.expect(PROMPT);
+    s.control('d');
+    s.pty.exp_eof().expect("Ctrl-D leaves the shell");
+    // The statement is one entry of the history.
+    let saved = std::fs::read_to_string(&f.history).expect("the history file was written");
+    assert!(saved.contains("FROM users u"), "{saved}");
+    assert!(!saved.contains("nonsense"), "a dropped statement is not kept: {saved}");
+}
+
+#[test]
+fn a_misspelled_tag_is_warned_with_a_suggestion_in_the_shell() {
+    let f = fixture();
+    let out = script(&f, "SELECT count(*) AS n FROM users WHERE has_tag('cart_abandonr');\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("warning:") && stderr.contains("cart_abandoner"), "{stderr}");
 }

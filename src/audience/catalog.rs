@@ -48,6 +48,9 @@ pub struct RuleTag {
     /// every query path sees the tag as if its rows had been loaded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rows_files: Vec<String>,
+    /// The `now()` the last evaluation saw (absent in stores written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<EvaluatedNow>,
 }
 
 /// A saved audience: a query yielding `user_id` (and the columns to export), what it suppresses,
@@ -91,6 +94,36 @@ pub struct AudienceVersion {
     pub removed: u64,
     pub members_file: SetFile,
     pub holdout_file: SetFile,
+    /// The `now()` the evaluation saw, so that a version computed with `--now` is told from one
+    /// computed on the clock (absent in stores written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<EvaluatedNow>,
+}
+
+/// The `now()` an evaluation saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvaluatedNow {
+    /// RFC 3339, to the second.
+    pub at: String,
+    /// Pinned by `--now` (or `SessionOptions::now`) rather than read from the clock.
+    pub pinned: bool,
+}
+
+impl EvaluatedNow {
+    /// The `now()` a session's queries see at this moment.
+    pub fn of(session: &crate::query::Session) -> EvaluatedNow {
+        let (at, pinned) = match session.options().now {
+            Some(now) => (now, true),
+            None => (chrono::Utc::now(), false),
+        };
+        EvaluatedNow { at: at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), pinned }
+    }
+}
+
+impl std::fmt::Display for EvaluatedNow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.at, if self.pinned { "pinned" } else { "clock" })
+    }
 }
 
 /// A bitmap file of the catalog.
@@ -220,6 +253,27 @@ mod tests {
         assert!(matches!(read_set(dir.path(), &file), Err(Error::Corrupt { .. })));
         std::fs::write(&path, &bytes[..10]).unwrap();
         assert!(matches!(read_set(dir.path(), &file), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn versions_and_rule_tags_written_before_now_was_kept_still_load() {
+        let set = r#"{"path": "catalog/x.set", "bytes": 20}"#;
+        let version = format!(
+            r#"{{"number": 1, "computed_at": "2026-11-01T00:00:00Z", "computed_on": 2, "members": 3, "holdout": 0,
+                "suppressed": 0, "added": 3, "removed": 0, "members_file": {set}, "holdout_file": {set}}}"#
+        );
+        let v: AudienceVersion = serde_json::from_str(&version).unwrap();
+        assert_eq!(v.now, None);
+        let tag = format!(
+            r#"{{"name": "t", "rule": "x > 1", "query": "q", "members": 1, "computed_at": "c", "computed_on": 1, "bitmap": {set}}}"#
+        );
+        let t: RuleTag = serde_json::from_str(&tag).unwrap();
+        assert_eq!(t.now, None);
+        let pinned =
+            AudienceVersion { now: Some(EvaluatedNow { at: "2026-11-01T00:00:00Z".into(), pinned: true }), ..v };
+        let back: AudienceVersion = serde_json::from_str(&serde_json::to_string(&pinned).unwrap()).unwrap();
+        assert_eq!(back, pinned);
+        assert_eq!(pinned.now.unwrap().to_string(), "2026-11-01T00:00:00Z (pinned)");
     }
 
     #[test]

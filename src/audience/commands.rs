@@ -10,7 +10,10 @@ use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray
 use arrow::datatypes::{DataType, Field, Schema};
 use roaring::RoaringBitmap;
 
-use crate::audience::catalog::{Audience, AudienceVersion, Catalog, RuleTag, check_name, no_such_audience, write_set};
+use crate::audience::catalog::{
+    Audience, AudienceVersion, Catalog, EvaluatedNow, RuleTag, check_name, no_such_audience, write_set,
+};
+use crate::audience::deps::{Graph, Node, edges, refuse_cycle, refuse_unknown_tags, uses_of_plan};
 use crate::audience::evaluate::{Evaluated, Export, evaluate, plan_query};
 use crate::audience::export::{Rows, Written, write_audience};
 use crate::audience::members::{for_each_member_id, in_holdout, read_id_file};
@@ -19,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::ingest::writer::{FACT_FILE_ROWS, TableSink};
 use crate::query::Session;
 use crate::store::manifest::{Manifest, now_rfc3339};
-use crate::store::{Store, StoreWriter};
+use crate::store::{Snapshot, Store, StoreWriter};
 use crate::tables::{Table, contract_columns, file_schema};
 
 /// Table names an audience may not take.
@@ -33,6 +36,7 @@ pub async fn run(session: &Session, statement: CatalogStatement) -> Result<Recor
     match statement {
         CatalogStatement::ShowTags => show(session, "SELECT * FROM tags ORDER BY name").await,
         CatalogStatement::ShowAudiences => show(session, "SELECT * FROM audiences ORDER BY name").await,
+        CatalogStatement::ShowAudience { name } => show_audience(session, &name),
         CatalogStatement::CreateTag { name, or_replace, rule, is_query } => {
             create_tag(session, &name, or_replace, &rule, is_query).await
         }
@@ -50,7 +54,7 @@ pub async fn run(session: &Session, statement: CatalogStatement) -> Result<Recor
             create_audience(session, &name, or_replace, definition).await
         }
         CatalogStatement::DropAudience { name, if_exists } => drop_audience(session, &name, if_exists),
-        CatalogStatement::EstimateAudience { name, query } => {
+        CatalogStatement::EstimateAudience { name, query, sampled } => {
             let (text, origin) = match (name, query) {
                 (_, Some(q)) => (q.text.clone(), q),
                 (Some(n), None) => {
@@ -62,7 +66,12 @@ pub async fn run(session: &Session, statement: CatalogStatement) -> Result<Recor
                 (None, None) => return Err(Error::Internal("ESTIMATE AUDIENCE without a name or query".into())),
             };
             let plan = plan_query(session, &text, &origin, 0).await?;
-            crate::audience::estimate::estimate(session, plan).await
+            let how = if sampled {
+                crate::audience::estimate::Exactness::Sampled
+            } else {
+                crate::audience::estimate::Exactness::WhenCheap
+            };
+            crate::audience::estimate::estimate(session, plan, how).await
         }
         CatalogStatement::MaterializeAudience { name, to, changes_since } => {
             let target = to.map(PathBuf::from);
@@ -75,12 +84,48 @@ pub async fn run(session: &Session, statement: CatalogStatement) -> Result<Recor
 }
 
 async fn show(session: &Session, sql: &str) -> Result<RecordBatch> {
-    let batches = session.query(sql).await?;
-    let schema = match batches.first() {
-        Some(b) => b.schema(),
-        None => return Err(Error::Internal("a catalog table returned no batch".into())),
-    };
+    let frame = session.sql(sql).await?;
+    // An empty catalog gives no batch at all: the answer is then an empty table, not an error.
+    let schema = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await?;
     Ok(arrow::compute::concat_batches(&schema, &batches)?)
+}
+
+/// `SHOW AUDIENCE name`: one audience in full, as `property | value` rows (from the manifest).
+fn show_audience(session: &Session, name: &str) -> Result<RecordBatch> {
+    let snapshot = session.snapshot();
+    let a = snapshot.manifest().catalog.audience(name).ok_or_else(|| no_such_audience(name))?;
+    let mut rows: Vec<(String, String)> = vec![("name".into(), a.name.clone()), ("query".into(), a.query.clone())];
+    let mut suppress: Vec<String> = a.suppress_audiences.iter().map(|s| format!("audience {s}")).collect();
+    suppress.extend(a.suppress_files.iter().map(|f| format!("FILE '{f}'")));
+    rows.push(("suppress".into(), if suppress.is_empty() { "nothing".into() } else { suppress.join(", ") }));
+    rows.push(("holdout".into(), format!("{} % of the members", a.holdout_percent())));
+    if let Some(v) = a.latest() {
+        rows.push(("members".into(), format!("{} in version {}", v.members, v.number)));
+        rows.push(("exported".into(), format!("{} ({} held out)", v.members - v.holdout, v.holdout)));
+    }
+    rows.push(("created_at".into(), a.created_at.clone()));
+    for v in a.versions.iter().rev() {
+        let now = v.now.as_ref().map_or(String::new(), |n| format!(", now() = {n}"));
+        rows.push((
+            format!("version {}", v.number),
+            format!(
+                "{} members (+{} −{}), {} held out, {} suppressed; computed {} on store version {}{now}",
+                v.members, v.added, v.removed, v.holdout, v.suppressed, v.computed_at, v.computed_on
+            ),
+        ));
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("property", DataType::Utf8, false),
+        Field::new("value", DataType::Utf8, false),
+    ]));
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0.as_str()))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1.as_str()))),
+        ],
+    )?)
 }
 
 /// Takes the writer lock and moves the session to the version it builds on.
@@ -95,9 +140,34 @@ fn begin(session: &Session) -> Result<StoreWriter> {
 
 /// Commits `next` and moves the session to it.
 fn commit(session: &Session, writer: StoreWriter, next: Manifest) -> Result<u64> {
-    let version = writer.commit(next)?;
-    session.refresh()?;
-    Ok(version)
+    let base = Arc::clone(writer.base());
+    match writer.commit(next) {
+        Ok(version) => {
+            session.refresh()?;
+            Ok(version)
+        }
+        Err(e) => {
+            let _ = unpin_pending(session, &base);
+            Err(e)
+        }
+    }
+}
+
+/// Pins `session` to `next`, the statement's own uncommitted version, so that what it evaluates
+/// next reads what it has computed so far (a rule tag reading another through has_tag, an
+/// audience suppressing one evaluated before it): the whole statement is then one version, in
+/// dependency order. Its files are on disk already; [`commit`] or [`unpin_pending`] ends it.
+fn pin_pending(session: &Session, next: &Manifest) -> Result<()> {
+    session.repin(Snapshot::new(session.snapshot().root().to_path_buf(), Arc::new(next.clone())))
+}
+
+/// Moves the session back to `base` after a statement that pinned its pending version and then
+/// committed nothing.
+fn unpin_pending(session: &Session, base: &Arc<Manifest>) -> Result<()> {
+    if session.snapshot().manifest() != &**base {
+        session.repin(Snapshot::new(session.snapshot().root().to_path_buf(), Arc::clone(base)))?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- rule tags
@@ -131,8 +201,19 @@ async fn create_tag(
         computed_on: base.version,
         bitmap: crate::audience::catalog::SetFile { path: String::new(), bytes: 0 },
         rows_files: Vec::new(),
+        now: None,
     };
     let prefix = if is_query { 0 } else { PREDICATE_PREFIX.chars().count() as u64 };
+    // What the rule reads must exist, and must not read the tag back.
+    let plan = plan_query(session, &tag.query, rule, prefix).await?;
+    let mut with_self = base.catalog.clone();
+    if with_self.tag(name).is_none() {
+        with_self.tags.push(tag.clone());
+    }
+    let uses = uses_of_plan(&plan, &with_self);
+    refuse_unknown_tags(&uses, &session.index().loaded_tag_names(), &base.catalog, Some(name))?;
+    let graph = Graph::of(session, &with_self).await;
+    refuse_cycle(&graph, &Node::Tag(name.to_string()), edges(&uses, &[], &with_self))?;
     let mut next = (*base).clone();
     let row = refresh_tag(session, &writer, &mut next, tag, rule, prefix).await?;
     commit(session, writer, next)?;
@@ -159,6 +240,8 @@ fn drop_tag(session: &Session, name: &str, if_exists: bool) -> Result<RecordBatc
     message(&format!("dropped tag '{name}' ({} users)", tag.members))
 }
 
+/// Re-evaluates rule tags (all when `names` is empty) in dependency order, as one version: a
+/// rule that reads another through has_tag sees that one's new members.
 async fn refresh_tags(session: &Session, names: &[String]) -> Result<RecordBatch> {
     let writer = begin(session)?;
     let base = Arc::clone(writer.base());
@@ -178,15 +261,29 @@ async fn refresh_tags(session: &Session, names: &[String]) -> Result<RecordBatch
             })
             .collect::<Result<_>>()?
     };
+    let graph = Graph::of(session, &base.catalog).await;
+    let nodes: Vec<Node> = chosen.iter().map(|t| Node::Tag(t.name.clone())).collect();
     let mut next = (*base).clone();
     let mut rows = Vec::new();
-    for tag in chosen {
-        let origin = Body { text: tag.query.clone(), line: 1, column: 1 };
-        let name = tag.name.clone();
-        let row = refresh_tag(session, &writer, &mut next, tag, &origin, 0)
-            .await
-            .map_err(|e| Error::Usage(format!("tag '{name}': {e}")))?;
-        rows.push(row);
+    let result: Result<()> = async {
+        for node in graph.order(&nodes) {
+            let Node::Tag(name) = node else { continue };
+            let Some(tag) = chosen.iter().find(|t| t.name == name).cloned() else { continue };
+            if !rows.is_empty() {
+                pin_pending(session, &next)?;
+            }
+            let origin = Body { text: tag.query.clone(), line: 1, column: 1 };
+            let row = refresh_tag(session, &writer, &mut next, tag, &origin, 0)
+                .await
+                .map_err(|e| Error::Usage(format!("tag '{name}': {e}")))?;
+            rows.push(row);
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        unpin_pending(session, &base)?;
+        return Err(e);
     }
     if !rows.is_empty() {
         commit(session, writer, next)?;
@@ -206,6 +303,7 @@ async fn refresh_tag(
     origin: &Body,
     prefix: u64,
 ) -> Result<TagRow> {
+    let now = EvaluatedNow::of(session);
     let plan = plan_query(session, &tag.query, origin, prefix).await?;
     let evaluated = evaluate(session, plan).await?;
     let previous = match next.catalog.tag(&tag.name) {
@@ -223,6 +321,7 @@ async fn refresh_tag(
     tag.members = evaluated.members.len();
     tag.computed_at = now_rfc3339();
     tag.computed_on = writer.base().version;
+    tag.now = Some(now);
     let old_rows = next.catalog.tag(&tag.name).map(|t| t.rows_files.clone()).unwrap_or_default();
     remove_table_files(next, Table::UserTags, &old_rows);
     let files = write_tag_rows(session, writer, &tag.name, &evaluated.members)?;
@@ -323,7 +422,7 @@ struct Definition {
 
 async fn create_audience(session: &Session, name: &str, or_replace: bool, d: Definition) -> Result<RecordBatch> {
     check_name("audience", name)?;
-    if Table::ALL.iter().any(|t| t.name() == name) || RESERVED.contains(&name) {
+    if Table::ALL.iter().any(|t| t.name() == name.to_lowercase()) || RESERVED.contains(&name.to_lowercase().as_str()) {
         return Err(Error::Usage(format!("'{name}' is the name of a table; choose another audience name")));
     }
     let writer = begin(session)?;
@@ -332,6 +431,15 @@ async fn create_audience(session: &Session, name: &str, or_replace: bool, d: Def
     if existing.is_some() && !or_replace {
         return Err(Error::Usage(format!(
             "audience '{name}' already exists; use CREATE OR REPLACE AUDIENCE to change it (its versions are kept)"
+        )));
+    }
+    // An audience is also a table, and unquoted table names fold to lower case.
+    if let Some(other) =
+        base.catalog.audiences.iter().find(|a| a.name != name && a.name.to_lowercase() == name.to_lowercase())
+    {
+        return Err(Error::Usage(format!(
+            "audience '{name}' differs from audience '{}' only in case, and they would share a table name; choose another name",
+            other.name
         )));
     }
     for other in &d.suppress_audiences {
@@ -357,6 +465,16 @@ async fn create_audience(session: &Session, name: &str, or_replace: bool, d: Def
         holdout_basis_points: d.holdout_basis_points,
         versions: existing.map(|a| a.versions.clone()).unwrap_or_default(),
     };
+    // What the audience reads must exist, and must not read it back.
+    let plan = plan_query(session, &audience.query, &d.query, 0).await?;
+    let mut with_self = base.catalog.clone();
+    if with_self.audience(name).is_none() {
+        with_self.audiences.push(audience.clone());
+    }
+    let uses = uses_of_plan(&plan, &with_self);
+    refuse_unknown_tags(&uses, &session.index().loaded_tag_names(), &base.catalog, None)?;
+    let graph = Graph::of(session, &with_self).await;
+    refuse_cycle(&graph, &Node::Audience(name.to_string()), edges(&uses, &audience.suppress_audiences, &with_self))?;
     let mut next = (*base).clone();
     let (report, _) = compute_and_record(session, &writer, &mut next, audience, &d.query).await?;
     commit(session, writer, next)?;
@@ -399,6 +517,8 @@ pub struct Report {
     pub files: Vec<PathBuf>,
     pub elapsed_ms: f64,
     pub note: Option<String>,
+    /// The `now()` the evaluation saw.
+    pub now: EvaluatedNow,
 }
 
 /// How to materialize.
@@ -413,48 +533,146 @@ pub struct MaterializeOptions {
 
 /// Evaluates an audience, records a version when its members changed, and writes its file.
 pub async fn materialize(session: &Session, name: &str, options: &MaterializeOptions) -> Result<Report> {
-    let started = Instant::now();
+    let mut results = materialize_many(session, &[(name.to_string(), options.clone())]).await?;
+    match results.pop() {
+        Some((_, result)) => result,
+        None => Err(Error::Internal("materialize returned no report".into())),
+    }
+}
+
+/// Materializes several audiences as one version: each is evaluated after the audiences and
+/// rule tags it reads (SUPPRESS, in_audience, its table, has_tag), on the newest data, reading
+/// the members just computed for those; the versions recorded are committed together, then the
+/// files are written. One audience failing fails those that read it, not the others. Results come
+/// in the order asked; the outer error is for the run as a whole (the store locked, say).
+pub async fn materialize_many(
+    session: &Session,
+    requests: &[(String, MaterializeOptions)],
+) -> Result<Vec<(String, Result<Report>)>> {
     let writer = begin(session)?;
     let base = Arc::clone(writer.base());
-    let audience = base.catalog.audience(name).cloned().ok_or_else(|| no_such_audience(name))?;
-    if let Some(since) = options.changes_since
-        && audience.version(since).is_none()
-    {
-        return Err(Error::Usage(format!(
-            "CHANGES SINCE {since}: audience '{name}' has no version {since} (it has 1 to {})",
-            audience.latest().map_or(0, |v| v.number)
-        )));
+    let mut outcome: std::collections::BTreeMap<String, Result<(Report, Export)>> = Default::default();
+    let mut nodes = Vec::new();
+    for (name, options) in requests {
+        let Some(audience) = base.catalog.audience(name) else {
+            outcome.insert(name.clone(), Err(no_such_audience(name)));
+            continue;
+        };
+        if let Some(since) = options.changes_since
+            && audience.version(since).is_none()
+        {
+            outcome.insert(
+                name.clone(),
+                Err(Error::Usage(format!(
+                    "CHANGES SINCE {since}: audience '{name}' has no version {since} (it has 1 to {})",
+                    audience.latest().map_or(0, |v| v.number)
+                ))),
+            );
+            continue;
+        }
+        nodes.push(Node::Audience(name.clone()));
     }
+    let graph = if nodes.len() > 1 { Graph::of(session, &base.catalog).await } else { Graph::default() };
     let mut next = (*base).clone();
-    let origin = Body { text: audience.query.clone(), line: 1, column: 1 };
-    let (mut report, export) = compute_and_record(session, &writer, &mut next, audience, &origin).await?;
-    if report.unchanged {
-        drop(writer);
-    } else {
+    let mut pending = false;
+    let mut changed = false;
+    for node in graph.order(&nodes) {
+        let Node::Audience(name) = &node else { continue };
+        let audience = base.catalog.audience(name).cloned().expect("checked above");
+        let failed_read = reads_transitively(&graph, &node).into_iter().find_map(|n| match n {
+            Node::Audience(a) if matches!(outcome.get(&a), Some(Err(_))) => Some(a),
+            _ => None,
+        });
+        if let Some(other) = failed_read {
+            outcome.insert(
+                name.clone(),
+                Err(Error::Failed(format!("it reads audience '{other}', which failed; it was not evaluated"))),
+            );
+            continue;
+        }
+        if changed && !pending {
+            pin_pending(session, &next)?;
+            pending = true;
+        }
+        let origin = Body { text: audience.query.clone(), line: 1, column: 1 };
+        let mut trial = next.clone();
+        let evaluating = Instant::now();
+        let result = compute_and_record(session, &writer, &mut trial, audience, &origin).await.map(|(mut r, e)| {
+            r.elapsed_ms = evaluating.elapsed().as_secs_f64() * 1000.0;
+            (r, e)
+        });
+        if let Ok((report, _)) = &result
+            && !report.unchanged
+        {
+            next = trial;
+            changed = true;
+            pending = false;
+        }
+        outcome.insert(name.clone(), result);
+    }
+    if changed {
         commit(session, writer, next)?;
+    } else {
+        drop(writer);
+        unpin_pending(session, &base)?;
     }
-    if let Some(target) = &options.target {
-        let audience = session.snapshot().manifest().catalog.audience(name).cloned().expect("just recorded");
-        let latest = audience.latest().expect("just recorded");
-        let index = session.index();
-        let exported = |v: &AudienceVersion| -> Result<RoaringBitmap> {
-            let (members, holdout) = (index.catalog_set(&v.members_file)?, index.catalog_set(&v.holdout_file)?);
-            Ok(if holdout.is_empty() { members.as_ref().clone() } else { members.as_ref() - holdout.as_ref() })
+    let mut results = Vec::with_capacity(requests.len());
+    for (name, options) in requests {
+        let result = match outcome.remove(name) {
+            Some(Ok((report, export))) => write_files(session, name, report, &export, options).await,
+            Some(Err(e)) => Err(e),
+            None => Err(Error::Internal(format!("audience '{name}' was asked for twice"))),
         };
-        let now = exported(latest)?;
-        let rows = match options.changes_since.and_then(|n| audience.version(n)) {
-            Some(old) => {
-                let old = exported(old)?;
-                Rows::Changes { added: &now - &old, removed: &old - &now }
+        results.push((name.clone(), result));
+    }
+    Ok(results)
+}
+
+/// Everything `node` reads, directly or through others.
+fn reads_transitively(graph: &Graph, node: &Node) -> Vec<Node> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut frontier = vec![node.clone()];
+    while let Some(n) = frontier.pop() {
+        for next in graph.reads(&n) {
+            if seen.insert(next.clone()) {
+                frontier.push(next.clone());
             }
-            None => Rows::Members(now),
-        };
-        let Written { files, rows } =
-            write_audience(session, &export, &rows, target, options.max_rows_per_file, options.compression).await?;
-        report.rows_written = rows;
-        report.files = files;
+        }
     }
-    report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    seen.into_iter().collect()
+}
+
+/// Writes the file(s) of an audience just recorded, when a target is given.
+async fn write_files(
+    session: &Session,
+    name: &str,
+    mut report: Report,
+    export: &Export,
+    options: &MaterializeOptions,
+) -> Result<Report> {
+    let Some(target) = &options.target else { return Ok(report) };
+    let started = Instant::now();
+    let audience =
+        session.snapshot().manifest().catalog.audience(name).cloned().ok_or_else(|| no_such_audience(name))?;
+    let latest = audience.latest().ok_or_else(|| Error::Internal(format!("audience '{name}' has no version")))?;
+    let index = session.index();
+    let exported = |v: &AudienceVersion| -> Result<RoaringBitmap> {
+        let (members, holdout) = (index.catalog_set(&v.members_file)?, index.catalog_set(&v.holdout_file)?);
+        Ok(if holdout.is_empty() { members.as_ref().clone() } else { members.as_ref() - holdout.as_ref() })
+    };
+    let now = exported(latest)?;
+    let rows = match options.changes_since.and_then(|n| audience.version(n)) {
+        Some(old) => {
+            let old = exported(old)?;
+            Rows::Changes { added: &now - &old, removed: &old - &now }
+        }
+        None => Rows::Members(now),
+    };
+    let Written { files, rows } =
+        write_audience(session, export, &rows, target, options.max_rows_per_file, options.compression).await?;
+    report.rows_written = rows;
+    report.files = files;
+    report.elapsed_ms += started.elapsed().as_secs_f64() * 1000.0;
     Ok(report)
 }
 
@@ -467,6 +685,7 @@ async fn compute_and_record(
     mut audience: Audience,
     origin: &Body,
 ) -> Result<(Report, Export)> {
+    let evaluated_now = EvaluatedNow::of(session);
     let plan = plan_query(session, &audience.query, origin, 0).await?;
     let Evaluated { members: queried, unknown_ids, export, .. } = evaluate(session, plan).await?;
     let index = session.index();
@@ -482,6 +701,15 @@ async fn compute_and_record(
     }
     for file in &audience.suppress_files {
         let ids = read_id_file(Path::new(file), &index)?;
+        if ids.set.is_empty() && ids.unknown > 0 {
+            // Most likely not the format it is taken for (a CSV separated by ';', a header
+            // other than user_id): suppressing no one would export everyone it lists.
+            return Err(Error::Usage(format!(
+                "SUPPRESS FILE '{file}': none of its {} ids is a user; it must be a CSV with a user_id column \
+                 (comma-separated), a Parquet file with one, or one user_id per line",
+                ids.unknown
+            )));
+        }
         unknown_suppressed += ids.unknown;
         suppressed_set |= ids.set;
     }
@@ -519,6 +747,14 @@ async fn compute_and_record(
     if unknown_suppressed > 0 {
         notes.push(format!("{unknown_suppressed} user_ids in suppression files are not users"));
     }
+    // Time windows move with now(): say so when it is not the same kind of now as last time
+    // (a version made with --now, then one on the clock, or another --now).
+    if let Some(v) = &latest
+        && let Some(before) = &v.now
+        && (before.pinned != evaluated_now.pinned || (before.pinned && before.at != evaluated_now.at))
+    {
+        notes.push(format!("version {} was evaluated at now() = {before}, this one at {evaluated_now}", v.number));
+    }
     let number = if unchanged {
         latest.as_ref().map_or(1, |v| v.number)
     } else {
@@ -535,6 +771,7 @@ async fn compute_and_record(
             removed,
             members_file: write_set(writer, &format!("{what}-members"), &members)?,
             holdout_file: write_set(writer, &format!("{what}-holdout"), &holdout)?,
+            now: Some(evaluated_now.clone()),
         });
         number
     };
@@ -551,6 +788,7 @@ async fn compute_and_record(
         files: Vec::new(),
         elapsed_ms: 0.0,
         note: (!notes.is_empty()).then(|| notes.join("; ")),
+        now: evaluated_now,
     };
     match next.catalog.audience_mut(&audience.name) {
         Some(slot) => *slot = audience,

@@ -4,7 +4,8 @@
 //! when all parts are complete, so a failure leaves no partial file and the previous files intact.
 //!
 //! The rows are the members' (or, with `CHANGES SINCE`, the added members' followed by the removed
-//! users' `user_id`, with a `change` column saying which).
+//! users' `user_id`, with a `change` column saying which), one row per user: a query with several
+//! rows per user (over a fact table) exports each user's first row in the query's order.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -195,8 +196,10 @@ async fn write_rows(
             while let Some(batch) = stream.try_next().await? {
                 let ids = arrow::compute::cast(batch.column(user_col), &DataType::Utf8)?;
                 let ids = ids.as_any().downcast_ref::<StringArray>().expect("cast to Utf8");
+                // An audience is a set of users: a user's first row (in the query's order, when
+                // it has an ORDER BY) goes out, later rows of the same user do not.
                 let mask: Vec<bool> =
-                    (0..ids.len()).map(|row| ids.is_valid(row) && wanted.contains(ids.value(row))).collect();
+                    (0..ids.len()).map(|row| ids.is_valid(row) && wanted.remove(ids.value(row))).collect();
                 let kept = arrow::compute::filter_record_batch(&batch, &BooleanArray::from(mask))?;
                 if kept.num_rows() > 0 {
                     sink.write(&label(&kept, "added")?)?;
@@ -354,6 +357,11 @@ impl PartSink {
         if self.max_rows.is_none() {
             return self.target.clone();
         }
+        self.numbered_part(n)
+    }
+
+    /// `stem-0000n.ext` beside the target.
+    fn numbered_part(&self, n: usize) -> PathBuf {
         let stem = self.target.file_stem().and_then(|s| s.to_str()).unwrap_or("audience");
         let ext = self.target.extension().and_then(|s| s.to_str()).unwrap_or("parquet");
         self.target.with_file_name(format!("{stem}-{n:05}.{ext}"))
@@ -494,17 +502,22 @@ impl PartSink {
             crate::store::io::rename_over(&tmp, &target)?;
             written.files.push(target);
         }
-        if self.max_rows.is_some() {
-            let mut n = written.files.len();
-            loop {
-                let stale = self.part_path(n);
-                if !stale.exists() {
-                    break;
-                }
-                std::fs::remove_file(&stale).io_context("remove the stale part", &stale)?;
-                n += 1;
+        // What an earlier export to the same target left in the other layout (one file, or
+        // parts) or beyond the new last part would be read with these files: it goes.
+        let split = self.max_rows.is_some();
+        if split && self.target.is_file() {
+            std::fs::remove_file(&self.target).io_context("remove the earlier unsplit file", &self.target)?;
+        }
+        let mut n = if split { written.files.len() } else { 0 };
+        loop {
+            let stale = self.numbered_part(n);
+            if !stale.is_file() {
+                break;
             }
-        } else if let Some(dir) = self.target.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::remove_file(&stale).io_context("remove the stale part", &stale)?;
+            n += 1;
+        }
+        if let Some(dir) = self.target.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = crate::store::io::sync_dir(dir);
         }
         Ok(written)

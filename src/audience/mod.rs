@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod commands;
+pub mod deps;
 pub mod estimate;
 pub mod evaluate;
 pub mod export;

@@ -11,8 +11,9 @@
 //!     [SUPPRESS { audience | FILE 'path' } [, ...]] [HOLDOUT n PERCENT] AS query
 //! DROP AUDIENCE [IF EXISTS] name
 //! SHOW AUDIENCES
+//! SHOW AUDIENCE name
 //! MATERIALIZE AUDIENCE name [TO 'file.parquet' | 'file.csv'] [CHANGES SINCE version]
-//! ESTIMATE AUDIENCE { name | AS query }
+//! ESTIMATE AUDIENCE [SAMPLED] { name | AS query }
 //! ```
 //!
 //! The query or predicate is kept as the text the user wrote; [`Body`] remembers where it started
@@ -91,6 +92,10 @@ pub enum CatalogStatement {
         if_exists: bool,
     },
     ShowAudiences,
+    /// One audience in full: definition, sizes, every version.
+    ShowAudience {
+        name: String,
+    },
     MaterializeAudience {
         name: String,
         to: Option<String>,
@@ -100,6 +105,8 @@ pub enum CatalogStatement {
     EstimateAudience {
         name: Option<String>,
         query: Option<Body>,
+        /// `SAMPLED`: estimate from the sample even when an exact count would be cheap.
+        sampled: bool,
     },
 }
 
@@ -190,9 +197,7 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
             skip(p, 2);
             let mut names = Vec::new();
             if !at_end(p) {
-                names = p.parser.parse_comma_separated(|parser| {
-                    parser.parse_identifier().map(|i| normalize(i.value, i.quote_style.is_some()))
-                })?;
+                names = p.parser.parse_comma_separated(|parser| parser.parse_identifier().map(|i| i.value))?;
             }
             CatalogStatement::RefreshTags { names }
         }
@@ -259,6 +264,10 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
             skip(p, 2);
             CatalogStatement::ShowAudiences
         }
+        (Some("SHOW"), Some("AUDIENCE")) => {
+            skip(p, 2);
+            CatalogStatement::ShowAudience { name: name(p)? }
+        }
         (Some("MATERIALIZE"), Some("AUDIENCE")) => {
             skip(p, 2);
             let name = name(p)?;
@@ -283,12 +292,16 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
         }
         (Some("ESTIMATE"), Some("AUDIENCE")) => {
             skip(p, 2);
+            let sampled = word_at(p, 0).as_deref() == Some("SAMPLED");
+            if sampled {
+                skip(p, 1);
+            }
             if p.parser.parse_keyword(Keyword::AS) {
                 let start = p.parser.peek_token().span.start;
                 p.parser.parse_query()?;
-                CatalogStatement::EstimateAudience { name: None, query: Some(body(p, sql, start)) }
+                CatalogStatement::EstimateAudience { name: None, query: Some(body(p, sql, start)), sampled }
             } else {
-                CatalogStatement::EstimateAudience { name: Some(name(p)?), query: None }
+                CatalogStatement::EstimateAudience { name: Some(name(p)?), query: None, sampled }
             }
         }
         (Some("MATERIALIZE"), _) => return p.parser.expected("AUDIENCE after MATERIALIZE", p.parser.peek_nth_token(1)),
@@ -311,15 +324,12 @@ fn at_end(p: &DFParser) -> bool {
     matches!(p.parser.peek_token().token, Token::EOF | Token::SemiColon)
 }
 
-/// Unquoted names fold to lower case, as SQL identifiers do in DataFusion.
-fn normalize(value: String, quoted: bool) -> String {
-    if quoted { value } else { value.to_lowercase() }
-}
-
+/// A tag or audience name, kept as typed (quoted or not): tags are compared with `user_tags`
+/// values as they are stored, so folding `A` to `a` would name another tag.
 fn name(p: &mut DFParser) -> std::result::Result<String, ParserError> {
     let found = p.parser.peek_token();
     match p.parser.parse_identifier() {
-        Ok(ident) => Ok(normalize(ident.value, ident.quote_style.is_some())),
+        Ok(ident) => Ok(ident.value),
         Err(_) => p.parser.expected("a name", found),
     }
 }
@@ -374,7 +384,7 @@ mod tests {
         }
         assert!(matches!(
             one("create or replace tag T as select user_id from users"),
-            CatalogStatement::CreateTag { ref name, is_query: true, or_replace: true, .. } if name == "t"
+            CatalogStatement::CreateTag { ref name, is_query: true, or_replace: true, .. } if name == "T"
         ));
         assert_eq!(one("DROP TAG IF EXISTS x"), CatalogStatement::DropTag { name: "x".into(), if_exists: true });
         assert_eq!(one("REFRESH TAGS"), CatalogStatement::RefreshTags { names: vec![] });
@@ -408,15 +418,39 @@ mod tests {
             }
         );
         assert_eq!(one("SHOW AUDIENCES"), CatalogStatement::ShowAudiences);
+        assert_eq!(one("SHOW AUDIENCE winback"), CatalogStatement::ShowAudience { name: "winback".into() });
         assert_eq!(
             one("ESTIMATE AUDIENCE a"),
-            CatalogStatement::EstimateAudience { name: Some("a".into()), query: None }
+            CatalogStatement::EstimateAudience { name: Some("a".into()), query: None, sampled: false }
         );
         assert!(matches!(
             one("estimate audience as select user_id from users"),
-            CatalogStatement::EstimateAudience { name: None, query: Some(ref q) } if q.text == "select user_id from users"
+            CatalogStatement::EstimateAudience { name: None, query: Some(ref q), sampled: false } if q.text == "select user_id from users"
+        ));
+        assert!(matches!(
+            one("ESTIMATE AUDIENCE SAMPLED AS SELECT user_id FROM users"),
+            CatalogStatement::EstimateAudience { name: None, query: Some(_), sampled: true }
         ));
         assert_eq!(one("show tags"), CatalogStatement::ShowTags);
+    }
+
+    /// Regression: unquoted names were folded to lower case, so `CREATE TAG A` made a rule tag
+    /// `a` beside the loaded tag `A`, and `REFRESH TAGS A` then looked for `a`.
+    #[test]
+    fn names_keep_the_case_they_were_typed_in() {
+        assert!(
+            matches!(one("CREATE TAG A AS tier = 'gold'"), CatalogStatement::CreateTag { ref name, .. } if name == "A")
+        );
+        assert_eq!(one("REFRESH TAGS A, b"), CatalogStatement::RefreshTags { names: vec!["A".into(), "b".into()] });
+        assert_eq!(one("DROP TAG Vip"), CatalogStatement::DropTag { name: "Vip".into(), if_exists: false });
+        assert!(matches!(
+            one("CREATE AUDIENCE Winback SUPPRESS OptOuts AS SELECT user_id FROM users"),
+            CatalogStatement::CreateAudience { ref name, ref suppress_audiences, .. }
+                if name == "Winback" && suppress_audiences == &["OptOuts"]
+        ));
+        assert!(
+            matches!(one("MATERIALIZE AUDIENCE Winback"), CatalogStatement::MaterializeAudience { ref name, .. } if name == "Winback")
+        );
     }
 
     #[test]

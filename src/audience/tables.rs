@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session as CatalogSession, TableFunctionImpl, TableProvider};
@@ -16,7 +16,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use roaring::RoaringBitmap;
 
-use crate::audience::catalog::{Audience, Catalog};
+use crate::audience::catalog::{Audience, Catalog, EvaluatedNow};
 use crate::audience::members::for_each_member_id;
 use crate::error::{Error, Result};
 use crate::index::IndexSet;
@@ -153,6 +153,8 @@ fn tags_schema() -> SchemaRef {
         utf8("rule", true),
         Field::new("users", DataType::UInt64, false),
         utf8("computed_at", true),
+        utf8("now", true),
+        Field::new("now_pinned", DataType::Boolean, true),
     ]))
 }
 
@@ -182,6 +184,8 @@ fn versions_schema() -> SchemaRef {
         Field::new("removed", DataType::UInt64, false),
         utf8("computed_at", false),
         Field::new("store_version", DataType::UInt64, false),
+        utf8("now", true),
+        Field::new("now_pinned", DataType::Boolean, true),
     ]))
 }
 
@@ -189,8 +193,8 @@ fn utf8(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Utf8, nullable)
 }
 
-/// name, kind, rule, users, computed_at
-type TagLine = (String, &'static str, Option<String>, u64, Option<String>);
+/// name, kind, rule, users, computed_at, now
+type TagLine = (String, &'static str, Option<String>, u64, Option<String>, Option<EvaluatedNow>);
 
 fn tags_table(index: Arc<IndexSet>, catalog: Catalog) -> LazyTable {
     let schema = tags_schema();
@@ -202,10 +206,15 @@ fn tags_table(index: Arc<IndexSet>, catalog: Catalog) -> LazyTable {
             for name in index.tag_names() {
                 let users = index.get(crate::index::format::BitmapKind::Tag, &name, "")?.len();
                 match catalog.tag(&name) {
-                    Some(rule) => {
-                        rows.push((name, "rule", Some(rule.rule.clone()), users, Some(rule.computed_at.clone())))
-                    }
-                    None => rows.push((name, "loaded", None, users, None)),
+                    Some(rule) => rows.push((
+                        name,
+                        "rule",
+                        Some(rule.rule.clone()),
+                        users,
+                        Some(rule.computed_at.clone()),
+                        rule.now.clone(),
+                    )),
+                    None => rows.push((name, "loaded", None, users, None, None)),
                 }
             }
             let columns: Vec<ArrayRef> = vec![
@@ -214,6 +223,8 @@ fn tags_table(index: Arc<IndexSet>, catalog: Catalog) -> LazyTable {
                 Arc::new(StringArray::from_iter(rows.iter().map(|r| r.2.as_deref()))),
                 Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.3))),
                 Arc::new(StringArray::from_iter(rows.iter().map(|r| r.4.as_deref()))),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.5.as_ref().map(|n| n.at.as_str())))),
+                Arc::new(BooleanArray::from_iter(rows.iter().map(|r| r.5.as_ref().map(|n| n.pinned)))),
             ];
             Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
         }),
@@ -273,6 +284,8 @@ fn versions_table(catalog: Catalog) -> LazyTable {
                 Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.1.removed))),
                 Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1.computed_at.as_str()))),
                 Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.1.computed_on))),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1.now.as_ref().map(|n| n.at.as_str())))),
+                Arc::new(BooleanArray::from_iter(rows.iter().map(|r| r.1.now.as_ref().map(|n| n.pinned)))),
             ];
             Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
         }),

@@ -4,11 +4,18 @@
 //! `.csv`, or parts `<name>-00000.parquet`, ... with `--max-rows-per-file`). A rerun with nothing
 //! changed records nothing and rewrites the same rows. One failing audience does not stop the
 //! others; the command then exits non-zero naming it, and leaves no partial file.
+//!
+//! The audiences of one run are evaluated in dependency order (one that suppresses or reads
+//! another comes after it) and recorded as one version. The files written are listed in
+//! `OUT/.persona-materialize.json`, so that the next run removes what it wrote before and no
+//! longer writes (the single file after a switch to parts, or back; the `.csv` after a switch to
+//! Parquet; every file of an audience since dropped), and never a file it did not write.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use crate::audience::commands::{MaterializeOptions, Report, materialize};
+use crate::audience::commands::{MaterializeOptions, Report, materialize_many};
 use crate::audience::export::ExportCompression;
 use crate::error::{Error, Result};
 use crate::query::SessionOptions;
@@ -79,16 +86,25 @@ pub fn run(args: MaterializeArgs) -> Result<()> {
         FileKind::Csv => "csv",
     };
     let rt = super::runtime()?;
+    let requests: Vec<(String, MaterializeOptions)> = names
+        .iter()
+        .map(|name| {
+            let options = MaterializeOptions {
+                target: Some(args.out.join(format!("{name}.{ext}"))),
+                changes_since: args.changes_since,
+                max_rows_per_file: args.max_rows_per_file,
+                compression: Some(args.compression),
+            };
+            (name.clone(), options)
+        })
+        .collect();
+    let results = rt.block_on(materialize_many(&session, &requests))?;
+    let mut ledger = Ledger::read(&args.out, &args.store);
     let mut failed: Vec<String> = Vec::new();
-    for name in &names {
-        let options = MaterializeOptions {
-            target: Some(args.out.join(format!("{name}.{ext}"))),
-            changes_since: args.changes_since,
-            max_rows_per_file: args.max_rows_per_file,
-            compression: Some(args.compression),
-        };
-        match rt.block_on(materialize(&session, name, &options)) {
+    for (name, result) in results {
+        match result {
             Ok(report) => {
+                ledger.replace(&name, &report.files);
                 if !args.quiet {
                     println!("{}", describe(&report));
                 }
@@ -99,6 +115,15 @@ pub fn run(args: MaterializeArgs) -> Result<()> {
             }
         }
     }
+    // Files of audiences dropped since they were written.
+    let catalog = session.snapshot().manifest().catalog.clone();
+    for gone in ledger.audiences().into_iter().filter(|a| catalog.audience(a).is_none()) {
+        let removed = ledger.replace(&gone, &[]);
+        if !args.quiet && removed > 0 {
+            println!("{gone}: dropped from the store; its {removed} file(s) removed from {}", args.out.display());
+        }
+    }
+    ledger.write()?;
     if failed.is_empty() {
         Ok(())
     } else {
@@ -111,14 +136,85 @@ pub fn run(args: MaterializeArgs) -> Result<()> {
     }
 }
 
+/// The file in an output directory that lists what `persona materialize` wrote there.
+const LEDGER: &str = ".persona-materialize.json";
+
+/// Which files of an output directory each audience's last export wrote (names relative to it).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Ledger {
+    #[serde(skip)]
+    dir: PathBuf,
+    /// The store this run exports (audiences of other stores exporting here are not "dropped").
+    #[serde(skip)]
+    store: String,
+    #[serde(default)]
+    audiences: BTreeMap<String, Exported>,
+}
+
+/// What one audience's last export wrote.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Exported {
+    /// The store the audience belongs to (its canonical path).
+    store: String,
+    files: Vec<String>,
+}
+
+impl Ledger {
+    /// The directory's ledger; none (or an unreadable one) is an empty ledger: nothing is removed
+    /// that is not known to be ours.
+    fn read(dir: &Path, store: &Path) -> Ledger {
+        let mut ledger: Ledger =
+            std::fs::read(dir.join(LEDGER)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        ledger.dir = dir.to_path_buf();
+        ledger.store = std::fs::canonicalize(store).unwrap_or_else(|_| store.to_path_buf()).display().to_string();
+        ledger
+    }
+
+    /// The audiences of this run's store that have files here.
+    fn audiences(&self) -> Vec<String> {
+        self.audiences.iter().filter(|(_, e)| e.store == self.store).map(|(name, _)| name.clone()).collect()
+    }
+
+    /// Records `files` as `audience`'s current files and removes those it had before and has no
+    /// longer; returns how many were removed.
+    fn replace(&mut self, audience: &str, files: &[PathBuf]) -> usize {
+        let now: Vec<String> =
+            files.iter().filter_map(|f| f.file_name().and_then(|n| n.to_str()).map(str::to_string)).collect();
+        let before = self.audiences.remove(audience).map(|e| e.files).unwrap_or_default();
+        let mut removed = 0;
+        for old in before.iter().filter(|f| !now.contains(f)) {
+            // Only plain names: a damaged ledger must not reach outside the directory.
+            if Path::new(old).components().count() == 1 && !old.starts_with('.') {
+                let path = self.dir.join(old);
+                if std::fs::remove_file(&path).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        if !now.is_empty() {
+            self.audiences.insert(audience.to_string(), Exported { store: self.store.clone(), files: now });
+        }
+        removed
+    }
+
+    /// Writes the ledger under a temporary name and renames it into place.
+    fn write(&self) -> Result<()> {
+        let path = self.dir.join(LEDGER);
+        let tmp = self.dir.join(format!("{LEDGER}.tmp"));
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Internal(format!("the export ledger: {e}")))?;
+        std::fs::write(&tmp, bytes).map_err(|e| Error::Io { op: "write", path: tmp.clone(), source: e })?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::Io { op: "rename", path: path.clone(), source: e })
+    }
+}
+
 /// One line per audience: what was written and what changed.
 pub fn describe(r: &Report) -> String {
     let version =
         if r.unchanged { format!("version {} (unchanged)", r.version) } else { format!("version {}", r.version) };
     let files = r.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ");
     let mut line = format!(
-        "{}: {version}, {} rows written to {files}; {} members (+{} −{}), {} held out, {} suppressed; {:.0} ms",
-        r.audience, r.rows_written, r.members, r.added, r.removed, r.holdout, r.suppressed, r.elapsed_ms
+        "{}: {version}, {} rows written to {files}; {} members (+{} −{}), {} held out, {} suppressed; now() = {}; {:.0} ms",
+        r.audience, r.rows_written, r.members, r.added, r.removed, r.holdout, r.suppressed, r.now, r.elapsed_ms
     );
     if let Some(note) = &r.note {
         line.push_str(&format!(" ({note})"));

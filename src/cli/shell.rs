@@ -23,21 +23,37 @@ pub struct ShellArgs {
     /// answers; `SET persona.use_indexes = true` turns them back on).
     #[arg(long)]
     pub no_indexes: bool,
-    /// How results are written at start (\format changes it): table, vertical, csv or json.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-    pub format: OutputFormat,
+    /// How results are written at start (\format changes it).
+    #[arg(long, value_enum, default_value_t = ShellFormat::Table)]
+    pub format: ShellFormat,
     /// Neither read nor write the history file ($PERSONA_HISTORY, else
     /// $XDG_STATE_HOME/persona/history, else ~/.local/state/persona/history).
     #[arg(long)]
     pub no_history: bool,
 }
 
-pub fn run(args: ShellArgs) -> Result<()> {
-    if args.format == OutputFormat::Parquet {
-        return Err(Error::Arguments(
-            "the shell writes table, vertical, csv or json; for Parquet use COPY (...) TO 'file.parquet'".into(),
-        ));
+/// The formats the shell writes (Parquet is not one: a terminal cannot show it; use COPY).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShellFormat {
+    Table,
+    /// One block of `column | value` lines per row.
+    Vertical,
+    Csv,
+    Json,
+}
+
+impl From<ShellFormat> for OutputFormat {
+    fn from(f: ShellFormat) -> OutputFormat {
+        match f {
+            ShellFormat::Table => OutputFormat::Table,
+            ShellFormat::Vertical => OutputFormat::Vertical,
+            ShellFormat::Csv => OutputFormat::Csv,
+            ShellFormat::Json => OutputFormat::Json,
+        }
     }
+}
+
+pub fn run(args: ShellArgs) -> Result<()> {
     let store = match args.store {
         Some(dir) => dir,
         None if layout::current_file(std::path::Path::new(DEMO_STORE)).exists() => PathBuf::from(DEMO_STORE),
@@ -50,7 +66,7 @@ pub fn run(args: ShellArgs) -> Result<()> {
     let options = ShellOptions {
         store,
         now: args.now,
-        format: args.format,
+        format: args.format.into(),
         history: if args.no_history { None } else { history_path() },
         use_indexes: !args.no_indexes,
     };

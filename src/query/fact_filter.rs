@@ -215,7 +215,8 @@ impl FactFilter {
                     .iter()
                     .map(|c| arrow::compute::take(c.as_ref(), &take, None))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
-                let picked = RecordBatch::try_new(batch.schema(), picked)?;
+                let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(take.len()));
+                let picked = RecordBatch::try_new_with_options(batch.schema(), picked, &options)?;
                 let picked = conform(&picked, &read_schema)?;
                 let keep = physical.evaluate(&picked)?.into_array(picked.num_rows())?;
                 let keep = keep.as_boolean();
@@ -290,7 +291,9 @@ fn conform(batch: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> Result<
             arrow::compute::cast(column, field.data_type())?
         });
     }
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+    // A condition that reads no column (`false` after simplification) still sees every row.
+    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?)
 }
 
 /// No subquery, no outer reference, nothing volatile: the value depends on the row alone.

@@ -45,14 +45,25 @@ const fn info(name: &'static str, args: &'static str, arg: ArgKind, help: &'stat
 pub const COMMANDS: &[CommandInfo] = &[
     info("\\?", "", ArgKind::None, "list these commands"),
     info("\\q", "", ArgKind::None, "leave the shell (Ctrl-D does too)"),
-    info("\\d", "[TABLE]", ArgKind::Table, "list the tables, or one table's columns, types and row count"),
+    info(
+        "\\d",
+        "[TABLE]",
+        ArgKind::Table,
+        "list the tables, or one table's columns, types and row count (tags, audiences and audience_versions too)",
+    ),
     info(
         "\\tags",
         "[PATTERN]",
         ArgKind::Tag,
-        "tags with their sizes; PATTERN is part of a name, * and ? are wildcards",
+        "tags with their sizes, loaded or rule; PATTERN is part of a name, * and ? are wildcards",
     ),
-    info("\\profile", "USER_ID", ArgKind::Text, "one user's profile, tags and most recent purchases"),
+    info(
+        "\\audiences",
+        "[PATTERN]",
+        ArgKind::Text,
+        "saved audiences with their sizes, versions, suppression and holdout (SHOW AUDIENCE name: one in full)",
+    ),
+    info("\\profile", "USER_ID", ArgKind::Text, "one user's profile, tags, audiences and most recent purchases"),
     info("\\explain", "QUERY", ArgKind::Sql, "the plan of QUERY, with the predicates answered from bitmaps"),
     info("\\i", "FILE", ArgKind::Path, "run the statements and commands in FILE"),
     info("\\o", "[FILE]", ArgKind::Path, "send query results to FILE (emptied first), or back to the screen"),
@@ -68,7 +79,10 @@ pub enum Command {
     Quit,
     Tables,
     Describe(Table),
+    /// One of the catalog tables: `tags`, `audiences`, `audience_versions`.
+    DescribeCatalog(String),
     Tags(Option<String>),
+    Audiences(Option<String>),
     Profile(String),
     Explain(String),
     Include(PathBuf),
@@ -94,11 +108,15 @@ impl FromStr for Command {
         match name {
             "\\?" | "\\h" | "\\help" => no_args(Command::Help),
             "\\q" | "\\quit" => no_args(Command::Quit),
-            "\\d" => match arg {
+            "\\d" => match arg.map(str::to_ascii_lowercase) {
                 None => Ok(Command::Tables),
-                Some(table) => Ok(Command::Describe(table.to_ascii_lowercase().parse()?)),
+                Some(table) if crate::audience::tables::catalog_tables().iter().any(|(n, _)| *n == table) => {
+                    Ok(Command::DescribeCatalog(table))
+                }
+                Some(table) => Ok(Command::Describe(table.parse()?)),
             },
             "\\tags" => Ok(Command::Tags(arg.map(str::to_string))),
+            "\\audiences" => Ok(Command::Audiences(arg.map(str::to_string))),
             "\\profile" => {
                 let id = arg.ok_or_else(|| needs("a USER_ID"))?;
                 Ok(Command::Profile(unquote(id).to_string()))
@@ -150,7 +168,9 @@ pub async fn run(command: Command, shell: &mut Shell) -> std::result::Result<Flo
         Command::Help => shell.say(&help()),
         Command::Tables => tables(shell)?,
         Command::Describe(table) => describe(shell, table)?,
+        Command::DescribeCatalog(table) => describe_catalog(shell, &table)?,
         Command::Tags(pattern) => tags(shell, pattern.as_deref())?,
+        Command::Audiences(pattern) => audiences(shell, pattern.as_deref())?,
         Command::Profile(user_id) => profile(shell, &user_id).await?,
         Command::Explain(query) => {
             explain(shell, &query).await.map_err(|e| Failure::in_text(e, &query))?;
@@ -199,17 +219,6 @@ pub fn help() -> String {
     out
 }
 
-fn tables(shell: &mut Shell) -> Result<()> {
-    let snapshot = shell.session().snapshot();
-    let manifest = snapshot.manifest();
-    let rows: Vec<Vec<String>> = Table::ALL
-        .iter()
-        .map(|t| vec![t.name().to_string(), manifest.rows(*t).to_string(), manifest.columns(*t).len().to_string()])
-        .collect();
-    shell.say(&render::text_table(&["table", "rows", "columns"], &rows)?);
-    Ok(())
-}
-
 fn describe(shell: &mut Shell, table: Table) -> Result<()> {
     let session = shell.session();
     let snapshot = session.snapshot();
@@ -244,12 +253,76 @@ fn describe(shell: &mut Shell, table: Table) -> Result<()> {
     Ok(())
 }
 
+fn tables(shell: &mut Shell) -> Result<()> {
+    let snapshot = shell.session().snapshot();
+    let manifest = snapshot.manifest();
+    let rows: Vec<Vec<String>> = Table::ALL
+        .iter()
+        .map(|t| vec![t.name().to_string(), manifest.rows(*t).to_string(), manifest.columns(*t).len().to_string()])
+        .collect();
+    let saved = manifest.catalog.audiences.len();
+    let audiences = match saved {
+        0 => "no saved audiences".to_string(),
+        1 => "1 saved audience (\\audiences lists it)".to_string(),
+        n => format!("{n} saved audiences (\\audiences lists them)"),
+    };
+    shell.say(&format!(
+        "{}\ncatalog: tags, audiences, audience_versions (\\d tags ...); {audiences}",
+        render::text_table(&["table", "rows", "columns"], &rows)?
+    ));
+    Ok(())
+}
+
+/// `\d tags`, `\d audiences`, `\d audience_versions`: the catalog table's columns and rows.
+fn describe_catalog(shell: &mut Shell, name: &str) -> Result<()> {
+    let session = shell.session();
+    let snapshot = session.snapshot();
+    let catalog = &snapshot.manifest().catalog;
+    let (_, schema) = crate::audience::tables::catalog_tables()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .ok_or_else(|| Error::Internal(format!("'{name}' is no catalog table")))?;
+    let rows: Vec<Vec<String>> =
+        schema.fields().iter().map(|f| vec![f.name().clone(), sql_type(f.data_type()).to_string()]).collect();
+    let (count, what) = match name {
+        "tags" => (session.index().tag_names().len(), "tags, loaded and rule"),
+        "audiences" => (catalog.audiences.len(), "saved audiences, with their latest version"),
+        _ => (catalog.audiences.iter().map(|a| a.versions.len()).sum(), "versions of saved audiences"),
+    };
+    let noun = if count == 1 { "row" } else { "rows" };
+    shell.say(&format!(
+        "{name}: {count} {noun} at version {} ({what})\n{}",
+        snapshot.version(),
+        render::text_table(&["column", "type"], &rows)?
+    ));
+    Ok(())
+}
+
+/// The SQL name of a catalog column's type.
+fn sql_type(t: &arrow::datatypes::DataType) -> &'static str {
+    use arrow::datatypes::DataType as T;
+    match t {
+        T::Utf8 | T::Utf8View | T::LargeUtf8 => "VARCHAR",
+        T::UInt32 => "INT UNSIGNED",
+        T::UInt64 => "BIGINT UNSIGNED",
+        T::Int64 => "BIGINT",
+        T::Float64 => "DOUBLE",
+        T::Boolean => "BOOLEAN",
+        _ => "OTHER",
+    }
+}
+
 fn tags(shell: &mut Shell, pattern: Option<&str>) -> Result<()> {
     let sizes = shell.session().index().tag_sizes()?;
+    let snapshot = shell.session().snapshot();
+    let catalog = &snapshot.manifest().catalog;
     let rows: Vec<Vec<String>> = sizes
         .into_iter()
         .filter(|(tag, _)| pattern.is_none_or(|p| name_matches(tag, p)))
-        .map(|(tag, n)| vec![tag, n.to_string()])
+        .map(|(tag, n)| {
+            let kind = if catalog.tag(&tag).is_some() { "rule" } else { "loaded" };
+            vec![tag, n.to_string(), kind.to_string()]
+        })
         .collect();
     if rows.is_empty() {
         match pattern {
@@ -261,7 +334,50 @@ fn tags(shell: &mut Shell, pattern: Option<&str>) -> Result<()> {
     let n = rows.len();
     shell.say(&format!(
         "{}\n({n} tag{})",
-        render::text_table(&["tag", "users"], &rows)?,
+        render::text_table(&["tag", "users", "kind"], &rows)?,
+        if n == 1 { "" } else { "s" }
+    ));
+    Ok(())
+}
+
+/// `\audiences [PATTERN]`: the saved audiences, read from the manifest (no query runs).
+fn audiences(shell: &mut Shell, pattern: Option<&str>) -> Result<()> {
+    let snapshot = shell.session().snapshot();
+    let catalog = &snapshot.manifest().catalog;
+    let rows: Vec<Vec<String>> = catalog
+        .audiences
+        .iter()
+        .filter(|a| pattern.is_none_or(|p| name_matches(&a.name, p)))
+        .map(|a| {
+            let latest = a.latest();
+            let mut suppress: Vec<String> = a.suppress_audiences.clone();
+            suppress.extend(a.suppress_files.iter().map(|f| format!("FILE '{f}'")));
+            vec![
+                a.name.clone(),
+                latest.map_or(0, |v| v.members).to_string(),
+                latest.map_or(0, |v| v.members - v.holdout).to_string(),
+                latest.map_or(0, |v| v.number).to_string(),
+                format!("{} %", a.holdout_percent()),
+                suppress.join(", "),
+                latest.map_or(String::new(), |v| v.computed_at.clone()),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        match pattern {
+            Some(p) => shell.say(&format!("no saved audience matches '{p}'")),
+            None => shell
+                .say("the store has no saved audiences (CREATE AUDIENCE name AS SELECT user_id FROM ... saves one)"),
+        }
+        return Ok(());
+    }
+    let n = rows.len();
+    shell.say(&format!(
+        "{}\n({n} audience{}; SHOW AUDIENCE name shows one in full)",
+        render::text_table(
+            &["audience", "members", "exported", "version", "holdout", "suppress", "computed_at"],
+            &rows
+        )?,
         if n == 1 { "" } else { "s" }
     ));
     Ok(())
@@ -321,6 +437,12 @@ async fn profile(shell: &mut Shell, user_id: &str) -> Result<()> {
     } else {
         let _ = writeln!(out, "\ntags ({tag_count}):\n{}", render::fit(&tags[0].schema(), &tags, shell.width())?);
     }
+    let member_of = audiences_of(shell, user_id)?;
+    if member_of.is_empty() {
+        out.push_str("\naudiences: none\n");
+    } else {
+        let _ = writeln!(out, "\naudiences ({}): {}", member_of.len(), member_of.join(", "));
+    }
     let shown: usize = purchases.iter().map(RecordBatch::num_rows).sum();
     if shown == 0 {
         out.push_str("\npurchases: none");
@@ -333,6 +455,27 @@ async fn profile(shell: &mut Shell, user_id: &str) -> Result<()> {
     }
     shell.say(&out);
     Ok(())
+}
+
+/// The saved audiences whose latest members include `user_id` (read from their sets).
+fn audiences_of(shell: &Shell, user_id: &str) -> Result<Vec<String>> {
+    let session = shell.session();
+    let snapshot = session.snapshot();
+    let catalog = &snapshot.manifest().catalog;
+    if catalog.audiences.is_empty() {
+        return Ok(Vec::new());
+    }
+    let index = session.index();
+    let mut resolver = crate::audience::members::IdResolver::default();
+    resolver.add(user_id);
+    let Some(row) = resolver.finish(&index)?.set.min() else { return Ok(Vec::new()) };
+    let mut names = Vec::new();
+    for audience in &catalog.audiences {
+        if index.saved_audience(&audience.name)?.is_some_and(|m| m.contains(row)) {
+            names.push(audience.name.clone());
+        }
+    }
+    Ok(names)
 }
 
 /// The single integer of a `SELECT count(*)` result (0 when absent).
@@ -373,8 +516,44 @@ async fn explain(shell: &mut Shell, query: &str) -> Result<()> {
             }
         }
     }
-    shell.say(out.trim_end());
+    shell.say(&readable_days(out.trim_end()));
     Ok(())
+}
+
+/// The activity windows of audience markers with dates for day numbers (`"first_day":20728` as
+/// `"first_day":"2026-10-02"`) and times for the microseconds of partial days.
+fn readable_days(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let next = ["\"first_day\":", "\"last_day\":", "\"from\":", "\"to\":"]
+            .iter()
+            .filter_map(|key| rest.find(key).map(|at| (at, *key)))
+            .min_by_key(|(at, _)| *at);
+        let Some((at, key)) = next else { break };
+        let value_at = at + key.len();
+        out.push_str(&rest[..value_at]);
+        let digits = rest[value_at..].chars().take_while(|c| c.is_ascii_digit() || *c == '-').count();
+        let number = rest[value_at..value_at + digits].parse::<i64>().ok();
+        let shown = number.and_then(|n| {
+            if key.contains("day") {
+                chrono::DateTime::from_timestamp(n * 86_400, 0).map(|d| d.format("%Y-%m-%d").to_string())
+            } else {
+                chrono::DateTime::from_timestamp_micros(n).map(|d| d.format("%Y-%m-%dT%H:%M:%S").to_string())
+            }
+        });
+        match shown {
+            Some(date) => {
+                out.push('"');
+                out.push_str(&date);
+                out.push('"');
+            }
+            None => out.push_str(&rest[value_at..value_at + digits]),
+        }
+        rest = &rest[value_at + digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The filters of every users scan in `plan` that the users table answers from bitmaps.
@@ -503,6 +682,23 @@ mod tests {
         assert_eq!(strip_outer_parens("(users.tier = 'gold')"), "users.tier = 'gold'");
         assert_eq!(strip_outer_parens("(a = 1) OR (b = 2)"), "(a = 1) OR (b = 2)");
         assert_eq!(strip_outer_parens("a = 1"), "a = 1");
+    }
+
+    #[test]
+    fn explain_shows_dates_for_day_numbers() {
+        let spec = r#"{"active_days":{"first_day":20728,"last_day":20757,"edges":[{"from":1790856000000000,"to":1790899200000000}]}}"#;
+        assert_eq!(
+            readable_days(spec),
+            r#"{"active_days":{"first_day":"2026-10-02","last_day":"2026-10-31","edges":[{"from":"2026-10-01T12:00:00","to":"2026-10-02T00:00:00"}]}}"#
+        );
+        assert_eq!(readable_days("no windows here"), "no windows here");
+    }
+
+    #[test]
+    fn catalog_tables_can_be_described() {
+        assert_eq!(parse("\\d audiences").unwrap(), Command::DescribeCatalog("audiences".into()));
+        assert_eq!(parse("\\d TAGS").unwrap(), Command::DescribeCatalog("tags".into()));
+        assert_eq!(parse("\\audiences win*").unwrap(), Command::Audiences(Some("win*".into())));
     }
 
     #[test]

@@ -193,6 +193,11 @@ impl Shell {
 
     /// Prints a confirmation (`timing is on`, ...) for a person at the prompt; a script's output
     /// stays its results only.
+    /// A warning about the statement about to run, on standard error (scripts see it too).
+    fn warn(&self, text: &str) {
+        eprintln!("warning: {text}");
+    }
+
     pub fn note(&self, text: &str) {
         if self.interactive {
             println!("{text}");
@@ -293,8 +298,13 @@ impl Shell {
             return Ok(());
         }
         for statement in parse(sql)? {
+            // A misspelled tag or audience gives 0 rows, not an error: say so before running.
+            for warning in crate::lint::warnings(&self.session, &statement) {
+                self.warn(&warning);
+            }
             let started = Instant::now();
             let session = self.session.clone();
+            let original = statement.clone();
             let (schema, batches) = self
                 .spinning(
                     started,
@@ -306,12 +316,15 @@ impl Shell {
                         Ok((schema, batches))
                     }),
                 )
-                .await?;
+                .await
+                .map_err(|e| crate::lint::explain_error(&original, e))?;
             self.show(schema, batches, started.elapsed()).await?;
-            // A tag or audience statement moved the session to the version it committed.
+            // A tag or audience statement moved the session to the version it committed: say
+            // so, since every later statement reads that version.
             if self.session.snapshot().version() != self.catalog_version {
                 self.catalog = Arc::new(Catalog::from_session(&self.session));
                 self.catalog_version = self.session.snapshot().version();
+                self.note(&format!("now at version {}", self.catalog_version));
             }
         }
         Ok(())

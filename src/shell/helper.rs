@@ -58,6 +58,9 @@ pub fn check(input: &str) -> Check {
 /// The shell's rustyline helper.
 pub struct ShellHelper {
     catalog: Arc<Catalog>,
+    /// The lines of the statement entered so far (each ended by `\n`), when the line being edited
+    /// continues it: validation and completion read them with it.
+    prefix: String,
     /// Whether to write ANSI colours (not with `NO_COLOR` or a dumb terminal).
     colors: bool,
     history: HistoryHinter,
@@ -65,7 +68,12 @@ pub struct ShellHelper {
 
 impl ShellHelper {
     pub fn new(catalog: Arc<Catalog>, colors: bool) -> ShellHelper {
-        ShellHelper { catalog, colors, history: HistoryHinter::new() }
+        ShellHelper { catalog, prefix: String::new(), colors, history: HistoryHinter::new() }
+    }
+
+    /// The lines already entered of the statement the next line continues (empty: a new input).
+    pub fn set_prefix(&mut self, prefix: String) {
+        self.prefix = prefix;
     }
 
     /// Completion follows the shell to a newer version.
@@ -78,9 +86,12 @@ impl Helper for ShellHelper {}
 
 impl Validator for ShellHelper {
     fn validate(&self, ctx: &mut ValidationContext) -> rustyline::Result<ValidationResult> {
-        Ok(match check(ctx.input()) {
+        let whole = format!("{}{}", self.prefix, ctx.input());
+        Ok(match check(&whole) {
             Check::Complete => ValidationResult::Valid(None),
-            Check::Incomplete => ValidationResult::Incomplete,
+            // The line is taken as it is; the loop asks for the next one under the continuation
+            // prompt (rustyline's own multi-line input would show no prompt on the next line).
+            Check::Incomplete => ValidationResult::Valid(None),
             // rustyline shows the message as a hint; the marker lets the highlighter colour it.
             Check::Invalid(message) => ValidationResult::Invalid(Some(format!("\n{message}"))),
         })
@@ -91,7 +102,13 @@ impl Completer for ShellHelper {
     type Candidate = Pair;
 
     fn complete(&self, line: &str, pos: usize, _ctx: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
-        Ok(complete(&self.catalog, line, pos))
+        if self.prefix.is_empty() {
+            return Ok(complete(&self.catalog, line, pos));
+        }
+        // The earlier lines name the tables and aliases (`FROM users u` before `u.`).
+        let whole = format!("{}{line}", self.prefix);
+        let (start, candidates) = complete(&self.catalog, &whole, self.prefix.len() + pos);
+        Ok((start.saturating_sub(self.prefix.len()), candidates))
     }
 }
 
@@ -118,8 +135,11 @@ impl Hinter for ShellHelper {
         if pos < line.len() {
             return None;
         }
-        if line.trim_start().starts_with('\\') {
+        if line.trim_start().starts_with('\\') && self.prefix.is_empty() {
             return command_hint(line);
+        }
+        if !self.prefix.is_empty() {
+            return None;
         }
         self.history.hint(line, pos, ctx).map(|h| ShellHint { completion: Some(h.clone()), display: h })
     }
@@ -241,6 +261,20 @@ mod tests {
         assert!(message.starts_with("error: "), "{message}");
         assert!(message.contains("(at line 2, column 17)"), "{message}");
         assert!(message.contains("    2 | FROM users WHERE;\n      |                 ^"), "{message}");
+    }
+
+    #[test]
+    fn a_continuation_line_is_checked_and_completed_with_the_lines_before_it() {
+        let catalog =
+            Catalog { tables: vec![("users".into(), vec!["user_id".into(), "tier".into()])], ..Catalog::default() };
+        let mut helper = ShellHelper::new(Arc::new(catalog), false);
+        helper.set_prefix("SELECT u.ti\nFROM users u\n".into());
+        let history = rustyline::history::DefaultHistory::new();
+        let ctx = Context::new(&history);
+        // `u.` on a later line completes from the alias the earlier line defined.
+        let (start, candidates) = helper.complete("WHERE u.ti", 10, &ctx).unwrap();
+        assert_eq!(start, 8);
+        assert_eq!(candidates.iter().map(|c| c.replacement.as_str()).collect::<Vec<_>>(), vec!["tier"]);
     }
 
     #[test]

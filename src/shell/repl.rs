@@ -1,4 +1,6 @@
 //! The interactive loop: a rustyline editor with the shell's helper and a per-user history file.
+//! A statement is read line by line until its `;`, the lines after the first under the
+//! continuation prompt `    ...> `; it is kept in the history as one entry.
 //! While an input runs, the terminal is back in cooked mode, so Ctrl-C arrives as SIGINT and
 //! cancels it (its future is dropped) and the prompt comes back; at the prompt, Ctrl-C drops the
 //! current input and Ctrl-D leaves.
@@ -12,10 +14,13 @@ use rustyline::history::FileHistory;
 use rustyline::{CompletionType, Config, Editor};
 
 use super::exec::{Failure, Flow, Shell};
-use super::helper::ShellHelper;
+use super::helper::{Check, ShellHelper, check};
 use crate::error::{Error, IoContext, Result};
 
 const PROMPT: &str = "persona> ";
+
+/// The prompt of the lines that continue a statement (as wide as [`PROMPT`]).
+const CONTINUATION: &str = "    ...> ";
 
 /// Entries kept in the history file.
 const HISTORY_SIZE: usize = 10_000;
@@ -72,14 +77,29 @@ pub fn run(mut shell: Shell, control: &tokio::runtime::Runtime, history: Option<
         snapshot.version(),
         snapshot.user_count()
     );
+    // The lines entered so far of a statement that has no `;` yet, each ended by `\n`.
+    let mut pending = String::new();
     loop {
         shell.set_width(editor.dimensions().map(|(columns, _)| usize::from(columns)));
-        let input = match editor.readline(PROMPT) {
-            Ok(input) => input,
-            Err(ReadlineError::Interrupted) => continue,
+        if let Some(helper) = editor.helper_mut() {
+            helper.set_prefix(pending.clone());
+        }
+        let prompt = if pending.is_empty() { PROMPT } else { CONTINUATION };
+        let line = match editor.readline(prompt) {
+            Ok(line) => line,
+            // Ctrl-C drops the whole statement, its earlier lines included.
+            Err(ReadlineError::Interrupted) => {
+                pending.clear();
+                continue;
+            }
             Err(ReadlineError::Eof) => break,
             Err(e) => return Err(readline_error(e)),
         };
+        let input = std::mem::take(&mut pending) + &line;
+        if check(&input) == Check::Incomplete {
+            pending = input + "\n";
+            continue;
+        }
         if input.trim().is_empty() {
             continue;
         }

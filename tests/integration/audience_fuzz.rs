@@ -1517,7 +1517,6 @@ fn env_number(name: &str, default: u64) -> u64 {
 
 // Temporarily ignored (issue 13): the engine has known failures, recorded as the first queries of
 // audience_fuzz_regressions.sql; the query optimizer's fixes (src/query) remove this line.
-#[ignore = "known index-path failures, see audience_fuzz_regressions.sql (issue 13)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn indexes_on_and_off_agree_on_random_audience_queries() {
     let queries = env_number("PERSONA_FUZZ_QUERIES", DEFAULT_QUERIES as u64) as usize;

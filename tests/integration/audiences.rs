@@ -46,10 +46,13 @@ fn parquet_rows(path: &Path) -> Vec<String> {
     out
 }
 
-/// Files in `dir` (names only, sorted).
+/// Files in `dir` (names only, sorted), but the list of files `persona materialize` wrote there.
 fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".persona-materialize.json")
+        .collect();
     names.sort();
     names
 }
@@ -359,8 +362,12 @@ fn exports_gather_from_row_addressable_copies_and_match_a_plain_query() {
         "-q",
     ]);
     assert!(status.status.success(), "{}", text(&status.stderr));
-    let mut parts: Vec<String> =
-        std::fs::read_dir(&split).unwrap().flat_map(|e| parquet_lines(&e.unwrap().path())).collect();
+    let mut parts: Vec<String> = std::fs::read_dir(&split)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .flat_map(|p| parquet_lines(&p))
+        .collect();
     parts.sort();
     assert_eq!(parts, want);
     let csv_file = out.join("mixed.csv");
@@ -411,4 +418,237 @@ fn exports_gather_from_row_addressable_copies_and_match_a_plain_query() {
     let old = out.join("old.parquet");
     run_sql(&root, &format!("MATERIALIZE AUDIENCE mixed TO '{}'", p(&old)));
     assert_eq!(parquet_lines(&old), want);
+}
+
+/// Regression: `persona materialize --all` ran audiences in creation order, so `allu`, created
+/// before `sup_src` and later redefined to suppress it, was evaluated on sup_src's previous
+/// members: a user who newly qualified for sup_src was still exported in allu's file.
+#[test]
+fn materialize_all_evaluates_a_suppressed_audience_before_its_suppressor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    let root = store.root().to_path_buf();
+    run_sql(&root, "CREATE AUDIENCE allu AS SELECT user_id FROM users");
+    run_sql(&root, "CREATE AUDIENCE sup_src AS SELECT user_id FROM users WHERE points >= 400");
+    run_sql(&root, "CREATE OR REPLACE AUDIENCE allu SUPPRESS sup_src AS SELECT user_id FROM users");
+    let out_dir = dir.path().join("out");
+    let first = persona(&["materialize", "--store", p(&root), "--all", "--out", p(&out_dir)]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert_eq!(parquet_rows(&out_dir.join("allu.parquet")), vec!["u1", "u2", "u3"]);
+
+    // u1 now qualifies for sup_src: one run must leave it out of allu.
+    let more = write(dir.path(), "more/users.csv", "user_id,name,tier,points\nu1,Ann,gold,900\n");
+    import(&store, &[&more]).unwrap();
+    let version = store.snapshot().unwrap().version();
+    let second = persona(&["materialize", "--store", p(&root), "--all", "--out", p(&out_dir)]);
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    assert_eq!(parquet_rows(&out_dir.join("sup_src.parquet")), vec!["u1", "u4", "u5"]);
+    assert_eq!(parquet_rows(&out_dir.join("allu.parquet")), vec!["u2", "u3"], "{}", text(&second.stdout));
+    assert_eq!(store.snapshot().unwrap().version(), version + 1, "the run is one version");
+    let versions =
+        run_sql(&root, "SELECT audience, version, store_version FROM audience_versions ORDER BY audience, version");
+    assert!(versions.contains(&format!("allu,3,{version}")), "{versions}");
+    assert!(versions.contains(&format!("sup_src,2,{version}")), "{versions}");
+
+    // An audience reading one that fails is not evaluated on stale members either.
+    let optouts = write(dir.path(), "optouts.csv", "user_id\nu5\n");
+    run_sql(
+        &root,
+        &format!(
+            "CREATE OR REPLACE AUDIENCE sup_src SUPPRESS FILE '{}' AS SELECT user_id FROM users WHERE points >= 400",
+            p(&optouts)
+        ),
+    );
+    std::fs::remove_file(&optouts).unwrap();
+    let third = persona(&["materialize", "--store", p(&root), "--all", "--out", p(&out_dir)]);
+    assert_eq!(third.status.code(), Some(1));
+    let stderr = text(&third.stderr);
+    assert!(stderr.contains("allu: failed: it reads audience 'sup_src', which failed"), "{stderr}");
+    assert!(stderr.contains("2 of 2 audiences failed"), "{stderr}");
+}
+
+/// Regression: REFRESH TAGS evaluated every rule on the version before it, so after an import a
+/// rule tag reading another through has_tag lagged it by one refresh.
+#[test]
+fn refresh_tags_evaluates_a_rule_after_the_tags_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    let root = store.root().to_path_buf();
+    run_sql(&root, "CREATE TAG rich AS points >= 400");
+    run_sql(&root, "CREATE TAG rich_gold AS has_tag('rich') AND tier = 'gold'");
+    assert_eq!(run_sql(&root, "SELECT users FROM tags WHERE name = 'rich_gold'"), "users\n1\n");
+    let more = write(dir.path(), "more/users.csv", "user_id,name,tier,points\nu1,Ann,gold,900\n");
+    let out = persona(&["import", "--quiet", "--refresh-tags", "--store", p(&root), p(&more)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("refreshed tag rich_gold: 2 users (+1 −0)"), "{}", text(&out.stderr));
+    assert_eq!(run_sql(&root, "SELECT count(*) AS n FROM users WHERE has_tag('rich_gold')"), "n\n2\n");
+}
+
+/// Regression: an audience over a fact table (`SELECT user_id, channel_id FROM purchases`)
+/// exported one row per purchase, so users appeared several times in campaign files.
+#[test]
+fn an_audience_over_facts_exports_each_user_once_with_its_first_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    let root = store.root().to_path_buf();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // u2 bought twice: o2 through web, then o3 through app.
+    run_sql(&root, "CREATE AUDIENCE first_buy AS SELECT user_id, channel_id FROM purchases ORDER BY order_id");
+    let file = out.join("first.parquet");
+    run_sql(&root, &format!("MATERIALIZE AUDIENCE first_buy TO '{}'", p(&file)));
+    assert_eq!(parquet_lines(&file), vec!["user_id=u1|channel_id=app", "user_id=u2|channel_id=web"]);
+    run_sql(&root, "CREATE AUDIENCE last_buy AS SELECT user_id, channel_id FROM purchases ORDER BY order_id DESC");
+    let file = out.join("last.csv");
+    run_sql(&root, &format!("MATERIALIZE AUDIENCE last_buy TO '{}'", p(&file)));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "user_id,channel_id\nu2,app\nu1,app\n");
+}
+
+/// Regression: a suppression file none of whose ids is a user (a CSV separated by `;`, read as
+/// one column) passed with a note, and suppressed no one.
+#[test]
+fn a_suppression_file_matching_no_user_fails_its_audience() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    let root = store.root().to_path_buf();
+    let optouts = write(dir.path(), "optouts.csv", "user_id;email\nu4;dan@example.com\nu1;ann@example.com\n");
+    let sql = format!(
+        "CREATE AUDIENCE golds SUPPRESS FILE '{}' AS SELECT user_id FROM users WHERE tier = 'gold'",
+        p(&optouts)
+    );
+    let out = persona(&["sql", "--store", p(&root), "-c", &sql]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("optouts.csv': none of its 3 ids is a user"), "{stderr}");
+    assert!(run_sql(&root, "SELECT count(*) AS n FROM audiences").contains("n\n0\n"), "nothing was saved");
+    // A file with some unknown ids still only gets a note.
+    std::fs::write(&optouts, "user_id\nu4\nnobody\n").unwrap();
+    let report = run_sql(&root, &sql);
+    assert!(report.contains("1 user_ids in suppression files are not users"), "{report}");
+}
+
+/// Regression: a version computed with `--now` and the next one on the clock differed silently;
+/// each version now records the now() it saw, and materialize shows it.
+#[test]
+fn a_version_records_the_now_it_was_evaluated_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    let root = store.root().to_path_buf();
+    let out = persona(&[
+        "sql",
+        "--store",
+        p(&root),
+        "--now",
+        "2026-10-02",
+        "-c",
+        "CREATE AUDIENCE buyers AS SELECT user_id FROM users WHERE purchased_within(INTERVAL '1 day')",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        run_sql(&root, "SELECT version, members, now, now_pinned FROM audience_versions"),
+        "version,members,now,now_pinned\n1,1,2026-10-02T00:00:00Z,true\n"
+    );
+    let out_dir = dir.path().join("out");
+    let pinned = persona(&["materialize", "--store", p(&root), "--all", "--out", p(&out_dir), "--now", "2026-10-02"]);
+    assert!(pinned.status.success(), "{}", text(&pinned.stderr));
+    let report = text(&pinned.stdout);
+    assert!(report.contains("version 1 (unchanged)"), "{report}");
+    assert!(report.contains("now() = 2026-10-02T00:00:00Z (pinned)"), "{report}");
+    assert!(!report.contains("was evaluated at"), "{report}");
+    // On the clock, o1 is more than a day old: the report says which now() each version saw.
+    let clock = persona(&["materialize", "--store", p(&root), "--all", "--out", p(&out_dir)]);
+    assert!(clock.status.success(), "{}", text(&clock.stderr));
+    let report = text(&clock.stdout);
+    assert!(report.contains("version 2, 0 rows written"), "{report}");
+    assert!(report.contains("(clock)"), "{report}");
+    assert!(
+        report.contains("version 1 was evaluated at now() = 2026-10-02T00:00:00Z (pinned), this one at"),
+        "{report}"
+    );
+    let versions = run_sql(&root, "SELECT version, now_pinned FROM audience_versions ORDER BY version");
+    assert_eq!(versions, "version,now_pinned\n1,true\n2,false\n");
+}
+
+/// Regression: switching between `--max-rows-per-file` and one file, or between formats, left
+/// both sets of files in the output directory (readers of `allu*.parquet` counted users twice),
+/// and a dropped audience's file stayed forever. Files persona did not write are left alone.
+#[test]
+fn each_run_leaves_exactly_the_current_files_of_each_audience() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    let root = store.root().to_path_buf();
+    run_sql(&root, "CREATE AUDIENCE everyone AS SELECT user_id FROM users");
+    run_sql(&root, "CREATE AUDIENCE golds AS SELECT user_id FROM users WHERE tier = 'gold'");
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    std::fs::write(out_dir.join("notes.txt"), "mine").unwrap();
+    std::fs::write(out_dir.join("everyone-backup.parquet"), "mine too").unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["materialize", "--store", p(&root), "--all", "--out", p(&out_dir), "-q"];
+        args.extend_from_slice(extra);
+        let out = persona(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    let mine = ["everyone-backup.parquet", "notes.txt"];
+    let with_mine = |names: &[&str]| {
+        let mut all: Vec<String> = names.iter().chain(&mine).map(|s| s.to_string()).collect();
+        all.sort();
+        all
+    };
+    run(&["--max-rows-per-file", "2"]);
+    assert_eq!(
+        listing(&out_dir),
+        with_mine(&[
+            "everyone-00000.parquet",
+            "everyone-00001.parquet",
+            "everyone-00002.parquet",
+            "golds-00000.parquet"
+        ])
+    );
+    run(&[]);
+    assert_eq!(listing(&out_dir), with_mine(&["everyone.parquet", "golds.parquet"]));
+    run(&["--max-rows-per-file", "4"]);
+    assert_eq!(
+        listing(&out_dir),
+        with_mine(&["everyone-00000.parquet", "everyone-00001.parquet", "golds-00000.parquet"])
+    );
+    run(&["--format", "csv"]);
+    assert_eq!(listing(&out_dir), with_mine(&["everyone.csv", "golds.csv"]));
+    run(&[]);
+    assert_eq!(listing(&out_dir), with_mine(&["everyone.parquet", "golds.parquet"]));
+    // A dropped audience's files go at the next run, whichever audiences it writes.
+    run_sql(&root, "DROP AUDIENCE golds");
+    let out = persona(&["materialize", "--store", p(&root), "--audience", "everyone", "--out", p(&out_dir)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("golds: dropped from the store; its 1 file(s) removed"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(listing(&out_dir), with_mine(&["everyone.parquet"]));
+    // Another store exporting to the same directory does not take this one's audiences as dropped.
+    let other = base_store(&dir.path().join("other"));
+    let other_root = other.root().to_path_buf();
+    run_sql(&other_root, "CREATE AUDIENCE silvers AS SELECT user_id FROM users WHERE tier = 'silver'");
+    let out = persona(&["materialize", "--store", p(&other_root), "--all", "--out", p(&out_dir), "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(listing(&out_dir), with_mine(&["everyone.parquet", "silvers.parquet"]));
+    run(&[]);
+    assert_eq!(listing(&out_dir), with_mine(&["everyone.parquet", "silvers.parquet"]));
+}
+
+/// Regression: SHOW AUDIENCES and SHOW TAGS on a store with neither were "internal error: a
+/// catalog table returned no batch".
+#[test]
+fn show_on_an_empty_catalog_is_an_empty_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    let session = session(&store);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for (sql, column) in [("SHOW AUDIENCES", "query"), ("SHOW TAGS", "kind")] {
+        let frame = rt.block_on(session.sql(sql)).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert!(frame.schema().field_with_unqualified_name(column).is_ok(), "{sql}: {:?}", frame.schema());
+        let batches = rt.block_on(frame.collect()).unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0, "{sql}");
+    }
 }
