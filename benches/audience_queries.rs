@@ -1,5 +1,6 @@
 //! Audience-query benchmark: Q1, Q3, Q4, Q5, Q6 and Q7 of the audience benchmark
-//! (`benches/queries/`) through the library, in one warm session.
+//! (`benches/queries/`) and five shapes of the second set (`benches/queries-audience/`: a01, a02,
+//! a03, a04, a13) through the library, in one warm session.
 //!
 //! Measured: `rt.block_on(session.query(sql))` — planning, executing and collecting the result of
 //! one statement — on a `persona::Session` opened once with "now" pinned to 2026-11-01 00:00:00
@@ -32,13 +33,20 @@ use persona::{ImportOptions, SessionOptions, Store};
 const USERS: u64 = 100_000;
 const SEED: u64 = 42;
 
-const QUERIES: [(&str, &str); 6] = [
+const QUERIES: [(&str, &str); 11] = [
     ("q1", include_str!("queries/q1.sql")),
     ("q3", include_str!("queries/q3.sql")),
     ("q4", include_str!("queries/q4.sql")),
     ("q5", include_str!("queries/q5.sql")),
     ("q6", include_str!("queries/q6.sql")),
     ("q7", include_str!("queries/q7.sql")),
+    // Shapes of the audience compiler (benches/queries-audience): subqueries under OR, the
+    // outer-join anti join, "2 of 4 tags", a window edge inside a day, a tag OR a LIKE.
+    ("a01", include_str!("queries-audience/a01.sql")),
+    ("a02", include_str!("queries-audience/a02.sql")),
+    ("a03", include_str!("queries-audience/a03.sql")),
+    ("a04", include_str!("queries-audience/a04.sql")),
+    ("a13", include_str!("queries-audience/a13.sql")),
 ];
 
 /// "now" pinned to 2026-11-01 00:00:00; `use_indexes: false` takes DataFusion's general path.
