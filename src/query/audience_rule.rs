@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use datafusion::catalog::TableProvider;
-use datafusion::common::tree_node::Transformed;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, Result, ScalarValue};
 use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::logical_expr::utils::split_conjunction;
@@ -67,10 +67,15 @@ impl OptimizerRule for AudienceRule {
                 None => Ok(Transformed::no(plan)),
             },
             LogicalPlan::Aggregate(agg) => self.distinct_users(&plan, agg),
-            LogicalPlan::Filter(filter) => match self.outer_join_anti(filter)? {
-                Some(rewritten) => Ok(Transformed::yes(rewritten)),
-                None => Ok(Transformed::no(plan)),
-            },
+            LogicalPlan::Filter(filter) => {
+                if let Some(rewritten) = self.outer_join_anti(filter)? {
+                    return Ok(Transformed::yes(rewritten));
+                }
+                match self.mark_filter(filter)? {
+                    Some(rewritten) => Ok(Transformed::yes(rewritten)),
+                    None => Ok(Transformed::no(plan)),
+                }
+            }
             _ => Ok(Transformed::no(plan)),
         }
     }
@@ -85,16 +90,91 @@ impl AudienceRule {
             return Ok(None);
         }
         let Some(spec) = self.fact_spec(&join.right) else { return Ok(None) };
-        let left = LogicalPlanBuilder::from(join.left.as_ref().clone());
         if join.join_type == JoinType::LeftMark {
-            // The mark is TRUE where a fact row matches, FALSE elsewhere (user_id is never NULL).
-            let mut exprs: Vec<Expr> = join.left.schema().columns().into_iter().map(Expr::Column).collect();
-            let (qualifier, field) = join.schema.qualified_field(join.schema.fields().len() - 1);
-            exprs.push(self.call(left_key.clone(), &spec, false)?.alias_qualified(qualifier.cloned(), field.name()));
-            return Ok(Some(left.project(exprs)?.build()?));
+            // Answered where the mark is read: see `mark_filter`.
+            return Ok(None);
         }
+        let left = LogicalPlanBuilder::from(join.left.as_ref().clone());
         let predicate = self.call(left_key.clone(), &spec, join.join_type == JoinType::LeftAnti)?;
         Ok(Some(left.filter(predicate)?.build()?))
+    }
+
+    /// A filter reading the marks of mark joins (what `EXISTS (...) OR ...` decorrelates into),
+    /// with only plain-column projections and mark joins between it and the users: each mark
+    /// becomes the marker of its subquery's audience inside the predicate, and the joins go.
+    /// Marks are substituted where they are read rather than computed as columns: two columns
+    /// named `mark` (of different subqueries) would reach the physical plan with one name.
+    fn mark_filter(&self, filter: &Filter) -> Result<Option<LogicalPlan>> {
+        let mut marks: Vec<(Column, Expr)> = Vec::new();
+        let Some(base) = self.strip_marks(&filter.input, &mut marks)? else { return Ok(None) };
+        if marks.is_empty() {
+            return Ok(None);
+        }
+        let predicate = substitute_marks(filter.predicate.clone(), &marks)?;
+        let filtered = LogicalPlanBuilder::from(base).filter(predicate.data)?.build()?;
+        // The filter's own columns, marks included, for whatever reads them above.
+        let exprs: Vec<Expr> = filter
+            .input
+            .schema()
+            .iter()
+            .map(|(qualifier, field)| {
+                let column = Column::new(qualifier.cloned(), field.name());
+                match marks.iter().find(|(m, _)| *m == column) {
+                    Some((_, marker)) => marker.clone().alias_qualified(qualifier.cloned(), field.name()),
+                    None => Expr::Column(column),
+                }
+            })
+            .collect();
+        Ok(Some(LogicalPlanBuilder::from(filtered).project(exprs)?.build()?))
+    }
+
+    /// `plan` without its mark joins (and their mark columns), if every one of them is answered
+    /// by the indexes and the plan under them reads users; filters and projections in between
+    /// (DataFusion pushes parts of the predicate down and extracts common subexpressions) read
+    /// the markers instead of the marks. The marks go to `marks` as (column, marker).
+    fn strip_marks(&self, plan: &LogicalPlan, marks: &mut Vec<(Column, Expr)>) -> Result<Option<LogicalPlan>> {
+        match plan {
+            LogicalPlan::Projection(p) => {
+                let Some(input) = self.strip_marks(&p.input, marks)? else { return Ok(None) };
+                let mut kept: Vec<Expr> = Vec::with_capacity(p.expr.len());
+                for (e, (qualifier, field)) in p.expr.iter().zip(p.schema.iter()) {
+                    if matches!(e, Expr::Column(c) if marks.iter().any(|(m, _)| m == c)) {
+                        continue;
+                    }
+                    let replaced = substitute_marks(e.clone(), marks)?;
+                    kept.push(if replaced.transformed {
+                        replaced.data.unalias().alias_qualified(qualifier.cloned(), field.name())
+                    } else {
+                        replaced.data
+                    });
+                }
+                // The markers read the user_id key, which the projection may have dropped.
+                for (_, marker) in marks.iter() {
+                    for column in marker.column_refs() {
+                        if !kept.iter().any(|e| matches!(e, Expr::Column(c) if c == column)) {
+                            kept.push(Expr::Column(column.clone()));
+                        }
+                    }
+                }
+                Ok(Some(LogicalPlanBuilder::from(input).project(kept)?.build()?))
+            }
+            LogicalPlan::Filter(f) => {
+                let Some(input) = self.strip_marks(&f.input, marks)? else { return Ok(None) };
+                let predicate = substitute_marks(f.predicate.clone(), marks)?.data;
+                Ok(Some(LogicalPlanBuilder::from(input).filter(predicate)?.build()?))
+            }
+            LogicalPlan::Join(join) if join.join_type == JoinType::LeftMark => {
+                let Some(left_key) = user_id_semi_join(join) else { return Ok(None) };
+                let Some(spec) = self.fact_spec(&join.right) else { return Ok(None) };
+                let Some(left) = self.strip_marks(&join.left, marks)? else { return Ok(None) };
+                let (qualifier, field) = join.schema.qualified_field(join.schema.fields().len() - 1);
+                // The mark is TRUE where a fact row matches, FALSE elsewhere (user_id is never NULL).
+                marks.push((Column::new(qualifier.cloned(), field.name()), self.call(left_key.clone(), &spec, false)?));
+                Ok(Some(left))
+            }
+            other if reads_users(other) => Ok(Some(other.clone())),
+            _ => Ok(None),
+        }
     }
 
     /// `L LEFT JOIN R ON l.user_id = r.user_id WHERE r.user_id IS NULL` (the anti join written as an
@@ -393,6 +473,17 @@ fn marker_spec(e: &Expr) -> Option<AudienceSpec> {
         }
         _ => None,
     }
+}
+
+/// `e` with every mark column read replaced by its marker.
+fn substitute_marks(e: Expr, marks: &[(Column, Expr)]) -> Result<Transformed<Expr>> {
+    e.transform_up(|e| match &e {
+        Expr::Column(c) => match marks.iter().find(|(m, _)| m == c) {
+            Some((_, marker)) => Ok(Transformed::yes(marker.clone())),
+            None => Ok(Transformed::no(e)),
+        },
+        _ => Ok(Transformed::no(e)),
+    })
 }
 
 /// A `persona_audience` call, possibly aliased.
