@@ -64,6 +64,21 @@ pub fn bitmap_scan(
     limit: Option<usize>,
     target_partitions: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
+    bitmap_scan_with_nulls(files, table_schema, selection, projection, limit, target_partitions, &[])
+}
+
+/// [`bitmap_scan`] whose statistics also give the exact NULL count of some columns among the
+/// selected rows (`(index into table_schema, NULLs)`, known from NULL bitmaps), so that
+/// `count(column)` over an audience is answered without reading. Ignored with a `limit`.
+pub fn bitmap_scan_with_nulls(
+    files: &[UsersFile],
+    table_schema: SchemaRef,
+    selection: Option<&RoaringBitmap>,
+    projection: Option<&Vec<usize>>,
+    limit: Option<usize>,
+    target_partitions: usize,
+    nulls: &[(usize, u64)],
+) -> Result<Arc<dyn ExecutionPlan>> {
     // No column asked for (`count(*)`, `SELECT 1`): the answer is only how many rows there are,
     // which the bitmap knows; nothing is planned against the files.
     if projection.is_some_and(|p| p.is_empty()) {
@@ -144,7 +159,14 @@ pub fn bitmap_scan(
         }
     }
 
-    let statistics = users_statistics(&table_schema, Precision::Exact(num_rows));
+    let mut statistics = users_statistics(&table_schema, Precision::Exact(num_rows));
+    if limit.is_none() {
+        for &(column, count) in nulls {
+            if let (Some(stats), Ok(count)) = (statistics.column_statistics.get_mut(column), usize::try_from(count)) {
+                stats.null_count = Precision::Exact(count);
+            }
+        }
+    }
 
     let factory = PreloadedReaderFactory { store: Arc::new(LocalFileSystem::new()), metadata };
     let source = ParquetSource::new(Arc::clone(&table_schema)).with_parquet_file_reader_factory(Arc::new(factory));

@@ -16,7 +16,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use crate::index::IndexSet;
 use crate::query::bitmap_expr::{BitmapExpr, evaluate, translate};
-use crate::query::bitmap_scan::{UsersFile, bitmap_scan};
+use crate::query::bitmap_scan::{UsersFile, bitmap_scan, bitmap_scan_with_nulls};
 use crate::query::residual;
 use crate::tables::ROW_ID_COLUMN;
 
@@ -70,6 +70,31 @@ impl UsersTable {
 }
 
 impl UsersTable {
+    /// NULLs among the selected users of each projected column that has a NULL bitmap.
+    fn null_counts(
+        &self,
+        selection: Option<&roaring::RoaringBitmap>,
+        projection: Option<&Vec<usize>>,
+    ) -> Result<Vec<(usize, u64)>> {
+        let columns: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let mut out = Vec::new();
+        for i in columns {
+            let name = self.schema.field(i).name();
+            if !self.index.has_values(name) {
+                continue;
+            }
+            let nulls = self
+                .index
+                .get(crate::index::format::BitmapKind::Null, name, "")
+                .map_err(|e| datafusion::common::DataFusionError::External(Box::new(e)))?;
+            out.push((i, selection.map_or_else(|| nulls.len(), |s| s.intersection_len(&nulls))));
+        }
+        Ok(out)
+    }
+
     /// Reads the selected rows with their row ids and the columns the residual filters need,
     /// keeps the rows they make TRUE and returns the projected columns.
     fn residual_scan(
@@ -177,13 +202,15 @@ impl TableProvider for UsersTable {
         };
         let partitions = state.config().target_partitions();
         if partial.is_empty() {
-            return bitmap_scan(
+            let nulls = self.null_counts(selection.as_ref(), projection)?;
+            return bitmap_scan_with_nulls(
                 &self.files,
                 Arc::clone(&self.schema),
                 selection.as_ref(),
                 projection,
                 limit,
                 partitions,
+                &nulls,
             );
         }
         let mut residuals = Vec::with_capacity(partial.len());
