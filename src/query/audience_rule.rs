@@ -336,6 +336,16 @@ impl AudienceRule {
         if !agg.aggr_expr.is_empty() {
             return Ok(Transformed::no(plan.clone()));
         }
+        // Distinct user_ids of users are the users' user_ids (the key is unique): no grouping.
+        if let [Expr::Column(key)] = agg.group_expr.as_slice()
+            && key.name == "user_id"
+            && reads_users(&agg.input)
+        {
+            let rewritten = LogicalPlanBuilder::from(agg.input.as_ref().clone())
+                .project(vec![Expr::Column(key.clone())])?
+                .build()?;
+            return Ok(Transformed::yes(rewritten));
+        }
         let Some(terms) = self.audience_terms(&agg.input, &group.name) else {
             return Ok(Transformed::no(plan.clone()));
         };
@@ -403,9 +413,17 @@ pub(crate) fn reads_users(plan: &LogicalPlan) -> bool {
     match plan {
         LogicalPlan::SubqueryAlias(a) => reads_users(&a.input),
         LogicalPlan::Filter(f) => reads_users(&f.input),
+        // `SELECT DISTINCT user_id` / `GROUP BY user_id` of users (what INTERSECT and EXCEPT
+        // plan): user_id is unique, so the same users.
+        LogicalPlan::Aggregate(a) => {
+            a.aggr_expr.is_empty()
+                && matches!(a.group_expr.as_slice(), [Expr::Column(c)] if c.name == "user_id")
+                && reads_users(&a.input)
+        }
         // Plain columns, and the marks that `EXISTS ... OR ...` subqueries became.
         LogicalPlan::Projection(p) => {
-            p.expr.iter().all(|e| matches!(e, Expr::Column(_)) || is_marker(e)) && reads_users(&p.input)
+            p.expr.iter().all(|e| matches!(e, Expr::Column(_)) || is_marker(e) || is_recast_column(e))
+                && reads_users(&p.input)
         }
         LogicalPlan::TableScan(scan) => source_as_provider(&scan.source).ok().is_some_and(|p| {
             <dyn datafusion::catalog::TableProvider>::downcast_ref::<UsersTable>(p.as_ref()).is_some()
@@ -465,7 +483,8 @@ fn marker_spec(e: &Expr) -> Option<AudienceSpec> {
     match e {
         Expr::Not(inner) => Some(AudienceSpec::Not(Box::new(marker_spec(inner)?))),
         Expr::ScalarFunction(f) if f.func.inner().is::<crate::query::udf::PersonaAudience>() => {
-            let [Expr::Column(c), Expr::Literal(spec, _)] = f.args.as_slice() else { return None };
+            let [key, Expr::Literal(spec, _)] = f.args.as_slice() else { return None };
+            let Expr::Column(c) = strip_cast(key) else { return None };
             if c.name != "user_id" {
                 return None;
             }
@@ -484,6 +503,16 @@ fn substitute_marks(e: Expr, marks: &[(Column, Expr)]) -> Result<Transformed<Exp
         },
         _ => Ok(Transformed::no(e)),
     })
+}
+
+/// A column cast to another type (`CAST(users.user_id AS Utf8View) AS user_id`, how a users
+/// side meets fact strings), possibly aliased.
+fn is_recast_column(e: &Expr) -> bool {
+    let e = match e {
+        Expr::Alias(a) => a.expr.as_ref(),
+        other => other,
+    };
+    matches!(e, Expr::Cast(_) | Expr::TryCast(_)) && matches!(strip_cast(e), Expr::Column(_))
 }
 
 /// A `persona_audience` call, possibly aliased.

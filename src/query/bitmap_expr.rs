@@ -283,7 +283,9 @@ pub fn translate(expr: &Expr, index: &IndexSet) -> Option<Translated> {
             })
         }
         Expr::ScalarFunction(f) if f.func.inner().is::<PersonaAudience>() => {
-            let [Expr::Column(c), Expr::Literal(spec, _)] = f.args.as_slice() else { return None };
+            // The key may come cast to the facts' string type (it is the same value).
+            let [key, Expr::Literal(spec, _)] = f.args.as_slice() else { return None };
+            let Expr::Column(c) = crate::query::audience_rule::strip_cast(key) else { return None };
             if c.name != "user_id" {
                 return None;
             }
