@@ -261,6 +261,31 @@ impl AudienceRule {
         }
         let mut side = FactSide::default();
         collect_fact_side(plan, &self.tables, &mut side)?;
+        side.tables.sort_by_key(|t| t.name());
+        if side.tables.as_slice() == [Table::Products, Table::Purchases] {
+            // Conditions on the product become `product_id IN (the products that pass)`.
+            let own = |t: Table| crate::tables::contract_columns(t).into_iter().map(|c| c.name).collect::<Vec<_>>();
+            let (purchase_columns, product_columns) = (own(Table::Purchases), own(Table::Products));
+            let (mut on_purchases, mut on_products) = (Vec::new(), Vec::new());
+            for p in std::mem::take(&mut side.predicates) {
+                let names: Vec<String> = p.column_refs().iter().map(|c| c.name.clone()).collect();
+                if names.iter().all(|n| purchase_columns.contains(n)) {
+                    on_purchases.push(p);
+                } else if names.iter().all(|n| product_columns.contains(n)) {
+                    on_products.push(p);
+                } else {
+                    return None;
+                }
+            }
+            let products = crate::query::fact_filter::matching_products(&self.index, &on_products).ok()?;
+            let list: Vec<Expr> = products.into_iter().map(|id| lit(ScalarValue::Utf8View(Some(id)))).collect();
+            on_purchases.push(if list.is_empty() {
+                lit(false)
+            } else {
+                Expr::Column(Column::new_unqualified("product_id")).in_list(list, false)
+            });
+            side = FactSide { tables: vec![Table::Purchases], predicates: on_purchases };
+        }
         let [table] = side.tables.as_slice() else { return None };
         if !table.is_fact() {
             return None;

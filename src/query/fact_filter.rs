@@ -248,6 +248,64 @@ impl FactFilter {
     }
 }
 
+/// The `product_id`s of the products for which every one of `predicates` (over the products
+/// table's own columns) is TRUE: how a purchases ⋈ products condition becomes a condition on
+/// purchases alone (products are a small dimension, read whole).
+pub fn matching_products(index: &IndexSet, predicates: &[Expr]) -> Result<Vec<String>> {
+    let Some(snapshot) = index.facts() else { return Ok(Vec::new()) };
+    let (root, manifest) = (snapshot.root(), snapshot.manifest());
+    let table_schema = sql_schema(&manifest.columns(Table::Products));
+    let predicate =
+        unqualified(datafusion::logical_expr::utils::conjunction(predicates.to_vec()).unwrap_or(lit(true)))?;
+    let mut names: Vec<String> = vec!["product_id".to_string()];
+    for c in predicate.column_refs() {
+        if !names.contains(&c.name) {
+            names.push(c.name.clone());
+        }
+    }
+    let read_schema = Arc::new(
+        table_schema
+            .project(&names.iter().map(|n| table_schema.index_of(n)).collect::<std::result::Result<Vec<_>, _>>()?)?,
+    );
+    let df_schema = DFSchema::try_from(read_schema.as_ref().clone())?;
+    let physical = datafusion::physical_expr::create_physical_expr(
+        &predicate,
+        &df_schema,
+        &ExecutionProps::new(),
+        &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
+    )?;
+    let columns: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut out = Vec::new();
+    for file in manifest.files(Table::Products) {
+        let path = crate::store::layout::resolve(root, &file.path);
+        fact_rows::read_stored_columns(&path, &columns, Strings::Plain, |batch| {
+            let batch = conform(&batch, &read_schema)?;
+            let keep = physical.evaluate(&batch)?.into_array(batch.num_rows())?;
+            let keep = keep.as_boolean();
+            let ids = arrow::compute::cast(batch.column(0), &DataType::Utf8)?;
+            let ids = ids.as_string::<i32>();
+            for row in 0..batch.num_rows() {
+                if keep.is_valid(row) && keep.value(row) && ids.is_valid(row) {
+                    out.push(ids.value(row).to_string());
+                }
+            }
+            Ok(())
+        })?;
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// `e` with its columns unqualified.
+fn unqualified(e: Expr) -> Result<Expr> {
+    Ok(e.transform_up(|e| match e {
+        Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))),
+        other => Ok(Transformed::no(other)),
+    })?
+    .data)
+}
+
 /// Users whose per-user aggregate over a fact table makes `having` TRUE.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FactAggregate {
