@@ -58,13 +58,16 @@ impl DictTest {
             .as_dictionary_opt::<Int32Type>()
             .ok_or_else(|| Error::Internal(format!("column {} was not read as a dictionary", self.column)))?;
         let values = dict.values();
+        // Long lists (the products of a brand) by hash, short ones by comparison.
+        let set: Option<rustc_hash::FxHashSet<&str>> =
+            (self.values.len() > 8).then(|| self.values.iter().map(String::as_str).collect());
+        let listed = |s: &str| match &set {
+            Some(set) => set.contains(s),
+            None => self.values.iter().any(|x| x == s),
+        };
         let pass: Vec<bool> = match (values.as_string_opt::<i32>(), values.as_string_view_opt()) {
-            (Some(v), _) => {
-                v.iter().map(|s| s.is_some_and(|s| self.values.iter().any(|x| x == s) != self.negated)).collect()
-            }
-            (None, Some(v)) => {
-                v.iter().map(|s| s.is_some_and(|s| self.values.iter().any(|x| x == s) != self.negated)).collect()
-            }
+            (Some(v), _) => v.iter().map(|s| s.is_some_and(|s| listed(s) != self.negated)).collect(),
+            (None, Some(v)) => v.iter().map(|s| s.is_some_and(|s| listed(s) != self.negated)).collect(),
             _ => return Err(Error::Internal(format!("column {} has no string dictionary", self.column))),
         };
         let keys = dict.keys();

@@ -20,6 +20,7 @@ use arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::logical_expr::{Expr, col, lit};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::execution_props::ExecutionProps;
 use roaring::RoaringBitmap;
 
@@ -27,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::index::IndexSet;
 use crate::query::bitmap_expr::EdgeScan;
 use crate::query::dense_agg_rule::DenseAggregate;
+use crate::query::dict_filter::{self, DictTest};
 use crate::store::fact_rows::{self, Strings};
 use crate::store::plain_columns::{self, PlainColumns};
 use crate::tables::{Table, sql_schema};
@@ -72,21 +74,8 @@ impl FactFilter {
     pub fn users(&self, index: &IndexSet) -> Result<RoaringBitmap> {
         let Some(snapshot) = index.facts() else { return Ok(RoaringBitmap::new()) };
         let (root, manifest) = (snapshot.root(), snapshot.manifest());
-        let table_schema = crate::query::with_string_views(&sql_schema(&manifest.columns(self.table)));
-        let mut names: Vec<String> = self.predicate.column_refs().iter().map(|c| c.name.clone()).collect();
-        names.sort();
-        names.dedup();
-        let read_schema =
-            Arc::new(table_schema.project(
-                &names.iter().map(|n| table_schema.index_of(n)).collect::<std::result::Result<Vec<_>, _>>()?,
-            )?);
-        let df_schema = DFSchema::try_from(read_schema.as_ref().clone())?;
-        let physical = datafusion::physical_expr::create_physical_expr(
-            &self.predicate,
-            &df_schema,
-            &ExecutionProps::new(),
-            &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
-        )?;
+        let test = RowTest::new(&self.predicate, self.table, manifest)?;
+        let names = test.names.clone();
         let files: Vec<_> = manifest
             .files(self.table)
             .iter()
@@ -107,13 +96,8 @@ impl FactFilter {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let Some(file) = files.get(i) else { break };
                             let mut keep_rows = |batch: &RecordBatch, ids: &[u32]| -> Result<()> {
-                                let batch = conform(batch, &read_schema)?;
-                                let keep = physical.evaluate(&batch)?.into_array(batch.num_rows())?;
-                                let keep = keep.as_boolean();
-                                for (row, id) in ids.iter().enumerate() {
-                                    if keep.is_valid(row) && keep.value(row) {
-                                        out.insert(*id);
-                                    }
+                                for row in test.passing(batch)?.set_indices() {
+                                    out.insert(ids[row]);
                                 }
                                 Ok(())
                             };
@@ -134,7 +118,7 @@ impl FactFilter {
                                 file,
                                 &columns,
                                 self.ts_window,
-                                Strings::views(),
+                                test.strings(),
                                 &mut keep_rows,
                             )?;
                         }
@@ -162,24 +146,11 @@ impl FactFilter {
     pub fn users_among(&self, index: &IndexSet, candidates: &RoaringBitmap) -> Result<Option<RoaringBitmap>> {
         let Some(snapshot) = index.facts() else { return Ok(Some(RoaringBitmap::new())) };
         let (root, manifest) = (snapshot.root(), snapshot.manifest());
-        let table_schema = crate::query::with_string_views(&sql_schema(&manifest.columns(self.table)));
-        let mut names: Vec<String> = self.predicate.column_refs().iter().map(|c| c.name.clone()).collect();
-        names.sort();
-        names.dedup();
+        let test = RowTest::new(&self.predicate, self.table, manifest)?;
+        let names = test.names.clone();
         if !names.iter().all(|c| plain_columns::copies_column(c)) {
             return Ok(None);
         }
-        let read_schema =
-            Arc::new(table_schema.project(
-                &names.iter().map(|n| table_schema.index_of(n)).collect::<std::result::Result<Vec<_>, _>>()?,
-            )?);
-        let df_schema = DFSchema::try_from(read_schema.as_ref().clone())?;
-        let physical = datafusion::physical_expr::create_physical_expr(
-            &self.predicate,
-            &df_schema,
-            &ExecutionProps::new(),
-            &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
-        )?;
         let columns: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut copies = Vec::new();
         for file in manifest.files(self.table) {
@@ -217,13 +188,8 @@ impl FactFilter {
                     .collect::<std::result::Result<Vec<_>, _>>()?;
                 let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(take.len()));
                 let picked = RecordBatch::try_new_with_options(batch.schema(), picked, &options)?;
-                let picked = conform(&picked, &read_schema)?;
-                let keep = physical.evaluate(&picked)?.into_array(picked.num_rows())?;
-                let keep = keep.as_boolean();
-                for (i, row) in take.values().iter().enumerate() {
-                    if keep.is_valid(i) && keep.value(i) {
-                        out.insert(ids[*row as usize]);
-                    }
+                for i in test.passing(&picked)?.set_indices() {
+                    out.insert(ids[take.values()[i] as usize]);
                 }
                 Ok(())
             })?;
@@ -331,6 +297,116 @@ impl FactAggregate {
         let exec = crate::query::planner::dense_exec(&self.node, snapshot, Vec::new(), workers, &physical)?;
         let having = physical(&self.having, self.node.schema.as_ref())?;
         exec.users_where(&having)
+    }
+}
+
+/// A row-local predicate ready for batches of its columns (`names`, in that order): string
+/// equality and `IN` conjuncts on columns read nowhere else are tested once per dictionary value
+/// (the columns are read as dictionaries: plain copies code them, Parquet keeps them), the rest
+/// by DataFusion's physical expression over the other columns.
+struct RowTest {
+    names: Vec<String>,
+    tests: Vec<(usize, DictTest)>,
+    /// The positions of the residual's columns in `names`, their SQL schema and the residual.
+    residual: Option<(Vec<usize>, arrow::datatypes::SchemaRef, Arc<dyn PhysicalExpr>)>,
+}
+
+impl RowTest {
+    fn new(predicate: &Expr, table: Table, manifest: &crate::store::manifest::Manifest) -> Result<RowTest> {
+        let table_schema = crate::query::with_string_views(&sql_schema(&manifest.columns(table)));
+        let df_table = DFSchema::try_from(table_schema.as_ref().clone())?;
+        let conjuncts = datafusion::logical_expr::utils::split_conjunction(predicate);
+        let mut tests: Vec<DictTest> = conjuncts.iter().filter_map(|e| DictTest::from_expr(e, &df_table)).collect();
+        let mut rest: Vec<Expr> =
+            conjuncts.iter().filter(|e| DictTest::from_expr(e, &df_table).is_none()).map(|e| (*e).clone()).collect();
+        let elsewhere: Vec<String> =
+            rest.iter().flat_map(|e| e.column_refs().into_iter().map(|c| c.name.clone())).collect();
+        tests.retain(|t| {
+            let keep = !elsewhere.contains(&t.column);
+            if !keep {
+                rest.push(Expr::from(t.clone()));
+            }
+            keep
+        });
+        let mut names: Vec<String> = tests.iter().map(|t| t.column.clone()).collect();
+        let mut residual_names: Vec<String> = Vec::new();
+        for e in &rest {
+            for c in e.column_refs() {
+                if !residual_names.contains(&c.name) {
+                    residual_names.push(c.name.clone());
+                }
+            }
+        }
+        names.sort();
+        names.dedup();
+        let tests: Vec<(usize, DictTest)> =
+            tests.into_iter().map(|t| (names.iter().position(|n| *n == t.column).unwrap_or(0), t)).collect();
+        let mut positions = Vec::with_capacity(residual_names.len());
+        for n in &residual_names {
+            positions.push(match names.iter().position(|m| m == n) {
+                Some(i) => i,
+                None => {
+                    names.push(n.clone());
+                    names.len() - 1
+                }
+            });
+        }
+        let residual = match datafusion::logical_expr::utils::conjunction(rest) {
+            None => None,
+            Some(e) => {
+                let schema = Arc::new(
+                    table_schema.project(
+                        &residual_names
+                            .iter()
+                            .map(|n| table_schema.index_of(n))
+                            .collect::<std::result::Result<Vec<_>, _>>()?,
+                    )?,
+                );
+                let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+                let physical = datafusion::physical_expr::create_physical_expr(
+                    &e,
+                    &df_schema,
+                    &ExecutionProps::new(),
+                    &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
+                )?;
+                Some((positions, schema, physical))
+            }
+        };
+        Ok(RowTest { names, tests, residual })
+    }
+
+    /// How the Parquet reader decodes strings: the tested columns as dictionaries.
+    fn strings(&self) -> Strings {
+        Strings::Views { dictionary: self.tests.iter().map(|(_, t)| t.column.clone()).collect() }
+    }
+
+    /// The rows of `batch` (columns in `names` order) for which the predicate is TRUE.
+    fn passing(&self, batch: &RecordBatch) -> Result<arrow::buffer::BooleanBuffer> {
+        let rows = batch.num_rows();
+        let mut mask: Option<arrow::buffer::BooleanBuffer> = None;
+        for (at, test) in &self.tests {
+            let column = batch.column(*at);
+            let column = if matches!(column.data_type(), DataType::Dictionary(..)) {
+                Arc::clone(column)
+            } else {
+                let text = arrow::compute::cast(column, &DataType::Utf8)?;
+                arrow::compute::cast(&text, &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)))?
+            };
+            mask = Some(dict_filter::and(mask, test.evaluate(column.as_ref())?));
+        }
+        if let Some((positions, schema, physical)) = &self.residual
+            && mask.as_ref().is_none_or(|m| m.count_set_bits() > 0)
+        {
+            let columns = positions.iter().map(|i| Arc::clone(batch.column(*i))).collect::<Vec<_>>();
+            let fields = positions.iter().map(|i| batch.schema().field(*i).clone()).collect::<Vec<_>>();
+            let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+            let part =
+                RecordBatch::try_new_with_options(Arc::new(arrow::datatypes::Schema::new(fields)), columns, &options)?;
+            let part = conform(&part, schema)?;
+            let values = physical.evaluate(&part)?.into_array(rows)?;
+            mask = Some(dict_filter::and(mask, dict_filter::true_rows(values.as_boolean())));
+        }
+        Ok(mask.unwrap_or_else(|| arrow::buffer::BooleanBuffer::new_set(rows)))
     }
 }
 
