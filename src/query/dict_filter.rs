@@ -48,6 +48,16 @@ impl DictTest {
                 let values = list.list.iter().map(literal).collect::<Option<Vec<_>>>()?;
                 Some(DictTest { column, values, negated: list.negated })
             }
+            // `s = 'a' OR s = 'b'` (what DataFusion makes of a short IN list).
+            Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+                let (l, r) = (DictTest::from_expr(left, schema)?, DictTest::from_expr(right, schema)?);
+                if l.negated || r.negated || l.column != r.column {
+                    return None;
+                }
+                let mut values = l.values;
+                values.extend(r.values);
+                Some(DictTest { column: l.column, values, negated: false })
+            }
             _ => None,
         }
     }
@@ -129,5 +139,9 @@ mod tests {
         assert_eq!(rows(&ne), vec![false, true, false, false, false]);
         assert_eq!(rows(&not_in), vec![true, false, false, false, true]);
         assert!(DictTest::from_expr(&col("c").like(lit("w%")), &schema).is_none());
+        // An OR of equalities on one column is an IN list; with another column or a negation, not.
+        let or = DictTest::from_expr(&col("c").eq(lit("app")).or(col("c").eq(lit("x"))), &schema).unwrap();
+        assert_eq!(rows(&or), vec![false, true, false, false, false]);
+        assert!(DictTest::from_expr(&col("c").eq(lit("app")).or(col("c").not_eq(lit("x"))), &schema).is_none());
     }
 }
