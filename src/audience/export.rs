@@ -335,10 +335,14 @@ impl PartSink {
         if max_rows == Some(0) {
             return Err(Error::Usage("--max-rows-per-file must be at least 1".into()));
         }
+        // The folder is created as `persona materialize --out` creates its own.
         if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.is_dir()
         {
-            return Err(Error::Usage(format!("{} is not a directory; create it first", dir.display())));
+            if dir.exists() {
+                return Err(Error::Usage(format!("{} is not a directory", dir.display())));
+            }
+            std::fs::create_dir_all(dir).io_context("create the directory", dir)?;
         }
         Ok(PartSink {
             target: target.to_path_buf(),

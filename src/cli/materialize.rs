@@ -65,7 +65,7 @@ pub struct MaterializeArgs {
 
 pub fn run(args: MaterializeArgs) -> Result<()> {
     if args.max_rows_per_file == Some(0) {
-        return Err(Error::Usage("--max-rows-per-file must be at least 1".into()));
+        return Err(Error::Arguments("--max-rows-per-file must be at least 1".into()));
     }
     let store = Store::open(&args.store)?;
     std::fs::create_dir_all(&args.out).map_err(|e| Error::Io { op: "create", path: args.out.clone(), source: e })?;
@@ -76,10 +76,12 @@ pub fn run(args: MaterializeArgs) -> Result<()> {
         args.audience.clone()
     };
     if names.is_empty() {
-        return Err(Error::Usage(format!(
-            "store {} has no saved audiences; create one with CREATE AUDIENCE name AS SELECT user_id FROM ...",
+        // A scheduled `--all` must not break when the last audience is dropped: nothing to do.
+        eprintln!(
+            "note: store {} has no saved audiences; nothing to materialize (CREATE AUDIENCE name AS SELECT user_id FROM ... saves one)",
             args.store.display()
-        )));
+        );
+        return Ok(());
     }
     let ext = match args.format {
         FileKind::Parquet => "parquet",

@@ -652,3 +652,29 @@ fn show_on_an_empty_catalog_is_an_empty_table() {
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0, "{sql}");
     }
 }
+
+/// A cron job's `materialize --all` on a store whose last audience was dropped is a success.
+#[test]
+fn materialize_all_without_audiences_is_a_success_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    let out = persona(&["materialize", "--store", p(store.root()), "--all", "--out", p(&dir.path().join("out"))]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no saved audiences"), "{}", text(&out.stderr));
+}
+
+/// `MATERIALIZE ... TO 'out/sub/x.parquet'` creates the folders, as `persona materialize --out` does.
+#[test]
+fn materialize_to_a_path_in_a_new_folder_creates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    let target = dir.path().join("out/sub/golds.parquet");
+    run_sql(
+        store.root(),
+        &format!(
+            "CREATE AUDIENCE golds AS SELECT user_id FROM users WHERE tier = 'gold'; MATERIALIZE AUDIENCE golds TO '{}'",
+            p(&target)
+        ),
+    );
+    assert_eq!(parquet_rows(&target), vec!["u1", "u4"]);
+}
