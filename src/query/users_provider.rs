@@ -105,26 +105,10 @@ impl UsersTable {
         residuals: Vec<Expr>,
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        use datafusion::physical_plan::expressions::Column as PhysicalColumn;
-        use datafusion::physical_plan::filter::FilterExec;
-        use datafusion::physical_plan::limit::LocalLimitExec;
-        use datafusion::physical_plan::projection::ProjectionExec;
-
         let mut fields: Vec<arrow::datatypes::FieldRef> = self.schema.fields().iter().cloned().collect();
         fields.push(Arc::new(arrow::datatypes::Field::new(ROW_ID_COLUMN, arrow::datatypes::DataType::UInt32, false)));
         let scan_schema = Arc::new(arrow::datatypes::Schema::new(fields));
-        let predicate = datafusion::logical_expr::utils::conjunction(residuals).expect("at least one residual");
-        let mut read: Vec<usize> = match projection {
-            Some(p) => p.clone(),
-            None => (0..self.schema.fields().len()).collect(),
-        };
-        let wanted = read.len();
-        for column in predicate.column_refs() {
-            let i = scan_schema.index_of(&column.name)?;
-            if !read.contains(&i) {
-                read.push(i);
-            }
-        }
+        let (mut read, wanted, predicate) = self.with_filter_columns(projection, residuals)?;
         let row_id = scan_schema.index_of(ROW_ID_COLUMN)?;
         if !read.contains(&row_id) {
             read.push(row_id);
@@ -137,6 +121,58 @@ impl UsersTable {
             None,
             1.max(state.config().target_partitions()),
         )?;
+        self.filter_and_project(state, input, predicate, wanted, limit)
+    }
+
+    /// The columns to read for `projection` and the columns `filters` use (indices into the
+    /// table schema), how many of them the projection asked for, and the filters' conjunction
+    /// over unqualified columns.
+    fn with_filter_columns(
+        &self,
+        projection: Option<&Vec<usize>>,
+        filters: Vec<Expr>,
+    ) -> Result<(Vec<usize>, usize, Expr)> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        let predicate =
+            datafusion::logical_expr::utils::conjunction(filters).unwrap_or_else(|| datafusion::prelude::lit(true));
+        let predicate = predicate
+            .transform_up(|e| match e {
+                Expr::Column(c) if c.relation.is_some() => {
+                    Ok(Transformed::yes(Expr::Column(datafusion::common::Column::new_unqualified(c.name))))
+                }
+                other => Ok(Transformed::no(other)),
+            })?
+            .data;
+        let mut read: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let wanted = read.len();
+        for column in predicate.column_refs() {
+            if column.name == ROW_ID_COLUMN {
+                continue;
+            }
+            let i = self.schema.index_of(&column.name)?;
+            if !read.contains(&i) {
+                read.push(i);
+            }
+        }
+        Ok((read, wanted, predicate))
+    }
+
+    /// `input` filtered by `predicate`, projected to its first `wanted` columns, and limited.
+    fn filter_and_project(
+        &self,
+        state: &dyn CatalogSession,
+        input: Arc<dyn ExecutionPlan>,
+        predicate: Expr,
+        wanted: usize,
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        use datafusion::physical_plan::expressions::Column as PhysicalColumn;
+        use datafusion::physical_plan::filter::FilterExec;
+        use datafusion::physical_plan::limit::LocalLimitExec;
+        use datafusion::physical_plan::projection::ProjectionExec;
         let df_schema = datafusion::common::DFSchema::try_from(input.schema().as_ref().clone())?;
         let physical = state.create_physical_expr(predicate, &df_schema)?;
         let filtered: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(physical, input)?);
@@ -188,10 +224,16 @@ impl TableProvider for UsersTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        // Filters given were accepted as Exact when pushed down, and must be applied here even if
-        // `persona.use_indexes` was switched off since; without filters either path answers.
-        if !self.indexes_on() && filters.is_empty() {
-            return self.fallback.scan(state, projection, filters, limit).await;
+        // Indexes off: DataFusion's own scan and filter. The filters are applied here, not only
+        // left above: they may have been accepted as Exact before `persona.use_indexes` was
+        // switched off.
+        if !self.indexes_on() {
+            if filters.is_empty() {
+                return self.fallback.scan(state, projection, filters, limit).await;
+            }
+            let (read, wanted, predicate) = self.with_filter_columns(projection, filters.to_vec())?;
+            let input = self.fallback.scan(state, Some(&read), &[], None).await?;
+            return self.filter_and_project(state, input, predicate, wanted, limit);
         }
         let (exact, partial): (Vec<&Expr>, Vec<&Expr>) =
             filters.iter().partition(|f| translate(f, &self.index).is_some());

@@ -16,6 +16,7 @@ mod import_fuzz;
 mod interrupted;
 mod kept_files;
 mod lock;
+mod settings;
 mod snapshots;
 mod store_paths;
 mod upsert;
