@@ -329,7 +329,10 @@ impl AudienceRule {
         // Without user_id in the output: HAVING may not read it.
         let (user_qualifier, user_field) = dense.schema.qualified_field(0);
         let user_column = Column::new(user_qualifier.cloned(), user_field.name());
-        if having.iter().any(|h| !crate::query::fact_filter::row_local(h) || h.column_refs().contains(&user_column)) {
+        if having
+            .iter()
+            .any(|h| !crate::query::dense_agg_rule::is_row_local(h) || h.column_refs().contains(&user_column))
+        {
             return None;
         }
         let fields = dense.schema.iter().skip(1).map(|(q, f)| (q.cloned(), Arc::clone(f))).collect::<Vec<_>>();
@@ -507,15 +510,7 @@ fn marked_users(plan: &LogicalPlan) -> Option<AudienceSpec> {
 fn marker_spec(e: &Expr) -> Option<AudienceSpec> {
     match e {
         Expr::Not(inner) => Some(AudienceSpec::Not(Box::new(marker_spec(inner)?))),
-        Expr::ScalarFunction(f) if f.func.inner().is::<crate::query::udf::PersonaAudience>() => {
-            let [key, Expr::Literal(spec, _)] = f.args.as_slice() else { return None };
-            let Expr::Column(c) = strip_cast(key) else { return None };
-            if c.name != "user_id" {
-                return None;
-            }
-            serde_json::from_str(spec.try_as_str()??).ok()
-        }
-        _ => None,
+        other => crate::query::udf::marker_call(other).map(|(_, spec)| spec),
     }
 }
 

@@ -14,7 +14,6 @@ use crate::error::Result;
 use crate::index::format::BitmapKind;
 use crate::index::{IndexSet, RangeOp};
 use crate::query::fact_filter::{FactAggregate, FactFilter};
-use crate::query::udf::PersonaAudience;
 use std::sync::Arc;
 
 /// A set of users, as an expression over the indexes.
@@ -282,15 +281,8 @@ pub fn translate(expr: &Expr, index: &IndexSet) -> Option<Translated> {
                 Translated { when_true: t.when_false, when_false: t.when_true }
             })
         }
-        Expr::ScalarFunction(f) if f.func.inner().is::<PersonaAudience>() => {
-            // The key may come cast to the facts' string type (it is the same value).
-            let [key, Expr::Literal(spec, _)] = f.args.as_slice() else { return None };
-            let Expr::Column(c) = crate::query::audience_rule::strip_cast(key) else { return None };
-            if c.name != "user_id" {
-                return None;
-            }
-            let spec: AudienceSpec = serde_json::from_str(spec.try_as_str()??).ok()?;
-            let marker = f.func.inner().downcast_ref::<PersonaAudience>()?;
+        Expr::ScalarFunction(_) => {
+            let (marker, spec) = crate::query::udf::marker_call(expr)?;
             Some(total(marker.bitmap_expr(&spec)?))
         }
         _ => None,

@@ -175,8 +175,9 @@ fn extension(node: DenseAggregate) -> LogicalPlan {
     LogicalPlan::Extension(Extension { node: Arc::new(node) })
 }
 
-/// Whether an expression can be evaluated row by row on the fact columns alone.
-fn is_row_local(expr: &Expr) -> bool {
+/// Whether an expression can be evaluated row by row on its table's columns alone: no subquery,
+/// outer reference, aggregate or window, nothing volatile.
+pub(crate) fn is_row_local(expr: &Expr) -> bool {
     // A volatile expression may be substituted into several places: it must not be.
     !expr.is_volatile()
         && !expr

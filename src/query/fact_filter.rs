@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::logical_expr::{Expr, col, lit};
 use datafusion::physical_expr::PhysicalExpr;
@@ -27,7 +27,7 @@ use roaring::RoaringBitmap;
 use crate::error::{Error, Result};
 use crate::index::IndexSet;
 use crate::query::bitmap_expr::EdgeScan;
-use crate::query::dense_agg_rule::DenseAggregate;
+use crate::query::dense_agg_rule::{DenseAggregate, is_row_local};
 use crate::query::dict_filter::{self, DictTest};
 use crate::store::fact_rows::{self, Strings};
 use crate::store::plain_columns::{self, PlainColumns};
@@ -48,25 +48,18 @@ impl FactFilter {
     /// not a row-local condition on the table's own columns.
     pub fn new(table: Table, predicates: &[Expr], ts_window: Option<(i64, i64)>) -> Option<FactFilter> {
         let columns = crate::tables::contract_columns(table);
-        let mut unqualified = Vec::with_capacity(predicates.len());
+        let mut own = Vec::with_capacity(predicates.len());
         for p in predicates {
-            if !row_local(p) {
+            if !is_row_local(p) {
                 return None;
             }
-            let p = p
-                .clone()
-                .transform_up(|e| match e {
-                    Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))),
-                    other => Ok(Transformed::no(other)),
-                })
-                .ok()?
-                .data;
+            let p = unqualified(p.clone()).ok()?;
             if p.column_refs().iter().any(|c| !columns.iter().any(|d| d.name == c.name)) {
                 return None;
             }
-            unqualified.push(p);
+            own.push(p);
         }
-        let predicate = datafusion::logical_expr::utils::conjunction(unqualified)?;
+        let predicate = datafusion::logical_expr::utils::conjunction(own)?;
         Some(FactFilter { table, predicate, ts_window })
     }
 
@@ -234,12 +227,7 @@ pub fn matching_products(index: &IndexSet, predicates: &[Expr]) -> Result<Vec<St
             .project(&names.iter().map(|n| table_schema.index_of(n)).collect::<std::result::Result<Vec<_>, _>>()?)?,
     );
     let df_schema = DFSchema::try_from(read_schema.as_ref().clone())?;
-    let physical = datafusion::physical_expr::create_physical_expr(
-        &predicate,
-        &df_schema,
-        &ExecutionProps::new(),
-        &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
-    )?;
+    let physical = physical_expr(&predicate, &df_schema)?;
     let columns: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut out = Vec::new();
     for file in manifest.files(Table::Products) {
@@ -263,8 +251,18 @@ pub fn matching_products(index: &IndexSet, predicates: &[Expr]) -> Result<Vec<St
     Ok(out)
 }
 
+/// `e` over `schema` as a physical expression, outside of physical planning.
+fn physical_expr(e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+    Ok(datafusion::physical_expr::create_physical_expr(
+        e,
+        schema,
+        &ExecutionProps::new(),
+        &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
+    )?)
+}
+
 /// `e` with its columns unqualified.
-fn unqualified(e: Expr) -> Result<Expr> {
+pub(crate) fn unqualified(e: Expr) -> Result<Expr> {
     Ok(e.transform_up(|e| match e {
         Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))),
         other => Ok(Transformed::no(other)),
@@ -285,14 +283,7 @@ impl FactAggregate {
     /// The row ids of those users.
     pub fn users(&self, index: &IndexSet) -> Result<RoaringBitmap> {
         let Some(snapshot) = index.facts() else { return Ok(RoaringBitmap::new()) };
-        let physical = |e: &Expr, schema: &DFSchema| {
-            datafusion::physical_expr::create_physical_expr(
-                e,
-                schema,
-                &ExecutionProps::new(),
-                &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
-            )
-        };
+        let physical = |e: &Expr, schema: &DFSchema| Ok(physical_expr(e, schema)?);
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let exec = crate::query::planner::dense_exec(&self.node, snapshot, Vec::new(), workers, &physical)?;
         let having = physical(&self.having, self.node.schema.as_ref())?;
@@ -363,12 +354,7 @@ impl RowTest {
                     )?,
                 );
                 let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
-                let physical = datafusion::physical_expr::create_physical_expr(
-                    &e,
-                    &df_schema,
-                    &ExecutionProps::new(),
-                    &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
-                )?;
+                let physical = physical_expr(&e, &df_schema)?;
                 Some((positions, schema, physical))
             }
         };
@@ -428,28 +414,4 @@ fn conform(batch: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> Result<
     // A condition that reads no column (`false` after simplification) still sees every row.
     let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     Ok(RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?)
-}
-
-/// No subquery, no outer reference, nothing volatile: the value depends on the row alone.
-pub fn row_local(e: &Expr) -> bool {
-    let mut local = true;
-    let _ = e.apply(|e| {
-        let stop = match e {
-            Expr::ScalarSubquery(_)
-            | Expr::Exists(_)
-            | Expr::InSubquery(_)
-            | Expr::OuterReferenceColumn(..)
-            | Expr::Placeholder(_)
-            | Expr::AggregateFunction(_)
-            | Expr::WindowFunction(_) => true,
-            Expr::ScalarFunction(f) => f.func.signature().volatility == datafusion::logical_expr::Volatility::Volatile,
-            _ => false,
-        };
-        if stop {
-            local = false;
-            return Ok(TreeNodeRecursion::Stop);
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    local
 }

@@ -31,28 +31,8 @@ pub struct Residual {
 /// Whether `filter` has a part the bitmaps answer and can be evaluated row by row in a users scan:
 /// no subqueries, no references to outer queries, nothing volatile.
 pub fn applies(filter: &Expr, index: &IndexSet) -> bool {
-    let mut row_local = true;
-    let mut translatable = false;
-    let _ = filter.apply(|e| {
-        match e {
-            Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) | Expr::OuterReferenceColumn(..) => {
-                row_local = false;
-                return Ok(TreeNodeRecursion::Stop);
-            }
-            Expr::ScalarFunction(f)
-                if f.func.signature().volatility == datafusion::logical_expr::Volatility::Volatile =>
-            {
-                row_local = false;
-                return Ok(TreeNodeRecursion::Stop);
-            }
-            _ => {}
-        }
-        if !translatable && translate(e, index).is_some() {
-            translatable = true;
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    row_local && translatable
+    crate::query::dense_agg_rule::is_row_local(filter)
+        && filter.exists(|e| Ok(translate(e, index).is_some())).unwrap_or(false)
 }
 
 /// Splits `filter` (see the module doc). Column qualifiers are dropped: the filter is evaluated

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder};
 use arrow::datatypes::DataType;
 use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
 use roaring::RoaringBitmap;
 
 use crate::index::IndexSet;
@@ -34,9 +34,29 @@ pub struct PersonaAudience {
     /// Each spec's members, computed once per session.
     members: Mutex<HashMap<String, Arc<RoaringBitmap>>>,
     /// Fact predicates that specs refer to by number ([`AudienceSpec::FactFilter`]).
-    fact_filters: Mutex<Vec<Arc<FactFilter>>>,
+    fact_filters: Registry<FactFilter>,
     /// Per-user aggregates that specs refer to by number ([`AudienceSpec::FactAggregate`]).
-    fact_aggregates: Mutex<Vec<Arc<FactAggregate>>>,
+    fact_aggregates: Registry<FactAggregate>,
+}
+
+/// Parts of specs kept by the session and referred to by their number (equal parts share one).
+#[derive(Debug)]
+struct Registry<T>(Mutex<Vec<Arc<T>>>);
+
+impl<T: PartialEq> Registry<T> {
+    fn register(&self, part: T) -> u64 {
+        let mut parts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = parts.iter().position(|p| p.as_ref() == &part) {
+            return i as u64;
+        }
+        parts.push(Arc::new(part));
+        (parts.len() - 1) as u64
+    }
+
+    fn get(&self, id: u64) -> Option<Arc<T>> {
+        let parts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        usize::try_from(id).ok().and_then(|i| parts.get(i)).cloned()
+    }
 }
 
 impl Default for PersonaAudience {
@@ -45,8 +65,8 @@ impl Default for PersonaAudience {
             signature: Signature::any(2, Volatility::Immutable),
             index: None,
             members: Mutex::new(HashMap::new()),
-            fact_filters: Mutex::new(Vec::new()),
-            fact_aggregates: Mutex::new(Vec::new()),
+            fact_filters: Registry(Mutex::new(Vec::new())),
+            fact_aggregates: Registry(Mutex::new(Vec::new())),
         }
     }
 }
@@ -59,37 +79,20 @@ impl PersonaAudience {
 
     /// Registers a fact predicate; its number goes into an [`AudienceSpec::FactFilter`].
     pub fn register_fact_filter(&self, filter: FactFilter) -> u64 {
-        let mut filters = self.fact_filters.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(i) = filters.iter().position(|f| f.as_ref() == &filter) {
-            return i as u64;
-        }
-        filters.push(Arc::new(filter));
-        (filters.len() - 1) as u64
-    }
-
-    /// A registered fact predicate.
-    pub fn fact_filter(&self, id: u64) -> Option<Arc<FactFilter>> {
-        let filters = self.fact_filters.lock().unwrap_or_else(PoisonError::into_inner);
-        usize::try_from(id).ok().and_then(|i| filters.get(i)).cloned()
+        self.fact_filters.register(filter)
     }
 
     /// Registers a per-user aggregate; its number goes into an [`AudienceSpec::FactAggregate`].
     pub fn register_fact_aggregate(&self, aggregate: FactAggregate) -> u64 {
-        let mut aggregates = self.fact_aggregates.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(i) = aggregates.iter().position(|a| a.as_ref() == &aggregate) {
-            return i as u64;
-        }
-        aggregates.push(Arc::new(aggregate));
-        (aggregates.len() - 1) as u64
+        self.fact_aggregates.register(aggregate)
     }
 
     /// The bitmap expression of a spec, its registered parts resolved.
     pub fn bitmap_expr(&self, spec: &AudienceSpec) -> Option<BitmapExpr> {
-        let aggregate = |id: u64| {
-            let aggregates = self.fact_aggregates.lock().unwrap_or_else(PoisonError::into_inner);
-            usize::try_from(id).ok().and_then(|i| aggregates.get(i)).cloned()
-        };
-        spec.to_bitmap_expr(&Registered { fact_filter: &|id| self.fact_filter(id), fact_aggregate: &aggregate })
+        spec.to_bitmap_expr(&Registered {
+            fact_filter: &|id| self.fact_filters.get(id),
+            fact_aggregate: &|id| self.fact_aggregates.get(id),
+        })
     }
 
     fn members(&self, index: &IndexSet, spec: &str) -> Result<Arc<RoaringBitmap>> {
@@ -158,6 +161,19 @@ impl ScalarUDFImpl for PersonaAudience {
             .collect();
         Ok(ColumnarValue::Array(Arc::new(result) as ArrayRef))
     }
+}
+
+/// The marker and the audience of `persona_audience(user_id, spec)` (the key may come cast to
+/// the facts' string type: it is the same value).
+pub fn marker_call(e: &Expr) -> Option<(&PersonaAudience, AudienceSpec)> {
+    let Expr::ScalarFunction(f) = e else { return None };
+    let marker = f.func.inner().downcast_ref::<PersonaAudience>()?;
+    let [key, Expr::Literal(spec, _)] = f.args.as_slice() else { return None };
+    let Expr::Column(c) = crate::query::audience_rule::strip_cast(key) else { return None };
+    if c.name != "user_id" {
+        return None;
+    }
+    Some((marker, serde_json::from_str(spec.try_as_str()??).ok()?))
 }
 
 /// `persona_row_set(__row_id)`; see the module doc.

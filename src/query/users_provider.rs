@@ -132,17 +132,10 @@ impl UsersTable {
         projection: Option<&Vec<usize>>,
         filters: Vec<Expr>,
     ) -> Result<(Vec<usize>, usize, Expr)> {
-        use datafusion::common::tree_node::{Transformed, TreeNode};
         let predicate =
             datafusion::logical_expr::utils::conjunction(filters).unwrap_or_else(|| datafusion::prelude::lit(true));
-        let predicate = predicate
-            .transform_up(|e| match e {
-                Expr::Column(c) if c.relation.is_some() => {
-                    Ok(Transformed::yes(Expr::Column(datafusion::common::Column::new_unqualified(c.name))))
-                }
-                other => Ok(Transformed::no(other)),
-            })?
-            .data;
+        let predicate =
+            crate::query::fact_filter::unqualified(predicate).map_err(datafusion::common::DataFusionError::from)?;
         let mut read: Vec<usize> = match projection {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
