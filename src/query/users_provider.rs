@@ -47,25 +47,30 @@ impl UsersTable {
         self.use_indexes.load(Ordering::Relaxed)
     }
 
-    /// The bitmap expression of the translatable filters among those DataFusion pushed (`None`
-    /// when there are none).
-    fn selection_expr(&self, filters: &[Expr]) -> Option<BitmapExpr> {
-        let parts: Vec<BitmapExpr> =
-            filters.iter().filter_map(|f| translate(f, &self.index)).map(|t| t.when_true).collect();
-        match parts.len() {
-            0 => None,
-            1 => parts.into_iter().next(),
-            _ => Some(BitmapExpr::And(parts)),
+    /// The filters the bitmaps answer exactly, as one expression of the users they keep (`None`
+    /// when there are none), and the filters left to the rows.
+    fn split_filters<'a>(&self, filters: &'a [Expr]) -> (Option<BitmapExpr>, Vec<&'a Expr>) {
+        let mut parts = Vec::new();
+        let mut rest = Vec::new();
+        for f in filters {
+            match translate(f, &self.index) {
+                Some(t) => parts.push(t.when_true),
+                None => rest.push(f),
+            }
         }
+        let selection = match parts.len() {
+            0 => None,
+            1 => parts.pop(),
+            _ => Some(BitmapExpr::And(parts)),
+        };
+        (selection, rest)
     }
 
     /// The users the pushed `filters` select when the bitmaps answer every one of them exactly
     /// (`Universe` for no filter); `None` when some filter is left to the rows.
     pub fn bitmap_selection(&self, filters: &[Expr]) -> Option<BitmapExpr> {
-        if filters.iter().any(|f| translate(f, &self.index).is_none()) {
-            return None;
-        }
-        Some(self.selection_expr(filters).unwrap_or(BitmapExpr::Universe))
+        let (selection, rest) = self.split_filters(filters);
+        rest.is_empty().then(|| selection.unwrap_or(BitmapExpr::Universe))
     }
 }
 
@@ -228,10 +233,9 @@ impl TableProvider for UsersTable {
             let input = self.fallback.scan(state, Some(&read), &[], None).await?;
             return self.filter_and_project(state, input, predicate, wanted, limit);
         }
-        let (exact, partial): (Vec<&Expr>, Vec<&Expr>) =
-            filters.iter().partition(|f| translate(f, &self.index).is_some());
-        let exact: Vec<Expr> = exact.into_iter().cloned().collect();
-        let mut selection = match self.selection_expr(&exact) {
+        // Each filter translated once: a user_id lookup reads the id dictionary.
+        let (exact, partial) = self.split_filters(filters);
+        let mut selection = match exact {
             Some(expr) => Some(evaluate(&expr, &self.index)?),
             None => None,
         };
