@@ -384,6 +384,19 @@ impl IndexSet {
     /// Users active in `stream` on any day of `first_day..=last_day`: whole calendar months inside
     /// the window from the month roll-ups, the remaining days from the day bitmaps.
     pub fn active_on_days(&self, stream: &str, first_day: i64, last_day: i64) -> Result<RoaringBitmap> {
+        self.active_on_days_within(stream, first_day, last_day, None)
+    }
+
+    /// [`IndexSet::active_on_days`] among the users in `within` (all when `None`): each day's or
+    /// month's bitmap is met only by the users not yet found, so a small `within` costs little
+    /// however long the window.
+    pub fn active_on_days_within(
+        &self,
+        stream: &str,
+        first_day: i64,
+        last_day: i64,
+        within: Option<&RoaringBitmap>,
+    ) -> Result<RoaringBitmap> {
         let Some(file) = &self.file else { return Ok(RoaringBitmap::new()) };
         let entries = |kind: BitmapKind| {
             let lo = (kind, stream.to_string(), String::new());
@@ -406,7 +419,15 @@ impl IndexSet {
                 parts.push(self.get(BitmapKind::ActivityDay, stream, key)?);
             }
         }
-        Ok(parts.iter().map(|b| b.as_ref()).union())
+        let Some(within) = within else { return Ok(parts.iter().map(|b| b.as_ref()).union()) };
+        let mut rest = within.clone();
+        for part in &parts {
+            if rest.is_empty() {
+                break;
+            }
+            rest -= &rest & part.as_ref();
+        }
+        Ok(within - rest)
     }
 
     /// Every tag name in the index, sorted (reads the directory only).

@@ -344,70 +344,146 @@ fn range_value(v: &ScalarValue) -> Option<i64> {
 
 /// Evaluates a bitmap expression on a snapshot's indexes.
 pub fn evaluate(expr: &BitmapExpr, index: &IndexSet) -> Result<RoaringBitmap> {
+    evaluate_within(expr, index, None)
+}
+
+/// How much evaluating a term costs, in classes: bitmaps read from the index (0), range
+/// comparisons walking bit slices (1), fact rows read from files (2).
+fn cost(expr: &BitmapExpr) -> u8 {
+    match expr {
+        BitmapExpr::Range { .. } => 1,
+        BitmapExpr::FactRows(_) | BitmapExpr::FactFilter(_) | BitmapExpr::FactAggregate(_) => 2,
+        BitmapExpr::And(items) | BitmapExpr::Or(items) => items.iter().map(cost).max().unwrap_or(0),
+        BitmapExpr::AndNot(a, b) => cost(a).max(cost(b)),
+        _ => 0,
+    }
+}
+
+/// A set of users restricted to `within` (all of it when `None`).
+fn restrict(set: RoaringBitmap, within: Option<&RoaringBitmap>) -> RoaringBitmap {
+    match within {
+        Some(w) => set & w,
+        None => set,
+    }
+}
+
+/// [`evaluate`] restricted to the users in `within`: the answer's members among `within` (all of
+/// them when `None`). Conjunctions evaluate their cheap terms first and hand what is left to the
+/// costly ones, so a window edge or a fact condition reads rows only for the users that can still
+/// be in the answer (`tag AND tier AND NOT purchased_within(...)` looks up the edge-day rows of
+/// the tagged members of the tier, not of every user active that day).
+pub fn evaluate_within(expr: &BitmapExpr, index: &IndexSet, within: Option<&RoaringBitmap>) -> Result<RoaringBitmap> {
+    let stored = |kind: BitmapKind, name: &str, key: &str| -> Result<RoaringBitmap> {
+        let bitmap = index.get(kind, name, key)?;
+        Ok(match within {
+            Some(w) => w & bitmap.as_ref(),
+            None => bitmap.as_ref().clone(),
+        })
+    };
     Ok(match expr {
-        BitmapExpr::Universe => index.universe(),
-        BitmapExpr::Tag(t) => (*index.get(BitmapKind::Tag, t, "")?).clone(),
-        BitmapExpr::Value { column, value } => (*index.get(BitmapKind::Value, column, value)?).clone(),
-        BitmapExpr::Null(column) => (*index.get(BitmapKind::Null, column, "")?).clone(),
-        BitmapExpr::Active { stream, first_day, last_day } => index.active_on_days(stream, *first_day, *last_day)?,
-        BitmapExpr::Range { column, op, value } => index.range_compare(column, *op, *value)?,
+        BitmapExpr::Universe => match within {
+            Some(w) => {
+                let mut live = w.clone();
+                live.remove_range(u32::try_from(index.universe_len()).unwrap_or(u32::MAX)..);
+                live
+            }
+            None => index.universe(),
+        },
+        BitmapExpr::Tag(t) => stored(BitmapKind::Tag, t, "")?,
+        BitmapExpr::Value { column, value } => stored(BitmapKind::Value, column, value)?,
+        BitmapExpr::Null(column) => stored(BitmapKind::Null, column, "")?,
+        BitmapExpr::Active { stream, first_day, last_day } => {
+            index.active_on_days_within(stream, *first_day, *last_day, within)?
+        }
+        BitmapExpr::Range { column, op, value } => index.range_compare_within(column, *op, *value, within)?,
         BitmapExpr::And(items) => {
-            // Range comparisons walk every bit slice: run them last, only over the users the
-            // other terms leave (nested ANDs, e.g. BETWEEN, are flattened first).
+            // Cheapest terms first, smallest first among the stored bitmaps; range comparisons
+            // and fact reads run over the users the terms before them leave (nested ANDs, e.g.
+            // BETWEEN, are flattened first).
             let mut flat: Vec<&BitmapExpr> = Vec::with_capacity(items.len());
             flatten_and(items, &mut flat);
-            let (ranges, others): (Vec<&BitmapExpr>, Vec<&BitmapExpr>) =
-                flat.into_iter().partition(|e| matches!(e, BitmapExpr::Range { .. }));
-            let mut sets = others.into_iter().map(|e| evaluate(e, index)).collect::<Result<Vec<_>>>()?;
+            flat.sort_by_key(|e| cost(e));
+            let split = flat.iter().position(|e| cost(e) > 0).unwrap_or(flat.len());
+            let mut sets =
+                flat[..split].iter().map(|e| evaluate_within(e, index, within)).collect::<Result<Vec<_>>>()?;
             sets.sort_by_key(RoaringBitmap::len);
             let mut it = sets.into_iter();
-            let mut acc = it.next().unwrap_or_else(|| index.universe());
+            let mut acc = match (it.next(), within) {
+                (Some(first), _) => first,
+                (None, Some(w)) => w.clone(),
+                (None, None) if split < flat.len() => {
+                    // No cheap term: the first costly one starts the set.
+                    let first = evaluate_within(flat[split], index, None)?;
+                    return evaluate_rest(&flat[split + 1..], index, first);
+                }
+                (None, None) => index.universe(),
+            };
             for s in it {
                 acc &= s;
             }
-            for range in ranges {
-                if acc.is_empty() {
-                    break;
-                }
-                if let BitmapExpr::Range { column, op, value } = range {
-                    acc = index.range_compare_within(column, *op, *value, Some(&acc))?;
-                }
-            }
-            acc
+            evaluate_rest(&flat[split..], index, acc)?
         }
         BitmapExpr::Or(items) => {
             // Window edges last: only users not already in the union need their rows read.
             let mut acc = RoaringBitmap::new();
             for e in items.iter().filter(|e| !matches!(e, BitmapExpr::FactRows(_))) {
-                acc |= evaluate(e, index)?;
+                acc |= evaluate_within(e, index, within)?;
             }
             for e in items {
                 if let BitmapExpr::FactRows(scan) = e {
-                    let found = users_of_edge(scan, index, &acc)?;
+                    let found = users_of_edge(scan, index, &acc, within)?;
                     acc |= found;
                 }
             }
             acc
         }
-        BitmapExpr::AndNot(a, b) => evaluate(a, index)? - evaluate(b, index)?,
-        BitmapExpr::RowIds(ids) => ids.iter().copied().filter(|id| u64::from(*id) < index.universe_len()).collect(),
-        BitmapExpr::FactRows(scan) => users_of_edge(scan, index, &RoaringBitmap::new())?,
-        BitmapExpr::FactFilter(filter) => filter.users(index)?,
-        BitmapExpr::FactAggregate(aggregate) => aggregate.users(index)?,
+        BitmapExpr::AndNot(a, b) => {
+            let kept = evaluate_within(a, index, within)?;
+            if kept.is_empty() {
+                return Ok(kept);
+            }
+            // Everyone (no restriction): nothing to narrow the second set to.
+            let among = if within.is_none() && matches!(**a, BitmapExpr::Universe) { None } else { Some(&kept) };
+            let removed = evaluate_within(b, index, among)?;
+            kept - removed
+        }
+        BitmapExpr::RowIds(ids) => {
+            let ids = ids.iter().copied().filter(|id| u64::from(*id) < index.universe_len()).collect();
+            restrict(ids, within)
+        }
+        BitmapExpr::FactRows(scan) => users_of_edge(scan, index, &RoaringBitmap::new(), within)?,
+        BitmapExpr::FactFilter(filter) => filter.users_within(index, within)?,
+        BitmapExpr::FactAggregate(aggregate) => restrict(aggregate.users(index)?, within),
         BitmapExpr::Saved(name) => match index.saved_audience(name)? {
-            Some(members) => members.as_ref().clone(),
+            Some(members) => restrict(members.as_ref().clone(), within),
             None => return Err(crate::audience::catalog::no_such_audience(name)),
         },
     })
 }
 
-/// The users with rows in a window edge, besides those in `known` (which may be left out). Users
-/// with a row in the edge were active in its streams on its days: when the fact files are grouped
-/// by user and have plain copies, only those candidates' rows are looked up (binary search by row
-/// id); otherwise the rows in the window are read like any fact condition (plain copies, every
-/// core), or for a product's category through the products.
-fn users_of_edge(scan: &EdgeScan, index: &IndexSet, known: &RoaringBitmap) -> Result<RoaringBitmap> {
-    let Some(filter) = FactFilter::of_edge(scan) else { return index.users_of_fact_rows(scan) };
+/// Intersects `acc` with each of `terms` in turn, each evaluated only over what `acc` still holds.
+fn evaluate_rest(terms: &[&BitmapExpr], index: &IndexSet, mut acc: RoaringBitmap) -> Result<RoaringBitmap> {
+    for term in terms {
+        if acc.is_empty() {
+            break;
+        }
+        acc = evaluate_within(term, index, Some(&acc))?;
+    }
+    Ok(acc)
+}
+
+/// The users with rows in a window edge, besides those in `known` (which may be left out), among
+/// `within`. Users with a row in the edge were active in its streams on its days: when the fact
+/// files are grouped by user and have plain copies, only those candidates' rows are looked up
+/// (binary search by row id); otherwise the rows in the window are read like any fact condition
+/// (plain copies, every core), or for a product's category through the products.
+fn users_of_edge(
+    scan: &EdgeScan,
+    index: &IndexSet,
+    known: &RoaringBitmap,
+    within: Option<&RoaringBitmap>,
+) -> Result<RoaringBitmap> {
+    let Some(filter) = FactFilter::of_edge(scan) else { return Ok(restrict(index.users_of_fact_rows(scan)?, within)) };
     if !scan.streams.is_empty() {
         let (first_day, last_day) = (crate::index::day_of(scan.from), crate::index::day_of(scan.to - 1));
         let mut candidates = RoaringBitmap::new();
@@ -415,6 +491,9 @@ fn users_of_edge(scan: &EdgeScan, index: &IndexSet, known: &RoaringBitmap) -> Re
             candidates |= index.active_on_days(stream, first_day, last_day)?;
         }
         candidates -= known;
+        if let Some(w) = within {
+            candidates &= w;
+        }
         if candidates.is_empty() {
             return Ok(candidates);
         }
@@ -422,7 +501,7 @@ fn users_of_edge(scan: &EdgeScan, index: &IndexSet, known: &RoaringBitmap) -> Re
             return Ok(found);
         }
     }
-    filter.users(index)
+    filter.users_within(index, within)
 }
 
 fn flatten_and<'a>(items: &'a [BitmapExpr], out: &mut Vec<&'a BitmapExpr>) {

@@ -284,7 +284,7 @@ impl Job {
         let Some(relative) = &file.plain_columns else { return Ok(false) };
         let columns: Vec<&str> = self.read_columns.iter().map(String::as_str).collect();
         let path = layout::resolve(&self.sources.root, relative);
-        let Some(copy) = PlainColumns::open(&path, &columns, file.rows)? else { return Ok(false) };
+        let Some(copy) = PlainColumns::open_cached(&path, &columns, file.rows)? else { return Ok(false) };
         copy.for_each_batch(|batch, ids| {
             // The types the Parquet path reads, so that the filter sees the same batches.
             let arrays = batch

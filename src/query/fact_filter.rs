@@ -33,6 +33,9 @@ use crate::store::fact_rows::{self, Strings};
 use crate::store::plain_columns::{self, PlainColumns};
 use crate::tables::{Table, sql_schema};
 
+/// What looking up one candidate user in one fact file costs, in rows of a scan.
+const LOOKUP_COST_IN_ROWS: u64 = 32;
+
 /// Fact rows of `table` for which `predicate` is TRUE.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FactFilter {
@@ -69,14 +72,7 @@ impl FactFilter {
         let (root, manifest) = (snapshot.root(), snapshot.manifest());
         let test = RowTest::new(&self.predicate, self.table, manifest)?;
         let names = test.names.clone();
-        let files: Vec<_> = manifest
-            .files(self.table)
-            .iter()
-            .filter(|f| match (self.ts_window, f.ts_range) {
-                (Some((from, to)), Some((lo, hi))) => hi >= from && lo <= to,
-                _ => true,
-            })
-            .collect();
+        let files: Vec<_> = manifest.files(self.table).iter().filter(|f| self.may_hold(f)).collect();
         let columns: Vec<&str> = names.iter().map(String::as_str).collect();
         let next = AtomicUsize::new(0);
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(files.len()).max(1);
@@ -97,7 +93,7 @@ impl FactFilter {
                             // The plain copy when it holds every column: no page to decompress.
                             if let Some(relative) = &file.plain_columns
                                 && columns.iter().all(|c| plain_columns::copies_column(c))
-                                && let Some(copy) = PlainColumns::open(
+                                && let Some(copy) = PlainColumns::open_cached(
                                     &crate::store::layout::resolve(root, relative),
                                     &columns,
                                     file.rows,
@@ -133,6 +129,37 @@ impl FactFilter {
 }
 
 impl FactFilter {
+    /// The users with at least one such row among `within` (all users when `None`): looked up
+    /// candidate by candidate ([`FactFilter::users_among`]) when the candidates are few against
+    /// the rows a scan would read, otherwise scanned ([`FactFilter::users`]).
+    pub fn users_within(&self, index: &IndexSet, within: Option<&RoaringBitmap>) -> Result<RoaringBitmap> {
+        let Some(within) = within else { return self.users(index) };
+        if within.is_empty() {
+            return Ok(RoaringBitmap::new());
+        }
+        if let Some(snapshot) = index.facts() {
+            let files: Vec<_> = snapshot.manifest().files(self.table).iter().filter(|f| self.may_hold(f)).collect();
+            let rows: u64 = files.iter().map(|f| f.rows).sum();
+            // A lookup is two binary searches per candidate and file; a scanned row is a few
+            // nanoseconds of a dictionary test.
+            let lookups = within.len().saturating_mul(files.len() as u64);
+            if lookups.saturating_mul(LOOKUP_COST_IN_ROWS) < rows
+                && let Some(found) = self.users_among(index, within)?
+            {
+                return Ok(found);
+            }
+        }
+        Ok(self.users(index)? & within)
+    }
+
+    /// Whether `file` may hold rows this filter keeps (its `ts` range meets the filter's window).
+    fn may_hold(&self, file: &crate::store::manifest::DataFile) -> bool {
+        match (self.ts_window, file.ts_range) {
+            (Some((from, to)), Some((lo, hi))) => hi >= from && lo <= to,
+            _ => true,
+        }
+    }
+
     /// The users among `candidates` with at least one such row, looked up by binary search on
     /// the row ids of plain copies of files grouped by user; `None` when a file that may hold
     /// such rows has no copy of every column read or is not grouped by user (read it all then).
@@ -147,9 +174,7 @@ impl FactFilter {
         let columns: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut copies = Vec::new();
         for file in manifest.files(self.table) {
-            if let (Some((from, to)), Some((lo, hi))) = (self.ts_window, file.ts_range)
-                && (hi < from || lo > to)
-            {
+            if !self.may_hold(file) {
                 continue;
             }
             let Some(relative) = &file.plain_columns else { return Ok(None) };
@@ -157,32 +182,24 @@ impl FactFilter {
                 return Ok(None);
             }
             let path = crate::store::layout::resolve(root, relative);
-            let Some(copy) = PlainColumns::open(&path, &columns, file.rows)? else { return Ok(None) };
+            let Some(copy) = PlainColumns::open_cached(&path, &columns, file.rows)? else { return Ok(None) };
             copies.push(copy);
         }
         let mut out = RoaringBitmap::new();
         for copy in copies {
-            copy.for_each_batch(|batch, ids| {
-                let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else { return Ok(()) };
+            let select = |ids: &[u32]| {
                 let mut rows: Vec<u32> = Vec::new();
+                let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else { return rows };
                 for candidate in candidates.range(first..=last) {
                     let start = ids.partition_point(|&id| id < candidate);
                     let end = start + ids[start..].partition_point(|&id| id == candidate);
                     rows.extend((start as u32)..(end as u32));
                 }
-                if rows.is_empty() {
-                    return Ok(());
-                }
-                let take = arrow::array::UInt32Array::from(rows);
-                let picked = batch
-                    .columns()
-                    .iter()
-                    .map(|c| arrow::compute::take(c.as_ref(), &take, None))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(take.len()));
-                let picked = RecordBatch::try_new_with_options(batch.schema(), picked, &options)?;
-                for i in test.passing(&picked)?.set_indices() {
-                    out.insert(ids[take.values()[i] as usize]);
+                rows
+            };
+            copy.for_each_selected(select, |picked, ids| {
+                for i in test.passing(picked)?.set_indices() {
+                    out.insert(ids[i]);
                 }
                 Ok(())
             })?;

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::ingest::writer::UNIQUE_COLUMNS;
-use crate::store::ipc::{IpcFileWriter, MappedIpc};
+use crate::store::ipc::{IpcFileWriter, MappedIpc, OpenedFiles};
 
 /// Rows per IPC batch: small batches from the import are coalesced up to this.
 const BATCH_ROWS: usize = 128 * 1024;
@@ -101,41 +101,16 @@ pub struct AddressableCopy {
     rows: u64,
 }
 
-/// Copies opened by this process, by path, size and modification time (files are immutable, so
-/// an entry stays valid), so that repeated exports map and validate each file once.
-static OPENED: std::sync::LazyLock<std::sync::Mutex<Vec<Opened>>> = std::sync::LazyLock::new(Default::default);
-/// At most this many copies stay open (a copy costs a mapping, not memory).
-const OPENED_MAX: usize = 64;
-
-/// Path, size, modification time and the columns opened.
-type OpenKey = (PathBuf, u64, Option<std::time::SystemTime>, Vec<String>);
-type Opened = (OpenKey, Arc<AddressableCopy>);
+/// Copies opened by this process (a copy costs a mapping, not memory), so that repeated exports
+/// map and validate each file once.
+static OPENED: OpenedFiles<AddressableCopy> = OpenedFiles::new(64);
 
 impl AddressableCopy {
     /// The copy at `path` opened for `wanted` columns, once per process, and kept among the
     /// recently used ones.
     pub fn open_cached(path: &Path, wanted: &[&str]) -> Result<Arc<AddressableCopy>> {
-        let meta = std::fs::metadata(path).io_context("stat", path)?;
-        let columns = wanted.iter().map(|c| c.to_string()).collect();
-        let key: OpenKey = (path.to_path_buf(), meta.len(), meta.modified().ok(), columns);
-        let lock = || OPENED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        {
-            let mut opened = lock();
-            if let Some(pos) = opened.iter().position(|(k, _)| *k == key) {
-                let entry = opened.remove(pos);
-                let copy = Arc::clone(&entry.1);
-                opened.push(entry);
-                return Ok(copy);
-            }
-        }
-        let copy = Arc::new(AddressableCopy::open(path, wanted)?);
-        let mut opened = lock();
-        opened.retain(|(k, _)| *k != key);
-        if opened.len() >= OPENED_MAX {
-            opened.remove(0);
-        }
-        opened.push((key, Arc::clone(&copy)));
-        Ok(copy)
+        let copy = OPENED.get_or_open(path, wanted, || AddressableCopy::open(path, wanted).map(Some))?;
+        copy.ok_or_else(|| Error::Internal(format!("the copy {} could not be opened", path.display())))
     }
 
     /// Opens the copy at `path` for those of `wanted` columns it holds (see [`Self::names`]): maps

@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use arrow::buffer::Buffer;
@@ -72,6 +72,56 @@ impl IpcFileWriter {
         self.writer.finish()?;
         let path = self.path;
         self.writer.into_inner()?.into_inner().map_err(|e| Error::Io { op: "write", path, source: e.into_error() })
+    }
+}
+
+/// Store files opened by this process, by path, size, modification time and the columns opened
+/// (committed files are immutable, so an entry stays valid), the most recently used last: each
+/// file is mapped and validated once, and its pages stay mapped across queries.
+pub struct OpenedFiles<T> {
+    entries: Mutex<Vec<(OpenKey, Arc<T>)>>,
+    max: usize,
+}
+
+/// Path, size, modification time and the columns opened.
+type OpenKey = (PathBuf, u64, Option<std::time::SystemTime>, Vec<String>);
+
+impl<T> OpenedFiles<T> {
+    /// A cache keeping at most `max` files open (an open file costs a mapping, not memory).
+    pub const fn new(max: usize) -> OpenedFiles<T> {
+        OpenedFiles { entries: Mutex::new(Vec::new()), max }
+    }
+
+    /// The file at `path` opened for `columns`: from the cache, or by `open` (whose `None`, a file
+    /// that cannot serve, is not kept).
+    pub fn get_or_open(
+        &self,
+        path: &Path,
+        columns: &[&str],
+        open: impl FnOnce() -> Result<Option<T>>,
+    ) -> Result<Option<Arc<T>>> {
+        let meta = std::fs::metadata(path).io_context("stat", path)?;
+        let columns = columns.iter().map(|c| c.to_string()).collect();
+        let key: OpenKey = (path.to_path_buf(), meta.len(), meta.modified().ok(), columns);
+        let lock = || self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        {
+            let mut entries = lock();
+            if let Some(pos) = entries.iter().position(|(k, _)| *k == key) {
+                let entry = entries.remove(pos);
+                let file = Arc::clone(&entry.1);
+                entries.push(entry);
+                return Ok(Some(file));
+            }
+        }
+        let Some(file) = open()? else { return Ok(None) };
+        let file = Arc::new(file);
+        let mut entries = lock();
+        entries.retain(|(k, _)| *k != key);
+        if entries.len() >= self.max {
+            entries.remove(0);
+        }
+        entries.push((key, Arc::clone(&file)));
+        Ok(Some(file))
     }
 }
 

@@ -26,7 +26,7 @@ use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
 use crate::ingest::writer::UNIQUE_COLUMNS;
-use crate::store::ipc::{IpcFileWriter, MappedIpc};
+use crate::store::ipc::{IpcFileWriter, MappedIpc, OpenedFiles};
 use crate::tables::ROW_ID_COLUMN;
 
 /// The footer metadata key of a string column's dictionary.
@@ -195,7 +195,16 @@ pub struct PlainColumns {
     rows: u64,
 }
 
+/// Copies opened by this process: a lookup of a few users' rows maps nothing anew.
+static OPENED: OpenedFiles<PlainColumns> = OpenedFiles::new(256);
+
 impl PlainColumns {
+    /// [`PlainColumns::open`], once per process for a file and columns, kept among the recently
+    /// used ones.
+    pub fn open_cached(path: &Path, columns: &[&str], rows: u64) -> Result<Option<Arc<PlainColumns>>> {
+        OPENED.get_or_open(path, columns, || PlainColumns::open(path, columns, rows))
+    }
+
     /// Maps the copy at `path` for `columns`, or `None` when it lacks one of them (or its
     /// dictionary). `rows` is its fact file's row count, which the copy must have.
     pub fn open(path: &Path, columns: &[&str], rows: u64) -> Result<Option<PlainColumns>> {
@@ -235,37 +244,74 @@ impl PlainColumns {
     /// Passes each batch's columns (strings as `Dictionary(Int32, Utf8)`) and row ids to `f`.
     pub fn for_each_batch(&self, mut f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>) -> Result<()> {
         for batch in &self.batches {
-            let ids = batch
-                .column(0)
-                .as_primitive_opt::<UInt32Type>()
-                .ok_or_else(|| Error::corrupt(&self.path, "the copy's first column is not row ids"))?;
-            let mut fields = Vec::with_capacity(self.dictionaries.len());
-            let mut arrays = Vec::with_capacity(self.dictionaries.len());
-            for (i, dictionary) in self.dictionaries.iter().enumerate() {
-                let column = batch.column(i + 1);
-                let field = batch.schema().field(i + 1).clone();
-                match dictionary {
-                    None => {
-                        fields.push(field);
-                        arrays.push(Arc::clone(column));
-                    }
-                    Some(values) => {
-                        let codes = column.as_primitive::<UInt16Type>();
-                        let keys: Int32Array = codes.unary(i32::from);
-                        let coded = DictionaryArray::<Int32Type>::try_new(keys, Arc::clone(values)).map_err(|e| {
-                            Error::corrupt(&self.path, format!("a code of {} has no value: {e}", field.name()))
-                        })?;
-                        fields.push(Field::new(field.name(), coded.data_type().clone(), true));
-                        arrays.push(Arc::new(coded));
-                    }
-                }
-            }
-            // `count(*)` reads no column: the batch is only its row count.
-            let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-            let out = RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options)?;
-            f(&out, ids.values())?;
+            let ids = self.row_ids(batch)?;
+            f(&self.decoded(batch)?, ids.values())?;
         }
         Ok(())
+    }
+
+    /// Calls `f` with the rows `select` picks from each batch (positions in the batch, given its
+    /// row ids), and their row ids; only the picked rows are decoded, and batches where `select`
+    /// picks nothing are skipped.
+    pub fn for_each_selected(
+        &self,
+        mut select: impl FnMut(&[u32]) -> Vec<u32>,
+        mut f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>,
+    ) -> Result<()> {
+        for batch in &self.batches {
+            let ids = self.row_ids(batch)?;
+            let rows = select(ids.values());
+            if rows.is_empty() {
+                continue;
+            }
+            let picked_ids: Vec<u32> = rows.iter().map(|&r| ids.value(r as usize)).collect();
+            let take = UInt32Array::from(rows);
+            let columns = batch
+                .columns()
+                .iter()
+                .map(|c| arrow::compute::take(c.as_ref(), &take, None))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let options = RecordBatchOptions::new().with_row_count(Some(take.len()));
+            let picked = RecordBatch::try_new_with_options(batch.schema(), columns, &options)?;
+            f(&self.decoded(&picked)?, &picked_ids)?;
+        }
+        Ok(())
+    }
+
+    fn row_ids<'a>(&self, batch: &'a RecordBatch) -> Result<&'a arrow::array::PrimitiveArray<UInt32Type>> {
+        batch
+            .column(0)
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(|| Error::corrupt(&self.path, "the copy's first column is not row ids"))
+    }
+
+    /// A batch of the copy as readers see it: without its row ids, string columns as
+    /// dictionaries over the file's values.
+    fn decoded(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let mut fields = Vec::with_capacity(self.dictionaries.len());
+        let mut arrays = Vec::with_capacity(self.dictionaries.len());
+        for (i, dictionary) in self.dictionaries.iter().enumerate() {
+            let column = batch.column(i + 1);
+            let field = batch.schema().field(i + 1).clone();
+            match dictionary {
+                None => {
+                    fields.push(field);
+                    arrays.push(Arc::clone(column));
+                }
+                Some(values) => {
+                    let codes = column.as_primitive::<UInt16Type>();
+                    let keys: Int32Array = codes.unary(i32::from);
+                    let coded = DictionaryArray::<Int32Type>::try_new(keys, Arc::clone(values)).map_err(|e| {
+                        Error::corrupt(&self.path, format!("a code of {} has no value: {e}", field.name()))
+                    })?;
+                    fields.push(Field::new(field.name(), coded.data_type().clone(), true));
+                    arrays.push(Arc::new(coded));
+                }
+            }
+        }
+        // `count(*)` reads no column: the batch is only its row count.
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options)?)
     }
 }
 
@@ -337,6 +383,59 @@ mod tests {
         })
         .unwrap();
         assert_eq!(next, rows);
+    }
+
+    #[test]
+    fn selected_rows_are_the_same_as_those_of_every_batch_and_the_cache_serves_one_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.plain.arrow");
+        let mut writer = PlainColumnsWriter::create(&path, &fact_schema()).unwrap();
+        let rows = 150_000u32;
+        // Row ids ascending with repeats (several rows per user), as in files grouped by user.
+        let ids: Vec<u32> = (0..rows).map(|r| r / 3).collect();
+        writer.push(&batch(&ids), &ids).unwrap();
+        writer.finish().unwrap();
+        let columns = ["channel_id", "amount"];
+        let copy = PlainColumns::open_cached(&path, &columns, u64::from(rows)).unwrap().unwrap();
+        let again = PlainColumns::open_cached(&path, &columns, u64::from(rows)).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&copy, &again), "one mapping per file and columns");
+        let wanted = |id: u32| id % 7 == 0 || (20_000..20_010).contains(&id);
+        let render = |batch: &RecordBatch, k: usize| {
+            let channel = cast(batch.column(0), &DataType::Utf8).unwrap();
+            let channel = channel.as_string::<i32>();
+            let amount = batch.column(1).as_primitive::<arrow::datatypes::Float64Type>().value(k);
+            format!("{}:{amount}", if channel.is_null(k) { "NULL" } else { channel.value(k) })
+        };
+        let mut expected = Vec::new();
+        copy.for_each_batch(|batch, ids| {
+            expected
+                .extend(ids.iter().enumerate().filter(|(_, id)| wanted(**id)).map(|(k, id)| (*id, render(batch, k))));
+            Ok(())
+        })
+        .unwrap();
+        let mut got = Vec::new();
+        copy.for_each_selected(
+            |ids| (0..ids.len() as u32).filter(|&k| wanted(ids[k as usize])).collect(),
+            |batch, ids| {
+                assert!(matches!(batch.column(0).data_type(), DataType::Dictionary(..)));
+                got.extend(ids.iter().enumerate().map(|(k, id)| (*id, render(batch, k))));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(got, expected);
+        assert!(expected.len() > 20_000);
+        // Nothing picked: no batch is decoded.
+        let mut calls = 0;
+        copy.for_each_selected(
+            |_| Vec::new(),
+            |_, _| {
+                calls += 1;
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(calls, 0);
     }
 
     #[test]
