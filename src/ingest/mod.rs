@@ -35,9 +35,10 @@ use crate::index::build::{
     ProductCategories, build_users_values, write_next_index,
 };
 use crate::store::fact_rows;
-use crate::store::manifest::{DataFile, IdSegment, IndexEntry, LoadedFile, Manifest};
+use crate::store::id_dictionary::{self, EncodedSegment};
+use crate::store::manifest::{DataFile, IndexEntry, LoadedFile, Manifest};
 use crate::store::plain_columns::{self, PlainColumnsWriter};
-use crate::store::{Store, StoreWriter, io, layout};
+use crate::store::{Store, StoreWriter, layout};
 use crate::tables::{ColumnDef, ColumnType, ROW_ID_COLUMN, Table, file_schema};
 use contract::{ColumnPlan, plan_columns, widen};
 use reader::{BatchReader, SourceFile, TypedBatch};
@@ -235,13 +236,8 @@ fn run_import(
         let users_index = build_users_index.then(|| scope.spawn(|| build_users_values(&users_files, &users_columns)));
         // The dictionary segment of the new users is encoded meanwhile too (sorting 10 M keys takes seconds).
         let ids_ref = &ids;
-        let id_segment = encode_ids.then(|| {
-            scope.spawn(move || {
-                let entries = ids_ref.entries_from(base.next_row_id);
-                let count = entries.len() as u64;
-                row_ids::encode_segment(entries).map(|bytes| (count, bytes))
-            })
-        });
+        let id_segment = encode_ids
+            .then(|| scope.spawn(move || id_dictionary::encode_segment(ids_ref.entries_from(base.next_row_id))));
         let handles: Vec<_> = (0..if fact_sources.is_empty() { 0 } else { workers })
             .map(|_| {
                 let (job, ids, queue, categories) = (&job, &ids, &queue, categories.as_ref());
@@ -261,7 +257,7 @@ fn run_import(
         let results: Vec<Result<Vec<FactLoad>>> = results;
         let users_values =
             users_index.map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("the index thread panicked".into()))));
-        let id_segment: Option<Result<(u64, Vec<u8>)>> = id_segment
+        let id_segment: Option<Result<EncodedSegment>> = id_segment
             .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("the dictionary thread panicked".into()))));
         (results, users_values, id_segment)
     });
@@ -325,10 +321,8 @@ fn run_import(
                 let bytes = write_next_index(previous.as_deref(), delta, users_values, &abs)?;
                 next.index = Some(IndexEntry { path: relative, bytes });
             }
-            if let Some((entries, bytes)) = id_segment {
-                let (relative, abs) = w.new_file(layout::new_ids_file(w.next_version()))?;
-                io::write_new(&abs, &bytes)?;
-                next.id_segments.push(IdSegment { path: relative, entries, bytes: bytes.len() as u64 });
+            if let Some(segment) = id_segment {
+                next.id_segments.push(segment.write(&w)?);
             }
             Some(w.commit(next)?)
         }
