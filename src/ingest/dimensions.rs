@@ -2,6 +2,7 @@
 //! each table is rewritten whole as one file (they are small), so that loading a catalogue twice
 //! does not double join results. Their rows carry row id 0: they belong to no user.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{AsArray, BooleanArray, UInt32Array};
@@ -18,9 +19,27 @@ use crate::store::layout;
 use crate::store::manifest::Manifest;
 use crate::tables::{ColumnDef, ColumnType, Table, file_schema};
 
+/// Upserts the products, then the channels, of `sources` into `next`, counting their rows into
+/// `rows`.
+pub(super) fn load_dimensions(
+    job: &Job<'_>,
+    sources: &[SourceFile],
+    next: &mut Manifest,
+    rows: &mut BTreeMap<Table, u64>,
+) -> Result<()> {
+    for table in [Table::Products, Table::Channels] {
+        let files: Vec<SourceFile> = sources.iter().filter(|s| s.table == table).cloned().collect();
+        if !files.is_empty() {
+            let n = load_dimension(job, table, &files, next)?;
+            rows.insert(table, n);
+        }
+    }
+    Ok(())
+}
+
 /// Upserts a dimension table by its key into `next`: stored rows whose key the load has are
 /// replaced. Returns the rows read.
-pub(super) fn load_dimension(job: &Job<'_>, table: Table, files: &[SourceFile], next: &mut Manifest) -> Result<u64> {
+fn load_dimension(job: &Job<'_>, table: Table, files: &[SourceFile], next: &mut Manifest) -> Result<u64> {
     let columns = next.columns(table);
     let schema = file_schema(&columns);
     let key = table.key_column().expect("dimensions have a key");

@@ -98,7 +98,8 @@ fn fingerprint(path: &Path) -> Result<String> {
     Ok(format!("{:032x}", hasher.digest128()))
 }
 
-/// The product categories purchases are indexed by: those after this import's product upserts.
+/// The product categories purchases are indexed by: those after this import's product upserts. A
+/// changed products table means the category bitmaps of earlier purchases are rebuilt too.
 pub(super) struct CategoryPlan {
     /// `None` when neither new purchases nor a rebuild need them.
     pub categories: Option<ProductCategories>,
@@ -127,6 +128,16 @@ pub(super) fn plan_categories(
     let rebuild = products_changed && !base.files(Table::Purchases).is_empty() && writes;
     let categories = if loads_purchases || rebuild { next_categories.map(ProductCategories::new) } else { None };
     Ok(CategoryPlan { categories, rebuild })
+}
+
+impl CategoryPlan {
+    /// Rebuilds the category streams of the stored purchases into `delta` if the plan says so.
+    pub fn rebuild_streams(&self, root: &Path, base: &Manifest, delta: &mut IndexDelta) -> Result<()> {
+        match &self.categories {
+            Some(categories) if self.rebuild => rebuild_category_streams(root, base, categories, delta),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What loading one fact table produced.
@@ -338,9 +349,11 @@ fn kept_columns(src: &SourceFile, table: Table, header: &[String]) -> Result<Vec
 }
 
 /// What the fact loads add up to: their files go into `next` and their rows into `rows`; returns
-/// their bitmap entries and the rows read from each input file.
+/// their bitmap entries (with the families they start marked complete) and the rows read from
+/// each input file.
 pub(super) fn merge_loads(
     loads: Vec<FactLoad>,
+    base: &Manifest,
     next: &mut Manifest,
     rows: &mut BTreeMap<Table, u64>,
 ) -> (IndexDelta, FxHashMap<PathBuf, u64>) {
@@ -352,12 +365,13 @@ pub(super) fn merge_loads(
         rows_per_source.extend(load.per_source);
         delta.merge(load.delta);
     }
+    mark_complete_families(base, rows, &mut delta);
     (delta, rows_per_source)
 }
 
 /// Marks complete the stream families this import starts (their table had no rows before): they
 /// hold every row; the others merge into what exists.
-pub(super) fn mark_complete_families(base: &Manifest, rows: &BTreeMap<Table, u64>, delta: &mut IndexDelta) {
+fn mark_complete_families(base: &Manifest, rows: &BTreeMap<Table, u64>, delta: &mut IndexDelta) {
     let starts = |t: Table| base.files(t).is_empty() && rows.get(&t).is_some_and(|&n| n > 0);
     if starts(Table::Purchases) {
         delta
@@ -371,7 +385,7 @@ pub(super) fn mark_complete_families(base: &Manifest, rows: &BTreeMap<Table, u64
 
 /// Rebuilds the category streams of the purchases already in the store (their products' categories
 /// changed); the new purchases are in `delta` already, so the family becomes complete.
-pub(super) fn rebuild_category_streams(
+fn rebuild_category_streams(
     root: &Path,
     base: &Manifest,
     categories: &ProductCategories,

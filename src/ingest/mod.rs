@@ -93,6 +93,9 @@ pub fn dry_run_without_store(inputs: &[PathBuf], options: &ImportOptions) -> Res
 /// The value and range bitmaps of the users columns, built from the users files.
 type UsersValues = BTreeMap<BitmapKey, RoaringBitmap>;
 
+/// Runs the phases in order: users first (facts need their row ids), then dimensions (purchases
+/// are indexed by the products' categories), then facts, then the commit. `writer` is `None` for a
+/// dry run.
 fn run_import(
     base: &Manifest,
     root: &Path,
@@ -102,29 +105,20 @@ fn run_import(
 ) -> Result<ImportSummary> {
     let started = Instant::now();
     let job = Job::new(base, root, writer.as_ref(), sources, options.progress.clone());
-    let by_table = |t: Table| sources.iter().filter(move |s| s.table == t).cloned().collect::<Vec<_>>();
     let mut next = base.clone();
     let mut rows: BTreeMap<Table, u64> = BTreeMap::new();
 
     let fact_sources: Vec<SourceFile> = sources.iter().filter(|s| s.table.is_fact()).cloned().collect();
     let fingerprints = facts::check_not_loaded(base, &fact_sources)?;
-    let users = by_table(Table::Users);
+    let users: Vec<SourceFile> = sources.iter().filter(|s| s.table == Table::Users).cloned().collect();
     let mut ids = load_ids(base, root, &users, !fact_sources.is_empty())?;
     let mut user_stats = UserStats::default();
     if !users.is_empty() {
         user_stats = users::load_users(&job, &users, &mut ids, &mut next)?;
         rows.insert(Table::Users, user_stats.rows);
     }
-    for table in [Table::Products, Table::Channels] {
-        let files = by_table(table);
-        if !files.is_empty() {
-            let n = dimensions::load_dimension(&job, table, &files, &mut next)?;
-            rows.insert(table, n);
-        }
-    }
-    let loads_products = !by_table(Table::Products).is_empty();
-    // Purchases are indexed per product category: the categories after this import's upserts. A
-    // changed products table means the category bitmaps of earlier purchases are rebuilt too.
+    dimensions::load_dimensions(&job, sources, &mut next, &mut rows)?;
+    let loads_products = sources.iter().any(|s| s.table == Table::Products);
     let plan = facts::plan_categories(root, base, &next, &fact_sources, loads_products, writer.is_some())?;
     let encode_ids = user_stats.new_users > 0 && writer.is_some();
     let loaded = load_facts_meanwhile(
@@ -136,13 +130,8 @@ fn run_import(
         !users.is_empty(),
         encode_ids,
     )?;
-    let (mut delta, rows_per_source) = facts::merge_loads(loaded.facts, &mut next, &mut rows);
-    facts::mark_complete_families(base, &rows, &mut delta);
-    if plan.rebuild
-        && let Some(categories) = &plan.categories
-    {
-        facts::rebuild_category_streams(root, base, categories, &mut delta)?;
-    }
+    let (mut delta, rows_per_source) = facts::merge_loads(loaded.facts, base, &mut next, &mut rows);
+    plan.rebuild_streams(root, base, &mut delta)?;
     let version = next.version + 1;
     facts::record_loaded(&mut next, &fact_sources, fingerprints, &rows_per_source, version);
 
