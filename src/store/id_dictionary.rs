@@ -1,7 +1,7 @@
 //! The id dictionary on disk: `user_id` → dense `u32` row id, as immutable segment files (one per
 //! import that adds users; together they hold every user once). This module owns the format: the
 //! encoding and writing of a segment, reading one whole, and point lookups ([`SegmentReader`]).
-//! Which ids users get is the import's business (`crate::ingest::row_ids`).
+//! Which ids users get is decided at import time (the importer keeps the whole dictionary in memory).
 //!
 //! Segment file: `PRSNIDS2`, entry count (u64 LE), then entries sorted by key — key length (u16 LE),
 //! key bytes, row id (u32 LE) — then a block index (for every block of 1,024 entries: its first
