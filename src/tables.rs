@@ -1,5 +1,5 @@
 //! The tables of the data contract (`shared/data-contract.md`): their names, their standard
-//! columns with types, which columns a load must carry, and the Arrow schemas SQL sees.
+//! columns with types and roles, which columns a load must carry, and the Arrow schemas SQL sees.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,6 +13,14 @@ use crate::error::Error;
 /// The hidden column that carries a user's dense row id in every stored Parquet file. It is not
 /// part of the SQL schema.
 pub const ROW_ID_COLUMN: &str = "__row_id";
+
+/// Standard columns whose values are (nearly) unique per row, in whichever table has them. The
+/// role decides how they are kept: a Parquet dictionary of them would only cost a read, so stored
+/// and exported files give them none; a users file's row-addressable copy holds those of them it
+/// has ([`crate::store::addressable`]); a fact file's plain copy leaves them out
+/// ([`crate::store::plain_columns`]). A fact table's `user_id` repeats, so fact data files keep
+/// its dictionary, but the plain copy still leaves it out: the row id stands for it there.
+pub const UNIQUE_COLUMNS: &[&str] = &["user_id", "name", "phone", "email", "order_id"];
 
 /// One table of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

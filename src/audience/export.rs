@@ -385,7 +385,7 @@ impl PartSink {
                 let mut props = WriterProperties::builder()
                     .set_compression(self.compression.parquet())
                     .set_statistics_enabled(EnabledStatistics::Chunk);
-                for column in crate::ingest::writer::UNIQUE_COLUMNS {
+                for column in crate::tables::UNIQUE_COLUMNS {
                     if self.schema.field_with_name(column).is_ok() {
                         props = props
                             .set_column_dictionary_enabled(ColumnPath::from(*column), false)

@@ -18,10 +18,10 @@ use arrow::datatypes::TimestampMicrosecondType;
 
 use crate::audience::catalog::{Catalog, SetFile, read_set};
 use crate::error::Result;
-use crate::ingest::row_ids::SegmentReader;
 use crate::query::bitmap_expr::EdgeScan;
 use crate::store::Snapshot;
 use crate::store::fact_rows;
+use crate::store::id_dictionary::SegmentReader;
 use crate::tables::Table;
 use format::{BitmapKey, BitmapKind, IndexFile};
 

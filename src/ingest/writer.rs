@@ -21,7 +21,7 @@ use crate::store::addressable::{self, AddressableWriter};
 use crate::store::manifest::DataFile;
 use crate::store::plain_columns::{self, PlainColumnsWriter};
 use crate::store::{io, layout};
-use crate::tables::{ROW_ID_COLUMN, Table};
+use crate::tables::{ROW_ID_COLUMN, Table, UNIQUE_COLUMNS};
 
 /// Rows per users data file.
 pub const USERS_FILE_ROWS: u64 = 1 << 20;
@@ -29,9 +29,6 @@ pub const USERS_FILE_ROWS: u64 = 1 << 20;
 pub const FACT_FILE_ROWS: u64 = 4 << 20;
 /// Rows per page: small pages let a row selection skip I/O.
 const PAGE_ROWS: usize = 8192;
-
-/// Columns whose values are (nearly) unique: a dictionary would only cost a read.
-pub const UNIQUE_COLUMNS: &[&str] = &["user_id", "name", "phone", "email", "order_id"];
 
 /// Writes a table's rows into a sequence of bounded Parquet files of the store.
 pub struct TableSink<'w> {

@@ -16,8 +16,8 @@ use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema};
 
 use crate::error::{Error, Result};
-use crate::ingest::writer::UNIQUE_COLUMNS;
 use crate::store::ipc::{IpcFileWriter, MappedIpc, OpenedFiles};
+use crate::tables::UNIQUE_COLUMNS;
 
 /// Rows per IPC batch: small batches from the import are coalesced up to this.
 const BATCH_ROWS: usize = 128 * 1024;

@@ -5,6 +5,7 @@
 pub mod addressable;
 pub mod commit;
 pub mod fact_rows;
+pub mod id_dictionary;
 pub mod io;
 pub mod ipc;
 pub mod layout;

@@ -25,9 +25,8 @@ use arrow::datatypes::{DataType, Field, Int32Type, Schema, UInt16Type, UInt32Typ
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
-use crate::ingest::writer::UNIQUE_COLUMNS;
 use crate::store::ipc::{IpcFileWriter, MappedIpc, OpenedFiles};
-use crate::tables::ROW_ID_COLUMN;
+use crate::tables::{ROW_ID_COLUMN, UNIQUE_COLUMNS};
 
 /// The footer metadata key of a string column's dictionary.
 const DICTIONARY_KEY: &str = "persona.dictionary.";
