@@ -16,7 +16,7 @@ use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -27,6 +27,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Gamma, LogNormal, Poisson, StandardNormal};
 
 use crate::error::{Error, IoContext, Result};
+use crate::tables::{ColumnType, Table};
 use distributions::{
     ACQUISITION_MIX, ACQUISITION_OFFLINE_AWAY, ACQUISITION_OFFLINE_LOCAL, CITY_ZIPF, EVENT_MIX, EVENT_WEIGHTS,
     EVENT_WEIGHTS_DEAL, GENERIC_TAG_ZIPF, HOURS_DAY, HOURS_NIGHT, PRICE_RANGE, PRICE_SIGMA, PRODUCT_COUNT,
@@ -75,9 +76,6 @@ pub struct GenSummary {
     /// Total size of the files written, in bytes.
     pub bytes: u64,
 }
-
-/// Table folder names, in summary order.
-const TABLES: [&str; 6] = ["users", "products", "channels", "purchases", "events", "user_tags"];
 
 const MICROS_PER_SECOND: i64 = 1_000_000;
 const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
@@ -146,10 +144,10 @@ fn generate_with(opts: &GenOptions, progress: &(dyn Fn(u64) + Sync), layout: Lay
     prepare_out_dir(&opts.out)?;
     let model = Model::new(opts.seed)?;
 
-    let mut products = TableSink::new("products", &opts.out, opts.format, products_schema(), USERS_PER_FILE);
+    let mut products = TableSink::new("products", &opts.out, opts.format, schema(Table::Products), USERS_PER_FILE);
     products.write(&model.products_batch()?)?;
     let products = products.finish()?;
-    let mut channels = TableSink::new("channels", &opts.out, opts.format, channels_schema(), USERS_PER_FILE);
+    let mut channels = TableSink::new("channels", &opts.out, opts.format, schema(Table::Channels), USERS_PER_FILE);
     channels.write(&channels_batch()?)?;
     let channels = channels.finish()?;
 
@@ -158,7 +156,7 @@ fn generate_with(opts: &GenOptions, progress: &(dyn Fn(u64) + Sync), layout: Lay
 
     let all = [users, products, channels, purchases, events, tags];
     Ok(GenSummary {
-        rows: TABLES.iter().zip(&all).map(|(t, s)| (*t, s.rows)).collect(),
+        rows: Table::ALL.iter().zip(&all).map(|(t, s)| (t.name(), s.rows)).collect(),
         files: all.iter().map(|s| s.files).sum(),
         bytes: all.iter().map(|s| s.bytes).sum(),
     })
@@ -173,8 +171,8 @@ fn prepare_out_dir(out: &Path) -> Result<()> {
                 out.display()
             )));
         }
-        for table in TABLES {
-            let dir = out.join(table);
+        for table in Table::ALL {
+            let dir = out.join(table.name());
             if !dir.exists() {
                 continue;
             }
@@ -187,8 +185,8 @@ fn prepare_out_dir(out: &Path) -> Result<()> {
             }
         }
     }
-    for table in TABLES {
-        let dir = out.join(table);
+    for table in Table::ALL {
+        let dir = out.join(table.name());
         std::fs::create_dir_all(&dir).io_context("create directory", &dir)?;
     }
     Ok(())
@@ -198,66 +196,22 @@ fn prepare_out_dir(out: &Path) -> Result<()> {
 // Schemas
 // ---------------------------------------------------------------------------------------------
 
-fn utf8(name: &str) -> Field {
-    Field::new(name, DataType::Utf8, false)
-}
+/// The generator's own columns of `users`, after the contract's: (name, type, nullable).
+const USERS_CUSTOM_COLUMNS: [(&str, ColumnType, bool); 3] = [
+    ("occupation", ColumnType::Utf8, true),
+    ("has_children", ColumnType::Boolean, false),
+    ("income_band", ColumnType::Int32, true),
+];
 
-fn timestamp(name: &str) -> Field {
-    Field::new(name, DataType::Timestamp(TimeUnit::Microsecond, None), false)
-}
-
-fn users_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        utf8("user_id"),
-        utf8("name"),
-        utf8("gender"),
-        Field::new("birth_date", DataType::Date32, false),
-        utf8("city"),
-        utf8("region"),
-        utf8("tier"),
-        Field::new("points", DataType::Int64, false),
-        Field::new("signup_date", DataType::Date32, false),
-        utf8("phone"),
-        utf8("email"),
-        utf8("acquisition_channel"),
-        Field::new("occupation", DataType::Utf8, true),
-        Field::new("has_children", DataType::Boolean, false),
-        Field::new("income_band", DataType::Int32, true),
-    ]))
-}
-
-fn products_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        utf8("product_id"),
-        utf8("name"),
-        utf8("category"),
-        utf8("brand"),
-        Field::new("price", DataType::Float64, false),
-    ]))
-}
-
-fn channels_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![utf8("channel_id"), utf8("name"), utf8("kind")]))
-}
-
-fn purchases_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        utf8("order_id"),
-        utf8("user_id"),
-        utf8("product_id"),
-        utf8("channel_id"),
-        timestamp("ts"),
-        Field::new("quantity", DataType::Int32, false),
-        Field::new("amount", DataType::Float64, false),
-    ]))
-}
-
-fn events_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![utf8("user_id"), utf8("channel_id"), utf8("event_type"), timestamp("ts")]))
-}
-
-fn user_tags_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![utf8("user_id"), utf8("tag"), timestamp("assigned_at")]))
+/// The Arrow schema of a generated table: the contract's columns ([`Table::columns`]), then, for
+/// `users`, [`USERS_CUSTOM_COLUMNS`]. Every contract column gets a value in every row, so their
+/// fields are non-nullable (which Parquet writes as required columns, without definition levels).
+fn schema(table: Table) -> SchemaRef {
+    let mut fields: Vec<Field> = table.columns().iter().map(|c| c.field(false)).collect();
+    if table == Table::Users {
+        fields.extend(USERS_CUSTOM_COLUMNS.map(|(name, ty, nullable)| Field::new(name, ty.arrow_type(), nullable)));
+    }
+    Arc::new(Schema::new(fields))
 }
 
 fn channels_batch() -> Result<RecordBatch> {
@@ -270,7 +224,7 @@ fn channels_batch() -> Result<RecordBatch> {
         kind.append_value(c.kind.as_str());
     }
     let cols: Vec<ArrayRef> = vec![Arc::new(id.finish()), Arc::new(name.finish()), Arc::new(kind.finish())];
-    Ok(RecordBatch::try_new(channels_schema(), cols)?)
+    Ok(RecordBatch::try_new(schema(Table::Channels), cols)?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -570,7 +524,7 @@ impl Model {
             Arc::new(brand.finish()),
             Arc::new(price.finish()),
         ];
-        Ok(RecordBatch::try_new(products_schema(), cols)?)
+        Ok(RecordBatch::try_new(schema(Table::Products), cols)?)
     }
 
     /// Resolves a channel-mix outcome: a digital channel, or "offline" → a store of the user's
@@ -806,11 +760,11 @@ impl Model {
         let tags: Vec<ArrayRef> =
             vec![Arc::new(b.t_user.finish()), Arc::new(b.t_tag.finish()), Arc::new(b.t_at.finish())];
         Ok(Chunk {
-            users: RecordBatch::try_new(users_schema(), users)?,
+            users: RecordBatch::try_new(schema(Table::Users), users)?,
             purchases,
             purchase_rows,
-            events: RecordBatch::try_new(events_schema(), events)?,
-            tags: RecordBatch::try_new(user_tags_schema(), tags)?,
+            events: RecordBatch::try_new(schema(Table::Events), events)?,
+            tags: RecordBatch::try_new(schema(Table::UserTags), tags)?,
         })
     }
 
@@ -1363,7 +1317,7 @@ fn number_orders(columns: Vec<ArrayRef>, rows: usize, next_order: &mut u64) -> R
     let mut all: Vec<ArrayRef> = Vec::with_capacity(columns.len() + 1);
     all.push(Arc::new(ids.finish()));
     all.extend(columns);
-    Ok(RecordBatch::try_new(purchases_schema(), all)?)
+    Ok(RecordBatch::try_new(schema(Table::Purchases), all)?)
 }
 
 /// Spawns a thread that writes every batch it receives to `sink`.
@@ -1400,11 +1354,13 @@ fn run_pipeline(
     let sink = |table, schema, max_rows| TableSink::new(table, &opts.out, opts.format, schema, max_rows);
 
     std::thread::scope(|scope| {
-        let (users_tx, users_h) = spawn_writer(scope, sink("users", users_schema(), layout.users_per_file));
+        let (users_tx, users_h) = spawn_writer(scope, sink("users", schema(Table::Users), layout.users_per_file));
         let (purchases_tx, purchases_h) =
-            spawn_writer(scope, sink("purchases", purchases_schema(), layout.fact_rows_per_file));
-        let (events_tx, events_h) = spawn_writer(scope, sink("events", events_schema(), layout.fact_rows_per_file));
-        let (tags_tx, tags_h) = spawn_writer(scope, sink("user_tags", user_tags_schema(), layout.fact_rows_per_file));
+            spawn_writer(scope, sink("purchases", schema(Table::Purchases), layout.fact_rows_per_file));
+        let (events_tx, events_h) =
+            spawn_writer(scope, sink("events", schema(Table::Events), layout.fact_rows_per_file));
+        let (tags_tx, tags_h) =
+            spawn_writer(scope, sink("user_tags", schema(Table::UserTags), layout.fact_rows_per_file));
 
         let mut generators = Vec::new();
         let mut chunk_rxs = Vec::new();
@@ -1549,9 +1505,9 @@ mod tests {
         let (b, sb) = run(9);
         let (c, _) = run(10);
         assert_eq!(sa, sb);
-        assert!(sa.files > TABLES.len(), "files rotate: {sa:?}");
+        assert!(sa.files > Table::ALL.len(), "files rotate: {sa:?}");
         let mut differs = false;
-        for table in TABLES {
+        for table in Table::ALL.map(Table::name) {
             let fa = files_of(a.path(), table);
             let fb = files_of(b.path(), table);
             assert_eq!(fa.len(), fb.len());
@@ -1606,10 +1562,10 @@ mod tests {
 
     fn schema_of(table: &str) -> SchemaRef {
         match table {
-            "users" => users_schema(),
-            "purchases" => purchases_schema(),
-            "events" => events_schema(),
-            _ => user_tags_schema(),
+            "users" => schema(Table::Users),
+            "purchases" => schema(Table::Purchases),
+            "events" => schema(Table::Events),
+            _ => schema(Table::UserTags),
         }
     }
 
@@ -1617,7 +1573,7 @@ mod tests {
     fn summary_counts_match_files() {
         let (dir, summary) = sample();
         let names: Vec<&str> = summary.rows.iter().map(|r| r.0).collect();
-        assert_eq!(names, TABLES);
+        assert_eq!(names, Table::ALL.map(Table::name));
         for (table, rows) in &summary.rows {
             let n: usize = read_parquet(dir.path(), table).iter().map(RecordBatch::num_rows).sum();
             assert_eq!(n as u64, *rows, "{table}");
@@ -1626,14 +1582,14 @@ mod tests {
         assert_eq!(summary.rows[1].1, PRODUCT_COUNT as u64);
         assert_eq!(summary.rows[2].1, CHANNELS.len() as u64);
         assert_eq!(summary.files, 6);
-        let bytes: u64 = TABLES
+        let bytes: u64 = Table::ALL
             .iter()
-            .flat_map(|t| files_of(dir.path(), t))
+            .flat_map(|t| files_of(dir.path(), t.name()))
             .map(|p| std::fs::metadata(p).expect("stat").len())
             .sum();
         assert_eq!(bytes, summary.bytes);
         let users = read_parquet(dir.path(), "users");
-        assert_eq!(users[0].schema(), users_schema());
+        assert_eq!(users[0].schema(), schema(Table::Users));
         let file = File::open(&files_of(dir.path(), "events")[0]).expect("open");
         let meta = ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").metadata().clone();
         assert!(meta.row_groups().iter().all(|rg| rg.num_rows() <= ROW_GROUP_ROWS as i64));
@@ -1825,12 +1781,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let summary = generate(&options(dir.path(), 500, 7, GenFormat::Csv), &no_progress).expect("gen");
         for (table, schema) in [
-            ("users", users_schema()),
-            ("products", products_schema()),
-            ("channels", channels_schema()),
-            ("purchases", purchases_schema()),
-            ("events", events_schema()),
-            ("user_tags", user_tags_schema()),
+            ("users", schema(Table::Users)),
+            ("products", schema(Table::Products)),
+            ("channels", schema(Table::Channels)),
+            ("purchases", schema(Table::Purchases)),
+            ("events", schema(Table::Events)),
+            ("user_tags", schema(Table::UserTags)),
         ] {
             let files = files_of(dir.path(), table);
             assert_eq!(files.len(), 1);
@@ -1870,7 +1826,7 @@ mod tests {
                 let users = files_of(dir.path(), "users");
                 let file = File::open(&users[0]).expect("open");
                 let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("valid parquet");
-                assert_eq!(builder.schema().as_ref(), users_schema().as_ref());
+                assert_eq!(builder.schema().as_ref(), schema(Table::Users).as_ref());
             } else {
                 let text = std::fs::read_to_string(&files_of(dir.path(), "events")[0]).expect("read");
                 assert_eq!(text, "user_id,channel_id,event_type,ts\n");
