@@ -3,11 +3,10 @@
 //! as Parquet or CSV files that are byte-identical for the same user count and seed.
 
 mod distributions;
+mod files;
 mod vocabulary;
 
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -18,10 +17,6 @@ use arrow::array::{
 };
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
-use parquet::schema::types::ColumnPath;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Gamma, LogNormal, Poisson, StandardNormal};
@@ -34,6 +29,7 @@ use distributions::{
     PRODUCT_ZIPF, PURCHASE_MIX, PURCHASE_OFFLINE_AWAY, PURCHASE_OFFLINE_LOCAL, QUANTITY_WEIGHTS, TAG_ABC_SHARES,
     TIER_POINTS, TIER_SPEND_FACTOR, Weighted, age_weight, children_probability, mix64, zipf_weights,
 };
+use files::{ROW_GROUP_ROWS, TableFileWriter, TableStats};
 use vocabulary::{
     BRAND_HEADS, BRAND_TAILS, BRANDS_PER_CATEGORY, CATEGORIES, CH_APP, CH_WECHAT, CHANNELS, CITIES, DIGITAL_CHANNELS,
     EMAIL_DOMAINS, EV_CART, EV_COUPON, EV_SHARE, EVENT_TYPES, GENDERS, GENERIC_TAGS, GIVEN_F, GIVEN_M, GIVEN_N, Group,
@@ -95,7 +91,6 @@ const GENERATOR_THREADS: u64 = 2;
 const USERS_PER_FILE: usize = 1_000_000;
 /// Fact files hold at most 16 row groups.
 const FACT_ROWS_PER_FILE: usize = 16 * ROW_GROUP_ROWS;
-const ROW_GROUP_ROWS: usize = 262_144;
 
 /// Caps that keep a single user's facts bounded.
 const MAX_PURCHASES_PER_USER: u32 = 400;
@@ -144,10 +139,10 @@ fn generate_with(opts: &GenOptions, progress: &(dyn Fn(u64) + Sync), layout: Lay
     prepare_out_dir(&opts.out)?;
     let model = Model::new(opts.seed)?;
 
-    let mut products = TableSink::new("products", &opts.out, opts.format, schema(Table::Products), USERS_PER_FILE);
+    let mut products = TableFileWriter::new(Table::Products, &opts.out, opts.format, USERS_PER_FILE);
     products.write(&model.products_batch()?)?;
     let products = products.finish()?;
-    let mut channels = TableSink::new("channels", &opts.out, opts.format, schema(Table::Channels), USERS_PER_FILE);
+    let mut channels = TableFileWriter::new(Table::Channels, &opts.out, opts.format, USERS_PER_FILE);
     channels.write(&channels_batch()?)?;
     let channels = channels.finish()?;
 
@@ -1157,153 +1152,6 @@ impl Model {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Writing
-// ---------------------------------------------------------------------------------------------
-
-/// Rows, files and bytes written for one table.
-#[derive(Debug, Clone, Copy, Default)]
-struct TableStats {
-    rows: u64,
-    files: usize,
-    bytes: u64,
-}
-
-enum FileWriter {
-    Parquet(ArrowWriter<BufWriter<File>>),
-    Csv(arrow::csv::Writer<BufWriter<File>>),
-}
-
-/// Writes one table as a sequence of bounded files `<table>/<table>-NNNNN.<ext>`.
-struct TableSink {
-    table: &'static str,
-    dir: PathBuf,
-    format: GenFormat,
-    schema: SchemaRef,
-    max_rows: usize,
-    current: Option<(FileWriter, PathBuf)>,
-    rows_in_file: usize,
-    stats: TableStats,
-}
-
-fn format_error(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Format { context: format!("writing {}", path.display()), message: e.to_string() }
-}
-
-impl TableSink {
-    fn new(table: &'static str, out: &Path, format: GenFormat, schema: SchemaRef, max_rows: usize) -> Self {
-        TableSink {
-            table,
-            dir: out.join(table),
-            format,
-            schema,
-            max_rows: max_rows.max(1),
-            current: None,
-            rows_in_file: 0,
-            stats: TableStats::default(),
-        }
-    }
-
-    fn properties(&self) -> WriterProperties {
-        let mut props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
-        // Unique columns: a dictionary would only be built to be thrown away.
-        let unique: &[&str] = match self.table {
-            "users" => &["user_id", "phone", "email"],
-            "purchases" => &["order_id"],
-            "products" => &["product_id"],
-            _ => &[],
-        };
-        for col in unique {
-            props = props.set_column_dictionary_enabled(ColumnPath::from(*col), false);
-        }
-        props.build()
-    }
-
-    fn open(&mut self) -> Result<()> {
-        let ext = match self.format {
-            GenFormat::Parquet => "parquet",
-            GenFormat::Csv => "csv",
-        };
-        let path = self.dir.join(format!("{}-{:05}.{ext}", self.table, self.stats.files));
-        let file = File::create(&path).io_context("create", &path)?;
-        let buf = BufWriter::with_capacity(1 << 20, file);
-        let writer = match self.format {
-            GenFormat::Parquet => FileWriter::Parquet(
-                ArrowWriter::try_new(buf, self.schema.clone(), Some(self.properties()))
-                    .map_err(|e| format_error(&path, e))?,
-            ),
-            GenFormat::Csv => FileWriter::Csv(
-                arrow::csv::WriterBuilder::new()
-                    .with_header(true)
-                    .with_date_format("%Y-%m-%d".to_string())
-                    .with_timestamp_format("%Y-%m-%d %H:%M:%S".to_string())
-                    .build(buf),
-            ),
-        };
-        self.current = Some((writer, path));
-        self.rows_in_file = 0;
-        self.stats.files += 1;
-        Ok(())
-    }
-
-    fn write_current(&mut self, batch: &RecordBatch) -> Result<()> {
-        if let Some((writer, path)) = &mut self.current {
-            match writer {
-                FileWriter::Parquet(w) => w.write(batch).map_err(|e| format_error(path, e))?,
-                FileWriter::Csv(w) => w.write(batch).map_err(|e| format_error(path, e))?,
-            }
-        }
-        Ok(())
-    }
-
-    fn close_current(&mut self) -> Result<()> {
-        let Some((writer, path)) = self.current.take() else {
-            return Ok(());
-        };
-        let buf = match writer {
-            FileWriter::Parquet(w) => w.into_inner().map_err(|e| format_error(&path, e))?,
-            FileWriter::Csv(w) => w.into_inner(),
-        };
-        let mut file = buf.into_inner().map_err(|e| e.into_error()).io_context("write", &path)?;
-        file.flush().io_context("write", &path)?;
-        let len = file.metadata().io_context("stat", &path)?.len();
-        self.stats.bytes += len;
-        Ok(())
-    }
-
-    /// Appends rows, starting a new file whenever the current one is full.
-    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let n = batch.num_rows();
-        let mut offset = 0;
-        while offset < n {
-            if self.current.is_none() {
-                self.open()?;
-            }
-            let take = (self.max_rows - self.rows_in_file).min(n - offset);
-            self.write_current(&batch.slice(offset, take))?;
-            self.rows_in_file += take;
-            self.stats.rows += take as u64;
-            offset += take;
-            if self.rows_in_file >= self.max_rows {
-                self.close_current()?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Closes the last file; a table without rows still gets one (empty) file with its schema.
-    fn finish(mut self) -> Result<TableStats> {
-        if self.stats.files == 0 {
-            self.open()?;
-            self.write_current(&RecordBatch::new_empty(self.schema.clone()))?;
-        }
-        self.close_current()?;
-        Ok(self.stats)
-    }
-}
-
 /// Appends the `order_id` column (sequential over the whole output) to a chunk's purchases.
 fn number_orders(columns: Vec<ArrayRef>, rows: usize, next_order: &mut u64) -> Result<RecordBatch> {
     let mut ids = StringBuilder::with_capacity(rows, rows * 10);
@@ -1320,17 +1168,17 @@ fn number_orders(columns: Vec<ArrayRef>, rows: usize, next_order: &mut u64) -> R
     Ok(RecordBatch::try_new(schema(Table::Purchases), all)?)
 }
 
-/// Spawns a thread that writes every batch it receives to `sink`.
+/// Spawns a thread that writes every batch it receives to `files`.
 fn spawn_writer<'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
-    mut sink: TableSink,
+    mut files: TableFileWriter,
 ) -> (SyncSender<RecordBatch>, std::thread::ScopedJoinHandle<'scope, Result<TableStats>>) {
     let (tx, rx): (SyncSender<RecordBatch>, Receiver<RecordBatch>) = sync_channel(1);
     let handle = scope.spawn(move || {
         for batch in rx {
-            sink.write(&batch)?;
+            files.write(&batch)?;
         }
-        sink.finish()
+        files.finish()
     });
     (tx, handle)
 }
@@ -1351,16 +1199,13 @@ fn run_pipeline(
     let chunk_users = layout.chunk_users.max(1);
     let chunks = users.div_ceil(chunk_users);
     let workers = GENERATOR_THREADS.min(chunks).max(1);
-    let sink = |table, schema, max_rows| TableSink::new(table, &opts.out, opts.format, schema, max_rows);
+    let files = |table, max_rows| TableFileWriter::new(table, &opts.out, opts.format, max_rows);
 
     std::thread::scope(|scope| {
-        let (users_tx, users_h) = spawn_writer(scope, sink("users", schema(Table::Users), layout.users_per_file));
-        let (purchases_tx, purchases_h) =
-            spawn_writer(scope, sink("purchases", schema(Table::Purchases), layout.fact_rows_per_file));
-        let (events_tx, events_h) =
-            spawn_writer(scope, sink("events", schema(Table::Events), layout.fact_rows_per_file));
-        let (tags_tx, tags_h) =
-            spawn_writer(scope, sink("user_tags", schema(Table::UserTags), layout.fact_rows_per_file));
+        let (users_tx, users_h) = spawn_writer(scope, files(Table::Users, layout.users_per_file));
+        let (purchases_tx, purchases_h) = spawn_writer(scope, files(Table::Purchases, layout.fact_rows_per_file));
+        let (events_tx, events_h) = spawn_writer(scope, files(Table::Events, layout.fact_rows_per_file));
+        let (tags_tx, tags_h) = spawn_writer(scope, files(Table::UserTags, layout.fact_rows_per_file));
 
         let mut generators = Vec::new();
         let mut chunk_rxs = Vec::new();
@@ -1423,6 +1268,7 @@ mod tests {
     use arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use rustc_hash::{FxHashMap, FxHashSet};
+    use std::fs::File;
 
     fn options(dir: &Path, users: u64, seed: u64, format: GenFormat) -> GenOptions {
         GenOptions { users, seed, out: dir.to_path_buf(), format }
