@@ -2,27 +2,23 @@
 //! purchases, events and user tags, generated in fixed-size chunks with bounded memory and written
 //! as Parquet or CSV files that are byte-identical for the same user count and seed.
 
+mod batches;
 mod distributions;
 mod files;
 mod vocabulary;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
-};
-use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Gamma, LogNormal, Poisson, StandardNormal};
 
 use crate::error::{Error, IoContext, Result};
-use crate::tables::{ColumnType, Table};
+use crate::tables::Table;
+use batches::{Chunk, ChunkBuilders, PurchaseRow, UserRow, channels_batch, products_batch, schema};
 use distributions::{
     ACQUISITION_MIX, ACQUISITION_OFFLINE_AWAY, ACQUISITION_OFFLINE_LOCAL, CITY_ZIPF, EVENT_MIX, EVENT_WEIGHTS,
     EVENT_WEIGHTS_DEAL, GENERIC_TAG_ZIPF, HOURS_DAY, HOURS_NIGHT, PRICE_RANGE, PRICE_SIGMA, PRODUCT_COUNT,
@@ -31,10 +27,10 @@ use distributions::{
 };
 use files::{ROW_GROUP_ROWS, TableFileWriter, TableStats};
 use vocabulary::{
-    BRAND_HEADS, BRAND_TAILS, BRANDS_PER_CATEGORY, CATEGORIES, CH_APP, CH_WECHAT, CHANNELS, CITIES, DIGITAL_CHANNELS,
-    EMAIL_DOMAINS, EV_CART, EV_COUPON, EV_SHARE, EVENT_TYPES, GENDERS, GENERIC_TAGS, GIVEN_F, GIVEN_M, GIVEN_N, Group,
-    OCC_RETIRED, OCC_STUDENT, OCCUPATIONS, PHONE_PREFIXES, PRODUCT_ADJECTIVES, SEMANTIC_TAGS, SURNAMES, TIERS,
-    TOP_CITIES,
+    BRAND_HEADS, BRAND_TAILS, BRANDS_PER_CATEGORY, CATEGORIES, CH_APP, CH_WECHAT, CHANNELS, CITIES, Category,
+    DIGITAL_CHANNELS, EMAIL_DOMAINS, EV_CART, EV_COUPON, EV_SHARE, EVENT_TYPES, GENDERS, GENERIC_TAGS, GIVEN_F,
+    GIVEN_M, GIVEN_N, Group, OCC_RETIRED, OCC_STUDENT, OCCUPATIONS, PHONE_PREFIXES, PRODUCT_ADJECTIVES, SEMANTIC_TAGS,
+    SURNAMES, TIERS, TOP_CITIES,
 };
 
 /// The instant "now" of generated data: 2026-11-01 00:00:00 UTC, in microseconds since the epoch.
@@ -140,7 +136,7 @@ fn generate_with(opts: &GenOptions, progress: &(dyn Fn(u64) + Sync), layout: Lay
     let model = Model::new(opts.seed)?;
 
     let mut products = TableFileWriter::new(Table::Products, &opts.out, opts.format, USERS_PER_FILE);
-    products.write(&model.products_batch()?)?;
+    products.write(&products_batch(&model.products)?)?;
     let products = products.finish()?;
     let mut channels = TableFileWriter::new(Table::Channels, &opts.out, opts.format, USERS_PER_FILE);
     channels.write(&channels_batch()?)?;
@@ -185,41 +181,6 @@ fn prepare_out_dir(out: &Path) -> Result<()> {
         std::fs::create_dir_all(&dir).io_context("create directory", &dir)?;
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Schemas
-// ---------------------------------------------------------------------------------------------
-
-/// The generator's own columns of `users`, after the contract's: (name, type, nullable).
-const USERS_CUSTOM_COLUMNS: [(&str, ColumnType, bool); 3] = [
-    ("occupation", ColumnType::Utf8, true),
-    ("has_children", ColumnType::Boolean, false),
-    ("income_band", ColumnType::Int32, true),
-];
-
-/// The Arrow schema of a generated table: the contract's columns ([`Table::columns`]), then, for
-/// `users`, [`USERS_CUSTOM_COLUMNS`]. Every contract column gets a value in every row, so their
-/// fields are non-nullable (which Parquet writes as required columns, without definition levels).
-fn schema(table: Table) -> SchemaRef {
-    let mut fields: Vec<Field> = table.columns().iter().map(|c| c.field(false)).collect();
-    if table == Table::Users {
-        fields.extend(USERS_CUSTOM_COLUMNS.map(|(name, ty, nullable)| Field::new(name, ty.arrow_type(), nullable)));
-    }
-    Arc::new(Schema::new(fields))
-}
-
-fn channels_batch() -> Result<RecordBatch> {
-    let mut id = StringBuilder::new();
-    let mut name = StringBuilder::new();
-    let mut kind = StringBuilder::new();
-    for c in CHANNELS {
-        id.append_value(c.id);
-        name.append_value(c.name);
-        kind.append_value(c.kind.as_str());
-    }
-    let cols: Vec<ArrayRef> = vec![Arc::new(id.finish()), Arc::new(name.finish()), Arc::new(kind.finish())];
-    Ok(RecordBatch::try_new(schema(Table::Channels), cols)?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -304,12 +265,24 @@ struct City {
     stores: Vec<usize>,
 }
 
+/// A product of the catalogue.
 struct Product {
     id: String,
     name: String,
+    /// Index into `CATEGORIES`.
     category: usize,
     brand: usize,
     price: f64,
+}
+
+impl Product {
+    fn category(&self) -> &'static Category {
+        &CATEGORIES[self.category]
+    }
+
+    fn brand_name(&self) -> String {
+        brand_name(self.brand)
+    }
 }
 
 struct Model {
@@ -498,30 +471,6 @@ impl Model {
         (products, product_pick, category_products)
     }
 
-    fn products_batch(&self) -> Result<RecordBatch> {
-        let n = self.products.len();
-        let mut id = StringBuilder::with_capacity(n, n * 6);
-        let mut name = StringBuilder::with_capacity(n, n * 32);
-        let mut category = StringBuilder::with_capacity(n, n * 10);
-        let mut brand = StringBuilder::with_capacity(n, n * 8);
-        let mut price = Float64Builder::with_capacity(n);
-        for p in &self.products {
-            id.append_value(&p.id);
-            name.append_value(&p.name);
-            category.append_value(CATEGORIES[p.category].name);
-            brand.append_value(brand_name(p.brand));
-            price.append_value(p.price);
-        }
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(id.finish()),
-            Arc::new(name.finish()),
-            Arc::new(category.finish()),
-            Arc::new(brand.finish()),
-            Arc::new(price.finish()),
-        ];
-        Ok(RecordBatch::try_new(schema(Table::Products), cols)?)
-    }
-
     /// Resolves a channel-mix outcome: a digital channel, or "offline" → a store of the user's
     /// city (or any store when the city has none).
     fn resolve_channel<R: Rng + ?Sized>(&self, rng: &mut R, outcome: usize, city: &City) -> usize {
@@ -545,88 +494,9 @@ fn brand_name(brand: usize) -> String {
 // Per-user generation
 // ---------------------------------------------------------------------------------------------
 
-/// Column builders of one chunk.
-struct ChunkBuilders {
-    u_id: StringBuilder,
-    u_name: StringBuilder,
-    u_gender: StringBuilder,
-    u_birth: Date32Builder,
-    u_city: StringBuilder,
-    u_region: StringBuilder,
-    u_tier: StringBuilder,
-    u_points: Int64Builder,
-    u_signup: Date32Builder,
-    u_phone: StringBuilder,
-    u_email: StringBuilder,
-    u_acquisition: StringBuilder,
-    u_occupation: StringBuilder,
-    u_children: BooleanBuilder,
-    u_income: Int32Builder,
-    p_user: StringBuilder,
-    p_product: StringBuilder,
-    p_channel: StringBuilder,
-    p_ts: TimestampMicrosecondBuilder,
-    p_quantity: Int32Builder,
-    p_amount: Float64Builder,
-    e_user: StringBuilder,
-    e_channel: StringBuilder,
-    e_type: StringBuilder,
-    e_ts: TimestampMicrosecondBuilder,
-    t_user: StringBuilder,
-    t_tag: StringBuilder,
-    t_at: TimestampMicrosecondBuilder,
-}
-
-impl ChunkBuilders {
-    fn new(users: usize) -> Self {
-        let p = users * 6;
-        let e = users * 11;
-        let t = users * 7;
-        ChunkBuilders {
-            u_id: StringBuilder::with_capacity(users, users * 8),
-            u_name: StringBuilder::with_capacity(users, users * 9),
-            u_gender: StringBuilder::with_capacity(users, users),
-            u_birth: Date32Builder::with_capacity(users),
-            u_city: StringBuilder::with_capacity(users, users * 9),
-            u_region: StringBuilder::with_capacity(users, users * 9),
-            u_tier: StringBuilder::with_capacity(users, users * 7),
-            u_points: Int64Builder::with_capacity(users),
-            u_signup: Date32Builder::with_capacity(users),
-            u_phone: StringBuilder::with_capacity(users, users * 11),
-            u_email: StringBuilder::with_capacity(users, users * 18),
-            u_acquisition: StringBuilder::with_capacity(users, users * 7),
-            u_occupation: StringBuilder::with_capacity(users, users * 9),
-            u_children: BooleanBuilder::with_capacity(users),
-            u_income: Int32Builder::with_capacity(users),
-            p_user: StringBuilder::with_capacity(p, p * 8),
-            p_product: StringBuilder::with_capacity(p, p * 6),
-            p_channel: StringBuilder::with_capacity(p, p * 6),
-            p_ts: TimestampMicrosecondBuilder::with_capacity(p),
-            p_quantity: Int32Builder::with_capacity(p),
-            p_amount: Float64Builder::with_capacity(p),
-            e_user: StringBuilder::with_capacity(e, e * 8),
-            e_channel: StringBuilder::with_capacity(e, e * 6),
-            e_type: StringBuilder::with_capacity(e, e * 5),
-            e_ts: TimestampMicrosecondBuilder::with_capacity(e),
-            t_user: StringBuilder::with_capacity(t, t * 8),
-            t_tag: StringBuilder::with_capacity(t, t * 10),
-            t_at: TimestampMicrosecondBuilder::with_capacity(t),
-        }
-    }
-}
-
-/// One generated chunk: users, purchases without `order_id` (numbered in order by the writer
-/// side), events and tags.
-struct Chunk {
-    users: RecordBatch,
-    purchases: Vec<ArrayRef>,
-    purchase_rows: usize,
-    events: RecordBatch,
-    tags: RecordBatch,
-}
-
 #[derive(Clone, Copy)]
-struct PurchaseRow {
+/// A purchase drawn for a user, before the user's purchases are sorted by time.
+struct PurchaseDraw {
     ts: i64,
     product: u32,
     channel: u8,
@@ -635,7 +505,8 @@ struct PurchaseRow {
 }
 
 #[derive(Clone, Copy)]
-struct EventRow {
+/// An event drawn for a user, before the user's events are sorted by time.
+struct EventDraw {
     ts: i64,
     channel: u8,
     kind: u8,
@@ -646,9 +517,11 @@ struct EventRow {
 #[derive(Default)]
 struct Scratch {
     user_id: String,
-    text: String,
-    purchases: Vec<PurchaseRow>,
-    events: Vec<EventRow>,
+    name: String,
+    phone: String,
+    email: String,
+    purchases: Vec<PurchaseDraw>,
+    events: Vec<EventDraw>,
     tags: Vec<(u16, i64)>,
 }
 
@@ -720,47 +593,7 @@ impl Model {
         for i in first..end {
             self.gen_user(&mut rng, i, &mut b, &mut scratch);
         }
-        let users: Vec<ArrayRef> = vec![
-            Arc::new(b.u_id.finish()),
-            Arc::new(b.u_name.finish()),
-            Arc::new(b.u_gender.finish()),
-            Arc::new(b.u_birth.finish()),
-            Arc::new(b.u_city.finish()),
-            Arc::new(b.u_region.finish()),
-            Arc::new(b.u_tier.finish()),
-            Arc::new(b.u_points.finish()),
-            Arc::new(b.u_signup.finish()),
-            Arc::new(b.u_phone.finish()),
-            Arc::new(b.u_email.finish()),
-            Arc::new(b.u_acquisition.finish()),
-            Arc::new(b.u_occupation.finish()),
-            Arc::new(b.u_children.finish()),
-            Arc::new(b.u_income.finish()),
-        ];
-        let purchases: Vec<ArrayRef> = vec![
-            Arc::new(b.p_user.finish()),
-            Arc::new(b.p_product.finish()),
-            Arc::new(b.p_channel.finish()),
-            Arc::new(b.p_ts.finish()),
-            Arc::new(b.p_quantity.finish()),
-            Arc::new(b.p_amount.finish()),
-        ];
-        let purchase_rows = purchases[0].len();
-        let events: Vec<ArrayRef> = vec![
-            Arc::new(b.e_user.finish()),
-            Arc::new(b.e_channel.finish()),
-            Arc::new(b.e_type.finish()),
-            Arc::new(b.e_ts.finish()),
-        ];
-        let tags: Vec<ArrayRef> =
-            vec![Arc::new(b.t_user.finish()), Arc::new(b.t_tag.finish()), Arc::new(b.t_at.finish())];
-        Ok(Chunk {
-            users: RecordBatch::try_new(schema(Table::Users), users)?,
-            purchases,
-            purchase_rows,
-            events: RecordBatch::try_new(schema(Table::Events), events)?,
-            tags: RecordBatch::try_new(schema(Table::UserTags), tags)?,
-        })
+        b.finish()
     }
 
     fn gen_user(&self, rng: &mut StdRng, index: u64, b: &mut ChunkBuilders, s: &mut Scratch) {
@@ -785,8 +618,8 @@ impl Model {
         };
 
         // Name: surname + one or two given-name characters.
-        s.text.clear();
-        s.text.push_str(SURNAMES[self.surnames.sample(rng)].0);
+        s.name.clear();
+        s.name.push_str(SURNAMES[self.surnames.sample(rng)].0);
         let given_len = if rng.random_bool(0.35) { 1 } else { 2 };
         for _ in 0..given_len {
             let pool: &[&str] = match (gender, rng.random_range(0..10u8)) {
@@ -796,22 +629,16 @@ impl Model {
                 (2, 4..=7) => GIVEN_M,
                 _ => GIVEN_N,
             };
-            s.text.push_str(pool[rng.random_range(0..pool.len())]);
+            s.name.push_str(pool[rng.random_range(0..pool.len())]);
         }
-        b.u_id.append_value(&s.user_id);
-        b.u_name.append_value(&s.text);
-        b.u_gender.append_value(GENDERS[gender].0);
 
         // Birth date: exactly `age` years old at now.
         let age = 16 + self.ages.sample(rng) as u32;
         let birthday_this_year = days_from_civil(2026 - age as i32, 11, 1);
         let birth_day = birthday_this_year - rng.random_range(0..365);
-        b.u_birth.append_value(birth_day);
 
         let city_idx = self.city_pick.sample(rng);
         let city = &self.cities[city_idx];
-        b.u_city.append_value(city.name);
-        b.u_region.append_value(city.province);
 
         let r: f64 = rng.random();
         let mut acc = 0.0;
@@ -823,9 +650,8 @@ impl Model {
                 break;
             }
         }
-        b.u_tier.append_value(TIERS[tier].0);
         let points = if tier == 0 && rng.random_bool(0.05) { 0.0 } else { self.points[tier].sample(rng) };
-        b.u_points.append_value((points.round() as i64).clamp(0, 200_000));
+        let points = (points.round() as i64).clamp(0, 200_000);
 
         // Signup: 2015-01-01 .. 2026-10-31, recent more likely, not before the 14th birthday.
         let last_day = NOW_DAY - 1;
@@ -834,24 +660,20 @@ impl Model {
         if signup_day < earliest {
             signup_day = rng.random_range(earliest.min(last_day)..=last_day);
         }
-        b.u_signup.append_value(signup_day);
 
         // Phone: a prefix + a keyed permutation of the index (unique for < 10^8 users).
-        s.text.clear();
-        s.text.push_str(PHONE_PREFIXES[rng.random_range(0..PHONE_PREFIXES.len())]);
+        s.phone.clear();
+        s.phone.push_str(PHONE_PREFIXES[rng.random_range(0..PHONE_PREFIXES.len())]);
         let suffix = permute_below_1e8(index % 100_000_000, self.phone_key);
-        let _ = write!(s.text, "{suffix:08}");
-        b.u_phone.append_value(&s.text);
+        let _ = write!(s.phone, "{suffix:08}");
 
-        s.text.clear();
-        let _ = write!(s.text, "{}@{}", s.user_id, EMAIL_DOMAINS[self.emails.sample(rng)].0);
-        b.u_email.append_value(&s.text);
+        s.email.clear();
+        let _ = write!(s.email, "{}@{}", s.user_id, EMAIL_DOMAINS[self.emails.sample(rng)].0);
 
         let local = !city.stores.is_empty();
         let acq_table = if local { &self.acquisition_local } else { &self.acquisition_away };
         let outcome = acq_table.sample(rng);
         let acquisition = self.resolve_channel(rng, outcome, city);
-        b.u_acquisition.append_value(CHANNELS[acquisition].id);
 
         let student_share = match age {
             0..=18 => 0.95,
@@ -866,17 +688,14 @@ impl Model {
             self.occupations.sample(rng)
         };
         let occupation = (!rng.random_bool(0.01)).then_some(occupation);
-        b.u_occupation.append_option(occupation.map(|o| OCCUPATIONS[o].0));
 
         let has_children = rng.random_bool(children_probability(age));
-        b.u_children.append_value(has_children);
 
         let base = occupation.map_or(4.5, |o| OCCUPATIONS[o].2);
         let age_bonus = if (30..=55).contains(&age) { 0.5 } else { 0.0 };
         let z: f64 = rng.sample(StandardNormal);
         let income = ((base + age_bonus + 1.5 * z).round() as i32).clamp(1, 10);
         let income = (!rng.random_bool(0.01)).then_some(income);
-        b.u_income.append_option(income);
 
         // Latent traits.
         let night_owl = rng.random_bool(if age < 30 { 0.13 } else { 0.05 });
@@ -902,6 +721,23 @@ impl Model {
         };
         let purchase_rate = self.purchase_rate.sample(rng) * TIER_SPEND_FACTOR[tier];
 
+        b.push_user(&UserRow {
+            user_id: &s.user_id,
+            name: &s.name,
+            gender: GENDERS[gender].0,
+            birth_date: birth_day,
+            city: city.name,
+            region: city.province,
+            tier: TIERS[tier].0,
+            points,
+            signup_date: signup_day,
+            phone: &s.phone,
+            email: &s.email,
+            acquisition_channel: CHANNELS[acquisition].id,
+            occupation: occupation.map(|o| OCCUPATIONS[o].0),
+            has_children,
+            income_band: income,
+        });
         Profile {
             age,
             city: city_idx,
@@ -950,19 +786,21 @@ impl Model {
                 self.product_pick.sample(rng) as u32
             };
             let quantity = 1 + self.quantity.sample(rng) as u8;
-            s.purchases.push(PurchaseRow { ts, product, channel: channel as u8, quantity, hour });
+            s.purchases.push(PurchaseDraw { ts, product, channel: channel as u8, quantity, hour });
         }
         s.purchases.sort_unstable_by_key(|r| (r.ts, r.product, r.channel, r.quantity));
 
         for r in &s.purchases {
             let product = &self.products[r.product as usize];
             let amount = round_cents(product.price * f64::from(r.quantity));
-            b.p_user.append_value(&s.user_id);
-            b.p_product.append_value(&product.id);
-            b.p_channel.append_value(CHANNELS[usize::from(r.channel)].id);
-            b.p_ts.append_value(r.ts);
-            b.p_quantity.append_value(i32::from(r.quantity));
-            b.p_amount.append_value(amount);
+            b.push_purchase(&PurchaseRow {
+                user_id: &s.user_id,
+                product_id: &product.id,
+                channel_id: CHANNELS[usize::from(r.channel)].id,
+                ts: r.ts,
+                quantity: i32::from(r.quantity),
+                amount,
+            });
 
             let day = r.ts.div_euclid(MICROS_PER_DAY) as i32;
             beh.purchases += 1;
@@ -1020,15 +858,12 @@ impl Model {
             let (ts, hour) = time_on(rng, day, hours);
             let channel = if rng.random_bool(0.6) { preferred } else { self.event_channels.sample(rng) };
             let kind = types.sample(rng);
-            s.events.push(EventRow { ts, channel: channel as u8, kind: kind as u8, hour });
+            s.events.push(EventDraw { ts, channel: channel as u8, kind: kind as u8, hour });
         }
         s.events.sort_unstable_by_key(|r| (r.ts, r.channel, r.kind));
 
         for r in &s.events {
-            b.e_user.append_value(&s.user_id);
-            b.e_channel.append_value(CHANNELS[usize::from(r.channel)].id);
-            b.e_type.append_value(EVENT_TYPES[usize::from(r.kind)]);
-            b.e_ts.append_value(r.ts);
+            b.push_event(&s.user_id, CHANNELS[usize::from(r.channel)].id, EVENT_TYPES[usize::from(r.kind)], r.ts);
 
             beh.events += 1;
             beh.last_event_day = Some(r.ts.div_euclid(MICROS_PER_DAY) as i32);
@@ -1145,27 +980,9 @@ impl Model {
         }
         s.tags.sort_unstable();
         for (t, at) in &s.tags {
-            b.t_user.append_value(&s.user_id);
-            b.t_tag.append_value(&self.tag_names[usize::from(*t)]);
-            b.t_at.append_value(*at);
+            b.push_tag(&s.user_id, &self.tag_names[usize::from(*t)], *at);
         }
     }
-}
-
-/// Appends the `order_id` column (sequential over the whole output) to a chunk's purchases.
-fn number_orders(columns: Vec<ArrayRef>, rows: usize, next_order: &mut u64) -> Result<RecordBatch> {
-    let mut ids = StringBuilder::with_capacity(rows, rows * 10);
-    let mut text = String::with_capacity(24);
-    for _ in 0..rows {
-        text.clear();
-        let _ = write!(text, "o{next_order}");
-        ids.append_value(&text);
-        *next_order += 1;
-    }
-    let mut all: Vec<ArrayRef> = Vec::with_capacity(columns.len() + 1);
-    all.push(Arc::new(ids.finish()));
-    all.extend(columns);
-    Ok(RecordBatch::try_new(schema(Table::Purchases), all)?)
 }
 
 /// Spawns a thread that writes every batch it receives to `files`.
@@ -1234,7 +1051,7 @@ fn run_pipeline(
             for k in 0..chunks {
                 let rx = &chunk_rxs[(k % workers) as usize];
                 let chunk = rx.recv().map_err(|_| Error::Internal("a generator thread stopped early".into()))??;
-                let purchases = number_orders(chunk.purchases, chunk.purchase_rows, &mut next_order)?;
+                let purchases = chunk.purchases.number(&mut next_order)?;
                 users_tx.send(chunk.users).map_err(|_| stopped())?;
                 purchases_tx.send(purchases).map_err(|_| stopped())?;
                 events_tx.send(chunk.events).map_err(|_| stopped())?;
@@ -1265,7 +1082,7 @@ fn run_pipeline(
 mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
-    use arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
+    use arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type, SchemaRef, TimestampMicrosecondType};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use rustc_hash::{FxHashMap, FxHashSet};
     use std::fs::File;
