@@ -12,7 +12,7 @@ use arrow::array::{
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
-use super::Product;
+use super::model::Product;
 use super::vocabulary::CHANNELS;
 use crate::error::Result;
 use crate::tables::{ColumnType, Table};

@@ -4,6 +4,9 @@
 
 use rand::Rng;
 
+use rand_distr::{Distribution, Poisson};
+
+use super::calendar::{MICROS_PER_DAY, MICROS_PER_SECOND};
 use super::vocabulary::DIGITAL_CHANNELS;
 
 /// SplitMix64 finaliser: a fixed, portable 64-bit mixer used to derive RNG seeds.
@@ -56,10 +59,45 @@ pub(super) fn zipf_weights(n: usize, q: f64, s: f64) -> Vec<f64> {
     (0..n).map(|r| 1.0 / (r as f64 + q).powf(s)).collect()
 }
 
-/// Purchase-rate multiplier per tier (same order as [`TIERS`](super::vocabulary::TIERS)); the population mean is ≈ 1.04.
+/// Seed of one RNG stream: a fixed SplitMix64 mixing of (seed, stream, index).
+pub(super) fn stream_seed(seed: u64, stream: u64, index: u64) -> u64 {
+    mix64(mix64(seed ^ mix64(stream)) ^ index)
+}
+
+/// Poisson draw; 0 for a non-positive or non-finite rate.
+pub(super) fn poisson<R: Rng + ?Sized>(rng: &mut R, lambda: f64, cap: u32) -> u32 {
+    if lambda.is_nan() || lambda <= 1e-9 {
+        return 0;
+    }
+    match Poisson::new(lambda.min(1e6)) {
+        Ok(p) => {
+            let x: f64 = p.sample(rng);
+            (x as u32).min(cap)
+        }
+        Err(_) => 0,
+    }
+}
+
+/// A day in `[start, end)` (at least `start`), more recent days linearly more likely.
+pub(super) fn recent_day<R: Rng + ?Sized>(rng: &mut R, start: i32, end: i32) -> i32 {
+    let span = (end - start).max(1);
+    let off = (rng.random::<f64>().sqrt() * f64::from(span)) as i32;
+    start + off.min(span - 1)
+}
+
+/// A whole-second timestamp on `day`, the hour drawn from an activity profile.
+pub(super) fn time_on<R: Rng + ?Sized>(rng: &mut R, day: i32, hours: &Weighted) -> (i64, u8) {
+    let hour = hours.sample(rng) as i64;
+    let secs = hour * 3600 + rng.random_range(0..3600i64);
+    (i64::from(day) * MICROS_PER_DAY + secs * MICROS_PER_SECOND, hour as u8)
+}
+
+/// Purchase-rate multiplier per tier (same order as [`TIERS`](super::vocabulary::TIERS)); the
+/// population mean is ≈ 1.04.
 pub(super) const TIER_SPEND_FACTOR: [f64; 4] = [0.7, 1.2, 1.8, 3.0];
 
-/// Median and log-sd of the loyalty points per tier (same order as [`TIERS`](super::vocabulary::TIERS)).
+/// Median and log-sd of the loyalty points per tier (same order as
+/// [`TIERS`](super::vocabulary::TIERS)).
 pub(super) const TIER_POINTS: [(f64, f64); 4] = [(300.0, 1.0), (3_000.0, 0.8), (15_000.0, 0.7), (60_000.0, 0.6)];
 
 /// Relative weight of each age 16..=90 (skewed toward 20–45).
@@ -90,8 +128,9 @@ pub(super) fn children_probability(age: u32) -> f64 {
 /// Zipf exponent and offset of city popularity by rank: weight `1 / (rank + 2)`.
 pub(super) const CITY_ZIPF: (f64, f64) = (2.0, 1.0);
 
-/// Purchase channel mix over the digital channels (same order as [`CHANNELS`](super::vocabulary::CHANNELS)) and the weight of
-/// "offline" for users who live in a city with a store, and for users who do not.
+/// Purchase channel mix over the digital channels (same order as
+/// [`CHANNELS`](super::vocabulary::CHANNELS)) and the weight of "offline" for users who live in a
+/// city with a store, and for users who do not.
 pub(super) const PURCHASE_MIX: [f64; DIGITAL_CHANNELS] = [32.0, 2.0, 7.0, 12.0, 5.0, 15.0, 12.0];
 pub(super) const PURCHASE_OFFLINE_LOCAL: f64 = 15.0;
 pub(super) const PURCHASE_OFFLINE_AWAY: f64 = 1.5;
@@ -104,7 +143,8 @@ pub(super) const ACQUISITION_OFFLINE_AWAY: f64 = 2.0;
 /// Channel mix of engagement events (digital channels only).
 pub(super) const EVENT_MIX: [f64; DIGITAL_CHANNELS] = [35.0, 5.0, 5.0, 25.0, 12.0, 10.0, 8.0];
 
-/// Event type weights for most users and for deal seekers (same order as [`EVENT_TYPES`](super::vocabulary::EVENT_TYPES)).
+/// Event type weights for most users and for deal seekers (same order as
+/// [`EVENT_TYPES`](super::vocabulary::EVENT_TYPES)).
 pub(super) const EVENT_WEIGHTS: [f64; 6] = [50.0, 20.0, 5.0, 12.0, 8.0, 5.0];
 pub(super) const EVENT_WEIGHTS_DEAL: [f64; 6] = [40.0, 15.0, 4.0, 8.0, 8.0, 25.0];
 
@@ -138,6 +178,21 @@ pub(super) const TAG_ABC_SHARES: [f64; 3] = [0.31, 0.21, 0.14];
 
 /// Generic interest tags by rank: weight `1 / (rank + 3)^0.9`.
 pub(super) const GENERIC_TAG_ZIPF: (f64, f64) = (3.0, 0.9);
+
+/// Caps that keep a single user's facts bounded.
+pub(super) const MAX_PURCHASES_PER_USER: u32 = 400;
+pub(super) const MAX_EVENTS_PER_USER: u32 = 1_000;
+
+/// Purchase rate: Gamma(shape, scale) × tier factor → Poisson; mean ≈ 5, ≈ 30 % of users buy nothing.
+pub(super) const PURCHASE_RATE_SHAPE: f64 = 0.5;
+pub(super) const PURCHASE_RATE_SCALE: f64 = 9.6;
+/// Event rate: base + share of the purchase rate + Gamma(1, scale); churned users × factor.
+pub(super) const EVENT_RATE_BASE: f64 = 3.5;
+pub(super) const EVENT_RATE_PER_PURCHASE: f64 = 0.7;
+pub(super) const EVENT_RATE_SCALE: f64 = 4.5;
+pub(super) const CHURNED_EVENT_FACTOR: f64 = 0.3;
+/// Generic interest tags per user: Poisson with a Gamma(2, mean / 2) rate.
+pub(super) const GENERIC_TAGS_MEAN: f64 = 2.4;
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,8 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
-use super::{GenFormat, schema};
+use super::GenFormat;
+use super::batches::schema;
 use crate::error::{Error, IoContext, Result};
 use crate::tables::Table;
 
