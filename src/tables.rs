@@ -201,6 +201,14 @@ pub struct ContractColumn {
     pub required: bool,
 }
 
+impl ContractColumn {
+    /// The column as an Arrow field. SQL sees every column as nullable ([`sql_schema`]); a writer
+    /// that fills a column for every row may declare it non-nullable.
+    pub fn field(&self, nullable: bool) -> Field {
+        Field::new(self.name, self.ty.arrow_type(), nullable)
+    }
+}
+
 /// The column types a store keeps. Custom `users` columns are inferred into one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
