@@ -5,6 +5,7 @@
 //! bounded cache.
 
 pub mod build;
+pub mod dense;
 pub mod format;
 
 use std::collections::HashMap;
@@ -28,6 +29,9 @@ use format::{BitmapKey, BitmapKind, IndexFile};
 /// Bytes of deserialized bitmaps kept per open index before the cache is emptied.
 const CACHE_BYTES: u64 = 512 << 20;
 
+/// A range comparison among more than 1/this of the users runs over plain words.
+const DENSE_FRACTION: u64 = 64;
+
 /// A microsecond count of one day.
 pub const DAY_MICROS: i64 = 86_400_000_000;
 
@@ -38,6 +42,8 @@ pub struct IndexSet {
     /// Row ids `0..universe` are the live users.
     universe: u32,
     cache: Mutex<(u64, HashMap<BitmapKey, Arc<RoaringBitmap>>)>,
+    /// Range bit slices as plain words (see [`dense`]), bytes held and the slices.
+    dense_cache: Mutex<(u64, HashMap<BitmapKey, Arc<Vec<u64>>>)>,
     /// The id dictionary's segments, opened on the first point lookup.
     id_segments: Vec<std::path::PathBuf>,
     id_readers: Mutex<Option<Arc<Vec<SegmentReader>>>>,
@@ -64,6 +70,7 @@ impl IndexSet {
             file,
             universe,
             cache: Mutex::new((0, HashMap::new())),
+            dense_cache: Mutex::new((0, HashMap::new())),
             id_segments: Vec::new(),
             id_readers: Mutex::new(None),
             facts: None,
@@ -275,6 +282,11 @@ impl IndexSet {
         within: Option<&RoaringBitmap>,
     ) -> Result<RoaringBitmap> {
         let Some((base, bits)) = self.range_index(column) else { return Ok(RoaringBitmap::new()) };
+        // Many candidates: one pass over the slices' words. Few: roaring operations on them.
+        let many = within.is_none_or(|w| w.len() > self.universe_len() / DENSE_FRACTION);
+        if many && let Some(c) = value.checked_sub(base).filter(|c| (0..1i64 << bits.min(62)).contains(c)) {
+            return self.range_compare_dense(column, op, c as u64, bits, within);
+        }
         let candidates = match within {
             Some(w) => w.clone(),
             None => self.universe(),
@@ -317,6 +329,63 @@ impl IndexSet {
             RangeOp::GtEq => gt | eq,
             RangeOp::Gt => gt,
         })
+    }
+
+    /// [`IndexSet::range_compare_within`] over plain words, for `0 <= c < 2^bits`.
+    fn range_compare_dense(
+        &self,
+        column: &str,
+        op: RangeOp,
+        c: u64,
+        bits: u32,
+        within: Option<&RoaringBitmap>,
+    ) -> Result<RoaringBitmap> {
+        let words = dense::words_for(self.universe);
+        let mut candidates = match within {
+            Some(w) => dense::words_of(w, words)?,
+            None => {
+                let mut all = vec![u64::MAX; words];
+                if self.universe % 64 != 0
+                    && let Some(last) = all.last_mut()
+                {
+                    *last = (1u64 << (self.universe % 64)) - 1;
+                }
+                all
+            }
+        };
+        let nulls = self.get_dense(BitmapKind::Null, column, "")?;
+        for (word, null) in candidates.iter_mut().zip(nulls.iter()) {
+            *word &= !null;
+        }
+        let slices = (0..bits)
+            .map(|i| self.get_dense(BitmapKind::RangeBit, column, &i.to_string()))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&[u64]> = slices.iter().map(|s| s.as_slice()).collect();
+        Ok(dense::bitmap_of(&dense::compare_sliced(&refs, &candidates, op, c)))
+    }
+
+    /// An indexed bitmap as plain words, decoded from the index file once and cached.
+    fn get_dense(&self, kind: BitmapKind, name: &str, key: &str) -> Result<Arc<Vec<u64>>> {
+        let addr = (kind, name.to_string(), key.to_string());
+        let words = dense::words_for(self.universe);
+        let lock = || self.dense_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = lock().1.get(&addr) {
+            return Ok(Arc::clone(found));
+        }
+        let decoded = match self.file.as_ref().and_then(|f| Some((f, f.directory.get(&addr).copied()?))) {
+            Some((file, extent)) => dense::words_from_portable(&file.read_raw(extent)?, words)?,
+            None => vec![0; words],
+        };
+        let decoded = Arc::new(decoded);
+        let bytes = 8 * words as u64;
+        let mut cache = lock();
+        if cache.0 + bytes > CACHE_BYTES {
+            cache.1.clear();
+            cache.0 = 0;
+        }
+        cache.0 += bytes;
+        cache.1.insert(addr, Arc::clone(&decoded));
+        Ok(decoded)
     }
 
     /// Whether the store has a tag index (any user_tags loaded).
