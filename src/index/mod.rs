@@ -29,6 +29,9 @@ use format::{BitmapKey, BitmapKind, IndexFile};
 /// Bytes of deserialized bitmaps kept per open index before the cache is emptied.
 const CACHE_BYTES: u64 = 512 << 20;
 
+/// A bitmap as plain words (see [`dense`]).
+type DenseBitmap = Arc<Vec<u64>>;
+
 /// A range comparison among more than 1/this of the users runs over plain words.
 const DENSE_FRACTION: u64 = 64;
 
@@ -43,7 +46,7 @@ pub struct IndexSet {
     universe: u32,
     cache: Mutex<(u64, HashMap<BitmapKey, Arc<RoaringBitmap>>)>,
     /// Range bit slices as plain words (see [`dense`]), bytes held and the slices.
-    dense_cache: Mutex<(u64, HashMap<BitmapKey, Arc<Vec<u64>>>)>,
+    dense_cache: Mutex<(u64, HashMap<BitmapKey, DenseBitmap>)>,
     /// The id dictionary's segments, opened on the first point lookup.
     id_segments: Vec<std::path::PathBuf>,
     id_readers: Mutex<Option<Arc<Vec<SegmentReader>>>>,
@@ -345,7 +348,7 @@ impl IndexSet {
             Some(w) => dense::words_of(w, words)?,
             None => {
                 let mut all = vec![u64::MAX; words];
-                if self.universe % 64 != 0
+                if !self.universe.is_multiple_of(64)
                     && let Some(last) = all.last_mut()
                 {
                     *last = (1u64 << (self.universe % 64)) - 1;
@@ -365,7 +368,7 @@ impl IndexSet {
     }
 
     /// An indexed bitmap as plain words, decoded from the index file once and cached.
-    fn get_dense(&self, kind: BitmapKind, name: &str, key: &str) -> Result<Arc<Vec<u64>>> {
+    fn get_dense(&self, kind: BitmapKind, name: &str, key: &str) -> Result<DenseBitmap> {
         let addr = (kind, name.to_string(), key.to_string());
         let words = dense::words_for(self.universe);
         let lock = || self.dense_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
