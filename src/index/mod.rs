@@ -16,10 +16,10 @@ use roaring::{MultiOps, RoaringBitmap};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::TimestampMicrosecondType;
 
-use crate::audience::catalog::{Catalog, SetFile, read_set};
 use crate::error::Result;
 use crate::query::bitmap_expr::EdgeScan;
 use crate::store::Snapshot;
+use crate::store::catalog::{Catalog, SetFile, read_set};
 use crate::store::fact_rows;
 use crate::store::id_dictionary::SegmentReader;
 use crate::tables::Table;
