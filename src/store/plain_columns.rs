@@ -398,7 +398,7 @@ mod tests {
         let copy = PlainColumns::open_cached(&path, &columns, u64::from(rows)).unwrap().unwrap();
         let again = PlainColumns::open_cached(&path, &columns, u64::from(rows)).unwrap().unwrap();
         assert!(Arc::ptr_eq(&copy, &again), "one mapping per file and columns");
-        let wanted = |id: u32| id % 7 == 0 || (20_000..20_010).contains(&id);
+        let wanted = |id: u32| id.is_multiple_of(7) || (20_000..20_010).contains(&id);
         let render = |batch: &RecordBatch, k: usize| {
             let channel = cast(batch.column(0), &DataType::Utf8).unwrap();
             let channel = channel.as_string::<i32>();
