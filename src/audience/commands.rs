@@ -10,9 +10,7 @@ use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray
 use arrow::datatypes::{DataType, Field, Schema};
 use roaring::RoaringBitmap;
 
-use crate::audience::catalog::{
-    Audience, AudienceVersion, Catalog, EvaluatedNow, RuleTag, check_name, no_such_audience, write_set,
-};
+use crate::audience::catalog::{check_name, no_such_audience};
 use crate::audience::deps::{Graph, Node, edges, refuse_cycle, refuse_unknown_tags, uses_of_plan};
 use crate::audience::evaluate::{Evaluated, Export, evaluate, plan_query};
 use crate::audience::export::{Rows, Written, write_audience};
@@ -21,6 +19,7 @@ use crate::audience::statement::{Body, CatalogStatement};
 use crate::error::{Error, Result};
 use crate::ingest::writer::{FACT_FILE_ROWS, TableSink};
 use crate::query::Session;
+use crate::store::catalog::{Audience, AudienceVersion, Catalog, EvaluatedNow, RuleTag, SetFile, write_set};
 use crate::store::manifest::{Manifest, now_rfc3339};
 use crate::store::{Snapshot, Store, StoreWriter};
 use crate::tables::{Table, contract_columns, file_schema};
@@ -199,7 +198,7 @@ async fn create_tag(
         members: 0,
         computed_at: String::new(),
         computed_on: base.version,
-        bitmap: crate::audience::catalog::SetFile { path: String::new(), bytes: 0 },
+        bitmap: SetFile { path: String::new(), bytes: 0 },
         rows_files: Vec::new(),
         now: None,
     };
@@ -303,7 +302,7 @@ async fn refresh_tag(
     origin: &Body,
     prefix: u64,
 ) -> Result<TagRow> {
-    let now = EvaluatedNow::of(session);
+    let now = EvaluatedNow::seen_with(session.options().now);
     let plan = plan_query(session, &tag.query, origin, prefix).await?;
     let evaluated = evaluate(session, plan).await?;
     let previous = match next.catalog.tag(&tag.name) {
@@ -685,7 +684,7 @@ async fn compute_and_record(
     mut audience: Audience,
     origin: &Body,
 ) -> Result<(Report, Export)> {
-    let evaluated_now = EvaluatedNow::of(session);
+    let evaluated_now = EvaluatedNow::seen_with(session.options().now);
     let plan = plan_query(session, &audience.query, origin, 0).await?;
     let Evaluated { members: queried, unknown_ids, export, .. } = evaluate(session, plan).await?;
     let index = session.index();

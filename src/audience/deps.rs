@@ -16,12 +16,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
 
-use crate::audience::catalog::Catalog;
 use crate::audience::evaluate::plan_query;
 use crate::audience::statement::Body;
 use crate::error::{Error, Result};
 use crate::query::Session;
 use crate::query::sugar::{HAS_TAG, IN_AUDIENCE};
+use crate::store::catalog::Catalog;
 
 /// A rule tag or a saved audience (their names are separate: a tag and an audience may share one).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,7 +1,7 @@
 //! Audiences as first-class objects: rule-made tags, saved audiences with numbered versions,
-//! suppression and holdout, and their export to files for campaign tools. The catalog lives in
-//! the manifest; each computed set is a small bitmap file; the statements are parsed by
-//! [`statement`] and run by [`commands`].
+//! suppression and holdout, and their export to files for campaign tools. The catalog's data lives
+//! in the manifest ([`crate::store::catalog`]); each computed set is a small bitmap file; the
+//! statements are parsed by [`statement`] and run by [`commands`].
 
 pub mod catalog;
 pub mod commands;

@@ -16,12 +16,12 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use roaring::RoaringBitmap;
 
-use crate::audience::catalog::{Audience, Catalog, EvaluatedNow};
 use crate::audience::members::for_each_member_id;
 use crate::error::{Error, Result};
 use crate::index::IndexSet;
 use crate::query::bitmap_scan::{UsersFile, bitmap_scan};
 use crate::store::Snapshot;
+use crate::store::catalog::{Audience, AudienceVersion, Catalog, EvaluatedNow};
 
 /// A table whose one batch is built when it is scanned (so that opening a session costs nothing).
 struct LazyTable {
@@ -272,7 +272,7 @@ fn versions_table(catalog: Catalog) -> LazyTable {
     LazyTable {
         schema,
         build: Box::new(move || {
-            let rows: Vec<(&str, &crate::audience::catalog::AudienceVersion)> =
+            let rows: Vec<(&str, &AudienceVersion)> =
                 catalog.audiences.iter().flat_map(|a| a.versions.iter().map(move |v| (a.name.as_str(), v))).collect();
             let columns: Vec<ArrayRef> = vec![
                 Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),

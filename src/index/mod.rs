@@ -13,14 +13,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use roaring::{MultiOps, RoaringBitmap};
+use serde::{Deserialize, Serialize};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::TimestampMicrosecondType;
 
-use crate::audience::catalog::{Catalog, SetFile, read_set};
 use crate::error::Result;
-use crate::query::bitmap_expr::EdgeScan;
 use crate::store::Snapshot;
+use crate::store::catalog::{Catalog, SetFile, read_set};
 use crate::store::fact_rows;
 use crate::store::id_dictionary::SegmentReader;
 use crate::tables::Table;
@@ -37,6 +37,25 @@ const DENSE_FRACTION: u64 = 64;
 
 /// A microsecond count of one day.
 pub const DAY_MICROS: i64 = 86_400_000_000;
+
+/// Fact rows of `table` with `from <= ts < to` (microseconds, UTC) — and, when `column` is given,
+/// whose `column` (`channel_id`, `event_type`, or the product's `category`) is one of `values` —:
+/// their users are found by reading those rows ([`IndexSet::users_of_fact_rows`]). Audience specs
+/// carry it serialized (a window's partial days).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeScan {
+    pub table: String,
+    pub from: i64,
+    pub to: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+    /// The activity streams holding every such row: users active in them on the edge's days are
+    /// the only ones whose rows need reading (empty: unknown, read every row in the window).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<String>,
+}
 
 /// The indexes of one snapshot.
 #[derive(Debug)]

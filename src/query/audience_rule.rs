@@ -27,8 +27,8 @@ use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use crate::index::build::{
     FAMILY_EVENT_TYPE, FAMILY_PURCHASE_CATEGORY, FAMILY_PURCHASE_CHANNEL, FAMILY_PURCHASES, stream_name,
 };
-use crate::index::{DAY_MICROS, IndexSet};
-use crate::query::bitmap_expr::{AudienceSpec, EdgeScan};
+use crate::index::{DAY_MICROS, EdgeScan, IndexSet};
+use crate::query::bitmap_expr::AudienceSpec;
 use crate::query::dense_agg_rule::DenseAggregate;
 use crate::query::fact_filter::{FactAggregate, FactFilter};
 use crate::query::store_tables::StoreTables;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::index::format::BitmapKind;
-use crate::index::{IndexSet, RangeOp};
+use crate::index::{EdgeScan, IndexSet, RangeOp};
 use crate::query::fact_filter::{FactAggregate, FactFilter};
 use std::sync::Arc;
 
@@ -89,24 +89,6 @@ pub enum AudienceSpec {
     AllOf(Vec<AudienceSpec>),
     /// The users not in this audience.
     Not(Box<AudienceSpec>),
-}
-
-/// Fact rows of `table` with `from <= ts < to` (microseconds, UTC) — and, when `column` is given,
-/// whose `column` (`channel_id`, `event_type`, or the product's `category`) is one of `values` —:
-/// their users are found by reading those rows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EdgeScan {
-    pub table: String,
-    pub from: i64,
-    pub to: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub column: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub values: Vec<String>,
-    /// The activity streams holding every such row: users active in them on the edge's days are
-    /// the only ones whose rows need reading (empty: unknown, read every row in the window).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub streams: Vec<String>,
 }
 
 impl AudienceSpec {

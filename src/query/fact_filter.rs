@@ -25,8 +25,7 @@ use datafusion::physical_expr::execution_props::ExecutionProps;
 use roaring::RoaringBitmap;
 
 use crate::error::{Error, Result};
-use crate::index::IndexSet;
-use crate::query::bitmap_expr::EdgeScan;
+use crate::index::{EdgeScan, IndexSet};
 use crate::query::dense_agg_rule::{DenseAggregate, is_row_local};
 use crate::query::dict_filter::{self, DictTest};
 use crate::store::fact_rows::{self, Strings};

@@ -74,7 +74,7 @@ pub const COMMANDS: &[CommandInfo] = &[
 
 /// A parsed backslash command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub enum BackslashCommand {
     Help,
     Quit,
     Tables,
@@ -92,55 +92,55 @@ pub enum Command {
     Refresh,
 }
 
-impl FromStr for Command {
+impl FromStr for BackslashCommand {
     type Err = Error;
 
-    fn from_str(line: &str) -> Result<Command> {
+    fn from_str(line: &str) -> Result<BackslashCommand> {
         let line = line.trim();
         let (name, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
         let arg = rest.trim();
         let arg = (!arg.is_empty()).then_some(arg);
         let needs = |what: &str| Error::Usage(format!("{name} needs {what}; \\? lists the commands"));
-        let no_args = |command: Command| match arg {
+        let no_args = |command: BackslashCommand| match arg {
             None => Ok(command),
             Some(extra) => Err(Error::Usage(format!("{name} takes no argument, but was given '{extra}'"))),
         };
         match name {
-            "\\?" | "\\h" | "\\help" => no_args(Command::Help),
-            "\\q" | "\\quit" => no_args(Command::Quit),
+            "\\?" | "\\h" | "\\help" => no_args(BackslashCommand::Help),
+            "\\q" | "\\quit" => no_args(BackslashCommand::Quit),
             "\\d" => match arg.map(str::to_ascii_lowercase) {
-                None => Ok(Command::Tables),
+                None => Ok(BackslashCommand::Tables),
                 Some(table) if crate::audience::tables::catalog_tables().iter().any(|(n, _)| *n == table) => {
-                    Ok(Command::DescribeCatalog(table))
+                    Ok(BackslashCommand::DescribeCatalog(table))
                 }
-                Some(table) => Ok(Command::Describe(table.parse()?)),
+                Some(table) => Ok(BackslashCommand::Describe(table.parse()?)),
             },
-            "\\tags" => Ok(Command::Tags(arg.map(str::to_string))),
-            "\\audiences" => Ok(Command::Audiences(arg.map(str::to_string))),
+            "\\tags" => Ok(BackslashCommand::Tags(arg.map(str::to_string))),
+            "\\audiences" => Ok(BackslashCommand::Audiences(arg.map(str::to_string))),
             "\\profile" => {
                 let id = arg.ok_or_else(|| needs("a USER_ID"))?;
-                Ok(Command::Profile(unquote(id).to_string()))
+                Ok(BackslashCommand::Profile(unquote(id).to_string()))
             }
-            "\\explain" => Ok(Command::Explain(arg.ok_or_else(|| needs("a QUERY"))?.to_string())),
-            "\\i" => Ok(Command::Include(PathBuf::from(unquote(arg.ok_or_else(|| needs("a FILE"))?)))),
-            "\\o" => Ok(Command::Output(arg.map(|a| PathBuf::from(unquote(a))))),
+            "\\explain" => Ok(BackslashCommand::Explain(arg.ok_or_else(|| needs("a QUERY"))?.to_string())),
+            "\\i" => Ok(BackslashCommand::Include(PathBuf::from(unquote(arg.ok_or_else(|| needs("a FILE"))?)))),
+            "\\o" => Ok(BackslashCommand::Output(arg.map(|a| PathBuf::from(unquote(a))))),
             "\\format" => match arg.map(str::to_ascii_lowercase).as_deref() {
-                Some("table") => Ok(Command::Format(OutputFormat::Table)),
-                Some("vertical") => Ok(Command::Format(OutputFormat::Vertical)),
-                Some("csv") => Ok(Command::Format(OutputFormat::Csv)),
-                Some("json") => Ok(Command::Format(OutputFormat::Json)),
+                Some("table") => Ok(BackslashCommand::Format(OutputFormat::Table)),
+                Some("vertical") => Ok(BackslashCommand::Format(OutputFormat::Vertical)),
+                Some("csv") => Ok(BackslashCommand::Format(OutputFormat::Csv)),
+                Some("json") => Ok(BackslashCommand::Format(OutputFormat::Json)),
                 Some(other) => Err(Error::Usage(format!(
                     "the shell writes table, vertical, csv or json, not '{other}' (for Parquet use COPY ... TO 'file.parquet')"
                 ))),
                 None => Err(needs("one of table, vertical, csv, json")),
             },
             "\\timing" => match arg.map(str::to_ascii_lowercase).as_deref() {
-                None => Ok(Command::Timing(None)),
-                Some("on") => Ok(Command::Timing(Some(true))),
-                Some("off") => Ok(Command::Timing(Some(false))),
+                None => Ok(BackslashCommand::Timing(None)),
+                Some("on") => Ok(BackslashCommand::Timing(Some(true))),
+                Some("off") => Ok(BackslashCommand::Timing(Some(false))),
                 Some(other) => Err(Error::Usage(format!("\\timing takes on or off, not '{other}'"))),
             },
-            "\\refresh" => no_args(Command::Refresh),
+            "\\refresh" => no_args(BackslashCommand::Refresh),
             other => Err(Error::Usage(format!("unknown command {other}; \\? lists the commands"))),
         }
     }
@@ -162,39 +162,39 @@ fn literal(s: &str) -> String {
 }
 
 /// Runs `command` on `shell`.
-pub async fn run(command: Command, shell: &mut Shell) -> std::result::Result<Flow, Failure> {
+pub async fn run(command: BackslashCommand, shell: &mut Shell) -> std::result::Result<Flow, Failure> {
     match command {
-        Command::Quit => return Ok(Flow::Quit),
-        Command::Help => shell.say(&help()),
-        Command::Tables => tables(shell)?,
-        Command::Describe(table) => describe(shell, table)?,
-        Command::DescribeCatalog(table) => describe_catalog(shell, &table)?,
-        Command::Tags(pattern) => tags(shell, pattern.as_deref())?,
-        Command::Audiences(pattern) => audiences(shell, pattern.as_deref())?,
-        Command::Profile(user_id) => profile(shell, &user_id).await?,
-        Command::Explain(query) => {
+        BackslashCommand::Quit => return Ok(Flow::Quit),
+        BackslashCommand::Help => shell.say(&help()),
+        BackslashCommand::Tables => tables(shell)?,
+        BackslashCommand::Describe(table) => describe(shell, table)?,
+        BackslashCommand::DescribeCatalog(table) => describe_catalog(shell, &table)?,
+        BackslashCommand::Tags(pattern) => tags(shell, pattern.as_deref())?,
+        BackslashCommand::Audiences(pattern) => audiences(shell, pattern.as_deref())?,
+        BackslashCommand::Profile(user_id) => profile(shell, &user_id).await?,
+        BackslashCommand::Explain(query) => {
             explain(shell, &query).await.map_err(|e| Failure::in_text(e, &query))?;
         }
-        Command::Include(path) => return shell.include(&path).await,
-        Command::Output(path) => {
+        BackslashCommand::Include(path) => return shell.include(&path).await,
+        BackslashCommand::Output(path) => {
             shell.set_output(path.as_deref())?;
             match path {
                 Some(p) => shell.note(&format!("query results now go to {}", p.display())),
                 None => shell.note("query results now go to the screen"),
             }
         }
-        Command::Format(format) => {
+        BackslashCommand::Format(format) => {
             shell.settings_mut().format = format;
             let name = format!("{format:?}").to_lowercase();
             shell.note(&format!("results are written as {name}"));
         }
-        Command::Timing(on) => {
+        BackslashCommand::Timing(on) => {
             let settings = shell.settings_mut();
             settings.timing = on.unwrap_or(!settings.timing);
             let state = if settings.timing { "on" } else { "off" };
             shell.note(&format!("timing is {state}"));
         }
-        Command::Refresh => {
+        BackslashCommand::Refresh => {
             let (from, to) = shell.refresh()?;
             if from == to {
                 shell.note(&format!("already at the newest version, {to}"));
@@ -622,23 +622,23 @@ fn strip_outer_parens(sql: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Result<Command> {
+    fn parse(s: &str) -> Result<BackslashCommand> {
         s.parse()
     }
 
     #[test]
     fn commands_parse_with_their_arguments() {
-        assert_eq!(parse("\\q").unwrap(), Command::Quit);
-        assert_eq!(parse("  \\d  ").unwrap(), Command::Tables);
-        assert_eq!(parse("\\d USERS").unwrap(), Command::Describe(Table::Users));
-        assert_eq!(parse("\\tags vip*").unwrap(), Command::Tags(Some("vip*".into())));
-        assert_eq!(parse("\\profile 'u1'").unwrap(), Command::Profile("u1".into()));
-        assert_eq!(parse("\\explain SELECT 1;").unwrap(), Command::Explain("SELECT 1;".into()));
-        assert_eq!(parse("\\o").unwrap(), Command::Output(None));
-        assert_eq!(parse("\\o out.csv").unwrap(), Command::Output(Some("out.csv".into())));
-        assert_eq!(parse("\\format JSON").unwrap(), Command::Format(OutputFormat::Json));
-        assert_eq!(parse("\\timing off").unwrap(), Command::Timing(Some(false)));
-        assert_eq!(parse("\\timing").unwrap(), Command::Timing(None));
+        assert_eq!(parse("\\q").unwrap(), BackslashCommand::Quit);
+        assert_eq!(parse("  \\d  ").unwrap(), BackslashCommand::Tables);
+        assert_eq!(parse("\\d USERS").unwrap(), BackslashCommand::Describe(Table::Users));
+        assert_eq!(parse("\\tags vip*").unwrap(), BackslashCommand::Tags(Some("vip*".into())));
+        assert_eq!(parse("\\profile 'u1'").unwrap(), BackslashCommand::Profile("u1".into()));
+        assert_eq!(parse("\\explain SELECT 1;").unwrap(), BackslashCommand::Explain("SELECT 1;".into()));
+        assert_eq!(parse("\\o").unwrap(), BackslashCommand::Output(None));
+        assert_eq!(parse("\\o out.csv").unwrap(), BackslashCommand::Output(Some("out.csv".into())));
+        assert_eq!(parse("\\format JSON").unwrap(), BackslashCommand::Format(OutputFormat::Json));
+        assert_eq!(parse("\\timing off").unwrap(), BackslashCommand::Timing(Some(false)));
+        assert_eq!(parse("\\timing").unwrap(), BackslashCommand::Timing(None));
     }
 
     #[test]
@@ -696,9 +696,9 @@ mod tests {
 
     #[test]
     fn catalog_tables_can_be_described() {
-        assert_eq!(parse("\\d audiences").unwrap(), Command::DescribeCatalog("audiences".into()));
-        assert_eq!(parse("\\d TAGS").unwrap(), Command::DescribeCatalog("tags".into()));
-        assert_eq!(parse("\\audiences win*").unwrap(), Command::Audiences(Some("win*".into())));
+        assert_eq!(parse("\\d audiences").unwrap(), BackslashCommand::DescribeCatalog("audiences".into()));
+        assert_eq!(parse("\\d TAGS").unwrap(), BackslashCommand::DescribeCatalog("tags".into()));
+        assert_eq!(parse("\\audiences win*").unwrap(), BackslashCommand::Audiences(Some("win*".into())));
     }
 
     #[test]

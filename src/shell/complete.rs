@@ -1,7 +1,7 @@
 //! What Tab completes in the shell, and from which names: SQL keywords, the store's tables and
 //! columns (custom users columns included), the session's functions, backslash commands and their
 //! arguments, and inside quotes the tag names and the values of low-cardinality users columns
-//! (`tier = 'go<Tab>` gives `'gold'`). Pure functions of the line and a [`Catalog`].
+//! (`tier = 'go<Tab>` gives `'gold'`). Pure functions of the line and a [`CompletionCatalog`].
 
 use std::collections::BTreeSet;
 
@@ -16,7 +16,7 @@ use crate::tables::Table;
 /// The names completion offers, read from one session (rebuilt when the shell moves to a newer
 /// version).
 #[derive(Debug, Default, Clone)]
-pub struct Catalog {
+pub struct CompletionCatalog {
     /// Each table with its columns, in schema order.
     pub tables: Vec<(String, Vec<String>)>,
     /// Scalar, aggregate and window functions, sorted.
@@ -29,9 +29,9 @@ pub struct Catalog {
     pub values: Vec<(String, Vec<String>)>,
 }
 
-impl Catalog {
+impl CompletionCatalog {
     /// The names of `session`'s snapshot and function registry.
-    pub fn from_session(session: &Session) -> Catalog {
+    pub fn from_session(session: &Session) -> CompletionCatalog {
         let snapshot = session.snapshot();
         let manifest = snapshot.manifest();
         let mut tables: Vec<(String, Vec<String>)> = Table::ALL
@@ -65,7 +65,7 @@ impl Catalog {
             .collect();
         let mut audiences: Vec<String> = manifest.catalog.audiences.iter().map(|a| a.name.clone()).collect();
         audiences.sort();
-        Catalog { tables, functions: functions.into_iter().collect(), tags: index.tag_names(), audiences, values }
+        Self { tables, functions: functions.into_iter().collect(), tags: index.tag_names(), audiences, values }
     }
 
     fn columns_of(&self, table: &str) -> Option<&[String]> {
@@ -86,7 +86,7 @@ impl Catalog {
 }
 
 /// The candidates for the text before `pos` in `line`, and where the text they replace starts.
-pub fn complete(catalog: &Catalog, line: &str, pos: usize) -> (usize, Vec<Pair>) {
+pub fn complete(catalog: &CompletionCatalog, line: &str, pos: usize) -> (usize, Vec<Pair>) {
     let before = &line[..pos];
     let lead = before.len() - before.trim_start().len();
     let Some(command_text) = before[lead..].strip_prefix('\\') else { return complete_sql(catalog, line, pos) };
@@ -117,7 +117,7 @@ pub fn complete(catalog: &Catalog, line: &str, pos: usize) -> (usize, Vec<Pair>)
 }
 
 /// Completion inside SQL text.
-fn complete_sql(catalog: &Catalog, line: &str, pos: usize) -> (usize, Vec<Pair>) {
+fn complete_sql(catalog: &CompletionCatalog, line: &str, pos: usize) -> (usize, Vec<Pair>) {
     let before = &line[..pos];
     let toks = tokens(before);
     match toks.last() {
@@ -139,7 +139,7 @@ fn complete_sql(catalog: &Catalog, line: &str, pos: usize) -> (usize, Vec<Pair>)
 
 /// The names offered inside quotes: tags after `tag` (or in `has_tag(`), saved audiences in
 /// `in_audience(`, a column's values after that column, tags and values when the column cannot be told.
-fn quoted_names<'a>(catalog: &'a Catalog, column: Option<&str>) -> Vec<&'a str> {
+fn quoted_names<'a>(catalog: &'a CompletionCatalog, column: Option<&str>) -> Vec<&'a str> {
     match column {
         Some("tag") => catalog.tags.iter().map(String::as_str).collect(),
         Some(AUDIENCE_ARGUMENT) => catalog.audiences.iter().map(String::as_str).collect(),
@@ -208,7 +208,7 @@ fn column_name(input: &str, token: &Token) -> Option<String> {
 
 /// Completion of the word before the cursor: a column after `alias.`, a table after `FROM` or
 /// `JOIN`, else columns, tables, functions and keywords.
-fn complete_word(catalog: &Catalog, line: &str, before: &str) -> (usize, Vec<Pair>) {
+fn complete_word(catalog: &CompletionCatalog, line: &str, before: &str) -> (usize, Vec<Pair>) {
     let start = before
         .char_indices()
         .rev()
@@ -258,7 +258,7 @@ fn complete_word(catalog: &Catalog, line: &str, before: &str) -> (usize, Vec<Pai
 }
 
 /// The table an alias (or a table name) stands for in `line`: `FROM users u`, `JOIN purchases AS p`.
-fn resolve_alias(catalog: &Catalog, line: &str, alias: &str) -> Option<String> {
+fn resolve_alias(catalog: &CompletionCatalog, line: &str, alias: &str) -> Option<String> {
     if catalog.is_table(alias) {
         return Some(alias.to_ascii_lowercase());
     }
@@ -277,7 +277,7 @@ fn resolve_alias(catalog: &Catalog, line: &str, alias: &str) -> Option<String> {
 }
 
 /// The store's tables named anywhere in `line`.
-fn mentioned_tables(catalog: &Catalog, line: &str) -> BTreeSet<String> {
+fn mentioned_tables(catalog: &CompletionCatalog, line: &str) -> BTreeSet<String> {
     tokens(line)
         .into_iter()
         .filter(|t| t.kind == Kind::Word && catalog.is_table(t.text(line)))
@@ -297,9 +297,9 @@ fn pairs(names: impl Iterator<Item = String>) -> Vec<Pair> {
 mod tests {
     use super::*;
 
-    fn catalog() -> Catalog {
+    fn catalog() -> CompletionCatalog {
         let cols = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        Catalog {
+        CompletionCatalog {
             tables: vec![
                 ("users".into(), cols(&["user_id", "name", "tier", "points", "loyalty_score"])),
                 ("user_tags".into(), cols(&["user_id", "tag", "assigned_at"])),

@@ -19,8 +19,8 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::TryStreamExt;
 
-use super::commands::{self, Command};
-use super::complete::Catalog;
+use super::commands::{self, BackslashCommand};
+use super::complete::CompletionCatalog;
 use super::lexer::is_blank;
 use super::render::{self, SPINNER_AFTER, Spinner};
 use super::script::{Piece, split};
@@ -119,7 +119,7 @@ enum Sink {
 /// A shell on one store.
 pub struct Shell {
     session: Session,
-    catalog: Arc<Catalog>,
+    catalog: Arc<CompletionCatalog>,
     /// The version `catalog` was built from.
     catalog_version: u64,
     settings: Settings,
@@ -148,7 +148,7 @@ impl Shell {
     ) -> Result<Shell> {
         let session = store.session_with(&options)?;
         let catalog_version = session.snapshot().version();
-        let catalog = Arc::new(Catalog::from_session(&session));
+        let catalog = Arc::new(CompletionCatalog::from_session(&session));
         Ok(Shell {
             session,
             catalog_version,
@@ -168,7 +168,7 @@ impl Shell {
     }
 
     /// The names completion offers for the current version.
-    pub fn catalog(&self) -> Arc<Catalog> {
+    pub fn catalog(&self) -> Arc<CompletionCatalog> {
         Arc::clone(&self.catalog)
     }
 
@@ -230,7 +230,7 @@ impl Shell {
         // `SET persona.use_indexes` outlives the move.
         let (from, to) = self.session.refresh()?;
         if to != self.catalog_version {
-            self.catalog = Arc::new(Catalog::from_session(&self.session));
+            self.catalog = Arc::new(CompletionCatalog::from_session(&self.session));
             self.catalog_version = to;
         }
         Ok((from, to))
@@ -247,7 +247,7 @@ impl Shell {
     pub async fn run_input(&mut self, input: &str) -> std::result::Result<Flow, Failure> {
         let trimmed = input.trim();
         if trimmed.starts_with('\\') {
-            let command: Command = trimmed.parse()?;
+            let command: BackslashCommand = trimmed.parse()?;
             return commands::run(command, self).await;
         }
         self.run_sql(input).await.map_err(|e| Failure::in_text(e, input))?;
@@ -259,7 +259,8 @@ impl Shell {
         for piece in split(script) {
             match piece {
                 Piece::Command { line, text } => {
-                    let command: Command = text.parse().map_err(|e| Failure::from(e).at_script_line(file, line))?;
+                    let command: BackslashCommand =
+                        text.parse().map_err(|e| Failure::from(e).at_script_line(file, line))?;
                     match commands::run(command, self).await {
                         Ok(Flow::Quit) => return Ok(Flow::Quit),
                         Ok(Flow::Continue) => {}
@@ -322,7 +323,7 @@ impl Shell {
             // A tag or audience statement moved the session to the version it committed: say
             // so, since every later statement reads that version.
             if self.session.snapshot().version() != self.catalog_version {
-                self.catalog = Arc::new(Catalog::from_session(&self.session));
+                self.catalog = Arc::new(CompletionCatalog::from_session(&self.session));
                 self.catalog_version = self.session.snapshot().version();
                 self.note(&format!("now at version {}", self.catalog_version));
             }

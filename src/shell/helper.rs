@@ -14,7 +14,7 @@ use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Context, Helper};
 
 use super::commands::COMMANDS;
-use super::complete::{Catalog, complete};
+use super::complete::{CompletionCatalog, complete};
 use super::lexer::{Kind, ends_statement, is_blank, tokens};
 
 const KEYWORD: &str = "\x1b[1;34m";
@@ -57,7 +57,7 @@ pub fn check(input: &str) -> Check {
 
 /// The shell's rustyline helper.
 pub struct ShellHelper {
-    catalog: Arc<Catalog>,
+    catalog: Arc<CompletionCatalog>,
     /// The lines of the statement entered so far (each ended by `\n`), when the line being edited
     /// continues it: validation and completion read them with it.
     prefix: String,
@@ -67,7 +67,7 @@ pub struct ShellHelper {
 }
 
 impl ShellHelper {
-    pub fn new(catalog: Arc<Catalog>, colors: bool) -> ShellHelper {
+    pub fn new(catalog: Arc<CompletionCatalog>, colors: bool) -> ShellHelper {
         ShellHelper { catalog, prefix: String::new(), colors, history: HistoryHinter::new() }
     }
 
@@ -77,7 +77,7 @@ impl ShellHelper {
     }
 
     /// Completion follows the shell to a newer version.
-    pub fn set_catalog(&mut self, catalog: Arc<Catalog>) {
+    pub fn set_catalog(&mut self, catalog: Arc<CompletionCatalog>) {
         self.catalog = catalog;
     }
 }
@@ -198,7 +198,7 @@ impl Highlighter for ShellHelper {
 
 /// `line` with ANSI colours: keywords (not the store's own names), strings, numbers, comments,
 /// and a leading backslash command.
-pub fn highlight_sql(line: &str, catalog: &Catalog) -> String {
+pub fn highlight_sql(line: &str, catalog: &CompletionCatalog) -> String {
     let mut out = String::with_capacity(line.len() * 2);
     let mut rest = line;
     let lead = line.len() - line.trim_start().len();
@@ -265,8 +265,10 @@ mod tests {
 
     #[test]
     fn a_continuation_line_is_checked_and_completed_with_the_lines_before_it() {
-        let catalog =
-            Catalog { tables: vec![("users".into(), vec!["user_id".into(), "tier".into()])], ..Catalog::default() };
+        let catalog = CompletionCatalog {
+            tables: vec![("users".into(), vec!["user_id".into(), "tier".into()])],
+            ..CompletionCatalog::default()
+        };
         let mut helper = ShellHelper::new(Arc::new(catalog), false);
         helper.set_prefix("SELECT u.ti\nFROM users u\n".into());
         let history = rustyline::history::DefaultHistory::new();
@@ -292,10 +294,10 @@ mod tests {
 
     #[test]
     fn highlighting_colours_keywords_strings_and_commands_only() {
-        let catalog = Catalog {
+        let catalog = CompletionCatalog {
             tables: vec![("user_tags".into(), vec!["user_id".into(), "tag".into()])],
             functions: vec!["count".into()],
-            ..Catalog::default()
+            ..CompletionCatalog::default()
         };
         assert_eq!(
             highlight_sql("select x, 'a' -- c", &catalog),

@@ -12,8 +12,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audience::catalog::Catalog;
 use crate::error::{Error, Result};
+use crate::store::catalog::Catalog;
 use crate::tables::{ColumnDef, Table, contract_columns};
 
 /// The newest store format this build reads and writes.
