@@ -1,12 +1,7 @@
 //! What the audience statements add to the store's catalog section ([`crate::store::catalog`]):
-//! the rule for tag and audience names, and the error for a name that is no saved audience.
+//! the rule for tag and audience names.
 
 use crate::error::{Error, Result};
-
-/// The error for a name that is no saved audience.
-pub fn no_such_audience(name: &str) -> Error {
-    Error::Usage(format!("there is no saved audience '{name}' (SHOW AUDIENCES lists them)"))
-}
 
 /// Checks a tag or audience name: letters, digits and `_`, not starting with a digit, at most 63
 /// characters (so that it can be a table name without quoting).

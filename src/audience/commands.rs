@@ -10,7 +10,7 @@ use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray
 use arrow::datatypes::{DataType, Field, Schema};
 use roaring::RoaringBitmap;
 
-use crate::audience::catalog::{check_name, no_such_audience};
+use crate::audience::catalog::check_name;
 use crate::audience::deps::{Graph, Node, edges, refuse_cycle, refuse_unknown_tags, uses_of_plan};
 use crate::audience::evaluate::{Evaluated, Export, evaluate, plan_query};
 use crate::audience::export::{Rows, Written, write_audience};
@@ -19,6 +19,7 @@ use crate::audience::statement::{Body, CatalogStatement};
 use crate::error::{Error, Result};
 use crate::ingest::writer::{FACT_FILE_ROWS, TableSink};
 use crate::query::Session;
+use crate::store::catalog::no_such_audience;
 use crate::store::catalog::{Audience, AudienceVersion, Catalog, EvaluatedNow, RuleTag, SetFile, write_set};
 use crate::store::manifest::{Manifest, now_rfc3339};
 use crate::store::{Snapshot, Store, StoreWriter};

@@ -86,7 +86,7 @@ impl TableProvider for AudienceTable {
         let members = self
             .index
             .saved_audience(&self.name)?
-            .ok_or_else(|| crate::audience::catalog::no_such_audience(&self.name))?;
+            .ok_or_else(|| crate::store::catalog::no_such_audience(&self.name))?;
         let partitions = state.config().target_partitions();
         bitmap_scan(&self.files, Arc::clone(&self.schema), Some(&members), projection, limit, partitions)
     }

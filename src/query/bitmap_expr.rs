@@ -438,7 +438,7 @@ pub fn evaluate_within(expr: &BitmapExpr, index: &IndexSet, within: Option<&Roar
         BitmapExpr::FactAggregate(aggregate) => restrict(aggregate.users(index)?, within),
         BitmapExpr::Saved(name) => match index.saved_audience(name)? {
             Some(members) => restrict(members.as_ref().clone(), within),
-            None => return Err(crate::audience::catalog::no_such_audience(name)),
+            None => return Err(crate::store::catalog::no_such_audience(name)),
         },
     })
 }

@@ -136,6 +136,11 @@ pub struct SetFile {
     pub bytes: u64,
 }
 
+/// The error for a name that is no saved audience.
+pub fn no_such_audience(name: &str) -> Error {
+    Error::Usage(format!("there is no saved audience '{name}' (SHOW AUDIENCES lists them)"))
+}
+
 impl Catalog {
     pub fn is_empty(&self) -> bool {
         self.tags.is_empty() && self.audiences.is_empty()
