@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use bytes::Bytes;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Statistics, exec_datafusion_err, internal_datafusion_err};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, ParquetFileMetrics};
@@ -20,6 +21,7 @@ use datafusion::datasource::physical_plan::{
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::object_store::local::LocalFileSystem;
 use datafusion::object_store::path::Path as StorePath;
 use datafusion::object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
@@ -27,9 +29,12 @@ use datafusion::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection}
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use datafusion::physical_plan::metrics::MetricsSet;
+use datafusion::physical_plan::statistics::StatisticsArgs;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use roaring::RoaringBitmap;
@@ -95,6 +100,50 @@ pub fn bitmap_scan_with_nulls(
             return Ok(plan);
         }
     }
+    let plan = |access_plans: bool| {
+        planned_scan(files, &table_schema, selection, projection, limit, target_partitions, nulls, access_plans)
+    };
+    // A selection of only some rows of a file becomes its access plan, which takes time and
+    // memory for a large, scattered selection. It is built on the first execution: a plan whose
+    // answer comes from its statistics (`count(column)` with exact NULL counts) never builds it.
+    let partial = selection.is_some_and(|bm| files.iter().any(|f| bm.range_cardinality(row_id_range(f)) < f.rows));
+    if !partial {
+        return plan(true);
+    }
+    let outline = plan(false)?;
+    if outline.is::<EmptyExec>() {
+        return Ok(outline);
+    }
+    let (files, selection) = (files.to_vec(), selection.cloned());
+    let (projection, nulls) = (projection.cloned(), nulls.to_vec());
+    let build = move || {
+        planned_scan(
+            &files,
+            &table_schema,
+            selection.as_ref(),
+            projection.as_ref(),
+            limit,
+            target_partitions,
+            &nulls,
+            true,
+        )
+    };
+    Ok(Arc::new(DeferredScan { outline, build: Box::new(build), built: OnceLock::new() }))
+}
+
+/// The scan of [`bitmap_scan_with_nulls`] with (`access_plans`) or without the files' access
+/// plans: without, it has the same partitions, schema and statistics but would read every row.
+#[allow(clippy::too_many_arguments)]
+fn planned_scan(
+    files: &[UsersFile],
+    table_schema: &SchemaRef,
+    selection: Option<&RoaringBitmap>,
+    projection: Option<&Vec<usize>>,
+    limit: Option<usize>,
+    target_partitions: usize,
+    nulls: &[(usize, u64)],
+    access_plans: bool,
+) -> Result<Arc<dyn ExecutionPlan>> {
     // Per file: how many rows are selected, and the access plan when only some are.
     let mut planned: Vec<(PartitionedFile, u64)> = Vec::with_capacity(files.len());
     let mut metadata: HashMap<StorePath, Arc<ParquetMetaData>> = HashMap::new();
@@ -126,6 +175,7 @@ pub fn bitmap_scan_with_nulls(
         });
         if let Some(bm) = selection
             && selected < file.rows
+            && access_plans
         {
             let selection = file_row_selection(bm, file)?;
             let plan = ParquetAccessPlan::try_new_from_overall_row_selection(selection, footer.row_groups())?;
@@ -159,7 +209,7 @@ pub fn bitmap_scan_with_nulls(
         }
     }
 
-    let mut statistics = users_statistics(&table_schema, Precision::Exact(num_rows));
+    let mut statistics = users_statistics(table_schema, Precision::Exact(num_rows));
     if limit.is_none() {
         for &(column, count) in nulls {
             if let (Some(stats), Ok(count)) = (statistics.column_statistics.get_mut(column), usize::try_from(count)) {
@@ -169,7 +219,7 @@ pub fn bitmap_scan_with_nulls(
     }
 
     let factory = PreloadedReaderFactory { store: Arc::new(LocalFileSystem::new()), metadata };
-    let source = ParquetSource::new(Arc::clone(&table_schema)).with_parquet_file_reader_factory(Arc::new(factory));
+    let source = ParquetSource::new(Arc::clone(table_schema)).with_parquet_file_reader_factory(Arc::new(factory));
     let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
         .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
         .with_projection_indices(projection.cloned())?
@@ -177,6 +227,81 @@ pub fn bitmap_scan_with_nulls(
         .with_statistics(statistics)
         .build();
     Ok(DataSourceExec::from_data_source(config))
+}
+
+/// A users scan whose files' access plans are built when it first executes: it reports the
+/// partitions, schema and statistics of its `outline` (the same scan without access plans) and
+/// executes the scan `build` makes.
+struct DeferredScan {
+    outline: Arc<dyn ExecutionPlan>,
+    build: Box<dyn Fn() -> Result<Arc<dyn ExecutionPlan>> + Send + Sync>,
+    built: OnceLock<Arc<dyn ExecutionPlan>>,
+}
+
+impl DeferredScan {
+    fn scan(&self) -> Result<&Arc<dyn ExecutionPlan>> {
+        if let Some(plan) = self.built.get() {
+            return Ok(plan);
+        }
+        let plan = (self.build)()?;
+        Ok(self.built.get_or_init(|| plan))
+    }
+}
+
+impl fmt::Debug for DeferredScan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeferredScan").field("outline", &self.outline.name()).finish()
+    }
+}
+
+impl DisplayAs for DeferredScan {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.built.get() {
+            Some(plan) => plan.fmt_as(t, f),
+            None => self.outline.fmt_as(t, f),
+        }
+    }
+}
+
+impl ExecutionPlan for DeferredScan {
+    fn name(&self) -> &str {
+        "DeferredScan"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.outline.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        self.scan()?.execute(partition, context)
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        self.outline.statistics_from_inputs(input_stats, args)
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        self.built.get().and_then(|plan| plan.metrics())
+    }
 }
 
 /// Statistics of a users scan yielding `rows` rows of `schema`: the users columns the contract
@@ -624,7 +749,10 @@ mod tests {
         let files = two_files(dir.path());
         let bm: RoaringBitmap = (1200..1210).collect();
         let plan = bitmap_scan(&files, table_schema(), Some(&bm), Some(&vec![0]), None, 8).unwrap();
-        let config = plan
+        let deferred = plan.downcast_ref::<DeferredScan>().expect("a partial selection defers its access plans");
+        assert!(deferred.built.get().is_none());
+        let config = deferred
+            .outline
             .downcast_ref::<DataSourceExec>()
             .unwrap()
             .data_source()
@@ -640,9 +768,10 @@ mod tests {
         assert_eq!(plan.schema().fields().len(), 1);
 
         let ctx = SessionContext::new();
-        let batches = collect(plan, ctx.task_ctx()).await.unwrap();
+        let batches = collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
         let expected: Vec<Option<i64>> = (1200..1210).map(|r| Some(user_id(r))).collect();
         assert_eq!(int64s(&batches, 0), expected);
+        assert!(plan.downcast_ref::<DeferredScan>().unwrap().built.get().is_some(), "built when executed");
     }
 
     /// The preloaded footer carries the offset index, so a selection of one row per row group
