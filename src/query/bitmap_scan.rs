@@ -187,7 +187,7 @@ fn planned_scan(
 
     let projected_schema = match projection {
         Some(indices) => Arc::new(table_schema.project(indices)?),
-        None => Arc::clone(&table_schema),
+        None => Arc::clone(table_schema),
     };
     let total: u64 = planned.iter().map(|(_, n)| n).sum();
     let num_rows = usize::try_from(total).unwrap_or(usize::MAX).min(limit.unwrap_or(usize::MAX));
