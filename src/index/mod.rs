@@ -510,7 +510,14 @@ impl IndexSet {
                 parts.push(self.get(BitmapKind::ActivityDay, stream, key)?);
             }
         }
-        let Some(within) = within else { return Ok(parts.iter().map(|b| b.as_ref()).union()) };
+        // Meeting each part with the users not yet found costs about |within| per part; the
+        // union costs about the parts' total size. The cheaper one.
+        let total: u64 = parts.iter().map(|p| p.len()).sum();
+        let within = match within {
+            Some(w) if w.len().saturating_mul(parts.len() as u64) < total => w,
+            Some(w) => return Ok(parts.iter().map(|b| b.as_ref()).union() & w),
+            None => return Ok(parts.iter().map(|b| b.as_ref()).union()),
+        };
         let mut rest = within.clone();
         for part in &parts {
             if rest.is_empty() {
