@@ -528,7 +528,7 @@ pub struct MaterializeOptions {
     pub changes_since: Option<u32>,
     pub max_rows_per_file: Option<u64>,
     /// Parquet compression; `None`: the session's `persona.export_compression`.
-    pub compression: Option<crate::audience::export::ExportCompression>,
+    pub compression: Option<crate::query::ExportCompression>,
 }
 
 /// Evaluates an audience, records a version when its members changed, and writes its file.

@@ -17,7 +17,6 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use futures::TryStreamExt;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
-use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
@@ -26,7 +25,7 @@ use roaring::RoaringBitmap;
 use crate::audience::evaluate::Export;
 use crate::audience::members::{FileStage, for_each_member_batch, for_each_member_staged};
 use crate::error::{Error, IoContext, Result};
-use crate::query::Session;
+use crate::query::{ExportCompression, Session};
 use crate::tables::{Table, cast_to_schema};
 
 /// A file format for audience files.
@@ -46,41 +45,6 @@ impl FileFormat {
                 "{}: an audience file must end in .parquet or .csv (the extension chooses the format)",
                 path.display()
             ))),
-        }
-    }
-}
-
-/// How audience Parquet files are compressed. Uncompressed by default: contact columns are unique
-/// strings that shrink about 2.3× with snappy, and compressing them adds about 60 % to an export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum ExportCompression {
-    #[default]
-    None,
-    Snappy,
-    Zstd,
-    Lz4,
-}
-
-impl ExportCompression {
-    /// The compression a setting's value names (`none`, `snappy`, `zstd`, `lz4`; any case).
-    pub fn parse(value: &str) -> Result<ExportCompression> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "none" | "uncompressed" => Ok(ExportCompression::None),
-            "snappy" => Ok(ExportCompression::Snappy),
-            "zstd" => Ok(ExportCompression::Zstd),
-            "lz4" => Ok(ExportCompression::Lz4),
-            other => Err(Error::Usage(format!(
-                "persona.export_compression must be none, snappy, zstd or lz4, not '{other}'"
-            ))),
-        }
-    }
-
-    fn parquet(self) -> Compression {
-        match self {
-            ExportCompression::None => Compression::UNCOMPRESSED,
-            ExportCompression::Snappy => Compression::SNAPPY,
-            ExportCompression::Zstd => Compression::ZSTD(Default::default()),
-            ExportCompression::Lz4 => Compression::LZ4_RAW,
         }
     }
 }

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::audience::commands::{MaterializeOptions, Report, materialize_many};
-use crate::audience::export::ExportCompression;
 use crate::error::{Error, Result};
+use crate::query::ExportCompression;
 use crate::query::SessionOptions;
 use crate::store::Store;
 
