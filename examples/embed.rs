@@ -8,8 +8,7 @@
 
 use std::path::PathBuf;
 
-use persona::audience::commands::{MaterializeOptions, materialize};
-use persona::{ImportOptions, SessionOptions, Store};
+use persona::{ImportOptions, MaterializeOptions, SessionOptions, Store};
 
 fn main() -> persona::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -74,7 +73,7 @@ fn main() -> persona::Result<()> {
     ))?;
     let target = store_dir.join("gold_lapsed.parquet");
     let options = MaterializeOptions { target: Some(target), ..Default::default() };
-    let report = runtime.block_on(materialize(&session, "gold_lapsed", &options))?;
+    let report = runtime.block_on(session.materialize("gold_lapsed", &options))?;
     println!("gold_lapsed: version {}, {} rows written to {:?}", report.version, report.rows_written, report.files);
     Ok(())
 }

@@ -14,6 +14,7 @@
 
 pub mod audience;
 pub mod cli;
+mod engine;
 pub mod error;
 pub mod r#gen;
 pub mod index;
@@ -25,8 +26,8 @@ pub mod shell;
 pub mod store;
 pub mod tables;
 
+pub use engine::{ExportCompression, MaterializeOptions, MaterializeReport, SavedAudience, Session, SessionOptions};
 pub use error::{Error, Result};
 pub use ingest::{ImportOptions, ImportSummary};
-pub use query::{Session, SessionOptions};
 pub use store::{Snapshot, Store, StoreWriter};
 pub use tables::Table;

@@ -103,7 +103,7 @@ pub async fn write_audience(
     let mut sink = PartSink::new(target, format, compression, Arc::clone(&schema), max_rows_per_file)?;
     let result = write_rows(session, export, rows, &schema, with_change, &mut sink).await;
     match result {
-        Ok(()) => sink.commit(),
+        Ok(()) => sink.commit(session.removals()),
         Err(e) => {
             sink.abandon();
             Err(e)
@@ -454,9 +454,10 @@ impl PartSink {
         Ok(())
     }
 
-    /// Closes the last part and renames every part into place; parts of an earlier, longer export
-    /// beyond the new last one are removed.
-    fn commit(mut self) -> Result<Written> {
+    /// Closes the last part and renames every part into place (the files they replace are
+    /// removed in the background, kept by `removals`); parts of an earlier, longer export beyond
+    /// the new last one are removed.
+    fn commit(mut self, removals: &crate::store::io::Removals) -> Result<Written> {
         if self.done.is_empty() && self.current.is_none() {
             // No rows: still a file, with the header or schema, so that tools see "empty", not "missing".
             self.open()?;
@@ -467,7 +468,7 @@ impl PartSink {
         }
         let mut written = Written { files: Vec::new(), rows: self.rows };
         for (tmp, target) in std::mem::take(&mut self.done) {
-            crate::store::io::rename_over(&tmp, &target)?;
+            crate::store::io::rename_over(&tmp, &target, removals)?;
             written.files.push(target);
         }
         // What an earlier export to the same target left in the other layout (one file, or

@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 pub use exec::{Failure, Flow, Shell};
 pub use repl::history_path;
 
+use crate::engine::SessionOptions;
 use crate::error::{Error, IoContext};
 use crate::output::OutputFormat;
-use crate::query::SessionOptions;
 use crate::store::Store;
 
 /// How a shell is started.
