@@ -21,7 +21,7 @@ pub mod script;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
-pub use exec::{Failure, Flow, Shell};
+pub use exec::{Failure, Shell};
 pub use repl::history_path;
 
 use crate::engine::SessionOptions;
