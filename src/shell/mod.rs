@@ -4,7 +4,7 @@
 //! from a pipe or file it runs the script it is given and prints the results, for scripts.
 //!
 //! ```text
-//! repl (prompt, history, Ctrl-C) --input--> exec::Shell --SQL--> query::Session
+//! repl (prompt, history, Ctrl-C) --input--> exec::Shell --SQL--> engine::Session
 //!   helper (validate, complete, highlight, hint)   |--\cmd--> commands --> Shell / Session
 //!                                                  '--results--> render / output
 //! ```

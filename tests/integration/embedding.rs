@@ -37,6 +37,22 @@ fn export_twice(rt: &tokio::runtime::Runtime, session: &Session, out: &Path) {
     }
 }
 
+/// docs/embedding.md promises handles that go into threads and futures that go into tasks.
+#[test]
+fn handles_are_shareable_and_futures_can_be_spawned() {
+    fn shareable<T: Clone + Send + Sync + 'static>(_: &T) {}
+    fn spawnable<F: std::future::Future + Send>(_: F) {}
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    let session = session(&store);
+    shareable(&store);
+    shareable(&session);
+    spawnable(session.query("SELECT 1"));
+    spawnable(session.sql("SELECT 1"));
+    spawnable(session.run_script("SELECT 1"));
+    spawnable(session.materialize("a", &MaterializeOptions::default()));
+}
+
 #[test]
 fn a_script_saves_an_audience_that_its_next_statement_reads_and_audiences_lists_it() {
     let dir = tempfile::tempdir().unwrap();
