@@ -88,7 +88,8 @@ fn run() -> persona::Result<()> {
         store.root().file_name().map_or("store".into(), |n| n.to_string_lossy())
     ));
     let target = Some(exports.join("gold_lapsed.parquet"));
-    let report = runtime.block_on(session.materialize("gold_lapsed", &MaterializeOptions { target, ..Default::default() }))?;
+    let report =
+        runtime.block_on(session.materialize("gold_lapsed", &MaterializeOptions { target, ..Default::default() }))?;
     println!("gold_lapsed version {}: {} rows written to {:?}", report.version, report.rows_written, report.files);
 
     // One error type; match on what the caller can act on.
