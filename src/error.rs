@@ -91,7 +91,7 @@ pub enum Error {
 
 impl Error {
     /// An input error at a location, with an optional column.
-    pub fn input(
+    pub(crate) fn input(
         file: impl Into<PathBuf>,
         location: InputLocation,
         column: Option<&str>,
@@ -101,7 +101,7 @@ impl Error {
     }
 
     /// A corrupt store file.
-    pub fn corrupt(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
         Error::Corrupt { path: path.into(), detail: detail.into() }
     }
 
@@ -155,7 +155,7 @@ pub fn position_snippet(sql: &str, line: u64, col: u64) -> String {
 }
 
 /// Wraps `std::io::Error` with the operation and the path, so no bare I/O error reaches a user.
-pub trait IoContext<T> {
+pub(crate) trait IoContext<T> {
     fn io_context(self, op: &'static str, path: &Path) -> Result<T>;
 }
 

@@ -20,8 +20,8 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use crate::audience::statement::{Body, CatalogStatement, Statement};
+use crate::engine::Session;
 use crate::error::Error;
-use crate::query::Session;
 
 /// A name a statement refers to, and what kind of thing it must be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,7 +154,7 @@ fn catalog_body(c: &CatalogStatement) -> Option<(&Body, bool)> {
 /// own error will say why).
 fn parse_body(body: &Body, is_query: bool) -> Vec<DfStatement> {
     let text = if is_query { body.text.clone() } else { format!("SELECT 1 FROM users WHERE {}", body.text) };
-    match crate::query::parse(&text) {
+    match crate::engine::parse(&text) {
         Ok(statements) => statements
             .into_iter()
             .filter_map(|s| match s {
@@ -403,7 +403,7 @@ mod tests {
     use super::*;
 
     fn names(sql: &str) -> Vec<NameRef> {
-        let statements = crate::query::parse(sql).expect("parses");
+        let statements = crate::engine::parse(sql).expect("parses");
         statements.iter().flat_map(referenced_names).collect()
     }
 
@@ -465,7 +465,7 @@ mod tests {
 
     #[test]
     fn a_failed_cast_is_explained_at_the_value() {
-        let statement = crate::query::parse("SELECT *\nFROM users WHERE points > 'abc'").unwrap().remove(0);
+        let statement = crate::engine::parse("SELECT *\nFROM users WHERE points > 'abc'").unwrap().remove(0);
         let error = Error::Format {
             context: "arrow".into(),
             message: "Optimizer rule 'simplify_expressions' failed caused by Arrow error: Cast error: Cannot cast string 'abc' to value of Int64 type".into(),

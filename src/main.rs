@@ -12,8 +12,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = persona::cli::Cli::parse();
+    // Every command's sessions are dropped by now, and with them the waits for what their
+    // exports left to remove in the background.
     let result = persona::cli::run(cli);
-    persona::store::io::finish_background_removals();
     if let Err(e) = result {
         persona::cli::report_error(&e);
         std::process::exit(e.exit_code());

@@ -84,7 +84,7 @@ pub async fn run(session: &Session, statement: CatalogStatement) -> Result<Recor
 }
 
 async fn show(session: &Session, sql: &str) -> Result<RecordBatch> {
-    let frame = session.sql(sql).await?;
+    let frame = session.context().sql(sql).await?;
     // An empty catalog gives no batch at all: the answer is then an empty table, not an error.
     let schema = Arc::new(frame.schema().as_arrow().clone());
     let batches = frame.collect().await?;
@@ -528,7 +528,7 @@ pub struct MaterializeOptions {
     pub changes_since: Option<u32>,
     pub max_rows_per_file: Option<u64>,
     /// Parquet compression; `None`: the session's `persona.export_compression`.
-    pub compression: Option<crate::audience::export::ExportCompression>,
+    pub compression: Option<crate::query::ExportCompression>,
 }
 
 /// Evaluates an audience, records a version when its members changed, and writes its file.

@@ -198,20 +198,6 @@ impl Graph {
             out.push(node.clone());
         }
     }
-
-    /// Every node that reads `node`, directly or not.
-    pub fn readers_of(&self, node: &Node) -> BTreeSet<Node> {
-        let mut out = BTreeSet::new();
-        let mut frontier = vec![node.clone()];
-        while let Some(n) = frontier.pop() {
-            for (reader, reads) in &self.edges {
-                if reads.contains(&n) && out.insert(reader.clone()) {
-                    frontier.push(reader.clone());
-                }
-            }
-        }
-        out
-    }
 }
 
 /// The catalog nodes `uses` (and `suppress`) point at: rule tags and saved audiences only.

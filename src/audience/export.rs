@@ -17,7 +17,6 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use futures::TryStreamExt;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
-use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
@@ -26,7 +25,7 @@ use roaring::RoaringBitmap;
 use crate::audience::evaluate::Export;
 use crate::audience::members::{FileStage, for_each_member_batch, for_each_member_staged};
 use crate::error::{Error, IoContext, Result};
-use crate::query::Session;
+use crate::query::{ExportCompression, Session};
 use crate::tables::{Table, cast_to_schema};
 
 /// A file format for audience files.
@@ -46,41 +45,6 @@ impl FileFormat {
                 "{}: an audience file must end in .parquet or .csv (the extension chooses the format)",
                 path.display()
             ))),
-        }
-    }
-}
-
-/// How audience Parquet files are compressed. Uncompressed by default: contact columns are unique
-/// strings that shrink about 2.3× with snappy, and compressing them adds about 60 % to an export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum ExportCompression {
-    #[default]
-    None,
-    Snappy,
-    Zstd,
-    Lz4,
-}
-
-impl ExportCompression {
-    /// The compression a setting's value names (`none`, `snappy`, `zstd`, `lz4`; any case).
-    pub fn parse(value: &str) -> Result<ExportCompression> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "none" | "uncompressed" => Ok(ExportCompression::None),
-            "snappy" => Ok(ExportCompression::Snappy),
-            "zstd" => Ok(ExportCompression::Zstd),
-            "lz4" => Ok(ExportCompression::Lz4),
-            other => Err(Error::Usage(format!(
-                "persona.export_compression must be none, snappy, zstd or lz4, not '{other}'"
-            ))),
-        }
-    }
-
-    fn parquet(self) -> Compression {
-        match self {
-            ExportCompression::None => Compression::UNCOMPRESSED,
-            ExportCompression::Snappy => Compression::SNAPPY,
-            ExportCompression::Zstd => Compression::ZSTD(Default::default()),
-            ExportCompression::Lz4 => Compression::LZ4_RAW,
         }
     }
 }
@@ -139,7 +103,7 @@ pub async fn write_audience(
     let mut sink = PartSink::new(target, format, compression, Arc::clone(&schema), max_rows_per_file)?;
     let result = write_rows(session, export, rows, &schema, with_change, &mut sink).await;
     match result {
-        Ok(()) => sink.commit(),
+        Ok(()) => sink.commit(session.removals()),
         Err(e) => {
             sink.abandon();
             Err(e)
@@ -490,9 +454,10 @@ impl PartSink {
         Ok(())
     }
 
-    /// Closes the last part and renames every part into place; parts of an earlier, longer export
-    /// beyond the new last one are removed.
-    fn commit(mut self) -> Result<Written> {
+    /// Closes the last part and renames every part into place (the files they replace are
+    /// removed in the background, kept by `removals`); parts of an earlier, longer export beyond
+    /// the new last one are removed.
+    fn commit(mut self, removals: &crate::store::io::Removals) -> Result<Written> {
         if self.done.is_empty() && self.current.is_none() {
             // No rows: still a file, with the header or schema, so that tools see "empty", not "missing".
             self.open()?;
@@ -503,7 +468,7 @@ impl PartSink {
         }
         let mut written = Written { files: Vec::new(), rows: self.rows };
         for (tmp, target) in std::mem::take(&mut self.done) {
-            crate::store::io::rename_over(&tmp, &target)?;
+            crate::store::io::rename_over(&tmp, &target, removals)?;
             written.files.push(target);
         }
         // What an earlier export to the same target left in the other layout (one file, or

@@ -9,10 +9,10 @@ use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
 
+use crate::engine::SessionOptions;
 use crate::error::{Error, IoContext, Result};
 use crate::r#gen::{GenFormat, GenOptions, generate};
 use crate::ingest::ImportOptions;
-use crate::query::SessionOptions;
 use crate::store::Store;
 
 #[derive(Debug, clap::Args)]

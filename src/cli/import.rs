@@ -69,7 +69,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
             eprintln!("no rule tags to refresh");
             return Ok(());
         }
-        let session = store.session_with(&crate::query::SessionOptions { now: args.now, ..Default::default() })?;
+        let session = store.session_with(&crate::engine::SessionOptions { now: args.now, ..Default::default() })?;
         let rt = super::runtime()?;
         let report = rt.block_on(session.query("REFRESH TAGS"))?;
         for batch in &report {

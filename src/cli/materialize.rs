@@ -15,10 +15,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::audience::commands::{MaterializeOptions, Report, materialize_many};
-use crate::audience::export::ExportCompression;
+use crate::engine::{ExportCompression, MaterializeOptions, MaterializeReport, SessionOptions};
 use crate::error::{Error, Result};
-use crate::query::SessionOptions;
 use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -100,7 +98,7 @@ pub fn run(args: MaterializeArgs) -> Result<()> {
             (name.clone(), options)
         })
         .collect();
-    let results = rt.block_on(materialize_many(&session, &requests))?;
+    let results = rt.block_on(session.materialize_many(&requests))?;
     let mut ledger = Ledger::read(&args.out, &args.store);
     let mut failed: Vec<String> = Vec::new();
     for (name, result) in results {
@@ -210,7 +208,7 @@ impl Ledger {
 }
 
 /// One line per audience: what was written and what changed.
-pub fn describe(r: &Report) -> String {
+pub fn describe(r: &MaterializeReport) -> String {
     let version =
         if r.unchanged { format!("version {} (unchanged)", r.version) } else { format!("version {}", r.version) };
     let files = r.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ");

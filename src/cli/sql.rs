@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
+use crate::engine::{Session, SessionOptions, Statement, parse};
 use crate::error::{Error, IoContext, Result, position_snippet};
 use crate::output::{OutputFormat, write_stream};
-use crate::query::{Session, SessionOptions, parse};
 use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
@@ -127,7 +127,7 @@ async fn run_script(
 /// Runs one statement and writes its result; `None` for a statement without one (`SET`).
 async fn run_statement(
     session: &Session,
-    statement: crate::query::Statement,
+    statement: Statement,
     args: &SqlArgs,
     shared: &mut Option<(Box<dyn Write + Send>, PathBuf)>,
     several: bool,

@@ -1,6 +1,7 @@
 //! Query sessions: a DataFusion `SessionContext` over one pinned snapshot of a store, with every
 //! contract table registered, `now()` optionally pinned, and SQL errors carried back with their
-//! position. Scripts of several statements are split by the SQL parser, not on `;`.
+//! position. This layer plans and runs SQL statements one at a time; parsing scripts and routing
+//! Persona's own statements (tags, audiences) is the engine facade's, above the audience layer.
 
 pub mod audience_rule;
 pub mod bitmap_expr;
@@ -29,7 +30,7 @@ pub mod window_rule;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -40,12 +41,12 @@ use datafusion::logical_expr::{LogicalPlan, ScalarUDF, Statement as PlanStatemen
 use datafusion::optimizer::{Analyzer, AnalyzerRule, Optimizer, OptimizerRule};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
-use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
-
-pub use crate::audience::statement::Statement;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
 
 use crate::error::{Error, IoContext, Result};
 use crate::index::IndexSet;
+use crate::store::io::Removals;
 use crate::store::{Snapshot, Store, layout};
 use crate::tables::{Table, sql_schema};
 
@@ -75,9 +76,72 @@ impl datafusion::common::config::ConfigExtension for PersonaConfig {
     const PREFIX: &'static str = "persona";
 }
 
-/// A session pinned to one snapshot: every query of the session sees the same version. A tag or
-/// audience statement run through the session commits a new version and moves the session (and
-/// its clones) to it; [`Session::refresh`] moves it to the newest version committed by anyone.
+/// How audience Parquet files are compressed. Uncompressed by default: contact columns are unique
+/// strings that shrink about 2.3× with snappy, and compressing them adds about 60 % to an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ExportCompression {
+    #[default]
+    None,
+    Snappy,
+    Zstd,
+    Lz4,
+}
+
+impl ExportCompression {
+    /// The compression a setting's value names (`none`, `snappy`, `zstd`, `lz4`; any case).
+    pub fn parse(value: &str) -> Result<ExportCompression> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "none" | "uncompressed" => Ok(ExportCompression::None),
+            "snappy" => Ok(ExportCompression::Snappy),
+            "zstd" => Ok(ExportCompression::Zstd),
+            "lz4" => Ok(ExportCompression::Lz4),
+            other => Err(Error::Usage(format!(
+                "persona.export_compression must be none, snappy, zstd or lz4, not '{other}'"
+            ))),
+        }
+    }
+
+    /// The Parquet codec.
+    pub(crate) fn parquet(self) -> parquet::basic::Compression {
+        match self {
+            ExportCompression::None => parquet::basic::Compression::UNCOMPRESSED,
+            ExportCompression::Snappy => parquet::basic::Compression::SNAPPY,
+            ExportCompression::Zstd => parquet::basic::Compression::ZSTD(Default::default()),
+            ExportCompression::Lz4 => parquet::basic::Compression::LZ4_RAW,
+        }
+    }
+}
+
+/// What a layer above adds to every version a session pins: the catalog's SQL views (the `tags`,
+/// `audiences` and `audience_versions` tables, a table per saved audience, table functions). This
+/// layer plans over them without knowing them; the engine facade passes the audience layer's.
+pub trait CatalogViews: Send + Sync {
+    /// A table per saved audience of `snapshot`: registered under the audience's name, and what
+    /// `in_audience('name')` reads.
+    fn audience_tables(
+        &self,
+        snapshot: &Snapshot,
+        index: &Arc<IndexSet>,
+        users_schema: &SchemaRef,
+        users_files: &[bitmap_scan::UsersFile],
+    ) -> Vec<(String, Arc<dyn TableProvider>)>;
+
+    /// Registers the views in `ctx`, after the store's tables; `audiences` are those that
+    /// [`CatalogViews::audience_tables`] gave for the same version.
+    fn register(
+        &self,
+        ctx: &SessionContext,
+        snapshot: &Snapshot,
+        index: &Arc<IndexSet>,
+        users_files: &[bitmap_scan::UsersFile],
+        audiences: &[(String, Arc<dyn TableProvider>)],
+    ) -> Result<()>;
+}
+
+/// A session pinned to one snapshot: every query of the session sees the same version. The
+/// statements of the audience layer commit a new version and move the session (and its clones) to
+/// it ([`Session::repin`]); [`Session::refresh`] moves it to the newest version committed by
+/// anyone.
 #[derive(Clone)]
 pub struct Session {
     shared: Arc<Shared>,
@@ -87,7 +151,12 @@ struct Shared {
     options: SessionOptions,
     /// Read by the users provider and the audience rule; flipped by `SET persona.use_indexes`.
     use_indexes: Arc<AtomicBool>,
+    /// Registered again at every version the session moves to.
+    views: Option<Arc<dyn CatalogViews>>,
     pinned: std::sync::RwLock<Arc<Pinned>>,
+    /// Old files that the session's exports replaced, being removed in the background. Dropping
+    /// the last clone of the session waits for them, so that none is left behind at exit.
+    removals: Removals,
 }
 
 /// What a session holds for the version it is pinned to.
@@ -104,28 +173,18 @@ impl std::fmt::Debug for Session {
     }
 }
 
-impl Store {
-    /// A session on the current version with default options.
-    pub fn session(&self) -> Result<Session> {
-        self.session_with(&SessionOptions::default())
-    }
-
-    /// A session on the current version.
-    pub fn session_with(&self, options: &SessionOptions) -> Result<Session> {
-        Session::new(self.snapshot()?, options)
-    }
-}
-
 impl Session {
-    /// Builds a session over `snapshot`.
-    pub fn new(snapshot: Snapshot, options: &SessionOptions) -> Result<Session> {
+    /// Builds a session over `snapshot`, with `views` (when given) registered at every version.
+    pub fn new(snapshot: Snapshot, options: &SessionOptions, views: Option<Arc<dyn CatalogViews>>) -> Result<Session> {
         let use_indexes = Arc::new(AtomicBool::new(options.use_indexes.unwrap_or(true)));
-        let pinned = Pinned::build(snapshot, options, &use_indexes, None)?;
+        let pinned = Pinned::build(snapshot, options, &use_indexes, views.as_deref(), None)?;
         Ok(Session {
             shared: Arc::new(Shared {
                 options: options.clone(),
                 use_indexes,
+                views,
                 pinned: std::sync::RwLock::new(Arc::new(pinned)),
+                removals: Removals::default(),
             }),
         })
     }
@@ -141,6 +200,7 @@ impl Session {
             snapshot,
             &self.shared.options,
             &self.shared.use_indexes,
+            self.shared.views.as_deref(),
             Some(settings.as_ref().clone()),
         )?);
         *self.shared.pinned.write().unwrap_or_else(std::sync::PoisonError::into_inner) = pinned;
@@ -165,6 +225,7 @@ impl Pinned {
         snapshot: Snapshot,
         options: &SessionOptions,
         use_indexes: &Arc<AtomicBool>,
+        views: Option<&dyn CatalogViews>,
         settings: Option<datafusion::config::ConfigOptions>,
     ) -> Result<Pinned> {
         let use_indexes = Arc::clone(use_indexes);
@@ -266,7 +327,8 @@ impl Pinned {
             None => None,
         };
         // The short forms become subqueries before anything else looks at the plan.
-        let audiences = crate::audience::tables::audience_tables(&snapshot, &index, &users_schema, &users_files);
+        let audiences =
+            views.map(|v| v.audience_tables(&snapshot, &index, &users_schema, &users_files)).unwrap_or_default();
         let sugar = sugar::SugarRule {
             user_tags: provider_of(Table::UserTags),
             purchases: provider_of(Table::Purchases),
@@ -297,7 +359,9 @@ impl Pinned {
         for (table, provider) in providers {
             ctx.register_table(table.name(), provider)?;
         }
-        crate::audience::tables::register(&ctx, &snapshot, &index, &users_files, &audiences)?;
+        if let Some(views) = views {
+            views.register(&ctx, &snapshot, &index, &users_files, &audiences)?;
+        }
         Ok(Pinned { ctx, snapshot, index })
     }
 }
@@ -323,11 +387,11 @@ impl Session {
     }
 
     /// How audience Parquet files are compressed (`SET persona.export_compression`).
-    pub fn export_compression(&self) -> Result<crate::audience::export::ExportCompression> {
+    pub fn export_compression(&self) -> Result<ExportCompression> {
         let state = self.context().state();
         match state.config().options().extensions.get::<PersonaConfig>() {
-            Some(config) => crate::audience::export::ExportCompression::parse(&config.export_compression),
-            None => Ok(crate::audience::export::ExportCompression::default()),
+            Some(config) => ExportCompression::parse(&config.export_compression),
+            None => Ok(ExportCompression::default()),
         }
     }
 
@@ -346,36 +410,14 @@ impl Session {
         Arc::clone(&self.pinned().index)
     }
 
-    /// Plans one SQL statement and returns it as a DataFrame (lazy; nothing runs yet, except for
-    /// DDL and `COPY`, which run when collected).
-    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
-        let mut statements = parse(sql)?;
-        if statements.len() != 1 {
-            return Err(Error::Usage(format!(
-                "expected one SQL statement, found {}; use run_script for several",
-                statements.len()
-            )));
-        }
-        let plan = self.plan(statements.remove(0)).await?;
-        Ok(self.context().execute_logical_plan(plan).await?)
+    /// Old files the session's exports replaced, still being removed ([`Removals::finish`] waits).
+    pub fn removals(&self) -> &Removals {
+        &self.shared.removals
     }
 
-    /// Runs one statement and collects its result.
-    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
-        Ok(self.sql(sql).await?.collect().await?)
-    }
-
-    /// Plans one parsed statement. `SET persona.use_indexes = ...` takes effect here; a tag or
-    /// audience statement runs here (it commits, and the session moves to the new version), and
-    /// its plan only shows what it did.
-    pub async fn plan(&self, statement: Statement) -> Result<LogicalPlan> {
-        let statement = match statement {
-            Statement::Sql(s) => *s,
-            Statement::Catalog(c) => {
-                let batch = Box::pin(crate::audience::commands::run(self, c)).await?;
-                return Ok(self.context().read_batch(batch)?.into_unoptimized_plan());
-            }
-        };
+    /// Plans one SQL statement that DataFusion parsed. `SET persona.use_indexes = ...` takes
+    /// effect here.
+    pub async fn plan_sql(&self, statement: DfStatement) -> Result<LogicalPlan> {
         let plan = self.context().state().statement_to_plan(statement).await?;
         if let LogicalPlan::Statement(PlanStatement::SetVariable(set)) = &plan
             && set.variable.eq_ignore_ascii_case("persona.use_indexes")
@@ -390,7 +432,7 @@ impl Session {
         if let LogicalPlan::Statement(PlanStatement::SetVariable(set)) = &plan
             && set.variable.eq_ignore_ascii_case("persona.export_compression")
         {
-            crate::audience::export::ExportCompression::parse(&set.value)?;
+            ExportCompression::parse(&set.value)?;
         }
         Ok(plan)
     }
@@ -400,13 +442,6 @@ impl Session {
         let df = self.context().execute_logical_plan(plan).await?;
         Ok(df.execute_stream().await?)
     }
-}
-
-/// Splits SQL text into statements (Persona's tag and audience statements, and everything
-/// DataFusion parses) with the SQL tokenizer: quotes and comments respected. Errors carry the line
-/// and column in `sql`.
-pub fn parse(sql: &str) -> Result<Vec<Statement>> {
-    crate::audience::statement::parse_statements(sql)
 }
 
 /// Opens the snapshot's index file (an empty index when the store has none).

@@ -10,7 +10,7 @@ use rustyline::completion::{FilenameCompleter, Pair};
 
 use super::commands::{ArgKind, COMMANDS};
 use super::lexer::{Kind, Token, tokens};
-use crate::query::Session;
+use crate::engine::Session;
 use crate::tables::Table;
 
 /// The names completion offers, read from one session (rebuilt when the shell moves to a newer

@@ -24,9 +24,9 @@ use super::complete::CompletionCatalog;
 use super::lexer::is_blank;
 use super::render::{self, SPINNER_AFTER, Spinner};
 use super::script::{Piece, split};
+use crate::engine::{Session, SessionOptions, parse};
 use crate::error::{Error, IoContext, Result};
 use crate::output::{OutputFormat, write_stream};
-use crate::query::{Session, SessionOptions, parse};
 use crate::store::Store;
 
 /// How deep `\i` may nest (a file that includes itself stops here).

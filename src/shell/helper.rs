@@ -46,7 +46,7 @@ pub fn check(input: &str) -> Check {
     if !ends_statement(input) {
         return Check::Incomplete;
     }
-    match crate::query::parse(input) {
+    match crate::engine::parse(input) {
         Ok(_) => Check::Complete,
         Err(e) => {
             let snippet = e.sql_snippet(input).map(|s| format!("\n{s}")).unwrap_or_default();

@@ -4,7 +4,7 @@
 //! from a pipe or file it runs the script it is given and prints the results, for scripts.
 //!
 //! ```text
-//! repl (prompt, history, Ctrl-C) --input--> exec::Shell --SQL--> query::Session
+//! repl (prompt, history, Ctrl-C) --input--> exec::Shell --SQL--> engine::Session
 //!   helper (validate, complete, highlight, hint)   |--\cmd--> commands --> Shell / Session
 //!                                                  '--results--> render / output
 //! ```
@@ -21,12 +21,12 @@ pub mod script;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
-pub use exec::{Failure, Flow, Shell};
+pub use exec::{Failure, Shell};
 pub use repl::history_path;
 
+use crate::engine::SessionOptions;
 use crate::error::{Error, IoContext};
 use crate::output::OutputFormat;
-use crate::query::SessionOptions;
 use crate::store::Store;
 
 /// How a shell is started.

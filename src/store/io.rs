@@ -50,9 +50,9 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
 
 /// Renames `tmp` over `target` atomically. When `target` exists, its old contents are first given
 /// a second name (a hard link), so that the rename does not free its blocks, and that name is
-/// removed by a background thread: freeing a large file's blocks took as long as writing a tenth
-/// of it. [`finish_background_removals`] waits for those threads.
-pub fn rename_over(tmp: &Path, target: &Path) -> Result<()> {
+/// removed by a background thread that `removals` keeps: freeing a large file's blocks took as
+/// long as writing a tenth of it.
+pub fn rename_over(tmp: &Path, target: &Path, removals: &Removals) -> Result<()> {
     let aside = target.with_file_name(format!(
         ".{}.old-{:016x}",
         target.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
@@ -66,27 +66,46 @@ pub fn rename_over(tmp: &Path, target: &Path) -> Result<()> {
         return Err(e).io_context("rename into place", target);
     }
     if linked {
-        let handle = std::thread::spawn(move || {
+        removals.push(std::thread::spawn(move || {
             let _ = std::fs::remove_file(&aside);
-        });
-        removals().push(handle);
+        }));
     }
     Ok(())
 }
 
-/// Waits for the old files [`rename_over`] is still removing (call before the process exits).
-pub fn finish_background_removals() {
-    let handles: Vec<_> = removals().drain(..).collect();
-    for handle in handles {
-        let _ = handle.join();
+/// The background removals of [`rename_over`] started for one owner (a session), so that the
+/// owner can wait for its own: [`Removals::finish`] waits, and so does dropping it, so that no
+/// hidden `.name.old-…` file outlives the owner (a process exiting while such a thread runs
+/// would leave one).
+#[derive(Debug, Default)]
+pub struct Removals {
+    handles: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Removals {
+    fn handles(&self) -> std::sync::MutexGuard<'_, Vec<std::thread::JoinHandle<()>>> {
+        self.handles.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn push(&self, handle: std::thread::JoinHandle<()>) {
+        let mut handles = self.handles();
+        handles.retain(|h| !h.is_finished());
+        handles.push(handle);
+    }
+
+    /// Waits for every removal started so far.
+    pub fn finish(&self) {
+        let handles: Vec<_> = self.handles().drain(..).collect();
+        for handle in handles {
+            let _ = handle.join();
+        }
     }
 }
 
-fn removals() -> std::sync::MutexGuard<'static, Vec<std::thread::JoinHandle<()>>> {
-    static REMOVALS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> = std::sync::Mutex::new(Vec::new());
-    let mut handles = REMOVALS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    handles.retain(|h| !h.is_finished());
-    handles
+impl Drop for Removals {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 /// Makes `file` durable on a background thread, so that the caller writes its next file while the
@@ -120,14 +139,15 @@ mod tests {
         std::fs::write(&target, b"old").unwrap();
         let tmp = dir.path().join(".a.tmp");
         std::fs::write(&tmp, b"new").unwrap();
-        rename_over(&tmp, &target).unwrap();
-        finish_background_removals();
+        let removals = Removals::default();
+        rename_over(&tmp, &target, &removals).unwrap();
+        removals.finish();
         assert_eq!(std::fs::read(&target).unwrap(), b"new");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.parquet")]);
         // A new name, with nothing to move aside.
         std::fs::write(&tmp, b"newer").unwrap();
-        rename_over(&tmp, &dir.path().join("b.parquet")).unwrap();
+        rename_over(&tmp, &dir.path().join("b.parquet"), &removals).unwrap();
         assert_eq!(std::fs::read(dir.path().join("b.parquet")).unwrap(), b"newer");
     }
 }

@@ -94,6 +94,9 @@ impl Store {
     }
 
     /// Takes the writer lock (failing at once if another writer holds it) on the current version.
+    /// The commit protocol's handle for the layers that write (import, the audience statements);
+    /// not part of the API.
+    #[doc(hidden)]
     pub fn writer(&self) -> Result<StoreWriter> {
         let lock = WriterLock::acquire(&layout::lock_file(self.root()))?;
         let base = self.current_manifest()?;

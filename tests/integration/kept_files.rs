@@ -250,7 +250,7 @@ async fn partial_days_of_a_window_read_the_right_rows_of_a_kept_file() {
 #[tokio::test]
 async fn plain_copies_of_purchases_answer_per_user_aggregates_like_the_parquet_files() {
     use crate::util::{batches_to_rows, write};
-    use persona::query::SessionOptions;
+    use persona::SessionOptions;
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
     generate(&GenOptions { users: 3000, seed: 9, out: source.clone(), format: GenFormat::Parquet }, &|_| {}).unwrap();

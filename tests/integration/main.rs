@@ -1,7 +1,8 @@
 //! Integration tests of Persona through its public API and its `persona` binary: import errors and
 //! their all-or-nothing guarantee, users upserts, refusal of repeated fact loads, typed custom
 //! columns, quirky CSV input, snapshots and dry runs, the writer lock, the command line, files
-//! left by interrupted imports, and seeded random damage to the sample inputs (import_fuzz).
+//! left by interrupted imports, seeded random damage to the sample inputs (import_fuzz), and the
+//! library API a service embeds (embedding).
 //! Every test builds its own small store in a temporary directory.
 
 mod activity_index;
@@ -10,6 +11,7 @@ mod audiences;
 mod cli;
 mod csv_quirks;
 mod custom_columns;
+mod embedding;
 mod idempotency;
 mod import_errors;
 mod import_fuzz;
