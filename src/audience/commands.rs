@@ -18,7 +18,7 @@ use crate::audience::members::{for_each_member_id, in_holdout, read_id_file};
 use crate::audience::statement::{Body, CatalogStatement};
 use crate::error::{Error, Result};
 use crate::ingest::writer::{FACT_FILE_ROWS, TableSink};
-use crate::query::Session;
+use crate::query::QuerySession;
 use crate::store::catalog::no_such_audience;
 use crate::store::catalog::{Audience, AudienceVersion, Catalog, EvaluatedNow, RuleTag, SetFile, write_set};
 use crate::store::manifest::{Manifest, now_rfc3339};
@@ -32,7 +32,7 @@ const RESERVED: &[&str] = &["tags", "audiences", "audience_versions"];
 const PREDICATE_PREFIX: &str = "SELECT user_id FROM users WHERE ";
 
 /// Runs one statement; the session ends on the version it committed (if any).
-pub async fn run(session: &Session, statement: CatalogStatement) -> Result<RecordBatch> {
+pub async fn run(session: &QuerySession, statement: CatalogStatement) -> Result<RecordBatch> {
     match statement {
         CatalogStatement::ShowTags => show(session, "SELECT * FROM tags ORDER BY name").await,
         CatalogStatement::ShowAudiences => show(session, "SELECT * FROM audiences ORDER BY name").await,
@@ -83,7 +83,7 @@ pub async fn run(session: &Session, statement: CatalogStatement) -> Result<Recor
     }
 }
 
-async fn show(session: &Session, sql: &str) -> Result<RecordBatch> {
+async fn show(session: &QuerySession, sql: &str) -> Result<RecordBatch> {
     let frame = session.context().sql(sql).await?;
     // An empty catalog gives no batch at all: the answer is then an empty table, not an error.
     let schema = Arc::new(frame.schema().as_arrow().clone());
@@ -92,7 +92,7 @@ async fn show(session: &Session, sql: &str) -> Result<RecordBatch> {
 }
 
 /// `SHOW AUDIENCE name`: one audience in full, as `property | value` rows (from the manifest).
-fn show_audience(session: &Session, name: &str) -> Result<RecordBatch> {
+fn show_audience(session: &QuerySession, name: &str) -> Result<RecordBatch> {
     let snapshot = session.snapshot();
     let a = snapshot.manifest().catalog.audience(name).ok_or_else(|| no_such_audience(name))?;
     let mut rows: Vec<(String, String)> = vec![("name".into(), a.name.clone()), ("query".into(), a.query.clone())];
@@ -129,7 +129,7 @@ fn show_audience(session: &Session, name: &str) -> Result<RecordBatch> {
 }
 
 /// Takes the writer lock and moves the session to the version it builds on.
-fn begin(session: &Session) -> Result<StoreWriter> {
+fn begin(session: &QuerySession) -> Result<StoreWriter> {
     let store = Store::open(session.snapshot().root())?;
     let writer = store.writer()?;
     if writer.base().version != session.snapshot().version() {
@@ -139,7 +139,7 @@ fn begin(session: &Session) -> Result<StoreWriter> {
 }
 
 /// Commits `next` and moves the session to it.
-fn commit(session: &Session, writer: StoreWriter, next: Manifest) -> Result<u64> {
+fn commit(session: &QuerySession, writer: StoreWriter, next: Manifest) -> Result<u64> {
     let base = Arc::clone(writer.base());
     match writer.commit(next) {
         Ok(version) => {
@@ -157,13 +157,13 @@ fn commit(session: &Session, writer: StoreWriter, next: Manifest) -> Result<u64>
 /// next reads what it has computed so far (a rule tag reading another through has_tag, an
 /// audience suppressing one evaluated before it): the whole statement is then one version, in
 /// dependency order. Its files are on disk already; [`commit`] or [`unpin_pending`] ends it.
-fn pin_pending(session: &Session, next: &Manifest) -> Result<()> {
+fn pin_pending(session: &QuerySession, next: &Manifest) -> Result<()> {
     session.repin(Snapshot::new(session.snapshot().root().to_path_buf(), Arc::new(next.clone())))
 }
 
 /// Moves the session back to `base` after a statement that pinned its pending version and then
 /// committed nothing.
-fn unpin_pending(session: &Session, base: &Arc<Manifest>) -> Result<()> {
+fn unpin_pending(session: &QuerySession, base: &Arc<Manifest>) -> Result<()> {
     if session.snapshot().manifest() != &**base {
         session.repin(Snapshot::new(session.snapshot().root().to_path_buf(), Arc::clone(base)))?;
     }
@@ -173,7 +173,7 @@ fn unpin_pending(session: &Session, base: &Arc<Manifest>) -> Result<()> {
 // ---------------------------------------------------------------- rule tags
 
 async fn create_tag(
-    session: &Session,
+    session: &QuerySession,
     name: &str,
     or_replace: bool,
     rule: &Body,
@@ -220,7 +220,7 @@ async fn create_tag(
     tag_report(&[row])
 }
 
-fn drop_tag(session: &Session, name: &str, if_exists: bool) -> Result<RecordBatch> {
+fn drop_tag(session: &QuerySession, name: &str, if_exists: bool) -> Result<RecordBatch> {
     let writer = begin(session)?;
     let mut next = (**writer.base()).clone();
     let Some(at) = next.catalog.tags.iter().position(|t| t.name == name) else {
@@ -242,7 +242,7 @@ fn drop_tag(session: &Session, name: &str, if_exists: bool) -> Result<RecordBatc
 
 /// Re-evaluates rule tags (all when `names` is empty) in dependency order, as one version: a
 /// rule that reads another through has_tag sees that one's new members.
-async fn refresh_tags(session: &Session, names: &[String]) -> Result<RecordBatch> {
+async fn refresh_tags(session: &QuerySession, names: &[String]) -> Result<RecordBatch> {
     let writer = begin(session)?;
     let base = Arc::clone(writer.base());
     let chosen: Vec<RuleTag> = if names.is_empty() {
@@ -296,7 +296,7 @@ type TagRow = (String, u64, u64, u64);
 
 /// Evaluates `tag`'s query, writes its set and rows, and puts it in `next`.
 async fn refresh_tag(
-    session: &Session,
+    session: &QuerySession,
     writer: &StoreWriter,
     next: &mut Manifest,
     mut tag: RuleTag,
@@ -337,7 +337,7 @@ async fn refresh_tag(
 
 /// Writes one `user_tags` row per member of a rule tag.
 fn write_tag_rows(
-    session: &Session,
+    session: &QuerySession,
     writer: &StoreWriter,
     tag: &str,
     members: &RoaringBitmap,
@@ -420,7 +420,7 @@ struct Definition {
     holdout_basis_points: u32,
 }
 
-async fn create_audience(session: &Session, name: &str, or_replace: bool, d: Definition) -> Result<RecordBatch> {
+async fn create_audience(session: &QuerySession, name: &str, or_replace: bool, d: Definition) -> Result<RecordBatch> {
     check_name("audience", name)?;
     if Table::ALL.iter().any(|t| t.name() == name.to_lowercase()) || RESERVED.contains(&name.to_lowercase().as_str()) {
         return Err(Error::Usage(format!("'{name}' is the name of a table; choose another audience name")));
@@ -481,7 +481,7 @@ async fn create_audience(session: &Session, name: &str, or_replace: bool, d: Def
     report_batch(&[report])
 }
 
-fn drop_audience(session: &Session, name: &str, if_exists: bool) -> Result<RecordBatch> {
+fn drop_audience(session: &QuerySession, name: &str, if_exists: bool) -> Result<RecordBatch> {
     let writer = begin(session)?;
     let mut next = (**writer.base()).clone();
     let Some(at) = next.catalog.audiences.iter().position(|a| a.name == name) else {
@@ -532,7 +532,7 @@ pub struct MaterializeOptions {
 }
 
 /// Evaluates an audience, records a version when its members changed, and writes its file.
-pub async fn materialize(session: &Session, name: &str, options: &MaterializeOptions) -> Result<Report> {
+pub async fn materialize(session: &QuerySession, name: &str, options: &MaterializeOptions) -> Result<Report> {
     let mut results = materialize_many(session, &[(name.to_string(), options.clone())]).await?;
     match results.pop() {
         Some((_, result)) => result,
@@ -546,7 +546,7 @@ pub async fn materialize(session: &Session, name: &str, options: &MaterializeOpt
 /// files are written. One audience failing fails those that read it, not the others. Results come
 /// in the order asked; the outer error is for the run as a whole (the store locked, say).
 pub async fn materialize_many(
-    session: &Session,
+    session: &QuerySession,
     requests: &[(String, MaterializeOptions)],
 ) -> Result<Vec<(String, Result<Report>)>> {
     let writer = begin(session)?;
@@ -644,7 +644,7 @@ fn reads_transitively(graph: &Graph, node: &Node) -> Vec<Node> {
 
 /// Writes the file(s) of an audience just recorded, when a target is given.
 async fn write_files(
-    session: &Session,
+    session: &QuerySession,
     name: &str,
     mut report: Report,
     export: &Export,
@@ -679,7 +679,7 @@ async fn write_files(
 /// Evaluates `audience` (query, suppression, holdout) and puts it in `next`, with a new version
 /// when its members or holdout differ from the latest.
 async fn compute_and_record(
-    session: &Session,
+    session: &QuerySession,
     writer: &StoreWriter,
     next: &mut Manifest,
     mut audience: Audience,

@@ -19,7 +19,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
 use crate::audience::evaluate::plan_query;
 use crate::audience::statement::Body;
 use crate::error::{Error, Result};
-use crate::query::Session;
+use crate::query::QuerySession;
 use crate::query::sugar::{HAS_TAG, IN_AUDIENCE};
 use crate::store::catalog::Catalog;
 
@@ -121,7 +121,7 @@ pub struct Graph {
 
 impl Graph {
     /// The graph of `catalog`, each definition planned in `session`.
-    pub async fn of(session: &Session, catalog: &Catalog) -> Graph {
+    pub async fn of(session: &QuerySession, catalog: &Catalog) -> Graph {
         let mut graph = Graph::default();
         for tag in &catalog.tags {
             let uses = uses_of_query(session, &tag.query, catalog).await.unwrap_or_default();
@@ -213,7 +213,7 @@ pub fn edges(uses: &Uses, suppress: &[String], catalog: &Catalog) -> BTreeSet<No
 }
 
 /// Plans `query` in `session` and reads its uses.
-pub async fn uses_of_query(session: &Session, query: &str, catalog: &Catalog) -> Result<Uses> {
+pub async fn uses_of_query(session: &QuerySession, query: &str, catalog: &Catalog) -> Result<Uses> {
     let origin = Body { text: query.to_string(), line: 1, column: 1 };
     let plan = plan_query(session, query, &origin, 0).await?;
     Ok(uses_of_plan(&plan, catalog))

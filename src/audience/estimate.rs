@@ -23,7 +23,7 @@ use futures::TryStreamExt;
 
 use crate::audience::evaluate::from_bitmaps;
 use crate::error::{Error, Result};
-use crate::query::Session;
+use crate::query::QuerySession;
 
 /// One user in this many is in the sample.
 pub const SAMPLE_EVERY: u64 = 64;
@@ -87,7 +87,7 @@ pub enum Exactness {
 }
 
 /// The estimate of the audience `plan` yields.
-pub async fn estimate(session: &Session, plan: LogicalPlan, how: Exactness) -> Result<RecordBatch> {
+pub async fn estimate(session: &QuerySession, plan: LogicalPlan, how: Exactness) -> Result<RecordBatch> {
     let optimized = session.context().state().optimize(&plan)?;
     if let Some((members, _)) = from_bitmaps(session, &optimized)? {
         let exact = members.len() as f64;
@@ -130,7 +130,7 @@ pub async fn estimate(session: &Session, plan: LogicalPlan, how: Exactness) -> R
 
 /// The distinct user_ids of a plan's rows, counted as they stream in; `None` when `budget` runs
 /// out first (checked between batches, so that no timer is needed).
-async fn count_within(session: &Session, plan: LogicalPlan, budget: Option<Duration>) -> Result<Option<u64>> {
+async fn count_within(session: &QuerySession, plan: LogicalPlan, budget: Option<Duration>) -> Result<Option<u64>> {
     let started = Instant::now();
     let ids = LogicalPlanBuilder::from(plan).project(vec![col("user_id")])?.build()?;
     let mut stream = session.context().execute_logical_plan(ids).await?.execute_stream().await?;
@@ -150,7 +150,7 @@ async fn count_within(session: &Session, plan: LogicalPlan, budget: Option<Durat
 }
 
 /// `count(DISTINCT user_id)` of a plan's rows.
-async fn count_distinct_users(session: &Session, plan: LogicalPlan) -> Result<i64> {
+async fn count_distinct_users(session: &QuerySession, plan: LogicalPlan) -> Result<i64> {
     let counted = LogicalPlanBuilder::from(plan)
         .aggregate(Vec::<Expr>::new(), vec![datafusion::functions_aggregate::count::count_distinct(col("user_id"))])?
         .build()?;

@@ -11,7 +11,7 @@ use roaring::RoaringBitmap;
 use crate::audience::members::IdResolver;
 use crate::audience::statement::{Body, Statement};
 use crate::error::{Error, Result};
-use crate::query::Session;
+use crate::query::QuerySession;
 use crate::query::bitmap_expr::evaluate as evaluate_bitmap;
 use crate::query::users_provider::UsersTable;
 
@@ -35,7 +35,7 @@ pub struct Evaluated {
 
 /// Plans `text` (a query, written at `origin` in the submitted SQL after `prefix_chars` characters
 /// that are not the user's) in `session`, checking that it yields `user_id`.
-pub async fn plan_query(session: &Session, text: &str, origin: &Body, prefix_chars: u64) -> Result<LogicalPlan> {
+pub async fn plan_query(session: &QuerySession, text: &str, origin: &Body, prefix_chars: u64) -> Result<LogicalPlan> {
     let locate = |e: Error| match e {
         Error::Sql { message, position: Some((1, c)) } => {
             origin.locate(Error::Sql { message, position: Some((1, c.saturating_sub(prefix_chars).max(1))) })
@@ -72,7 +72,7 @@ pub async fn plan_query(session: &Session, text: &str, origin: &Body, prefix_cha
 }
 
 /// The members of a planned query.
-pub async fn evaluate(session: &Session, plan: LogicalPlan) -> Result<Evaluated> {
+pub async fn evaluate(session: &QuerySession, plan: LogicalPlan) -> Result<Evaluated> {
     let state = session.context().state();
     let optimized = state.optimize(&plan)?;
     if let Some((members, columns)) = from_bitmaps(session, &optimized)? {
@@ -90,7 +90,7 @@ pub async fn evaluate(session: &Session, plan: LogicalPlan) -> Result<Evaluated>
 
 /// The members and exported columns when `plan` (optimized) is users columns over a users scan
 /// whose filters were all answered from the bitmaps.
-pub fn from_bitmaps(session: &Session, plan: &LogicalPlan) -> Result<Option<(RoaringBitmap, Vec<String>)>> {
+pub fn from_bitmaps(session: &QuerySession, plan: &LogicalPlan) -> Result<Option<(RoaringBitmap, Vec<String>)>> {
     if !session.use_indexes() {
         return Ok(None);
     }

@@ -25,7 +25,7 @@ use roaring::RoaringBitmap;
 use crate::audience::evaluate::Export;
 use crate::audience::members::{FileStage, for_each_member_batch, for_each_member_staged};
 use crate::error::{Error, IoContext, Result};
-use crate::query::{ExportCompression, Session};
+use crate::query::{ExportCompression, QuerySession};
 use crate::tables::{Table, cast_to_schema};
 
 /// A file format for audience files.
@@ -69,7 +69,7 @@ pub struct Written {
 /// when `max_rows_per_file` is given), Parquet compressed as `compression` says (default: the
 /// session's `persona.export_compression`).
 pub async fn write_audience(
-    session: &Session,
+    session: &QuerySession,
     export: &Export,
     rows: &Rows,
     target: &Path,
@@ -112,7 +112,7 @@ pub async fn write_audience(
 }
 
 async fn write_rows(
-    session: &Session,
+    session: &QuerySession,
     export: &Export,
     rows: &Rows,
     schema: &SchemaRef,

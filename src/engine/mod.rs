@@ -9,7 +9,7 @@
 //!  engine::Session --parse--> audience::statement::parse_statements
 //!          |-- CREATE/DROP TAG, REFRESH TAGS, SHOW ..., CREATE/DROP AUDIENCE,
 //!          |   MATERIALIZE, ESTIMATE -----------------> audience::commands (commit, repin)
-//!          '-- everything else (SELECT, SET, COPY ...) --> query::Session (plan, execute)
+//!          '-- everything else (SELECT, SET, COPY ...) --> query::QuerySession (plan, execute)
 //! ```
 //!
 //! The layers below know nothing of this one: the query layer registers the catalog's SQL views

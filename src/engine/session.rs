@@ -32,7 +32,7 @@ use crate::store::Snapshot;
 ///   `.name.old-…` file is left beside an export when the process exits.
 #[derive(Clone, Debug)]
 pub struct Session {
-    query: query::Session,
+    query: query::QuerySession,
 }
 
 /// A saved audience as the session's version has it (`SHOW AUDIENCE name` shows more).
@@ -62,7 +62,7 @@ impl Session {
     /// A session on `snapshot` (a version the caller chose; [`crate::Store::session_with`] takes
     /// the current one).
     pub fn new(snapshot: Snapshot, options: &SessionOptions) -> Result<Session> {
-        Ok(Session { query: query::Session::new(snapshot, options, Some(Arc::new(AudienceViews)))? })
+        Ok(Session { query: query::QuerySession::new(snapshot, options, Some(Arc::new(AudienceViews)))? })
     }
 
     /// Plans one statement and returns it as a DataFrame (lazy: nothing runs until it is

@@ -336,7 +336,10 @@ impl IndexDelta {
 
     fn into_keyed(self) -> BTreeMap<BitmapKey, RoaringBitmap> {
         let mut out = BTreeMap::new();
-        for (tag, bm) in self.tags {
+        for (tag, mut bm) in self.tags {
+            if bm.has_repeats() {
+                out.insert((BitmapKind::TagRepeated, tag.clone(), String::new()), RoaringBitmap::new());
+            }
             out.insert((BitmapKind::Tag, tag, String::new()), bm.finish());
         }
         let mut streams = self.streams.into_days();
@@ -437,14 +440,26 @@ pub fn write_next_index(
         }
         _ => false,
     };
-    if let Some(prev) = previous.map(IndexFile::open).transpose()? {
+    let checked = (BitmapKind::TagRowsChecked, String::new(), String::new());
+    let previous = previous.map(IndexFile::open).transpose()?;
+    // Repeats of a tag are known when every index before knew them (the first one did).
+    if previous.as_ref().is_none_or(|prev| prev.directory.contains_key(&checked)) {
+        added.insert(checked, RoaringBitmap::new());
+    }
+    if let Some(prev) = previous {
         for (key, extent) in &prev.directory {
             if (users_values.is_some() && is_users_entry(key)) || is_replaced_stream(key) {
                 continue;
             }
             match added.remove(key) {
                 Some(mut bm) => {
-                    bm |= prev.read(*extent)?;
+                    let before = prev.read(*extent)?;
+                    // A user tagged again by this import repeats the tag.
+                    let repeated = (BitmapKind::TagRepeated, key.1.clone(), String::new());
+                    if key.0 == BitmapKind::Tag && !prev.directory.contains_key(&repeated) && !bm.is_disjoint(&before) {
+                        added.insert(repeated, RoaringBitmap::new());
+                    }
+                    bm |= before;
                     writer.add(key, &bm)?;
                 }
                 None => {
@@ -488,12 +503,15 @@ impl ValueBitmaps {
 pub struct BitmapBuilder {
     bitmap: RoaringBitmap,
     pending: Vec<u32>,
+    /// Ids added, repeats included.
+    adds: u64,
 }
 
 impl BitmapBuilder {
     const FLUSH_AT: usize = 256;
 
     pub fn add(&mut self, id: u32) {
+        self.adds += 1;
         if self.pending.last().is_some_and(|&last| last >= id) {
             self.flush();
         }
@@ -520,7 +538,14 @@ impl BitmapBuilder {
     pub fn merge(&mut self, mut other: BitmapBuilder) {
         self.flush();
         other.flush();
+        self.adds += other.adds;
         self.bitmap |= other.bitmap;
+    }
+
+    /// Whether some id was added more than once.
+    pub fn has_repeats(&mut self) -> bool {
+        self.flush();
+        self.adds != self.bitmap.len()
     }
 
     pub fn finish(mut self) -> RoaringBitmap {

@@ -50,6 +50,13 @@ pub enum BitmapKind {
     /// Marks stream family `name` (`purchases`, `purchases.channel_id`, ...) as complete: every
     /// row of the facts is in its day and month bitmaps (the bitmap is empty).
     StreamFamily = 10,
+    /// Marks tag `name` as having some user with more than one user_tags row of it (the bitmap
+    /// is empty).
+    TagRepeated = 11,
+    /// Marks the index as knowing every tag's repeats: a tag without `TagRepeated` has at most
+    /// one row per user (name and key empty, the bitmap is empty). Indexes written before this
+    /// existed lack it and know nothing of repeats.
+    TagRowsChecked = 12,
 }
 
 impl BitmapKind {
@@ -65,6 +72,8 @@ impl BitmapKind {
             8 => BitmapKind::ActivityDay,
             9 => BitmapKind::ActivityMonth,
             10 => BitmapKind::StreamFamily,
+            11 => BitmapKind::TagRepeated,
+            12 => BitmapKind::TagRowsChecked,
             _ => return None,
         })
     }

@@ -419,6 +419,16 @@ impl IndexSet {
         self.file.as_ref().is_some_and(|f| f.directory.contains_key(key))
     }
 
+    /// The users with a user_tags row of `tag` (rule-tag members not included), when the index
+    /// knows that no user has two such rows; `None` when it does not know that.
+    pub fn tag_rows_once(&self, tag: &str) -> Result<Option<Arc<RoaringBitmap>>> {
+        let checked = (BitmapKind::TagRowsChecked, String::new(), String::new());
+        if !self.contains(&checked) || self.contains(&(BitmapKind::TagRepeated, tag.to_string(), String::new())) {
+            return Ok(None);
+        }
+        Ok(Some(self.get_indexed(BitmapKind::Tag, tag, "")?))
+    }
+
     /// A bitmap by address; an address the index does not hold is the empty set.
     pub fn get(&self, kind: BitmapKind, name: &str, key: &str) -> Result<Arc<RoaringBitmap>> {
         if kind == BitmapKind::Tag

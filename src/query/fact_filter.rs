@@ -298,6 +298,9 @@ pub struct FactAggregate {
 impl FactAggregate {
     /// The row ids of those users.
     pub fn users(&self, index: &IndexSet) -> Result<RoaringBitmap> {
+        if let Some(users) = self.users_from_tag_counts(index)? {
+            return Ok(users);
+        }
         let Some(snapshot) = index.facts() else { return Ok(RoaringBitmap::new()) };
         let physical = |e: &Expr, schema: &DFSchema| Ok(physical_expr(e, schema)?);
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -305,6 +308,110 @@ impl FactAggregate {
         let having = physical(&self.having, self.node.schema.as_ref())?;
         exec.users_where(&having)
     }
+}
+
+impl FactAggregate {
+    /// "At least k of these n tags": `count(*)` per user of the user_tags rows whose tag is one
+    /// of a list is the number of those tags the user carries, when the index knows that no user
+    /// has a tag twice; the users with each count come from the tag bitmaps, and `HAVING` is
+    /// evaluated once per count. `None` when the aggregate is not of that form.
+    fn users_from_tag_counts(&self, index: &IndexSet) -> Result<Option<RoaringBitmap>> {
+        const MAX_TAGS: usize = 32;
+        let node = &self.node;
+        if node.table != Table::UserTags
+            || node.emit_user_id
+            || node.aggs.is_empty()
+            || !node.aggs.iter().all(|a| a.kind == crate::query::dense_state::DenseAggKind::CountRows)
+        {
+            return Ok(None);
+        }
+        let Some(tags) = node.predicate.as_ref().and_then(listed_tags) else { return Ok(None) };
+        if tags.is_empty() || tags.len() > MAX_TAGS {
+            return Ok(None);
+        }
+        let mut bitmaps = Vec::with_capacity(tags.len());
+        for tag in &tags {
+            let Some(bitmap) = index.tag_rows_once(tag)? else { return Ok(None) };
+            bitmaps.push(bitmap);
+        }
+        // by_count[c - 1]: the users with exactly c of the tags seen so far.
+        let mut by_count: Vec<RoaringBitmap> = Vec::new();
+        let mut seen = RoaringBitmap::new();
+        for bitmap in &bitmaps {
+            let b = bitmap.as_ref();
+            let mut next = Vec::with_capacity(by_count.len() + 1);
+            next.push((b - &seen) | by_count.first().map(|c| c - b).unwrap_or_default());
+            for c in 1..=by_count.len() {
+                let up = &by_count[c - 1] & b;
+                let stay = by_count.get(c).map(|set| set - b).unwrap_or_default();
+                next.push(up | stay);
+            }
+            seen |= b;
+            by_count = next;
+        }
+        // HAVING for each count, every aggregate (all count(*)) equal to it.
+        let schema = Arc::new(node.schema.as_arrow().clone());
+        let counts: Vec<i64> = (1..=by_count.len() as i64).collect();
+        let mut columns: Vec<arrow::array::ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for field in schema.fields() {
+            if field.data_type() != &arrow::datatypes::DataType::Int64 {
+                return Ok(None);
+            }
+            columns.push(Arc::new(arrow::array::Int64Array::from(counts.clone())));
+        }
+        let batch = RecordBatch::try_new(schema, columns)?;
+        let having = physical_expr(&self.having, node.schema.as_ref())?;
+        let passing = having.evaluate(&batch)?.into_array(batch.num_rows())?;
+        let Some(passing) = passing.as_any().downcast_ref::<arrow::array::BooleanArray>() else { return Ok(None) };
+        let mut users = RoaringBitmap::new();
+        for (c, set) in by_count.iter().enumerate() {
+            if passing.is_valid(c) && passing.value(c) {
+                users |= set;
+            }
+        }
+        Ok(Some(users))
+    }
+}
+
+/// The tags a user_tags predicate keeps when it is `tag = 'a'`, `tag IN ('a', 'b')` or an `OR`
+/// of those (distinct, in order); `None` for anything else.
+fn listed_tags(predicate: &Expr) -> Option<Vec<String>> {
+    use datafusion::logical_expr::{BinaryExpr, Operator, expr::InList};
+    let is_tag = |e: &Expr| matches!(e, Expr::Column(c) if c.name == "tag");
+    let text = |e: &Expr| match e {
+        Expr::Literal(v, _) => v.try_as_str().flatten().map(str::to_string),
+        _ => None,
+    };
+    let mut out: Vec<String> = Vec::new();
+    match predicate {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
+            let value = if is_tag(left) {
+                text(right)?
+            } else if is_tag(right) {
+                text(left)?
+            } else {
+                return None;
+            };
+            out.push(value);
+        }
+        Expr::InList(InList { expr, list, negated: false }) if is_tag(expr) => {
+            for item in list {
+                out.push(text(item)?);
+            }
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+            out.extend(listed_tags(left)?);
+            out.extend(listed_tags(right)?);
+        }
+        _ => return None,
+    }
+    let mut distinct = Vec::with_capacity(out.len());
+    for tag in out {
+        if !distinct.contains(&tag) {
+            distinct.push(tag);
+        }
+    }
+    Some(distinct)
 }
 
 /// A row-local predicate ready for batches of its columns (`names`, in that order): string

@@ -143,7 +143,7 @@ pub trait CatalogViews: Send + Sync {
 /// it ([`Session::repin`]); [`Session::refresh`] moves it to the newest version committed by
 /// anyone.
 #[derive(Clone)]
-pub struct Session {
+pub struct QuerySession {
     shared: Arc<Shared>,
 }
 
@@ -167,18 +167,22 @@ struct Pinned {
     index: Arc<IndexSet>,
 }
 
-impl std::fmt::Debug for Session {
+impl std::fmt::Debug for QuerySession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("version", &self.snapshot().version()).finish()
+        f.debug_struct("QuerySession").field("version", &self.snapshot().version()).finish()
     }
 }
 
-impl Session {
+impl QuerySession {
     /// Builds a session over `snapshot`, with `views` (when given) registered at every version.
-    pub fn new(snapshot: Snapshot, options: &SessionOptions, views: Option<Arc<dyn CatalogViews>>) -> Result<Session> {
+    pub fn new(
+        snapshot: Snapshot,
+        options: &SessionOptions,
+        views: Option<Arc<dyn CatalogViews>>,
+    ) -> Result<QuerySession> {
         let use_indexes = Arc::new(AtomicBool::new(options.use_indexes.unwrap_or(true)));
         let pinned = Pinned::build(snapshot, options, &use_indexes, views.as_deref(), None)?;
-        Ok(Session {
+        Ok(QuerySession {
             shared: Arc::new(Shared {
                 options: options.clone(),
                 use_indexes,
@@ -375,7 +379,7 @@ fn physical_rules(use_indexes: &Arc<AtomicBool>) -> Vec<Arc<dyn PhysicalOptimize
     rules
 }
 
-impl Session {
+impl QuerySession {
     /// Whether audience predicates are answered from the indexes.
     pub fn use_indexes(&self) -> bool {
         self.shared.use_indexes.load(Ordering::Relaxed)

@@ -21,5 +21,6 @@ mod lock;
 mod settings;
 mod snapshots;
 mod store_paths;
+mod tag_counts;
 mod upsert;
 mod util;
