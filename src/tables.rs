@@ -14,9 +14,10 @@ use crate::error::Error;
 /// part of the SQL schema.
 pub const ROW_ID_COLUMN: &str = "__row_id";
 
-// Column roles: the contract columns the engine relies on by meaning, named here once. The rules,
-// the index build, the store's copies, the importer and the audience layer read these names
-// rather than spelling them out, so what a column is for is written down in one place.
+// Column roles: the contract columns the engine relies on by meaning, named here once. The query
+// rules, the index build, the store's fact reads, the importer, the audience layer, lint and shell
+// completion use these names rather than spelling them out, so what a column is for is written
+// down in one place.
 
 /// The user key: the key of `users` ([`Table::key_column`]) and, on every fact table, the user a
 /// row belongs to. The store maps it to the dense row id ([`ROW_ID_COLUMN`]) that bitmaps hold;
@@ -46,7 +47,8 @@ pub const CATEGORY: &str = "category";
 /// An event's type. Events' activity streams are built per type; it is never NULL.
 pub const EVENT_TYPE: &str = "event_type";
 
-/// A purchase's order id: unique per row, never filtered by range.
+/// A purchase's order id: unique per row ([`UNIQUE_COLUMNS`]); nobody filters on a range of them, so
+/// the purchases files the importer writes keep no statistics of it.
 pub const ORDER_ID: &str = "order_id";
 
 /// What a purchase cost: what per-user aggregates over time windows sum (the reason purchases keep
