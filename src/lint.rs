@@ -22,6 +22,7 @@ use datafusion::sql::sqlparser::ast::{
 use crate::audience::statement::{Body, CatalogStatement, Statement};
 use crate::engine::Session;
 use crate::error::Error;
+use crate::tables::TAG;
 
 /// A name a statement refers to, and what kind of thing it must be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,7 +236,7 @@ impl ExprVisitor for NameFinder {
 }
 
 fn is_tag_column(expr: &Expr) -> bool {
-    column_name(expr).is_some_and(|c| c.eq_ignore_ascii_case("tag"))
+    column_name(expr).is_some_and(|c| c.eq_ignore_ascii_case(TAG))
 }
 
 /// The column an expression names (the last part of a compound name).

@@ -14,13 +14,54 @@ use crate::error::Error;
 /// part of the SQL schema.
 pub const ROW_ID_COLUMN: &str = "__row_id";
 
+// Column roles: the contract columns the engine relies on by meaning, named here once. The query
+// rules, the index build, the store's fact reads, the importer, the audience layer, lint and shell
+// completion use these names rather than spelling them out, so what a column is for is written
+// down in one place.
+
+/// The user key: the key of `users` ([`Table::key_column`]) and, on every fact table, the user a
+/// row belongs to. The store maps it to the dense row id ([`ROW_ID_COLUMN`]) that bitmaps hold;
+/// an audience query returns it; `has_tag()` and the audience rewrites join the facts to users on
+/// it, and a per-user aggregate groups by it.
+pub const USER_ID: &str = "user_id";
+
+/// The fact time of `purchases` and `events`: when the purchase or event happened (microseconds,
+/// UTC). Time windows are bounds on it; the index's day bitmaps, a fact file's `ts` range and its
+/// row groups' statistics are by it. (`user_tags.assigned_at` is not a fact time.)
+pub const TS: &str = "ts";
+
+/// The tag of a `user_tags` row: the index keeps one bitmap of users per tag.
+pub const TAG: &str = "tag";
+
+/// The key of `channels`, by which purchases and events name their channel. Purchases' activity
+/// streams are built per channel.
+pub const CHANNEL_ID: &str = "channel_id";
+
+/// The key of `products`, by which a purchase names its product (and so its [`CATEGORY`]).
+pub const PRODUCT_ID: &str = "product_id";
+
+/// A product's category. Purchases' activity streams are built per category too, each purchase
+/// taking its product's through [`PRODUCT_ID`].
+pub const CATEGORY: &str = "category";
+
+/// An event's type. Events' activity streams are built per type; it is never NULL.
+pub const EVENT_TYPE: &str = "event_type";
+
+/// A purchase's order id: unique per row ([`UNIQUE_COLUMNS`]); nobody filters on a range of them, so
+/// the purchases files the importer writes keep no statistics of it.
+pub const ORDER_ID: &str = "order_id";
+
+/// What a purchase cost: what per-user aggregates over time windows sum (the reason purchases keep
+/// a plain copy, [`Table::keeps_plain_copy`]).
+pub const AMOUNT: &str = "amount";
+
 /// Standard columns whose values are (nearly) unique per row, in whichever table has them. The
 /// role decides how they are kept: a Parquet dictionary of them would only cost a read, so stored
 /// and exported files give them none; a users file's row-addressable copy holds those of them it
 /// has ([`crate::store::addressable`]); a fact file's plain copy leaves them out
 /// ([`crate::store::plain_columns`]). A fact table's `user_id` repeats, so fact data files keep
 /// its dictionary, but the plain copy still leaves it out: the row id stands for it there.
-pub const UNIQUE_COLUMNS: &[&str] = &["user_id", "name", "phone", "email", "order_id"];
+pub const UNIQUE_COLUMNS: &[&str] = &[USER_ID, "name", "phone", "email", ORDER_ID];
 
 /// One table of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -66,9 +107,9 @@ impl Table {
     /// The key a dimension load upserts by.
     pub fn key_column(self) -> Option<&'static str> {
         match self {
-            Table::Users => Some("user_id"),
-            Table::Products => Some("product_id"),
-            Table::Channels => Some("channel_id"),
+            Table::Users => Some(USER_ID),
+            Table::Products => Some(PRODUCT_ID),
+            Table::Channels => Some(CHANNEL_ID),
             _ => None,
         }
     }
@@ -88,12 +129,12 @@ impl Table {
     /// Columns that may never be NULL or empty.
     pub fn non_null_columns(self) -> &'static [&'static str] {
         match self {
-            Table::Users => &["user_id"],
-            Table::Products => &["product_id"],
-            Table::Channels => &["channel_id"],
-            Table::Purchases => &["order_id", "user_id", "ts"],
-            Table::Events => &["user_id", "event_type", "ts"],
-            Table::UserTags => &["user_id", "tag"],
+            Table::Users => &[USER_ID],
+            Table::Products => &[PRODUCT_ID],
+            Table::Channels => &[CHANNEL_ID],
+            Table::Purchases => &[ORDER_ID, USER_ID, TS],
+            Table::Events => &[USER_ID, EVENT_TYPE, TS],
+            Table::UserTags => &[USER_ID, TAG],
         }
     }
 
@@ -146,7 +187,7 @@ const fn col(name: &'static str, ty: ColumnType, required: bool) -> ContractColu
 }
 
 const USERS_COLUMNS: &[ContractColumn] = &[
-    col("user_id", ColumnType::Utf8, true),
+    col(USER_ID, ColumnType::Utf8, true),
     col("name", ColumnType::Utf8, false),
     col("gender", ColumnType::Utf8, false),
     col("birth_date", ColumnType::Date, false),
@@ -160,35 +201,35 @@ const USERS_COLUMNS: &[ContractColumn] = &[
     col("acquisition_channel", ColumnType::Utf8, false),
 ];
 const PRODUCTS_COLUMNS: &[ContractColumn] = &[
-    col("product_id", ColumnType::Utf8, true),
+    col(PRODUCT_ID, ColumnType::Utf8, true),
     col("name", ColumnType::Utf8, false),
-    col("category", ColumnType::Utf8, false),
+    col(CATEGORY, ColumnType::Utf8, false),
     col("brand", ColumnType::Utf8, false),
     col("price", ColumnType::Float64, false),
 ];
 const CHANNELS_COLUMNS: &[ContractColumn] = &[
-    col("channel_id", ColumnType::Utf8, true),
+    col(CHANNEL_ID, ColumnType::Utf8, true),
     col("name", ColumnType::Utf8, false),
     col("kind", ColumnType::Utf8, false),
 ];
 const PURCHASES_COLUMNS: &[ContractColumn] = &[
-    col("order_id", ColumnType::Utf8, true),
-    col("user_id", ColumnType::Utf8, true),
-    col("product_id", ColumnType::Utf8, true),
-    col("channel_id", ColumnType::Utf8, true),
-    col("ts", ColumnType::Timestamp, true),
+    col(ORDER_ID, ColumnType::Utf8, true),
+    col(USER_ID, ColumnType::Utf8, true),
+    col(PRODUCT_ID, ColumnType::Utf8, true),
+    col(CHANNEL_ID, ColumnType::Utf8, true),
+    col(TS, ColumnType::Timestamp, true),
     col("quantity", ColumnType::Int32, true),
-    col("amount", ColumnType::Float64, true),
+    col(AMOUNT, ColumnType::Float64, true),
 ];
 const EVENTS_COLUMNS: &[ContractColumn] = &[
-    col("user_id", ColumnType::Utf8, true),
-    col("channel_id", ColumnType::Utf8, true),
-    col("event_type", ColumnType::Utf8, true),
-    col("ts", ColumnType::Timestamp, true),
+    col(USER_ID, ColumnType::Utf8, true),
+    col(CHANNEL_ID, ColumnType::Utf8, true),
+    col(EVENT_TYPE, ColumnType::Utf8, true),
+    col(TS, ColumnType::Timestamp, true),
 ];
 const USER_TAGS_COLUMNS: &[ContractColumn] = &[
-    col("user_id", ColumnType::Utf8, true),
-    col("tag", ColumnType::Utf8, true),
+    col(USER_ID, ColumnType::Utf8, true),
+    col(TAG, ColumnType::Utf8, true),
     col("assigned_at", ColumnType::Timestamp, false),
 ];
 

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::query::QuerySession;
 use crate::query::sugar::{HAS_TAG, IN_AUDIENCE};
 use crate::store::catalog::Catalog;
+use crate::tables::TAG;
 
 /// A rule tag or a saved audience (their names are separate: a tag and an audience may share one).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -103,7 +104,7 @@ fn collect(e: &Expr, uses: &mut Uses) {
 }
 
 fn is_tag_column(e: &Expr) -> bool {
-    matches!(e, Expr::Column(c) if c.name == "tag")
+    matches!(e, Expr::Column(c) if c.name == TAG)
 }
 
 fn text(e: &Expr) -> Option<String> {

@@ -24,6 +24,7 @@ use futures::TryStreamExt;
 use crate::audience::evaluate::from_bitmaps;
 use crate::error::{Error, Result};
 use crate::query::QuerySession;
+use crate::tables::USER_ID;
 
 /// One user in this many is in the sample.
 pub const SAMPLE_EVERY: u64 = 64;
@@ -112,11 +113,11 @@ pub async fn estimate(session: &QuerySession, plan: LogicalPlan, how: Exactness)
         .transform_up_with_subqueries(|node| {
             let LogicalPlan::TableScan(scan) = &node else { return Ok(Transformed::no(node)) };
             let Some((qualifier, _)) =
-                scan.projected_schema.iter().find(|(_, f)| f.name() == "user_id").map(|(q, f)| (q.cloned(), f))
+                scan.projected_schema.iter().find(|(_, f)| f.name() == USER_ID).map(|(q, f)| (q.cloned(), f))
             else {
                 return Ok(Transformed::no(node));
             };
-            let user = Expr::Column(datafusion::common::Column::new(qualifier, "user_id"));
+            let user = Expr::Column(datafusion::common::Column::new(qualifier, USER_ID));
             let filtered = LogicalPlanBuilder::from(node).filter(sample.call(vec![user]))?.build()?;
             Ok(Transformed::yes(filtered))
         })?
@@ -132,7 +133,7 @@ pub async fn estimate(session: &QuerySession, plan: LogicalPlan, how: Exactness)
 /// out first (checked between batches, so that no timer is needed).
 async fn count_within(session: &QuerySession, plan: LogicalPlan, budget: Option<Duration>) -> Result<Option<u64>> {
     let started = Instant::now();
-    let ids = LogicalPlanBuilder::from(plan).project(vec![col("user_id")])?.build()?;
+    let ids = LogicalPlanBuilder::from(plan).project(vec![col(USER_ID)])?.build()?;
     let mut stream = session.context().execute_logical_plan(ids).await?.execute_stream().await?;
     let mut seen: rustc_hash::FxHashSet<String> = rustc_hash::FxHashSet::default();
     while let Some(batch) = stream.try_next().await? {
@@ -152,7 +153,7 @@ async fn count_within(session: &QuerySession, plan: LogicalPlan, budget: Option<
 /// `count(DISTINCT user_id)` of a plan's rows.
 async fn count_distinct_users(session: &QuerySession, plan: LogicalPlan) -> Result<i64> {
     let counted = LogicalPlanBuilder::from(plan)
-        .aggregate(Vec::<Expr>::new(), vec![datafusion::functions_aggregate::count::count_distinct(col("user_id"))])?
+        .aggregate(Vec::<Expr>::new(), vec![datafusion::functions_aggregate::count::count_distinct(col(USER_ID))])?
         .build()?;
     let batches: Vec<RecordBatch> =
         session.context().execute_logical_plan(counted).await?.execute_stream().await?.try_collect().await?;

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::query::QuerySession;
 use crate::query::bitmap_expr::evaluate as evaluate_bitmap;
 use crate::query::users_provider::UsersTable;
+use crate::tables::USER_ID;
 
 /// How members' rows are written out.
 #[derive(Debug, Clone)]
@@ -56,13 +57,13 @@ pub async fn plan_query(session: &QuerySession, text: &str, origin: &Body, prefi
     };
     let plan = session.context().state().statement_to_plan(statement).await.map_err(|e| locate(e.into()))?;
     let names: Vec<String> = plan.schema().fields().iter().map(|f| f.name().clone()).collect();
-    if !names.iter().any(|n| n == "user_id") {
+    if !names.iter().any(|n| n == USER_ID) {
         return Err(origin.locate(Error::Sql {
             message: format!("the query must return a user_id column; it returns {}", names.join(", ")),
             position: Some((1, 1)),
         }));
     }
-    if names.iter().filter(|n| *n == "user_id").count() > 1 {
+    if names.iter().filter(|n| *n == USER_ID).count() > 1 {
         return Err(origin.locate(Error::Sql {
             message: "the query returns several user_id columns; keep one".into(),
             position: Some((1, 1)),
@@ -78,7 +79,7 @@ pub async fn evaluate(session: &QuerySession, plan: LogicalPlan) -> Result<Evalu
     if let Some((members, columns)) = from_bitmaps(session, &optimized)? {
         return Ok(Evaluated { members, unknown_ids: 0, export: Export::UsersColumns(columns) });
     }
-    let ids = LogicalPlanBuilder::from(plan.clone()).project(vec![col("user_id")])?.build()?;
+    let ids = LogicalPlanBuilder::from(plan.clone()).project(vec![col(USER_ID)])?.build()?;
     let mut stream = session.context().execute_logical_plan(ids).await?.execute_stream().await?;
     let mut resolver = IdResolver::default();
     while let Some(batch) = stream.try_next().await? {

@@ -26,7 +26,7 @@ use crate::audience::evaluate::Export;
 use crate::audience::members::{FileStage, for_each_member_batch, for_each_member_staged};
 use crate::error::{Error, IoContext, Result};
 use crate::query::{ExportCompression, QuerySession};
-use crate::tables::{Table, cast_to_schema};
+use crate::tables::{Table, USER_ID, cast_to_schema};
 
 /// A file format for audience files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +155,7 @@ async fn write_rows(
             crate::audience::members::for_each_member_id(&files, keep, |_, user_id| {
                 wanted.insert(user_id.to_string());
             })?;
-            let user_col = plan.schema().fields().iter().position(|f| f.name() == "user_id").expect("checked at plan");
+            let user_col = plan.schema().fields().iter().position(|f| f.name() == USER_ID).expect("checked at plan");
             let mut stream = session.context().execute_logical_plan((**plan).clone()).await?.execute_stream().await?;
             while let Some(batch) = stream.try_next().await? {
                 let ids = arrow::compute::cast(batch.column(user_col), &DataType::Utf8)?;
@@ -173,8 +173,8 @@ async fn write_rows(
     }
     if let Some(removed) = removed {
         let files = crate::query::users_files_of(&session.snapshot())?;
-        let user_col = schema.index_of("user_id")?;
-        for_each_member_batch(&files, removed, &["user_id"], |batch, _| {
+        let user_col = schema.index_of(USER_ID)?;
+        for_each_member_batch(&files, removed, &[USER_ID], |batch, _| {
             let columns: Vec<ArrayRef> = schema
                 .fields()
                 .iter()

@@ -18,6 +18,7 @@ use crate::index::IndexSet;
 use crate::query::bitmap_scan::{UsersFile, file_row_selection, row_id_range};
 use crate::store::addressable::AddressableCopy;
 use crate::store::fact_rows::read_stored_rows;
+use crate::tables::USER_ID;
 
 /// What a reader thread hands over.
 enum Item<T> {
@@ -238,7 +239,7 @@ fn read_parquet_rows(
 
 /// Calls `f` with each member's row id and user_id, in row-id order.
 pub fn for_each_member_id(files: &[UsersFile], set: &RoaringBitmap, mut f: impl FnMut(u32, &str)) -> Result<()> {
-    for_each_member_batch(files, set, &["user_id"], |batch, ids| {
+    for_each_member_batch(files, set, &[USER_ID], |batch, ids| {
         let column = batch.column(0);
         let text = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)?;
         let text = text.as_string::<i32>();
@@ -303,7 +304,7 @@ pub fn read_id_file(path: &Path, index: &IndexSet) -> Result<Resolved> {
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| Error::Usage(format!("{} is not a readable Parquet file: {e}", path.display())))?;
         let schema = builder.parquet_schema();
-        let Some(i) = (0..schema.num_columns()).find(|&i| schema.column(i).name() == "user_id") else {
+        let Some(i) = (0..schema.num_columns()).find(|&i| schema.column(i).name() == USER_ID) else {
             return Err(Error::Usage(format!("{} has no user_id column", path.display())));
         };
         let mask = ProjectionMask::leaves(schema, [i]);
@@ -330,7 +331,7 @@ pub fn read_id_file(path: &Path, index: &IndexSet) -> Result<Resolved> {
         if i == 0 {
             let header: Vec<String> =
                 record.iter().map(|f| f.trim().trim_start_matches('\u{feff}').to_ascii_lowercase()).collect();
-            if let Some(c) = header.iter().position(|h| h == "user_id") {
+            if let Some(c) = header.iter().position(|h| h == USER_ID) {
                 column = Some(c);
                 continue;
             }

@@ -22,6 +22,7 @@ use crate::index::IndexSet;
 use crate::query::bitmap_scan::{UsersFile, bitmap_scan};
 use crate::store::Snapshot;
 use crate::store::catalog::{Audience, AudienceVersion, Catalog, EvaluatedNow};
+use crate::tables::USER_ID;
 
 /// A table whose one batch is built when it is scanned (so that opening a session costs nothing).
 struct LazyTable {
@@ -348,7 +349,7 @@ struct LabelledSets {
 
 impl LabelledSets {
     fn new(files: &[UsersFile], label: Field, parts: Vec<(RoaringBitmap, ScalarValue)>) -> LabelledSets {
-        let schema = Arc::new(Schema::new(vec![utf8("user_id", false), label]));
+        let schema = Arc::new(Schema::new(vec![utf8(USER_ID, false), label]));
         LabelledSets { schema, files: files.to_vec(), parts }
     }
 

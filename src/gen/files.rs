@@ -15,7 +15,7 @@ use parquet::schema::types::ColumnPath;
 use super::GenFormat;
 use super::batches::schema;
 use crate::error::{Error, IoContext, Result};
-use crate::tables::Table;
+use crate::tables::{ORDER_ID, PRODUCT_ID, Table, USER_ID};
 
 /// Rows per Parquet row group.
 pub(super) const ROW_GROUP_ROWS: usize = 262_144;
@@ -71,9 +71,9 @@ impl TableFileWriter {
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
         // Unique columns: a dictionary would only be built to be thrown away.
         let unique: &[&str] = match self.table {
-            Table::Users => &["user_id", "phone", "email"],
-            Table::Purchases => &["order_id"],
-            Table::Products => &["product_id"],
+            Table::Users => &[USER_ID, "phone", "email"],
+            Table::Purchases => &[ORDER_ID],
+            Table::Products => &[PRODUCT_ID],
             _ => &[],
         };
         for col in unique {

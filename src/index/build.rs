@@ -21,7 +21,7 @@ use rustc_hash::FxHashMap;
 use crate::error::{Error, IoContext, Result};
 use crate::index::day_of;
 use crate::index::format::{BitmapKey, BitmapKind, IndexFile, IndexWriter};
-use crate::tables::{ColumnDef, ColumnType, ROW_ID_COLUMN};
+use crate::tables::{ColumnDef, ColumnType, ROW_ID_COLUMN, USER_ID};
 
 /// A users column with more distinct values than this gets no value bitmaps.
 pub const MAX_DISTINCT_VALUES: usize = 1024;
@@ -565,7 +565,7 @@ pub fn build_users_values(
     files: &[std::path::PathBuf],
     columns: &[ColumnDef],
 ) -> Result<BTreeMap<BitmapKey, RoaringBitmap>> {
-    const NEVER: &[&str] = &["user_id", "name", "phone", "email"];
+    const NEVER: &[&str] = &[USER_ID, "name", "phone", "email"];
     let mut candidates: BTreeSet<String> = columns
         .iter()
         .filter(|c| matches!(c.ty, ColumnType::Utf8 | ColumnType::Boolean | ColumnType::Int32 | ColumnType::Int64))

@@ -23,7 +23,7 @@ use crate::store::Snapshot;
 use crate::store::catalog::{Catalog, SetFile, read_set};
 use crate::store::fact_rows;
 use crate::store::id_dictionary::SegmentReader;
-use crate::tables::Table;
+use crate::tables::{CATEGORY, PRODUCT_ID, TS, Table};
 use format::{BitmapKey, BitmapKind, IndexFile};
 
 /// Bytes of deserialized bitmaps kept per open index before the cache is emptied.
@@ -160,14 +160,14 @@ impl IndexSet {
         let (root, manifest) = (snapshot.root(), snapshot.manifest());
         // The category of a purchase is its product's.
         let categories = match scan.column.as_deref() {
-            Some("category") => Some(fact_rows::product_categories(root, manifest)?),
+            Some(CATEGORY) => Some(fact_rows::product_categories(root, manifest)?),
             _ => None,
         };
         let column = match scan.column.as_deref() {
-            Some("category") => Some("product_id"),
+            Some(CATEGORY) => Some(PRODUCT_ID),
             other => other,
         };
-        let mut columns = vec!["ts"];
+        let mut columns = vec![TS];
         columns.extend(column);
         let last = scan.to - 1;
         for file in manifest.files(table) {

@@ -32,7 +32,9 @@ use crate::index::build::{
 use crate::store::fact_rows;
 use crate::store::manifest::{DataFile, LoadedFile, Manifest};
 use crate::store::plain_columns;
-use crate::tables::{ColumnType, Table, contract_columns, file_schema};
+use crate::tables::{
+    CHANNEL_ID, ColumnType, EVENT_TYPE, PRODUCT_ID, TAG, TS, Table, USER_ID, contract_columns, file_schema,
+};
 
 /// Refuses fact files whose exact content was already loaded (or is given twice), since appending
 /// them again would double their rows. Returns each file's fingerprint.
@@ -272,7 +274,7 @@ fn pop(queue: &Mutex<VecDeque<SourceFile>>) -> Option<SourceFile> {
 
 /// The row id of each row's user; every user must be known.
 fn resolve_row_ids(ids: &IdMap, src: &SourceFile, tb: &TypedBatch) -> Result<Vec<u32>> {
-    let users = tb.batch.column(tb.batch.schema().index_of("user_id")?).as_string::<i32>();
+    let users = tb.batch.column(tb.batch.schema().index_of(USER_ID)?).as_string::<i32>();
     let mut row_ids = Vec::with_capacity(users.len());
     // Facts usually come grouped by user: remember the last lookup.
     let mut last: Option<(&str, u32)> = None;
@@ -287,7 +289,7 @@ fn resolve_row_ids(ids: &IdMap, src: &SourceFile, tb: &TypedBatch) -> Result<Vec
                     Error::input(
                         &src.path,
                         tb.location(row),
-                        Some("user_id"),
+                        Some(USER_ID),
                         format!("user_id '{user}' is not a known user (load it into users first)"),
                     )
                 })?;
@@ -310,15 +312,15 @@ fn add_to_index(
 ) -> Result<()> {
     let column = |name: &str| -> Result<&ArrayRef> { Ok(batch.column(batch.schema().index_of(name)?)) };
     match table {
-        Table::UserTags => delta.add_tags(column("tag")?.as_ref(), row_ids),
+        Table::UserTags => delta.add_tags(column(TAG)?.as_ref(), row_ids),
         Table::Purchases => delta.add_purchases(
-            column("ts")?.as_ref(),
-            column("channel_id")?.as_ref(),
-            column("product_id")?.as_ref(),
+            column(TS)?.as_ref(),
+            column(CHANNEL_ID)?.as_ref(),
+            column(PRODUCT_ID)?.as_ref(),
             categories,
             row_ids,
         ),
-        Table::Events => delta.add_events(column("ts")?.as_ref(), column("event_type")?.as_ref(), row_ids),
+        Table::Events => delta.add_events(column(TS)?.as_ref(), column(EVENT_TYPE)?.as_ref(), row_ids),
         _ => {}
     }
     Ok(())
@@ -327,10 +329,10 @@ fn add_to_index(
 /// The file positions of a kept fact file's columns that the import must decode.
 fn kept_columns(src: &SourceFile, table: Table, header: &[String]) -> Result<Vec<usize>> {
     let indexed: &[&str] = match table {
-        Table::Purchases => &["user_id", "ts", "channel_id", "product_id"],
-        Table::Events => &["user_id", "ts", "event_type"],
-        Table::UserTags => &["user_id", "tag"],
-        _ => &["user_id"],
+        Table::Purchases => &[USER_ID, TS, CHANNEL_ID, PRODUCT_ID],
+        Table::Events => &[USER_ID, TS, EVENT_TYPE],
+        Table::UserTags => &[USER_ID, TAG],
+        _ => &[USER_ID],
     };
     let proven = reader::proven_present(src)?;
     // The plain copy takes every column but unique strings.
@@ -393,7 +395,7 @@ fn rebuild_category_streams(
 ) -> Result<()> {
     let mut rebuilt = IndexDelta::default();
     for file in base.files(Table::Purchases) {
-        fact_rows::for_each_fact_batch(root, file, &["ts", "product_id"], |batch, row_ids| {
+        fact_rows::for_each_fact_batch(root, file, &[TS, PRODUCT_ID], |batch, row_ids| {
             let none = new_null_array(&arrow::datatypes::DataType::Utf8, batch.num_rows());
             rebuilt.add_purchases(
                 batch.column(0).as_ref(),

@@ -27,7 +27,7 @@ use super::writer::USERS_FILE_ROWS;
 use crate::error::{Error, InputLocation, Result};
 use crate::store::layout;
 use crate::store::manifest::{DataFile, Manifest};
-use crate::tables::{ColumnDef, ColumnType, Table, file_schema};
+use crate::tables::{ColumnDef, ColumnType, Table, USER_ID, file_schema};
 
 /// What the users phase did.
 #[derive(Default)]
@@ -180,12 +180,12 @@ impl UsersRead<'_> {
     /// The row id of each row's user: known users keep theirs, new ones get the next free id.
     /// Returns the row ids and which of them are new.
     fn assign(&mut self, src: &SourceFile, tb: &TypedBatch) -> Result<(Vec<u32>, Vec<bool>)> {
-        let user_col = tb.batch.column(tb.batch.schema().index_of("user_id")?).as_string::<i32>().clone();
+        let user_col = tb.batch.column(tb.batch.schema().index_of(USER_ID)?).as_string::<i32>().clone();
         let mut row_ids = Vec::with_capacity(user_col.len());
         let mut is_new = Vec::with_capacity(user_col.len());
         for (row, user) in user_col.iter().enumerate() {
             let user = user.unwrap_or_default();
-            let refuse = |message: String| Error::input(&src.path, tb.location(row), Some("user_id"), message);
+            let refuse = |message: String| Error::input(&src.path, tb.location(row), Some(USER_ID), message);
             if user.len() > usize::from(u16::MAX) {
                 return Err(refuse("the user_id is longer than 65535 bytes".into()));
             }

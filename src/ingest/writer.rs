@@ -21,7 +21,7 @@ use crate::store::addressable::{self, AddressableWriter};
 use crate::store::manifest::DataFile;
 use crate::store::plain_columns::{self, PlainColumnsWriter};
 use crate::store::{io, layout};
-use crate::tables::{ROW_ID_COLUMN, Table, UNIQUE_COLUMNS};
+use crate::tables::{ORDER_ID, ROW_ID_COLUMN, TS, Table, UNIQUE_COLUMNS, USER_ID};
 
 /// Rows per users data file.
 pub const USERS_FILE_ROWS: u64 = 1 << 20;
@@ -143,10 +143,10 @@ impl<'w> TableSink<'w> {
             .set_column_encoding(ColumnPath::from(ROW_ID_COLUMN), Encoding::DELTA_BINARY_PACKED);
         // Nobody filters on a range of order ids: their statistics would only cost comparisons.
         if table == Table::Purchases {
-            props = props.set_column_statistics_enabled(ColumnPath::from("order_id"), EnabledStatistics::None);
+            props = props.set_column_statistics_enabled(ColumnPath::from(ORDER_ID), EnabledStatistics::None);
         }
         for col in UNIQUE_COLUMNS {
-            if schema.field_with_name(col).is_ok() && !(table.is_fact() && *col == "user_id") {
+            if schema.field_with_name(col).is_ok() && !(table.is_fact() && *col == USER_ID) {
                 props = props.set_column_dictionary_enabled(ColumnPath::from(*col), false);
             }
         }
@@ -293,7 +293,7 @@ impl<'w> TableSink<'w> {
 
 /// Widens `range` to the smallest and largest `ts` of `batch` (if it has a `ts` column).
 pub fn extend_ts_range(range: &mut Option<(i64, i64)>, batch: &RecordBatch) {
-    let Ok(i) = batch.schema().index_of("ts") else { return };
+    let Ok(i) = batch.schema().index_of(TS) else { return };
     let ts = batch.column(i).as_primitive::<TimestampMicrosecondType>();
     if let (Some(lo), Some(hi)) = (arrow::compute::min(ts), arrow::compute::max(ts)) {
         *range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));

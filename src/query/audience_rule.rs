@@ -33,7 +33,7 @@ use crate::query::dense_agg_rule::DenseAggregate;
 use crate::query::fact_filter::{FactAggregate, FactFilter};
 use crate::query::store_tables::StoreTables;
 use crate::query::users_provider::UsersTable;
-use crate::tables::Table;
+use crate::tables::{CATEGORY, CHANNEL_ID, EVENT_TYPE, PRODUCT_ID, TAG, TS, Table, USER_ID};
 
 /// Rewrites semi/anti joins into the facts, and distinct users of the facts, as users filters
 /// (see the module doc).
@@ -199,7 +199,7 @@ impl AudienceRule {
         }
         let [(_, right_key)] = join.on.as_slice() else { return Ok(None) };
         let Expr::Column(right_key) = strip_cast(right_key) else { return Ok(None) };
-        if right_key.name != "user_id" {
+        if right_key.name != USER_ID {
             return Ok(None);
         }
         // An equality never matches a NULL key, so the right key is NULL exactly on unmatched rows.
@@ -282,7 +282,7 @@ impl AudienceRule {
             on_purchases.push(if list.is_empty() {
                 lit(false)
             } else {
-                Expr::Column(Column::new_unqualified("product_id")).in_list(list, false)
+                Expr::Column(Column::new_unqualified(PRODUCT_ID)).in_list(list, false)
             });
             side = FactSide { tables: vec![Table::Purchases], predicates: on_purchases };
         }
@@ -366,7 +366,7 @@ impl AudienceRule {
         }
         // Distinct user_ids of users are the users' user_ids (the key is unique): no grouping.
         if let [Expr::Column(key)] = agg.group_expr.as_slice()
-            && key.name == "user_id"
+            && key.name == USER_ID
             && reads_users(&agg.input)
         {
             let rewritten = LogicalPlanBuilder::from(agg.input.as_ref().clone())
@@ -379,7 +379,7 @@ impl AudienceRule {
         };
         let users_source = provider_as_source(Arc::clone(&self.users));
         let users = LogicalPlanBuilder::scan("users", users_source, None)?.build()?;
-        let key = Expr::Column(Column::new(Some("users"), "user_id"));
+        let key = Expr::Column(Column::new(Some("users"), USER_ID));
         let mut filtered = LogicalPlanBuilder::from(users);
         for (spec, negated) in terms {
             filtered = filtered.filter(self.call(key.clone(), &spec, negated)?)?;
@@ -406,16 +406,12 @@ impl AudienceRule {
                 // Only a renaming of user_id may sit between the aggregate and the facts.
                 let [Expr::Column(c)] = p.expr.as_slice() else {
                     let all_columns = p.expr.iter().all(|e| matches!(e, Expr::Column(_)));
-                    return if all_columns && column == "user_id" {
-                        self.audience_terms(&p.input, column)
-                    } else {
-                        None
-                    };
+                    return if all_columns && column == USER_ID { self.audience_terms(&p.input, column) } else { None };
                 };
                 self.audience_terms(&p.input, &c.name)
             }
             LogicalPlan::SubqueryAlias(a) => self.audience_terms(&a.input, column),
-            _ if column == "user_id" => Some(vec![(self.fact_spec(plan)?, false)]),
+            _ if column == USER_ID => Some(vec![(self.fact_spec(plan)?, false)]),
             _ => None,
         }
     }
@@ -433,7 +429,7 @@ fn user_id_semi_join(join: &Join) -> Option<&Expr> {
     let (left_key, right_key) = &join.on[0];
     let (left_key, right_key) = (strip_cast(left_key), strip_cast(right_key));
     let (Expr::Column(l), Expr::Column(r)) = (left_key, right_key) else { return None };
-    (l.name == "user_id" && r.name == "user_id").then_some(left_key)
+    (l.name == USER_ID && r.name == USER_ID).then_some(left_key)
 }
 
 /// True if `plan` is the users table, possibly aliased, filtered or projected to plain columns.
@@ -445,7 +441,7 @@ pub(crate) fn reads_users(plan: &LogicalPlan) -> bool {
         // plan): user_id is unique, so the same users.
         LogicalPlan::Aggregate(a) => {
             a.aggr_expr.is_empty()
-                && matches!(a.group_expr.as_slice(), [Expr::Column(c)] if c.name == "user_id")
+                && matches!(a.group_expr.as_slice(), [Expr::Column(c)] if c.name == USER_ID)
                 && reads_users(&a.input)
         }
         // Plain columns, and the marks that `EXISTS ... OR ...` subqueries became.
@@ -475,7 +471,7 @@ fn marked_users(plan: &LogicalPlan) -> Option<AudienceSpec> {
                     other => other,
                 };
                 let Expr::Column(c) = strip_cast(e) else { return None };
-                if c.name != "user_id" {
+                if c.name != USER_ID {
                     return None;
                 }
                 node = &p.input;
@@ -576,8 +572,8 @@ fn collect_fact_side(plan: &LogicalPlan, store: &StoreTables, side: &mut FactSid
             let (Expr::Column(l), Expr::Column(r)) = (strip_cast(l), strip_cast(r)) else { return None };
             if !matches!(join.join_type, JoinType::Inner | JoinType::LeftSemi)
                 || join.filter.is_some()
-                || l.name != "product_id"
-                || r.name != "product_id"
+                || l.name != PRODUCT_ID
+                || r.name != PRODUCT_ID
             {
                 return None;
             }
@@ -586,8 +582,7 @@ fn collect_fact_side(plan: &LogicalPlan, store: &StoreTables, side: &mut FactSid
         }
         // `SELECT DISTINCT user_id` / `GROUP BY user_id` without aggregates: the same users.
         LogicalPlan::Aggregate(a)
-            if a.aggr_expr.is_empty()
-                && matches!(a.group_expr.as_slice(), [Expr::Column(c)] if c.name == "user_id") =>
+            if a.aggr_expr.is_empty() && matches!(a.group_expr.as_slice(), [Expr::Column(c)] if c.name == USER_ID) =>
         {
             collect_fact_side(&a.input, store, side)
         }
@@ -620,9 +615,9 @@ fn fact_audience(plan: &LogicalPlan, index: &IndexSet, store: &StoreTables) -> O
     let tables = side.tables.as_slice();
     let (fact, dimensions): (&str, &[&str]) = match tables {
         [Table::UserTags] => return tag_audience(&side.predicates),
-        [Table::Purchases] => ("purchases", &["channel_id"]),
-        [Table::Products, Table::Purchases] => ("purchases", &["category"]),
-        [Table::Events] => ("events", &["event_type"]),
+        [Table::Purchases] => ("purchases", &[CHANNEL_ID]),
+        [Table::Products, Table::Purchases] => ("purchases", &[CATEGORY]),
+        [Table::Events] => ("events", &[EVENT_TYPE]),
         _ => return None,
     };
     // The window as a half-open range of microseconds, [from, to).
@@ -660,7 +655,7 @@ fn fact_audience(plan: &LogicalPlan, index: &IndexSet, store: &StoreTables) -> O
         // The products join alone keeps purchases of known products: no stream says which.
         ("purchases", None) => return None,
         ("purchases", Some((column, values))) => {
-            let family = if column == "category" { FAMILY_PURCHASE_CATEGORY } else { FAMILY_PURCHASE_CHANNEL };
+            let family = if column == CATEGORY { FAMILY_PURCHASE_CATEGORY } else { FAMILY_PURCHASE_CHANNEL };
             index.has_family(family).then(|| values.iter().map(|v| stream_name(family, Some(v))).collect())?
         }
         ("events", constrained) if index.has_family(FAMILY_EVENT_TYPE) => match constrained {
@@ -711,7 +706,7 @@ fn fact_audience(plan: &LogicalPlan, index: &IndexSet, store: &StoreTables) -> O
 fn tag_audience(predicates: &[Expr]) -> Option<AudienceSpec> {
     let [only] = predicates else { return None };
     let mut tags = Vec::new();
-    collect_values(only, "tag", &mut tags)?;
+    collect_values(only, TAG, &mut tags)?;
     Some(AudienceSpec::TagAny(tags))
 }
 
@@ -751,9 +746,9 @@ pub(crate) fn collect_values(e: &Expr, column: &str, values: &mut Vec<String>) -
 pub(crate) fn ts_bound(p: &Expr) -> Option<(Operator, i64)> {
     let Expr::BinaryExpr(BinaryExpr { left, op, right }) = p else { return None };
     let (op, micros) = match (strip_lossless_ts_cast(left), right.as_ref()) {
-        (Expr::Column(c), Expr::Literal(v, _)) if c.name == "ts" => (*op, timestamp_micros(v)?),
+        (Expr::Column(c), Expr::Literal(v, _)) if c.name == TS => (*op, timestamp_micros(v)?),
         _ => match (left.as_ref(), strip_lossless_ts_cast(right)) {
-            (Expr::Literal(v, _), Expr::Column(c)) if c.name == "ts" => (op.swap()?, timestamp_micros(v)?),
+            (Expr::Literal(v, _), Expr::Column(c)) if c.name == TS => (op.swap()?, timestamp_micros(v)?),
             _ => return None,
         },
     };
@@ -805,14 +800,14 @@ mod tests {
 
     #[test]
     fn ts_bounds_see_through_lossless_casts_only() {
-        assert_eq!(ts_bound(&col("ts").gt_eq(at(5))), Some((Operator::GtEq, 5)));
-        assert_eq!(ts_bound(&at(5).gt(col("ts"))), Some((Operator::Lt, 5)));
-        assert_eq!(ts_bound(&col("ts").eq(at(7))), Some((Operator::Eq, 7)));
-        let nanos = cast(col("ts"), DataType::Timestamp(TimeUnit::Nanosecond, None));
+        assert_eq!(ts_bound(&col(TS).gt_eq(at(5))), Some((Operator::GtEq, 5)));
+        assert_eq!(ts_bound(&at(5).gt(col(TS))), Some((Operator::Lt, 5)));
+        assert_eq!(ts_bound(&col(TS).eq(at(7))), Some((Operator::Eq, 7)));
+        let nanos = cast(col(TS), DataType::Timestamp(TimeUnit::Nanosecond, None));
         assert_eq!(ts_bound(&nanos.lt_eq(at(9))), Some((Operator::LtEq, 9)));
         // ts = 10.5 s passes CAST(ts AS seconds) <= 10 s, which is not ts <= 10 s.
-        let seconds = cast(col("ts"), DataType::Timestamp(TimeUnit::Second, None));
+        let seconds = cast(col(TS), DataType::Timestamp(TimeUnit::Second, None));
         assert_eq!(ts_bound(&seconds.lt_eq(lit(ScalarValue::TimestampSecond(Some(10), None)))), None);
-        assert_eq!(ts_bound(&col("ts").not_eq(at(5))), None);
+        assert_eq!(ts_bound(&col(TS).not_eq(at(5))), None);
     }
 }

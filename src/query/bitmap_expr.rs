@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::index::format::BitmapKind;
 use crate::index::{EdgeScan, IndexSet, RangeOp};
 use crate::query::fact_filter::{FactAggregate, FactFilter};
+use crate::tables::USER_ID;
 use std::sync::Arc;
 
 /// A set of users, as an expression over the indexes.
@@ -201,7 +202,7 @@ pub fn translate(expr: &Expr, index: &IndexSet) -> Option<Translated> {
         }
         Expr::BinaryExpr(BinaryExpr { left, op: op @ (Operator::Eq | Operator::NotEq), right }) => {
             let (column, value) = column_and_literal(left, right)?;
-            if column == "user_id" {
+            if column == USER_ID {
                 let is = user_rows(index, std::slice::from_ref(value))?;
                 return Some(if *op == Operator::Eq { total(is) } else { total(minus(BitmapExpr::Universe, is)) });
             }
@@ -226,7 +227,7 @@ pub fn translate(expr: &Expr, index: &IndexSet) -> Option<Translated> {
         }
         Expr::InList(InList { expr, list, negated }) => {
             let Expr::Column(c) = expr.as_ref() else { return None };
-            if c.name == "user_id" {
+            if c.name == USER_ID {
                 let values = list
                     .iter()
                     .map(|e| if let Expr::Literal(v, _) = e { Some(v.clone()) } else { None })

@@ -35,6 +35,7 @@ use crate::store::fact_rows::{Strings, for_each_fact_batch_as, read_stored_colum
 use crate::store::layout;
 use crate::store::manifest::DataFile;
 use crate::store::plain_columns::PlainColumns;
+use crate::tables::USER_ID;
 
 /// What a [`DenseAggregateExec`] reads.
 #[derive(Debug, Clone)]
@@ -444,7 +445,7 @@ impl<'a> UserIds<'a> {
         }
         let file = &self.files[i];
         let mut parts: Vec<ArrayRef> = Vec::new();
-        read_stored_columns(&file.path, &["user_id"], Strings::views(), |batch| {
+        read_stored_columns(&file.path, &[USER_ID], Strings::views(), |batch| {
             parts.push(Arc::clone(batch.column(0)));
             Ok(())
         })?;

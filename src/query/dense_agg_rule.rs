@@ -36,10 +36,7 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 use crate::query::dense_state::DenseAggKind;
 use crate::query::facts_provider::FactsTable;
-use crate::tables::Table;
-
-/// The column fact rows are grouped by.
-const USER_ID: &str = "user_id";
+use crate::tables::{Table, USER_ID};
 
 /// One aggregate of a [`DenseAggregate`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -30,7 +30,7 @@ use crate::query::dense_agg_rule::{DenseAggregate, is_row_local};
 use crate::query::dict_filter::{self, DictTest};
 use crate::store::fact_rows::{self, Strings};
 use crate::store::plain_columns::{self, PlainColumns};
-use crate::tables::{Table, sql_schema};
+use crate::tables::{PRODUCT_ID, TS, Table, sql_schema};
 
 /// What looking up one candidate user in one fact file costs, in rows of a scan.
 const LOOKUP_COST_IN_ROWS: u64 = 32;
@@ -211,7 +211,7 @@ impl FactFilter {
     pub fn of_edge(scan: &EdgeScan) -> Option<FactFilter> {
         let table: Table = scan.table.parse().ok()?;
         let at = |t: i64| lit(ScalarValue::TimestampMicrosecond(Some(t), None));
-        let mut predicate = col("ts").gt_eq(at(scan.from)).and(col("ts").lt(at(scan.to)));
+        let mut predicate = col(TS).gt_eq(at(scan.from)).and(col(TS).lt(at(scan.to)));
         if let Some(column) = &scan.column {
             if !crate::tables::contract_columns(table).iter().any(|c| &c.name == column) {
                 return None;
@@ -232,7 +232,7 @@ pub fn matching_products(index: &IndexSet, predicates: &[Expr]) -> Result<Vec<St
     let table_schema = sql_schema(&manifest.columns(Table::Products));
     let predicate =
         unqualified(datafusion::logical_expr::utils::conjunction(predicates.to_vec()).unwrap_or(lit(true)))?;
-    let mut names: Vec<String> = vec!["product_id".to_string()];
+    let mut names: Vec<String> = vec![PRODUCT_ID.to_string()];
     for c in predicate.column_refs() {
         if !names.contains(&c.name) {
             names.push(c.name.clone());

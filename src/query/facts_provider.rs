@@ -25,7 +25,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use crate::index::IndexSet;
 use crate::query::audience_rule::collect_values;
 use crate::query::bitmap_scan::store_path;
-use crate::tables::Table;
+use crate::tables::{Table, USER_ID};
 
 /// One stored fact file.
 #[derive(Debug, Clone)]
@@ -67,7 +67,7 @@ impl FactsTable {
     fn looked_up_users(&self, filters: &[Expr]) -> Option<Vec<u32>> {
         for filter in filters {
             let mut keys = Vec::new();
-            if collect_values(filter, "user_id", &mut keys).is_none() {
+            if collect_values(filter, USER_ID, &mut keys).is_none() {
                 continue;
             }
             let mut ids = Vec::with_capacity(keys.len());

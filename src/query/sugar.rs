@@ -32,6 +32,7 @@ use datafusion::optimizer::AnalyzerRule;
 
 use crate::query::audience_rule::reads_users;
 use crate::query::bitmap_expr::AudienceSpec;
+use crate::tables::{TAG, TS, USER_ID};
 
 /// The name of `has_tag`.
 pub const HAS_TAG: &str = "has_tag";
@@ -163,7 +164,7 @@ impl SugarRule {
         let t = "persona_in_audience";
         let plan = LogicalPlanBuilder::scan(name.as_str(), provider_as_source(Arc::clone(table)), None)?
             .alias(t)?
-            .filter(col(Column::new(Some(t), "user_id")).eq(out_ref_col(user_type.clone(), user)))?
+            .filter(col(Column::new(Some(t), USER_ID)).eq(out_ref_col(user_type.clone(), user)))?
             .project(vec![lit(1)])?
             .build()?;
         Ok(exists(Arc::new(plan)))
@@ -176,9 +177,9 @@ impl SugarRule {
         let plan = LogicalPlanBuilder::scan("user_tags", provider_as_source(Arc::clone(&self.user_tags)), None)?
             .alias(t)?
             .filter(
-                col(Column::new(Some(t), "user_id"))
+                col(Column::new(Some(t), USER_ID))
                     .eq(out_ref_col(user_type.clone(), user))
-                    .and(col(Column::new(Some(t), "tag")).eq(tag.clone())),
+                    .and(col(Column::new(Some(t), TAG)).eq(tag.clone())),
             )?
             .project(vec![lit(1)])?
             .build()?;
@@ -203,11 +204,11 @@ impl SugarRule {
             None => datafusion::functions::datetime::now(config).call(vec![]),
         };
         let t = "persona_purchased_within";
-        let ts = col(Column::new(Some(t), "ts"));
+        let ts = col(Column::new(Some(t), TS));
         let plan = LogicalPlanBuilder::scan("purchases", provider_as_source(Arc::clone(&self.purchases)), None)?
             .alias(t)?
             .filter(
-                col(Column::new(Some(t), "user_id"))
+                col(Column::new(Some(t), USER_ID))
                     .eq(out_ref_col(user_type.clone(), user))
                     .and(ts.clone().gt_eq(now.clone() - interval.clone()))
                     .and(ts.lt(now)),
@@ -238,7 +239,7 @@ fn user_argument<'a>(
     if let [Expr::Column(c), rest @ ..] = args {
         return Ok((c.clone(), rest));
     }
-    let candidates: Vec<Column> = schema.columns().into_iter().filter(|c| c.name == "user_id").collect();
+    let candidates: Vec<Column> = schema.columns().into_iter().filter(|c| c.name == USER_ID).collect();
     match candidates.as_slice() {
         [one] => Ok((one.clone(), args)),
         [] => Err(plan_datafusion_err!("{name}() needs a user_id column in the query (it filters users)")),

@@ -31,7 +31,7 @@ use roaring::{MultiOps, RoaringBitmap};
 use crate::index::IndexSet;
 use crate::index::format::BitmapKind;
 use crate::query::store_tables::StoreTables;
-use crate::tables::Table;
+use crate::tables::{TAG, Table, USER_ID};
 
 /// Answers tag-overlap aggregates from the tag bitmaps (see the module doc).
 #[derive(Debug)]
@@ -143,7 +143,7 @@ impl Pivot {
         let LogicalPlan::Projection(projection) = plan else { return None };
         let LogicalPlan::Aggregate(inner) = projection.input.as_ref() else { return None };
         let [Expr::Column(group)] = inner.group_expr.as_slice() else { return None };
-        if group.name != "user_id" {
+        if group.name != USER_ID {
             return None;
         }
         // The inner aggregate's outputs: the group column, then one indicator per aggregate.
@@ -220,8 +220,8 @@ fn indicator(e: &Expr) -> Option<String> {
     }
     let mut values = Vec::new();
     match expr.as_deref() {
-        None => crate::query::audience_rule::collect_values(when, "tag", &mut values)?,
-        Some(Expr::Column(c)) if c.name == "tag" => match when.as_ref() {
+        None => crate::query::audience_rule::collect_values(when, TAG, &mut values)?,
+        Some(Expr::Column(c)) if c.name == TAG => match when.as_ref() {
             Expr::Literal(v, _) => values.push(v.try_as_str().flatten()?.to_string()),
             _ => return None,
         },
@@ -272,7 +272,7 @@ fn tag_filter(plan: &LogicalPlan, store: &StoreTables) -> Option<Option<Vec<Stri
     let mut allowed: Option<Vec<String>> = None;
     for p in predicates {
         let mut values = Vec::new();
-        crate::query::audience_rule::collect_values(p, "tag", &mut values)?;
+        crate::query::audience_rule::collect_values(p, TAG, &mut values)?;
         allowed = Some(match allowed {
             None => values,
             Some(previous) => previous.into_iter().filter(|t| values.contains(t)).collect(),

@@ -24,6 +24,7 @@ use crate::index::IndexSet;
 use crate::query::bitmap_expr::Registered;
 use crate::query::bitmap_expr::{AudienceSpec, BitmapExpr, evaluate};
 use crate::query::fact_filter::{FactAggregate, FactFilter};
+use crate::tables::USER_ID;
 
 /// `persona_audience(user_id, spec)`; see the module doc.
 #[derive(Debug)]
@@ -170,7 +171,7 @@ pub fn marker_call(e: &Expr) -> Option<(&PersonaAudience, AudienceSpec)> {
     let marker = f.func.inner().downcast_ref::<PersonaAudience>()?;
     let [key, Expr::Literal(spec, _)] = f.args.as_slice() else { return None };
     let Expr::Column(c) = crate::query::audience_rule::strip_cast(key) else { return None };
-    if c.name != "user_id" {
+    if c.name != USER_ID {
         return None;
     }
     Some((marker, serde_json::from_str(spec.try_as_str()??).ok()?))

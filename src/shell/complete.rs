@@ -11,7 +11,7 @@ use rustyline::completion::{FilenameCompleter, Pair};
 use super::commands::{ArgKind, COMMANDS};
 use super::lexer::{Kind, Token, tokens};
 use crate::engine::Session;
-use crate::tables::Table;
+use crate::tables::{TAG, Table};
 
 /// The names completion offers, read from one session (rebuilt when the shell moves to a newer
 /// version).
@@ -141,7 +141,7 @@ fn complete_sql(catalog: &CompletionCatalog, line: &str, pos: usize) -> (usize, 
 /// `in_audience(`, a column's values after that column, tags and values when the column cannot be told.
 fn quoted_names<'a>(catalog: &'a CompletionCatalog, column: Option<&str>) -> Vec<&'a str> {
     match column {
-        Some("tag") => catalog.tags.iter().map(String::as_str).collect(),
+        Some(TAG) => catalog.tags.iter().map(String::as_str).collect(),
         Some(AUDIENCE_ARGUMENT) => catalog.audiences.iter().map(String::as_str).collect(),
         Some(c) => {
             catalog.values.iter().filter(|(name, _)| name == c).flat_map(|(_, v)| v).map(String::as_str).collect()
@@ -166,7 +166,7 @@ fn value_column(input: &str, toks: &[Token]) -> Option<String> {
     let mut i = sig.len().checked_sub(1)?;
     if text(i) == "(" && i > 0 {
         match text(i - 1).to_ascii_lowercase().as_str() {
-            "has_tag" => return Some("tag".into()),
+            "has_tag" => return Some(TAG.into()),
             "in_audience" | "audience_members" | "audience_diff" => return Some(AUDIENCE_ARGUMENT.into()),
             _ => {}
         }

@@ -16,7 +16,7 @@ use rustc_hash::FxHashMap;
 use crate::error::{Error, IoContext, Result};
 use crate::store::layout;
 use crate::store::manifest::{DataFile, Manifest};
-use crate::tables::{ROW_ID_COLUMN, Table};
+use crate::tables::{CATEGORY, PRODUCT_ID, ROW_ID_COLUMN, TS, Table};
 
 const BATCH_ROWS: usize = 64 * 1024;
 
@@ -68,7 +68,7 @@ pub fn read_stored_rows(
 fn row_groups_in(path: &Path, from: i64, to: i64) -> Result<Vec<(usize, u64, u64)>> {
     let file = File::open(path).io_context("open", path)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::corrupt(path, e.to_string()))?;
-    let ts = builder.parquet_schema().columns().iter().position(|c| c.name() == "ts");
+    let ts = builder.parquet_schema().columns().iter().position(|c| c.name() == TS);
     let mut out = Vec::new();
     let mut start = 0u64;
     for (i, rg) in builder.metadata().row_groups().iter().enumerate() {
@@ -265,7 +265,7 @@ pub fn product_categories(root: &Path, manifest: &Manifest) -> Result<FxHashMap<
     let mut out = FxHashMap::default();
     for file in manifest.files(Table::Products) {
         let path = layout::resolve(root, &file.path);
-        read_columns(&path, &["product_id", "category"], |batch| {
+        read_columns(&path, &[PRODUCT_ID, CATEGORY], |batch| {
             let (ids, categories) = (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>());
             for row in 0..batch.num_rows() {
                 if ids.is_valid(row) && categories.is_valid(row) {
