@@ -377,7 +377,7 @@ impl FactAggregate {
 /// of those (distinct, in order); `None` for anything else.
 fn listed_tags(predicate: &Expr) -> Option<Vec<String>> {
     use datafusion::logical_expr::{BinaryExpr, Operator, expr::InList};
-    let is_tag = |e: &Expr| matches!(e, Expr::Column(c) if c.name == "tag");
+    let is_tag = |e: &Expr| matches!(e, Expr::Column(c) if c.name == crate::tables::TAG);
     let text = |e: &Expr| match e {
         Expr::Literal(v, _) => v.try_as_str().flatten().map(str::to_string),
         _ => None,
