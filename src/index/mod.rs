@@ -419,11 +419,15 @@ impl IndexSet {
         self.file.as_ref().is_some_and(|f| f.directory.contains_key(key))
     }
 
-    /// The users with a user_tags row of `tag` (rule-tag members not included), when the index
-    /// knows that no user has two such rows; `None` when it does not know that.
+    /// The users with a user_tags row of `tag`, when the index knows that no user has two such
+    /// rows and the tag is no rule tag (whose members the user_tags table also holds); `None`
+    /// otherwise.
     pub fn tag_rows_once(&self, tag: &str) -> Result<Option<Arc<RoaringBitmap>>> {
         let checked = (BitmapKind::TagRowsChecked, String::new(), String::new());
-        if !self.contains(&checked) || self.contains(&(BitmapKind::TagRepeated, tag.to_string(), String::new())) {
+        if !self.contains(&checked)
+            || self.contains(&(BitmapKind::TagRepeated, tag.to_string(), String::new()))
+            || self.catalog.rule_tags.contains_key(tag)
+        {
             return Ok(None);
         }
         Ok(Some(self.get_indexed(BitmapKind::Tag, tag, "")?))

@@ -29,3 +29,42 @@ SELECT sum(a) FROM (SELECT user_id, max(CASE WHEN tag = 'B' THEN 1.5 ELSE 0.5 EN
 -- bitmaps: the same shape on income_band, tier, phone or user_id agrees, and so does a direct IN list.
 SELECT count(*) FROM users WHERE points IN (1, 2) OR (points IN (3, 6788) AND EXISTS (SELECT 1 FROM purchases p WHERE p.user_id = users.user_id));
 SELECT count(*) FROM users WHERE signup_date IN (DATE '2025-01-01', DATE '2025-01-02') OR (signup_date IN (DATE '2025-01-03', DATE '2025-01-04') AND EXISTS (SELECT 1 FROM purchases p WHERE p.user_id = users.user_id));
+
+-- The next ones: "k of n tags" counted on the tag bitmaps counted a rule tag's members
+-- (big_spender, gold_women, recent_app), which the user_tags table holds as rows, as absent.
+
+-- found by seed 20261101: different row counts
+-- now: 2026-11-01T00:00:00Z
+SELECT u.user_id FROM users u WHERE u.user_id IN (SELECT user_id FROM user_tags WHERE tag IN ('wechat_fan', 'interest_0000', 'big_spender') GROUP BY user_id HAVING count(*) >= 2);
+
+-- found by seed 20261101: different row counts
+-- now: 2026-11-01T00:00:00Z
+SELECT user_id, name, phone, email FROM users u WHERE ((NOT ((has_tag('night_owl') AND EXISTS (SELECT 1 FROM events e WHERE e.user_id = u.user_id AND e.channel_id <> 'weibo' AND e.ts < '2026-09-03T00:00:00Z'))) AND NOT (income_band <> 3)) AND (NOT (signup_date >= current_date - INTERVAL '400 days') AND NOT ((u.user_id NOT IN (SELECT user_id FROM user_tags WHERE tag IN ('night_owl', 'deal_seeker', 'big_spender', 'A') GROUP BY user_id HAVING count(*) >= 2) AND acquisition_channel = 'wechat'))));
+
+-- found by seed 20261101: different values
+-- now: 2026-11-01T00:00:00Z
+SELECT count(*) FROM users u WHERE u.user_id IN (SELECT user_id FROM user_tags WHERE tag IN ('recent_app', 'A', 'C') GROUP BY user_id HAVING count(*) >= 3);
+
+-- found by seed 20261101: different values
+-- now: 2026-11-01T00:00:00Z
+SELECT count(*) FROM users u WHERE u.user_id IN (SELECT user_id FROM user_tags WHERE tag IN ('interest_0000', 'gold_women', 'interest_0042') GROUP BY user_id HAVING count(*) >= 2);
+
+-- found by seed 20261101: different values
+-- now: 2026-10-20T15:30:45Z
+SELECT count(*) FROM users u WHERE ((u.user_id NOT IN (SELECT u2.user_id FROM users u2 LEFT JOIN (SELECT DISTINCT user_id FROM purchases) x ON x.user_id = u2.user_id WHERE x.user_id IS NULL) AND ((u.user_id NOT IN (SELECT user_id FROM user_tags WHERE tag IN ('big_spender', 'B', 'A') GROUP BY user_id HAVING count(*) >= 3) OR starts_with(u.email, 'u1')) AND EXISTS (SELECT 1 FROM events e WHERE e.user_id = u.user_id AND e.event_type IN ('click', 'coupon')))) OR user_id = 'u1866');
+
+-- found by seed 20261101: different values
+-- now: 2026-11-01T00:00:00Z
+SELECT count(*) FROM users u WHERE ((((income_band < 6 AND points <= 43160) AND user_id IN ('u1358', 'u719', 'u676', 'u182')) OR NOT ((u.user_id IN (SELECT user_id FROM user_tags WHERE tag IN ('big_spender', 'night_owl', 'recent_app', 'new_parent') GROUP BY user_id HAVING count(*) >= 1) AND has_tag('high_value')))) AND NOT ((NOT (u.user_id NOT IN (SELECT t.user_id FROM user_tags t WHERE t.tag IN ('B', 'new_parent', 'B'))) AND (purchased_within(INTERVAL '90 days') OR EXISTS (SELECT 1 FROM purchases p WHERE p.user_id = u.user_id AND p.channel_id IN ('wechat', 'app'))))));
+
+-- found by seed 20261101: different row counts
+-- now: unpinned
+SELECT user_id FROM users WHERE users.user_id IN (SELECT user_id FROM user_tags WHERE tag IN ('gold_women', 'A') GROUP BY user_id HAVING count(*) >= 2) INTERSECT ALL SELECT user_id FROM user_tags WHERE tag IN ('wechat_fan', 'deal_seeker') GROUP BY user_id HAVING count(*) >= 2;
+
+-- found by seed 20261101: different row counts
+-- now: 2026-11-01T00:00:00Z
+SELECT user_id FROM users WHERE (purchased_within(INTERVAL '7 days') OR (users.user_id IN (SELECT user_id FROM user_tags WHERE tag IN ('A', 'recent_app') GROUP BY user_id HAVING count(*) >= 1) AND signup_date <> '2026-07-28')) EXCEPT SELECT user_id FROM user_tags WHERE tag IN ('C', 'churn_risk', 'interest_0042', 'vip') GROUP BY user_id HAVING count(*) >= 2;
+
+-- found by seed 20261101: different values
+-- now: 2026-11-01T00:00:00Z
+SELECT count(user_id) FROM users u WHERE (EXISTS (SELECT 1 FROM purchases p WHERE p.user_id = u.user_id AND p.ts >= now() - INTERVAL '30 days' AND p.ts < now()) AND u.user_id IN (SELECT user_id FROM user_tags WHERE tag IN ('A', 'app_user', 'gold_women') GROUP BY user_id HAVING count(*) >= 2));

@@ -72,3 +72,18 @@ async fn a_tag_repeated_by_a_later_import_is_counted_by_its_rows() {
     assert_eq!(general[0], vec!["u1", "u3", "u4"], "u4's two rows of 'c' count twice");
     assert_eq!(answers(&store, true).await, general);
 }
+
+#[tokio::test]
+async fn a_rule_tag_in_the_list_is_counted_as_the_user_tags_table_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_tags(dir.path(), &[TAGS]);
+    session(&store).query("CREATE TAG gold AS tier = 'gold'").await.unwrap();
+    let store = persona::Store::open(store.root()).unwrap();
+    let sql = "SELECT user_id FROM users WHERE user_id IN (SELECT user_id FROM user_tags WHERE tag IN ('a', 'gold', 'c') \
+               GROUP BY user_id HAVING count(*) >= 2) ORDER BY user_id";
+    let (on, off) = (session(&store), session(&store));
+    off.query("SET persona.use_indexes = false").await.unwrap();
+    let general = rows(&off, sql).await;
+    assert_eq!(general, vec!["u1", "u4"], "u4: rule tag gold and tag c");
+    assert_eq!(rows(&on, sql).await, general);
+}
