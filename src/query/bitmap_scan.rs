@@ -104,9 +104,13 @@ pub fn bitmap_scan_with_nulls(
         planned_scan(files, &table_schema, selection, projection, limit, target_partitions, nulls, access_plans)
     };
     // A selection of only some rows of a file becomes its access plan, which takes time and
-    // memory for a large, scattered selection. It is built on the first execution: a plan whose
-    // answer comes from its statistics (`count(column)` with exact NULL counts) never builds it.
-    let partial = selection.is_some_and(|bm| files.iter().any(|f| bm.range_cardinality(row_id_range(f)) < f.rows));
+    // memory for a large, scattered selection. When the statistics may answer the query
+    // (`count(column)` with exact NULL counts) it is built on the first execution, which such a
+    // plan never reaches. Otherwise the scan stays DataFusion's own, open to its physical
+    // optimizer (a TopK's dynamic filter is pushed into it).
+    let partial = !nulls.is_empty()
+        && limit.is_none()
+        && selection.is_some_and(|bm| files.iter().any(|f| bm.range_cardinality(row_id_range(f)) < f.rows));
     if !partial {
         return plan(true);
     }
@@ -748,7 +752,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = two_files(dir.path());
         let bm: RoaringBitmap = (1200..1210).collect();
-        let plan = bitmap_scan(&files, table_schema(), Some(&bm), Some(&vec![0]), None, 8).unwrap();
+        // Without NULL counts the statistics answer nothing more than count(*): DataFusion's scan.
+        let plain = bitmap_scan(&files, table_schema(), Some(&bm), Some(&vec![0]), None, 8).unwrap();
+        assert!(plain.is::<DataSourceExec>());
+        let plan =
+            bitmap_scan_with_nulls(&files, table_schema(), Some(&bm), Some(&vec![0]), None, 8, &[(0, 0)]).unwrap();
         let deferred = plan.downcast_ref::<DeferredScan>().expect("a partial selection defers its access plans");
         assert!(deferred.built.get().is_none());
         let config = deferred
