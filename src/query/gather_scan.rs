@@ -8,7 +8,7 @@ use std::fmt;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::Result as DfResult;
 use datafusion::common::Statistics;
@@ -24,7 +24,7 @@ use roaring::RoaringBitmap;
 use crate::error::{Error, Result};
 use crate::query::bitmap_scan::{UsersFile, balanced_groups, row_id_range, users_statistics};
 use crate::store::addressable::{self, AddressableCopy};
-use crate::tables::cast_to_schema;
+use crate::tables::{ROW_ID_COLUMN, cast_to_schema};
 
 /// The plan, or `None` when a projected column is not in every selected file's copy (then the
 /// Parquet files are read).
@@ -35,16 +35,19 @@ pub fn gather_scan(
     limit: Option<usize>,
     target_partitions: usize,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    // Decided from the names first: opening a copy validates its offsets.
-    if projected.fields().is_empty()
-        || projected
-            .fields()
+    // Decided from the names first: opening a copy validates its offsets. The row ids (a
+    // residual filter's `__row_id`) are the selection's own.
+    let is_row_id = |f: &arrow::datatypes::Field| f.name() == ROW_ID_COLUMN && f.data_type() == &DataType::UInt32;
+    let copied: Vec<&arrow::datatypes::Field> =
+        projected.fields().iter().map(|f| f.as_ref()).filter(|f| !is_row_id(f)).collect();
+    if copied.is_empty()
+        || copied
             .iter()
             .any(|f| !addressable::holds(f.name()) || !matches!(f.data_type(), DataType::Utf8 | DataType::Utf8View))
     {
         return Ok(None);
     }
-    let columns: Vec<&str> = projected.fields().iter().map(|f| f.name().as_str()).collect();
+    let columns: Vec<&str> = copied.iter().map(|f| f.name().as_str()).collect();
     let mut planned = Vec::new();
     for file in files {
         let selected = selection.range_cardinality(row_id_range(file));
@@ -166,7 +169,10 @@ impl ExecutionPlan for GatherScanExec {
         let mut builder = RecordBatchReceiverStreamBuilder::new(Arc::clone(&self.schema), 2);
         let tx = builder.tx();
         builder.spawn_blocking(move || {
-            let positions: Vec<usize> = (0..schema.fields().len()).collect();
+            let is_row_id =
+                |f: &arrow::datatypes::Field| f.name() == ROW_ID_COLUMN && f.data_type() == &DataType::UInt32;
+            let copied = schema.fields().iter().filter(|f| !is_row_id(f)).count();
+            let positions: Vec<usize> = (0..copied).collect();
             for file in files.iter() {
                 if remaining == 0 || tx.is_closed() {
                     break;
@@ -174,7 +180,18 @@ impl ExecutionPlan for GatherScanExec {
                 let mut rows: Vec<u32> = selection.range(file.range).map(|id| id - file.first_row_id).collect();
                 rows.truncate(remaining);
                 remaining -= rows.len();
-                let sent = file.copy.gather(&rows, &positions, |columns, _| {
+                let mut at = 0usize;
+                let sent = file.copy.gather(&rows, &positions, |gathered, take| {
+                    let ids = rows[at..at + take].iter().map(|&r| r + file.first_row_id);
+                    let ids: ArrayRef = Arc::new(arrow::array::UInt32Array::from_iter_values(ids));
+                    at += take;
+                    let mut gathered = gathered.into_iter();
+                    let columns = schema
+                        .fields()
+                        .iter()
+                        .map(|f| if is_row_id(f) { Some(Arc::clone(&ids)) } else { gathered.next() })
+                        .collect::<Option<Vec<ArrayRef>>>()
+                        .ok_or_else(|| Error::Internal("the copy gave fewer columns than asked".into()))?;
                     let columns = cast_to_schema(&columns, &schema)?;
                     let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
                     tx.blocking_send(Ok(batch)).map_err(|_| Error::Internal("the scan's consumer stopped".into()))
