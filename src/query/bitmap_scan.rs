@@ -404,7 +404,7 @@ static METADATA_CACHE: OnceLock<MetadataCache> = OnceLock::new();
 
 /// The footer of a users file including its page index (column and offset indexes, when written),
 /// read once and cached by (path, size).
-fn file_metadata(path: &Path, bytes: u64) -> Result<Arc<ParquetMetaData>> {
+pub(crate) fn file_metadata(path: &Path, bytes: u64) -> Result<Arc<ParquetMetaData>> {
     let cache = METADATA_CACHE.get_or_init(Default::default);
     let key = (path.to_path_buf(), bytes);
     // The map is never left half-updated, so a poisoned lock still guards a consistent map.

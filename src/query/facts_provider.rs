@@ -1,7 +1,9 @@
 //! The fact tables (`purchases`, `events`, `user_tags`): plain Parquet tables, except that a lookup
 //! of given users — `user_id = '…'` or `user_id IN (…)` — reads only the row groups whose user row
 //! ids can hold them: the ids come from the id dictionary, each row group's range of row ids from
-//! the manifest. The filter itself stays (it is reported inexact), so rows are still checked.
+//! the manifest, and in a file grouped by user with a plain copy only the rows of those users
+//! (found by binary search in the copy's row ids), so that one user's purchases read a page or
+//! two. The filter itself stays (it is reported inexact), so rows are still checked.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session as CatalogSession, TableProvider};
-use datafusion::common::Result;
+use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
@@ -19,12 +21,14 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::object_store::ObjectMeta;
+use datafusion::parquet::arrow::arrow_reader::RowSelection;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 
 use crate::index::IndexSet;
 use crate::query::audience_rule::collect_values;
-use crate::query::bitmap_scan::store_path;
+use crate::query::bitmap_scan::{file_metadata, store_path};
+use crate::store::plain_columns::PlainColumns;
 use crate::tables::{Table, USER_ID};
 
 /// One stored fact file.
@@ -34,6 +38,37 @@ pub struct FactFile {
     pub bytes: u64,
     /// Per row group, the smallest and largest user row id (empty: unknown).
     pub row_id_ranges: Vec<(u32, u32)>,
+    pub rows: u64,
+    /// Its plain copy, when its rows are grouped by user (row ids ascending).
+    pub plain_by_user: Option<PathBuf>,
+}
+
+/// The rows of `file` whose user is one of `ids` (sorted), as a selection over the whole file,
+/// from the row ids of its plain copy; `None` when the copy cannot say.
+fn rows_of_users(file: &FactFile, ids: &[u32]) -> Result<Option<RowSelection>> {
+    let Some(path) = &file.plain_by_user else { return Ok(None) };
+    let Some(copy) = PlainColumns::open_cached(path, &[], file.rows).map_err(DataFusionError::from)? else {
+        return Ok(None);
+    };
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut offset = 0usize;
+    copy.for_each_batch(|_, row_ids| {
+        for id in ids {
+            let start = row_ids.partition_point(|r| r < id);
+            let end = start + row_ids[start..].partition_point(|r| r == id);
+            if end > start {
+                ranges.push(offset + start..offset + end);
+            }
+        }
+        offset += row_ids.len();
+        Ok(())
+    })
+    .map_err(DataFusionError::from)?;
+    if offset as u64 != file.rows {
+        return Ok(None);
+    }
+    ranges.sort_by_key(|r| r.start);
+    Ok(Some(RowSelection::from_consecutive_ranges(ranges.into_iter(), offset)))
 }
 
 /// A fact table of one snapshot.
@@ -110,6 +145,16 @@ impl TableProvider for FactsTable {
         let schema = self.schema();
         let mut partitioned = Vec::new();
         for file in &self.files {
+            // Grouped by user with a plain copy: exactly the users' rows.
+            if let Some(selection) = rows_of_users(file, &ids)? {
+                if !selection.selects_any() {
+                    continue;
+                }
+                let footer = file_metadata(&file.path, file.bytes)?;
+                let plan = ParquetAccessPlan::try_new_from_overall_row_selection(selection, footer.row_groups())?;
+                partitioned.push(partitioned_file(file)?.with_extension(plan));
+                continue;
+            }
             let mut plan = ParquetAccessPlan::new_all(file.row_id_ranges.len());
             let mut any = file.row_id_ranges.is_empty();
             for (group, (lo, hi)) in file.row_id_ranges.iter().enumerate() {
@@ -123,13 +168,7 @@ impl TableProvider for FactsTable {
             if !any {
                 continue;
             }
-            let mut f = PartitionedFile::new_from_meta(ObjectMeta {
-                location: store_path(&file.path)?,
-                last_modified: chrono::DateTime::UNIX_EPOCH,
-                size: file.bytes,
-                e_tag: None,
-                version: None,
-            });
+            let mut f = partitioned_file(file)?;
             if !file.row_id_ranges.is_empty() {
                 f = f.with_extension(plan);
             }
@@ -150,4 +189,14 @@ impl TableProvider for FactsTable {
                 .build();
         Ok(DataSourceExec::from_data_source(config))
     }
+}
+
+fn partitioned_file(file: &FactFile) -> Result<PartitionedFile> {
+    Ok(PartitionedFile::new_from_meta(ObjectMeta {
+        location: store_path(&file.path)?,
+        last_modified: chrono::DateTime::UNIX_EPOCH,
+        size: file.bytes,
+        e_tag: None,
+        version: None,
+    }))
 }

@@ -276,6 +276,12 @@ impl Pinned {
                         path: layout::resolve(snapshot.root(), &f.path),
                         bytes: f.bytes,
                         row_id_ranges: f.row_id_ranges.clone(),
+                        rows: f.rows,
+                        plain_by_user: f
+                            .plain_columns
+                            .as_ref()
+                            .filter(|_| f.rows_by_user)
+                            .map(|p| layout::resolve(snapshot.root(), p)),
                     })
                     .collect();
                 let plain = table_provider(&snapshot, table)?;

@@ -12,6 +12,7 @@ mod cli;
 mod csv_quirks;
 mod custom_columns;
 mod embedding;
+mod fact_lookups;
 mod idempotency;
 mod import_errors;
 mod import_fuzz;
