@@ -100,9 +100,6 @@ pub fn bitmap_scan_with_nulls(
             return Ok(plan);
         }
     }
-    let plan = |access_plans: bool| {
-        planned_scan(files, &table_schema, selection, projection, limit, target_partitions, nulls, access_plans)
-    };
     // A selection of only some rows of a file becomes its access plan, which takes time and
     // memory for a large, scattered selection. When the statistics may answer the query
     // (`count(column)` with exact NULL counts) it is built on the first execution, which such a
@@ -112,27 +109,19 @@ pub fn bitmap_scan_with_nulls(
         && limit.is_none()
         && selection.is_some_and(|bm| files.iter().any(|f| bm.range_cardinality(row_id_range(f)) < f.rows));
     if !partial {
-        return plan(true);
+        return planned_scan(files, &table_schema, selection, projection, limit, target_partitions, nulls, true);
     }
-    let outline = plan(false)?;
+    let owned = (files.to_vec(), selection.cloned(), projection.cloned(), nulls.to_vec());
+    let scan = move |access_plans: bool| {
+        let (files, selection, projection, nulls) = &owned;
+        let (selection, projection) = (selection.as_ref(), projection.as_ref());
+        planned_scan(files, &table_schema, selection, projection, limit, target_partitions, nulls, access_plans)
+    };
+    let outline = scan(false)?;
     if outline.is::<EmptyExec>() {
         return Ok(outline);
     }
-    let (files, selection) = (files.to_vec(), selection.cloned());
-    let (projection, nulls) = (projection.cloned(), nulls.to_vec());
-    let build = move || {
-        planned_scan(
-            &files,
-            &table_schema,
-            selection.as_ref(),
-            projection.as_ref(),
-            limit,
-            target_partitions,
-            &nulls,
-            true,
-        )
-    };
-    Ok(Arc::new(DeferredScan { outline, build: Box::new(build), built: OnceLock::new() }))
+    Ok(Arc::new(DeferredScan { outline, build: Box::new(move || scan(true)), built: OnceLock::new() }))
 }
 
 /// The scan of [`bitmap_scan_with_nulls`] with (`access_plans`) or without the files' access

@@ -26,6 +26,7 @@ use roaring::RoaringBitmap;
 
 use crate::error::{Error, Result};
 use crate::index::{EdgeScan, IndexSet};
+use crate::query::audience_rule::collect_values;
 use crate::query::dense_agg_rule::{DenseAggregate, is_row_local};
 use crate::query::dict_filter::{self, DictTest};
 use crate::store::fact_rows::{self, Strings};
@@ -190,9 +191,8 @@ impl FactFilter {
                 let mut rows: Vec<u32> = Vec::new();
                 let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else { return rows };
                 for candidate in candidates.range(first..=last) {
-                    let start = ids.partition_point(|&id| id < candidate);
-                    let end = start + ids[start..].partition_point(|&id| id == candidate);
-                    rows.extend((start as u32)..(end as u32));
+                    let found = plain_columns::rows_of(ids, candidate);
+                    rows.extend((found.start as u32)..(found.end as u32));
                 }
                 rows
             };
@@ -325,7 +325,16 @@ impl FactAggregate {
         {
             return Ok(None);
         }
-        let Some(tags) = node.predicate.as_ref().and_then(listed_tags) else { return Ok(None) };
+        let mut listed = Vec::new();
+        if node.predicate.as_ref().and_then(|p| collect_values(p, crate::tables::TAG, &mut listed)).is_none() {
+            return Ok(None);
+        }
+        let mut tags: Vec<String> = Vec::with_capacity(listed.len());
+        for tag in listed {
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
         if tags.is_empty() || tags.len() > MAX_TAGS {
             return Ok(None);
         }
@@ -371,47 +380,6 @@ impl FactAggregate {
         }
         Ok(Some(users))
     }
-}
-
-/// The tags a user_tags predicate keeps when it is `tag = 'a'`, `tag IN ('a', 'b')` or an `OR`
-/// of those (distinct, in order); `None` for anything else.
-fn listed_tags(predicate: &Expr) -> Option<Vec<String>> {
-    use datafusion::logical_expr::{BinaryExpr, Operator, expr::InList};
-    let is_tag = |e: &Expr| matches!(e, Expr::Column(c) if c.name == crate::tables::TAG);
-    let text = |e: &Expr| match e {
-        Expr::Literal(v, _) => v.try_as_str().flatten().map(str::to_string),
-        _ => None,
-    };
-    let mut out: Vec<String> = Vec::new();
-    match predicate {
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
-            let value = if is_tag(left) {
-                text(right)?
-            } else if is_tag(right) {
-                text(left)?
-            } else {
-                return None;
-            };
-            out.push(value);
-        }
-        Expr::InList(InList { expr, list, negated: false }) if is_tag(expr) => {
-            for item in list {
-                out.push(text(item)?);
-            }
-        }
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
-            out.extend(listed_tags(left)?);
-            out.extend(listed_tags(right)?);
-        }
-        _ => return None,
-    }
-    let mut distinct = Vec::with_capacity(out.len());
-    for tag in out {
-        if !distinct.contains(&tag) {
-            distinct.push(tag);
-        }
-    }
-    Some(distinct)
 }
 
 /// A row-local predicate ready for batches of its columns (`names`, in that order): string

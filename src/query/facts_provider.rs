@@ -28,7 +28,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use crate::index::IndexSet;
 use crate::query::audience_rule::collect_values;
 use crate::query::bitmap_scan::{file_metadata, store_path};
-use crate::store::plain_columns::PlainColumns;
+use crate::store::plain_columns::{self, PlainColumns};
 use crate::tables::{Table, USER_ID};
 
 /// One stored fact file.
@@ -53,11 +53,10 @@ fn rows_of_users(file: &FactFile, ids: &[u32]) -> Result<Option<RowSelection>> {
     let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
     let mut offset = 0usize;
     copy.for_each_batch(|_, row_ids| {
-        for id in ids {
-            let start = row_ids.partition_point(|r| r < id);
-            let end = start + row_ids[start..].partition_point(|r| r == id);
-            if end > start {
-                ranges.push(offset + start..offset + end);
+        for &id in ids {
+            let found = plain_columns::rows_of(row_ids, id);
+            if !found.is_empty() {
+                ranges.push(offset + found.start..offset + found.end);
             }
         }
         offset += row_ids.len();

@@ -43,6 +43,13 @@ pub fn path_for(parquet_relative: &str) -> String {
     }
 }
 
+/// The positions of `id`'s rows among `row_ids`, which ascend (a copy of a file grouped by user):
+/// an empty range when it has none.
+pub fn rows_of(row_ids: &[u32], id: u32) -> std::ops::Range<usize> {
+    let start = row_ids.partition_point(|&r| r < id);
+    start..start + row_ids[start..].partition_point(|&r| r == id)
+}
+
 /// Whether a column of this name goes into copies (when its type does): unique strings do not.
 pub fn copies_column(name: &str) -> bool {
     name != ROW_ID_COLUMN && !UNIQUE_COLUMNS.contains(&name)
