@@ -495,6 +495,20 @@ impl IndexSet {
         out
     }
 
+    /// The days on which `stream` has a day bitmap (someone was active), ascending.
+    pub fn stream_days(&self, stream: &str) -> Vec<i64> {
+        let Some(file) = &self.file else { return Vec::new() };
+        let lo = (BitmapKind::ActivityDay, stream.to_string(), String::new());
+        let mut days: Vec<i64> = file
+            .directory
+            .range(lo..)
+            .take_while(|((k, n, _), _)| *k == BitmapKind::ActivityDay && n == stream)
+            .filter_map(|((_, _, key), _)| key.parse::<i64>().ok())
+            .collect();
+        days.sort_unstable();
+        days
+    }
+
     /// Users active in `stream` on any day of `first_day..=last_day`: whole calendar months inside
     /// the window from the month roll-ups, the remaining days from the day bitmaps.
     pub fn active_on_days(&self, stream: &str, first_day: i64, last_day: i64) -> Result<RoaringBitmap> {

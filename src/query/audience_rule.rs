@@ -19,8 +19,8 @@ use datafusion::common::{Column, Result, ScalarValue};
 use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
-    Aggregate, BinaryExpr, Expr, Filter, Join, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, ScalarUDF,
-    expr::InList, lit,
+    Aggregate, BinaryExpr, Expr, Filter, Join, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, Projection,
+    ScalarUDF, expr::InList, lit,
 };
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 
@@ -67,6 +67,10 @@ impl OptimizerRule for AudienceRule {
                 None => Ok(Transformed::no(plan)),
             },
             LogicalPlan::Aggregate(agg) => self.distinct_users(&plan, agg),
+            LogicalPlan::Projection(projection) => match self.per_user_set(projection)? {
+                Some(rewritten) => Ok(Transformed::yes(rewritten)),
+                None => Ok(Transformed::no(plan)),
+            },
             LogicalPlan::Filter(filter) => {
                 if let Some(rewritten) = self.outer_join_anti(filter)? {
                     return Ok(Transformed::yes(rewritten));
@@ -250,8 +254,9 @@ impl AudienceRule {
         if let Some(spec) = fact_audience(plan, &self.index, &self.tables) {
             return Some(spec);
         }
-        // Users by a per-user aggregate (`GROUP BY user_id HAVING ...`), once it is a DenseAggregate.
-        if let Some(spec) = self.dense_having(plan) {
+        // Users by a per-user aggregate (`GROUP BY user_id HAVING ...`), once it is a DenseAggregate,
+        // or by how many periods they were active in.
+        if let Some(spec) = self.per_user_having(plan) {
             return Some(spec);
         }
         // A subquery this rule already turned into marked users (`SELECT DISTINCT user_id FROM
@@ -304,6 +309,44 @@ impl AudienceRule {
         let filter = FactFilter::new(*table, &predicates, window)?;
         let marker = self.udf.inner().downcast_ref::<crate::query::udf::PersonaAudience>()?;
         Some(AudienceSpec::FactFilter(marker.register_fact_filter(filter)))
+    }
+
+    /// The users a per-user aggregate with `HAVING` yields: a [`DenseAggregate`]'s, or a count
+    /// of active periods the streams answer.
+    fn per_user_having(&self, plan: &LogicalPlan) -> Option<AudienceSpec> {
+        if let Some(spec) = self.dense_having(plan) {
+            return Some(spec);
+        }
+        let fact_days = |facts: &LogicalPlan| match fact_audience(facts, &self.index, &self.tables)? {
+            AudienceSpec::ActiveDays { streams, first_day, last_day, edges } if edges.is_empty() => {
+                Some((streams, first_day, last_day))
+            }
+            _ => None,
+        };
+        let count = crate::query::activity_count::recognize(plan, &fact_days)?;
+        let marker = self.udf.inner().downcast_ref::<crate::query::udf::PersonaAudience>()?;
+        Some(AudienceSpec::ActivityCount(marker.register_activity_count(count)))
+    }
+
+    /// `SELECT user_id FROM <facts> GROUP BY user_id HAVING ...` where it is a relation of its own
+    /// (`FROM (...) active`, a CTE) rather than the subquery of a semi join: one row per user the
+    /// aggregate keeps, so a users scan filtered by their audience (every fact row's user is a
+    /// live user), which joins with other audiences as users do.
+    fn per_user_set(&self, projection: &Projection) -> Result<Option<LogicalPlan>> {
+        let [Expr::Column(column)] = projection.expr.as_slice() else { return Ok(None) };
+        if !projects_group_column(&projection.input, column) {
+            return Ok(None);
+        }
+        let plan = LogicalPlan::Projection(projection.clone());
+        let Some(spec) = self.per_user_having(&plan) else { return Ok(None) };
+        let users_source = provider_as_source(Arc::clone(&self.users));
+        let users = LogicalPlanBuilder::scan("users", users_source, None)?.build()?;
+        let key = Expr::Column(Column::new(Some("users"), USER_ID));
+        let filtered = LogicalPlanBuilder::from(users).filter(self.call(key.clone(), &spec, false)?)?;
+        let field = projection.schema.qualified_field(0);
+        let out = Expr::Cast(datafusion::logical_expr::expr::Cast::new(Box::new(key), field.1.data_type().clone()))
+            .alias_qualified(field.0.cloned(), field.1.name());
+        Ok(Some(filtered.project(vec![out])?.build()?))
     }
 
     /// `[alias] / Projection(user_id) / Filter(HAVING)* / DenseAggregate(GROUP BY user_id)`: the
@@ -498,6 +541,30 @@ fn marked_users(plan: &LogicalPlan) -> Option<AudienceSpec> {
                 };
             }
             _ => return None,
+        }
+    }
+}
+
+/// Whether `column`, read from `plan`, is the grouping column of the aggregate under it, through
+/// filters, aliases and projections of plain columns only.
+fn projects_group_column(plan: &LogicalPlan, column: &Column) -> bool {
+    let Ok(mut at) = plan.schema().index_of_column(column) else { return false };
+    let mut node = plan;
+    loop {
+        match node {
+            LogicalPlan::Filter(f) => node = &f.input,
+            LogicalPlan::SubqueryAlias(a) => node = &a.input,
+            LogicalPlan::Projection(p) => {
+                let Some(Expr::Column(c)) = p.expr.get(at) else { return false };
+                let Ok(i) = p.input.schema().index_of_column(c) else { return false };
+                at = i;
+                node = &p.input;
+            }
+            LogicalPlan::Aggregate(a) => return at == 0 && a.group_expr.len() == 1,
+            LogicalPlan::Extension(e) => {
+                return at == 0 && e.node.as_any().downcast_ref::<DenseAggregate>().is_some_and(|d| d.emit_user_id);
+            }
+            _ => return false,
         }
     }
 }
@@ -757,7 +824,7 @@ pub(crate) fn ts_bound(p: &Expr) -> Option<(Operator, i64)> {
 
 /// `e` without casts to timestamps of microseconds or finer, which keep every instant of `ts`. A
 /// cast to seconds or milliseconds truncates, so a bound on it is not the same bound on `ts`.
-fn strip_lossless_ts_cast(e: &Expr) -> &Expr {
+pub(crate) fn strip_lossless_ts_cast(e: &Expr) -> &Expr {
     use datafusion::arrow::datatypes::{DataType, TimeUnit};
     let lossless = |t: &DataType| matches!(t, DataType::Timestamp(TimeUnit::Microsecond | TimeUnit::Nanosecond, _));
     match e {

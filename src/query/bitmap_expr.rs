@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::index::format::BitmapKind;
 use crate::index::{EdgeScan, IndexSet, RangeOp};
+use crate::query::activity_count::ActivityCount;
 use crate::query::fact_filter::{FactAggregate, FactFilter};
 use crate::tables::USER_ID;
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub enum BitmapExpr {
     FactFilter(Arc<FactFilter>),
     /// The users whose per-user aggregate satisfies a condition.
     FactAggregate(Arc<FactAggregate>),
+    /// The users whose number of active periods satisfies a condition.
+    ActivityCount(Arc<ActivityCount>),
 }
 
 /// A filter translated exactly: who makes it TRUE, who makes it FALSE (the rest make it NULL).
@@ -86,6 +89,8 @@ pub enum AudienceSpec {
     FactFilter(u64),
     /// The users of a per-user aggregate's condition the session registered under this number.
     FactAggregate(u64),
+    /// The users of a count of active periods the session registered under this number.
+    ActivityCount(u64),
     /// The users in every one of these audiences.
     AllOf(Vec<AudienceSpec>),
     /// The users not in this audience.
@@ -112,6 +117,7 @@ impl AudienceSpec {
             AudienceSpec::Saved(name) => BitmapExpr::Saved(name.clone()),
             AudienceSpec::FactFilter(id) => BitmapExpr::FactFilter((registered.fact_filter)(*id)?),
             AudienceSpec::FactAggregate(id) => BitmapExpr::FactAggregate((registered.fact_aggregate)(*id)?),
+            AudienceSpec::ActivityCount(id) => BitmapExpr::ActivityCount((registered.activity_count)(*id)?),
             AudienceSpec::AllOf(specs) => {
                 BitmapExpr::And(specs.iter().map(|s| s.to_bitmap_expr(registered)).collect::<Option<Vec<_>>>()?)
             }
@@ -124,6 +130,7 @@ impl AudienceSpec {
 pub struct Registered<'a> {
     pub fact_filter: &'a dyn Fn(u64) -> Option<Arc<FactFilter>>,
     pub fact_aggregate: &'a dyn Fn(u64) -> Option<Arc<FactAggregate>>,
+    pub activity_count: &'a dyn Fn(u64) -> Option<Arc<ActivityCount>>,
 }
 
 fn or(mut items: Vec<BitmapExpr>) -> BitmapExpr {
@@ -334,7 +341,7 @@ pub fn evaluate(expr: &BitmapExpr, index: &IndexSet) -> Result<RoaringBitmap> {
 /// comparisons walking bit slices (1), fact rows read from files (2).
 fn cost(expr: &BitmapExpr) -> u8 {
     match expr {
-        BitmapExpr::Range { .. } => 1,
+        BitmapExpr::Range { .. } | BitmapExpr::ActivityCount(_) => 1,
         BitmapExpr::FactRows(_) | BitmapExpr::FactFilter(_) | BitmapExpr::FactAggregate(_) => 2,
         BitmapExpr::And(items) | BitmapExpr::Or(items) => items.iter().map(cost).max().unwrap_or(0),
         BitmapExpr::AndNot(a, b) => cost(a).max(cost(b)),
@@ -437,6 +444,7 @@ pub fn evaluate_within(expr: &BitmapExpr, index: &IndexSet, within: Option<&Roar
         BitmapExpr::FactRows(scan) => users_of_edge(scan, index, &RoaringBitmap::new(), within)?,
         BitmapExpr::FactFilter(filter) => filter.users_within(index, within)?,
         BitmapExpr::FactAggregate(aggregate) => restrict(aggregate.users(index)?, within),
+        BitmapExpr::ActivityCount(count) => count.users(index, within)?,
         BitmapExpr::Saved(name) => match index.saved_audience(name)? {
             Some(members) => restrict(members.as_ref().clone(), within),
             None => return Err(crate::store::catalog::no_such_audience(name)),
@@ -515,6 +523,18 @@ impl fmt::Display for BitmapExpr {
             BitmapExpr::Saved(name) => write!(f, "audience[{name}]"),
             BitmapExpr::FactFilter(filter) => write!(f, "{}[{}]", filter.table.name(), filter.predicate),
             BitmapExpr::FactAggregate(a) => write!(f, "{}[per user: {}]", a.node.table.name(), a.having),
+            BitmapExpr::ActivityCount(c) => {
+                let having: Vec<String> = c.having.iter().map(|(h, _)| h.to_string()).collect();
+                write!(
+                    f,
+                    "{:?}s active[{}, day {}..={}: {}]",
+                    c.unit,
+                    c.streams.join(" ∨ "),
+                    c.first_day,
+                    c.last_day,
+                    having.join(" ∧ ")
+                )
+            }
             BitmapExpr::Tag(t) => write!(f, "tag[{t}]"),
             BitmapExpr::Value { column, value } => write!(f, "{column}[{value}]"),
             BitmapExpr::Null(c) => write!(f, "{c}[NULL]"),

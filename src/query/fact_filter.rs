@@ -268,7 +268,7 @@ pub fn matching_products(index: &IndexSet, predicates: &[Expr]) -> Result<Vec<St
 }
 
 /// `e` over `schema` as a physical expression, outside of physical planning.
-fn physical_expr(e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+pub(crate) fn physical_expr(e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
     Ok(datafusion::physical_expr::create_physical_expr(
         e,
         schema,

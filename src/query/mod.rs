@@ -3,6 +3,7 @@
 //! position. This layer plans and runs SQL statements one at a time; parsing scripts and routing
 //! Persona's own statements (tags, audiences) is the engine facade's, above the audience layer.
 
+pub mod activity_count;
 pub mod audience_rule;
 pub mod bitmap_expr;
 pub mod bitmap_scan;

@@ -21,6 +21,7 @@ use datafusion::logical_expr::{ColumnarValue, Expr, ScalarFunctionArgs, ScalarUD
 use roaring::RoaringBitmap;
 
 use crate::index::IndexSet;
+use crate::query::activity_count::ActivityCount;
 use crate::query::bitmap_expr::Registered;
 use crate::query::bitmap_expr::{AudienceSpec, BitmapExpr, evaluate};
 use crate::query::fact_filter::{FactAggregate, FactFilter};
@@ -38,6 +39,8 @@ pub struct PersonaAudience {
     fact_filters: Registry<FactFilter>,
     /// Per-user aggregates that specs refer to by number ([`AudienceSpec::FactAggregate`]).
     fact_aggregates: Registry<FactAggregate>,
+    /// Counts of active periods that specs refer to by number ([`AudienceSpec::ActivityCount`]).
+    activity_counts: Registry<ActivityCount>,
 }
 
 /// Parts of specs kept by the session and referred to by their number (equal parts share one).
@@ -68,6 +71,7 @@ impl Default for PersonaAudience {
             members: Mutex::new(HashMap::new()),
             fact_filters: Registry(Mutex::new(Vec::new())),
             fact_aggregates: Registry(Mutex::new(Vec::new())),
+            activity_counts: Registry(Mutex::new(Vec::new())),
         }
     }
 }
@@ -88,11 +92,17 @@ impl PersonaAudience {
         self.fact_aggregates.register(aggregate)
     }
 
+    /// Registers a count of active periods; its number goes into an [`AudienceSpec::ActivityCount`].
+    pub fn register_activity_count(&self, count: ActivityCount) -> u64 {
+        self.activity_counts.register(count)
+    }
+
     /// The bitmap expression of a spec, its registered parts resolved.
     pub fn bitmap_expr(&self, spec: &AudienceSpec) -> Option<BitmapExpr> {
         spec.to_bitmap_expr(&Registered {
             fact_filter: &|id| self.fact_filters.get(id),
             fact_aggregate: &|id| self.fact_aggregates.get(id),
+            activity_count: &|id| self.activity_counts.get(id),
         })
     }
 

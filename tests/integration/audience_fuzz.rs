@@ -748,17 +748,55 @@ impl Gen {
     }
 
     fn having_subquery(&mut self, uid: &str) -> String {
-        let w = if self.chance(0.5) {
-            self.window("ts").map(|w| format!(" WHERE {w}")).unwrap_or_default()
+        let grouped = self.grouped_users();
+        format!("{uid} {}IN ({grouped})", self.not())
+    }
+
+    /// `SELECT user_id FROM <facts> [WHERE ...] GROUP BY user_id HAVING ...`: per-user aggregates
+    /// of purchases, and counts of distinct active periods of purchases or events.
+    fn grouped_users(&mut self) -> String {
+        let events = self.chance(0.3);
+        let mut conds = if events {
+            self.event_conds("events")
+        } else if self.chance(0.3) {
+            self.purchase_conds("purchases", false)
         } else {
-            String::new()
+            Vec::new()
         };
-        let having = match self.below(4) {
-            0 | 1 => format!("count(*) >= {}", self.rng.random_range(1..=6)),
-            2 => format!("sum(amount) > {}", self.pick(&[100, 1000, 5000, 17000])),
-            _ => format!("max(ts) < {}", self.bound()),
+        if self.chance(0.5)
+            && let Some(w) = self.window("ts")
+        {
+            conds.push(w);
+        }
+        let periods = |g: &mut Gen| {
+            let period = match g.below(7) {
+                0 => "CAST(ts AS DATE)".to_string(),
+                1 => "date_trunc('hour', ts)".to_string(),
+                n => format!("date_trunc('{}', ts)", ["day", "week", "Month", "quarter", "year"][n as usize - 2]),
+            };
+            let k = g.rng.random_range(0..=4);
+            match g.below(4) {
+                0 => format!("count(DISTINCT {period}) {} {k}", g.op()),
+                1 => format!("count(DISTINCT {period}) BETWEEN {k} AND {}", k + g.below(3)),
+                2 => format!("count(DISTINCT {period}) >= {k} AND count(DISTINCT {period}) <> {}", k + 1),
+                _ => format!("count(DISTINCT {period}) = {k}"),
+            }
         };
-        format!("{uid} {}IN (SELECT user_id FROM purchases{w} GROUP BY user_id HAVING {having})", self.not())
+        let having = if events {
+            match self.below(3) {
+                0 => format!("count(*) >= {}", self.rng.random_range(1..=6)),
+                _ => periods(self),
+            }
+        } else {
+            match self.below(6) {
+                0 | 1 => format!("count(*) >= {}", self.rng.random_range(1..=6)),
+                2 => format!("sum(amount) > {}", self.pick(&[100, 1000, 5000, 17000])),
+                3 => format!("max(ts) < {}", self.bound()),
+                _ => periods(self),
+            }
+        };
+        let table = if events { "events" } else { "purchases" };
+        format!("SELECT user_id FROM {table}{} GROUP BY user_id HAVING {having}", where_clause(&conds))
     }
 
     /// A query yielding a set of `user_id`s.
@@ -1032,6 +1070,24 @@ impl Gen {
 
     /// Per-user aggregates of a fact table (the row-id aggregate's shapes).
     fn per_user_query(&mut self) -> Query {
+        if self.chance(0.3) {
+            // A grouped set of users as a relation of its own, narrowed by another set.
+            let grouped = self.grouped_users();
+            let narrowed = if self.chance(0.6) {
+                let other = self.id_set();
+                format!(" WHERE g.user_id {}IN ({other})", self.not())
+            } else {
+                String::new()
+            };
+            let sql = if self.chance(0.3) {
+                format!("WITH g AS ({grouped}) SELECT count(*) FROM g{narrowed}")
+            } else if self.chance(0.2) {
+                format!("SELECT g.user_id FROM ({grouped}) g{narrowed}")
+            } else {
+                format!("SELECT count(*) FROM ({grouped}) g{narrowed}")
+            };
+            return Query { shape: "grouped_set", pieces: vec![text(sql)] };
+        }
         if self.chance(0.2) {
             let conds = self.event_conds("events");
             return Query {

@@ -5,6 +5,7 @@
 //! library API a service embeds (embedding).
 //! Every test builds its own small store in a temporary directory.
 
+mod activity_counts;
 mod activity_index;
 mod audience_fuzz;
 mod audiences;
