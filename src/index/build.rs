@@ -43,6 +43,22 @@ pub const FAMILY_PURCHASES: &str = "purchases";
 pub const FAMILY_PURCHASE_CHANNEL: &str = "purchases.channel_id";
 pub const FAMILY_PURCHASE_CATEGORY: &str = "purchases.category";
 pub const FAMILY_EVENT_TYPE: &str = "events.event_type";
+/// Events by type and channel together: `events.event_type,channel_id=["cart","app"]` (a JSON
+/// pair; the channel `null` for events without one). Every event is in exactly one; the streams
+/// of `events.event_type` are their unions.
+pub const FAMILY_EVENT_TYPE_CHANNEL: &str = "events.event_type,channel_id";
+
+/// The stream of events of `event_type` on `channel` (see [`FAMILY_EVENT_TYPE_CHANNEL`]).
+pub fn event_pair_stream(event_type: &str, channel: Option<&str>) -> String {
+    let pair = serde_json::to_string(&(event_type, channel)).unwrap_or_default();
+    stream_name(FAMILY_EVENT_TYPE_CHANNEL, Some(&pair))
+}
+
+/// The event type and channel of a stream of [`FAMILY_EVENT_TYPE_CHANNEL`].
+pub fn event_pair_of(stream: &str) -> Option<(String, Option<String>)> {
+    let pair = stream.strip_prefix(FAMILY_EVENT_TYPE_CHANNEL)?.strip_prefix('=')?;
+    serde_json::from_str(pair).ok()
+}
 
 /// The name of the stream of `family` for `value` (`purchases.channel_id=wechat`); the family
 /// `purchases` has one stream named after it.
@@ -165,6 +181,18 @@ impl Streams {
         }
         out
     }
+}
+
+/// A string of up to 15 bytes packed with its length into one integer (`None` when longer).
+fn packed(value: &str) -> Option<u128> {
+    let bytes = value.as_bytes();
+    if bytes.len() >= 16 {
+        return None;
+    }
+    let mut packed = [0u8; 16];
+    packed[..bytes.len()].copy_from_slice(bytes);
+    packed[15] = bytes.len() as u8;
+    Some(u128::from_le_bytes(packed))
 }
 
 /// The stream slots of one text column's values within a batch. Short values (channels, event
@@ -308,16 +336,26 @@ impl IndexDelta {
         }
     }
 
-    /// Records events rows: the day of each in the stream of its event type.
-    pub fn add_events(&mut self, ts: &dyn Array, event_type: &dyn Array, row_ids: &[u32]) {
+    /// Records events rows: the day of each in the stream of its event type and channel (the
+    /// streams of event types are their unions, formed when the delta is written).
+    pub fn add_events(&mut self, ts: &dyn Array, event_type: &dyn Array, channel: &dyn Array, row_ids: &[u32]) {
         let ts = ts.as_primitive::<TimestampMicrosecondType>();
         let event_type = event_type.as_string::<i32>();
-        let mut slots = ValueSlots::new(FAMILY_EVENT_TYPE);
+        let channel = channel.as_string::<i32>();
+        let mut slots: FxHashMap<(u128, u128), u32> = FxHashMap::default();
+        let mut long: FxHashMap<(&str, Option<&str>), u32> = FxHashMap::default();
         for (row, id) in row_ids.iter().enumerate() {
             if ts.is_null(row) || event_type.is_null(row) {
                 continue;
             }
-            let slot = slots.slot(&mut self.streams, event_type.value(row));
+            let kind = event_type.value(row);
+            let on = channel.is_valid(row).then(|| channel.value(row));
+            let slot = match (packed(kind), on.map_or(Some(u128::MAX), packed)) {
+                (Some(a), Some(b)) => {
+                    *slots.entry((a, b)).or_insert_with(|| self.streams.slot(&event_pair_stream(kind, on)))
+                }
+                _ => *long.entry((kind, on)).or_insert_with(|| self.streams.slot(&event_pair_stream(kind, on))),
+            };
             self.streams.add(slot, day_of(ts.value(row)), *id);
         }
     }
@@ -343,6 +381,21 @@ impl IndexDelta {
             out.insert((BitmapKind::Tag, tag, String::new()), bm.finish());
         }
         let mut streams = self.streams.into_days();
+        // Events by type: the unions of their streams by type and channel (see `add_events`).
+        let mut by_type: BTreeMap<String, BTreeMap<i64, Vec<&RoaringBitmap>>> = BTreeMap::new();
+        for (name, days) in &streams {
+            if let Some((kind, _)) = event_pair_of(name) {
+                let kind = by_type.entry(stream_name(FAMILY_EVENT_TYPE, Some(&kind))).or_default();
+                for (day, bm) in days {
+                    kind.entry(*day).or_default().push(bm);
+                }
+            }
+        }
+        let by_type: Vec<(String, BTreeMap<i64, RoaringBitmap>)> = by_type
+            .into_iter()
+            .map(|(name, days)| (name, days.into_iter().map(|(day, bms)| (day, bms.into_iter().union())).collect()))
+            .collect();
+        streams.extend(by_type);
         // The union of all purchases and every stream's month roll-ups are independent: two
         // threads share them (this runs while the rest of the import waits).
         let names: Vec<&String> = streams.keys().filter(|n| n.as_str() != FAMILY_PURCHASE_CHANNEL).collect();

@@ -47,10 +47,9 @@ pub struct EdgeScan {
     pub table: String,
     pub from: i64,
     pub to: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub column: Option<String>,
+    /// Conditions on the rows besides the window: each column is one of its values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub values: Vec<String>,
+    pub conditions: Vec<(String, Vec<String>)>,
     /// The activity streams holding every such row: users active in them on the edge's days are
     /// the only ones whose rows need reading (empty: unknown, read every row in the window).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -162,16 +161,13 @@ impl IndexSet {
         let table: Table = scan.table.parse()?;
         let (root, manifest) = (snapshot.root(), snapshot.manifest());
         // The category of a purchase is its product's.
-        let categories = match scan.column.as_deref() {
-            Some(CATEGORY) => Some(fact_rows::product_categories(root, manifest)?),
-            _ => None,
-        };
-        let column = match scan.column.as_deref() {
-            Some(CATEGORY) => Some(PRODUCT_ID),
-            other => other,
+        let categories = if scan.conditions.iter().any(|(c, _)| c == CATEGORY) {
+            Some(fact_rows::product_categories(root, manifest)?)
+        } else {
+            None
         };
         let mut columns = vec![TS];
-        columns.extend(column);
+        columns.extend(scan.conditions.iter().map(|(c, _)| if c == CATEGORY { PRODUCT_ID } else { c.as_str() }));
         let last = scan.to - 1;
         for file in manifest.files(table) {
             if file.ts_range.is_some_and(|(lo, hi)| hi < scan.from || lo > last) {
@@ -179,25 +175,25 @@ impl IndexSet {
             }
             fact_rows::for_each_fact_batch_in(root, file, &columns, Some((scan.from, last)), |batch, ids| {
                 let ts = batch.column(0).as_primitive::<TimestampMicrosecondType>();
-                let values = column.map(|_| batch.column(1).as_string::<i32>());
-                for (row, id) in ids.iter().enumerate() {
+                let values: Vec<_> = (1..columns.len()).map(|i| batch.column(i).as_string::<i32>()).collect();
+                'rows: for (row, id) in ids.iter().enumerate() {
                     if ts.is_null(row) || !(scan.from..scan.to).contains(&ts.value(row)) {
                         continue;
                     }
-                    if let Some(values) = values {
+                    for ((column, allowed), values) in scan.conditions.iter().zip(&values) {
                         if values.is_null(row) {
-                            continue;
+                            continue 'rows;
                         }
                         let value = values.value(row);
                         let value = match &categories {
-                            Some(map) => match map.get(value) {
+                            Some(map) if column == CATEGORY => match map.get(value) {
                                 Some(category) => category.as_str(),
-                                None => continue,
+                                None => continue 'rows,
                             },
-                            None => value,
+                            _ => value,
                         };
-                        if !scan.values.iter().any(|v| v == value) {
-                            continue;
+                        if !allowed.iter().any(|v| v == value) {
+                            continue 'rows;
                         }
                     }
                     out.insert(*id);

@@ -26,8 +26,8 @@ use super::row_ids::IdMap;
 use super::writer::FACT_FILE_ROWS;
 use crate::error::{Error, InputLocation, IoContext, Result};
 use crate::index::build::{
-    FAMILY_EVENT_TYPE, FAMILY_PURCHASE_CATEGORY, FAMILY_PURCHASE_CHANNEL, FAMILY_PURCHASES, IndexDelta,
-    ProductCategories,
+    FAMILY_EVENT_TYPE, FAMILY_EVENT_TYPE_CHANNEL, FAMILY_PURCHASE_CATEGORY, FAMILY_PURCHASE_CHANNEL, FAMILY_PURCHASES,
+    IndexDelta, ProductCategories,
 };
 use crate::store::fact_rows;
 use crate::store::manifest::{DataFile, LoadedFile, Manifest};
@@ -320,7 +320,9 @@ fn add_to_index(
             categories,
             row_ids,
         ),
-        Table::Events => delta.add_events(column(TS)?.as_ref(), column(EVENT_TYPE)?.as_ref(), row_ids),
+        Table::Events => {
+            delta.add_events(column(TS)?.as_ref(), column(EVENT_TYPE)?.as_ref(), column(CHANNEL_ID)?.as_ref(), row_ids)
+        }
         _ => {}
     }
     Ok(())
@@ -330,7 +332,7 @@ fn add_to_index(
 fn kept_columns(src: &SourceFile, table: Table, header: &[String]) -> Result<Vec<usize>> {
     let indexed: &[&str] = match table {
         Table::Purchases => &[USER_ID, TS, CHANNEL_ID, PRODUCT_ID],
-        Table::Events => &[USER_ID, TS, EVENT_TYPE],
+        Table::Events => &[USER_ID, TS, EVENT_TYPE, CHANNEL_ID],
         Table::UserTags => &[USER_ID, TAG],
         _ => &[USER_ID],
     };
@@ -381,7 +383,7 @@ fn mark_complete_families(base: &Manifest, rows: &BTreeMap<Table, u64>, delta: &
             .extend([FAMILY_PURCHASES, FAMILY_PURCHASE_CHANNEL, FAMILY_PURCHASE_CATEGORY].map(str::to_string));
     }
     if starts(Table::Events) {
-        delta.complete_families.insert(FAMILY_EVENT_TYPE.to_string());
+        delta.complete_families.extend([FAMILY_EVENT_TYPE, FAMILY_EVENT_TYPE_CHANNEL].map(str::to_string));
     }
 }
 

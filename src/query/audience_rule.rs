@@ -25,7 +25,8 @@ use datafusion::logical_expr::{
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 
 use crate::index::build::{
-    FAMILY_EVENT_TYPE, FAMILY_PURCHASE_CATEGORY, FAMILY_PURCHASE_CHANNEL, FAMILY_PURCHASES, stream_name,
+    FAMILY_EVENT_TYPE, FAMILY_EVENT_TYPE_CHANNEL, FAMILY_PURCHASE_CATEGORY, FAMILY_PURCHASE_CHANNEL, FAMILY_PURCHASES,
+    event_pair_of, stream_name,
 };
 use crate::index::{DAY_MICROS, EdgeScan, IndexSet};
 use crate::query::bitmap_expr::AudienceSpec;
@@ -684,13 +685,13 @@ fn fact_audience(plan: &LogicalPlan, index: &IndexSet, store: &StoreTables) -> O
         [Table::UserTags] => return tag_audience(&side.predicates),
         [Table::Purchases] => ("purchases", &[CHANNEL_ID]),
         [Table::Products, Table::Purchases] => ("purchases", &[CATEGORY]),
-        [Table::Events] => ("events", &[EVENT_TYPE]),
+        [Table::Events] => ("events", &[EVENT_TYPE, CHANNEL_ID]),
         _ => return None,
     };
     // The window as a half-open range of microseconds, [from, to).
     let mut window = (i64::MIN / 4, i64::MAX / 4);
-    // The one dimension column constrained, with the values it may take.
-    let mut constrained: Option<(String, Vec<String>)> = None;
+    // The dimension columns constrained, each with the values it may take.
+    let mut constrained: Vec<(String, Vec<String>)> = Vec::new();
     for p in &side.predicates {
         if let Some((op, micros)) = ts_bound(p) {
             match op {
@@ -708,28 +709,42 @@ fn fact_audience(plan: &LogicalPlan, index: &IndexSet, store: &StoreTables) -> O
         })?;
         let mut values = Vec::new();
         collect_values(p, column, &mut values)?;
-        match &mut constrained {
-            None => constrained = Some((column.to_string(), values)),
-            Some((c, existing)) if c == column => existing.retain(|v| values.contains(v)),
-            Some(_) => return None,
+        match constrained.iter_mut().find(|(c, _)| c == column) {
+            None => constrained.push((column.to_string(), values)),
+            Some((_, existing)) => existing.retain(|v| values.contains(v)),
         }
     }
-    let dimension = constrained.clone();
-    let streams = match (fact, constrained) {
-        ("purchases", None) if tables.len() == 1 => {
+    constrained.sort();
+    let allowed = |column: &str| constrained.iter().find(|(c, _)| c == column).map(|(_, v)| v);
+    let streams = match (fact, constrained.as_slice()) {
+        ("purchases", []) if tables.len() == 1 => {
             index.has_family(FAMILY_PURCHASES).then(|| vec![FAMILY_PURCHASES.to_string()])?
         }
         // The products join alone keeps purchases of known products: no stream says which.
-        ("purchases", None) => return None,
-        ("purchases", Some((column, values))) => {
+        ("purchases", []) => return None,
+        ("purchases", [(column, values)]) => {
             let family = if column == CATEGORY { FAMILY_PURCHASE_CATEGORY } else { FAMILY_PURCHASE_CHANNEL };
             index.has_family(family).then(|| values.iter().map(|v| stream_name(family, Some(v))).collect())?
         }
-        ("events", constrained) if index.has_family(FAMILY_EVENT_TYPE) => match constrained {
-            Some((_, values)) => values.iter().map(|v| stream_name(FAMILY_EVENT_TYPE, Some(v))).collect(),
+        ("events", []) if index.has_family(FAMILY_EVENT_TYPE) => {
             // event_type is never NULL: every event is in the stream of its type.
-            None => index.family_streams(FAMILY_EVENT_TYPE),
-        },
+            index.family_streams(FAMILY_EVENT_TYPE)
+        }
+        ("events", [(_, values)]) if allowed(EVENT_TYPE).is_some() && index.has_family(FAMILY_EVENT_TYPE) => {
+            values.iter().map(|v| stream_name(FAMILY_EVENT_TYPE, Some(v))).collect()
+        }
+        // A channel (and type): the streams by type and channel whose pair is allowed; a NULL
+        // channel is never one of a list of values.
+        ("events", _) if index.has_family(FAMILY_EVENT_TYPE_CHANNEL) => index
+            .family_streams(FAMILY_EVENT_TYPE_CHANNEL)
+            .into_iter()
+            .filter(|stream| {
+                event_pair_of(stream).is_some_and(|(kind, channel)| {
+                    allowed(EVENT_TYPE).is_none_or(|types| types.contains(&kind))
+                        && channel.is_some_and(|channel| allowed(CHANNEL_ID).is_some_and(|c| c.contains(&channel)))
+                })
+            })
+            .collect(),
         _ => return None,
     };
     // Whole days inside the window come from the day bitmaps; its partial first and last days
@@ -761,8 +776,7 @@ fn fact_audience(plan: &LogicalPlan, index: &IndexSet, store: &StoreTables) -> O
             table: fact.to_string(),
             from,
             to,
-            column: dimension.as_ref().map(|(c, _)| c.clone()),
-            values: dimension.as_ref().map(|(_, v)| v.clone()).unwrap_or_default(),
+            conditions: constrained.clone(),
             streams: streams.clone(),
         })
         .collect();

@@ -206,17 +206,17 @@ impl FactFilter {
         Ok(Some(out))
     }
 
-    /// The fact rows of a window edge (`from <= ts < to`, microseconds) whose `column` is one of
-    /// `values` when given; `None` for a column that is not the table's own (a product's category).
+    /// The fact rows of a window edge (`from <= ts < to`, microseconds) that meet its conditions;
+    /// `None` for a column that is not the table's own (a product's category).
     pub fn of_edge(scan: &EdgeScan) -> Option<FactFilter> {
         let table: Table = scan.table.parse().ok()?;
         let at = |t: i64| lit(ScalarValue::TimestampMicrosecond(Some(t), None));
         let mut predicate = col(TS).gt_eq(at(scan.from)).and(col(TS).lt(at(scan.to)));
-        if let Some(column) = &scan.column {
+        for (column, values) in &scan.conditions {
             if !crate::tables::contract_columns(table).iter().any(|c| &c.name == column) {
                 return None;
             }
-            let values = scan.values.iter().map(|v| lit(ScalarValue::Utf8View(Some(v.clone())))).collect();
+            let values = values.iter().map(|v| lit(ScalarValue::Utf8View(Some(v.clone())))).collect();
             predicate = predicate.and(col(column.as_str()).in_list(values, false));
         }
         Some(FactFilter { table, predicate, ts_window: Some((scan.from, scan.to - 1)) })

@@ -100,3 +100,54 @@ async fn events_index_by_type() {
     assert_eq!(both_paths(&store, silent).await, vec!["u4", "u5"]);
     assert!(answered_from_bitmaps(&store, silent).await);
 }
+
+#[tokio::test]
+async fn events_index_by_type_and_channel_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = create_store(dir.path().join("store"));
+    let users = write(dir.path(), "users.csv", USERS_CSV);
+    // u2 put something in a cart on the web and logged in on the app: never a cart on the app.
+    let events = write(
+        dir.path(),
+        "events.csv",
+        "user_id,channel_id,event_type,ts\nu1,app,cart,2026-10-30 08:00:00\nu2,web,cart,2026-10-30 09:00:00\n\
+         u2,app,login,2026-10-30 10:00:00\nu3,app,cart,2026-06-01 10:00:00\nu3,,cart,2026-10-31 23:59:59\n\
+         u4,wechat,view,2026-10-31 18:00:00\n",
+    );
+    import(&store, &[&users, &events]).unwrap();
+    let window = "e.ts >= TIMESTAMP '2026-10-01 00:00:00' AND e.ts < TIMESTAMP '2026-11-01 00:00:00'";
+    let cases: [(String, Vec<&str>); 5] = [
+        (format!("e.event_type = 'cart' AND e.channel_id = 'app' AND {window}"), vec!["u1"]),
+        (format!("e.channel_id IN ('app', 'wechat') AND {window}"), vec!["u1", "u2", "u4"]),
+        (
+            format!(
+                "e.event_type IN ('cart', 'view') AND (e.channel_id = 'web' OR e.channel_id = 'wechat') AND {window}"
+            ),
+            vec!["u2", "u4"],
+        ),
+        ("e.channel_id = 'app' AND e.event_type = 'cart'".to_string(), vec!["u1", "u3"]),
+        (format!("e.channel_id = 'nowhere' AND {window}"), vec![]),
+    ];
+    let sql = |condition: &str| {
+        format!(
+            "SELECT user_id FROM users u WHERE EXISTS (SELECT 1 FROM events e WHERE e.user_id = u.user_id AND {condition}) \
+             ORDER BY user_id"
+        )
+    };
+    for (condition, expected) in &cases {
+        assert_eq!(&both_paths(&store, &sql(condition)).await, expected, "{condition}");
+        assert!(answered_from_bitmaps(&store, &sql(condition)).await, "{condition}");
+    }
+    // A window edge inside a day reads only the edge's rows, and agrees.
+    let edge = "SELECT user_id FROM users u WHERE u.user_id IN (SELECT e.user_id FROM events e WHERE e.event_type = 'cart' \
+                AND e.channel_id IN ('app', 'web') AND e.ts >= TIMESTAMP '2026-10-30 08:30:00') ORDER BY user_id";
+    assert_eq!(both_paths(&store, edge).await, vec!["u2"]);
+    assert!(answered_from_bitmaps(&store, edge).await);
+    // The whole-day conditions are the bitmaps' alone: with the events files gone, they answer.
+    for entry in std::fs::read_dir(store.root().join("data").join("events")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    for (condition, expected) in &cases {
+        assert_eq!(&rows(&session(&store), &sql(condition)).await, expected, "{condition}");
+    }
+}

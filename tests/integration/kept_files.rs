@@ -64,6 +64,19 @@ fn conforming_parquet_facts_are_kept_byte_for_byte_with_their_row_ids_beside_the
             }
         }
     }
+
+    // The kept events are indexed by type and channel: the bitmaps agree with the rows.
+    let sql = "SELECT count(*) FROM users u WHERE EXISTS (SELECT 1 FROM events e WHERE e.user_id = u.user_id \
+               AND e.event_type = 'cart' AND e.channel_id = 'app' AND e.ts >= TIMESTAMP '2026-10-01 00:00:00')";
+    let count = |use_indexes: bool| {
+        rt.block_on(async {
+            session.query(&format!("SET persona.use_indexes = {use_indexes}")).await.unwrap();
+            session.query(sql).await.unwrap()[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0)
+        })
+    };
+    let indexed = count(true);
+    assert!(indexed > 0);
+    assert_eq!(indexed, count(false));
 }
 
 #[test]
