@@ -17,12 +17,13 @@ use arrow::datatypes::DataType;
 use chrono::Datelike;
 use datafusion::common::DFSchemaRef;
 use datafusion::logical_expr::utils::split_conjunction;
-use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan};
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, Operator};
 use roaring::RoaringBitmap;
 
 use crate::error::Result;
 use crate::index::IndexSet;
 use crate::query::audience_rule::{strip_cast, strip_lossless_ts_cast};
+use crate::query::bitmap_expr::AudienceSpec;
 use crate::tables::{TS, USER_ID};
 
 /// The calendar unit a timestamp is truncated to.
@@ -262,6 +263,91 @@ pub(crate) fn recognize(
         return None;
     }
     Some(ActivityCount { streams, first_day, last_day, unit, having })
+}
+
+/// The spec of a fact side's users, with the rows' `ts` also in `[from, to)` (microseconds).
+pub(crate) type FactWithin<'a> = dyn Fn(&LogicalPlan, (Option<i64>, Option<i64>)) -> Option<AudienceSpec> + 'a;
+
+/// "First purchase in the last 30 days", "no event since T": `GROUP BY user_id HAVING min(ts) >=
+/// T` (and `max(ts)`, with `<`, `<=`, `>`, `>=`, `=`, several conjuncts) as set algebra of the fact
+/// side's users in time windows — `min(ts) >= T` is "some row" minus "a row before T" — so the
+/// streams answer it when they answer the fact side (a `T` inside a day reads that day's rows
+/// like any window edge). A user whose rows all lack a `ts` has a NULL minimum and no stream row:
+/// left out both ways. `None` for any other plan.
+pub(crate) fn first_and_last(plan: &LogicalPlan, fact_within: &FactWithin<'_>) -> Option<AudienceSpec> {
+    let mut node = plan;
+    let mut filters: Vec<&datafusion::logical_expr::Filter> = Vec::new();
+    let aggregate = loop {
+        match node {
+            LogicalPlan::SubqueryAlias(a) if filters.is_empty() => node = &a.input,
+            LogicalPlan::Projection(p) if filters.is_empty() && p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => {
+                node = &p.input
+            }
+            LogicalPlan::Filter(f) => {
+                filters.push(f);
+                node = &f.input;
+            }
+            LogicalPlan::Aggregate(a) => break a,
+            _ => return None,
+        }
+    };
+    let [group] = aggregate.group_expr.as_slice() else { return None };
+    if !is_user_id(group) {
+        return None;
+    }
+    // Each aggregate: true for min(ts), false for max(ts).
+    let mut is_min = Vec::with_capacity(aggregate.aggr_expr.len());
+    for e in &aggregate.aggr_expr {
+        let Expr::AggregateFunction(f) = unaliased(e) else { return None };
+        let [arg] = f.params.args.as_slice() else { return None };
+        if f.params.filter.is_some() || !is_ts(arg) {
+            return None;
+        }
+        is_min.push(match f.func.name() {
+            "min" => true,
+            "max" => false,
+            _ => return None,
+        });
+    }
+    let facts = aggregate.input.as_ref();
+    let mut terms = vec![fact_within(facts, (None, None))?];
+    for filter in filters {
+        for conjunct in split_conjunction(&filter.predicate) {
+            let Expr::BinaryExpr(b) = conjunct else { return None };
+            let (column, op, value) = match (b.left.as_ref(), b.right.as_ref()) {
+                (Expr::Column(c), Expr::Literal(v, _)) => (c, b.op, v),
+                _ => match (b.left.as_ref(), b.right.as_ref()) {
+                    (Expr::Literal(v, _), Expr::Column(c)) => (c, b.op.swap()?, v),
+                    _ => return None,
+                },
+            };
+            // Filters over the aggregate keep its schema: the column's position is its output's.
+            let at = filter.input.schema().index_of_column(column).ok()?;
+            let min = *is_min.get(at.checked_sub(1)?)?;
+            let t = crate::query::audience_rule::timestamp_micros(value)?;
+            let after = |t: i64| fact_within(facts, (Some(t), None));
+            let before = |t: i64| fact_within(facts, (None, Some(t)));
+            let all_but = |s: AudienceSpec| AudienceSpec::Not(Box::new(s));
+            // `x <= t` is `x < t + 1` and `x > t` is `x >= t + 1` (microseconds).
+            let (at_least, below) = match op {
+                Operator::GtEq => (Some(t), None),
+                Operator::Gt => (Some(t.checked_add(1)?), None),
+                Operator::Lt => (None, Some(t)),
+                Operator::LtEq => (None, Some(t.checked_add(1)?)),
+                Operator::Eq => (Some(t), Some(t.checked_add(1)?)),
+                _ => return None,
+            };
+            if let Some(t) = at_least {
+                // min >= t: no row before t; max >= t: a row from t on.
+                terms.push(if min { all_but(before(t)?) } else { after(t)? });
+            }
+            if let Some(t) = below {
+                // min < t: a row before t; max < t: no row from t on.
+                terms.push(if min { before(t)? } else { all_but(after(t)?) });
+            }
+        }
+    }
+    Some(if terms.len() == 1 { terms.remove(0) } else { AudienceSpec::AllOf(terms) })
 }
 
 /// `GROUP BY user_id` with one aggregate counting the distinct periods of `ts`: the unit and the

@@ -315,6 +315,12 @@ impl AudienceRule {
     /// The users a per-user aggregate with `HAVING` yields: a [`DenseAggregate`]'s, or a count
     /// of active periods the streams answer.
     fn per_user_having(&self, plan: &LogicalPlan) -> Option<AudienceSpec> {
+        let fact_within = |facts: &LogicalPlan, bounds: (Option<i64>, Option<i64>)| {
+            fact_audience_within(facts, &self.index, &self.tables, bounds)
+        };
+        if let Some(spec) = crate::query::activity_count::first_and_last(plan, &fact_within) {
+            return Some(spec);
+        }
         if let Some(spec) = self.dense_having(plan) {
             return Some(spec);
         }
@@ -677,8 +683,23 @@ fn collect_fact_side(plan: &LogicalPlan, store: &StoreTables, side: &mut FactSid
 /// exactly: tags of user_tags, or activity days of purchases (all, by channel, by product
 /// category through the products join) and events (by type) within whole-day windows.
 fn fact_audience(plan: &LogicalPlan, index: &IndexSet, store: &StoreTables) -> Option<AudienceSpec> {
+    fact_audience_within(plan, index, store, (None, None))
+}
+
+/// [`fact_audience`] of the rows whose `ts` is also in `[from, to)` (microseconds, either bound
+/// optional): "had a purchase before T" for `min(ts) < T`.
+fn fact_audience_within(
+    plan: &LogicalPlan,
+    index: &IndexSet,
+    store: &StoreTables,
+    (from, to): (Option<i64>, Option<i64>),
+) -> Option<AudienceSpec> {
     let mut side = FactSide::default();
     collect_fact_side(plan, store, &mut side)?;
+    let at = |t: i64| lit(ScalarValue::TimestampMicrosecond(Some(t), None));
+    let ts = || Expr::Column(Column::new_unqualified(TS));
+    side.predicates.extend(from.map(|t| ts().gt_eq(at(t))));
+    side.predicates.extend(to.map(|t| ts().lt(at(t))));
     side.tables.sort_by_key(|t| t.name());
     let tables = side.tables.as_slice();
     let (fact, dimensions): (&str, &[&str]) = match tables {
@@ -857,7 +878,7 @@ pub(crate) fn strip_cast(e: &Expr) -> &Expr {
 }
 
 /// A timestamp literal in microseconds (UTC), whatever its unit; zoned literals are instants too.
-fn timestamp_micros(v: &ScalarValue) -> Option<i64> {
+pub(crate) fn timestamp_micros(v: &ScalarValue) -> Option<i64> {
     match v {
         ScalarValue::TimestampSecond(Some(s), _) => s.checked_mul(1_000_000),
         ScalarValue::TimestampMillisecond(Some(ms), _) => ms.checked_mul(1000),

@@ -1,8 +1,9 @@
-//! "Active in each of the last three months", "on at least 2 days": `GROUP BY user_id HAVING
-//! count(DISTINCT date_trunc(unit, ts)) ...` over purchases or events is answered from the
-//! activity streams' day and month bitmaps — as an `IN` subquery and as a relation of its own —
-//! with the same answers as the general path, and without reading a fact file; a window edge
-//! inside a day stays on the general path and gets the same answer too.
+//! "Active in each of the last three months", "on at least 2 days" (`GROUP BY user_id HAVING
+//! count(DISTINCT date_trunc(unit, ts)) ...`), "first purchase since June", "no view since
+//! October" (`HAVING min(ts) >= ...`, `max(ts) < ...`) over purchases or events are answered from
+//! the activity streams' day and month bitmaps — as an `IN` subquery and as a relation of its
+//! own — with the same answers as the general path, and without reading a fact file; a bound
+//! inside a day gets the same answer too.
 
 use crate::util::*;
 
@@ -14,10 +15,13 @@ const ON_BITMAPS: &[&str] = &[
     "SELECT count(*) FROM users u WHERE u.user_id NOT IN (SELECT user_id FROM purchases WHERE channel_id = 'app' AND ts >= DATE '2026-06-01' GROUP BY user_id HAVING count(DISTINCT date_trunc('quarter', ts)) > 1)",
     "WITH g AS (SELECT user_id FROM purchases GROUP BY user_id HAVING count(DISTINCT date_trunc('year', ts)) = 2) SELECT count(*) FROM g WHERE g.user_id IN (SELECT user_id FROM events WHERE event_type = 'cart')",
     "SELECT count(*) FROM (SELECT user_id FROM events WHERE ts >= TIMESTAMP '2026-12-01 00:00:00' GROUP BY user_id HAVING count(DISTINCT date_trunc('day', ts)) >= 0) g",
+    "SELECT user_id FROM users WHERE user_id IN (SELECT user_id FROM purchases GROUP BY user_id HAVING min(ts) >= TIMESTAMP '2026-06-01 00:00:00') ORDER BY 1",
+    "SELECT count(*) FROM users u WHERE u.user_id NOT IN (SELECT user_id FROM events WHERE event_type = 'view' GROUP BY user_id HAVING max(ts) < TIMESTAMP '2026-10-01 00:00:00')",
 ];
 
-/// A window edge inside a day: the general path.
+/// A window edge inside a day: the general path, or that day's rows read.
 const GENERAL: &[&str] = &[
+    "SELECT user_id FROM users WHERE user_id IN (SELECT user_id FROM purchases WHERE channel_id = 'app' GROUP BY user_id HAVING min(ts) > TIMESTAMP '2026-06-02 10:00:00' AND max(ts) <= TIMESTAMP '2026-10-01 10:00:00') ORDER BY 1",
     "SELECT g.user_id FROM (SELECT user_id FROM events WHERE ts >= TIMESTAMP '2026-08-01 12:00:00' AND ts < TIMESTAMP '2026-11-01 00:00:00' GROUP BY user_id HAVING count(DISTINCT date_trunc('month', ts)) = 3) g ORDER BY 1",
 ];
 
@@ -71,8 +75,12 @@ async fn distinct_active_periods_are_counted_on_the_streams_without_reading_fact
     assert_eq!(general[3], vec!["4"], "only u2 bought on app in two quarters since June");
     assert_eq!(general[4], vec!["1"], "u1 bought in 2025 and 2026 and put something in a cart");
     assert_eq!(general[5], vec!["0"]);
+    assert_eq!(general[6], vec!["u2", "u3", "u4"], "first purchases from June on");
+    assert_eq!(general[7], vec!["4"], "u3's last view was in August");
     assert_eq!(answers(&store, ON_BITMAPS, true).await, general);
-    assert_eq!(answers(&store, GENERAL, true).await, answers(&store, GENERAL, false).await);
+    let edges = answers(&store, GENERAL, false).await;
+    assert_eq!(edges[0], vec!["u3", "u4"], "u2 first bought on the app at 10:00 on 2 June");
+    assert_eq!(answers(&store, GENERAL, true).await, edges);
 
     // The bitmaps answer alone: with the fact files gone, the answers stay.
     let mut removed = 0;

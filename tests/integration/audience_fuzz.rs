@@ -782,16 +782,24 @@ impl Gen {
                 _ => format!("count(DISTINCT {period}) = {k}"),
             }
         };
+        let extremes = |g: &mut Gen| {
+            let one = |g: &mut Gen| format!("{}(ts) {} {}", g.pick(&["min", "max"]), g.op(), g.bound());
+            match g.below(3) {
+                0 => format!("{} AND {}", one(g), one(g)),
+                _ => one(g),
+            }
+        };
         let having = if events {
-            match self.below(3) {
+            match self.below(4) {
                 0 => format!("count(*) >= {}", self.rng.random_range(1..=6)),
+                1 => extremes(self),
                 _ => periods(self),
             }
         } else {
-            match self.below(6) {
+            match self.below(7) {
                 0 | 1 => format!("count(*) >= {}", self.rng.random_range(1..=6)),
                 2 => format!("sum(amount) > {}", self.pick(&[100, 1000, 5000, 17000])),
-                3 => format!("max(ts) < {}", self.bound()),
+                3 | 4 => extremes(self),
                 _ => periods(self),
             }
         };
