@@ -158,6 +158,69 @@ pub fn compare_sliced(slices: &[&[u64]], candidates: &[u64], op: RangeOp, c: u64
 /// Words per block of [`compare_sliced`]: three blocks of state stay in the L1 cache.
 const BLOCK_WORDS: usize = 256;
 
+/// Words per block of [`keep_compared`]: small enough (4,096 rows) that the rows of a block
+/// usually part from every constant before the lowest slices, which are then not read.
+const FUSED_BLOCK_WORDS: usize = 64;
+
+/// Most comparisons of one column folded in one pass ([`keep_compared`]).
+pub const MAX_FUSED: usize = 4;
+
+/// Keeps in `live` only the rows whose value compares as each of `terms` says (`BETWEEN` is two
+/// terms): every slice word is read once for all the terms, a block of words at a time, the blocks
+/// shared among the cores. Constants as in [`compare_sliced`]; at most [`MAX_FUSED`] terms.
+pub fn keep_compared(slices: &[&[u64]], live: &mut [u64], terms: &[(RangeOp, u64)]) {
+    assert!(terms.len() <= MAX_FUSED, "at most {MAX_FUSED} comparisons are folded at once");
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let per_worker = live.len().div_ceil(workers).div_ceil(FUSED_BLOCK_WORDS).max(1) * FUSED_BLOCK_WORDS;
+    std::thread::scope(|scope| {
+        for (part, live) in live.chunks_mut(per_worker).enumerate() {
+            let first = part * per_worker;
+            scope.spawn(move || {
+                for (block, live) in live.chunks_mut(FUSED_BLOCK_WORDS).enumerate() {
+                    keep_block(slices, first + block * FUSED_BLOCK_WORDS, live, terms);
+                }
+            });
+        }
+    });
+}
+
+fn keep_block(slices: &[&[u64]], first: usize, live: &mut [u64], terms: &[(RangeOp, u64)]) {
+    let n = live.len();
+    if live.iter().all(|w| *w == 0) {
+        return;
+    }
+    let zeros = [0u64; FUSED_BLOCK_WORDS];
+    let mut state = [[[0u64; FUSED_BLOCK_WORDS]; 3]; MAX_FUSED];
+    for st in state.iter_mut().take(terms.len()) {
+        st[1][..n].copy_from_slice(live);
+    }
+    for i in (0..slices.len()).rev() {
+        let s = slices[i].get(first..first + n).unwrap_or(&zeros[..n]);
+        let mut undecided = 0u64;
+        for (st, (_, c)) in state.iter_mut().zip(terms) {
+            let [lt, eq, gt] = st;
+            fold_slice(s, c >> i & 1 == 1, &mut lt[..n], &mut eq[..n], &mut gt[..n]);
+            undecided |= eq[..n].iter().fold(0, |a, w| a | w);
+        }
+        // No row still equal to a constant's leading bits: the lower slices decide nothing.
+        if undecided == 0 {
+            break;
+        }
+    }
+    for (st, (op, _)) in state.iter().zip(terms) {
+        let [lt, eq, gt] = st;
+        for k in 0..n {
+            live[k] &= match op {
+                RangeOp::Lt => lt[k],
+                RangeOp::LtEq => lt[k] | eq[k],
+                RangeOp::Eq => eq[k],
+                RangeOp::GtEq => gt[k] | eq[k],
+                RangeOp::Gt => gt[k],
+            };
+        }
+    }
+}
+
 fn compare_block(slices: &[&[u64]], first: usize, live: &[u64], op: RangeOp, c: u64, out: &mut [u64]) {
     let n = live.len();
     let (mut lt, mut gt) = ([0u64; BLOCK_WORDS], [0u64; BLOCK_WORDS]);
@@ -241,6 +304,50 @@ mod tests {
         }
         assert!(words_of(&RoaringBitmap::from_iter([500_000u32]), words_for(400_000)).is_err());
         assert!(words_from_portable(&[1, 2, 3], 10).is_err());
+    }
+
+    #[test]
+    fn fused_comparisons_keep_the_rows_meeting_them_all() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        let rows = 70_001usize;
+        let bits = 7;
+        let values: Vec<Option<u64>> = (0..rows)
+            .map(|_| if rng.random_bool(0.1) { None } else { Some(rng.random_range(0..1u64 << bits)) })
+            .collect();
+        let words = rows.div_ceil(64);
+        let mut slices = vec![vec![0u64; words]; bits];
+        let mut live = vec![0u64; words];
+        for (row, v) in values.iter().enumerate() {
+            if let Some(v) = v {
+                live[row / 64] |= 1 << (row % 64);
+                for (i, slice) in slices.iter_mut().enumerate() {
+                    if v >> i & 1 == 1 {
+                        slice[row / 64] |= 1 << (row % 64);
+                    }
+                }
+            }
+        }
+        let refs: Vec<&[u64]> = slices.iter().map(Vec::as_slice).collect();
+        let ops = [RangeOp::Lt, RangeOp::LtEq, RangeOp::Eq, RangeOp::GtEq, RangeOp::Gt];
+        for _ in 0..40 {
+            let terms: Vec<(RangeOp, u64)> = (0..rng.random_range(1..=MAX_FUSED))
+                .map(|_| (ops[rng.random_range(0..ops.len())], rng.random_range(0..1u64 << bits)))
+                .collect();
+            let mut got = live.clone();
+            keep_compared(&refs, &mut got, &terms);
+            for (row, v) in values.iter().enumerate() {
+                let expected = v.is_some_and(|v| {
+                    terms.iter().all(|(op, c)| match op {
+                        RangeOp::Lt => v < *c,
+                        RangeOp::LtEq => v <= *c,
+                        RangeOp::Eq => v == *c,
+                        RangeOp::GtEq => v >= *c,
+                        RangeOp::Gt => v > *c,
+                    })
+                });
+                assert_eq!(got[row / 64] >> (row % 64) & 1 == 1, expected, "row {row} {terms:?}");
+            }
+        }
     }
 
     #[test]

@@ -358,6 +358,90 @@ impl IndexSet {
         })
     }
 
+    /// The users among `within` (all when `None`) whose range-indexed columns compare as every one
+    /// of `terms` says (`points BETWEEN 1000 AND 5000 AND birth_date >= ...`). With many
+    /// candidates the terms run as one chain over plain words — a column's comparisons folded in
+    /// one pass over its slices, the words converted to a bitmap once; with few, one after the
+    /// other on roaring bitmaps.
+    pub fn range_conjunction_within(
+        &self,
+        terms: &[(&str, RangeOp, i64)],
+        within: Option<&RoaringBitmap>,
+    ) -> Result<RoaringBitmap> {
+        let many = within.is_none_or(|w| w.len() > self.universe_len() / DENSE_FRACTION);
+        // Slices of up to 61 bits: every constant compares as an i64 below 2^62.
+        let narrow = terms.iter().all(|(c, _, _)| self.range_index(c).is_some_and(|(_, bits)| bits < 62));
+        if !many || !narrow || terms.len() < 2 {
+            let mut acc: Option<RoaringBitmap> = None;
+            for (column, op, value) in terms {
+                let next = self.range_compare_within(column, *op, *value, acc.as_ref().or(within))?;
+                acc = Some(next);
+            }
+            return Ok(acc.unwrap_or_else(|| within.cloned().unwrap_or_else(|| self.universe())));
+        }
+        let words = dense::words_for(self.universe);
+        let mut live = match within {
+            Some(w) => dense::words_of(w, words)?,
+            None => {
+                let mut all = vec![u64::MAX; words];
+                if !self.universe.is_multiple_of(64)
+                    && let Some(last) = all.last_mut()
+                {
+                    *last = (1u64 << (self.universe % 64)) - 1;
+                }
+                all
+            }
+        };
+        let mut columns: Vec<&str> = terms.iter().map(|(c, _, _)| *c).collect();
+        columns.dedup();
+        columns.sort_unstable();
+        columns.dedup();
+        for column in columns {
+            let Some((base, bits)) = self.range_index(column) else { return Ok(RoaringBitmap::new()) };
+            let nulls = self.get_dense(BitmapKind::Null, column, "")?;
+            for (word, null) in live.iter_mut().zip(nulls.iter()) {
+                *word &= !null;
+            }
+            // Constants outside the slices' range decide a term for every non-NULL value.
+            let mut fused: Vec<(RangeOp, u64)> = Vec::new();
+            for (_, op, value) in terms.iter().filter(|(c, _, _)| *c == column) {
+                let above = match value.checked_sub(base) {
+                    Some(c) if (0..1i64 << bits).contains(&c) => {
+                        fused.push((*op, c as u64));
+                        continue;
+                    }
+                    Some(c) => c >= 0,
+                    None => *value > base,
+                };
+                match above {
+                    true => {
+                        // Above every value: only `<` and `<=` hold.
+                        if !matches!(op, RangeOp::Lt | RangeOp::LtEq) {
+                            return Ok(RoaringBitmap::new());
+                        }
+                    }
+                    false => {
+                        // Below every value: only `>` and `>=` hold.
+                        if !matches!(op, RangeOp::Gt | RangeOp::GtEq) {
+                            return Ok(RoaringBitmap::new());
+                        }
+                    }
+                }
+            }
+            if fused.is_empty() {
+                continue;
+            }
+            let slices = (0..bits)
+                .map(|i| self.get_dense(BitmapKind::RangeBit, column, &i.to_string()))
+                .collect::<Result<Vec<_>>>()?;
+            let refs: Vec<&[u64]> = slices.iter().map(|s| s.as_slice()).collect();
+            for part in fused.chunks(dense::MAX_FUSED) {
+                dense::keep_compared(&refs, &mut live, part);
+            }
+        }
+        Ok(dense::bitmap_of(&live))
+    }
+
     /// [`IndexSet::range_compare_within`] over plain words, for `0 <= c < 2^bits`.
     fn range_compare_dense(
         &self,

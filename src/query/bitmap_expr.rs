@@ -402,7 +402,15 @@ pub fn evaluate_within(expr: &BitmapExpr, index: &IndexSet, within: Option<&Roar
                 (Some(first), _) => first,
                 (None, Some(w)) => w.clone(),
                 (None, None) if split < flat.len() => {
-                    // No cheap term: the first costly one starts the set.
+                    // No cheap term: the range comparisons together, or the first costly term,
+                    // start the set.
+                    let ranges = range_terms(&flat[split..]);
+                    if ranges.len() > 1 {
+                        let first = index.range_conjunction_within(&ranges, None)?;
+                        let rest: Vec<&BitmapExpr> =
+                            flat[split..].iter().copied().filter(|t| !matches!(t, BitmapExpr::Range { .. })).collect();
+                        return evaluate_rest(&rest, index, first);
+                    }
                     let first = evaluate_within(flat[split], index, None)?;
                     return evaluate_rest(&flat[split + 1..], index, first);
                 }
@@ -452,9 +460,26 @@ pub fn evaluate_within(expr: &BitmapExpr, index: &IndexSet, within: Option<&Roar
     })
 }
 
-/// Intersects `acc` with each of `terms` in turn, each evaluated only over what `acc` still holds.
+/// The range comparisons among `terms`.
+fn range_terms<'a>(terms: &[&'a BitmapExpr]) -> Vec<(&'a str, RangeOp, i64)> {
+    terms
+        .iter()
+        .filter_map(|t| match t {
+            BitmapExpr::Range { column, op, value } => Some((column.as_str(), *op, *value)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Intersects `acc` with each of `terms` in turn, each evaluated only over what `acc` still holds
+/// (range comparisons first, together: [`IndexSet::range_conjunction_within`]).
 fn evaluate_rest(terms: &[&BitmapExpr], index: &IndexSet, mut acc: RoaringBitmap) -> Result<RoaringBitmap> {
-    for term in terms {
+    let ranges = range_terms(terms);
+    if ranges.len() > 1 && !acc.is_empty() {
+        acc = index.range_conjunction_within(&ranges, Some(&acc))?;
+    }
+    let ranges_done = ranges.len() > 1;
+    for term in terms.iter().filter(|t| !(ranges_done && matches!(t, BitmapExpr::Range { .. }))) {
         if acc.is_empty() {
             break;
         }
