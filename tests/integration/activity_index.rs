@@ -143,6 +143,21 @@ async fn events_index_by_type_and_channel_together() {
                 AND e.channel_id IN ('app', 'web') AND e.ts >= TIMESTAMP '2026-10-30 08:30:00') ORDER BY user_id";
     assert_eq!(both_paths(&store, edge).await, vec!["u2"]);
     assert!(answered_from_bitmaps(&store, edge).await);
+    // A later import of events merges into the pairs' streams.
+    let more = write(
+        dir.path(),
+        "events-2.csv",
+        "user_id,channel_id,event_type,ts\nu5,app,cart,2026-10-29 08:00:00\nu2,app,cart,2026-05-01 08:00:00\n",
+    );
+    import(&store, &[&more]).unwrap();
+    let cases: [(String, Vec<&str>); 3] = [
+        (format!("e.event_type = 'cart' AND e.channel_id = 'app' AND {window}"), vec!["u1", "u5"]),
+        (format!("e.channel_id IN ('app', 'wechat') AND {window}"), vec!["u1", "u2", "u4", "u5"]),
+        ("e.channel_id = 'app' AND e.event_type = 'cart'".to_string(), vec!["u1", "u2", "u3", "u5"]),
+    ];
+    for (condition, expected) in &cases {
+        assert_eq!(&both_paths(&store, &sql(condition)).await, expected, "{condition}");
+    }
     // The whole-day conditions are the bitmaps' alone: with the events files gone, they answer.
     for entry in std::fs::read_dir(store.root().join("data").join("events")).unwrap() {
         std::fs::remove_file(entry.unwrap().path()).unwrap();
