@@ -24,6 +24,7 @@ use futures::TryStreamExt;
 use crate::audience::evaluate::from_bitmaps;
 use crate::error::{Error, Result};
 use crate::query::QuerySession;
+use crate::query::bitmap_expr::AudienceSpec;
 use crate::tables::USER_ID;
 
 /// One user in this many is in the sample.
@@ -92,7 +93,9 @@ pub async fn estimate(session: &QuerySession, plan: LogicalPlan, how: Exactness)
     let optimized = session.context().state().optimize(&plan)?;
     if let Some((members, _)) = from_bitmaps(session, &optimized)? {
         let exact = members.len() as f64;
-        return result(exact, exact, exact, 100.0, true, "bitmaps");
+        // A per-user aggregate's users, computed by row id, are a set of users like the others.
+        let how = if reads_aggregate(&optimized) { "aggregate" } else { "bitmaps" };
+        return result(exact, exact, exact, 100.0, true, how);
     }
     if how == Exactness::WhenCheap {
         // A per-user aggregate folded by row id reads each fact row once, with no hashing:
@@ -164,6 +167,38 @@ async fn count_distinct_users(session: &QuerySession, plan: LogicalPlan) -> Resu
 }
 
 /// Whether the optimized plan has a per-user aggregate answered by row id.
+/// Whether a users filter of `plan` stands for a per-user aggregate's users.
+fn reads_aggregate(plan: &LogicalPlan) -> bool {
+    fn of(spec: &AudienceSpec) -> bool {
+        match spec {
+            AudienceSpec::FactAggregate(_) => true,
+            AudienceSpec::AllOf(specs) => specs.iter().any(of),
+            AudienceSpec::Not(spec) => of(spec),
+            _ => false,
+        }
+    }
+    let mut found = false;
+    let _ = plan.apply(|node| {
+        let _ = node.apply_expressions(|e| {
+            let _ = e.apply(|e| {
+                found |= crate::query::udf::marker_call(e).is_some_and(|(_, spec)| of(&spec));
+                Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+            });
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        });
+        if let LogicalPlan::TableScan(scan) = node {
+            for f in &scan.filters {
+                let _ = f.apply(|e| {
+                    found |= crate::query::udf::marker_call(e).is_some_and(|(_, spec)| of(&spec));
+                    Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+                });
+            }
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    found
+}
+
 fn uses_dense_aggregate(plan: &LogicalPlan) -> bool {
     let mut found = false;
     let _ = plan.apply(|node| {

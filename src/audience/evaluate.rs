@@ -100,8 +100,18 @@ pub fn from_bitmaps(session: &QuerySession, plan: &LogicalPlan) -> Result<Option
             let LogicalPlan::TableScan(scan) = p.input.as_ref() else { return Ok(None) };
             let mut columns = Vec::with_capacity(p.expr.len());
             for e in &p.expr {
-                let Expr::Column(c) = e else { return Ok(None) };
-                columns.push(c.name.clone());
+                match e {
+                    Expr::Column(c) => columns.push(c.name.clone()),
+                    // A set of users the audience rule turned into a users scan gives back
+                    // user_id in the type of the facts' (`CAST(users.user_id AS ...) AS user_id`).
+                    Expr::Alias(a)
+                        if a.name == USER_ID
+                            && matches!(crate::query::audience_rule::strip_cast(&a.expr), Expr::Column(c) if c.name == USER_ID) =>
+                    {
+                        columns.push(USER_ID.to_string())
+                    }
+                    _ => return Ok(None),
+                }
             }
             (columns, scan)
         }
