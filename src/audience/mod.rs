@@ -3,6 +3,7 @@
 //! in the manifest ([`crate::store::catalog`]); each computed set is a small bitmap file; the
 //! statements are parsed by [`statement`] and run by [`commands`].
 
+pub mod analytics;
 pub mod catalog;
 pub mod commands;
 pub mod deps;

@@ -133,6 +133,10 @@ pub fn register(
         AudienceFunctions { catalog: Arc::new(catalog), index: Arc::clone(index), files: users_files.to_vec() };
     ctx.register_udtf("audience_members", Arc::new(MembersFunction(functions.clone())));
     ctx.register_udtf("audience_diff", Arc::new(DiffFunction(functions)));
+    let analytics = crate::audience::analytics::Analytics { index: Arc::clone(index) };
+    ctx.register_udtf("overlap", Arc::new(crate::audience::analytics::OverlapFunction(analytics.clone())));
+    ctx.register_udtf("breakdown", Arc::new(crate::audience::analytics::BreakdownFunction(analytics.clone())));
+    ctx.register_udtf("top_tags", Arc::new(crate::audience::analytics::TopTagsFunction(analytics)));
     for (name, table) in audiences {
         // A name that collides with a table of the session stays reachable through in_audience.
         if !ctx.table_exist(name.as_str())? {

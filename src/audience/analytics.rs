@@ -1,0 +1,416 @@
+//! Customer analytics on the bitmaps, as SQL table functions: `overlap('A', 'B', ...)` (every
+//! exclusive region of the Venn diagram of tags and saved audiences), `breakdown(audience,
+//! dimension, ...)` (the portrait of an audience: members, shares and TGI per value of profile
+//! columns, bands of range-indexed columns and tags) and `top_tags(audience, n)` (the tags that
+//! most distinguish an audience). Every figure is a bitmap intersection size: nothing is scanned.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::{TableFunctionImpl, TableProvider};
+use datafusion::common::{Result as DfResult, ScalarValue, plan_err};
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::Expr;
+use roaring::RoaringBitmap;
+
+use crate::index::format::BitmapKind;
+use crate::index::{IndexSet, RangeOp};
+
+/// Most sets `overlap()` takes: 2^8 − 1 regions.
+const MAX_OVERLAP_SETS: usize = 8;
+
+/// The share of an audience a tag must reach to be listed by `top_tags()` unless told otherwise.
+const DEFAULT_MIN_SUPPORT: f64 = 0.01;
+
+/// The session's indexes, for the functions.
+#[derive(Debug, Clone)]
+pub struct Analytics {
+    pub index: Arc<IndexSet>,
+}
+
+impl Analytics {
+    /// The users of a saved audience (its latest members) or a tag; `audience:` and `tag:` choose
+    /// when a name is both.
+    fn named_set(&self, function: &str, name: &str) -> DfResult<(String, Arc<RoaringBitmap>)> {
+        let (kind, bare) = match name.split_once(':') {
+            Some(("audience", rest)) => (Some("audience"), rest),
+            Some(("tag", rest)) => (Some("tag"), rest),
+            _ => (None, name),
+        };
+        if kind != Some("tag")
+            && let Some(members) = self.index.saved_audience(bare)?
+        {
+            return Ok((bare.to_string(), members));
+        }
+        if kind != Some("audience") && self.index.tag_names().iter().any(|t| t == bare) {
+            return Ok((bare.to_string(), self.index.get(BitmapKind::Tag, bare, "")?));
+        }
+        plan_err!(
+            "{function}(): '{name}' is neither a saved audience nor a tag (SHOW AUDIENCES and SHOW TAGS list them)"
+        )
+    }
+}
+
+fn text_arg(function: &str, args: &[Expr], i: usize, what: &str) -> DfResult<String> {
+    match args.get(i) {
+        Some(Expr::Literal(v, _)) => match v.try_as_str().flatten() {
+            Some(s) => Ok(s.to_string()),
+            None => plan_err!("{function}(): argument {} must be text ({what})", i + 1),
+        },
+        _ => plan_err!("{function}(): argument {} must be a text literal ({what})", i + 1),
+    }
+}
+
+fn number_arg(function: &str, args: &[Expr], i: usize, what: &str) -> DfResult<Option<f64>> {
+    match args.get(i) {
+        None => Ok(None),
+        Some(Expr::Literal(v, _)) => match v.cast_to(&DataType::Float64) {
+            Ok(ScalarValue::Float64(Some(n))) if n.is_finite() => Ok(Some(n)),
+            _ => plan_err!("{function}(): argument {} must be a number ({what})", i + 1),
+        },
+        Some(_) => plan_err!("{function}(): argument {} must be a number literal ({what})", i + 1),
+    }
+}
+
+fn table(fields: Vec<Field>, columns: Vec<ArrayRef>) -> DfResult<Arc<dyn TableProvider>> {
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
+/// `part / whole`, NULL when the whole is empty.
+fn ratio(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
+}
+
+/// `overlap('A', 'B', ...)`: one row per exclusive region of the sets' Venn diagram — the users in
+/// exactly the sets marked TRUE — with its size and share of the union.
+#[derive(Debug)]
+pub struct OverlapFunction(pub Analytics);
+
+impl TableFunctionImpl for OverlapFunction {
+    fn call_with_args(&self, args: datafusion::catalog::TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let args = args.exprs();
+        if args.is_empty() || args.len() > MAX_OVERLAP_SETS {
+            return plan_err!(
+                "overlap() takes 1 to {MAX_OVERLAP_SETS} tags or saved audiences, e.g. overlap('vip', 'wechat_fan')"
+            );
+        }
+        let mut sets: Vec<(String, Arc<RoaringBitmap>)> = Vec::with_capacity(args.len());
+        for i in 0..args.len() {
+            let name = text_arg("overlap", args, i, "a tag or saved audience")?;
+            let set = self.0.named_set("overlap", &name)?;
+            if sets.iter().any(|(n, _)| *n == set.0) {
+                return plan_err!("overlap(): '{}' is given twice", set.0);
+            }
+            sets.push(set);
+        }
+        let regions = regions(&sets.iter().map(|(_, s)| s.as_ref()).collect::<Vec<_>>());
+        let union: u64 = regions.iter().sum();
+        // Regions by how many sets they are in, then in the order of the arguments (A, B, A & B).
+        let mut masks: Vec<usize> = (1..regions.len()).collect();
+        masks.sort_by_key(|m| (m.count_ones(), *m));
+        let label = |m: usize| {
+            let inside: Vec<&str> =
+                sets.iter().enumerate().filter(|(i, _)| m >> i & 1 == 1).map(|(_, (n, _))| n.as_str()).collect();
+            inside.join(" & ")
+        };
+        let mut fields = vec![Field::new("region", DataType::Utf8, false)];
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(masks.iter().map(|m| label(*m))))];
+        for (i, (name, _)) in sets.iter().enumerate() {
+            fields.push(Field::new(name, DataType::Boolean, false));
+            columns.push(Arc::new(BooleanArray::from(masks.iter().map(|m| m >> i & 1 == 1).collect::<Vec<_>>())));
+        }
+        fields.push(Field::new("users", DataType::Int64, false));
+        columns.push(Arc::new(Int64Array::from_iter_values(masks.iter().map(|m| regions[*m] as i64))));
+        fields.push(Field::new("share", DataType::Float64, true));
+        columns.push(Arc::new(Float64Array::from_iter(masks.iter().map(|m| ratio(regions[*m], union)))));
+        table(fields, columns)
+    }
+}
+
+/// The size of every exclusive region, by mask (bit i: in set i; mask 0: in none, left at 0):
+/// the union is split by each set in turn, so the work is about the union's size per set.
+fn regions(sets: &[&RoaringBitmap]) -> Vec<u64> {
+    let mut parts: Vec<(usize, RoaringBitmap)> =
+        vec![(0, sets.iter().copied().fold(RoaringBitmap::new(), |a, s| a | s))];
+    for (i, set) in sets.iter().enumerate() {
+        let mut next = Vec::with_capacity(parts.len() * 2);
+        for (mask, part) in parts {
+            let inside = &part & *set;
+            let outside = part - &inside;
+            if !inside.is_empty() {
+                next.push((mask | 1 << i, inside));
+            }
+            if !outside.is_empty() {
+                next.push((mask, outside));
+            }
+        }
+        parts = next;
+    }
+    let mut sizes = vec![0u64; 1 << sets.len()];
+    for (mask, part) in parts {
+        sizes[mask] = part.len();
+    }
+    sizes[0] = 0;
+    sizes
+}
+
+/// One group of users a dimension of `breakdown()` splits everyone into.
+struct Group {
+    dimension: String,
+    value: Option<String>,
+    users: RoaringBitmap,
+}
+
+/// The groups of a dimension: `tier` (a value-indexed column: one group per value, and NULL),
+/// `points:1000,5000` (a range-indexed column in bands at those edges, and NULL), `tags` (every
+/// tag) or `tags:vip%` (the tags matching a `LIKE` pattern).
+fn groups(index: &IndexSet, spec: &str) -> DfResult<Vec<Group>> {
+    let (name, rest) = match spec.split_once(':') {
+        Some((n, r)) => (n.trim(), Some(r.trim())),
+        None => (spec.trim(), None),
+    };
+    let group = |value: Option<String>, users: RoaringBitmap| Group { dimension: name.to_string(), value, users };
+    if name == "tags" {
+        let pattern = rest.map(like_matcher);
+        let mut out = Vec::new();
+        for tag in index.tag_names() {
+            if pattern.as_ref().is_none_or(|p| p(&tag)) {
+                let users = index.get(BitmapKind::Tag, &tag, "")?.as_ref().clone();
+                out.push(Group { dimension: "tag".to_string(), value: Some(tag), users });
+            }
+        }
+        return Ok(out);
+    }
+    if let Some(edges) = rest {
+        let Some(_) = index.range_index(name) else {
+            return plan_err!("breakdown(): '{name}' has no range index to cut into bands");
+        };
+        let mut cuts: Vec<(String, i64)> = Vec::new();
+        for edge in edges.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let value = match (edge.parse::<i64>(), chrono::NaiveDate::parse_from_str(edge, "%Y-%m-%d")) {
+                (Ok(n), _) => n,
+                (_, Ok(d)) => (d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date")).num_days(),
+                _ => return plan_err!("breakdown(): band edge '{edge}' of '{name}' is neither an integer nor a date"),
+            };
+            cuts.push((edge.to_string(), value));
+        }
+        if cuts.is_empty() || cuts.windows(2).any(|w| w[0].1 >= w[1].1) {
+            return plan_err!("breakdown(): the band edges of '{name}' must be increasing, e.g. '{name}:1000,5000'");
+        }
+        let mut out = Vec::new();
+        let below = index.range_compare(name, RangeOp::Lt, cuts[0].1)?;
+        out.push(group(Some(format!("< {}", cuts[0].0)), below));
+        for w in cuts.windows(2) {
+            let users =
+                index.range_conjunction_within(&[(name, RangeOp::GtEq, w[0].1), (name, RangeOp::Lt, w[1].1)], None)?;
+            out.push(group(Some(format!("{} – {}", w[0].0, w[1].0)), users));
+        }
+        let last = cuts.last().expect("not empty");
+        out.push(group(Some(format!(">= {}", last.0)), index.range_compare(name, RangeOp::GtEq, last.1)?));
+        out.extend(nulls(index, name)?.map(|users| group(None, users)));
+        return Ok(out);
+    }
+    if !index.has_values(name) {
+        return plan_err!(
+            "breakdown(): '{name}' is not a value-indexed users column; use a column such as tier, a range-indexed column \
+             in bands ('{name}:1000,5000'), or 'tags'"
+        );
+    }
+    let mut out: Vec<Group> = index
+        .values(name)
+        .into_iter()
+        .map(|v| Ok(group(Some(v.clone()), index.get(BitmapKind::Value, name, &v)?.as_ref().clone())))
+        .collect::<crate::error::Result<_>>()?;
+    out.extend(nulls(index, name)?.map(|users| group(None, users)));
+    Ok(out)
+}
+
+/// The users whose `column` is NULL, when there are any.
+fn nulls(index: &IndexSet, column: &str) -> DfResult<Option<RoaringBitmap>> {
+    let users = index.get(BitmapKind::Null, column, "")?;
+    Ok((!users.is_empty()).then(|| users.as_ref().clone()))
+}
+
+/// A `LIKE` pattern (`%` any run, `_` one character) as a matcher.
+fn like_matcher(pattern: &str) -> impl Fn(&str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    move |text: &str| {
+        let text: Vec<char> = text.chars().collect();
+        // Classic two-pointer wildcard match with backtracking to the last '%'.
+        let (mut p, mut t, mut star, mut mark) = (0usize, 0usize, None::<usize>, 0usize);
+        while t < text.len() {
+            if p < pattern.len() && (pattern[p] == '_' || pattern[p] == text[t]) {
+                p += 1;
+                t += 1;
+            } else if p < pattern.len() && pattern[p] == '%' {
+                star = Some(p);
+                mark = t;
+                p += 1;
+            } else if let Some(s) = star {
+                p = s + 1;
+                mark += 1;
+                t = mark;
+            } else {
+                return false;
+            }
+        }
+        pattern[p..].iter().all(|c| *c == '%')
+    }
+}
+
+/// Rows of a portrait: per group, its members in the audience, their share of the audience, the
+/// group's users overall, their share of everyone, and TGI (the ratio of the shares × 100).
+fn portrait(index: &IndexSet, audience: &RoaringBitmap, groups: Vec<Group>) -> DfResult<Arc<dyn TableProvider>> {
+    let everyone = index.universe_len();
+    let size = audience.len();
+    let mut dimension = Vec::new();
+    let mut value = Vec::new();
+    let (mut members, mut share, mut base, mut base_share, mut tgi) = (vec![], vec![], vec![], vec![], vec![]);
+    for g in groups {
+        let m = g.users.intersection_len(audience);
+        let b = g.users.len();
+        let s = ratio(m, size);
+        let bs = ratio(b, everyone);
+        dimension.push(g.dimension);
+        value.push(g.value);
+        members.push(m as i64);
+        share.push(s);
+        base.push(b as i64);
+        base_share.push(bs);
+        tgi.push(match (s, bs) {
+            (Some(s), Some(bs)) if bs > 0.0 => Some(s / bs * 100.0),
+            _ => None,
+        });
+    }
+    table(
+        vec![
+            Field::new("dimension", DataType::Utf8, false),
+            Field::new("value", DataType::Utf8, true),
+            Field::new("members", DataType::Int64, false),
+            Field::new("share", DataType::Float64, true),
+            Field::new("base", DataType::Int64, false),
+            Field::new("base_share", DataType::Float64, true),
+            Field::new("tgi", DataType::Float64, true),
+        ],
+        vec![
+            Arc::new(StringArray::from(dimension)),
+            Arc::new(StringArray::from(value)),
+            Arc::new(Int64Array::from(members)),
+            Arc::new(Float64Array::from(share)),
+            Arc::new(Int64Array::from(base)),
+            Arc::new(Float64Array::from(base_share)),
+            Arc::new(Float64Array::from(tgi)),
+        ],
+    )
+}
+
+/// `breakdown(audience, dimension, ...)`: the portrait of a saved audience or tag.
+#[derive(Debug)]
+pub struct BreakdownFunction(pub Analytics);
+
+impl TableFunctionImpl for BreakdownFunction {
+    fn call_with_args(&self, args: datafusion::catalog::TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let args = args.exprs();
+        if args.len() < 2 {
+            return plan_err!(
+                "breakdown() takes an audience (a saved audience or a tag) and one or more dimensions, \
+                 e.g. breakdown('winback', 'tier', 'points:1000,5000', 'tags')"
+            );
+        }
+        let name = text_arg("breakdown", args, 0, "a saved audience or tag")?;
+        let (_, audience) = self.0.named_set("breakdown", &name)?;
+        let mut all = Vec::new();
+        for i in 1..args.len() {
+            all.extend(groups(&self.0.index, &text_arg("breakdown", args, i, "a dimension")?)?);
+        }
+        portrait(&self.0.index, &audience, all)
+    }
+}
+
+/// `top_tags(audience, n [, min_support])`: the `n` tags with the highest TGI in the audience
+/// among those at least `min_support` of its members carry (default 1 %); the audience's own tag
+/// is left out.
+#[derive(Debug)]
+pub struct TopTagsFunction(pub Analytics);
+
+impl TableFunctionImpl for TopTagsFunction {
+    fn call_with_args(&self, args: datafusion::catalog::TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let args = args.exprs();
+        if !(2..=3).contains(&args.len()) {
+            return plan_err!(
+                "top_tags() takes an audience, how many tags, and optionally a minimum support, e.g. top_tags('winback', 10, 0.05)"
+            );
+        }
+        let name = text_arg("top_tags", args, 0, "a saved audience or tag")?;
+        let (own, audience) = self.0.named_set("top_tags", &name)?;
+        let n = number_arg("top_tags", args, 1, "how many tags")?.unwrap_or(10.0);
+        if n < 0.0 || n.fract() != 0.0 {
+            return plan_err!("top_tags(): how many tags must be a whole number, not {n}");
+        }
+        let support = number_arg("top_tags", args, 2, "the minimum share of members")?.unwrap_or(DEFAULT_MIN_SUPPORT);
+        if !(0.0..=1.0).contains(&support) {
+            return plan_err!(
+                "top_tags(): the minimum support is a share of the audience between 0 and 1, not {support}"
+            );
+        }
+        let everyone = self.0.index.universe_len();
+        let size = audience.len();
+        let mut scored: Vec<(f64, String, RoaringBitmap)> = Vec::new();
+        for tag in self.0.index.tag_names() {
+            if tag == own {
+                continue;
+            }
+            let users = self.0.index.get(BitmapKind::Tag, &tag, "")?;
+            let members = users.intersection_len(&audience);
+            if size == 0 || (members as f64) < support * size as f64 || members == 0 {
+                continue;
+            }
+            let tgi = match (ratio(members, size), ratio(users.len(), everyone)) {
+                (Some(s), Some(b)) if b > 0.0 => s / b * 100.0,
+                _ => continue,
+            };
+            scored.push((tgi, tag, users.as_ref().clone()));
+        }
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        scored.truncate(n as usize);
+        let groups = scored
+            .into_iter()
+            .map(|(_, tag, users)| Group { dimension: "tag".into(), value: Some(tag), users })
+            .collect();
+        portrait(&self.0.index, &audience, groups)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_partition_the_union() {
+        let a: RoaringBitmap = (0..100).collect();
+        let b: RoaringBitmap = (50..150).collect();
+        let c: RoaringBitmap = (90..95).chain(200..210).collect();
+        let sizes = regions(&[&a, &b, &c]);
+        assert_eq!(sizes[0b001], 50); // a only
+        assert_eq!(sizes[0b010], 50); // b only
+        assert_eq!(sizes[0b011], 45); // a & b, not c: 50..100 minus 90..95
+        assert_eq!(sizes[0b111], 5);
+        assert_eq!(sizes[0b100], 10);
+        assert_eq!(sizes.iter().sum::<u64>(), (&a | &b | &c).len());
+    }
+
+    #[test]
+    fn like_patterns_match_as_sql_does() {
+        let m = like_matcher("vip%");
+        assert!(m("vip") && m("vip_gold") && !m("xvip"));
+        let m = like_matcher("%fan");
+        assert!(m("wechat_fan") && !m("fans"));
+        let m = like_matcher("a_c%");
+        assert!(m("abc") && m("abcd") && !m("ac"));
+        let m = like_matcher("%");
+        assert!(m("") && m("anything"));
+    }
+}
