@@ -414,3 +414,24 @@ fn a_misspelled_tag_is_warned_with_a_suggestion_in_the_shell() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("warning:") && stderr.contains("cart_abandoner"), "{stderr}");
 }
+
+#[test]
+fn portrait_and_overlap_draw_bars_of_the_bitmaps_answers() {
+    let f = fixture();
+    let out = script(&f, "\\portrait vip\n\\overlap A B vip\n\\overlap A nobody_has_this\n");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    // vip members are all gold (202) or platinum (78): 72.1 % and 27.9 % of 280, TGI 714.
+    assert!(stdout.contains("portrait of vip: 280 users (14.0 % of 2000)"), "{stdout}");
+    let gold = stdout.lines().find(|l| l.trim_start().starts_with("gold ")).expect("a gold line");
+    assert!(
+        gold.contains("72.1 %") && gold.contains("202") && gold.contains("TGI  714") && gold.contains('█'),
+        "{gold}"
+    );
+    assert!(stdout.contains("most distinguishing tags"), "{stdout}");
+    // The Venn regions of three tags: seven rows, the union in the title.
+    assert!(stdout.contains("overlap of A, B, vip: 1030 users in any"), "{stdout}");
+    let both = stdout.lines().find(|l| l.trim_start().starts_with("A & B & vip")).expect("the centre region");
+    assert!(both.contains(" 15 ") && both.contains("1.5 %"), "{both}");
+    assert!(stderr.contains("'nobody_has_this' is neither a saved audience nor a tag"), "{stderr}");
+}

@@ -157,6 +157,9 @@ fn regions(sets: &[&RoaringBitmap]) -> Vec<u64> {
     sizes
 }
 
+/// `breakdown(..., 'columns')` takes the value-indexed columns with at most this many values.
+const MAX_PORTRAIT_VALUES: usize = 24;
+
 /// One group of users a dimension of `breakdown()` splits everyone into.
 struct Group {
     dimension: String,
@@ -166,13 +169,24 @@ struct Group {
 
 /// The groups of a dimension: `tier` (a value-indexed column: one group per value, and NULL),
 /// `points:1000,5000` (a range-indexed column in bands at those edges, and NULL), `tags` (every
-/// tag) or `tags:vip%` (the tags matching a `LIKE` pattern).
+/// tag), `tags:vip%` (the tags matching a `LIKE` pattern) or `columns` (every value-indexed
+/// column with at most 24 values).
 fn groups(index: &IndexSet, spec: &str) -> DfResult<Vec<Group>> {
     let (name, rest) = match spec.split_once(':') {
         Some((n, r)) => (n.trim(), Some(r.trim())),
         None => (spec.trim(), None),
     };
     let group = |value: Option<String>, users: RoaringBitmap| Group { dimension: name.to_string(), value, users };
+    if name == "columns" && rest.is_none() {
+        // Every value-indexed users column with few enough values to read at a glance.
+        let mut out = Vec::new();
+        for column in index.value_columns() {
+            if column != crate::tables::USER_ID && index.values(&column).len() <= MAX_PORTRAIT_VALUES {
+                out.extend(groups(index, &column)?);
+            }
+        }
+        return Ok(out);
+    }
     if name == "tags" {
         let pattern = rest.map(like_matcher);
         let mut out = Vec::new();

@@ -678,6 +678,17 @@ impl IndexSet {
         self.tag_names().into_iter().map(|t| Ok((t.clone(), self.get(BitmapKind::Tag, &t, "")?.len()))).collect()
     }
 
+    /// The value-indexed users columns, by name.
+    pub fn value_columns(&self) -> Vec<String> {
+        let Some(file) = &self.file else { return Vec::new() };
+        let first = (BitmapKind::ValueColumn, String::new(), String::new());
+        file.directory
+            .range(first..)
+            .take_while(|((k, _, _), _)| *k == BitmapKind::ValueColumn)
+            .map(|((_, n, _), _)| n.clone())
+            .collect()
+    }
+
     /// The value keys of an indexed column (for completion and EXPLAIN).
     pub fn values(&self, column: &str) -> Vec<String> {
         let Some(file) = &self.file else { return Vec::new() };

@@ -64,6 +64,18 @@ pub const COMMANDS: &[CommandInfo] = &[
         "saved audiences with their sizes, versions, suppression and holdout (SHOW AUDIENCE name: one in full)",
     ),
     info("\\profile", "USER_ID", ArgKind::Text, "one user's profile, tags, audiences and most recent purchases"),
+    info(
+        "\\portrait",
+        "AUDIENCE",
+        ArgKind::Tag,
+        "an audience's (or a tag's) members by every low-cardinality column, as bars with TGI, and its most distinguishing tags",
+    ),
+    info(
+        "\\overlap",
+        "A B ...",
+        ArgKind::Tag,
+        "every region of the Venn diagram of up to 8 tags or saved audiences, as bars",
+    ),
     info("\\explain", "QUERY", ArgKind::Sql, "the plan of QUERY, with the predicates answered from bitmaps"),
     info("\\i", "FILE", ArgKind::Path, "run the statements and commands in FILE"),
     info("\\o", "[FILE]", ArgKind::Path, "send query results to FILE (emptied first), or back to the screen"),
@@ -84,6 +96,8 @@ pub enum BackslashCommand {
     Tags(Option<String>),
     Audiences(Option<String>),
     Profile(String),
+    Portrait(String),
+    Overlap(Vec<String>),
     Explain(String),
     Include(PathBuf),
     Output(Option<PathBuf>),
@@ -120,6 +134,18 @@ impl FromStr for BackslashCommand {
             "\\profile" => {
                 let id = arg.ok_or_else(|| needs("a USER_ID"))?;
                 Ok(BackslashCommand::Profile(unquote(id).to_string()))
+            }
+            "\\portrait" => {
+                let name = arg.ok_or_else(|| needs("an AUDIENCE (a saved audience or a tag)"))?;
+                Ok(BackslashCommand::Portrait(unquote(name).to_string()))
+            }
+            "\\overlap" => {
+                let names: Vec<String> = arg
+                    .ok_or_else(|| needs("tags or saved audiences"))?
+                    .split_whitespace()
+                    .map(|n| unquote(n).to_string())
+                    .collect();
+                Ok(BackslashCommand::Overlap(names))
             }
             "\\explain" => Ok(BackslashCommand::Explain(arg.ok_or_else(|| needs("a QUERY"))?.to_string())),
             "\\i" => Ok(BackslashCommand::Include(PathBuf::from(unquote(arg.ok_or_else(|| needs("a FILE"))?)))),
@@ -172,6 +198,8 @@ pub async fn run(command: BackslashCommand, shell: &mut Shell) -> std::result::R
         BackslashCommand::Tags(pattern) => tags(shell, pattern.as_deref())?,
         BackslashCommand::Audiences(pattern) => audiences(shell, pattern.as_deref())?,
         BackslashCommand::Profile(user_id) => profile(shell, &user_id).await?,
+        BackslashCommand::Portrait(name) => super::charts::portrait(shell, &name).await?,
+        BackslashCommand::Overlap(names) => super::charts::overlap(shell, &names).await?,
         BackslashCommand::Explain(query) => {
             explain(shell, &query).await.map_err(|e| Failure::in_text(e, &query))?;
         }
@@ -645,6 +673,12 @@ mod tests {
     fn bad_commands_say_what_is_wrong() {
         assert!(parse("\\nope").unwrap_err().to_string().contains("unknown command \\nope"));
         assert!(parse("\\profile").unwrap_err().to_string().contains("\\profile needs a USER_ID"));
+        assert_eq!(parse("\\portrait 'vip'").unwrap(), BackslashCommand::Portrait("vip".into()));
+        assert_eq!(
+            parse("\\overlap A 'B' vip").unwrap(),
+            BackslashCommand::Overlap(vec!["A".into(), "B".into(), "vip".into()])
+        );
+        assert!(parse("\\overlap").unwrap_err().to_string().contains("\\overlap needs tags or saved audiences"));
         assert!(parse("\\d orders").unwrap_err().to_string().contains("unknown table 'orders'"));
         assert!(parse("\\format parquet").unwrap_err().to_string().contains("COPY"));
         assert!(parse("\\q now").unwrap_err().to_string().contains("takes no argument"));
@@ -656,7 +690,8 @@ mod tests {
         for c in COMMANDS {
             assert!(help.contains(c.name), "{} is missing from \\?", c.name);
             let example = match c.arg {
-                ArgKind::None | ArgKind::Tag | ArgKind::OnOff => c.name.to_string(),
+                ArgKind::None | ArgKind::OnOff => c.name.to_string(),
+                ArgKind::Tag => format!("{} vip", c.name),
                 ArgKind::Table => format!("{} users", c.name),
                 ArgKind::Format => format!("{} csv", c.name),
                 ArgKind::Path => format!("{} x.sql", c.name),

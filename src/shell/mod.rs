@@ -9,6 +9,7 @@
 //!                                                  '--results--> render / output
 //! ```
 
+pub mod charts;
 pub mod commands;
 pub mod complete;
 pub mod exec;
