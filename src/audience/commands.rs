@@ -40,6 +40,9 @@ pub async fn run(session: &QuerySession, statement: CatalogStatement) -> Result<
         CatalogStatement::CreateTag { name, or_replace, rule, is_query } => {
             create_tag(session, &name, or_replace, &rule, is_query).await
         }
+        CatalogStatement::CreateTagPack { pack, prefix, or_replace } => {
+            create_tag_pack(session, &pack, &prefix, or_replace).await
+        }
         CatalogStatement::DropTag { name, if_exists } => drop_tag(session, &name, if_exists),
         CatalogStatement::RefreshTags { names } => refresh_tags(session, &names).await,
         CatalogStatement::CreateAudience {
@@ -171,6 +174,50 @@ fn unpin_pending(session: &QuerySession, base: &Arc<Manifest>) -> Result<()> {
 }
 
 // ---------------------------------------------------------------- rule tags
+
+/// Installs a pack's rule tags (`crate::audience::packs`), each with `prefix` before its name, one
+/// version each; names taken by loaded tags, or by rule tags without `OR REPLACE`, are refused
+/// before any is created.
+async fn create_tag_pack(session: &QuerySession, pack: &str, prefix: &str, or_replace: bool) -> Result<RecordBatch> {
+    let Some(tags) = crate::audience::packs::pack(pack) else {
+        return Err(Error::Usage(format!(
+            "there is no tag pack '{pack}'; the packs are: {}",
+            crate::audience::packs::PACKS.join(", ")
+        )));
+    };
+    let loaded = session.index().loaded_tag_names();
+    let catalog = session.snapshot().manifest().catalog.clone();
+    let names: Vec<String> = tags.iter().map(|t| format!("{prefix}{}", t.name)).collect();
+    let by_loaded: Vec<&str> = names.iter().filter(|n| loaded.contains(n)).map(String::as_str).collect();
+    let by_rules: Vec<&str> = names
+        .iter()
+        .filter(|n| !or_replace && !loaded.contains(n) && catalog.tag(n).is_some())
+        .map(String::as_str)
+        .collect();
+    if !by_loaded.is_empty() || !by_rules.is_empty() {
+        let mut taken = Vec::new();
+        if !by_loaded.is_empty() {
+            taken.push(format!("tags loaded from user_tags files have the names {}", by_loaded.join(", ")));
+        }
+        if !by_rules.is_empty() {
+            taken.push(format!(
+                "rule tags {} exist (CREATE OR REPLACE TAGS FROM PACK '{pack}' replaces them)",
+                by_rules.join(", ")
+            ));
+        }
+        return Err(Error::Usage(format!(
+            "pack '{pack}' was not installed: {}; a prefix gives its tags names of their own (CREATE TAGS FROM PACK '{pack}' PREFIX 'b_')",
+            taken.join("; ")
+        )));
+    }
+    let mut reports = Vec::with_capacity(tags.len());
+    for (tag, name) in tags.iter().zip(&names) {
+        // The meaning goes with the rule, as a comment `SHOW TAGS` shows.
+        let rule = Body { text: format!("-- {}\n{}", tag.meaning, tag.rule), line: 1, column: 1 };
+        reports.push(Box::pin(create_tag(session, name, or_replace, &rule, true)).await?);
+    }
+    Ok(arrow::compute::concat_batches(&reports[0].schema(), &reports)?)
+}
 
 async fn create_tag(
     session: &QuerySession,

@@ -11,5 +11,6 @@ pub mod estimate;
 pub mod evaluate;
 pub mod export;
 pub mod members;
+pub mod packs;
 pub mod statement;
 pub mod tables;

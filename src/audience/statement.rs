@@ -70,6 +70,12 @@ pub enum CatalogStatement {
         /// Whether the rule is a whole query (else a predicate on users).
         is_query: bool,
     },
+    /// `CREATE [OR REPLACE] TAGS FROM PACK 'name' [PREFIX 'p_']`: a pack's rule tags.
+    CreateTagPack {
+        pack: String,
+        prefix: String,
+        or_replace: bool,
+    },
     DropTag {
         name: String,
         if_exists: bool,
@@ -187,6 +193,22 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
                 p.parser.parse_expr()?;
             }
             CatalogStatement::CreateTag { name, or_replace: replace, rule: body(p, sql, start), is_query }
+        }
+        (Some("CREATE"), Some("TAGS")) => {
+            skip(p, if replace { 4 } else { 2 });
+            p.parser.expect_keyword_is(Keyword::FROM)?;
+            if word_at(p, 0).as_deref() != Some("PACK") {
+                return p.parser.expected("PACK after CREATE TAGS FROM", p.parser.peek_token());
+            }
+            skip(p, 1);
+            let pack = p.parser.parse_literal_string()?;
+            let prefix = if word_at(p, 0).as_deref() == Some("PREFIX") {
+                skip(p, 1);
+                p.parser.parse_literal_string()?
+            } else {
+                String::new()
+            };
+            CatalogStatement::CreateTagPack { pack, prefix, or_replace: replace }
         }
         (Some("DROP"), Some("TAG")) => {
             skip(p, 2);
@@ -432,6 +454,19 @@ mod tests {
             CatalogStatement::EstimateAudience { name: None, query: Some(_), sampled: true }
         ));
         assert_eq!(one("show tags"), CatalogStatement::ShowTags);
+    }
+
+    #[test]
+    fn tag_packs_parse_with_a_prefix_and_or_replace() {
+        assert_eq!(
+            one("CREATE TAGS FROM PACK 'behaviour'"),
+            CatalogStatement::CreateTagPack { pack: "behaviour".into(), prefix: String::new(), or_replace: false }
+        );
+        assert_eq!(
+            one("create or replace tags from pack 'behaviour' prefix 'b_'"),
+            CatalogStatement::CreateTagPack { pack: "behaviour".into(), prefix: "b_".into(), or_replace: true }
+        );
+        assert!(parse_statements("CREATE TAGS FROM 'behaviour'").is_err());
     }
 
     /// Regression: unquoted names were folded to lower case, so `CREATE TAG A` made a rule tag
