@@ -2,7 +2,8 @@
 //! exclusive region of the Venn diagram of tags and saved audiences), `breakdown(audience,
 //! dimension, ...)` (the portrait of an audience: members, shares and TGI per value of profile
 //! columns, bands of range-indexed columns and tags) and `top_tags(audience, n)` (the tags that
-//! most distinguish an audience). Every figure is a bitmap intersection size: nothing is scanned.
+//! most distinguish an audience), and `campaign_lift(audience, version, ...)` (treated members
+//! against the holdout after a send). Every figure but revenue is a bitmap intersection size.
 
 use std::sync::Arc;
 
@@ -23,10 +24,11 @@ const MAX_OVERLAP_SETS: usize = 8;
 /// The share of an audience a tag must reach to be listed by `top_tags()` unless told otherwise.
 const DEFAULT_MIN_SUPPORT: f64 = 0.01;
 
-/// The session's indexes, for the functions.
+/// The session's indexes and catalog, for the functions.
 #[derive(Debug, Clone)]
 pub struct Analytics {
     pub index: Arc<IndexSet>,
+    pub catalog: Arc<crate::store::catalog::Catalog>,
 }
 
 impl Analytics {
@@ -395,6 +397,162 @@ impl TableFunctionImpl for TopTagsFunction {
             .map(|(_, tag, users)| Group { dimension: "tag".into(), value: Some(tag), users })
             .collect();
         portrait(&self.0.index, &audience, groups)
+    }
+}
+
+/// How long after a send outcomes count unless told: two weeks.
+const DEFAULT_LIFT_DAYS: i64 = 14;
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// `campaign_lift(audience, version [, within [, outcome [, sent_at]]])`: did the campaign work?
+/// The version's members outside the holdout (treated) against those in it (held out): how many
+/// of each had the outcome (`'purchase'`, the default, or an event type) within `within` (an
+/// interval or a number of days, default 14 days) of `sent_at` (default: the `now()` the version
+/// was computed at), their conversion rates, and their purchase revenue in that window; then a
+/// `lift` row with the difference in conversion rate (and its 95 % interval, normal
+/// approximation), the relative lift, and the difference in revenue per user.
+#[derive(Debug)]
+pub struct CampaignLiftFunction(pub Analytics);
+
+impl TableFunctionImpl for CampaignLiftFunction {
+    fn call_with_args(&self, args: datafusion::catalog::TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        const F: &str = "campaign_lift";
+        let args = args.exprs();
+        if !(1..=5).contains(&args.len()) {
+            return plan_err!(
+                "campaign_lift() takes an audience, a version, and optionally how long outcomes count, the outcome and \
+                 when it was sent, e.g. campaign_lift('winback', 3, INTERVAL '14 days', 'purchase')"
+            );
+        }
+        let name = text_arg(F, args, 0, "a saved audience")?;
+        let Some(audience) = self.0.catalog.audience(&name) else {
+            return plan_err!("{F}(): there is no saved audience '{name}' (SHOW AUDIENCES lists them)");
+        };
+        let version = match args.get(1) {
+            None | Some(Expr::Literal(ScalarValue::Null, _)) => audience.latest(),
+            Some(_) => {
+                let n = number_arg(F, args, 1, "a version number")?.unwrap_or(0.0);
+                if n.fract() != 0.0 || n < 1.0 {
+                    return plan_err!("{F}(): the version is a whole number from 1, not {n}");
+                }
+                audience.version(n as u32)
+            }
+        };
+        let Some(version) = version else {
+            return plan_err!(
+                "{F}(): audience '{name}' has no such version (SELECT * FROM audience_versions lists them)"
+            );
+        };
+        let within = match args.get(2) {
+            None => DEFAULT_LIFT_DAYS * DAY_MICROS,
+            Some(Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(i)), _)) if i.months == 0 => {
+                i64::from(i.days) * DAY_MICROS + i.nanoseconds / 1000
+            }
+            Some(Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(_)), _)) => {
+                return plan_err!(
+                    "{F}(): months have no fixed length; give the window in days, e.g. INTERVAL '30 days'"
+                );
+            }
+            Some(Expr::Literal(ScalarValue::IntervalDayTime(Some(i)), _)) => {
+                i64::from(i.days) * DAY_MICROS + i64::from(i.milliseconds) * 1000
+            }
+            Some(_) => match number_arg(F, args, 2, "an interval or a number of days")? {
+                Some(days) => (days * DAY_MICROS as f64) as i64,
+                None => DEFAULT_LIFT_DAYS * DAY_MICROS,
+            },
+        };
+        if within <= 0 {
+            return plan_err!("{F}(): the window after the send must be longer than zero");
+        }
+        let outcome =
+            if args.len() > 3 { text_arg(F, args, 3, "'purchase' or an event type")? } else { "purchase".into() };
+        let sent_at = match args.get(4) {
+            Some(Expr::Literal(v, _)) => match crate::query::audience_rule::timestamp_micros(v) {
+                Some(t) => t,
+                None => return plan_err!("{F}(): argument 5 must be a timestamp (when the campaign was sent)"),
+            },
+            Some(_) => return plan_err!("{F}(): argument 5 must be a timestamp literal (when the campaign was sent)"),
+            None => {
+                let at = version.now.as_ref().map_or(version.computed_at.as_str(), |n| n.at.as_str());
+                match chrono::DateTime::parse_from_rfc3339(at) {
+                    Ok(t) => t.timestamp_micros(),
+                    Err(_) => {
+                        return plan_err!(
+                            "{F}(): version {} of '{name}' has no time; give when it was sent",
+                            version.number
+                        );
+                    }
+                }
+            }
+        };
+        let index = &self.0.index;
+        let (family, stream) = if outcome.eq_ignore_ascii_case("purchase") {
+            (crate::index::build::FAMILY_PURCHASES, crate::index::build::FAMILY_PURCHASES.to_string())
+        } else {
+            let family = crate::index::build::FAMILY_EVENT_TYPE;
+            (family, crate::index::build::stream_name(family, Some(&outcome)))
+        };
+        if !index.has_family(family) {
+            return plan_err!("{F}(): the store has no index of {family} to count the outcome '{outcome}' from");
+        }
+        let fact = family.split('.').next().unwrap_or(family);
+        let window = (sent_at, sent_at.saturating_add(within));
+        let spec = crate::query::audience_rule::active_in_window(fact, vec![stream], Vec::new(), window);
+        let Some(expr) = spec.to_bitmap_expr(&crate::query::bitmap_expr::Registered {
+            fact_filter: &|_| None,
+            fact_aggregate: &|_| None,
+            activity_count: &|_| None,
+        }) else {
+            return plan_err!("{F}(): the outcome window could not be read from the index");
+        };
+        let members = index.catalog_set(&version.members_file)?;
+        let holdout = index.catalog_set(&version.holdout_file)?;
+        let treated = members.as_ref() - holdout.as_ref();
+        let converted = crate::query::bitmap_expr::evaluate_within(&expr, index, Some(members.as_ref()))?;
+        let revenue = crate::query::fact_filter::sums_by_group(
+            index,
+            crate::tables::Table::Purchases,
+            crate::tables::AMOUNT,
+            window,
+            &[&treated, holdout.as_ref()],
+        )?;
+        let (n1, n0) = (treated.len(), holdout.len());
+        let (c1, c0) = (converted.intersection_len(&treated), converted.intersection_len(holdout.as_ref()));
+        let (p1, p0) = (ratio(c1, n1), ratio(c0, n0));
+        let (r1, r0) = ((n1 > 0).then(|| revenue[0] / n1 as f64), (n0 > 0).then(|| revenue[1] / n0 as f64));
+        let (diff, low, high, relative) = match (p1, p0) {
+            (Some(p1), Some(p0)) => {
+                let se = (p1 * (1.0 - p1) / n1 as f64 + p0 * (1.0 - p0) / n0 as f64).sqrt();
+                let d = p1 - p0;
+                (Some(d), Some(d - 1.96 * se), Some(d + 1.96 * se), (p0 > 0.0).then(|| d / p0))
+            }
+            _ => (None, None, None, None),
+        };
+        let revenue_diff = r1.zip(r0).map(|(a, b)| a - b);
+        table(
+            vec![
+                Field::new("group", DataType::Utf8, false),
+                Field::new("users", DataType::Int64, true),
+                Field::new("converted", DataType::Int64, true),
+                Field::new("conversion_rate", DataType::Float64, true),
+                Field::new("revenue", DataType::Float64, true),
+                Field::new("revenue_per_user", DataType::Float64, true),
+                Field::new("relative_lift", DataType::Float64, true),
+                Field::new("ci_low", DataType::Float64, true),
+                Field::new("ci_high", DataType::Float64, true),
+            ],
+            vec![
+                Arc::new(StringArray::from(vec!["treated", "holdout", "lift"])),
+                Arc::new(Int64Array::from(vec![Some(n1 as i64), Some(n0 as i64), None])),
+                Arc::new(Int64Array::from(vec![Some(c1 as i64), Some(c0 as i64), None])),
+                Arc::new(Float64Array::from(vec![p1, p0, diff])),
+                Arc::new(Float64Array::from(vec![Some(revenue[0]), Some(revenue[1]), None])),
+                Arc::new(Float64Array::from(vec![r1, r0, revenue_diff])),
+                Arc::new(Float64Array::from(vec![None, None, relative])),
+                Arc::new(Float64Array::from(vec![None, None, low])),
+                Arc::new(Float64Array::from(vec![None, None, high])),
+            ],
+        )
     }
 }
 

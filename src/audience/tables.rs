@@ -130,13 +130,14 @@ pub fn register(
     ctx.register_table("audiences", Arc::new(audiences_table(catalog.clone())))?;
     ctx.register_table("audience_versions", Arc::new(versions_table(catalog.clone())))?;
     let functions =
-        AudienceFunctions { catalog: Arc::new(catalog), index: Arc::clone(index), files: users_files.to_vec() };
+        AudienceFunctions { catalog: Arc::new(catalog.clone()), index: Arc::clone(index), files: users_files.to_vec() };
     ctx.register_udtf("audience_members", Arc::new(MembersFunction(functions.clone())));
     ctx.register_udtf("audience_diff", Arc::new(DiffFunction(functions)));
-    let analytics = crate::audience::analytics::Analytics { index: Arc::clone(index) };
+    let analytics = crate::audience::analytics::Analytics { index: Arc::clone(index), catalog: Arc::new(catalog) };
     ctx.register_udtf("overlap", Arc::new(crate::audience::analytics::OverlapFunction(analytics.clone())));
     ctx.register_udtf("breakdown", Arc::new(crate::audience::analytics::BreakdownFunction(analytics.clone())));
-    ctx.register_udtf("top_tags", Arc::new(crate::audience::analytics::TopTagsFunction(analytics)));
+    ctx.register_udtf("top_tags", Arc::new(crate::audience::analytics::TopTagsFunction(analytics.clone())));
+    ctx.register_udtf("campaign_lift", Arc::new(crate::audience::analytics::CampaignLiftFunction(analytics)));
     for (name, table) in audiences {
         // A name that collides with a table of the session stays reachable through in_audience.
         if !ctx.table_exist(name.as_str())? {

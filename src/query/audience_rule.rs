@@ -768,9 +768,19 @@ fn fact_audience_within(
             .collect(),
         _ => return None,
     };
-    // Whole days inside the window come from the day bitmaps; its partial first and last days
-    // (a bound that is not a midnight) are read from the facts.
-    let (from, to) = window;
+    Some(active_in_window(fact, streams, constrained, window))
+}
+
+/// The users with rows of `fact` in `streams` (meeting `conditions`) whose `ts` is in the
+/// half-open window `[from, to)` (microseconds; `i64::MIN / 4` and `i64::MAX / 4` for no bound):
+/// whole days inside the window from the day bitmaps, its partial first and last days (a bound
+/// that is not a midnight) read from the facts.
+pub(crate) fn active_in_window(
+    fact: &str,
+    streams: Vec<String>,
+    conditions: Vec<(String, Vec<String>)>,
+    (from, to): (i64, i64),
+) -> AudienceSpec {
     let unbounded = (i64::MIN / 4, i64::MAX / 4);
     let first_day = if from == unbounded.0 {
         from / DAY_MICROS
@@ -797,11 +807,11 @@ fn fact_audience_within(
             table: fact.to_string(),
             from,
             to,
-            conditions: constrained.clone(),
+            conditions: conditions.clone(),
             streams: streams.clone(),
         })
         .collect();
-    Some(AudienceSpec::ActiveDays { streams, first_day, last_day, edges })
+    AudienceSpec::ActiveDays { streams, first_day, last_day, edges }
 }
 
 /// `tag = 'A'`, `tag IN ('A', 'B')` or `tag = 'A' OR tag = 'B'`, and nothing else.

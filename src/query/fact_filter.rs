@@ -506,3 +506,52 @@ fn conform(batch: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> Result<
     let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     Ok(RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?)
 }
+
+/// Per group of users, the sum of `column` (a numeric column of `table`) over their rows whose
+/// `ts` is in `[from, to)` (microseconds): revenue per group in a campaign window. Files outside
+/// the window are skipped; plain copies are read when they hold both columns.
+pub fn sums_by_group(
+    index: &IndexSet,
+    table: Table,
+    column: &str,
+    (from, to): (i64, i64),
+    groups: &[&RoaringBitmap],
+) -> Result<Vec<f64>> {
+    let mut sums = vec![0.0; groups.len()];
+    let Some(snapshot) = index.facts() else { return Ok(sums) };
+    let (root, manifest) = (snapshot.root(), snapshot.manifest());
+    let columns = [TS, column];
+    let mut add = |batch: &RecordBatch, ids: &[u32]| -> Result<()> {
+        let ts =
+            arrow::compute::cast(batch.column(0), &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None))?;
+        let ts = ts.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        let values = arrow::compute::cast(batch.column(1), &DataType::Float64)?;
+        let values = values.as_primitive::<arrow::datatypes::Float64Type>();
+        for (row, id) in ids.iter().enumerate() {
+            if ts.is_null(row) || values.is_null(row) || !(from..to).contains(&ts.value(row)) {
+                continue;
+            }
+            for (sum, group) in sums.iter_mut().zip(groups) {
+                if group.contains(*id) {
+                    *sum += values.value(row);
+                }
+            }
+        }
+        Ok(())
+    };
+    for file in manifest.files(table) {
+        if file.ts_range.is_some_and(|(lo, hi)| hi < from || lo >= to) {
+            continue;
+        }
+        if let Some(relative) = &file.plain_columns
+            && columns.iter().all(|c| plain_columns::copies_column(c))
+            && let Some(copy) =
+                PlainColumns::open_cached(&crate::store::layout::resolve(root, relative), &columns, file.rows)?
+        {
+            copy.for_each_batch(&mut add)?;
+            continue;
+        }
+        fact_rows::for_each_fact_batch_in_as(root, file, &columns, Some((from, to - 1)), Strings::Plain, &mut add)?;
+    }
+    Ok(sums)
+}
