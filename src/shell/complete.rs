@@ -166,8 +166,10 @@ fn value_column(input: &str, toks: &[Token]) -> Option<String> {
     let mut i = sig.len().checked_sub(1)?;
     if text(i) == "(" && i > 0 {
         match text(i - 1).to_ascii_lowercase().as_str() {
-            "has_tag" => return Some(TAG.into()),
-            "in_audience" | "audience_members" | "audience_diff" => return Some(AUDIENCE_ARGUMENT.into()),
+            "has_tag" | "overlap" | "breakdown" | "top_tags" => return Some(TAG.into()),
+            "in_audience" | "audience_members" | "audience_diff" | "campaign_lift" => {
+                return Some(AUDIENCE_ARGUMENT.into());
+            }
             _ => {}
         }
     }
@@ -352,6 +354,8 @@ mod tests {
         // After a closed string there is nothing to complete.
         assert_eq!(at_end("SELECT 1 FROM user_tags WHERE tag = 'vip'"), ("".into(), Vec::<String>::new()));
         assert_eq!(at_end("SELECT count(*) FROM users WHERE has_tag('ch"), ("ch".into(), vec!["churn_risk'".into()]));
+        assert_eq!(at_end("SELECT * FROM breakdown('ch"), ("ch".into(), vec!["churn_risk'".into()]));
+        assert_eq!(at_end("SELECT * FROM campaign_lift('g"), ("g".into(), vec!["gold_lapsed'".into()]));
         assert_eq!(
             at_end("SELECT count(*) FROM users WHERE in_audience('g"),
             ("g".into(), vec!["gold_lapsed'".into()]),
