@@ -12,5 +12,6 @@ pub mod evaluate;
 pub mod export;
 pub mod members;
 pub mod packs;
+pub mod rfm;
 pub mod statement;
 pub mod tables;

@@ -129,6 +129,7 @@ pub fn register(
     ctx.register_table("tags", Arc::new(tags_table(Arc::clone(index), catalog.clone())))?;
     ctx.register_table("audiences", Arc::new(audiences_table(catalog.clone())))?;
     ctx.register_table("audience_versions", Arc::new(versions_table(catalog.clone())))?;
+    ctx.register_table("rfm", Arc::new(crate::audience::rfm::RfmView::default()))?;
     let functions =
         AudienceFunctions { catalog: Arc::new(catalog.clone()), index: Arc::clone(index), files: users_files.to_vec() };
     ctx.register_udtf("audience_members", Arc::new(MembersFunction(functions.clone())));
