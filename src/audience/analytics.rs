@@ -443,27 +443,7 @@ impl TableFunctionImpl for CampaignLiftFunction {
                 "{F}(): audience '{name}' has no such version (SELECT * FROM audience_versions lists them)"
             );
         };
-        let within = match args.get(2) {
-            None => DEFAULT_LIFT_DAYS * DAY_MICROS,
-            Some(Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(i)), _)) if i.months == 0 => {
-                i64::from(i.days) * DAY_MICROS + i.nanoseconds / 1000
-            }
-            Some(Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(_)), _)) => {
-                return plan_err!(
-                    "{F}(): months have no fixed length; give the window in days, e.g. INTERVAL '30 days'"
-                );
-            }
-            Some(Expr::Literal(ScalarValue::IntervalDayTime(Some(i)), _)) => {
-                i64::from(i.days) * DAY_MICROS + i64::from(i.milliseconds) * 1000
-            }
-            Some(_) => match number_arg(F, args, 2, "an interval or a number of days")? {
-                Some(days) => (days * DAY_MICROS as f64) as i64,
-                None => DEFAULT_LIFT_DAYS * DAY_MICROS,
-            },
-        };
-        if within <= 0 {
-            return plan_err!("{F}(): the window after the send must be longer than zero");
-        }
+        let within = window_arg(F, args, 2)?.unwrap_or(DEFAULT_LIFT_DAYS * DAY_MICROS);
         let outcome =
             if args.len() > 3 { text_arg(F, args, 3, "'purchase' or an event type")? } else { "purchase".into() };
         let sent_at = match args.get(4) {
@@ -554,6 +534,107 @@ impl TableFunctionImpl for CampaignLiftFunction {
             ],
         )
     }
+}
+
+/// Most steps `funnel()` takes.
+const MAX_FUNNEL_STEPS: usize = 10;
+
+/// `funnel(window, step1, step2, ...)`: of the users who took step 1 within `window` before
+/// `now()` (an interval or a number of days), how many then took step 2 after it, then step 3
+/// after that, and so on. A step is an event type, or `'purchase'`. Each user's earliest step 1
+/// in the window starts their path and each next step is their earliest one after the step
+/// before it (strictly later), so a path counts if the steps happened in that order at all.
+/// Returns per step its users and the shares of the previous step and of the first. The steps
+/// are SQL over the rows, planned when the result is read (the general path).
+#[derive(Debug)]
+pub struct FunnelFunction;
+
+impl TableFunctionImpl for FunnelFunction {
+    fn call_with_args(&self, args: datafusion::catalog::TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        const F: &str = "funnel";
+        let args = args.exprs();
+        if args.len() < 3 || args.len() > MAX_FUNNEL_STEPS + 1 {
+            return plan_err!(
+                "funnel() takes a window and 2 to {MAX_FUNNEL_STEPS} steps (event types or 'purchase'), \
+                 e.g. funnel(INTERVAL '30 days', 'view', 'cart', 'purchase')"
+            );
+        }
+        let Some(window) = window_arg(F, args, 0)? else {
+            return plan_err!("{F}(): the first argument is the window, e.g. INTERVAL '30 days'");
+        };
+        let steps: Vec<String> =
+            (1..args.len()).map(|i| text_arg(F, args, i, "an event type or 'purchase'")).collect::<DfResult<_>>()?;
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        let source = |step: &str| {
+            if step.eq_ignore_ascii_case("purchase") {
+                "SELECT user_id, ts FROM purchases".to_string()
+            } else {
+                format!("SELECT user_id, ts FROM events WHERE event_type = {}", quote(step))
+            }
+        };
+        let seconds = window / 1_000_000;
+        let mut sql = format!(
+            "WITH s1 AS (SELECT user_id, min(ts) AS t FROM ({}) x \
+             WHERE ts >= now() - INTERVAL '{seconds} seconds' AND ts < now() GROUP BY user_id)",
+            source(&steps[0])
+        );
+        for k in 2..=steps.len() {
+            sql.push_str(&format!(
+                ", s{k} AS (SELECT x.user_id, min(x.ts) AS t FROM ({}) x JOIN s{} p \
+                 ON x.user_id = p.user_id AND x.ts > p.t WHERE x.ts < now() GROUP BY x.user_id)",
+                source(&steps[k - 1]),
+                k - 1
+            ));
+        }
+        let counts: Vec<String> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                format!("SELECT {} AS step, {} AS name, (SELECT count(*) FROM s{}) AS users", i + 1, quote(step), i + 1)
+            })
+            .collect();
+        sql.push_str(&format!(
+            " SELECT CAST(step AS BIGINT) AS step, CAST(name AS VARCHAR) AS name, CAST(users AS BIGINT) AS users, \
+             CAST(users AS DOUBLE) / CAST(lag(users) OVER (ORDER BY step) AS DOUBLE) AS from_previous, \
+             CAST(users AS DOUBLE) / CAST(first_value(users) OVER (ORDER BY step) AS DOUBLE) AS from_first \
+             FROM ({}) c",
+            counts.join(" UNION ALL ")
+        ));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("step", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("users", DataType::Int64, true),
+            Field::new("from_previous", DataType::Float64, true),
+            Field::new("from_first", DataType::Float64, true),
+        ]));
+        Ok(Arc::new(crate::audience::rfm::SqlView::new(sql, schema)))
+    }
+}
+
+/// A window argument, in microseconds: an interval of days and smaller units, or a number of days.
+fn window_arg(function: &str, args: &[Expr], i: usize) -> DfResult<Option<i64>> {
+    let micros = match args.get(i) {
+        None => return Ok(None),
+        Some(Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _)) if v.months == 0 => {
+            i64::from(v.days) * DAY_MICROS + v.nanoseconds / 1000
+        }
+        Some(Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(_)), _)) => {
+            return plan_err!(
+                "{function}(): months have no fixed length; give the window in days, e.g. INTERVAL '30 days'"
+            );
+        }
+        Some(Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _)) => {
+            i64::from(v.days) * DAY_MICROS + i64::from(v.milliseconds) * 1000
+        }
+        Some(_) => match number_arg(function, args, i, "an interval or a number of days")? {
+            Some(days) => (days * DAY_MICROS as f64) as i64,
+            None => return Ok(None),
+        },
+    };
+    if micros <= 0 {
+        return plan_err!("{function}(): the window must be longer than zero");
+    }
+    Ok(Some(micros))
 }
 
 #[cfg(test)]

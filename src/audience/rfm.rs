@@ -3,7 +3,8 @@
 //! spend; ties broken by `user_id`, so every engine and every run agree), and the classic eight
 //! segments of R, F and M each high (score ≥ 3) or low. It is SQL planned when the view is read,
 //! on the session that reads it, so `--now` and the indexes apply, and the per-user aggregate
-//! and window stack take the same paths as a hand-written RFM query.
+//! and window stack take the same paths as a hand-written RFM query. [`SqlView`] is how: a view
+//! whose SQL is planned when it is read, also what `funnel()` returns.
 
 use std::sync::Arc;
 
@@ -63,20 +64,27 @@ pub fn rfm_schema() -> SchemaRef {
     ]))
 }
 
-/// A view whose SQL is planned when it is scanned, on the scanning session.
+/// A view whose SQL is planned when it is scanned, on the scanning session (its `now()`, its
+/// indexes), with the columns it declares: the `rfm` view, and what `funnel()` returns.
 #[derive(Debug)]
-pub struct RfmView {
+pub struct SqlView {
+    sql: String,
     schema: SchemaRef,
 }
 
-impl Default for RfmView {
-    fn default() -> Self {
-        RfmView { schema: rfm_schema() }
+impl SqlView {
+    pub fn new(sql: String, schema: SchemaRef) -> SqlView {
+        SqlView { sql, schema }
+    }
+
+    /// The `rfm` view.
+    pub fn rfm() -> SqlView {
+        SqlView::new(RFM_SQL.to_string(), rfm_schema())
     }
 }
 
 #[async_trait]
-impl TableProvider for RfmView {
+impl TableProvider for SqlView {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
@@ -86,7 +94,7 @@ impl TableProvider for RfmView {
     }
 
     fn get_table_definition(&self) -> Option<&str> {
-        Some(RFM_SQL)
+        Some(&self.sql)
     }
 
     async fn scan(
@@ -97,9 +105,9 @@ impl TableProvider for RfmView {
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
-            return plan_err!("the rfm view is read through a Persona session");
+            return plan_err!("this view is read through a Persona session");
         };
-        let mut plan = state.create_logical_plan(RFM_SQL).await?;
+        let mut plan = state.create_logical_plan(&self.sql).await?;
         // Each column as the view declares it (SQL's VARCHAR may plan as a string view), the
         // projection applied before planning.
         let all: Vec<usize> = (0..self.schema.fields().len()).collect();
@@ -108,7 +116,7 @@ impl TableProvider for RfmView {
         for i in wanted {
             let declared = self.schema.field(*i);
             let Some(at) = plan.schema().index_of_column_by_name(None, declared.name()) else {
-                return plan_err!("the rfm view's query has no column {}", declared.name());
+                return plan_err!("the view's query has no column {}", declared.name());
             };
             let column = Expr::Column(plan.schema().qualified_field(at).into());
             columns.push(cast(column, declared.data_type().clone()).alias(declared.name()));

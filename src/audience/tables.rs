@@ -129,7 +129,7 @@ pub fn register(
     ctx.register_table("tags", Arc::new(tags_table(Arc::clone(index), catalog.clone())))?;
     ctx.register_table("audiences", Arc::new(audiences_table(catalog.clone())))?;
     ctx.register_table("audience_versions", Arc::new(versions_table(catalog.clone())))?;
-    ctx.register_table("rfm", Arc::new(crate::audience::rfm::RfmView::default()))?;
+    ctx.register_table("rfm", Arc::new(crate::audience::rfm::SqlView::rfm()))?;
     let functions =
         AudienceFunctions { catalog: Arc::new(catalog.clone()), index: Arc::clone(index), files: users_files.to_vec() };
     ctx.register_udtf("audience_members", Arc::new(MembersFunction(functions.clone())));
@@ -138,6 +138,7 @@ pub fn register(
     ctx.register_udtf("overlap", Arc::new(crate::audience::analytics::OverlapFunction(analytics.clone())));
     ctx.register_udtf("breakdown", Arc::new(crate::audience::analytics::BreakdownFunction(analytics.clone())));
     ctx.register_udtf("top_tags", Arc::new(crate::audience::analytics::TopTagsFunction(analytics.clone())));
+    ctx.register_udtf("funnel", Arc::new(crate::audience::analytics::FunnelFunction));
     ctx.register_udtf("campaign_lift", Arc::new(crate::audience::analytics::CampaignLiftFunction(analytics)));
     for (name, table) in audiences {
         // A name that collides with a table of the session stays reachable through in_audience.
