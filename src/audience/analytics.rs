@@ -597,7 +597,7 @@ impl TableFunctionImpl for FunnelFunction {
             " SELECT CAST(step AS BIGINT) AS step, CAST(name AS VARCHAR) AS name, CAST(users AS BIGINT) AS users, \
              CAST(users AS DOUBLE) / CAST(lag(users) OVER (ORDER BY step) AS DOUBLE) AS from_previous, \
              CAST(users AS DOUBLE) / CAST(first_value(users) OVER (ORDER BY step) AS DOUBLE) AS from_first \
-             FROM ({}) c",
+             FROM ({}) c ORDER BY step",
             counts.join(" UNION ALL ")
         ));
         let schema = Arc::new(Schema::new(vec![

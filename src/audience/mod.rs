@@ -10,6 +10,7 @@ pub mod deps;
 pub mod estimate;
 pub mod evaluate;
 pub mod export;
+pub mod lifecycle;
 pub mod members;
 pub mod packs;
 pub mod rfm;

@@ -64,17 +64,35 @@ pub fn rfm_schema() -> SchemaRef {
     ]))
 }
 
+/// How a view's SQL is written for the session that reads it (from its settings, say).
+pub type ViewSql = Arc<dyn Fn(&SessionState) -> DfResult<String> + Send + Sync>;
+
 /// A view whose SQL is planned when it is scanned, on the scanning session (its `now()`, its
-/// indexes), with the columns it declares: the `rfm` view, and what `funnel()` returns.
-#[derive(Debug)]
+/// indexes, its settings), with the columns it declares: the `rfm` and `lifecycle` views, and
+/// what `funnel()` and `lifecycle_flow()` return.
 pub struct SqlView {
-    sql: String,
+    /// The SQL as written with the default settings (what `SHOW`-like catalogs display).
+    definition: String,
+    sql: ViewSql,
     schema: SchemaRef,
 }
 
+impl std::fmt::Debug for SqlView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlView").field("definition", &self.definition).field("schema", &self.schema).finish()
+    }
+}
+
 impl SqlView {
+    /// A view of fixed SQL.
     pub fn new(sql: String, schema: SchemaRef) -> SqlView {
-        SqlView { sql, schema }
+        let text = sql.clone();
+        SqlView { definition: sql, sql: Arc::new(move |_| Ok(text.clone())), schema }
+    }
+
+    /// A view whose SQL depends on the reading session.
+    pub fn with_session_sql(definition: String, sql: ViewSql, schema: SchemaRef) -> SqlView {
+        SqlView { definition, sql, schema }
     }
 
     /// The `rfm` view.
@@ -94,7 +112,7 @@ impl TableProvider for SqlView {
     }
 
     fn get_table_definition(&self) -> Option<&str> {
-        Some(&self.sql)
+        Some(&self.definition)
     }
 
     async fn scan(
@@ -107,7 +125,8 @@ impl TableProvider for SqlView {
         let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
             return plan_err!("this view is read through a Persona session");
         };
-        let mut plan = state.create_logical_plan(&self.sql).await?;
+        let sql = (self.sql)(state)?;
+        let mut plan = state.create_logical_plan(&sql).await?;
         // Each column as the view declares it (SQL's VARCHAR may plan as a string view), the
         // projection applied before planning.
         let all: Vec<usize> = (0..self.schema.fields().len()).collect();

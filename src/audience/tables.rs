@@ -130,6 +130,8 @@ pub fn register(
     ctx.register_table("audiences", Arc::new(audiences_table(catalog.clone())))?;
     ctx.register_table("audience_versions", Arc::new(versions_table(catalog.clone())))?;
     ctx.register_table("rfm", Arc::new(crate::audience::rfm::SqlView::rfm()))?;
+    ctx.register_table("lifecycle", Arc::new(crate::audience::lifecycle::lifecycle_view()))?;
+    ctx.register_udtf("lifecycle_flow", Arc::new(crate::audience::lifecycle::LifecycleFlowFunction));
     let functions =
         AudienceFunctions { catalog: Arc::new(catalog.clone()), index: Arc::clone(index), files: users_files.to_vec() };
     ctx.register_udtf("audience_members", Arc::new(MembersFunction(functions.clone())));

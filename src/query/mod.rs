@@ -70,6 +70,21 @@ datafusion::common::extensions_options! {
         pub use_indexes: bool, default = true
         /// Compression of audience Parquet files: none, snappy, zstd or lz4.
         pub export_compression: String, default = "none".to_string()
+        /// The thresholds of the `lifecycle` view (`SET persona.lifecycle.interested_days = 14`).
+        pub lifecycle: LifecycleConfig, default = LifecycleConfig::default()
+    }
+}
+
+datafusion::common::config_namespace! {
+    /// The stages of the `lifecycle` view: interested = an event within `interested_days` and no
+    /// purchase; loyal = at least `loyal_purchases` purchases within `loyal_days`.
+    pub struct LifecycleConfig {
+        /// Days back an event makes a user who never bought "interested".
+        pub interested_days: u64, default = 30
+        /// Days back the purchases that make a buyer "loyal" are counted.
+        pub loyal_days: u64, default = 365
+        /// Purchases within `loyal_days` that make a buyer "loyal".
+        pub loyal_purchases: u64, default = 2
     }
 }
 
