@@ -637,6 +637,95 @@ fn window_arg(function: &str, args: &[Expr], i: usize) -> DfResult<Option<i64>> 
     Ok(Some(micros))
 }
 
+/// `attrition(name)`: for a saved audience or rule tag whose query is `SELECT ... FROM ...
+/// WHERE c1 AND c2 AND ...`, how many distinct users remain after each condition in turn, from
+/// everyone the `FROM` yields to the whole rule — which condition loses the most people.
+/// Each count is the rule's own SQL cut after a condition, so the bitmaps answer what they can.
+#[derive(Debug)]
+pub struct AttritionFunction(pub Analytics);
+
+impl TableFunctionImpl for AttritionFunction {
+    fn call_with_args(&self, args: datafusion::catalog::TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr as SqlExpr, GroupByExpr, SetExpr, Statement};
+        const F: &str = "attrition";
+        let exprs = args.exprs();
+        if exprs.len() != 1 {
+            return plan_err!("{F}() takes the name of a saved audience or rule tag, e.g. attrition('winback')");
+        }
+        let name = text_arg(F, exprs, 0, "a saved audience or rule tag")?;
+        let query = match (self.0.catalog.audience(&name), self.0.catalog.tag(&name)) {
+            (Some(a), _) => a.query.clone(),
+            (None, Some(t)) => t.query.clone(),
+            (None, None) => {
+                return plan_err!("{F}(): there is no saved audience or rule tag '{name}' (SHOW AUDIENCES, SHOW TAGS)");
+            }
+        };
+        let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+        let parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, &query).map_err(|e| {
+            datafusion::common::DataFusionError::Plan(format!("{F}(): the rule of '{name}' does not parse: {e}"))
+        })?;
+        let not_a_chain = || {
+            plan_err!(
+                "{F}(): the rule of '{name}' is not a single SELECT ... FROM ... WHERE with conditions joined by AND"
+            )
+        };
+        let [Statement::Query(q)] = parsed.as_slice() else { return not_a_chain() };
+        let SetExpr::Select(select) = q.body.as_ref() else { return not_a_chain() };
+        if q.with.is_some()
+            || !matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+            || select.having.is_some()
+            || select.distinct.is_some()
+        {
+            return not_a_chain();
+        }
+        let Some(selection) = &select.selection else { return not_a_chain() };
+        fn conjuncts(e: &SqlExpr, out: &mut Vec<String>) {
+            match e {
+                SqlExpr::BinaryOp { left, op: BinaryOperator::And, right } => {
+                    conjuncts(left, out);
+                    conjuncts(right, out);
+                }
+                SqlExpr::Nested(inner)
+                    if matches!(inner.as_ref(), SqlExpr::BinaryOp { op: BinaryOperator::And, .. }) =>
+                {
+                    conjuncts(inner, out)
+                }
+                other => out.push(other.to_string()),
+            }
+        }
+        let mut conditions = Vec::new();
+        conjuncts(selection, &mut conditions);
+        let from: Vec<String> = select.from.iter().map(|t| t.to_string()).collect();
+        let from = from.join(", ");
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        let mut steps = vec![format!(
+            "SELECT 0 AS step, 'everyone' AS condition, (SELECT count(DISTINCT user_id) FROM {from}) AS users"
+        )];
+        for k in 1..=conditions.len() {
+            steps.push(format!(
+                "SELECT {k} AS step, {} AS condition, (SELECT count(DISTINCT user_id) FROM {from} WHERE {}) AS users",
+                quote(&conditions[k - 1]),
+                conditions[..k].iter().map(|c| format!("({c})")).collect::<Vec<_>>().join(" AND ")
+            ));
+        }
+        let sql = format!(
+            "SELECT CAST(step AS BIGINT) AS step, CAST(condition AS VARCHAR) AS condition, CAST(users AS BIGINT) AS users, \
+             CAST(lag(users) OVER (ORDER BY step) - users AS BIGINT) AS removed, \
+             CAST(users AS DOUBLE) / CAST(first_value(users) OVER (ORDER BY step) AS DOUBLE) AS share_of_everyone \
+             FROM ({}) s ORDER BY step",
+            steps.join(" UNION ALL ")
+        );
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("step", DataType::Int64, true),
+            Field::new("condition", DataType::Utf8, true),
+            Field::new("users", DataType::Int64, true),
+            Field::new("removed", DataType::Int64, true),
+            Field::new("share_of_everyone", DataType::Float64, true),
+        ]));
+        Ok(Arc::new(crate::audience::rfm::SqlView::new(sql, schema)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
