@@ -5,6 +5,7 @@
 
 pub mod analytics;
 pub mod catalog;
+pub mod churn;
 pub mod commands;
 pub mod deps;
 pub mod estimate;

@@ -132,6 +132,8 @@ pub fn register(
     ctx.register_table("rfm", Arc::new(crate::audience::rfm::SqlView::rfm()))?;
     ctx.register_table("lifecycle", Arc::new(crate::audience::lifecycle::lifecycle_view()))?;
     ctx.register_udtf("lifecycle_flow", Arc::new(crate::audience::lifecycle::LifecycleFlowFunction));
+    ctx.register_table("churn_risk", Arc::new(crate::audience::churn::churn_risk_view()))?;
+    ctx.register_udtf("churn_backtest", Arc::new(crate::audience::churn::ChurnBacktestFunction));
     let functions =
         AudienceFunctions { catalog: Arc::new(catalog.clone()), index: Arc::clone(index), files: users_files.to_vec() };
     ctx.register_udtf("audience_members", Arc::new(MembersFunction(functions.clone())));
