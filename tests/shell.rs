@@ -435,3 +435,24 @@ fn portrait_and_overlap_draw_bars_of_the_bitmaps_answers() {
     assert!(both.contains(" 15 ") && both.contains("1.5 %"), "{both}");
     assert!(stderr.contains("'nobody_has_this' is neither a saved audience nor a tag"), "{stderr}");
 }
+
+#[test]
+fn rfm_draws_the_recency_by_frequency_grid_and_the_segments() {
+    let f = fixture();
+    let out = script(&f, "\\rfm\nSELECT count(*) AS n FROM rfm;\n");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let buyers: i64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("rfm: ")?.split_once(' ')?.0.parse().ok())
+        .expect("the title with the buyers");
+    // The grid's 25 cells add up to the buyers, as does the view's count.
+    let cells: i64 = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("R="))
+        .flat_map(|l| l.split_whitespace().filter_map(|w| w.trim_matches(['░', '▒', '▓', '█']).parse::<i64>().ok()))
+        .sum();
+    assert_eq!(cells, buyers, "{stdout}");
+    assert!(stdout.contains(&format!("| {buyers} ")), "{stdout}");
+    assert!(stdout.contains("important value") && stdout.contains("general recall"), "{stdout}");
+}

@@ -1,7 +1,8 @@
 //! The shell's pictures of the analytics functions: `\portrait AUDIENCE` draws each value's share
 //! of an audience as a bar with its TGI (from `breakdown(..., 'columns')` and `top_tags()`), and
-//! `\overlap A B ...` the regions of a Venn diagram as bars (from `overlap()`). Bars are Unicode
-//! block characters, eighths of a cell wide.
+//! `\overlap A B ...` the regions of a Venn diagram as bars (from `overlap()`), and `\rfm` the
+//! recency-by-frequency grid of the `rfm` view with its segments. Bars are Unicode block
+//! characters, eighths of a cell wide.
 
 use std::fmt::Write as _;
 
@@ -142,6 +143,64 @@ pub async fn overlap(shell: &mut Shell, names: &[String]) -> Result<()> {
         let shown: String = region.chars().take(label).collect();
         let pad = " ".repeat(label.saturating_sub(shown.chars().count()));
         let _ = writeln!(out, "  {shown}{pad} {} {users:>9} {:>5.1} %", bar(share, BAR_CELLS), share * 100.0);
+    }
+    shell.say(out.trim_end());
+    Ok(())
+}
+
+/// `\rfm`: the buyers of the `rfm` view on a grid of recency (rows, 5 = most recent) by frequency
+/// (columns), each cell its count shaded by its share of the largest cell, then the segments.
+pub async fn rfm(shell: &mut Shell) -> Result<()> {
+    let cells = shell.query("SELECT r_score, f_score, count(*) AS users FROM rfm GROUP BY r_score, f_score").await?;
+    let mut grid = [[0i64; 5]; 5];
+    for b in &cells {
+        let (r, f, n) = (
+            b.column(0).as_primitive::<Int64Type>(),
+            b.column(1).as_primitive::<Int64Type>(),
+            b.column(2).as_primitive::<Int64Type>(),
+        );
+        for i in 0..b.num_rows() {
+            let (r, f) = (r.value(i), f.value(i));
+            if (1..=5).contains(&r) && (1..=5).contains(&f) {
+                grid[(r - 1) as usize][(f - 1) as usize] = n.value(i);
+            }
+        }
+    }
+    let segments =
+        shell.query("SELECT segment, count(*) AS users FROM rfm GROUP BY segment ORDER BY users DESC, segment").await?;
+    let largest = grid.iter().flatten().copied().max().unwrap_or(0).max(1);
+    let total: i64 = grid.iter().flatten().sum();
+    let shade = |n: i64| match n * 4 / largest {
+        0 if n == 0 => ' ',
+        0 => '░',
+        1 => '▒',
+        2 => '▓',
+        _ => '█',
+    };
+    let mut out = format!("rfm: {total} buyers, recency (R, 5 = most recent) by frequency (F, 5 = most frequent)\n\n");
+    out.push_str("          F=1        F=2        F=3        F=4        F=5\n");
+    for r in (0..5).rev() {
+        let _ = write!(out, "  R={} ", r + 1);
+        for f in 0..5 {
+            let n = grid[r][f];
+            let _ = write!(out, " {n:>7} {}{}", shade(n), shade(n));
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "\nsegments (R, F and M each high at a score of 3 or more)");
+    for b in &segments {
+        let (name, users) = (b.column(0).as_string::<i32>(), b.column(1).as_primitive::<Int64Type>());
+        for i in 0..b.num_rows() {
+            let share = if total > 0 { users.value(i) as f64 / total as f64 } else { 0.0 };
+            let _ = writeln!(
+                out,
+                "  {:<22} {} {:>9} {:>5.1} %",
+                name.value(i),
+                bar(share, BAR_CELLS),
+                users.value(i),
+                share * 100.0
+            );
+        }
     }
     shell.say(out.trim_end());
     Ok(())

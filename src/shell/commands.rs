@@ -76,6 +76,7 @@ pub const COMMANDS: &[CommandInfo] = &[
         ArgKind::Tag,
         "every region of the Venn diagram of up to 8 tags or saved audiences, as bars",
     ),
+    info("\\rfm", "", ArgKind::None, "the buyers on a recency-by-frequency grid, and the eight RFM segments as bars"),
     info("\\explain", "QUERY", ArgKind::Sql, "the plan of QUERY, with the predicates answered from bitmaps"),
     info("\\i", "FILE", ArgKind::Path, "run the statements and commands in FILE"),
     info("\\o", "[FILE]", ArgKind::Path, "send query results to FILE (emptied first), or back to the screen"),
@@ -98,6 +99,7 @@ pub enum BackslashCommand {
     Profile(String),
     Portrait(String),
     Overlap(Vec<String>),
+    Rfm,
     Explain(String),
     Include(PathBuf),
     Output(Option<PathBuf>),
@@ -147,6 +149,7 @@ impl FromStr for BackslashCommand {
                     .collect();
                 Ok(BackslashCommand::Overlap(names))
             }
+            "\\rfm" => no_args(BackslashCommand::Rfm),
             "\\explain" => Ok(BackslashCommand::Explain(arg.ok_or_else(|| needs("a QUERY"))?.to_string())),
             "\\i" => Ok(BackslashCommand::Include(PathBuf::from(unquote(arg.ok_or_else(|| needs("a FILE"))?)))),
             "\\o" => Ok(BackslashCommand::Output(arg.map(|a| PathBuf::from(unquote(a))))),
@@ -200,6 +203,7 @@ pub async fn run(command: BackslashCommand, shell: &mut Shell) -> std::result::R
         BackslashCommand::Profile(user_id) => profile(shell, &user_id).await?,
         BackslashCommand::Portrait(name) => super::charts::portrait(shell, &name).await?,
         BackslashCommand::Overlap(names) => super::charts::overlap(shell, &names).await?,
+        BackslashCommand::Rfm => super::charts::rfm(shell).await?,
         BackslashCommand::Explain(query) => {
             explain(shell, &query).await.map_err(|e| Failure::in_text(e, &query))?;
         }
