@@ -181,8 +181,7 @@ pub async fn rfm(shell: &mut Shell) -> Result<()> {
     out.push_str("          F=1        F=2        F=3        F=4        F=5\n");
     for r in (0..5).rev() {
         let _ = write!(out, "  R={} ", r + 1);
-        for f in 0..5 {
-            let n = grid[r][f];
+        for &n in &grid[r] {
             let _ = write!(out, " {n:>7} {}{}", shade(n), shade(n));
         }
         out.push('\n');
