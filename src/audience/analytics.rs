@@ -697,13 +697,34 @@ impl TableFunctionImpl for AttritionFunction {
         conjuncts(selection, &mut conditions);
         let from: Vec<String> = select.from.iter().map(|t| t.to_string()).collect();
         let from = from.join(", ");
+        // The users are counted by the rule's own user_id column (`u.user_id` when it joins).
+        let user_id = select
+            .projection
+            .iter()
+            .find_map(|item| {
+                use datafusion::sql::sqlparser::ast::SelectItem;
+                let (e, alias) = match item {
+                    SelectItem::UnnamedExpr(e) => (e, None),
+                    SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.as_str())),
+                    _ => return None,
+                };
+                let named = match e {
+                    SqlExpr::Identifier(i) => i.value.eq_ignore_ascii_case(crate::tables::USER_ID),
+                    SqlExpr::CompoundIdentifier(parts) => {
+                        parts.last().is_some_and(|i| i.value.eq_ignore_ascii_case(crate::tables::USER_ID))
+                    }
+                    _ => false,
+                };
+                (named || alias.is_some_and(|a| a.eq_ignore_ascii_case(crate::tables::USER_ID))).then(|| e.to_string())
+            })
+            .unwrap_or_else(|| crate::tables::USER_ID.to_string());
         let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
         let mut steps = vec![format!(
-            "SELECT 0 AS step, 'everyone' AS condition, (SELECT count(DISTINCT user_id) FROM {from}) AS users"
+            "SELECT 0 AS step, 'everyone' AS condition, (SELECT count(DISTINCT {user_id}) FROM {from}) AS users"
         )];
         for k in 1..=conditions.len() {
             steps.push(format!(
-                "SELECT {k} AS step, {} AS condition, (SELECT count(DISTINCT user_id) FROM {from} WHERE {}) AS users",
+                "SELECT {k} AS step, {} AS condition, (SELECT count(DISTINCT {user_id}) FROM {from} WHERE {}) AS users",
                 quote(&conditions[k - 1]),
                 conditions[..k].iter().map(|c| format!("({c})")).collect::<Vec<_>>().join(" AND ")
             ));
