@@ -607,7 +607,7 @@ impl TableFunctionImpl for FunnelFunction {
             Field::new("from_previous", DataType::Float64, true),
             Field::new("from_first", DataType::Float64, true),
         ]));
-        Ok(Arc::new(crate::audience::rfm::SqlView::new(sql, schema)))
+        Ok(Arc::new(crate::audience::sql_view::SqlView::new(sql, schema)))
     }
 }
 
@@ -743,7 +743,7 @@ impl TableFunctionImpl for AttritionFunction {
             Field::new("removed", DataType::Int64, true),
             Field::new("share_of_everyone", DataType::Float64, true),
         ]));
-        Ok(Arc::new(crate::audience::rfm::SqlView::new(sql, schema)))
+        Ok(Arc::new(crate::audience::sql_view::SqlView::new(sql, schema)))
     }
 }
 

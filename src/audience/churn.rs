@@ -13,7 +13,7 @@ use datafusion::catalog::{TableFunctionImpl, TableProvider};
 use datafusion::common::{Result as DfResult, ScalarValue, plan_err};
 use datafusion::logical_expr::Expr;
 
-use crate::audience::rfm::SqlView;
+use crate::audience::sql_view::SqlView;
 
 /// Days back that count as recent engagement.
 const ENGAGEMENT_DAYS: u32 = 30;

@@ -13,7 +13,7 @@ use datafusion::common::{Result as DfResult, ScalarValue, plan_err};
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::Expr;
 
-use crate::audience::rfm::SqlView;
+use crate::audience::sql_view::SqlView;
 use crate::query::{LifecycleConfig, PersonaConfig};
 
 /// The stages, from the least to the most engaged.

@@ -15,5 +15,6 @@ pub mod lifecycle;
 pub mod members;
 pub mod packs;
 pub mod rfm;
+pub mod sql_view;
 pub mod statement;
 pub mod tables;

@@ -129,7 +129,7 @@ pub fn register(
     ctx.register_table("tags", Arc::new(tags_table(Arc::clone(index), catalog.clone())))?;
     ctx.register_table("audiences", Arc::new(audiences_table(catalog.clone())))?;
     ctx.register_table("audience_versions", Arc::new(versions_table(catalog.clone())))?;
-    ctx.register_table("rfm", Arc::new(crate::audience::rfm::SqlView::rfm()))?;
+    ctx.register_table("rfm", Arc::new(crate::audience::rfm::rfm_view()))?;
     ctx.register_table("lifecycle", Arc::new(crate::audience::lifecycle::lifecycle_view()))?;
     ctx.register_udtf("lifecycle_flow", Arc::new(crate::audience::lifecycle::LifecycleFlowFunction));
     ctx.register_table("churn_risk", Arc::new(crate::audience::churn::churn_risk_view()))?;
