@@ -159,6 +159,14 @@ fn regions(sets: &[&RoaringBitmap]) -> Vec<u64> {
     sizes
 }
 
+/// The activity families a portrait can be cut by: buyers per purchase channel or category, and
+/// users per event type.
+const ACTIVITY_DIMENSIONS: &[&str] = &[
+    crate::index::build::FAMILY_PURCHASE_CHANNEL,
+    crate::index::build::FAMILY_PURCHASE_CATEGORY,
+    crate::index::build::FAMILY_EVENT_TYPE,
+];
+
 /// `breakdown(..., 'columns')` takes the value-indexed columns with at most this many values.
 const MAX_PORTRAIT_VALUES: usize = 24;
 
@@ -173,7 +181,7 @@ struct Group {
 /// `points:1000,5000` (a range-indexed column in bands at those edges, and NULL), `tags` (every
 /// tag), `tags:vip%` (the tags matching a `LIKE` pattern) or `columns` (every value-indexed
 /// column with at most 24 values).
-fn groups(index: &IndexSet, spec: &str) -> DfResult<Vec<Group>> {
+fn groups(index: &IndexSet, spec: &str, now_micros: i64) -> DfResult<Vec<Group>> {
     let (name, rest) = match spec.split_once(':') {
         Some((n, r)) => (n.trim(), Some(r.trim())),
         None => (spec.trim(), None),
@@ -184,8 +192,35 @@ fn groups(index: &IndexSet, spec: &str) -> DfResult<Vec<Group>> {
         let mut out = Vec::new();
         for column in index.value_columns() {
             if column != crate::tables::USER_ID && index.values(&column).len() <= MAX_PORTRAIT_VALUES {
-                out.extend(groups(index, &column)?);
+                out.extend(groups(index, &column, now_micros)?);
             }
+        }
+        return Ok(out);
+    }
+    if let Some(family) = ACTIVITY_DIMENSIONS.iter().find(|f| **f == name) {
+        // Activity in the N whole days before today (all days when N is not given), per value.
+        let days = match rest {
+            None => None,
+            Some(d) => match d.parse::<i64>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => return plan_err!("breakdown(): '{name}:{d}' needs a number of days above zero after the colon"),
+            },
+        };
+        if !index.has_family(family) {
+            return plan_err!(
+                "breakdown(): the store has no complete index of {name} (its facts were loaded before it)"
+            );
+        }
+        let today = crate::index::day_of(now_micros);
+        let (first, last) = match days {
+            Some(n) => (today - n, today - 1),
+            None => (i64::MIN / 4, today - 1),
+        };
+        let mut out = Vec::new();
+        for stream in index.family_streams(family) {
+            let Some((_, value)) = stream.split_once('=') else { continue };
+            let users = index.active_on_days(&stream, first, last)?;
+            out.push(Group { dimension: spec.trim().to_string(), value: Some(value.to_string()), users });
         }
         return Ok(out);
     }
@@ -329,6 +364,10 @@ pub struct BreakdownFunction(pub Analytics);
 
 impl TableFunctionImpl for BreakdownFunction {
     fn call_with_args(&self, args: datafusion::catalog::TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let now = match args.session().as_any().downcast_ref::<datafusion::execution::context::SessionState>() {
+            Some(state) => crate::query::now::session_now_micros(state),
+            None => chrono::Utc::now().timestamp_micros(),
+        };
         let args = args.exprs();
         if args.len() < 2 {
             return plan_err!(
@@ -340,7 +379,7 @@ impl TableFunctionImpl for BreakdownFunction {
         let (_, audience) = self.0.named_set("breakdown", &name)?;
         let mut all = Vec::new();
         for i in 1..args.len() {
-            all.extend(groups(&self.0.index, &text_arg("breakdown", args, i, "a dimension")?)?);
+            all.extend(groups(&self.0.index, &text_arg("breakdown", args, i, "a dimension")?, now)?);
         }
         portrait(&self.0.index, &audience, all)
     }

@@ -25,6 +25,20 @@ impl PinnedNow {
             aliases: vec!["current_timestamp".into()],
         }
     }
+
+    /// The pinned instant, in nanoseconds since 1970 (UTC).
+    pub fn nanos(&self) -> i64 {
+        self.nanos
+    }
+}
+
+/// The `now()` a session's queries see, in microseconds: the pinned one (`--now`), else the clock.
+pub fn session_now_micros(state: &datafusion::execution::context::SessionState) -> i64 {
+    state
+        .scalar_functions()
+        .get("now")
+        .and_then(|f| f.inner().downcast_ref::<PinnedNow>().map(|p| p.nanos() / 1000))
+        .unwrap_or_else(|| chrono::Utc::now().timestamp_micros())
 }
 
 impl ScalarUDFImpl for PinnedNow {
