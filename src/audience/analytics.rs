@@ -441,7 +441,7 @@ impl TableFunctionImpl for TopTagsFunction {
 
 /// How long after a send outcomes count unless told: two weeks.
 const DEFAULT_LIFT_DAYS: i64 = 14;
-const DAY_MICROS: i64 = 86_400_000_000;
+use crate::index::DAY_MICROS;
 
 /// `campaign_lift(audience, version [, within [, outcome [, sent_at]]])`: did the campaign work?
 /// The version's members outside the holdout (treated) against those in it (held out): how many
@@ -647,6 +647,15 @@ impl TableFunctionImpl for FunnelFunction {
             Field::new("from_first", DataType::Float64, true),
         ]));
         Ok(Arc::new(crate::audience::sql_view::SqlView::new(sql, schema)))
+    }
+}
+
+/// A date or timestamp literal as an instant in microseconds (UTC; a date is its midnight).
+pub(crate) fn instant_of(e: &Expr) -> Option<i64> {
+    match e {
+        Expr::Literal(ScalarValue::Date32(Some(d)), _) => Some(i64::from(*d) * DAY_MICROS),
+        Expr::Literal(v, _) => crate::query::audience_rule::timestamp_micros(v),
+        _ => None,
     }
 }
 

@@ -78,12 +78,9 @@ impl TableFunctionImpl for ChurnBacktestFunction {
         let [date, horizon] = args.exprs() else {
             return plan_err!("{F}() takes a date and a horizon in days, e.g. churn_backtest(DATE '2026-08-01', 60)");
         };
-        let at = match date {
-            Expr::Literal(ScalarValue::Date32(Some(d)), _) => Some(i64::from(*d) * 86_400_000_000),
-            Expr::Literal(v, _) => crate::query::audience_rule::timestamp_micros(v),
-            _ => None,
+        let Some(at) = crate::audience::analytics::instant_of(date) else {
+            return plan_err!("{F}(): the first argument must be a date or timestamp literal");
         };
-        let Some(at) = at else { return plan_err!("{F}(): the first argument must be a date or timestamp literal") };
         let days = match horizon {
             Expr::Literal(v, _) => match v.cast_to(&DataType::Int64) {
                 Ok(ScalarValue::Int64(Some(n))) if n > 0 => n,

@@ -177,26 +177,18 @@ fn reads_aggregate(plan: &LogicalPlan) -> bool {
             _ => false,
         }
     }
-    let mut found = false;
-    let _ = plan.apply(|node| {
-        let _ = node.apply_expressions(|e| {
-            let _ = e.apply(|e| {
-                found |= crate::query::udf::marker_call(e).is_some_and(|(_, spec)| of(&spec));
-                Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-            });
-            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-        });
-        if let LogicalPlan::TableScan(scan) = node {
-            for f in &scan.filters {
-                let _ = f.apply(|e| {
-                    found |= crate::query::udf::marker_call(e).is_some_and(|(_, spec)| of(&spec));
-                    Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-                });
-            }
-        }
-        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-    });
-    found
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let is_aggregate_marker = |e: &Expr| Ok(crate::query::udf::marker_call(e).is_some_and(|(_, spec)| of(&spec)));
+    // A node's expressions include a scan's filters, where the markers end up.
+    plan.exists(|node| {
+        let mut found = false;
+        node.apply_expressions(|e| {
+            found = e.exists(is_aggregate_marker)?;
+            Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+        })?;
+        Ok(found)
+    })
+    .unwrap_or(false)
 }
 
 fn uses_dense_aggregate(plan: &LogicalPlan) -> bool {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::{TableFunctionImpl, TableProvider};
-use datafusion::common::{Result as DfResult, ScalarValue, plan_err};
+use datafusion::common::{Result as DfResult, plan_err};
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::Expr;
 
@@ -71,12 +71,7 @@ impl TableFunctionImpl for LifecycleFlowFunction {
             );
         };
         let instant = |e: &Expr, which: &str| -> DfResult<String> {
-            let micros = match e {
-                Expr::Literal(ScalarValue::Date32(Some(d)), _) => Some(i64::from(*d) * 86_400_000_000),
-                Expr::Literal(v, _) => crate::query::audience_rule::timestamp_micros(v),
-                _ => None,
-            };
-            match micros {
+            match crate::audience::analytics::instant_of(e) {
                 Some(t) => Ok(format!("to_timestamp_micros({t})")),
                 None => plan_err!("{F}(): the {which} argument must be a date or timestamp literal"),
             }

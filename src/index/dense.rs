@@ -306,11 +306,13 @@ mod tests {
         assert!(words_from_portable(&[1, 2, 3], 10).is_err());
     }
 
-    #[test]
-    fn fused_comparisons_keep_the_rows_meeting_them_all() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
-        let rows = 70_001usize;
-        let bits = 7;
+    /// Random values of `bits` bits (a tenth NULL) for `rows` rows, their bit slices, and the
+    /// rows that have a value.
+    fn sliced_values(
+        rng: &mut rand::rngs::StdRng,
+        rows: usize,
+        bits: usize,
+    ) -> (Vec<Option<u64>>, Vec<Vec<u64>>, Vec<u64>) {
         let values: Vec<Option<u64>> = (0..rows)
             .map(|_| if rng.random_bool(0.1) { None } else { Some(rng.random_range(0..1u64 << bits)) })
             .collect();
@@ -327,6 +329,15 @@ mod tests {
                 }
             }
         }
+        (values, slices, live)
+    }
+
+    #[test]
+    fn fused_comparisons_keep_the_rows_meeting_them_all() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        let rows = 70_001usize;
+        let bits = 7;
+        let (values, slices, live) = sliced_values(&mut rng, rows, bits);
         let refs: Vec<&[u64]> = slices.iter().map(Vec::as_slice).collect();
         let ops = [RangeOp::Lt, RangeOp::LtEq, RangeOp::Eq, RangeOp::GtEq, RangeOp::Gt];
         for _ in 0..40 {
@@ -356,22 +367,7 @@ mod tests {
         // Several blocks and workers, the last block partial.
         let rows = 100_003usize;
         let bits = 6;
-        let values: Vec<Option<u64>> = (0..rows)
-            .map(|_| if rng.random_bool(0.1) { None } else { Some(rng.random_range(0..1u64 << bits)) })
-            .collect();
-        let words = rows.div_ceil(64);
-        let mut slices = vec![vec![0u64; words]; bits];
-        let mut live = vec![0u64; words];
-        for (row, v) in values.iter().enumerate() {
-            if let Some(v) = v {
-                live[row / 64] |= 1 << (row % 64);
-                for (i, slice) in slices.iter_mut().enumerate() {
-                    if v >> i & 1 == 1 {
-                        slice[row / 64] |= 1 << (row % 64);
-                    }
-                }
-            }
-        }
+        let (values, slices, live) = sliced_values(&mut rng, rows, bits);
         let refs: Vec<&[u64]> = slices.iter().map(Vec::as_slice).collect();
         for c in [0u64, 1, 17, 32, 62, 63] {
             for op in [RangeOp::Lt, RangeOp::LtEq, RangeOp::Eq, RangeOp::GtEq, RangeOp::Gt] {

@@ -379,21 +379,8 @@ impl IndexSet {
             }
             return Ok(acc.unwrap_or_else(|| within.cloned().unwrap_or_else(|| self.universe())));
         }
-        let words = dense::words_for(self.universe);
-        let mut live = match within {
-            Some(w) => dense::words_of(w, words)?,
-            None => {
-                let mut all = vec![u64::MAX; words];
-                if !self.universe.is_multiple_of(64)
-                    && let Some(last) = all.last_mut()
-                {
-                    *last = (1u64 << (self.universe % 64)) - 1;
-                }
-                all
-            }
-        };
+        let mut live = self.live_words(within)?;
         let mut columns: Vec<&str> = terms.iter().map(|(c, _, _)| *c).collect();
-        columns.dedup();
         columns.sort_unstable();
         columns.dedup();
         for column in columns {
@@ -442,17 +429,10 @@ impl IndexSet {
         Ok(dense::bitmap_of(&live))
     }
 
-    /// [`IndexSet::range_compare_within`] over plain words, for `0 <= c < 2^bits`.
-    fn range_compare_dense(
-        &self,
-        column: &str,
-        op: RangeOp,
-        c: u64,
-        bits: u32,
-        within: Option<&RoaringBitmap>,
-    ) -> Result<RoaringBitmap> {
+    /// The users of `within` (every live user when `None`) as plain words, one bit per row id.
+    fn live_words(&self, within: Option<&RoaringBitmap>) -> Result<Vec<u64>> {
         let words = dense::words_for(self.universe);
-        let mut candidates = match within {
+        Ok(match within {
             Some(w) => dense::words_of(w, words)?,
             None => {
                 let mut all = vec![u64::MAX; words];
@@ -463,7 +443,19 @@ impl IndexSet {
                 }
                 all
             }
-        };
+        })
+    }
+
+    /// [`IndexSet::range_compare_within`] over plain words, for `0 <= c < 2^bits`.
+    fn range_compare_dense(
+        &self,
+        column: &str,
+        op: RangeOp,
+        c: u64,
+        bits: u32,
+        within: Option<&RoaringBitmap>,
+    ) -> Result<RoaringBitmap> {
+        let mut candidates = self.live_words(within)?;
         let nulls = self.get_dense(BitmapKind::Null, column, "")?;
         for (word, null) in candidates.iter_mut().zip(nulls.iter()) {
             *word &= !null;
