@@ -456,3 +456,30 @@ fn rfm_draws_the_recency_by_frequency_grid_and_the_segments() {
     assert!(stdout.contains(&format!("| {buyers} ")), "{stdout}");
     assert!(stdout.contains("important value") && stdout.contains("general recall"), "{stdout}");
 }
+
+#[test]
+fn model_trains_explains_and_scores() {
+    let f = fixture();
+    let out = script(
+        &f,
+        "\\model\n\
+         CREATE MODEL buyers AS LOGISTIC REGRESSION PREDICT SELECT user_id FROM user_tags WHERE tag = 'high_value' \
+         FROM tier, points, TAGS ('vip');\n\
+         \\model buyers\n\
+         \\model\n\
+         SELECT count(*) AS scored FROM predict('buyers');\n\
+         \\model nope\n",
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stdout.contains("the store has no models"), "{stdout}");
+    assert!(stdout.contains("trained model 'buyers' on 2000 users"), "{stdout}");
+    assert!(stdout.contains("model buyers: logistic regression on 2000 users"), "{stdout}");
+    // One bar per term: three tier levels, points and the tag, each with its odds ratio.
+    let bars: Vec<&str> = stdout.lines().filter(|l| l.contains('│') && l.contains("odds ×")).collect();
+    assert_eq!(bars.len(), 5, "{stdout}");
+    assert!(bars.iter().any(|l| l.trim_start().starts_with("tier = ")), "{stdout}");
+    assert!(bars.iter().any(|l| l.contains('█')), "{stdout}");
+    assert!(stdout.contains("| 2000 "), "{stdout}");
+    assert!(stderr.contains("there is no model 'nope'"), "{stderr}");
+}

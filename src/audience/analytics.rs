@@ -54,7 +54,7 @@ impl Analytics {
     }
 }
 
-fn text_arg(function: &str, args: &[Expr], i: usize, what: &str) -> DfResult<String> {
+pub(crate) fn text_arg(function: &str, args: &[Expr], i: usize, what: &str) -> DfResult<String> {
     match args.get(i) {
         Some(Expr::Literal(v, _)) => match v.try_as_str().flatten() {
             Some(s) => Ok(s.to_string()),

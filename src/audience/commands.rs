@@ -26,7 +26,7 @@ use crate::store::{Snapshot, Store, StoreWriter};
 use crate::tables::{Table, contract_columns, file_schema};
 
 /// Table names an audience may not take.
-const RESERVED: &[&str] = &["tags", "audiences", "audience_versions"];
+const RESERVED: &[&str] = &["tags", "audiences", "audience_versions", "models"];
 
 /// The text that turns a rule's predicate into its query.
 const PREDICATE_PREFIX: &str = "SELECT user_id FROM users WHERE ";
@@ -75,6 +75,16 @@ pub async fn run(session: &QuerySession, statement: CatalogStatement) -> Result<
                 crate::audience::estimate::Exactness::WhenCheap
             };
             crate::audience::estimate::estimate(session, plan, how).await
+        }
+        CatalogStatement::CreateModel { name, or_replace, label, features, holdout_basis_points, seed } => {
+            let definition =
+                crate::audience::model::ModelDefinition { label: label.text, features, holdout_basis_points, seed };
+            create_model(session, &name, or_replace, &definition).await
+        }
+        CatalogStatement::DropModel { name, if_exists } => drop_model(session, &name, if_exists),
+        CatalogStatement::ShowModels => show(session, "SELECT * FROM models ORDER BY name").await,
+        CatalogStatement::ShowModel { name } => {
+            crate::audience::model::show_model(&session.snapshot().manifest().catalog, &name)
         }
         CatalogStatement::MaterializeAudience { name, to, changes_since } => {
             let target = to.map(PathBuf::from);
@@ -455,6 +465,50 @@ fn tag_report(rows: &[TagRow]) -> Result<RecordBatch> {
 fn message(text: &str) -> Result<RecordBatch> {
     let schema = Arc::new(Schema::new(vec![Field::new("result", DataType::Utf8, false)]));
     Ok(RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![text]))])?)
+}
+
+// ---------------------------------------------------------------- models
+
+/// Trains a model on the newest version and commits it into the catalog.
+async fn create_model(
+    session: &QuerySession,
+    name: &str,
+    or_replace: bool,
+    definition: &crate::audience::model::ModelDefinition,
+) -> Result<RecordBatch> {
+    check_name("model", name)?;
+    let writer = begin(session)?;
+    if !or_replace && writer.base().catalog.model(name).is_some() {
+        return Err(Error::Usage(format!("model '{name}' exists; use CREATE OR REPLACE MODEL to retrain it")));
+    }
+    let started = Instant::now();
+    let model = crate::audience::model::train(session, name, definition).await?;
+    let mut next = (**writer.base()).clone();
+    next.catalog.models.retain(|m| m.name != name);
+    next.catalog.models.push(model.clone());
+    commit(session, writer, next)?;
+    let auc = model.metrics.holdout_auc.map_or("n/a".to_string(), |a| format!("{a:.3}"));
+    message(&format!(
+        "trained model '{name}' on {} users ({} labelled 1) in {:.1} s: holdout AUC {auc}, training AUC {:.3}",
+        model.metrics.population,
+        model.metrics.positives,
+        started.elapsed().as_secs_f64(),
+        model.metrics.train_auc
+    ))
+}
+
+fn drop_model(session: &QuerySession, name: &str, if_exists: bool) -> Result<RecordBatch> {
+    let writer = begin(session)?;
+    let mut next = (**writer.base()).clone();
+    let Some(at) = next.catalog.models.iter().position(|m| m.name == name) else {
+        if if_exists {
+            return message(&format!("there is no model '{name}'; nothing dropped"));
+        }
+        return Err(crate::store::catalog::no_such_model(name));
+    };
+    next.catalog.models.remove(at);
+    commit(session, writer, next)?;
+    message(&format!("dropped model '{name}'"))
 }
 
 // ---------------------------------------------------------------- audiences

@@ -13,6 +13,7 @@ pub mod evaluate;
 pub mod export;
 pub mod lifecycle;
 pub mod members;
+pub mod model;
 pub mod packs;
 pub mod rfm;
 pub mod sql_view;

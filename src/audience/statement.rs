@@ -1,4 +1,4 @@
-//! Persona's own statements for tags and audiences, recognised by a parser that wraps DataFusion's
+//! Persona's own statements for tags, audiences and models, recognised by a parser that wraps DataFusion's
 //! (`DFParser` has no plug-in point, datafusion-notes §5): each statement of a script is either
 //! one of these or handed to `DFParser` unchanged.
 //!
@@ -14,6 +14,11 @@
 //! SHOW AUDIENCE name
 //! MATERIALIZE AUDIENCE name [TO 'file.parquet' | 'file.csv'] [CHANGES SINCE version]
 //! ESTIMATE AUDIENCE [SAMPLED] { name | AS query }
+//! CREATE [OR REPLACE] MODEL name [HOLDOUT n PERCENT] [SEED n] AS LOGISTIC REGRESSION
+//!     PREDICT query FROM { query | column | TAG 'x' | TAGS ('x', ...) | RFM [, ...] }
+//! DROP MODEL [IF EXISTS] name
+//! SHOW MODELS
+//! SHOW MODEL name
 //! ```
 //!
 //! The query or predicate is kept as the text the user wrote; [`Body`] remembers where it started
@@ -107,6 +112,26 @@ pub enum CatalogStatement {
         to: Option<String>,
         changes_since: Option<u32>,
     },
+    /// `CREATE [OR REPLACE] MODEL name [HOLDOUT n PERCENT] [SEED n] AS LOGISTIC REGRESSION
+    /// PREDICT query FROM { query | feature, ... }`.
+    CreateModel {
+        name: String,
+        or_replace: bool,
+        /// The users labelled 1.
+        label: Body,
+        features: ModelFeatures,
+        holdout_basis_points: u32,
+        seed: u64,
+    },
+    DropModel {
+        name: String,
+        if_exists: bool,
+    },
+    ShowModels,
+    /// One model's coefficients and figures (`\model name` in the shell).
+    ShowModel {
+        name: String,
+    },
     /// The size a saved audience (`name`) or a query would have now, without saving anything.
     EstimateAudience {
         name: Option<String>,
@@ -114,6 +139,32 @@ pub enum CatalogStatement {
         /// `SAMPLED`: estimate from the sample even when an exact count would be cheap.
         sampled: bool,
     },
+}
+
+/// Hundredths of a percent of the users a model holds out unless `HOLDOUT` says otherwise.
+pub const DEFAULT_MODEL_HOLDOUT: u32 = 2000;
+/// The seed of a model's holdout and sample unless `SEED` says otherwise.
+pub const DEFAULT_MODEL_SEED: u64 = 42;
+
+/// What a model reads its features from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelFeatures {
+    /// A query yielding `user_id` and the feature columns.
+    Query(Body),
+    /// A list of users columns, tags and `RFM`, and the list as written.
+    List { items: Vec<FeatureItem>, written: Body },
+}
+
+/// One item of a feature list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeatureItem {
+    /// A column of `users`, as typed.
+    Column(String),
+    /// Membership of each tag, 0 or 1.
+    Tags(Vec<String>),
+    /// The `rfm` view's recency, frequency and monetary value (0 for users who never bought) and
+    /// whether the user ever bought.
+    Rfm,
 }
 
 /// Splits SQL text into statements, Persona's and DataFusion's, with the SQL tokenizer (quotes
@@ -247,21 +298,7 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
                             }
                         }
                     }
-                    Some("HOLDOUT") => {
-                        skip(p, 1);
-                        let token = p.parser.next_token();
-                        let percent = match &token.token {
-                            Token::Number(n, _) => n.parse::<f64>().ok().filter(|v| (0.0..=100.0).contains(v)),
-                            _ => None,
-                        };
-                        let Some(percent) = percent else {
-                            return p.parser.expected("a holdout percentage from 0 to 100", token);
-                        };
-                        if !p.parser.parse_keyword(Keyword::PERCENT) {
-                            return p.parser.expected("PERCENT", p.parser.peek_token());
-                        }
-                        holdout = (percent * 100.0).round() as u32;
-                    }
+                    Some("HOLDOUT") => holdout = holdout_clause(p)?,
                     _ => break,
                 }
             }
@@ -326,6 +363,65 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
                 CatalogStatement::EstimateAudience { name: Some(name(p)?), query: None, sampled }
             }
         }
+        (Some("CREATE"), Some("MODEL")) => {
+            skip(p, if replace { 4 } else { 2 });
+            let name = name(p)?;
+            let (mut holdout, mut seed) = (DEFAULT_MODEL_HOLDOUT, DEFAULT_MODEL_SEED);
+            loop {
+                match word_at(p, 0).as_deref() {
+                    Some("HOLDOUT") => holdout = holdout_clause(p)?,
+                    Some("SEED") => {
+                        skip(p, 1);
+                        seed = p.parser.parse_literal_uint()?;
+                    }
+                    _ => break,
+                }
+            }
+            p.parser.expect_keyword_is(Keyword::AS)?;
+            if word_at(p, 0).as_deref() != Some("LOGISTIC") || word_at(p, 1).as_deref() != Some("REGRESSION") {
+                return p.parser.expected("LOGISTIC REGRESSION (the one kind of model)", p.parser.peek_token());
+            }
+            skip(p, 2);
+            if word_at(p, 0).as_deref() != Some("PREDICT") {
+                return p
+                    .parser
+                    .expected("PREDICT followed by the query of the users labelled 1", p.parser.peek_token());
+            }
+            skip(p, 1);
+            let start = p.parser.peek_token().span.start;
+            p.parser.parse_query()?;
+            let label = body(p, sql, start);
+            p.parser.expect_keyword_is(Keyword::FROM)?;
+            let start = p.parser.peek_token().span.start;
+            let features = if starts_query(p) {
+                p.parser.parse_query()?;
+                ModelFeatures::Query(body(p, sql, start))
+            } else {
+                let items = p.parser.parse_comma_separated(feature_item)?;
+                ModelFeatures::List { items, written: body(p, sql, start) }
+            };
+            CatalogStatement::CreateModel {
+                name,
+                or_replace: replace,
+                label,
+                features,
+                holdout_basis_points: holdout,
+                seed,
+            }
+        }
+        (Some("DROP"), Some("MODEL")) => {
+            skip(p, 2);
+            let if_exists = p.parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            CatalogStatement::DropModel { name: name(p)?, if_exists }
+        }
+        (Some("SHOW"), Some("MODELS")) => {
+            skip(p, 2);
+            CatalogStatement::ShowModels
+        }
+        (Some("SHOW"), Some("MODEL")) => {
+            skip(p, 2);
+            CatalogStatement::ShowModel { name: name(p)? }
+        }
         (Some("MATERIALIZE"), _) => return p.parser.expected("AUDIENCE after MATERIALIZE", p.parser.peek_nth_token(1)),
         (Some("REFRESH"), _) => return p.parser.expected("TAGS after REFRESH", p.parser.peek_nth_token(1)),
         _ => return Ok(None),
@@ -334,6 +430,61 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
         return p.parser.expected("end of statement", p.parser.peek_token());
     }
     Ok(Some(statement))
+}
+
+/// `HOLDOUT n PERCENT`, as hundredths of a percent.
+fn holdout_clause(p: &mut DFParser) -> std::result::Result<u32, ParserError> {
+    skip(p, 1);
+    let token = p.parser.next_token();
+    let percent = match &token.token {
+        Token::Number(n, _) => n.parse::<f64>().ok().filter(|v| (0.0..=100.0).contains(v)),
+        _ => None,
+    };
+    let Some(percent) = percent else {
+        return p.parser.expected("a holdout percentage from 0 to 100", token);
+    };
+    if !p.parser.parse_keyword(Keyword::PERCENT) {
+        return p.parser.expected("PERCENT", p.parser.peek_token());
+    }
+    Ok((percent * 100.0).round() as u32)
+}
+
+/// Whether a query (`SELECT`, `WITH`, or either in parentheses) starts here.
+fn starts_query(p: &DFParser) -> bool {
+    matches!(word_at(p, 0).as_deref(), Some("SELECT" | "WITH"))
+        || p.parser.peek_token() == Token::LParen && matches!(word_at(p, 1).as_deref(), Some("SELECT" | "WITH"))
+}
+
+/// One item of a model's feature list: a users column, `TAG 'name'`, `TAGS ('a', 'b')` or `RFM`.
+fn feature_item(
+    parser: &mut datafusion::sql::sqlparser::parser::Parser,
+) -> std::result::Result<FeatureItem, ParserError> {
+    let found = parser.peek_token();
+    let word = match &found.token {
+        Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
+        _ => None,
+    };
+    match word.as_deref() {
+        Some("TAG") => {
+            parser.next_token();
+            Ok(FeatureItem::Tags(vec![parser.parse_literal_string()?]))
+        }
+        Some("TAGS") => {
+            parser.next_token();
+            parser.expect_token(&Token::LParen)?;
+            let tags = parser.parse_comma_separated(|q| q.parse_literal_string())?;
+            parser.expect_token(&Token::RParen)?;
+            Ok(FeatureItem::Tags(tags))
+        }
+        Some("RFM") => {
+            parser.next_token();
+            Ok(FeatureItem::Rfm)
+        }
+        _ => match parser.parse_identifier() {
+            Ok(ident) => Ok(FeatureItem::Column(ident.value)),
+            Err(_) => parser.expected("a users column, TAG 'name', TAGS ('a', ...) or RFM", found),
+        },
+    }
 }
 
 fn skip(p: &mut DFParser, n: usize) {

@@ -1,4 +1,4 @@
-//! What SQL sees of the catalog: the tables `tags`, `audiences` and `audience_versions`; every
+//! What SQL sees of the catalog: the tables `tags`, `audiences`, `audience_versions` and `models`; every
 //! saved audience as a table of its members' users rows; and the table functions
 //! `audience_members('name' [, version])` and `audience_diff('name', v1, v2)`.
 
@@ -129,6 +129,14 @@ pub fn register(
     ctx.register_table("tags", Arc::new(tags_table(Arc::clone(index), catalog.clone())))?;
     ctx.register_table("audiences", Arc::new(audiences_table(catalog.clone())))?;
     ctx.register_table("audience_versions", Arc::new(versions_table(catalog.clone())))?;
+    let models = catalog.clone();
+    ctx.register_table(
+        "models",
+        Arc::new(LazyTable {
+            schema: crate::audience::model::models_schema(),
+            build: Box::new(move || crate::audience::model::models_batch(&models)),
+        }),
+    )?;
     ctx.register_table("rfm", Arc::new(crate::audience::rfm::rfm_view()))?;
     ctx.register_table("lifecycle", Arc::new(crate::audience::lifecycle::lifecycle_view()))?;
     ctx.register_udtf("lifecycle_flow", Arc::new(crate::audience::lifecycle::LifecycleFlowFunction));
@@ -138,6 +146,7 @@ pub fn register(
         AudienceFunctions { catalog: Arc::new(catalog.clone()), index: Arc::clone(index), files: users_files.to_vec() };
     ctx.register_udtf("audience_members", Arc::new(MembersFunction(functions.clone())));
     ctx.register_udtf("audience_diff", Arc::new(DiffFunction(functions)));
+    ctx.register_udtf("predict", Arc::new(crate::audience::model::PredictFunction(Arc::new(catalog.clone()))));
     let analytics = crate::audience::analytics::Analytics { index: Arc::clone(index), catalog: Arc::new(catalog) };
     ctx.register_udtf("overlap", Arc::new(crate::audience::analytics::OverlapFunction(analytics.clone())));
     ctx.register_udtf("breakdown", Arc::new(crate::audience::analytics::BreakdownFunction(analytics.clone())));
@@ -156,7 +165,12 @@ pub fn register(
 
 /// The catalog tables and their schemas (for completion and documentation).
 pub fn catalog_tables() -> Vec<(&'static str, SchemaRef)> {
-    vec![("tags", tags_schema()), ("audiences", audiences_schema()), ("audience_versions", versions_schema())]
+    vec![
+        ("tags", tags_schema()),
+        ("audiences", audiences_schema()),
+        ("audience_versions", versions_schema()),
+        ("models", crate::audience::model::models_schema()),
+    ]
 }
 
 fn tags_schema() -> SchemaRef {

@@ -76,6 +76,12 @@ pub const COMMANDS: &[CommandInfo] = &[
         ArgKind::Tag,
         "every region of the Venn diagram of up to 8 tags or saved audiences, as bars",
     ),
+    info(
+        "\\model",
+        "[NAME]",
+        ArgKind::Text,
+        "the trained models, or one model's coefficients as bars with its AUC (CREATE MODEL trains one)",
+    ),
     info("\\rfm", "", ArgKind::None, "the buyers on a recency-by-frequency grid, and the eight RFM segments as bars"),
     info("\\explain", "QUERY", ArgKind::Sql, "the plan of QUERY, with the predicates answered from bitmaps"),
     info("\\i", "FILE", ArgKind::Path, "run the statements and commands in FILE"),
@@ -98,6 +104,8 @@ pub enum BackslashCommand {
     Audiences(Option<String>),
     Profile(String),
     Portrait(String),
+    /// `\model [NAME]`.
+    Model(Option<String>),
     Overlap(Vec<String>),
     Rfm,
     Explain(String),
@@ -150,6 +158,7 @@ impl FromStr for BackslashCommand {
                 Ok(BackslashCommand::Overlap(names))
             }
             "\\rfm" => no_args(BackslashCommand::Rfm),
+            "\\model" => Ok(BackslashCommand::Model(arg.map(|a| unquote(a).to_string()))),
             "\\explain" => Ok(BackslashCommand::Explain(arg.ok_or_else(|| needs("a QUERY"))?.to_string())),
             "\\i" => Ok(BackslashCommand::Include(PathBuf::from(unquote(arg.ok_or_else(|| needs("a FILE"))?)))),
             "\\o" => Ok(BackslashCommand::Output(arg.map(|a| PathBuf::from(unquote(a))))),
@@ -204,6 +213,7 @@ pub async fn run(command: BackslashCommand, shell: &mut Shell) -> std::result::R
         BackslashCommand::Portrait(name) => super::charts::portrait(shell, &name).await?,
         BackslashCommand::Overlap(names) => super::charts::overlap(shell, &names).await?,
         BackslashCommand::Rfm => super::charts::rfm(shell).await?,
+        BackslashCommand::Model(name) => model(shell, name.as_deref())?,
         BackslashCommand::Explain(query) => {
             explain(shell, &query).await.map_err(|e| Failure::in_text(e, &query))?;
         }
@@ -412,6 +422,83 @@ fn audiences(shell: &mut Shell, pattern: Option<&str>) -> Result<()> {
         )?,
         if n == 1 { "" } else { "s" }
     ));
+    Ok(())
+}
+
+/// `\model [NAME]`: the trained models, or one model explained: its figures, then each term's
+/// coefficient as a bar left (lowers the odds) or right (raises them) of the axis, largest first.
+fn model(shell: &mut Shell, name: Option<&str>) -> Result<()> {
+    let snapshot = shell.session().snapshot();
+    let catalog = &snapshot.manifest().catalog;
+    let auc = |a: Option<f64>| a.map_or("n/a".to_string(), |a| format!("{a:.3}"));
+    let Some(name) = name else {
+        if catalog.models.is_empty() {
+            shell.say(
+                "the store has no models (CREATE MODEL name AS LOGISTIC REGRESSION PREDICT ... FROM ... trains one)",
+            );
+            return Ok(());
+        }
+        let rows: Vec<Vec<String>> = catalog
+            .models
+            .iter()
+            .map(|m| {
+                vec![
+                    m.name.clone(),
+                    m.metrics.population.to_string(),
+                    m.metrics.positives.to_string(),
+                    auc(m.metrics.holdout_auc),
+                    m.created_at.clone(),
+                ]
+            })
+            .collect();
+        shell.say(&format!(
+            "{}\n(\\model NAME explains one; SELECT * FROM predict('NAME') scores the users)",
+            render::text_table(&["model", "users", "labelled 1", "holdout AUC", "created_at"], &rows)?
+        ));
+        return Ok(());
+    };
+    let m = catalog.model(name).ok_or_else(|| crate::store::catalog::no_such_model(name))?;
+    let mut out = format!(
+        "model {}: {} on {} users ({} labelled 1), holdout AUC {}, training AUC {:.3}\n",
+        m.name,
+        m.kind,
+        m.metrics.population,
+        m.metrics.positives,
+        auc(m.metrics.holdout_auc),
+        m.metrics.train_auc
+    );
+    let _ = writeln!(out, "  PREDICT {}", m.label_query.split_whitespace().collect::<Vec<_>>().join(" "));
+    let _ = writeln!(out, "  FROM {}\n", m.features_as_written.split_whitespace().collect::<Vec<_>>().join(" "));
+    let mut terms: Vec<_> = m.terms.iter().collect();
+    terms.sort_by(|a, b| b.coefficient.abs().total_cmp(&a.coefficient.abs()).then(a.column.cmp(&b.column)));
+    let label = |t: &crate::store::catalog::ModelTerm| match &t.level {
+        Some(l) => format!("{} = {l}", t.column),
+        None => format!("{} (+1 sd)", t.column),
+    };
+    let width = terms.iter().map(|t| label(t).chars().count()).max().unwrap_or(0);
+    let largest = terms.iter().map(|t| t.coefficient.abs()).fold(0.0, f64::max).max(1e-12);
+    const HALF: usize = 20;
+    for t in &terms {
+        let cells = ((t.coefficient.abs() / largest) * HALF as f64).round() as usize;
+        let (left, right) = if t.coefficient < 0.0 {
+            (format!("{}{}", " ".repeat(HALF - cells), "█".repeat(cells)), " ".repeat(HALF))
+        } else {
+            (" ".repeat(HALF), format!("{}{}", "█".repeat(cells), " ".repeat(HALF - cells)))
+        };
+        let name = label(t);
+        let pad = width - name.chars().count();
+        let _ = writeln!(
+            out,
+            "  {name}{} {left}│{right} {:+.3} (odds ×{:.2})",
+            " ".repeat(pad),
+            t.coefficient,
+            t.coefficient.exp()
+        );
+    }
+    for note in &m.metrics.notes {
+        let _ = writeln!(out, "  note: {note}");
+    }
+    shell.say(out.trim_end());
     Ok(())
 }
 
@@ -678,6 +765,8 @@ mod tests {
         assert!(parse("\\nope").unwrap_err().to_string().contains("unknown command \\nope"));
         assert!(parse("\\profile").unwrap_err().to_string().contains("\\profile needs a USER_ID"));
         assert_eq!(parse("\\portrait 'vip'").unwrap(), BackslashCommand::Portrait("vip".into()));
+        assert_eq!(parse("\\model").unwrap(), BackslashCommand::Model(None));
+        assert_eq!(parse("\\model buyers").unwrap(), BackslashCommand::Model(Some("buyers".into())));
         assert_eq!(
             parse("\\overlap A 'B' vip").unwrap(),
             BackslashCommand::Overlap(vec!["A".into(), "B".into(), "vip".into()])

@@ -1,5 +1,5 @@
-//! The catalog section a manifest carries: rule-made tags and saved audiences with their numbered
-//! versions. Each computed set of users is a small bitmap file of its own (`catalog/…`), so that
+//! The catalog section a manifest carries: rule-made tags, saved audiences with their numbered
+//! versions, and trained models. Each computed set of users is a small bitmap file of its own (`catalog/…`), so that
 //! changing an audience or a rule tag never rewrites the big index file; this module also reads and
 //! writes those files. This is the catalog's data only; the statements that fill it, and the
 //! evaluation and dependency order of its entries, belong to the audience layer above the store.
@@ -27,6 +27,86 @@ pub struct Catalog {
     pub tags: Vec<RuleTag>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audiences: Vec<Audience>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<Model>,
+}
+
+/// A trained response-propensity model (`CREATE MODEL ... AS LOGISTIC REGRESSION`): the queries it
+/// was trained from, the encoded features it reads, its coefficients and how well it ranked the
+/// held-out users.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub name: String,
+    /// `logistic regression`.
+    pub kind: String,
+    /// The query of the users labelled 1, as written.
+    pub label_query: String,
+    /// The features as written after `FROM` (a query or a feature list).
+    pub features_as_written: String,
+    /// The query yielding `user_id` and the raw feature columns (the list compiled to SQL).
+    pub feature_query: String,
+    /// One per raw feature column, in order.
+    pub columns: Vec<ModelColumn>,
+    pub intercept: f64,
+    /// One per encoded term (a numeric column, or one level of a text column).
+    pub terms: Vec<ModelTerm>,
+    pub metrics: ModelMetrics,
+    pub seed: u64,
+    /// Hundredths of a percent of the users held out of training to measure the model.
+    pub holdout_basis_points: u32,
+    /// RFC 3339 time of training.
+    pub created_at: String,
+    /// The store version whose data the training read.
+    pub computed_on: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<EvaluatedNow>,
+}
+
+/// A raw feature column and how it becomes a number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelColumn {
+    /// The column's name in the feature query.
+    pub name: String,
+    /// `numeric` (numbers, booleans as 0/1, dates and timestamps as days since 1970) or `text`
+    /// (one indicator per level).
+    pub encoding: String,
+    /// The SQL expression over the feature query's column that yields the encoded value.
+    pub expression: String,
+}
+
+/// One coefficient: of a numeric column per standard deviation (`mean`, `sd` of the training
+/// rows; a NULL counts as the mean), or of one level of a text column against its reference level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelTerm {
+    pub column: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    pub coefficient: f64,
+    #[serde(default)]
+    pub mean: f64,
+    #[serde(default)]
+    pub sd: f64,
+}
+
+/// How a model was trained and how well it ranks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMetrics {
+    /// Rows of the feature query.
+    pub population: u64,
+    /// Of them, labelled 1.
+    pub positives: u64,
+    pub train_rows: u64,
+    pub train_positives: u64,
+    pub holdout_rows: u64,
+    pub holdout_positives: u64,
+    pub train_auc: f64,
+    /// Area under the ROC curve on the held-out users (absent with no holdout or a one-class one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout_auc: Option<f64>,
+    pub iterations: u32,
+    /// Text levels folded into the reference level, and columns dropped as constant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// A tag whose members come from a rule rather than from loaded `user_tags` rows.
@@ -136,6 +216,11 @@ pub struct SetFile {
     pub bytes: u64,
 }
 
+/// The error for a name that is no trained model.
+pub fn no_such_model(name: &str) -> Error {
+    Error::Usage(format!("there is no model '{name}' (SHOW MODELS lists them)"))
+}
+
 /// The error for a name that is no saved audience.
 pub fn no_such_audience(name: &str) -> Error {
     Error::Usage(format!("there is no saved audience '{name}' (SHOW AUDIENCES lists them)"))
@@ -143,7 +228,11 @@ pub fn no_such_audience(name: &str) -> Error {
 
 impl Catalog {
     pub fn is_empty(&self) -> bool {
-        self.tags.is_empty() && self.audiences.is_empty()
+        self.tags.is_empty() && self.audiences.is_empty() && self.models.is_empty()
+    }
+
+    pub fn model(&self, name: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.name == name)
     }
 
     pub fn tag(&self, name: &str) -> Option<&RuleTag> {
