@@ -8,11 +8,18 @@
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::SchemaRef;
 use arrow::datatypes::{DataType, Field, Schema};
-use datafusion::catalog::{TableFunctionImpl, TableProvider};
+use async_trait::async_trait;
+use datafusion::catalog::{Session as CatalogSession, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result as DfResult, ScalarValue, plan_err};
-use datafusion::datasource::MemTable;
+use datafusion::datasource::{MemTable, TableType};
+use datafusion::execution::context::{SQLOptions, SessionState};
 use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+
+use crate::tables::USER_ID;
 use roaring::RoaringBitmap;
 
 use crate::index::format::BitmapKind;
@@ -171,6 +178,7 @@ const ACTIVITY_DIMENSIONS: &[&str] = &[
 const MAX_PORTRAIT_VALUES: usize = 24;
 
 /// One group of users a dimension of `breakdown()` splits everyone into.
+#[derive(Clone)]
 struct Group {
     dimension: String,
     value: Option<String>,
@@ -312,6 +320,81 @@ fn like_matcher(pattern: &str) -> impl Fn(&str) -> bool {
     }
 }
 
+/// The columns of a portrait.
+fn portrait_fields() -> Vec<Field> {
+    vec![
+        Field::new("dimension", DataType::Utf8, false),
+        Field::new("value", DataType::Utf8, true),
+        Field::new("members", DataType::Int64, false),
+        Field::new("share", DataType::Float64, true),
+        Field::new("base", DataType::Int64, false),
+        Field::new("base_share", DataType::Float64, true),
+        Field::new("tgi", DataType::Float64, true),
+    ]
+}
+
+/// Whether an audience argument is a query (`SELECT ...`, `WITH ...`, or either in parentheses)
+/// rather than the name of a saved audience or tag (`tag:` before such a name reads it as a tag).
+fn is_query(text: &str) -> bool {
+    let t = text.trim_start().trim_start_matches('(').trim_start();
+    let word: String = t.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+    (word.eq_ignore_ascii_case("select") || word.eq_ignore_ascii_case("with"))
+        && t[word.len()..].starts_with(|c: char| c.is_whitespace())
+}
+
+/// Builds a function's table from an audience's members.
+type FromMembers = Arc<dyn Fn(&RoaringBitmap) -> DfResult<Arc<dyn TableProvider>> + Send + Sync>;
+
+/// A table computed from the members of an audience query when it is scanned: a table
+/// function's `call` cannot run a query, its scan can (on the scanning session, so `now()` and
+/// the indexes are the session's).
+struct QueryAudienceTable {
+    function: &'static str,
+    query: String,
+    index: Arc<IndexSet>,
+    schema: SchemaRef,
+    build: FromMembers,
+}
+
+impl std::fmt::Debug for QueryAudienceTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryAudienceTable").field("function", &self.function).field("query", &self.query).finish()
+    }
+}
+
+#[async_trait]
+impl TableProvider for QueryAudienceTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn CatalogSession,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let Some(session) = state.as_any().downcast_ref::<SessionState>() else {
+            return plan_err!("{}(): an audience query needs a Persona session", self.function);
+        };
+        let ctx = SessionContext::new_with_state(session.clone());
+        let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let plan = ctx.sql_with_options(&self.query, read_only).await?.into_unoptimized_plan();
+        if plan.schema().fields().iter().all(|f| f.name() != USER_ID) {
+            return plan_err!("{}(): the audience query must return a user_id column", self.function);
+        }
+        let use_indexes =
+            session.config().options().extensions.get::<crate::query::PersonaConfig>().is_none_or(|c| c.use_indexes);
+        let (members, _) = crate::audience::evaluate::members_of(&ctx, &self.index, use_indexes, plan).await?;
+        (self.build)(&members)?.scan(state, projection, filters, limit).await
+    }
+}
+
 /// Rows of a portrait: per group, its members in the audience, their share of the audience, the
 /// group's users overall, their share of everyone, and TGI (the ratio of the shares × 100).
 fn portrait(index: &IndexSet, audience: &RoaringBitmap, groups: Vec<Group>) -> DfResult<Arc<dyn TableProvider>> {
@@ -337,15 +420,7 @@ fn portrait(index: &IndexSet, audience: &RoaringBitmap, groups: Vec<Group>) -> D
         });
     }
     table(
-        vec![
-            Field::new("dimension", DataType::Utf8, false),
-            Field::new("value", DataType::Utf8, true),
-            Field::new("members", DataType::Int64, false),
-            Field::new("share", DataType::Float64, true),
-            Field::new("base", DataType::Int64, false),
-            Field::new("base_share", DataType::Float64, true),
-            Field::new("tgi", DataType::Float64, true),
-        ],
+        portrait_fields(),
         vec![
             Arc::new(StringArray::from(dimension)),
             Arc::new(StringArray::from(value)),
@@ -375,12 +450,22 @@ impl TableFunctionImpl for BreakdownFunction {
                  e.g. breakdown('winback', 'tier', 'points:1000,5000', 'tags')"
             );
         }
-        let name = text_arg("breakdown", args, 0, "a saved audience or tag")?;
-        let (_, audience) = self.0.named_set("breakdown", &name)?;
+        let name = text_arg("breakdown", args, 0, "a saved audience, a tag or a query")?;
         let mut all = Vec::new();
         for i in 1..args.len() {
             all.extend(groups(&self.0.index, &text_arg("breakdown", args, i, "a dimension")?, now)?);
         }
+        if is_query(&name) {
+            let index = Arc::clone(&self.0.index);
+            return Ok(Arc::new(QueryAudienceTable {
+                function: "breakdown",
+                query: name,
+                index: Arc::clone(&self.0.index),
+                schema: Arc::new(Schema::new(portrait_fields())),
+                build: Arc::new(move |members| portrait(&index, members, all.clone())),
+            }));
+        }
+        let (_, audience) = self.0.named_set("breakdown", &name)?;
         portrait(&self.0.index, &audience, all)
     }
 }
@@ -399,8 +484,7 @@ impl TableFunctionImpl for TopTagsFunction {
                 "top_tags() takes an audience, how many tags, and optionally a minimum support, e.g. top_tags('winback', 10, 0.05)"
             );
         }
-        let name = text_arg("top_tags", args, 0, "a saved audience or tag")?;
-        let (own, audience) = self.0.named_set("top_tags", &name)?;
+        let name = text_arg("top_tags", args, 0, "a saved audience, a tag or a query")?;
         let n = number_arg("top_tags", args, 1, "how many tags")?.unwrap_or(10.0);
         if n < 0.0 || n.fract() != 0.0 {
             return plan_err!("top_tags(): how many tags must be a whole number, not {n}");
@@ -411,32 +495,53 @@ impl TableFunctionImpl for TopTagsFunction {
                 "top_tags(): the minimum support is a share of the audience between 0 and 1, not {support}"
             );
         }
-        let everyone = self.0.index.universe_len();
-        let size = audience.len();
-        let mut scored: Vec<(f64, String, RoaringBitmap)> = Vec::new();
-        for tag in self.0.index.tag_names() {
-            if tag == own {
-                continue;
-            }
-            let users = self.0.index.get(BitmapKind::Tag, &tag, "")?;
-            let members = users.intersection_len(&audience);
-            if size == 0 || (members as f64) < support * size as f64 || members == 0 {
-                continue;
-            }
-            let tgi = match (ratio(members, size), ratio(users.len(), everyone)) {
-                (Some(s), Some(b)) if b > 0.0 => s / b * 100.0,
-                _ => continue,
-            };
-            scored.push((tgi, tag, users.as_ref().clone()));
+        if is_query(&name) {
+            let index = Arc::clone(&self.0.index);
+            return Ok(Arc::new(QueryAudienceTable {
+                function: "top_tags",
+                query: name,
+                index: Arc::clone(&self.0.index),
+                schema: Arc::new(Schema::new(portrait_fields())),
+                build: Arc::new(move |members| top_tags(&index, "", members, n as usize, support)),
+            }));
         }
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        scored.truncate(n as usize);
-        let groups = scored
-            .into_iter()
-            .map(|(_, tag, users)| Group { dimension: "tag".into(), value: Some(tag), users })
-            .collect();
-        portrait(&self.0.index, &audience, groups)
+        let (own, audience) = self.0.named_set("top_tags", &name)?;
+        top_tags(&self.0.index, &own, &audience, n as usize, support)
     }
+}
+
+/// The `n` tags but `own` with the highest TGI among `audience`'s members, each carried by at
+/// least `support` of them, as a portrait.
+fn top_tags(
+    index: &IndexSet,
+    own: &str,
+    audience: &RoaringBitmap,
+    n: usize,
+    support: f64,
+) -> DfResult<Arc<dyn TableProvider>> {
+    let everyone = index.universe_len();
+    let size = audience.len();
+    let mut scored: Vec<(f64, String, RoaringBitmap)> = Vec::new();
+    for tag in index.tag_names() {
+        if tag == own {
+            continue;
+        }
+        let users = index.get(BitmapKind::Tag, &tag, "")?;
+        let members = users.intersection_len(audience);
+        if size == 0 || (members as f64) < support * size as f64 || members == 0 {
+            continue;
+        }
+        let tgi = match (ratio(members, size), ratio(users.len(), everyone)) {
+            (Some(s), Some(b)) if b > 0.0 => s / b * 100.0,
+            _ => continue,
+        };
+        scored.push((tgi, tag, users.as_ref().clone()));
+    }
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    scored.truncate(n);
+    let groups =
+        scored.into_iter().map(|(_, tag, users)| Group { dimension: "tag".into(), value: Some(tag), users }).collect();
+    portrait(index, audience, groups)
 }
 
 /// How long after a send outcomes count unless told: two weeks.

@@ -5,12 +5,14 @@
 
 use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col};
+use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use roaring::RoaringBitmap;
 
 use crate::audience::members::IdResolver;
 use crate::audience::statement::{Body, Statement};
 use crate::error::{Error, Result};
+use crate::index::IndexSet;
 use crate::query::QuerySession;
 use crate::query::bitmap_expr::evaluate as evaluate_bitmap;
 use crate::query::users_provider::UsersTable;
@@ -79,20 +81,50 @@ pub async fn evaluate(session: &QuerySession, plan: LogicalPlan) -> Result<Evalu
     if let Some((members, columns)) = from_bitmaps(session, &optimized)? {
         return Ok(Evaluated { members, unknown_ids: 0, export: Export::UsersColumns(columns) });
     }
-    let ids = LogicalPlanBuilder::from(plan.clone()).project(vec![col(USER_ID)])?.build()?;
-    let mut stream = session.context().execute_logical_plan(ids).await?.execute_stream().await?;
+    let (members, unknown_ids) = run_for_members(&session.context(), &session.index(), plan.clone()).await?;
+    Ok(Evaluated { members, unknown_ids, export: Export::Query(Box::new(plan)) })
+}
+
+/// The members of a query planned on any context over the store's `index` (a table function's
+/// session), and how many of its user_ids are no user: from the bitmaps when they answer it,
+/// else by running it.
+pub async fn members_of(
+    ctx: &SessionContext,
+    index: &IndexSet,
+    use_indexes: bool,
+    plan: LogicalPlan,
+) -> Result<(RoaringBitmap, u64)> {
+    let optimized = ctx.state().optimize(&plan)?;
+    if let Some((members, _)) = from_bitmaps_with(index, use_indexes, &optimized)? {
+        return Ok((members, 0));
+    }
+    run_for_members(ctx, index, plan).await
+}
+
+/// Runs the query's user_id column and looks the ids up in the id dictionary.
+async fn run_for_members(ctx: &SessionContext, index: &IndexSet, plan: LogicalPlan) -> Result<(RoaringBitmap, u64)> {
+    let ids = LogicalPlanBuilder::from(plan).project(vec![col(USER_ID)])?.build()?;
+    let mut stream = ctx.execute_logical_plan(ids).await?.execute_stream().await?;
     let mut resolver = IdResolver::default();
     while let Some(batch) = stream.try_next().await? {
         resolver.add_column(batch.column(0))?;
     }
-    let resolved = resolver.finish(&session.index())?;
-    Ok(Evaluated { members: resolved.set, unknown_ids: resolved.unknown, export: Export::Query(Box::new(plan)) })
+    let resolved = resolver.finish(index)?;
+    Ok((resolved.set, resolved.unknown))
 }
 
 /// The members and exported columns when `plan` (optimized) is users columns over a users scan
 /// whose filters were all answered from the bitmaps.
 pub fn from_bitmaps(session: &QuerySession, plan: &LogicalPlan) -> Result<Option<(RoaringBitmap, Vec<String>)>> {
-    if !session.use_indexes() {
+    from_bitmaps_with(&session.index(), session.use_indexes(), plan)
+}
+
+fn from_bitmaps_with(
+    index: &IndexSet,
+    use_indexes: bool,
+    plan: &LogicalPlan,
+) -> Result<Option<(RoaringBitmap, Vec<String>)>> {
+    if !use_indexes {
         return Ok(None);
     }
     let (columns, scan) = match plan {
@@ -127,9 +159,8 @@ pub fn from_bitmaps(session: &QuerySession, plan: &LogicalPlan) -> Result<Option
     let Some(users) = <dyn datafusion::catalog::TableProvider>::downcast_ref::<UsersTable>(provider.as_ref()) else {
         return Ok(None);
     };
-    let index = session.index();
     // A filter left to the rows (`has_tag('a') OR email LIKE ...`) needs the query to run.
     let Some(selection) = users.bitmap_selection(&scan.filters) else { return Ok(None) };
-    let members = evaluate_bitmap(&selection, &index)?;
+    let members = evaluate_bitmap(&selection, index)?;
     Ok(Some((members, columns)))
 }
