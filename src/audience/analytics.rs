@@ -708,33 +708,17 @@ impl TableFunctionImpl for FunnelFunction {
         };
         let steps: Vec<String> =
             (1..args.len()).map(|i| text_arg(F, args, i, "an event type or 'purchase'")).collect::<DfResult<_>>()?;
-        let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
-        let source = |step: &str| {
-            if step.eq_ignore_ascii_case("purchase") {
-                "SELECT user_id, ts FROM purchases".to_string()
-            } else {
-                format!("SELECT user_id, ts FROM events WHERE event_type = {}", quote(step))
-            }
-        };
-        let seconds = window / 1_000_000;
-        let mut sql = format!(
-            "WITH s1 AS (SELECT user_id, min(ts) AS t FROM ({}) x \
-             WHERE ts >= now() - INTERVAL '{seconds} seconds' AND ts < now() GROUP BY user_id)",
-            source(&steps[0])
-        );
-        for k in 2..=steps.len() {
-            sql.push_str(&format!(
-                ", s{k} AS (SELECT x.user_id, min(x.ts) AS t FROM ({}) x JOIN s{} p \
-                 ON x.user_id = p.user_id AND x.ts > p.t WHERE x.ts < now() GROUP BY x.user_id)",
-                source(&steps[k - 1]),
-                k - 1
-            ));
-        }
+        let mut sql = funnel_paths(window, &steps);
         let counts: Vec<String> = steps
             .iter()
             .enumerate()
             .map(|(i, step)| {
-                format!("SELECT {} AS step, {} AS name, (SELECT count(*) FROM s{}) AS users", i + 1, quote(step), i + 1)
+                format!(
+                    "SELECT {} AS step, {} AS name, (SELECT count(*) FROM s{}) AS users",
+                    i + 1,
+                    sql_text(step),
+                    i + 1
+                )
             })
             .collect();
         sql.push_str(&format!(
@@ -745,6 +729,99 @@ impl TableFunctionImpl for FunnelFunction {
             counts.join(" UNION ALL ")
         ));
         let schema = Arc::new(Schema::new(vec![
+            Field::new("step", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("users", DataType::Int64, true),
+            Field::new("from_previous", DataType::Float64, true),
+            Field::new("from_first", DataType::Float64, true),
+        ]));
+        Ok(Arc::new(crate::audience::sql_view::SqlView::new(sql, schema)))
+    }
+}
+
+/// A SQL string literal.
+fn sql_text(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The CTEs `s1` .. `sN` of a funnel: per user who reached step k, the time of reaching it (their
+/// earliest step 1 within `window` microseconds before `now()`, then each next step's earliest
+/// occurrence strictly after the step before, before `now()`).
+fn funnel_paths(window: i64, steps: &[String]) -> String {
+    let source = |step: &str| {
+        if step.eq_ignore_ascii_case("purchase") {
+            "SELECT user_id, ts FROM purchases".to_string()
+        } else {
+            format!("SELECT user_id, ts FROM events WHERE event_type = {}", sql_text(step))
+        }
+    };
+    let seconds = window / 1_000_000;
+    let mut sql = format!(
+        "WITH s1 AS (SELECT user_id, min(ts) AS t FROM ({}) x \
+         WHERE ts >= now() - INTERVAL '{seconds} seconds' AND ts < now() GROUP BY user_id)",
+        source(&steps[0])
+    );
+    for k in 2..=steps.len() {
+        sql.push_str(&format!(
+            ", s{k} AS (SELECT x.user_id, min(x.ts) AS t FROM ({}) x JOIN s{} p \
+             ON x.user_id = p.user_id AND x.ts > p.t WHERE x.ts < now() GROUP BY x.user_id)",
+            source(&steps[k - 1]),
+            k - 1
+        ));
+    }
+    sql
+}
+
+/// `funnel_by(column, window, step1, step2, ...)`: `funnel()` per value of a users column (NULL
+/// is a value): per value and step its users and the shares of the value's previous and first
+/// step; a value whose users stop before a step has 0 there.
+#[derive(Debug)]
+pub struct FunnelByFunction;
+
+impl TableFunctionImpl for FunnelByFunction {
+    fn call_with_args(&self, args: datafusion::catalog::TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        const F: &str = "funnel_by";
+        let args = args.exprs();
+        if args.len() < 4 || args.len() > MAX_FUNNEL_STEPS + 2 {
+            return plan_err!(
+                "funnel_by() takes a users column, a window and 2 to {MAX_FUNNEL_STEPS} steps (event types or \
+                 'purchase'), e.g. funnel_by('tier', INTERVAL '30 days', 'view', 'cart', 'purchase')"
+            );
+        }
+        let column = text_arg(F, args, 0, "a users column")?;
+        let Some(window) = window_arg(F, args, 1)? else {
+            return plan_err!("{F}(): the second argument is the window, e.g. INTERVAL '30 days'");
+        };
+        let steps: Vec<String> =
+            (2..args.len()).map(|i| text_arg(F, args, i, "an event type or 'purchase'")).collect::<DfResult<_>>()?;
+        let column = format!("u.\"{}\"", column.replace('"', "\"\""));
+        let mut sql = funnel_paths(window, &steps);
+        let counts: Vec<String> = (1..=steps.len())
+            .map(|k| {
+                format!(
+                    "SELECT CAST({column} AS VARCHAR) AS value, {k} AS step, count(*) AS users \
+                     FROM s{k} JOIN users u ON u.user_id = s{k}.user_id GROUP BY CAST({column} AS VARCHAR)"
+                )
+            })
+            .collect();
+        let names: Vec<String> =
+            steps.iter().enumerate().map(|(i, step)| format!("({}, {})", i + 1, sql_text(step))).collect();
+        sql.push_str(&format!(
+            ", c AS ({}), \
+             grid AS (SELECT v.value, n.step, n.name FROM (SELECT DISTINCT value FROM c WHERE step = 1) v \
+                      CROSS JOIN (VALUES {}) AS n(step, name)), \
+             g AS (SELECT grid.value, grid.step, grid.name, coalesce(c.users, 0) AS users FROM grid \
+                   LEFT JOIN c ON (c.value IS NOT DISTINCT FROM grid.value) AND c.step = grid.step) \
+             SELECT CAST(value AS VARCHAR) AS value, CAST(step AS BIGINT) AS step, CAST(name AS VARCHAR) AS name, \
+             CAST(users AS BIGINT) AS users, \
+             CAST(users AS DOUBLE) / CAST(lag(users) OVER (PARTITION BY value ORDER BY step) AS DOUBLE) AS from_previous, \
+             CAST(users AS DOUBLE) / CAST(first_value(users) OVER (PARTITION BY value ORDER BY step) AS DOUBLE) AS from_first \
+             FROM g ORDER BY value NULLS LAST, step",
+            counts.join(" UNION ALL "),
+            names.join(", ")
+        ));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("value", DataType::Utf8, true),
             Field::new("step", DataType::Int64, true),
             Field::new("name", DataType::Utf8, true),
             Field::new("users", DataType::Int64, true),

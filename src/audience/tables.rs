@@ -152,6 +152,7 @@ pub fn register(
     ctx.register_udtf("breakdown", Arc::new(crate::audience::analytics::BreakdownFunction(analytics.clone())));
     ctx.register_udtf("top_tags", Arc::new(crate::audience::analytics::TopTagsFunction(analytics.clone())));
     ctx.register_udtf("funnel", Arc::new(crate::audience::analytics::FunnelFunction));
+    ctx.register_udtf("funnel_by", Arc::new(crate::audience::analytics::FunnelByFunction));
     ctx.register_udtf("attrition", Arc::new(crate::audience::analytics::AttritionFunction(analytics.clone())));
     ctx.register_udtf("campaign_lift", Arc::new(crate::audience::analytics::CampaignLiftFunction(analytics)));
     for (name, table) in audiences {
