@@ -54,7 +54,7 @@ impl Analytics {
     }
 }
 
-fn text_arg(function: &str, args: &[Expr], i: usize, what: &str) -> DfResult<String> {
+pub(crate) fn text_arg(function: &str, args: &[Expr], i: usize, what: &str) -> DfResult<String> {
     match args.get(i) {
         Some(Expr::Literal(v, _)) => match v.try_as_str().flatten() {
             Some(s) => Ok(s.to_string()),
@@ -64,7 +64,7 @@ fn text_arg(function: &str, args: &[Expr], i: usize, what: &str) -> DfResult<Str
     }
 }
 
-fn number_arg(function: &str, args: &[Expr], i: usize, what: &str) -> DfResult<Option<f64>> {
+pub(crate) fn number_arg(function: &str, args: &[Expr], i: usize, what: &str) -> DfResult<Option<f64>> {
     match args.get(i) {
         None => Ok(None),
         Some(Expr::Literal(v, _)) => match v.cast_to(&DataType::Float64) {
@@ -75,7 +75,7 @@ fn number_arg(function: &str, args: &[Expr], i: usize, what: &str) -> DfResult<O
     }
 }
 
-fn table(fields: Vec<Field>, columns: Vec<ArrayRef>) -> DfResult<Arc<dyn TableProvider>> {
+pub(crate) fn table(fields: Vec<Field>, columns: Vec<ArrayRef>) -> DfResult<Arc<dyn TableProvider>> {
     let schema = Arc::new(Schema::new(fields));
     let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
     Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
