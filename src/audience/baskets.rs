@@ -1,7 +1,8 @@
 //! "Bought together": association rules between products or categories over purchase baskets,
 //! as the table functions `association_rules(min_support, min_confidence [, level [, basket]])`
-//! and `recommend(user_id, n [, level [, min_support [, min_confidence [, basket]]]])`. Owns what
-//! a basket is, the reading of purchases into baskets, and the two-pass pair count.
+//! and `recommend(user_id, n [, level [, min_support [, min_confidence [, basket]]]])`, with named
+//! arguments (`level => 'category'`) through a relation planner. Owns what a basket is, the
+//! reading of purchases into baskets, and the two-pass pair count.
 //!
 //! ```text
 //!  purchases files (plain copies: row id, ts, product code; order_id from Parquet)
@@ -25,8 +26,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int32Type, TimeUnit, TimestampMicrosecondType};
 use datafusion::catalog::{TableFunctionImpl, TableProvider};
-use datafusion::common::{Result as DfResult, plan_err};
+use datafusion::common::{Result as DfResult, ScalarValue, plan_err};
 use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::planner::{RelationPlanner, RelationPlannerContext, RelationPlanning};
+use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, FunctionArg, FunctionArgExpr, TableFactor, Value as SqlValue};
 use rustc_hash::FxHashMap;
 
 use crate::audience::analytics::{number_arg, table, text_arg};
@@ -652,9 +655,14 @@ impl Baskets {
     }
 }
 
+/// Whether argument `i` is given: present and not NULL (a named call's gaps are NULL).
+fn given(args: &[Expr], i: usize) -> bool {
+    !matches!(args.get(i), None | Some(Expr::Literal(ScalarValue::Null, _)))
+}
+
 /// A level argument: `'product'` or `'category'`.
 fn level_arg(function: &str, args: &[Expr], i: usize, default: Level) -> DfResult<Level> {
-    if args.get(i).is_none() {
+    if !given(args, i) {
         return Ok(default);
     }
     match text_arg(function, args, i, "the level, 'product' or 'category'")?.to_ascii_lowercase().as_str() {
@@ -666,7 +674,7 @@ fn level_arg(function: &str, args: &[Expr], i: usize, default: Level) -> DfResul
 
 /// A basket argument: `'day'` or `'order'`.
 fn basket_arg(function: &str, args: &[Expr], i: usize) -> DfResult<BasketBy> {
-    if args.get(i).is_none() {
+    if !given(args, i) {
         return Ok(BasketBy::Day);
     }
     match text_arg(function, args, i, "what makes a basket, 'day' or 'order'")?.to_ascii_lowercase().as_str() {
@@ -685,7 +693,8 @@ fn share_arg(
     default: Option<f64>,
     zero_allowed: bool,
 ) -> DfResult<f64> {
-    let Some(v) = number_arg(function, args, i, name)?.or(default) else {
+    let value = if given(args, i) { number_arg(function, args, i, name)? } else { None };
+    let Some(v) = value.or(default) else {
         return plan_err!("{function}(): argument {} ({name}) is missing", i + 1);
     };
     let ok = if zero_allowed { (0.0..=1.0).contains(&v) } else { v > 0.0 && v <= 1.0 };
@@ -799,6 +808,74 @@ impl TableFunctionImpl for RecommendFunction {
             ],
         )
     }
+}
+
+/// The parameters of the functions that take named arguments, in their positions.
+const PARAMETERS: &[(&str, &[&str])] = &[
+    ("association_rules", &["min_support", "min_confidence", "level", "basket"]),
+    ("recommend", &["user_id", "n", "level", "min_support", "min_confidence", "basket"]),
+];
+
+/// Named arguments (`level => 'category'`) for `association_rules()` and `recommend()`.
+/// DataFusion 55 refuses them in a table function call, so this planner puts them in their
+/// positions before DataFusion plans the call; an argument left out between two given ones
+/// becomes NULL, which the functions read as "not given".
+#[derive(Debug)]
+pub struct NamedArguments;
+
+impl RelationPlanner for NamedArguments {
+    fn plan_relation(
+        &self,
+        mut relation: TableFactor,
+        _context: &mut dyn RelationPlannerContext,
+    ) -> DfResult<RelationPlanning> {
+        if let TableFactor::Table { name, args: Some(call), .. } = &mut relation
+            && call.args.iter().any(|a| matches!(a, FunctionArg::Named { .. } | FunctionArg::ExprNamed { .. }))
+            && let Some(function) = name.0.last().and_then(|p| p.as_ident()).map(|i| i.value.to_ascii_lowercase())
+            && let Some((function, parameters)) = PARAMETERS.iter().find(|(f, _)| *f == function)
+        {
+            call.args = in_positions(function, parameters, std::mem::take(&mut call.args))?;
+        }
+        Ok(RelationPlanning::Original(Box::new(relation)))
+    }
+}
+
+/// `args` with the named ones moved to their parameters' positions.
+fn in_positions(function: &str, parameters: &[&str], args: Vec<FunctionArg>) -> DfResult<Vec<FunctionArg>> {
+    let mut slots: Vec<Option<FunctionArgExpr>> = vec![None; parameters.len()];
+    let mut named = false;
+    for (k, arg) in args.into_iter().enumerate() {
+        let (name, value) = match arg {
+            FunctionArg::Unnamed(value) if !named => {
+                if k >= slots.len() {
+                    return plan_err!("{function}() takes at most {} arguments", parameters.len());
+                }
+                slots[k] = Some(value);
+                continue;
+            }
+            FunctionArg::Unnamed(_) => {
+                return plan_err!("{function}(): an argument without a name comes after a named one");
+            }
+            FunctionArg::Named { name, arg, .. } => (name.value, arg),
+            FunctionArg::ExprNamed { name: SqlExpr::Identifier(name), arg, .. } => (name.value, arg),
+            FunctionArg::ExprNamed { name, .. } => {
+                return plan_err!("{function}(): '{name}' is not an argument name");
+            }
+        };
+        named = true;
+        let Some(at) = parameters.iter().position(|p| p.eq_ignore_ascii_case(&name)) else {
+            return plan_err!("{function}() has no argument named {name} (it takes {})", parameters.join(", "));
+        };
+        if slots[at].is_some() {
+            return plan_err!("{function}(): {name} is given twice");
+        }
+        slots[at] = Some(value);
+    }
+    while slots.last().is_some_and(Option::is_none) {
+        slots.pop();
+    }
+    let null = || FunctionArgExpr::Expr(SqlExpr::Value(SqlValue::Null.into()));
+    Ok(slots.into_iter().map(|s| FunctionArg::Unnamed(s.unwrap_or_else(null))).collect())
 }
 
 /// For a user who bought `bought` (sorted): per item not bought, the rule from a bought item with

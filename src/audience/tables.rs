@@ -152,6 +152,7 @@ pub fn register(
         Arc::new(crate::audience::baskets::AssociationRulesFunction(baskets.clone())),
     );
     ctx.register_udtf("recommend", Arc::new(crate::audience::baskets::RecommendFunction(baskets)));
+    ctx.register_relation_planner(Arc::new(crate::audience::baskets::NamedArguments))?;
     for (name, table) in audiences {
         // A name that collides with a table of the session stays reachable through in_audience.
         if !ctx.table_exist(name.as_str())? {
