@@ -71,7 +71,7 @@ pub(crate) fn text_arg(function: &str, args: &[Expr], i: usize, what: &str) -> D
     }
 }
 
-fn number_arg(function: &str, args: &[Expr], i: usize, what: &str) -> DfResult<Option<f64>> {
+pub(crate) fn number_arg(function: &str, args: &[Expr], i: usize, what: &str) -> DfResult<Option<f64>> {
     match args.get(i) {
         None => Ok(None),
         Some(Expr::Literal(v, _)) => match v.cast_to(&DataType::Float64) {
@@ -82,7 +82,7 @@ fn number_arg(function: &str, args: &[Expr], i: usize, what: &str) -> DfResult<O
     }
 }
 
-fn table(fields: Vec<Field>, columns: Vec<ArrayRef>) -> DfResult<Arc<dyn TableProvider>> {
+pub(crate) fn table(fields: Vec<Field>, columns: Vec<ArrayRef>) -> DfResult<Arc<dyn TableProvider>> {
     let schema = Arc::new(Schema::new(fields));
     let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
     Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))

@@ -4,6 +4,7 @@
 //! statements are parsed by [`statement`] and run by [`commands`].
 
 pub mod analytics;
+pub mod baskets;
 pub mod catalog;
 pub mod churn;
 pub mod commands;

@@ -1,6 +1,7 @@
 //! What SQL sees of the catalog: the tables `tags`, `audiences`, `audience_versions` and `models`; every
 //! saved audience as a table of its members' users rows; and the table functions
-//! `audience_members('name' [, version])` and `audience_diff('name', v1, v2)`.
+//! `audience_members('name' [, version])` and `audience_diff('name', v1, v2)`; and registers the
+//! analytics functions (`overlap`, `breakdown`, ..., `association_rules`, `recommend`).
 
 use std::sync::Arc;
 
@@ -155,6 +156,13 @@ pub fn register(
     ctx.register_udtf("funnel_by", Arc::new(crate::audience::analytics::FunnelByFunction));
     ctx.register_udtf("attrition", Arc::new(crate::audience::analytics::AttritionFunction(analytics.clone())));
     ctx.register_udtf("campaign_lift", Arc::new(crate::audience::analytics::CampaignLiftFunction(analytics)));
+    let baskets = crate::audience::baskets::Baskets::new(Arc::clone(index));
+    ctx.register_udtf(
+        "association_rules",
+        Arc::new(crate::audience::baskets::AssociationRulesFunction(baskets.clone())),
+    );
+    ctx.register_udtf("recommend", Arc::new(crate::audience::baskets::RecommendFunction(baskets)));
+    ctx.register_relation_planner(Arc::new(crate::audience::baskets::NamedArguments))?;
     for (name, table) in audiences {
         // A name that collides with a table of the session stays reachable through in_audience.
         if !ctx.table_exist(name.as_str())? {

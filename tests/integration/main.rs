@@ -9,6 +9,7 @@ mod activity_counts;
 mod activity_index;
 mod audience_fuzz;
 mod audiences;
+mod baskets;
 mod cli;
 mod csv_quirks;
 mod custom_columns;
