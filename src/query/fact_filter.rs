@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::index::{EdgeScan, IndexSet};
 use crate::query::audience_rule::collect_values;
 use crate::query::dense_agg_rule::{DenseAggregate, is_row_local};
+use crate::query::const_compare::ConstComparison;
 use crate::query::dict_filter::{self, DictTest};
 use crate::store::fact_rows::{self, Strings};
 use crate::store::plain_columns::{self, PlainColumns};
@@ -389,6 +390,8 @@ impl FactAggregate {
 struct RowTest {
     names: Vec<String>,
     tests: Vec<(usize, DictTest)>,
+    /// Comparisons with constants, by column position in `names`.
+    comparisons: Vec<(usize, ConstComparison)>,
     /// The positions of the residual's columns in `names`, their SQL schema and the residual.
     residual: Option<(Vec<usize>, arrow::datatypes::SchemaRef, Arc<dyn PhysicalExpr>)>,
 }
@@ -401,6 +404,15 @@ impl RowTest {
         let mut tests: Vec<DictTest> = conjuncts.iter().filter_map(|e| DictTest::from_expr(e, &df_table)).collect();
         let mut rest: Vec<Expr> =
             conjuncts.iter().filter(|e| DictTest::from_expr(e, &df_table).is_none()).map(|e| (*e).clone()).collect();
+        // Comparisons of fixed-width columns with constants run straight on the values.
+        let mut comparisons = Vec::new();
+        rest.retain(|e| match ConstComparison::from_expr(e, &df_table) {
+            Some(c) => {
+                comparisons.push(c);
+                false
+            }
+            None => true,
+        });
         let elsewhere: Vec<String> =
             rest.iter().flat_map(|e| e.column_refs().into_iter().map(|c| c.name.clone())).collect();
         tests.retain(|t| {
@@ -423,15 +435,18 @@ impl RowTest {
         names.dedup();
         let tests: Vec<(usize, DictTest)> =
             tests.into_iter().map(|t| (names.iter().position(|n| *n == t.column).unwrap_or(0), t)).collect();
+        let position_of = |name: &str, names: &mut Vec<String>| match names.iter().position(|m| m == name) {
+            Some(i) => i,
+            None => {
+                names.push(name.to_string());
+                names.len() - 1
+            }
+        };
+        let comparisons: Vec<(usize, ConstComparison)> =
+            comparisons.into_iter().map(|c| (position_of(&c.column, &mut names), c)).collect();
         let mut positions = Vec::with_capacity(residual_names.len());
         for n in &residual_names {
-            positions.push(match names.iter().position(|m| m == n) {
-                Some(i) => i,
-                None => {
-                    names.push(n.clone());
-                    names.len() - 1
-                }
-            });
+            positions.push(position_of(n, &mut names));
         }
         let residual = match datafusion::logical_expr::utils::conjunction(rest) {
             None => None,
@@ -449,7 +464,7 @@ impl RowTest {
                 Some((positions, schema, physical))
             }
         };
-        Ok(RowTest { names, tests, residual })
+        Ok(RowTest { names, tests, comparisons, residual })
     }
 
     /// How the Parquet reader decodes strings: the tested columns as dictionaries.
@@ -470,6 +485,9 @@ impl RowTest {
                 arrow::compute::cast(&text, &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)))?
             };
             mask = Some(dict_filter::and(mask, test.evaluate(column.as_ref())?));
+        }
+        for (at, comparison) in &self.comparisons {
+            mask = Some(dict_filter::and(mask, comparison.evaluate(batch.column(*at))?));
         }
         if let Some((positions, schema, physical)) = &self.residual
             && mask.as_ref().is_none_or(|m| m.count_set_bits() > 0)

@@ -7,6 +7,7 @@ pub mod activity_count;
 pub mod audience_rule;
 pub mod bitmap_expr;
 pub mod bitmap_scan;
+pub mod const_compare;
 pub mod dense_agg_exec;
 pub mod dense_agg_rule;
 pub mod dense_state;

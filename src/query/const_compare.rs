@@ -1,0 +1,212 @@
+//! A comparison of a fixed-width column with a constant (`amount >= 1000`, `ts < TIMESTAMP ...`,
+//! `quantity = 2`), evaluated straight on the column's values in one vectorisable pass instead of
+//! through a DataFusion physical expression. The semantics are DataFusion's: a NULL row never
+//! passes; floats compare by total order after -0.0 is made 0.0 (as DataFusion's comparison
+//! kernels do), so NaN is above every number. Only a column compared with a literal of exactly
+//! the column's SQL type is taken; anything else stays with DataFusion.
+
+use std::cmp::Ordering;
+
+use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray};
+use arrow::buffer::BooleanBuffer;
+use arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType,
+    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+
+use crate::error::{Error, Result};
+
+/// The constant, in the column's type.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Constant {
+    Float(f64),
+    Signed(i64),
+    Unsigned(u64),
+}
+
+/// `column op constant`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConstComparison {
+    pub column: String,
+    /// The column's SQL type (the batch's column is cast to it when stored otherwise).
+    data_type: DataType,
+    op: Operator,
+    constant: Constant,
+}
+
+impl ConstComparison {
+    /// The comparison `e` is, when it is `column op literal` (either way round) over a column of
+    /// `schema` whose type the literal has exactly, and not NULL.
+    pub fn from_expr(e: &Expr, schema: &DFSchema) -> Option<ConstComparison> {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else { return None };
+        let (column, literal, op) = match (left.as_ref(), right.as_ref()) {
+            (Expr::Column(c), Expr::Literal(v, _)) => (c, v, *op),
+            (Expr::Literal(v, _), Expr::Column(c)) => (c, v, op.swap()?),
+            _ => return None,
+        };
+        if !matches!(op, Operator::Eq | Operator::NotEq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq) {
+            return None;
+        }
+        let field = schema.field_with_unqualified_name(&column.name).ok()?;
+        let data_type = field.data_type().clone();
+        if literal.data_type() != data_type {
+            return None;
+        }
+        let constant = match literal {
+            ScalarValue::Float64(Some(v)) => Constant::Float(*v),
+            ScalarValue::Int8(Some(v)) => Constant::Signed(i64::from(*v)),
+            ScalarValue::Int16(Some(v)) => Constant::Signed(i64::from(*v)),
+            ScalarValue::Int32(Some(v)) => Constant::Signed(i64::from(*v)),
+            ScalarValue::Int64(Some(v)) => Constant::Signed(*v),
+            ScalarValue::UInt8(Some(v)) => Constant::Unsigned(u64::from(*v)),
+            ScalarValue::UInt16(Some(v)) => Constant::Unsigned(u64::from(*v)),
+            ScalarValue::UInt32(Some(v)) => Constant::Unsigned(u64::from(*v)),
+            ScalarValue::UInt64(Some(v)) => Constant::Unsigned(*v),
+            ScalarValue::TimestampMicrosecond(Some(v), _) => Constant::Signed(*v),
+            _ => return None,
+        };
+        Some(ConstComparison { column: column.name.clone(), data_type, op, constant })
+    }
+
+    /// The rows of `column` for which the comparison is TRUE.
+    pub fn evaluate(&self, column: &ArrayRef) -> Result<BooleanBuffer> {
+        let cast;
+        let column = if column.data_type() == &self.data_type {
+            column
+        } else {
+            cast = arrow::compute::cast(column, &self.data_type)?;
+            &cast
+        };
+        let op = self.op;
+        let passing = match (&self.data_type, self.constant) {
+            (DataType::Float64, Constant::Float(c)) => {
+                let c = zero(c);
+                compare::<Float64Type>(column, op, |v| zero(v).total_cmp(&c))
+            }
+            (DataType::Int8, Constant::Signed(c)) => compare::<Int8Type>(column, op, |v| i64::from(v).cmp(&c)),
+            (DataType::Int16, Constant::Signed(c)) => compare::<Int16Type>(column, op, |v| i64::from(v).cmp(&c)),
+            (DataType::Int32, Constant::Signed(c)) => compare::<Int32Type>(column, op, |v| i64::from(v).cmp(&c)),
+            (DataType::Int64, Constant::Signed(c)) => compare::<Int64Type>(column, op, |v| v.cmp(&c)),
+            (DataType::Timestamp(..), Constant::Signed(c)) => {
+                compare::<TimestampMicrosecondType>(column, op, |v| v.cmp(&c))
+            }
+            (DataType::UInt8, Constant::Unsigned(c)) => compare::<UInt8Type>(column, op, |v| u64::from(v).cmp(&c)),
+            (DataType::UInt16, Constant::Unsigned(c)) => compare::<UInt16Type>(column, op, |v| u64::from(v).cmp(&c)),
+            (DataType::UInt32, Constant::Unsigned(c)) => compare::<UInt32Type>(column, op, |v| u64::from(v).cmp(&c)),
+            (DataType::UInt64, Constant::Unsigned(c)) => compare::<UInt64Type>(column, op, |v| v.cmp(&c)),
+            _ => None,
+        };
+        passing.ok_or_else(|| {
+            Error::Internal(format!("column '{}' is not of type {} in the batch", self.column, self.data_type))
+        })
+    }
+}
+
+/// -0.0 as 0.0 (DataFusion's comparison of floats).
+fn zero(v: f64) -> f64 {
+    if v == 0.0 { 0.0 } else { v }
+}
+
+/// The rows of a `T` column whose `order` against the constant satisfies `op`, NULLs excluded;
+/// `None` when the column is not a `T` column.
+fn compare<T: ArrowPrimitiveType>(
+    column: &ArrayRef,
+    op: Operator,
+    order: impl Fn(T::Native) -> Ordering,
+) -> Option<BooleanBuffer> {
+    let values: &PrimitiveArray<T> = column.as_primitive_opt::<T>()?;
+    let v = values.values();
+    let keep = |o: Ordering| match op {
+        Operator::Eq => o == Ordering::Equal,
+        Operator::NotEq => o != Ordering::Equal,
+        Operator::Lt => o == Ordering::Less,
+        Operator::LtEq => o != Ordering::Greater,
+        Operator::Gt => o == Ordering::Greater,
+        _ => o != Ordering::Less,
+    };
+    let passing = BooleanBuffer::collect_bool(v.len(), |i| keep(order(v[i])));
+    Some(match values.nulls() {
+        Some(nulls) => &passing & nulls.inner(),
+        None => passing,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{BooleanArray, Float64Array, Int64Array, RecordBatch};
+    use arrow::datatypes::{Field, Schema};
+    use datafusion::logical_expr::{col, lit};
+    use datafusion::physical_expr::create_physical_expr;
+    use datafusion::physical_expr::execution_props::ExecutionProps;
+
+    use super::*;
+
+    fn schema() -> Schema {
+        Schema::new(vec![Field::new("amount", DataType::Float64, true), Field::new("quantity", DataType::Int64, true)])
+    }
+
+    /// The comparison's rows against DataFusion's own evaluation of the same expression.
+    fn agrees(e: Expr, batch: &RecordBatch) {
+        let df = DFSchema::try_from(schema()).unwrap();
+        let test = ConstComparison::from_expr(&e, &df).unwrap_or_else(|| panic!("{e} is taken"));
+        let ours = test.evaluate(batch.column(batch.schema().index_of(&test.column).unwrap())).unwrap();
+        let physical = create_physical_expr(
+            &e,
+            &df,
+            &ExecutionProps::new(),
+            &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
+        )
+        .unwrap();
+        let theirs = physical.evaluate(batch).unwrap().into_array(batch.num_rows()).unwrap();
+        let theirs = crate::query::dict_filter::true_rows(theirs.as_any().downcast_ref::<BooleanArray>().unwrap());
+        assert_eq!(ours, theirs, "{e}");
+    }
+
+    #[test]
+    fn agrees_with_datafusion_on_nulls_zeros_and_nan() {
+        let amounts = Float64Array::from(vec![
+            Some(-0.0),
+            Some(0.0),
+            None,
+            Some(f64::NAN),
+            Some(-f64::NAN),
+            Some(1000.0),
+            Some(999.99),
+            Some(f64::INFINITY),
+            Some(f64::NEG_INFINITY),
+        ]);
+        let quantities = Int64Array::from(vec![Some(1), None, Some(2), Some(3), Some(-4), Some(5), Some(0), None, Some(2)]);
+        let batch = RecordBatch::try_new(Arc::new(schema()), vec![Arc::new(amounts), Arc::new(quantities)]).unwrap();
+        for c in [0.0, -0.0, 1000.0, f64::NAN, f64::INFINITY] {
+            for e in [
+                col("amount").eq(lit(c)),
+                col("amount").not_eq(lit(c)),
+                col("amount").lt(lit(c)),
+                col("amount").lt_eq(lit(c)),
+                col("amount").gt(lit(c)),
+                col("amount").gt_eq(lit(c)),
+                lit(c).lt(col("amount")),
+            ] {
+                agrees(e, &batch);
+            }
+        }
+        for c in [-4i64, 0, 2, 7] {
+            agrees(col("quantity").gt_eq(lit(c)), &batch);
+            agrees(lit(c).gt(col("quantity")), &batch);
+            agrees(col("quantity").not_eq(lit(c)), &batch);
+        }
+    }
+
+    #[test]
+    fn leaves_other_shapes_to_datafusion() {
+        let df = DFSchema::try_from(schema()).unwrap();
+        assert!(ConstComparison::from_expr(&col("amount").gt(lit(1000i64)), &df).is_none(), "type differs");
+        assert!(ConstComparison::from_expr(&col("amount").gt(col("amount")), &df).is_none());
+        assert!(ConstComparison::from_expr(&col("quantity").gt(lit(ScalarValue::Int64(None))), &df).is_none());
+        assert!(ConstComparison::from_expr(&(col("quantity") + lit(1i64)).gt(lit(2i64)), &df).is_none());
+    }
+}
