@@ -5,6 +5,7 @@ pub mod demo;
 pub mod r#gen;
 pub mod import;
 pub mod materialize;
+pub mod report;
 pub mod shell;
 pub mod sql;
 
@@ -30,6 +31,8 @@ pub enum Command {
     Materialize(materialize::MaterializeArgs),
     /// Run SQL against a store.
     Sql(sql::SqlArgs),
+    /// Write a self-contained HTML report (portrait, TGI, overlap, RFM, lifecycle) of an audience.
+    Report(report::ReportArgs),
     /// Explore a store in an interactive SQL shell (reads a script when input is not a terminal).
     Shell(shell::ShellArgs),
     /// Build a 100,000-customer demo store and answer audience questions on it.
@@ -50,6 +53,7 @@ pub fn run(cli: Cli) -> Result<()> {
             materialize::run(args)
         }
         Command::Sql(args) => sql::run(args),
+        Command::Report(args) => report::run(args),
         Command::Shell(args) => shell::run(args),
         Command::Demo(args) => demo::run(args),
     }
