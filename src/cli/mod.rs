@@ -32,6 +32,13 @@ pub enum Command {
     /// Run SQL against a store.
     Sql(sql::SqlArgs),
     /// Write a self-contained HTML report (portrait, TGI, overlap, RFM, lifecycle) of an audience.
+    ///
+    /// Writes one HTML page (inline SVG and CSS; no scripts, fonts or links to anything outside
+    /// it) about a saved audience or a tag: its size; its portrait with TGI over the profile
+    /// columns, bands of the range-indexed columns and its most distinguishing tags; its overlap
+    /// with those tags; the RFM grid of its buyers; and its lifecycle stages with the store-wide
+    /// lifecycle flow. Every figure comes from SQL (breakdown, top_tags, overlap, rfm, lifecycle,
+    /// lifecycle_flow), shown under its chart.
     Report(report::ReportArgs),
     /// Explore a store in an interactive SQL shell (reads a script when input is not a terminal).
     Shell(shell::ShellArgs),

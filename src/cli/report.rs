@@ -22,13 +22,6 @@ const OVERLAP_TAGS: usize = 3;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    long_about = "Writes one self-contained HTML page (inline SVG and CSS; no scripts, fonts or \
-                  links to anything outside it) about a saved audience or a tag: its size, its \
-                  portrait with TGI over the profile columns, bands of the range-indexed columns \
-                  and its most distinguishing tags, its overlap with those tags, the RFM grid of \
-                  its buyers, and its lifecycle stages with the store-wide lifecycle flow. Every \
-                  figure comes from SQL (breakdown, top_tags, overlap, rfm, lifecycle, \
-                  lifecycle_flow), shown under its chart.",
     after_help = "Example:\n  persona report --store ./crm --audience winback --now 2026-11-01 --out winback.html"
 )]
 pub struct ReportArgs {
@@ -52,6 +45,17 @@ pub struct ReportArgs {
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
+    let out =
+        std::path::absolute(&args.out).map_err(|e| Error::Io { op: "resolve", path: args.out.clone(), source: e })?;
+    // Checked before the queries run: the page is written beside where it goes, then renamed.
+    if let Some(folder) = out.parent()
+        && !folder.is_dir()
+    {
+        return Err(Error::Usage(format!(
+            "the folder {} for --out does not exist; create it first, so no report was written",
+            folder.display()
+        )));
+    }
     let store = Store::open(&args.store)?;
     // One instant for every figure, so that the RFM and lifecycle sections agree with each other.
     let now = args.now.unwrap_or_else(Utc::now);

@@ -120,7 +120,7 @@ fn sources(page: &mut String, sql: &Sources) {
         return;
     }
     let text: Vec<String> = sql.0.iter().map(|s| escape(s)).collect();
-    let _ = write!(page, "<details><summary>SQL</summary><pre>{}</pre></details>\n", text.join(";\n"));
+    let _ = writeln!(page, "<details><summary>SQL</summary><pre>{}</pre></details>", text.join(";\n"));
 }
 
 /// The label of a group: its value, or `(none)` for NULL.

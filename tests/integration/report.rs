@@ -142,6 +142,7 @@ fn section<'a>(dom: &'a str, id: &str) -> &'a str {
 }
 
 #[test]
+#[allow(clippy::print_stderr)] // a skip is said on stderr, where `cargo test` shows it
 fn report_draws_every_chart_in_headless_chromium() {
     let Some(browser) = chromium() else {
         if std::env::var("PERSONA_SKIP_CHROMIUM").as_deref() == Ok("1") {
@@ -212,4 +213,8 @@ fn report_of_a_missing_audience_fails_in_one_sentence_and_writes_nothing() {
     let out = run(dir.path(), &["report", "--store", "store", "--audience", "tag:gold_members", "--out", "out/x.html"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("there is no tag 'gold_members'"));
     assert!(!dir.path().join("out/x.html").exists());
+    // A missing folder is found before any query runs.
+    let out = run(dir.path(), &["report", "--store", "store", "--audience", "gold_members", "--out", "no/x.html"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no for --out does not exist"));
 }
