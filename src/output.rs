@@ -1,8 +1,11 @@
 //! Writers for query results: aligned tables, vertical records, CSV, JSON (an array of objects on
 //! one line, NULLs kept as `null`) and Parquet, from a stream of record batches. Only tables and
 //! vertical records collect the rows first (to align columns). A result without columns (`SET`)
-//! writes nothing.
+//! writes nothing. `html` and `report` build the self-contained HTML page of `persona report`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod html;
+pub mod report;
 
 use std::io::Write;
 

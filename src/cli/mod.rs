@@ -5,6 +5,7 @@ pub mod demo;
 pub mod r#gen;
 pub mod import;
 pub mod materialize;
+pub mod report;
 pub mod shell;
 pub mod sql;
 
@@ -30,6 +31,15 @@ pub enum Command {
     Materialize(materialize::MaterializeArgs),
     /// Run SQL against a store.
     Sql(sql::SqlArgs),
+    /// Write a self-contained HTML report (portrait, TGI, overlap, RFM, lifecycle) of an audience.
+    ///
+    /// Writes one HTML page (inline SVG and CSS; no scripts, fonts or links to anything outside
+    /// it) about a saved audience or a tag: its size; its portrait with TGI over the profile
+    /// columns, bands of the range-indexed columns and its most distinguishing tags; its overlap
+    /// with those tags; the RFM grid of its buyers; and its lifecycle stages with the store-wide
+    /// lifecycle flow. Every figure comes from SQL (breakdown, top_tags, overlap, rfm, lifecycle,
+    /// lifecycle_flow), shown under its chart.
+    Report(report::ReportArgs),
     /// Explore a store in an interactive SQL shell (reads a script when input is not a terminal).
     Shell(shell::ShellArgs),
     /// Build a 100,000-customer demo store and answer audience questions on it.
@@ -50,6 +60,7 @@ pub fn run(cli: Cli) -> Result<()> {
             materialize::run(args)
         }
         Command::Sql(args) => sql::run(args),
+        Command::Report(args) => report::run(args),
         Command::Shell(args) => shell::run(args),
         Command::Demo(args) => demo::run(args),
     }

@@ -1,8 +1,8 @@
 //! Integration tests of Persona through its public API and its `persona` binary: import errors and
 //! their all-or-nothing guarantee, users upserts, refusal of repeated fact loads, typed custom
 //! columns, quirky CSV input, snapshots and dry runs, the writer lock, the command line, files
-//! left by interrupted imports, seeded random damage to the sample inputs (import_fuzz), and the
-//! library API a service embeds (embedding).
+//! left by interrupted imports, seeded random damage to the sample inputs (import_fuzz), the
+//! library API a service embeds (embedding), and the HTML report checked in headless Chromium.
 //! Every test builds its own small store in a temporary directory.
 
 mod activity_counts;
@@ -21,6 +21,7 @@ mod import_fuzz;
 mod interrupted;
 mod kept_files;
 mod lock;
+mod report;
 mod settings;
 mod snapshots;
 mod store_paths;
