@@ -118,15 +118,16 @@ fn compare<T: ArrowPrimitiveType>(
 ) -> Option<BooleanBuffer> {
     let values: &PrimitiveArray<T> = column.as_primitive_opt::<T>()?;
     let v = values.values();
-    let keep = |o: Ordering| match op {
-        Operator::Eq => o == Ordering::Equal,
-        Operator::NotEq => o != Ordering::Equal,
-        Operator::Lt => o == Ordering::Less,
-        Operator::LtEq => o != Ordering::Greater,
-        Operator::Gt => o == Ordering::Greater,
-        _ => o != Ordering::Less,
+    // One loop per operator, so that the test in it is a plain comparison.
+    let n = v.len();
+    let passing = match op {
+        Operator::Eq => BooleanBuffer::collect_bool(n, |i| order(v[i]) == Ordering::Equal),
+        Operator::NotEq => BooleanBuffer::collect_bool(n, |i| order(v[i]) != Ordering::Equal),
+        Operator::Lt => BooleanBuffer::collect_bool(n, |i| order(v[i]) == Ordering::Less),
+        Operator::LtEq => BooleanBuffer::collect_bool(n, |i| order(v[i]) != Ordering::Greater),
+        Operator::Gt => BooleanBuffer::collect_bool(n, |i| order(v[i]) == Ordering::Greater),
+        _ => BooleanBuffer::collect_bool(n, |i| order(v[i]) != Ordering::Less),
     };
-    let passing = BooleanBuffer::collect_bool(v.len(), |i| keep(order(v[i])));
     Some(match values.nulls() {
         Some(nulls) => &passing & nulls.inner(),
         None => passing,

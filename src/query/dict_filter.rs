@@ -3,7 +3,10 @@
 //! its keys, so the column's rows are never decoded into strings. NULL never passes (as in
 //! WHERE: `NULL = 'x'` and `NULL NOT IN (…)` are unknown).
 
-use arrow::array::{Array, AsArray, BooleanArray};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, Int32Type};
 use datafusion::common::DFSchema;
@@ -64,10 +67,27 @@ impl DictTest {
 
     /// Which rows of `column` (a `Dictionary(Int32, Utf8)` array) pass.
     pub fn evaluate(&self, column: &dyn Array) -> Result<BooleanBuffer> {
+        self.evaluate_cached(column, None)
+    }
+
+    /// [`DictTest::evaluate`], matching the values against each dictionary once per `cache`.
+    pub fn evaluate_cached(&self, column: &dyn Array, cache: Option<&PassCache>) -> Result<BooleanBuffer> {
         let dict = column
             .as_dictionary_opt::<Int32Type>()
             .ok_or_else(|| Error::Internal(format!("column {} was not read as a dictionary", self.column)))?;
-        let values = dict.values();
+        let pass = match cache {
+            Some(cache) => cache.get_or_insert(dict.values(), || self.passing_values(dict.values()))?,
+            None => Arc::new(self.passing_values(dict.values())?),
+        };
+        let keys = dict.keys();
+        let mask = BooleanBuffer::collect_bool(keys.len(), |i| {
+            keys.is_valid(i) && pass.get(keys.values()[i] as usize).copied().unwrap_or(false)
+        });
+        Ok(mask)
+    }
+
+    /// Per value of a dictionary, whether it passes.
+    fn passing_values(&self, values: &ArrayRef) -> Result<Vec<bool>> {
         // Long lists (the products of a brand) by hash, short ones by comparison.
         let set: Option<rustc_hash::FxHashSet<&str>> =
             (self.values.len() > 8).then(|| self.values.iter().map(String::as_str).collect());
@@ -80,11 +100,38 @@ impl DictTest {
             (None, Some(v)) => v.iter().map(|s| s.is_some_and(|s| listed(s) != self.negated)).collect(),
             _ => return Err(Error::Internal(format!("column {} has no string dictionary", self.column))),
         };
-        let keys = dict.keys();
-        let mask = BooleanBuffer::collect_bool(keys.len(), |i| {
-            keys.is_valid(i) && pass.get(keys.values()[i] as usize).copied().unwrap_or(false)
-        });
-        Ok(mask)
+        Ok(pass)
+    }
+}
+
+/// How many dictionaries a [`PassCache`] remembers.
+const CACHED_DICTIONARIES: usize = 16;
+
+/// Which values of a dictionary pass a test, remembered per dictionary array: the batches of a
+/// plain copy share the file's one dictionary, so a long `IN` list (a brand's products) is
+/// matched against it once per file instead of once per batch. Entries hold their dictionary, so
+/// an address is never reused by another while cached.
+#[derive(Debug, Default)]
+pub struct PassCache {
+    entries: Mutex<VecDeque<(ArrayRef, Arc<Vec<bool>>)>>,
+}
+
+impl PassCache {
+    fn get_or_insert(&self, values: &ArrayRef, compute: impl FnOnce() -> Result<Vec<bool>>) -> Result<Arc<Vec<bool>>> {
+        let found = {
+            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            entries.iter().find(|(v, _)| Arc::ptr_eq(v, values)).map(|(_, pass)| Arc::clone(pass))
+        };
+        if let Some(pass) = found {
+            return Ok(pass);
+        }
+        let pass = Arc::new(compute()?);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CACHED_DICTIONARIES {
+            entries.pop_front();
+        }
+        entries.push_back((Arc::clone(values), Arc::clone(&pass)));
+        Ok(pass)
     }
 }
 

@@ -390,6 +390,8 @@ impl FactAggregate {
 struct RowTest {
     names: Vec<String>,
     tests: Vec<(usize, DictTest)>,
+    /// One per test: the passing values of the dictionaries seen.
+    caches: Vec<dict_filter::PassCache>,
     /// Comparisons with constants, by column position in `names`.
     comparisons: Vec<(usize, ConstComparison)>,
     /// The positions of the residual's columns in `names`, their SQL schema and the residual.
@@ -464,7 +466,8 @@ impl RowTest {
                 Some((positions, schema, physical))
             }
         };
-        Ok(RowTest { names, tests, comparisons, residual })
+        let caches = tests.iter().map(|_| dict_filter::PassCache::default()).collect();
+        Ok(RowTest { names, tests, caches, comparisons, residual })
     }
 
     /// How the Parquet reader decodes strings: the tested columns as dictionaries.
@@ -476,7 +479,7 @@ impl RowTest {
     fn passing(&self, batch: &RecordBatch) -> Result<arrow::buffer::BooleanBuffer> {
         let rows = batch.num_rows();
         let mut mask: Option<arrow::buffer::BooleanBuffer> = None;
-        for (at, test) in &self.tests {
+        for ((at, test), cache) in self.tests.iter().zip(&self.caches) {
             let column = batch.column(*at);
             let column = if matches!(column.data_type(), DataType::Dictionary(..)) {
                 Arc::clone(column)
@@ -484,7 +487,7 @@ impl RowTest {
                 let text = arrow::compute::cast(column, &DataType::Utf8)?;
                 arrow::compute::cast(&text, &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)))?
             };
-            mask = Some(dict_filter::and(mask, test.evaluate(column.as_ref())?));
+            mask = Some(dict_filter::and(mask, test.evaluate_cached(column.as_ref(), Some(cache))?));
         }
         for (at, comparison) in &self.comparisons {
             mask = Some(dict_filter::and(mask, comparison.evaluate(batch.column(*at))?));
