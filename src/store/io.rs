@@ -27,7 +27,7 @@ pub fn sync_dir(path: &Path) -> Result<()> {
 
 /// Replaces `path` with `bytes` atomically: a temporary file, fsync, rename, fsync of the directory.
 pub fn atomic_replace(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let tmp = dir.join(format!(
         ".{}.tmp-{:016x}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
@@ -36,6 +36,12 @@ pub fn atomic_replace(path: &Path, bytes: &[u8]) -> Result<()> {
     write_new(&tmp, bytes)?;
     std::fs::rename(&tmp, path).io_context("rename into place", path)?;
     sync_dir(dir)
+}
+
+/// The directory holding `path`: a bare file name's parent is the empty path, which names no
+/// directory to sync; it means the current directory.
+fn parent_dir(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
 /// Creates a directory and its parents.
@@ -131,6 +137,13 @@ pub fn wait_synced(handles: Vec<std::thread::JoinHandle<Result<()>>>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_file_name_lives_in_the_current_directory() {
+        assert_eq!(parent_dir(Path::new("page.html")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("out/page.html")), Path::new("out"));
+        assert_eq!(parent_dir(Path::new("/page.html")), Path::new("/"));
+    }
 
     #[test]
     fn rename_over_replaces_the_old_file_and_leaves_no_second_name() {
