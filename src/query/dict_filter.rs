@@ -80,9 +80,12 @@ impl DictTest {
             None => Arc::new(self.passing_values(dict.values())?),
         };
         let keys = dict.keys();
-        let mask = BooleanBuffer::collect_bool(keys.len(), |i| {
-            keys.is_valid(i) && pass.get(keys.values()[i] as usize).copied().unwrap_or(false)
-        });
+        let codes = keys.values();
+        let passes = |k: i32| pass.get(k as usize).copied().unwrap_or(false);
+        let mask = match keys.nulls() {
+            None => BooleanBuffer::collect_bool(codes.len(), |i| passes(codes[i])),
+            Some(nulls) => &BooleanBuffer::collect_bool(codes.len(), |i| passes(codes[i])) & nulls.inner(),
+        };
         Ok(mask)
     }
 
