@@ -46,7 +46,8 @@ impl ConstComparison {
             (Expr::Literal(v, _), Expr::Column(c)) => (c, v, op.swap()?),
             _ => return None,
         };
-        if !matches!(op, Operator::Eq | Operator::NotEq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq) {
+        if !matches!(op, Operator::Eq | Operator::NotEq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq)
+        {
             return None;
         }
         let field = schema.field_with_unqualified_name(&column.name).ok()?;
@@ -180,7 +181,8 @@ mod tests {
             Some(f64::INFINITY),
             Some(f64::NEG_INFINITY),
         ]);
-        let quantities = Int64Array::from(vec![Some(1), None, Some(2), Some(3), Some(-4), Some(5), Some(0), None, Some(2)]);
+        let quantities =
+            Int64Array::from(vec![Some(1), None, Some(2), Some(3), Some(-4), Some(5), Some(0), None, Some(2)]);
         let batch = RecordBatch::try_new(Arc::new(schema()), vec![Arc::new(amounts), Arc::new(quantities)]).unwrap();
         for c in [0.0, -0.0, 1000.0, f64::NAN, f64::INFINITY] {
             for e in [

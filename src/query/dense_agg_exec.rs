@@ -28,6 +28,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Par
 
 use crate::error::{Error, Result};
 use crate::query::bitmap_scan::UsersFile;
+use crate::query::const_compare::ConstComparison;
 use crate::query::dense_agg_rule::DenseAggregate;
 use crate::query::dense_state::{DenseAggKind, DenseInput, DenseState};
 use crate::query::dict_filter::{self, DictTest};
@@ -50,15 +51,23 @@ pub struct DenseSources {
     pub ts_window: Option<(i64, i64)>,
 }
 
+/// The filter of a [`DenseAggregateExec`], in the order its parts run.
+#[derive(Debug, Clone)]
+pub struct DenseFilter {
+    /// Conjuncts answered on dictionary keys (their columns are read as dictionaries).
+    pub tests: Vec<DictTest>,
+    /// Comparisons of read columns (by position) with constants.
+    pub comparisons: Vec<(usize, ConstComparison)>,
+    /// The rest of the filter.
+    pub predicate: Option<Arc<dyn PhysicalExpr>>,
+}
+
 /// Executes a [`DenseAggregate`].
 #[derive(Debug)]
 pub struct DenseAggregateExec {
     node: DenseAggregate,
     sources: DenseSources,
-    /// Conjuncts answered on dictionary keys (their columns are read as dictionaries).
-    tests: Vec<DictTest>,
-    /// The rest of the filter.
-    predicate: Option<Arc<dyn PhysicalExpr>>,
+    filter: DenseFilter,
     /// One per aggregate (`None` for `count(*)`).
     args: Vec<Option<Arc<dyn PhysicalExpr>>>,
     workers: usize,
@@ -70,8 +79,7 @@ impl DenseAggregateExec {
     pub fn new(
         node: DenseAggregate,
         sources: DenseSources,
-        tests: Vec<DictTest>,
-        predicate: Option<Arc<dyn PhysicalExpr>>,
+        filter: DenseFilter,
         args: Vec<Option<Arc<dyn PhysicalExpr>>>,
         workers: usize,
     ) -> Self {
@@ -82,7 +90,7 @@ impl DenseAggregateExec {
             EmissionType::Final,
             Boundedness::Bounded,
         ));
-        DenseAggregateExec { node, sources, tests, predicate, args, workers: workers.max(1), schema, properties }
+        DenseAggregateExec { node, sources, filter, args, workers: workers.max(1), schema, properties }
     }
 }
 
@@ -90,8 +98,8 @@ impl DisplayAs for DenseAggregateExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "DenseAggregateExec: ")?;
         self.node.describe(f)?;
-        if !self.tests.is_empty() {
-            let columns: Vec<&str> = self.tests.iter().map(|t| t.column.as_str()).collect();
+        if !self.filter.tests.is_empty() {
+            let columns: Vec<&str> = self.filter.tests.iter().map(|t| t.column.as_str()).collect();
             write!(f, ", on_dictionary_keys=[{}]", columns.join(", "))?;
         }
         write!(f, ", files={}", self.sources.facts.len())
@@ -102,8 +110,8 @@ impl DenseAggregateExec {
     /// What one execution needs, for its blocking thread.
     fn job(&self, batch_size: usize) -> Result<Job> {
         let read_columns: Vec<String> = self.node.read_schema.fields().iter().map(|f| f.name().clone()).collect();
-        let mut tests = Vec::with_capacity(self.tests.len());
-        for t in &self.tests {
+        let mut tests = Vec::with_capacity(self.filter.tests.len());
+        for t in &self.filter.tests {
             let at = read_columns
                 .iter()
                 .position(|c| *c == t.column)
@@ -116,7 +124,7 @@ impl DenseAggregateExec {
                 .fields()
                 .iter()
                 .map(|f| {
-                    let data_type = if self.tests.iter().any(|t| t.column == *f.name()) {
+                    let data_type = if self.filter.tests.iter().any(|t| t.column == *f.name()) {
                         DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
                     } else if matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
                         DataType::Utf8View
@@ -132,7 +140,8 @@ impl DenseAggregateExec {
             tests,
             kinds: self.node.aggs.iter().map(|a| a.kind).collect(),
             read_columns,
-            predicate: self.predicate.clone(),
+            comparisons: self.filter.comparisons.clone(),
+            predicate: self.filter.predicate.clone(),
             args: self.args.clone(),
             sources: self.sources.clone(),
             workers: self.workers,
@@ -188,7 +197,7 @@ impl ExecutionPlan for DenseAggregateExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
     ) -> DfResult<TreeNodeRecursion> {
-        for e in self.predicate.iter().chain(self.args.iter().flatten()) {
+        for e in self.filter.predicate.iter().chain(self.args.iter().flatten()) {
             if f(e)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);
             }
@@ -225,6 +234,8 @@ struct Job {
     /// The batches the Parquet path reads: tested columns as `Dictionary(Int32, Utf8)`, other
     /// strings as `Utf8View` ([`Strings::Views`]).
     read_schema: SchemaRef,
+    /// Comparisons with constants, by column position in the batches read.
+    comparisons: Vec<(usize, ConstComparison)>,
     predicate: Option<Arc<dyn PhysicalExpr>>,
     args: Vec<Option<Arc<dyn PhysicalExpr>>>,
     sources: DenseSources,
@@ -306,7 +317,10 @@ impl Job {
         let rows = batch.num_rows();
         let mut mask = None;
         for (at, test) in &self.tests {
-            mask = Some(dict_filter::and(mask, test.evaluate(batch.column(*at).as_ref())?));
+            mask = Some(dict_filter::narrow(mask, batch.column(*at), |c| test.evaluate(c.as_ref()))?);
+        }
+        for (at, comparison) in &self.comparisons {
+            mask = Some(dict_filter::narrow(mask, batch.column(*at), |c| comparison.evaluate(c))?);
         }
         if let Some(p) = &self.predicate
             && mask.as_ref().is_none_or(|m| m.count_set_bits() > 0)

@@ -1,7 +1,8 @@
 //! Dictionary-aware filters: the conjuncts `s = 'x'`, `s <> 'x'` and `s [NOT] IN ('x', …)` on a
 //! string column, tested once per distinct value of a dictionary-encoded batch and mapped through
 //! its keys, so the column's rows are never decoded into strings. NULL never passes (as in
-//! WHERE: `NULL = 'x'` and `NULL NOT IN (…)` are unknown).
+//! WHERE: `NULL = 'x'` and `NULL NOT IN (…)` are unknown). Also the row masks such tests build:
+//! their conjunction, and narrowing one by a further test run on its passing rows only.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -155,6 +156,46 @@ pub fn and(a: Option<BooleanBuffer>, b: BooleanBuffer) -> BooleanBuffer {
         Some(a) => &a & &b,
         None => b,
     }
+}
+
+/// Below this share of rows still passing, a further test runs only on those rows.
+const SPARSE_SHARE: usize = 8;
+
+/// `mask` (all rows when `None`) narrowed by `test` on `column`: when few rows still pass, the
+/// test runs on those rows only (taken out with arrow's filter kernel, the answers put back in
+/// place), else on the whole column and the answers are ANDed.
+pub fn narrow(
+    mask: Option<arrow::buffer::BooleanBuffer>,
+    column: &arrow::array::ArrayRef,
+    test: impl Fn(&arrow::array::ArrayRef) -> Result<arrow::buffer::BooleanBuffer>,
+) -> Result<arrow::buffer::BooleanBuffer> {
+    match mask {
+        Some(m) if is_sparse(&m) => {
+            let picked = arrow::compute::filter(column.as_ref(), &arrow::array::BooleanArray::new(m.clone(), None))?;
+            Ok(scatter(&m, &test(&picked)?))
+        }
+        m => Ok(and(m, test(column)?)),
+    }
+}
+
+/// Whether a test after `mask` should run on its passing rows only.
+pub fn is_sparse(mask: &arrow::buffer::BooleanBuffer) -> bool {
+    mask.count_set_bits() * SPARSE_SHARE < mask.len()
+}
+
+/// The answers for the rows `mask` holds (in order) put back at those rows.
+pub fn scatter(
+    mask: &arrow::buffer::BooleanBuffer,
+    answers: &arrow::buffer::BooleanBuffer,
+) -> arrow::buffer::BooleanBuffer {
+    let mut out = arrow::array::BooleanBufferBuilder::new(mask.len());
+    out.append_n(mask.len(), false);
+    for (k, row) in mask.set_indices().enumerate() {
+        if answers.value(k) {
+            out.set_bit(row, true);
+        }
+    }
+    out.finish()
 }
 
 /// The rows where a predicate's result is true (NULL is not).

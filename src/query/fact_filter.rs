@@ -27,8 +27,8 @@ use roaring::RoaringBitmap;
 use crate::error::{Error, Result};
 use crate::index::{EdgeScan, IndexSet};
 use crate::query::audience_rule::collect_values;
-use crate::query::dense_agg_rule::{DenseAggregate, is_row_local};
 use crate::query::const_compare::ConstComparison;
+use crate::query::dense_agg_rule::{DenseAggregate, is_row_local};
 use crate::query::dict_filter::{self, DictTest};
 use crate::store::fact_rows::{self, Strings};
 use crate::store::plain_columns::{self, PlainColumns};
@@ -487,10 +487,10 @@ impl RowTest {
                 let text = arrow::compute::cast(column, &DataType::Utf8)?;
                 arrow::compute::cast(&text, &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)))?
             };
-            mask = Some(narrow(mask, &column, |c| test.evaluate_cached(c.as_ref(), Some(cache)))?);
+            mask = Some(dict_filter::narrow(mask, &column, |c| test.evaluate_cached(c.as_ref(), Some(cache)))?);
         }
         for (at, comparison) in &self.comparisons {
-            mask = Some(narrow(mask, batch.column(*at), |c| comparison.evaluate(c))?);
+            mask = Some(dict_filter::narrow(mask, batch.column(*at), |c| comparison.evaluate(c))?);
         }
         if let Some((positions, schema, physical)) = &self.residual
             && mask.as_ref().is_none_or(|m| m.count_set_bits() > 0)
@@ -502,11 +502,11 @@ impl RowTest {
                 RecordBatch::try_new_with_options(Arc::new(arrow::datatypes::Schema::new(fields)), columns, &options)?;
             let part = conform(&part, schema)?;
             mask = Some(match mask {
-                Some(m) if is_sparse(&m) => {
+                Some(m) if dict_filter::is_sparse(&m) => {
                     let picked =
                         arrow::compute::filter_record_batch(&part, &arrow::array::BooleanArray::new(m.clone(), None))?;
                     let values = physical.evaluate(&picked)?.into_array(picked.num_rows())?;
-                    scatter(&m, &dict_filter::true_rows(values.as_boolean()))
+                    dict_filter::scatter(&m, &dict_filter::true_rows(values.as_boolean()))
                 }
                 m => {
                     let values = physical.evaluate(&part)?.into_array(rows)?;
@@ -516,43 +516,6 @@ impl RowTest {
         }
         Ok(mask.unwrap_or_else(|| arrow::buffer::BooleanBuffer::new_set(rows)))
     }
-}
-
-/// Below this share of rows still passing, a further test runs only on those rows.
-const SPARSE_SHARE: usize = 8;
-
-/// `mask` (all rows when `None`) narrowed by `test` on `column`: when few rows still pass, the
-/// test runs on those rows only (taken out with arrow's filter kernel, the answers put back in
-/// place), else on the whole column and the answers are ANDed.
-fn narrow(
-    mask: Option<arrow::buffer::BooleanBuffer>,
-    column: &arrow::array::ArrayRef,
-    test: impl Fn(&arrow::array::ArrayRef) -> Result<arrow::buffer::BooleanBuffer>,
-) -> Result<arrow::buffer::BooleanBuffer> {
-    match mask {
-        Some(m) if is_sparse(&m) => {
-            let picked = arrow::compute::filter(column.as_ref(), &arrow::array::BooleanArray::new(m.clone(), None))?;
-            Ok(scatter(&m, &test(&picked)?))
-        }
-        m => Ok(dict_filter::and(m, test(column)?)),
-    }
-}
-
-/// Whether a test after `mask` should run on its passing rows only.
-fn is_sparse(mask: &arrow::buffer::BooleanBuffer) -> bool {
-    mask.count_set_bits() * SPARSE_SHARE < mask.len()
-}
-
-/// The answers for the rows `mask` holds (in order) put back at those rows.
-fn scatter(mask: &arrow::buffer::BooleanBuffer, answers: &arrow::buffer::BooleanBuffer) -> arrow::buffer::BooleanBuffer {
-    let mut out = arrow::array::BooleanBufferBuilder::new(mask.len());
-    out.append_n(mask.len(), false);
-    for (k, row) in mask.set_indices().enumerate() {
-        if answers.value(k) {
-            out.set_bit(row, true);
-        }
-    }
-    out.finish()
 }
 
 /// `batch` with the columns and types of `schema` (stored types may differ from SQL's, e.g. text).

@@ -15,7 +15,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
 use crate::query::bitmap_scan::UsersFile;
-use crate::query::dense_agg_exec::{DenseAggregateExec, DenseSources};
+use crate::query::const_compare::ConstComparison;
+use crate::query::dense_agg_exec::{DenseAggregateExec, DenseFilter, DenseSources};
 use crate::query::dense_agg_rule::DenseAggregate;
 use crate::query::dict_filter::DictTest;
 use crate::store::Snapshot;
@@ -95,6 +96,18 @@ pub fn dense_exec(
         }
         keep
     });
+    // Comparisons of fixed-width columns with constants (the `ts` window) run on the values.
+    let mut comparisons = Vec::new();
+    residual.retain(|e| match ConstComparison::from_expr(e, schema) {
+        Some(c) => match schema.index_of_column_by_name(None, &c.column) {
+            Some(at) => {
+                comparisons.push((at, c));
+                false
+            }
+            None => true,
+        },
+        None => true,
+    });
     let predicate = match residual.into_iter().reduce(Expr::and) {
         Some(p) => Some(physical(&p, schema)?),
         None => None,
@@ -112,7 +125,7 @@ pub fn dense_exec(
         users,
         ts_window: ts_window(&conjuncts),
     };
-    Ok(DenseAggregateExec::new(node.clone(), sources, tests, predicate, args, workers))
+    Ok(DenseAggregateExec::new(node.clone(), sources, DenseFilter { tests, comparisons, predicate }, args, workers))
 }
 
 /// The inclusive `ts` window (microseconds) that comparisons of `ts` with timestamp literals
