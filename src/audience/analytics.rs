@@ -723,19 +723,11 @@ impl TableFunctionImpl for FunnelFunction {
             .collect();
         sql.push_str(&format!(
             " SELECT CAST(step AS BIGINT) AS step, CAST(name AS VARCHAR) AS name, CAST(users AS BIGINT) AS users, \
-             CAST(users AS DOUBLE) / CAST(lag(users) OVER (ORDER BY step) AS DOUBLE) AS from_previous, \
-             CAST(users AS DOUBLE) / CAST(first_value(users) OVER (ORDER BY step) AS DOUBLE) AS from_first \
-             FROM ({}) c ORDER BY step",
+             {} FROM ({}) c ORDER BY step",
+            funnel_rates(""),
             counts.join(" UNION ALL ")
         ));
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("step", DataType::Int64, true),
-            Field::new("name", DataType::Utf8, true),
-            Field::new("users", DataType::Int64, true),
-            Field::new("from_previous", DataType::Float64, true),
-            Field::new("from_first", DataType::Float64, true),
-        ]));
-        Ok(Arc::new(crate::audience::sql_view::SqlView::new(sql, schema)))
+        Ok(Arc::new(crate::audience::sql_view::SqlView::new(sql, funnel_schema(false))))
     }
 }
 
@@ -770,6 +762,30 @@ fn funnel_paths(window: i64, steps: &[String]) -> String {
         ));
     }
     sql
+}
+
+/// The shares of the previous and of the first step, as the SQL columns `from_previous` and
+/// `from_first` (within each `partition`, e.g. `PARTITION BY value `).
+fn funnel_rates(partition: &str) -> String {
+    let share =
+        |of: &str| format!("CAST(users AS DOUBLE) / CAST({of}(users) OVER ({partition}ORDER BY step) AS DOUBLE)");
+    format!("{} AS from_previous, {} AS from_first", share("lag"), share("first_value"))
+}
+
+/// The columns of `funnel()`, with `value` first for `funnel_by()`.
+fn funnel_schema(by_value: bool) -> Arc<Schema> {
+    let mut fields = Vec::new();
+    if by_value {
+        fields.push(Field::new("value", DataType::Utf8, true));
+    }
+    fields.extend([
+        Field::new("step", DataType::Int64, true),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("users", DataType::Int64, true),
+        Field::new("from_previous", DataType::Float64, true),
+        Field::new("from_first", DataType::Float64, true),
+    ]);
+    Arc::new(Schema::new(fields))
 }
 
 /// `funnel_by(column, window, step1, step2, ...)`: `funnel()` per value of a users column (NULL
@@ -813,22 +829,12 @@ impl TableFunctionImpl for FunnelByFunction {
              g AS (SELECT grid.value, grid.step, grid.name, coalesce(c.users, 0) AS users FROM grid \
                    LEFT JOIN c ON (c.value IS NOT DISTINCT FROM grid.value) AND c.step = grid.step) \
              SELECT CAST(value AS VARCHAR) AS value, CAST(step AS BIGINT) AS step, CAST(name AS VARCHAR) AS name, \
-             CAST(users AS BIGINT) AS users, \
-             CAST(users AS DOUBLE) / CAST(lag(users) OVER (PARTITION BY value ORDER BY step) AS DOUBLE) AS from_previous, \
-             CAST(users AS DOUBLE) / CAST(first_value(users) OVER (PARTITION BY value ORDER BY step) AS DOUBLE) AS from_first \
-             FROM g ORDER BY value NULLS LAST, step",
+             CAST(users AS BIGINT) AS users, {} FROM g ORDER BY value NULLS LAST, step",
             counts.join(" UNION ALL "),
-            names.join(", ")
+            names.join(", "),
+            funnel_rates("PARTITION BY value ")
         ));
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("value", DataType::Utf8, true),
-            Field::new("step", DataType::Int64, true),
-            Field::new("name", DataType::Utf8, true),
-            Field::new("users", DataType::Int64, true),
-            Field::new("from_previous", DataType::Float64, true),
-            Field::new("from_first", DataType::Float64, true),
-        ]));
-        Ok(Arc::new(crate::audience::sql_view::SqlView::new(sql, schema)))
+        Ok(Arc::new(crate::audience::sql_view::SqlView::new(sql, funnel_schema(true))))
     }
 }
 

@@ -21,24 +21,12 @@ fn run(dir: &Path, args: &[&str]) -> Output {
     output(persona_bin().current_dir(dir).args(args))
 }
 
-fn ok(out: Output) -> String {
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
 /// `dir/store`: the sample, the saved audience `gold_members`, and `ODD_TAG` on 40 of them.
 fn sample_store(dir: &Path) -> PathBuf {
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sample");
     let sample = sample.to_str().expect("a UTF-8 checkout path");
-    ok(run(dir, &["import", "--quiet", "--store", "store", sample]));
-    ok(run(
+    ok(&run(dir, &["import", "--quiet", "--store", "store", sample]));
+    ok(&run(
         dir,
         &[
             "sql",
@@ -48,7 +36,7 @@ fn sample_store(dir: &Path) -> PathBuf {
             "CREATE AUDIENCE gold_members AS SELECT user_id FROM users WHERE tier = 'gold'",
         ],
     ));
-    let ids = ok(run(
+    let ids = ok(&run(
         dir,
         &[
             "sql",
@@ -65,7 +53,7 @@ fn sample_store(dir: &Path) -> PathBuf {
         csv.push_str(&format!("{id},\"{}\"\n", ODD_TAG.replace('"', "\"\"")));
     }
     write(dir, "odd/user_tags/odd.csv", csv);
-    ok(run(dir, &["import", "--quiet", "--store", "store", "odd"]));
+    ok(&run(dir, &["import", "--quiet", "--store", "store", "odd"]));
     dir.join("store")
 }
 
@@ -76,7 +64,7 @@ fn report(dir: &Path, audience: &str, name: &str) -> PathBuf {
     let stderr =
         run(dir, &["report", "--store", "store", "--audience", audience, "--now", "2026-11-01", "--out", &out]);
     let said = String::from_utf8_lossy(&stderr.stderr).into_owned();
-    ok(stderr);
+    ok(&stderr);
     assert!(said.contains(&format!("wrote {out}")), "{said}");
     dir.join(out)
 }

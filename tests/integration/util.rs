@@ -327,3 +327,17 @@ pub fn persona_bin() -> Command {
         None => Command::new(env!("CARGO_BIN_EXE_persona")),
     }
 }
+
+/// The standard output of a child that must have succeeded; otherwise the test fails showing its
+/// exit code and both streams.
+pub fn ok(out: &Output) -> String {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
