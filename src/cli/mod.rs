@@ -1,6 +1,7 @@
 //! The `persona` command line: the clap command tree and dispatch to one file per subcommand.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod backup;
 pub mod demo;
 pub mod r#gen;
 pub mod import;
@@ -40,6 +41,12 @@ pub enum Command {
     /// lifecycle flow. Every figure comes from SQL (breakdown, top_tags, overlap, rfm, lifecycle,
     /// lifecycle_flow), shown under its chart.
     Report(report::ReportArgs),
+    /// Copy the current version of a store to a new folder (consistent while imports run).
+    ///
+    /// Every file the version refers to is hard-linked where the new folder is on the same file
+    /// system (store files never change once written) and copied otherwise; the copy is built
+    /// beside the target and renamed into place when complete, then opened to check it.
+    Backup(backup::BackupArgs),
     /// Explore a store in an interactive SQL shell (reads a script when input is not a terminal).
     Shell(shell::ShellArgs),
     /// Build a 100,000-customer demo store and answer audience questions on it.
@@ -61,6 +68,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Sql(args) => sql::run(args),
         Command::Report(args) => report::run(args),
+        Command::Backup(args) => backup::run(args),
         Command::Shell(args) => shell::run(args),
         Command::Demo(args) => demo::run(args),
     }

@@ -3,6 +3,7 @@
 //! [`StoreWriter`] at a time (an OS lock) commits new versions.
 
 pub mod addressable;
+pub mod backup;
 pub mod catalog;
 pub mod commit;
 pub mod fact_rows;

@@ -2,13 +2,15 @@
 //! their all-or-nothing guarantee, users upserts, refusal of repeated fact loads, typed custom
 //! columns, quirky CSV input, snapshots and dry runs, the writer lock, the command line, files
 //! left by interrupted imports, seeded random damage to the sample inputs (import_fuzz), the
-//! library API a service embeds (embedding), and the HTML report checked in headless Chromium.
+//! library API a service embeds (embedding), the HTML report checked in headless Chromium, and
+//! backups taken while imports run.
 //! Every test builds its own small store in a temporary directory.
 
 mod activity_counts;
 mod activity_index;
 mod audience_fuzz;
 mod audiences;
+mod backup;
 mod baskets;
 mod cli;
 mod csv_quirks;

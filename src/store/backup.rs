@@ -1,0 +1,149 @@
+//! A consistent copy of one store version (`persona backup`): every file the pinned manifest
+//! refers to, hard-linked where the target is on the same file system (store files are never
+//! changed once written, so a link is a copy) and copied otherwise, then the manifest and
+//! `CURRENT`. The copy is built in a temporary folder beside the target and renamed into place
+//! last, so an interrupted backup leaves no half store under the target's name. Readers and a
+//! writer of the source go on meanwhile: the backup holds no lock, like any reader, and a
+//! version committed during it is simply not in it.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Instant;
+
+use crate::error::{Error, IoContext, Result};
+use crate::store::manifest::Manifest;
+use crate::store::{Snapshot, Store, io, layout};
+
+/// What a backup did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupReport {
+    /// The version copied.
+    pub version: u64,
+    /// Files the manifest refers to.
+    pub files: u64,
+    /// Of them, hard-linked (the rest were copied).
+    pub linked: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// Every file (relative to the store root) a manifest refers to, once each.
+pub fn referenced_files(manifest: &Manifest) -> Vec<String> {
+    let mut files: Vec<String> = Vec::new();
+    for table_files in manifest.tables.values() {
+        for f in table_files {
+            files.push(f.path.clone());
+            files.extend(f.row_ids.iter().cloned());
+            files.extend(f.addressable.iter().cloned());
+            files.extend(f.plain_columns.iter().cloned());
+        }
+    }
+    files.extend(manifest.id_segments.iter().map(|s| s.path.clone()));
+    files.extend(manifest.index.iter().map(|i| i.path.clone()));
+    for tag in &manifest.catalog.tags {
+        files.push(tag.bitmap.path.clone());
+        files.extend(tag.rows_files.iter().cloned());
+    }
+    for audience in &manifest.catalog.audiences {
+        for v in &audience.versions {
+            files.push(v.members_file.path.clone());
+            files.push(v.holdout_file.path.clone());
+        }
+    }
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// Copies the current version of `store` to `target`, which must not exist yet (or be an empty
+/// folder).
+pub fn backup(store: &Store, target: &Path) -> Result<BackupReport> {
+    let started = Instant::now();
+    let snapshot = store.snapshot()?;
+    check_target(target)?;
+    let parent = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("backup");
+    let building = parent.join(format!(".{name}.backup-{:016x}", rand::random::<u64>()));
+    let result = build(&snapshot, &building);
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&building);
+            return Err(e);
+        }
+    };
+    if target.is_dir() {
+        // An empty folder the user made for it: replaced by the finished copy.
+        std::fs::remove_dir(target).io_context("replace the empty backup folder", target)?;
+    }
+    if let Err(e) = std::fs::rename(&building, target) {
+        let _ = std::fs::remove_dir_all(&building);
+        return Err(e).io_context("move the finished backup into place", target);
+    }
+    io::sync_dir(parent)?;
+    // The copy must open as a store of the same version.
+    let copy = Store::open(target)?.snapshot()?;
+    if copy.version() != report.version {
+        return Err(Error::Internal(format!(
+            "the backup at {} opens at version {} instead of {}",
+            target.display(),
+            copy.version(),
+            report.version
+        )));
+    }
+    Ok(BackupReport { seconds: started.elapsed().as_secs_f64(), ..report })
+}
+
+/// A backup goes to a new place: a file, or a folder with anything in it, is refused.
+fn check_target(target: &Path) -> Result<()> {
+    if !target.exists() {
+        return Ok(());
+    }
+    let empty_dir =
+        target.is_dir() && std::fs::read_dir(target).io_context("list the backup folder", target)?.next().is_none();
+    if empty_dir {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{} already exists and is not an empty folder; a backup goes to a new folder",
+        target.display()
+    )))
+}
+
+fn build(snapshot: &Snapshot, building: &Path) -> Result<BackupReport> {
+    let root = snapshot.root();
+    let manifest = snapshot.manifest();
+    io::create_dir_all(&layout::manifests_dir(building))?;
+    let (mut files, mut linked, mut bytes) = (0u64, 0u64, 0u64);
+    for relative in referenced_files(manifest) {
+        let inside = Path::new(&relative);
+        if inside.is_absolute() || inside.components().any(|c| matches!(c, Component::ParentDir)) {
+            return Err(Error::corrupt(
+                &layout::manifest_path(root, manifest.version),
+                format!("it refers to '{relative}', outside the store"),
+            ));
+        }
+        let from = layout::resolve(root, &relative);
+        let to = building.join(inside);
+        if let Some(dir) = to.parent() {
+            io::create_dir_all(dir)?;
+        }
+        if std::fs::hard_link(&from, &to).is_ok() {
+            linked += 1;
+        } else {
+            copy_synced(&from, &to)?;
+        }
+        bytes += std::fs::metadata(&to).io_context("read the size of", &to)?.len();
+        files += 1;
+    }
+    let manifest_path = layout::manifest_path(building, manifest.version);
+    io::write_new(&manifest_path, &manifest.to_bytes()?)?;
+    io::sync_dir(&layout::manifests_dir(building))?;
+    io::atomic_replace(&layout::current_file(building), layout::manifest_name(manifest.version).as_bytes())?;
+    Ok(BackupReport { version: manifest.version, files, linked, bytes, seconds: 0.0 })
+}
+
+/// Copies a file and syncs the copy.
+fn copy_synced(from: &PathBuf, to: &PathBuf) -> Result<()> {
+    std::fs::copy(from, to).io_context("copy", from)?;
+    std::fs::File::open(to).and_then(|f| f.sync_all()).io_context("sync", to)
+}
