@@ -118,7 +118,7 @@ fn build(snapshot: &Snapshot, building: &Path) -> Result<BackupReport> {
         let inside = Path::new(&relative);
         if inside.is_absolute() || inside.components().any(|c| matches!(c, Component::ParentDir)) {
             return Err(Error::corrupt(
-                &layout::manifest_path(root, manifest.version),
+                layout::manifest_path(root, manifest.version),
                 format!("it refers to '{relative}', outside the store"),
             ));
         }
