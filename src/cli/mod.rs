@@ -2,6 +2,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod backup;
+pub mod check;
 pub mod demo;
 pub mod r#gen;
 pub mod import;
@@ -47,6 +48,13 @@ pub enum Command {
     /// system (store files never change once written) and copied otherwise; the copy is built
     /// beside the target and renamed into place when complete, then opened to check it.
     Backup(backup::BackupArgs),
+    /// Verify every file of a store's current version and name each problem found.
+    ///
+    /// Checks that every referenced file exists with its recorded size; that data files have
+    /// readable footers and their row counts; that copies map and hold their rows; the checksums
+    /// of the index, the id dictionary and the catalog sets; and that row ids and user_ids are
+    /// consistent. Exits 1 when anything is wrong, printing each problem as `path: what`.
+    Check(check::CheckArgs),
     /// Explore a store in an interactive SQL shell (reads a script when input is not a terminal).
     Shell(shell::ShellArgs),
     /// Build a 100,000-customer demo store and answer audience questions on it.
@@ -69,6 +77,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sql(args) => sql::run(args),
         Command::Report(args) => report::run(args),
         Command::Backup(args) => backup::run(args),
+        Command::Check(args) => check::run(args),
         Command::Shell(args) => shell::run(args),
         Command::Demo(args) => demo::run(args),
     }

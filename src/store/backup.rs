@@ -54,16 +54,32 @@ pub fn referenced_files(manifest: &Manifest) -> Vec<String> {
     files
 }
 
+/// How a backup places files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// Hard links where the target is on the same file system, copies elsewhere.
+    #[default]
+    LinkWherePossible,
+    /// Copies always: the backup shares no bytes with the store, so damage to one (a disk
+    /// error, a file edited in place) cannot reach the other.
+    Copy,
+}
+
 /// Copies the current version of `store` to `target`, which must not exist yet (or be an empty
 /// folder).
 pub fn backup(store: &Store, target: &Path) -> Result<BackupReport> {
+    backup_with(store, target, Placement::default())
+}
+
+/// [`backup`] with the files placed as `placement` says.
+pub fn backup_with(store: &Store, target: &Path, placement: Placement) -> Result<BackupReport> {
     let started = Instant::now();
     let snapshot = store.snapshot()?;
     check_target(target)?;
     let parent = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("backup");
     let building = parent.join(format!(".{name}.backup-{:016x}", rand::random::<u64>()));
-    let result = build(&snapshot, &building);
+    let result = build(&snapshot, &building, placement);
     let report = match result {
         Ok(report) => report,
         Err(e) => {
@@ -109,7 +125,7 @@ fn check_target(target: &Path) -> Result<()> {
     )))
 }
 
-fn build(snapshot: &Snapshot, building: &Path) -> Result<BackupReport> {
+fn build(snapshot: &Snapshot, building: &Path, placement: Placement) -> Result<BackupReport> {
     let root = snapshot.root();
     let manifest = snapshot.manifest();
     io::create_dir_all(&layout::manifests_dir(building))?;
@@ -127,7 +143,7 @@ fn build(snapshot: &Snapshot, building: &Path) -> Result<BackupReport> {
         if let Some(dir) = to.parent() {
             io::create_dir_all(dir)?;
         }
-        if std::fs::hard_link(&from, &to).is_ok() {
+        if placement == Placement::LinkWherePossible && std::fs::hard_link(&from, &to).is_ok() {
             linked += 1;
         } else {
             copy_synced(&from, &to)?;

@@ -5,6 +5,7 @@
 pub mod addressable;
 pub mod backup;
 pub mod catalog;
+pub mod check;
 pub mod commit;
 pub mod fact_rows;
 pub mod id_dictionary;

@@ -137,3 +137,74 @@ fn same_device(a: &Path, b: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(a).unwrap().dev() == std::fs::metadata(b).unwrap().dev()
 }
+
+/// Flips one byte of `path` in place.
+fn flip(path: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
+}
+
+fn first_file(dir: &Path, ending: &str) -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(ending))
+        .collect();
+    found.sort();
+    found.into_iter().next().unwrap_or_else(|| panic!("no {ending} file in {}", dir.display()))
+}
+
+#[tokio::test]
+async fn check_names_every_damaged_file_of_a_copied_backup() {
+    use persona::store::backup::{Placement, backup_with};
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample_store(dir.path()).await;
+    assert!(persona::store::check::check(&store).unwrap().problems.is_empty());
+
+    // A copy shares no bytes with the store: damage to it stays in it.
+    let copy = dir.path().join("copy");
+    let report = backup_with(&store, &copy, Placement::Copy).unwrap();
+    assert_eq!(report.linked, 0);
+    let clean = persona::store::check::check(&persona::Store::open(&copy).unwrap()).unwrap();
+    assert!(clean.problems.is_empty(), "{:?}", clean.problems);
+    assert_eq!(clean.files, report.files);
+
+    let index = first_file(&copy.join("index"), ".idx");
+    flip(&index, 8);
+    let ids = first_file(&copy.join("ids"), ".ids");
+    flip(&ids, 40);
+    let events = first_file(&copy.join("data/events"), ".parquet");
+    let len = std::fs::metadata(&events).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&events).unwrap().set_len(len - 10).unwrap();
+    let plain = first_file(&copy.join("data/purchases"), ".arrow");
+    std::fs::remove_file(&plain).unwrap();
+    let set = first_file(&copy.join("catalog"), "");
+    flip(&set, std::fs::metadata(&set).unwrap().len() - 1);
+
+    let out = output(persona_bin().args(["check", "--store"]).arg(&copy));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for (damaged, what) in [
+        (&index, "checksum"),
+        (&ids, ""),
+        (&events, "bytes; the manifest recorded"),
+        (&plain, "is missing"),
+        (&set, ""),
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{}:", damaged.display())))
+            .unwrap_or_else(|| panic!("{} is not named:\n{stdout}", damaged.display()));
+        assert!(line.contains(what), "{line}");
+    }
+    assert!(stderr.contains("problem(s)"), "{stderr}");
+    // The store itself is untouched.
+    assert!(persona::store::check::check(&store).unwrap().problems.is_empty());
+    let ok_out = output(persona_bin().args(["check", "--store"]).arg(store.root()));
+    assert!(ok_out.status.success(), "{ok_out:?}");
+    assert!(String::from_utf8_lossy(&ok_out.stderr).contains("no problem found"));
+}

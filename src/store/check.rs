@@ -1,0 +1,233 @@
+//! `persona check`: verifies the current version of a store file by file and names every
+//! problem found instead of stopping at the first. What it verifies:
+//! - every file the manifest refers to exists, with the size the manifest recorded (data files,
+//!   id segments, the index, catalog sets);
+//! - data files and row-id companions: a readable Parquet footer with the manifest's row count;
+//! - plain and row-addressable copies: they map, their offsets are valid, a plain copy has its
+//!   fact file's rows;
+//! - the index: its directory checksum, then every bitmap's checksum and encoding;
+//! - the id dictionary: every block's checksum, each `user_id` once, every row id below the
+//!   users' count, and as many entries as users;
+//! - catalog sets (rule tags, audience versions): checksums and encoding;
+//! - the users files: row ids contiguous from 0 to the users' count.
+//!
+//! The manifest's own checksum is verified when the store is opened. Rebuilding every derived
+//! file from the Parquet data to compare (and `--repair`) is not done yet (docs/lifecycle.md).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::index::format::IndexFile;
+use crate::store::catalog::read_set;
+use crate::store::manifest::Manifest;
+use crate::store::{Store, layout};
+use crate::tables::Table;
+
+/// One thing found wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: PathBuf,
+    pub what: String,
+}
+
+/// What a check looked at and found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    pub version: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub problems: Vec<Problem>,
+}
+
+struct Checker<'a> {
+    root: &'a Path,
+    report: CheckReport,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, path: &Path, what: impl Into<String>) {
+        self.report.problems.push(Problem { path: path.to_path_buf(), what: what.into() });
+    }
+
+    /// Records a failed verification as a problem of `path` (an error naming its own file keeps
+    /// its detail).
+    fn verify(&mut self, path: &Path, outcome: Result<()>) {
+        if let Err(e) = outcome {
+            match e {
+                Error::Corrupt { path, detail } => self.problem(&path, detail),
+                other => self.problem(path, other.to_string()),
+            }
+        }
+    }
+
+    /// The file's absolute path when it exists (with `bytes` when the manifest recorded them).
+    fn present(&mut self, relative: &str, bytes: Option<u64>) -> Option<PathBuf> {
+        let path = layout::resolve(self.root, relative);
+        match std::fs::metadata(&path) {
+            Err(_) => {
+                self.problem(&path, "is missing");
+                None
+            }
+            Ok(m) => {
+                self.report.files += 1;
+                self.report.bytes += m.len();
+                if let Some(expected) = bytes.filter(|b| *b != m.len()) {
+                    self.problem(&path, format!("has {} bytes; the manifest recorded {expected}", m.len()));
+                    return None;
+                }
+                Some(path)
+            }
+        }
+    }
+}
+
+/// Checks the current version of `store`.
+pub fn check(store: &Store) -> Result<CheckReport> {
+    let snapshot = store.snapshot()?;
+    let manifest = snapshot.manifest();
+    let mut c =
+        Checker { root: snapshot.root(), report: CheckReport { version: manifest.version, ..Default::default() } };
+    data_files(&mut c, manifest);
+    users_row_ids(&mut c, manifest);
+    id_dictionary(&mut c, manifest);
+    if let Some(index) = &manifest.index
+        && let Some(path) = c.present(&index.path, Some(index.bytes))
+    {
+        let outcome = index_file(&path);
+        c.verify(&path, outcome);
+    }
+    catalog(&mut c, manifest);
+    Ok(c.report)
+}
+
+fn parquet_rows(path: &Path) -> Result<u64> {
+    let file = std::fs::File::open(path).map_err(|e| Error::Io { op: "open", path: path.to_path_buf(), source: e })?;
+    let reader = parquet::file::reader::SerializedFileReader::new(file)
+        .map_err(|e| Error::corrupt(path, format!("not a readable Parquet file: {e}")))?;
+    use parquet::file::reader::FileReader;
+    Ok(reader.metadata().file_metadata().num_rows().max(0) as u64)
+}
+
+fn data_files(c: &mut Checker<'_>, manifest: &Manifest) {
+    for table in Table::ALL {
+        for f in manifest.files(table) {
+            if let Some(path) = c.present(&f.path, Some(f.bytes)) {
+                match parquet_rows(&path) {
+                    Ok(rows) if rows != f.rows => {
+                        c.problem(&path, format!("holds {rows} rows; the manifest recorded {}", f.rows))
+                    }
+                    Ok(_) => {}
+                    Err(e) => c.verify(&path, Err(e)),
+                }
+            }
+            if let Some(relative) = &f.row_ids
+                && let Some(path) = c.present(relative, None)
+            {
+                match parquet_rows(&path) {
+                    Ok(rows) if rows != f.rows => {
+                        c.problem(&path, format!("holds {rows} row ids for a file of {} rows", f.rows))
+                    }
+                    Ok(_) => {}
+                    Err(e) => c.verify(&path, Err(e)),
+                }
+            }
+            if let Some(relative) = &f.plain_columns
+                && let Some(path) = c.present(relative, None)
+            {
+                let outcome = crate::store::plain_columns::PlainColumns::open(&path, &[], f.rows).map(|_| ());
+                c.verify(&path, outcome);
+            }
+            if let Some(relative) = &f.addressable
+                && let Some(path) = c.present(relative, None)
+            {
+                let outcome = crate::store::addressable::AddressableCopy::open(&path, &["name", "phone", "email"])
+                    .map(|copy| copy.rows())
+                    .and_then(|rows| match rows == f.rows || rows == 0 {
+                        true => Ok(()),
+                        false => Err(Error::corrupt(&path, format!("holds {rows} rows for a file of {}", f.rows))),
+                    });
+                c.verify(&path, outcome);
+            }
+        }
+    }
+}
+
+/// The users files hold row ids 0 .. users without a gap or an overlap.
+fn users_row_ids(c: &mut Checker<'_>, manifest: &Manifest) {
+    let mut files: Vec<_> = manifest.files(Table::Users).iter().collect();
+    files.sort_by_key(|f| f.first_row_id);
+    let mut next = 0u64;
+    for f in files {
+        let first = f.first_row_id.map(u64::from);
+        if f.rows > 0 && first != Some(next) {
+            let path = layout::resolve(c.root, &f.path);
+            c.problem(&path, format!("starts at row id {first:?}; the users before it end at {next}"));
+        }
+        next = first.unwrap_or(next) + f.rows;
+    }
+    if next != u64::from(manifest.next_row_id) {
+        let path = layout::manifest_path(c.root, manifest.version);
+        c.problem(&path, format!("counts {} users, but its users files hold {next}", manifest.next_row_id));
+    }
+}
+
+fn id_dictionary(c: &mut Checker<'_>, manifest: &Manifest) {
+    let users = manifest.next_row_id;
+    let mut seen: HashSet<u32> = HashSet::new();
+    let mut entries = 0u64;
+    for segment in &manifest.id_segments {
+        let Some(path) = c.present(&segment.path, Some(segment.bytes)) else { continue };
+        let (mut in_segment, mut out_of_range, mut repeated) = (0u64, 0u64, 0u64);
+        let outcome = crate::store::id_dictionary::for_each_entry(&path, |_, id| {
+            in_segment += 1;
+            if id >= users {
+                out_of_range += 1;
+            } else if !seen.insert(id) {
+                repeated += 1;
+            }
+        });
+        c.verify(&path, outcome);
+        if in_segment != segment.entries {
+            c.problem(&path, format!("holds {in_segment} entries; the manifest recorded {}", segment.entries));
+        }
+        if out_of_range > 0 {
+            c.problem(&path, format!("maps {out_of_range} user_ids to row ids beyond the {users} users"));
+        }
+        if repeated > 0 {
+            c.problem(&path, format!("maps {repeated} row ids that another entry maps too"));
+        }
+        entries += in_segment;
+    }
+    if entries != u64::from(users) {
+        let path = layout::manifest_path(c.root, manifest.version);
+        c.problem(&path, format!("counts {users} users, but the id dictionary holds {entries} user_ids"));
+    }
+}
+
+fn index_file(path: &Path) -> Result<()> {
+    let file = IndexFile::open(path)?;
+    for extent in file.directory.values() {
+        file.read(*extent)?;
+    }
+    Ok(())
+}
+
+fn catalog(c: &mut Checker<'_>, manifest: &Manifest) {
+    let mut sets = Vec::new();
+    for tag in &manifest.catalog.tags {
+        sets.push(&tag.bitmap);
+    }
+    for audience in &manifest.catalog.audiences {
+        for v in &audience.versions {
+            sets.push(&v.members_file);
+            sets.push(&v.holdout_file);
+        }
+    }
+    for set in sets {
+        if let Some(path) = c.present(&set.path, Some(set.bytes)) {
+            let outcome = read_set(c.root, set).map(|_| ());
+            c.verify(&path, outcome);
+        }
+    }
+}
