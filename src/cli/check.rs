@@ -17,7 +17,7 @@ pub struct CheckArgs {
 
 pub fn run(args: CheckArgs) -> Result<()> {
     let store = Store::open(&args.store)?;
-    let report = crate::store::check::check(&store)?;
+    let report = crate::store::check::check(&store, crate::index::format::verify_file)?;
     let mib = report.bytes as f64 / (1024.0 * 1024.0);
     for p in &report.problems {
         println!("{}: {}", p.path.display(), p.what);

@@ -162,13 +162,15 @@ async fn check_names_every_damaged_file_of_a_copied_backup() {
     use persona::store::backup::{Placement, backup_with};
     let dir = tempfile::tempdir().unwrap();
     let store = sample_store(dir.path()).await;
-    assert!(persona::store::check::check(&store).unwrap().problems.is_empty());
+    assert!(persona::store::check::check(&store, persona::index::format::verify_file).unwrap().problems.is_empty());
 
     // A copy shares no bytes with the store: damage to it stays in it.
     let copy = dir.path().join("copy");
     let report = backup_with(&store, &copy, Placement::Copy).unwrap();
     assert_eq!(report.linked, 0);
-    let clean = persona::store::check::check(&persona::Store::open(&copy).unwrap()).unwrap();
+    let clean =
+        persona::store::check::check(&persona::Store::open(&copy).unwrap(), persona::index::format::verify_file)
+            .unwrap();
     assert!(clean.problems.is_empty(), "{:?}", clean.problems);
     assert_eq!(clean.files, report.files);
 
@@ -203,7 +205,7 @@ async fn check_names_every_damaged_file_of_a_copied_backup() {
     }
     assert!(stderr.contains("problem(s)"), "{stderr}");
     // The store itself is untouched.
-    assert!(persona::store::check::check(&store).unwrap().problems.is_empty());
+    assert!(persona::store::check::check(&store, persona::index::format::verify_file).unwrap().problems.is_empty());
     let ok_out = output(persona_bin().args(["check", "--store"]).arg(store.root()));
     assert!(ok_out.status.success(), "{ok_out:?}");
     assert!(String::from_utf8_lossy(&ok_out.stderr).contains("no problem found"));
