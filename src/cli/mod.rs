@@ -10,6 +10,7 @@ pub mod materialize;
 pub mod report;
 pub mod shell;
 pub mod sql;
+pub mod vacuum;
 
 use clap::{Parser, Subcommand};
 
@@ -55,6 +56,13 @@ pub enum Command {
     /// of the index, the id dictionary and the catalog sets; and that row ids and user_ids are
     /// consistent. Exits 1 when anything is wrong, printing each problem as `path: what`.
     Check(check::CheckArgs),
+    /// Remove old versions of a store and every file no kept version refers to.
+    ///
+    /// Give --keep-versions N, --older-than DURATION, or both (a version goes only when every
+    /// rule given lets it go; the current version always stays). Takes the writer lock. A reader
+    /// still pinned to a removed version keeps the files it has open, but cannot open others:
+    /// keep versions for longer than your longest query or shell session.
+    Vacuum(vacuum::VacuumArgs),
     /// Explore a store in an interactive SQL shell (reads a script when input is not a terminal).
     Shell(shell::ShellArgs),
     /// Build a 100,000-customer demo store and answer audience questions on it.
@@ -78,6 +86,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report(args) => report::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Check(args) => check::run(args),
+        Command::Vacuum(args) => vacuum::run(args),
         Command::Shell(args) => shell::run(args),
         Command::Demo(args) => demo::run(args),
     }

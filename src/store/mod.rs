@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod orphans;
 pub mod plain_columns;
 pub mod snapshot;
+pub mod vacuum;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //! columns, quirky CSV input, snapshots and dry runs, the writer lock, the command line, files
 //! left by interrupted imports, seeded random damage to the sample inputs (import_fuzz), the
 //! library API a service embeds (embedding), the HTML report checked in headless Chromium, and
-//! backups taken while imports run.
+//! backups taken while imports run, and vacuum.
 //! Every test builds its own small store in a temporary directory.
 
 mod activity_counts;
@@ -30,3 +30,4 @@ mod store_paths;
 mod tag_counts;
 mod upsert;
 mod util;
+mod vacuum;
