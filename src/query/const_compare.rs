@@ -7,6 +7,7 @@
 
 use std::cmp::Ordering;
 
+use arrow::array::BooleanBufferBuilder;
 use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray};
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{
@@ -73,6 +74,16 @@ impl ConstComparison {
 
     /// The rows of `column` for which the comparison is TRUE.
     pub fn evaluate(&self, column: &ArrayRef) -> Result<BooleanBuffer> {
+        self.run(column, None)
+    }
+
+    /// The rows of `mask` for which the comparison is TRUE, looking at those rows only (for a
+    /// sparse mask: no pass over the others).
+    pub fn narrow(&self, column: &ArrayRef, mask: &BooleanBuffer) -> Result<BooleanBuffer> {
+        self.run(column, Some(mask))
+    }
+
+    fn run(&self, column: &ArrayRef, within: Option<&BooleanBuffer>) -> Result<BooleanBuffer> {
         let cast;
         let column = if column.data_type() == &self.data_type {
             column
@@ -84,19 +95,29 @@ impl ConstComparison {
         let passing = match (&self.data_type, self.constant) {
             (DataType::Float64, Constant::Float(c)) => {
                 let c = zero(c);
-                compare::<Float64Type>(column, op, |v| zero(v).total_cmp(&c))
+                compare::<Float64Type>(column, op, within, |v| zero(v).total_cmp(&c))
             }
-            (DataType::Int8, Constant::Signed(c)) => compare::<Int8Type>(column, op, |v| i64::from(v).cmp(&c)),
-            (DataType::Int16, Constant::Signed(c)) => compare::<Int16Type>(column, op, |v| i64::from(v).cmp(&c)),
-            (DataType::Int32, Constant::Signed(c)) => compare::<Int32Type>(column, op, |v| i64::from(v).cmp(&c)),
-            (DataType::Int64, Constant::Signed(c)) => compare::<Int64Type>(column, op, |v| v.cmp(&c)),
+            (DataType::Int8, Constant::Signed(c)) => compare::<Int8Type>(column, op, within, |v| i64::from(v).cmp(&c)),
+            (DataType::Int16, Constant::Signed(c)) => {
+                compare::<Int16Type>(column, op, within, |v| i64::from(v).cmp(&c))
+            }
+            (DataType::Int32, Constant::Signed(c)) => {
+                compare::<Int32Type>(column, op, within, |v| i64::from(v).cmp(&c))
+            }
+            (DataType::Int64, Constant::Signed(c)) => compare::<Int64Type>(column, op, within, |v| v.cmp(&c)),
             (DataType::Timestamp(..), Constant::Signed(c)) => {
-                compare::<TimestampMicrosecondType>(column, op, |v| v.cmp(&c))
+                compare::<TimestampMicrosecondType>(column, op, within, |v| v.cmp(&c))
             }
-            (DataType::UInt8, Constant::Unsigned(c)) => compare::<UInt8Type>(column, op, |v| u64::from(v).cmp(&c)),
-            (DataType::UInt16, Constant::Unsigned(c)) => compare::<UInt16Type>(column, op, |v| u64::from(v).cmp(&c)),
-            (DataType::UInt32, Constant::Unsigned(c)) => compare::<UInt32Type>(column, op, |v| u64::from(v).cmp(&c)),
-            (DataType::UInt64, Constant::Unsigned(c)) => compare::<UInt64Type>(column, op, |v| v.cmp(&c)),
+            (DataType::UInt8, Constant::Unsigned(c)) => {
+                compare::<UInt8Type>(column, op, within, |v| u64::from(v).cmp(&c))
+            }
+            (DataType::UInt16, Constant::Unsigned(c)) => {
+                compare::<UInt16Type>(column, op, within, |v| u64::from(v).cmp(&c))
+            }
+            (DataType::UInt32, Constant::Unsigned(c)) => {
+                compare::<UInt32Type>(column, op, within, |v| u64::from(v).cmp(&c))
+            }
+            (DataType::UInt64, Constant::Unsigned(c)) => compare::<UInt64Type>(column, op, within, |v| v.cmp(&c)),
             _ => None,
         };
         passing.ok_or_else(|| {
@@ -110,15 +131,34 @@ fn zero(v: f64) -> f64 {
     if v == 0.0 { 0.0 } else { v }
 }
 
-/// The rows of a `T` column whose `order` against the constant satisfies `op`, NULLs excluded;
-/// `None` when the column is not a `T` column.
+/// The rows of a `T` column (among `within`'s when given) whose `order` against the constant
+/// satisfies `op`, NULLs excluded; `None` when the column is not a `T` column.
 fn compare<T: ArrowPrimitiveType>(
     column: &ArrayRef,
     op: Operator,
+    within: Option<&BooleanBuffer>,
     order: impl Fn(T::Native) -> Ordering,
 ) -> Option<BooleanBuffer> {
     let values: &PrimitiveArray<T> = column.as_primitive_opt::<T>()?;
     let v = values.values();
+    let keep = |o: Ordering| match op {
+        Operator::Eq => o == Ordering::Equal,
+        Operator::NotEq => o != Ordering::Equal,
+        Operator::Lt => o == Ordering::Less,
+        Operator::LtEq => o != Ordering::Greater,
+        Operator::Gt => o == Ordering::Greater,
+        _ => o != Ordering::Less,
+    };
+    if let Some(mask) = within {
+        let mut out = BooleanBufferBuilder::new(mask.len());
+        out.append_n(mask.len(), false);
+        for i in mask.set_indices() {
+            if values.is_valid(i) && keep(order(v[i])) {
+                out.set_bit(i, true);
+            }
+        }
+        return Some(out.finish());
+    }
     // One loop per operator, so that the test in it is a plain comparison.
     let n = v.len();
     let passing = match op {
@@ -166,6 +206,10 @@ mod tests {
         let theirs = physical.evaluate(batch).unwrap().into_array(batch.num_rows()).unwrap();
         let theirs = crate::query::dict_filter::true_rows(theirs.as_any().downcast_ref::<BooleanArray>().unwrap());
         assert_eq!(ours, theirs, "{e}");
+        // On a mask: the same answers on its rows, nothing elsewhere.
+        let mask = BooleanBuffer::collect_bool(batch.num_rows(), |i| i % 3 != 1);
+        let narrowed = test.narrow(batch.column(batch.schema().index_of(&test.column).unwrap()), &mask).unwrap();
+        assert_eq!(narrowed, &theirs & &mask, "{e} on a mask");
     }
 
     #[test]

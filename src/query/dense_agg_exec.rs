@@ -317,10 +317,15 @@ impl Job {
         let rows = batch.num_rows();
         let mut mask = None;
         for (at, test) in &self.tests {
-            mask = Some(dict_filter::narrow(mask, batch.column(*at), |c| test.evaluate(c.as_ref()))?);
+            let column = batch.column(*at);
+            mask = Some(dict_filter::narrow(mask, |within| test.evaluate_cached(column.as_ref(), None, within))?);
         }
         for (at, comparison) in &self.comparisons {
-            mask = Some(dict_filter::narrow(mask, batch.column(*at), |c| comparison.evaluate(c))?);
+            let column = batch.column(*at);
+            mask = Some(dict_filter::narrow(mask, |within| match within {
+                Some(m) => comparison.narrow(column, m),
+                None => comparison.evaluate(column),
+            })?);
         }
         if let Some(p) = &self.predicate
             && mask.as_ref().is_none_or(|m| m.count_set_bits() > 0)

@@ -68,11 +68,17 @@ impl DictTest {
 
     /// Which rows of `column` (a `Dictionary(Int32, Utf8)` array) pass.
     pub fn evaluate(&self, column: &dyn Array) -> Result<BooleanBuffer> {
-        self.evaluate_cached(column, None)
+        self.evaluate_cached(column, None, None)
     }
 
-    /// [`DictTest::evaluate`], matching the values against each dictionary once per `cache`.
-    pub fn evaluate_cached(&self, column: &dyn Array, cache: Option<&PassCache>) -> Result<BooleanBuffer> {
+    /// [`DictTest::evaluate`], matching the values against each dictionary once per `cache`; with
+    /// `within`, only its rows are looked at (the others are false).
+    pub fn evaluate_cached(
+        &self,
+        column: &dyn Array,
+        cache: Option<&PassCache>,
+        within: Option<&BooleanBuffer>,
+    ) -> Result<BooleanBuffer> {
         let dict = column
             .as_dictionary_opt::<Int32Type>()
             .ok_or_else(|| Error::Internal(format!("column {} was not read as a dictionary", self.column)))?;
@@ -83,6 +89,16 @@ impl DictTest {
         let keys = dict.keys();
         let codes = keys.values();
         let passes = |k: i32| pass.get(k as usize).copied().unwrap_or(false);
+        if let Some(within) = within {
+            let mut out = arrow::array::BooleanBufferBuilder::new(within.len());
+            out.append_n(within.len(), false);
+            for i in within.set_indices() {
+                if keys.is_valid(i) && passes(codes[i]) {
+                    out.set_bit(i, true);
+                }
+            }
+            return Ok(out.finish());
+        }
         let mask = match keys.nulls() {
             None => BooleanBuffer::collect_bool(codes.len(), |i| passes(codes[i])),
             Some(nulls) => &BooleanBuffer::collect_bool(codes.len(), |i| passes(codes[i])) & nulls.inner(),
@@ -161,20 +177,15 @@ pub fn and(a: Option<BooleanBuffer>, b: BooleanBuffer) -> BooleanBuffer {
 /// Below this share of rows still passing, a further test runs only on those rows.
 const SPARSE_SHARE: usize = 8;
 
-/// `mask` (all rows when `None`) narrowed by `test` on `column`: when few rows still pass, the
-/// test runs on those rows only (taken out with arrow's filter kernel, the answers put back in
-/// place), else on the whole column and the answers are ANDed.
+/// `mask` (all rows when `None`) narrowed by a test: when few rows still pass, `test` is given the
+/// mask and looks at those rows only; otherwise it runs on every row and the answers are ANDed.
 pub fn narrow(
-    mask: Option<arrow::buffer::BooleanBuffer>,
-    column: &arrow::array::ArrayRef,
-    test: impl Fn(&arrow::array::ArrayRef) -> Result<arrow::buffer::BooleanBuffer>,
-) -> Result<arrow::buffer::BooleanBuffer> {
+    mask: Option<BooleanBuffer>,
+    test: impl Fn(Option<&BooleanBuffer>) -> Result<BooleanBuffer>,
+) -> Result<BooleanBuffer> {
     match mask {
-        Some(m) if is_sparse(&m) => {
-            let picked = arrow::compute::filter(column.as_ref(), &arrow::array::BooleanArray::new(m.clone(), None))?;
-            Ok(scatter(&m, &test(&picked)?))
-        }
-        m => Ok(and(m, test(column)?)),
+        Some(m) if is_sparse(&m) => test(Some(&m)),
+        m => Ok(and(m, test(None)?)),
     }
 }
 

@@ -487,10 +487,15 @@ impl RowTest {
                 let text = arrow::compute::cast(column, &DataType::Utf8)?;
                 arrow::compute::cast(&text, &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)))?
             };
-            mask = Some(dict_filter::narrow(mask, &column, |c| test.evaluate_cached(c.as_ref(), Some(cache)))?);
+            mask =
+                Some(dict_filter::narrow(mask, |within| test.evaluate_cached(column.as_ref(), Some(cache), within))?);
         }
         for (at, comparison) in &self.comparisons {
-            mask = Some(dict_filter::narrow(mask, batch.column(*at), |c| comparison.evaluate(c))?);
+            let column = batch.column(*at);
+            mask = Some(dict_filter::narrow(mask, |within| match within {
+                Some(m) => comparison.narrow(column, m),
+                None => comparison.evaluate(column),
+            })?);
         }
         if let Some((positions, schema, physical)) = &self.residual
             && mask.as_ref().is_none_or(|m| m.count_set_bits() > 0)
