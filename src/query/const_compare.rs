@@ -152,9 +152,20 @@ fn compare<T: ArrowPrimitiveType>(
     if let Some(mask) = within {
         let mut out = BooleanBufferBuilder::new(mask.len());
         out.append_n(mask.len(), false);
-        for i in mask.set_indices() {
-            if values.is_valid(i) && keep(order(v[i])) {
-                out.set_bit(i, true);
+        match values.nulls() {
+            None => {
+                for i in mask.set_indices() {
+                    if keep(order(v[i])) {
+                        out.set_bit(i, true);
+                    }
+                }
+            }
+            Some(nulls) => {
+                for i in mask.set_indices() {
+                    if nulls.is_valid(i) && keep(order(v[i])) {
+                        out.set_bit(i, true);
+                    }
+                }
             }
         }
         return Some(out.finish());

@@ -174,8 +174,9 @@ pub fn and(a: Option<BooleanBuffer>, b: BooleanBuffer) -> BooleanBuffer {
     }
 }
 
-/// Below this share of rows still passing, a further test runs only on those rows.
-const SPARSE_SHARE: usize = 8;
+/// Below this share of rows still passing, a further test looks at those rows only: testing a
+/// row picked from the mask costs about as much as a few dozen rows of a whole-column pass.
+const SPARSE_SHARE: usize = 32;
 
 /// `mask` (all rows when `None`) narrowed by a test: when few rows still pass, `test` is given the
 /// mask and looks at those rows only; otherwise it runs on every row and the answers are ANDed.
