@@ -127,11 +127,20 @@ pub fn words_of(bitmap: &RoaringBitmap, words: usize) -> Result<Vec<u64>> {
 
 /// The bitmap of `words`.
 pub fn bitmap_of(words: &[u64]) -> RoaringBitmap {
-    let mut bytes = vec![0u8; 8 * words.len()];
-    for (chunk, w) in bytes.chunks_exact_mut(8).zip(words) {
-        chunk.copy_from_slice(&w.to_le_bytes());
+    // Little-endian words already are the LSB-first bytes: read them in place.
+    #[cfg(target_endian = "little")]
+    {
+        use arrow::datatypes::ToByteSlice;
+        RoaringBitmap::from_lsb0_bytes(0, words.to_byte_slice())
     }
-    RoaringBitmap::from_lsb0_bytes(0, &bytes)
+    #[cfg(not(target_endian = "little"))]
+    {
+        let mut bytes = vec![0u8; 8 * words.len()];
+        for (chunk, w) in bytes.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        RoaringBitmap::from_lsb0_bytes(0, &bytes)
+    }
 }
 
 /// The rows among `candidates` whose value, stored as `value - base` in the bit slices
