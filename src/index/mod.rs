@@ -67,9 +67,7 @@ pub struct IndexSet {
     cache: Mutex<(u64, HashMap<BitmapKey, Arc<RoaringBitmap>>)>,
     /// Range bit slices as plain words (see [`dense`]), bytes held and the slices.
     dense_cache: Mutex<(u64, HashMap<BitmapKey, DenseBitmap>)>,
-    /// A buffer of one word per 64 users kept between range comparisons: a fresh one of that
-    /// size costs page faults (zeroed by the kernel) each time.
-    spare_words: Mutex<Vec<u64>>,
+
     /// The id dictionary's segments, opened on the first point lookup.
     id_segments: Vec<std::path::PathBuf>,
     id_readers: Mutex<Option<Arc<Vec<SegmentReader>>>>,
@@ -98,7 +96,6 @@ impl IndexSet {
             everyone: std::sync::OnceLock::new(),
             cache: Mutex::new((0, HashMap::new())),
             dense_cache: Mutex::new((0, HashMap::new())),
-            spare_words: Mutex::new(Vec::new()),
             id_segments: Vec::new(),
             id_readers: Mutex::new(None),
             facts: None,
@@ -430,9 +427,7 @@ impl IndexSet {
                 dense::keep_compared(&refs, &mut live, part);
             }
         }
-        let answer = dense::bitmap_of(&live);
-        *self.spare_words.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = live;
-        Ok(answer)
+        Ok(dense::bitmap_of(&live))
     }
 
     /// The users of `within` (every live user when `None`) as plain words, one bit per row id.
