@@ -436,10 +436,7 @@ impl IndexSet {
         Ok(match within {
             Some(w) => dense::words_of(w, words)?,
             None => {
-                let mut all =
-                    std::mem::take(&mut *self.spare_words.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-                all.clear();
-                all.resize(words, u64::MAX);
+                let mut all = vec![u64::MAX; words];
                 if !self.universe.is_multiple_of(64)
                     && let Some(last) = all.last_mut()
                 {
