@@ -67,7 +67,6 @@ pub struct IndexSet {
     cache: Mutex<(u64, HashMap<BitmapKey, Arc<RoaringBitmap>>)>,
     /// Range bit slices as plain words (see [`dense`]), bytes held and the slices.
     dense_cache: Mutex<(u64, HashMap<BitmapKey, DenseBitmap>)>,
-
     /// The id dictionary's segments, opened on the first point lookup.
     id_segments: Vec<std::path::PathBuf>,
     id_readers: Mutex<Option<Arc<Vec<SegmentReader>>>>,
