@@ -74,16 +74,12 @@ impl ConstComparison {
 
     /// The rows of `column` for which the comparison is TRUE.
     pub fn evaluate(&self, column: &ArrayRef) -> Result<BooleanBuffer> {
-        self.run(column, None)
+        self.evaluate_within(column, None)
     }
 
-    /// The rows of `mask` for which the comparison is TRUE, looking at those rows only (for a
-    /// sparse mask: no pass over the others).
-    pub fn narrow(&self, column: &ArrayRef, mask: &BooleanBuffer) -> Result<BooleanBuffer> {
-        self.run(column, Some(mask))
-    }
-
-    fn run(&self, column: &ArrayRef, within: Option<&BooleanBuffer>) -> Result<BooleanBuffer> {
+    /// [`ConstComparison::evaluate`]; with `within`, only its rows are looked at (the others are
+    /// false): for a sparse mask, no pass over the other rows.
+    pub fn evaluate_within(&self, column: &ArrayRef, within: Option<&BooleanBuffer>) -> Result<BooleanBuffer> {
         let cast;
         let column = if column.data_type() == &self.data_type {
             column
@@ -219,7 +215,8 @@ mod tests {
         assert_eq!(ours, theirs, "{e}");
         // On a mask: the same answers on its rows, nothing elsewhere.
         let mask = BooleanBuffer::collect_bool(batch.num_rows(), |i| i % 3 != 1);
-        let narrowed = test.narrow(batch.column(batch.schema().index_of(&test.column).unwrap()), &mask).unwrap();
+        let narrowed =
+            test.evaluate_within(batch.column(batch.schema().index_of(&test.column).unwrap()), Some(&mask)).unwrap();
         assert_eq!(narrowed, &theirs & &mask, "{e} on a mask");
     }
 

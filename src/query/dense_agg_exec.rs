@@ -322,10 +322,7 @@ impl Job {
         }
         for (at, comparison) in &self.comparisons {
             let column = batch.column(*at);
-            mask = Some(dict_filter::narrow(mask, |within| match within {
-                Some(m) => comparison.narrow(column, m),
-                None => comparison.evaluate(column),
-            })?);
+            mask = Some(dict_filter::narrow(mask, |within| comparison.evaluate_within(column, within))?);
         }
         if let Some(p) = &self.predicate
             && mask.as_ref().is_none_or(|m| m.count_set_bits() > 0)

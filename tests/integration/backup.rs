@@ -10,14 +10,10 @@ use persona::store::backup::{backup, referenced_files};
 
 use crate::util::*;
 
-fn sample() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sample")
-}
-
 /// The sample store with a rule tag and a materialized audience (catalog set files).
 async fn sample_store(dir: &Path) -> persona::Store {
     let store = create_store(dir.join("store"));
-    import(&store, &[&sample()]).expect("load the sample");
+    import(&store, &[&sample_dir()]).expect("load the sample");
     let s = session(&store);
     for sql in [
         "CREATE TAG big_spender AS SELECT user_id FROM purchases GROUP BY user_id HAVING sum(amount) > 5000",

@@ -12,7 +12,6 @@
 //! (`2022-03-04星期五`) ended the process with a panic.
 
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema};
@@ -41,10 +40,6 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         if n == 0 { 0 } else { (self.next() % n as u64) as usize }
     }
-}
-
-fn sample_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sample")
 }
 
 /// The header and the first `SAMPLE_ROWS` rows of a sample CSV.

@@ -341,3 +341,8 @@ pub fn ok(out: &Output) -> String {
     );
     text(&out.stdout)
 }
+
+/// The committed sample data set (`datasets/sample`, 2,000 users), a folder `import` takes whole.
+pub fn sample_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sample")
+}

@@ -9,15 +9,11 @@ use persona::store::backup::referenced_files;
 
 use crate::util::*;
 
-fn sample() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sample")
-}
-
 /// Several versions whose files are replaced on the way: the sample, a rule tag refreshed twice
 /// (its set and rows are rewritten), and more purchases.
 async fn store_with_history(dir: &Path) -> persona::Store {
     let store = create_store(dir.join("store"));
-    import(&store, &[&sample()]).expect("load the sample");
+    import(&store, &[&sample_dir()]).expect("load the sample");
     let s = session(&store);
     for sql in [
         "CREATE TAG big AS SELECT user_id FROM purchases GROUP BY user_id HAVING sum(amount) > 5000",
