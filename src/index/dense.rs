@@ -193,6 +193,41 @@ pub fn keep_compared(slices: &[&[u64]], live: &mut [u64], terms: &[(RangeOp, u64
     });
 }
 
+/// One column of a conjunction of range comparisons: its NULLs (never kept), its bit slices and
+/// the comparisons on it (`terms` empty: only the NULLs are removed).
+pub struct ColumnTerms<'a> {
+    pub nulls: &'a [u64],
+    pub slices: Vec<&'a [u64]>,
+    pub terms: &'a [(RangeOp, u64)],
+}
+
+/// Keeps in `live` only the rows whose values compare as every column's terms say: the columns'
+/// work on one block of words is done before the next block (the block stays in the L1 cache),
+/// one spawn of the workers for all the columns.
+pub fn keep_compared_columns(columns: &[ColumnTerms<'_>], live: &mut [u64]) {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let per_worker = live.len().div_ceil(workers).div_ceil(FUSED_BLOCK_WORDS).max(1) * FUSED_BLOCK_WORDS;
+    std::thread::scope(|scope| {
+        for (part, live) in live.chunks_mut(per_worker).enumerate() {
+            let first = part * per_worker;
+            scope.spawn(move || {
+                for (block, live) in live.chunks_mut(FUSED_BLOCK_WORDS).enumerate() {
+                    let start = first + block * FUSED_BLOCK_WORDS;
+                    for column in columns {
+                        let nulls = column.nulls.get(start..start + live.len()).unwrap_or(&[]);
+                        for (word, null) in live.iter_mut().zip(nulls) {
+                            *word &= !null;
+                        }
+                        for terms in column.terms.chunks(MAX_FUSED) {
+                            keep_block(&column.slices, start, live, terms);
+                        }
+                    }
+                }
+            });
+        }
+    });
+}
+
 fn keep_block(slices: &[&[u64]], first: usize, live: &mut [u64], terms: &[(RangeOp, u64)]) {
     let n = live.len();
     if live.iter().all(|w| *w == 0) {

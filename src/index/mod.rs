@@ -379,16 +379,14 @@ impl IndexSet {
             }
             return Ok(acc.unwrap_or_else(|| within.cloned().unwrap_or_else(|| self.universe())));
         }
-        let mut live = self.live_words(within)?;
         let mut columns: Vec<&str> = terms.iter().map(|(c, _, _)| *c).collect();
         columns.sort_unstable();
         columns.dedup();
+        // Per column: its NULLs, its slices and the comparisons folded over them.
+        let mut chain = Vec::with_capacity(columns.len());
         for column in columns {
             let Some((base, bits)) = self.range_index(column) else { return Ok(RoaringBitmap::new()) };
             let nulls = self.get_dense(BitmapKind::Null, column, "")?;
-            for (word, null) in live.iter_mut().zip(nulls.iter()) {
-                *word &= !null;
-            }
             // Constants outside the slices' range decide a term for every non-NULL value.
             let mut fused: Vec<(RangeOp, u64)> = Vec::new();
             for (_, op, value) in terms.iter().filter(|(c, _, _)| *c == column) {
@@ -415,17 +413,25 @@ impl IndexSet {
                     }
                 }
             }
-            if fused.is_empty() {
-                continue;
-            }
-            let slices = (0..bits)
-                .map(|i| self.get_dense(BitmapKind::RangeBit, column, &i.to_string()))
-                .collect::<Result<Vec<_>>>()?;
-            let refs: Vec<&[u64]> = slices.iter().map(|s| s.as_slice()).collect();
-            for part in fused.chunks(dense::MAX_FUSED) {
-                dense::keep_compared(&refs, &mut live, part);
-            }
+            let slices = if fused.is_empty() {
+                Vec::new()
+            } else {
+                (0..bits)
+                    .map(|i| self.get_dense(BitmapKind::RangeBit, column, &i.to_string()))
+                    .collect::<Result<Vec<_>>>()?
+            };
+            chain.push((nulls, slices, fused));
         }
+        let mut live = self.live_words(within)?;
+        let chain: Vec<dense::ColumnTerms<'_>> = chain
+            .iter()
+            .map(|(nulls, slices, fused)| dense::ColumnTerms {
+                nulls: nulls.as_slice(),
+                slices: slices.iter().map(|s| s.as_slice()).collect(),
+                terms: fused.as_slice(),
+            })
+            .collect();
+        dense::keep_compared_columns(&chain, &mut live);
         Ok(dense::bitmap_of(&live))
     }
 
