@@ -167,31 +167,13 @@ pub fn compare_sliced(slices: &[&[u64]], candidates: &[u64], op: RangeOp, c: u64
 /// Words per block of [`compare_sliced`]: three blocks of state stay in the L1 cache.
 const BLOCK_WORDS: usize = 256;
 
-/// Words per block of [`keep_compared`]: small enough (4,096 rows) that the rows of a block
+/// Words per block of [`keep_compared_columns`]: small enough (4,096 rows) that the rows of a block
 /// usually part from every constant before the lowest slices, which are then not read.
 const FUSED_BLOCK_WORDS: usize = 64;
 
-/// Most comparisons of one column folded in one pass ([`keep_compared`]).
+/// Most comparisons of one column folded in one pass ([`keep_compared_columns`] folds more in
+/// turns of this many).
 pub const MAX_FUSED: usize = 4;
-
-/// Keeps in `live` only the rows whose value compares as each of `terms` says (`BETWEEN` is two
-/// terms): every slice word is read once for all the terms, a block of words at a time, the blocks
-/// shared among the cores. Constants as in [`compare_sliced`]; at most [`MAX_FUSED`] terms.
-pub fn keep_compared(slices: &[&[u64]], live: &mut [u64], terms: &[(RangeOp, u64)]) {
-    assert!(terms.len() <= MAX_FUSED, "at most {MAX_FUSED} comparisons are folded at once");
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-    let per_worker = live.len().div_ceil(workers).div_ceil(FUSED_BLOCK_WORDS).max(1) * FUSED_BLOCK_WORDS;
-    std::thread::scope(|scope| {
-        for (part, live) in live.chunks_mut(per_worker).enumerate() {
-            let first = part * per_worker;
-            scope.spawn(move || {
-                for (block, live) in live.chunks_mut(FUSED_BLOCK_WORDS).enumerate() {
-                    keep_block(slices, first + block * FUSED_BLOCK_WORDS, live, terms);
-                }
-            });
-        }
-    });
-}
 
 /// One column of a conjunction of range comparisons: its NULLs (never kept), its bit slices and
 /// the comparisons on it (`terms` empty: only the NULLs are removed).
@@ -201,9 +183,11 @@ pub struct ColumnTerms<'a> {
     pub terms: &'a [(RangeOp, u64)],
 }
 
-/// Keeps in `live` only the rows whose values compare as every column's terms say: the columns'
-/// work on one block of words is done before the next block (the block stays in the L1 cache),
-/// one spawn of the workers for all the columns.
+/// Keeps in `live` only the rows whose values compare as every column's terms say (`BETWEEN` is
+/// two terms): every slice word is read once for up to [`MAX_FUSED`] terms; the columns' work on
+/// one block of words is done before the next block (the block stays in the L1 cache), and the
+/// blocks are shared among the cores, one spawn of the workers for all the columns. Constants as
+/// in [`compare_sliced`].
 pub fn keep_compared_columns(columns: &[ColumnTerms<'_>], live: &mut [u64]) {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
     let per_worker = live.len().div_ceil(workers).div_ceil(FUSED_BLOCK_WORDS).max(1) * FUSED_BLOCK_WORDS;
@@ -377,6 +361,33 @@ mod tests {
     }
 
     #[test]
+    fn columns_remove_their_nulls_and_meet_every_term_block_by_block() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+        let rows = 50_003usize;
+        let (a_values, a_slices, a_live) = sliced_values(&mut rng, rows, 6);
+        let (b_values, b_slices, b_live) = sliced_values(&mut rng, rows, 9);
+        // NULLs as the index stores them: the rows with no value.
+        let nulls = |live: &[u64]| -> Vec<u64> { live.iter().map(|w| !w).collect() };
+        let (a_nulls, b_nulls) = (nulls(&a_live), nulls(&b_live));
+        // A NULL reads as 0 in the slices, which `<= 40` would keep: only the NULL words remove it.
+        let a_terms = [(RangeOp::LtEq, 40u64)];
+        // More terms than one pass folds: taken in turns.
+        let b_terms =
+            [(RangeOp::Gt, 3u64), (RangeOp::LtEq, 400), (RangeOp::Gt, 5), (RangeOp::Lt, 500), (RangeOp::GtEq, 7)];
+        let columns = [
+            ColumnTerms { nulls: &a_nulls, slices: a_slices.iter().map(Vec::as_slice).collect(), terms: &a_terms },
+            ColumnTerms { nulls: &b_nulls, slices: b_slices.iter().map(Vec::as_slice).collect(), terms: &b_terms },
+        ];
+        let mut got = vec![u64::MAX; rows.div_ceil(64)];
+        keep_compared_columns(&columns, &mut got);
+        for row in 0..rows {
+            let expected =
+                a_values[row].is_some_and(|v| v <= 40) && b_values[row].is_some_and(|v| (7..=400).contains(&v));
+            assert_eq!(got[row / 64] >> (row % 64) & 1 == 1, expected, "row {row}");
+        }
+    }
+
+    #[test]
     fn fused_comparisons_keep_the_rows_meeting_them_all() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(12);
         let rows = 70_001usize;
@@ -389,7 +400,8 @@ mod tests {
                 .map(|_| (ops[rng.random_range(0..ops.len())], rng.random_range(0..1u64 << bits)))
                 .collect();
             let mut got = live.clone();
-            keep_compared(&refs, &mut got, &terms);
+            let column = ColumnTerms { nulls: &[], slices: refs.clone(), terms: &terms };
+            keep_compared_columns(&[column], &mut got);
             for (row, v) in values.iter().enumerate() {
                 let expected = v.is_some_and(|v| {
                     terms.iter().all(|(op, c)| match op {
