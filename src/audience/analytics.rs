@@ -24,6 +24,7 @@ use roaring::RoaringBitmap;
 
 use crate::index::format::BitmapKind;
 use crate::index::{IndexSet, RangeOp};
+use crate::query::sql_text::{quoted_identifier, string_literal};
 
 /// Most sets `overlap()` takes: 2^8 − 1 regions.
 const MAX_OVERLAP_SETS: usize = 8;
@@ -716,7 +717,7 @@ impl TableFunctionImpl for FunnelFunction {
                 format!(
                     "SELECT {} AS step, {} AS name, (SELECT count(*) FROM s{}) AS users",
                     i + 1,
-                    sql_text(step),
+                    string_literal(step),
                     i + 1
                 )
             })
@@ -731,11 +732,6 @@ impl TableFunctionImpl for FunnelFunction {
     }
 }
 
-/// A SQL string literal.
-fn sql_text(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 /// The CTEs `s1` .. `sN` of a funnel: per user who reached step k, the time of reaching it (their
 /// earliest step 1 within `window` microseconds before `now()`, then each next step's earliest
 /// occurrence strictly after the step before, before `now()`).
@@ -744,7 +740,7 @@ fn funnel_paths(window: i64, steps: &[String]) -> String {
         if step.eq_ignore_ascii_case("purchase") {
             "SELECT user_id, ts FROM purchases".to_string()
         } else {
-            format!("SELECT user_id, ts FROM events WHERE event_type = {}", sql_text(step))
+            format!("SELECT user_id, ts FROM events WHERE event_type = {}", string_literal(step))
         }
     };
     let seconds = window / 1_000_000;
@@ -810,7 +806,7 @@ impl TableFunctionImpl for FunnelByFunction {
         };
         let steps: Vec<String> =
             (2..args.len()).map(|i| text_arg(F, args, i, "an event type or 'purchase'")).collect::<DfResult<_>>()?;
-        let column = format!("u.\"{}\"", column.replace('"', "\"\""));
+        let column = format!("u.{}", quoted_identifier(&column));
         let mut sql = funnel_paths(window, &steps);
         let counts: Vec<String> = (1..=steps.len())
             .map(|k| {
@@ -821,7 +817,7 @@ impl TableFunctionImpl for FunnelByFunction {
             })
             .collect();
         let names: Vec<String> =
-            steps.iter().enumerate().map(|(i, step)| format!("({}, {})", i + 1, sql_text(step))).collect();
+            steps.iter().enumerate().map(|(i, step)| format!("({}, {})", i + 1, string_literal(step))).collect();
         sql.push_str(&format!(
             ", c AS ({}), \
              grid AS (SELECT v.value, n.step, n.name FROM (SELECT DISTINCT value FROM c WHERE step = 1) v \
@@ -954,14 +950,13 @@ impl TableFunctionImpl for AttritionFunction {
                 (named || alias.is_some_and(|a| a.eq_ignore_ascii_case(crate::tables::USER_ID))).then(|| e.to_string())
             })
             .unwrap_or_else(|| crate::tables::USER_ID.to_string());
-        let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
         let mut steps = vec![format!(
             "SELECT 0 AS step, 'everyone' AS condition, (SELECT count(DISTINCT {user_id}) FROM {from}) AS users"
         )];
         for k in 1..=conditions.len() {
             steps.push(format!(
                 "SELECT {k} AS step, {} AS condition, (SELECT count(DISTINCT {user_id}) FROM {from} WHERE {}) AS users",
-                quote(&conditions[k - 1]),
+                string_literal(&conditions[k - 1]),
                 conditions[..k].iter().map(|c| format!("({c})")).collect::<Vec<_>>().join(" AND ")
             ));
         }

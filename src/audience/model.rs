@@ -35,6 +35,7 @@ use crate::audience::sql_view::SqlView;
 use crate::audience::statement::{FeatureItem, ModelFeatures};
 use crate::error::{Error, Result};
 use crate::query::QuerySession;
+use crate::query::sql_text::{quoted_identifier, string_literal};
 use crate::store::catalog::{Catalog, EvaluatedNow, Model, ModelColumn, ModelMetrics, ModelTerm, no_such_model};
 use crate::store::manifest::now_rfc3339;
 
@@ -54,14 +55,6 @@ pub struct ModelDefinition {
     pub seed: u64,
 }
 
-fn quote(identifier: &str) -> String {
-    format!("\"{}\"", identifier.replace('"', "\"\""))
-}
-
-fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
 /// The feature query of a feature list: one row per user.
 pub fn list_query(items: &[FeatureItem]) -> String {
     let mut select = vec!["u.user_id".to_string()];
@@ -69,7 +62,7 @@ pub fn list_query(items: &[FeatureItem]) -> String {
     let mut tag_joins = 0usize;
     for item in items {
         match item {
-            FeatureItem::Column(c) => select.push(format!("u.{}", quote(c))),
+            FeatureItem::Column(c) => select.push(format!("u.{}", quoted_identifier(c))),
             FeatureItem::Tags(tags) => {
                 for tag in tags {
                     let alias = format!("t{tag_joins}");
@@ -77,9 +70,9 @@ pub fn list_query(items: &[FeatureItem]) -> String {
                     let _ = write!(
                         joins,
                         " LEFT JOIN (SELECT DISTINCT user_id FROM user_tags WHERE tag = {}) {alias} ON {alias}.user_id = u.user_id",
-                        literal(tag)
+                        string_literal(tag)
                     );
-                    select.push(format!("{alias}.user_id IS NOT NULL AS {}", quote(&format!("tag {tag}"))));
+                    select.push(format!("{alias}.user_id IS NOT NULL AS {}", quoted_identifier(&format!("tag {tag}"))));
                 }
             }
             FeatureItem::Rfm => {
@@ -97,7 +90,7 @@ pub fn list_query(items: &[FeatureItem]) -> String {
 /// How a column of the feature query's type becomes a number or a text level; `None` when it can
 /// be neither.
 fn encoding_of(name: &str, data_type: &DataType) -> Option<ModelColumn> {
-    let column = quote(name);
+    let column = quoted_identifier(name);
     let (encoding, expression) = match data_type {
         t if t.is_numeric() => ("numeric", format!("CAST({column} AS DOUBLE)")),
         DataType::Boolean => ("numeric", format!("CASE WHEN {column} THEN 1.0 WHEN NOT {column} THEN 0.0 END")),
@@ -560,7 +553,7 @@ pub fn predict_sql(model: &Model) -> String {
     for term in &model.terms {
         let Some(at) = model.columns.iter().position(|c| c.name == term.column) else { continue };
         let value = match &term.level {
-            Some(level) => format!("(CASE WHEN f{at} = {} THEN 1.0 ELSE 0.0 END)", literal(level)),
+            Some(level) => format!("(CASE WHEN f{at} = {} THEN 1.0 ELSE 0.0 END)", string_literal(level)),
             None => format!("coalesce((f{at} - {:e}) / {:e}, 0.0)", term.mean, term.sd),
         };
         let _ = write!(linear, " + {:e} * {value}", term.coefficient);

@@ -12,6 +12,7 @@ use chrono::{DateTime, Datelike, Utc};
 use crate::engine::{Session, SessionOptions};
 use crate::error::{Error, Result};
 use crate::output::report::{Dimension, Group, Report, Sources, render};
+use crate::query::sql_text::{quoted_identifier, string_literal};
 use crate::store::Store;
 
 /// Tags listed as most distinguishing, the share of the members each must reach, and how many of
@@ -78,16 +79,6 @@ pub fn run(args: ReportArgs) -> Result<()> {
     Ok(())
 }
 
-/// `s` as a SQL string literal.
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// `s` as a SQL identifier.
-fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
 /// What the report's name stands for: its kind for the page and the users predicate picking its
 /// members, chosen as `breakdown()` chooses (a saved audience wins unless `tag:` is written).
 fn resolve(session: &Session, name: &str, store: &std::path::Path) -> Result<(&'static str, String, String)> {
@@ -98,10 +89,10 @@ fn resolve(session: &Session, name: &str, store: &std::path::Path) -> Result<(&'
     };
     let index = session.index();
     if kind != Some("tag") && index.has_audience(bare) {
-        return Ok(("saved audience", bare.to_string(), format!("in_audience({})", literal(bare))));
+        return Ok(("saved audience", bare.to_string(), format!("in_audience({})", string_literal(bare))));
     }
     if kind != Some("audience") && index.tag_names().iter().any(|t| t == bare) {
-        return Ok(("tag", bare.to_string(), format!("has_tag({})", literal(bare))));
+        return Ok(("tag", bare.to_string(), format!("has_tag({})", string_literal(bare))));
     }
     let what = match kind {
         Some("audience") => "saved audience",
@@ -187,7 +178,7 @@ async fn band_dimensions(session: &Session, skip: &[String], sources: &mut Sourc
         if name.starts_with("__") || skip.contains(name) || index.range_index(name).is_none() {
             continue;
         }
-        let c = ident(name);
+        let c = quoted_identifier(name);
         if field.data_type().is_integer() {
             let sql = format!(
                 "SELECT percentile_cont(0.25) WITHIN GROUP (ORDER BY {c}), percentile_cont(0.5) WITHIN GROUP (ORDER BY {c}), \
@@ -239,7 +230,7 @@ fn instant(t: DateTime<Utc>) -> (String, String) {
 async fn gather(session: &Session, name: &str, now: DateTime<Utc>, flow_days: u32) -> Result<Report> {
     let root = session.snapshot().root().to_path_buf();
     let (kind, bare, members_of) = resolve(session, name, &root)?;
-    let n = literal(name);
+    let n = string_literal(name);
     let in_members = format!("user_id IN (SELECT user_id FROM users WHERE {members_of})");
 
     let mut portrait_sql = Sources::default();
@@ -253,7 +244,7 @@ async fn gather(session: &Session, name: &str, now: DateTime<Utc>, flow_days: u3
     let value_dimensions: Vec<String> = portrait.iter().map(|d| d.name.clone()).collect();
     let bands = band_dimensions(session, &value_dimensions, &mut portrait_sql).await?;
     if !bands.is_empty() {
-        let args: Vec<String> = bands.iter().map(|b| literal(b)).collect();
+        let args: Vec<String> = bands.iter().map(|b| string_literal(b)).collect();
         let banded = query(
             session,
             format!("SELECT {GROUP_COLUMNS} FROM breakdown({n}, {})", args.join(", ")),
@@ -277,7 +268,7 @@ async fn gather(session: &Session, name: &str, now: DateTime<Utc>, flow_days: u3
     let partners: Vec<String> =
         top_tags.iter().filter_map(|g| g.value.clone()).filter(|t| *t != bare).take(OVERLAP_TAGS).collect();
     let mut overlap_args = vec![n.clone()];
-    overlap_args.extend(partners.iter().map(|t| literal(&format!("tag:{t}"))));
+    overlap_args.extend(partners.iter().map(|t| string_literal(&format!("tag:{t}"))));
     let regions =
         query(session, format!("SELECT * FROM overlap({})", overlap_args.join(", ")), &mut overlap_sql).await?;
     let width = regions.first().map_or(0, RecordBatch::num_columns);
@@ -337,8 +328,8 @@ async fn gather(session: &Session, name: &str, now: DateTime<Utc>, flow_days: u3
         session,
         format!(
             "SELECT from_stage, to_stage, users FROM lifecycle_flow(TIMESTAMP {}, TIMESTAMP {})",
-            literal(&from_sql),
-            literal(&to_sql)
+            string_literal(&from_sql),
+            string_literal(&to_sql)
         ),
         &mut lifecycle_sql,
     )
@@ -394,8 +385,8 @@ mod tests {
 
     #[test]
     fn names_are_quoted_for_sql() {
-        assert_eq!(literal("it's"), "'it''s'");
-        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(string_literal("it's"), "'it''s'");
+        assert_eq!(quoted_identifier("a\"b"), "\"a\"\"b\"");
         assert_eq!(instant(DateTime::from_timestamp(1_793_491_200, 0).expect("a valid instant")).1, "2026-11-01");
     }
 }

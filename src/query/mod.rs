@@ -21,6 +21,7 @@ pub mod planner;
 mod prop_tests;
 pub mod residual;
 pub mod row_order;
+pub mod sql_text;
 pub mod store_tables;
 pub mod sugar;
 pub mod tag_overlap_rule;

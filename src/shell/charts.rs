@@ -11,6 +11,7 @@ use arrow::datatypes::{Float64Type, Int64Type};
 
 use super::exec::Shell;
 use crate::error::{Error, Result};
+use crate::query::sql_text::string_literal;
 
 /// Cells of the longest bar.
 const BAR_CELLS: usize = 30;
@@ -29,10 +30,6 @@ fn bar(fraction: f64, cells: usize) -> String {
     let drawn = out.chars().count();
     out.push_str(&" ".repeat(cells.saturating_sub(drawn)));
     out
-}
-
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// The rows of a portrait table: (dimension, value, members, share, tgi).
@@ -73,7 +70,7 @@ fn write_rows(out: &mut String, rows: &[PortraitRow]) {
 /// `\portrait AUDIENCE`: the audience's size, then per value-indexed column the share of its
 /// members with each value (bars) and the TGI, then its most distinguishing tags.
 pub async fn portrait(shell: &mut Shell, name: &str) -> Result<()> {
-    let name_sql = literal(name);
+    let name_sql = string_literal(name);
     let size = shell.query(&format!("SELECT users FROM overlap({name_sql})")).await?;
     let size = size.iter().find(|b| b.num_rows() > 0).map_or(0, |b| b.column(0).as_primitive::<Int64Type>().value(0));
     let everyone = shell.query("SELECT count(*) FROM users").await?;
@@ -123,7 +120,7 @@ pub async fn overlap(shell: &mut Shell, names: &[String]) -> Result<()> {
             "\\overlap needs one to eight tags or saved audiences; \\? lists the commands".into(),
         ));
     }
-    let args: Vec<String> = names.iter().map(|n| literal(n)).collect();
+    let args: Vec<String> = names.iter().map(|n| string_literal(n)).collect();
     let batches = shell.query(&format!("SELECT * FROM overlap({})", args.join(", "))).await?;
     let mut rows: Vec<(String, i64, f64)> = Vec::new();
     for b in &batches {

@@ -13,6 +13,7 @@ use super::exec::{Failure, Flow, Shell};
 use super::render;
 use crate::error::{Error, Result};
 use crate::output::OutputFormat;
+use crate::query::sql_text::string_literal;
 use crate::tables::Table;
 
 /// What a command's argument is, for completion.
@@ -192,11 +193,6 @@ fn unquote(s: &str) -> &str {
         }
     }
     s
-}
-
-/// A SQL string literal holding `s`.
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// Runs `command` on `shell`.
@@ -534,7 +530,7 @@ fn name_matches(name: &str, pattern: &str) -> bool {
 const PROFILE_PURCHASES: usize = 10;
 
 async fn profile(shell: &mut Shell, user_id: &str) -> Result<()> {
-    let id = literal(user_id);
+    let id = string_literal(user_id);
     let user = shell.query(&format!("SELECT * FROM users WHERE user_id = {id}")).await?;
     if user.iter().all(|b| b.num_rows() == 0) {
         return Err(Error::Usage(format!("no user has user_id {id}")));
@@ -831,6 +827,6 @@ mod tests {
 
     #[test]
     fn literals_escape_quotes() {
-        assert_eq!(literal("o'brien"), "'o''brien'");
+        assert_eq!(string_literal("o'brien"), "'o''brien'");
     }
 }
