@@ -10,7 +10,6 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Instant;
 
 use crate::error::{Error, IoContext, Result};
-use crate::store::manifest::Manifest;
 use crate::store::{Snapshot, Store, io, layout};
 
 /// What a backup did.
@@ -24,34 +23,6 @@ pub struct BackupReport {
     pub linked: u64,
     pub bytes: u64,
     pub seconds: f64,
-}
-
-/// Every file (relative to the store root) a manifest refers to, once each.
-pub fn referenced_files(manifest: &Manifest) -> Vec<String> {
-    let mut files: Vec<String> = Vec::new();
-    for table_files in manifest.tables.values() {
-        for f in table_files {
-            files.push(f.path.clone());
-            files.extend(f.row_ids.iter().cloned());
-            files.extend(f.addressable.iter().cloned());
-            files.extend(f.plain_columns.iter().cloned());
-        }
-    }
-    files.extend(manifest.id_segments.iter().map(|s| s.path.clone()));
-    files.extend(manifest.index.iter().map(|i| i.path.clone()));
-    for tag in &manifest.catalog.tags {
-        files.push(tag.bitmap.path.clone());
-        files.extend(tag.rows_files.iter().cloned());
-    }
-    for audience in &manifest.catalog.audiences {
-        for v in &audience.versions {
-            files.push(v.members_file.path.clone());
-            files.push(v.holdout_file.path.clone());
-        }
-    }
-    files.sort();
-    files.dedup();
-    files
 }
 
 /// How a backup places files.
@@ -130,7 +101,7 @@ fn build(snapshot: &Snapshot, building: &Path, placement: Placement) -> Result<B
     let manifest = snapshot.manifest();
     io::create_dir_all(&layout::manifests_dir(building))?;
     let (mut files, mut linked, mut bytes) = (0u64, 0u64, 0u64);
-    for relative in referenced_files(manifest) {
+    for relative in manifest.referenced_files() {
         let inside = Path::new(&relative);
         if inside.is_absolute() || inside.components().any(|c| matches!(c, Component::ParentDir)) {
             return Err(Error::corrupt(

@@ -1,4 +1,5 @@
-//! Every on-disk path and file name of a store, built in one place. Versions are zero-padded so
+//! Every on-disk path and file name of a store, built in one place, and the listing of the
+//! folders that hold versioned files. Versions are zero-padded so
 //! that names sort in commit order.
 //!
 //! ```text
@@ -11,6 +12,8 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+
+use crate::error::{IoContext, Result};
 
 /// The directory holding Persona's own metadata.
 pub const META_DIR: &str = "_persona";
@@ -66,6 +69,35 @@ pub fn new_index_file(version: u64) -> String {
 }
 
 /// Resolves a path relative to the store root, as recorded in manifests.
+/// The existing folders of `root` that hold versioned files: `ids`, `index`, `catalog` and each
+/// table's folder under `data`.
+pub fn versioned_dirs(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = ["ids", "index", "catalog"].iter().map(|d| root.join(d)).collect();
+    let data = root.join("data");
+    if data.is_dir() {
+        for entry in std::fs::read_dir(&data).io_context("list", &data)? {
+            let path = entry.io_context("list", &data)?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            }
+        }
+    }
+    dirs.retain(|d| d.is_dir());
+    Ok(dirs)
+}
+
+/// The regular files directly in `dir`.
+pub fn files_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).io_context("list", dir)? {
+        let path = entry.io_context("list", dir)?.path();
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
 pub fn resolve(root: &Path, relative: &str) -> PathBuf {
     root.join(relative)
 }

@@ -130,6 +130,35 @@ impl Manifest {
         }
     }
 
+    /// Every file (relative to the store root) this version refers to, once each: what a backup
+    /// copies and what vacuum keeps.
+    pub fn referenced_files(&self) -> Vec<String> {
+        let mut files: Vec<String> = Vec::new();
+        for table_files in self.tables.values() {
+            for f in table_files {
+                files.push(f.path.clone());
+                files.extend(f.row_ids.iter().cloned());
+                files.extend(f.addressable.iter().cloned());
+                files.extend(f.plain_columns.iter().cloned());
+            }
+        }
+        files.extend(self.id_segments.iter().map(|s| s.path.clone()));
+        files.extend(self.index.iter().map(|i| i.path.clone()));
+        for tag in &self.catalog.tags {
+            files.push(tag.bitmap.path.clone());
+            files.extend(tag.rows_files.iter().cloned());
+        }
+        for audience in &self.catalog.audiences {
+            for v in &audience.versions {
+                files.push(v.members_file.path.clone());
+                files.push(v.holdout_file.path.clone());
+            }
+        }
+        files.sort();
+        files.dedup();
+        files
+    }
+
     pub fn files(&self, table: Table) -> &[DataFile] {
         self.tables.get(&table).map(Vec::as_slice).unwrap_or(&[])
     }

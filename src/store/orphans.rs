@@ -16,32 +16,15 @@ use std::path::{Path, PathBuf};
 use crate::error::{IoContext, Result};
 use crate::store::layout;
 
-/// The store folders holding versioned files; `data` holds one folder per table.
-const VERSIONED_DIRS: [&str; 3] = ["ids", "index", "catalog"];
-
 /// Removes every store file written for a version after `current`, and stray `CURRENT` temp
 /// files. Call only while holding the writer lock. Returns the removed paths.
 pub fn remove_unpublished_files(root: &Path, current: u64) -> Result<Vec<PathBuf>> {
-    let mut dirs: Vec<PathBuf> = VERSIONED_DIRS.iter().map(|d| root.join(d)).collect();
-    let data = root.join("data");
-    if data.is_dir() {
-        for entry in std::fs::read_dir(&data).io_context("list", &data)? {
-            let path = entry.io_context("list", &data)?.path();
-            if path.is_dir() {
-                dirs.push(path);
-            }
-        }
-    }
     let mut removed = Vec::new();
-    for dir in dirs {
-        if !dir.is_dir() {
-            continue;
-        }
-        for entry in std::fs::read_dir(&dir).io_context("list", &dir)? {
-            let path = entry.io_context("list", &dir)?.path();
+    for dir in layout::versioned_dirs(root)? {
+        for path in layout::files_in(&dir)? {
             let unpublished =
                 path.file_name().and_then(|n| n.to_str()).and_then(version_of).is_some_and(|v| v > current);
-            if unpublished && path.is_file() {
+            if unpublished {
                 std::fs::remove_file(&path).io_context("remove an unpublished file", &path)?;
                 removed.push(path);
             }

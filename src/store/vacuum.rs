@@ -7,11 +7,9 @@
 //! them (docs/lifecycle.md).
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, IoContext, Result};
-use crate::store::backup::referenced_files;
 use crate::store::manifest::Manifest;
 use crate::store::{Store, io, layout};
 
@@ -33,9 +31,6 @@ pub struct VacuumReport {
     pub removed_files: u64,
     pub freed_bytes: u64,
 }
-
-/// The folders of the root holding versioned files (`data` holds one folder per table).
-const FILE_DIRS: [&str; 4] = ["data", "ids", "index", "catalog"];
 
 /// Removes what `policy` does not keep.
 pub fn vacuum(store: &Store, policy: KeepPolicy) -> Result<VacuumReport> {
@@ -64,7 +59,7 @@ pub fn vacuum(store: &Store, policy: KeepPolicy) -> Result<VacuumReport> {
                 .unwrap_or(true)
         });
         if *version == current || by_count || by_age {
-            keep_files.extend(referenced_files(&manifest));
+            keep_files.extend(manifest.referenced_files());
             report.kept_versions.push(*version);
         } else {
             report.removed_versions.push(*version);
@@ -77,58 +72,24 @@ pub fn vacuum(store: &Store, policy: KeepPolicy) -> Result<VacuumReport> {
         std::fs::remove_file(&path).io_context("remove the manifest", &path)?;
     }
     io::sync_dir(&layout::manifests_dir(&root))?;
-    let mut files = Vec::new();
-    for dir in FILE_DIRS {
-        collect_files(&root.join(dir), &mut files)?;
-    }
-    for path in files {
-        let relative = path.strip_prefix(&root).unwrap_or(&path).to_string_lossy().into_owned();
-        if keep_files.contains(&relative) {
-            continue;
+    let dirs = layout::versioned_dirs(&root)?;
+    for dir in &dirs {
+        for path in layout::files_in(dir)? {
+            let relative = path.strip_prefix(&root).unwrap_or(&path).to_string_lossy().into_owned();
+            if keep_files.contains(&relative) {
+                continue;
+            }
+            let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            std::fs::remove_file(&path).io_context("remove", &path)?;
+            report.removed_files += 1;
+            report.freed_bytes += bytes;
         }
-        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        std::fs::remove_file(&path).io_context("remove", &path)?;
-        report.removed_files += 1;
-        report.freed_bytes += bytes;
-    }
-    for dir in FILE_DIRS {
-        sync_dirs(&root.join(dir))?;
+        io::sync_dir(dir)?;
     }
     drop(writer);
     report.kept_versions.reverse();
     report.removed_versions.reverse();
     Ok(report)
-}
-
-/// Every regular file under `dir` (none when it does not exist).
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    if !dir.is_dir() {
-        return Ok(());
-    }
-    for entry in std::fs::read_dir(dir).io_context("list", dir)? {
-        let path = entry.io_context("list", dir)?.path();
-        if path.is_dir() {
-            collect_files(&path, out)?;
-        } else {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
-/// Syncs `dir` and the folders under it, so that the removals are durable.
-fn sync_dirs(dir: &Path) -> Result<()> {
-    if !dir.is_dir() {
-        return Ok(());
-    }
-    io::sync_dir(dir)?;
-    for entry in std::fs::read_dir(dir).io_context("list", dir)? {
-        let path = entry.io_context("list", dir)?.path();
-        if path.is_dir() {
-            sync_dirs(&path)?;
-        }
-    }
-    Ok(())
 }
 
 /// A duration as `90s`, `30m`, `12h`, `7d` or `2w`.

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use persona::store::backup::{backup, referenced_files};
+use persona::store::backup::backup;
 
 use crate::util::*;
 
@@ -52,10 +52,10 @@ async fn the_copy_holds_one_version_and_answers_the_same() {
     let target = dir.path().join("copies").join("crm backup 备份");
     let report = backup(&store, &target).expect("a backup");
     assert_eq!(report.version, version);
-    assert_eq!(report.files as usize, referenced_files(store.snapshot().unwrap().manifest()).len());
+    assert_eq!(report.files as usize, store.snapshot().unwrap().manifest().referenced_files().len());
     // Every file of the copy is one the version refers to, plus its manifest and CURRENT.
     let mut expected: BTreeSet<PathBuf> =
-        referenced_files(store.snapshot().unwrap().manifest()).into_iter().map(PathBuf::from).collect();
+        store.snapshot().unwrap().manifest().referenced_files().into_iter().map(PathBuf::from).collect();
     expected.insert(PathBuf::from(format!("_persona/manifests/v{version:08}.json")));
     expected.insert(PathBuf::from("_persona/CURRENT"));
     assert_eq!(files_under(&target), expected);

@@ -5,8 +5,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use persona::store::backup::referenced_files;
-
 use crate::util::*;
 
 /// Several versions whose files are replaced on the way: the sample, a rule tag refreshed twice
@@ -49,7 +47,7 @@ fn expected_files(root: &Path, versions: &[u64]) -> BTreeSet<PathBuf> {
     for v in versions {
         let path = root.join(format!("_persona/manifests/v{v:08}.json"));
         let manifest = persona::store::manifest::Manifest::from_bytes(&std::fs::read(&path).unwrap(), &path).unwrap();
-        out.extend(referenced_files(&manifest).into_iter().map(PathBuf::from));
+        out.extend(manifest.referenced_files().into_iter().map(PathBuf::from));
         out.insert(PathBuf::from(format!("_persona/manifests/v{v:08}.json")));
     }
     out.insert(PathBuf::from("_persona/CURRENT"));
