@@ -231,6 +231,19 @@ impl Catalog {
         self.tags.is_empty() && self.audiences.is_empty() && self.models.is_empty()
     }
 
+    /// Every set file of the catalog: rule tags' members, and each audience version's members
+    /// and holdout.
+    pub fn set_files(&self) -> Vec<&SetFile> {
+        let mut sets: Vec<&SetFile> = self.tags.iter().map(|t| &t.bitmap).collect();
+        for audience in &self.audiences {
+            for v in &audience.versions {
+                sets.push(&v.members_file);
+                sets.push(&v.holdout_file);
+            }
+        }
+        sets
+    }
+
     pub fn model(&self, name: &str) -> Option<&Model> {
         self.models.iter().find(|m| m.name == name)
     }

@@ -102,36 +102,31 @@ pub fn check(store: &Store, verify_index: impl Fn(&Path) -> Result<()>) -> Resul
     Ok(c.report)
 }
 
-fn parquet_rows(path: &Path) -> Result<u64> {
+/// A readable Parquet footer with `expected` rows (`whose` says where the count comes from).
+fn parquet_rows(path: &Path, expected: u64, whose: &str) -> Result<()> {
+    use parquet::file::reader::FileReader;
     let file = std::fs::File::open(path).map_err(|e| Error::Io { op: "open", path: path.to_path_buf(), source: e })?;
     let reader = parquet::file::reader::SerializedFileReader::new(file)
         .map_err(|e| Error::corrupt(path, format!("not a readable Parquet file: {e}")))?;
-    use parquet::file::reader::FileReader;
-    Ok(reader.metadata().file_metadata().num_rows().max(0) as u64)
+    let rows = reader.metadata().file_metadata().num_rows().max(0) as u64;
+    if rows != expected {
+        return Err(Error::corrupt(path, format!("holds {rows} rows; {whose} {expected}")));
+    }
+    Ok(())
 }
 
 fn data_files(c: &mut Checker<'_>, manifest: &Manifest) {
     for table in Table::ALL {
         for f in manifest.files(table) {
             if let Some(path) = c.present(&f.path, Some(f.bytes)) {
-                match parquet_rows(&path) {
-                    Ok(rows) if rows != f.rows => {
-                        c.problem(&path, format!("holds {rows} rows; the manifest recorded {}", f.rows))
-                    }
-                    Ok(_) => {}
-                    Err(e) => c.verify(&path, Err(e)),
-                }
+                let outcome = parquet_rows(&path, f.rows, "the manifest recorded");
+                c.verify(&path, outcome);
             }
             if let Some(relative) = &f.row_ids
                 && let Some(path) = c.present(relative, None)
             {
-                match parquet_rows(&path) {
-                    Ok(rows) if rows != f.rows => {
-                        c.problem(&path, format!("holds {rows} row ids for a file of {} rows", f.rows))
-                    }
-                    Ok(_) => {}
-                    Err(e) => c.verify(&path, Err(e)),
-                }
+                let outcome = parquet_rows(&path, f.rows, "its data file holds");
+                c.verify(&path, outcome);
             }
             if let Some(relative) = &f.plain_columns
                 && let Some(path) = c.present(relative, None)
@@ -207,17 +202,7 @@ fn id_dictionary(c: &mut Checker<'_>, manifest: &Manifest) {
 }
 
 fn catalog(c: &mut Checker<'_>, manifest: &Manifest) {
-    let mut sets = Vec::new();
-    for tag in &manifest.catalog.tags {
-        sets.push(&tag.bitmap);
-    }
-    for audience in &manifest.catalog.audiences {
-        for v in &audience.versions {
-            sets.push(&v.members_file);
-            sets.push(&v.holdout_file);
-        }
-    }
-    for set in sets {
+    for set in manifest.catalog.set_files() {
         if let Some(path) = c.present(&set.path, Some(set.bytes)) {
             let outcome = read_set(c.root, set).map(|_| ());
             c.verify(&path, outcome);

@@ -144,16 +144,9 @@ impl Manifest {
         }
         files.extend(self.id_segments.iter().map(|s| s.path.clone()));
         files.extend(self.index.iter().map(|i| i.path.clone()));
-        for tag in &self.catalog.tags {
-            files.push(tag.bitmap.path.clone());
-            files.extend(tag.rows_files.iter().cloned());
-        }
-        for audience in &self.catalog.audiences {
-            for v in &audience.versions {
-                files.push(v.members_file.path.clone());
-                files.push(v.holdout_file.path.clone());
-            }
-        }
+        files.extend(self.catalog.set_files().into_iter().map(|s| s.path.clone()));
+        // A rule tag's user_tags rows are listed with the table's files as well.
+        files.extend(self.catalog.tags.iter().flat_map(|t| t.rows_files.iter().cloned()));
         files.sort();
         files.dedup();
         files
