@@ -32,6 +32,16 @@ const MAX_OVERLAP_SETS: usize = 8;
 /// The share of an audience a tag must reach to be listed by `top_tags()` unless told otherwise.
 const DEFAULT_MIN_SUPPORT: f64 = 0.01;
 
+/// A set's name and the kind its prefix asks for: `audience:NAME` (a saved audience),
+/// `tag:NAME` (a tag), or a bare name (either; a saved audience wins).
+pub(crate) fn name_kind(name: &str) -> (Option<&'static str>, &str) {
+    match name.split_once(':') {
+        Some(("audience", rest)) => (Some("audience"), rest),
+        Some(("tag", rest)) => (Some("tag"), rest),
+        _ => (None, name),
+    }
+}
+
 /// The session's indexes and catalog, for the functions.
 #[derive(Debug, Clone)]
 pub struct Analytics {
@@ -43,11 +53,7 @@ impl Analytics {
     /// The users of a saved audience (its latest members) or a tag; `audience:` and `tag:` choose
     /// when a name is both.
     fn named_set(&self, function: &str, name: &str) -> DfResult<(String, Arc<RoaringBitmap>)> {
-        let (kind, bare) = match name.split_once(':') {
-            Some(("audience", rest)) => (Some("audience"), rest),
-            Some(("tag", rest)) => (Some("tag"), rest),
-            _ => (None, name),
-        };
+        let (kind, bare) = name_kind(name);
         if kind != Some("tag")
             && let Some(members) = self.index.saved_audience(bare)?
         {

@@ -82,11 +82,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
 /// What the report's name stands for: its kind for the page and the users predicate picking its
 /// members, chosen as `breakdown()` chooses (a saved audience wins unless `tag:` is written).
 fn resolve(session: &Session, name: &str, store: &std::path::Path) -> Result<(&'static str, String, String)> {
-    let (kind, bare) = match name.split_once(':') {
-        Some(("audience", rest)) => (Some("audience"), rest),
-        Some(("tag", rest)) => (Some("tag"), rest),
-        _ => (None, name),
-    };
+    let (kind, bare) = crate::audience::analytics::name_kind(name);
     let index = session.index();
     if kind != Some("tag") && index.has_audience(bare) {
         return Ok(("saved audience", bare.to_string(), format!("in_audience({})", string_literal(bare))));
@@ -384,9 +380,7 @@ mod tests {
     }
 
     #[test]
-    fn names_are_quoted_for_sql() {
-        assert_eq!(string_literal("it's"), "'it''s'");
-        assert_eq!(quoted_identifier("a\"b"), "\"a\"\"b\"");
+    fn an_instant_is_also_its_day() {
         assert_eq!(instant(DateTime::from_timestamp(1_793_491_200, 0).expect("a valid instant")).1, "2026-11-01");
     }
 }
