@@ -104,6 +104,16 @@ impl Table {
         self == Table::Purchases
     }
 
+    /// The columns a fact file's day times are grouped by ([`crate::store::day_times`]), for the
+    /// tables that keep them: events, whose window edges inside a day would otherwise decode
+    /// every `ts` of the file (purchases find theirs through the plain copy, by user).
+    pub fn day_times_columns(self) -> Option<&'static [&'static str]> {
+        match self {
+            Table::Events => Some(&[EVENT_TYPE, CHANNEL_ID]),
+            _ => None,
+        }
+    }
+
     /// The key a dimension load upserts by.
     pub fn key_column(self) -> Option<&'static str> {
         match self {

@@ -21,6 +21,7 @@ use arrow::datatypes::TimestampMicrosecondType;
 use crate::error::Result;
 use crate::store::Snapshot;
 use crate::store::catalog::{Catalog, SetFile, read_set};
+use crate::store::day_times::{DayTimes, Group};
 use crate::store::fact_rows;
 use crate::store::id_dictionary::SegmentReader;
 use crate::tables::{CATEGORY, PRODUCT_ID, TS, Table};
@@ -151,6 +152,36 @@ impl IndexSet {
     /// The snapshot whose fact files this index reads for questions its bitmaps cannot answer.
     pub fn facts(&self) -> Option<&Snapshot> {
         self.facts.as_ref()
+    }
+
+    /// The users of the fact rows `scan` describes, from the day times of the fact files its
+    /// window overlaps ([`crate::store::day_times`]: a binary search per day and allowed group);
+    /// `None` when one of those files has none, or a condition is on a column they are not
+    /// grouped by.
+    pub fn users_by_day_times(&self, scan: &EdgeScan) -> Result<Option<RoaringBitmap>> {
+        let Some(snapshot) = &self.facts else { return Ok(None) };
+        let Ok(table) = scan.table.parse::<Table>() else { return Ok(None) };
+        let (root, manifest) = (snapshot.root(), snapshot.manifest());
+        let last = scan.to - 1;
+        let mut out = RoaringBitmap::new();
+        for file in manifest.files(table) {
+            if file.ts_range.is_some_and(|(lo, hi)| hi < scan.from || lo > last) || file.rows == 0 {
+                continue;
+            }
+            let Some(relative) = &file.day_times else { return Ok(None) };
+            let times = DayTimes::open_cached(&crate::store::layout::resolve(root, relative))?;
+            // Each condition as the position of its column in a group, and its values.
+            let mut tests = Vec::with_capacity(scan.conditions.len());
+            for (column, values) in &scan.conditions {
+                let Some(at) = times.columns().iter().position(|c| c == column) else { return Ok(None) };
+                tests.push((at, values));
+            }
+            let allowed = |group: &Group| {
+                tests.iter().all(|(at, values)| group[*at].as_ref().is_some_and(|v| values.contains(v)))
+            };
+            times.users_in(allowed, (scan.from, scan.to), &mut out)?;
+        }
+        Ok(Some(out))
     }
 
     /// The users of the fact rows `scan` describes, read from the snapshot's fact files (only the

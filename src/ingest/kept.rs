@@ -16,6 +16,7 @@ use super::reader::SourceFile;
 use super::writer;
 use crate::error::{Error, IoContext, Result};
 use crate::store::StoreWriter;
+use crate::store::day_times::{self, DayTimesWriter};
 use crate::store::layout;
 use crate::store::manifest::DataFile;
 use crate::store::plain_columns::{self, PlainColumnsWriter};
@@ -33,6 +34,8 @@ pub(super) struct KeptFile {
     /// The plain copy ([`plain_columns`]), once the first batch gives the columns decoded: its
     /// relative path and writer.
     plain: Option<(String, PathBuf, PlainColumnsWriter)>,
+    /// Events files: their day times ([`day_times`]), collected as rows are read, and their path.
+    day_times: Option<(String, PathBuf, DayTimesWriter)>,
 }
 
 impl KeptFile {
@@ -55,6 +58,13 @@ impl KeptFile {
         let footer = parquet::file::metadata::ParquetMetaDataReader::new()
             .parse_and_finish(&File::open(&src.path).io_context("open", &src.path)?)
             .map_err(|e| Error::corrupt(&src.path, e.to_string()))?;
+        let day_times = match table.day_times_columns() {
+            Some(columns) => {
+                let (rel, abs) = writer.new_file(day_times::path_for(&rel))?;
+                Some((rel, abs, DayTimesWriter::new(columns)))
+            }
+            None => None,
+        };
         let group_rows = footer.row_groups().iter().map(|rg| rg.num_rows().max(0) as u64).collect();
         Ok(KeptFile {
             table,
@@ -65,6 +75,7 @@ impl KeptFile {
             rows: 0,
             ts_range: None,
             plain: None,
+            day_times,
         })
     }
 
@@ -77,6 +88,9 @@ impl KeptFile {
         }
         if let Some((_, _, copy)) = &mut self.plain {
             copy.push(batch, &row_ids)?;
+        }
+        if let Some((_, _, times)) = &mut self.day_times {
+            times.push(batch, &row_ids)?;
         }
         self.row_id_ranges.add(&row_ids);
         self.rows += row_ids.len() as u64;
@@ -101,6 +115,16 @@ impl KeptFile {
             }
             None => None,
         };
+        let day_times = match self.day_times {
+            Some((rel, abs, times)) => match times.finish(&abs)? {
+                Some(file) => {
+                    sink.sync_later(file, abs)?;
+                    Some(rel)
+                }
+                None => None,
+            },
+            None => None,
+        };
         Ok(DataFile {
             path: rel,
             rows: self.rows,
@@ -112,6 +136,7 @@ impl KeptFile {
             row_id_ranges: self.row_id_ranges.finish(),
             addressable: None,
             plain_columns,
+            day_times,
         })
     }
 }

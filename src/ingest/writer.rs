@@ -18,6 +18,7 @@ use parquet::schema::types::ColumnPath;
 use crate::error::{IoContext, Result};
 use crate::store::StoreWriter;
 use crate::store::addressable::{self, AddressableWriter};
+use crate::store::day_times::{self, DayTimesWriter};
 use crate::store::manifest::DataFile;
 use crate::store::plain_columns::{self, PlainColumnsWriter};
 use crate::store::{io, layout};
@@ -58,6 +59,8 @@ struct OpenFile {
     addressable: Option<(AddressableWriter, String)>,
     /// Fact files with a `ts` column: the plain copy written alongside, and its relative path.
     plain: Option<(PlainColumnsWriter, String)>,
+    /// Events files: their day times, collected as rows are written.
+    day_times: Option<DayTimesWriter>,
 }
 
 /// The smallest and largest row id of each row group of a file being written, from the row ids
@@ -197,6 +200,9 @@ impl<'w> TableSink<'w> {
                 if let Some((copy, _)) = &mut file.plain {
                     copy.push(&part, ids)?;
                 }
+                if let Some(times) = &mut file.day_times {
+                    times.push(&part, ids)?;
+                }
             }
             file.writer.write(&part)?;
             if let Some((copy, _)) = &mut file.addressable {
@@ -237,6 +243,7 @@ impl<'w> TableSink<'w> {
             row_id_ranges: RowGroupRanges::new(vec![row_group]),
             addressable,
             plain,
+            day_times: self.table.day_times_columns().map(DayTimesWriter::new),
         });
         Ok(())
     }
@@ -254,6 +261,10 @@ impl<'w> TableSink<'w> {
                 Some((copy, relative)) => Some(self.copy_written(copy.finish()?, relative)),
                 None => None,
             };
+            let day_times = match file.day_times {
+                Some(times) => self.day_times_written(times, &file.relative)?,
+                None => None,
+            };
             self.done.push(DataFile {
                 path: file.relative,
                 rows: file.rows,
@@ -265,9 +276,16 @@ impl<'w> TableSink<'w> {
                 row_id_ranges: file.row_id_ranges.finish(),
                 addressable,
                 plain_columns,
+                day_times,
             });
         }
         Ok(())
+    }
+
+    /// Writes a data file's day times beside it (when its rows have them): their relative path.
+    fn day_times_written(&mut self, times: DayTimesWriter, data_relative: &str) -> Result<Option<String>> {
+        let (relative, abs) = self.writer.new_file(day_times::path_for(data_relative))?;
+        Ok(times.finish(&abs)?.map(|file| self.copy_written(file, relative)))
     }
 
     /// A copy beside a data file, written: made durable in the background; its relative path.

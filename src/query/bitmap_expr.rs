@@ -489,16 +489,20 @@ fn evaluate_rest(terms: &[&BitmapExpr], index: &IndexSet, mut acc: RoaringBitmap
 }
 
 /// The users with rows in a window edge, besides those in `known` (which may be left out), among
-/// `within`. Users with a row in the edge were active in its streams on its days: when the fact
-/// files are grouped by user and have plain copies, only those candidates' rows are looked up
-/// (binary search by row id); otherwise the rows in the window are read like any fact condition
-/// (plain copies, every core), or for a product's category through the products.
+/// `within`. From the fact files' day times when they all have them (events); otherwise, users
+/// with a row in the edge were active in its streams on its days: when the fact files are
+/// grouped by user and have plain copies, only those candidates' rows are looked up (binary
+/// search by row id); otherwise the rows in the window are read like any fact condition (plain
+/// copies, every core), or for a product's category through the products.
 fn users_of_edge(
     scan: &EdgeScan,
     index: &IndexSet,
     known: &RoaringBitmap,
     within: Option<&RoaringBitmap>,
 ) -> Result<RoaringBitmap> {
+    if let Some(found) = index.users_by_day_times(scan)? {
+        return Ok(restrict(found, within));
+    }
     let Some(filter) = FactFilter::of_edge(scan) else { return Ok(restrict(index.users_of_fact_rows(scan)?, within)) };
     if !scan.streams.is_empty() {
         let (first_day, last_day) = (crate::index::day_of(scan.from), crate::index::day_of(scan.to - 1));

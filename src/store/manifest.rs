@@ -91,6 +91,11 @@ pub struct DataFile {
     /// aggregates read (absent in stores written before it existed; they read the Parquet file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plain_columns: Option<String>,
+    /// For events files: their rows' times of day by event type, channel and day
+    /// ([`crate::store::day_times`]), which window edges inside a day search (absent in stores
+    /// written before it existed and for files whose `ts` is finer than a second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day_times: Option<String>,
 }
 
 /// One segment of the id dictionary.
@@ -140,6 +145,7 @@ impl Manifest {
                 files.extend(f.row_ids.iter().cloned());
                 files.extend(f.addressable.iter().cloned());
                 files.extend(f.plain_columns.iter().cloned());
+                files.extend(f.day_times.iter().cloned());
             }
         }
         files.extend(self.id_segments.iter().map(|s| s.path.clone()));
@@ -244,6 +250,7 @@ mod tests {
                 rows_by_user: true,
                 addressable: Some("data/users/a.arrow".into()),
                 plain_columns: None,
+                day_times: None,
             }],
         );
         let bytes = m.to_bytes().unwrap();

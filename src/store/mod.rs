@@ -7,6 +7,7 @@ pub mod backup;
 pub mod catalog;
 pub mod check;
 pub mod commit;
+pub mod day_times;
 pub mod fact_rows;
 pub mod id_dictionary;
 pub mod io;

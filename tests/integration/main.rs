@@ -15,6 +15,7 @@ mod baskets;
 mod cli;
 mod csv_quirks;
 mod custom_columns;
+mod day_times;
 mod embedding;
 mod fact_lookups;
 mod idempotency;
