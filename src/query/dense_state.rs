@@ -138,6 +138,82 @@ fn fold_float(kind: DenseAggKind, value: &mut f64, seen: &mut bool, x: f64) {
     }
 }
 
+/// Folds the rows `run` (positions in the batch, all of whose users are in `chunk`) into it.
+fn fold_run(
+    kinds: &[DenseAggKind],
+    chunk: &mut Chunk,
+    ids: &[u32],
+    run: &[usize],
+    inputs: &[DenseInput<'_>],
+) -> Result<()> {
+    let slot = |row: usize| ids[row] as usize & (CHUNK - 1);
+    for &row in run {
+        chunk.rows[slot(row)] += 1;
+    }
+    for ((kind, input), state) in kinds.iter().zip(inputs).zip(chunk.slots.iter_mut()) {
+        let kind = *kind;
+        match (state, input) {
+            (Slot::Rows, _) => {}
+            (Slot::Count(counts), input) => {
+                let nulls = match input {
+                    DenseInput::Any(values) => values.nulls(),
+                    DenseInput::Int(values) => values.nulls(),
+                    DenseInput::Float(values) => values.nulls(),
+                    DenseInput::None => return Err(Error::Internal("count(x) without its input".into())),
+                };
+                match nulls {
+                    None => run.iter().for_each(|&row| counts[slot(row)] += 1),
+                    Some(n) => run.iter().for_each(|&row| counts[slot(row)] += i64::from(n.is_valid(row))),
+                }
+            }
+            (Slot::Int { value, seen }, DenseInput::Int(values)) => {
+                let (v, nulls) = (values.values(), values.nulls());
+                match kind {
+                    DenseAggKind::SumInt => fold_each(run, nulls, |row| {
+                        let o = slot(row);
+                        value[o] = value[o].wrapping_add(v[row]);
+                        seen[o] = true;
+                    }),
+                    _ => fold_each(run, nulls, |row| fold_int(kind, &mut value[slot(row)], &mut seen[slot(row)], v[row])),
+                }
+            }
+            (Slot::Float { value, seen }, DenseInput::Float(values)) => {
+                let (v, nulls) = (values.values(), values.nulls());
+                match kind {
+                    // An unseen slot holds 0.0, and 0.0 + x is x (-0.0 too: 0.0 + -0.0 = 0.0, as
+                    // DataFusion's sum, which starts from 0.0, gives).
+                    DenseAggKind::SumFloat => fold_each(run, nulls, |row| {
+                        let o = slot(row);
+                        value[o] += v[row];
+                        seen[o] = true;
+                    }),
+                    _ => fold_each(run, nulls, |row| {
+                        fold_float(kind, &mut value[slot(row)], &mut seen[slot(row)], v[row])
+                    }),
+                }
+            }
+            (Slot::Avg { sum, count }, DenseInput::Float(values)) => {
+                let (v, nulls) = (values.values(), values.nulls());
+                fold_each(run, nulls, |row| {
+                    let o = slot(row);
+                    sum[o] += v[row];
+                    count[o] += 1;
+                });
+            }
+            _ => return Err(Error::Internal(format!("dense aggregate {kind:?} got an input of the wrong type"))),
+        }
+    }
+    Ok(())
+}
+
+/// Calls `f` with each row of `run` whose value is not NULL.
+fn fold_each(run: &[usize], nulls: Option<&NullBuffer>, mut f: impl FnMut(usize)) {
+    match nulls {
+        None => run.iter().for_each(|&row| f(row)),
+        Some(n) => run.iter().filter(|&&row| n.is_valid(row)).for_each(|&row| f(row)),
+    }
+}
+
 /// The states of a list of aggregates for every user row id one worker has seen.
 #[derive(Debug, Clone)]
 pub struct DenseState {
@@ -161,7 +237,9 @@ impl DenseState {
     }
 
     /// Adds the rows `selected` (positions in the batch) whose user row ids are `ids`; `inputs`
-    /// holds one entry per aggregate.
+    /// holds one entry per aggregate. Rows come in runs of one chunk (fact rows grouped by user
+    /// make long runs): each run folds aggregate by aggregate, the kinds and inputs matched once
+    /// per run instead of once per row.
     pub fn update(&mut self, ids: &[u32], selected: &[usize], inputs: &[DenseInput<'_>]) -> Result<()> {
         if inputs.len() != self.kinds.len() {
             return Err(Error::Internal(format!(
@@ -170,45 +248,15 @@ impl DenseState {
                 self.kinds.len()
             )));
         }
-        for &row in selected {
-            let (c, o) = split(ids[row]);
-            self.chunk_mut(c).rows[o] += 1;
-        }
-        for (a, input) in inputs.iter().enumerate() {
-            let kind = self.kinds[a];
-            if kind == DenseAggKind::CountRows {
-                continue;
-            }
-            for &row in selected {
-                let (c, o) = split(ids[row]);
-                let Some(chunk) = self.chunks[c].as_deref_mut() else { continue };
-                match (&mut chunk.slots[a], input) {
-                    (Slot::Count(counts), DenseInput::Any(values)) => counts[o] += i64::from(values.is_valid(row)),
-                    (Slot::Count(counts), DenseInput::Int(values)) => counts[o] += i64::from(values.is_valid(row)),
-                    (Slot::Count(counts), DenseInput::Float(values)) => counts[o] += i64::from(values.is_valid(row)),
-                    (Slot::Int { value, seen }, DenseInput::Int(values)) => {
-                        if values.is_valid(row) {
-                            fold_int(kind, &mut value[o], &mut seen[o], values.value(row));
-                        }
-                    }
-                    (Slot::Float { value, seen }, DenseInput::Float(values)) => {
-                        if values.is_valid(row) {
-                            fold_float(kind, &mut value[o], &mut seen[o], values.value(row));
-                        }
-                    }
-                    (Slot::Avg { sum, count }, DenseInput::Float(values)) => {
-                        if values.is_valid(row) {
-                            sum[o] += values.value(row);
-                            count[o] += 1;
-                        }
-                    }
-                    _ => {
-                        return Err(Error::Internal(format!(
-                            "dense aggregate {kind:?} got an input of the wrong type"
-                        )));
-                    }
-                }
-            }
+        let mut start = 0;
+        while let Some(&first) = selected.get(start) {
+            let c = split(ids[first]).0;
+            let len = selected[start..].iter().position(|&row| split(ids[row]).0 != c).unwrap_or(selected.len() - start);
+            let run = &selected[start..start + len];
+            self.chunk_mut(c);
+            let chunk = self.chunks[c].as_deref_mut().expect("the chunk was just made");
+            fold_run(&self.kinds, chunk, ids, run, inputs)?;
+            start += len;
         }
         Ok(())
     }
