@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringArray, UInt32Array};
-use arrow::compute::{cast, filter, nullif};
+use arrow::compute::{cast, filter, take};
 use arrow::datatypes::{SchemaRef, UInt32Type};
 use arrow::record_batch::RecordBatch;
 use roaring::RoaringBitmap;
@@ -191,6 +191,7 @@ fn blank_users(
 fn blank_rows(batch: &RecordBatch, removed: &RoaringBitmap, schema: &SchemaRef) -> Result<RecordBatch> {
     let ids = batch.column(0).as_primitive::<UInt32Type>();
     let hit = BooleanArray::from_iter(ids.values().iter().map(|id| Some(removed.contains(*id))));
+    let keep = UInt32Array::from_iter((0..batch.num_rows() as u32).map(|r| (!hit.value(r as usize)).then_some(r)));
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
     arrays.push(Arc::clone(batch.column(0)));
     for (i, field) in schema.fields().iter().enumerate().skip(1) {
@@ -204,7 +205,9 @@ fn blank_rows(batch: &RecordBatch, removed: &RoaringBitmap, schema: &SchemaRef) 
             });
             Arc::new(StringArray::from_iter(values))
         } else {
-            nullif(column.as_ref(), &hit)?
+            // `take` with a NULL index copies no byte of the value (`nullif` would keep the bytes
+            // under a NULL, and an uncompressed copy writes them out).
+            take(column.as_ref(), &keep, None)?
         });
     }
     Ok(RecordBatch::try_new(Arc::clone(schema), arrays)?)
@@ -285,11 +288,8 @@ fn forget_in_catalog(
     next: &mut Manifest,
 ) -> Result<()> {
     for tag in &mut next.catalog.tags {
-        tag.rows_files = tag
-            .rows_files
-            .iter()
-            .flat_map(|f| replaced.get(f).cloned().unwrap_or_else(|| vec![f.clone()]))
-            .collect();
+        tag.rows_files =
+            tag.rows_files.iter().flat_map(|f| replaced.get(f).cloned().unwrap_or_else(|| vec![f.clone()])).collect();
         let members = read_set(root, &tag.bitmap)?;
         if !members.is_disjoint(removed) {
             let kept = members - removed;
@@ -347,7 +347,8 @@ fn parse_user_ids(bytes: &[u8]) -> std::result::Result<Vec<String>, (usize, Stri
         }
         let id = match text.strip_prefix('"') {
             Some(rest) => {
-                let inner = rest.strip_suffix('"').ok_or_else(|| (line, "a quoted user_id is not closed".to_string()))?;
+                let inner =
+                    rest.strip_suffix('"').ok_or_else(|| (line, "a quoted user_id is not closed".to_string()))?;
                 if inner.replace("\"\"", "").contains('"') {
                     return Err((line, "a quote inside a quoted user_id must be doubled (\"\")".to_string()));
                 }
@@ -413,5 +414,6 @@ mod tests {
         assert_eq!(users.iter().collect::<Vec<_>>(), vec![Some("a"), Some(""), Some("c")]);
         let phones = blanked.column(phone).as_string::<i32>();
         assert_eq!(phones.iter().collect::<Vec<_>>(), vec![Some("111"), None, None]);
+        assert!(!phones.value_data().windows(3).any(|w| w == b"222"), "no byte of the value stays under the NULL");
     }
 }
