@@ -632,7 +632,7 @@ mod tests {
         match one("DELETE FROM users WHERE user_id IN ('u1', 'u2')") {
             CatalogStatement::DeleteUsers { predicate } => {
                 assert_eq!(predicate.text, "user_id IN ('u1', 'u2')");
-                assert_eq!((predicate.line, predicate.column), (1, 26));
+                assert_eq!((predicate.line, predicate.column), (1, 25));
             }
             other => panic!("{other:?}"),
         }

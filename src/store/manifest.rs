@@ -18,8 +18,10 @@ use crate::tables::{ColumnDef, Table, contract_columns};
 
 /// The newest store format this build reads and writes.
 /// Version 2 added the catalog of rule tags and saved audiences; version-1 manifests read as
-/// stores with an empty catalog.
-pub const FORMAT_VERSION: u32 = 2;
+/// stores with an empty catalog. Version 3 added the forgotten users ([`Manifest::forgotten`]);
+/// a manifest is written as version 3 only when it has some ([`Manifest::needed_format`]), so
+/// that a build that would read their blanked rows as users refuses the store instead.
+pub const FORMAT_VERSION: u32 = 3;
 
 const HEADER_PREFIX: &str = "persona-manifest crc32=";
 
@@ -147,6 +149,11 @@ impl Manifest {
             catalog: Catalog::default(),
             forgotten: None,
         }
+    }
+
+    /// The oldest format that can read this manifest: 3 with forgotten users, 2 otherwise.
+    pub fn needed_format(&self) -> u32 {
+        if self.forgotten.is_some() { 3 } else { 2 }
     }
 
     /// The users of this version: the row ids given out minus those forgotten.
@@ -286,6 +293,21 @@ mod tests {
         let m = Manifest::from_bytes(&bytes, Path::new("m")).unwrap();
         assert_eq!(m.format_version, 1);
         assert!(m.catalog.is_empty());
+    }
+
+    #[test]
+    fn forgotten_users_round_trip_and_need_format_3() {
+        let mut m = Manifest::empty();
+        m.next_row_id = 10;
+        assert_eq!((m.needed_format(), m.live_users()), (2, 10));
+        m.forgotten = Some(ForgottenUsers {
+            users: 3,
+            set: SetFile { path: "catalog/v00000002-forgotten-users-1.set".into(), bytes: 40 },
+        });
+        assert_eq!((m.needed_format(), m.live_users()), (3, 7));
+        assert!(m.referenced_files().contains(&"catalog/v00000002-forgotten-users-1.set".to_string()));
+        let bytes = m.to_bytes().unwrap();
+        assert_eq!(Manifest::from_bytes(&bytes, Path::new("m")).unwrap(), m);
     }
 
     #[test]
