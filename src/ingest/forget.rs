@@ -63,6 +63,9 @@ impl Store {
     /// ids are counted in the summary; it is an error only when none of them is known.
     pub fn forget(&self, user_ids: &[String]) -> Result<ForgetSummary> {
         let started = Instant::now();
+        if user_ids.is_empty() {
+            return Err(Error::Usage("no user_id was given; nothing was forgotten".into()));
+        }
         let writer = self.writer()?;
         let (row_ids, unknown) = resolve_user_ids(self.root(), writer.base(), user_ids)?;
         if row_ids.is_empty() {

@@ -302,4 +302,7 @@ fn the_command_line_reads_an_id_file_reports_unknown_ids_and_names_a_bad_line() 
 
     let out = output(persona_bin().args(["forget", "--store"]).arg(&root));
     assert_eq!(out.status.code(), Some(2), "--user-id or --file is required");
+    let empty = write(dir.path(), "empty.csv", "user_id\n");
+    let out = output(persona_bin().args(["forget", "--store"]).arg(&root).arg("--file").arg(&empty));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no user_id was given"), "{out:?}");
 }
