@@ -61,6 +61,7 @@ pub mod tables;
 
 pub use engine::{ExportCompression, MaterializeOptions, MaterializeReport, SavedAudience, Session, SessionOptions};
 pub use error::{Error, InputLocation, Result};
+pub use ingest::forget::ForgetSummary;
 pub use ingest::{ImportOptions, ImportSummary};
 pub use store::{Snapshot, Store};
 pub use tables::Table;

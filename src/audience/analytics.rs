@@ -405,7 +405,7 @@ impl TableProvider for QueryAudienceTable {
 /// Rows of a portrait: per group, its members in the audience, their share of the audience, the
 /// group's users overall, their share of everyone, and TGI (the ratio of the shares × 100).
 fn portrait(index: &IndexSet, audience: &RoaringBitmap, groups: Vec<Group>) -> DfResult<Arc<dyn TableProvider>> {
-    let everyone = index.universe_len();
+    let everyone = index.live_len();
     let size = audience.len();
     let mut dimension = Vec::new();
     let mut value = Vec::new();
@@ -526,7 +526,7 @@ fn top_tags(
     n: usize,
     support: f64,
 ) -> DfResult<Arc<dyn TableProvider>> {
-    let everyone = index.universe_len();
+    let everyone = index.live_len();
     let size = audience.len();
     let mut scored: Vec<(f64, String, RoaringBitmap)> = Vec::new();
     for tag in index.tag_names() {

@@ -57,6 +57,7 @@ pub async fn run(session: &QuerySession, statement: CatalogStatement) -> Result<
             create_audience(session, &name, or_replace, definition).await
         }
         CatalogStatement::DropAudience { name, if_exists } => drop_audience(session, &name, if_exists),
+        CatalogStatement::DeleteUsers { predicate } => delete_users(session, &predicate).await,
         CatalogStatement::EstimateAudience { name, query, sampled } => {
             let (text, origin) = match (name, query) {
                 (_, Some(q)) => (q.text.clone(), q),
@@ -460,6 +461,22 @@ fn tag_report(rows: &[TagRow]) -> Result<RecordBatch> {
             Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.3))),
         ],
     )?)
+}
+
+/// `DELETE FROM users WHERE predicate`: forgets the users the predicate selects on the newest
+/// version as one new version (`crate::ingest::forget`, as `persona forget`); nothing is
+/// committed when it selects nobody. Returns the number of users forgotten.
+async fn delete_users(session: &QuerySession, predicate: &Body) -> Result<RecordBatch> {
+    let writer = begin(session)?;
+    let query = format!("{PREDICATE_PREFIX}{}", predicate.text);
+    let plan = plan_query(session, &query, predicate, PREDICATE_PREFIX.chars().count() as u64).await?;
+    let members = evaluate(session, plan).await?.members;
+    if !members.is_empty() {
+        let (next, _) = crate::ingest::forget::forget_rows(&writer, &members)?;
+        commit(session, writer, next)?;
+    }
+    let schema = Arc::new(Schema::new(vec![Field::new("forgotten", DataType::UInt64, false)]));
+    Ok(RecordBatch::try_new(schema, vec![Arc::new(UInt64Array::from(vec![members.len()]))])?)
 }
 
 fn message(text: &str) -> Result<RecordBatch> {

@@ -19,6 +19,7 @@
 //! DROP MODEL [IF EXISTS] name
 //! SHOW MODELS
 //! SHOW MODEL name
+//! DELETE FROM users WHERE predicate on users      (forgets those users: PIPL / GDPR erasure)
 //! ```
 //!
 //! The query or predicate is kept as the text the user wrote; [`Body`] remembers where it started
@@ -131,6 +132,12 @@ pub enum CatalogStatement {
     /// One model's coefficients and figures (`\model name` in the shell).
     ShowModel {
         name: String,
+    },
+    /// `DELETE FROM users WHERE predicate`: forgets the users the predicate selects (the same
+    /// operation as `persona forget`).
+    DeleteUsers {
+        /// The predicate as written.
+        predicate: Body,
     },
     /// The size a saved audience (`name`) or a query would have now, without saving anything.
     EstimateAudience {
@@ -422,6 +429,19 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
             skip(p, 2);
             CatalogStatement::ShowModel { name: name(p)? }
         }
+        (Some("DELETE"), Some("FROM")) if third.as_deref() == Some("USERS") => {
+            skip(p, 3);
+            if word_at(p, 0).as_deref() != Some("WHERE") {
+                return p.parser.expected(
+                    "WHERE and the users to forget after DELETE FROM users (WHERE true forgets everyone)",
+                    p.parser.peek_token(),
+                );
+            }
+            skip(p, 1);
+            let start = p.parser.peek_token().span.start;
+            p.parser.parse_expr()?;
+            CatalogStatement::DeleteUsers { predicate: body(p, sql, start) }
+        }
         (Some("MATERIALIZE"), _) => return p.parser.expected("AUDIENCE after MATERIALIZE", p.parser.peek_nth_token(1)),
         (Some("REFRESH"), _) => return p.parser.expected("TAGS after REFRESH", p.parser.peek_nth_token(1)),
         _ => return Ok(None),
@@ -605,6 +625,22 @@ mod tests {
             CatalogStatement::EstimateAudience { name: None, query: Some(_), sampled: true }
         ));
         assert_eq!(one("show tags"), CatalogStatement::ShowTags);
+    }
+
+    #[test]
+    fn delete_from_users_keeps_its_predicate_and_needs_one() {
+        match one("DELETE FROM users WHERE user_id IN ('u1', 'u2')") {
+            CatalogStatement::DeleteUsers { predicate } => {
+                assert_eq!(predicate.text, "user_id IN ('u1', 'u2')");
+                assert_eq!((predicate.line, predicate.column), (1, 25));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(one("delete from Users where tier = 'gold'"), CatalogStatement::DeleteUsers { .. }));
+        let err = parse_statements("DELETE FROM users").unwrap_err().to_string();
+        assert!(err.contains("WHERE"), "{err}");
+        // Other tables are DataFusion's.
+        assert!(matches!(parse_statements("DELETE FROM purchases WHERE amount > 1").unwrap()[0], Statement::Sql(_)));
     }
 
     #[test]

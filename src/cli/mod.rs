@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod check;
 pub mod demo;
+pub mod forget;
 pub mod r#gen;
 pub mod import;
 pub mod materialize;
@@ -63,6 +64,13 @@ pub enum Command {
     /// still pinned to a removed version keeps the files it has open, but cannot open others:
     /// keep versions for longer than your longest query or shell session.
     Vacuum(vacuum::VacuumArgs),
+    /// Forget users (PIPL / GDPR erasure): remove them from every table, index and audience.
+    ///
+    /// Give --user-id ID (repeatable) or --file IDS.csv (one user_id per line, an optional
+    /// `user_id` header). Commits one new version without them; their row ids are never given
+    /// out again. Their data stays in older versions until `persona vacuum` removes those, and in
+    /// any backup taken before (docs/lifecycle.md). Takes the writer lock.
+    Forget(forget::ForgetArgs),
     /// Explore a store in an interactive SQL shell (reads a script when input is not a terminal).
     Shell(shell::ShellArgs),
     /// Build a 100,000-customer demo store and answer audience questions on it.
@@ -87,6 +95,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Backup(args) => backup::run(args),
         Command::Check(args) => check::run(args),
         Command::Vacuum(args) => vacuum::run(args),
+        Command::Forget(args) => forget::run(args),
         Command::Shell(args) => shell::run(args),
         Command::Demo(args) => demo::run(args),
     }

@@ -531,6 +531,53 @@ pub fn write_next_index(
     writer.finish()
 }
 
+/// Writes the index at `previous` again to `out` with the users of `removed` taken out of every
+/// bitmap (forgetting users). Bitmaps that hold none of them are copied byte for byte; a tag or
+/// a value left without users goes, with its marks, so that no key names what only the removed
+/// users had. Returns the file's size.
+pub fn write_index_without(previous: &Path, removed: &RoaringBitmap, out: &Path) -> Result<u64> {
+    let prev = IndexFile::open(previous)?;
+    let mut writer = IndexWriter::create(out)?;
+    // Tags left without users; their `TagRepeated` marks sort after every tag and go too.
+    let mut emptied_tags: BTreeSet<String> = BTreeSet::new();
+    // One bitmap in memory at a time: the directory's order is the file's.
+    for (key, extent) in &prev.directory {
+        if key.0 == BitmapKind::TagRepeated && emptied_tags.contains(&key.1) {
+            continue;
+        }
+        if holds_users(key.0) {
+            let bitmap = prev.read(*extent)?;
+            if !bitmap.is_disjoint(removed) {
+                let kept = bitmap - removed;
+                match key.0 {
+                    BitmapKind::Tag if kept.is_empty() => {
+                        emptied_tags.insert(key.1.clone());
+                    }
+                    BitmapKind::Value if kept.is_empty() => {}
+                    _ => writer.add(key, &kept)?,
+                }
+                continue;
+            }
+        }
+        writer.add_raw(key, &prev.read_raw(*extent)?, extent.crc)?;
+    }
+    writer.finish()
+}
+
+/// Whether bitmaps of `kind` hold users (the others are marks with an empty bitmap).
+fn holds_users(kind: BitmapKind) -> bool {
+    matches!(
+        kind,
+        BitmapKind::Tag
+            | BitmapKind::Value
+            | BitmapKind::Null
+            | BitmapKind::PurchaseDay
+            | BitmapKind::RangeBit
+            | BitmapKind::ActivityDay
+            | BitmapKind::ActivityMonth
+    )
+}
+
 /// The bitmaps of one value-indexed column, by value.
 #[derive(Debug, Default)]
 struct ValueBitmaps {
@@ -786,6 +833,36 @@ pub fn build_users_values(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_index_without_some_users_loses_them_everywhere_and_the_keys_only_they_had() {
+        let dir = tempfile::tempdir().unwrap();
+        let (before, after) = (dir.path().join("a.idx"), dir.path().join("b.idx"));
+        let key = |kind, name: &str, k: &str| (kind, name.to_string(), k.to_string());
+        let mut bitmaps = BTreeMap::new();
+        bitmaps.insert(key(BitmapKind::Tag, "vip", ""), RoaringBitmap::from_iter([1u32, 2, 3]));
+        bitmaps.insert(key(BitmapKind::Tag, "only-two", ""), RoaringBitmap::from_iter([2u32]));
+        bitmaps.insert(key(BitmapKind::TagRepeated, "only-two", ""), RoaringBitmap::new());
+        bitmaps.insert(key(BitmapKind::TagRepeated, "vip", ""), RoaringBitmap::new());
+        bitmaps.insert(key(BitmapKind::Value, "nickname", "bobby"), RoaringBitmap::from_iter([2u32]));
+        bitmaps.insert(key(BitmapKind::ValueColumn, "nickname", ""), RoaringBitmap::new());
+        bitmaps.insert(key(BitmapKind::Null, "nickname", ""), RoaringBitmap::from_iter([1u32, 3]));
+        bitmaps.insert(key(BitmapKind::RangeBit, "points", "0"), RoaringBitmap::from_iter([2u32]));
+        bitmaps.insert(key(BitmapKind::ActivityDay, "purchases", "20000"), RoaringBitmap::from_iter([2u32, 9]));
+        crate::index::format::write_index(&before, &bitmaps).unwrap();
+        write_index_without(&before, &RoaringBitmap::from_iter([2u32]), &after).unwrap();
+        let file = IndexFile::open(&after).unwrap();
+        let read = |k: BitmapKey| file.directory.get(&k).map(|e| file.read(*e).unwrap());
+        assert_eq!(read(key(BitmapKind::Tag, "vip", "")), Some(RoaringBitmap::from_iter([1u32, 3])));
+        assert_eq!(read(key(BitmapKind::Tag, "only-two", "")), None, "a tag left empty goes");
+        assert_eq!(read(key(BitmapKind::TagRepeated, "only-two", "")), None, "with its mark");
+        assert!(read(key(BitmapKind::TagRepeated, "vip", "")).is_some());
+        assert_eq!(read(key(BitmapKind::Value, "nickname", "bobby")), None, "a value only they had goes");
+        assert!(read(key(BitmapKind::ValueColumn, "nickname", "")).is_some());
+        assert_eq!(read(key(BitmapKind::Null, "nickname", "")), Some(RoaringBitmap::from_iter([1u32, 3])));
+        assert_eq!(read(key(BitmapKind::RangeBit, "points", "0")), Some(RoaringBitmap::new()), "bit slices stay");
+        assert_eq!(read(key(BitmapKind::ActivityDay, "purchases", "20000")), Some(RoaringBitmap::from_iter([9u32])));
+    }
 
     #[test]
     fn month_start_is_the_first_of_the_month() {

@@ -61,8 +61,11 @@ pub struct EdgeScan {
 #[derive(Debug)]
 pub struct IndexSet {
     file: Option<IndexFile>,
-    /// Row ids `0..universe` are the live users.
+    /// Row ids `0..universe` were given out; the live users are those not `forgotten`.
     universe: u32,
+    /// Row ids of forgotten users: holes in `0..universe` that no bitmap of the index holds and
+    /// every "all users" computation leaves out.
+    forgotten: Arc<RoaringBitmap>,
     /// Every live user, in plain containers (built on first use).
     everyone: std::sync::OnceLock<RoaringBitmap>,
     cache: Mutex<(u64, HashMap<BitmapKey, Arc<RoaringBitmap>>)>,
@@ -93,6 +96,7 @@ impl IndexSet {
         Ok(IndexSet {
             file,
             universe,
+            forgotten: Arc::new(RoaringBitmap::new()),
             everyone: std::sync::OnceLock::new(),
             cache: Mutex::new((0, HashMap::new())),
             dense_cache: Mutex::new((0, HashMap::new())),
@@ -101,6 +105,18 @@ impl IndexSet {
             facts: None,
             catalog: CatalogSets::default(),
         })
+    }
+
+    /// Leaves the forgotten users' row ids out of every "all users" answer.
+    pub fn with_forgotten(mut self, forgotten: RoaringBitmap) -> IndexSet {
+        self.forgotten = Arc::new(forgotten);
+        self.everyone = std::sync::OnceLock::new();
+        self
+    }
+
+    /// The row ids of forgotten users (holes among `0..universe_len()`).
+    pub fn forgotten(&self) -> &RoaringBitmap {
+        &self.forgotten
     }
 
     /// Adds the sets of a store's catalog (files relative to `root`).
@@ -284,7 +300,6 @@ impl IndexSet {
         Ok(readers)
     }
 
-    /// Every live user.
     /// Every live user. In plain containers, not runs: roaring removes a set from a run container
     /// one value at a time, which made every `NOT` over 10 M users cost tens of milliseconds.
     pub fn universe(&self) -> RoaringBitmap {
@@ -293,13 +308,21 @@ impl IndexSet {
                 let mut all = RoaringBitmap::new();
                 all.insert_range(0..self.universe);
                 all.remove_run_compression();
+                all -= self.forgotten.as_ref();
                 all
             })
             .clone()
     }
 
+    /// The size of the row-id space (`0..universe_len()`), forgotten users' holes included:
+    /// what per-row-id arrays are sized by.
     pub fn universe_len(&self) -> u64 {
         u64::from(self.universe)
+    }
+
+    /// The number of live users (the row ids given out minus the forgotten ones).
+    pub fn live_len(&self) -> u64 {
+        u64::from(self.universe) - self.forgotten.len().min(u64::from(self.universe))
     }
 
     /// Whether `column` of users has value bitmaps (it is low-cardinality).
@@ -477,6 +500,11 @@ impl IndexSet {
                     && let Some(last) = all.last_mut()
                 {
                     *last = (1u64 << (self.universe % 64)) - 1;
+                }
+                for id in self.forgotten.iter() {
+                    if let Some(word) = all.get_mut(id as usize / 64) {
+                        *word &= !(1u64 << (id % 64));
+                    }
                 }
                 all
             }

@@ -15,6 +15,7 @@
 pub mod contract;
 mod dimensions;
 mod facts;
+pub mod forget;
 mod job;
 mod kept;
 pub mod reader;
@@ -219,6 +220,14 @@ fn commit(
     users_values: Option<UsersValues>,
     id_segment: Option<EncodedSegment>,
 ) -> Result<u64> {
+    // Forgotten users' blanked rows read as NULL everywhere: they belong to no users bitmap.
+    let mut users_values = users_values;
+    if let (Some(values), Some(forgotten)) = (users_values.as_mut(), &next.forgotten) {
+        let forgotten = crate::store::catalog::read_set(root, &forgotten.set)?;
+        for bitmap in values.values_mut() {
+            *bitmap -= &forgotten;
+        }
+    }
     if users_values.is_some() || !delta.is_empty() {
         let previous = w.base().index.as_ref().map(|i| layout::resolve(root, &i.path));
         let (relative, abs) = w.new_file(layout::new_index_file(w.next_version()))?;

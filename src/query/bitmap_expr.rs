@@ -375,6 +375,7 @@ pub fn evaluate_within(expr: &BitmapExpr, index: &IndexSet, within: Option<&Roar
             Some(w) => {
                 let mut live = w.clone();
                 live.remove_range(u32::try_from(index.universe_len()).unwrap_or(u32::MAX)..);
+                live -= index.forgotten();
                 live
             }
             None => index.universe(),
@@ -446,7 +447,11 @@ pub fn evaluate_within(expr: &BitmapExpr, index: &IndexSet, within: Option<&Roar
             kept - removed
         }
         BitmapExpr::RowIds(ids) => {
-            let ids = ids.iter().copied().filter(|id| u64::from(*id) < index.universe_len()).collect();
+            let ids = ids
+                .iter()
+                .copied()
+                .filter(|id| u64::from(*id) < index.universe_len() && !index.forgotten().contains(*id))
+                .collect();
             restrict(ids, within)
         }
         BitmapExpr::FactRows(scan) => users_of_edge(scan, index, &RoaringBitmap::new(), within)?,

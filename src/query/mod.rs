@@ -477,8 +477,13 @@ fn open_index(snapshot: &Snapshot) -> Result<Arc<IndexSet>> {
     let manifest = snapshot.manifest();
     let index_path = manifest.index.as_ref().map(|i| layout::resolve(snapshot.root(), &i.path));
     let segments = manifest.id_segments.iter().map(|s| layout::resolve(snapshot.root(), &s.path)).collect();
+    let forgotten = match &manifest.forgotten {
+        Some(f) => crate::store::catalog::read_set(snapshot.root(), &f.set)?,
+        None => roaring::RoaringBitmap::new(),
+    };
     Ok(Arc::new(
         IndexSet::open(index_path.as_deref(), manifest.next_row_id)?
+            .with_forgotten(forgotten)
             .with_id_segments(segments)
             .with_facts(snapshot.clone())
             .with_catalog(snapshot.root(), &manifest.catalog),

@@ -18,7 +18,8 @@ use crate::index::IndexSet;
 use crate::query::bitmap_expr::{BitmapExpr, evaluate, translate};
 use crate::query::bitmap_scan::{UsersFile, bitmap_scan, bitmap_scan_with_nulls};
 use crate::query::residual;
-use crate::tables::ROW_ID_COLUMN;
+use crate::store::manifest::BLANK_USER_ID;
+use crate::tables::{ROW_ID_COLUMN, USER_ID};
 
 /// The users provider of one snapshot.
 #[derive(Debug)]
@@ -226,10 +227,16 @@ impl TableProvider for UsersTable {
         // left above: they may have been accepted as Exact before `persona.use_indexes` was
         // switched off.
         if !self.indexes_on() {
-            if filters.is_empty() {
+            let has_holes = !self.index.forgotten().is_empty();
+            if filters.is_empty() && !has_holes {
                 return self.fallback.scan(state, projection, filters, limit).await;
             }
-            let (read, wanted, predicate) = self.with_filter_columns(projection, filters.to_vec())?;
+            let mut filters = filters.to_vec();
+            // A forgotten user's row stays in place, blanked: its empty user_id tells it apart.
+            if has_holes {
+                filters.push(datafusion::prelude::col(USER_ID).not_eq(datafusion::prelude::lit(BLANK_USER_ID)));
+            }
+            let (read, wanted, predicate) = self.with_filter_columns(projection, filters)?;
             let input = self.fallback.scan(state, Some(&read), &[], None).await?;
             return self.filter_and_project(state, input, predicate, wanted, limit);
         }
@@ -239,6 +246,10 @@ impl TableProvider for UsersTable {
             Some(expr) => Some(evaluate(&expr, &self.index)?),
             None => None,
         };
+        // Forgotten users' blanked rows are read by no scan: "every user" is the live ones.
+        if selection.is_none() && !self.index.forgotten().is_empty() {
+            selection = Some(self.index.universe());
+        }
         let partitions = state.config().target_partitions();
         if partial.is_empty() {
             let nulls = self.null_counts(selection.as_ref(), projection)?;

@@ -11,7 +11,10 @@
 //! - the id dictionary: every block's checksum, each `user_id` once, every row id below the
 //!   users' count, and as many entries as users;
 //! - catalog sets (rule tags, audience versions): checksums and encoding;
-//! - the users files: row ids contiguous from 0 to the users' count.
+//! - the users files: row ids contiguous from 0 to the row ids given out (a forgotten user's
+//!   row stays in place, blanked, so there is no gap there either);
+//! - the forgotten users' set: its checksum, its count, its row ids below those given out, and
+//!   none of them in the id dictionary.
 //!
 //! The manifest's own checksum is verified when the store is opened. Rebuilding every derived
 //! file from the Parquet data to compare (and `--repair`) is not done yet (docs/lifecycle.md).
@@ -91,7 +94,8 @@ pub fn check(store: &Store, verify_index: impl Fn(&Path) -> Result<()>) -> Resul
         Checker { root: snapshot.root(), report: CheckReport { version: manifest.version, ..Default::default() } };
     data_files(&mut c, manifest);
     users_row_ids(&mut c, manifest);
-    id_dictionary(&mut c, manifest);
+    let forgotten = forgotten(&mut c, manifest);
+    id_dictionary(&mut c, manifest, &forgotten);
     if let Some(index) = &manifest.index
         && let Some(path) = c.present(&index.path, Some(index.bytes))
     {
@@ -181,19 +185,46 @@ fn users_row_ids(c: &mut Checker<'_>, manifest: &Manifest) {
     }
 }
 
-fn id_dictionary(c: &mut Checker<'_>, manifest: &Manifest) {
+/// The forgotten users' row ids (empty when nobody was forgotten, or when their set cannot be
+/// read, which is then a problem of its own).
+fn forgotten(c: &mut Checker<'_>, manifest: &Manifest) -> roaring::RoaringBitmap {
+    let Some(forgotten) = &manifest.forgotten else { return roaring::RoaringBitmap::new() };
+    let Some(path) = c.present(&forgotten.set.path, Some(forgotten.set.bytes)) else {
+        return roaring::RoaringBitmap::new();
+    };
+    match read_set(c.root, &forgotten.set) {
+        Err(e) => {
+            c.verify(&path, Err(e));
+            roaring::RoaringBitmap::new()
+        }
+        Ok(set) => {
+            if set.len() != forgotten.users {
+                c.problem(&path, format!("holds {} row ids; the manifest recorded {}", set.len(), forgotten.users));
+            }
+            if set.max().is_some_and(|m| m >= manifest.next_row_id) {
+                c.problem(&path, format!("holds row ids beyond the {} given out", manifest.next_row_id));
+            }
+            set
+        }
+    }
+}
+
+fn id_dictionary(c: &mut Checker<'_>, manifest: &Manifest, forgotten: &roaring::RoaringBitmap) {
     let users = manifest.next_row_id;
     let mut seen: HashSet<u32> = HashSet::new();
     let mut entries = 0u64;
     for segment in &manifest.id_segments {
         let Some(path) = c.present(&segment.path, Some(segment.bytes)) else { continue };
-        let (mut in_segment, mut out_of_range, mut repeated) = (0u64, 0u64, 0u64);
+        let (mut in_segment, mut out_of_range, mut repeated, mut of_forgotten) = (0u64, 0u64, 0u64, 0u64);
         let outcome = crate::store::id_dictionary::for_each_entry(&path, |_, id| {
             in_segment += 1;
             if id >= users {
                 out_of_range += 1;
             } else if !seen.insert(id) {
                 repeated += 1;
+            }
+            if forgotten.contains(id) {
+                of_forgotten += 1;
             }
         });
         c.verify(&path, outcome);
@@ -206,11 +237,15 @@ fn id_dictionary(c: &mut Checker<'_>, manifest: &Manifest) {
         if repeated > 0 {
             c.problem(&path, format!("maps {repeated} row ids that another entry maps too"));
         }
+        if of_forgotten > 0 {
+            c.problem(&path, format!("maps {of_forgotten} user_ids to the row ids of forgotten users"));
+        }
         entries += in_segment;
     }
-    if entries != u64::from(users) {
+    let live = u64::from(users) - forgotten.len().min(u64::from(users));
+    if entries != live {
         let path = layout::manifest_path(c.root, manifest.version);
-        c.problem(&path, format!("counts {users} users, but the id dictionary holds {entries} user_ids"));
+        c.problem(&path, format!("counts {live} users, but the id dictionary holds {entries} user_ids"));
     }
 }
 

@@ -65,7 +65,7 @@ impl StoreWriter {
         let root = self.store.root().to_path_buf();
         next.version = self.next_version();
         next.committed_at = now_rfc3339();
-        next.format_version = crate::store::manifest::FORMAT_VERSION;
+        next.format_version = next.needed_format();
 
         let dirs: BTreeSet<PathBuf> =
             self.written_files().iter().filter_map(|p| p.parent().map(Path::to_path_buf)).collect();

@@ -85,6 +85,27 @@ pub fn for_each_entry(path: &Path, f: impl FnMut(&str, u32)) -> Result<()> {
     for_each_entry_of(&bytes, path, f)
 }
 
+/// The segment at `path` re-encoded without the entries whose row id is in `removed`; `None`
+/// when it has none of them (the segment is then kept as it is). The new segment holds no byte
+/// of a removed entry's key.
+pub fn segment_without(path: &Path, removed: &roaring::RoaringBitmap) -> Result<Option<EncodedSegment>> {
+    let bytes = io::read(path)?;
+    let mut kept: Vec<(&str, u32)> = Vec::new();
+    let mut dropped = 0u64;
+    for_each_entry_of(&bytes, path, |key, id| {
+        if removed.contains(id) {
+            dropped += 1;
+        } else {
+            // The keys borrow from `bytes`, which outlives `kept`.
+            kept.push((key, id));
+        }
+    })?;
+    if dropped == 0 {
+        return Ok(None);
+    }
+    encode_segment(kept).map(Some)
+}
+
 /// Reads one entry at `pos` of `bytes`: its key, row id and the position after it.
 fn entry_at<'a>(bytes: &'a [u8], pos: usize, path: &Path) -> Result<(&'a str, u32, usize)> {
     let corrupt = |detail: &str| Error::corrupt(path, detail.to_string());
@@ -102,7 +123,7 @@ fn entry_at<'a>(bytes: &'a [u8], pos: usize, path: &Path) -> Result<(&'a str, u3
 }
 
 /// Walks a segment's entries after verifying its magic and checksum.
-fn for_each_entry_of(bytes: &[u8], path: &Path, mut f: impl FnMut(&str, u32)) -> Result<()> {
+fn for_each_entry_of<'b>(bytes: &'b [u8], path: &Path, mut f: impl FnMut(&'b str, u32)) -> Result<()> {
     let corrupt = |detail: &str| Error::corrupt(path, detail.to_string());
     let v1 = bytes.get(..8) == Some(MAGIC_V1.as_slice());
     if bytes.len() < 20 || !(v1 || &bytes[..8] == MAGIC) || (!v1 && bytes.len() < 16 + TRAILER_LEN) {
@@ -345,6 +366,21 @@ mod tests {
             assert_eq!(*got, reader.get(key).unwrap(), "{key}");
         }
         assert_eq!(out.iter().filter(|o| o.is_some()).count(), 2500, "the multiples of 6 below 15000");
+    }
+
+    #[test]
+    fn a_segment_without_some_row_ids_keeps_the_others_and_no_byte_of_the_removed_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.ids");
+        std::fs::write(&p, encode_segment(vec![("alice", 0), ("bob-unique", 1), ("carol", 2)]).unwrap().bytes).unwrap();
+        let untouched = segment_without(&p, &roaring::RoaringBitmap::from_iter([7u32])).unwrap();
+        assert!(untouched.is_none(), "no entry removed: the segment is kept");
+        let without = segment_without(&p, &roaring::RoaringBitmap::from_iter([1u32])).unwrap().unwrap();
+        assert_eq!(without.entries, 2);
+        assert!(!without.bytes.windows(10).any(|w| w == b"bob-unique"));
+        std::fs::write(&p, &without.bytes).unwrap();
+        assert_eq!(entries(&p).unwrap(), vec![("alice".into(), 0), ("carol".into(), 2)]);
+        assert_eq!(SegmentReader::open(&p).unwrap().get("bob-unique").unwrap(), None);
     }
 
     #[test]

@@ -13,13 +13,15 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::store::catalog::Catalog;
+use crate::store::catalog::{Catalog, SetFile};
 use crate::tables::{ColumnDef, Table, contract_columns};
 
 /// The newest store format this build reads and writes.
 /// Version 2 added the catalog of rule tags and saved audiences; version-1 manifests read as
-/// stores with an empty catalog.
-pub const FORMAT_VERSION: u32 = 2;
+/// stores with an empty catalog. Version 3 added the forgotten users ([`Manifest::forgotten`]);
+/// a manifest is written as version 3 only when it has some ([`Manifest::needed_format`]), so
+/// that a build that would read their blanked rows as users refuses the store instead.
+pub const FORMAT_VERSION: u32 = 3;
 
 const HEADER_PREFIX: &str = "persona-manifest crc32=";
 
@@ -47,6 +49,24 @@ pub struct Manifest {
     /// Rule tags and saved audiences with their versions.
     #[serde(default, skip_serializing_if = "Catalog::is_empty")]
     pub catalog: Catalog,
+    /// The row ids of the users forgotten so far (`persona forget`, `DELETE FROM users`): holes
+    /// in the row-id space, never given to anyone again. Their users rows stay in place, blanked
+    /// ([`BLANK_USER_ID`] and every other column NULL), so that row `k` of a users file is still
+    /// row id `first_row_id + k`; every "all users" computation subtracts this set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forgotten: Option<ForgottenUsers>,
+}
+
+/// The `user_id` of a forgotten user's blanked row. The importer refuses an empty `user_id`, so
+/// no live user has it.
+pub const BLANK_USER_ID: &str = "";
+
+/// The users forgotten so far: a catalog-style bitmap file of their row ids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForgottenUsers {
+    /// How many row ids the set holds.
+    pub users: u64,
+    pub set: SetFile,
 }
 
 /// The index file of a version.
@@ -132,7 +152,18 @@ impl Manifest {
             loaded_files: Vec::new(),
             index: None,
             catalog: Catalog::default(),
+            forgotten: None,
         }
+    }
+
+    /// The oldest format that can read this manifest: 3 with forgotten users, 2 otherwise.
+    pub fn needed_format(&self) -> u32 {
+        if self.forgotten.is_some() { 3 } else { 2 }
+    }
+
+    /// The users of this version: the row ids given out minus those forgotten.
+    pub fn live_users(&self) -> u64 {
+        u64::from(self.next_row_id) - self.forgotten.as_ref().map_or(0, |f| f.users)
     }
 
     /// Every file (relative to the store root) this version refers to, once each: what a backup
@@ -151,6 +182,7 @@ impl Manifest {
         files.extend(self.id_segments.iter().map(|s| s.path.clone()));
         files.extend(self.index.iter().map(|i| i.path.clone()));
         files.extend(self.catalog.set_files().into_iter().map(|s| s.path.clone()));
+        files.extend(self.forgotten.iter().map(|f| f.set.path.clone()));
         // A rule tag's user_tags rows are listed with the table's files as well.
         files.extend(self.catalog.tags.iter().flat_map(|t| t.rows_files.iter().cloned()));
         files.sort();
@@ -268,6 +300,21 @@ mod tests {
         let m = Manifest::from_bytes(&bytes, Path::new("m")).unwrap();
         assert_eq!(m.format_version, 1);
         assert!(m.catalog.is_empty());
+    }
+
+    #[test]
+    fn forgotten_users_round_trip_and_need_format_3() {
+        let mut m = Manifest::empty();
+        m.next_row_id = 10;
+        assert_eq!((m.needed_format(), m.live_users()), (2, 10));
+        m.forgotten = Some(ForgottenUsers {
+            users: 3,
+            set: SetFile { path: "catalog/v00000002-forgotten-users-1.set".into(), bytes: 40 },
+        });
+        assert_eq!((m.needed_format(), m.live_users()), (3, 7));
+        assert!(m.referenced_files().contains(&"catalog/v00000002-forgotten-users-1.set".to_string()));
+        let bytes = m.to_bytes().unwrap();
+        assert_eq!(Manifest::from_bytes(&bytes, Path::new("m")).unwrap(), m);
     }
 
     #[test]

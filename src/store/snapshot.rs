@@ -37,8 +37,8 @@ impl Snapshot {
         self.manifest.files(table).iter().map(|f| layout::resolve(&self.root, &f.path)).collect()
     }
 
-    /// The number of users (row ids are dense).
+    /// The number of users: the row ids given out minus those forgotten.
     pub fn user_count(&self) -> u64 {
-        u64::from(self.manifest.next_row_id)
+        self.manifest.live_users()
     }
 }

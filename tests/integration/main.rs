@@ -3,7 +3,7 @@
 //! columns, quirky CSV input, snapshots and dry runs, the writer lock, the command line, files
 //! left by interrupted imports, seeded random damage to the sample inputs (import_fuzz), the
 //! library API a service embeds (embedding), the HTML report checked in headless Chromium, and
-//! backups taken while imports run, and vacuum.
+//! backups taken while imports run, vacuum, and forgetting users (erasure).
 //! Every test builds its own small store in a temporary directory.
 
 mod activity_counts;
@@ -18,6 +18,7 @@ mod custom_columns;
 mod day_times;
 mod embedding;
 mod fact_lookups;
+mod forget;
 mod idempotency;
 mod import_errors;
 mod import_fuzz;
