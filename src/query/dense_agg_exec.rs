@@ -159,24 +159,26 @@ impl DenseAggregateExec {
             return Err(Error::Internal("a dense aggregate asked for users emits user_id".into()));
         }
         let job = self.job(64 * 1024)?;
-        let mut state = job.accumulate()?;
-        let mut users = roaring::RoaringBitmap::new();
-        let mut from = 0u64;
-        loop {
-            let groups = state.groups_from(from, job.batch_size);
-            let Some(last) = groups.last() else { return Ok(users) };
-            from = u64::from(*last) + 1;
-            let batch = job.values_batch(&state, &groups)?;
+        let state = job.accumulate()?;
+        // Chunk by chunk, every slot at once: the groups' values are the chunk's arrays as they
+        // are; slots that are not groups are NULL (so HAVING cannot fail on them, e.g. dividing
+        // by a count of 0) and left out after it.
+        let mut ids: Vec<u32> = Vec::new();
+        for c in 0..state.chunk_count() {
+            let Some((first, groups)) = state.chunk_groups(c) else { continue };
+            let columns =
+                (0..job.kinds.len()).map(|a| state.chunk_values(a, c, &groups)).collect::<Result<Vec<ArrayRef>>>()?;
+            let batch = job.typed_batch(columns, groups.len())?;
             let keep = having.evaluate(&batch)?.into_array(groups.len())?;
             let keep =
                 keep.as_boolean_opt().ok_or_else(|| Error::Internal("a HAVING condition is not boolean".into()))?;
-            for (i, id) in groups.iter().enumerate() {
-                if keep.is_valid(i) && keep.value(i) {
-                    users.insert(*id);
-                }
+            let mut passing = &groups & keep.values();
+            if let Some(nulls) = keep.nulls() {
+                passing = &passing & nulls.inner();
             }
-            state.release_before(from);
+            ids.extend(passing.set_indices().map(|o| first + o as u32));
         }
+        Ok(roaring::RoaringBitmap::from_sorted_iter(ids).map_err(|e| Error::Internal(e.to_string()))?)
     }
 }
 
@@ -336,7 +338,11 @@ impl Job {
         }
         let selected: Vec<usize> = match mask {
             None => (0..rows).collect(),
-            Some(m) => m.set_indices().collect(),
+            Some(m) => {
+                let mut selected = Vec::with_capacity(m.count_set_bits());
+                selected.extend(m.set_indices());
+                selected
+            }
         };
         if selected.is_empty() {
             return Ok(());
@@ -403,11 +409,17 @@ impl Job {
 impl Job {
     /// The aggregates of `groups` as a batch of the output schema without `user_id`.
     fn values_batch(&self, state: &DenseState, groups: &[u32]) -> Result<RecordBatch> {
+        let columns = (0..self.kinds.len()).map(|a| state.values(a, groups)).collect::<Result<Vec<_>>>()?;
+        self.typed_batch(columns, groups.len())
+    }
+
+    /// A batch of the output schema without `user_id` from the state's arrays of each aggregate
+    /// (`Int64` or `Float64`), cast to the output's types.
+    fn typed_batch(&self, values: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
         let offset = usize::from(self.emit_user_id);
         let fields: Vec<_> = self.schema.fields().iter().skip(offset).cloned().collect();
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(fields.len());
-        for (a, field) in fields.iter().enumerate() {
-            let values = state.values(a, groups)?;
+        for (values, field) in values.into_iter().zip(&fields) {
             let target = field.data_type();
             let values = match target {
                 // Dates are days: Int64 → Int32 → Date32.
@@ -417,7 +429,7 @@ impl Job {
             columns.push(values);
         }
         // `SELECT DISTINCT user_id` under a projection that drops it has no column at all.
-        let options = RecordBatchOptions::new().with_row_count(Some(groups.len()));
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
         Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?)
     }
 }

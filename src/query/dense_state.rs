@@ -11,7 +11,7 @@
 //! may differ (as they do between DataFusion runs with different partitioning).
 
 use arrow::array::{Array, ArrayRef, BooleanBufferBuilder, Float64Array, Int64Array};
-use arrow::buffer::NullBuffer;
+use arrow::buffer::{BooleanBuffer, NullBuffer};
 
 use crate::error::{Error, Result};
 
@@ -328,6 +328,53 @@ impl DenseState {
             }
         }
         out
+    }
+
+    /// The number of chunks of [`CHUNK`] row ids the state spans (some may be empty).
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// The row id of slot 0 of chunk `c`, and the chunk's slots that are groups (have a row);
+    /// `None` for a chunk no row touched.
+    pub fn chunk_groups(&self, c: usize) -> Option<(u32, BooleanBuffer)> {
+        let chunk = self.chunks.get(c)?.as_deref()?;
+        Some(((c << CHUNK_BITS) as u32, BooleanBuffer::collect_bool(CHUNK, |o| chunk.rows[o] > 0)))
+    }
+
+    /// The values of aggregate `a` for every slot of chunk `c`, NULL where `groups` (from
+    /// [`DenseState::chunk_groups`]) has no group: what [`DenseState::values`] gives for the
+    /// groups, without looking them up one by one.
+    pub fn chunk_values(&self, a: usize, c: usize, groups: &BooleanBuffer) -> Result<ArrayRef> {
+        let chunk = self
+            .chunks
+            .get(c)
+            .and_then(|c| c.as_deref())
+            .ok_or_else(|| Error::Internal(format!("dense aggregate has no chunk {c}")))?;
+        let only = |valid: BooleanBuffer| Some(NullBuffer::new(&valid & groups));
+        let groups_only = || Some(NullBuffer::new(groups.clone()));
+        Ok(match &chunk.slots[a] {
+            Slot::Rows => {
+                let rows: Vec<i64> = chunk.rows.iter().map(|&r| r as i64).collect();
+                std::sync::Arc::new(Int64Array::new(rows.into(), groups_only()))
+            }
+            Slot::Count(v) => std::sync::Arc::new(Int64Array::new(v.clone().into(), groups_only())),
+            Slot::Int { value, seen } => std::sync::Arc::new(Int64Array::new(
+                value.clone().into(),
+                only(BooleanBuffer::collect_bool(CHUNK, |o| seen[o])),
+            )),
+            Slot::Float { value, seen } => std::sync::Arc::new(Float64Array::new(
+                value.clone().into(),
+                only(BooleanBuffer::collect_bool(CHUNK, |o| seen[o])),
+            )),
+            Slot::Avg { sum, count } => {
+                let means: Vec<f64> = sum.iter().zip(count).map(|(s, &n)| if n == 0 { 0.0 } else { s / n as f64 }).collect();
+                std::sync::Arc::new(Float64Array::new(
+                    means.into(),
+                    only(BooleanBuffer::collect_bool(CHUNK, |o| count[o] > 0)),
+                ))
+            }
+        })
     }
 
     /// The values of aggregate `a` for the groups `ids` (from [`DenseState::groups_from`]), as
