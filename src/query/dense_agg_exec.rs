@@ -168,7 +168,7 @@ impl DenseAggregateExec {
             let Some((first, groups)) = state.chunk_groups(c) else { continue };
             let columns =
                 (0..job.kinds.len()).map(|a| state.chunk_values(a, c, &groups)).collect::<Result<Vec<ArrayRef>>>()?;
-            let batch = job.typed_batch(columns, groups.len())?;
+            let batch = job.typed_batch(columns, groups.len(), true)?;
             let keep = having.evaluate(&batch)?.into_array(groups.len())?;
             let keep =
                 keep.as_boolean_opt().ok_or_else(|| Error::Internal("a HAVING condition is not boolean".into()))?;
@@ -178,7 +178,7 @@ impl DenseAggregateExec {
             }
             ids.extend(passing.set_indices().map(|o| first + o as u32));
         }
-        Ok(roaring::RoaringBitmap::from_sorted_iter(ids).map_err(|e| Error::Internal(e.to_string()))?)
+        roaring::RoaringBitmap::from_sorted_iter(ids).map_err(|e| Error::Internal(e.to_string()))
     }
 }
 
@@ -410,14 +410,21 @@ impl Job {
     /// The aggregates of `groups` as a batch of the output schema without `user_id`.
     fn values_batch(&self, state: &DenseState, groups: &[u32]) -> Result<RecordBatch> {
         let columns = (0..self.kinds.len()).map(|a| state.values(a, groups)).collect::<Result<Vec<_>>>()?;
-        self.typed_batch(columns, groups.len())
+        self.typed_batch(columns, groups.len(), false)
     }
 
     /// A batch of the output schema without `user_id` from the state's arrays of each aggregate
-    /// (`Int64` or `Float64`), cast to the output's types.
-    fn typed_batch(&self, values: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
+    /// (`Int64` or `Float64`), cast to the output's types; with every field `nullable` when the
+    /// arrays hold slots that are not groups (as NULL: a count is never NULL for a group).
+    fn typed_batch(&self, values: Vec<ArrayRef>, rows: usize, nullable: bool) -> Result<RecordBatch> {
         let offset = usize::from(self.emit_user_id);
-        let fields: Vec<_> = self.schema.fields().iter().skip(offset).cloned().collect();
+        let fields: Vec<_> = self
+            .schema
+            .fields()
+            .iter()
+            .skip(offset)
+            .map(|f| if nullable { Arc::new(f.as_ref().clone().with_nullable(true)) } else { Arc::clone(f) })
+            .collect();
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(fields.len());
         for (values, field) in values.into_iter().zip(&fields) {
             let target = field.data_type();

@@ -174,7 +174,9 @@ fn fold_run(
                         value[o] = value[o].wrapping_add(v[row]);
                         seen[o] = true;
                     }),
-                    _ => fold_each(run, nulls, |row| fold_int(kind, &mut value[slot(row)], &mut seen[slot(row)], v[row])),
+                    _ => {
+                        fold_each(run, nulls, |row| fold_int(kind, &mut value[slot(row)], &mut seen[slot(row)], v[row]))
+                    }
                 }
             }
             (Slot::Float { value, seen }, DenseInput::Float(values)) => {
@@ -251,7 +253,8 @@ impl DenseState {
         let mut start = 0;
         while let Some(&first) = selected.get(start) {
             let c = split(ids[first]).0;
-            let len = selected[start..].iter().position(|&row| split(ids[row]).0 != c).unwrap_or(selected.len() - start);
+            let len =
+                selected[start..].iter().position(|&row| split(ids[row]).0 != c).unwrap_or(selected.len() - start);
             let run = &selected[start..start + len];
             self.chunk_mut(c);
             let chunk = self.chunks[c].as_deref_mut().expect("the chunk was just made");
@@ -368,7 +371,8 @@ impl DenseState {
                 only(BooleanBuffer::collect_bool(CHUNK, |o| seen[o])),
             )),
             Slot::Avg { sum, count } => {
-                let means: Vec<f64> = sum.iter().zip(count).map(|(s, &n)| if n == 0 { 0.0 } else { s / n as f64 }).collect();
+                let means: Vec<f64> =
+                    sum.iter().zip(count).map(|(s, &n)| if n == 0 { 0.0 } else { s / n as f64 }).collect();
                 std::sync::Arc::new(Float64Array::new(
                     means.into(),
                     only(BooleanBuffer::collect_bool(CHUNK, |o| count[o] > 0)),

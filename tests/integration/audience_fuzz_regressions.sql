@@ -68,3 +68,23 @@ SELECT user_id FROM users WHERE (purchased_within(INTERVAL '7 days') OR (users.u
 -- found by seed 20261101: different values
 -- now: 2026-11-01T00:00:00Z
 SELECT count(user_id) FROM users u WHERE (EXISTS (SELECT 1 FROM purchases p WHERE p.user_id = u.user_id AND p.ts >= now() - INTERVAL '30 days' AND p.ts < now()) AND u.user_id IN (SELECT user_id FROM user_tags WHERE tag IN ('A', 'app_user', 'gold_women') GROUP BY user_id HAVING count(*) >= 2));
+
+-- found by seed 20261101: error with indexes on only: arrow: Invalid argument error: Column 'count(Int#(#))' is declared as non-nullable but contains null values
+-- now: 2026-11-01T00:00:00Z
+SELECT count(*) FROM users u WHERE u.user_id IN (SELECT user_id FROM user_tags WHERE tag IN ('wechat_fan', 'interest_0000', 'big_spender') GROUP BY user_id HAVING count(*) >= 2);
+
+-- found by seed 20261101: error with indexes on only: arrow: Invalid argument error: Column 'count(Int#(#))' is declared as non-nullable but contains null values
+-- now: 2026-11-01T00:00:00Z
+SELECT count(*) FROM users u WHERE u.user_id IN (SELECT user_id FROM purchases GROUP BY user_id HAVING count(*) >= 1);
+
+-- found by seed 20261101: error with indexes on only: arrow: Invalid argument error: Column 'count(Int#(#))' is declared as non-nullable but contains null values
+-- now: 2026-11-01T00:00:00Z
+SELECT count(*) FROM users WHERE users.user_id IN (SELECT user_id FROM purchases WHERE (purchases.channel_id = 'wechat' OR purchases.channel_id = 'wechat') AND ts >= now() - INTERVAL '30 days' AND ts < now() - INTERVAL '12 hours' GROUP BY user_id HAVING count(*) >= 5);
+
+-- found by seed 20261101: error with indexes on only: arrow: Invalid argument error: Column 'count(Int#(#))' is declared as non-nullable but contains null values
+-- now: 2026-11-01T00:00:00Z
+SELECT user_id, tier, points, birth_date, has_children, income_band FROM users WHERE (NOT (points::INT <= 6788) OR (users.user_id NOT IN (SELECT user_id FROM purchases WHERE purchases.ts >= now() - INTERVAL '7 days' AND purchases.ts < now() GROUP BY user_id HAVING count(*) >= 5) OR user_id LIKE 'u70%'));
+
+-- found by seed 20261101: error with indexes on only: arrow: Invalid argument error: Column 'count(Int#(#))' is declared as non-nullable but contains null values
+-- now: 2026-11-01T00:00:00Z
+SELECT count(*) FROM users WHERE users.user_id NOT IN (SELECT user_id FROM purchases WHERE ts < now() - INTERVAL '180 days' GROUP BY user_id HAVING count(*) >= 2);
