@@ -29,6 +29,8 @@ pub const USER_ID: &str = "user_id";
 /// UTC). Time windows are bounds on it; the index's day bitmaps, a fact file's `ts` range and its
 /// row groups' statistics are by it. (`user_tags.assigned_at` is not a fact time.)
 pub const TS: &str = "ts";
+/// Microseconds in one day of `ts` (days are UTC days).
+pub const DAY_MICROS: i64 = 86_400_000_000;
 
 /// The tag of a `user_tags` row: the index keeps one bitmap of users per tag.
 pub const TAG: &str = "tag";

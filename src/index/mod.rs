@@ -36,8 +36,7 @@ type DenseBitmap = Arc<Vec<u64>>;
 /// A range comparison among more than 1/this of the users runs over plain words.
 const DENSE_FRACTION: u64 = 64;
 
-/// A microsecond count of one day.
-pub const DAY_MICROS: i64 = 86_400_000_000;
+pub use crate::tables::DAY_MICROS;
 
 /// Fact rows of `table` with `from <= ts < to` (microseconds, UTC) — and, when `column` is given,
 /// whose `column` (`channel_id`, `event_type`, or the product's `category`) is one of `values` —:

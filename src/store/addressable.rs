@@ -24,10 +24,7 @@ const BATCH_ROWS: usize = 128 * 1024;
 
 /// The relative path of the copy of the users file at `parquet_relative`.
 pub fn path_for(parquet_relative: &str) -> String {
-    match parquet_relative.strip_suffix(".parquet") {
-        Some(stem) => format!("{stem}.arrow"),
-        None => format!("{parquet_relative}.arrow"),
-    }
+    crate::store::layout::beside_data_file(parquet_relative, "arrow")
 }
 
 /// Whether copies hold users column `name` (when the users file has it as a string column).

@@ -27,13 +27,12 @@ use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
 use crate::store::ipc::{IpcFileWriter, MappedIpc, OpenedFiles};
-use crate::tables::{ROW_ID_COLUMN, TS};
+use crate::tables::{DAY_MICROS, ROW_ID_COLUMN, TS};
 
 const SECOND: &str = "second";
 const COLUMNS_KEY: &str = "persona.day_times.columns";
 const GROUPS_KEY: &str = "persona.day_times.groups";
 const SECTIONS_KEY: &str = "persona.day_times.sections";
-const DAY_MICROS: i64 = 86_400_000_000;
 const SECOND_MICROS: i64 = 1_000_000;
 const GROUP_BITS: u32 = 12;
 const DAY_BITS: u32 = 20;
@@ -41,10 +40,7 @@ const SECOND_BITS: u32 = 17;
 
 /// The relative path of the day times of the fact file at `parquet_relative`.
 pub fn path_for(parquet_relative: &str) -> String {
-    match parquet_relative.strip_suffix(".parquet") {
-        Some(stem) => format!("{stem}.times.arrow"),
-        None => format!("{parquet_relative}.times.arrow"),
-    }
+    crate::store::layout::beside_data_file(parquet_relative, "times.arrow")
 }
 
 /// The values of the grouping columns of one group (`None` for NULL).

@@ -53,6 +53,13 @@ pub fn new_data_file(table: &str, version: u64) -> String {
     format!("data/{table}/v{version:08}-{:016x}.parquet", rand::random::<u64>())
 }
 
+/// The relative path of a file kept beside the data file at `parquet_relative`: its name with
+/// `extension` (e.g. `plain.arrow`) in place of `parquet`.
+pub fn beside_data_file(parquet_relative: &str, extension: &str) -> String {
+    let stem = parquet_relative.strip_suffix(".parquet").unwrap_or(parquet_relative);
+    format!("{stem}.{extension}")
+}
+
 /// A fresh relative path for the row-id companion of a fact file kept as loaded.
 pub fn new_row_ids_file(table: &str, version: u64) -> String {
     format!("data/{table}/v{version:08}-{:016x}.rowids", rand::random::<u64>())

@@ -37,10 +37,7 @@ const MAX_DISTINCT: usize = u16::MAX as usize;
 
 /// The relative path of the copy of the fact file at `parquet_relative`.
 pub fn path_for(parquet_relative: &str) -> String {
-    match parquet_relative.strip_suffix(".parquet") {
-        Some(stem) => format!("{stem}.plain.arrow"),
-        None => format!("{parquet_relative}.plain.arrow"),
-    }
+    crate::store::layout::beside_data_file(parquet_relative, "plain.arrow")
 }
 
 /// The positions of `id`'s rows among `row_ids`, which ascend (a copy of a file grouped by user):
