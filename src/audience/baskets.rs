@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Int32Type, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, Field, Int32Type, TimeUnit, TimestampMicrosecondType, UInt16Type};
 use datafusion::catalog::{TableFunctionImpl, TableProvider};
 use datafusion::common::{Result as DfResult, ScalarValue, plan_err};
 use datafusion::logical_expr::Expr;
@@ -410,14 +410,19 @@ impl StoreBaskets<'_> {
         // array (a plain copy has one per file).
         let mut mapped: Option<(ArrayRef, Vec<u32>)> = None;
         let mut items_of = |column: &ArrayRef| -> Result<Vec<u32>> {
-            let Some(dict) = column.as_dictionary_opt::<Int32Type>() else {
-                return self.items.ids_of(column);
-            };
-            if !mapped.as_ref().is_some_and(|(values, _)| Arc::ptr_eq(values, dict.values())) {
-                mapped = Some((Arc::clone(dict.values()), self.items.ids_of(dict.values())?));
+            let (values, codes): (&ArrayRef, Vec<Option<usize>>) =
+                if let Some(dict) = column.as_dictionary_opt::<UInt16Type>() {
+                    (dict.values(), dict.keys().iter().map(|k| k.map(usize::from)).collect())
+                } else if let Some(dict) = column.as_dictionary_opt::<Int32Type>() {
+                    (dict.values(), dict.keys().iter().map(|k| k.and_then(|k| usize::try_from(k).ok())).collect())
+                } else {
+                    return self.items.ids_of(column);
+                };
+            if !mapped.as_ref().is_some_and(|(known, _)| Arc::ptr_eq(known, values)) {
+                mapped = Some((Arc::clone(values), self.items.ids_of(values)?));
             }
             let map = &mapped.as_ref().expect("just set").1;
-            Ok(dict.keys().iter().map(|k| k.and_then(|k| map.get(k as usize).copied()).unwrap_or(NO_ITEM)).collect())
+            Ok(codes.into_iter().map(|k| k.and_then(|k| map.get(k).copied()).unwrap_or(NO_ITEM)).collect())
         };
         let by_order = self.basket == BasketBy::Order && only.is_none();
         let mut batch_rows = |batch: &RecordBatch, ids: &[u32]| -> Result<()> {

@@ -4,6 +4,9 @@
 //! passes; floats compare by total order after -0.0 is made 0.0 (as DataFusion's comparison
 //! kernels do), so NaN is above every number. Only a column compared with a literal of exactly
 //! the column's SQL type is taken; anything else stays with DataFusion.
+//!
+//! Several comparisons of one integer-valued column (a `ts` window's two edges) merge into one
+//! inclusive range ([`merge_ranges`]), tested in one pass with one unsigned comparison a row.
 
 use std::cmp::Ordering;
 
@@ -27,7 +30,7 @@ enum Constant {
     Unsigned(u64),
 }
 
-/// `column op constant`.
+/// `column op constant`, or `lo <= column <= hi` for several of them merged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConstComparison {
     pub column: String,
@@ -35,6 +38,32 @@ pub struct ConstComparison {
     data_type: DataType,
     op: Operator,
     constant: Constant,
+    /// When set, the test is this inclusive range of the values as `i64` instead (`op` and
+    /// `constant` then unused); `lo > hi` passes nothing.
+    range: Option<(i64, i64)>,
+}
+
+/// `comparisons` with those of one integer-valued column (signed integers, timestamps and
+/// unsigned integers below 64 bits) merged into one range test each: `ts >= a AND ts < b` reads
+/// `ts` once. Others (floats, `<>`, `UInt64`) are kept as they are; the order is otherwise kept.
+pub fn merge_ranges(comparisons: Vec<ConstComparison>) -> Vec<ConstComparison> {
+    let mut out: Vec<ConstComparison> = Vec::with_capacity(comparisons.len());
+    for c in comparisons {
+        let Some((lo, hi)) = c.as_range() else {
+            out.push(c);
+            continue;
+        };
+        let same =
+            out.iter_mut().find(|o| o.column == c.column && o.data_type == c.data_type && o.as_range().is_some());
+        match same {
+            Some(o) => {
+                let (olo, ohi) = o.as_range().expect("found by its range");
+                o.range = Some((olo.max(lo), ohi.min(hi)));
+            }
+            None => out.push(c),
+        }
+    }
+    out
 }
 
 impl ConstComparison {
@@ -69,7 +98,40 @@ impl ConstComparison {
             ScalarValue::TimestampMicrosecond(Some(v), _) => Constant::Signed(*v),
             _ => return None,
         };
-        Some(ConstComparison { column: column.name.clone(), data_type, op, constant })
+        Some(ConstComparison { column: column.name.clone(), data_type, op, constant, range: None })
+    }
+
+    /// The comparison as an inclusive range of `i64` values, when the column's values are
+    /// integers that fit `i64` and the operator is not `<>`.
+    fn as_range(&self) -> Option<(i64, i64)> {
+        if self.range.is_some() {
+            return self.range;
+        }
+        let integral = matches!(
+            self.data_type,
+            DataType::Int8
+                | DataType::Int16
+                | DataType::Int32
+                | DataType::Int64
+                | DataType::UInt8
+                | DataType::UInt16
+                | DataType::UInt32
+                | DataType::Timestamp(..)
+        );
+        let c = match self.constant {
+            Constant::Signed(c) if integral => c,
+            Constant::Unsigned(c) if integral => i64::try_from(c).ok()?,
+            _ => return None,
+        };
+        Some(match self.op {
+            Operator::Eq => (c, c),
+            // `< i64::MIN` passes nothing: an empty range.
+            Operator::Lt => c.checked_sub(1).map_or((1, 0), |hi| (i64::MIN, hi)),
+            Operator::LtEq => (i64::MIN, c),
+            Operator::Gt => c.checked_add(1).map_or((1, 0), |lo| (lo, i64::MAX)),
+            Operator::GtEq => (c, i64::MAX),
+            _ => return None,
+        })
     }
 
     /// The rows of `column` for which the comparison is TRUE.
@@ -87,6 +149,9 @@ impl ConstComparison {
             cast = arrow::compute::cast(column, &self.data_type)?;
             &cast
         };
+        if let Some((lo, hi)) = self.range {
+            return self.evaluate_range(column, within, lo, hi);
+        }
         let op = self.op;
         let passing = match (&self.data_type, self.constant) {
             (DataType::Float64, Constant::Float(c)) => {
@@ -120,6 +185,64 @@ impl ConstComparison {
             Error::Internal(format!("column '{}' is not of type {} in the batch", self.column, self.data_type))
         })
     }
+}
+
+impl ConstComparison {
+    /// The rows of `column` with `lo <= value <= hi` (none when `lo > hi`), NULLs excluded.
+    fn evaluate_range(
+        &self,
+        column: &ArrayRef,
+        within: Option<&BooleanBuffer>,
+        lo: i64,
+        hi: i64,
+    ) -> Result<BooleanBuffer> {
+        if lo > hi {
+            return Ok(BooleanBuffer::new_unset(column.len()));
+        }
+        // One unsigned comparison: `v - lo` wraps below `lo` to above `hi - lo`.
+        let span = hi.wrapping_sub(lo) as u64;
+        let inside = move |v: i64| (v.wrapping_sub(lo) as u64) <= span;
+        let passing = match &self.data_type {
+            DataType::Int8 => within_range::<Int8Type>(column, within, |v| inside(i64::from(v))),
+            DataType::Int16 => within_range::<Int16Type>(column, within, |v| inside(i64::from(v))),
+            DataType::Int32 => within_range::<Int32Type>(column, within, |v| inside(i64::from(v))),
+            DataType::Int64 => within_range::<Int64Type>(column, within, inside),
+            DataType::Timestamp(..) => within_range::<TimestampMicrosecondType>(column, within, inside),
+            DataType::UInt8 => within_range::<UInt8Type>(column, within, |v| inside(i64::from(v))),
+            DataType::UInt16 => within_range::<UInt16Type>(column, within, |v| inside(i64::from(v))),
+            DataType::UInt32 => within_range::<UInt32Type>(column, within, |v| inside(i64::from(v))),
+            _ => None,
+        };
+        passing.ok_or_else(|| {
+            Error::Internal(format!("column '{}' is not of type {} in the batch", self.column, self.data_type))
+        })
+    }
+}
+
+/// The rows of a `T` column (among `within`'s when given) that `test` passes, NULLs excluded;
+/// `None` when the column is not a `T` column.
+fn within_range<T: ArrowPrimitiveType>(
+    column: &ArrayRef,
+    within: Option<&BooleanBuffer>,
+    test: impl Fn(T::Native) -> bool,
+) -> Option<BooleanBuffer> {
+    let values: &PrimitiveArray<T> = column.as_primitive_opt::<T>()?;
+    let v = values.values();
+    if let Some(mask) = within {
+        let mut out = BooleanBufferBuilder::new(mask.len());
+        out.append_n(mask.len(), false);
+        for i in mask.set_indices() {
+            if values.is_valid(i) && test(v[i]) {
+                out.set_bit(i, true);
+            }
+        }
+        return Some(out.finish());
+    }
+    let passing = BooleanBuffer::collect_bool(v.len(), |i| test(v[i]));
+    Some(match values.nulls() {
+        Some(nulls) => &passing & nulls.inner(),
+        None => passing,
+    })
 }
 
 /// -0.0 as 0.0 (DataFusion's comparison of floats).
@@ -254,6 +377,44 @@ mod tests {
             agrees(lit(c).gt(col("quantity")), &batch);
             agrees(col("quantity").not_eq(lit(c)), &batch);
         }
+    }
+
+    #[test]
+    fn merged_ranges_pass_the_rows_every_comparison_passes() {
+        let values = vec![Some(i64::MIN), Some(-5), None, Some(0), Some(3), Some(7), Some(i64::MAX), Some(4), None];
+        let quantities = Int64Array::from(values.clone());
+        let amounts = Float64Array::from(vec![Some(1.0); values.len()]);
+        let batch = RecordBatch::try_new(Arc::new(schema()), vec![Arc::new(amounts), Arc::new(quantities)]).unwrap();
+        let column = batch.column(1);
+        let df = DFSchema::try_from(schema()).unwrap();
+        let constants = [i64::MIN, i64::MIN + 1, -5, 0, 3, 4, 7, i64::MAX - 1, i64::MAX];
+        let ops: [fn(Expr, Expr) -> Expr; 5] =
+            [|a, b| a.eq(b), |a, b| a.lt(b), |a, b| a.lt_eq(b), |a, b| a.gt(b), |a, b| a.gt_eq(b)];
+        let mask = BooleanBuffer::collect_bool(values.len(), |i| i % 4 != 1);
+        for (i, a) in constants.iter().enumerate() {
+            for b in &constants[i..] {
+                for op_a in &ops {
+                    for op_b in &ops {
+                        let first = ConstComparison::from_expr(&op_a(col("quantity"), lit(*a)), &df).unwrap();
+                        let second = ConstComparison::from_expr(&op_b(col("quantity"), lit(*b)), &df).unwrap();
+                        let separate = &first.evaluate(column).unwrap() & &second.evaluate(column).unwrap();
+                        let merged = merge_ranges(vec![first.clone(), second.clone()]);
+                        assert_eq!(merged.len(), 1, "{first:?} and {second:?} merge");
+                        assert_eq!(merged[0].evaluate(column).unwrap(), separate, "{first:?} and {second:?}");
+                        let narrowed = merged[0].evaluate_within(column, Some(&mask)).unwrap();
+                        assert_eq!(narrowed, &separate & &mask, "{first:?} and {second:?} on a mask");
+                    }
+                }
+            }
+        }
+        // Floats, `<>` and other columns stay apart.
+        let kept = merge_ranges(vec![
+            ConstComparison::from_expr(&col("amount").gt(lit(1.0)), &df).unwrap(),
+            ConstComparison::from_expr(&col("amount").lt(lit(2.0)), &df).unwrap(),
+            ConstComparison::from_expr(&col("quantity").not_eq(lit(2i64)), &df).unwrap(),
+            ConstComparison::from_expr(&col("quantity").gt(lit(1i64)), &df).unwrap(),
+        ]);
+        assert_eq!(kept.len(), 4);
     }
 
     #[test]

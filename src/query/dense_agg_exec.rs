@@ -21,6 +21,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::Result as DfResult;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
@@ -135,8 +136,17 @@ impl DenseAggregateExec {
                 })
                 .collect::<Vec<_>>(),
         ));
+        // Columns only dictionary tests read: a plain copy's own dictionaries serve them as they are.
+        let mut read_elsewhere = std::collections::HashSet::new();
+        for e in self.filter.predicate.iter().chain(self.args.iter().flatten()) {
+            read_elsewhere.extend(collect_columns(e).into_iter().map(|c| c.index()));
+        }
+        let keys_only = (0..read_columns.len())
+            .map(|i| tests.iter().any(|(at, _)| *at == i) && !read_elsewhere.contains(&i))
+            .collect();
         Ok(Job {
             read_schema,
+            keys_only,
             tests,
             kinds: self.node.aggs.iter().map(|a| a.kind).collect(),
             read_columns,
@@ -159,15 +169,13 @@ impl DenseAggregateExec {
             return Err(Error::Internal("a dense aggregate asked for users emits user_id".into()));
         }
         let job = self.job(64 * 1024)?;
-        let state = job.accumulate()?;
+        let mut state = job.accumulate()?;
         // Chunk by chunk, every slot at once: the groups' values are the chunk's arrays as they
-        // are; slots that are not groups are NULL (so HAVING cannot fail on them, e.g. dividing
-        // by a count of 0) and left out after it.
+        // are (taken out of the state, not copied); slots that are not groups are NULL (so
+        // HAVING cannot fail on them, e.g. dividing by a count of 0) and left out after it.
         let mut ids: Vec<u32> = Vec::new();
         for c in 0..state.chunk_count() {
-            let Some((first, groups)) = state.chunk_groups(c) else { continue };
-            let columns =
-                (0..job.kinds.len()).map(|a| state.chunk_values(a, c, &groups)).collect::<Result<Vec<ArrayRef>>>()?;
+            let Some((first, groups, columns)) = state.take_chunk(c) else { continue };
             let batch = job.typed_batch(columns, groups.len(), true)?;
             let keep = having.evaluate(&batch)?.into_array(groups.len())?;
             let keep =
@@ -231,6 +239,8 @@ impl ExecutionPlan for DenseAggregateExec {
 struct Job {
     /// Dictionary tests with the position of their column in the batches read.
     tests: Vec<(usize, DictTest)>,
+    /// Per column read: whether only dictionary tests read it (so any key type will do).
+    keys_only: Vec<bool>,
     kinds: Vec<DenseAggKind>,
     read_columns: Vec<String>,
     /// The batches the Parquet path reads: tested columns as `Dictionary(Int32, Utf8)`, other
@@ -300,15 +310,21 @@ impl Job {
         let path = layout::resolve(&self.sources.root, relative);
         let Some(copy) = PlainColumns::open_cached(&path, &columns, file.rows)? else { return Ok(false) };
         copy.for_each_batch(|batch, ids| {
-            // The types the Parquet path reads, so that the filter sees the same batches.
-            let arrays = batch
-                .columns()
-                .iter()
-                .zip(self.read_schema.fields())
-                .map(|(a, f)| if a.data_type() == f.data_type() { Ok(Arc::clone(a)) } else { cast(a, f.data_type()) })
-                .collect::<std::result::Result<Vec<_>, _>>()?;
+            // The types the Parquet path reads, so that the filter sees the same batches; a
+            // dictionary only tested by key is kept as the copy's, whatever its key type.
+            let mut fields = Vec::with_capacity(batch.num_columns());
+            let mut arrays = Vec::with_capacity(batch.num_columns());
+            for ((a, f), keys_only) in batch.columns().iter().zip(self.read_schema.fields()).zip(&self.keys_only) {
+                let keep = a.data_type() == f.data_type()
+                    || (*keys_only
+                        && matches!(a.data_type(), DataType::Dictionary(..))
+                        && matches!(f.data_type(), DataType::Dictionary(..)));
+                let a = if keep { Arc::clone(a) } else { cast(a, f.data_type())? };
+                fields.push(Field::new(f.name(), a.data_type().clone(), f.is_nullable()));
+                arrays.push(a);
+            }
             let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-            let batch = RecordBatch::try_new_with_options(Arc::clone(&self.read_schema), arrays, &options)?;
+            let batch = RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options)?;
             self.fold(state, &batch, ids)
         })?;
         Ok(true)

@@ -338,47 +338,46 @@ impl DenseState {
         self.chunks.len()
     }
 
-    /// The row id of slot 0 of chunk `c`, and the chunk's slots that are groups (have a row);
-    /// `None` for a chunk no row touched.
-    pub fn chunk_groups(&self, c: usize) -> Option<(u32, BooleanBuffer)> {
-        let chunk = self.chunks.get(c)?.as_deref()?;
-        Some(((c << CHUNK_BITS) as u32, BooleanBuffer::collect_bool(CHUNK, |o| chunk.rows[o] > 0)))
-    }
-
-    /// The values of aggregate `a` for every slot of chunk `c`, NULL where `groups` (from
-    /// [`DenseState::chunk_groups`]) has no group: what [`DenseState::values`] gives for the
-    /// groups, without looking them up one by one.
-    pub fn chunk_values(&self, a: usize, c: usize, groups: &BooleanBuffer) -> Result<ArrayRef> {
-        let chunk = self
-            .chunks
-            .get(c)
-            .and_then(|c| c.as_deref())
-            .ok_or_else(|| Error::Internal(format!("dense aggregate has no chunk {c}")))?;
-        let only = |valid: BooleanBuffer| Some(NullBuffer::new(&valid & groups));
+    /// Takes chunk `c` out of the state: the row id of its slot 0, its slots that are groups (have
+    /// a row), and per aggregate the values of every slot, NULL where there is no group — what
+    /// [`DenseState::values`] gives for the groups, without looking them up one by one, and
+    /// without copying: the chunk's vectors become the arrays. `None` for a chunk no row touched.
+    pub fn take_chunk(&mut self, c: usize) -> Option<(u32, BooleanBuffer, Vec<ArrayRef>)> {
+        let chunk = *self.chunks.get_mut(c)?.take()?;
+        let groups = BooleanBuffer::collect_bool(CHUNK, |o| chunk.rows[o] > 0);
+        let only = |valid: BooleanBuffer| Some(NullBuffer::new(&valid & &groups));
         let groups_only = || Some(NullBuffer::new(groups.clone()));
-        Ok(match &chunk.slots[a] {
-            Slot::Rows => {
-                let rows: Vec<i64> = chunk.rows.iter().map(|&r| r as i64).collect();
-                std::sync::Arc::new(Int64Array::new(rows.into(), groups_only()))
-            }
-            Slot::Count(v) => std::sync::Arc::new(Int64Array::new(v.clone().into(), groups_only())),
-            Slot::Int { value, seen } => std::sync::Arc::new(Int64Array::new(
-                value.clone().into(),
-                only(BooleanBuffer::collect_bool(CHUNK, |o| seen[o])),
-            )),
-            Slot::Float { value, seen } => std::sync::Arc::new(Float64Array::new(
-                value.clone().into(),
-                only(BooleanBuffer::collect_bool(CHUNK, |o| seen[o])),
-            )),
-            Slot::Avg { sum, count } => {
-                let means: Vec<f64> =
-                    sum.iter().zip(count).map(|(s, &n)| if n == 0 { 0.0 } else { s / n as f64 }).collect();
-                std::sync::Arc::new(Float64Array::new(
-                    means.into(),
-                    only(BooleanBuffer::collect_bool(CHUNK, |o| count[o] > 0)),
-                ))
-            }
-        })
+        let mut rows = Some(chunk.rows);
+        // `count(*)`: the chunk's row counts as `i64` (converted in place), one array for all.
+        let mut counted: Option<ArrayRef> = None;
+        let values = chunk
+            .slots
+            .into_iter()
+            .map(|slot| -> ArrayRef {
+                match slot {
+                    Slot::Rows => std::sync::Arc::clone(counted.get_or_insert_with(|| {
+                        let counts: Vec<i64> = rows.take().unwrap_or_default().into_iter().map(|n| n as i64).collect();
+                        std::sync::Arc::new(Int64Array::new(counts.into(), groups_only()))
+                    })),
+                    Slot::Count(v) => std::sync::Arc::new(Int64Array::new(v.into(), groups_only())),
+                    Slot::Int { value, seen } => std::sync::Arc::new(Int64Array::new(
+                        value.into(),
+                        only(BooleanBuffer::collect_bool(CHUNK, |o| seen[o])),
+                    )),
+                    Slot::Float { value, seen } => std::sync::Arc::new(Float64Array::new(
+                        value.into(),
+                        only(BooleanBuffer::collect_bool(CHUNK, |o| seen[o])),
+                    )),
+                    Slot::Avg { sum, count } => {
+                        let valid = BooleanBuffer::collect_bool(CHUNK, |o| count[o] > 0);
+                        let means: Vec<f64> =
+                            sum.into_iter().zip(count).map(|(s, n)| if n == 0 { 0.0 } else { s / n as f64 }).collect();
+                        std::sync::Arc::new(Float64Array::new(means.into(), only(valid)))
+                    }
+                }
+            })
+            .collect();
+        Some(((c << CHUNK_BITS) as u32, groups, values))
     }
 
     /// The values of aggregate `a` for the groups `ids` (from [`DenseState::groups_from`]), as
@@ -489,6 +488,51 @@ mod tests {
         }
         assert_eq!(one.groups_from(4, 1), vec![5]);
         assert_eq!(one.groups_from(6, 10), vec![70_000]);
+    }
+
+    #[test]
+    fn a_taken_chunk_holds_every_aggregates_values_for_its_groups_and_null_elsewhere() {
+        // Two `count(*)`s share the row counts; the other kinds keep their NULLs.
+        let kinds = vec![
+            DenseAggKind::CountRows,
+            DenseAggKind::SumFloat,
+            DenseAggKind::CountRows,
+            DenseAggKind::MinInt,
+            DenseAggKind::Avg,
+            DenseAggKind::Count,
+        ];
+        let ids = [3u32, 70_000, 3, 5, 3];
+        let floats = Float64Array::from(vec![Some(1.5), None, Some(2.0), None, Some(-1.0)]);
+        let ints = Int64Array::from(vec![Some(7), Some(9), Some(-1), None, None]);
+        let inputs = [
+            DenseInput::None,
+            DenseInput::Float(&floats),
+            DenseInput::None,
+            DenseInput::Int(&ints),
+            DenseInput::Float(&floats),
+            DenseInput::Any(&ints),
+        ];
+        let mut state = DenseState::new(kinds.clone());
+        state.update(&ids, &[0, 1, 2, 3, 4], &inputs).unwrap();
+        let groups = state.groups_from(0, 10);
+        let expected: Vec<ArrayRef> = (0..kinds.len()).map(|a| state.values(a, &groups).unwrap()).collect();
+        let mut taken = Vec::new();
+        for c in 0..state.chunk_count() {
+            let Some((first, in_chunk, values)) = state.take_chunk(c) else { continue };
+            for o in in_chunk.set_indices() {
+                taken.push((first + o as u32, values.iter().map(|v| v.slice(o, 1)).collect::<Vec<_>>()));
+            }
+            // Slots that are not groups are NULL in every aggregate.
+            let outside = (0..in_chunk.len()).find(|&o| !in_chunk.value(o)).unwrap();
+            assert!(values.iter().all(|v| v.is_null(outside)));
+        }
+        assert!(state.take_chunk(0).is_none(), "a chunk is taken once");
+        assert_eq!(taken.iter().map(|(id, _)| *id).collect::<Vec<_>>(), groups);
+        for (g, (_, values)) in taken.iter().enumerate() {
+            for (a, v) in values.iter().enumerate() {
+                assert_eq!(v.as_ref(), expected[a].slice(g, 1).as_ref(), "aggregate {a} of group {g}");
+            }
+        }
     }
 
     #[test]

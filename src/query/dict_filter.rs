@@ -7,9 +7,9 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, DictionaryArray};
 use arrow::buffer::BooleanBuffer;
-use arrow::datatypes::{DataType, Int32Type};
+use arrow::datatypes::{ArrowDictionaryKeyType, ArrowNativeType, DataType, Int32Type, UInt16Type};
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 
@@ -66,7 +66,8 @@ impl DictTest {
         }
     }
 
-    /// Which rows of `column` (a `Dictionary(Int32, Utf8)` array) pass.
+    /// Which rows of `column` (a string dictionary: `Int32` keys as the Parquet path reads them,
+    /// `UInt16` as plain copies hold them) pass.
     pub fn evaluate(&self, column: &dyn Array) -> Result<BooleanBuffer> {
         self.evaluate_cached(column, None, None)
     }
@@ -79,16 +80,30 @@ impl DictTest {
         cache: Option<&PassCache>,
         within: Option<&BooleanBuffer>,
     ) -> Result<BooleanBuffer> {
+        if let Some(dict) = column.as_dictionary_opt::<UInt16Type>() {
+            return self.evaluate_keys(dict, cache, within);
+        }
         let dict = column
             .as_dictionary_opt::<Int32Type>()
             .ok_or_else(|| Error::Internal(format!("column {} was not read as a dictionary", self.column)))?;
+        self.evaluate_keys(dict, cache, within)
+    }
+
+    fn evaluate_keys<K: ArrowDictionaryKeyType>(
+        &self,
+        dict: &DictionaryArray<K>,
+        cache: Option<&PassCache>,
+        within: Option<&BooleanBuffer>,
+    ) -> Result<BooleanBuffer> {
         let pass = match cache {
             Some(cache) => cache.get_or_insert(dict.values(), || self.passing_values(dict.values()))?,
             None => Arc::new(self.passing_values(dict.values())?),
         };
         let keys = dict.keys();
         let codes = keys.values();
-        let passes = |k: i32| pass.get(k as usize).copied().unwrap_or(false);
+        let pass: &[bool] = &pass;
+        // A negative `Int32` key becomes a huge index, which no value has.
+        let passes = |k: K::Native| pass.get(k.as_usize()).copied().unwrap_or(false);
         if let Some(within) = within {
             let mut out = arrow::array::BooleanBufferBuilder::new(within.len());
             out.append_n(within.len(), false);
@@ -246,5 +261,17 @@ mod tests {
         let or = DictTest::from_expr(&col("c").eq(lit("app")).or(col("c").eq(lit("x"))), &schema).unwrap();
         assert_eq!(rows(&or), vec![false, true, false, false, false]);
         assert!(DictTest::from_expr(&col("c").eq(lit("app")).or(col("c").not_eq(lit("x"))), &schema).is_none());
+        // The same codes as `UInt16` keys (as plain copies hold them), with and without a mask.
+        let short = DictionaryArray::<UInt16Type>::try_new(
+            arrow::array::UInt16Array::from(vec![Some(0), Some(1), None, Some(2), Some(0)]),
+            Arc::clone(column.values()),
+        )
+        .unwrap();
+        let mask = BooleanBuffer::collect_bool(5, |i| i != 4);
+        for t in [&eq, &ne, &not_in, &or] {
+            assert_eq!(t.evaluate(&short).unwrap(), t.evaluate(&column).unwrap());
+            let narrowed = t.evaluate_cached(&short, None, Some(&mask)).unwrap();
+            assert_eq!(narrowed, &t.evaluate(&column).unwrap() & &mask);
+        }
     }
 }

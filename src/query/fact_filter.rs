@@ -444,8 +444,10 @@ impl RowTest {
                 names.len() - 1
             }
         };
-        let comparisons: Vec<(usize, ConstComparison)> =
-            comparisons.into_iter().map(|c| (position_of(&c.column, &mut names), c)).collect();
+        let comparisons: Vec<(usize, ConstComparison)> = crate::query::const_compare::merge_ranges(comparisons)
+            .into_iter()
+            .map(|c| (position_of(&c.column, &mut names), c))
+            .collect();
         let mut positions = Vec::with_capacity(residual_names.len());
         for n in &residual_names {
             positions.push(position_of(n, &mut names));

@@ -99,15 +99,16 @@ pub fn dense_exec(
     // Comparisons of fixed-width columns with constants (the `ts` window) run on the values.
     let mut comparisons = Vec::new();
     residual.retain(|e| match ConstComparison::from_expr(e, schema) {
-        Some(c) => match schema.index_of_column_by_name(None, &c.column) {
-            Some(at) => {
-                comparisons.push((at, c));
-                false
-            }
-            None => true,
-        },
-        None => true,
+        Some(c) if schema.index_of_column_by_name(None, &c.column).is_some() => {
+            comparisons.push(c);
+            false
+        }
+        _ => true,
     });
+    let comparisons = crate::query::const_compare::merge_ranges(comparisons)
+        .into_iter()
+        .filter_map(|c| Some((schema.index_of_column_by_name(None, &c.column)?, c)))
+        .collect();
     let predicate = match residual.into_iter().reduce(Expr::and) {
         Some(p) => Some(physical(&p, schema)?),
         None => None,

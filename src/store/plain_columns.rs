@@ -4,8 +4,9 @@
 //! in the footer (`persona.dictionary.<column>`, a JSON list). Unique strings (`order_id`,
 //! `user_id`) are left out. Per-user aggregates map the copy and fold its batches without
 //! decompressing or decoding a page ([`PlainColumns`]; writing and mapping are
-//! [`crate::store::ipc`]'s); a string column is read as
-//! `Dictionary(Int32, Utf8)` over the file's dictionary, so a filter on it is tested once per value.
+//! [`crate::store::ipc`]'s); a string column is read as `Dictionary(UInt16, Utf8)` over the
+//! file's dictionary — its keys are the mapped codes themselves, checked once when the copy is
+//! opened — so a filter on it is tested once per value and a batch costs nothing to hand out.
 //!
 //! A copy is written as its fact file is (imports, rewrites, and files kept as loaded), batch by
 //! batch, and named by the manifest's `plain_columns` field; stores without it read the Parquet
@@ -17,11 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, DictionaryArray, Int32Array, RecordBatch, RecordBatchOptions, StringArray, UInt16Array,
-    UInt32Array,
+    Array, ArrayRef, AsArray, DictionaryArray, RecordBatch, RecordBatchOptions, StringArray, UInt16Array, UInt32Array,
 };
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Int32Type, Schema, UInt16Type, UInt32Type};
+use arrow::datatypes::{DataType, Field, Schema, UInt16Type, UInt32Type};
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
@@ -191,10 +191,9 @@ impl PlainColumnsWriter {
 /// A plain copy mapped for some of its columns.
 pub struct PlainColumns {
     path: PathBuf,
-    /// The row ids, then the columns asked for.
-    batches: Vec<RecordBatch>,
-    /// Per column asked for: its dictionary, if it is a string column.
-    dictionaries: Vec<Option<ArrayRef>>,
+    /// Per batch: the columns asked for as readers see them (strings as dictionaries over the
+    /// mapped codes), and the row ids.
+    batches: Vec<(RecordBatch, UInt32Array)>,
     rows: u64,
 }
 
@@ -237,32 +236,40 @@ impl PlainColumns {
         if copied != rows {
             return Err(Error::corrupt(path, format!("the copy holds {copied} rows, its fact file {rows}")));
         }
-        Ok(Some(PlainColumns { path: path.to_path_buf(), batches: mapped.batches, dictionaries, rows }))
+        let batches = mapped
+            .batches
+            .iter()
+            .map(|b| {
+                let ids = b
+                    .column(0)
+                    .as_primitive_opt::<UInt32Type>()
+                    .ok_or_else(|| Error::corrupt(path, "the copy's first column is not row ids"))?;
+                Ok((decoded(path, b, &dictionaries)?, ids.clone()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(PlainColumns { path: path.to_path_buf(), batches, rows }))
     }
 
     pub fn rows(&self) -> u64 {
         self.rows
     }
 
-    /// Passes each batch's columns (strings as `Dictionary(Int32, Utf8)`) and row ids to `f`.
+    /// Passes each batch's columns (strings as `Dictionary(UInt16, Utf8)`) and row ids to `f`.
     pub fn for_each_batch(&self, mut f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>) -> Result<()> {
-        for batch in &self.batches {
-            let ids = self.row_ids(batch)?;
-            f(&self.decoded(batch)?, ids.values())?;
+        for (batch, ids) in &self.batches {
+            f(batch, ids.values())?;
         }
         Ok(())
     }
 
     /// Calls `f` with the rows `select` picks from each batch (positions in the batch, given its
-    /// row ids), and their row ids; only the picked rows are decoded, and batches where `select`
-    /// picks nothing are skipped.
+    /// row ids), and their row ids; batches where `select` picks nothing are skipped.
     pub fn for_each_selected(
         &self,
         mut select: impl FnMut(&[u32]) -> Vec<u32>,
         mut f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>,
     ) -> Result<()> {
-        for batch in &self.batches {
-            let ids = self.row_ids(batch)?;
+        for (batch, ids) in &self.batches {
             let rows = select(ids.values());
             if rows.is_empty() {
                 continue;
@@ -275,47 +282,41 @@ impl PlainColumns {
                 .map(|c| arrow::compute::take(c.as_ref(), &take, None))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             let options = RecordBatchOptions::new().with_row_count(Some(take.len()));
-            let picked = RecordBatch::try_new_with_options(batch.schema(), columns, &options)?;
-            f(&self.decoded(&picked)?, &picked_ids)?;
+            let picked = RecordBatch::try_new_with_options(batch.schema(), columns, &options)
+                .map_err(|e| Error::corrupt(&self.path, e.to_string()))?;
+            f(&picked, &picked_ids)?;
         }
         Ok(())
     }
+}
 
-    fn row_ids<'a>(&self, batch: &'a RecordBatch) -> Result<&'a arrow::array::PrimitiveArray<UInt32Type>> {
-        batch
-            .column(0)
-            .as_primitive_opt::<UInt32Type>()
-            .ok_or_else(|| Error::corrupt(&self.path, "the copy's first column is not row ids"))
-    }
-
-    /// A batch of the copy as readers see it: without its row ids, string columns as
-    /// dictionaries over the file's values.
-    fn decoded(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let mut fields = Vec::with_capacity(self.dictionaries.len());
-        let mut arrays = Vec::with_capacity(self.dictionaries.len());
-        for (i, dictionary) in self.dictionaries.iter().enumerate() {
-            let column = batch.column(i + 1);
-            let field = batch.schema().field(i + 1).clone();
-            match dictionary {
-                None => {
-                    fields.push(field);
-                    arrays.push(Arc::clone(column));
-                }
-                Some(values) => {
-                    let codes = column.as_primitive::<UInt16Type>();
-                    let keys: Int32Array = codes.unary(i32::from);
-                    let coded = DictionaryArray::<Int32Type>::try_new(keys, Arc::clone(values)).map_err(|e| {
-                        Error::corrupt(&self.path, format!("a code of {} has no value: {e}", field.name()))
-                    })?;
-                    fields.push(Field::new(field.name(), coded.data_type().clone(), true));
-                    arrays.push(Arc::new(coded));
-                }
+/// A batch of a copy as readers see it: without its row ids, string columns as dictionaries over
+/// the file's values, keyed by the mapped codes (each checked against the dictionary here, once).
+fn decoded(path: &Path, batch: &RecordBatch, dictionaries: &[Option<ArrayRef>]) -> Result<RecordBatch> {
+    let mut fields = Vec::with_capacity(dictionaries.len());
+    let mut arrays = Vec::with_capacity(dictionaries.len());
+    for (i, dictionary) in dictionaries.iter().enumerate() {
+        let column = batch.column(i + 1);
+        let field = batch.schema().field(i + 1).clone();
+        match dictionary {
+            None => {
+                fields.push(field);
+                arrays.push(Arc::clone(column));
+            }
+            Some(values) => {
+                let codes = column
+                    .as_primitive_opt::<UInt16Type>()
+                    .ok_or_else(|| Error::corrupt(path, format!("the codes of {} are not 16-bit", field.name())))?;
+                let coded = DictionaryArray::<UInt16Type>::try_new(codes.clone(), Arc::clone(values))
+                    .map_err(|e| Error::corrupt(path, format!("a code of {} has no value: {e}", field.name())))?;
+                fields.push(Field::new(field.name(), coded.data_type().clone(), true));
+                arrays.push(Arc::new(coded));
             }
         }
-        // `count(*)` reads no column: the batch is only its row count.
-        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options)?)
     }
+    // `count(*)` reads no column: the batch is only its row count.
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options)?)
 }
 
 #[cfg(test)]
