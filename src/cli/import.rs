@@ -29,6 +29,9 @@ pub struct ImportArgs {
     /// After the import, re-evaluate every rule tag (REFRESH TAGS) as one more version.
     #[arg(long, conflicts_with = "dry_run")]
     pub refresh_tags: bool,
+    /// Do not compact afterwards, even when the store has many small files (see `persona compact`).
+    #[arg(long)]
+    pub no_compact: bool,
     /// With --refresh-tags: pin now() / current_date for the rules, e.g. 2026-11-01.
     #[arg(long, requires = "refresh_tags", value_parser = super::parse_now)]
     pub now: Option<chrono::DateTime<chrono::Utc>>,
@@ -63,6 +66,13 @@ pub fn run(args: ImportArgs) -> Result<()> {
     bar.finish_and_clear();
     let summary = summary?;
     eprintln!("{}", describe(&summary));
+    if summary.version.is_some() && !args.no_compact {
+        let store = Store::open(&args.store)?;
+        if crate::ingest::compact::compaction_due(store.snapshot()?.manifest()) {
+            let compacted = store.compact(&crate::ingest::compact::CompactOptions::default())?;
+            eprintln!("{}", super::compact::describe(&args.store.display().to_string(), &compacted));
+        }
+    }
     if args.refresh_tags {
         let store = Store::open(&args.store)?;
         if store.snapshot()?.manifest().catalog.tags.is_empty() {

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod compact;
 pub mod demo;
 pub mod forget;
 pub mod r#gen;
@@ -64,6 +65,14 @@ pub enum Command {
     /// still pinned to a removed version keeps the files it has open, but cannot open others:
     /// keep versions for longer than your longest query or shell session.
     Vacuum(vacuum::VacuumArgs),
+    /// Merge the small data files and id-dictionary segments that many small imports leave.
+    ///
+    /// Commits one new version with the same answers: small fact files rewritten as bounded
+    /// files sorted by user, adjacent small users files as one, small id segments as one.
+    /// `persona import` does it by itself once a table has 64 small files (--no-compact turns
+    /// that off). Takes the writer lock; readers keep their version; `persona vacuum` removes the
+    /// replaced files.
+    Compact(compact::CompactArgs),
     /// Forget users (PIPL / GDPR erasure): remove them from every table, index and audience.
     ///
     /// Give --user-id ID (repeatable) or --file IDS.csv (one user_id per line, an optional
@@ -96,6 +105,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check(args) => check::run(args),
         Command::Vacuum(args) => vacuum::run(args),
         Command::Forget(args) => forget::run(args),
+        Command::Compact(args) => compact::run(args),
         Command::Shell(args) => shell::run(args),
         Command::Demo(args) => demo::run(args),
     }

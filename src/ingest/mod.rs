@@ -12,6 +12,7 @@
 //! index (previous + this import's bitmaps) ─ id-dictionary segment ─ manifest vN+1                            commit
 //! ```
 
+pub mod compact;
 pub mod contract;
 mod dimensions;
 mod facts;

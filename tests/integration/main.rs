@@ -3,7 +3,7 @@
 //! columns, quirky CSV input, snapshots and dry runs, the writer lock, the command line, files
 //! left by interrupted imports, seeded random damage to the sample inputs (import_fuzz), the
 //! library API a service embeds (embedding), the HTML report checked in headless Chromium, and
-//! backups taken while imports run, vacuum, and forgetting users (erasure).
+//! backups taken while imports run, vacuum, forgetting users (erasure), and compaction.
 //! Every test builds its own small store in a temporary directory.
 
 mod activity_counts;
@@ -13,6 +13,7 @@ mod audiences;
 mod backup;
 mod baskets;
 mod cli;
+mod compact;
 mod csv_quirks;
 mod custom_columns;
 mod day_times;
