@@ -69,8 +69,13 @@ pub fn run(args: ImportArgs) -> Result<()> {
     if summary.version.is_some() && !args.no_compact {
         let store = Store::open(&args.store)?;
         if crate::ingest::compact::compaction_due(store.snapshot()?.manifest()) {
-            let compacted = store.compact(&crate::ingest::compact::CompactOptions::default())?;
-            eprintln!("{}", super::compact::describe(&args.store.display().to_string(), &compacted));
+            // The import is committed whatever happens here: a failed compaction is a warning.
+            match store.compact(&crate::ingest::compact::CompactOptions::default()) {
+                Ok(compacted) => {
+                    eprintln!("{}", super::compact::describe(&args.store.display().to_string(), &compacted))
+                }
+                Err(e) => eprintln!("warning: the import is committed, but compacting afterwards failed: {e}"),
+            }
         }
     }
     if args.refresh_tags {
