@@ -20,6 +20,7 @@
 //! SHOW MODELS
 //! SHOW MODEL name
 //! DELETE FROM users WHERE predicate on users      (forgets those users: PIPL / GDPR erasure)
+//! UPDATE users SET column = expression [, ...] WHERE predicate on users
 //! ```
 //!
 //! The query or predicate is kept as the text the user wrote; [`Body`] remembers where it started
@@ -139,6 +140,13 @@ pub enum CatalogStatement {
         /// The predicate as written.
         predicate: Body,
     },
+    /// `UPDATE users SET column = expression [, ...] WHERE predicate`: new values for the users
+    /// the predicate selects, computed from each one's row.
+    UpdateUsers {
+        assignments: Vec<Assignment>,
+        /// The predicate as written.
+        predicate: Body,
+    },
     /// The size a saved audience (`name`) or a query would have now, without saving anything.
     EstimateAudience {
         name: Option<String>,
@@ -146,6 +154,17 @@ pub enum CatalogStatement {
         /// `SAMPLED`: estimate from the sample even when an exact count would be cheap.
         sampled: bool,
     },
+}
+
+/// `column = expression` of an `UPDATE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// The column, folded to lower case unless quoted (as DataFusion names columns).
+    pub column: String,
+    /// 1-based line and column of the column's name in the submitted text.
+    pub at: (u64, u64),
+    /// The expression as written.
+    pub value: Body,
 }
 
 /// Hundredths of a percent of the users a model holds out unless `HOLDOUT` says otherwise.
@@ -442,6 +461,45 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
             p.parser.parse_expr()?;
             CatalogStatement::DeleteUsers { predicate: body(p, sql, start) }
         }
+        (Some("UPDATE"), Some("USERS")) => {
+            skip(p, 2);
+            if !p.parser.parse_keyword(Keyword::SET) {
+                return p.parser.expected("SET after UPDATE users", p.parser.peek_token());
+            }
+            let mut assignments = Vec::new();
+            loop {
+                let found = p.parser.peek_token();
+                let column = match p.parser.parse_identifier() {
+                    Ok(ident) if ident.quote_style.is_some() => ident.value,
+                    Ok(ident) => ident.value.to_ascii_lowercase(),
+                    Err(_) => return p.parser.expected("a users column to set", found),
+                };
+                p.parser.expect_token(&Token::Eq)?;
+                let start = p.parser.peek_token().span.start;
+                p.parser.parse_expr()?;
+                let at = (found.span.start.line, found.span.start.column);
+                assignments.push(Assignment { column, at, value: body(p, sql, start) });
+                if !p.parser.consume_token(&Token::Comma) {
+                    break;
+                }
+            }
+            if word_at(p, 0).as_deref() != Some("WHERE") {
+                return p.parser.expected(
+                    "WHERE and the users to update after the SET list (WHERE true updates everyone)",
+                    p.parser.peek_token(),
+                );
+            }
+            skip(p, 1);
+            let start = p.parser.peek_token().span.start;
+            p.parser.parse_expr()?;
+            CatalogStatement::UpdateUsers { assignments, predicate: body(p, sql, start) }
+        }
+        (Some("UPDATE"), _) => {
+            return p.parser.expected(
+                "users after UPDATE (only users rows are updated; facts and tags are inserted or deleted)",
+                p.parser.peek_nth_token(1),
+            );
+        }
         (Some("MATERIALIZE"), _) => return p.parser.expected("AUDIENCE after MATERIALIZE", p.parser.peek_nth_token(1)),
         (Some("REFRESH"), _) => return p.parser.expected("TAGS after REFRESH", p.parser.peek_nth_token(1)),
         _ => return Ok(None),
@@ -641,6 +699,34 @@ mod tests {
         assert!(err.contains("WHERE"), "{err}");
         // Other tables are DataFusion's.
         assert!(matches!(parse_statements("DELETE FROM purchases WHERE amount > 1").unwrap()[0], Statement::Sql(_)));
+    }
+
+    #[test]
+    fn update_users_keeps_each_assignment_where_it_was_written() {
+        match one("UPDATE users SET tier = 'gold',\n  \"Points\" = points + 100 WHERE user_id = 'u1'") {
+            CatalogStatement::UpdateUsers { assignments, predicate } => {
+                assert_eq!(assignments.len(), 2);
+                assert_eq!((assignments[0].column.as_str(), assignments[0].at), ("tier", (1, 18)));
+                assert_eq!(assignments[0].value, Body { text: "'gold'".into(), line: 1, column: 25 });
+                assert_eq!((assignments[1].column.as_str(), assignments[1].at), ("Points", (2, 3)));
+                assert_eq!(assignments[1].value.text, "points + 100");
+                assert_eq!(predicate.text, "user_id = 'u1'");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(one("update Users set TIER = null where true"),
+            CatalogStatement::UpdateUsers { ref assignments, .. } if assignments[0].column == "tier"));
+        for (sql, pos) in [
+            ("UPDATE users SET tier = 'gold'", (1, 31)),
+            ("UPDATE users tier = 'gold' WHERE true", (1, 14)),
+            ("UPDATE purchases SET amount = 1 WHERE true", (1, 8)),
+            ("UPDATE users SET = 1 WHERE true", (1, 18)),
+        ] {
+            match parse_statements(sql) {
+                Err(Error::Sql { position: Some(p), .. }) => assert_eq!(p, pos, "{sql}"),
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod settings;
 mod snapshots;
 mod store_paths;
 mod tag_counts;
+mod update;
 mod upsert;
 mod util;
 mod vacuum;
