@@ -1,15 +1,19 @@
-//! The statements that change data rather than the catalog: `UPDATE users SET … WHERE …` here
-//! (`DELETE FROM users` is in [`crate::audience::commands`]). Each takes the writer lock, evaluates
+//! The statements that change data rather than the catalog: `INSERT INTO` and `UPDATE users`
+//! here (`DELETE FROM users` is in [`crate::audience::commands`]). Each takes the writer lock, evaluates
 //! on the newest version, and commits one new version through the ingest layer, which owns the
 //! files:
 //!
 //! ```text
+//! INSERT INTO t [(c, …)] { VALUES … | query }
+//!   the rows ─ streamed into a staged Parquet file (a temp file, removed after) ─ the importer,
+//!   as `persona import --table t` of that file: same checks, same errors (at "row n")
 //! UPDATE users SET c = e, … WHERE p
 //!   p ─ the engine (bitmaps where it can) ─ the users to update (a bitmap)
 //!   e ─ planned against the users schema, type-checked against c ─ evaluated per users file
 //!       on the updated rows only ─ crate::ingest::update::update_rows ─ one new version
 //! ```
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, UInt64Array};
@@ -18,13 +22,143 @@ use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::ExprSchemable;
 use datafusion::physical_expr::PhysicalExpr;
+use futures::StreamExt;
 
 use crate::audience::commands::{PREDICATE_PREFIX, begin, commit};
 use crate::audience::evaluate::{evaluate, plan_query};
 use crate::audience::statement::{Assignment, Body};
-use crate::error::{Error, Result};
+use crate::error::{Error, InputLocation, IoContext, Result};
 use crate::query::QuerySession;
-use crate::tables::{ColumnDef, USER_ID, sql_schema};
+use crate::tables::{ColumnDef, Table, USER_ID, contract_columns, sql_schema};
+
+/// Rows per row group of a staged `INSERT` file: a row's place in the file tells its row number.
+const STAGED_GROUP_ROWS: usize = 1 << 20;
+
+/// `INSERT INTO table [(columns)] rows`: the rows the `VALUES` list or query gives (evaluated on
+/// the newest version) are loaded by the importer into `table` as one new version, with the
+/// checks and errors of `persona import` (into `users` that is an upsert by `user_id`). Without
+/// a column list the rows' values fill the table's columns in order. Nothing is committed when
+/// there are no rows.
+pub async fn insert_into(session: &QuerySession, table: Table, columns: &[String], rows: &Body) -> Result<RecordBatch> {
+    let writer = begin(session)?;
+    let frame = session.context().sql(&rows.text).await.map_err(|e| at_value(rows, e))?;
+    let produced = frame.schema().fields().len();
+    let here = Some((rows.line, rows.column));
+    let targets: Vec<String> = if columns.is_empty() {
+        let all: Vec<String> = match table {
+            Table::Users => writer.base().users_columns.iter().map(|c| c.name.clone()).collect(),
+            other => contract_columns(other).into_iter().map(|c| c.name).collect(),
+        };
+        if produced > all.len() {
+            return Err(Error::Sql {
+                message: format!(
+                    "the rows have {produced} values but {table} has {} columns ({}); name the columns to insert",
+                    all.len(),
+                    all.join(", ")
+                ),
+                position: here,
+            });
+        }
+        all.into_iter().take(produced).collect()
+    } else if columns.len() != produced {
+        return Err(Error::Sql {
+            message: format!("INSERT names {} column(s) but its rows have {produced} value(s)", columns.len()),
+            position: here,
+        });
+    } else {
+        columns.to_vec()
+    };
+    let staged = StagedRows::new(table);
+    let count = stage(frame, &targets, &staged.path).await?;
+    let mut names = vec!["inserted"];
+    let mut values = vec![count];
+    if count > 0 {
+        let summary = crate::ingest::import_statement_rows(writer, table, &staged.path)
+            .map_err(|e| staged.as_statement_error(e))?;
+        session.refresh()?;
+        if table == Table::Users {
+            names.extend(["new_users", "updated_users"]);
+            values.extend([summary.new_users, summary.updated_users]);
+        }
+    }
+    let schema =
+        Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::UInt64, false)).collect::<Vec<_>>()));
+    let arrays: Vec<ArrayRef> = values.into_iter().map(|v| Arc::new(UInt64Array::from(vec![v])) as ArrayRef).collect();
+    Ok(RecordBatch::try_new(schema, arrays)?)
+}
+
+/// The staged rows of an `INSERT`: a Parquet file in the temp directory, removed when dropped.
+struct StagedRows {
+    path: PathBuf,
+    statement: String,
+}
+
+impl StagedRows {
+    fn new(table: Table) -> StagedRows {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let name = format!("persona-insert-{}-{nanos}-{table}.parquet", std::process::id());
+        StagedRows { path: std::env::temp_dir().join(name), statement: format!("INSERT INTO {table}") }
+    }
+
+    /// An importer error about the staged file, told about the statement's rows instead: the
+    /// file is `INSERT INTO table` and a place in it is the row number.
+    fn as_statement_error(&self, e: Error) -> Error {
+        match e {
+            Error::Input { file, location, column, message } if file == self.path => {
+                let location = match location {
+                    InputLocation::RowGroup { row_group, row } => {
+                        InputLocation::Row((row_group * STAGED_GROUP_ROWS + row) as u64 + 1)
+                    }
+                    other => other,
+                };
+                Error::Input { file: PathBuf::from(&self.statement), location, column, message }
+            }
+            other => other,
+        }
+    }
+}
+
+impl Drop for StagedRows {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Streams the rows of `frame` into a Parquet file at `path`, its columns named `targets`, text
+/// as plain strings and untyped NULLs as text; returns the number of rows.
+async fn stage(frame: datafusion::dataframe::DataFrame, targets: &[String], path: &std::path::Path) -> Result<u64> {
+    let plain = |t: &DataType| match t {
+        DataType::Utf8View | DataType::LargeUtf8 | DataType::Null => DataType::Utf8,
+        DataType::Dictionary(_, v) if matches!(**v, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8) => {
+            DataType::Utf8
+        }
+        DataType::Dictionary(_, v) => (**v).clone(),
+        other => other.clone(),
+    };
+    let fields: Vec<Field> = frame
+        .schema()
+        .fields()
+        .iter()
+        .zip(targets)
+        .map(|(f, name)| Field::new(name, plain(f.data_type()), true))
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let file = std::fs::File::create(path).io_context("create", path)?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(STAGED_GROUP_ROWS))
+        .build();
+    let mut out = parquet::arrow::ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))?;
+    let mut stream = frame.execute_stream().await?;
+    let mut rows = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let columns = crate::tables::cast_to_schema(batch.columns(), &schema)?;
+        out.write(&RecordBatch::try_new(Arc::clone(&schema), columns)?)?;
+        rows += batch.num_rows() as u64;
+    }
+    out.close()?;
+    Ok(rows)
+}
 
 /// One `column = expression`, planned.
 struct Planned {

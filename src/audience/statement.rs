@@ -21,6 +21,7 @@
 //! SHOW MODEL name
 //! DELETE FROM users WHERE predicate on users      (forgets those users: PIPL / GDPR erasure)
 //! UPDATE users SET column = expression [, ...] WHERE predicate on users
+//! INSERT INTO table [(column, ...)] { VALUES (...), ... | query }   (through the importer)
 //! ```
 //!
 //! The query or predicate is kept as the text the user wrote; [`Body`] remembers where it started
@@ -146,6 +147,16 @@ pub enum CatalogStatement {
         assignments: Vec<Assignment>,
         /// The predicate as written.
         predicate: Body,
+    },
+    /// `INSERT INTO table [(column, ...)] { VALUES ... | query }`: the rows go through the
+    /// importer, as a file of them would.
+    InsertInto {
+        table: crate::tables::Table,
+        /// The target columns as written (folded to lower case unless quoted); empty when the
+        /// statement names none.
+        columns: Vec<String>,
+        /// The `VALUES` list or query as written.
+        rows: Body,
     },
     /// The size a saved audience (`name`) or a query would have now, without saving anything.
     EstimateAudience {
@@ -494,6 +505,26 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
             p.parser.parse_expr()?;
             CatalogStatement::UpdateUsers { assignments, predicate: body(p, sql, start) }
         }
+        (Some("INSERT"), Some("INTO")) if store_table(third.as_deref()).is_some() => {
+            let table = store_table(third.as_deref()).unwrap_or(crate::tables::Table::Users);
+            skip(p, 3);
+            let mut columns = Vec::new();
+            if p.parser.consume_token(&Token::LParen) {
+                columns = p.parser.parse_comma_separated(|q| {
+                    let ident = q.parse_identifier()?;
+                    Ok(if ident.quote_style.is_some() { ident.value } else { ident.value.to_ascii_lowercase() })
+                })?;
+                p.parser.expect_token(&Token::RParen)?;
+            }
+            if !starts_query(p) && word_at(p, 0).as_deref() != Some("VALUES") {
+                return p
+                    .parser
+                    .expected("VALUES or a query (SELECT ...) giving the rows to insert", p.parser.peek_token());
+            }
+            let start = p.parser.peek_token().span.start;
+            p.parser.parse_query()?;
+            CatalogStatement::InsertInto { table, columns, rows: body(p, sql, start) }
+        }
         (Some("UPDATE"), _) => {
             return p.parser.expected(
                 "users after UPDATE (only users rows are updated; facts and tags are inserted or deleted)",
@@ -508,6 +539,11 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
         return p.parser.expected("end of statement", p.parser.peek_token());
     }
     Ok(Some(statement))
+}
+
+/// The store table an upper-cased word names, if any.
+fn store_table(word: Option<&str>) -> Option<crate::tables::Table> {
+    word?.to_ascii_lowercase().parse::<crate::tables::Table>().ok()
 }
 
 /// `HOLDOUT n PERCENT`, as hundredths of a percent.
@@ -726,6 +762,29 @@ mod tests {
                 Err(Error::Sql { position: Some(p), .. }) => assert_eq!(p, pos, "{sql}"),
                 other => panic!("{sql}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn insert_into_a_store_table_keeps_its_columns_and_rows() {
+        match one("INSERT INTO user_tags (user_id, \"Tag\") VALUES ('u1', 'vip'), ('u2', 'vip')") {
+            CatalogStatement::InsertInto { table, columns, rows } => {
+                assert_eq!(table, crate::tables::Table::UserTags);
+                assert_eq!(columns, vec!["user_id", "Tag"]);
+                assert_eq!(rows.text, "VALUES ('u1', 'vip'), ('u2', 'vip')");
+                assert_eq!((rows.line, rows.column), (1, 40));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            one("insert into Users select user_id, 'gold' as tier from users where points > 10"),
+            CatalogStatement::InsertInto { table: crate::tables::Table::Users, ref columns, .. } if columns.is_empty()
+        ));
+        // Other tables are DataFusion's; a missing row source is an error where it belongs.
+        assert!(matches!(parse_statements("INSERT INTO t VALUES (1)").unwrap()[0], Statement::Sql(_)));
+        match parse_statements("INSERT INTO events (user_id)") {
+            Err(Error::Sql { position: Some(p), .. }) => assert_eq!(p, (1, 29)),
+            other => panic!("{other:?}"),
         }
     }
 

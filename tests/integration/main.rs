@@ -22,6 +22,7 @@ mod forget;
 mod idempotency;
 mod import_errors;
 mod import_fuzz;
+mod insert;
 mod interrupted;
 mod kept_files;
 mod lock;
