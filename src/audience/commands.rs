@@ -58,6 +58,9 @@ pub async fn run(session: &QuerySession, statement: CatalogStatement) -> Result<
         }
         CatalogStatement::DropAudience { name, if_exists } => drop_audience(session, &name, if_exists),
         CatalogStatement::DeleteUsers { predicate } => delete_users(session, &predicate).await,
+        CatalogStatement::DeleteTagRows { predicate } => {
+            crate::audience::dml::delete_tag_rows(session, &predicate).await
+        }
         CatalogStatement::InsertInto { table, columns, rows } => {
             crate::audience::dml::insert_into(session, table, &columns, &rows).await
         }

@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, UInt64Array};
+use arrow::array::{ArrayRef, AsArray, RecordBatch, UInt64Array};
 use arrow::compute::{CastOptions, can_cast_types, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::DFSchema;
@@ -158,6 +158,84 @@ async fn stage(frame: datafusion::dataframe::DataFrame, targets: &[String], path
     }
     out.close()?;
     Ok(rows)
+}
+
+/// The name the rows of one user_tags file are registered under while a `DELETE FROM user_tags`
+/// evaluates its predicate on them (aliased `user_tags` in the query).
+const TAG_ROWS_TABLE: &str = "__persona_deleting_user_tags";
+/// The column holding each row's position in its file.
+const POSITION: &str = "__persona_position";
+
+/// `DELETE FROM user_tags WHERE predicate`: the loaded tag rows the predicate selects go, as one
+/// new version (rule tags' rows are the rule's and are left out). The predicate is any condition
+/// on a `user_tags` row (subqueries, `IN (SELECT …)`, the session's functions), evaluated file by
+/// file by the engine. Returns the number of rows deleted; nothing is committed when none is.
+pub async fn delete_tag_rows(session: &QuerySession, predicate: &Body) -> Result<RecordBatch> {
+    let writer = begin(session)?;
+    let base = Arc::clone(writer.base());
+    let root = writer.store().root().to_path_buf();
+    let columns = contract_columns(Table::UserTags);
+    let mut fields: Vec<Field> = sql_schema(&columns).fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(POSITION, DataType::UInt32, false));
+    let schema = Arc::new(Schema::new(fields));
+    let prefix = format!("SELECT {POSITION} FROM {TAG_ROWS_TABLE} AS user_tags WHERE ");
+    let query = format!("{prefix}{}", predicate.text);
+    let context = session.context();
+    let locate_in = |e: Error| match e {
+        Error::Sql { message, position: Some((1, c)) } => predicate.locate(Error::Sql {
+            message,
+            position: Some((1, c.saturating_sub(prefix.chars().count() as u64).max(1))),
+        }),
+        Error::Sql { message, position: None } => {
+            Error::Sql { message, position: Some((predicate.line, predicate.column)) }
+        }
+        other => other,
+    };
+    // The position column is ours: a list of the columns in an error leaves it out.
+    let locate = |e: Error| match e {
+        Error::Sql { message, position } if message.contains(POSITION) => {
+            let message = message.replace(&format!(", user_tags.{POSITION}"), "");
+            locate_in(Error::Sql { message, position })
+        }
+        other => locate_in(other),
+    };
+    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+    let mut deleting = crate::ingest::tag_rows::RowsToDelete::new();
+    // An empty table first: a predicate that does not plan fails before any file is read.
+    let mut files: Vec<Option<&crate::store::manifest::DataFile>> = vec![None];
+    files.extend(crate::ingest::tag_rows::loaded_tag_files(&base).into_iter().map(Some));
+    for file in files {
+        let mut batches = Vec::new();
+        if let Some(file) = file {
+            let mut at = 0u32;
+            crate::store::fact_rows::for_each_fact_batch(&root, file, &names, |batch, _| {
+                let mut arrays = crate::tables::cast_to_schema(batch.columns(), &schema)?;
+                let n = batch.num_rows() as u32;
+                arrays.push(Arc::new(arrow::array::UInt32Array::from_iter_values(at..at + n)));
+                at += n;
+                batches.push(RecordBatch::try_new(Arc::clone(&schema), arrays)?);
+                Ok(())
+            })?;
+        }
+        let table = datafusion::datasource::MemTable::try_new(Arc::clone(&schema), vec![batches])?;
+        context.register_table(TAG_ROWS_TABLE, Arc::new(table))?;
+        let selected = async { context.sql(&query).await?.collect().await }.await;
+        context.deregister_table(TAG_ROWS_TABLE)?;
+        let selected = selected.map_err(|e| locate(Error::from(e)))?;
+        let positions: roaring::RoaringBitmap = selected
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<arrow::datatypes::UInt32Type>().values().to_vec())
+            .collect();
+        if let (Some(file), false) = (file, positions.is_empty()) {
+            deleting.insert(file.path.clone(), positions);
+        }
+    }
+    let (next, deleted) = crate::ingest::tag_rows::delete_tag_rows(&writer, &deleting)?;
+    if deleted > 0 {
+        commit(session, writer, next)?;
+    }
+    let schema = Arc::new(Schema::new(vec![Field::new("deleted", DataType::UInt64, false)]));
+    Ok(RecordBatch::try_new(schema, vec![Arc::new(UInt64Array::from(vec![deleted]))])?)
 }
 
 /// One `column = expression`, planned.

@@ -22,6 +22,7 @@
 //! DELETE FROM users WHERE predicate on users      (forgets those users: PIPL / GDPR erasure)
 //! UPDATE users SET column = expression [, ...] WHERE predicate on users
 //! INSERT INTO table [(column, ...)] { VALUES (...), ... | query }   (through the importer)
+//! DELETE FROM user_tags WHERE predicate on user_tags rows
 //! ```
 //!
 //! The query or predicate is kept as the text the user wrote; [`Body`] remembers where it started
@@ -145,6 +146,11 @@ pub enum CatalogStatement {
     /// the predicate selects, computed from each one's row.
     UpdateUsers {
         assignments: Vec<Assignment>,
+        /// The predicate as written.
+        predicate: Body,
+    },
+    /// `DELETE FROM user_tags WHERE predicate`: removes the loaded tag rows the predicate selects.
+    DeleteTagRows {
         /// The predicate as written.
         predicate: Body,
     },
@@ -531,6 +537,19 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
                 p.parser.peek_nth_token(1),
             );
         }
+        (Some("DELETE"), Some("FROM")) if third.as_deref() == Some("USER_TAGS") => {
+            skip(p, 3);
+            if word_at(p, 0).as_deref() != Some("WHERE") {
+                return p.parser.expected(
+                    "WHERE and the rows to delete after DELETE FROM user_tags (WHERE true deletes every loaded tag row)",
+                    p.parser.peek_token(),
+                );
+            }
+            skip(p, 1);
+            let start = p.parser.peek_token().span.start;
+            p.parser.parse_expr()?;
+            CatalogStatement::DeleteTagRows { predicate: body(p, sql, start) }
+        }
         (Some("MATERIALIZE"), _) => return p.parser.expected("AUDIENCE after MATERIALIZE", p.parser.peek_nth_token(1)),
         (Some("REFRESH"), _) => return p.parser.expected("TAGS after REFRESH", p.parser.peek_nth_token(1)),
         _ => return Ok(None),
@@ -735,6 +754,14 @@ mod tests {
         assert!(err.contains("WHERE"), "{err}");
         // Other tables are DataFusion's.
         assert!(matches!(parse_statements("DELETE FROM purchases WHERE amount > 1").unwrap()[0], Statement::Sql(_)));
+        match one("DELETE FROM user_tags WHERE tag = 'x' AND user_id IN ('u1')") {
+            CatalogStatement::DeleteTagRows { predicate } => {
+                assert_eq!(predicate.text, "tag = 'x' AND user_id IN ('u1')");
+                assert_eq!((predicate.line, predicate.column), (1, 29));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_statements("DELETE FROM user_tags").unwrap_err().to_string().contains("WHERE"));
     }
 
     #[test]

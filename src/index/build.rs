@@ -585,6 +585,25 @@ pub fn write_index_with_columns(
     writer.finish()
 }
 
+/// Writes the index at `previous` again to `out` with the bitmaps of the tags in `tags` replaced
+/// by the given ones (deleting tag rows): a tag left without users goes, with its repeat mark.
+/// Every other bitmap is copied byte for byte. Returns the file's size.
+pub fn write_index_with_tags(previous: &Path, tags: &BTreeMap<String, RoaringBitmap>, out: &Path) -> Result<u64> {
+    let prev = IndexFile::open(previous)?;
+    let mut writer = IndexWriter::create(out)?;
+    for (key, extent) in &prev.directory {
+        match (key.0, tags.get(&key.1)) {
+            (BitmapKind::Tag, Some(_)) => {}
+            (BitmapKind::TagRepeated, Some(bitmap)) if bitmap.is_empty() => {}
+            _ => writer.add_raw(key, &prev.read_raw(*extent)?, extent.crc)?,
+        }
+    }
+    for (tag, bitmap) in tags.iter().filter(|(_, b)| !b.is_empty()) {
+        writer.add(&(BitmapKind::Tag, tag.clone(), String::new()), bitmap)?;
+    }
+    writer.finish()
+}
+
 /// Whether entries of `kind` belong to a users column (built from the users files).
 fn is_users_kind(kind: BitmapKind) -> bool {
     matches!(

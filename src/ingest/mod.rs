@@ -20,6 +20,7 @@ mod job;
 mod kept;
 pub mod reader;
 pub mod row_ids;
+pub mod tag_rows;
 pub mod update;
 mod users;
 pub mod writer;

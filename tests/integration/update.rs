@@ -125,3 +125,44 @@ async fn a_reader_during_an_update_sees_the_old_or_the_new_version() {
     assert!(seen.is_subset(&BTreeSet::from([2000, 6000])), "only whole versions are seen: {seen:?}");
     assert!(seen.contains(&6000), "{seen:?}");
 }
+
+/// `DELETE FROM user_tags`: only the files holding deleted rows are written again, the tag's
+/// bitmap follows (a user keeps the tag while a row of it is left, in another file), and `check`
+/// passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_from_user_tags_rewrites_only_the_files_holding_the_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    let first = write(
+        dir.path(),
+        "user_tags.csv",
+        "user_id,tag,assigned_at\nu1,vip,2026-01-01\nu2,vip,2026-01-01\nu3,new,2026-01-01\nu4,vip,2026-03-01\n",
+    );
+    import(&store, &[&first]).unwrap();
+    let second =
+        write(dir.path(), "more/user_tags.csv", "user_id,tag,assigned_at\nu4,other,2026-02-01\nu2,vip,2026-02-01\n");
+    import(&store, &[&second]).unwrap();
+    let tag_files = |store: &persona::Store| -> BTreeSet<String> {
+        store.snapshot().unwrap().manifest().files(persona::Table::UserTags).iter().map(|f| f.path.clone()).collect()
+    };
+    let before = tag_files(&store);
+    assert_eq!(before.len(), 2);
+    let s = session(&store);
+    {
+        let _scope = lock_scope();
+        let sql =
+            "DELETE FROM user_tags WHERE tag = 'vip' AND assigned_at < TIMESTAMP '2026-01-15 00:00:00' OR tag = 'new'";
+        assert_eq!(rows(&s, sql).await, vec!["3"]);
+    }
+    let after = tag_files(&store);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!(after.intersection(&before).count(), 1, "the second file is kept as it is");
+    for use_indexes in ["true", "false"] {
+        rows(&s, &format!("SET persona.use_indexes = {use_indexes}")).await;
+        // u2 keeps vip through the row in the second file.
+        assert_eq!(rows(&s, "SELECT user_id FROM users WHERE has_tag('vip') ORDER BY 1").await, vec!["u2", "u4"]);
+        assert_eq!(count(&s, "SELECT count(*) FROM users WHERE has_tag('new')").await, 0);
+        assert_eq!(rows(&s, "SELECT user_id FROM users WHERE has_tag('other')").await, vec!["u4"]);
+    }
+    check_passes(&store);
+}
