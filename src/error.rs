@@ -18,6 +18,8 @@ pub enum InputLocation {
     RowGroup { row_group: usize, row: usize },
     /// The file as a whole (e.g. an empty or unreadable file).
     File,
+    /// A row of an `INSERT` statement's rows (1-based, in the order the query produced them).
+    Row(u64),
 }
 
 impl std::fmt::Display for InputLocation {
@@ -26,6 +28,7 @@ impl std::fmt::Display for InputLocation {
             InputLocation::Line(line) => write!(f, "line {line}"),
             InputLocation::RowGroup { row_group, row } => write!(f, "row group {row_group}, row {row}"),
             InputLocation::File => write!(f, "the file"),
+            InputLocation::Row(row) => write!(f, "row {row}"),
         }
     }
 }

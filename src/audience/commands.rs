@@ -29,7 +29,7 @@ use crate::tables::{Table, contract_columns, file_schema};
 const RESERVED: &[&str] = &["tags", "audiences", "audience_versions", "models"];
 
 /// The text that turns a rule's predicate into its query.
-const PREDICATE_PREFIX: &str = "SELECT user_id FROM users WHERE ";
+pub(crate) const PREDICATE_PREFIX: &str = "SELECT user_id FROM users WHERE ";
 
 /// Runs one statement; the session ends on the version it committed (if any).
 pub async fn run(session: &QuerySession, statement: CatalogStatement) -> Result<RecordBatch> {
@@ -58,6 +58,15 @@ pub async fn run(session: &QuerySession, statement: CatalogStatement) -> Result<
         }
         CatalogStatement::DropAudience { name, if_exists } => drop_audience(session, &name, if_exists),
         CatalogStatement::DeleteUsers { predicate } => delete_users(session, &predicate).await,
+        CatalogStatement::DeleteTagRows { predicate } => {
+            crate::audience::dml::delete_tag_rows(session, &predicate).await
+        }
+        CatalogStatement::InsertInto { table, columns, rows } => {
+            crate::audience::dml::insert_into(session, table, &columns, &rows).await
+        }
+        CatalogStatement::UpdateUsers { assignments, predicate } => {
+            crate::audience::dml::update_users(session, &assignments, &predicate).await
+        }
         CatalogStatement::EstimateAudience { name, query, sampled } => {
             let (text, origin) = match (name, query) {
                 (_, Some(q)) => (q.text.clone(), q),
@@ -143,7 +152,7 @@ fn show_audience(session: &QuerySession, name: &str) -> Result<RecordBatch> {
 }
 
 /// Takes the writer lock and moves the session to the version it builds on.
-fn begin(session: &QuerySession) -> Result<StoreWriter> {
+pub(crate) fn begin(session: &QuerySession) -> Result<StoreWriter> {
     let store = Store::open(session.snapshot().root())?;
     let writer = store.writer()?;
     if writer.base().version != session.snapshot().version() {
@@ -153,7 +162,7 @@ fn begin(session: &QuerySession) -> Result<StoreWriter> {
 }
 
 /// Commits `next` and moves the session to it.
-fn commit(session: &QuerySession, writer: StoreWriter, next: Manifest) -> Result<u64> {
+pub(crate) fn commit(session: &QuerySession, writer: StoreWriter, next: Manifest) -> Result<u64> {
     let base = Arc::clone(writer.base());
     match writer.commit(next) {
         Ok(version) => {

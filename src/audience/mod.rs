@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod churn;
 pub mod commands;
 pub mod deps;
+pub mod dml;
 pub mod estimate;
 pub mod evaluate;
 pub mod export;

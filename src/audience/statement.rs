@@ -20,6 +20,9 @@
 //! SHOW MODELS
 //! SHOW MODEL name
 //! DELETE FROM users WHERE predicate on users      (forgets those users: PIPL / GDPR erasure)
+//! UPDATE users SET column = expression [, ...] WHERE predicate on users
+//! INSERT INTO table [(column, ...)] { VALUES (...), ... | query }   (through the importer)
+//! DELETE FROM user_tags WHERE predicate on user_tags rows
 //! ```
 //!
 //! The query or predicate is kept as the text the user wrote; [`Body`] remembers where it started
@@ -139,6 +142,28 @@ pub enum CatalogStatement {
         /// The predicate as written.
         predicate: Body,
     },
+    /// `UPDATE users SET column = expression [, ...] WHERE predicate`: new values for the users
+    /// the predicate selects, computed from each one's row.
+    UpdateUsers {
+        assignments: Vec<Assignment>,
+        /// The predicate as written.
+        predicate: Body,
+    },
+    /// `DELETE FROM user_tags WHERE predicate`: removes the loaded tag rows the predicate selects.
+    DeleteTagRows {
+        /// The predicate as written.
+        predicate: Body,
+    },
+    /// `INSERT INTO table [(column, ...)] { VALUES ... | query }`: the rows go through the
+    /// importer, as a file of them would.
+    InsertInto {
+        table: crate::tables::Table,
+        /// The target columns as written (folded to lower case unless quoted); empty when the
+        /// statement names none.
+        columns: Vec<String>,
+        /// The `VALUES` list or query as written.
+        rows: Body,
+    },
     /// The size a saved audience (`name`) or a query would have now, without saving anything.
     EstimateAudience {
         name: Option<String>,
@@ -146,6 +171,17 @@ pub enum CatalogStatement {
         /// `SAMPLED`: estimate from the sample even when an exact count would be cheap.
         sampled: bool,
     },
+}
+
+/// `column = expression` of an `UPDATE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// The column, folded to lower case unless quoted (as DataFusion names columns).
+    pub column: String,
+    /// 1-based line and column of the column's name in the submitted text.
+    pub at: (u64, u64),
+    /// The expression as written.
+    pub value: Body,
 }
 
 /// Hundredths of a percent of the users a model holds out unless `HOLDOUT` says otherwise.
@@ -442,6 +478,78 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
             p.parser.parse_expr()?;
             CatalogStatement::DeleteUsers { predicate: body(p, sql, start) }
         }
+        (Some("UPDATE"), Some("USERS")) => {
+            skip(p, 2);
+            if !p.parser.parse_keyword(Keyword::SET) {
+                return p.parser.expected("SET after UPDATE users", p.parser.peek_token());
+            }
+            let mut assignments = Vec::new();
+            loop {
+                let found = p.parser.peek_token();
+                let column = match p.parser.parse_identifier() {
+                    Ok(ident) if ident.quote_style.is_some() => ident.value,
+                    Ok(ident) => ident.value.to_ascii_lowercase(),
+                    Err(_) => return p.parser.expected("a users column to set", found),
+                };
+                p.parser.expect_token(&Token::Eq)?;
+                let start = p.parser.peek_token().span.start;
+                p.parser.parse_expr()?;
+                let at = (found.span.start.line, found.span.start.column);
+                assignments.push(Assignment { column, at, value: body(p, sql, start) });
+                if !p.parser.consume_token(&Token::Comma) {
+                    break;
+                }
+            }
+            if word_at(p, 0).as_deref() != Some("WHERE") {
+                return p.parser.expected(
+                    "WHERE and the users to update after the SET list (WHERE true updates everyone)",
+                    p.parser.peek_token(),
+                );
+            }
+            skip(p, 1);
+            let start = p.parser.peek_token().span.start;
+            p.parser.parse_expr()?;
+            CatalogStatement::UpdateUsers { assignments, predicate: body(p, sql, start) }
+        }
+        (Some("INSERT"), Some("INTO")) if store_table(third.as_deref()).is_some() => {
+            let table = store_table(third.as_deref()).unwrap_or(crate::tables::Table::Users);
+            skip(p, 3);
+            let mut columns = Vec::new();
+            if p.parser.consume_token(&Token::LParen) {
+                columns = p.parser.parse_comma_separated(|q| {
+                    let ident = q.parse_identifier()?;
+                    Ok(if ident.quote_style.is_some() { ident.value } else { ident.value.to_ascii_lowercase() })
+                })?;
+                p.parser.expect_token(&Token::RParen)?;
+            }
+            if !starts_query(p) && word_at(p, 0).as_deref() != Some("VALUES") {
+                return p
+                    .parser
+                    .expected("VALUES or a query (SELECT ...) giving the rows to insert", p.parser.peek_token());
+            }
+            let start = p.parser.peek_token().span.start;
+            p.parser.parse_query()?;
+            CatalogStatement::InsertInto { table, columns, rows: body(p, sql, start) }
+        }
+        (Some("UPDATE"), _) => {
+            return p.parser.expected(
+                "users after UPDATE (only users rows are updated; facts and tags are inserted or deleted)",
+                p.parser.peek_nth_token(1),
+            );
+        }
+        (Some("DELETE"), Some("FROM")) if third.as_deref() == Some("USER_TAGS") => {
+            skip(p, 3);
+            if word_at(p, 0).as_deref() != Some("WHERE") {
+                return p.parser.expected(
+                    "WHERE and the rows to delete after DELETE FROM user_tags (WHERE true deletes every loaded tag row)",
+                    p.parser.peek_token(),
+                );
+            }
+            skip(p, 1);
+            let start = p.parser.peek_token().span.start;
+            p.parser.parse_expr()?;
+            CatalogStatement::DeleteTagRows { predicate: body(p, sql, start) }
+        }
         (Some("MATERIALIZE"), _) => return p.parser.expected("AUDIENCE after MATERIALIZE", p.parser.peek_nth_token(1)),
         (Some("REFRESH"), _) => return p.parser.expected("TAGS after REFRESH", p.parser.peek_nth_token(1)),
         _ => return Ok(None),
@@ -450,6 +558,11 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
         return p.parser.expected("end of statement", p.parser.peek_token());
     }
     Ok(Some(statement))
+}
+
+/// The store table an upper-cased word names, if any.
+fn store_table(word: Option<&str>) -> Option<crate::tables::Table> {
+    word?.to_ascii_lowercase().parse::<crate::tables::Table>().ok()
 }
 
 /// `HOLDOUT n PERCENT`, as hundredths of a percent.
@@ -641,6 +754,65 @@ mod tests {
         assert!(err.contains("WHERE"), "{err}");
         // Other tables are DataFusion's.
         assert!(matches!(parse_statements("DELETE FROM purchases WHERE amount > 1").unwrap()[0], Statement::Sql(_)));
+        match one("DELETE FROM user_tags WHERE tag = 'x' AND user_id IN ('u1')") {
+            CatalogStatement::DeleteTagRows { predicate } => {
+                assert_eq!(predicate.text, "tag = 'x' AND user_id IN ('u1')");
+                assert_eq!((predicate.line, predicate.column), (1, 29));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_statements("DELETE FROM user_tags").unwrap_err().to_string().contains("WHERE"));
+    }
+
+    #[test]
+    fn update_users_keeps_each_assignment_where_it_was_written() {
+        match one("UPDATE users SET tier = 'gold',\n  \"Points\" = points + 100 WHERE user_id = 'u1'") {
+            CatalogStatement::UpdateUsers { assignments, predicate } => {
+                assert_eq!(assignments.len(), 2);
+                assert_eq!((assignments[0].column.as_str(), assignments[0].at), ("tier", (1, 18)));
+                assert_eq!(assignments[0].value, Body { text: "'gold'".into(), line: 1, column: 25 });
+                assert_eq!((assignments[1].column.as_str(), assignments[1].at), ("Points", (2, 3)));
+                assert_eq!(assignments[1].value.text, "points + 100");
+                assert_eq!(predicate.text, "user_id = 'u1'");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(one("update Users set TIER = null where true"),
+            CatalogStatement::UpdateUsers { ref assignments, .. } if assignments[0].column == "tier"));
+        for (sql, pos) in [
+            ("UPDATE users SET tier = 'gold'", (1, 31)),
+            ("UPDATE users tier = 'gold' WHERE true", (1, 14)),
+            ("UPDATE purchases SET amount = 1 WHERE true", (1, 8)),
+            ("UPDATE users SET = 1 WHERE true", (1, 18)),
+        ] {
+            match parse_statements(sql) {
+                Err(Error::Sql { position: Some(p), .. }) => assert_eq!(p, pos, "{sql}"),
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn insert_into_a_store_table_keeps_its_columns_and_rows() {
+        match one("INSERT INTO user_tags (user_id, \"Tag\") VALUES ('u1', 'vip'), ('u2', 'vip')") {
+            CatalogStatement::InsertInto { table, columns, rows } => {
+                assert_eq!(table, crate::tables::Table::UserTags);
+                assert_eq!(columns, vec!["user_id", "Tag"]);
+                assert_eq!(rows.text, "VALUES ('u1', 'vip'), ('u2', 'vip')");
+                assert_eq!((rows.line, rows.column), (1, 40));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            one("insert into Users select user_id, 'gold' as tier from users where points > 10"),
+            CatalogStatement::InsertInto { table: crate::tables::Table::Users, ref columns, .. } if columns.is_empty()
+        ));
+        // Other tables are DataFusion's; a missing row source is an error where it belongs.
+        assert!(matches!(parse_statements("INSERT INTO t VALUES (1)").unwrap()[0], Statement::Sql(_)));
+        match parse_statements("INSERT INTO events (user_id)") {
+            Err(Error::Sql { position: Some(p), .. }) => assert_eq!(p, (1, 29)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -476,16 +476,7 @@ pub fn write_next_index(
         added.insert((BitmapKind::StreamFamily, family.clone(), String::new()), RoaringBitmap::new());
     }
     let mut writer = IndexWriter::create(out)?;
-    let is_users_entry = |k: &BitmapKey| {
-        matches!(
-            k.0,
-            BitmapKind::Value
-                | BitmapKind::Null
-                | BitmapKind::ValueColumn
-                | BitmapKind::RangeBit
-                | BitmapKind::RangeBase
-        )
-    };
+    let is_users_entry = |k: &BitmapKey| is_users_kind(k.0);
     let is_replaced_stream = |k: &BitmapKey| match k.0 {
         BitmapKind::PurchaseDay => true,
         BitmapKind::ActivityDay | BitmapKind::ActivityMonth | BitmapKind::StreamFamily => {
@@ -562,6 +553,63 @@ pub fn write_index_without(previous: &Path, removed: &RoaringBitmap, out: &Path)
         writer.add_raw(key, &prev.read_raw(*extent)?, extent.crc)?;
     }
     writer.finish()
+}
+
+/// Writes the index at `previous` again to `out` with every users bitmap of the columns in
+/// `columns` (values, NULLs, range slices and their marks) replaced by those of `values`, which
+/// [`build_users_values`] built for those columns alone (updating users). Every other bitmap is
+/// copied byte for byte. Returns the file's size.
+pub fn write_index_with_columns(
+    previous: &Path,
+    columns: &BTreeSet<String>,
+    values: &BTreeMap<BitmapKey, RoaringBitmap>,
+    out: &Path,
+) -> Result<u64> {
+    let prev = IndexFile::open(previous)?;
+    let mut writer = IndexWriter::create(out)?;
+    for (key, extent) in &prev.directory {
+        if is_users_kind(key.0) && columns.contains(&key.1) {
+            continue;
+        }
+        writer.add_raw(key, &prev.read_raw(*extent)?, extent.crc)?;
+    }
+    for (key, bitmap) in values {
+        if !columns.contains(&key.1) {
+            return Err(Error::Internal(format!(
+                "the users bitmaps rebuilt for an update hold column '{}' it did not change; please report this bug",
+                key.1
+            )));
+        }
+        writer.add(key, bitmap)?;
+    }
+    writer.finish()
+}
+
+/// Writes the index at `previous` again to `out` with the bitmaps of the tags in `tags` replaced
+/// by the given ones (deleting tag rows): a tag left without users goes, with its repeat mark.
+/// Every other bitmap is copied byte for byte. Returns the file's size.
+pub fn write_index_with_tags(previous: &Path, tags: &BTreeMap<String, RoaringBitmap>, out: &Path) -> Result<u64> {
+    let prev = IndexFile::open(previous)?;
+    let mut writer = IndexWriter::create(out)?;
+    for (key, extent) in &prev.directory {
+        match (key.0, tags.get(&key.1)) {
+            (BitmapKind::Tag, Some(_)) => {}
+            (BitmapKind::TagRepeated, Some(bitmap)) if bitmap.is_empty() => {}
+            _ => writer.add_raw(key, &prev.read_raw(*extent)?, extent.crc)?,
+        }
+    }
+    for (tag, bitmap) in tags.iter().filter(|(_, b)| !b.is_empty()) {
+        writer.add(&(BitmapKind::Tag, tag.clone(), String::new()), bitmap)?;
+    }
+    writer.finish()
+}
+
+/// Whether entries of `kind` belong to a users column (built from the users files).
+fn is_users_kind(kind: BitmapKind) -> bool {
+    matches!(
+        kind,
+        BitmapKind::Value | BitmapKind::Null | BitmapKind::ValueColumn | BitmapKind::RangeBit | BitmapKind::RangeBase
+    )
 }
 
 /// Whether bitmaps of `kind` hold users (the others are marks with an empty bitmap).
@@ -862,6 +910,41 @@ mod tests {
         assert_eq!(read(key(BitmapKind::Null, "nickname", "")), Some(RoaringBitmap::from_iter([1u32, 3])));
         assert_eq!(read(key(BitmapKind::RangeBit, "points", "0")), Some(RoaringBitmap::new()), "bit slices stay");
         assert_eq!(read(key(BitmapKind::ActivityDay, "purchases", "20000")), Some(RoaringBitmap::from_iter([9u32])));
+    }
+
+    #[test]
+    fn an_index_with_new_columns_replaces_only_their_users_bitmaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let (before, after) = (dir.path().join("a.idx"), dir.path().join("b.idx"));
+        let key = |kind, name: &str, k: &str| (kind, name.to_string(), k.to_string());
+        let mut bitmaps = BTreeMap::new();
+        bitmaps.insert(key(BitmapKind::Tag, "tier", ""), RoaringBitmap::from_iter([1u32]));
+        bitmaps.insert(key(BitmapKind::Value, "tier", "gold"), RoaringBitmap::from_iter([1u32, 2]));
+        bitmaps.insert(key(BitmapKind::Value, "tier", "silver"), RoaringBitmap::from_iter([3u32]));
+        bitmaps.insert(key(BitmapKind::ValueColumn, "tier", ""), RoaringBitmap::new());
+        bitmaps.insert(key(BitmapKind::Value, "city", "x"), RoaringBitmap::from_iter([1u32, 2, 3]));
+        bitmaps.insert(key(BitmapKind::RangeBase, "points", "7"), RoaringBitmap::new());
+        crate::index::format::write_index(&before, &bitmaps).unwrap();
+        let mut values = BTreeMap::new();
+        values.insert(key(BitmapKind::Value, "tier", "gold"), RoaringBitmap::from_iter([1u32, 2, 3]));
+        values.insert(key(BitmapKind::ValueColumn, "tier", ""), RoaringBitmap::new());
+        values.insert(key(BitmapKind::RangeBase, "points", "0"), RoaringBitmap::new());
+        let columns: BTreeSet<String> = ["tier", "points"].into_iter().map(String::from).collect();
+        write_index_with_columns(&before, &columns, &values, &after).unwrap();
+        let file = IndexFile::open(&after).unwrap();
+        let keys: Vec<BitmapKey> = file.directory.keys().cloned().collect();
+        let expected: Vec<BitmapKey> = vec![
+            key(BitmapKind::Tag, "tier", ""),
+            key(BitmapKind::Value, "city", "x"),
+            key(BitmapKind::Value, "tier", "gold"),
+            key(BitmapKind::RangeBase, "points", "0"),
+            key(BitmapKind::ValueColumn, "tier", ""),
+        ];
+        assert_eq!(keys, expected, "the silver bitmap and the old base go; a tag named like the column stays");
+        let gold = file.read(file.directory[&key(BitmapKind::Value, "tier", "gold")]).unwrap();
+        assert_eq!(gold, RoaringBitmap::from_iter([1u32, 2, 3]));
+        let stray = BTreeMap::from([(key(BitmapKind::Value, "city", "y"), RoaringBitmap::new())]);
+        assert!(write_index_with_columns(&before, &columns, &stray, &after).is_err());
     }
 
     #[test]

@@ -21,6 +21,8 @@ mod job;
 mod kept;
 pub mod reader;
 pub mod row_ids;
+pub mod tag_rows;
+pub mod update;
 mod users;
 pub mod writer;
 
@@ -77,19 +79,41 @@ impl Store {
         let sources = reader::resolve_inputs(inputs, options.table)?;
         if options.dry_run {
             let snapshot = self.snapshot()?;
-            return run_import(snapshot.manifest(), self.root(), None, &sources, options);
+            return run_import(snapshot.manifest(), self.root(), None, &sources, options, Origin::Files);
         }
         let writer = self.writer()?;
         let base = Arc::clone(writer.base());
         let root = self.root().to_path_buf();
-        run_import(&base, &root, Some(writer), &sources, options)
+        run_import(&base, &root, Some(writer), &sources, options, Origin::Files)
     }
 }
 
 /// Validates `inputs` against an empty store (for `--dry-run` where no store exists yet).
 pub fn dry_run_without_store(inputs: &[PathBuf], options: &ImportOptions) -> Result<ImportSummary> {
     let sources = reader::resolve_inputs(inputs, options.table)?;
-    run_import(&Manifest::empty(), Path::new("."), None, &sources, options)
+    run_import(&Manifest::empty(), Path::new("."), None, &sources, options, Origin::Files)
+}
+
+/// Imports the rows of an `INSERT INTO table …` statement, staged in the Parquet file `staged`,
+/// into `table` as one commit by `writer`: the same phases, contract checks and errors as
+/// `persona import` of that file, except that its content is not recorded as a loaded file (the
+/// same rows inserted twice are two inserts, not a repeated load).
+pub fn import_statement_rows(writer: StoreWriter, table: Table, staged: &Path) -> Result<ImportSummary> {
+    let sources = reader::resolve_inputs(&[staged.to_path_buf()], Some(table))?;
+    let base = Arc::clone(writer.base());
+    let root = writer.store().root().to_path_buf();
+    let options = ImportOptions { table: Some(table), ..ImportOptions::default() };
+    run_import(&base, &root, Some(writer), &sources, &options, Origin::Statement)
+}
+
+/// Where an import's rows come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Files given to `persona import`: a fact file already loaded is refused, and each one is
+    /// recorded as loaded.
+    Files,
+    /// The rows of an `INSERT` statement.
+    Statement,
 }
 
 /// The value and range bitmaps of the users columns, built from the users files.
@@ -104,6 +128,7 @@ fn run_import(
     writer: Option<StoreWriter>,
     sources: &[SourceFile],
     options: &ImportOptions,
+    origin: Origin,
 ) -> Result<ImportSummary> {
     let started = Instant::now();
     let job = Job::new(base, root, writer.as_ref(), sources, options.progress.clone());
@@ -111,7 +136,11 @@ fn run_import(
     let mut rows: BTreeMap<Table, u64> = BTreeMap::new();
 
     let fact_sources: Vec<SourceFile> = sources.iter().filter(|s| s.table.is_fact()).cloned().collect();
-    let fingerprints = facts::check_not_loaded(base, &fact_sources)?;
+    // No fingerprints for a statement's rows: none is checked, none recorded.
+    let fingerprints = match origin {
+        Origin::Files => facts::check_not_loaded(base, &fact_sources)?,
+        Origin::Statement => Vec::new(),
+    };
     let users: Vec<SourceFile> = sources.iter().filter(|s| s.table == Table::Users).cloned().collect();
     let mut ids = load_ids(base, root, &users, !fact_sources.is_empty())?;
     let mut user_stats = UserStats::default();

@@ -2,19 +2,26 @@
 //! columns, then new custom columns typed across all files); new user_ids get the next dense row
 //! ids and go to new files, written on a second thread while this one reads; known ones replace
 //! their rows in rewritten copies of the files that hold them. Columns a file lacks keep their
-//! values.
+//! values. Updated rows are spilled to temporary Arrow IPC files by the users file they go to, so
+//! memory holds one users file's updates at a time, however many users a load updates.
 //!
 //! ```text
 //! files ─ plan columns ─ read ─ assign row ids ─┬─ new users ─→ writer thread ─→ new files (row-id order)
-//!                                               └─ updates (by row id) ─→ rewrite the files holding them
+//!                                               └─ updates ─→ spills per users file ─→ rewrite each file holding some
 //! ```
 
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
 
 use arrow::array::{Array, AsArray, BooleanArray, UInt32Array};
-use arrow::compute::{filter_record_batch, interleave};
-use arrow::datatypes::SchemaRef;
+use arrow::compute::{filter_record_batch, interleave, take_record_batch};
+use arrow::datatypes::{SchemaRef, UInt32Type};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 use roaring::RoaringBitmap;
 use rustc_hash::FxHashMap;
@@ -24,7 +31,7 @@ use super::job::{CANCELLED, Job, check_non_null, for_each_batch, read_aligned, t
 use super::reader::{self, SourceFile, TypedBatch};
 use super::row_ids::IdMap;
 use super::writer::USERS_FILE_ROWS;
-use crate::error::{Error, InputLocation, Result};
+use crate::error::{Error, InputLocation, IoContext, Result};
 use crate::store::layout;
 use crate::store::manifest::{DataFile, Manifest};
 use crate::tables::{ColumnDef, ColumnType, Table, USER_ID, file_schema};
@@ -52,11 +59,11 @@ pub(super) fn load_users(
         ids,
         next_row_id: job.base.next_row_id,
         seen: RoaringBitmap::new(),
-        updates: Updates::default(),
+        updates: SpilledUpdates::new(job.base.files(Table::Users))?,
         stats: UserStats::default(),
     };
     let mut new_files = write_new_users(job, &schema, |to_writer| read.all(job, files, to_writer))?;
-    let mut files = rewrite_updated(job, &columns, &schema, &read.updates)?;
+    let mut files = rewrite_updated(job, &columns, &schema, &mut read.updates)?;
     files.append(&mut new_files);
     files.sort_by_key(|f| f.first_row_id);
     let (next_row_id, stats) = (read.next_row_id, read.stats);
@@ -128,28 +135,29 @@ struct UsersRead<'a> {
     next_row_id: u32,
     /// Row ids of the users this load has seen, to refuse a user_id given twice.
     seen: RoaringBitmap,
-    updates: Updates,
+    updates: SpilledUpdates,
     stats: UserStats,
 }
 
 impl UsersRead<'_> {
     fn all(&mut self, job: &Job<'_>, files: &[SourceFile], to_writer: &SyncSender<RecordBatch>) -> Result<()> {
-        for src in files {
+        for (source, src) in files.iter().enumerate() {
             let header = reader::read_header(src)?;
             let plan = plan_columns(Table::Users, &src.path, &header, self.columns, |_| Ok(ColumnType::Utf8))?;
             let present: Vec<bool> = self.columns.iter().map(|c| header.iter().any(|h| h.trim() == c.name)).collect();
-            for_each_batch(job, src, plan, |tb| self.batch(src, &tb, &present, to_writer))?;
+            self.updates.present.push(present);
+            for_each_batch(job, src, plan, |tb| self.batch(src, source, &tb, to_writer))?;
         }
         Ok(())
     }
 
-    /// Sends a batch's new users to the writer and keeps its updates; `present` tells which of
-    /// the load's columns the batch's file has.
+    /// Sends a batch's new users to the writer and spills its updates; `source` is the index of
+    /// the batch's file in the load.
     fn batch(
         &mut self,
         src: &SourceFile,
+        source: usize,
         tb: &TypedBatch,
-        present: &[bool],
         to_writer: &SyncSender<RecordBatch>,
     ) -> Result<()> {
         check_non_null(Table::Users, src, tb)?;
@@ -172,7 +180,7 @@ impl UsersRead<'_> {
         if new_count < full.num_rows() {
             let updated_rows = filter_record_batch(&full, &arrow::compute::not(&new_mask)?)?;
             self.stats.updated_users += updated_rows.num_rows() as u64;
-            self.updates.add(updated_rows, &row_ids, &is_new, present.to_vec());
+            self.updates.add(&updated_rows, source)?;
         }
         Ok(())
     }
@@ -213,50 +221,154 @@ impl UsersRead<'_> {
     }
 }
 
-/// The updated users' rows of a load, kept until the files holding them are rewritten.
-#[derive(Default)]
-struct Updates {
-    /// Each batch of updated rows (in the file schema), with which of the load's columns its
-    /// source file has: a column it lacks keeps the stored value.
-    batches: Vec<(RecordBatch, Vec<bool>)>,
-    /// Row id → (batch, row in it) of its update.
-    by_row_id: FxHashMap<u32, (u32, u32)>,
+/// The updated users' rows of a load, spilled to temporary Arrow IPC files by the stored users
+/// file that holds them and the source file they come from, so that the rewrite holds the
+/// updates of one users file at a time, not every updated user of the load.
+struct SpilledUpdates {
+    /// Each stored users file's row ids, `first..end`, in file order.
+    bounds: Vec<(u32, u32)>,
+    /// Created on the first update; removed with everything in it when dropped.
+    dir: Option<SpillDir>,
+    /// An open spill per (users file, source file).
+    writers: BTreeMap<(usize, usize), StreamWriter<BufWriter<File>>>,
+    /// Which of the load's columns each source file has: a column it lacks keeps the stored value.
+    present: Vec<Vec<bool>>,
     /// The updated row ids, to find the files that hold them.
     updated: RoaringBitmap,
 }
 
-impl Updates {
-    /// Adds the updated rows of a batch whose rows have `row_ids`, of which those not `is_new`
-    /// are the `rows`, in order.
-    fn add(&mut self, rows: RecordBatch, row_ids: &[u32], is_new: &[bool], present: Vec<bool>) {
-        let batch_idx = self.batches.len() as u32;
-        for (k, id) in row_ids.iter().zip(is_new).filter(|(_, n)| !**n).map(|(id, _)| *id).enumerate() {
-            self.by_row_id.insert(id, (batch_idx, k as u32));
+impl SpilledUpdates {
+    fn new(files: &[DataFile]) -> Result<SpilledUpdates> {
+        let bounds = files
+            .iter()
+            .map(|f| {
+                let first =
+                    f.first_row_id.ok_or_else(|| Error::corrupt(&f.path, "a users file has no first row id"))?;
+                Ok((first, u32::try_from(u64::from(first) + f.rows).unwrap_or(u32::MAX)))
+            })
+            .collect::<Result<_>>()?;
+        Ok(SpilledUpdates {
+            bounds,
+            dir: None,
+            writers: BTreeMap::new(),
+            present: Vec::new(),
+            updated: RoaringBitmap::new(),
+        })
+    }
+
+    /// Spills `rows` (updated users, in the file schema: row ids first) of source file `source`.
+    fn add(&mut self, rows: &RecordBatch, source: usize) -> Result<()> {
+        let ids = rows.column(0).as_primitive::<UInt32Type>().values();
+        let mut by_file: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+        for (row, &id) in ids.iter().enumerate() {
+            let file = self.bounds.partition_point(|(first, _)| *first <= id).checked_sub(1);
+            let file = file.filter(|&f| id < self.bounds[f].1).ok_or_else(|| {
+                Error::Internal(format!("updated row id {id} is in no users file; please report this bug"))
+            })?;
+            by_file.entry(file).or_default().push(row as u32);
             self.updated.insert(id);
+        }
+        for (file, picked) in by_file {
+            let part = take_record_batch(rows, &UInt32Array::from(picked))?;
+            let writer = match self.writers.entry((file, source)) {
+                std::collections::btree_map::Entry::Occupied(w) => w.into_mut(),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    let dir = match &mut self.dir {
+                        Some(dir) => dir,
+                        none => none.insert(SpillDir::create()?),
+                    };
+                    let path = dir.spill(file, source);
+                    let f = File::create(&path).io_context("create", &path)?;
+                    slot.insert(StreamWriter::try_new(BufWriter::with_capacity(1 << 20, f), &rows.schema())?)
+                }
+            };
+            writer.write(&part)?;
+        }
+        Ok(())
+    }
+
+    /// The updates of users file `file`, read back from their spills (which are then removed).
+    fn of_file(&mut self, file: usize) -> Result<FileUpdates> {
+        let mut out = FileUpdates::default();
+        let sources: Vec<usize> = self.writers.range((file, 0)..=(file, usize::MAX)).map(|(k, _)| k.1).collect();
+        for source in sources {
+            let Some(dir) = &self.dir else { continue };
+            let path = dir.spill(file, source);
+            if let Some(mut writer) = self.writers.remove(&(file, source)) {
+                writer.finish()?;
+                writer.into_inner()?.flush().io_context("write", &path)?;
+            }
+            let reader = StreamReader::try_new(BufReader::new(File::open(&path).io_context("open", &path)?), None)?;
+            let present = self.present.get(source).cloned().unwrap_or_default();
+            for batch in reader {
+                out.add(batch?, present.clone());
+            }
+            std::fs::remove_file(&path).io_context("remove", &path)?;
+        }
+        Ok(out)
+    }
+}
+
+/// A temporary folder of update spills, removed with its content when dropped.
+struct SpillDir(PathBuf);
+
+impl SpillDir {
+    fn create() -> Result<SpillDir> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let path = std::env::temp_dir().join(format!("persona-upsert-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).io_context("create", &path)?;
+        Ok(SpillDir(path))
+    }
+
+    fn spill(&self, file: usize, source: usize) -> PathBuf {
+        self.0.join(format!("file-{file}-source-{source}.arrows"))
+    }
+}
+
+impl Drop for SpillDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The updated users' rows of one stored users file, in memory for its rewrite.
+#[derive(Default)]
+struct FileUpdates {
+    /// Each batch of updated rows (in the file schema), with which of the load's columns its
+    /// source file has.
+    batches: Vec<(RecordBatch, Vec<bool>)>,
+    /// Row id → (batch, row in it) of its update.
+    by_row_id: FxHashMap<u32, (u32, u32)>,
+}
+
+impl FileUpdates {
+    fn add(&mut self, rows: RecordBatch, present: Vec<bool>) {
+        let batch_idx = self.batches.len() as u32;
+        for (k, id) in rows.column(0).as_primitive::<UInt32Type>().values().iter().enumerate() {
+            self.by_row_id.insert(*id, (batch_idx, k as u32));
         }
         self.batches.push((rows, present));
     }
 }
 
 /// The stored users files: those holding updated users rewritten with their updates, the others
-/// kept.
+/// kept. One file's updates are in memory at a time.
 fn rewrite_updated(
     job: &Job<'_>,
     columns: &[ColumnDef],
     schema: &SchemaRef,
-    updates: &Updates,
+    updates: &mut SpilledUpdates,
 ) -> Result<Vec<DataFile>> {
     let mut files = Vec::new();
-    for file in job.base.files(Table::Users) {
-        let first = file.first_row_id.ok_or_else(|| Error::corrupt(&file.path, "a users file has no first row id"))?;
-        let end = u64::from(first) + file.rows;
-        let end = u32::try_from(end).unwrap_or(u32::MAX);
+    for (i, file) in job.base.files(Table::Users).iter().enumerate() {
+        let (first, end) = updates.bounds[i];
         if updates.updated.range_cardinality(first..end) == 0 {
             files.push(file.clone());
             continue;
         }
+        let of_file = updates.of_file(i)?;
         let old = read_aligned(&layout::resolve(job.root, &file.path), columns, schema)?;
-        let merged = apply_updates(&old, first, updates, schema)?;
+        let merged = apply_updates(&old, first, &of_file, schema)?;
         let mut sink = job.sink(Table::Users, Arc::clone(schema), u64::MAX);
         sink.write(&merged)?;
         files.extend(sink.finish()?);
@@ -266,7 +378,7 @@ fn rewrite_updated(
 
 /// Replaces the updated rows of `old` (whose first row id is `first`): each column takes the new
 /// value where the update's file had that column, the old value otherwise.
-fn apply_updates(old: &RecordBatch, first: u32, updates: &Updates, schema: &SchemaRef) -> Result<RecordBatch> {
+fn apply_updates(old: &RecordBatch, first: u32, updates: &FileUpdates, schema: &SchemaRef) -> Result<RecordBatch> {
     let batches = &updates.batches;
     let mut arrays = Vec::with_capacity(old.num_columns());
     for col in 0..old.num_columns() {

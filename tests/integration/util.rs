@@ -233,6 +233,7 @@ pub fn assert_input_error(err: &Error, file: &Path, location: InputLocation, col
             text.contains(&format!("row group {row_group}, row {row}")),
             "the message names the row group and row: {text}"
         ),
+        InputLocation::Row(n) => assert!(text.contains(&format!("row {n}")), "the message names the row: {text}"),
         InputLocation::File => {}
     }
     if let Some(c) = column {
