@@ -56,7 +56,7 @@ pub enum Error {
     #[error("{0}")]
     Arguments(String),
     /// A store file is damaged or not what it claims to be.
-    #[error("store file {} is corrupt: {detail}; restore it from a backup or re-import", path.display())]
+    #[error("store file {} is corrupt: {detail}; {}", path.display(), corrupt_remedy(path))]
     Corrupt { path: PathBuf, detail: String },
     /// Another writer holds the store's lock.
     #[error("the store is locked by another writer (lock file {}); wait for it to finish and retry", lock_file.display())]
@@ -90,6 +90,18 @@ pub enum Error {
     /// A bug in Persona.
     #[error("internal error: {0}; this is a bug in Persona, please report it")]
     Internal(String),
+}
+
+/// What to do about a corrupt store file: files derived from the data (copies, day times, the
+/// index, id-dictionary segments) are rebuilt by `persona check --repair`; the data itself comes
+/// back from a backup.
+fn corrupt_remedy(path: &std::path::Path) -> &'static str {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name.ends_with(".arrow") || name.ends_with(".idx") || name.ends_with(".ids") {
+        "`persona check --store <the store> --repair` rebuilds it from the data"
+    } else {
+        "restore it from a backup or re-import"
+    }
 }
 
 impl Error {

@@ -57,6 +57,8 @@ pub enum Command {
     /// readable footers and their row counts; that copies map and hold their rows; the checksums
     /// of the index, the id dictionary and the catalog sets; and that row ids and user_ids are
     /// consistent. Exits 1 when anything is wrong, printing each problem as `path: what`.
+    /// --deep also compares the index with one rebuilt from the data; --repair first rebuilds
+    /// the damaged copies, index and id dictionary from the data as a new version.
     Check(check::CheckArgs),
     /// Remove old versions of a store and every file no kept version refers to.
     ///

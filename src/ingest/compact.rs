@@ -270,7 +270,7 @@ fn merge_facts(
 }
 
 /// A fact batch as the file schema has it: row ids first, columns cast to the contract's types.
-fn with_row_ids(batch: &RecordBatch, ids: &[u32], schema: &SchemaRef) -> Result<RecordBatch> {
+pub(super) fn with_row_ids(batch: &RecordBatch, ids: &[u32], schema: &SchemaRef) -> Result<RecordBatch> {
     let mut arrays: Vec<ArrayRef> = vec![Arc::new(UInt32Array::from(ids.to_vec()))];
     for (i, field) in schema.fields().iter().enumerate().skip(1) {
         let column = batch.column(i - 1);
@@ -283,7 +283,12 @@ fn with_row_ids(batch: &RecordBatch, ids: &[u32], schema: &SchemaRef) -> Result<
 }
 
 /// Reads adjacent users files and writes them as one.
-fn merge_users(writer: &StoreWriter, root: &Path, base: &Manifest, files: &[&DataFile]) -> Result<Vec<DataFile>> {
+pub(super) fn merge_users(
+    writer: &StoreWriter,
+    root: &Path,
+    base: &Manifest,
+    files: &[&DataFile],
+) -> Result<Vec<DataFile>> {
     let columns = &base.users_columns;
     let schema = file_schema(columns);
     let mut sink = TableSink::new(writer, Table::Users, Arc::clone(&schema), u64::MAX, false);
@@ -348,7 +353,7 @@ mod tests {
     #[test]
     fn segments_group_by_entries() {
         let sizes = [3u64, 3, 90, 10, 10, 10];
-        let groups = groups_by_size(&sizes, 40, |s| *s);
+        let groups = groups_by_size(&sizes, 50, |s| *s);
         let got: Vec<Vec<u64>> = groups.iter().map(|g| g.iter().map(|s| **s).collect()).collect();
         assert_eq!(got, vec![vec![3, 3], vec![90], vec![10, 10, 10]]);
     }

@@ -303,7 +303,7 @@ fn resolve_row_ids(ids: &IdMap, src: &SourceFile, tb: &TypedBatch) -> Result<Vec
 }
 
 /// Adds the bitmap entries of a batch of `table`'s rows, whose users have `row_ids`.
-fn add_to_index(
+pub(super) fn add_to_index(
     delta: &mut IndexDelta,
     table: Table,
     batch: &RecordBatch,

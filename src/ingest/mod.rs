@@ -20,6 +20,7 @@ pub mod forget;
 mod job;
 mod kept;
 pub mod reader;
+pub mod repair;
 pub mod row_ids;
 pub mod tag_rows;
 pub mod update;

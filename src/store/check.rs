@@ -16,8 +16,9 @@
 //! - the forgotten users' set: its checksum, its count, its row ids below those given out, and
 //!   none of them in the id dictionary.
 //!
-//! The manifest's own checksum is verified when the store is opened. Rebuilding every derived
-//! file from the Parquet data to compare (and `--repair`) is not done yet (docs/lifecycle.md).
+//! The manifest's own checksum is verified when the store is opened. Comparing the index with one
+//! rebuilt from the data (`--deep`) and rebuilding damaged derived files (`--repair`) live in
+//! `ingest::repair`, which may read the index and write files.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,10 @@ use crate::store::catalog::read_set;
 use crate::store::manifest::Manifest;
 use crate::store::{Store, layout};
 use crate::tables::Table;
+
+/// Part of the problem a store whose id dictionary does not count its users has (reported at the
+/// manifest's path: no one segment is to blame); the dictionary is rebuilt by a repair.
+pub const DICTIONARY_COUNT: &str = "the id dictionary holds";
 
 /// One thing found wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,7 +250,7 @@ fn id_dictionary(c: &mut Checker<'_>, manifest: &Manifest, forgotten: &roaring::
     let live = u64::from(users) - forgotten.len().min(u64::from(users));
     if entries != live {
         let path = layout::manifest_path(c.root, manifest.version);
-        c.problem(&path, format!("counts {live} users, but the id dictionary holds {entries} user_ids"));
+        c.problem(&path, format!("counts {live} users, but {DICTIONARY_COUNT} {entries} user_ids"));
     }
 }
 

@@ -73,11 +73,6 @@ async fn answers(store: &Store) -> Vec<Vec<String>> {
     out
 }
 
-fn check_passes(store: &Store) {
-    let report = persona::store::check::check(store, persona::index::format::verify_file).unwrap();
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_merges_small_files_and_changes_no_answer() {
     let dir = tempfile::tempdir().unwrap();

@@ -80,11 +80,6 @@ fn decoded_hits(root: &Path, needle: &str) -> Vec<PathBuf> {
     hits
 }
 
-fn check_passes(store: &persona::Store) {
-    let report = persona::store::check::check(store, persona::index::format::verify_file).unwrap();
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
-}
-
 /// `list` as a SQL list of string literals.
 fn sql_list(people: &[Person]) -> String {
     people.iter().map(|p| format!("'{}'", p.user_id)).collect::<Vec<_>>().join(", ")

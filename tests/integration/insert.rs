@@ -5,11 +5,6 @@
 
 use crate::util::*;
 
-fn check_passes(store: &persona::Store) {
-    let report = persona::store::check::check(store, persona::index::format::verify_file).unwrap();
-    assert!(report.problems.is_empty(), "check found problems: {:?}", report.problems);
-}
-
 /// Staged INSERT files of this process for `table` left in the temp directory (tests run at the
 /// same time: each looks at the tables it inserts into only).
 fn staged_files(tables: &[&str]) -> Vec<std::path::PathBuf> {

@@ -8,11 +8,6 @@ use std::collections::BTreeSet;
 
 use crate::util::*;
 
-fn check_passes(store: &persona::Store) {
-    let report = persona::store::check::check(store, persona::index::format::verify_file).unwrap();
-    assert!(report.problems.is_empty(), "check found problems: {:?}", report.problems);
-}
-
 fn users_files(store: &persona::Store) -> BTreeSet<String> {
     store.snapshot().unwrap().manifest().files(persona::Table::Users).iter().map(|f| f.path.clone()).collect()
 }

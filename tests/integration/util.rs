@@ -347,3 +347,12 @@ pub fn ok(out: &Output) -> String {
 pub fn sample_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sample")
 }
+
+/// `persona check` finds nothing in the store's current version, and the deep check neither: its
+/// index equals one rebuilt from the data.
+pub fn check_passes(store: &Store) {
+    let report = persona::store::check::check(store, persona::index::format::verify_file).unwrap();
+    assert!(report.problems.is_empty(), "check found problems: {:?}", report.problems);
+    let differences = persona::ingest::repair::index_differences(store).unwrap();
+    assert!(differences.is_empty(), "the index differs from the data: {differences:?}");
+}
