@@ -154,7 +154,12 @@ async fn open_db(dir: &Path, use_indexes: bool) -> Result<PersonaDb, DbError> {
         .map_err(|e| DbError(e.to_string()))?
         .with_timezone(&chrono::Utc);
     let session = store
-        .session_with(&SessionOptions { now: Some(now), target_partitions: Some(2), use_indexes: Some(use_indexes) })
+        .session_with(&SessionOptions {
+            now: Some(now),
+            target_partitions: Some(2),
+            use_indexes: Some(use_indexes),
+            ..SessionOptions::default()
+        })
         .map_err(|e| DbError(e.to_string()))?;
     Ok(PersonaDb { session })
 }

@@ -56,6 +56,10 @@ pub struct MaterializeArgs {
     /// Pin now() / current_date for the audiences' queries, e.g. 2026-11-01.
     #[arg(long, value_parser = super::parse_now)]
     pub now: Option<chrono::DateTime<chrono::Utc>>,
+    /// Hold the queries to this much memory (e.g. 2G): a query that needs more spills or fails with
+    /// "resources exhausted"; as `SET datafusion.runtime.memory_limit = '2G'`.
+    #[arg(long, value_name = "BYTES", value_parser = super::parse_memory_limit)]
+    pub memory_limit: Option<usize>,
     /// No per-audience lines, only errors.
     #[arg(long, short)]
     pub quiet: bool,
@@ -67,7 +71,8 @@ pub fn run(args: MaterializeArgs) -> Result<()> {
     }
     let store = Store::open(&args.store)?;
     std::fs::create_dir_all(&args.out).map_err(|e| Error::Io { op: "create", path: args.out.clone(), source: e })?;
-    let session = store.session_with(&SessionOptions { now: args.now, ..Default::default() })?;
+    let session =
+        store.session_with(&SessionOptions { now: args.now, memory_limit: args.memory_limit, ..Default::default() })?;
     let names = if args.all {
         crate::audience::commands::audience_names(&session.snapshot().manifest().catalog)
     } else {

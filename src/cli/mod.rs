@@ -152,6 +152,16 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
     })
 }
 
+/// Parses `--memory-limit` values: bytes with a unit, as `SET datafusion.runtime.memory_limit`
+/// takes them (`512M`, `2G`, `1.5G`).
+pub fn parse_memory_limit(s: &str) -> std::result::Result<usize, String> {
+    datafusion::prelude::SessionContext::parse_capacity_limit("--memory-limit", s).map_err(|e| {
+        let text = e.to_string();
+        let detail = text.strip_prefix("Error during planning: ").unwrap_or(&text);
+        format!("{detail} (e.g. 512M or 2G)")
+    })
+}
+
 /// Parses `--now` values: a timestamp as the importer accepts them (`2026-11-01`, `2026-11-01 00:00:00`, with zone).
 pub fn parse_now(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
     crate::ingest::contract::parse_timestamp_micros(s)

@@ -23,6 +23,10 @@ pub struct ShellArgs {
     /// answers; `SET persona.use_indexes = true` turns them back on).
     #[arg(long)]
     pub no_indexes: bool,
+    /// Hold the queries to this much memory (e.g. 2G): a query that needs more spills or fails with
+    /// "resources exhausted"; as `SET datafusion.runtime.memory_limit = '2G'`.
+    #[arg(long, value_name = "BYTES", value_parser = super::parse_memory_limit)]
+    pub memory_limit: Option<usize>,
     /// How results are written at start (\format changes it).
     #[arg(long, value_enum, default_value_t = ShellFormat::Table)]
     pub format: ShellFormat,
@@ -69,6 +73,7 @@ pub fn run(args: ShellArgs) -> Result<()> {
         format: args.format.into(),
         history: if args.no_history { None } else { history_path() },
         use_indexes: !args.no_indexes,
+        memory_limit: args.memory_limit,
     };
     let rt = super::runtime()?;
     crate::shell::run(options, &rt).map_err(|failure| {

@@ -44,6 +44,10 @@ pub struct SqlArgs {
     /// answers, slower; as `SET persona.use_indexes = false`).
     #[arg(long)]
     pub no_indexes: bool,
+    /// Hold the queries to this much memory (e.g. 2G): a query that needs more spills or fails with
+    /// "resources exhausted"; as `SET datafusion.runtime.memory_limit = '2G'`.
+    #[arg(long, value_name = "BYTES", value_parser = super::parse_memory_limit)]
+    pub memory_limit: Option<usize>,
 }
 
 pub fn run(args: SqlArgs) -> Result<()> {
@@ -65,7 +69,12 @@ pub fn run(args: SqlArgs) -> Result<()> {
         return Err(Error::Arguments("--format parquet needs --output FILE".into()));
     }
     let store = Store::open(&args.store)?;
-    let options = SessionOptions { now: args.now, use_indexes: Some(!args.no_indexes), ..Default::default() };
+    let options = SessionOptions {
+        now: args.now,
+        use_indexes: Some(!args.no_indexes),
+        memory_limit: args.memory_limit,
+        ..Default::default()
+    };
     let rt = super::runtime()?;
     let closed = Arc::new(AtomicBool::new(false));
     let result = rt.block_on(run_script(&store, &options, &sql, &args, &closed));

@@ -78,6 +78,9 @@ pub struct IndexSet {
     /// The catalog's sets: rule tags' members (added to the tag bitmaps of the same name) and
     /// saved audiences' latest members, read from their own files on first use.
     catalog: CatalogSets,
+    /// The pool of the session the index serves, for the per-user aggregates evaluated on its
+    /// behalf (none outside a session: no limit).
+    memory: Option<Arc<dyn datafusion::execution::memory_pool::MemoryPool>>,
 }
 
 #[derive(Debug, Default)]
@@ -103,10 +106,22 @@ impl IndexSet {
             id_readers: Mutex::new(None),
             facts: None,
             catalog: CatalogSets::default(),
+            memory: None,
         })
     }
 
     /// Leaves the forgotten users' row ids out of every "all users" answer.
+    /// The index with the session's memory pool ([`IndexSet::memory`]).
+    pub fn with_memory(mut self, memory: Arc<dyn datafusion::execution::memory_pool::MemoryPool>) -> IndexSet {
+        self.memory = Some(memory);
+        self
+    }
+
+    /// The memory pool computations for the session's queries take from, if any.
+    pub fn memory(&self) -> Option<&Arc<dyn datafusion::execution::memory_pool::MemoryPool>> {
+        self.memory.as_ref()
+    }
+
     pub fn with_forgotten(mut self, forgotten: RoaringBitmap) -> IndexSet {
         self.forgotten = Arc::new(forgotten);
         self.everyone = std::sync::OnceLock::new();

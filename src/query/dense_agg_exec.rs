@@ -20,6 +20,7 @@ use arrow::compute::{cast, concat, take};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::Result as DfResult;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -109,7 +110,7 @@ impl DisplayAs for DenseAggregateExec {
 
 impl DenseAggregateExec {
     /// What one execution needs, for its blocking thread.
-    fn job(&self, batch_size: usize) -> Result<Job> {
+    fn job(&self, batch_size: usize, memory: Option<Arc<dyn MemoryPool>>) -> Result<Job> {
         let read_columns: Vec<String> = self.node.read_schema.fields().iter().map(|f| f.name().clone()).collect();
         let mut tests = Vec::with_capacity(self.filter.tests.len());
         for t in &self.filter.tests {
@@ -158,17 +159,22 @@ impl DenseAggregateExec {
             batch_size,
             schema: Arc::clone(&self.schema),
             emit_user_id: self.node.emit_user_id,
+            memory,
         })
     }
 
     /// The row ids of the users whose aggregates make `having` TRUE (over the node's output
     /// schema, which must not hold `user_id`): a per-user aggregate as a set of users, computed
     /// here on the calling thread (and the workers it starts).
-    pub fn users_where(&self, having: &Arc<dyn PhysicalExpr>) -> Result<roaring::RoaringBitmap> {
+    pub fn users_where(
+        &self,
+        having: &Arc<dyn PhysicalExpr>,
+        memory: Option<Arc<dyn MemoryPool>>,
+    ) -> Result<roaring::RoaringBitmap> {
         if self.node.emit_user_id {
             return Err(Error::Internal("a dense aggregate asked for users emits user_id".into()));
         }
-        let job = self.job(64 * 1024)?;
+        let job = self.job(64 * 1024, memory)?;
         let mut state = job.accumulate()?;
         // Chunk by chunk, every slot at once: the groups' values are the chunk's arrays as they
         // are (taken out of the state, not copied); slots that are not groups are NULL (so
@@ -223,7 +229,8 @@ impl ExecutionPlan for DenseAggregateExec {
         if partition != 0 {
             return Err(Error::Internal(format!("DenseAggregateExec has one partition, not {}", partition + 1)).into());
         }
-        let job = self.job(context.session_config().batch_size().max(1))?;
+        let job = self
+            .job(context.session_config().batch_size().max(1), Some(Arc::clone(&context.runtime_env().memory_pool)))?;
         let mut builder = RecordBatchReceiverStreamBuilder::new(Arc::clone(&self.schema), 2);
         let tx = builder.tx();
         builder.spawn_blocking(move || {
@@ -255,6 +262,8 @@ struct Job {
     batch_size: usize,
     schema: SchemaRef,
     emit_user_id: bool,
+    /// The session's pool the states' chunks are taken from.
+    memory: Option<Arc<dyn MemoryPool>>,
 }
 
 impl Job {
@@ -262,7 +271,13 @@ impl Job {
     fn accumulate(&self) -> Result<DenseState> {
         let next = AtomicUsize::new(0);
         let work = || -> Result<DenseState> {
-            let mut state = DenseState::new(self.kinds.clone());
+            let mut state = match &self.memory {
+                Some(pool) => DenseState::with_reservation(
+                    self.kinds.clone(),
+                    MemoryConsumer::new("a per-user aggregate").register(pool),
+                ),
+                None => DenseState::new(self.kinds.clone()),
+            };
             let columns: Vec<&str> = self.read_columns.iter().map(String::as_str).collect();
             let strings = Strings::Views { dictionary: self.tests.iter().map(|(_, t)| t.column.clone()).collect() };
             loop {
@@ -296,7 +311,7 @@ impl Job {
             let state = state?;
             match &mut merged {
                 None => merged = Some(state),
-                Some(m) => m.merge(state),
+                Some(m) => m.merge(state)?,
             }
         }
         Ok(merged.unwrap_or_else(|| DenseState::new(self.kinds.clone())))

@@ -12,6 +12,7 @@
 
 use arrow::array::{Array, ArrayRef, BooleanBufferBuilder, Float64Array, Int64Array};
 use arrow::buffer::{BooleanBuffer, NullBuffer};
+use datafusion::execution::memory_pool::MemoryReservation;
 
 use crate::error::{Error, Result};
 
@@ -97,6 +98,17 @@ impl Slot {
             }
             DenseAggKind::Avg => Slot::Avg { sum: vec![0.0; CHUNK], count: vec![0; CHUNK] },
         }
+    }
+
+    /// Bytes a slot of `kind` takes for a chunk.
+    fn bytes(kind: DenseAggKind) -> usize {
+        CHUNK
+            * match kind {
+                DenseAggKind::CountRows => 0,
+                DenseAggKind::Count => 8,
+                DenseAggKind::Avg => 16,
+                _ => 9,
+            }
     }
 }
 
@@ -217,25 +229,54 @@ fn fold_each(run: &[usize], nulls: Option<&NullBuffer>, mut f: impl FnMut(usize)
 }
 
 /// The states of a list of aggregates for every user row id one worker has seen.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DenseState {
     kinds: Vec<DenseAggKind>,
     chunks: Vec<Option<Box<Chunk>>>,
+    /// Memory taken from the session's pool for the chunks (this state's, then those merged into
+    /// it); none outside a session.
+    reservations: Vec<MemoryReservation>,
 }
 
 impl DenseState {
     pub fn new(kinds: Vec<DenseAggKind>) -> DenseState {
-        DenseState { kinds, chunks: Vec::new() }
+        DenseState { kinds, chunks: Vec::new(), reservations: Vec::new() }
     }
 
-    fn chunk_mut(&mut self, index: usize) -> &mut Chunk {
+    /// A state whose chunks are taken from `reservation`'s pool: a chunk the pool refuses is a
+    /// "resources exhausted" error.
+    pub fn with_reservation(kinds: Vec<DenseAggKind>, reservation: MemoryReservation) -> DenseState {
+        DenseState { kinds, chunks: Vec::new(), reservations: vec![reservation] }
+    }
+
+    /// Bytes one chunk of these aggregates takes.
+    fn chunk_bytes(&self) -> usize {
+        8 * CHUNK + self.kinds.iter().map(|k| Slot::bytes(*k)).sum::<usize>()
+    }
+
+    /// Gives back the memory of `chunks` chunks.
+    fn release(&mut self, chunks: usize) {
+        let mut bytes = chunks * self.chunk_bytes();
+        for r in &mut self.reservations {
+            let n = bytes.min(r.size());
+            r.shrink(n);
+            bytes -= n;
+        }
+    }
+
+    fn chunk_mut(&mut self, index: usize) -> Result<&mut Chunk> {
         if self.chunks.len() <= index {
             self.chunks.resize_with(index + 1, || None);
         }
-        let kinds = &self.kinds;
-        self.chunks[index].get_or_insert_with(|| {
-            Box::new(Chunk { rows: vec![0; CHUNK], slots: kinds.iter().map(|k| Slot::new(*k)).collect() })
-        })
+        if self.chunks[index].is_none() {
+            if let Some(r) = self.reservations.first() {
+                r.try_grow(self.chunk_bytes()).map_err(|e| Error::DataFusion(Box::new(e)))?;
+            }
+            let kinds = &self.kinds;
+            self.chunks[index] =
+                Some(Box::new(Chunk { rows: vec![0; CHUNK], slots: kinds.iter().map(|k| Slot::new(*k)).collect() }));
+        }
+        Ok(self.chunks[index].as_deref_mut().expect("the chunk was just made"))
     }
 
     /// Adds the rows `selected` (positions in the batch) whose user row ids are `ids`; `inputs`
@@ -256,7 +297,7 @@ impl DenseState {
             let len =
                 selected[start..].iter().position(|&row| split(ids[row]).0 != c).unwrap_or(selected.len() - start);
             let run = &selected[start..start + len];
-            self.chunk_mut(c);
+            self.chunk_mut(c)?;
             let chunk = self.chunks[c].as_deref_mut().expect("the chunk was just made");
             fold_run(&self.kinds, chunk, ids, run, inputs)?;
             start += len;
@@ -265,7 +306,10 @@ impl DenseState {
     }
 
     /// Folds `other` (another worker's state of the same aggregates) into this one.
-    pub fn merge(&mut self, other: DenseState) {
+    pub fn merge(&mut self, mut other: DenseState) -> Result<()> {
+        // Their chunks' memory comes along; a chunk of theirs folded into one of ours is freed.
+        self.reservations.append(&mut other.reservations);
+        let mut folded = 0;
         for (index, theirs) in other.chunks.into_iter().enumerate() {
             let Some(theirs) = theirs else { continue };
             if self.chunks.get(index).is_none_or(Option::is_none) {
@@ -276,7 +320,8 @@ impl DenseState {
                 continue;
             }
             let kinds = self.kinds.clone();
-            let mine = self.chunk_mut(index);
+            folded += 1;
+            let mine = self.chunk_mut(index)?;
             for o in 0..CHUNK {
                 if theirs.rows[o] == 0 {
                     continue;
@@ -301,14 +346,18 @@ impl DenseState {
                 }
             }
         }
+        self.release(folded);
+        Ok(())
     }
 
     /// Frees the chunks that hold only row ids below `row_id` (their groups were emitted).
     pub fn release_before(&mut self, row_id: u64) {
         let end = ((row_id >> CHUNK_BITS) as usize).min(self.chunks.len());
+        let mut freed = 0;
         for chunk in &mut self.chunks[..end] {
-            *chunk = None;
+            freed += usize::from(chunk.take().is_some());
         }
+        self.release(freed);
     }
 
     /// The row ids that have at least one row, in increasing order, from `from` on, at most `limit`.
@@ -344,6 +393,8 @@ impl DenseState {
     /// without copying: the chunk's vectors become the arrays. `None` for a chunk no row touched.
     pub fn take_chunk(&mut self, c: usize) -> Option<(u32, BooleanBuffer, Vec<ArrayRef>)> {
         let chunk = *self.chunks.get_mut(c)?.take()?;
+        // The arrays made of its vectors are the caller's, and soon gone.
+        self.release(1);
         let groups = BooleanBuffer::collect_bool(CHUNK, |o| chunk.rows[o] > 0);
         let only = |valid: BooleanBuffer| Some(NullBuffer::new(&valid & &groups));
         let groups_only = || Some(NullBuffer::new(groups.clone()));
@@ -471,7 +522,7 @@ mod tests {
         a.update(&ids, &[0, 1], &inputs).unwrap();
         let mut b = DenseState::new(kinds);
         b.update(&ids, &[2, 3], &inputs).unwrap();
-        a.merge(b);
+        a.merge(b).unwrap();
         for state in [&one, &a] {
             let groups = state.groups_from(0, 10);
             assert_eq!(groups, vec![3, 5, 70_000]);

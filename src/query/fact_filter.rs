@@ -307,7 +307,7 @@ impl FactAggregate {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let exec = crate::query::planner::dense_exec(&self.node, snapshot, Vec::new(), workers, &physical)?;
         let having = physical(&self.having, self.node.schema.as_ref())?;
-        exec.users_where(&having)
+        exec.users_where(&having, index.memory().cloned())
     }
 }
 

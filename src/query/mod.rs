@@ -15,6 +15,7 @@ pub mod dict_filter;
 pub mod fact_filter;
 pub mod facts_provider;
 pub mod gather_scan;
+pub mod memory;
 pub mod now;
 pub mod planner;
 #[cfg(test)]
@@ -63,6 +64,9 @@ pub struct SessionOptions {
     /// Answer audience predicates from the bitmap indexes (default). `false` takes DataFusion's
     /// general path for everything, which must give the same results.
     pub use_indexes: Option<bool>,
+    /// Bytes the session's queries may hold at once (DataFusion's operators and Persona's
+    /// per-user aggregates); `SET datafusion.runtime.memory_limit` changes it. No limit by default.
+    pub memory_limit: Option<usize>,
 }
 
 datafusion::common::extensions_options! {
@@ -169,6 +173,8 @@ struct Shared {
     options: SessionOptions,
     /// Read by the users provider and the audience rule; flipped by `SET persona.use_indexes`.
     use_indexes: Arc<AtomicBool>,
+    /// The memory every version's queries take from ([`memory::QueryMemory`]).
+    memory: Arc<memory::QueryMemory>,
     /// Registered again at every version the session moves to.
     views: Option<Arc<dyn CatalogViews>>,
     pinned: std::sync::RwLock<Arc<Pinned>>,
@@ -199,11 +205,13 @@ impl QuerySession {
         views: Option<Arc<dyn CatalogViews>>,
     ) -> Result<QuerySession> {
         let use_indexes = Arc::new(AtomicBool::new(options.use_indexes.unwrap_or(true)));
-        let pinned = Pinned::build(snapshot, options, &use_indexes, views.as_deref(), None)?;
+        let memory = Arc::new(memory::QueryMemory::new(options.memory_limit));
+        let pinned = Pinned::build(snapshot, options, &use_indexes, &memory, views.as_deref(), None)?;
         Ok(QuerySession {
             shared: Arc::new(Shared {
                 options: options.clone(),
                 use_indexes,
+                memory,
                 views,
                 pinned: std::sync::RwLock::new(Arc::new(pinned)),
                 removals: Removals::default(),
@@ -222,6 +230,7 @@ impl QuerySession {
             snapshot,
             &self.shared.options,
             &self.shared.use_indexes,
+            &self.shared.memory,
             self.shared.views.as_deref(),
             Some(settings.as_ref().clone()),
         )?);
@@ -247,6 +256,7 @@ impl Pinned {
         snapshot: Snapshot,
         options: &SessionOptions,
         use_indexes: &Arc<AtomicBool>,
+        memory: &Arc<memory::QueryMemory>,
         views: Option<&dyn CatalogViews>,
         settings: Option<datafusion::config::ConfigOptions>,
     ) -> Result<Pinned> {
@@ -268,7 +278,8 @@ impl Pinned {
             }
         };
         config.options_mut().execution.parquet.pushdown_filters = false;
-        let index = open_index(&snapshot)?;
+        let pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool> = Arc::clone(memory) as _;
+        let index = open_index(&snapshot, &pool)?;
         let users_files = users_files_of(&snapshot)?;
         let users_schema = sql_schema(&snapshot.manifest().columns(Table::Users));
         let users: Arc<dyn TableProvider> = Arc::new(users_provider::UsersTable::new(
@@ -374,6 +385,9 @@ impl Pinned {
             .with_optimizer_rules(rules)
             .with_query_planner(Arc::new(query_planner))
             .with_physical_optimizer_rules(physical_rules(&use_indexes))
+            .with_runtime_env(Arc::new(
+                datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_memory_pool(pool).build()?,
+            ))
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udf(audience_udf.as_ref().clone());
@@ -462,6 +476,26 @@ impl QuerySession {
         {
             ExportCompression::parse(&set.value)?;
         }
+        // The memory limit is the session pool's (DataFusion would replace the runtime's pool).
+        let memory_limit = |variable: &str| variable.eq_ignore_ascii_case("datafusion.runtime.memory_limit");
+        match &plan {
+            LogicalPlan::Statement(PlanStatement::SetVariable(set)) if memory_limit(&set.variable) => {
+                let bytes = SessionContext::parse_capacity_limit("datafusion.runtime.memory_limit", &set.value)?;
+                self.shared.memory.set_limit(Some(bytes));
+                return Ok(LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+                    produce_one_row: false,
+                    schema: Arc::new(datafusion::common::DFSchema::empty()),
+                }));
+            }
+            LogicalPlan::Statement(PlanStatement::ResetVariable(reset)) if memory_limit(&reset.variable) => {
+                self.shared.memory.set_limit(None);
+                return Ok(LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+                    produce_one_row: false,
+                    schema: Arc::new(datafusion::common::DFSchema::empty()),
+                }));
+            }
+            _ => {}
+        }
         Ok(plan)
     }
 
@@ -473,7 +507,10 @@ impl QuerySession {
 }
 
 /// Opens the snapshot's index file (an empty index when the store has none).
-fn open_index(snapshot: &Snapshot) -> Result<Arc<IndexSet>> {
+fn open_index(
+    snapshot: &Snapshot,
+    memory: &Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
+) -> Result<Arc<IndexSet>> {
     let manifest = snapshot.manifest();
     let index_path = manifest.index.as_ref().map(|i| layout::resolve(snapshot.root(), &i.path));
     let segments = manifest.id_segments.iter().map(|s| layout::resolve(snapshot.root(), &s.path)).collect();
@@ -486,7 +523,8 @@ fn open_index(snapshot: &Snapshot) -> Result<Arc<IndexSet>> {
             .with_forgotten(forgotten)
             .with_id_segments(segments)
             .with_facts(snapshot.clone())
-            .with_catalog(snapshot.root(), &manifest.catalog),
+            .with_catalog(snapshot.root(), &manifest.catalog)
+            .with_memory(Arc::clone(memory)),
     ))
 }
 

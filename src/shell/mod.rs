@@ -43,6 +43,8 @@ pub struct ShellOptions {
     pub history: Option<PathBuf>,
     /// Answer from the bitmap indexes (default); `false` takes DataFusion's general path.
     pub use_indexes: bool,
+    /// Bytes the queries may hold at once (none: no limit).
+    pub memory_limit: Option<usize>,
 }
 
 /// Runs the shell: the prompt when standard input is a terminal, else the script read from it
@@ -51,8 +53,12 @@ pub struct ShellOptions {
 /// workers are (a tokio runtime whose every worker computes cannot fire a timer or a signal).
 pub fn run(options: ShellOptions, workers: &tokio::runtime::Runtime) -> Result<(), Failure> {
     let store = Store::open(&options.store)?;
-    let session_options =
-        SessionOptions { now: options.now, use_indexes: Some(options.use_indexes), ..SessionOptions::default() };
+    let session_options = SessionOptions {
+        now: options.now,
+        use_indexes: Some(options.use_indexes),
+        memory_limit: options.memory_limit,
+        ..SessionOptions::default()
+    };
     let interactive = std::io::stdin().is_terminal();
     let control = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Io {
         op: "start the shell's runtime",

@@ -1445,6 +1445,7 @@ impl Fixture {
                             now: clock.now(),
                             target_partitions: Some(2),
                             use_indexes: Some(use_indexes),
+                            ..SessionOptions::default()
                         },
                     )
                     .expect("a session")

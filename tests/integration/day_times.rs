@@ -33,6 +33,7 @@ fn count(store: &Store, use_indexes: bool, sql: &str) -> Vec<String> {
             now: Some(chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap().to_utc()),
             use_indexes: Some(use_indexes),
             target_partitions: Some(2),
+            ..SessionOptions::default()
         })
         .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

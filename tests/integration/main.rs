@@ -3,7 +3,7 @@
 //! columns, quirky CSV input, snapshots and dry runs, the writer lock, the command line, files
 //! left by interrupted imports, seeded random damage to the sample inputs (import_fuzz), the
 //! library API a service embeds (embedding), the HTML report checked in headless Chromium, and
-//! backups taken while imports run, vacuum, forgetting users (erasure), compaction, and repair.
+//! backups taken while imports run, vacuum, forgetting users (erasure), compaction, repair, and memory limits.
 //! Every test builds its own small store in a temporary directory.
 
 mod activity_counts;
@@ -27,6 +27,7 @@ mod insert;
 mod interrupted;
 mod kept_files;
 mod lock;
+mod memory;
 mod repair;
 mod report;
 mod settings;
