@@ -81,6 +81,8 @@ pub struct IndexSet {
     /// The pool of the session the index serves, for the per-user aggregates evaluated on its
     /// behalf (none outside a session: no limit).
     memory: Option<Arc<dyn datafusion::execution::memory_pool::MemoryPool>>,
+    /// The users columns of type BOOLEAN (a bare one is a filter: `WHERE has_children`).
+    booleans: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Default)]
@@ -107,10 +109,22 @@ impl IndexSet {
             facts: None,
             catalog: CatalogSets::default(),
             memory: None,
+            booleans: std::collections::BTreeSet::new(),
         })
     }
 
     /// Leaves the forgotten users' row ids out of every "all users" answer.
+    /// The index knowing which users columns are BOOLEAN.
+    pub fn with_booleans(mut self, columns: impl IntoIterator<Item = String>) -> IndexSet {
+        self.booleans = columns.into_iter().collect();
+        self
+    }
+
+    /// Whether `column` is a BOOLEAN users column with value bitmaps.
+    pub fn is_boolean(&self, column: &str) -> bool {
+        self.booleans.contains(column) && self.has_values(column)
+    }
+
     /// The index with the session's memory pool ([`IndexSet::memory`]).
     pub fn with_memory(mut self, memory: Arc<dyn datafusion::execution::memory_pool::MemoryPool>) -> IndexSet {
         self.memory = Some(memory);

@@ -275,6 +275,22 @@ pub fn translate(expr: &Expr, index: &IndexSet) -> Option<Translated> {
             let (marker, spec) = crate::query::udf::marker_call(expr)?;
             Some(total(marker.bitmap_expr(&spec)?))
         }
+        // A bare column in a filter is a boolean column (`WHERE has_children`): its `true`
+        // users, FALSE for its `false` ones, NULL for the rest.
+        Expr::Column(c) if index.is_boolean(&c.name) => Some(Translated {
+            when_true: BitmapExpr::Value { column: c.name.clone(), value: "true".into() },
+            when_false: BitmapExpr::Value { column: c.name.clone(), value: "false".into() },
+        }),
+        // `x IS [NOT] TRUE | FALSE` is never NULL.
+        Expr::IsTrue(inner) | Expr::IsNotTrue(inner) | Expr::IsFalse(inner) | Expr::IsNotFalse(inner) => {
+            let inner = translate(inner, index)?;
+            Some(match expr {
+                Expr::IsTrue(_) => total(inner.when_true),
+                Expr::IsFalse(_) => total(inner.when_false),
+                Expr::IsNotTrue(_) => total(minus(BitmapExpr::Universe, inner.when_true)),
+                _ => total(minus(BitmapExpr::Universe, inner.when_false)),
+            })
+        }
         _ => None,
     }
 }

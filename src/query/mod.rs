@@ -52,7 +52,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::index::IndexSet;
 use crate::store::io::Removals;
 use crate::store::{Snapshot, Store, layout};
-use crate::tables::{Table, sql_schema};
+use crate::tables::{ColumnType, Table, sql_schema};
 
 /// How a session is set up.
 #[derive(Debug, Clone, Default)]
@@ -524,7 +524,10 @@ fn open_index(
             .with_id_segments(segments)
             .with_facts(snapshot.clone())
             .with_catalog(snapshot.root(), &manifest.catalog)
-            .with_memory(Arc::clone(memory)),
+            .with_memory(Arc::clone(memory))
+            .with_booleans(
+                manifest.users_columns.iter().filter(|c| c.ty == ColumnType::Boolean).map(|c| c.name.clone()),
+            ),
     ))
 }
 

@@ -502,13 +502,15 @@ impl Gen {
             30 => format!("{} <> {}", self.col(c, "income_band"), self.below(11)),
             _ => {
                 let hc = self.col(c, "has_children");
-                match self.below(7) {
+                match self.below(9) {
                     0 => hc,
                     1 => format!("NOT {hc}"),
                     2 => format!("{hc} = true"),
                     3 => format!("{hc} = false"),
                     4 => format!("{hc} IS TRUE"),
                     5 => format!("{hc} IS NOT TRUE"),
+                    6 => format!("{hc} IS FALSE"),
+                    7 => format!("{hc} IS NOT FALSE"),
                     _ => format!("{hc} IS NULL"),
                 }
             }
