@@ -18,6 +18,7 @@ pub mod gather_scan;
 pub mod memory;
 pub mod now;
 pub mod planner;
+pub mod product_join_rule;
 #[cfg(test)]
 mod prop_tests;
 pub mod residual;
@@ -351,6 +352,14 @@ impl Pinned {
         let mut rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![Arc::new(overlap)];
         rules.extend(Optimizer::new().rules);
         rules.push(Arc::new(rule));
+        // A products join that only filters, and that the audience rule did not take (with the
+        // category streams), becomes a product_id list: the per-user aggregate rule below, and
+        // the audience rule in the optimizer's next pass, then see one fact table.
+        rules.push(Arc::new(product_join_rule::ProductJoinRule {
+            use_indexes: Arc::clone(&use_indexes),
+            index: Arc::clone(&index),
+            tables: store_tables.clone(),
+        }));
         // Per-user aggregates by row id, once filters and projections sit where they will stay.
         rules.push(Arc::new(dense_agg_rule::DenseAggregateRule { use_indexes: Arc::clone(&use_indexes) }));
         let pinned = match options.now {

@@ -758,8 +758,12 @@ impl Gen {
     /// of purchases, and counts of distinct active periods of purchases or events.
     fn grouped_users(&mut self) -> String {
         let events = self.chance(0.3);
+        // Purchases joined to products that only filter (the join becomes a product list).
+        let products = !events && self.chance(0.25);
         let mut conds = if events {
             self.event_conds("events")
+        } else if products {
+            self.purchase_conds("p", true)
         } else if self.chance(0.3) {
             self.purchase_conds("purchases", false)
         } else {
@@ -805,6 +809,13 @@ impl Gen {
                 _ => periods(self),
             }
         };
+        if products {
+            return format!(
+                "SELECT p.user_id FROM purchases p JOIN products pr ON pr.product_id = p.product_id{} \
+                 GROUP BY p.user_id HAVING {having}",
+                where_clause(&conds)
+            );
+        }
         let table = if events { "events" } else { "purchases" };
         format!("SELECT user_id FROM {table}{} GROUP BY user_id HAVING {having}", where_clause(&conds))
     }
