@@ -358,6 +358,47 @@ impl IndexSet {
         self.contains(&(BitmapKind::ValueColumn, column.to_string(), String::new()))
     }
 
+    /// The `n`-th largest (`largest`) or smallest value of `column` among the non-NULL users of
+    /// `candidates`, from its bit slices alone (most significant first: each slice either keeps
+    /// the users still tied with the threshold, or sends them all above it); `None` when the
+    /// column has no range index or `candidates` hold no more than `n` non-NULL users (every one
+    /// of them is then among the first `n`). Every user with a value at or beyond it — at least
+    /// `n` of them — is among those that `ORDER BY column [DESC] LIMIT n` may return.
+    pub fn nth_value(&self, column: &str, candidates: &RoaringBitmap, n: u64, largest: bool) -> Result<Option<i64>> {
+        let Some((base, bits)) = self.range_index(column) else { return Ok(None) };
+        let mut tied = candidates - self.get(BitmapKind::Null, column, "")?.as_ref();
+        if n == 0 || tied.len() <= n {
+            return Ok(None);
+        }
+        // `beyond`: users strictly past the threshold found so far; `tied`: those equal to it in
+        // the bits decided so far. Invariant: |beyond| < n <= |beyond| + |tied|.
+        let mut beyond = RoaringBitmap::new();
+        let mut value: u64 = 0;
+        for bit in (0..bits).rev() {
+            let slice = self.get(BitmapKind::RangeBit, column, &bit.to_string())?;
+            let (far, near) = if largest {
+                (&tied & slice.as_ref(), &tied - slice.as_ref())
+            } else {
+                (&tied - slice.as_ref(), &tied & slice.as_ref())
+            };
+            // The far side (ones when largest, zeros when smallest) comes first in the order.
+            if beyond.len() + far.len() >= n {
+                tied = far;
+                if largest {
+                    value |= 1 << bit;
+                }
+            } else {
+                beyond |= far;
+                tied = near;
+                if !largest {
+                    value |= 1 << bit;
+                }
+            }
+        }
+        let value = i64::try_from(value).ok().and_then(|v| base.checked_add(v));
+        Ok(value)
+    }
+
     /// The base and bit count of `column`'s bit-sliced range index, if it has one.
     pub fn range_index(&self, column: &str) -> Option<(i64, u32)> {
         let file = self.file.as_ref()?;

@@ -27,6 +27,7 @@ pub mod sql_text;
 pub mod store_tables;
 pub mod sugar;
 pub mod tag_overlap_rule;
+pub mod top_rule;
 pub mod udf;
 pub mod users_provider;
 pub mod window_exec;
@@ -356,6 +357,12 @@ impl Pinned {
         // category streams), becomes a product_id list: the per-user aggregate rule below, and
         // the audience rule in the optimizer's next pass, then see one fact table.
         rules.push(Arc::new(product_join_rule::ProductJoinRule {
+            use_indexes: Arc::clone(&use_indexes),
+            index: Arc::clone(&index),
+            tables: store_tables.clone(),
+        }));
+        // `ORDER BY <range-indexed column> LIMIT n` over an audience reads about n users' rows.
+        rules.push(Arc::new(top_rule::TopRule {
             use_indexes: Arc::clone(&use_indexes),
             index: Arc::clone(&index),
             tables: store_tables.clone(),

@@ -34,6 +34,7 @@ mod settings;
 mod snapshots;
 mod store_paths;
 mod tag_counts;
+mod top;
 mod update;
 mod upsert;
 mod util;
