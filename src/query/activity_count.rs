@@ -280,9 +280,9 @@ pub(crate) fn first_and_last(plan: &LogicalPlan, fact_within: &FactWithin<'_>) -
     let aggregate = loop {
         match node {
             LogicalPlan::SubqueryAlias(a) if filters.is_empty() => node = &a.input,
-            LogicalPlan::Projection(p) if filters.is_empty() && p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => {
-                node = &p.input
-            }
+            // Plain columns keep their names: filters' columns are found in the aggregate's
+            // output by name.
+            LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => node = &p.input,
             LogicalPlan::Filter(f) => {
                 filters.push(f);
                 node = &f.input;
@@ -321,8 +321,8 @@ pub(crate) fn first_and_last(plan: &LogicalPlan, fact_within: &FactWithin<'_>) -
                     _ => return None,
                 },
             };
-            // Filters over the aggregate keep its schema: the column's position is its output's.
-            let at = filter.input.schema().index_of_column(column).ok()?;
+            // The aggregate's output: the group column, then the aggregates.
+            let at = aggregate.schema.index_of_column(column).ok()?;
             let min = *is_min.get(at.checked_sub(1)?)?;
             let t = crate::query::audience_rule::timestamp_micros(value)?;
             let after = |t: i64| fact_within(facts, (Some(t), None));

@@ -340,9 +340,12 @@ impl AudienceRule {
     /// aggregate keeps, so a users scan filtered by their audience (every fact row's user is a
     /// live user), which joins with other audiences as users do.
     fn per_user_set(&self, projection: &Projection) -> Result<Option<LogicalPlan>> {
-        let [Expr::Column(column)] = projection.expr.as_slice() else { return Ok(None) };
-        if !projects_group_column(&projection.input, column) {
-            return Ok(None);
+        match projection.expr.as_slice() {
+            [Expr::Column(column)] if projects_group_column(&projection.input, column) => {}
+            // Nothing read (`SELECT count(*) FROM (SELECT user_id ... HAVING ...) t`): one row
+            // per user all the same.
+            [] => {}
+            _ => return Ok(None),
         }
         let plan = LogicalPlan::Projection(projection.clone());
         let Some(spec) = self.per_user_having(&plan) else { return Ok(None) };
@@ -350,6 +353,9 @@ impl AudienceRule {
         let users = LogicalPlanBuilder::scan("users", users_source, None)?.build()?;
         let key = Expr::Column(Column::new(Some("users"), USER_ID));
         let filtered = LogicalPlanBuilder::from(users).filter(self.call(key.clone(), &spec, false)?)?;
+        if projection.expr.is_empty() {
+            return Ok(Some(filtered.project(Vec::<Expr>::new())?.build()?));
+        }
         let field = projection.schema.qualified_field(0);
         let out = Expr::Cast(datafusion::logical_expr::expr::Cast::new(Box::new(key), field.1.data_type().clone()))
             .alias_qualified(field.0.cloned(), field.1.name());
@@ -373,8 +379,16 @@ impl AudienceRule {
                 _ => return None,
             }
         };
+        let marker = self.udf.inner().downcast_ref::<crate::query::udf::PersonaAudience>()?;
         if !dense.emit_user_id {
-            return None;
+            // Nothing above reads user_id (`SELECT count(*) FROM (… HAVING …) t`): the node is
+            // already the one without it.
+            let having = datafusion::logical_expr::utils::conjunction(having).unwrap_or_else(|| lit(true));
+            if !crate::query::dense_agg_rule::is_row_local(&having) {
+                return None;
+            }
+            let aggregate = FactAggregate { node: dense.clone(), having };
+            return Some(AudienceSpec::FactAggregate(marker.register_fact_aggregate(aggregate)));
         }
         // Without user_id in the output: HAVING may not read it.
         let (user_qualifier, user_field) = dense.schema.qualified_field(0);
@@ -389,7 +403,6 @@ impl AudienceRule {
         let schema = datafusion::common::DFSchema::new_with_metadata(fields, dense.schema.metadata().clone()).ok()?;
         let node = DenseAggregate { emit_user_id: false, schema: Arc::new(schema), ..dense.clone() };
         let having = datafusion::logical_expr::utils::conjunction(having).unwrap_or_else(|| lit(true));
-        let marker = self.udf.inner().downcast_ref::<crate::query::udf::PersonaAudience>()?;
         Some(AudienceSpec::FactAggregate(marker.register_fact_aggregate(FactAggregate { node, having })))
     }
 
