@@ -15,6 +15,7 @@ pub mod dict_filter;
 pub mod fact_filter;
 pub mod facts_provider;
 pub mod gather_scan;
+pub mod group_count_rule;
 pub mod memory;
 pub mod now;
 pub mod planner;
@@ -357,6 +358,12 @@ impl Pinned {
         // category streams), becomes a product_id list: the per-user aggregate rule below, and
         // the audience rule in the optimizer's next pass, then see one fact table.
         rules.push(Arc::new(product_join_rule::ProductJoinRule {
+            use_indexes: Arc::clone(&use_indexes),
+            index: Arc::clone(&index),
+            tables: store_tables.clone(),
+        }));
+        // `GROUP BY <low-cardinality column>` counts of an audience are bitmap intersections.
+        rules.push(Arc::new(group_count_rule::GroupCountRule {
             use_indexes: Arc::clone(&use_indexes),
             index: Arc::clone(&index),
             tables: store_tables.clone(),

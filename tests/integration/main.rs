@@ -20,6 +20,7 @@ mod day_times;
 mod embedding;
 mod fact_lookups;
 mod forget;
+mod group_counts;
 mod idempotency;
 mod import_errors;
 mod import_fuzz;
