@@ -50,7 +50,13 @@ impl Normaliser {
 
     /// The normalised value of an identifier of type `id_type` (as returned by
     /// [`Normaliser::id_type`]), or why it cannot be one. `source` scopes a `wx_openid`.
+    /// A value on a deny-list as it comes (trimmed) is kept as it is, never refused: junk such as
+    /// `00000000000` or `null` is common in real exports and links nobody anyway.
     pub fn value(&self, id_type: &str, raw: &str, source: Option<&str>) -> std::result::Result<String, String> {
+        let trimmed = raw.trim();
+        if !trimmed.is_empty() && self.denied(trimmed) {
+            return Ok(trimmed.to_string());
+        }
         let value = match id_type {
             PHONE => phone(raw, &self.rules.default_country_code, self.rules.national_digits)?,
             EMAIL => email(raw)?,
@@ -201,6 +207,8 @@ mod tests {
     #[test]
     fn junk_values_are_denied() {
         let n = n();
+        assert_eq!(n.value(PHONE, " 00000000000 ", None).as_deref(), Ok("00000000000"));
+        assert_eq!(n.value(WX_OPENID, "null", None).as_deref(), Ok("null"));
         for v in
             ["null", "NULL", "anonymous", "000000", "+8611111111111", "test@example.com", "app:null", "+8613800138000"]
         {

@@ -21,6 +21,7 @@ mod embedding;
 mod fact_lookups;
 mod forget;
 mod idempotency;
+mod identity;
 mod import_errors;
 mod import_fuzz;
 mod interrupted;

@@ -1,0 +1,141 @@
+//! Cross-channel identity (issue 18, docs/identity.md): the `identities` table is normalised and
+//! checked on import, users sharing an identifier become one person, junk and hub values link
+//! nobody, limits reject links, and SQL sees `user_persons`, `identity_links`, `persons` and
+//! `explain_merge`.
+
+use crate::util::*;
+use persona::InputLocation;
+
+const USERS: &str = "user_id,name,city,phone,email,signup_date\n\
+u1,Ann,Shanghai,139 1234 5678,,2026-01-01\n\
+u2,,Beijing,,Ann@QQ.com ,2026-02-01\n\
+u3,Bob,,,bob@qq.com,2026-03-01\n\
+u4,Cat,Hangzhou,not a phone,,2026-04-01\n\
+u5,Dan,,,,2026-05-01\n\
+u6,Eve,,,,2026-06-01\n";
+
+/// u1–u2 share an e-mail (one on the profile, one seen in the shop), u2–u3 share a unionid;
+/// u4 and u5 share only a family device; u5 and u6 both give a junk phone.
+const IDENTITIES: &str = "user_id,id_type,id_value,source,ts\n\
+u1,email, ann@qq.com,web,2026-07-01 00:00:00\n\
+u2,wx_unionid,UNION-A,wx_mp,2026-07-02 00:00:00\n\
+u3,wx_unionid,UNION-A,wx_mp,2026-07-03 00:00:00\n\
+u4,device_id,DEV-FAMILY,app,2026-07-04 00:00:00\n\
+u5,device_id,dev-family,app,2026-07-05 00:00:00\n\
+u5,phone,00000000000,store_sh,2026-07-06 00:00:00\n\
+u6,phone,00000000000,store_sh,2026-07-07 00:00:00\n\
+u6,wx_openid,oXYZ,wxapp_shop,2026-07-08 00:00:00\n";
+
+fn identity_store(dir: &std::path::Path) -> persona::Store {
+    let store = create_store(dir.join("store"));
+    let users = write(&dir.join("in"), "users.csv", USERS);
+    let ids = write(&dir.join("in"), "identities.csv", IDENTITIES);
+    import(&store, &[&users, &ids]).expect("users and identities load");
+    store
+}
+
+async fn persons_of(session: &persona::Session) -> Vec<String> {
+    rows(session, "SELECT string_agg(user_id, ',' ORDER BY user_id) FROM user_persons GROUP BY person_id ORDER BY 1")
+        .await
+}
+
+#[tokio::test]
+async fn users_sharing_an_identifier_are_one_person_and_junk_links_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = identity_store(dir.path());
+    let session = session(&store);
+    assert_eq!(persons_of(&session).await, vec!["u1,u2,u3", "u4", "u5", "u6"]);
+    // Values are stored normalised.
+    assert_eq!(
+        rows(&session, "SELECT id_type, id_value FROM identities ORDER BY id_value LIMIT 3").await,
+        vec!["phone|00000000000", "phone|00000000000", "wx_unionid|UNION-A"]
+    );
+    assert_eq!(
+        rows(&session, "SELECT id_value FROM identities WHERE id_type = 'wx_openid'").await,
+        vec!["wxapp_shop:oXYZ"]
+    );
+    // Every link is recorded with its outcome; users' phone and e-mail count as identifiers.
+    let statuses = rows(
+        &session,
+        "SELECT user_id, id_type, status FROM identity_links WHERE status NOT IN ('linked', 'joined') ORDER BY user_id, id_type",
+    )
+    .await;
+    assert_eq!(statuses, vec!["u4|phone|invalid", "u5|phone|denied", "u6|phone|denied"]);
+    assert_eq!(
+        count(&session, "SELECT count(*) FROM identity_links WHERE user_id = 'u1' AND id_value = '+8613912345678'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_persons_view_keeps_the_most_recent_non_null_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = identity_store(dir.path());
+    let session = session(&store);
+    assert_eq!(count(&session, "SELECT count(*) FROM persons").await, 4);
+    // u1..u3: the name of u3 (latest with one), the city of u2 (u3 has none), three profiles.
+    assert_eq!(
+        rows(&session, "SELECT profiles, user_ids, name, city, email FROM persons WHERE user_ids LIKE 'u1,%'").await,
+        vec!["3|u1,u2,u3|Bob|Beijing|bob@qq.com"]
+    );
+}
+
+#[tokio::test]
+async fn explain_merge_names_the_chain_of_identifiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = identity_store(dir.path());
+    let session = session(&store);
+    let chain =
+        rows(&session, "SELECT step, from_user, to_user, id_type, id_value FROM explain_merge('u1', 'u3')").await;
+    assert_eq!(chain, vec!["1|u1|u2|email|ann@qq.com", "2|u2|u3|wx_unionid|UNION-A"]);
+    assert!(rows(&session, "SELECT * FROM explain_merge('u1', 'u4')").await.is_empty());
+    let err = session.query("SELECT * FROM explain_merge('u1', 'nobody')").await.unwrap_err().to_string();
+    assert!(err.contains("'nobody' is not a known user_id"), "{err}");
+}
+
+#[tokio::test]
+async fn a_later_import_extends_the_resolution() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = identity_store(dir.path());
+    // u4's device becomes a hub once more than the hub limit of profiles give it? Not with the
+    // defaults: here a phone joins u4 and u1's person; an older link arriving late is fine too.
+    let more = write(
+        &dir.path().join("in2"),
+        "identities.csv",
+        "user_id,id_type,id_value,source,ts\nu4,phone,+86 139-1234-5678,store_bj,2026-06-15 00:00:00\n",
+    );
+    import(&store, &[&more]).unwrap();
+    let session = session(&store);
+    assert_eq!(persons_of(&session).await, vec!["u1,u2,u3,u4", "u5", "u6"]);
+    // A later users load adds a profile whose e-mail joins the person too.
+    let users = write(&dir.path().join("in3"), "users.csv", "user_id,email\nu7,ANN@qq.com\n");
+    import(&store, &[&users]).unwrap();
+    let session = crate::util::session(&store);
+    assert_eq!(persons_of(&session).await, vec!["u1,u2,u3,u4,u7", "u5", "u6"]);
+}
+
+#[test]
+fn a_value_that_cannot_be_of_its_type_is_refused_naming_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = identity_store(dir.path());
+    let before = state(&store);
+    let bad = write(
+        &dir.path().join("bad"),
+        "identities.csv",
+        "user_id,id_type,id_value,source,ts\nu1,phone,+8613912345678,web,\nu2,phone,call me,web,\n",
+    );
+    let err = refused(&store, &[&bad]);
+    let message = assert_input_error(&err, &bad, InputLocation::Line(3), Some("id_value"));
+    assert!(message.contains("'call me' is not a phone number"), "{message}");
+    let unknown =
+        write(&dir.path().join("bad2"), "identities.csv", "user_id,id_type,id_value,source,ts\nu1,fax,123,web,\n");
+    let err = refused(&store, &[&unknown]);
+    let message = assert_input_error(&err, &unknown, InputLocation::Line(2), Some("id_type"));
+    assert!(message.contains("unknown identifier type 'fax'"), "{message}");
+    let openid =
+        write(&dir.path().join("bad3"), "identities.csv", "user_id,id_type,id_value,source,ts\nu1,wx_openid,o1,,\n");
+    let message = assert_input_error(&refused(&store, &[&openid]), &openid, InputLocation::Line(2), Some("id_value"));
+    assert!(message.contains("app id"), "{message}");
+    assert_eq!(state(&store), before);
+}
