@@ -210,7 +210,7 @@ mod tests {
         assert_eq!(n.value(PHONE, " 00000000000 ", None).as_deref(), Ok("00000000000"));
         assert_eq!(n.value(WX_OPENID, "null", None).as_deref(), Ok("null"));
         for v in
-            ["null", "NULL", "anonymous", "000000", "+8611111111111", "test@example.com", "app:null", "+8613800138000"]
+            ["null", "NULL", "anonymous", "000000", "+8611111111111", "noreply@qq.com", "app:null", "+8613800138000"]
         {
             assert!(n.denied(v), "{v}");
         }
