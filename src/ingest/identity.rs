@@ -82,6 +82,31 @@ pub(super) fn needs_resolution(base: &Manifest, next: &Manifest) -> bool {
             || next.forgotten != base.forgotten)
 }
 
+impl crate::store::Store {
+    /// Sets the store's identity rules (validated) as a new version, and resolves its users into
+    /// persons again under them. Rules normalise the identifiers of later imports; the values
+    /// already stored keep the form they were stored in. Returns the version committed.
+    pub fn set_identity_rules(&self, rules: IdentityRules) -> Result<u64> {
+        Normaliser::new(&rules)?;
+        let w = self.writer()?;
+        let base = Arc::clone(w.base());
+        if base.identity.rules.as_ref() == Some(&rules) {
+            return Ok(base.version);
+        }
+        let root = self.root().to_path_buf();
+        let mut next = (*base).clone();
+        // Rules given explicitly (the defaults too) make resolution active in a store that has
+        // no identities table yet: the users' phones and e-mails link its profiles.
+        next.identity.rules = Some(rules);
+        let paths: Vec<std::path::PathBuf> = base.id_segments.iter().map(|s| layout::resolve(&root, &s.path)).collect();
+        let ids = IdMap::load(&paths, base.next_row_id as usize)?;
+        // With a resolution, its links are replayed under the new rules (no file is new);
+        // without, every identities and users file is read.
+        resolve_with(&w, &root, &base, &mut next, &ids, base.identity.resolution.is_none())?;
+        w.commit(next)
+    }
+}
+
 /// One identifier seen on one user row, as the links file keeps it.
 #[derive(Debug, Clone)]
 struct Record {
@@ -97,6 +122,19 @@ struct Record {
 
 /// Resolves `next` (see the module doc) and records the resolution in it.
 pub(super) fn resolve(w: &StoreWriter, root: &Path, base: &Manifest, next: &mut Manifest, ids: &IdMap) -> Result<()> {
+    resolve_with(w, root, base, next, ids, false)
+}
+
+/// [`resolve`]; `all_files`: read every identities and users file of `next` as new (the first
+/// resolution of a store), whatever `base` holds.
+fn resolve_with(
+    w: &StoreWriter,
+    root: &Path,
+    base: &Manifest,
+    next: &mut Manifest,
+    ids: &IdMap,
+    all_files: bool,
+) -> Result<()> {
     let rules = next.identity.rules();
     let normaliser = Normaliser::new(&rules)?;
     let previous = match &next.identity.resolution {
@@ -106,8 +144,8 @@ pub(super) fn resolve(w: &StoreWriter, root: &Path, base: &Manifest, next: &mut 
     // The files this import added (all of them when there is no resolution yet).
     let fresh = |t: Table| -> Vec<String> {
         let known: HashSet<&str> = match &next.identity.resolution {
-            Some(_) => base.files(t).iter().map(|f| f.path.as_str()).collect(),
-            None => HashSet::new(),
+            Some(_) if !all_files => base.files(t).iter().map(|f| f.path.as_str()).collect(),
+            _ => HashSet::new(),
         };
         next.files(t).iter().filter(|f| !known.contains(f.path.as_str())).map(|f| f.path.clone()).collect()
     };

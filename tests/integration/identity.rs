@@ -189,3 +189,71 @@ async fn the_planted_identity_graph_is_resolved_with_high_precision_and_recall()
         0
     );
 }
+
+#[tokio::test]
+async fn custom_identifier_types_are_declared_in_the_store_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = identity_store(dir.path());
+    let card = write(
+        &dir.path().join("in2"),
+        "identities.csv",
+        "user_id,id_type,id_value,source,ts\nu5,member_card,C-77,store_sh,2026-08-01\nu6,member_card,c-77 ,store_bj,2026-08-02\n",
+    );
+    let err = refused(&store, &[&card]);
+    assert!(err.to_string().contains("unknown identifier type 'member_card'"), "{err}");
+    let mut rules = persona::store::identity::IdentityRules::default();
+    rules.types.insert(
+        "member_card".into(),
+        persona::store::identity::TypeRule {
+            priority: 95,
+            max_per_person: 1,
+            unique: true,
+            normalise: persona::store::identity::Normalise::Lowercase,
+        },
+    );
+    {
+        let _scope = lock_scope();
+        store.set_identity_rules(rules.clone()).unwrap();
+    }
+    import(&store, &[&card]).unwrap();
+    let session = session(&store);
+    assert_eq!(persons_of(&session).await, vec!["u1,u2,u3", "u4", "u5,u6"]);
+    assert_eq!(
+        rows(&session, "SELECT DISTINCT id_value FROM identities WHERE id_type = 'member_card'").await,
+        vec!["c-77"]
+    );
+    // Changed rules are replayed over the stored links: with unionids no longer unique, u3 is
+    // on its own again (the hub limit of 2 changes nothing here: no value is on three profiles).
+    rules.hub_limit = 2;
+    rules.types.get_mut("wx_unionid").unwrap().unique = false;
+    {
+        let _scope = lock_scope();
+        store.set_identity_rules(rules).unwrap();
+    }
+    let session = crate::util::session(&store);
+    assert_eq!(persons_of(&session).await, vec!["u1,u2", "u3", "u4", "u5,u6"]);
+}
+
+#[test]
+fn persona_identity_prints_and_sets_the_rules_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = identity_store(dir.path());
+    drop(store);
+    let root = dir.path().join("store");
+    let json = ok(persona_bin().args(["identity", "rules", "--store"]).arg(&root).output().as_ref().unwrap());
+    let mut rules: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(rules["hub_limit"], 20);
+    assert_eq!(rules["types"]["wx_unionid"]["max_per_person"], 1);
+    rules["types"]["email"]["unique"] = false.into();
+    let file = write(dir.path(), "rules.json", rules.to_string());
+    let out = persona_bin().args(["identity", "rules", "--store"]).arg(&root).arg("--set").arg(&file).output().unwrap();
+    ok(&out);
+    let report = ok(persona_bin().args(["identity", "report", "--store"]).arg(&root).output().as_ref().unwrap());
+    // Without e-mails linking, u1 stays apart from u2 and u3.
+    assert!(report.contains("6 users in 5 persons"), "{report}");
+    assert!(report.contains("denied 2") && report.contains("invalid 1"), "{report}");
+    let bad = write(dir.path(), "bad.json", r#"{"types": {}}"#);
+    let out = persona_bin().args(["identity", "rules", "--store"]).arg(&root).arg("--set").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not identity rules"), "{out:?}");
+}
