@@ -172,7 +172,7 @@ fn ctrl_c_is_noticed_even_while_the_query_keeps_every_worker_busy() {
     s.expect(PROMPT);
     // Commands that read the pinned version's manifest need no worker and answer at once.
     s.line("\\d");
-    s.expect("| purchases | 10134 | 7       |");
+    s.expect("| purchases  | 10134 | 7       |");
     s.expect(PROMPT);
 }
 
@@ -189,7 +189,7 @@ fn backslash_d_describes_the_users_table() {
     s.expect("| income_band         | BIGINT  |");
     s.expect(PROMPT);
     s.line("\\d");
-    s.expect("| user_tags | 11943 | 3       |");
+    s.expect("| user_tags  | 11943 | 3       |");
 }
 
 #[test]

@@ -226,8 +226,7 @@ mod tests {
         let mut rules = IdentityRules::default();
         rules.types.remove(PHONE);
         assert!(rules.validate().unwrap_err().to_string().contains("'phone'"));
-        let mut rules = IdentityRules::default();
-        rules.hub_limit = 1;
+        let rules = IdentityRules { hub_limit: 1, ..IdentityRules::default() };
         assert!(rules.validate().unwrap_err().to_string().contains("hub_limit"));
     }
 }
