@@ -107,6 +107,18 @@ impl crate::store::Store {
     }
 }
 
+/// After users were forgotten (`next` is the version without them, its dictionary segments
+/// written): resolves again, so that their identifier links leave the links file and their rows
+/// the persons file in the same version (docs/identity.md). Nothing to do without a resolution.
+pub(super) fn resolve_after_forget(w: &StoreWriter, root: &Path, base: &Manifest, next: &mut Manifest) -> Result<()> {
+    if next.identity.resolution.is_none() || !needs_resolution(base, next) {
+        return Ok(());
+    }
+    let paths: Vec<std::path::PathBuf> = next.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
+    let ids = IdMap::load(&paths, next.next_row_id as usize)?;
+    resolve(w, root, base, next, &ids)
+}
+
 /// One identifier seen on one user row, as the links file keeps it.
 #[derive(Debug, Clone)]
 struct Record {

@@ -257,3 +257,21 @@ fn persona_identity_prints_and_sets_the_rules_and_reports() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not identity rules"), "{out:?}");
 }
+
+/// Forgetting a user (PIPL / GDPR erasure) takes its identifiers out of the resolution in the
+/// same version, and the persons it held together fall apart.
+#[tokio::test]
+async fn a_forgotten_user_leaves_the_identity_resolution() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = identity_store(dir.path());
+    {
+        let _scope = lock_scope();
+        store.forget(&["u2".to_string()]).unwrap();
+    }
+    let session = session(&store);
+    // u2 held u1 (e-mail) and u3 (unionid) together.
+    assert_eq!(persons_of(&session).await, vec!["u1", "u3", "u4", "u5", "u6"]);
+    assert_eq!(count(&session, "SELECT count(*) FROM identity_links WHERE user_id = 'u2' OR user_id = ''").await, 0);
+    assert_eq!(count(&session, "SELECT count(*) FROM identity_links WHERE id_value = 'UNION-A'").await, 1);
+    assert_eq!(count(&session, "SELECT count(*) FROM identities WHERE user_id = 'u2'").await, 0);
+}
