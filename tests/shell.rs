@@ -211,6 +211,22 @@ fn backslash_profile_shows_a_user_with_tags_and_recent_purchases() {
 }
 
 #[test]
+fn backslash_profile_shows_the_person_with_its_profiles_and_identifiers() {
+    let f = fixture();
+    let identities = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/identity/identities.csv");
+    let out = persona().args(["import", "--quiet", "--store"]).arg(&f.store).arg(&identities).output().expect("import");
+    assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
+    let mut s = Screen::open(&f, false);
+    s.line("\\profile u5");
+    s.expect("-[ RECORD 1 ]");
+    s.expect("person 0 (3 profile(s)): u0, u5, u7");
+    s.expect("identifiers (");
+    s.expect("| phone      | +8613418494637");
+    s.expect("| wx_unionid | oU_demo_3");
+    s.expect(PROMPT);
+}
+
+#[test]
 fn history_is_kept_across_sessions_and_searchable() {
     let f = fixture();
     let mut s = Screen::open(&f, false);
