@@ -10,7 +10,9 @@
 //! new users files ─────┘   seq = previous max + rank            └─ persons file (user_id, person_id)
 //! ```
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -120,12 +122,13 @@ pub(super) fn resolve_after_forget(w: &StoreWriter, root: &Path, base: &Manifest
 }
 
 /// One identifier seen on one user row, as the links file keeps it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Record {
     row: u32,
-    id_type: String,
+    /// Shared: a handful of types and sources repeat over millions of records.
+    id_type: Arc<str>,
     id_value: String,
-    source: Option<String>,
+    source: Option<Arc<str>>,
     ts: Option<i64>,
     seq: u64,
     /// Why the value is no identifier (a `users.phone` that is not a phone number).
@@ -179,11 +182,21 @@ fn resolve_with(
 /// already known as (row, type, value), the new ones sequenced after the previous in
 /// (ts, row, type, value, source) order.
 fn merge(previous: Vec<Record>, mut incoming: Vec<Record>, ids: &IdMap) -> Vec<Record> {
+    // (row, 128-bit hash of type and value): no copy of the strings, collisions out of reach.
+    let key = |r: &Record| {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(r.id_type.as_bytes());
+        h.update(&[0]);
+        h.update(r.id_value.as_bytes());
+        (r.row, h.digest128())
+    };
     let mut records: Vec<Record> = previous.into_iter().filter(|r| ids.key_of(r.row).is_some()).collect();
-    let mut seen: HashSet<(u32, String, String)> =
-        records.iter().map(|r| (r.row, r.id_type.clone(), r.id_value.clone())).collect();
+    let mut seen: FxHashSet<(u32, u128)> = records.iter().map(key).collect();
     let mut seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(0);
-    incoming.sort_by(|a, b| {
+    // Sorted through an index: moving the records themselves costs more than comparing them.
+    let mut order: Vec<u32> = (0..incoming.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let (a, b) = (&incoming[a as usize], &incoming[b as usize]);
         (a.ts.unwrap_or(i64::MIN), a.row, &a.id_type, &a.id_value, &a.source).cmp(&(
             b.ts.unwrap_or(i64::MIN),
             b.row,
@@ -192,8 +205,10 @@ fn merge(previous: Vec<Record>, mut incoming: Vec<Record>, ids: &IdMap) -> Vec<R
             &b.source,
         ))
     });
-    for mut r in incoming {
-        if ids.key_of(r.row).is_some() && seen.insert((r.row, r.id_type.clone(), r.id_value.clone())) {
+    records.reserve(incoming.len());
+    for i in order {
+        let mut r = std::mem::take(&mut incoming[i as usize]);
+        if ids.key_of(r.row).is_some() && seen.insert(key(&r)) {
             r.seq = seq;
             seq += 1;
             records.push(r);
@@ -212,35 +227,38 @@ fn resolve_records(
     first_new: u64,
 ) -> Result<(Vec<Option<Outcome>>, Vec<u32>)> {
     let rules = normaliser.rules();
-    let kinds: Vec<&String> = rules.types.keys().collect();
+    let kinds: Vec<&str> = rules.types.keys().map(String::as_str).collect();
     let kind_rules: Vec<KindRule> = rules
         .types
         .values()
         .map(|r| KindRule { priority: r.priority, max_per_person: r.max_per_person, unique: r.unique })
         .collect();
-    let mut values: HashMap<(u16, &str), u32> = HashMap::new();
+    // Each distinct value interned once, with its deny-list verdict (the patterns run once).
+    let mut values: FxHashMap<(u16, &str), (u32, bool)> = FxHashMap::default();
     let mut links = Vec::with_capacity(records.len());
     for r in records {
         if r.invalid.is_some() {
             continue;
         }
-        let Some(kind) = kinds.iter().position(|k| **k == r.id_type) else { continue };
+        let Some(kind) = kinds.iter().position(|k| *k == &*r.id_type) else { continue };
         let kind = kind as u16;
         let next = values.len() as u32;
-        let value = *values.entry((kind, r.id_value.as_str())).or_insert(next);
+        let (value, denied) =
+            *values.entry((kind, r.id_value.as_str())).or_insert_with(|| (next, normaliser.denied(&r.id_value)));
         links.push(Link {
             key: LinkKey { ts: r.ts.unwrap_or(i64::MIN), seq: r.seq },
             user: r.row,
             kind,
             value,
-            denied: normaliser.denied(&r.id_value),
+            denied,
         });
     }
     let mut resolver = Resolver::new(kind_rules, rules.hub_limit);
     let (previous, new): (Vec<Link>, Vec<Link>) = links.into_iter().partition(|l| l.key.seq < first_new);
     resolver.extend(previous);
     resolver.extend(new);
-    let mut outcome_of_seq: HashMap<u64, Outcome> = HashMap::with_capacity(records.len());
+    let mut outcome_of_seq: FxHashMap<u64, Outcome> = FxHashMap::default();
+    outcome_of_seq.reserve(records.len());
     for (l, o) in resolver.links().iter().zip(resolver.outcomes()) {
         outcome_of_seq.insert(l.key.seq, *o);
     }
@@ -324,7 +342,7 @@ fn write_files(
         }
         rows.push(r.row);
         users.append_value(ids.key_of(r.row).unwrap_or_default());
-        types.push(r.id_type.as_str());
+        types.push(&*r.id_type);
         values.push(r.id_value.as_str());
         sources.push(r.source.as_deref());
         ts.push(r.ts);
@@ -351,7 +369,7 @@ fn write_files(
 
     let mut user_ids = StringBuilder::new();
     let (mut person_ids, mut seqs) = (Vec::new(), Vec::new());
-    let mut distinct = HashSet::new();
+    let mut distinct = FxHashSet::default();
     for (row, &p) in persons.iter().enumerate() {
         // Forgotten rows (holes in the row ids) belong to no person.
         let Some(user) = ids.key_of(row as u32).filter(|u| !u.is_empty()) else { continue };
@@ -400,6 +418,21 @@ fn read_columns(path: &Path, names: &[&str], mut f: impl FnMut(&RecordBatch) -> 
     Ok(())
 }
 
+/// One shared copy of each identifier type and source name read.
+#[derive(Default)]
+struct Names(FxHashMap<String, Arc<str>>);
+
+impl Names {
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.0.get(name) {
+            return Arc::clone(n);
+        }
+        let n: Arc<str> = Arc::from(name);
+        self.0.insert(name.to_string(), Arc::clone(&n));
+        n
+    }
+}
+
 fn opt_text(batch: &RecordBatch, name: &str) -> Option<StringArray> {
     let col = batch.column_by_name(name)?;
     arrow::compute::cast(col, &DataType::Utf8).ok().map(|c| c.as_string::<i32>().clone())
@@ -407,6 +440,7 @@ fn opt_text(batch: &RecordBatch, name: &str) -> Option<StringArray> {
 
 fn read_links(path: &Path) -> Result<Vec<Record>> {
     let mut out = Vec::new();
+    let mut names = Names::default();
     read_columns(path, &[ROW_ID_COLUMN, ID_TYPE, ID_VALUE, SOURCE, TS, "seq", "status", "reason"], |b| {
         let corrupt = || Error::corrupt(path, "an identity links file lacks a column");
         let rows = b.column_by_name(ROW_ID_COLUMN).ok_or_else(corrupt)?.as_primitive::<UInt32Type>();
@@ -423,9 +457,9 @@ fn read_links(path: &Path) -> Result<Vec<Record>> {
                 .then(|| reason.as_ref().filter(|r| r.is_valid(i)).map(|r| r.value(i).to_string()).unwrap_or_default());
             out.push(Record {
                 row: rows.value(i),
-                id_type: types.value(i).to_string(),
+                id_type: names.get(types.value(i)),
                 id_value: values.value(i).to_string(),
-                source: sources.is_valid(i).then(|| sources.value(i).to_string()),
+                source: sources.is_valid(i).then(|| names.get(sources.value(i))),
                 ts: ts.is_valid(i).then(|| ts.value(i)),
                 seq: seq.value(i),
                 invalid,
@@ -438,6 +472,7 @@ fn read_links(path: &Path) -> Result<Vec<Record>> {
 
 /// The rows of a stored identities file (already normalised by the import).
 fn read_identities(path: &Path, out: &mut Vec<Record>) -> Result<()> {
+    let mut names = Names::default();
     read_columns(path, &[ROW_ID_COLUMN, ID_TYPE, ID_VALUE, SOURCE, TS], |b| {
         let corrupt = || Error::corrupt(path, "an identities file lacks a contract column");
         let rows = b.column_by_name(ROW_ID_COLUMN).ok_or_else(corrupt)?.as_primitive::<UInt32Type>();
@@ -447,9 +482,9 @@ fn read_identities(path: &Path, out: &mut Vec<Record>) -> Result<()> {
         for i in 0..b.num_rows() {
             out.push(Record {
                 row: rows.value(i),
-                id_type: types.value(i).to_string(),
+                id_type: names.get(types.value(i)),
                 id_value: values.value(i).to_string(),
-                source: sources.as_ref().filter(|s| s.is_valid(i)).map(|s| s.value(i).to_string()),
+                source: sources.as_ref().filter(|s| s.is_valid(i)).map(|s| names.get(s.value(i))),
                 ts: ts.as_ref().filter(|t| t.is_valid(i)).map(|t| t.value(i)),
                 seq: 0,
                 invalid: None,
@@ -462,6 +497,7 @@ fn read_identities(path: &Path, out: &mut Vec<Record>) -> Result<()> {
 /// The phone and e-mail of a stored users file's rows, as links seen at the user's signup date
 /// (source `users`); a value that is no phone or e-mail is kept as an invalid record.
 fn read_users(path: &Path, n: &Normaliser, out: &mut Vec<Record>) -> Result<()> {
+    let mut names = Names::default();
     read_columns(path, &[ROW_ID_COLUMN, PHONE, EMAIL, "signup_date"], |b| {
         let rows = b
             .column_by_name(ROW_ID_COLUMN)
@@ -484,9 +520,9 @@ fn read_users(path: &Path, n: &Normaliser, out: &mut Vec<Record>) -> Result<()> 
                 };
                 out.push(Record {
                     row: rows.value(i),
-                    id_type: id_type.to_string(),
+                    id_type: names.get(id_type),
                     id_value,
-                    source: Some(USERS_SOURCE.to_string()),
+                    source: Some(names.get(USERS_SOURCE)),
                     ts: signup.as_ref().filter(|s| s.is_valid(i)).map(|s| i64::from(s.value(i)) * DAY_MICROS),
                     seq: 0,
                     invalid,

@@ -19,6 +19,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use rustc_hash::FxHashMap;
+
 /// The order links are processed in: their time, then their sequence number (unique).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LinkKey {
@@ -93,9 +95,9 @@ pub struct Resolver {
     /// Per root user: the identifiers its person holds.
     held: Vec<Vec<Held>>,
     /// The user (any member) whose person holds a unique (kind, value).
-    owners: HashMap<(u16, u32), u32>,
+    owners: FxHashMap<(u16, u32), u32>,
     /// The distinct users each non-denied value was seen on, up to one past the hub limit.
-    value_users: HashMap<(u16, u32), Vec<u32>>,
+    value_users: FxHashMap<(u16, u32), Vec<u32>>,
 }
 
 impl Resolver {
@@ -108,8 +110,8 @@ impl Resolver {
             parent: Vec::new(),
             size: Vec::new(),
             held: Vec::new(),
-            owners: HashMap::new(),
-            value_users: HashMap::new(),
+            owners: FxHashMap::default(),
+            value_users: FxHashMap::default(),
         }
     }
 
@@ -309,7 +311,7 @@ impl Resolver {
         if users > 0 {
             self.grow(users - 1);
         }
-        let mut number: HashMap<u32, u32> = HashMap::new();
+        let mut number: FxHashMap<u32, u32> = FxHashMap::default();
         (0..users)
             .map(|u| {
                 let root = self.find(u);
