@@ -3,7 +3,7 @@
 //! link with its outcome), the `persons` view (one row per person with its surviving profile
 //! values) and `explain_merge(user_a, user_b)`, the chain of identifiers that joined two users.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,7 +22,7 @@ use crate::audience::sql_view::SqlView;
 use crate::error::{Error, IoContext, Result};
 use crate::ingest::identity::{links_schema, persons_schema};
 use crate::ingest::resolve::{KindRule, Link, LinkKey, Outcome, explain_chain};
-use crate::store::identity::{IdentityRules, Resolution};
+use crate::store::identity::{IdentityRules, Resolution, Survivorship};
 use crate::store::{Snapshot, layout};
 use crate::tables::{ColumnType, ID_TYPE, ID_VALUE, ROW_ID_COLUMN, SOURCE, TS, USER_ID};
 
@@ -34,7 +34,11 @@ pub fn register(ctx: &SessionContext, snapshot: &Snapshot) -> Result<()> {
     let links_sql_schema = without_row_id(&links_schema());
     ctx.register_table("identity_links", parquet_table(file(|r| &r.links).as_deref(), links_sql_schema)?)?;
     ctx.register_table("user_persons", parquet_table(file(|r| &r.persons).as_deref(), persons_schema())?)?;
-    ctx.register_table("persons", Arc::new(persons_view(&manifest.columns(crate::tables::Table::Users))))?;
+    let rules = manifest.identity.rules();
+    ctx.register_table(
+        "persons",
+        Arc::new(persons_view(&manifest.columns(crate::tables::Table::Users), &rules.survivorship)),
+    )?;
     ctx.register_udtf(
         "explain_merge",
         Arc::new(ExplainMerge {
@@ -66,8 +70,8 @@ fn parquet_table(path: Option<&Path>, schema: SchemaRef) -> Result<Arc<dyn Table
 }
 
 /// The SQL of the `persons` view: per person, its profiles (in load order), and for every users
-/// column the value of the most recently loaded profile that has one (most recent non-null).
-pub fn persons_sql(users_columns: &[crate::tables::ColumnDef]) -> String {
+/// column the value its survivorship rule picks (most recent non-null unless the rules say).
+pub fn persons_sql(users_columns: &[crate::tables::ColumnDef], rules: &BTreeMap<String, Survivorship>) -> String {
     let mut select = vec![
         "up.person_id AS person_id".to_string(),
         "count(*) AS profiles".to_string(),
@@ -75,7 +79,13 @@ pub fn persons_sql(users_columns: &[crate::tables::ColumnDef]) -> String {
     ];
     for c in users_columns.iter().filter(|c| c.name != USER_ID) {
         let q = format!("\"{}\"", c.name.replace('"', "\"\""));
-        select.push(format!("first_value(u.{q} ORDER BY up.profile_seq DESC) FILTER (WHERE u.{q} IS NOT NULL) AS {q}"));
+        let value = match rules.get(&c.name).copied().unwrap_or_default() {
+            Survivorship::MostRecent => format!("first_value(u.{q} ORDER BY up.profile_seq DESC)"),
+            Survivorship::Oldest => format!("first_value(u.{q} ORDER BY up.profile_seq)"),
+            Survivorship::Max => format!("max(u.{q})"),
+            Survivorship::Min => format!("min(u.{q})"),
+        };
+        select.push(format!("{value} FILTER (WHERE u.{q} IS NOT NULL) AS {q}"));
     }
     format!(
         "SELECT {} FROM user_persons up JOIN users u ON u.user_id = up.user_id GROUP BY up.person_id",
@@ -83,7 +93,7 @@ pub fn persons_sql(users_columns: &[crate::tables::ColumnDef]) -> String {
     )
 }
 
-fn persons_view(users_columns: &[crate::tables::ColumnDef]) -> SqlView {
+fn persons_view(users_columns: &[crate::tables::ColumnDef], rules: &BTreeMap<String, Survivorship>) -> SqlView {
     let mut fields = vec![
         Field::new("person_id", DataType::Int64, true),
         Field::new("profiles", DataType::Int64, true),
@@ -95,7 +105,7 @@ fn persons_view(users_columns: &[crate::tables::ColumnDef]) -> SqlView {
             .filter(|c| c.name != USER_ID)
             .map(|c| Field::new(&c.name, ColumnType::arrow_type(c.ty), true)),
     );
-    SqlView::new(persons_sql(users_columns), Arc::new(Schema::new(fields)))
+    SqlView::new(persons_sql(users_columns, rules), Arc::new(Schema::new(fields)))
 }
 
 /// `explain_merge('u1', 'u2')`: one row per step of the shortest chain of shared identifiers

@@ -95,6 +95,11 @@ impl crate::store::Store {
         if base.identity.rules.as_ref() == Some(&rules) {
             return Ok(base.version);
         }
+        if let Some(column) = rules.survivorship.keys().find(|c| base.users_columns.iter().all(|u| &u.name != *c)) {
+            return Err(Error::Usage(format!(
+                "the survivorship rules name column '{column}', which users does not have"
+            )));
+        }
         let root = self.root().to_path_buf();
         let mut next = (*base).clone();
         // Rules given explicitly (the defaults too) make resolution active in a store that has

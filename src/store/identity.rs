@@ -61,6 +61,25 @@ pub struct IdentityRules {
     /// (mainland China: `86` and 11 digits starting with 1).
     pub default_country_code: String,
     pub national_digits: u32,
+    /// Per users column, which profile's value the `persons` view keeps when they differ
+    /// (absent: [`Survivorship::MostRecent`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub survivorship: BTreeMap<String, Survivorship>,
+}
+
+/// Which value of a column a person keeps from its profiles (NULLs never survive a value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Survivorship {
+    /// The value of the most recently loaded profile that has one.
+    #[default]
+    MostRecent,
+    /// The value of the first loaded profile that has one.
+    Oldest,
+    /// The largest value.
+    Max,
+    /// The smallest value.
+    Min,
 }
 
 impl Default for IdentityRules {
@@ -109,6 +128,7 @@ impl Default for IdentityRules {
             hub_limit: 20,
             default_country_code: "86".into(),
             national_digits: 11,
+            survivorship: BTreeMap::new(),
         }
     }
 }

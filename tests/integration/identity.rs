@@ -275,3 +275,24 @@ async fn a_forgotten_user_leaves_the_identity_resolution() {
     assert_eq!(count(&session, "SELECT count(*) FROM identity_links WHERE id_value = 'UNION-A'").await, 1);
     assert_eq!(count(&session, "SELECT count(*) FROM identities WHERE user_id = 'u2'").await, 0);
 }
+
+#[tokio::test]
+async fn the_persons_view_takes_each_columns_survivorship_rule() {
+    use persona::store::identity::{IdentityRules, Survivorship};
+    let dir = tempfile::tempdir().unwrap();
+    let store = identity_store(dir.path());
+    let mut rules = IdentityRules::default();
+    rules.survivorship.insert("name".into(), Survivorship::Oldest);
+    rules.survivorship.insert("city".into(), Survivorship::Max);
+    let _scope = lock_scope();
+    store.set_identity_rules(rules.clone()).unwrap();
+    let session = session(&store);
+    // u1 Ann (oldest), cities Shanghai/Beijing: the largest is Shanghai.
+    assert_eq!(
+        rows(&session, "SELECT name, city FROM persons WHERE user_ids = 'u1,u2,u3'").await,
+        vec!["Ann|Shanghai"]
+    );
+    rules.survivorship.insert("shoe_size".into(), Survivorship::Min);
+    let err = store.set_identity_rules(rules).unwrap_err().to_string();
+    assert!(err.contains("column 'shoe_size', which users does not have"), "{err}");
+}
