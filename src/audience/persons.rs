@@ -39,6 +39,7 @@ pub fn register(ctx: &SessionContext, snapshot: &Snapshot) -> Result<()> {
         "persons",
         Arc::new(persons_view(&manifest.columns(crate::tables::Table::Users), &rules.survivorship)),
     )?;
+    ctx.register_udtf("audience_persons", Arc::new(AudiencePersons));
     ctx.register_udtf(
         "explain_merge",
         Arc::new(ExplainMerge {
@@ -106,6 +107,69 @@ fn persons_view(users_columns: &[crate::tables::ColumnDef], rules: &BTreeMap<Str
             .map(|c| Field::new(&c.name, ColumnType::arrow_type(c.ty), true)),
     );
     SqlView::new(persons_sql(users_columns, rules), Arc::new(Schema::new(fields)))
+}
+
+/// `audience_persons('name' [, version])`: the persons of a saved audience's members (holdout
+/// left out), one row each, with all their profiles and contact points — a person is in when any
+/// of its profiles is a member.
+#[derive(Debug)]
+struct AudiencePersons;
+
+/// The SQL of `audience_persons`, over `audience_members(<members_args>)`.
+pub fn audience_persons_sql(members_args: &str) -> String {
+    let contact = |t: &str, name: &str| {
+        format!(
+            "array_to_string(array_sort(array_agg(DISTINCT c.id_value) FILTER (WHERE c.id_type = '{t}')), ',') AS {name}"
+        )
+    };
+    format!(
+        "WITH members AS (SELECT DISTINCT up.person_id FROM audience_members({members_args}) m \
+           JOIN user_persons up ON up.user_id = m.user_id WHERE NOT m.holdout), \
+         profiles AS (SELECT up.person_id, count(*) AS profiles, \
+           string_agg(up.user_id, ',' ORDER BY up.profile_seq) AS user_ids \
+           FROM user_persons up JOIN members ON members.person_id = up.person_id GROUP BY up.person_id), \
+         contacts AS (SELECT up.person_id, l.id_type, l.id_value FROM identity_links l \
+           JOIN user_persons up ON up.user_id = l.user_id JOIN members ON members.person_id = up.person_id \
+           WHERE l.status IN ('linked', 'joined')) \
+         SELECT p.person_id, p.profiles, p.user_ids, {}, {}, {} \
+         FROM profiles p LEFT JOIN contacts c ON c.person_id = p.person_id \
+         GROUP BY p.person_id, p.profiles, p.user_ids",
+        contact("phone", "phones"),
+        contact("email", "emails"),
+        contact("wx_unionid", "wx_unionids"),
+    )
+}
+
+impl TableFunctionImpl for AudiencePersons {
+    fn call_with_args(&self, args: datafusion::catalog::TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        const USAGE: &str = "audience_persons() takes a saved audience's name and optionally a version, e.g. audience_persons('lapsed') or audience_persons('lapsed', 2)";
+        let literal = |e: &Expr| match e {
+            Expr::Literal(
+                ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)),
+                _,
+            ) => Some(format!("'{}'", s.replace('\'', "''"))),
+            _ => None,
+        };
+        let version = |e: &Expr| match e {
+            Expr::Literal(v, _) if v.data_type().is_integer() && !v.is_null() => Some(v.to_string()),
+            _ => None,
+        };
+        let members_args = match args.exprs() {
+            [name] => literal(name),
+            [name, v] => literal(name).zip(version(v)).map(|(n, v)| format!("{n}, {v}")),
+            _ => None,
+        };
+        let Some(members_args) = members_args else { return plan_err!("{USAGE}") };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("person_id", DataType::Int64, true),
+            Field::new("profiles", DataType::Int64, true),
+            Field::new("user_ids", DataType::Utf8, true),
+            Field::new("phones", DataType::Utf8, true),
+            Field::new("emails", DataType::Utf8, true),
+            Field::new("wx_unionids", DataType::Utf8, true),
+        ]));
+        Ok(Arc::new(SqlView::new(audience_persons_sql(&members_args), schema)))
+    }
 }
 
 /// `explain_merge('u1', 'u2')`: one row per step of the shortest chain of shared identifiers
