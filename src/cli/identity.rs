@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use crate::error::{Error, IoContext, Result};
+use crate::ingest::identity::SplitRequest;
 use crate::store::Store;
 use crate::store::identity::IdentityRules;
 
@@ -26,6 +27,21 @@ pub enum IdentityCommand {
         /// A JSON file of rules, as printed (every field required).
         #[arg(long, value_name = "FILE")]
         set: Option<PathBuf>,
+    },
+    /// Separate what resolution joined: two users that must never be one person again
+    /// (--users A B), or an identifier that must link nobody any more (--value TYPE VALUE).
+    ///
+    /// A new version, resolved again; the split is kept, so later imports do not merge them.
+    Split {
+        /// The store.
+        #[arg(long)]
+        store: PathBuf,
+        /// Two user_ids to keep apart.
+        #[arg(long, num_args = 2, value_names = ["USER_ID", "USER_ID"], conflicts_with = "value", required_unless_present = "value")]
+        users: Option<Vec<String>>,
+        /// An identifier to block: its type and value (an openid as APP_ID:OPENID).
+        #[arg(long, num_args = 2, value_names = ["TYPE", "VALUE"])]
+        value: Option<Vec<String>>,
     },
     /// Report the resolution: users, persons, links and the links rejected, by reason.
     Report {
@@ -53,6 +69,17 @@ pub fn run(args: IdentityArgs) -> Result<()> {
             })?;
             let store = Store::open(&path)?;
             let version = store.set_identity_rules(rules)?;
+            eprintln!("{}", describe(&store, version)?);
+            Ok(())
+        }
+        IdentityCommand::Split { store: path, users, value } => {
+            let request = match (users, value) {
+                (Some(u), _) if u.len() == 2 => SplitRequest::Users(u[0].clone(), u[1].clone()),
+                (_, Some(v)) if v.len() == 2 => SplitRequest::Value(v[0].clone(), v[1].clone()),
+                _ => return Err(Error::Arguments("give --users USER_ID USER_ID or --value TYPE VALUE".into())),
+            };
+            let store = Store::open(&path)?;
+            let version = store.split_identity(request)?;
             eprintln!("{}", describe(&store, version)?);
             Ok(())
         }

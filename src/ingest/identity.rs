@@ -33,7 +33,7 @@ use super::reader::{SourceFile, TypedBatch};
 use super::resolve::{KindRule, Link, LinkKey, Outcome, Resolver};
 use super::row_ids::IdMap;
 use crate::error::{Error, IoContext, Result};
-use crate::store::identity::{EMAIL, IdentityRules, PHONE, Resolution, new_resolution_file};
+use crate::store::identity::{EMAIL, IdentityRules, PHONE, Resolution, Split, new_resolution_file};
 use crate::store::manifest::Manifest;
 use crate::store::{StoreWriter, layout};
 use crate::tables::{DAY_MICROS, ID_TYPE, ID_VALUE, ROW_ID_COLUMN, SOURCE, TS, Table, USER_ID};
@@ -114,6 +114,64 @@ impl crate::store::Store {
     }
 }
 
+/// What `persona identity split` separates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SplitRequest {
+    /// Two user_ids that must never be one person again.
+    Users(String, String),
+    /// An identifier (type and value as given; normalised like an import's) that must link
+    /// nobody any more.
+    Value(String, String),
+}
+
+impl crate::store::Store {
+    /// Records a split as a new version and resolves again under it: a cannot-link pair of users,
+    /// or a blocked identifier value. Later imports keep it. Returns the version committed.
+    pub fn split_identity(&self, request: SplitRequest) -> Result<u64> {
+        let w = self.writer()?;
+        let base = Arc::clone(w.base());
+        if base.identity.resolution.is_none() {
+            return Err(Error::Usage(
+                "the store has no identity resolution to split (import an identities table first)".into(),
+            ));
+        }
+        let root = self.root().to_path_buf();
+        let paths: Vec<std::path::PathBuf> = base.id_segments.iter().map(|s| layout::resolve(&root, &s.path)).collect();
+        let ids = IdMap::load(&paths, base.next_row_id as usize)?;
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let split = match request {
+            SplitRequest::Users(a, b) => {
+                for u in [&a, &b] {
+                    if ids.get(u).is_none() {
+                        return Err(Error::Usage(format!("'{u}' is not a known user_id")));
+                    }
+                }
+                if a == b {
+                    return Err(Error::Usage(format!("a user cannot be split from itself ('{a}')")));
+                }
+                Split::Pair { a, b, at }
+            }
+            SplitRequest::Value(id_type, id_value) => {
+                let n = Normaliser::new(&base.identity.rules())?;
+                let id_type = n.id_type(&id_type).map_err(Error::Usage)?;
+                let (raw, source) = match (id_type.as_str(), id_value.split_once(':')) {
+                    // An openid is given as app_id:openid, as stored.
+                    (crate::store::identity::WX_OPENID, Some((app, openid))) => {
+                        (openid.to_string(), Some(app.to_string()))
+                    }
+                    _ => (id_value.clone(), None),
+                };
+                let id_value = n.value(&id_type, &raw, source.as_deref()).map_err(Error::Usage)?;
+                Split::Value { id_type, id_value, at }
+            }
+        };
+        let mut next = (*base).clone();
+        next.identity.splits.push(split);
+        resolve_with(&w, &root, &base, &mut next, &ids, false)?;
+        w.commit(next)
+    }
+}
+
 /// After users were forgotten (`next` is the version without them, its dictionary segments
 /// written): resolves again, so that their identifier links leave the links file and their rows
 /// the persons file in the same version (docs/identity.md). Nothing to do without a resolution.
@@ -178,8 +236,9 @@ fn resolve_with(
     }
     let first_new = previous.iter().map(|r| r.seq + 1).max().unwrap_or(0);
     let records = merge(previous, incoming, ids);
-    let (links, persons) = resolve_records(&records, &normaliser, next.next_row_id, first_new)?;
-    next.identity.resolution = Some(write_files(w, root, &records, &links, &persons, ids, &rules)?);
+    let splits = Splits::of(&next.identity.splits, ids);
+    let (links, persons) = resolve_records(&records, &normaliser, next.next_row_id, first_new, &splits)?;
+    next.identity.resolution = Some(write_files(w, root, &records, &links, &persons, ids, &rules, &splits)?);
     Ok(())
 }
 
@@ -222,6 +281,38 @@ fn merge(previous: Vec<Record>, mut incoming: Vec<Record>, ids: &IdMap) -> Vec<R
     records
 }
 
+/// The splits in force, as the resolver and the links file need them.
+#[derive(Debug, Default)]
+struct Splits {
+    /// Cannot-link pairs of user rows (pairs naming a user no longer known are left out).
+    pairs: Vec<(u32, u32)>,
+    /// Blocked (type, value)s.
+    values: FxHashSet<(String, String)>,
+}
+
+impl Splits {
+    fn of(splits: &[Split], ids: &IdMap) -> Splits {
+        let mut out = Splits::default();
+        for s in splits {
+            match s {
+                Split::Pair { a, b, .. } => {
+                    if let (Some(a), Some(b)) = (ids.get(a), ids.get(b)) {
+                        out.pairs.push((a, b));
+                    }
+                }
+                Split::Value { id_type, id_value, .. } => {
+                    out.values.insert((id_type.clone(), id_value.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    fn blocks(&self, id_type: &str, id_value: &str) -> bool {
+        !self.values.is_empty() && self.values.contains(&(id_type.to_string(), id_value.to_string()))
+    }
+}
+
 /// The resolver's links for the valid records (types interned in rule order, values per type),
 /// resolved: the previous version's links (sequence below `first_new`) first, then this import's
 /// as one increment. Returns each record's outcome (`None` for an invalid one) and the person ids.
@@ -230,6 +321,7 @@ fn resolve_records(
     normaliser: &Normaliser,
     users: u32,
     first_new: u64,
+    splits: &Splits,
 ) -> Result<(Vec<Option<Outcome>>, Vec<u32>)> {
     let rules = normaliser.rules();
     let kinds: Vec<&str> = rules.types.keys().map(String::as_str).collect();
@@ -248,8 +340,9 @@ fn resolve_records(
         let Some(kind) = kinds.iter().position(|k| *k == &*r.id_type) else { continue };
         let kind = kind as u16;
         let next = values.len() as u32;
-        let (value, denied) =
-            *values.entry((kind, r.id_value.as_str())).or_insert_with(|| (next, normaliser.denied(&r.id_value)));
+        let (value, denied) = *values
+            .entry((kind, r.id_value.as_str()))
+            .or_insert_with(|| (next, normaliser.denied(&r.id_value) || splits.blocks(&r.id_type, &r.id_value)));
         links.push(Link {
             key: LinkKey { ts: r.ts.unwrap_or(i64::MIN), seq: r.seq },
             user: r.row,
@@ -258,7 +351,7 @@ fn resolve_records(
             denied,
         });
     }
-    let mut resolver = Resolver::new(kind_rules, rules.hub_limit);
+    let mut resolver = Resolver::new(kind_rules, rules.hub_limit).with_cannot_link(splits.pairs.clone());
     let (previous, new): (Vec<Link>, Vec<Link>) = links.into_iter().partition(|l| l.key.seq < first_new);
     resolver.extend(previous);
     resolver.extend(new);
@@ -296,14 +389,18 @@ pub fn persons_schema() -> SchemaRef {
 }
 
 /// An outcome as the links file writes it: a status and a reason.
-fn status(o: Option<Outcome>, r: &Record, rules: &IdentityRules) -> (&'static str, Option<String>) {
+fn status(o: Option<Outcome>, r: &Record, rules: &IdentityRules, splits: &Splits) -> (&'static str, Option<String>) {
     let kind_name = |k: u16| rules.types.keys().nth(k as usize).cloned().unwrap_or_default();
     let max = |k: u16| rules.types.values().nth(k as usize).map_or(0, |t| t.max_per_person);
     match o {
         None => ("invalid", Some(r.invalid.clone().unwrap_or_else(|| format!("type '{}' is not declared", r.id_type)))),
         Some(Outcome::Linked) => ("linked", None),
         Some(Outcome::Joined) => ("joined", None),
+        Some(Outcome::Denied) if splits.blocks(&r.id_type, &r.id_value) => {
+            ("blocked", Some("the value was blocked by persona identity split".into()))
+        }
         Some(Outcome::Denied) => ("denied", Some("the value is on the deny-list".into())),
+        Some(Outcome::Split) => ("split", Some("a split keeps these users apart (persona identity split)".into())),
         Some(Outcome::Hub) => {
             ("hub", Some(format!("the value is on more than {} profiles: quarantined", rules.hub_limit)))
         }
@@ -329,6 +426,7 @@ fn write_files(
     persons: &[u32],
     ids: &IdMap,
     rules: &IdentityRules,
+    splits: &Splits,
 ) -> Result<Resolution> {
     let _ = root;
     let mut order: Vec<usize> = (0..records.len()).collect();
@@ -339,7 +437,7 @@ fn write_files(
         (vec![], StringBuilder::new(), vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     for &i in &order {
         let r = &records[i];
-        let (s, reason) = status(outcomes[i], r, rules);
+        let (s, reason) = status(outcomes[i], r, rules, splits);
         if outcomes[i].is_some_and(Outcome::accepted) {
             linked += 1;
         } else {

@@ -65,6 +65,8 @@ pub enum Outcome {
     /// Attached once, then dropped when a higher-priority link joined the person and the person
     /// held too many identifiers of this (`kind`) type.
     Dropped { kind: u16 },
+    /// Refused: joining would make one person of a cannot-link pair (a split).
+    Split,
 }
 
 impl Outcome {
@@ -98,6 +100,8 @@ pub struct Resolver {
     owners: FxHashMap<(u16, u32), u32>,
     /// The distinct users each non-denied value was seen on, up to one past the hub limit.
     value_users: FxHashMap<(u16, u32), Vec<u32>>,
+    /// Pairs of users that must never be one person.
+    cannot_link: Vec<(u32, u32)>,
 }
 
 impl Resolver {
@@ -112,13 +116,25 @@ impl Resolver {
             held: Vec::new(),
             owners: FxHashMap::default(),
             value_users: FxHashMap::default(),
+            cannot_link: Vec::new(),
         }
     }
 
+    /// Users of these pairs are never joined into one person (set before any link is added).
+    pub fn with_cannot_link(mut self, pairs: Vec<(u32, u32)>) -> Resolver {
+        self.cannot_link = pairs;
+        self
+    }
+
     /// Resolves `links` in one pass (they are sorted here).
-    pub fn full(rules: Vec<KindRule>, hub_limit: u32, mut links: Vec<Link>) -> Resolver {
+    pub fn full(rules: Vec<KindRule>, hub_limit: u32, links: Vec<Link>) -> Resolver {
+        Resolver::new(rules, hub_limit).full_with(links)
+    }
+
+    /// [`Resolver::full`] keeping this resolver's rules and cannot-link pairs.
+    pub fn full_with(self, mut links: Vec<Link>) -> Resolver {
         links.sort_by_key(|l| l.key);
-        let mut r = Resolver::new(rules, hub_limit);
+        let mut r = self;
         r.count_values(&links);
         r.links = links;
         r.replay();
@@ -234,6 +250,9 @@ impl Resolver {
             return Outcome::Linked;
         };
         let rv = self.find(owner);
+        if self.splits(ru, rv) {
+            return Outcome::Split;
+        }
         // Types whose maximum the joined person would pass, highest priority first.
         let mut over: Vec<u16> = Vec::new();
         for kind in 0..self.rules.len() as u16 {
@@ -256,6 +275,21 @@ impl Resolver {
             self.drop_excess(root, kind);
         }
         Outcome::Joined
+    }
+
+    /// Whether joining the persons of roots `a` and `b` would make one person of a cannot-link pair.
+    fn splits(&mut self, a: u32, b: u32) -> bool {
+        for i in 0..self.cannot_link.len() {
+            let (x, y) = self.cannot_link[i];
+            if (x as usize) >= self.parent.len() || (y as usize) >= self.parent.len() {
+                continue;
+            }
+            let (rx, ry) = (self.find(x), self.find(y));
+            if (rx == a && ry == b) || (rx == b && ry == a) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Joins two persons (the larger root stays; ties keep the smaller user); returns the root.
@@ -455,6 +489,15 @@ mod tests {
         assert_eq!(r.person_ids(4), vec![0, 1, 2, 3]);
         assert!(r.outcomes()[..4].iter().all(|o| *o == Outcome::Hub));
         assert_eq!(r.outcomes()[4], Outcome::Denied);
+    }
+
+    #[test]
+    fn a_cannot_link_pair_is_never_joined_even_through_others() {
+        // 0-1 by phone, 1-2 by e-mail-like unique type; 0 and 2 must stay apart.
+        let links = vec![link(0, 0, PHONE, 1), link(1, 1, PHONE, 1), link(2, 1, UNION, 4), link(3, 2, UNION, 4)];
+        let mut r = Resolver::new(rules(), 20).with_cannot_link(vec![(0, 2)]).full_with(links);
+        assert_eq!(r.person_ids(3), vec![0, 0, 1]);
+        assert_eq!(r.outcomes()[3], Outcome::Split);
     }
 
     #[test]

@@ -185,11 +185,25 @@ pub struct IdentitySection {
     /// The resolution of this version (absent until identifiers were first loaded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<Resolution>,
+    /// Splits made so far (`persona identity split`), kept so that later imports do not merge
+    /// what they separated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub splits: Vec<Split>,
+}
+
+/// One split: two users that must never be one person, or a value that must link nobody.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Split {
+    /// A cannot-link pair of user_ids.
+    Pair { a: String, b: String, at: String },
+    /// A normalised identifier value that links nobody any more.
+    Value { id_type: String, id_value: String, at: String },
 }
 
 impl IdentitySection {
     pub fn is_empty(&self) -> bool {
-        self.rules.is_none() && self.resolution.is_none()
+        self.rules.is_none() && self.resolution.is_none() && self.splits.is_empty()
     }
 
     /// The rules in force.

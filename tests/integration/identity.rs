@@ -296,3 +296,53 @@ async fn the_persons_view_takes_each_columns_survivorship_rule() {
     let err = store.set_identity_rules(rules).unwrap_err().to_string();
     assert!(err.contains("column 'shoe_size', which users does not have"), "{err}");
 }
+
+/// `persona identity split` keeps two users apart, or blocks a value, in a new version — and
+/// later imports do not merge them again.
+#[test]
+fn a_split_keeps_users_apart_across_later_imports() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = identity_store(dir.path());
+    drop(store);
+    let root = dir.path().join("store");
+    let split = |args: &[&str]| {
+        let out = persona_bin().args(["identity", "split", "--store"]).arg(&root).args(args).output().unwrap();
+        ok(&out);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // u1-u2 by e-mail, u2-u3 by unionid: keeping u1 and u3 apart refuses the later unionid link.
+    let report = split(&["--users", "u1", "u3"]);
+    assert!(report.contains("split 1"), "{report}");
+    let persons = |root: &std::path::Path| {
+        let out = persona_bin()
+            .args(["sql", "--format", "csv", "--store"])
+            .arg(root)
+            .args([
+                "-c",
+                "SELECT string_agg(user_id, '+' ORDER BY user_id) AS p FROM user_persons GROUP BY person_id ORDER BY 1",
+            ])
+            .output()
+            .unwrap();
+        ok(&out)
+    };
+    assert_eq!(persons(&root), "p\nu1+u2\nu3\nu4\nu5\nu6\n");
+    // Blocking the shared e-mail (given as typed) separates u1 from u2 as well.
+    split(&["--value", "email", " ANN@qq.com"]);
+    assert_eq!(persons(&root), "p\nu1\nu2+u3\nu4\nu5\nu6\n");
+    // A later import with a new link between u1 and u3 keeps the pair apart.
+    let store = persona::Store::open(&root).unwrap();
+    let more = write(
+        &dir.path().join("in9"),
+        "identities.csv",
+        "user_id,id_type,id_value,source,ts\nu1,phone,13700000001,web,2026-09-01\nu3,phone,13700000001,web,2026-09-02\n",
+    );
+    import(&store, &[&more]).unwrap();
+    assert_eq!(persons(&root), "p\nu1\nu2+u3\nu4\nu5\nu6\n");
+    let out = persona_bin()
+        .args(["identity", "split", "--store"])
+        .arg(&root)
+        .args(["--users", "u1", "nobody"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'nobody' is not a known user_id"), "{out:?}");
+}
