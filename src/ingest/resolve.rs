@@ -512,12 +512,13 @@ mod tests {
     }
 
     /// A seeded random graph: links over `users` users and a few values per type, with times that
-    /// often tie, some denied values, split into import batches.
-    fn graph() -> impl Strategy<Value = (u32, Vec<Link>, Vec<usize>)> {
+    /// often tie, some denied values, split into import batches, with a few cannot-link pairs.
+    fn graph() -> impl Strategy<Value = (u32, Vec<Link>, Vec<usize>, Vec<(u32, u32)>)> {
         (2u32..40).prop_flat_map(|users| {
             let link = (0..users, 0u16..3, 0u32..25, 0i64..20, proptest::bool::weighted(0.05));
-            (Just(users), proptest::collection::vec(link, 0..120), proptest::collection::vec(0usize..120, 0..4))
-                .prop_map(|(users, raw, cuts)| {
+            let pairs = proptest::collection::vec((0..users, 0..users), 0..3);
+            (Just(users), proptest::collection::vec(link, 0..120), proptest::collection::vec(0usize..120, 0..4), pairs)
+                .prop_map(|(users, raw, cuts, pairs)| {
                     let links = raw
                         .into_iter()
                         .enumerate()
@@ -529,7 +530,7 @@ mod tests {
                             denied,
                         })
                         .collect();
-                    (users, links, cuts)
+                    (users, links, cuts, pairs)
                 })
         })
     }
@@ -537,12 +538,12 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
         #[test]
-        fn incremental_resolution_equals_a_full_rebuild((users, links, mut cuts) in graph()) {
-            let mut full = Resolver::full(rules(), 4, links.clone());
+        fn incremental_resolution_equals_a_full_rebuild((users, links, mut cuts, pairs) in graph()) {
+            let mut full = Resolver::new(rules(), 4).with_cannot_link(pairs.clone()).full_with(links.clone());
             cuts.push(links.len());
             cuts.iter_mut().for_each(|c| *c = (*c).min(links.len()));
             cuts.sort_unstable();
-            let mut inc = Resolver::new(rules(), 4);
+            let mut inc = Resolver::new(rules(), 4).with_cannot_link(pairs.clone());
             let mut from = 0;
             for cut in cuts {
                 inc.extend(links[from..cut].to_vec());
@@ -560,6 +561,12 @@ mod tests {
                 }
             }
             prop_assert!(unions.values().all(|v| v.len() <= 1), "{:?}", unions);
+            // No cannot-link pair of two users is one person.
+            for (a, b) in pairs {
+                if a != b {
+                    prop_assert_ne!(persons[a as usize], persons[b as usize]);
+                }
+            }
         }
     }
 }
