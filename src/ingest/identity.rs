@@ -238,7 +238,7 @@ fn resolve_with(
     let records = merge(previous, incoming, ids);
     let splits = Splits::of(&next.identity.splits, ids);
     let (links, persons) = resolve_records(&records, &normaliser, next.next_row_id, first_new, &splits)?;
-    next.identity.resolution = Some(write_files(w, root, &records, &links, &persons, ids, &rules, &splits)?);
+    next.identity.resolution = Some(write_files(w, &records, &links, &persons, ids, &rules, &splits)?);
     Ok(())
 }
 
@@ -420,7 +420,6 @@ fn status(o: Option<Outcome>, r: &Record, rules: &IdentityRules, splits: &Splits
 
 fn write_files(
     w: &StoreWriter,
-    root: &Path,
     records: &[Record],
     outcomes: &[Option<Outcome>],
     persons: &[u32],
@@ -428,7 +427,6 @@ fn write_files(
     rules: &IdentityRules,
     splits: &Splits,
 ) -> Result<Resolution> {
-    let _ = root;
     let mut order: Vec<usize> = (0..records.len()).collect();
     order.sort_by_key(|&i| (records[i].ts.unwrap_or(i64::MIN), records[i].seq));
     let mut rejected: BTreeMap<String, u64> = BTreeMap::new();

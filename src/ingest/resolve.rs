@@ -513,7 +513,10 @@ mod tests {
 
     /// A seeded random graph: links over `users` users and a few values per type, with times that
     /// often tie, some denied values, split into import batches, with a few cannot-link pairs.
-    fn graph() -> impl Strategy<Value = (u32, Vec<Link>, Vec<usize>, Vec<(u32, u32)>)> {
+    /// Users, links, import cuts and cannot-link pairs.
+    type Graph = (u32, Vec<Link>, Vec<usize>, Vec<(u32, u32)>);
+
+    fn graph() -> impl Strategy<Value = Graph> {
         (2u32..40).prop_flat_map(|users| {
             let link = (0..users, 0u16..3, 0u32..25, 0i64..20, proptest::bool::weighted(0.05));
             let pairs = proptest::collection::vec((0..users, 0..users), 0..3);
