@@ -43,6 +43,13 @@ pub enum IdentityCommand {
         #[arg(long, num_args = 2, value_names = ["TYPE", "VALUE"])]
         value: Option<Vec<String>>,
     },
+    /// Rebuild the resolution from the stored links in one pass and compare it with the stored
+    /// persons (exit code 1 when they differ).
+    Check {
+        /// The store.
+        #[arg(long)]
+        store: PathBuf,
+    },
     /// Report the resolution: users, persons, links and the links rejected, by reason.
     Report {
         /// The store.
@@ -81,6 +88,17 @@ pub fn run(args: IdentityArgs) -> Result<()> {
             let store = Store::open(&path)?;
             let version = store.split_identity(request)?;
             eprintln!("{}", describe(&store, version)?);
+            Ok(())
+        }
+        IdentityCommand::Check { store } => {
+            let c = Store::open(&store)?.check_identity()?;
+            if c.differing > 0 {
+                return Err(Error::Failed(format!(
+                    "version {}: {} of {} users are in a different person than a rebuild from the {} links puts them in; report this",
+                    c.version, c.differing, c.users, c.links
+                )));
+            }
+            println!("version {}: the persons of {} users equal a rebuild from {} links", c.version, c.users, c.links);
             Ok(())
         }
         IdentityCommand::Report { store } => {

@@ -114,6 +114,65 @@ impl crate::store::Store {
     }
 }
 
+/// What `persona identity check` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityCheck {
+    pub version: u64,
+    /// Links replayed.
+    pub links: u64,
+    /// Users in the stored persons file.
+    pub users: u64,
+    /// Users whose stored person differs from a rebuild's (as a partition: two users share a
+    /// stored person exactly when they share a rebuilt one).
+    pub differing: u64,
+}
+
+impl crate::store::Store {
+    /// Rebuilds the current version's resolution from its links file in one pass (no increment)
+    /// and compares the persons with the stored ones.
+    pub fn check_identity(&self) -> Result<IdentityCheck> {
+        let snapshot = self.snapshot()?;
+        let m = snapshot.manifest();
+        let Some(resolution) = &m.identity.resolution else {
+            return Err(Error::Usage("the store has no identity resolution to check".into()));
+        };
+        let root = self.root();
+        let paths: Vec<std::path::PathBuf> = m.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
+        let ids = IdMap::load(&paths, m.next_row_id as usize)?;
+        let records = read_links(&layout::resolve(root, &resolution.links))?;
+        let normaliser = Normaliser::new(&m.identity.rules())?;
+        let splits = Splits::of(&m.identity.splits, &ids);
+        // Every link as one batch: first_new 0.
+        let (_, rebuilt) = resolve_records(&records, &normaliser, m.next_row_id, 0, &splits)?;
+        let persons_path = layout::resolve(root, &resolution.persons);
+        let mut stored_of_rebuilt: FxHashMap<u32, i64> = FxHashMap::default();
+        let mut rebuilt_of_stored: FxHashMap<i64, u32> = FxHashMap::default();
+        let (mut users, mut differing) = (0u64, 0u64);
+        read_columns(&persons_path, &["person_id", "profile_seq"], |b| {
+            let corrupt = || Error::corrupt(&persons_path, "an identity persons file lacks a column");
+            let persons =
+                b.column_by_name("person_id").ok_or_else(corrupt)?.as_primitive::<arrow::datatypes::Int64Type>();
+            let rows =
+                b.column_by_name("profile_seq").ok_or_else(corrupt)?.as_primitive::<arrow::datatypes::Int64Type>();
+            for i in 0..b.num_rows() {
+                users += 1;
+                let (stored, row) = (persons.value(i), rows.value(i));
+                let Some(&again) = rebuilt.get(row as usize) else {
+                    differing += 1;
+                    continue;
+                };
+                let a = *stored_of_rebuilt.entry(again).or_insert(stored);
+                let b = *rebuilt_of_stored.entry(stored).or_insert(again);
+                if a != stored || b != again {
+                    differing += 1;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(IdentityCheck { version: m.version, links: records.len() as u64, users, differing })
+    }
+}
+
 /// What `persona identity split` separates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SplitRequest {

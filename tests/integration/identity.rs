@@ -113,6 +113,9 @@ async fn a_later_import_extends_the_resolution() {
     import(&store, &[&users]).unwrap();
     let session = crate::util::session(&store);
     assert_eq!(persons_of(&session).await, vec!["u1,u2,u3,u4,u7", "u5", "u6"]);
+    // Three imports, one late link: the stored persons equal a one-pass rebuild.
+    let check = store.check_identity().unwrap();
+    assert_eq!((check.users, check.differing), (7, 0), "{check:?}");
 }
 
 #[test]
@@ -338,6 +341,9 @@ fn a_split_keeps_users_apart_across_later_imports() {
     );
     import(&store, &[&more]).unwrap();
     assert_eq!(persons(&root), "p\nu1\nu2+u3\nu4\nu5\nu6\n");
+    // The persons after imports and splits equal a one-pass rebuild from the stored links.
+    let check = ok(persona_bin().args(["identity", "check", "--store"]).arg(&root).output().as_ref().unwrap());
+    assert!(check.contains("the persons of 6 users equal a rebuild"), "{check}");
     let out = persona_bin()
         .args(["identity", "split", "--store"])
         .arg(&root)
