@@ -57,6 +57,14 @@ pub const ORDER_ID: &str = "order_id";
 /// a plain copy, [`Table::keeps_plain_copy`]).
 pub const AMOUNT: &str = "amount";
 
+/// The kind of an `identities` row's identifier: `phone`, `email`, `wx_openid`, `wx_unionid`,
+/// `device_id` or a custom type the store's identity rules declare.
+pub const ID_TYPE: &str = "id_type";
+/// The identifier itself, normalised on import (docs/identity.md).
+pub const ID_VALUE: &str = "id_value";
+/// Where an identifier was seen: a channel or system; for a `wx_openid`, the app id that scopes it.
+pub const SOURCE: &str = "source";
+
 /// Standard columns whose values are (nearly) unique per row, in whichever table has them. The
 /// role decides how they are kept: a Parquet dictionary of them would only cost a read, so stored
 /// and exported files give them none; a users file's row-addressable copy holds those of them it
@@ -75,12 +83,21 @@ pub enum Table {
     Purchases,
     Events,
     UserTags,
+    /// Identifiers seen on profiles, which link them into persons (docs/identity.md).
+    Identities,
 }
 
 impl Table {
     /// All tables, in load order: users first (facts refer to them), then dimensions, then facts.
-    pub const ALL: [Table; 6] =
-        [Table::Users, Table::Products, Table::Channels, Table::Purchases, Table::Events, Table::UserTags];
+    pub const ALL: [Table; 7] = [
+        Table::Users,
+        Table::Products,
+        Table::Channels,
+        Table::Purchases,
+        Table::Events,
+        Table::UserTags,
+        Table::Identities,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -90,12 +107,13 @@ impl Table {
             Table::Purchases => "purchases",
             Table::Events => "events",
             Table::UserTags => "user_tags",
+            Table::Identities => "identities",
         }
     }
 
     /// Fact tables refer to users by `user_id` and are appended to.
     pub fn is_fact(self) -> bool {
-        matches!(self, Table::Purchases | Table::Events | Table::UserTags)
+        matches!(self, Table::Purchases | Table::Events | Table::UserTags | Table::Identities)
     }
 
     /// Whether the store keeps a plain (uncompressed, row-for-row) copy of the table's files for
@@ -135,6 +153,7 @@ impl Table {
             Table::Purchases => PURCHASES_COLUMNS,
             Table::Events => EVENTS_COLUMNS,
             Table::UserTags => USER_TAGS_COLUMNS,
+            Table::Identities => IDENTITIES_COLUMNS,
         }
     }
 
@@ -147,6 +166,7 @@ impl Table {
             Table::Purchases => &[ORDER_ID, USER_ID, TS],
             Table::Events => &[USER_ID, EVENT_TYPE, TS],
             Table::UserTags => &[USER_ID, TAG],
+            Table::Identities => &[USER_ID, ID_TYPE, ID_VALUE],
         }
     }
 
@@ -243,6 +263,13 @@ const USER_TAGS_COLUMNS: &[ContractColumn] = &[
     col(USER_ID, ColumnType::Utf8, true),
     col(TAG, ColumnType::Utf8, true),
     col("assigned_at", ColumnType::Timestamp, false),
+];
+const IDENTITIES_COLUMNS: &[ContractColumn] = &[
+    col(USER_ID, ColumnType::Utf8, true),
+    col(ID_TYPE, ColumnType::Utf8, true),
+    col(ID_VALUE, ColumnType::Utf8, true),
+    col(SOURCE, ColumnType::Utf8, false),
+    col(TS, ColumnType::Timestamp, false),
 ];
 
 /// A column the contract defines for a table.
@@ -376,6 +403,7 @@ mod tests {
         assert_eq!(Table::from_file_stem("users2"), Some(Table::Users));
         assert_eq!(Table::from_file_stem("usersx"), None);
         assert_eq!(Table::from_file_stem("orders"), None);
+        assert_eq!(Table::from_file_stem("identities-2026-10"), Some(Table::Identities));
     }
 
     #[test]

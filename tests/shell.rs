@@ -172,7 +172,7 @@ fn ctrl_c_is_noticed_even_while_the_query_keeps_every_worker_busy() {
     s.expect(PROMPT);
     // Commands that read the pinned version's manifest need no worker and answer at once.
     s.line("\\d");
-    s.expect("| purchases | 10134 | 7       |");
+    s.expect("| purchases  | 10134 | 7       |");
     s.expect(PROMPT);
 }
 
@@ -189,7 +189,7 @@ fn backslash_d_describes_the_users_table() {
     s.expect("| income_band         | BIGINT  |");
     s.expect(PROMPT);
     s.line("\\d");
-    s.expect("| user_tags | 11943 | 3       |");
+    s.expect("| user_tags  | 11943 | 3       |");
 }
 
 #[test]
@@ -208,6 +208,22 @@ fn backslash_profile_shows_a_user_with_tags_and_recent_purchases() {
     s.expect(PROMPT);
     s.line("\\profile nobody");
     s.expect("error: no user has user_id 'nobody'");
+}
+
+#[test]
+fn backslash_profile_shows_the_person_with_its_profiles_and_identifiers() {
+    let f = fixture();
+    let identities = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/identity/identities.csv");
+    let out = persona().args(["import", "--quiet", "--store"]).arg(&f.store).arg(&identities).output().expect("import");
+    assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
+    let mut s = Screen::open(&f, false);
+    s.line("\\profile u5");
+    s.expect("-[ RECORD 1 ]");
+    s.expect("person 0 (3 profile(s)): u0, u5, u7");
+    s.expect("identifiers (");
+    s.expect("| phone      | +8613418494637");
+    s.expect("| wx_unionid | oU_demo_3");
+    s.expect(PROMPT);
 }
 
 #[test]

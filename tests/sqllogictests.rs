@@ -8,6 +8,7 @@
 //! Each file runs twice, with the runner labels `indexes_on` and `indexes_off` (bitmap indexes
 //! on and off); both must pass, and `onlyif indexes_on` marks records such as EXPLAIN output.
 //! `$__TEST_DIR__` in a file (after `control substitution on`) is the file's temp directory.
+//! Files under `sql/identity/` also load `datasets/identity/identities.csv` after the sample.
 #![allow(clippy::print_stdout)]
 
 use std::path::{Path, PathBuf};
@@ -144,12 +145,18 @@ fn sample_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sample")
 }
 
-async fn open_db(dir: &Path, use_indexes: bool) -> Result<PersonaDb, DbError> {
+/// `extra`: more inputs loaded after the sample (`datasets/identity/` for `sql/identity/`).
+async fn open_db(dir: &Path, use_indexes: bool, extra: Option<PathBuf>) -> Result<PersonaDb, DbError> {
     let store_dir = dir.join("store");
     let store = Store::open_or_create(&store_dir).map_err(|e| DbError(e.to_string()))?;
     store
         .import(&[sample_dir()], &ImportOptions::default())
         .map_err(|e| DbError(format!("loading the sample failed: {e}")))?;
+    if let Some(extra) = extra {
+        store
+            .import(&[extra], &ImportOptions::default())
+            .map_err(|e| DbError(format!("loading the extra inputs failed: {e}")))?;
+    }
     let now = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
         .map_err(|e| DbError(e.to_string()))?
         .with_timezone(&chrono::Utc);
@@ -187,9 +194,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tmp.path().to_path_buf();
         let result: Result<(), String> = rt.block_on(async {
             let db_dir = dir.clone();
+            // The identity files also load the identifiers that link some sample users.
+            let extra = file
+                .strip_prefix(&root)
+                .is_ok_and(|f| f.starts_with("identity"))
+                .then(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/identity/identities.csv"));
             let mut runner = sqllogictest::Runner::new(move || {
-                let db_dir = db_dir.clone();
-                async move { open_db(&db_dir, use_indexes).await }
+                let (db_dir, extra) = (db_dir.clone(), extra.clone());
+                async move { open_db(&db_dir, use_indexes, extra).await }
             });
             runner.add_label(label);
             runner.set_var("__TEST_DIR__".to_string(), dir.display().to_string());

@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod members;
 pub mod model;
 pub mod packs;
+pub mod persons;
 pub mod rfm;
 pub mod sql_view;
 pub mod statement;

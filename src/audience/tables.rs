@@ -163,6 +163,7 @@ pub fn register(
     );
     ctx.register_udtf("recommend", Arc::new(crate::audience::baskets::RecommendFunction(baskets)));
     ctx.register_relation_planner(Arc::new(crate::audience::baskets::NamedArguments))?;
+    crate::audience::persons::register(ctx, snapshot)?;
     for (name, table) in audiences {
         // A name that collides with a table of the session stays reachable through in_audience.
         if !ctx.table_exist(name.as_str())? {

@@ -7,6 +7,7 @@ pub mod compact;
 pub mod demo;
 pub mod forget;
 pub mod r#gen;
+pub mod identity;
 pub mod import;
 pub mod materialize;
 pub mod report;
@@ -82,6 +83,13 @@ pub enum Command {
     /// out again. Their data stays in older versions until `persona vacuum` removes those, and in
     /// any backup taken before (docs/lifecycle.md). Takes the writer lock.
     Forget(forget::ForgetArgs),
+    /// Show or set the identity rules, and report how users resolve into persons.
+    ///
+    /// `persona identity rules --store S` prints the rules in force as JSON; `--set FILE` sets
+    /// them (a new version; the users are resolved into persons again). `persona identity report
+    /// --store S` counts users, persons and the identifier links rejected, by reason
+    /// (docs/identity.md).
+    Identity(identity::IdentityArgs),
     /// Explore a store in an interactive SQL shell (reads a script when input is not a terminal).
     Shell(shell::ShellArgs),
     /// Build a 100,000-customer demo store and answer audience questions on it.
@@ -108,6 +116,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Vacuum(args) => vacuum::run(args),
         Command::Forget(args) => forget::run(args),
         Command::Compact(args) => compact::run(args),
+        Command::Identity(args) => identity::run(args),
         Command::Shell(args) => shell::run(args),
         Command::Demo(args) => demo::run(args),
     }

@@ -26,9 +26,12 @@ const USERS_CUSTOM_COLUMNS: [(&str, ColumnType, bool); 3] = [
 
 /// The Arrow schema of a generated table: the contract's columns ([`Table::columns`]), then, for
 /// `users`, [`USERS_CUSTOM_COLUMNS`]. Every contract column gets a value in every row, so their
-/// fields are non-nullable (which Parquet writes as required columns, without definition levels).
+/// fields are non-nullable (which Parquet writes as required columns, without definition levels),
+/// but a users row's phone and e-mail: a further profile of a planted person may have neither
+/// (gen::identities).
 pub(super) fn schema(table: Table) -> SchemaRef {
-    let mut fields: Vec<Field> = table.columns().iter().map(|c| c.field(false)).collect();
+    let optional = |name: &str| table == Table::Users && (name == "phone" || name == "email");
+    let mut fields: Vec<Field> = table.columns().iter().map(|c| c.field(optional(c.name))).collect();
     if table == Table::Users {
         fields.extend(USERS_CUSTOM_COLUMNS.map(|(name, ty, nullable)| Field::new(name, ty.arrow_type(), nullable)));
     }
@@ -185,8 +188,9 @@ impl ChunkBuilders {
         self.u_tier.append_value(u.tier);
         self.u_points.append_value(u.points);
         self.u_signup.append_value(u.signup_date);
-        self.u_phone.append_value(u.phone);
-        self.u_email.append_value(u.email);
+        // A profile without a phone or e-mail (gen::identities) has NULL there.
+        self.u_phone.append_option(Some(u.phone).filter(|p| !p.is_empty()));
+        self.u_email.append_option(Some(u.email).filter(|e| !e.is_empty()));
         self.u_acquisition.append_value(u.acquisition_channel);
         self.u_occupation.append_option(u.occupation);
         self.u_children.append_value(u.has_children);

@@ -15,7 +15,7 @@ use super::calendar::{
 };
 use super::distributions::{
     CHURNED_EVENT_FACTOR, EVENT_RATE_BASE, EVENT_RATE_PER_PURCHASE, MAX_EVENTS_PER_USER, MAX_PURCHASES_PER_USER,
-    TAG_ABC_SHARES, TIER_SPEND_FACTOR, children_probability, poisson, recent_day, stream_seed, time_on,
+    TAG_ABC_SHARES, TIER_SPEND_FACTOR, children_probability, mix64, poisson, recent_day, stream_seed, time_on,
 };
 use super::model::{Model, STREAM_USERS, round_cents};
 use super::vocabulary::{
@@ -47,6 +47,19 @@ fn permute_below_1e8(x: u64, key: u64) -> u64 {
             return y;
         }
     }
+}
+
+/// The phone number of user `index`: a prefix and a keyed permutation of the index (unique for
+/// < 10^8 users), both a function of the seed and the index only.
+pub(super) fn phone(model: &Model, index: u64) -> String {
+    let prefix = PHONE_PREFIXES[(mix64(model.phone_key ^ index) % PHONE_PREFIXES.len() as u64) as usize];
+    format!("{prefix}{:08}", permute_below_1e8(index % 100_000_000, model.phone_key))
+}
+
+/// The e-mail address of user `index`: its user id at a domain drawn by the model's shares.
+pub(super) fn email(model: &Model, index: u64) -> String {
+    let mut rng = StdRng::seed_from_u64(mix64(model.phone_key.rotate_left(17) ^ index));
+    format!("u{index}@{}", EMAIL_DOMAINS[model.emails.sample(&mut rng)].0)
 }
 
 /// A purchase drawn for a user, before the user's purchases are sorted by time.
@@ -219,14 +232,20 @@ fn draw_profile(model: &Model, rng: &mut StdRng, index: u64, b: &mut ChunkBuilde
         signup_day = rng.random_range(earliest.min(last_day)..=last_day);
     }
 
-    // Phone: a prefix + a keyed permutation of the index (unique for < 10^8 users).
+    // Phone and e-mail: a further profile of a planted person (gen::identities) carries its
+    // person's phone when it was made at the till, its person's e-mail when made in the web shop,
+    // and neither otherwise. The draws are kept so that the other columns stay as they were.
+    let _ = rng.random_range(0..PHONE_PREFIXES.len());
+    let _ = model.emails.sample(rng);
+    let (phone_of, email_of) = super::identities::contact_source(model.seed, index);
     s.phone.clear();
-    s.phone.push_str(PHONE_PREFIXES[rng.random_range(0..PHONE_PREFIXES.len())]);
-    let suffix = permute_below_1e8(index % 100_000_000, model.phone_key);
-    let _ = write!(s.phone, "{suffix:08}");
-
+    if let Some(i) = phone_of {
+        s.phone.push_str(&phone(model, i));
+    }
     s.email.clear();
-    let _ = write!(s.email, "{}@{}", s.user_id, EMAIL_DOMAINS[model.emails.sample(rng)].0);
+    if let Some(i) = email_of {
+        s.email.push_str(&email(model, i));
+    }
 
     let local = !city.stores.is_empty();
     let acq_table = if local { &model.acquisition_local } else { &model.acquisition_away };

@@ -23,6 +23,7 @@ mod calendar;
 mod customers;
 mod distributions;
 mod files;
+pub mod identities;
 mod model;
 mod pipeline;
 #[cfg(test)]

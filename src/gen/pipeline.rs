@@ -57,8 +57,12 @@ pub(super) fn generate_with(opts: &GenOptions, progress: &(dyn Fn(u64) + Sync), 
 
     progress(0);
     let [users, purchases, events, tags] = run_pipeline(&model, opts, progress, layout)?;
+    let identities =
+        super::identities::write(opts.seed, opts.users, &opts.out, opts.format, layout.fact_rows_per_file, |i| {
+            super::customers::phone(&model, i)
+        })?;
 
-    let all = [users, products, channels, purchases, events, tags];
+    let all = [users, products, channels, purchases, events, tags, identities];
     Ok(GenSummary {
         rows: Table::ALL.iter().zip(&all).map(|(t, s)| (t.name(), s.rows)).collect(),
         files: all.iter().map(|s| s.files).sum(),

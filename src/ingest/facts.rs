@@ -165,7 +165,11 @@ pub(super) fn load_all(
     queue.sort_by_key(|s| std::cmp::Reverse(s.size));
     let queue = Mutex::new(VecDeque::from(queue));
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, sources.len().max(1));
-    let worker = Worker { job, ids, categories };
+    let identifiers = match sources.iter().any(|s| s.table == Table::Identities) {
+        true => Some(super::identifiers::Normaliser::new(&job.base.identity.rules())?),
+        false => None,
+    };
+    let worker = Worker { job, ids, categories, identifiers: identifiers.as_ref() };
     let results: Vec<Result<Vec<FactLoad>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..if sources.is_empty() { 0 } else { workers })
             .map(|_| {
@@ -206,6 +210,8 @@ struct Worker<'j, 'a> {
     job: &'j Job<'a>,
     ids: &'j IdMap,
     categories: Option<&'j ProductCategories>,
+    /// The identity rules, compiled, when the import loads identities (normalised as loaded).
+    identifiers: Option<&'j super::identifiers::Normaliser>,
 }
 
 impl Worker<'_, '_> {
@@ -241,7 +247,10 @@ impl Worker<'_, '_> {
         // A Parquet file that is exactly the contract's table is kept as it is, byte for byte, with
         // its row ids in a companion file: re-encoding it would be most of the import's work.
         let mut kept = match job.writer {
-            Some(w) if reader::matches_contract(src, table)? => Some(KeptFile::new(w, table, src)?),
+            // Identities are normalised, so never kept as they came.
+            Some(w) if table != Table::Identities && reader::matches_contract(src, table)? => {
+                Some(KeptFile::new(w, table, src)?)
+            }
             _ => None,
         };
         // A kept file is not rewritten: decode only what the row ids and the indexes need, and the
@@ -257,6 +266,10 @@ impl Worker<'_, '_> {
             add_to_index(&mut load.delta, table, &tb.batch, &row_ids, self.categories)?;
             if let (Some(kept), Some(w)) = (kept.as_mut(), job.writer) {
                 return kept.add(w, &tb.batch, row_ids);
+            }
+            if let Some(n) = self.identifiers.filter(|_| table == Table::Identities) {
+                let batch = super::identity::normalise_batch(n, src, &tb)?;
+                return sink.write(&to_file_batch(&batch, Arc::new(UInt32Array::from(row_ids)), &columns, &schema)?);
             }
             sink.write(&to_file_batch(&tb.batch, Arc::new(UInt32Array::from(row_ids)), &columns, &schema)?)
         })?;

@@ -9,6 +9,7 @@
 //! id-dictionary segments        ─ written again without their user_ids
 //! rule tags, audience versions  ─ members and holdout without them; added/removed recounted
 //! forgotten set                 ─ the row ids forgotten so far, plus theirs
+//! identity resolution           ─ resolved again without their identifier links
 //! ```
 //!
 //! **Row ids are never reused.** A forgotten user's row id becomes a hole: the row stays in its
@@ -154,6 +155,8 @@ pub fn forget_rows(writer: &StoreWriter, row_ids: &RoaringBitmap) -> Result<(Man
     forget_in_catalog(writer, &root, &removed, &replaced, &mut next)?;
     let all = before | &removed;
     next.forgotten = Some(ForgottenUsers { users: all.len(), set: write_set(writer, "forgotten-users", &all)? });
+    // Their identifier links and person rows go too (ingest::identity).
+    super::identity::resolve_after_forget(writer, &root, &base, &mut next)?;
     Ok((next, rewritten))
 }
 

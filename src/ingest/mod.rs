@@ -17,10 +17,13 @@ pub mod contract;
 mod dimensions;
 mod facts;
 pub mod forget;
+pub mod identifiers;
+pub mod identity;
 mod job;
 mod kept;
 pub mod reader;
 pub mod repair;
+pub mod resolve;
 pub mod row_ids;
 pub mod tag_rows;
 pub mod update;
@@ -169,6 +172,9 @@ fn run_import(
 
     let new_columns: Vec<ColumnDef> =
         next.users_columns.iter().filter(|c| base.users_columns.iter().all(|b| b.name != c.name)).cloned().collect();
+    if let Some(w) = writer.as_ref().filter(|_| identity::needs_resolution(base, &next)) {
+        identity::resolve(w, root, base, &mut next, &ids)?;
+    }
     let committed = match writer {
         Some(w) => Some(commit(w, root, next, delta, loaded.users_values, loaded.id_segment)?),
         None => None,

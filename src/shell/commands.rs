@@ -64,7 +64,12 @@ pub const COMMANDS: &[CommandInfo] = &[
         ArgKind::Text,
         "saved audiences with their sizes, versions, suppression and holdout (SHOW AUDIENCE name: one in full)",
     ),
-    info("\\profile", "USER_ID", ArgKind::Text, "one user's profile, tags, audiences and most recent purchases"),
+    info(
+        "\\profile",
+        "USER_ID",
+        ArgKind::Text,
+        "one user's profile, person and identifiers, tags, audiences and most recent purchases",
+    ),
     info(
         "\\portrait",
         "AUDIENCE",
@@ -552,6 +557,9 @@ async fn profile(shell: &mut Shell, user_id: &str) -> Result<()> {
     } else {
         let _ = writeln!(out, "\ntags ({tag_count}):\n{}", render::fit(&tags[0].schema(), &tags, shell.width())?);
     }
+    if shell.session().snapshot().manifest().identity.resolution.is_some() {
+        person_section(shell, &id, &mut out).await?;
+    }
     let member_of = audiences_of(shell, user_id)?;
     if member_of.is_empty() {
         out.push_str("\naudiences: none\n");
@@ -569,6 +577,37 @@ async fn profile(shell: &mut Shell, user_id: &str) -> Result<()> {
         );
     }
     shell.say(&out);
+    Ok(())
+}
+
+/// `\profile`'s person (docs/identity.md): its profiles and every identifier linked to it.
+async fn person_section(shell: &mut Shell, id: &str, out: &mut String) -> Result<()> {
+    let person = format!("(SELECT person_id FROM user_persons WHERE user_id = {id})");
+    let profiles = shell
+        .query(&format!(
+            "SELECT person_id, string_agg(user_id, ', ' ORDER BY profile_seq) AS user_ids, count(*) AS n \
+             FROM user_persons WHERE person_id = {person} GROUP BY person_id"
+        ))
+        .await?;
+    let Some(batch) = profiles.iter().find(|b| b.num_rows() > 0) else { return Ok(()) };
+    let text = |i: usize| arrow::util::display::array_value_to_string(batch.column(i), 0);
+    let _ = writeln!(out, "\nperson {} ({} profile(s)): {}", text(0)?, text(2)?, text(1)?);
+    let identifiers = shell
+        .query(&format!(
+            "SELECT l.id_type, l.id_value, l.user_id, l.source, l.status FROM identity_links l \
+             JOIN user_persons p ON p.user_id = l.user_id \
+             WHERE p.person_id = {person} AND l.status IN ('linked', 'joined') \
+             ORDER BY l.id_type, l.id_value, l.seq"
+        ))
+        .await?;
+    let shown: usize = identifiers.iter().map(RecordBatch::num_rows).sum();
+    if shown > 0 {
+        let _ = writeln!(
+            out,
+            "identifiers ({shown}):\n{}",
+            render::fit(&identifiers[0].schema(), &identifiers, shell.width())?
+        );
+    }
     Ok(())
 }
 

@@ -14,14 +14,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::store::catalog::{Catalog, SetFile};
+use crate::store::identity::IdentitySection;
 use crate::tables::{ColumnDef, Table, contract_columns};
 
 /// The newest store format this build reads and writes.
 /// Version 2 added the catalog of rule tags and saved audiences; version-1 manifests read as
 /// stores with an empty catalog. Version 3 added the forgotten users ([`Manifest::forgotten`]);
 /// a manifest is written as version 3 only when it has some ([`Manifest::needed_format`]), so
-/// that a build that would read their blanked rows as users refuses the store instead.
-pub const FORMAT_VERSION: u32 = 3;
+/// that a build that would read their blanked rows as users refuses the store instead. Version 4
+/// added the `identities` table and the identity section; a manifest is written as version 4 only
+/// when it has either.
+pub const FORMAT_VERSION: u32 = 4;
 
 const HEADER_PREFIX: &str = "persona-manifest crc32=";
 
@@ -55,6 +58,9 @@ pub struct Manifest {
     /// row id `first_row_id + k`; every "all users" computation subtracts this set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forgotten: Option<ForgottenUsers>,
+    /// The identity rules and this version's resolution of users into persons.
+    #[serde(default, skip_serializing_if = "IdentitySection::is_empty")]
+    pub identity: IdentitySection,
 }
 
 /// The `user_id` of a forgotten user's blanked row. The importer refuses an empty `user_id`, so
@@ -153,12 +159,20 @@ impl Manifest {
             index: None,
             catalog: Catalog::default(),
             forgotten: None,
+            identity: IdentitySection::default(),
         }
     }
 
-    /// The oldest format that can read this manifest: 3 with forgotten users, 2 otherwise.
+    /// The oldest format that can read this manifest: 4 with identities, 3 with forgotten users,
+    /// 2 otherwise.
     pub fn needed_format(&self) -> u32 {
-        if self.forgotten.is_some() { 3 } else { 2 }
+        if !self.identity.is_empty() || self.tables.contains_key(&Table::Identities) {
+            4
+        } else if self.forgotten.is_some() {
+            3
+        } else {
+            2
+        }
     }
 
     /// The users of this version: the row ids given out minus those forgotten.
@@ -183,6 +197,9 @@ impl Manifest {
         files.extend(self.index.iter().map(|i| i.path.clone()));
         files.extend(self.catalog.set_files().into_iter().map(|s| s.path.clone()));
         files.extend(self.forgotten.iter().map(|f| f.set.path.clone()));
+        if let Some(r) = &self.identity.resolution {
+            files.extend(r.files().into_iter().cloned());
+        }
         // A rule tag's user_tags rows are listed with the table's files as well.
         files.extend(self.catalog.tags.iter().flat_map(|t| t.rows_files.iter().cloned()));
         files.sort();

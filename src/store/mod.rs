@@ -10,6 +10,7 @@ pub mod commit;
 pub mod day_times;
 pub mod fact_rows;
 pub mod id_dictionary;
+pub mod identity;
 pub mod io;
 pub mod ipc;
 pub mod layout;

@@ -22,6 +22,7 @@ mod fact_lookups;
 mod forget;
 mod group_counts;
 mod idempotency;
+mod identity;
 mod import_errors;
 mod import_fuzz;
 mod insert;

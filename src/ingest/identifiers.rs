@@ -1,0 +1,221 @@
+//! Normalisation of identifiers (the `identities` table, `users.phone` and `users.email`) under
+//! the store's identity rules: phones to E.164, e-mails trimmed and lower-cased, WeChat openids
+//! scoped by their app id, custom types as their rule says; and the deny-lists (docs/identity.md).
+
+use std::collections::HashSet;
+
+use crate::error::{Error, Result};
+use crate::store::identity::{DEVICE_ID, EMAIL, IdentityRules, Normalise, PHONE, WX_OPENID, WX_UNIONID};
+
+/// The rules, compiled for checking many values.
+#[derive(Debug, Clone)]
+pub struct Normaliser {
+    rules: IdentityRules,
+    deny_values: HashSet<String>,
+    deny_patterns: Vec<regex::Regex>,
+}
+
+impl Normaliser {
+    pub fn new(rules: &IdentityRules) -> Result<Normaliser> {
+        rules.validate()?;
+        let deny_patterns = rules
+            .deny_patterns
+            .iter()
+            .map(|p| regex::Regex::new(p).map_err(|e| Error::Usage(format!("deny pattern '{p}': {e}"))))
+            .collect::<Result<_>>()?;
+        Ok(Normaliser {
+            rules: rules.clone(),
+            deny_values: rules.deny_values.iter().map(|v| v.trim().to_lowercase()).collect(),
+            deny_patterns,
+        })
+    }
+
+    pub fn rules(&self) -> &IdentityRules {
+        &self.rules
+    }
+
+    /// The identifier type as the store names it (trimmed, lower-case), if the rules know it.
+    pub fn id_type(&self, raw: &str) -> std::result::Result<String, String> {
+        let t = raw.trim().to_ascii_lowercase();
+        if self.rules.types.contains_key(&t) {
+            Ok(t)
+        } else {
+            let known: Vec<&str> = self.rules.types.keys().map(String::as_str).collect();
+            Err(format!(
+                "unknown identifier type '{raw}' (the store knows {}; declare custom types in the identity rules)",
+                known.join(", ")
+            ))
+        }
+    }
+
+    /// The normalised value of an identifier of type `id_type` (as returned by
+    /// [`Normaliser::id_type`]), or why it cannot be one. `source` scopes a `wx_openid`.
+    /// A value on a deny-list as it comes (trimmed) is kept as it is, never refused: junk such as
+    /// `00000000000` or `null` is common in real exports and links nobody anyway.
+    pub fn value(&self, id_type: &str, raw: &str, source: Option<&str>) -> std::result::Result<String, String> {
+        let trimmed = raw.trim();
+        if !trimmed.is_empty() && self.denied(trimmed) {
+            return Ok(trimmed.to_string());
+        }
+        let value = match id_type {
+            PHONE => phone(raw, &self.rules.default_country_code, self.rules.national_digits)?,
+            EMAIL => email(raw)?,
+            WX_OPENID => {
+                let app = source
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| "a wx_openid needs the app id that issued it in the source column".to_string())?;
+                let openid = raw.trim();
+                let openid = openid.strip_prefix(&format!("{app}:")).unwrap_or(openid);
+                format!("{app}:{openid}")
+            }
+            WX_UNIONID => raw.trim().to_string(),
+            DEVICE_ID => raw.trim().to_ascii_lowercase(),
+            custom => match self.rules.rule(custom).map(|r| r.normalise) {
+                Some(Normalise::Lowercase) => raw.trim().to_lowercase(),
+                _ => raw.trim().to_string(),
+            },
+        };
+        if value.is_empty() || value.ends_with(':') {
+            return Err(format!("an empty {id_type}"));
+        }
+        Ok(value)
+    }
+
+    /// Whether a normalised value is on a deny-list (it is kept, but links nobody).
+    pub fn denied(&self, value: &str) -> bool {
+        let bare = value.rsplit(':').next().unwrap_or(value);
+        self.deny_values.contains(&value.to_lowercase())
+            || self.deny_values.contains(&bare.to_lowercase())
+            || self.deny_patterns.iter().any(|p| p.is_match(value) || p.is_match(bare))
+    }
+}
+
+/// A phone number in E.164: `+` and 8 to 15 digits. Spaces, `-`, `.`, `(` and `)` are removed; a
+/// leading `00` is an international prefix; `national_digits` digits without a country code get
+/// `country_code` (11-digit mainland numbers get +86 by default), as do those that start with the
+/// country code itself (`8613912345678`).
+pub fn phone(raw: &str, country_code: &str, national_digits: u32) -> std::result::Result<String, String> {
+    let compact: String = raw.chars().filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '\u{3000}')).collect();
+    let not_phone = || format!("'{raw}' is not a phone number (digits, optionally after + and a country code)");
+    let (international, digits) = if let Some(rest) = compact.strip_prefix('+') {
+        (true, rest)
+    } else if let Some(rest) = compact.strip_prefix("00") {
+        (true, rest)
+    } else {
+        (false, compact.as_str())
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(not_phone());
+    }
+    let e164 = if international {
+        format!("+{digits}")
+    } else if digits.len() == national_digits as usize {
+        format!("+{country_code}{digits}")
+    } else if digits.starts_with(country_code) && digits.len() == country_code.len() + national_digits as usize {
+        format!("+{digits}")
+    } else {
+        return Err(format!(
+            "'{raw}' is not a phone number: {} digits without a country code (a national number has {national_digits}; write others as +<country code><number>)",
+            digits.len()
+        ));
+    };
+    if !(9..=16).contains(&e164.len()) || e164.starts_with("+0") {
+        return Err(not_phone());
+    }
+    Ok(e164)
+}
+
+/// An e-mail address trimmed and lower-cased; it must be `local@domain.tld` without spaces.
+pub fn email(raw: &str) -> std::result::Result<String, String> {
+    let e = raw.trim().to_lowercase();
+    let ok = match e.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !e.chars().any(char::is_whitespace)
+        }
+        None => false,
+    };
+    if ok { Ok(e) } else { Err(format!("'{raw}' is not an e-mail address (local@domain)")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n() -> Normaliser {
+        Normaliser::new(&IdentityRules::default()).unwrap()
+    }
+
+    #[test]
+    fn phones_become_e164() {
+        for (raw, want) in [
+            ("13912345678", "+8613912345678"),
+            ("139 1234 5678", "+8613912345678"),
+            ("+86 139-1234-5678", "+8613912345678"),
+            ("8613912345678", "+8613912345678"),
+            ("0044 20 7946 0958", "+442079460958"),
+            ("+1 (415) 555-0100", "+14155550100"),
+        ] {
+            assert_eq!(phone(raw, "86", 11).as_deref(), Ok(want), "{raw}");
+        }
+        for raw in ["abc", "12345", "+", "139123456789", "+0123456789", "139-1234-567x"] {
+            assert!(phone(raw, "86", 11).is_err(), "{raw}");
+        }
+    }
+
+    #[test]
+    fn emails_are_trimmed_and_lower_cased() {
+        assert_eq!(email("  Li.Na@Example.CN ").as_deref(), Ok("li.na@example.cn"));
+        for raw in ["li.na", "@x.cn", "a@b", "a@@b.cn", "a b@c.cn", "a@.cn"] {
+            assert!(email(raw).is_err(), "{raw}");
+        }
+    }
+
+    #[test]
+    fn openids_are_scoped_by_their_app_and_need_it() {
+        let n = n();
+        assert_eq!(n.value(WX_OPENID, " oAbc ", Some("wxapp1")).as_deref(), Ok("wxapp1:oAbc"));
+        assert_eq!(n.value(WX_OPENID, "wxapp1:oAbc", Some("wxapp1")).as_deref(), Ok("wxapp1:oAbc"));
+        assert!(n.value(WX_OPENID, "oAbc", None).unwrap_err().contains("app id"));
+        assert!(n.value(WX_OPENID, "oAbc", Some(" ")).is_err());
+    }
+
+    #[test]
+    fn unknown_types_are_refused_and_custom_ones_declared() {
+        let err = n().id_type("fax").unwrap_err();
+        assert!(err.contains("unknown identifier type 'fax'") && err.contains("wx_unionid"), "{err}");
+        let mut rules = IdentityRules::default();
+        rules.types.insert(
+            "member_card".into(),
+            crate::store::identity::TypeRule {
+                priority: 95,
+                max_per_person: 1,
+                unique: true,
+                normalise: Normalise::Lowercase,
+            },
+        );
+        let n = Normaliser::new(&rules).unwrap();
+        assert_eq!(n.id_type(" Member_Card").as_deref(), Ok("member_card"));
+        assert_eq!(n.value("member_card", " AB12 ", None).as_deref(), Ok("ab12"));
+    }
+
+    #[test]
+    fn junk_values_are_denied() {
+        let n = n();
+        assert_eq!(n.value(PHONE, " 00000000000 ", None).as_deref(), Ok("00000000000"));
+        assert_eq!(n.value(WX_OPENID, "null", None).as_deref(), Ok("null"));
+        for v in
+            ["null", "NULL", "anonymous", "000000", "+8611111111111", "noreply@qq.com", "app:null", "+8613800138000"]
+        {
+            assert!(n.denied(v), "{v}");
+        }
+        for v in ["+8613912345678", "li.na@qq.com", "wxapp:oAbc12", "a1b2c3d4"] {
+            assert!(!n.denied(v), "{v}");
+        }
+    }
+}

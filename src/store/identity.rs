@@ -1,0 +1,266 @@
+//! The identity section a manifest carries (docs/identity.md): the store's identity rules (which
+//! identifier types exist, how each links profiles, which values never link, the hub limit) and
+//! the files of the version's resolution — every identifier link with its outcome, and the dense
+//! `person_id` of every user row. The resolution itself is computed by the importer.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The built-in identifier types, with their normalisation (docs/identity.md).
+pub const PHONE: &str = "phone";
+pub const EMAIL: &str = "email";
+pub const WX_OPENID: &str = "wx_openid";
+pub const WX_UNIONID: &str = "wx_unionid";
+pub const DEVICE_ID: &str = "device_id";
+pub const BUILT_IN_TYPES: [&str; 5] = [PHONE, EMAIL, WX_OPENID, WX_UNIONID, DEVICE_ID];
+
+/// How the values of a custom identifier type are normalised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Normalise {
+    /// Leading and trailing white space removed.
+    #[default]
+    Trim,
+    /// Trimmed and lower-cased.
+    Lowercase,
+}
+
+/// How one identifier type links profiles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeRule {
+    /// Which identifier wins a conflict: when linking two profiles would give their person more
+    /// identifiers of a type than its `max_per_person`, the link goes ahead only if its own type
+    /// has a higher priority, and then the excess identifiers of the lower type are dropped.
+    pub priority: u32,
+    /// The most distinct values of this type one person may hold.
+    pub max_per_person: u32,
+    /// Whether a value belongs to one person only, so that two profiles sharing it are the same
+    /// person. A value of a type that is not unique (a shared family device, say) is kept as a
+    /// contact point but never links profiles.
+    pub unique: bool,
+    /// Normalisation of a custom type's values (the built-in types have their own).
+    #[serde(default)]
+    pub normalise: Normalise,
+}
+
+/// The store's identity rules. Absent from a manifest means [`IdentityRules::default`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityRules {
+    /// Per identifier type (built-in and custom), how it links.
+    pub types: BTreeMap<String, TypeRule>,
+    /// Normalised values that never link anyone (compared case-insensitively).
+    pub deny_values: Vec<String>,
+    /// Regular expressions over the normalised value: a match never links anyone.
+    pub deny_patterns: Vec<String>,
+    /// A value seen on more than this many profiles is quarantined: reported, and linking nobody.
+    pub hub_limit: u32,
+    /// The country code a phone number without one gets when it has `national_digits` digits
+    /// (mainland China: `86` and 11 digits starting with 1).
+    pub default_country_code: String,
+    pub national_digits: u32,
+    /// Per users column, which profile's value the `persons` view keeps when they differ
+    /// (absent: [`Survivorship::MostRecent`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub survivorship: BTreeMap<String, Survivorship>,
+}
+
+/// Which value of a column a person keeps from its profiles (NULLs never survive a value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Survivorship {
+    /// The value of the most recently loaded profile that has one.
+    #[default]
+    MostRecent,
+    /// The value of the first loaded profile that has one.
+    Oldest,
+    /// The largest value.
+    Max,
+    /// The smallest value.
+    Min,
+}
+
+impl Default for IdentityRules {
+    fn default() -> IdentityRules {
+        let rule = |priority, max_per_person, unique| TypeRule {
+            priority,
+            max_per_person,
+            unique,
+            normalise: Normalise::Trim,
+        };
+        let types = BTreeMap::from([
+            (WX_UNIONID.to_string(), rule(100, 1, true)),
+            (PHONE.to_string(), rule(90, 2, true)),
+            (EMAIL.to_string(), rule(80, 3, true)),
+            (WX_OPENID.to_string(), rule(70, 10, true)),
+            (DEVICE_ID.to_string(), rule(10, 5, false)),
+        ]);
+        IdentityRules {
+            types,
+            deny_values: [
+                "null",
+                "none",
+                "nil",
+                "n/a",
+                "na",
+                "unknown",
+                "anonymous",
+                "test",
+                "test@test.com",
+                "+8613800138000",
+                "+8613888888888",
+            ]
+            .map(String::from)
+            .to_vec(),
+            deny_patterns: [
+                r"^0+$",
+                r"^\+?0+$",
+                r"^\+86(0{11}|1{11}|2{11}|3{11}|4{11}|5{11}|6{11}|7{11}|8{11}|9{11})$",
+                r"^\+8612345678[0-9]$",
+                r"^(test|noreply|no-reply)@",
+                r"@test\.com$",
+                r"^(0|f|F)+(-(0|f|F)+)*$",
+            ]
+            .map(String::from)
+            .to_vec(),
+            hub_limit: 20,
+            default_country_code: "86".into(),
+            national_digits: 11,
+            survivorship: BTreeMap::new(),
+        }
+    }
+}
+
+impl IdentityRules {
+    /// The rule of an identifier type, if the store knows the type.
+    pub fn rule(&self, id_type: &str) -> Option<&TypeRule> {
+        self.types.get(id_type)
+    }
+
+    /// Refuses rules that cannot work: a deny pattern that is no regular expression, a type with
+    /// no room for any value, a hub limit below 2, a built-in type missing, a bad country code.
+    pub fn validate(&self) -> Result<()> {
+        for t in BUILT_IN_TYPES {
+            if !self.types.contains_key(t) {
+                return Err(Error::Usage(format!(
+                    "the identity rules lack the built-in type '{t}'; give it a rule (its priority, max_per_person and unique)"
+                )));
+            }
+        }
+        for (name, rule) in &self.types {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+                return Err(Error::Usage(format!(
+                    "identifier type '{name}' must be lower-case letters, digits and '_'"
+                )));
+            }
+            if rule.max_per_person == 0 {
+                return Err(Error::Usage(format!("identifier type '{name}' has max_per_person 0; give it at least 1")));
+            }
+        }
+        for p in &self.deny_patterns {
+            regex::Regex::new(p)
+                .map_err(|e| Error::Usage(format!("deny pattern '{p}' is not a regular expression: {e}")))?;
+        }
+        if self.hub_limit < 2 {
+            return Err(Error::Usage(format!("hub_limit {} must be at least 2", self.hub_limit)));
+        }
+        if self.default_country_code.is_empty() || !self.default_country_code.chars().all(|c| c.is_ascii_digit()) {
+            return Err(Error::Usage(format!(
+                "default_country_code '{}' must be digits, such as 86",
+                self.default_country_code
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The identity section of a manifest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IdentitySection {
+    /// The store's rules, when they differ from the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<IdentityRules>,
+    /// The resolution of this version (absent until identifiers were first loaded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
+    /// Splits made so far (`persona identity split`), kept so that later imports do not merge
+    /// what they separated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub splits: Vec<Split>,
+}
+
+/// One split: two users that must never be one person, or a value that must link nobody.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Split {
+    /// A cannot-link pair of user_ids.
+    Pair { a: String, b: String, at: String },
+    /// A normalised identifier value that links nobody any more.
+    Value { id_type: String, id_value: String, at: String },
+}
+
+impl IdentitySection {
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_none() && self.resolution.is_none() && self.splits.is_empty()
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> IdentityRules {
+        self.rules.clone().unwrap_or_default()
+    }
+}
+
+/// The derived files of one version's resolution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    /// Parquet: every identifier link in processing order with its outcome
+    /// (`user_id, id_type, id_value, source, ts, seq, status, reason`).
+    pub links: String,
+    /// Parquet: one row per user row (`user_id, person_id`), in row-id order.
+    pub persons: String,
+    /// Link rows (accepted and rejected), users, and distinct persons.
+    pub link_rows: u64,
+    pub users: u64,
+    pub person_count: u64,
+    /// Links that joined or attached an identifier / that were rejected, per reason.
+    pub linked: u64,
+    pub rejected: BTreeMap<String, u64>,
+}
+
+impl Resolution {
+    pub fn files(&self) -> [&String; 2] {
+        [&self.links, &self.persons]
+    }
+}
+
+/// A fresh relative path for a resolution file of `version` (`what`: `links` or `persons`).
+pub fn new_resolution_file(version: u64, what: &str) -> String {
+    format!("catalog/v{version:08}-identity-{what}-{:016x}.parquet", rand::random::<u64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_rules_are_valid_and_round_trip() {
+        let rules = IdentityRules::default();
+        rules.validate().unwrap();
+        let json = serde_json::to_string(&rules).unwrap();
+        assert_eq!(serde_json::from_str::<IdentityRules>(&json).unwrap(), rules);
+    }
+
+    #[test]
+    fn bad_rules_are_refused_with_the_reason() {
+        let mut rules = IdentityRules::default();
+        rules.deny_patterns.push("(".into());
+        assert!(rules.validate().unwrap_err().to_string().contains("deny pattern '('"));
+        let mut rules = IdentityRules::default();
+        rules.types.remove(PHONE);
+        assert!(rules.validate().unwrap_err().to_string().contains("'phone'"));
+        let rules = IdentityRules { hub_limit: 1, ..IdentityRules::default() };
+        assert!(rules.validate().unwrap_err().to_string().contains("hub_limit"));
+    }
+}
