@@ -50,6 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 QUERY_SETS = {
     "core": REPO / "benches" / "queries",  # Q1..Q8 of the audience benchmark (shared/bench-queries)
     "audience": REPO / "benches" / "queries-audience",  # a01..: more audience shapes
+    "probe": REPO / "benches" / "queries-probe",  # p01..: shapes written to probe the compiler
 }
 DEFAULT_QUERY_SET = "core"
 TABLES = ["users", "products", "channels", "purchases", "events", "user_tags"]
@@ -923,7 +924,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--query-set",
         choices=sorted(QUERY_SETS),
         default=DEFAULT_QUERY_SET,
-        help="which queries: core = benches/queries/ (q1..q8, the default), audience = benches/queries-audience/ (a01..)",
+        help="which queries: core = benches/queries/ (q1..q8, the default), audience = benches/queries-audience/ (a01..), "
+        "probe = benches/queries-probe/ (p01..)",
     )
     ap.add_argument(
         "--queries", default=None, help="comma-separated names from the set, e.g. q1,q3,q6 or a01,a05 (default all)"
