@@ -353,6 +353,21 @@ pub fn evaluate(expr: &BitmapExpr, index: &IndexSet) -> Result<RoaringBitmap> {
     evaluate_within(expr, index, None)
 }
 
+/// The users that every one of `filters` (a users scan's) keeps, when each is exactly a bitmap
+/// question; every live user when there is none; `None` when one is not.
+pub fn audience_of_filters(filters: &[Expr], index: &IndexSet) -> Result<Option<RoaringBitmap>> {
+    let mut audience: Option<RoaringBitmap> = None;
+    for f in filters {
+        let Some(t) = translate(f, index) else { return Ok(None) };
+        let set = evaluate(&t.when_true, index)?;
+        audience = Some(match audience {
+            Some(a) => a & set,
+            None => set,
+        });
+    }
+    Ok(Some(audience.unwrap_or_else(|| index.universe())))
+}
+
 /// How much evaluating a term costs, in classes: bitmaps read from the index (0), range
 /// comparisons walking bit slices (1), fact rows read from files (2).
 fn cost(expr: &BitmapExpr) -> u8 {

@@ -16,11 +16,10 @@ use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, Result, ScalarValue};
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, TableScan, lit};
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
-use roaring::RoaringBitmap;
 
 use crate::index::IndexSet;
 use crate::index::format::BitmapKind;
-use crate::query::bitmap_expr::{evaluate, translate};
+use crate::query::bitmap_expr::{audience_of_filters, translate};
 use crate::query::store_tables::StoreTables;
 use crate::tables::Table;
 
@@ -95,16 +94,7 @@ impl GroupCountRule {
                 _ => return None,
             })
         };
-        let mut audience: Option<RoaringBitmap> = None;
-        for f in &scan.filters {
-            let Some(t) = translate(f, &self.index) else { return Ok(None) };
-            let set = evaluate(&t.when_true, &self.index)?;
-            audience = Some(match audience {
-                Some(a) => a & set,
-                None => set,
-            });
-        }
-        let audience = audience.unwrap_or_else(|| self.index.universe());
+        let Some(audience) = audience_of_filters(&scan.filters, &self.index)? else { return Ok(None) };
         let mut rows: Vec<(ScalarValue, u64)> = Vec::with_capacity(values.len() + 1);
         for value in &values {
             let Some(key) = typed(value) else { return Ok(None) };

@@ -17,11 +17,10 @@ use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, Result, ScalarValue};
 use datafusion::logical_expr::{Expr, LogicalPlan, SortExpr, TableScan, lit};
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
-use roaring::RoaringBitmap;
 
 use crate::index::IndexSet;
 use crate::index::format::BitmapKind;
-use crate::query::bitmap_expr::{evaluate, translate};
+use crate::query::bitmap_expr::{audience_of_filters, translate};
 use crate::query::store_tables::StoreTables;
 use crate::tables::Table;
 
@@ -127,16 +126,7 @@ impl TopRule {
                 _ => return None,
             })
         };
-        let mut candidates: Option<RoaringBitmap> = None;
-        for f in &scan.filters {
-            let Some(t) = translate(f, &self.index) else { return Ok(None) };
-            let set = evaluate(&t.when_true, &self.index)?;
-            candidates = Some(match candidates {
-                Some(c) => c & set,
-                None => set,
-            });
-        }
-        let candidates = candidates.unwrap_or_else(|| self.index.universe());
+        let Some(candidates) = audience_of_filters(&scan.filters, &self.index)? else { return Ok(None) };
         let column_expr = Expr::Column(Column::new(Some(scan.table_name.clone()), column));
         // NULLs sorted first are all among the first n before any value.
         let nulls = match nulls_first {

@@ -62,15 +62,7 @@ const QUERIES: &[&str] = &[
 ];
 
 async fn answers(store: &Store) -> Vec<Vec<String>> {
-    let session = session(store);
-    let mut out = Vec::new();
-    for indexes in [true, false] {
-        rows(&session, &format!("SET persona.use_indexes = {indexes}")).await;
-        for q in QUERIES {
-            out.push(rows(&session, q).await);
-        }
-    }
-    out
+    answers_both_ways(store, QUERIES).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

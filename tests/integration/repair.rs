@@ -24,15 +24,7 @@ const QUERIES: &[&str] = &[
 ];
 
 async fn answers(store: &Store) -> Vec<Vec<String>> {
-    let session = session(store);
-    let mut out = Vec::new();
-    for indexes in [true, false] {
-        rows(&session, &format!("SET persona.use_indexes = {indexes}")).await;
-        for q in QUERIES {
-            out.push(rows(&session, q).await);
-        }
-    }
-    out
+    answers_both_ways(store, QUERIES).await
 }
 
 /// The sample loaded in three imports (so that the index was merged twice).

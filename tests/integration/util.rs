@@ -356,3 +356,16 @@ pub fn check_passes(store: &Store) {
     let differences = persona::ingest::repair::index_differences(store).unwrap();
     assert!(differences.is_empty(), "the index differs from the data: {differences:?}");
 }
+
+/// The rows of each of `queries`, with the indexes on and then off (one session).
+pub async fn answers_both_ways(store: &Store, queries: &[&str]) -> Vec<Vec<String>> {
+    let session = session(store);
+    let mut out = Vec::new();
+    for indexes in [true, false] {
+        rows(&session, &format!("SET persona.use_indexes = {indexes}")).await;
+        for q in queries {
+            out.push(rows(&session, q).await);
+        }
+    }
+    out
+}
