@@ -87,7 +87,34 @@ impl DenseAggregate {
             aggs.join(", ")
         )?;
         if let Some(p) = &self.predicate {
-            write!(f, ", filter={p}")?;
+            write!(f, ", filter={}", ShortLists(p))?;
+        }
+        Ok(())
+    }
+}
+
+/// An expression as EXPLAIN shows it, with an `IN` list of more than [`SHOWN_ITEMS`] items (the
+/// products a products join became) cut to its first ones and a count.
+struct ShortLists<'a>(&'a Expr);
+
+/// Items of a long `IN` list that EXPLAIN shows.
+const SHOWN_ITEMS: usize = 5;
+
+impl fmt::Display for ShortLists<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let conjuncts = datafusion::logical_expr::utils::split_conjunction(self.0);
+        for (i, e) in conjuncts.iter().enumerate() {
+            if i > 0 {
+                write!(f, " AND ")?;
+            }
+            match e {
+                Expr::InList(l) if l.list.len() > SHOWN_ITEMS => {
+                    let shown: Vec<String> = l.list.iter().take(SHOWN_ITEMS).map(|x| x.to_string()).collect();
+                    let not = if l.negated { "NOT " } else { "" };
+                    write!(f, "{} {not}IN ([{}, … {} values])", l.expr, shown.join(", "), l.list.len())?;
+                }
+                other => write!(f, "{other}")?,
+            }
         }
         Ok(())
     }
