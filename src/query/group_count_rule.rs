@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arrow::datatypes::DataType;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, Result, ScalarValue};
-use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, TableScan, lit};
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, lit};
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 use crate::index::IndexSet;
 use crate::index::format::BitmapKind;
-use crate::query::bitmap_expr::{audience_of_filters, translate};
+use crate::query::bitmap_expr::audience_of_filters;
 use crate::query::store_tables::StoreTables;
 use crate::tables::Table;
 
@@ -74,7 +74,7 @@ impl GroupCountRule {
         if agg.aggr_expr.is_empty() || !agg.aggr_expr.iter().all(counts_rows) {
             return Ok(None);
         }
-        let Some((scan, column)) = self.users_scan(&agg.input, group) else { return Ok(None) };
+        let Some((scan, column)) = self.tables.column_scan(&agg.input, group, Table::Users) else { return Ok(None) };
         if !self.index.has_values(&column) {
             return Ok(None);
         }
@@ -129,36 +129,5 @@ impl GroupCountRule {
             rows.into_iter().map(|(k, n)| vec![lit(k), lit(ScalarValue::Int64(Some(n as i64)))]).collect();
         let table = LogicalPlanBuilder::values(values)?.project(exprs)?.build()?;
         Ok(Some(table))
-    }
-
-    /// The users scan under `plan` (aliases and plain projections) and the users column `group`
-    /// is there, when every filter of the scan is a bitmap.
-    fn users_scan<'a>(&self, plan: &'a LogicalPlan, group: &Column) -> Option<(&'a TableScan, String)> {
-        match plan {
-            LogicalPlan::SubqueryAlias(a) => {
-                if group.relation.as_ref().is_some_and(|r| *r != a.alias) {
-                    return None;
-                }
-                self.users_scan(&a.input, &Column::new_unqualified(&group.name))
-            }
-            LogicalPlan::Projection(p) => {
-                let inner = p.expr.iter().zip(p.schema.columns()).find_map(|(e, out)| match e {
-                    Expr::Column(c) if out == *group || (group.relation.is_none() && out.name == group.name) => Some(c),
-                    _ => None,
-                })?;
-                self.users_scan(&p.input, inner)
-            }
-            LogicalPlan::TableScan(scan) => {
-                if scan.fetch.is_some() || self.tables.table_of(scan) != Some(Table::Users) {
-                    return None;
-                }
-                scan.source.schema().field_with_name(&group.name).ok()?;
-                if !scan.filters.iter().all(|f| translate(f, &self.index).is_some()) {
-                    return None;
-                }
-                Some((scan, group.name.clone()))
-            }
-            _ => None,
-        }
     }
 }

@@ -69,7 +69,10 @@ impl ProductJoinRule {
     /// is one this rule replaces and `above` reads only purchases columns.
     fn as_filter(&self, join: &Join, above: &LogicalPlan) -> Result<Option<LogicalPlan>> {
         let [(l, r)] = join.on.as_slice() else { return Ok(None) };
-        if join.join_type != JoinType::Inner || join.filter.is_some() || join.null_equality_matters() {
+        if join.join_type != JoinType::Inner || join.filter.is_some()
+            // `IS NOT DISTINCT FROM` keys match NULLs, which an IN list would not.
+            || join.null_equality == datafusion::common::NullEquality::NullEqualsNull
+        {
             return Ok(None);
         }
         let (Expr::Column(l), Expr::Column(r)) = (strip_cast(l), strip_cast(r)) else { return Ok(None) };
@@ -143,18 +146,5 @@ impl ProductJoinRule {
     fn reads_purchases(&self, plan: &LogicalPlan) -> bool {
         plan.exists(|n| Ok(matches!(n, LogicalPlan::TableScan(s) if self.tables.table_of(s) == Some(Table::Purchases))))
             .unwrap_or(false)
-    }
-}
-
-/// `Join` helpers.
-trait JoinNulls {
-    /// Whether the join matches NULL keys with each other (`IS NOT DISTINCT FROM`), which an IN
-    /// list would not.
-    fn null_equality_matters(&self) -> bool;
-}
-
-impl JoinNulls for Join {
-    fn null_equality_matters(&self) -> bool {
-        self.null_equality == datafusion::common::NullEquality::NullEqualsNull
     }
 }

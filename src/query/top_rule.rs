@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::datatypes::DataType;
-use datafusion::common::tree_node::Transformed;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, Result, ScalarValue};
 use datafusion::logical_expr::{Expr, LogicalPlan, SortExpr, TableScan, lit};
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
@@ -69,39 +69,17 @@ impl TopRule {
         largest: bool,
         nulls_first: bool,
     ) -> Result<Option<LogicalPlan>> {
-        match plan {
-            LogicalPlan::Projection(p) => {
-                // The key must be a column the projection passes through unchanged.
-                let Some(inner) = p.expr.iter().zip(p.schema.columns()).find_map(|(e, out)| match e {
-                    Expr::Column(c) if out == *key || (key.relation.is_none() && out.name == key.name) => Some(c),
-                    _ => None,
-                }) else {
-                    return Ok(None);
-                };
-                let Some(input) = self.narrowed(&p.input, inner, n, largest, nulls_first)? else { return Ok(None) };
-                Ok(Some(plan.with_new_exprs(plan.expressions(), vec![input])?))
+        let Some((scan, column)) = self.tables.column_scan(plan, key, Table::Users) else { return Ok(None) };
+        let Some(filter) = self.threshold_filter(scan, &column, n, largest, nulls_first)? else { return Ok(None) };
+        // The chain holds that one scan.
+        let narrowed = plan.clone().transform_up(|node| match node {
+            LogicalPlan::TableScan(mut scan) => {
+                scan.filters.push(filter.clone());
+                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
             }
-            LogicalPlan::SubqueryAlias(a) => {
-                if key.relation.as_ref().is_some_and(|r| *r != a.alias) {
-                    return Ok(None);
-                }
-                let Some(input) =
-                    self.narrowed(&a.input, &Column::new_unqualified(&key.name), n, largest, nulls_first)?
-                else {
-                    return Ok(None);
-                };
-                Ok(Some(plan.with_new_exprs(plan.expressions(), vec![input])?))
-            }
-            LogicalPlan::TableScan(scan) => {
-                let Some(filter) = self.threshold_filter(scan, &key.name, n, largest, nulls_first)? else {
-                    return Ok(None);
-                };
-                let mut scan = scan.clone();
-                scan.filters.push(filter);
-                Ok(Some(LogicalPlan::TableScan(scan)))
-            }
-            _ => Ok(None),
-        }
+            other => Ok(Transformed::no(other)),
+        })?;
+        Ok(Some(narrowed.data))
     }
 
     /// The filter keeping the users that may be among the first `n` by `column`, when `scan` is
@@ -114,9 +92,6 @@ impl TopRule {
         largest: bool,
         nulls_first: bool,
     ) -> Result<Option<Expr>> {
-        if scan.fetch.is_some() || self.tables.table_of(scan) != Some(Table::Users) {
-            return Ok(None);
-        }
         let Ok(field) = scan.source.schema().field_with_name(column).cloned() else { return Ok(None) };
         let literal = |v: i64| -> Option<ScalarValue> {
             Some(match field.data_type() {
