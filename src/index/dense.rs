@@ -145,31 +145,17 @@ pub fn bitmap_of(words: &[u64]) -> RoaringBitmap {
 
 /// The rows among `candidates` whose value, stored as `value - base` in the bit slices
 /// (`slices[i]` holds bit `i`), compares to `c` (already less the base, `0 <= c < 2^slices`) as
-/// `op` says. Each word of each slice is read once, a block of words at a time (the inner loops
-/// vectorise), the blocks shared among the cores.
+/// `op` says ([`keep_compared_columns`] with one column and one term).
 pub fn compare_sliced(slices: &[&[u64]], candidates: &[u64], op: RangeOp, c: u64) -> Vec<u64> {
-    let mut out = vec![0u64; candidates.len()];
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-    let per_worker = candidates.len().div_ceil(workers).div_ceil(BLOCK_WORDS).max(1) * BLOCK_WORDS;
-    std::thread::scope(|scope| {
-        for (part, (out, live)) in out.chunks_mut(per_worker).zip(candidates.chunks(per_worker)).enumerate() {
-            let first = part * per_worker;
-            scope.spawn(move || {
-                for (block, (out, live)) in out.chunks_mut(BLOCK_WORDS).zip(live.chunks(BLOCK_WORDS)).enumerate() {
-                    compare_block(slices, first + block * BLOCK_WORDS, live, op, c, out);
-                }
-            });
-        }
-    });
+    let mut out = candidates.to_vec();
+    let terms = [(op, c)];
+    keep_compared_columns(&[ColumnTerms { nulls: &[], slices: slices.to_vec(), terms: &terms }], &mut out);
     out
 }
 
-/// Words per block of [`compare_sliced`]: three blocks of state stay in the L1 cache.
+/// Words per block of [`keep_compared_columns`]: a block of every term's state, of the live rows
+/// and of one slice stay in the L1 cache while the column's slices stream through.
 const BLOCK_WORDS: usize = 256;
-
-/// Words per block of [`keep_compared_columns`]: small enough (4,096 rows) that the rows of a block
-/// usually part from every constant before the lowest slices, which are then not read.
-const FUSED_BLOCK_WORDS: usize = 64;
 
 /// Most comparisons of one column folded in one pass ([`keep_compared_columns`] folds more in
 /// turns of this many).
@@ -190,20 +176,21 @@ pub struct ColumnTerms<'a> {
 /// in [`compare_sliced`].
 pub fn keep_compared_columns(columns: &[ColumnTerms<'_>], live: &mut [u64]) {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-    let per_worker = live.len().div_ceil(workers).div_ceil(FUSED_BLOCK_WORDS).max(1) * FUSED_BLOCK_WORDS;
+    let per_worker = live.len().div_ceil(workers).div_ceil(BLOCK_WORDS).max(1) * BLOCK_WORDS;
     std::thread::scope(|scope| {
         for (part, live) in live.chunks_mut(per_worker).enumerate() {
             let first = part * per_worker;
             scope.spawn(move || {
-                for (block, live) in live.chunks_mut(FUSED_BLOCK_WORDS).enumerate() {
-                    let start = first + block * FUSED_BLOCK_WORDS;
+                let mut state = [[0u64; BLOCK_WORDS]; MAX_FUSED];
+                for (block, live) in live.chunks_mut(BLOCK_WORDS).enumerate() {
+                    let start = first + block * BLOCK_WORDS;
                     for column in columns {
                         let nulls = column.nulls.get(start..start + live.len()).unwrap_or(&[]);
                         for (word, null) in live.iter_mut().zip(nulls) {
                             *word &= !null;
                         }
                         for terms in column.terms.chunks(MAX_FUSED) {
-                            keep_block(&column.slices, start, live, terms);
+                            keep_block(&column.slices, start, live, terms, &mut state);
                         }
                     }
                 }
@@ -212,80 +199,48 @@ pub fn keep_compared_columns(columns: &[ColumnTerms<'_>], live: &mut [u64]) {
     });
 }
 
-fn keep_block(slices: &[&[u64]], first: usize, live: &mut [u64], terms: &[(RangeOp, u64)]) {
+/// Keeps in `live` (the words from `first`) the rows meeting every one of `terms` (at most
+/// [`MAX_FUSED`]). The slices are read from the lowest bit up, one operation per word and term:
+/// with `r` the rows whose low bits so far compare `>=` (`>`) the constant's low bits, a slice
+/// where the constant has a 1 keeps `r & s` (the row's bit must be 1 too), one where it has a 0
+/// gives `r | s` (a 1 there makes the row greater whatever the lower bits said). Below every bit
+/// `r` starts all ones for `>=` and none for `>`; `<` and `<=` are the complements, and `=` is the
+/// rows agreeing with the constant at every bit. `state` is the caller's scratch.
+fn keep_block(
+    slices: &[&[u64]],
+    first: usize,
+    live: &mut [u64],
+    terms: &[(RangeOp, u64)],
+    state: &mut [[u64; BLOCK_WORDS]; MAX_FUSED],
+) {
+    static ZEROS: [u64; BLOCK_WORDS] = [0; BLOCK_WORDS];
     let n = live.len();
     if live.iter().all(|w| *w == 0) {
         return;
     }
-    let zeros = [0u64; FUSED_BLOCK_WORDS];
-    let mut state = [[[0u64; FUSED_BLOCK_WORDS]; 3]; MAX_FUSED];
-    for st in state.iter_mut().take(terms.len()) {
-        st[1][..n].copy_from_slice(live);
+    for (r, (op, _)) in state.iter_mut().zip(terms) {
+        let start = if matches!(op, RangeOp::Gt | RangeOp::LtEq) { 0 } else { u64::MAX };
+        r[..n].fill(start);
     }
-    for i in (0..slices.len()).rev() {
-        let s = slices[i].get(first..first + n).unwrap_or(&zeros[..n]);
-        let mut undecided = 0u64;
-        for (st, (_, c)) in state.iter_mut().zip(terms) {
-            let [lt, eq, gt] = st;
-            fold_slice(s, c >> i & 1 == 1, &mut lt[..n], &mut eq[..n], &mut gt[..n]);
-            undecided |= eq[..n].iter().fold(0, |a, w| a | w);
-        }
-        // No row still equal to a constant's leading bits: the lower slices decide nothing.
-        if undecided == 0 {
-            break;
-        }
-    }
-    for (st, (op, _)) in state.iter().zip(terms) {
-        let [lt, eq, gt] = st;
-        for k in 0..n {
-            live[k] &= match op {
-                RangeOp::Lt => lt[k],
-                RangeOp::LtEq => lt[k] | eq[k],
-                RangeOp::Eq => eq[k],
-                RangeOp::GtEq => gt[k] | eq[k],
-                RangeOp::Gt => gt[k],
-            };
+    for (i, slice) in slices.iter().enumerate() {
+        // A slice shorter than the users (none is written so) holds zeros there.
+        let s = slice.get(first..first + n).unwrap_or(&ZEROS[..n]);
+        for (r, (op, c)) in state.iter_mut().zip(terms) {
+            let one = c >> i & 1 == 1;
+            let r = &mut r[..n];
+            if one {
+                r.iter_mut().zip(s).for_each(|(r, s)| *r &= s);
+            } else if *op == RangeOp::Eq {
+                r.iter_mut().zip(s).for_each(|(r, s)| *r &= !s);
+            } else {
+                r.iter_mut().zip(s).for_each(|(r, s)| *r |= s);
+            }
         }
     }
-}
-
-fn compare_block(slices: &[&[u64]], first: usize, live: &[u64], op: RangeOp, c: u64, out: &mut [u64]) {
-    let n = live.len();
-    let (mut lt, mut gt) = ([0u64; BLOCK_WORDS], [0u64; BLOCK_WORDS]);
-    let mut eq = [0u64; BLOCK_WORDS];
-    eq[..n].copy_from_slice(live);
-    for i in (0..slices.len()).rev() {
-        let Some(s) = slices[i].get(first..first + n) else {
-            // A slice shorter than the users (none is written so) holds zeros there.
-            let zeros = [0u64; BLOCK_WORDS];
-            fold_slice(&zeros[..n], c >> i & 1 == 1, &mut lt[..n], &mut eq[..n], &mut gt[..n]);
-            continue;
-        };
-        fold_slice(s, c >> i & 1 == 1, &mut lt[..n], &mut eq[..n], &mut gt[..n]);
-    }
-    for k in 0..n {
-        out[k] = match op {
-            RangeOp::Lt => lt[k],
-            RangeOp::LtEq => lt[k] | eq[k],
-            RangeOp::Eq => eq[k],
-            RangeOp::GtEq => gt[k] | eq[k],
-            RangeOp::Gt => gt[k],
-        };
-    }
-}
-
-/// One slice's step of the comparison: where `c` has a 1, rows still equal with a 0 become
-/// less; where it has a 0, rows still equal with a 1 become greater.
-fn fold_slice(s: &[u64], bit_set: bool, lt: &mut [u64], eq: &mut [u64], gt: &mut [u64]) {
-    if bit_set {
-        for ((lt, eq), s) in lt.iter_mut().zip(eq.iter_mut()).zip(s) {
-            *lt |= *eq & !s;
-            *eq &= s;
-        }
-    } else {
-        for ((gt, eq), s) in gt.iter_mut().zip(eq.iter_mut()).zip(s) {
-            *gt |= *eq & s;
-            *eq &= !s;
+    for (r, (op, _)) in state.iter().zip(terms) {
+        let invert = matches!(op, RangeOp::Lt | RangeOp::LtEq);
+        for (word, r) in live.iter_mut().zip(&r[..n]) {
+            *word &= if invert { !r } else { *r };
         }
     }
 }

@@ -10,7 +10,6 @@
 
 use std::cmp::Ordering;
 
-use arrow::array::BooleanBufferBuilder;
 use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray};
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{
@@ -21,6 +20,7 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 
 use crate::error::{Error, Result};
+use crate::query::dict_filter::{and_valid, test_picked};
 
 /// The constant, in the column's type.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -229,14 +229,7 @@ fn within_range<T: ArrowPrimitiveType>(
     let values: &PrimitiveArray<T> = column.as_primitive_opt::<T>()?;
     let v = values.values();
     if let Some(mask) = within {
-        let mut out = BooleanBufferBuilder::new(mask.len());
-        out.append_n(mask.len(), false);
-        for i in mask.set_indices() {
-            if values.is_valid(i) && test(v[i]) {
-                out.set_bit(i, true);
-            }
-        }
-        return Some(out.finish());
+        return Some(and_valid(test_picked(mask, |i| test(v[i])), values.nulls()));
     }
     let passing = BooleanBuffer::collect_bool(v.len(), |i| test(v[i]));
     Some(match values.nulls() {
@@ -269,25 +262,7 @@ fn compare<T: ArrowPrimitiveType>(
         _ => o != Ordering::Less,
     };
     if let Some(mask) = within {
-        let mut out = BooleanBufferBuilder::new(mask.len());
-        out.append_n(mask.len(), false);
-        match values.nulls() {
-            None => {
-                for i in mask.set_indices() {
-                    if keep(order(v[i])) {
-                        out.set_bit(i, true);
-                    }
-                }
-            }
-            Some(nulls) => {
-                for i in mask.set_indices() {
-                    if nulls.is_valid(i) && keep(order(v[i])) {
-                        out.set_bit(i, true);
-                    }
-                }
-            }
-        }
-        return Some(out.finish());
+        return Some(and_valid(test_picked(mask, |i| keep(order(v[i]))), values.nulls()));
     }
     // One loop per operator, so that the test in it is a plain comparison.
     let n = v.len();

@@ -148,6 +148,7 @@ impl DenseAggregateExec {
         Ok(Job {
             read_schema,
             keys_only,
+            caches: tests.iter().map(|_| dict_filter::PassCache::default()).collect(),
             tests,
             kinds: self.node.aggs.iter().map(|a| a.kind).collect(),
             read_columns,
@@ -246,6 +247,8 @@ impl ExecutionPlan for DenseAggregateExec {
 struct Job {
     /// Dictionary tests with the position of their column in the batches read.
     tests: Vec<(usize, DictTest)>,
+    /// One per test: the passing values of the dictionaries seen (shared by the workers).
+    caches: Vec<dict_filter::PassCache>,
     /// Per column read: whether only dictionary tests read it (so any key type will do).
     keys_only: Vec<bool>,
     kinds: Vec<DenseAggKind>,
@@ -349,13 +352,18 @@ impl Job {
     fn fold(&self, state: &mut DenseState, batch: &RecordBatch, ids: &[u32]) -> Result<()> {
         let rows = batch.num_rows();
         let mut mask = None;
-        for (at, test) in &self.tests {
-            let column = batch.column(*at);
-            mask = Some(dict_filter::narrow(mask, |within| test.evaluate_cached(column.as_ref(), None, within))?);
-        }
+        let tests: Vec<_> = self
+            .tests
+            .iter()
+            .zip(&self.caches)
+            .map(|((at, test), cache)| (test, batch.column(*at).as_ref(), Some(cache)))
+            .collect();
+        mask = dict_filter::pass_all(mask, &tests)?;
         for (at, comparison) in &self.comparisons {
             let column = batch.column(*at);
-            mask = Some(dict_filter::narrow(mask, |within| comparison.evaluate_within(column, within))?);
+            mask = Some(dict_filter::narrow(mask, dict_filter::COMPARISON_PICK_COST, |within| {
+                comparison.evaluate_within(column, within)
+            })?);
         }
         if let Some(p) = &self.predicate
             && mask.as_ref().is_none_or(|m| m.count_set_bits() > 0)

@@ -105,20 +105,28 @@ impl DictTest {
         // A negative `Int32` key becomes a huge index, which no value has.
         let passes = |k: K::Native| pass.get(k.as_usize()).copied().unwrap_or(false);
         if let Some(within) = within {
-            let mut out = arrow::array::BooleanBufferBuilder::new(within.len());
-            out.append_n(within.len(), false);
-            for i in within.set_indices() {
-                if keys.is_valid(i) && passes(codes[i]) {
-                    out.set_bit(i, true);
-                }
-            }
-            return Ok(out.finish());
+            return Ok(and_valid(test_picked(within, |i| passes(codes[i])), keys.nulls()));
         }
         let mask = match keys.nulls() {
             None => BooleanBuffer::collect_bool(codes.len(), |i| passes(codes[i])),
             Some(nulls) => &BooleanBuffer::collect_bool(codes.len(), |i| passes(codes[i])) & nulls.inner(),
         };
         Ok(mask)
+    }
+
+    /// The share of `column`'s dictionary values that pass (a guess at the share of rows: the
+    /// values are matched once per dictionary with `cache`).
+    fn value_share(&self, column: &dyn Array, cache: Option<&PassCache>) -> Result<f64> {
+        let values = match (column.as_dictionary_opt::<UInt16Type>(), column.as_dictionary_opt::<Int32Type>()) {
+            (Some(d), _) => d.values(),
+            (None, Some(d)) => d.values(),
+            _ => return Err(Error::Internal(format!("column {} was not read as a dictionary", self.column))),
+        };
+        let pass = match cache {
+            Some(cache) => cache.get_or_insert(values, || self.passing_values(values))?,
+            None => Arc::new(self.passing_values(values)?),
+        };
+        Ok(pass.iter().filter(|p| **p).count() as f64 / pass.len().max(1) as f64)
     }
 
     /// Per value of a dictionary, whether it passes.
@@ -181,6 +189,27 @@ impl From<DictTest> for Expr {
     }
 }
 
+/// The rows passing every one of `tests` (each with its column and cache), `mask` first: the
+/// test passing the smallest share of its dictionary's values runs first over every row, the
+/// others after it on the rows still passing when they are few ([`narrow`]); e.g. a brand's
+/// products (5 % of the values) before two of eight channels.
+pub fn pass_all(
+    mut mask: Option<BooleanBuffer>,
+    tests: &[(&DictTest, &dyn Array, Option<&PassCache>)],
+) -> Result<Option<BooleanBuffer>> {
+    let mut order = Vec::with_capacity(tests.len());
+    for (i, (test, column, cache)) in tests.iter().enumerate() {
+        let share = if tests.len() > 1 { test.value_share(*column, *cache)? } else { 0.0 };
+        order.push((share, i));
+    }
+    order.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (_, i) in order {
+        let (test, column, cache) = tests[i];
+        mask = Some(narrow(mask, DICTIONARY_PICK_COST, |within| test.evaluate_cached(column, cache, within))?);
+    }
+    Ok(mask)
+}
+
 /// `a AND b` of two optional masks.
 pub fn and(a: Option<BooleanBuffer>, b: BooleanBuffer) -> BooleanBuffer {
     match a {
@@ -189,25 +218,57 @@ pub fn and(a: Option<BooleanBuffer>, b: BooleanBuffer) -> BooleanBuffer {
     }
 }
 
-/// Below this share of rows still passing, a further test looks at those rows only: testing a
-/// row picked from the mask costs about as much as a few dozen rows of a whole-column pass.
-const SPARSE_SHARE: usize = 32;
+/// What testing one row picked from a mask costs, in rows of a whole-column pass of the same
+/// test: below one passing row in this many, a further test looks at the passing rows only.
+/// A dictionary test's whole pass is a table lookup per row (~1 ns); a comparison's vectorises;
+/// a residual expression is run on the picked rows gathered into a batch, then scattered back.
+/// Measured on the purchases' plain copies (docs/performance.md, a12).
+pub const DICTIONARY_PICK_COST: usize = 8;
+pub const COMPARISON_PICK_COST: usize = 16;
+pub const RESIDUAL_PICK_COST: usize = 32;
 
-/// `mask` (all rows when `None`) narrowed by a test: when few rows still pass, `test` is given the
-/// mask and looks at those rows only; otherwise it runs on every row and the answers are ANDed.
+/// `mask` (all rows when `None`) narrowed by a test: when few rows still pass (fewer than one
+/// in `pick_cost`), `test` is given the mask and looks at those rows only; otherwise it runs on
+/// every row and the answers are ANDed.
 pub fn narrow(
     mask: Option<BooleanBuffer>,
+    pick_cost: usize,
     test: impl Fn(Option<&BooleanBuffer>) -> Result<BooleanBuffer>,
 ) -> Result<BooleanBuffer> {
     match mask {
-        Some(m) if is_sparse(&m) => test(Some(&m)),
+        Some(m) if is_sparse(&m, pick_cost) => test(Some(&m)),
         m => Ok(and(m, test(None)?)),
     }
 }
 
-/// Whether a test after `mask` should run on its passing rows only.
-pub fn is_sparse(mask: &arrow::buffer::BooleanBuffer) -> bool {
-    mask.count_set_bits() * SPARSE_SHARE < mask.len()
+/// Whether a further test of `pick_cost` after `mask` should run on its passing rows only.
+pub fn is_sparse(mask: &arrow::buffer::BooleanBuffer, pick_cost: usize) -> bool {
+    mask.count_set_bits() * pick_cost < mask.len()
+}
+
+/// The rows of `mask` for which `test` (given a row's position) holds, only those rows tested.
+/// The answers are OR-ed into the words without a branch on them: a picked row's value is
+/// usually a cache miss, and a branch on it would stop the next rows' loads from overlapping it.
+pub fn test_picked(mask: &BooleanBuffer, test: impl Fn(usize) -> bool) -> BooleanBuffer {
+    let mut words = Vec::with_capacity(mask.len().div_ceil(64));
+    for (k, mut word) in mask.bit_chunks().iter_padded().enumerate() {
+        let mut out = 0u64;
+        while word != 0 {
+            let bit = word.trailing_zeros();
+            out |= u64::from(test(k * 64 + bit as usize)) << bit;
+            word &= word - 1;
+        }
+        words.push(out);
+    }
+    BooleanBuffer::new(arrow::buffer::Buffer::from_vec(words), 0, mask.len())
+}
+
+/// `mask` less the NULL rows of `nulls`.
+pub fn and_valid(mask: BooleanBuffer, nulls: Option<&arrow::buffer::NullBuffer>) -> BooleanBuffer {
+    match nulls {
+        Some(nulls) => &mask & nulls.inner(),
+        None => mask,
+    }
 }
 
 /// The answers for the rows `mask` holds (in order) put back at those rows.
@@ -273,5 +334,48 @@ mod tests {
             let narrowed = t.evaluate_cached(&short, None, Some(&mask)).unwrap();
             assert_eq!(narrowed, &t.evaluate(&column).unwrap() & &mask);
         }
+    }
+
+    #[test]
+    fn picked_rows_are_tested_alone_on_masks_with_offsets_and_nulls() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for _ in 0..50 {
+            let len = rng.random_range(0..300);
+            let density = rng.random_range(0.0..1.0);
+            let whole = BooleanBuffer::collect_bool(len + 70, |_| rng.random_bool(density));
+            let at = rng.random_range(0..70);
+            let mask = whole.slice(at, len);
+            let values: Vec<u32> = (0..len).map(|_| rng.random_range(0..10)).collect();
+            let nulls = arrow::buffer::NullBuffer::from((0..len).map(|_| rng.random_bool(0.8)).collect::<Vec<_>>());
+            let got = and_valid(test_picked(&mask, |i| values[i] < 4), Some(&nulls));
+            let expected = BooleanBuffer::collect_bool(len, |i| mask.value(i) && nulls.is_valid(i) && values[i] < 4);
+            assert_eq!(got, expected);
+        }
+    }
+
+    #[test]
+    fn every_test_passes_whatever_order_the_dictionaries_suggest() {
+        let schema = DFSchema::try_from(Schema::new(vec![
+            Field::new("a", DataType::Utf8View, true),
+            Field::new("b", DataType::Utf8View, true),
+        ]))
+        .unwrap();
+        // `a` passes one value in four, `b` three in four: `a` runs first, `b` on its rows.
+        let a_values = Arc::new(StringArray::from(vec!["p", "q", "r", "s"]));
+        let b_values = Arc::new(StringArray::from(vec!["w", "x", "y", "z"]));
+        let keys = |n: usize, k: u16| {
+            arrow::array::UInt16Array::from((0..n).map(|i| Some((i as u16 * k) % 4)).collect::<Vec<_>>())
+        };
+        let a = DictionaryArray::<UInt16Type>::try_new(keys(1000, 3), a_values).unwrap();
+        let b = DictionaryArray::<UInt16Type>::try_new(keys(1000, 1), b_values).unwrap();
+        let ta = DictTest::from_expr(&col("a").eq(lit("q")), &schema).unwrap();
+        let tb = DictTest::from_expr(&col("b").in_list(vec![lit("w"), lit("x"), lit("z")], false), &schema).unwrap();
+        let (ca, cb) = (PassCache::default(), PassCache::default());
+        let expected = &ta.evaluate(&a).unwrap() & &tb.evaluate(&b).unwrap();
+        let both = pass_all(None, &[(&tb, &b as &dyn Array, Some(&cb)), (&ta, &a as &dyn Array, Some(&ca))]).unwrap();
+        assert_eq!(both, Some(expected.clone()));
+        let reversed = pass_all(None, &[(&ta, &a as &dyn Array, None), (&tb, &b as &dyn Array, None)]).unwrap();
+        assert_eq!(reversed, Some(expected));
     }
 }

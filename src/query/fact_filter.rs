@@ -77,17 +77,24 @@ impl FactFilter {
         let columns: Vec<&str> = names.iter().map(String::as_str).collect();
         let next = AtomicUsize::new(0);
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(files.len()).max(1);
-        let results: Vec<Result<RoaringBitmap>> = std::thread::scope(|scope| {
+        let words = (index.universe_len() as usize).div_ceil(64);
+        let results: Vec<Result<Vec<u64>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
                     scope.spawn(|| {
-                        let mut out = RoaringBitmap::new();
+                        // One bit per row id: a passing row is a bit set, where a roaring
+                        // insert (out of order, in array containers) moves memory.
+                        let mut out = vec![0u64; words];
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let Some(file) = files.get(i) else { break };
                             let mut keep_rows = |batch: &RecordBatch, ids: &[u32]| -> Result<()> {
                                 for row in test.passing(batch)?.set_indices() {
-                                    out.insert(ids[row]);
+                                    let id = ids[row] as usize;
+                                    if id / 64 >= out.len() {
+                                        out.resize(id / 64 + 1, 0);
+                                    }
+                                    out[id / 64] |= 1 << (id % 64);
                                 }
                                 Ok(())
                             };
@@ -121,10 +128,17 @@ impl FactFilter {
                 .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a fact reader thread panicked".into()))))
                 .collect()
         });
-        let mut all = RoaringBitmap::new();
+        let mut all = vec![0u64; words];
         for r in results {
-            all |= r?;
+            let r = r?;
+            if r.len() > all.len() {
+                all.resize(r.len(), 0);
+            }
+            for (a, w) in all.iter_mut().zip(r) {
+                *a |= w;
+            }
         }
+        let all = crate::index::dense::bitmap_of(&all);
         Ok(all)
     }
 }
@@ -481,20 +495,29 @@ impl RowTest {
     fn passing(&self, batch: &RecordBatch) -> Result<arrow::buffer::BooleanBuffer> {
         let rows = batch.num_rows();
         let mut mask: Option<arrow::buffer::BooleanBuffer> = None;
-        for ((at, test), cache) in self.tests.iter().zip(&self.caches) {
+        let mut columns = Vec::with_capacity(self.tests.len());
+        for (at, _) in &self.tests {
             let column = batch.column(*at);
-            let column = if matches!(column.data_type(), DataType::Dictionary(..)) {
+            columns.push(if matches!(column.data_type(), DataType::Dictionary(..)) {
                 Arc::clone(column)
             } else {
                 let text = arrow::compute::cast(column, &DataType::Utf8)?;
                 arrow::compute::cast(&text, &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)))?
-            };
-            mask =
-                Some(dict_filter::narrow(mask, |within| test.evaluate_cached(column.as_ref(), Some(cache), within))?);
+            });
         }
+        let tests: Vec<_> = self
+            .tests
+            .iter()
+            .zip(&columns)
+            .zip(&self.caches)
+            .map(|(((_, test), column), cache)| (test, column.as_ref(), Some(cache)))
+            .collect();
+        mask = dict_filter::pass_all(mask, &tests)?;
         for (at, comparison) in &self.comparisons {
             let column = batch.column(*at);
-            mask = Some(dict_filter::narrow(mask, |within| comparison.evaluate_within(column, within))?);
+            mask = Some(dict_filter::narrow(mask, dict_filter::COMPARISON_PICK_COST, |within| {
+                comparison.evaluate_within(column, within)
+            })?);
         }
         if let Some((positions, schema, physical)) = &self.residual
             && mask.as_ref().is_none_or(|m| m.count_set_bits() > 0)
@@ -506,7 +529,7 @@ impl RowTest {
                 RecordBatch::try_new_with_options(Arc::new(arrow::datatypes::Schema::new(fields)), columns, &options)?;
             let part = conform(&part, schema)?;
             mask = Some(match mask {
-                Some(m) if dict_filter::is_sparse(&m) => {
+                Some(m) if dict_filter::is_sparse(&m, dict_filter::RESIDUAL_PICK_COST) => {
                     let picked =
                         arrow::compute::filter_record_batch(&part, &arrow::array::BooleanArray::new(m.clone(), None))?;
                     let values = physical.evaluate(&picked)?.into_array(picked.num_rows())?;
