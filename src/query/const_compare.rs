@@ -101,6 +101,38 @@ impl ConstComparison {
         Some(ConstComparison { column: column.name.clone(), data_type, op, constant, range: None })
     }
 
+    /// The comparison a physical expression is, over a column of `schema` (the position of the
+    /// column with it), on the same terms as [`ConstComparison::from_expr`].
+    pub fn from_physical(
+        e: &std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        schema: &arrow::datatypes::Schema,
+    ) -> Option<(usize, ConstComparison)> {
+        use datafusion::physical_expr::PhysicalExpr;
+        use datafusion::physical_expr::expressions::{BinaryExpr as PhysicalBinary, Column, Literal};
+        let binary = e.downcast_ref::<PhysicalBinary>()?;
+        let as_column = |e: &std::sync::Arc<dyn PhysicalExpr>| {
+            e.downcast_ref::<Column>().map(|c| (c.index(), c.name().to_string()))
+        };
+        let as_literal = |e: &std::sync::Arc<dyn PhysicalExpr>| e.downcast_ref::<Literal>().map(|l| l.value().clone());
+        let ((index, name), literal, op) =
+            match (as_column(binary.left()), as_literal(binary.right()), as_column(binary.right())) {
+                (Some(c), Some(v), _) => (c, v, *binary.op()),
+                (None, _, Some(c)) => (c, as_literal(binary.left())?, binary.op().swap()?),
+                _ => return None,
+            };
+        let field = schema.fields().get(index)?;
+        if field.name() != &name {
+            return None;
+        }
+        let logical = Expr::BinaryExpr(BinaryExpr {
+            left: Box::new(Expr::Column(datafusion::common::Column::new_unqualified(&name))),
+            op,
+            right: Box::new(Expr::Literal(literal, None)),
+        });
+        let one = DFSchema::try_from(arrow::datatypes::Schema::new(vec![field.as_ref().clone()])).ok()?;
+        Some((index, ConstComparison::from_expr(&logical, &one)?))
+    }
+
     /// The comparison as an inclusive range of `i64` values, when the column's values are
     /// integers that fit `i64` and the operator is not `<>`.
     fn as_range(&self) -> Option<(i64, i64)> {
@@ -308,6 +340,10 @@ mod tests {
             &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
         )
         .unwrap();
+        // The physical expression read back is the same comparison, at the column's position.
+        let (at, read_back) = ConstComparison::from_physical(&physical, &schema()).unwrap_or_else(|| panic!("{e}"));
+        assert_eq!(format!("{read_back:?}"), format!("{test:?}"), "{e}");
+        assert_eq!(schema().field(at).name(), &test.column);
         let theirs = physical.evaluate(batch).unwrap().into_array(batch.num_rows()).unwrap();
         let theirs = crate::query::dict_filter::true_rows(theirs.as_any().downcast_ref::<BooleanArray>().unwrap());
         assert_eq!(ours, theirs, "{e}");

@@ -180,17 +180,31 @@ impl DenseAggregateExec {
         // Chunk by chunk, every slot at once: the groups' values are the chunk's arrays as they
         // are (taken out of the state, not copied); slots that are not groups are NULL (so
         // HAVING cannot fail on them, e.g. dividing by a count of 0) and left out after it.
+        // `sum(amount) > 500 AND count(*) >= 2`: each comparison straight on its slots (DataFusion's
+        // float comparison would first copy the column to turn -0.0 into 0.0).
+        let conjuncts = datafusion::physical_expr::split_conjunction(having);
+        let comparisons: Option<Vec<(usize, ConstComparison)>> =
+            conjuncts.iter().map(|c| ConstComparison::from_physical(c, &self.schema)).collect();
         let mut ids: Vec<u32> = Vec::new();
         for c in 0..state.chunk_count() {
             let Some((first, groups, columns)) = state.take_chunk(c) else { continue };
             let batch = job.typed_batch(columns, groups.len(), true)?;
-            let keep = having.evaluate(&batch)?.into_array(groups.len())?;
-            let keep =
-                keep.as_boolean_opt().ok_or_else(|| Error::Internal("a HAVING condition is not boolean".into()))?;
-            let mut passing = &groups & keep.values();
-            if let Some(nulls) = keep.nulls() {
-                passing = &passing & nulls.inner();
-            }
+            let passing = match &comparisons {
+                Some(comparisons) => {
+                    let mut passing = groups;
+                    for (at, comparison) in comparisons {
+                        passing = &passing & &comparison.evaluate(batch.column(*at))?;
+                    }
+                    passing
+                }
+                None => {
+                    let keep = having.evaluate(&batch)?.into_array(groups.len())?;
+                    let keep = keep
+                        .as_boolean_opt()
+                        .ok_or_else(|| Error::Internal("a HAVING condition is not boolean".into()))?;
+                    dict_filter::and_valid(&groups & keep.values(), keep.nulls())
+                }
+            };
             ids.extend(passing.set_indices().map(|o| first + o as u32));
         }
         roaring::RoaringBitmap::from_sorted_iter(ids).map_err(|e| Error::Internal(e.to_string()))
