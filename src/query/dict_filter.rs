@@ -1,7 +1,10 @@
 //! Dictionary-aware filters: the conjuncts `s = 'x'`, `s <> 'x'` and `s [NOT] IN ('x', …)` on a
-//! string column, tested once per distinct value of a dictionary-encoded batch and mapped through
-//! its keys, so the column's rows are never decoded into strings. NULL never passes (as in
-//! WHERE: `NULL = 'x'` and `NULL NOT IN (…)` are unknown). Also the row masks such tests build:
+//! string column — and any other deterministic condition on that column alone (`s LIKE
+//! 'store_%'`, `lower(s) = 'x'`, `s IS NULL`), which DataFusion evaluates on the dictionary's
+//! values — tested once per distinct value of a dictionary-encoded batch and mapped through its
+//! keys, so the column's rows are never decoded into strings. A list never passes NULL (as in
+//! WHERE: `NULL = 'x'` and `NULL NOT IN (…)` are unknown); a condition passes it when it is TRUE
+//! of NULL. Also the row masks such tests build:
 //! their conjunction, and narrowing one by a further test run on its passing rows only.
 
 use std::collections::VecDeque;
@@ -11,7 +14,9 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, DictionaryArray};
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{ArrowDictionaryKeyType, ArrowNativeType, DataType, Int32Type, UInt16Type};
 use datafusion::common::DFSchema;
+use datafusion::common::tree_node::TreeNode;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::{Error, Result};
 
@@ -22,11 +27,61 @@ pub struct DictTest {
     pub values: Vec<String>,
     /// `<>` / `NOT IN`.
     pub negated: bool,
+    /// Instead of the list (then empty): a condition on the column alone, evaluated once per
+    /// dictionary value and once for NULL.
+    pub condition: Option<Expr>,
 }
 
 impl DictTest {
-    /// The test `expr` stands for, if it is one over a string column of `schema`.
+    /// The test `expr` stands for, if it is one over a string column of `schema`: a list, or
+    /// else a condition on that column alone.
     pub fn from_expr(expr: &Expr, schema: &DFSchema) -> Option<DictTest> {
+        DictTest::list(expr, schema).or_else(|| DictTest::condition(expr, schema))
+    }
+
+    /// `expr` as a test when it reads one string column of `schema` and nothing else, and
+    /// answers the same for the same value wherever it is evaluated: no volatile function, no
+    /// subquery or aggregate, none of Persona's own markers (they stand for sets of users).
+    fn condition(expr: &Expr, schema: &DFSchema) -> Option<DictTest> {
+        let columns = expr.column_refs();
+        let [column] = columns.iter().collect::<Vec<_>>()[..] else { return None };
+        let field = schema.field_with_unqualified_name(&column.name).ok()?;
+        if !matches!(field.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8) || expr.is_volatile()
+        {
+            return None;
+        }
+        let foreign = expr
+            .exists(|e| {
+                Ok(match e {
+                    Expr::ScalarSubquery(_)
+                    | Expr::Exists(_)
+                    | Expr::InSubquery(_)
+                    | Expr::AggregateFunction(_)
+                    | Expr::WindowFunction(_)
+                    | Expr::OuterReferenceColumn(..)
+                    | Expr::Placeholder(_) => true,
+                    Expr::ScalarFunction(f) => {
+                        let inner = f.func.inner();
+                        inner.is::<crate::query::udf::PersonaAudience>()
+                            || inner.is::<crate::query::udf::RowSet>()
+                            || inner.is::<crate::query::sugar::SugarFunction>()
+                    }
+                    _ => false,
+                })
+            })
+            .unwrap_or(true);
+        if foreign {
+            return None;
+        }
+        let test =
+            DictTest { column: column.name.clone(), values: Vec::new(), negated: false, condition: Some(expr.clone()) };
+        // What DataFusion cannot plan on the column alone stays with DataFusion.
+        test.physical(expr).ok()?;
+        Some(test)
+    }
+
+    /// The list test `expr` is (`=`, `<>`, `[NOT] IN`, an `OR` of equalities).
+    fn list(expr: &Expr, schema: &DFSchema) -> Option<DictTest> {
         let string_column = |e: &Expr| match e {
             Expr::Column(c) => schema
                 .field_with_unqualified_name(&c.name)
@@ -45,22 +100,22 @@ impl DictTest {
                     (Some(c), Some(v)) => (c, v),
                     _ => (string_column(right)?, literal(left)?),
                 };
-                Some(DictTest { column, values: vec![value], negated: *op == Operator::NotEq })
+                Some(DictTest { column, values: vec![value], negated: *op == Operator::NotEq, condition: None })
             }
             Expr::InList(list) => {
                 let column = string_column(&list.expr)?;
                 let values = list.list.iter().map(literal).collect::<Option<Vec<_>>>()?;
-                Some(DictTest { column, values, negated: list.negated })
+                Some(DictTest { column, values, negated: list.negated, condition: None })
             }
             // `s = 'a' OR s = 'b'` (what DataFusion makes of a short IN list).
             Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
-                let (l, r) = (DictTest::from_expr(left, schema)?, DictTest::from_expr(right, schema)?);
+                let (l, r) = (DictTest::list(left, schema)?, DictTest::list(right, schema)?);
                 if l.negated || r.negated || l.column != r.column {
                     return None;
                 }
                 let mut values = l.values;
                 values.extend(r.values);
-                Some(DictTest { column: l.column, values, negated: false })
+                Some(DictTest { column: l.column, values, negated: false, condition: None })
             }
             _ => None,
         }
@@ -80,13 +135,25 @@ impl DictTest {
         cache: Option<&PassCache>,
         within: Option<&BooleanBuffer>,
     ) -> Result<BooleanBuffer> {
-        if let Some(dict) = column.as_dictionary_opt::<UInt16Type>() {
-            return self.evaluate_keys(dict, cache, within);
+        let answer = match (column.as_dictionary_opt::<UInt16Type>(), column.as_dictionary_opt::<Int32Type>()) {
+            (Some(dict), _) => self.evaluate_keys(dict, cache, within),
+            (None, Some(dict)) => self.evaluate_keys(dict, cache, within),
+            _ => return Err(Error::Internal(format!("column {} was not read as a dictionary", self.column))),
+        };
+        match (answer, &self.condition) {
+            // A condition failing on some value of the dictionary (a cast of a value no row of
+            // the batch holds, say) is evaluated on the rows themselves, as DataFusion would.
+            (Err(_), Some(condition)) => {
+                let strings =
+                    arrow::compute::cast(&arrow::compute::cast(column, &DataType::Utf8)?, &DataType::Utf8View)?;
+                let rows = self.condition_rows(condition, strings)?;
+                Ok(match within {
+                    Some(within) => &rows & within,
+                    None => rows,
+                })
+            }
+            (answer, _) => answer,
         }
-        let dict = column
-            .as_dictionary_opt::<Int32Type>()
-            .ok_or_else(|| Error::Internal(format!("column {} was not read as a dictionary", self.column)))?;
-        self.evaluate_keys(dict, cache, within)
     }
 
     fn evaluate_keys<K: ArrowDictionaryKeyType>(
@@ -101,17 +168,21 @@ impl DictTest {
         };
         let keys = dict.keys();
         let codes = keys.values();
-        let pass: &[bool] = &pass;
+        // One answer per value, then a NULL's.
+        let (null_passes, pass) = pass.split_last().map_or((false, &[][..]), |(n, p)| (*n, p));
         // A negative `Int32` key becomes a huge index, which no value has.
         let passes = |k: K::Native| pass.get(k.as_usize()).copied().unwrap_or(false);
-        if let Some(within) = within {
-            return Ok(and_valid(test_picked(within, |i| passes(codes[i])), keys.nulls()));
-        }
-        let mask = match keys.nulls() {
+        let hits = match within {
+            Some(within) => test_picked(within, |i| passes(codes[i])),
             None => BooleanBuffer::collect_bool(codes.len(), |i| passes(codes[i])),
-            Some(nulls) => &BooleanBuffer::collect_bool(codes.len(), |i| passes(codes[i])) & nulls.inner(),
         };
-        Ok(mask)
+        let Some(nulls) = keys.nulls() else { return Ok(hits) };
+        let valid_hits = &hits & nulls.inner();
+        Ok(match (null_passes, within) {
+            (false, _) => valid_hits,
+            (true, None) => &valid_hits | &!nulls.inner(),
+            (true, Some(within)) => &valid_hits | &(within & &!nulls.inner()),
+        })
     }
 
     /// The share of `column`'s dictionary values that pass (a guess at the share of rows: the
@@ -129,8 +200,11 @@ impl DictTest {
         Ok(pass.iter().filter(|p| **p).count() as f64 / pass.len().max(1) as f64)
     }
 
-    /// Per value of a dictionary, whether it passes.
+    /// Per value of a dictionary, whether it passes, then whether NULL does.
     fn passing_values(&self, values: &ArrayRef) -> Result<Vec<bool>> {
+        if let Some(condition) = &self.condition {
+            return self.condition_values(condition, values);
+        }
         // Long lists (the products of a brand) by hash, short ones by comparison.
         let set: Option<rustc_hash::FxHashSet<&str>> =
             (self.values.len() > 8).then(|| self.values.iter().map(String::as_str).collect());
@@ -138,12 +212,48 @@ impl DictTest {
             Some(set) => set.contains(s),
             None => self.values.iter().any(|x| x == s),
         };
-        let pass: Vec<bool> = match (values.as_string_opt::<i32>(), values.as_string_view_opt()) {
+        let mut pass: Vec<bool> = match (values.as_string_opt::<i32>(), values.as_string_view_opt()) {
             (Some(v), _) => v.iter().map(|s| s.is_some_and(|s| listed(s) != self.negated)).collect(),
             (None, Some(v)) => v.iter().map(|s| s.is_some_and(|s| listed(s) != self.negated)).collect(),
             _ => return Err(Error::Internal(format!("column {} has no string dictionary", self.column))),
         };
+        pass.push(false);
         Ok(pass)
+    }
+
+    /// The column alone as the condition sees it (`Utf8View`, the SQL type of strings), and the
+    /// condition planned over it.
+    fn physical(&self, condition: &Expr) -> Result<(arrow::datatypes::SchemaRef, Arc<dyn PhysicalExpr>)> {
+        let field = arrow::datatypes::Field::new(&self.column, DataType::Utf8View, true);
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![field]));
+        let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+        let physical = datafusion::physical_expr::create_physical_expr(
+            condition,
+            &df_schema,
+            &datafusion::execution::context::ExecutionProps::new(),
+            &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
+        )?;
+        Ok((schema, physical))
+    }
+
+    /// The rows of `strings` (the column as `Utf8View`) for which `condition` is TRUE.
+    fn condition_rows(&self, condition: &Expr, strings: ArrayRef) -> Result<BooleanBuffer> {
+        let (schema, physical) = self.physical(condition)?;
+        let rows = strings.len();
+        let batch = arrow::array::RecordBatch::try_new(schema, vec![strings])?;
+        let answers = physical.evaluate(&batch)?.into_array(rows)?;
+        let answers = answers
+            .as_boolean_opt()
+            .ok_or_else(|| Error::Internal(format!("the condition on {} is not boolean", self.column)))?;
+        Ok(true_rows(answers))
+    }
+
+    /// `condition` evaluated by DataFusion on the dictionary's values and a NULL after them;
+    /// only TRUE passes.
+    fn condition_values(&self, condition: &Expr, values: &ArrayRef) -> Result<Vec<bool>> {
+        let values = arrow::compute::cast(values, &DataType::Utf8View)?;
+        let values = arrow::compute::concat(&[values.as_ref(), &arrow::array::new_null_array(&DataType::Utf8View, 1)])?;
+        Ok(self.condition_rows(condition, values)?.iter().collect())
     }
 }
 
@@ -182,6 +292,9 @@ impl From<DictTest> for Expr {
     /// The SQL conjunct the test stands for.
     fn from(t: DictTest) -> Expr {
         use datafusion::prelude::{col, lit};
+        if let Some(condition) = t.condition {
+            return condition;
+        }
         let column = col(datafusion::common::Column::new_unqualified(&t.column));
         let list: Vec<Expr> =
             t.values.iter().map(|v| lit(datafusion::common::ScalarValue::Utf8View(Some(v.clone())))).collect();
@@ -317,11 +430,11 @@ mod tests {
         assert_eq!(rows(&eq), vec![true, false, false, false, true]);
         assert_eq!(rows(&ne), vec![false, true, false, false, false]);
         assert_eq!(rows(&not_in), vec![true, false, false, false, true]);
-        assert!(DictTest::from_expr(&col("c").like(lit("w%")), &schema).is_none());
+        assert!(DictTest::list(&col("c").like(lit("w%")), &schema).is_none());
         // An OR of equalities on one column is an IN list; with another column or a negation, not.
         let or = DictTest::from_expr(&col("c").eq(lit("app")).or(col("c").eq(lit("x"))), &schema).unwrap();
         assert_eq!(rows(&or), vec![false, true, false, false, false]);
-        assert!(DictTest::from_expr(&col("c").eq(lit("app")).or(col("c").not_eq(lit("x"))), &schema).is_none());
+        assert!(DictTest::list(&col("c").eq(lit("app")).or(col("c").not_eq(lit("x"))), &schema).is_none());
         // The same codes as `UInt16` keys (as plain copies hold them), with and without a mask.
         let short = DictionaryArray::<UInt16Type>::try_new(
             arrow::array::UInt16Array::from(vec![Some(0), Some(1), None, Some(2), Some(0)]),
@@ -377,5 +490,64 @@ mod tests {
         assert_eq!(both, Some(expected.clone()));
         let reversed = pass_all(None, &[(&ta, &a as &dyn Array, None), (&tb, &b as &dyn Array, None)]).unwrap();
         assert_eq!(reversed, Some(expected));
+    }
+
+    #[test]
+    fn conditions_on_the_column_alone_answer_as_datafusion_per_row() {
+        let schema = DFSchema::try_from(Schema::new(vec![Field::new("c", DataType::Utf8View, true)])).unwrap();
+        // NULLs in the keys (as Parquet and the plain copies hold them), none among the values.
+        let values = StringArray::from(vec![Some("store_sh01"), Some("wechat"), Some("Web")]);
+        let keys = Int32Array::from(vec![Some(0), Some(1), None, Some(2), Some(2), Some(0), None, Some(1)]);
+        let column = DictionaryArray::<Int32Type>::try_new(keys.clone(), Arc::new(values.clone())).unwrap();
+        let short = DictionaryArray::<UInt16Type>::try_new(
+            arrow::array::UInt16Array::from(keys.iter().map(|k| k.map(|k| k as u16)).collect::<Vec<_>>()),
+            Arc::new(values),
+        )
+        .unwrap();
+        let decoded = arrow::compute::cast(&column, &DataType::Utf8View).unwrap();
+        let batch = arrow::array::RecordBatch::try_new(Arc::new(schema.as_arrow().clone()), vec![decoded]).unwrap();
+        let mask = BooleanBuffer::collect_bool(8, |i| i % 3 != 0);
+        // Literals as the analyzer leaves them against a `Utf8View` column.
+        let v = |s: &str| lit(datafusion::common::ScalarValue::Utf8View(Some(s.to_string())));
+        let conditions = [
+            col("c").like(v("store_%")),
+            col("c").not_like(v("store_%")),
+            col("c").is_null(),
+            col("c").is_not_null(),
+            datafusion::functions::expr_fn::lower(col("c")).eq(v("web")),
+            // What the optimizer makes of `coalesce(c, 'none') = 'none'`: TRUE of NULL.
+            datafusion::logical_expr::when(col("c").is_null(), v("none")).otherwise(col("c")).unwrap().eq(v("none")),
+            col("c").like(v("%a%")).or(col("c").eq(v("Web"))),
+        ];
+        for e in conditions {
+            let test = DictTest::from_expr(&e, &schema).unwrap_or_else(|| panic!("{e} is a test"));
+            assert!(test.condition.is_some() || test.values.len() == 1, "{e}");
+            let physical = crate::query::fact_filter::physical_expr(&e, &schema).unwrap();
+            let theirs = physical.evaluate(&batch).unwrap().into_array(8).unwrap();
+            let theirs = true_rows(theirs.as_boolean());
+            assert_eq!(test.evaluate(&column).unwrap(), theirs, "{e}");
+            assert_eq!(test.evaluate(&short).unwrap(), theirs, "{e} on UInt16 keys");
+            let cache = PassCache::default();
+            assert_eq!(
+                test.evaluate_cached(&short, Some(&cache), Some(&mask)).unwrap(),
+                &theirs & &mask,
+                "{e} on a mask"
+            );
+            // Read elsewhere, the test goes back to the residual as the same condition.
+            assert_eq!(Expr::from(test).to_string(), e.to_string());
+        }
+        // A condition failing on a value that no row holds answers from the rows, as DataFusion does.
+        let numbers = DictionaryArray::<UInt16Type>::try_new(
+            arrow::array::UInt16Array::from(vec![Some(0), None, Some(0), Some(2)]),
+            Arc::new(StringArray::from(vec!["5", "not a number", "2"])),
+        )
+        .unwrap();
+        let cast = datafusion::logical_expr::cast(col("c"), DataType::Int32).gt(lit(3i32));
+        let test = DictTest::from_expr(&cast, &schema).unwrap();
+        let rows: Vec<bool> = test.evaluate(&numbers).unwrap().iter().collect();
+        assert_eq!(rows, vec![true, false, true, false]);
+        // Persona's own markers, subqueries and volatile functions are not conditions.
+        let volatile = col("c").eq(datafusion::functions::expr_fn::uuid());
+        assert!(DictTest::from_expr(&volatile, &schema).is_none());
     }
 }

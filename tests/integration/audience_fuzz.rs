@@ -652,9 +652,16 @@ impl Gen {
             0..=2 => format!("{p}.channel_id = '{}'", self.pick(CHANNELS)),
             3 => format!("{p}.channel_id IN {}", self.list(CHANNELS, 3)),
             4 => format!("({p}.channel_id = '{}' OR {p}.channel_id = '{}')", self.pick(CHANNELS), self.pick(CHANNELS)),
-            _ => match self.below(2) {
+            _ => match self.below(8) {
                 0 => format!("{p}.channel_id <> '{}'", self.pick(CHANNELS)),
-                _ => format!("{p}.channel_id LIKE 'store_%'"),
+                1 => format!("{p}.channel_id LIKE 'store_%'"),
+                // Conditions on the column alone, answered once per dictionary value.
+                2 => format!("{p}.channel_id NOT LIKE 'store_%'"),
+                3 => format!("upper({p}.channel_id) = '{}'", self.pick(CHANNELS).to_uppercase()),
+                4 => format!("({p}.channel_id LIKE '%a%' OR {p}.channel_id = '{}')", self.pick(CHANNELS)),
+                5 => format!("coalesce({p}.channel_id, 'none') IN ('none', '{}')", self.pick(CHANNELS)),
+                6 => format!("starts_with({p}.channel_id, 'w')"),
+                _ => format!("{p}.channel_id IS NOT NULL"),
             },
         }
     }
