@@ -365,14 +365,13 @@ impl Job {
     /// Folds one batch of fact rows into `state`.
     fn fold(&self, state: &mut DenseState, batch: &RecordBatch, ids: &[u32]) -> Result<()> {
         let rows = batch.num_rows();
-        let mut mask = None;
         let tests: Vec<_> = self
             .tests
             .iter()
             .zip(&self.caches)
             .map(|((at, test), cache)| (test, batch.column(*at).as_ref(), Some(cache)))
             .collect();
-        mask = dict_filter::pass_all(mask, &tests)?;
+        let mut mask = dict_filter::pass_all(&tests)?;
         for (at, comparison) in &self.comparisons {
             let column = batch.column(*at);
             mask = Some(dict_filter::narrow(mask, dict_filter::COMPARISON_PICK_COST, |within| {

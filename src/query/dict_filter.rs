@@ -302,14 +302,12 @@ impl From<DictTest> for Expr {
     }
 }
 
-/// The rows passing every one of `tests` (each with its column and cache), `mask` first: the
-/// test passing the smallest share of its dictionary's values runs first over every row, the
+/// The rows passing every one of `tests` (each with its column and cache; `None` when there
+/// is none): the test passing the smallest share of its dictionary's values runs first over every row, the
 /// others after it on the rows still passing when they are few ([`narrow`]); e.g. a brand's
 /// products (5 % of the values) before two of eight channels.
-pub fn pass_all(
-    mut mask: Option<BooleanBuffer>,
-    tests: &[(&DictTest, &dyn Array, Option<&PassCache>)],
-) -> Result<Option<BooleanBuffer>> {
+pub fn pass_all(tests: &[(&DictTest, &dyn Array, Option<&PassCache>)]) -> Result<Option<BooleanBuffer>> {
+    let mut mask = None;
     let mut order = Vec::with_capacity(tests.len());
     for (i, (test, column, cache)) in tests.iter().enumerate() {
         let share = if tests.len() > 1 { test.value_share(*column, *cache)? } else { 0.0 };
@@ -486,9 +484,9 @@ mod tests {
         let tb = DictTest::from_expr(&col("b").in_list(vec![lit("w"), lit("x"), lit("z")], false), &schema).unwrap();
         let (ca, cb) = (PassCache::default(), PassCache::default());
         let expected = &ta.evaluate(&a).unwrap() & &tb.evaluate(&b).unwrap();
-        let both = pass_all(None, &[(&tb, &b as &dyn Array, Some(&cb)), (&ta, &a as &dyn Array, Some(&ca))]).unwrap();
+        let both = pass_all(&[(&tb, &b as &dyn Array, Some(&cb)), (&ta, &a as &dyn Array, Some(&ca))]).unwrap();
         assert_eq!(both, Some(expected.clone()));
-        let reversed = pass_all(None, &[(&ta, &a as &dyn Array, None), (&tb, &b as &dyn Array, None)]).unwrap();
+        let reversed = pass_all(&[(&ta, &a as &dyn Array, None), (&tb, &b as &dyn Array, None)]).unwrap();
         assert_eq!(reversed, Some(expected));
     }
 

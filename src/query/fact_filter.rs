@@ -138,8 +138,7 @@ impl FactFilter {
                 *a |= w;
             }
         }
-        let all = crate::index::dense::bitmap_of(&all);
-        Ok(all)
+        Ok(crate::index::dense::bitmap_of(&all))
     }
 }
 
@@ -494,7 +493,6 @@ impl RowTest {
     /// The rows of `batch` (columns in `names` order) for which the predicate is TRUE.
     fn passing(&self, batch: &RecordBatch) -> Result<arrow::buffer::BooleanBuffer> {
         let rows = batch.num_rows();
-        let mut mask: Option<arrow::buffer::BooleanBuffer> = None;
         let mut columns = Vec::with_capacity(self.tests.len());
         for (at, _) in &self.tests {
             let column = batch.column(*at);
@@ -512,7 +510,7 @@ impl RowTest {
             .zip(&self.caches)
             .map(|(((_, test), column), cache)| (test, column.as_ref(), Some(cache)))
             .collect();
-        mask = dict_filter::pass_all(mask, &tests)?;
+        let mut mask = dict_filter::pass_all(&tests)?;
         for (at, comparison) in &self.comparisons {
             let column = batch.column(*at);
             mask = Some(dict_filter::narrow(mask, dict_filter::COMPARISON_PICK_COST, |within| {
