@@ -117,14 +117,20 @@ struct AudiencePersons;
 
 /// The SQL of `audience_persons`, over `audience_members(<members_args>)`.
 pub fn audience_persons_sql(members_args: &str) -> String {
+    persons_of_profiles_sql(&format!("SELECT user_id FROM audience_members({members_args}) WHERE NOT holdout"))
+}
+
+/// One row per person that `profiles` (a query yielding `user_id`) touches, with every profile
+/// and contact point of the person: `person_id, profiles, user_ids, phones, emails, wx_unionids`.
+pub fn persons_of_profiles_sql(profiles: &str) -> String {
     let contact = |t: &str, name: &str| {
         format!(
             "array_to_string(array_sort(array_agg(DISTINCT c.id_value) FILTER (WHERE c.id_type = '{t}')), ',') AS {name}"
         )
     };
     format!(
-        "WITH members AS (SELECT DISTINCT up.person_id FROM audience_members({members_args}) m \
-           JOIN user_persons up ON up.user_id = m.user_id WHERE NOT m.holdout), \
+        "WITH members AS (SELECT DISTINCT up.person_id FROM ({profiles}) m \
+           JOIN user_persons up ON up.user_id = m.user_id), \
          profiles AS (SELECT up.person_id, count(*) AS profiles, \
            string_agg(up.user_id, ',' ORDER BY up.profile_seq) AS user_ids \
            FROM user_persons up JOIN members ON members.person_id = up.person_id GROUP BY up.person_id), \
@@ -137,6 +143,30 @@ pub fn audience_persons_sql(members_args: &str) -> String {
         contact("phone", "phones"),
         contact("email", "emails"),
         contact("wx_unionid", "wx_unionids"),
+    )
+}
+
+/// The rows a `BY PERSON` audience's file holds: its exported persons (members minus holdout)
+/// with every contact point; with `since`, the persons with a profile exported now and not in
+/// version `since` (all their contact points, `change` = `added`), then per person the profiles
+/// exported in `since` and not now (`user_ids` lists those, `change` = `removed`).
+pub fn persons_export_sql(audience: &str, since: Option<u32>) -> String {
+    let name = format!("'{}'", audience.replace('\'', "''"));
+    let now = format!("SELECT user_id FROM audience_members({name}) WHERE NOT holdout");
+    let Some(since) = since else {
+        return format!("SELECT * FROM ({}) ORDER BY person_id", persons_of_profiles_sql(&now));
+    };
+    let before = format!("SELECT user_id FROM audience_members({name}, {since}) WHERE NOT holdout");
+    format!(
+        "SELECT * FROM (\
+           SELECT a.*, 'added' AS change FROM ({added}) a \
+           UNION ALL \
+           SELECT up.person_id, count(*) AS profiles, string_agg(up.user_id, ',' ORDER BY up.profile_seq) AS user_ids, \
+             CAST(NULL AS VARCHAR) AS phones, CAST(NULL AS VARCHAR) AS emails, CAST(NULL AS VARCHAR) AS wx_unionids, \
+             'removed' AS change \
+           FROM ({before} EXCEPT {now}) r JOIN user_persons up ON up.user_id = r.user_id GROUP BY up.person_id\
+         ) ORDER BY change, person_id",
+        added = persons_of_profiles_sql(&format!("{now} EXCEPT {before}")),
     )
 }
 

@@ -7,7 +7,7 @@
 //! DROP TAG [IF EXISTS] name
 //! REFRESH TAGS [name, ...]
 //! SHOW TAGS
-//! CREATE [OR REPLACE] AUDIENCE name
+//! CREATE [OR REPLACE] AUDIENCE name [BY PERSON]
 //!     [SUPPRESS { audience | FILE 'path' } [, ...]] [HOLDOUT n PERCENT] AS query
 //! DROP AUDIENCE [IF EXISTS] name
 //! SHOW AUDIENCES
@@ -101,6 +101,8 @@ pub enum CatalogStatement {
         suppress_audiences: Vec<String>,
         suppress_files: Vec<String>,
         holdout_basis_points: u32,
+        /// `BY PERSON`: the members are persons (docs/identity.md), not profiles.
+        by_person: bool,
     },
     DropAudience {
         name: String,
@@ -325,8 +327,16 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
             skip(p, if replace { 4 } else { 2 });
             let name = name(p)?;
             let (mut suppress_audiences, mut suppress_files, mut holdout) = (Vec::new(), Vec::new(), 0u32);
+            let mut by_person = false;
             loop {
                 match word_at(p, 0).as_deref() {
+                    Some("BY") => {
+                        if word_at(p, 1).as_deref() != Some("PERSON") {
+                            return p.parser.expected("PERSON after BY", p.parser.peek_nth_token(1));
+                        }
+                        skip(p, 2);
+                        by_person = true;
+                    }
                     Some("SUPPRESS") => {
                         skip(p, 1);
                         loop {
@@ -355,6 +365,7 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
                 suppress_audiences,
                 suppress_files,
                 holdout_basis_points: holdout,
+                by_person,
             }
         }
         (Some("DROP"), Some("AUDIENCE")) => {
@@ -715,6 +726,18 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        assert!(matches!(
+            one("CREATE AUDIENCE p BY PERSON SUPPRESS o HOLDOUT 10 PERCENT AS SELECT user_id FROM users"),
+            CatalogStatement::CreateAudience { by_person: true, holdout_basis_points: 1000, .. }
+        ));
+        assert!(matches!(
+            one("create audience p holdout 1 percent by person as select user_id from users"),
+            CatalogStatement::CreateAudience { by_person: true, .. }
+        ));
+        assert!(matches!(
+            one("CREATE AUDIENCE p AS SELECT user_id FROM users"),
+            CatalogStatement::CreateAudience { by_person: false, .. }
+        ));
         assert_eq!(
             one("MATERIALIZE AUDIENCE a TO 'a.parquet' CHANGES SINCE 3"),
             CatalogStatement::MaterializeAudience {
@@ -866,6 +889,7 @@ mod tests {
             ("CREATE TAG 1a AS x = 1", (1, 12)),
             ("MATERIALIZE TABLE x", (1, 13)),
             ("SHOW AUDIENCES extra", (1, 16)),
+            ("CREATE AUDIENCE x BY USER AS SELECT 1", (1, 22)),
         ] {
             match parse_statements(sql) {
                 Err(Error::Sql { position: Some(p), .. }) => assert_eq!(p, pos, "{sql}"),

@@ -352,3 +352,55 @@ fn a_split_keeps_users_apart_across_later_imports() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("'nobody' is not a known user_id"), "{out:?}");
 }
+
+/// A `BY PERSON` audience exports one row per person with every profile and contact point, its
+/// changes since a version name the persons that came and the profiles that left, and it is
+/// refused on a store that has not resolved identities.
+#[tokio::test]
+async fn a_by_person_audience_exports_one_row_per_person_with_every_contact_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = identity_store(dir.path());
+    let session = session(&store);
+    let out = dir.path().join("out");
+    // Persons: u1+u2+u3, u4, u5, u6. Ann is u1: her whole person is in.
+    rows(
+        &session,
+        "CREATE AUDIENCE anns BY PERSON AS SELECT user_id, name FROM users WHERE name = 'Ann' OR user_id = 'u4'",
+    )
+    .await;
+    let file = out.join("anns.csv");
+    rows(&session, &format!("MATERIALIZE AUDIENCE anns TO '{}'", file.display())).await;
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "person_id,profiles,user_ids,phones,emails,wx_unionids\n\
+         0,3,\"u1,u2,u3\",+8613912345678,\"ann@qq.com,bob@qq.com\",UNION-A\n\
+         1,1,u4,,,\n"
+    );
+    // The same rows as audience_persons, and the members counted as persons.
+    assert_eq!(
+        rows(&session, "SELECT user_ids FROM audience_persons('anns') ORDER BY person_id").await,
+        vec!["u1,u2,u3", "u4"]
+    );
+    assert_eq!(rows(&session, "SELECT members, profiles FROM audience_versions").await, vec!["2|4"]);
+    // Version 2: u4 leaves, u5 comes; the person of u1 stays and is not in the changes.
+    rows(
+        &session,
+        "CREATE OR REPLACE AUDIENCE anns BY PERSON AS SELECT user_id FROM users WHERE user_id IN ('u3', 'u5')",
+    )
+    .await;
+    let changes = out.join("changes.csv");
+    rows(&session, &format!("MATERIALIZE AUDIENCE anns TO '{}' CHANGES SINCE 1", changes.display())).await;
+    assert_eq!(
+        std::fs::read_to_string(&changes).unwrap(),
+        "person_id,profiles,user_ids,phones,emails,wx_unionids,change\n2,1,u5,,,,added\n1,1,u4,,,,removed\n"
+    );
+    // Without a resolution there are no persons to count.
+    let plain = create_store(dir.path().join("plain"));
+    import(&plain, &[&write(&dir.path().join("in2"), "users.csv", USERS)]).unwrap();
+    let err = crate::util::session(&plain)
+        .query("CREATE AUDIENCE p BY PERSON AS SELECT user_id FROM users")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the store has no identity resolution yet"), "{err}");
+}
