@@ -98,6 +98,7 @@ pub async fn run(session: &QuerySession, statement: CatalogStatement) -> Result<
         CatalogStatement::ShowModel { name } => {
             crate::audience::model::show_model(&session.snapshot().manifest().catalog, &name)
         }
+        CatalogStatement::Unlink(request) => unlink(session, request),
         CatalogStatement::MaterializeAudience { name, to, changes_since } => {
             let target = to.map(PathBuf::from);
             let report =
@@ -495,6 +496,24 @@ async fn delete_users(session: &QuerySession, predicate: &Body) -> Result<Record
     }
     let schema = Arc::new(Schema::new(vec![Field::new("forgotten", DataType::UInt64, false)]));
     Ok(RecordBatch::try_new(schema, vec![Arc::new(UInt64Array::from(vec![members.len()]))])?)
+}
+
+/// `UNLINK`: records a cannot-link pair or a blocked value as a new version and resolves the
+/// users again under it (`persona identity split`); the session moves to that version.
+fn unlink(session: &QuerySession, request: crate::ingest::identity::SplitRequest) -> Result<RecordBatch> {
+    use crate::ingest::identity::SplitRequest;
+    let store = Store::open(session.snapshot().root())?;
+    let persons = |store: &Store| -> Result<u64> {
+        Ok(store.snapshot()?.manifest().identity.resolution.as_ref().map_or(0, |r| r.person_count))
+    };
+    let before = persons(&store)?;
+    let what = match &request {
+        SplitRequest::Users(a, b) => format!("'{a}' and '{b}' are kept apart"),
+        SplitRequest::Value(t, v) => format!("{t} '{v}' links nobody"),
+    };
+    let version = store.split_identity(request)?;
+    session.refresh()?;
+    message(&format!("version {version}: {what}; {} persons (were {before})", persons(&store)?))
 }
 
 fn message(text: &str) -> Result<RecordBatch> {

@@ -23,6 +23,8 @@
 //! UPDATE users SET column = expression [, ...] WHERE predicate on users
 //! INSERT INTO table [(column, ...)] { VALUES (...), ... | query }   (through the importer)
 //! DELETE FROM user_tags WHERE predicate on user_tags rows
+//! UNLINK 'user_a', 'user_b'                    (a cannot-link pair: never one person again)
+//! UNLINK IDENTIFIER 'id_type' 'value'         (a blocked value: it links nobody any more)
 //! ```
 //!
 //! The query or predicate is kept as the text the user wrote; [`Body`] remembers where it started
@@ -166,6 +168,9 @@ pub enum CatalogStatement {
         /// The `VALUES` list or query as written.
         rows: Body,
     },
+    /// `UNLINK 'a', 'b'` or `UNLINK IDENTIFIER 'type' 'value'`: what `persona identity split`
+    /// does, as SQL (docs/identity.md).
+    Unlink(crate::ingest::identity::SplitRequest),
     /// The size a saved audience (`name`) or a query would have now, without saving anything.
     EstimateAudience {
         name: Option<String>,
@@ -561,6 +566,29 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
             p.parser.parse_expr()?;
             CatalogStatement::DeleteTagRows { predicate: body(p, sql, start) }
         }
+        (Some("UNLINK"), _) => {
+            use crate::ingest::identity::SplitRequest;
+            skip(p, 1);
+            if word_at(p, 0).as_deref() == Some("IDENTIFIER") {
+                skip(p, 1);
+                // The type as a string or a bare word: UNLINK IDENTIFIER phone '+86...'.
+                let id_type = match p.parser.peek_token().token {
+                    Token::Word(w) => {
+                        p.parser.next_token();
+                        w.value
+                    }
+                    _ => p.parser.parse_literal_string()?,
+                };
+                CatalogStatement::Unlink(SplitRequest::Value(id_type, p.parser.parse_literal_string()?))
+            } else {
+                let found = p.parser.peek_token();
+                let a = p.parser.parse_literal_string().or_else(|_| {
+                    p.parser.expected("two user_ids ('u1', 'u2') or IDENTIFIER 'type' 'value' after UNLINK", found)
+                })?;
+                p.parser.expect_token(&Token::Comma)?;
+                CatalogStatement::Unlink(SplitRequest::Users(a, p.parser.parse_literal_string()?))
+            }
+        }
         (Some("MATERIALIZE"), _) => return p.parser.expected("AUDIENCE after MATERIALIZE", p.parser.peek_nth_token(1)),
         (Some("REFRESH"), _) => return p.parser.expected("TAGS after REFRESH", p.parser.peek_nth_token(1)),
         _ => return Ok(None),
@@ -835,6 +863,28 @@ mod tests {
         match parse_statements("INSERT INTO events (user_id)") {
             Err(Error::Sql { position: Some(p), .. }) => assert_eq!(p, (1, 29)),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unlink_takes_two_users_or_an_identifier() {
+        use crate::ingest::identity::SplitRequest;
+        assert_eq!(one("UNLINK 'u1', 'u3'"), CatalogStatement::Unlink(SplitRequest::Users("u1".into(), "u3".into())));
+        assert_eq!(
+            one("unlink identifier 'email' ' ANN@qq.com'"),
+            CatalogStatement::Unlink(SplitRequest::Value("email".into(), " ANN@qq.com".into()))
+        );
+        assert_eq!(
+            one("UNLINK IDENTIFIER phone '139 1234 5678'"),
+            CatalogStatement::Unlink(SplitRequest::Value("phone".into(), "139 1234 5678".into()))
+        );
+        for (sql, pos) in
+            [("UNLINK 1, 3", (1, 8)), ("UNLINK 'u1' 'u3'", (1, 13)), ("UNLINK IDENTIFIER 'phone'", (1, 26))]
+        {
+            match parse_statements(sql) {
+                Err(Error::Sql { position: Some(p), .. }) => assert_eq!(p, pos, "{sql}"),
+                other => panic!("{sql}: {other:?}"),
+            }
         }
     }
 
