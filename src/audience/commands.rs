@@ -10,6 +10,7 @@ use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray
 use arrow::datatypes::{DataType, Field, Schema};
 use roaring::RoaringBitmap;
 
+use crate::audience::by_person::PersonMap;
 use crate::audience::catalog::check_name;
 use crate::audience::deps::{Graph, Node, edges, refuse_cycle, refuse_unknown_tags, uses_of_plan};
 use crate::audience::evaluate::{Evaluated, Export, evaluate, plan_query};
@@ -52,8 +53,9 @@ pub async fn run(session: &QuerySession, statement: CatalogStatement) -> Result<
             suppress_audiences,
             suppress_files,
             holdout_basis_points,
+            by_person,
         } => {
-            let definition = Definition { query, suppress_audiences, suppress_files, holdout_basis_points };
+            let definition = Definition { query, suppress_audiences, suppress_files, holdout_basis_points, by_person };
             create_audience(session, &name, or_replace, definition).await
         }
         CatalogStatement::DropAudience { name, if_exists } => drop_audience(session, &name, if_exists),
@@ -96,6 +98,7 @@ pub async fn run(session: &QuerySession, statement: CatalogStatement) -> Result<
         CatalogStatement::ShowModel { name } => {
             crate::audience::model::show_model(&session.snapshot().manifest().catalog, &name)
         }
+        CatalogStatement::Unlink(request) => unlink(session, request),
         CatalogStatement::MaterializeAudience { name, to, changes_since } => {
             let target = to.map(PathBuf::from);
             let report =
@@ -123,8 +126,15 @@ fn show_audience(session: &QuerySession, name: &str) -> Result<RecordBatch> {
     suppress.extend(a.suppress_files.iter().map(|f| format!("FILE '{f}'")));
     rows.push(("suppress".into(), if suppress.is_empty() { "nothing".into() } else { suppress.join(", ") }));
     rows.push(("holdout".into(), format!("{} % of the members", a.holdout_percent())));
+    if a.by_person {
+        rows.push((
+            "by".into(),
+            "person: a person is a member when any of its profiles is; suppression and holdout per person".into(),
+        ));
+    }
     if let Some(v) = a.latest() {
-        rows.push(("members".into(), format!("{} in version {}", v.members, v.number)));
+        let profiles = v.profiles.map_or(String::new(), |p| format!(" ({p} profiles)"));
+        rows.push(("members".into(), format!("{}{profiles} in version {}", v.members, v.number)));
         rows.push(("exported".into(), format!("{} ({} held out)", v.members - v.holdout, v.holdout)));
     }
     rows.push(("created_at".into(), a.created_at.clone()));
@@ -488,6 +498,24 @@ async fn delete_users(session: &QuerySession, predicate: &Body) -> Result<Record
     Ok(RecordBatch::try_new(schema, vec![Arc::new(UInt64Array::from(vec![members.len()]))])?)
 }
 
+/// `UNLINK`: records a cannot-link pair or a blocked value as a new version and resolves the
+/// users again under it (`persona identity split`); the session moves to that version.
+fn unlink(session: &QuerySession, request: crate::ingest::identity::SplitRequest) -> Result<RecordBatch> {
+    use crate::ingest::identity::SplitRequest;
+    let store = Store::open(session.snapshot().root())?;
+    let persons = |store: &Store| -> Result<u64> {
+        Ok(store.snapshot()?.manifest().identity.resolution.as_ref().map_or(0, |r| r.person_count))
+    };
+    let before = persons(&store)?;
+    let what = match &request {
+        SplitRequest::Users(a, b) => format!("'{a}' and '{b}' are kept apart"),
+        SplitRequest::Value(t, v) => format!("{t} '{v}' links nobody"),
+    };
+    let version = store.split_identity(request)?;
+    session.refresh()?;
+    message(&format!("version {version}: {what}; {} persons (were {before})", persons(&store)?))
+}
+
 fn message(text: &str) -> Result<RecordBatch> {
     let schema = Arc::new(Schema::new(vec![Field::new("result", DataType::Utf8, false)]));
     Ok(RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![text]))])?)
@@ -545,6 +573,7 @@ struct Definition {
     suppress_audiences: Vec<String>,
     suppress_files: Vec<String>,
     holdout_basis_points: u32,
+    by_person: bool,
 }
 
 async fn create_audience(session: &QuerySession, name: &str, or_replace: bool, d: Definition) -> Result<RecordBatch> {
@@ -569,6 +598,9 @@ async fn create_audience(session: &QuerySession, name: &str, or_replace: bool, d
             other.name
         )));
     }
+    if d.by_person && base.identity.resolution.is_none() {
+        return Err(no_resolution_for_persons(name));
+    }
     for other in &d.suppress_audiences {
         if other == name {
             return Err(Error::Usage(format!("audience '{name}' cannot suppress itself")));
@@ -590,6 +622,7 @@ async fn create_audience(session: &QuerySession, name: &str, or_replace: bool, d
         suppress_audiences: d.suppress_audiences,
         suppress_files: files,
         holdout_basis_points: d.holdout_basis_points,
+        by_person: d.by_person,
         versions: existing.map(|a| a.versions.clone()).unwrap_or_default(),
     };
     // What the audience reads must exist, and must not read it back.
@@ -795,6 +828,14 @@ async fn write_files(
         }
         None => Rows::Members(now),
     };
+    let persons;
+    let export = match export {
+        Export::Persons { audience, .. } => {
+            persons = Export::Persons { audience: audience.clone(), since: options.changes_since };
+            &persons
+        }
+        other => other,
+    };
     let Written { files, rows } =
         write_audience(session, export, &rows, target, options.max_rows_per_file, options.compression).await?;
     report.rows_written = rows;
@@ -840,33 +881,83 @@ async fn compute_and_record(
         unknown_suppressed += ids.unknown;
         suppressed_set |= ids.set;
     }
-    let suppressed = queried.intersection_len(&suppressed_set);
-    let members = queried - &suppressed_set;
-    let mut holdout = RoaringBitmap::new();
-    if audience.holdout_basis_points > 0 {
-        let files = crate::query::users_files_of(&session.snapshot())?;
-        let (name, bp) = (audience.name.as_str(), audience.holdout_basis_points);
-        for_each_member_id(&files, &members, |id, user| {
-            if in_holdout(name, user, bp) {
-                holdout.insert(id);
-            }
-        })?;
-    }
+    let snapshot = session.snapshot();
+    let files = crate::query::users_files_of(&snapshot)?;
     let latest = audience.latest().cloned();
     let previous = match &latest {
         Some(v) => Some((index.catalog_set(&v.members_file)?, index.catalog_set(&v.holdout_file)?)),
         None => None,
     };
+    let (name, bp) = (audience.name.as_str(), audience.holdout_basis_points);
+    let Decided { members, holdout, suppressed, member_count, holdout_count, added, removed, profiles } =
+        if audience.by_person {
+            // Persons: a person is in when any of its profiles is, out when any is suppressed,
+            // and held out as a whole, by a hash of its first profile's user_id.
+            if snapshot.manifest().identity.resolution.is_none() {
+                return Err(no_resolution_for_persons(name));
+            }
+            let persons = PersonMap::of(&snapshot)?;
+            let queried = persons.expand(&queried);
+            let suppressed_set = persons.expand(&suppressed_set);
+            let suppressed = persons.count(&(&queried & &suppressed_set));
+            let members = queried - &suppressed_set;
+            let mut held_anchors = RoaringBitmap::new();
+            if bp > 0 {
+                for_each_member_id(&files, &persons.anchors(&members), |id, user| {
+                    if in_holdout(name, user, bp) {
+                        held_anchors.insert(id);
+                    }
+                })?;
+            }
+            let holdout = persons.expand(&held_anchors);
+            let (added, removed) = match &previous {
+                Some((m, _)) => (persons.count(&(&members - m.as_ref())), persons.count(&(m.as_ref() - &members))),
+                None => (persons.count(&members), 0),
+            };
+            Decided {
+                member_count: persons.count(&members),
+                holdout_count: held_anchors.len(),
+                profiles: Some(members.len()),
+                members,
+                holdout,
+                suppressed,
+                added,
+                removed,
+            }
+        } else {
+            let suppressed = queried.intersection_len(&suppressed_set);
+            let members = queried - &suppressed_set;
+            let mut holdout = RoaringBitmap::new();
+            if bp > 0 {
+                for_each_member_id(&files, &members, |id, user| {
+                    if in_holdout(name, user, bp) {
+                        holdout.insert(id);
+                    }
+                })?;
+            }
+            // Sizes of the differences without building them: |A − B| = |A| − |A ∩ B|.
+            let (added, removed) = match &previous {
+                Some((m, _)) => {
+                    let common = members.intersection_len(m.as_ref());
+                    (members.len() - common, m.len() - common)
+                }
+                None => (members.len(), 0),
+            };
+            Decided {
+                member_count: members.len(),
+                holdout_count: holdout.len(),
+                profiles: None,
+                members,
+                holdout,
+                suppressed,
+                added,
+                removed,
+            }
+        };
+    let export =
+        if audience.by_person { Export::Persons { audience: audience.name.clone(), since: None } } else { export };
     let unchanged = previous.as_ref().is_some_and(|(m, h)| m.as_ref() == &members && h.as_ref() == &holdout);
-    // Sizes of the differences without building them: |A − B| = |A| − |A ∩ B|.
-    let (added, removed) = match &previous {
-        _ if unchanged => (0, 0),
-        Some((m, _)) => {
-            let common = members.intersection_len(m.as_ref());
-            (members.len() - common, m.len() - common)
-        }
-        None => (members.len(), 0),
-    };
+    let (added, removed) = if unchanged { (0, 0) } else { (added, removed) };
     let mut notes = Vec::new();
     if unknown_ids > 0 {
         notes.push(format!("{unknown_ids} user_ids the query returned are not users and were left out"));
@@ -891,13 +982,14 @@ async fn compute_and_record(
             number,
             computed_at: now_rfc3339(),
             computed_on: writer.base().version,
-            members: members.len(),
-            holdout: holdout.len(),
+            members: member_count,
+            holdout: holdout_count,
             suppressed,
             added,
             removed,
             members_file: write_set(writer, &format!("{what}-members"), &members)?,
             holdout_file: write_set(writer, &format!("{what}-holdout"), &holdout)?,
+            profiles,
             now: Some(evaluated_now.clone()),
         });
         number
@@ -906,8 +998,8 @@ async fn compute_and_record(
         audience: audience.name.clone(),
         version: number,
         unchanged,
-        members: members.len(),
-        holdout: holdout.len(),
+        members: member_count,
+        holdout: holdout_count,
         suppressed,
         added,
         removed,
@@ -922,6 +1014,29 @@ async fn compute_and_record(
         None => next.catalog.audiences.push(audience),
     }
     Ok((report, export))
+}
+
+/// An audience's members, holdout and counts as decided by one evaluation.
+struct Decided {
+    /// Member profiles (holdout included) and held-out profiles, as stored.
+    members: RoaringBitmap,
+    holdout: RoaringBitmap,
+    /// Members (users or persons) suppression removed, members, held out, added and removed.
+    suppressed: u64,
+    member_count: u64,
+    holdout_count: u64,
+    added: u64,
+    removed: u64,
+    /// The member persons' profiles (`BY PERSON` only).
+    profiles: Option<u64>,
+}
+
+/// The error for `BY PERSON` on a store that has not resolved identities.
+fn no_resolution_for_persons(name: &str) -> Error {
+    Error::Usage(format!(
+        "audience '{name}' is BY PERSON, but the store has no identity resolution yet; import an identities \
+         table or set rules with persona identity rules --set (docs/identity.md)"
+    ))
 }
 
 /// The reports as a result table.

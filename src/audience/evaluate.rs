@@ -25,6 +25,9 @@ pub enum Export {
     UsersColumns(Vec<String>),
     /// The query's own rows (any shape), kept for members only.
     Query(Box<LogicalPlan>),
+    /// A `BY PERSON` audience: one row per exported person with every profile and contact point
+    /// (what `audience_persons` gives), or with `since` the persons changed since that version.
+    Persons { audience: String, since: Option<u32> },
 }
 
 /// The users a query yields.

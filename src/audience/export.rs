@@ -5,7 +5,8 @@
 //!
 //! The rows are the members' (or, with `CHANGES SINCE`, the added members' followed by the removed
 //! users' `user_id`, with a `change` column saying which), one row per user: a query with several
-//! rows per user (over a fact table) exports each user's first row in the query's order.
+//! rows per user (over a fact table) exports each user's first row in the query's order. A
+//! `BY PERSON` audience writes one row per person with all its contact points instead.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -81,6 +82,26 @@ pub async fn write_audience(
         None => session.export_compression()?,
     };
     let format = FileFormat::of_path(target)?;
+    if let Export::Persons { audience, since } = export {
+        let sql = crate::audience::persons::persons_export_sql(audience, *since);
+        let frame = session.context().sql(&sql).await?;
+        let schema = plain_strings(frame.schema().as_arrow());
+        let mut sink = PartSink::new(target, format, compression, Arc::clone(&schema), max_rows_per_file)?;
+        let write = async || -> Result<()> {
+            let mut stream = frame.execute_stream().await?;
+            while let Some(batch) = stream.try_next().await? {
+                sink.write(&RecordBatch::try_new(Arc::clone(&schema), cast_to_schema(batch.columns(), &schema)?)?)?;
+            }
+            Ok(())
+        };
+        return match write().await {
+            Ok(()) => sink.commit(session.removals()),
+            Err(e) => {
+                sink.abandon();
+                Err(e)
+            }
+        };
+    }
     let base_schema = match export {
         Export::UsersColumns(columns) => {
             let users = crate::tables::sql_schema(&session.snapshot().manifest().columns(Table::Users));
@@ -90,6 +111,7 @@ pub async fn write_audience(
             )
         }
         Export::Query(plan) => plain_strings(plan.schema().as_arrow()),
+        Export::Persons { .. } => return Err(Error::Internal("a persons export reached the users writer".into())),
     };
     let with_change = matches!(rows, Rows::Changes { .. });
     let schema: SchemaRef = if with_change {
@@ -147,6 +169,7 @@ async fn write_rows(
                 for_each_member_batch(&files, keep, &names, |batch, _| sink.write(&label(batch, "added")?))?;
             }
         }
+        Export::Persons { .. } => return Err(Error::Internal("a persons export reached the users writer".into())),
         Export::Query(plan) => {
             // The members' user_ids, read once from the users files, decide which rows go out.
             let files = crate::query::users_files_of(&session.snapshot())?;

@@ -5,6 +5,7 @@
 
 pub mod analytics;
 pub mod baskets;
+pub mod by_person;
 pub mod catalog;
 pub mod churn;
 pub mod commands;

@@ -31,9 +31,14 @@ pub fn register(ctx: &SessionContext, snapshot: &Snapshot) -> Result<()> {
     let manifest = snapshot.manifest();
     let resolution = manifest.identity.resolution.clone();
     let file = |f: fn(&Resolution) -> &String| resolution.as_ref().map(|r| layout::resolve(snapshot.root(), f(r)));
+    let links: Vec<std::path::PathBuf> = resolution
+        .as_ref()
+        .map(|r| r.link_files().into_iter().map(|f| layout::resolve(snapshot.root(), f)).collect())
+        .unwrap_or_default();
     let links_sql_schema = without_row_id(&links_schema());
-    ctx.register_table("identity_links", parquet_table(file(|r| &r.links).as_deref(), links_sql_schema)?)?;
-    ctx.register_table("user_persons", parquet_table(file(|r| &r.persons).as_deref(), persons_schema())?)?;
+    ctx.register_table("identity_links", parquet_table(&links, links_sql_schema)?)?;
+    let persons: Vec<std::path::PathBuf> = file(|r| &r.persons).into_iter().collect();
+    ctx.register_table("user_persons", parquet_table(&persons, persons_schema())?)?;
     let rules = manifest.identity.rules();
     ctx.register_table(
         "persons",
@@ -42,11 +47,7 @@ pub fn register(ctx: &SessionContext, snapshot: &Snapshot) -> Result<()> {
     ctx.register_udtf("audience_persons", Arc::new(AudiencePersons));
     ctx.register_udtf(
         "explain_merge",
-        Arc::new(ExplainMerge {
-            links: file(|r| &r.links),
-            persons: file(|r| &r.persons),
-            rules: manifest.identity.rules(),
-        }),
+        Arc::new(ExplainMerge { links, persons: file(|r| &r.persons), rules: manifest.identity.rules() }),
     );
     Ok(())
 }
@@ -55,18 +56,20 @@ fn without_row_id(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new(schema.fields().iter().filter(|f| f.name() != ROW_ID_COLUMN).cloned().collect::<Vec<_>>()))
 }
 
-/// A Parquet file as a table of `schema` (its other columns unread), or an empty table.
-fn parquet_table(path: Option<&Path>, schema: SchemaRef) -> Result<Arc<dyn TableProvider>> {
-    let Some(path) = path else {
+/// Parquet files as one table of `schema` (their other columns unread); no files, an empty table.
+fn parquet_table(paths: &[std::path::PathBuf], schema: SchemaRef) -> Result<Arc<dyn TableProvider>> {
+    if paths.is_empty() {
         return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
-    };
-    let absolute = std::path::absolute(path).io_context("resolve", path)?;
-    let url = url::Url::from_file_path(&absolute)
-        .map_err(|()| Error::Failed(format!("{} cannot be written as a file URL", absolute.display())))?;
+    }
+    let mut urls = Vec::with_capacity(paths.len());
+    for path in paths {
+        let absolute = std::path::absolute(path).io_context("resolve", path)?;
+        let url = url::Url::from_file_path(&absolute)
+            .map_err(|()| Error::Failed(format!("{} cannot be written as a file URL", absolute.display())))?;
+        urls.push(ListingTableUrl::try_new(url, None)?);
+    }
     let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new_with_multi_paths(vec![ListingTableUrl::try_new(url, None)?])
-        .with_listing_options(options)
-        .with_schema(schema);
+    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
@@ -117,14 +120,20 @@ struct AudiencePersons;
 
 /// The SQL of `audience_persons`, over `audience_members(<members_args>)`.
 pub fn audience_persons_sql(members_args: &str) -> String {
+    persons_of_profiles_sql(&format!("SELECT user_id FROM audience_members({members_args}) WHERE NOT holdout"))
+}
+
+/// One row per person that `profiles` (a query yielding `user_id`) touches, with every profile
+/// and contact point of the person: `person_id, profiles, user_ids, phones, emails, wx_unionids`.
+pub fn persons_of_profiles_sql(profiles: &str) -> String {
     let contact = |t: &str, name: &str| {
         format!(
             "array_to_string(array_sort(array_agg(DISTINCT c.id_value) FILTER (WHERE c.id_type = '{t}')), ',') AS {name}"
         )
     };
     format!(
-        "WITH members AS (SELECT DISTINCT up.person_id FROM audience_members({members_args}) m \
-           JOIN user_persons up ON up.user_id = m.user_id WHERE NOT m.holdout), \
+        "WITH members AS (SELECT DISTINCT up.person_id FROM ({profiles}) m \
+           JOIN user_persons up ON up.user_id = m.user_id), \
          profiles AS (SELECT up.person_id, count(*) AS profiles, \
            string_agg(up.user_id, ',' ORDER BY up.profile_seq) AS user_ids \
            FROM user_persons up JOIN members ON members.person_id = up.person_id GROUP BY up.person_id), \
@@ -137,6 +146,30 @@ pub fn audience_persons_sql(members_args: &str) -> String {
         contact("phone", "phones"),
         contact("email", "emails"),
         contact("wx_unionid", "wx_unionids"),
+    )
+}
+
+/// The rows a `BY PERSON` audience's file holds: its exported persons (members minus holdout)
+/// with every contact point; with `since`, the persons with a profile exported now and not in
+/// version `since` (all their contact points, `change` = `added`), then per person the profiles
+/// exported in `since` and not now (`user_ids` lists those, `change` = `removed`).
+pub fn persons_export_sql(audience: &str, since: Option<u32>) -> String {
+    let name = format!("'{}'", audience.replace('\'', "''"));
+    let now = format!("SELECT user_id FROM audience_members({name}) WHERE NOT holdout");
+    let Some(since) = since else {
+        return format!("SELECT * FROM ({}) ORDER BY person_id", persons_of_profiles_sql(&now));
+    };
+    let before = format!("SELECT user_id FROM audience_members({name}, {since}) WHERE NOT holdout");
+    format!(
+        "SELECT * FROM (\
+           SELECT a.*, 'added' AS change FROM ({added}) a \
+           UNION ALL \
+           SELECT up.person_id, count(*) AS profiles, string_agg(up.user_id, ',' ORDER BY up.profile_seq) AS user_ids, \
+             CAST(NULL AS VARCHAR) AS phones, CAST(NULL AS VARCHAR) AS emails, CAST(NULL AS VARCHAR) AS wx_unionids, \
+             'removed' AS change \
+           FROM ({before} EXCEPT {now}) r JOIN user_persons up ON up.user_id = r.user_id GROUP BY up.person_id\
+         ) ORDER BY change, person_id",
+        added = persons_of_profiles_sql(&format!("{now} EXCEPT {before}")),
     )
 }
 
@@ -176,7 +209,8 @@ impl TableFunctionImpl for AudiencePersons {
 /// that joined the two users (none when they are not one person).
 #[derive(Debug)]
 struct ExplainMerge {
-    links: Option<std::path::PathBuf>,
+    /// The links files in processing order (none before any resolution).
+    links: Vec<std::path::PathBuf>,
     persons: Option<std::path::PathBuf>,
     rules: IdentityRules,
 }
@@ -225,7 +259,7 @@ impl TableFunctionImpl for ExplainMerge {
 
 impl ExplainMerge {
     fn explain(&self, a: &str, b: &str) -> Result<RecordBatch> {
-        let (Some(links_path), Some(persons_path)) = (&self.links, &self.persons) else {
+        let (false, Some(persons_path)) = (self.links.is_empty(), &self.persons) else {
             return Err(Error::Usage(
                 "explain_merge(): the store has no identity resolution yet (import an identities table first)".into(),
             ));
@@ -261,7 +295,7 @@ impl ExplainMerge {
         let mut detail: Vec<(String, String, Option<String>, Option<i64>)> = Vec::new();
         let mut values: HashMap<(u16, String), u32> = HashMap::new();
         if person_a == person_b {
-            for batch in read_all(links_path)? {
+            for batch in self.links.iter().map(|p| read_all(p)).collect::<Result<Vec<_>>>()?.into_iter().flatten() {
                 let col = |n: &str| batch.column(batch.schema().index_of(n).expect("the links schema"));
                 let rows = col(ROW_ID_COLUMN).as_primitive::<arrow::datatypes::UInt32Type>();
                 let (types, vals, sources, status) = (

@@ -7,7 +7,7 @@
 //! DROP TAG [IF EXISTS] name
 //! REFRESH TAGS [name, ...]
 //! SHOW TAGS
-//! CREATE [OR REPLACE] AUDIENCE name
+//! CREATE [OR REPLACE] AUDIENCE name [BY PERSON]
 //!     [SUPPRESS { audience | FILE 'path' } [, ...]] [HOLDOUT n PERCENT] AS query
 //! DROP AUDIENCE [IF EXISTS] name
 //! SHOW AUDIENCES
@@ -23,6 +23,8 @@
 //! UPDATE users SET column = expression [, ...] WHERE predicate on users
 //! INSERT INTO table [(column, ...)] { VALUES (...), ... | query }   (through the importer)
 //! DELETE FROM user_tags WHERE predicate on user_tags rows
+//! UNLINK 'user_a', 'user_b'                    (a cannot-link pair: never one person again)
+//! UNLINK IDENTIFIER 'id_type' 'value'         (a blocked value: it links nobody any more)
 //! ```
 //!
 //! The query or predicate is kept as the text the user wrote; [`Body`] remembers where it started
@@ -101,6 +103,8 @@ pub enum CatalogStatement {
         suppress_audiences: Vec<String>,
         suppress_files: Vec<String>,
         holdout_basis_points: u32,
+        /// `BY PERSON`: the members are persons (docs/identity.md), not profiles.
+        by_person: bool,
     },
     DropAudience {
         name: String,
@@ -164,6 +168,9 @@ pub enum CatalogStatement {
         /// The `VALUES` list or query as written.
         rows: Body,
     },
+    /// `UNLINK 'a', 'b'` or `UNLINK IDENTIFIER 'type' 'value'`: what `persona identity split`
+    /// does, as SQL (docs/identity.md).
+    Unlink(crate::ingest::identity::SplitRequest),
     /// The size a saved audience (`name`) or a query would have now, without saving anything.
     EstimateAudience {
         name: Option<String>,
@@ -325,8 +332,16 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
             skip(p, if replace { 4 } else { 2 });
             let name = name(p)?;
             let (mut suppress_audiences, mut suppress_files, mut holdout) = (Vec::new(), Vec::new(), 0u32);
+            let mut by_person = false;
             loop {
                 match word_at(p, 0).as_deref() {
+                    Some("BY") => {
+                        if word_at(p, 1).as_deref() != Some("PERSON") {
+                            return p.parser.expected("PERSON after BY", p.parser.peek_nth_token(1));
+                        }
+                        skip(p, 2);
+                        by_person = true;
+                    }
                     Some("SUPPRESS") => {
                         skip(p, 1);
                         loop {
@@ -355,6 +370,7 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
                 suppress_audiences,
                 suppress_files,
                 holdout_basis_points: holdout,
+                by_person,
             }
         }
         (Some("DROP"), Some("AUDIENCE")) => {
@@ -550,6 +566,29 @@ fn catalog_statement(p: &mut DFParser, sql: &str) -> std::result::Result<Option<
             p.parser.parse_expr()?;
             CatalogStatement::DeleteTagRows { predicate: body(p, sql, start) }
         }
+        (Some("UNLINK"), _) => {
+            use crate::ingest::identity::SplitRequest;
+            skip(p, 1);
+            if word_at(p, 0).as_deref() == Some("IDENTIFIER") {
+                skip(p, 1);
+                // The type as a string or a bare word: UNLINK IDENTIFIER phone '+86...'.
+                let id_type = match p.parser.peek_token().token {
+                    Token::Word(w) => {
+                        p.parser.next_token();
+                        w.value
+                    }
+                    _ => p.parser.parse_literal_string()?,
+                };
+                CatalogStatement::Unlink(SplitRequest::Value(id_type, p.parser.parse_literal_string()?))
+            } else {
+                let found = p.parser.peek_token();
+                let a = p.parser.parse_literal_string().or_else(|_| {
+                    p.parser.expected("two user_ids ('u1', 'u2') or IDENTIFIER 'type' 'value' after UNLINK", found)
+                })?;
+                p.parser.expect_token(&Token::Comma)?;
+                CatalogStatement::Unlink(SplitRequest::Users(a, p.parser.parse_literal_string()?))
+            }
+        }
         (Some("MATERIALIZE"), _) => return p.parser.expected("AUDIENCE after MATERIALIZE", p.parser.peek_nth_token(1)),
         (Some("REFRESH"), _) => return p.parser.expected("TAGS after REFRESH", p.parser.peek_nth_token(1)),
         _ => return Ok(None),
@@ -715,6 +754,18 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        assert!(matches!(
+            one("CREATE AUDIENCE p BY PERSON SUPPRESS o HOLDOUT 10 PERCENT AS SELECT user_id FROM users"),
+            CatalogStatement::CreateAudience { by_person: true, holdout_basis_points: 1000, .. }
+        ));
+        assert!(matches!(
+            one("create audience p holdout 1 percent by person as select user_id from users"),
+            CatalogStatement::CreateAudience { by_person: true, .. }
+        ));
+        assert!(matches!(
+            one("CREATE AUDIENCE p AS SELECT user_id FROM users"),
+            CatalogStatement::CreateAudience { by_person: false, .. }
+        ));
         assert_eq!(
             one("MATERIALIZE AUDIENCE a TO 'a.parquet' CHANGES SINCE 3"),
             CatalogStatement::MaterializeAudience {
@@ -816,6 +867,28 @@ mod tests {
     }
 
     #[test]
+    fn unlink_takes_two_users_or_an_identifier() {
+        use crate::ingest::identity::SplitRequest;
+        assert_eq!(one("UNLINK 'u1', 'u3'"), CatalogStatement::Unlink(SplitRequest::Users("u1".into(), "u3".into())));
+        assert_eq!(
+            one("unlink identifier 'email' ' ANN@qq.com'"),
+            CatalogStatement::Unlink(SplitRequest::Value("email".into(), " ANN@qq.com".into()))
+        );
+        assert_eq!(
+            one("UNLINK IDENTIFIER phone '139 1234 5678'"),
+            CatalogStatement::Unlink(SplitRequest::Value("phone".into(), "139 1234 5678".into()))
+        );
+        for (sql, pos) in
+            [("UNLINK 1, 3", (1, 8)), ("UNLINK 'u1' 'u3'", (1, 13)), ("UNLINK IDENTIFIER 'phone'", (1, 26))]
+        {
+            match parse_statements(sql) {
+                Err(Error::Sql { position: Some(p), .. }) => assert_eq!(p, pos, "{sql}"),
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn tag_packs_parse_with_a_prefix_and_or_replace() {
         assert_eq!(
             one("CREATE TAGS FROM PACK 'behaviour'"),
@@ -866,6 +939,7 @@ mod tests {
             ("CREATE TAG 1a AS x = 1", (1, 12)),
             ("MATERIALIZE TABLE x", (1, 13)),
             ("SHOW AUDIENCES extra", (1, 16)),
+            ("CREATE AUDIENCE x BY USER AS SELECT 1", (1, 22)),
         ] {
             match parse_statements(sql) {
                 Err(Error::Sql { position: Some(p), .. }) => assert_eq!(p, pos, "{sql}"),

@@ -207,6 +207,7 @@ fn audiences_schema() -> SchemaRef {
         Field::new("exported", DataType::UInt64, false),
         utf8("computed_at", false),
         utf8("created_at", false),
+        Field::new("by_person", DataType::Boolean, false),
     ]))
 }
 
@@ -223,6 +224,7 @@ fn versions_schema() -> SchemaRef {
         Field::new("store_version", DataType::UInt64, false),
         utf8("now", true),
         Field::new("now_pinned", DataType::Boolean, true),
+        Field::new("profiles", DataType::UInt64, true),
     ]))
 }
 
@@ -297,6 +299,7 @@ fn audiences_table(catalog: Catalog) -> LazyTable {
                     versions.iter().map(|v| v.as_ref().map_or(String::new(), |v| v.computed_at.clone())),
                 )),
                 Arc::new(StringArray::from_iter_values(list.iter().map(|a| a.created_at.as_str()))),
+                Arc::new(BooleanArray::from_iter(list.iter().map(|a| Some(a.by_person)))),
             ];
             Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
         }),
@@ -323,6 +326,7 @@ fn versions_table(catalog: Catalog) -> LazyTable {
                 Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.1.computed_on))),
                 Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1.now.as_ref().map(|n| n.at.as_str())))),
                 Arc::new(BooleanArray::from_iter(rows.iter().map(|r| r.1.now.as_ref().map(|n| n.pinned)))),
+                Arc::new(UInt64Array::from_iter(rows.iter().map(|r| r.1.profiles))),
             ];
             Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
         }),

@@ -1,13 +1,15 @@
 //! The import's identity phase (docs/identity.md): normalises `identities` rows as they are
-//! loaded, then resolves the version's users into persons — the previous version's links
-//! replayed, this import's new links (identities rows and users' phone and e-mail) added in
-//! (ts, sequence) order — and writes the links with their outcomes and each user row's
-//! `person_id` as the version's derived files.
+//! loaded, then resolves the version's users into persons — this import's new links (identities
+//! rows and users' phone and e-mail) applied in (ts, sequence) order to the previous version's
+//! stored state when they all come after it, else every link replayed from the start — and
+//! writes the links with their outcomes, each user row's `person_id` and the state as the
+//! version's derived files.
 //!
 //! ```text
-//! previous links file ─┐                                        ┌─ links file (every link, its outcome)
-//! new identities files ├─ dedup (row, type, value) ─ Resolver ──┤
-//! new users files ─────┘   seq = previous max + rank            └─ persons file (user_id, person_id)
+//!                       in order: previous state ─┐                 ┌─ links segment (the new links; all when replayed)
+//! new identities files ┬─ dedup (row, type, value) ─ Resolver ──────┼─ persons file (user_id, person_id)
+//! new users files ─────┘   seq = previous max + rank                └─ state (union-find, interned values)
+//!                       otherwise: every links segment ─┘ (replayed from the start)
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -139,11 +141,11 @@ impl crate::store::Store {
         let root = self.root();
         let paths: Vec<std::path::PathBuf> = m.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
         let ids = IdMap::load(&paths, m.next_row_id as usize)?;
-        let records = read_links(&layout::resolve(root, &resolution.links))?;
+        let records = read_all_links(root, resolution)?;
         let normaliser = Normaliser::new(&m.identity.rules())?;
         let splits = Splits::of(&m.identity.splits, &ids);
         // Every link as one batch: first_new 0.
-        let (_, rebuilt) = resolve_records(&records, &normaliser, m.next_row_id, 0, &splits)?;
+        let rebuilt = resolve_records(&records, &normaliser, m.next_row_id, 0, &splits, false)?.persons;
         let persons_path = layout::resolve(root, &resolution.persons);
         let mut stored_of_rebuilt: FxHashMap<u32, i64> = FxHashMap::default();
         let mut rebuilt_of_stored: FxHashMap<i64, u32> = FxHashMap::default();
@@ -274,10 +276,6 @@ fn resolve_with(
 ) -> Result<()> {
     let rules = next.identity.rules();
     let normaliser = Normaliser::new(&rules)?;
-    let previous = match &next.identity.resolution {
-        Some(r) => read_links(&layout::resolve(root, &r.links))?,
-        None => Vec::new(),
-    };
     // The files this import added (all of them when there is no resolution yet).
     let fresh = |t: Table| -> Vec<String> {
         let known: HashSet<&str> = match &next.identity.resolution {
@@ -293,26 +291,285 @@ fn resolve_with(
     for path in fresh(Table::Users) {
         read_users(&layout::resolve(root, &path), &normaliser, &mut incoming)?;
     }
+    let splits = Splits::of(&next.identity.splits, ids);
+    let fingerprint = fingerprint(&rules, &next.identity.splits);
+    if !all_files
+        && next.forgotten == base.forgotten
+        && let Some(previous) = &next.identity.resolution
+        && let Some(resolution) =
+            resolve_increment(w, root, previous, &incoming, next.next_row_id, ids, &normaliser, &splits, fingerprint)?
+    {
+        next.identity.resolution = Some(resolution);
+        return Ok(());
+    }
+    let previous = match &next.identity.resolution {
+        Some(r) => read_all_links(root, r)?,
+        None => Vec::new(),
+    };
     let first_new = previous.iter().map(|r| r.seq + 1).max().unwrap_or(0);
     let records = merge(previous, incoming, ids);
-    let splits = Splits::of(&next.identity.splits, ids);
-    let (links, persons) = resolve_records(&records, &normaliser, next.next_row_id, first_new, &splits)?;
-    next.identity.resolution = Some(write_files(w, &records, &links, &persons, ids, &rules, &splits)?);
+    let resolved = resolve_records(&records, &normaliser, next.next_row_id, first_new, &splits, true)?;
+    let version = w.next_version();
+    let (links, linked, rejected) = write_links(w, version, &records, &resolved.outcomes, ids, &rules, &splits)?;
+    let (persons, users, person_count) = write_persons(w, version, &resolved.persons, ids)?;
+    let state = State {
+        fingerprint,
+        next_seq: records.iter().map(|r| r.seq + 1).max().unwrap_or(0),
+        values: resolved.values,
+        known: resolved.known,
+        resolver: resolved.resolver,
+    };
+    next.identity.resolution = Some(Resolution {
+        links,
+        more_links: Vec::new(),
+        state: Some(write_state(w, version, &state)?),
+        persons,
+        link_rows: records.len() as u64,
+        users,
+        person_count,
+        linked,
+        rejected,
+    });
     Ok(())
+}
+
+/// The links of every links file of a resolution, in processing order.
+fn read_all_links(root: &Path, resolution: &Resolution) -> Result<Vec<Record>> {
+    let mut out = Vec::new();
+    for f in resolution.link_files() {
+        out.extend(read_links(&layout::resolve(root, f))?);
+    }
+    Ok(out)
+}
+
+/// What the state file fingerprints: the resolution is only resumed under the rules and splits
+/// it was made under.
+fn fingerprint(rules: &IdentityRules, splits: &[Split]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(&serde_json::to_vec(&(rules, splits)).unwrap_or_default())
+}
+
+/// A record's (type, value) as a 128-bit hash: no copy of the strings, collisions out of reach.
+fn value_key(id_type: &str, id_value: &str) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(id_type.as_bytes());
+    h.update(&[0]);
+    h.update(id_value.as_bytes());
+    h.digest128()
+}
+
+/// A known (user row, value id) pair.
+fn known_key(row: u32, value: u32) -> u64 {
+    (u64::from(row) << 32) | u64::from(value)
+}
+
+/// The stored resolution state (docs/identity.md): the interned values, the (row, value) pairs
+/// already linked, the next sequence number and the resolver's union-find; no strings.
+///
+/// ```text
+/// "PRSNIDS1"  crc32 (u32 LE) of the payload  length (u64 LE)  payload:
+///   fingerprint u64  next_seq u64  values u32 × (key u128, id u32, denied u8)  known u32 × u64
+///   resolver bytes (ingest::resolve)
+/// ```
+struct State {
+    fingerprint: u64,
+    next_seq: u64,
+    /// (value key, value id, denied), sorted by key.
+    values: Vec<(u128, u32, bool)>,
+    /// Sorted [`known_key`]s of every record (invalid ones too): what a later import skips.
+    known: Vec<u64>,
+    resolver: Vec<u8>,
+}
+
+const STATE_MAGIC: &[u8; 8] = b"PRSNIDS1";
+
+impl State {
+    fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(16 + self.values.len() * 21 + self.known.len() * 8 + self.resolver.len());
+        p.extend_from_slice(&self.fingerprint.to_le_bytes());
+        p.extend_from_slice(&self.next_seq.to_le_bytes());
+        p.extend_from_slice(&(self.values.len() as u32).to_le_bytes());
+        for (key, id, denied) in &self.values {
+            p.extend_from_slice(&key.to_le_bytes());
+            p.extend_from_slice(&id.to_le_bytes());
+            p.push(u8::from(*denied));
+        }
+        p.extend_from_slice(&(self.known.len() as u32).to_le_bytes());
+        self.known.iter().for_each(|k| p.extend_from_slice(&k.to_le_bytes()));
+        p.extend_from_slice(&self.resolver);
+        let mut out = Vec::with_capacity(p.len() + 20);
+        out.extend_from_slice(STATE_MAGIC);
+        out.extend_from_slice(&crc32fast::hash(&p).to_le_bytes());
+        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        out.extend_from_slice(&p);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> std::result::Result<State, String> {
+        let cut = || "the file is cut short".to_string();
+        if bytes.len() < 20 || &bytes[..8] != STATE_MAGIC {
+            return Err("not an identity state file".into());
+        }
+        let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("four bytes"));
+        let len = u64::from_le_bytes(bytes[12..20].try_into().expect("eight bytes")) as usize;
+        let p = bytes.get(20..).filter(|p| p.len() == len).ok_or_else(cut)?;
+        if crc32fast::hash(p) != crc {
+            return Err("its checksum does not match".into());
+        }
+        let mut at = 0usize;
+        let mut take = |n: usize| -> std::result::Result<&[u8], String> {
+            let out = p.get(at..at + n).ok_or_else(cut)?;
+            at += n;
+            Ok(out)
+        };
+        let u64_of = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("eight bytes"));
+        let u32_of = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("four bytes"));
+        let fingerprint = u64_of(take(8)?);
+        let next_seq = u64_of(take(8)?);
+        let n = u32_of(take(4)?) as usize;
+        let mut values = Vec::with_capacity(n);
+        for _ in 0..n {
+            let key = u128::from_le_bytes(take(16)?.try_into().expect("sixteen bytes"));
+            values.push((key, u32_of(take(4)?), take(1)?[0] == 1));
+        }
+        let n = u32_of(take(4)?) as usize;
+        let known = (0..n).map(|_| take(8).map(u64_of)).collect::<std::result::Result<Vec<_>, _>>()?;
+        let used = 8 + 8 + 4 + values.len() * 21 + 4 + known.len() * 8;
+        let resolver = p[used..].to_vec();
+        Ok(State { fingerprint, next_seq, values, known, resolver })
+    }
+}
+
+fn write_state(w: &StoreWriter, version: u64, state: &State) -> Result<String> {
+    let (relative, abs) = w.new_file(new_resolution_file(version, "state"))?;
+    let mut file = File::create(&abs).io_context("create", &abs)?;
+    std::io::Write::write_all(&mut file, &state.encode()).io_context("write", &abs)?;
+    file.sync_all().io_context("fsync", &abs)?;
+    Ok(relative)
+}
+
+/// Applies this import's records to the previous version's stored state when they can be
+/// applied in place — the state fits the rules and splits, every new link comes after the last
+/// one processed, no value becomes a hub and no identifier linked by an earlier version is
+/// dropped — writing only the new links as a further segment. `None`: resolve from the start.
+#[allow(clippy::too_many_arguments)]
+fn resolve_increment(
+    w: &StoreWriter,
+    root: &Path,
+    previous: &Resolution,
+    incoming: &[Record],
+    users: u32,
+    ids: &IdMap,
+    normaliser: &Normaliser,
+    splits: &Splits,
+    fingerprint: u64,
+) -> Result<Option<Resolution>> {
+    let Some(state_file) = &previous.state else { return Ok(None) };
+    let path = layout::resolve(root, state_file);
+    let bytes = std::fs::read(&path).io_context("read", &path)?;
+    let mut state = State::decode(&bytes).map_err(|e| Error::corrupt(&path, e))?;
+    if state.fingerprint != fingerprint {
+        return Ok(None);
+    }
+    let rules = normaliser.rules();
+    let kinds: Vec<&str> = rules.types.keys().map(String::as_str).collect();
+    let kind_rules: Vec<KindRule> = rules
+        .types
+        .values()
+        .map(|r| KindRule { priority: r.priority, max_per_person: r.max_per_person, unique: r.unique })
+        .collect();
+    // The new records not already known as (row, type, value), in merge's order and sequence.
+    let mut order: Vec<u32> =
+        (0..incoming.len() as u32).filter(|&i| ids.key_of(incoming[i as usize].row).is_some()).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let (a, b) = (&incoming[a as usize], &incoming[b as usize]);
+        (a.ts.unwrap_or(i64::MIN), a.row, &a.id_type, &a.id_value, &a.source).cmp(&(
+            b.ts.unwrap_or(i64::MIN),
+            b.row,
+            &b.id_type,
+            &b.id_value,
+            &b.source,
+        ))
+    });
+    let mut next_id = state.values.iter().map(|v| v.1 + 1).max().unwrap_or(0);
+    let mut new_values: FxHashMap<u128, (u32, bool)> = FxHashMap::default();
+    let mut new_known: FxHashSet<u64> = FxHashSet::default();
+    let mut records: Vec<Record> = Vec::new();
+    let mut links = Vec::new();
+    for i in order {
+        let r = &incoming[i as usize];
+        let key = value_key(&r.id_type, &r.id_value);
+        let (value, denied) = match state.values.binary_search_by_key(&key, |v| v.0) {
+            Ok(at) => (state.values[at].1, state.values[at].2),
+            Err(_) => *new_values.entry(key).or_insert_with(|| {
+                next_id += 1;
+                let denied =
+                    r.invalid.is_none() && (normaliser.denied(&r.id_value) || splits.blocks(&r.id_type, &r.id_value));
+                (next_id - 1, denied)
+            }),
+        };
+        let known = known_key(r.row, value);
+        if state.known.binary_search(&known).is_ok() || !new_known.insert(known) {
+            continue;
+        }
+        let mut record = r.clone();
+        record.seq = state.next_seq + records.len() as u64;
+        if record.invalid.is_none() {
+            let Some(kind) = kinds.iter().position(|k| *k == &*record.id_type) else { return Ok(None) };
+            links.push(Link {
+                key: LinkKey { ts: record.ts.unwrap_or(i64::MIN), seq: record.seq },
+                user: record.row,
+                kind: kind as u16,
+                value,
+                denied,
+            });
+        }
+        records.push(record);
+    }
+    let mut resolver = Resolver::resume(kind_rules, rules.hub_limit, splits.pairs.clone(), &state.resolver)
+        .map_err(|e| Error::corrupt(&path, e))?;
+    if !resolver.try_extend(links) {
+        return Ok(None);
+    }
+    let outcome_of_seq: FxHashMap<u64, Outcome> =
+        resolver.links().iter().zip(resolver.outcomes()).map(|(l, o)| (l.key.seq, *o)).collect();
+    let outcomes: Vec<Option<Outcome>> = records.iter().map(|r| outcome_of_seq.get(&r.seq).copied()).collect();
+    let persons = resolver.person_ids(users);
+    let version = w.next_version();
+    let mut more_links = previous.more_links.clone();
+    let (mut linked, mut rejected) = (previous.linked, previous.rejected.clone());
+    if !records.is_empty() {
+        let (segment, new_linked, new_rejected) = write_links(w, version, &records, &outcomes, ids, rules, splits)?;
+        more_links.push(segment);
+        linked += new_linked;
+        for (reason, n) in new_rejected {
+            *rejected.entry(reason).or_default() += n;
+        }
+    }
+    let (persons, users, person_count) = write_persons(w, version, &persons, ids)?;
+    state.values.extend(new_values.into_iter().map(|(key, (id, denied))| (key, id, denied)));
+    state.values.sort_unstable_by_key(|v| v.0);
+    state.known.extend(new_known);
+    state.known.sort_unstable();
+    state.next_seq += records.len() as u64;
+    state.resolver = resolver.save();
+    Ok(Some(Resolution {
+        links: previous.links.clone(),
+        more_links,
+        state: Some(write_state(w, version, &state)?),
+        persons,
+        link_rows: previous.link_rows + records.len() as u64,
+        users,
+        person_count,
+        linked,
+        rejected,
+    }))
 }
 
 /// The previous records (minus those of users no longer known: forgotten) and the new ones not
 /// already known as (row, type, value), the new ones sequenced after the previous in
 /// (ts, row, type, value, source) order.
 fn merge(previous: Vec<Record>, mut incoming: Vec<Record>, ids: &IdMap) -> Vec<Record> {
-    // (row, 128-bit hash of type and value): no copy of the strings, collisions out of reach.
-    let key = |r: &Record| {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(r.id_type.as_bytes());
-        h.update(&[0]);
-        h.update(r.id_value.as_bytes());
-        (r.row, h.digest128())
-    };
+    let key = |r: &Record| (r.row, value_key(&r.id_type, &r.id_value));
     let mut records: Vec<Record> = previous.into_iter().filter(|r| ids.key_of(r.row).is_some()).collect();
     let mut seen: FxHashSet<(u32, u128)> = records.iter().map(key).collect();
     let mut seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(0);
@@ -372,16 +629,29 @@ impl Splits {
     }
 }
 
-/// The resolver's links for the valid records (types interned in rule order, values per type),
-/// resolved: the previous version's links (sequence below `first_new`) first, then this import's
-/// as one increment. Returns each record's outcome (`None` for an invalid one) and the person ids.
+/// What [`resolve_records`] found, with the state to store.
+struct Resolved {
+    /// Per record, its outcome (`None` for an invalid one).
+    outcomes: Vec<Option<Outcome>>,
+    /// Per user row, its person.
+    persons: Vec<u32>,
+    values: Vec<(u128, u32, bool)>,
+    known: Vec<u64>,
+    resolver: Vec<u8>,
+}
+
+/// The resolver's links for the valid records (types interned in rule order, each distinct
+/// (type, value) once), resolved: the previous version's links (sequence below `first_new`)
+/// first, then this import's as one increment. `with_state`: also the state to store (else its
+/// parts are left empty).
 fn resolve_records(
     records: &[Record],
     normaliser: &Normaliser,
     users: u32,
     first_new: u64,
     splits: &Splits,
-) -> Result<(Vec<Option<Outcome>>, Vec<u32>)> {
+    with_state: bool,
+) -> Result<Resolved> {
     let rules = normaliser.rules();
     let kinds: Vec<&str> = rules.types.keys().map(String::as_str).collect();
     let kind_rules: Vec<KindRule> = rules
@@ -390,22 +660,27 @@ fn resolve_records(
         .map(|r| KindRule { priority: r.priority, max_per_person: r.max_per_person, unique: r.unique })
         .collect();
     // Each distinct value interned once, with its deny-list verdict (the patterns run once).
-    let mut values: FxHashMap<(u16, &str), (u32, bool)> = FxHashMap::default();
+    let mut values: FxHashMap<u128, (u32, bool)> = FxHashMap::default();
+    let mut known = Vec::with_capacity(records.len());
     let mut links = Vec::with_capacity(records.len());
     for r in records {
+        let next = values.len() as u32;
+        let (value, denied) = *values.entry(value_key(&r.id_type, &r.id_value)).or_insert_with(|| {
+            let denied =
+                r.invalid.is_none() && (normaliser.denied(&r.id_value) || splits.blocks(&r.id_type, &r.id_value));
+            (next, denied)
+        });
+        if with_state {
+            known.push(known_key(r.row, value));
+        }
         if r.invalid.is_some() {
             continue;
         }
         let Some(kind) = kinds.iter().position(|k| *k == &*r.id_type) else { continue };
-        let kind = kind as u16;
-        let next = values.len() as u32;
-        let (value, denied) = *values
-            .entry((kind, r.id_value.as_str()))
-            .or_insert_with(|| (next, normaliser.denied(&r.id_value) || splits.blocks(&r.id_type, &r.id_value)));
         links.push(Link {
             key: LinkKey { ts: r.ts.unwrap_or(i64::MIN), seq: r.seq },
             user: r.row,
-            kind,
+            kind: kind as u16,
             value,
             denied,
         });
@@ -420,7 +695,15 @@ fn resolve_records(
         outcome_of_seq.insert(l.key.seq, *o);
     }
     let outcomes = records.iter().map(|r| outcome_of_seq.get(&r.seq).copied()).collect();
-    Ok((outcomes, resolver.person_ids(users)))
+    let persons = resolver.person_ids(users);
+    if !with_state {
+        return Ok(Resolved { outcomes, persons, values: Vec::new(), known, resolver: Vec::new() });
+    }
+    let mut values: Vec<(u128, u32, bool)> = values.into_iter().map(|(k, (id, d))| (k, id, d)).collect();
+    values.sort_unstable_by_key(|v| v.0);
+    known.sort_unstable();
+    known.dedup();
+    Ok(Resolved { outcomes, persons, values, known, resolver: resolver.save() })
 }
 
 /// The links schema: one row per identifier seen on a user row.
@@ -477,15 +760,17 @@ fn status(o: Option<Outcome>, r: &Record, rules: &IdentityRules, splits: &Splits
     }
 }
 
-fn write_files(
+/// Writes the links of `records` with their outcomes, in processing order, as a links file of
+/// `version`; returns its path, the links accepted and those rejected by reason.
+fn write_links(
     w: &StoreWriter,
+    version: u64,
     records: &[Record],
     outcomes: &[Option<Outcome>],
-    persons: &[u32],
     ids: &IdMap,
     rules: &IdentityRules,
     splits: &Splits,
-) -> Result<Resolution> {
+) -> Result<(String, u64, BTreeMap<String, u64>)> {
     let mut order: Vec<usize> = (0..records.len()).collect();
     order.sort_by_key(|&i| (records[i].ts.unwrap_or(i64::MIN), records[i].seq));
     let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
@@ -524,9 +809,12 @@ fn write_files(
             Arc::new(StringArray::from(reasons)),
         ],
     )?;
-    let version = w.next_version();
-    let links_path = write_parquet(w, new_resolution_file(version, "links"), &links)?;
+    Ok((write_parquet(w, new_resolution_file(version, "links"), &links)?, linked, rejected))
+}
 
+/// Writes every live user row's person as the persons file of `version`; returns its path, the
+/// users and the distinct persons.
+fn write_persons(w: &StoreWriter, version: u64, persons: &[u32], ids: &IdMap) -> Result<(String, u64, u64)> {
     let mut user_ids = StringBuilder::new();
     let (mut person_ids, mut seqs) = (Vec::new(), Vec::new());
     let mut distinct = FxHashSet::default();
@@ -543,16 +831,8 @@ fn write_files(
         persons_schema(),
         vec![Arc::new(user_ids.finish()), Arc::new(Int64Array::from(person_ids)), Arc::new(Int64Array::from(seqs))],
     )?;
-    let persons_path = write_parquet(w, new_resolution_file(version, "persons"), &persons_batch)?;
-    Ok(Resolution {
-        links: links_path,
-        persons: persons_path,
-        link_rows: records.len() as u64,
-        users: users_count,
-        person_count: distinct.len() as u64,
-        linked,
-        rejected,
-    })
+    let path = write_parquet(w, new_resolution_file(version, "persons"), &persons_batch)?;
+    Ok((path, users_count, distinct.len() as u64))
 }
 
 fn write_parquet(w: &StoreWriter, relative: String, batch: &RecordBatch) -> Result<String> {

@@ -16,6 +16,12 @@
 //! and makes no new hub is applied as it stands; any other is resolved again from the start over
 //! every link, so that the result is always that of one pass over all links in order (the
 //! property test at the end of this file checks it on seeded random graphs).
+//!
+//! [`Resolver::save`] writes the union-find state (parents, sizes, the identifiers each person
+//! holds, value owners and value counts — no links) and [`Resolver::resume`] reads it back, so
+//! that an import can apply an in-order batch ([`Resolver::try_extend`]) without the links that
+//! came before; a batch it cannot apply in place, or one that drops an identifier attached
+//! before the state was saved, is refused, and the caller resolves from the start.
 
 use std::collections::{HashMap, HashSet};
 
@@ -102,6 +108,14 @@ pub struct Resolver {
     value_users: FxHashMap<(u16, u32), Vec<u32>>,
     /// Pairs of users that must never be one person.
     cannot_link: Vec<(u32, u32)>,
+    /// Links processed before this resolver was resumed from a saved state: their links and
+    /// outcomes are not held, and the links held are numbered from here (a [`Held`]'s `link`).
+    offset: u32,
+    /// The key of the last link processed: an in-order batch comes after it.
+    last: Option<LinkKey>,
+    /// An identifier attached by a link before `offset` was dropped: that link's stored outcome
+    /// is stale, and only a resolution from the start can record it.
+    earlier_changed: bool,
 }
 
 impl Resolver {
@@ -117,6 +131,9 @@ impl Resolver {
             owners: FxHashMap::default(),
             value_users: FxHashMap::default(),
             cannot_link: Vec::new(),
+            offset: 0,
+            last: None,
+            earlier_changed: false,
         }
     }
 
@@ -138,30 +155,58 @@ impl Resolver {
         r.count_values(&links);
         r.links = links;
         r.replay();
+        r.last = r.links.last().map(|l| l.key);
         r
     }
 
-    /// Adds a batch of links (see the module doc).
+    /// Adds a batch of links (see the module doc). Not for a resumed resolver, which does not
+    /// hold the links to replay: use [`Resolver::try_extend`].
     pub fn extend(&mut self, mut batch: Vec<Link>) {
+        debug_assert_eq!(self.offset, 0, "a resumed resolver cannot replay");
         batch.sort_by_key(|l| l.key);
-        let after = match (self.links.last(), batch.first()) {
-            (Some(last), Some(first)) => first.key > last.key,
+        let after = match (self.last, batch.first()) {
+            (Some(last), Some(first)) => first.key > last,
             _ => true,
         };
         let new_hub = self.count_values(&batch);
         if after && !new_hub {
-            let from = self.links.len();
-            self.links.extend(batch);
-            for i in from..self.links.len() {
-                let o = self.process(i);
-                self.outcomes.push(o);
-            }
+            self.apply(batch);
         } else {
             let mut links = std::mem::take(&mut self.links);
             links.extend(batch);
             links.sort_by_key(|l| l.key);
             self.links = links;
             self.replay();
+        }
+        self.last = self.links.last().map(|l| l.key).or(self.last);
+    }
+
+    /// Adds a batch in place if it comes entirely after what was processed and makes no new hub,
+    /// and then only if it dropped no identifier attached before the resolver was resumed.
+    /// `false`: the batch could not be applied so (the resolver is then spoiled), and the caller
+    /// must resolve every link from the start.
+    pub fn try_extend(&mut self, mut batch: Vec<Link>) -> bool {
+        batch.sort_by_key(|l| l.key);
+        if let (Some(last), Some(first)) = (self.last, batch.first())
+            && first.key <= last
+        {
+            return false;
+        }
+        if self.count_values(&batch) {
+            return false;
+        }
+        self.apply(batch);
+        self.last = self.links.last().map(|l| l.key).or(self.last);
+        !self.earlier_changed
+    }
+
+    /// Processes links that come after every link processed.
+    fn apply(&mut self, batch: Vec<Link>) {
+        let from = self.links.len();
+        self.links.extend(batch);
+        for i in from..self.links.len() {
+            let o = self.process(i);
+            self.outcomes.push(o);
         }
     }
 
@@ -190,6 +235,7 @@ impl Resolver {
         self.held.clear();
         self.owners.clear();
         self.outcomes.clear();
+        self.earlier_changed = false;
         for i in 0..self.links.len() {
             let o = self.process(i);
             self.outcomes.push(o);
@@ -243,7 +289,7 @@ impl Resolver {
             if self.count(ru, l.kind) >= rule.max_per_person {
                 return Outcome::Limit { kind: l.kind };
             }
-            self.held[ru as usize].push(Held { kind: l.kind, value: l.value, link: i as u32 });
+            self.held[ru as usize].push(Held { kind: l.kind, value: l.value, link: self.offset + i as u32 });
             if rule.unique {
                 self.owners.insert((l.kind, l.value), l.user);
             }
@@ -323,10 +369,111 @@ impl Resolver {
         }
     }
 
+    /// Sets the outcome of link number `i` (counting the links before `offset`).
     fn outcomes_set(&mut self, i: usize, o: Outcome) {
-        if let Some(slot) = self.outcomes.get_mut(i) {
-            *slot = o;
+        match i.checked_sub(self.offset as usize) {
+            Some(at) => {
+                if let Some(slot) = self.outcomes.get_mut(at) {
+                    *slot = o;
+                }
+            }
+            None => self.earlier_changed = true,
         }
+    }
+
+    /// The union-find state after every link processed, without the links (see the module doc):
+    /// what [`Resolver::resume`] reads.
+    pub fn save(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.parent.len() * 8);
+        let u32s = |out: &mut Vec<u8>, v: u32| out.extend_from_slice(&v.to_le_bytes());
+        out.extend_from_slice(STATE_MAGIC);
+        u32s(&mut out, self.offset + self.links.len() as u32);
+        match self.last {
+            Some(k) => {
+                out.push(1);
+                out.extend_from_slice(&k.ts.to_le_bytes());
+                out.extend_from_slice(&k.seq.to_le_bytes());
+            }
+            None => out.extend_from_slice(&[0; 17]),
+        }
+        u32s(&mut out, self.parent.len() as u32);
+        self.parent.iter().for_each(|&p| u32s(&mut out, p));
+        self.size.iter().for_each(|&p| u32s(&mut out, p));
+        let held: Vec<(usize, &Vec<Held>)> = self.held.iter().enumerate().filter(|(_, h)| !h.is_empty()).collect();
+        u32s(&mut out, held.len() as u32);
+        for (root, items) in held {
+            u32s(&mut out, root as u32);
+            u32s(&mut out, items.len() as u32);
+            for h in items {
+                out.extend_from_slice(&h.kind.to_le_bytes());
+                u32s(&mut out, h.value);
+                u32s(&mut out, h.link);
+            }
+        }
+        // In the maps' order: what a resumed resolver decides does not depend on it.
+        u32s(&mut out, self.owners.len() as u32);
+        for ((kind, value), user) in &self.owners {
+            out.extend_from_slice(&kind.to_le_bytes());
+            u32s(&mut out, *value);
+            u32s(&mut out, *user);
+        }
+        u32s(&mut out, self.value_users.len() as u32);
+        for ((kind, value), users) in &self.value_users {
+            out.extend_from_slice(&kind.to_le_bytes());
+            u32s(&mut out, *value);
+            u32s(&mut out, users.len() as u32);
+            users.iter().for_each(|&u| u32s(&mut out, u));
+        }
+        out
+    }
+
+    /// A resolver in the state [`Resolver::save`] wrote, under the same rules, hub limit and
+    /// cannot-link pairs; an error says what in the bytes is wrong.
+    pub fn resume(
+        rules: Vec<KindRule>,
+        hub_limit: u32,
+        cannot_link: Vec<(u32, u32)>,
+        bytes: &[u8],
+    ) -> Result<Resolver, String> {
+        let mut r = Resolver::new(rules, hub_limit).with_cannot_link(cannot_link);
+        let mut at = Bytes { bytes, at: 0 };
+        if at.take(STATE_MAGIC.len())? != STATE_MAGIC {
+            return Err("not a union-find state".into());
+        }
+        r.offset = at.u32()?;
+        let has_last = at.take(1)?[0] == 1;
+        let (ts, seq) = (at.u64()? as i64, at.u64()?);
+        r.last = has_last.then_some(LinkKey { ts, seq });
+        let n = at.u32()? as usize;
+        r.parent = (0..n).map(|_| at.u32()).collect::<Result<_, _>>()?;
+        r.size = (0..n).map(|_| at.u32()).collect::<Result<_, _>>()?;
+        r.held = vec![Vec::new(); n];
+        for _ in 0..at.u32()? {
+            let root = at.u32()? as usize;
+            let items = (0..at.u32()?)
+                .map(|_| Ok(Held { kind: at.u16()?, value: at.u32()?, link: at.u32()? }))
+                .collect::<Result<Vec<_>, String>>()?;
+            *r.held.get_mut(root).ok_or("a holder past the users")? = items;
+        }
+        let owners = at.u32()? as usize;
+        r.owners.reserve(owners);
+        for _ in 0..owners {
+            r.owners.insert((at.u16()?, at.u32()?), at.u32()?);
+        }
+        let counts = at.u32()? as usize;
+        r.value_users.reserve(counts);
+        for _ in 0..counts {
+            let key = (at.u16()?, at.u32()?);
+            let users = (0..at.u32()?).map(|_| at.u32()).collect::<Result<Vec<_>, _>>()?;
+            r.value_users.insert(key, users);
+        }
+        if at.at != bytes.len() {
+            return Err("bytes after the state".into());
+        }
+        if r.parent.iter().any(|&p| p as usize >= n) {
+            return Err("a parent past the users".into());
+        }
+        Ok(r)
     }
 
     /// The links in processing order.
@@ -353,6 +500,33 @@ impl Resolver {
                 *number.entry(root).or_insert(next)
             })
             .collect()
+    }
+}
+
+/// The first bytes of a saved union-find state.
+const STATE_MAGIC: &[u8; 8] = b"PRSNUF01";
+
+/// Reads a saved state, refusing to run past its end.
+struct Bytes<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Bytes<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or("the state is cut short")?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("two bytes")))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("four bytes")))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("eight bytes")))
     }
 }
 
@@ -548,13 +722,40 @@ mod tests {
             cuts.sort_unstable();
             let mut inc = Resolver::new(rules(), 4).with_cannot_link(pairs.clone());
             let mut from = 0;
-            for cut in cuts {
+            for &cut in &cuts {
                 inc.extend(links[from..cut].to_vec());
                 from = cut;
             }
             prop_assert_eq!(inc.links(), full.links());
             prop_assert_eq!(inc.outcomes(), full.outcomes());
             prop_assert_eq!(inc.person_ids(users), full.person_ids(users));
+            // As an import does it: each batch applied to the state the previous one saved when
+            // it can be, else every link so far resolved from the start.
+            let (mut outcomes, mut state, mut from): (Vec<Outcome>, Option<Vec<u8>>, usize) = (Vec::new(), None, 0);
+            let mut last = Resolver::new(rules(), 4);
+            for &cut in &cuts {
+                let batch = links[from..cut].to_vec();
+                let mut resumed = state
+                    .as_ref()
+                    .map(|s| Resolver::resume(rules(), 4, pairs.clone(), s).expect("a state it saved"));
+                let applied = resumed.as_mut().is_some_and(|r| r.try_extend(batch));
+                let r = if applied {
+                    let r = resumed.expect("applied");
+                    let mut sorted: Vec<(LinkKey, Outcome)> = r.links().iter().map(|l| l.key).zip(r.outcomes().iter().copied()).collect();
+                    sorted.sort_by_key(|(k, _)| *k);
+                    outcomes.extend(sorted.into_iter().map(|(_, o)| o));
+                    r
+                } else {
+                    let r = Resolver::new(rules(), 4).with_cannot_link(pairs.clone()).full_with(links[..cut].to_vec());
+                    outcomes = r.outcomes().to_vec();
+                    r
+                };
+                state = Some(r.save());
+                last = r;
+                from = cut;
+            }
+            prop_assert_eq!(&outcomes, full.outcomes());
+            prop_assert_eq!(last.person_ids(users), full.person_ids(users));
             // No person ever holds two unionids, and hubs and denied values link nobody.
             let persons = full.person_ids(users);
             let mut unions: HashMap<u32, HashSet<u32>> = HashMap::new();

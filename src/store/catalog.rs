@@ -153,6 +153,11 @@ pub struct Audience {
     /// Hundredths of a percent of the members kept out of exports (0..=10000).
     #[serde(default)]
     pub holdout_basis_points: u32,
+    /// `BY PERSON`: the members are persons — a person is in when any of its profiles is —
+    /// and suppression and holdout are decided per person. The member and holdout bitmaps then
+    /// hold every profile of the member (held-out) persons, and the counts are persons.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_person: bool,
     pub versions: Vec<AudienceVersion>,
 }
 
@@ -175,6 +180,10 @@ pub struct AudienceVersion {
     pub removed: u64,
     pub members_file: SetFile,
     pub holdout_file: SetFile,
+    /// For a `BY PERSON` audience, the profiles of its member persons (holdout included): the
+    /// size of `members_file`, whose counts above are persons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiles: Option<u64>,
     /// The `now()` the evaluation saw, so that a version computed with `--now` is told from one
     /// computed on the clock (absent in stores written before it was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -215,9 +215,18 @@ impl IdentitySection {
 /// The derived files of one version's resolution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resolution {
-    /// Parquet: every identifier link in processing order with its outcome
-    /// (`user_id, id_type, id_value, source, ts, seq, status, reason`).
+    /// Parquet: identifier links in processing order with their outcomes
+    /// (`user_id, id_type, id_value, source, ts, seq, status, reason`): every link of the
+    /// resolution when `more_links` is empty, else the first segment.
     pub links: String,
+    /// Later segments of links, one per in-order increment (each after the one before), so that
+    /// an import writes only its own links: the links of the version are `links` and these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_links: Vec<String>,
+    /// The union-find state after every link (`ingest::identity`), from which an in-order
+    /// increment resumes without reading the links (absent in stores written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
     /// Parquet: one row per user row (`user_id, person_id`), in row-id order.
     pub persons: String,
     /// Link rows (accepted and rejected), users, and distinct persons.
@@ -230,14 +239,24 @@ pub struct Resolution {
 }
 
 impl Resolution {
-    pub fn files(&self) -> [&String; 2] {
-        [&self.links, &self.persons]
+    pub fn files(&self) -> Vec<&String> {
+        let mut files = self.link_files();
+        files.push(&self.persons);
+        files.extend(&self.state);
+        files
+    }
+
+    /// The links files in processing order.
+    pub fn link_files(&self) -> Vec<&String> {
+        std::iter::once(&self.links).chain(&self.more_links).collect()
     }
 }
 
-/// A fresh relative path for a resolution file of `version` (`what`: `links` or `persons`).
+/// A fresh relative path for a resolution file of `version` (`what`: `links` or `persons`,
+/// Parquet; `state`, binary).
 pub fn new_resolution_file(version: u64, what: &str) -> String {
-    format!("catalog/v{version:08}-identity-{what}-{:016x}.parquet", rand::random::<u64>())
+    let ext = if what == "state" { "bin" } else { "parquet" };
+    format!("catalog/v{version:08}-identity-{what}-{:016x}.{ext}", rand::random::<u64>())
 }
 
 #[cfg(test)]

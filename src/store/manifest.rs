@@ -23,8 +23,10 @@ use crate::tables::{ColumnDef, Table, contract_columns};
 /// a manifest is written as version 3 only when it has some ([`Manifest::needed_format`]), so
 /// that a build that would read their blanked rows as users refuses the store instead. Version 4
 /// added the `identities` table and the identity section; a manifest is written as version 4 only
-/// when it has either.
-pub const FORMAT_VERSION: u32 = 4;
+/// when it has either. Version 5 added segments of identity links (`Resolution::more_links`); a
+/// manifest is written as version 5 only when it has some, so that a build that would read the
+/// first segment as every link refuses the store instead.
+pub const FORMAT_VERSION: u32 = 5;
 
 const HEADER_PREFIX: &str = "persona-manifest crc32=";
 
@@ -166,7 +168,9 @@ impl Manifest {
     /// The oldest format that can read this manifest: 4 with identities, 3 with forgotten users,
     /// 2 otherwise.
     pub fn needed_format(&self) -> u32 {
-        if !self.identity.is_empty() || self.tables.contains_key(&Table::Identities) {
+        if self.identity.resolution.as_ref().is_some_and(|r| !r.more_links.is_empty()) {
+            5
+        } else if !self.identity.is_empty() || self.tables.contains_key(&Table::Identities) {
             4
         } else if self.forgotten.is_some() {
             3
@@ -317,6 +321,33 @@ mod tests {
         let m = Manifest::from_bytes(&bytes, Path::new("m")).unwrap();
         assert_eq!(m.format_version, 1);
         assert!(m.catalog.is_empty());
+    }
+
+    #[test]
+    fn identity_links_in_segments_need_format_5_and_every_file_is_referenced() {
+        let mut m = Manifest::empty();
+        let mut resolution = crate::store::identity::Resolution {
+            links: "catalog/l1.parquet".into(),
+            more_links: Vec::new(),
+            state: Some("catalog/s.bin".into()),
+            persons: "catalog/p.parquet".into(),
+            link_rows: 0,
+            users: 0,
+            person_count: 0,
+            linked: 0,
+            rejected: Default::default(),
+        };
+        m.identity.resolution = Some(resolution.clone());
+        assert_eq!(m.needed_format(), 4);
+        resolution.more_links.push("catalog/l2.parquet".into());
+        m.identity.resolution = Some(resolution);
+        assert_eq!(m.needed_format(), 5);
+        let files = m.referenced_files();
+        for f in ["catalog/l1.parquet", "catalog/l2.parquet", "catalog/s.bin", "catalog/p.parquet"] {
+            assert!(files.contains(&f.to_string()), "{f}");
+        }
+        let bytes = m.to_bytes().unwrap();
+        assert_eq!(Manifest::from_bytes(&bytes, Path::new("m")).unwrap(), m);
     }
 
     #[test]

@@ -352,3 +352,104 @@ fn a_split_keeps_users_apart_across_later_imports() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("'nobody' is not a known user_id"), "{out:?}");
 }
+
+/// A `BY PERSON` audience exports one row per person with every profile and contact point, its
+/// changes since a version name the persons that came and the profiles that left, and it is
+/// refused on a store that has not resolved identities.
+#[tokio::test]
+async fn a_by_person_audience_exports_one_row_per_person_with_every_contact_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = identity_store(dir.path());
+    let session = session(&store);
+    let out = dir.path().join("out");
+    // Persons: u1+u2+u3, u4, u5, u6. Ann is u1: her whole person is in.
+    rows(
+        &session,
+        "CREATE AUDIENCE anns BY PERSON AS SELECT user_id, name FROM users WHERE name = 'Ann' OR user_id = 'u4'",
+    )
+    .await;
+    let file = out.join("anns.csv");
+    rows(&session, &format!("MATERIALIZE AUDIENCE anns TO '{}'", file.display())).await;
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "person_id,profiles,user_ids,phones,emails,wx_unionids\n\
+         0,3,\"u1,u2,u3\",+8613912345678,\"ann@qq.com,bob@qq.com\",UNION-A\n\
+         1,1,u4,,,\n"
+    );
+    // The same rows as audience_persons, and the members counted as persons.
+    assert_eq!(
+        rows(&session, "SELECT user_ids FROM audience_persons('anns') ORDER BY person_id").await,
+        vec!["u1,u2,u3", "u4"]
+    );
+    assert_eq!(rows(&session, "SELECT members, profiles FROM audience_versions").await, vec!["2|4"]);
+    // Version 2: u4 leaves, u5 comes; the person of u1 stays and is not in the changes.
+    rows(
+        &session,
+        "CREATE OR REPLACE AUDIENCE anns BY PERSON AS SELECT user_id FROM users WHERE user_id IN ('u3', 'u5')",
+    )
+    .await;
+    let changes = out.join("changes.csv");
+    rows(&session, &format!("MATERIALIZE AUDIENCE anns TO '{}' CHANGES SINCE 1", changes.display())).await;
+    assert_eq!(
+        std::fs::read_to_string(&changes).unwrap(),
+        "person_id,profiles,user_ids,phones,emails,wx_unionids,change\n2,1,u5,,,,added\n1,1,u4,,,,removed\n"
+    );
+    // Without a resolution there are no persons to count.
+    let plain = create_store(dir.path().join("plain"));
+    import(&plain, &[&write(&dir.path().join("in2"), "users.csv", USERS)]).unwrap();
+    let err = crate::util::session(&plain)
+        .query("CREATE AUDIENCE p BY PERSON AS SELECT user_id FROM users")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the store has no identity resolution yet"), "{err}");
+}
+
+/// An import whose links all come after the stored ones is applied to the stored union-find
+/// state and writes only its links, as a further segment; a late link resolves from the start
+/// and writes one segment again. Either way `identity_links` holds every link once and the
+/// persons equal a one-pass rebuild.
+#[tokio::test]
+async fn an_in_order_import_resumes_the_stored_state_and_equals_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = identity_store(dir.path());
+    let stored = |store: &persona::Store| {
+        let snapshot = store.snapshot().unwrap();
+        let r = snapshot.manifest().identity.resolution.clone().expect("a resolution");
+        (r.more_links.len(), r.state.is_some(), r.link_rows)
+    };
+    assert_eq!(stored(&store), (0, true, 12));
+    let load = |name: &str, table_file: &str, content: &str| {
+        let file = write(&dir.path().join(name), table_file, content);
+        import(&store, &[&file]).unwrap();
+    };
+    let header = "user_id,id_type,id_value,source,ts\n";
+    // After every stored link: u4's phone joins u4 to u1's person; u5's device is known already.
+    load(
+        "a",
+        "identities.csv",
+        &format!(
+            "{header}u4,phone,139 1234 5678,store,2026-08-01 00:00:00\nu5,device_id,DEV-FAMILY,app,2026-08-02 00:00:00\n"
+        ),
+    );
+    assert_eq!(stored(&store), (1, true, 13));
+    // A new profile whose e-mail joins the person: a users load is in order too.
+    load("b", "users.csv", "user_id,email,signup_date\nu7,ANN@qq.com,2026-09-01\n");
+    assert_eq!(stored(&store), (2, true, 14));
+    let session = crate::util::session(&store);
+    assert_eq!(persons_of(&session).await, vec!["u1,u2,u3,u4,u7", "u5", "u6"]);
+    assert_eq!(count(&session, "SELECT count(*) FROM identity_links").await, 14);
+    let check = store.check_identity().unwrap();
+    assert_eq!((check.links, check.users, check.differing), (14, 7, 0), "{check:?}");
+    // A link older than the stored ones: everything is resolved again, as one segment.
+    load("c", "identities.csv", &format!("{header}u6,email,ann@qq.com,web,2026-01-01 00:00:00\n"));
+    assert_eq!(stored(&store), (0, true, 15));
+    let session = crate::util::session(&store);
+    assert_eq!(persons_of(&session).await, vec!["u1,u2,u3,u4,u6,u7", "u5"]);
+    let check = store.check_identity().unwrap();
+    assert_eq!((check.links, check.differing), (15, 0), "{check:?}");
+    // The next in-order import resumes from the state the full resolution wrote.
+    load("d", "identities.csv", &format!("{header}u5,email,dan@qq.com,web,2026-12-01 00:00:00\n"));
+    assert_eq!(stored(&store), (1, true, 16));
+    assert_eq!(store.check_identity().unwrap().differing, 0);
+}
