@@ -9,6 +9,9 @@ pub mod check;
 pub mod commit;
 pub mod day_times;
 pub mod fact_rows;
+#[cfg(any(test, debug_assertions))]
+#[doc(hidden)]
+pub mod faulty;
 pub mod id_dictionary;
 pub mod identity;
 pub mod io;
@@ -110,7 +113,7 @@ impl Store {
         // commit of that version number would conflict with it forever.
         for version in self.versions()?.into_iter().filter(|v| *v > base.version) {
             let path = layout::manifest_path(self.root(), version);
-            std::fs::remove_file(&path).io_context("remove an unpublished manifest", &path)?;
+            io::remove_file(&path)?;
         }
         // Its files (and those of a writer killed before its manifest) go too (see `orphans`).
         orphans::remove_unpublished_files(self.root(), base.version)?;
