@@ -192,6 +192,34 @@ mod tests {
         assert_eq!(writer.commit(next).unwrap(), 1);
     }
 
+    /// Before the fix, a commit whose last step (the fsync of `_persona/` after CURRENT's rename)
+    /// failed dropped the writer as if nothing were published, and the drop deleted the files of
+    /// the version CURRENT already named.
+    #[test]
+    fn a_failed_fsync_after_the_rename_keeps_the_files_of_the_published_version() {
+        use crate::store::faulty::{Fault, FaultyIo};
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        Store::open_or_create(&root).unwrap();
+        std::fs::create_dir_all(root.join("catalog")).unwrap();
+        let commit = |faulty: &FaultyIo, version: u64| {
+            let store = Store::open(&root).unwrap();
+            let _installed = io::install(&root, Arc::new(faulty.clone()));
+            let writer = store.writer()?;
+            let (_, abs) = writer.new_file(format!("catalog/v{version:08}-test.set"))?;
+            io::write_new(&abs, b"bytes")?;
+            let next = (**writer.base()).clone();
+            writer.commit(next)
+        };
+        let counting = FaultyIo::counting();
+        assert_eq!(commit(&counting, 1).unwrap(), 1);
+        let last = counting.log().len() - 1;
+        assert_eq!(counting.log()[last], "fsync directory");
+        assert!(commit(&FaultyIo::failing(last, Fault::Error), 2).is_err());
+        assert_eq!(Store::open(&root).unwrap().snapshot().unwrap().version(), 2);
+        assert!(root.join("catalog/v00000002-test.set").exists(), "the published version's file was removed");
+    }
+
     #[test]
     fn opening_a_plain_directory_says_it_is_not_a_store() {
         let dir = tempfile::tempdir().unwrap();
