@@ -92,7 +92,7 @@ pub struct Extent {
 
 /// Writes an index file entry by entry (bitmaps are never all in memory at once).
 pub struct IndexWriter {
-    out: BufWriter<File>,
+    out: BufWriter<crate::store::io::NewFile>,
     path: PathBuf,
     offset: u64,
     directory: Vec<u8>,
@@ -102,7 +102,7 @@ pub struct IndexWriter {
 
 impl IndexWriter {
     pub fn create(path: &Path) -> Result<IndexWriter> {
-        let file = File::create(path).io_context("create", path)?;
+        let file = crate::store::io::create(path)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(MAGIC).io_context("write", path)?;
         Ok(IndexWriter {
@@ -150,7 +150,7 @@ impl IndexWriter {
         self.out.write_all(&(directory.len() as u32).to_le_bytes()).io_context("write", &path)?;
         self.out.write_all(&crc32fast::hash(&directory).to_le_bytes()).io_context("write", &path)?;
         self.out.write_all(MAGIC).io_context("write", &path)?;
-        let file =
+        let mut file =
             self.out.into_inner().map_err(|e| Error::Io { op: "write", path: path.clone(), source: e.into_error() })?;
         file.sync_all().io_context("fsync", &path)?;
         Ok(self.offset + directory.len() as u64 + FOOTER_LEN)

@@ -837,10 +837,10 @@ fn write_persons(w: &StoreWriter, version: u64, persons: &[u32], ids: &IdMap) ->
 
 fn write_parquet(w: &StoreWriter, relative: String, batch: &RecordBatch) -> Result<String> {
     let (relative, abs) = w.new_file(relative)?;
-    let file = File::create(&abs).io_context("create", &abs)?;
+    let file = crate::store::io::create(&abs)?;
     let mut writer = ArrowWriter::try_new(file, batch.schema(), None)?;
     writer.write(batch)?;
-    let file = writer.into_inner()?;
+    let mut file = writer.into_inner()?;
     file.sync_all().io_context("fsync", &abs)?;
     Ok(relative)
 }

@@ -90,7 +90,7 @@ impl Sink<'_> {
     }
 
     /// Makes a file written beside the sink durable before the sink finishes.
-    pub fn sync_later(&mut self, file: File, path: PathBuf) -> Result<()> {
+    pub fn sync_later(&mut self, mut file: crate::store::io::NewFile, path: PathBuf) -> Result<()> {
         match self {
             Sink::Real(s) => {
                 s.sync_later(file, path);

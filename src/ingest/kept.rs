@@ -17,6 +17,7 @@ use super::writer;
 use crate::error::{Error, IoContext, Result};
 use crate::store::StoreWriter;
 use crate::store::day_times::{self, DayTimesWriter};
+use crate::store::io;
 use crate::store::layout;
 use crate::store::manifest::DataFile;
 use crate::store::plain_columns::{self, PlainColumnsWriter};
@@ -26,7 +27,7 @@ use crate::tables::{ROW_ID_COLUMN, Table};
 pub(super) struct KeptFile {
     table: Table,
     copy: (String, PathBuf),
-    row_ids: (String, PathBuf, parquet::arrow::ArrowWriter<File>),
+    row_ids: (String, PathBuf, parquet::arrow::ArrowWriter<io::NewFile>),
     row_ids_schema: SchemaRef,
     rows: u64,
     ts_range: Option<(i64, i64)>,
@@ -41,7 +42,7 @@ pub(super) struct KeptFile {
 impl KeptFile {
     pub fn new(writer: &StoreWriter, table: Table, src: &SourceFile) -> Result<KeptFile> {
         let (rel, abs) = writer.new_file(layout::new_data_file(table.name(), writer.next_version()))?;
-        std::fs::copy(&src.path, &abs).io_context("copy into the store", &abs)?;
+        io::copy(&src.path, &abs)?;
         let (ids_rel, ids_abs) = writer.new_file(layout::new_row_ids_file(table.name(), writer.next_version()))?;
         let schema = Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
             ROW_ID_COLUMN,
@@ -53,7 +54,7 @@ impl KeptFile {
             .set_encoding(parquet::basic::Encoding::DELTA_BINARY_PACKED)
             .set_compression(parquet::basic::Compression::SNAPPY)
             .build();
-        let out = File::create(&ids_abs).io_context("create", &ids_abs)?;
+        let out = io::create(&ids_abs)?;
         let ids_writer = parquet::arrow::ArrowWriter::try_new(out, Arc::clone(&schema), Some(props))?;
         let footer = parquet::file::metadata::ParquetMetaDataReader::new()
             .parse_and_finish(&File::open(&src.path).io_context("open", &src.path)?)
@@ -105,8 +106,8 @@ impl KeptFile {
         let (ids_rel, ids_abs, ids_writer) = self.row_ids;
         sink.sync_later(ids_writer.into_inner()?, ids_abs)?;
         let (rel, abs) = self.copy;
-        let file = File::open(&abs).io_context("open", &abs)?;
-        let bytes = file.metadata().io_context("stat", &abs)?.len();
+        let file = io::reopen(&abs)?;
+        let bytes = file.size().io_context("stat", &abs)?;
         sink.sync_later(file, abs)?;
         let plain_columns = match self.plain {
             Some((rel, abs, copy)) => {

@@ -4,7 +4,6 @@
 //! users file gets its row-addressable copy of the unique string columns alongside
 //! ([`crate::store::addressable`]).
 
-use std::fs::File;
 use std::sync::Arc;
 
 use arrow::array::AsArray;
@@ -48,7 +47,7 @@ pub struct TableSink<'w> {
 }
 
 struct OpenFile {
-    writer: ArrowWriter<File>,
+    writer: ArrowWriter<io::NewFile>,
     relative: String,
     abs: std::path::PathBuf,
     rows: u64,
@@ -218,7 +217,7 @@ impl<'w> TableSink<'w> {
     fn open_file(&mut self) -> Result<()> {
         let (relative, abs) =
             self.writer.new_file(layout::new_data_file(self.table.name(), self.writer.next_version()))?;
-        let f = File::create(&abs).io_context("create", &abs)?;
+        let f = io::create(&abs)?;
         let writer = ArrowWriter::try_new(f, Arc::clone(&self.schema), Some(self.props.clone()))?;
         let row_group = self.props.max_row_group_row_count().unwrap_or(1 << 20) as u64;
         let addressable = if self.table == Table::Users {
@@ -251,7 +250,7 @@ impl<'w> TableSink<'w> {
     fn close_current(&mut self) -> Result<()> {
         if let Some(file) = self.current.take() {
             let f = file.writer.into_inner()?;
-            let bytes = f.metadata().io_context("stat", &file.abs)?.len();
+            let bytes = f.size().io_context("stat", &file.abs)?;
             self.syncing.push(io::sync_later(f, file.abs.clone()));
             let addressable = match file.addressable {
                 Some((copy, relative)) => Some(self.copy_written(copy.finish()?, relative)),
@@ -289,14 +288,14 @@ impl<'w> TableSink<'w> {
     }
 
     /// A copy beside a data file, written: made durable in the background; its relative path.
-    fn copy_written(&mut self, file: File, relative: String) -> String {
+    fn copy_written(&mut self, file: io::NewFile, relative: String) -> String {
         let path = layout::resolve(self.writer.store().root(), &relative);
         self.sync_later(file, path);
         relative
     }
 
     /// Makes `file` durable on a background thread; [`Self::finish`] waits for it.
-    pub fn sync_later(&mut self, file: File, path: std::path::PathBuf) {
+    pub fn sync_later(&mut self, file: io::NewFile, path: std::path::PathBuf) {
         self.syncing.push(io::sync_later(file, path));
     }
 

@@ -8,7 +8,6 @@
 //! UTF-8 of every value: the gathered values are validated when they become strings. Writing and
 //! mapping are [`crate::store::ipc`]'s.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -82,7 +81,7 @@ impl AddressableWriter {
     /// Completes the file; returns it (to be made durable by the caller, see [`sync_later`]).
     ///
     /// [`sync_later`]: crate::store::io::sync_later
-    pub fn finish(self) -> Result<File> {
+    pub fn finish(self) -> Result<crate::store::io::NewFile> {
         self.file.finish(Vec::new())
     }
 }

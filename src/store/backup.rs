@@ -6,7 +6,7 @@
 //! writer of the source go on meanwhile: the backup holds no lock, like any reader, and a
 //! version committed during it is simply not in it.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 use std::time::Instant;
 
 use crate::error::{Error, IoContext, Result};
@@ -54,17 +54,17 @@ pub fn backup_with(store: &Store, target: &Path, placement: Placement) -> Result
     let report = match result {
         Ok(report) => report,
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&building);
+            let _ = io::remove_dir_all(&building);
             return Err(e);
         }
     };
     if target.is_dir() {
         // An empty folder the user made for it: replaced by the finished copy.
-        std::fs::remove_dir(target).io_context("replace the empty backup folder", target)?;
+        io::remove_dir_all(target)?;
     }
-    if let Err(e) = std::fs::rename(&building, target) {
-        let _ = std::fs::remove_dir_all(&building);
-        return Err(e).io_context("move the finished backup into place", target);
+    if let Err(e) = io::rename(&building, target) {
+        let _ = io::remove_dir_all(&building);
+        return Err(e);
     }
     io::sync_dir(parent)?;
     // The copy must open as a store of the same version.
@@ -100,6 +100,8 @@ fn build(snapshot: &Snapshot, building: &Path, placement: Placement) -> Result<B
     let root = snapshot.root();
     let manifest = snapshot.manifest();
     io::create_dir_all(&layout::manifests_dir(building))?;
+    // Every folder of the copy, fsynced once its files are in, so that their names are durable.
+    let mut dirs = std::collections::BTreeSet::new();
     let (mut files, mut linked, mut bytes) = (0u64, 0u64, 0u64);
     for relative in manifest.referenced_files() {
         let inside = Path::new(&relative);
@@ -113,24 +115,27 @@ fn build(snapshot: &Snapshot, building: &Path, placement: Placement) -> Result<B
         let to = building.join(inside);
         if let Some(dir) = to.parent() {
             io::create_dir_all(dir)?;
+            let mut at = dir;
+            while at != building && dirs.insert(at.to_path_buf()) {
+                at = at.parent().unwrap_or(building);
+            }
         }
-        if placement == Placement::LinkWherePossible && std::fs::hard_link(&from, &to).is_ok() {
+        if placement == Placement::LinkWherePossible && io::hard_link(&from, &to).is_ok() {
             linked += 1;
         } else {
-            copy_synced(&from, &to)?;
+            io::copy_synced(&from, &to)?;
         }
         bytes += std::fs::metadata(&to).io_context("read the size of", &to)?.len();
         files += 1;
     }
+    // Deepest first, so that each folder's own name is durable after its content.
+    for dir in dirs.iter().rev() {
+        io::sync_dir(dir)?;
+    }
+    io::sync_dir(building)?;
     let manifest_path = layout::manifest_path(building, manifest.version);
     io::write_new(&manifest_path, &manifest.to_bytes()?)?;
     io::sync_dir(&layout::manifests_dir(building))?;
     io::atomic_replace(&layout::current_file(building), layout::manifest_name(manifest.version).as_bytes())?;
     Ok(BackupReport { version: manifest.version, files, linked, bytes, seconds: 0.0 })
-}
-
-/// Copies a file and syncs the copy.
-fn copy_synced(from: &PathBuf, to: &PathBuf) -> Result<()> {
-    std::fs::copy(from, to).io_context("copy", from)?;
-    std::fs::File::open(to).and_then(|f| f.sync_all()).io_context("sync", to)
 }

@@ -293,7 +293,7 @@ pub fn write_set(writer: &StoreWriter, what: &str, bitmap: &RoaringBitmap) -> Re
     let (relative, abs) = writer.new_file(relative)?;
     let mut payload = Vec::with_capacity(bitmap.serialized_size());
     bitmap.serialize_into(&mut payload).io_context("serialize a bitmap for", &abs)?;
-    let mut file = std::fs::File::create(&abs).io_context("create", &abs)?;
+    let mut file = crate::store::io::create(&abs)?;
     file.write_all(MAGIC).io_context("write", &abs)?;
     file.write_all(&crc32fast::hash(&payload).to_le_bytes()).io_context("write", &abs)?;
     file.write_all(&(payload.len() as u64).to_le_bytes()).io_context("write", &abs)?;

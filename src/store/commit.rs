@@ -54,7 +54,7 @@ impl StoreWriter {
     pub fn new_file(&self, relative: String) -> Result<(String, PathBuf)> {
         let abs = layout::resolve(self.store.root(), &relative);
         if let Some(parent) = abs.parent() {
-            io::create_dir_all(parent)?;
+            io::create_dir_all_synced(parent)?;
         }
         self.written_files().push(abs.clone());
         Ok((relative, abs))
@@ -80,8 +80,15 @@ impl StoreWriter {
             other => other?,
         }
         io::sync_dir(&layout::manifests_dir(&root))?;
-        io::atomic_replace(&layout::current_file(&root), layout::manifest_name(next.version).as_bytes())?;
+        let current = layout::current_file(&root);
+        let tmp = layout::meta_dir(&root).join(format!(".CURRENT.tmp-{:016x}", rand::random::<u64>()));
+        io::write_new(&tmp, layout::manifest_name(next.version).as_bytes())?;
+        io::rename(&tmp, &current)?;
+        // From the rename on, readers may see version N+1: its files are no longer this writer's
+        // to remove, even if the directory fsync below fails (found by the fault-injection test:
+        // a failed final fsync used to delete the files of the version just published).
         self.written_files().clear();
+        io::sync_dir(&layout::meta_dir(&root))?;
         Ok(next.version)
     }
 
@@ -95,7 +102,7 @@ impl Drop for StoreWriter {
     /// An abandoned commit removes the files it wrote; they were never referenced.
     fn drop(&mut self) {
         for path in self.written_files().drain(..) {
-            let _ = std::fs::remove_file(path);
+            let _ = io::remove_file(&path);
         }
     }
 }

@@ -16,7 +16,6 @@
 //! groups or days more than 2^20 apart gets no such file (its windows read the Parquet file, as
 //! before). Rows without `ts` are in no window and are left out.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -182,7 +181,7 @@ impl DayTimesWriter {
 
     /// Writes the day times to `path`, or nothing (`None`) when the rows cannot have them;
     /// returns the file to be made durable by the caller.
-    pub fn finish(mut self, path: &Path) -> Result<Option<File>> {
+    pub fn finish(mut self, path: &Path) -> Result<Option<crate::store::io::NewFile>> {
         if self.abandoned {
             return Ok(None);
         }

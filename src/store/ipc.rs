@@ -5,6 +5,8 @@
 
 use std::fs::File;
 use std::io::BufWriter;
+
+use crate::store::io::NewFile;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +23,7 @@ use crate::error::{Error, IoContext, Result};
 pub struct IpcFileWriter {
     path: PathBuf,
     schema: SchemaRef,
-    writer: FileWriter<BufWriter<File>>,
+    writer: FileWriter<BufWriter<NewFile>>,
     batch_rows: usize,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
@@ -29,7 +31,7 @@ pub struct IpcFileWriter {
 
 impl IpcFileWriter {
     pub fn create(path: &Path, schema: SchemaRef, batch_rows: usize) -> Result<IpcFileWriter> {
-        let file = File::create(path).io_context("create", path)?;
+        let file = crate::store::io::create(path)?;
         let writer = FileWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema)?;
         Ok(IpcFileWriter { path: path.to_path_buf(), schema, writer, batch_rows, pending: Vec::new(), pending_rows: 0 })
     }
@@ -64,7 +66,7 @@ impl IpcFileWriter {
 
     /// Writes the last rows and `metadata` into the footer; returns the file, to be made durable
     /// by the caller ([`crate::store::io::sync_later`]).
-    pub fn finish(mut self, metadata: Vec<(String, String)>) -> Result<File> {
+    pub fn finish(mut self, metadata: Vec<(String, String)>) -> Result<NewFile> {
         self.flush()?;
         for (key, value) in metadata {
             self.writer.write_metadata(key, value);

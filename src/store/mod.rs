@@ -9,6 +9,9 @@ pub mod check;
 pub mod commit;
 pub mod day_times;
 pub mod fact_rows;
+#[cfg(any(test, debug_assertions))]
+#[doc(hidden)]
+pub mod faulty;
 pub mod id_dictionary;
 pub mod identity;
 pub mod io;
@@ -110,7 +113,7 @@ impl Store {
         // commit of that version number would conflict with it forever.
         for version in self.versions()?.into_iter().filter(|v| *v > base.version) {
             let path = layout::manifest_path(self.root(), version);
-            std::fs::remove_file(&path).io_context("remove an unpublished manifest", &path)?;
+            io::remove_file(&path)?;
         }
         // Its files (and those of a writer killed before its manifest) go too (see `orphans`).
         orphans::remove_unpublished_files(self.root(), base.version)?;
@@ -187,6 +190,34 @@ mod tests {
         let writer = store.writer().unwrap();
         let next = (**writer.base()).clone();
         assert_eq!(writer.commit(next).unwrap(), 1);
+    }
+
+    /// Before the fix, a commit whose last step (the fsync of `_persona/` after CURRENT's rename)
+    /// failed dropped the writer as if nothing were published, and the drop deleted the files of
+    /// the version CURRENT already named.
+    #[test]
+    fn a_failed_fsync_after_the_rename_keeps_the_files_of_the_published_version() {
+        use crate::store::faulty::{Fault, FaultyIo};
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        Store::open_or_create(&root).unwrap();
+        std::fs::create_dir_all(root.join("catalog")).unwrap();
+        let commit = |faulty: &FaultyIo, version: u64| {
+            let store = Store::open(&root).unwrap();
+            let _installed = io::install(&root, Arc::new(faulty.clone()));
+            let writer = store.writer()?;
+            let (_, abs) = writer.new_file(format!("catalog/v{version:08}-test.set"))?;
+            io::write_new(&abs, b"bytes")?;
+            let next = (**writer.base()).clone();
+            writer.commit(next)
+        };
+        let counting = FaultyIo::counting();
+        assert_eq!(commit(&counting, 1).unwrap(), 1);
+        let last = counting.log().len() - 1;
+        assert_eq!(counting.log()[last], "fsync directory");
+        assert!(commit(&FaultyIo::failing(last, Fault::Error), 2).is_err());
+        assert_eq!(Store::open(&root).unwrap().snapshot().unwrap().version(), 2);
+        assert!(root.join("catalog/v00000002-test.set").exists(), "the published version's file was removed");
     }
 
     #[test]

@@ -13,7 +13,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{IoContext, Result};
+use crate::error::Result;
+use crate::store::io;
 use crate::store::layout;
 
 /// Removes every store file written for a version after `current`, and stray `CURRENT` temp
@@ -25,7 +26,7 @@ pub fn remove_unpublished_files(root: &Path, current: u64) -> Result<Vec<PathBuf
             let unpublished =
                 path.file_name().and_then(|n| n.to_str()).and_then(version_of).is_some_and(|v| v > current);
             if unpublished {
-                std::fs::remove_file(&path).io_context("remove an unpublished file", &path)?;
+                io::remove_file(&path)?;
                 removed.push(path);
             }
         }
@@ -33,10 +34,9 @@ pub fn remove_unpublished_files(root: &Path, current: u64) -> Result<Vec<PathBuf
     // A crash between writing CURRENT's temp file and renaming it over CURRENT.
     let meta = layout::meta_dir(root);
     if meta.is_dir() {
-        for entry in std::fs::read_dir(&meta).io_context("list", &meta)? {
-            let path = entry.io_context("list", &meta)?.path();
+        for path in io::list(&meta)? {
             if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(".CURRENT.tmp-")) {
-                std::fs::remove_file(&path).io_context("remove a stray temp file", &path)?;
+                io::remove_file(&path)?;
                 removed.push(path);
             }
         }

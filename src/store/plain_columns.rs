@@ -13,7 +13,6 @@
 //! files. A string column with more than 65,535 values in one file has no dictionary in the
 //! footer and is read from the Parquet file.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -173,7 +172,7 @@ impl PlainColumnsWriter {
     }
 
     /// Writes the last rows and the dictionaries; returns the file (for syncing).
-    pub fn finish(self) -> Result<File> {
+    pub fn finish(self) -> Result<crate::store::io::NewFile> {
         let mut metadata = Vec::new();
         for (name, codes) in &self.columns {
             if let Some(codes) = codes

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::store::manifest::Manifest;
 use crate::store::{Store, io, layout};
 
@@ -69,7 +69,7 @@ pub fn vacuum(store: &Store, policy: KeepPolicy) -> Result<VacuumReport> {
     // can never leave a reachable version with a file missing, whatever stops us in between.
     for version in &report.removed_versions {
         let path = layout::manifest_path(&root, *version);
-        std::fs::remove_file(&path).io_context("remove the manifest", &path)?;
+        io::remove_file(&path)?;
     }
     io::sync_dir(&layout::manifests_dir(&root))?;
     let dirs = layout::versioned_dirs(&root)?;
@@ -80,7 +80,7 @@ pub fn vacuum(store: &Store, policy: KeepPolicy) -> Result<VacuumReport> {
                 continue;
             }
             let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            std::fs::remove_file(&path).io_context("remove", &path)?;
+            io::remove_file(&path)?;
             report.removed_files += 1;
             report.freed_bytes += bytes;
         }
