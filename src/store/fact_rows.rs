@@ -215,7 +215,10 @@ fn read_fact_batches(
             let mut with_ids: Vec<&str> = columns.to_vec();
             with_ids.push(ROW_ID_COLUMN);
             read_columns_of_groups(&path, &with_ids, group_indices, None, strings.clone(), |batch| {
-                let ids = batch.column(columns.len()).as_primitive::<UInt32Type>();
+                let ids = batch
+                    .column(columns.len())
+                    .as_primitive_opt::<UInt32Type>()
+                    .ok_or_else(|| Error::corrupt(&path, format!("{ROW_ID_COLUMN} is not a UInt32 column")))?;
                 let data = batch.project(&(0..columns.len()).collect::<Vec<_>>())?;
                 f(&data, ids.values())
             })
@@ -224,7 +227,11 @@ fn read_fact_batches(
             let companion = layout::resolve(root, companion);
             let mut all: Vec<u32> = Vec::with_capacity(usize::try_from(file.rows).unwrap_or(0));
             read_columns(&companion, &[ROW_ID_COLUMN], |batch| {
-                all.extend_from_slice(batch.column(0).as_primitive::<UInt32Type>().values());
+                let ids = batch
+                    .column(0)
+                    .as_primitive_opt::<UInt32Type>()
+                    .ok_or_else(|| Error::corrupt(&companion, format!("{ROW_ID_COLUMN} is not a UInt32 column")))?;
+                all.extend_from_slice(ids.values());
                 Ok(())
             })?;
             if all.len() as u64 != file.rows {
@@ -266,7 +273,13 @@ pub fn product_categories(root: &Path, manifest: &Manifest) -> Result<FxHashMap<
     for file in manifest.files(Table::Products) {
         let path = layout::resolve(root, &file.path);
         read_columns(&path, &[PRODUCT_ID, CATEGORY], |batch| {
-            let (ids, categories) = (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>());
+            let text = |i: usize| {
+                batch
+                    .column(i)
+                    .as_string_opt::<i32>()
+                    .ok_or_else(|| Error::corrupt(&path, format!("{} is not a text column", [PRODUCT_ID, CATEGORY][i])))
+            };
+            let (ids, categories) = (text(0)?, text(1)?);
             for row in 0..batch.num_rows() {
                 if ids.is_valid(row) && categories.is_valid(row) {
                     out.insert(ids.value(row).to_string(), categories.value(row).to_string());
