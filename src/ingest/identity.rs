@@ -471,25 +471,11 @@ fn resolve_increment(
         return Ok(None);
     }
     let rules = normaliser.rules();
-    let kinds: Vec<&str> = rules.types.keys().map(String::as_str).collect();
-    let kind_rules: Vec<KindRule> = rules
-        .types
-        .values()
-        .map(|r| KindRule { priority: r.priority, max_per_person: r.max_per_person, unique: r.unique })
-        .collect();
+    let (kinds, kind_rules) = kinds_and_rules(rules);
     // The new records not already known as (row, type, value), in merge's order and sequence.
     let mut order: Vec<u32> =
         (0..incoming.len() as u32).filter(|&i| ids.key_of(incoming[i as usize].row).is_some()).collect();
-    order.sort_unstable_by(|&a, &b| {
-        let (a, b) = (&incoming[a as usize], &incoming[b as usize]);
-        (a.ts.unwrap_or(i64::MIN), a.row, &a.id_type, &a.id_value, &a.source).cmp(&(
-            b.ts.unwrap_or(i64::MIN),
-            b.row,
-            &b.id_type,
-            &b.id_value,
-            &b.source,
-        ))
-    });
+    sort_in_arrival_order(&mut order, incoming);
     let mut next_id = state.values.iter().map(|v| v.1 + 1).max().unwrap_or(0);
     let mut new_values: FxHashMap<u128, (u32, bool)> = FxHashMap::default();
     let mut new_known: FxHashSet<u64> = FxHashSet::default();
@@ -565,16 +551,21 @@ fn resolve_increment(
     }))
 }
 
-/// The previous records (minus those of users no longer known: forgotten) and the new ones not
-/// already known as (row, type, value), the new ones sequenced after the previous in
-/// (ts, row, type, value, source) order.
-fn merge(previous: Vec<Record>, mut incoming: Vec<Record>, ids: &IdMap) -> Vec<Record> {
-    let key = |r: &Record| (r.row, value_key(&r.id_type, &r.id_value));
-    let mut records: Vec<Record> = previous.into_iter().filter(|r| ids.key_of(r.row).is_some()).collect();
-    let mut seen: FxHashSet<(u32, u128)> = records.iter().map(key).collect();
-    let mut seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(0);
-    // Sorted through an index: moving the records themselves costs more than comparing them.
-    let mut order: Vec<u32> = (0..incoming.len() as u32).collect();
+/// The identifier types of `rules` in their order, and each one's resolution rule.
+fn kinds_and_rules(rules: &IdentityRules) -> (Vec<&str>, Vec<KindRule>) {
+    let kinds = rules.types.keys().map(String::as_str).collect();
+    let kind_rules = rules
+        .types
+        .values()
+        .map(|r| KindRule { priority: r.priority, max_per_person: r.max_per_person, unique: r.unique })
+        .collect();
+    (kinds, kind_rules)
+}
+
+/// `order` (positions in `incoming`) sorted as records are sequenced: by (ts, row, type, value,
+/// source), a missing ts first. Sorted through an index: moving the records themselves costs
+/// more than comparing them.
+fn sort_in_arrival_order(order: &mut [u32], incoming: &[Record]) {
     order.sort_unstable_by(|&a, &b| {
         let (a, b) = (&incoming[a as usize], &incoming[b as usize]);
         (a.ts.unwrap_or(i64::MIN), a.row, &a.id_type, &a.id_value, &a.source).cmp(&(
@@ -585,6 +576,18 @@ fn merge(previous: Vec<Record>, mut incoming: Vec<Record>, ids: &IdMap) -> Vec<R
             &b.source,
         ))
     });
+}
+
+/// The previous records (minus those of users no longer known: forgotten) and the new ones not
+/// already known as (row, type, value), the new ones sequenced after the previous in
+/// (ts, row, type, value, source) order.
+fn merge(previous: Vec<Record>, mut incoming: Vec<Record>, ids: &IdMap) -> Vec<Record> {
+    let key = |r: &Record| (r.row, value_key(&r.id_type, &r.id_value));
+    let mut records: Vec<Record> = previous.into_iter().filter(|r| ids.key_of(r.row).is_some()).collect();
+    let mut seen: FxHashSet<(u32, u128)> = records.iter().map(key).collect();
+    let mut seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(0);
+    let mut order: Vec<u32> = (0..incoming.len() as u32).collect();
+    sort_in_arrival_order(&mut order, &incoming);
     records.reserve(incoming.len());
     for i in order {
         let mut r = std::mem::take(&mut incoming[i as usize]);
@@ -653,12 +656,7 @@ fn resolve_records(
     with_state: bool,
 ) -> Result<Resolved> {
     let rules = normaliser.rules();
-    let kinds: Vec<&str> = rules.types.keys().map(String::as_str).collect();
-    let kind_rules: Vec<KindRule> = rules
-        .types
-        .values()
-        .map(|r| KindRule { priority: r.priority, max_per_person: r.max_per_person, unique: r.unique })
-        .collect();
+    let (kinds, kind_rules) = kinds_and_rules(rules);
     // Each distinct value interned once, with its deny-list verdict (the patterns run once).
     let mut values: FxHashMap<u128, (u32, bool)> = FxHashMap::default();
     let mut known = Vec::with_capacity(records.len());

@@ -84,18 +84,6 @@ async fn try_answers(root: &Path) -> persona::Result<Vec<Vec<String>>> {
     Ok(out)
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// The files of the store's current version (and its manifest), by kind.
 fn files_by_kind(store: &Store) -> BTreeMap<&'static str, Vec<String>> {
     let snapshot = store.snapshot().unwrap();
@@ -146,7 +134,7 @@ async fn flipped_bits_give_a_corrupt_error_naming_the_file_or_the_right_answer()
         for _ in 0..16 {
             let file = &files[rng.below(files.len() as u64) as usize];
             let _ = std::fs::remove_dir_all(&scratch);
-            copy_tree(&base, &scratch);
+            crate::util::copy_tree(&base, &scratch);
             let path: PathBuf = scratch.join(file);
             let mut bytes = std::fs::read(&path).unwrap();
             let offset = rng.below(bytes.len() as u64) as usize;

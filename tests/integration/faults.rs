@@ -126,19 +126,6 @@ async fn answers(store: &Store) -> Vec<Vec<String>> {
     out
 }
 
-/// Copies a directory tree.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// Every manifest on disk (after a writer's recovery removed unpublished ones) parses and every
 /// file it refers to exists.
 fn every_listed_version_is_whole(store: &Store, point: &str) {
@@ -163,7 +150,7 @@ struct Run {
 async fn run_once(base: &Path, scratch: &Path, op: Op, faulty: FaultyIo) -> (PathBuf, Run, persona::Result<()>) {
     let _ = std::fs::remove_dir_all(scratch);
     let root = scratch.join("store");
-    copy_tree(base, &root);
+    crate::util::copy_tree(base, &root);
     let inputs = scratch.join("inputs");
     std::fs::create_dir_all(&inputs).unwrap();
     let installed_on = std::fs::canonicalize(scratch).unwrap();

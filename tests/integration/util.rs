@@ -369,3 +369,16 @@ pub async fn answers_both_ways(store: &Store, queries: &[&str]) -> Vec<Vec<Strin
     }
     out
 }
+
+/// Copies a directory tree (a store to damage or fail without touching the original).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
