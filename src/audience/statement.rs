@@ -710,6 +710,16 @@ fn offset_of(sql: &str, at: Location) -> usize {
 mod tests {
     use super::*;
 
+    /// Each statement fails to parse with an error at its (line, column).
+    fn fails_at(cases: &[(&str, (u64, u64))]) {
+        for &(sql, pos) in cases {
+            match parse_statements(sql) {
+                Err(Error::Sql { position: Some(p), .. }) => assert_eq!(p, pos, "{sql}"),
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
+    }
+
     fn one(sql: &str) -> CatalogStatement {
         match parse_statements(sql).unwrap().remove(0) {
             Statement::Catalog(c) => c,
@@ -830,17 +840,12 @@ mod tests {
         }
         assert!(matches!(one("update Users set TIER = null where true"),
             CatalogStatement::UpdateUsers { ref assignments, .. } if assignments[0].column == "tier"));
-        for (sql, pos) in [
+        fails_at(&[
             ("UPDATE users SET tier = 'gold'", (1, 31)),
             ("UPDATE users tier = 'gold' WHERE true", (1, 14)),
             ("UPDATE purchases SET amount = 1 WHERE true", (1, 8)),
             ("UPDATE users SET = 1 WHERE true", (1, 18)),
-        ] {
-            match parse_statements(sql) {
-                Err(Error::Sql { position: Some(p), .. }) => assert_eq!(p, pos, "{sql}"),
-                other => panic!("{sql}: {other:?}"),
-            }
-        }
+        ]);
     }
 
     #[test]
@@ -878,14 +883,7 @@ mod tests {
             one("UNLINK IDENTIFIER phone '139 1234 5678'"),
             CatalogStatement::Unlink(SplitRequest::Value("phone".into(), "139 1234 5678".into()))
         );
-        for (sql, pos) in
-            [("UNLINK 1, 3", (1, 8)), ("UNLINK 'u1' 'u3'", (1, 13)), ("UNLINK IDENTIFIER 'phone'", (1, 26))]
-        {
-            match parse_statements(sql) {
-                Err(Error::Sql { position: Some(p), .. }) => assert_eq!(p, pos, "{sql}"),
-                other => panic!("{sql}: {other:?}"),
-            }
-        }
+        fails_at(&[("UNLINK 1, 3", (1, 8)), ("UNLINK 'u1' 'u3'", (1, 13)), ("UNLINK IDENTIFIER 'phone'", (1, 26))]);
     }
 
     #[test]
@@ -932,7 +930,7 @@ mod tests {
 
     #[test]
     fn errors_say_where() {
-        for (sql, pos) in [
+        fails_at(&[
             ("CREATE AUDIENCE x HOLDOUT 120 PERCENT AS SELECT 1", (1, 27)),
             ("CREATE AUDIENCE x AS SELEC user_id", (1, 22)),
             ("MATERIALIZE AUDIENCE x TO", (1, 26)),
@@ -940,12 +938,7 @@ mod tests {
             ("MATERIALIZE TABLE x", (1, 13)),
             ("SHOW AUDIENCES extra", (1, 16)),
             ("CREATE AUDIENCE x BY USER AS SELECT 1", (1, 22)),
-        ] {
-            match parse_statements(sql) {
-                Err(Error::Sql { position: Some(p), .. }) => assert_eq!(p, pos, "{sql}"),
-                other => panic!("{sql}: {other:?}"),
-            }
-        }
+        ]);
     }
 
     #[test]
