@@ -143,16 +143,6 @@ pub fn bitmap_of(words: &[u64]) -> RoaringBitmap {
     }
 }
 
-/// The rows among `candidates` whose value, stored as `value - base` in the bit slices
-/// (`slices[i]` holds bit `i`), compares to `c` (already less the base, `0 <= c < 2^slices`) as
-/// `op` says ([`keep_compared_columns`] with one column and one term).
-pub fn compare_sliced(slices: &[&[u64]], candidates: &[u64], op: RangeOp, c: u64) -> Vec<u64> {
-    let mut out = candidates.to_vec();
-    let terms = [(op, c)];
-    keep_compared_columns(&[ColumnTerms { nulls: &[], slices: slices.to_vec(), terms: &terms }], &mut out);
-    out
-}
-
 /// Words per block of [`keep_compared_columns`]: a block of every term's state, of the live rows
 /// and of one slice stay in the L1 cache while the column's slices stream through.
 const BLOCK_WORDS: usize = 256;
@@ -172,8 +162,9 @@ pub struct ColumnTerms<'a> {
 /// Keeps in `live` only the rows whose values compare as every column's terms say (`BETWEEN` is
 /// two terms): every slice word is read once for up to [`MAX_FUSED`] terms; the columns' work on
 /// one block of words is done before the next block (the block stays in the L1 cache), and the
-/// blocks are shared among the cores, one spawn of the workers for all the columns. Constants as
-/// in [`compare_sliced`].
+/// blocks are shared among the cores, one spawn of the workers for all the columns. A column's
+/// values are stored as `value - base` in its bit slices (`slices[i]` holds bit `i`); each
+/// constant is already less the base, `0 <= c < 2^slices`.
 pub fn keep_compared_columns(columns: &[ColumnTerms<'_>], live: &mut [u64]) {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
     let per_worker = live.len().div_ceil(workers).div_ceil(BLOCK_WORDS).max(1) * BLOCK_WORDS;
@@ -382,7 +373,9 @@ mod tests {
         let refs: Vec<&[u64]> = slices.iter().map(Vec::as_slice).collect();
         for c in [0u64, 1, 17, 32, 62, 63] {
             for op in [RangeOp::Lt, RangeOp::LtEq, RangeOp::Eq, RangeOp::GtEq, RangeOp::Gt] {
-                let got = compare_sliced(&refs, &live, op, c);
+                let mut got = live.clone();
+                let terms = [(op, c)];
+                keep_compared_columns(&[ColumnTerms { nulls: &[], slices: refs.clone(), terms: &terms }], &mut got);
                 for (row, v) in values.iter().enumerate() {
                     let expected = v.is_some_and(|v| match op {
                         RangeOp::Lt => v < c,

@@ -589,16 +589,19 @@ impl IndexSet {
         bits: u32,
         within: Option<&RoaringBitmap>,
     ) -> Result<RoaringBitmap> {
-        let mut candidates = self.live_words(within)?;
+        let mut live = self.live_words(within)?;
         let nulls = self.get_dense(BitmapKind::Null, column, "")?;
-        for (word, null) in candidates.iter_mut().zip(nulls.iter()) {
-            *word &= !null;
-        }
         let slices = (0..bits)
             .map(|i| self.get_dense(BitmapKind::RangeBit, column, &i.to_string()))
             .collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&[u64]> = slices.iter().map(|s| s.as_slice()).collect();
-        Ok(dense::bitmap_of(&dense::compare_sliced(&refs, &candidates, op, c)))
+        let terms = [(op, c)];
+        let column = dense::ColumnTerms {
+            nulls: nulls.as_slice(),
+            slices: slices.iter().map(|s| s.as_slice()).collect(),
+            terms: &terms,
+        };
+        dense::keep_compared_columns(&[column], &mut live);
+        Ok(dense::bitmap_of(&live))
     }
 
     /// An indexed bitmap as plain words, decoded from the index file once and cached.
