@@ -211,8 +211,7 @@ fn planned_scan(
         }
     }
 
-    let factory = PreloadedReaderFactory { store: Arc::new(LocalFileSystem::new()), metadata };
-    let source = ParquetSource::new(Arc::clone(table_schema)).with_parquet_file_reader_factory(Arc::new(factory));
+    let source = preloaded_source(Arc::clone(table_schema), metadata);
     let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
         .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
         .with_projection_indices(projection.cloned())?
@@ -414,6 +413,14 @@ pub(crate) fn file_metadata(path: &Path, bytes: u64) -> Result<Arc<ParquetMetaDa
     }
     map.insert(key, Arc::clone(&metadata));
     Ok(metadata)
+}
+
+/// A Parquet source for `schema` reading the files of `metadata` (their footers, by location)
+/// with those footers, as [`file_metadata`] cached them, instead of reading each footer and page
+/// index again per query.
+pub(crate) fn preloaded_source(schema: SchemaRef, metadata: HashMap<StorePath, Arc<ParquetMetaData>>) -> ParquetSource {
+    let factory = PreloadedReaderFactory { store: Arc::new(LocalFileSystem::new()), metadata };
+    ParquetSource::new(schema).with_parquet_file_reader_factory(Arc::new(factory))
 }
 
 /// Creates readers whose `get_metadata` returns the footer loaded by [`bitmap_scan`], page index

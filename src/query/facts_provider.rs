@@ -5,6 +5,7 @@
 //! (found by binary search in the copy's row ids), so that one user's purchases read a page or
 //! two. The filter itself stays (it is reported inexact), so rows are still checked.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,7 @@ use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
@@ -27,8 +28,8 @@ use datafusion::physical_plan::empty::EmptyExec;
 
 use crate::index::IndexSet;
 use crate::query::audience_rule::collect_values;
-use crate::query::bitmap_scan::{file_metadata, store_path};
-use crate::store::plain_columns::{self, PlainColumns};
+use crate::query::bitmap_scan::{file_metadata, preloaded_source, store_path};
+use crate::store::plain_columns::PlainColumns;
 use crate::tables::{Table, USER_ID};
 
 /// One stored fact file.
@@ -50,24 +51,29 @@ fn rows_of_users(file: &FactFile, ids: &[u32]) -> Result<Option<RowSelection>> {
     let Some(copy) = PlainColumns::open_cached(path, &[], file.rows).map_err(DataFusionError::from)? else {
         return Ok(None);
     };
-    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
-    let mut offset = 0usize;
-    copy.for_each_batch(|_, row_ids| {
-        for &id in ids {
-            let found = plain_columns::rows_of(row_ids, id);
-            if !found.is_empty() {
-                ranges.push(offset + found.start..offset + found.end);
-            }
-        }
-        offset += row_ids.len();
-        Ok(())
-    })
-    .map_err(DataFusionError::from)?;
-    if offset as u64 != file.rows {
+    if copy.rows() != file.rows {
         return Ok(None);
     }
+    let rows = usize::try_from(file.rows).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let mut ranges = copy.rows_of_users(ids);
     ranges.sort_by_key(|r| r.start);
-    Ok(Some(RowSelection::from_consecutive_ranges(ranges.into_iter(), offset)))
+    Ok(Some(RowSelection::from_consecutive_ranges(ranges.into_iter(), rows)))
+}
+
+/// Whether some row group of `file` can hold a user of `ids` (sorted) by its range of row ids
+/// (a file without ranges can), and the plan skipping the row groups that cannot.
+fn groups_of_users(file: &FactFile, ids: &[u32]) -> (bool, ParquetAccessPlan) {
+    let mut plan = ParquetAccessPlan::new_all(file.row_id_ranges.len());
+    let mut any = file.row_id_ranges.is_empty();
+    for (group, (lo, hi)) in file.row_id_ranges.iter().enumerate() {
+        let first_at_least_lo = ids.partition_point(|id| id < lo);
+        if ids.get(first_at_least_lo).is_some_and(|id| id <= hi) {
+            any = true;
+        } else {
+            plan.skip(group);
+        }
+    }
+    (any, plan)
 }
 
 /// A fact table of one snapshot.
@@ -143,34 +149,30 @@ impl TableProvider for FactsTable {
         let Some(ids) = lookup else { return self.inner.scan(state, projection, filters, limit).await };
         let schema = self.schema();
         let mut partitioned = Vec::new();
+        let mut footers = HashMap::new();
         for file in &self.files {
-            // Grouped by user with a plain copy: exactly the users' rows.
-            if let Some(selection) = rows_of_users(file, &ids)? {
-                if !selection.selects_any() {
-                    continue;
-                }
-                let footer = file_metadata(&file.path, file.bytes)?;
-                let plan = ParquetAccessPlan::try_new_from_overall_row_selection(selection, footer.row_groups())?;
-                partitioned.push(partitioned_file(file)?.with_extension(plan));
-                continue;
-            }
-            let mut plan = ParquetAccessPlan::new_all(file.row_id_ranges.len());
-            let mut any = file.row_id_ranges.is_empty();
-            for (group, (lo, hi)) in file.row_id_ranges.iter().enumerate() {
-                let first_at_least_lo = ids.partition_point(|id| id < lo);
-                if ids.get(first_at_least_lo).is_some_and(|id| id <= hi) {
-                    any = true;
-                } else {
-                    plan.skip(group);
-                }
-            }
+            let (any, plan) = groups_of_users(file, &ids);
             if !any {
                 continue;
             }
+            // Grouped by user with a plain copy: exactly the users' rows.
+            let selection = rows_of_users(file, &ids)?;
+            if selection.as_ref().is_some_and(|s| !s.selects_any()) {
+                continue;
+            }
+            let footer = file_metadata(&file.path, file.bytes)?;
+            let exact = selection.is_some();
+            let plan = match selection {
+                Some(selection) => {
+                    ParquetAccessPlan::try_new_from_overall_row_selection(selection, footer.row_groups())?
+                }
+                None => plan,
+            };
             let mut f = partitioned_file(file)?;
-            if !file.row_id_ranges.is_empty() {
+            if exact || !file.row_id_ranges.is_empty() {
                 f = f.with_extension(plan);
             }
+            footers.insert(f.object_meta.location.clone(), footer);
             partitioned.push(f);
         }
         if partitioned.is_empty() {
@@ -180,12 +182,12 @@ impl TableProvider for FactsTable {
             };
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
-        let config =
-            FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(ParquetSource::new(schema)))
-                .with_file_groups(vec![FileGroup::new(partitioned)])
-                .with_projection_indices(projection.cloned())?
-                .with_limit(limit)
-                .build();
+        let source = preloaded_source(schema, footers);
+        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+            .with_file_groups(vec![FileGroup::new(partitioned)])
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
         Ok(DataSourceExec::from_data_source(config))
     }
 }

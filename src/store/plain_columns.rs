@@ -193,6 +193,8 @@ pub struct PlainColumns {
     /// Per batch: the columns asked for as readers see them (strings as dictionaries over the
     /// mapped codes), and the row ids.
     batches: Vec<(RecordBatch, UInt32Array)>,
+    /// Per batch: the position of its first row in the copy.
+    starts: Vec<usize>,
     rows: u64,
 }
 
@@ -246,11 +248,47 @@ impl PlainColumns {
                 Ok((decoded(path, b, &dictionaries)?, ids.clone()))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Some(PlainColumns { path: path.to_path_buf(), batches, rows }))
+        // Empty batches hold nothing and would break the binary search of `rows_of_users`.
+        let batches: Vec<_> = batches.into_iter().filter(|(batch, _)| batch.num_rows() > 0).collect();
+        let starts = batches
+            .iter()
+            .scan(0usize, |at, (batch, _)| {
+                let start = *at;
+                *at += batch.num_rows();
+                Some(start)
+            })
+            .collect();
+        Ok(Some(PlainColumns { path: path.to_path_buf(), batches, starts, rows }))
     }
 
     pub fn rows(&self) -> u64 {
         self.rows
+    }
+
+    /// The positions in the copy of the rows of `ids` (ascending), one range per id that has
+    /// rows, in order, for a copy whose row ids ascend (its file is grouped by user): the batches
+    /// that can hold an id are found by binary search on their last row ids, so a lookup touches
+    /// a few batches whatever the file's size.
+    pub fn rows_of_users(&self, ids: &[u32]) -> Vec<std::ops::Range<usize>> {
+        let mut found = Vec::new();
+        for &id in ids {
+            let mut at = self.batches.partition_point(|(_, r)| r.values().last().is_some_and(|&last| last < id));
+            while let Some((_, r)) = self.batches.get(at) {
+                let values = r.values();
+                if values.first().is_none_or(|&first| first > id) {
+                    break;
+                }
+                let rows = rows_of(values, id);
+                if !rows.is_empty() {
+                    found.push(self.starts[at] + rows.start..self.starts[at] + rows.end);
+                }
+                if values.last().is_none_or(|&last| last > id) {
+                    break;
+                }
+                at += 1;
+            }
+        }
+        found
     }
 
     /// Passes each batch's columns (strings as `Dictionary(UInt16, Utf8)`) and row ids to `f`.
@@ -322,6 +360,7 @@ fn decoded(path: &Path, batch: &RecordBatch, dictionaries: &[Option<ArrayRef>]) 
 mod tests {
     use arrow::array::{Float64Array, TimestampMicrosecondArray};
     use arrow::datatypes::TimeUnit;
+    use rand::{Rng, SeedableRng};
 
     use super::*;
 
@@ -386,6 +425,60 @@ mod tests {
         })
         .unwrap();
         assert_eq!(next, rows);
+    }
+
+    #[test]
+    fn a_lookup_of_users_finds_the_rows_a_scan_finds_across_batch_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.plain.arrow");
+        let mut writer = PlainColumnsWriter::create(&path, &fact_schema()).unwrap();
+        // Several pushes of uneven sizes, users of up to 9 rows, some users without rows: the
+        // batches end inside users' runs of rows.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        let mut ids = Vec::new();
+        let mut user = 0u32;
+        while ids.len() < 3 * BATCH_ROWS {
+            user += rng.random_range(1..4);
+            let n = if ids.len() >= BATCH_ROWS / 2 && ids.len() < BATCH_ROWS / 2 + 10 {
+                BATCH_ROWS + 9
+            } else {
+                rng.random_range(1..10)
+            };
+            // One user with more rows than a batch holds.
+            ids.extend(std::iter::repeat_n(user, n));
+        }
+        for part in ids.chunks(40_000) {
+            writer.push(&batch(part), part).unwrap();
+        }
+        writer.finish().unwrap();
+        let copy = PlainColumns::open(&path, &[], ids.len() as u64).unwrap().unwrap();
+        let mut all = Vec::new();
+        let mut edges = Vec::new();
+        copy.for_each_batch(|_, batch_ids| {
+            edges.extend([batch_ids[0], batch_ids[batch_ids.len() - 1]]);
+            all.extend_from_slice(batch_ids);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(all, ids);
+        let mut wanted: Vec<u32> = (0..200).map(|_| rng.random_range(0..user + 5)).collect();
+        wanted.extend([0, 1, ids[0], user, user + 1]);
+        wanted.extend(edges.iter().copied());
+        wanted.sort_unstable();
+        wanted.dedup();
+        let expected: Vec<std::ops::Range<usize>> = wanted
+            .iter()
+            .filter_map(|&id| {
+                let start = ids.iter().position(|&r| r == id)?;
+                let end = ids.iter().rposition(|&r| r == id)? + 1;
+                Some(start..end)
+            })
+            .collect();
+        // A user whose rows straddle batches comes back as one range per batch: compare rows.
+        let rows = |ranges: &[std::ops::Range<usize>]| ranges.iter().flat_map(|r| r.clone()).collect::<Vec<_>>();
+        let found = copy.rows_of_users(&wanted);
+        assert!(found.len() > expected.len(), "some user's rows straddle batches: {edges:?}");
+        assert_eq!(rows(&found), rows(&expected));
     }
 
     #[test]
