@@ -10,6 +10,9 @@
 //! the two workers' partial sums: a different order than a hash aggregate's, so the last bits
 //! may differ (as they do between DataFusion runs with different partitioning).
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use arrow::array::{Array, ArrayRef, BooleanBufferBuilder, Float64Array, Int64Array};
 use arrow::buffer::{BooleanBuffer, NullBuffer};
 use datafusion::execution::memory_pool::MemoryReservation;
@@ -58,12 +61,73 @@ pub enum DenseInput<'a> {
     Any(&'a dyn Array),
 }
 
+/// Bytes of freed chunk buffers the process keeps for the next chunks, at most.
+const RECYCLED_BYTES: usize = 256 << 20;
+
+/// Bytes held in the recycling bins now.
+static RECYCLED: AtomicUsize = AtomicUsize::new(0);
+
+/// A chunk buffer's element type, with its bin of freed buffers. A new buffer of a chunk's size
+/// is memory the allocator gets from the kernel, which zeroes it at one page fault per page; a
+/// query folding a hundred chunks per worker spent a quarter of its time there. A recycled
+/// buffer is zeroed by `fill` instead, several times faster.
+trait Recycled: Copy + Default + 'static {
+    fn bin() -> &'static Mutex<Vec<Vec<Self>>>;
+}
+
+macro_rules! recycled {
+    ($($t:ty),*) => {$(
+        impl Recycled for $t {
+            fn bin() -> &'static Mutex<Vec<Vec<$t>>> {
+                static BIN: Mutex<Vec<Vec<$t>>> = Mutex::new(Vec::new());
+                &BIN
+            }
+        }
+    )*};
+}
+recycled!(u64, i64, f64, bool);
+
+/// A buffer of `CHUNK` default values: a recycled one when a bin has one.
+fn new_buffer<T: Recycled>() -> Vec<T> {
+    // The bins are never left half-updated, so a poisoned lock still guards a consistent list.
+    let recycled = T::bin().lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+    match recycled {
+        Some(mut buffer) => {
+            RECYCLED.fetch_sub(CHUNK * size_of::<T>(), Ordering::Relaxed);
+            buffer.fill(T::default());
+            buffer
+        }
+        None => vec![T::default(); CHUNK],
+    }
+}
+
+/// Keeps `buffer` for a later chunk while the bins hold less than [`RECYCLED_BYTES`].
+fn recycle<T: Recycled>(buffer: Vec<T>) {
+    let bytes = CHUNK * size_of::<T>();
+    if buffer.len() != CHUNK || RECYCLED.fetch_add(bytes, Ordering::Relaxed) + bytes > RECYCLED_BYTES {
+        if buffer.len() == CHUNK {
+            RECYCLED.fetch_sub(bytes, Ordering::Relaxed);
+        }
+        return;
+    }
+    T::bin().lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(buffer);
+}
+
 /// One chunk of slots for every aggregate.
 #[derive(Debug, Clone)]
 struct Chunk {
     /// Rows per slot; a slot with no row is not a group.
     rows: Vec<u64>,
     slots: Vec<Slot>,
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        recycle(std::mem::take(&mut self.rows));
+        for slot in self.slots.drain(..) {
+            slot.recycle();
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -89,14 +153,34 @@ impl Slot {
     fn new(kind: DenseAggKind) -> Slot {
         match kind {
             DenseAggKind::CountRows => Slot::Rows,
-            DenseAggKind::Count => Slot::Count(vec![0; CHUNK]),
+            DenseAggKind::Count => Slot::Count(new_buffer()),
             DenseAggKind::SumInt | DenseAggKind::MinInt | DenseAggKind::MaxInt => {
-                Slot::Int { value: vec![0; CHUNK], seen: vec![false; CHUNK] }
+                Slot::Int { value: new_buffer(), seen: new_buffer() }
             }
             DenseAggKind::SumFloat | DenseAggKind::MinFloat | DenseAggKind::MaxFloat => {
-                Slot::Float { value: vec![0.0; CHUNK], seen: vec![false; CHUNK] }
+                Slot::Float { value: new_buffer(), seen: new_buffer() }
             }
-            DenseAggKind::Avg => Slot::Avg { sum: vec![0.0; CHUNK], count: vec![0; CHUNK] },
+            DenseAggKind::Avg => Slot::Avg { sum: new_buffer(), count: new_buffer() },
+        }
+    }
+
+    /// Gives the slot's buffers to the recycling bins.
+    fn recycle(self) {
+        match self {
+            Slot::Rows => {}
+            Slot::Count(counts) => recycle(counts),
+            Slot::Int { value, seen } => {
+                recycle(value);
+                recycle(seen);
+            }
+            Slot::Float { value, seen } => {
+                recycle(value);
+                recycle(seen);
+            }
+            Slot::Avg { sum, count } => {
+                recycle(sum);
+                recycle(count);
+            }
         }
     }
 
@@ -274,7 +358,7 @@ impl DenseState {
             }
             let kinds = &self.kinds;
             self.chunks[index] =
-                Some(Box::new(Chunk { rows: vec![0; CHUNK], slots: kinds.iter().map(|k| Slot::new(*k)).collect() }));
+                Some(Box::new(Chunk { rows: new_buffer(), slots: kinds.iter().map(|k| Slot::new(*k)).collect() }));
         }
         Ok(self.chunks[index].as_deref_mut().expect("the chunk was just made"))
     }
@@ -392,17 +476,17 @@ impl DenseState {
     /// [`DenseState::values`] gives for the groups, without looking them up one by one, and
     /// without copying: the chunk's vectors become the arrays. `None` for a chunk no row touched.
     pub fn take_chunk(&mut self, c: usize) -> Option<(u32, BooleanBuffer, Vec<ArrayRef>)> {
-        let chunk = *self.chunks.get_mut(c)?.take()?;
-        // The arrays made of its vectors are the caller's, and soon gone.
+        let mut chunk = self.chunks.get_mut(c)?.take()?;
+        // The arrays made of its vectors are the caller's, and soon gone (not recycled).
+        let (chunk_rows, slots) = (std::mem::take(&mut chunk.rows), std::mem::take(&mut chunk.slots));
         self.release(1);
-        let groups = BooleanBuffer::collect_bool(CHUNK, |o| chunk.rows[o] > 0);
+        let groups = BooleanBuffer::collect_bool(CHUNK, |o| chunk_rows[o] > 0);
         let only = |valid: BooleanBuffer| Some(NullBuffer::new(&valid & &groups));
         let groups_only = || Some(NullBuffer::new(groups.clone()));
-        let mut rows = Some(chunk.rows);
+        let mut rows = Some(chunk_rows);
         // `count(*)`: the chunk's row counts as `i64` (converted in place), one array for all.
         let mut counted: Option<ArrayRef> = None;
-        let values = chunk
-            .slots
+        let values = slots
             .into_iter()
             .map(|slot| -> ArrayRef {
                 match slot {
@@ -508,6 +592,63 @@ impl DenseState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunk_made_of_recycled_buffers_starts_empty() {
+        let kinds = vec![
+            DenseAggKind::CountRows,
+            DenseAggKind::Count,
+            DenseAggKind::SumFloat,
+            DenseAggKind::MinInt,
+            DenseAggKind::Avg,
+        ];
+        // Every slot of two chunks touched, then dropped: its buffers go to the bins.
+        let ids: Vec<u32> = (0..2 * CHUNK as u32).collect();
+        let floats = Float64Array::from_iter_values((0..ids.len()).map(|i| i as f64));
+        let ints = Int64Array::from_iter_values((0..ids.len()).map(|i| i as i64 - 5));
+        let all: Vec<usize> = (0..ids.len()).collect();
+        let full = [
+            DenseInput::None,
+            DenseInput::Int(&ints),
+            DenseInput::Float(&floats),
+            DenseInput::Int(&ints),
+            DenseInput::Float(&floats),
+        ];
+        for _ in 0..3 {
+            let mut used = DenseState::new(kinds.clone());
+            used.update(&ids, &all, &full).unwrap();
+            drop(used);
+            assert!(RECYCLED.load(Ordering::Relaxed) > 0, "the buffers were kept");
+            // A new state over the same chunks holds only its own rows.
+            let floats = Float64Array::from(vec![Some(2.5), None]);
+            let ints = Int64Array::from(vec![None, Some(4)]);
+            let inputs = [
+                DenseInput::None,
+                DenseInput::Int(&ints),
+                DenseInput::Float(&floats),
+                DenseInput::Int(&ints),
+                DenseInput::Float(&floats),
+            ];
+            let mut fresh = DenseState::new(kinds.clone());
+            fresh.update(&[7, 70_000], &[0, 1], &inputs).unwrap();
+            let groups = fresh.groups_from(0, 10);
+            assert_eq!(groups, vec![7, 70_000]);
+            let column = |a: usize| fresh.values(a, &groups).unwrap();
+            let rows = column(0);
+            assert_eq!(rows.as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec(), vec![1, 1]);
+            let counted = column(1);
+            assert_eq!(counted.as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec(), vec![0, 1]);
+            let sum = column(2);
+            let sum = sum.as_any().downcast_ref::<Float64Array>().unwrap();
+            assert_eq!((sum.value(0), sum.is_null(1)), (2.5, true));
+            let min = column(3);
+            let min = min.as_any().downcast_ref::<Int64Array>().unwrap();
+            assert_eq!((min.is_null(0), min.value(1)), (true, 4));
+            let avg = column(4);
+            let avg = avg.as_any().downcast_ref::<Float64Array>().unwrap();
+            assert_eq!((avg.value(0), avg.is_null(1)), (2.5, true));
+        }
+    }
 
     #[test]
     fn states_of_two_workers_merge_into_the_states_of_one() {
