@@ -390,11 +390,7 @@ impl Job {
         }
         let selected: Vec<usize> = match mask {
             None => (0..rows).collect(),
-            Some(m) => {
-                let mut selected = Vec::with_capacity(m.count_set_bits());
-                selected.extend(m.set_indices());
-                selected
-            }
+            Some(m) => dict_filter::positions(&m),
         };
         if selected.is_empty() {
             return Ok(());

@@ -397,6 +397,21 @@ pub fn scatter(
     out.finish()
 }
 
+/// The positions of the rows `mask` holds, in order: word by word, one push per set bit (about
+/// twice as fast as collecting `set_indices`, which the per-user folds spent a fifth of their
+/// time on).
+pub fn positions(mask: &BooleanBuffer) -> Vec<usize> {
+    let mut out = Vec::with_capacity(mask.count_set_bits());
+    for (w, word) in mask.bit_chunks().iter_padded().enumerate() {
+        let mut bits = word;
+        while bits != 0 {
+            out.push(w * 64 + bits.trailing_zeros() as usize);
+            bits &= bits - 1;
+        }
+    }
+    out
+}
+
 /// The rows where a predicate's result is true (NULL is not).
 pub fn true_rows(mask: &BooleanArray) -> BooleanBuffer {
     match mask.nulls() {
@@ -444,6 +459,20 @@ mod tests {
             assert_eq!(t.evaluate(&short).unwrap(), t.evaluate(&column).unwrap());
             let narrowed = t.evaluate_cached(&short, None, Some(&mask)).unwrap();
             assert_eq!(narrowed, &t.evaluate(&column).unwrap() & &mask);
+        }
+    }
+
+    #[test]
+    fn positions_are_the_set_indices_of_sliced_masks() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        for _ in 0..200 {
+            let len = rng.random_range(0..400);
+            let density = rng.random_range(0.0..1.0);
+            let whole = BooleanBuffer::collect_bool(len, |_| rng.random_bool(density));
+            let offset = rng.random_range(0..=len);
+            let mask = whole.slice(offset, len - offset);
+            assert_eq!(positions(&mask), mask.set_indices().collect::<Vec<_>>());
         }
     }
 
