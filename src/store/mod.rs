@@ -16,6 +16,7 @@ pub mod id_dictionary;
 pub mod identity;
 pub mod io;
 pub mod ipc;
+pub mod ipc_checksums;
 pub mod layout;
 pub mod lock;
 pub mod manifest;

@@ -25,6 +25,7 @@ use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
 use crate::store::ipc::{IpcFileWriter, MappedIpc, OpenedFiles};
+use crate::store::ipc_checksums::{Checksums, ensure_arrays};
 use crate::tables::{ROW_ID_COLUMN, UNIQUE_COLUMNS};
 
 /// The footer metadata key of a string column's dictionary.
@@ -194,6 +195,8 @@ pub struct PlainColumns {
     /// mapped codes), and the row ids.
     batches: Vec<(RecordBatch, UInt32Array)>,
     rows: u64,
+    /// Verifies a batch's mapped columns before it is handed out (see `ipc_checksums`).
+    checks: Option<Arc<Checksums>>,
 }
 
 /// Copies opened by this process: a lookup of a few users' rows maps nothing anew.
@@ -246,7 +249,7 @@ impl PlainColumns {
                 Ok((decoded(path, b, &dictionaries)?, ids.clone()))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Some(PlainColumns { path: path.to_path_buf(), batches, rows }))
+        Ok(Some(PlainColumns { path: path.to_path_buf(), batches, rows, checks: mapped.checks }))
     }
 
     pub fn rows(&self) -> u64 {
@@ -256,6 +259,7 @@ impl PlainColumns {
     /// Passes each batch's columns (strings as `Dictionary(UInt16, Utf8)`) and row ids to `f`.
     pub fn for_each_batch(&self, mut f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>) -> Result<()> {
         for (batch, ids) in &self.batches {
+            self.ensure(batch, ids)?;
             f(batch, ids.values())?;
         }
         Ok(())
@@ -269,6 +273,7 @@ impl PlainColumns {
         mut f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>,
     ) -> Result<()> {
         for (batch, ids) in &self.batches {
+            self.ensure(batch, ids)?;
             let rows = select(ids.values());
             if rows.is_empty() {
                 continue;
@@ -286,6 +291,12 @@ impl PlainColumns {
             f(&picked, &picked_ids)?;
         }
         Ok(())
+    }
+
+    /// Verifies the mapped bytes of a batch and its row ids (once per process).
+    fn ensure(&self, batch: &RecordBatch, ids: &UInt32Array) -> Result<()> {
+        let columns = batch.columns().iter().map(|c| c.as_ref());
+        ensure_arrays(self.checks.as_deref(), columns.chain([ids as &dyn Array]))
     }
 }
 
