@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod orphans;
 pub mod plain_columns;
 pub mod snapshot;
+pub mod typed;
 pub mod vacuum;
 
 use std::path::{Path, PathBuf};

@@ -196,3 +196,45 @@ async fn a_flipped_value_in_a_copy_is_found_by_its_checksum_and_repaired() {
     assert!(problems(&repaired).is_empty(), "{:?}", problems(&repaired));
     assert_eq!(answers(&repaired).await, expected);
 }
+
+/// Before, a stored fact file whose Parquet schema had another type than Persona writes (here
+/// `user_tags.tag` as integers, a valid Parquet file recorded with its new size) made the index
+/// rebuild of `check --deep` and `--repair` panic in a downcast; now it is a corrupt error naming
+/// the file.
+#[test]
+fn a_stored_column_of_another_type_is_a_corrupt_error_naming_the_file() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample_store(dir.path());
+    let root = store.root().to_path_buf();
+    let mut manifest = store.snapshot().unwrap().manifest().clone();
+    let file = &mut manifest.tables.get_mut(&Table::UserTags).unwrap()[0];
+    let path = persona::store::layout::resolve(&root, &file.path);
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+    let batches: Vec<arrow::array::RecordBatch> = reader.map(Result::unwrap).collect();
+    let schema = batches[0].schema();
+    let at = schema.index_of("tag").unwrap();
+    let mut fields: Vec<arrow::datatypes::Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields[at] = arrow::datatypes::Field::new("tag", arrow::datatypes::DataType::Int64, true);
+    let retyped = Arc::new(arrow::datatypes::Schema::new(fields));
+    let out = std::fs::File::create(&path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(out, Arc::clone(&retyped), None).unwrap();
+    for batch in &batches {
+        let mut columns = batch.columns().to_vec();
+        columns[at] = Arc::new(arrow::array::Int64Array::from_iter_values(0..batch.num_rows() as i64));
+        writer.write(&arrow::array::RecordBatch::try_new(Arc::clone(&retyped), columns).unwrap()).unwrap();
+    }
+    writer.close().unwrap();
+    file.bytes = std::fs::metadata(&path).unwrap().len();
+    let manifest_path = persona::store::layout::manifest_path(&root, manifest.version);
+    std::fs::write(&manifest_path, manifest.to_bytes().unwrap()).unwrap();
+
+    let store = Store::open(&root).unwrap();
+    let err = persona::ingest::repair::index_differences(&store).expect_err("the deep check fails");
+    assert!(matches!(&err, persona::Error::Corrupt { path: p, .. } if *p == path), "{err}");
+    assert!(err.to_string().contains("column tag holds Int64"), "{err}");
+}
