@@ -72,7 +72,6 @@ impl IpcFileWriter {
     /// to be made durable by the caller ([`crate::store::io::sync_later`]).
     pub fn finish(mut self, metadata: Vec<(String, String)>) -> Result<NewFile> {
         self.flush()?;
-        self.writer.flush()?;
         let checksums = self.writer.get_mut().end_body();
         for (key, value) in metadata.into_iter().chain(checksums) {
             self.writer.write_metadata(key, value);

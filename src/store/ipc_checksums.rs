@@ -129,8 +129,13 @@ impl<W: Write> Write for ChecksumWriter<W> {
         Ok(n)
     }
 
+    /// While the tail is held back, flushing waits for it (the file is then written in as many
+    /// operations as without checksums).
     fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
+        match self.tail {
+            Some(_) => Ok(()),
+            None => self.inner.flush(),
+        }
     }
 }
 
