@@ -12,8 +12,7 @@ use crate::error::{Error, Result};
 /// `array`, column `name` of the store file at `path`, as the array type `T`.
 pub fn column<'a, T: Array + 'static>(path: &Path, name: &str, array: &'a dyn Array) -> Result<&'a T> {
     array.as_any().downcast_ref::<T>().ok_or_else(|| {
-        let wanted = std::any::type_name::<T>().rsplit("::").next().unwrap_or("another type");
-        Error::corrupt(path, format!("column {name} holds {}, not the {wanted} Persona writes", array.data_type()))
+        Error::corrupt(path, format!("column {name} holds {}, a type Persona does not write there", array.data_type()))
     })
 }
 
