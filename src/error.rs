@@ -137,6 +137,32 @@ impl Error {
         out
     }
 
+    /// A copy of an error that carries only data (not a source error of another type).
+    fn copy(&self) -> Option<Error> {
+        Some(match self {
+            Error::Input { file, location, column, message } => Error::Input {
+                file: file.clone(),
+                location: location.clone(),
+                column: column.clone(),
+                message: message.clone(),
+            },
+            Error::Sql { message, position } => Error::Sql { message: message.clone(), position: *position },
+            Error::Usage(m) => Error::Usage(m.clone()),
+            Error::Arguments(m) => Error::Arguments(m.clone()),
+            Error::Corrupt { path, detail } => Error::Corrupt { path: path.clone(), detail: detail.clone() },
+            Error::Locked { lock_file } => Error::Locked { lock_file: lock_file.clone() },
+            Error::FormatVersion { path, found, supported } => {
+                Error::FormatVersion { path: path.clone(), found: *found, supported: *supported }
+            }
+            Error::Conflict { version } => Error::Conflict { version: *version },
+            Error::NotAStore { path } => Error::NotAStore { path: path.clone() },
+            Error::Format { context, message } => Error::Format { context: context.clone(), message: message.clone() },
+            Error::Failed(m) => Error::Failed(m.clone()),
+            Error::Internal(m) => Error::Internal(m.clone()),
+            Error::Io { .. } | Error::DataFusion(_) => return None,
+        })
+    }
+
     /// The process exit code for this error: 2 for bad command-line arguments, 1 for everything
     /// else (a missing audience or a bad statement is not a usage error).
     pub fn exit_code(&self) -> i32 {
@@ -197,6 +223,18 @@ impl From<DataFusionError> for Error {
                     other => other,
                 }
             }
+            // A failure shared by the consumers of one result (a join's build side): ours when the
+            // error inside is (a copy of it, when the other consumers still hold it).
+            DataFusionError::Shared(shared) => match std::sync::Arc::try_unwrap(shared) {
+                Ok(inner) => Error::from(inner),
+                Err(shared) => match shared.as_ref() {
+                    DataFusionError::External(inner) => match inner.downcast_ref::<Error>().and_then(Error::copy) {
+                        Some(ours) => ours,
+                        None => Error::DataFusion(Box::new(DataFusionError::Shared(shared))),
+                    },
+                    _ => Error::DataFusion(Box::new(DataFusionError::Shared(shared))),
+                },
+            },
             DataFusionError::Diagnostic(_, inner) => {
                 let mut err = Error::from(*inner);
                 if let Error::Sql { position: p @ None, .. } = &mut err {
@@ -275,6 +313,16 @@ mod tests {
         let e: DataFusionError = Error::Locked { lock_file: "/s/_persona/LOCK".into() }.into();
         let back = Error::from(e);
         assert!(matches!(back, Error::Locked { .. }));
+    }
+
+    /// Before, a corrupt file met on a join's build side reached the user as "query failed:
+    /// External error: …" (the build side's error is shared by its consumers).
+    #[test]
+    fn a_shared_persona_error_comes_back_as_itself() {
+        let shared = std::sync::Arc::new(DataFusionError::from(Error::corrupt("/s/a.arrow", "damaged")));
+        let held = std::sync::Arc::clone(&shared);
+        assert!(matches!(Error::from(DataFusionError::Shared(shared)), Error::Corrupt { .. }));
+        assert!(matches!(Error::from(DataFusionError::Shared(held)), Error::Corrupt { .. }), "the last holder");
     }
 
     #[test]

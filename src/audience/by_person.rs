@@ -14,8 +14,7 @@
 
 use std::fs::File;
 
-use arrow::array::AsArray;
-use arrow::datatypes::Int64Type;
+use arrow::array::Int64Array;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use roaring::RoaringBitmap;
@@ -57,10 +56,11 @@ impl PersonMap {
         let mut pairs: Vec<(u32, u32)> = Vec::new();
         for batch in builder.with_projection(mask).with_batch_size(65_536).build()? {
             let batch = batch?;
-            let (persons, rows) = (
-                batch.column_by_name("person_id").ok_or_else(corrupt)?.as_primitive::<Int64Type>(),
-                batch.column_by_name("profile_seq").ok_or_else(corrupt)?.as_primitive::<Int64Type>(),
-            );
+            let column = |name: &str| {
+                let array = batch.column_by_name(name).ok_or_else(corrupt)?;
+                crate::store::typed::column::<Int64Array>(&path, name, array.as_ref())
+            };
+            let (persons, rows) = (column("person_id")?, column("profile_seq")?);
             for i in 0..batch.num_rows() {
                 let (p, r) = (persons.value(i), rows.value(i));
                 let (Ok(p), Ok(r)) = (u32::try_from(p), u32::try_from(r)) else {

@@ -230,9 +230,19 @@ fn explain_schema() -> SchemaRef {
     ]))
 }
 
-fn read_all(path: &Path) -> Result<Vec<RecordBatch>> {
+/// Every batch of the identity file at `path`, whose columns must be `schema`'s (names and types,
+/// in order; then its batches' columns are read by position and type without a check).
+fn read_all(path: &Path, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    let corrupt = |e: &dyn std::fmt::Display| Error::corrupt(path, e.to_string());
     let file = std::fs::File::open(path).io_context("open", path)?;
-    ParquetRecordBatchReaderBuilder::try_new(file)?.build()?.map(|b| b.map_err(Error::from)).collect()
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| corrupt(&e))?;
+    let found = builder.schema().fields();
+    let same = found.len() == schema.fields().len()
+        && found.iter().zip(schema.fields()).all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+    if !same {
+        return Err(corrupt(&"its columns are not those of an identity file"));
+    }
+    builder.build().map_err(|e| corrupt(&e))?.map(|b| b.map_err(|e| corrupt(&e))).collect()
 }
 
 impl TableFunctionImpl for ExplainMerge {
@@ -266,7 +276,7 @@ impl ExplainMerge {
         };
         // Each user's row and person.
         let mut person_of: HashMap<String, (u32, i64)> = HashMap::new();
-        for batch in read_all(persons_path)? {
+        for batch in read_all(persons_path, &persons_schema())? {
             let users = batch.column(0).as_string::<i32>();
             let persons = batch.column(1).as_primitive::<arrow::datatypes::Int64Type>();
             let rows = batch.column(2).as_primitive::<arrow::datatypes::Int64Type>();
@@ -295,7 +305,8 @@ impl ExplainMerge {
         let mut detail: Vec<(String, String, Option<String>, Option<i64>)> = Vec::new();
         let mut values: HashMap<(u16, String), u32> = HashMap::new();
         if person_a == person_b {
-            for batch in self.links.iter().map(|p| read_all(p)).collect::<Result<Vec<_>>>()?.into_iter().flatten() {
+            let stored = self.links.iter().map(|p| read_all(p, &links_schema())).collect::<Result<Vec<_>>>()?;
+            for batch in stored.into_iter().flatten() {
                 let col = |n: &str| batch.column(batch.schema().index_of(n).expect("the links schema"));
                 let rows = col(ROW_ID_COLUMN).as_primitive::<arrow::datatypes::UInt32Type>();
                 let (types, vals, sources, status) = (

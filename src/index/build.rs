@@ -8,10 +8,8 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{
-    DataType, Date32Type, Field, Int32Type, Int64Type, Schema, TimestampMicrosecondType, UInt32Type,
-};
+use arrow::array::{Array, AsArray, StringArray, TimestampMicrosecondArray, UInt32Array};
+use arrow::datatypes::{DataType, Date32Type, Field, Int32Type, Int64Type, Schema};
 use chrono::Datelike;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
@@ -272,8 +270,7 @@ impl ProductCategories {
 
 impl IndexDelta {
     /// Records user_tags rows.
-    pub fn add_tags(&mut self, tags: &dyn Array, row_ids: &[u32]) {
-        let tags = tags.as_string::<i32>();
+    pub fn add_tags(&mut self, tags: &StringArray, row_ids: &[u32]) {
         for (tag, id) in tags.iter().zip(row_ids) {
             if let Some(tag) = tag {
                 match self.tags.get_mut(tag) {
@@ -293,15 +290,12 @@ impl IndexDelta {
     /// by this delta).
     pub fn add_purchases(
         &mut self,
-        ts: &dyn Array,
-        channel: &dyn Array,
-        product: &dyn Array,
+        ts: &TimestampMicrosecondArray,
+        channel: &StringArray,
+        product: &StringArray,
         categories: Option<&ProductCategories>,
         row_ids: &[u32],
     ) {
-        let ts = ts.as_primitive::<TimestampMicrosecondType>();
-        let channel = channel.as_string::<i32>();
-        let product = product.as_string::<i32>();
         // Every purchase goes to exactly one channel stream (the unnamed one when it has no
         // channel); the stream of all purchases is their union, formed when the delta is written.
         let no_channel = self.streams.slot(FAMILY_PURCHASE_CHANNEL);
@@ -338,10 +332,13 @@ impl IndexDelta {
 
     /// Records events rows: the day of each in the stream of its event type and channel (the
     /// streams of event types are their unions, formed when the delta is written).
-    pub fn add_events(&mut self, ts: &dyn Array, event_type: &dyn Array, channel: &dyn Array, row_ids: &[u32]) {
-        let ts = ts.as_primitive::<TimestampMicrosecondType>();
-        let event_type = event_type.as_string::<i32>();
-        let channel = channel.as_string::<i32>();
+    pub fn add_events(
+        &mut self,
+        ts: &TimestampMicrosecondArray,
+        event_type: &StringArray,
+        channel: &StringArray,
+        row_ids: &[u32],
+    ) {
         let mut slots: FxHashMap<(u128, u128), u32> = FxHashMap::default();
         let mut long: FxHashMap<(&str, Option<&str>), u32> = FxHashMap::default();
         for (row, id) in row_ids.iter().enumerate() {
@@ -776,7 +773,7 @@ pub fn build_users_values(
         for batch in reader {
             let batch = batch.map_err(|e| Error::corrupt(path, e.to_string()))?;
             let ids = batch.column_by_name(ROW_ID_COLUMN).ok_or_else(|| Error::corrupt(path, "no row id column"))?;
-            let ids = ids.as_primitive::<UInt32Type>().values();
+            let ids = crate::store::typed::column::<UInt32Array>(path, ROW_ID_COLUMN, ids.as_ref())?.values();
             for name in &range_columns {
                 let (ids_out, vals_out) = ranges.entry(name.clone()).or_default();
                 let nulls_out = range_nulls.entry(name.clone()).or_default();
@@ -810,7 +807,7 @@ pub fn build_users_values(
                 let bitmaps = values.entry(name.clone()).or_default();
                 let null_bm = nulls.entry(name.clone()).or_default();
                 if let Some(dict) = col.as_any_dictionary_opt().filter(|d| !d.values().is_empty()) {
-                    let dict_values = dict.values().as_string::<i32>();
+                    let dict_values = crate::store::typed::column::<StringArray>(path, &name, dict.values().as_ref())?;
                     let slot_of: Vec<usize> = dict_values.iter().map(|v| bitmaps.slot(v.unwrap_or_default())).collect();
                     let keys = dict.normalized_keys();
                     for (row, id) in ids.iter().enumerate() {

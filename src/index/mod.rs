@@ -15,15 +15,14 @@ use std::sync::{Arc, Mutex};
 use roaring::{MultiOps, RoaringBitmap};
 use serde::{Deserialize, Serialize};
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::TimestampMicrosecondType;
+use arrow::array::{Array, StringArray, TimestampMicrosecondArray};
 
 use crate::error::Result;
 use crate::store::Snapshot;
 use crate::store::catalog::{Catalog, SetFile, read_set};
 use crate::store::day_times::{DayTimes, Group};
-use crate::store::fact_rows;
 use crate::store::id_dictionary::SegmentReader;
+use crate::store::{fact_rows, typed};
 use crate::tables::{CATEGORY, PRODUCT_ID, TS, Table};
 use format::{BitmapKey, BitmapKind, IndexFile};
 
@@ -248,9 +247,12 @@ impl IndexSet {
             if file.ts_range.is_some_and(|(lo, hi)| hi < scan.from || lo > last) {
                 continue;
             }
+            let path = crate::store::layout::resolve(root, &file.path);
             fact_rows::for_each_fact_batch_in(root, file, &columns, Some((scan.from, last)), |batch, ids| {
-                let ts = batch.column(0).as_primitive::<TimestampMicrosecondType>();
-                let values: Vec<_> = (1..columns.len()).map(|i| batch.column(i).as_string::<i32>()).collect();
+                let ts = typed::column::<TimestampMicrosecondArray>(&path, TS, batch.column(0).as_ref())?;
+                let values = (1..columns.len())
+                    .map(|i| typed::column::<StringArray>(&path, columns[i], batch.column(i).as_ref()))
+                    .collect::<Result<Vec<_>>>()?;
                 'rows: for (row, id) in ids.iter().enumerate() {
                     if ts.is_null(row) || !(scan.from..scan.to).contains(&ts.value(row)) {
                         continue;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use arrow::array::{Array, ArrayRef, AsArray, UInt32Array, new_null_array};
+use arrow::array::{Array, ArrayRef, AsArray, StringArray, TimestampMicrosecondArray, UInt32Array};
 use arrow::record_batch::RecordBatch;
 use rustc_hash::FxHashMap;
 
@@ -31,7 +31,7 @@ use crate::index::build::{
 };
 use crate::store::fact_rows;
 use crate::store::manifest::{DataFile, LoadedFile, Manifest};
-use crate::store::plain_columns;
+use crate::store::{layout, plain_columns, typed};
 use crate::tables::{
     CHANNEL_ID, ColumnType, EVENT_TYPE, PRODUCT_ID, TAG, TS, Table, USER_ID, contract_columns, file_schema,
 };
@@ -263,7 +263,7 @@ impl Worker<'_, '_> {
             check_non_null(table, src, &tb)?;
             let row_ids = resolve_row_ids(self.ids, src, &tb)?;
             rows += tb.batch.num_rows() as u64;
-            add_to_index(&mut load.delta, table, &tb.batch, &row_ids, self.categories)?;
+            add_to_index(&mut load.delta, table, (&src.path, &tb.batch), &row_ids, self.categories)?;
             if let (Some(kept), Some(w)) = (kept.as_mut(), job.writer) {
                 return kept.add(w, &tb.batch, row_ids);
             }
@@ -315,27 +315,24 @@ fn resolve_row_ids(ids: &IdMap, src: &SourceFile, tb: &TypedBatch) -> Result<Vec
     Ok(row_ids)
 }
 
-/// Adds the bitmap entries of a batch of `table`'s rows, whose users have `row_ids`.
+/// Adds the bitmap entries of a batch of `table`'s rows, whose users have `row_ids`, read from the
+/// file at `path` (a column of the wrong type is a corrupt error naming it).
 pub(super) fn add_to_index(
     delta: &mut IndexDelta,
     table: Table,
-    batch: &RecordBatch,
+    (path, batch): (&Path, &RecordBatch),
     row_ids: &[u32],
     categories: Option<&ProductCategories>,
 ) -> Result<()> {
     let column = |name: &str| -> Result<&ArrayRef> { Ok(batch.column(batch.schema().index_of(name)?)) };
+    let strings = |name: &str| typed::column::<StringArray>(path, name, column(name)?.as_ref());
+    let times = || typed::column::<TimestampMicrosecondArray>(path, TS, column(TS)?.as_ref());
     match table {
-        Table::UserTags => delta.add_tags(column(TAG)?.as_ref(), row_ids),
-        Table::Purchases => delta.add_purchases(
-            column(TS)?.as_ref(),
-            column(CHANNEL_ID)?.as_ref(),
-            column(PRODUCT_ID)?.as_ref(),
-            categories,
-            row_ids,
-        ),
-        Table::Events => {
-            delta.add_events(column(TS)?.as_ref(), column(EVENT_TYPE)?.as_ref(), column(CHANNEL_ID)?.as_ref(), row_ids)
+        Table::UserTags => delta.add_tags(strings(TAG)?, row_ids),
+        Table::Purchases => {
+            delta.add_purchases(times()?, strings(CHANNEL_ID)?, strings(PRODUCT_ID)?, categories, row_ids)
         }
+        Table::Events => delta.add_events(times()?, strings(EVENT_TYPE)?, strings(CHANNEL_ID)?, row_ids),
         _ => {}
     }
     Ok(())
@@ -410,12 +407,13 @@ fn rebuild_category_streams(
 ) -> Result<()> {
     let mut rebuilt = IndexDelta::default();
     for file in base.files(Table::Purchases) {
+        let path = layout::resolve(root, &file.path);
         fact_rows::for_each_fact_batch(root, file, &[TS, PRODUCT_ID], |batch, row_ids| {
-            let none = new_null_array(&arrow::datatypes::DataType::Utf8, batch.num_rows());
+            let none = StringArray::new_null(batch.num_rows());
             rebuilt.add_purchases(
-                batch.column(0).as_ref(),
-                none.as_ref(),
-                batch.column(1).as_ref(),
+                typed::column(&path, TS, batch.column(0).as_ref())?,
+                &none,
+                typed::column(&path, PRODUCT_ID, batch.column(1).as_ref())?,
                 Some(categories),
                 row_ids,
             );

@@ -277,7 +277,8 @@ fn holds_any(root: &Path, file: &DataFile, removed: &RoaringBitmap) -> Result<bo
     let path = layout::resolve(root, file.row_ids.as_deref().unwrap_or(&file.path));
     let mut found = false;
     read_stored_columns(&path, &[ROW_ID_COLUMN], crate::store::fact_rows::Strings::Plain, |batch| {
-        found = found || batch.column(0).as_primitive::<UInt32Type>().values().iter().any(|id| removed.contains(*id));
+        let ids = crate::store::typed::column::<UInt32Array>(&path, ROW_ID_COLUMN, batch.column(0).as_ref())?;
+        found = found || ids.values().iter().any(|id| removed.contains(*id));
         Ok(())
     })?;
     Ok(found)

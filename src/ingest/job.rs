@@ -199,7 +199,8 @@ pub(super) fn read_aligned(path: &Path, columns: &[ColumnDef], schema: &SchemaRe
         let row_ids = Arc::clone(
             batch.column(batch.schema().index_of(ROW_ID_COLUMN).map_err(|e| Error::corrupt(path, e.to_string()))?),
         );
-        parts.push(to_file_batch(&batch, row_ids, columns, schema)?);
+        // The file schema fixes every column's type: a file that differs is damaged.
+        parts.push(to_file_batch(&batch, row_ids, columns, schema).map_err(|e| Error::corrupt(path, e.to_string()))?);
     }
     Ok(arrow::compute::concat_batches(schema, &parts)?)
 }

@@ -223,8 +223,9 @@ pub fn rebuild_index(root: &Path, manifest: &Manifest, out: &Path) -> Result<u64
         (Table::Events, &[TS, EVENT_TYPE, CHANNEL_ID][..]),
     ] {
         for f in manifest.files(table).iter().filter(|f| !rule_owned.contains(&f.path)) {
+            let path = layout::resolve(root, &f.path);
             for_each_fact_batch(root, f, names, |batch, ids| {
-                add_to_index(&mut delta, table, batch, ids, Some(&categories))
+                add_to_index(&mut delta, table, (&path, batch), ids, Some(&categories))
             })?;
         }
     }

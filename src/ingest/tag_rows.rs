@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt32Array};
+use arrow::array::{Array, ArrayRef, BooleanArray, StringArray, UInt32Array};
 use arrow::compute::{cast, filter};
 use arrow::record_batch::RecordBatch;
 use roaring::RoaringBitmap;
@@ -28,7 +28,7 @@ use crate::index::build::write_index_with_tags;
 use crate::index::format::{BitmapKind, IndexFile};
 use crate::store::fact_rows::for_each_fact_batch;
 use crate::store::manifest::{DataFile, IndexEntry, Manifest};
-use crate::store::{StoreWriter, layout};
+use crate::store::{StoreWriter, layout, typed};
 use crate::tables::{TAG, Table, contract_columns, file_schema};
 
 /// Positions (0-based rows) to delete in each user_tags file, by the file's relative path.
@@ -62,6 +62,7 @@ pub fn delete_tag_rows(writer: &StoreWriter, deleting: &RowsToDelete) -> Result<
         };
         let mut sink = TableSink::new(writer, Table::UserTags, Arc::clone(&schema), FACT_FILE_ROWS, false);
         let mut at = 0u32;
+        let path = layout::resolve(&root, &file.path);
         for_each_fact_batch(&root, file, &names, |batch, ids| {
             let n = batch.num_rows() as u32;
             let gone = BooleanArray::from_iter((at..at + n).map(|p| Some(positions.contains(p))));
@@ -69,7 +70,7 @@ pub fn delete_tag_rows(writer: &StoreWriter, deleting: &RowsToDelete) -> Result<
             if gone.true_count() == 0 {
                 return write_kept(&mut sink, &schema, batch, ids, None);
             }
-            let tags = batch.column(tag_at).as_string::<i32>();
+            let tags = typed::column::<StringArray>(&path, TAG, batch.column(tag_at).as_ref())?;
             for row in (0..gone.len()).filter(|&r| gone.value(r)) {
                 lost.entry(tags.value(row).to_string()).or_default().insert(ids[row]);
             }
@@ -137,8 +138,9 @@ fn tags_without(
         .collect();
     if !may_repeat.is_empty() {
         for file in loaded_tag_files(next) {
+            let path = layout::resolve(root, &file.path);
             for_each_fact_batch(root, file, &[TAG], |batch, ids| {
-                let tags = batch.column(0).as_string::<i32>();
+                let tags = typed::column::<StringArray>(&path, TAG, batch.column(0).as_ref())?;
                 for (row, id) in ids.iter().enumerate() {
                     if tags.is_null(row) || !may_repeat.contains(tags.value(row)) {
                         continue;

@@ -55,7 +55,7 @@ fn rows_of_users(file: &FactFile, ids: &[u32]) -> Result<Option<RowSelection>> {
         return Ok(None);
     }
     let rows = usize::try_from(file.rows).map_err(|e| DataFusionError::External(Box::new(e)))?;
-    let mut ranges = copy.rows_of_users(ids);
+    let mut ranges = copy.rows_of_users(ids).map_err(DataFusionError::from)?;
     ranges.sort_by_key(|r| r.start);
     Ok(Some(RowSelection::from_consecutive_ranges(ranges.into_iter(), rows)))
 }

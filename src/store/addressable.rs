@@ -16,6 +16,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 
 use crate::error::{Error, Result};
 use crate::store::ipc::{IpcFileWriter, MappedIpc, OpenedFiles};
+use crate::store::ipc_checksums::Checksums;
 use crate::tables::UNIQUE_COLUMNS;
 
 /// Rows per IPC batch: small batches from the import are coalesced up to this.
@@ -95,6 +96,8 @@ pub struct AddressableCopy {
     /// The file row of each batch's first row.
     starts: Vec<u64>,
     rows: u64,
+    /// Verifies the columns gathered from before they are read (see `ipc_checksums`).
+    checks: Option<Arc<Checksums>>,
 }
 
 /// Copies opened by this process (a copy costs a mapping, not memory), so that repeated exports
@@ -119,7 +122,8 @@ impl AddressableCopy {
             starts.push(rows);
             rows += batch.num_rows() as u64;
         }
-        Ok(AddressableCopy { path: path.to_path_buf(), names: mapped.names, batches: mapped.batches, starts, rows })
+        let (names, batches, checks) = (mapped.names, mapped.batches, mapped.checks);
+        Ok(AddressableCopy { path: path.to_path_buf(), names, batches, starts, rows, checks })
     }
 
     /// The columns opened, in the order of `wanted`.
@@ -163,6 +167,9 @@ impl AddressableCopy {
             let gathered = columns
                 .iter()
                 .map(|&c| {
+                    if let Some(checks) = &self.checks {
+                        checks.ensure_array(batch.column(c).as_ref())?;
+                    }
                     let values = arrow::compute::take(batch.column(c).as_ref(), &local, None)?;
                     arrow::compute::cast(&values, &DataType::Utf8)
                         .map_err(|e| Error::corrupt(&self.path, format!("a value is not UTF-8 text: {e}")))

@@ -3,8 +3,9 @@
 //! - every file the manifest refers to exists, with the size the manifest recorded (data files,
 //!   id segments, the index, catalog sets);
 //! - data files and row-id companions: a readable Parquet footer with the manifest's row count;
-//! - plain and row-addressable copies and day times: they map, their offsets are valid, a plain
-//!   copy has its fact file's rows (day times at most as many, in sections that fit);
+//! - plain and row-addressable copies and day times: every checksum (footer and chunks; files
+//!   written before checksums have none), then they map, their offsets are valid, a plain copy
+//!   has its fact file's rows (day times at most as many, in sections that fit);
 //! - the index, by the verifier the caller passes (the index layer's `verify_file`: its directory
 //!   checksum, then every bitmap's checksum and encoding) — the store layer does not read
 //!   indexes;
@@ -140,26 +141,30 @@ fn data_files(c: &mut Checker<'_>, manifest: &Manifest) {
             if let Some(relative) = &f.plain_columns
                 && let Some(path) = c.present(relative, None)
             {
-                let outcome = crate::store::plain_columns::PlainColumns::open(&path, &[], f.rows).map(|_| ());
+                let outcome = checksums(&path)
+                    .and_then(|()| crate::store::plain_columns::PlainColumns::open(&path, &[], f.rows).map(|_| ()));
                 c.verify(&path, outcome);
             }
             if let Some(relative) = &f.day_times
                 && let Some(path) = c.present(relative, None)
             {
-                let outcome = crate::store::day_times::DayTimes::open(&path).and_then(|times| {
-                    match times.rows() as u64 <= f.rows {
-                        true => Ok(()),
-                        false => {
-                            Err(Error::corrupt(&path, format!("holds {} rows for a file of {}", times.rows(), f.rows)))
+                let outcome =
+                    checksums(&path).and_then(|()| crate::store::day_times::DayTimes::open(&path)).and_then(|times| {
+                        match times.rows() as u64 <= f.rows {
+                            true => Ok(()),
+                            false => Err(Error::corrupt(
+                                &path,
+                                format!("holds {} rows for a file of {}", times.rows(), f.rows),
+                            )),
                         }
-                    }
-                });
+                    });
                 c.verify(&path, outcome);
             }
             if let Some(relative) = &f.addressable
                 && let Some(path) = c.present(relative, None)
             {
-                let outcome = crate::store::addressable::AddressableCopy::open(&path, &["name", "phone", "email"])
+                let outcome = checksums(&path)
+                    .and_then(|()| crate::store::addressable::AddressableCopy::open(&path, &["name", "phone", "email"]))
                     .map(|copy| copy.rows())
                     .and_then(|rows| match rows == f.rows || rows == 0 {
                         true => Ok(()),
@@ -169,6 +174,11 @@ fn data_files(c: &mut Checker<'_>, manifest: &Manifest) {
             }
         }
     }
+}
+
+/// Every checksum of an Arrow IPC copy (none in copies written before them).
+fn checksums(path: &Path) -> Result<()> {
+    crate::store::ipc::MappedIpc::verify(path).map(|_| ())
 }
 
 /// The users files hold row ids 0 .. users without a gap or an overlap.

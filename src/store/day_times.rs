@@ -26,6 +26,7 @@ use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
 use crate::store::ipc::{IpcFileWriter, MappedIpc, OpenedFiles};
+use crate::store::ipc_checksums::Checksums;
 use crate::tables::{DAY_MICROS, ROW_ID_COLUMN, TS};
 
 const SECOND: &str = "second";
@@ -237,6 +238,8 @@ pub struct DayTimes {
     sections: Vec<(u32, i64, usize, usize)>,
     seconds: UInt32Array,
     row_ids: UInt32Array,
+    /// Verifies a section's rows before they are searched (see `ipc_checksums`).
+    checks: Option<Arc<Checksums>>,
 }
 
 /// Day times opened by this process.
@@ -291,7 +294,8 @@ impl DayTimes {
         if !sections.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)) {
             return Err(corrupt("the sections are out of order".into()));
         }
-        Ok(DayTimes { path: path.to_path_buf(), columns, groups, sections, seconds, row_ids })
+        let checks = mapped.checks;
+        Ok(DayTimes { path: path.to_path_buf(), columns, groups, sections, seconds, row_ids, checks })
     }
 
     /// The rows held (the fact file's rows with a `ts`).
@@ -330,6 +334,10 @@ impl DayTimes {
                     |t: i64| ((t - day * DAY_MICROS).clamp(0, DAY_MICROS) as u64).div_ceil(SECOND_MICROS as u64) as u32;
                 let (lo, hi) = (bound(from), bound(to));
                 let day_seconds = &seconds[start..start + len];
+                if let Some(checks) = &self.checks {
+                    checks.ensure_slice(day_seconds)?;
+                    checks.ensure_slice(&row_ids[start..start + len])?;
+                }
                 let a = day_seconds.partition_point(|&s| s < lo);
                 let b = day_seconds.partition_point(|&s| s < hi);
                 if a < b {

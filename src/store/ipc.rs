@@ -1,7 +1,8 @@
-//! Arrow IPC files of the store (the users files' row-addressable copies and the purchases files'
-//! plain copies): [`IpcFileWriter`] writes one with the import's small batches coalesced, and
-//! [`MappedIpc`] maps one into memory and decodes its batches in place. Mapping is sound because
-//! committed store files are never written again (a new version writes new files).
+//! Arrow IPC files of the store (the users files' row-addressable copies, the purchases files'
+//! plain copies, the events files' day times): [`IpcFileWriter`] writes one with the import's
+//! small batches coalesced and its checksums ([`crate::store::ipc_checksums`]), and [`MappedIpc`]
+//! maps one into memory and decodes its batches in place. Mapping is sound because committed
+//! store files are never written again (a new version writes new files).
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -17,13 +18,14 @@ use arrow::ipc::reader::{FileDecoder, read_footer_length};
 use arrow::ipc::writer::FileWriter;
 
 use crate::error::{Error, IoContext, Result};
+use crate::store::ipc_checksums::{ChecksumWriter, Checksums, MARKER_KEY, MARKER_VALUE};
 
 /// Writes an Arrow IPC file, coalescing the batches pushed into record batches of at least
 /// `batch_rows` rows (the last one smaller).
 pub struct IpcFileWriter {
     path: PathBuf,
     schema: SchemaRef,
-    writer: FileWriter<BufWriter<NewFile>>,
+    writer: FileWriter<ChecksumWriter<BufWriter<NewFile>>>,
     batch_rows: usize,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
@@ -32,7 +34,9 @@ pub struct IpcFileWriter {
 impl IpcFileWriter {
     pub fn create(path: &Path, schema: SchemaRef, batch_rows: usize) -> Result<IpcFileWriter> {
         let file = crate::store::io::create(path)?;
-        let writer = FileWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema)?;
+        // The file's schema says that it carries checksums (the batches' schema need not).
+        let marked = schema.as_ref().clone().with_metadata([(MARKER_KEY.into(), MARKER_VALUE.into())].into());
+        let writer = FileWriter::try_new(ChecksumWriter::new(BufWriter::with_capacity(1 << 20, file)), &marked)?;
         Ok(IpcFileWriter { path: path.to_path_buf(), schema, writer, batch_rows, pending: Vec::new(), pending_rows: 0 })
     }
 
@@ -64,16 +68,22 @@ impl IpcFileWriter {
         Ok(())
     }
 
-    /// Writes the last rows and `metadata` into the footer; returns the file, to be made durable
-    /// by the caller ([`crate::store::io::sync_later`]).
+    /// Writes the last rows and `metadata` into the footer, with the checksums; returns the file,
+    /// to be made durable by the caller ([`crate::store::io::sync_later`]).
     pub fn finish(mut self, metadata: Vec<(String, String)>) -> Result<NewFile> {
         self.flush()?;
-        for (key, value) in metadata {
+        let checksums = self.writer.get_mut().end_body();
+        for (key, value) in metadata.into_iter().chain(checksums) {
             self.writer.write_metadata(key, value);
         }
         self.writer.finish()?;
         let path = self.path;
-        self.writer.into_inner()?.into_inner().map_err(|e| Error::Io { op: "write", path, source: e.into_error() })
+        self.writer.get_mut().write_tail().io_context("write", &path)?;
+        self.writer.into_inner()?.into_inner().into_inner().map_err(|e| Error::Io {
+            op: "write",
+            path,
+            source: e.into_error(),
+        })
     }
 }
 
@@ -134,14 +144,34 @@ pub struct MappedIpc {
     pub batches: Vec<RecordBatch>,
     /// The footer's custom metadata.
     pub metadata: std::collections::HashMap<String, String>,
+    /// The file's checksums (`None` for a file written before them): the footer and the blocks'
+    /// metadata were verified; a reader verifies the arrays it uses before it reads them.
+    pub checks: Option<Arc<Checksums>>,
 }
 
 impl MappedIpc {
     /// Maps the file at `path` and decodes the columns of `wanted` it has, validating their
     /// buffers (the others are not looked at). The mapping lives as long as the batches.
     pub fn open(path: &Path, wanted: &[&str]) -> Result<MappedIpc> {
+        MappedIpc::open_checked(path, wanted, true)
+    }
+
+    /// Verifies every checksum of the file at `path`, whatever this process verified before;
+    /// `false` when it has none (written before them).
+    pub fn verify(path: &Path) -> Result<bool> {
+        let mapped = MappedIpc::open_checked(path, &[], false)?;
+        match &mapped.checks {
+            Some(checks) => checks.ensure_all().map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// [`MappedIpc::open`]; `remember` shares the chunks found sound with the process's other
+    /// mappings of the file.
+    fn open_checked(path: &Path, wanted: &[&str], remember: bool) -> Result<MappedIpc> {
         let corrupt = |detail: String| Error::corrupt(path, format!("not a readable Arrow IPC copy: {detail}"));
         let file = File::open(path).io_context("open", path)?;
+        let meta = file.metadata().io_context("stat", path)?;
         let buffer = Buffer::from(bytes::Bytes::from_owner(map(&file, path)?));
         let len = buffer.len();
         if len < 10 {
@@ -152,8 +182,16 @@ impl MappedIpc {
         let footer_start =
             (len - 10).checked_sub(footer_len).ok_or_else(|| corrupt("the footer is longer than the file".into()))?;
         let footer = arrow::ipc::root_as_footer(&buffer[footer_start..len - 10]).map_err(|e| corrupt(e.to_string()))?;
-        let schema = footer.schema().ok_or_else(|| corrupt("the footer has no schema".into()))?;
-        let schema = Arc::new(arrow::ipc::convert::fb_to_schema(schema));
+        let fb_schema = footer.schema().ok_or_else(|| corrupt("the footer has no schema".into()))?;
+        // The footer is verified before anything in it is trusted, the schema included.
+        let marked = fb_schema.custom_metadata().is_some_and(|m| m.iter().any(|kv| kv.key() == Some(MARKER_KEY)));
+        let checks = Checksums::from_footer(path, &buffer, footer_start, &footer, marked, remember.then_some(meta))?
+            .map(Arc::new);
+        // Arrow's conversion panics on some damage, which a file without checksums may have.
+        let schema =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| arrow::ipc::convert::fb_to_schema(fb_schema)))
+                .map_err(|_| corrupt("the footer's schema is damaged".into()))?;
+        let schema = Arc::new(schema);
         let projection: Vec<usize> = wanted.iter().filter_map(|name| schema.index_of(name).ok()).collect();
         let names = projection.iter().map(|&i| schema.field(i).name().clone()).collect();
         let metadata = footer
@@ -173,6 +211,9 @@ impl MappedIpc {
             if offset.checked_add(block_len).is_none_or(|end| end > footer_start) {
                 return Err(corrupt("a block lies beyond the data".into()));
             }
+            if let Some(checks) = &checks {
+                checks.ensure_range(offset, offset + block.metaDataLength().max(0) as usize)?;
+            }
             let data = buffer.slice_with_length(offset, block_len);
             let batch = decoder
                 .read_record_batch(block, &data)
@@ -180,7 +221,7 @@ impl MappedIpc {
                 .ok_or_else(|| corrupt("a block holds no record batch".into()))?;
             batches.push(batch);
         }
-        Ok(MappedIpc { names, batches, metadata })
+        Ok(MappedIpc { names, batches, metadata, checks })
     }
 }
 

@@ -16,12 +16,14 @@ pub mod id_dictionary;
 pub mod identity;
 pub mod io;
 pub mod ipc;
+pub mod ipc_checksums;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
 pub mod orphans;
 pub mod plain_columns;
 pub mod snapshot;
+pub mod typed;
 pub mod vacuum;
 
 use std::path::{Path, PathBuf};

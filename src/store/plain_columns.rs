@@ -25,6 +25,7 @@ use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
 use crate::store::ipc::{IpcFileWriter, MappedIpc, OpenedFiles};
+use crate::store::ipc_checksums::{Checksums, ensure_arrays};
 use crate::tables::{ROW_ID_COLUMN, UNIQUE_COLUMNS};
 
 /// The footer metadata key of a string column's dictionary.
@@ -196,6 +197,8 @@ pub struct PlainColumns {
     /// Per batch: the position of its first row in the copy.
     starts: Vec<usize>,
     rows: u64,
+    /// Verifies a batch's mapped columns before it is handed out (see `ipc_checksums`).
+    checks: Option<Arc<Checksums>>,
 }
 
 /// Copies opened by this process: a lookup of a few users' rows maps nothing anew.
@@ -258,7 +261,7 @@ impl PlainColumns {
                 Some(start)
             })
             .collect();
-        Ok(Some(PlainColumns { path: path.to_path_buf(), batches, starts, rows }))
+        Ok(Some(PlainColumns { path: path.to_path_buf(), batches, starts, rows, checks: mapped.checks }))
     }
 
     pub fn rows(&self) -> u64 {
@@ -268,13 +271,28 @@ impl PlainColumns {
     /// The positions in the copy of the rows of `ids` (ascending), one range per id that has
     /// rows, in order, for a copy whose row ids ascend (its file is grouped by user): the batches
     /// that can hold an id are found by binary search on their last row ids, so a lookup touches
-    /// a few batches whatever the file's size.
-    pub fn rows_of_users(&self, ids: &[u32]) -> Vec<std::ops::Range<usize>> {
+    /// (and verifies) a few batches' row ids whatever the file's size.
+    pub fn rows_of_users(&self, ids: &[u32]) -> Result<Vec<std::ops::Range<usize>>> {
+        let row_ids = |at: usize| -> Result<&[u32]> {
+            let r = &self.batches[at].1;
+            ensure_arrays(self.checks.as_deref(), [r as &dyn Array])?;
+            Ok(r.values())
+        };
         let mut found = Vec::new();
         for &id in ids {
-            let mut at = self.batches.partition_point(|(_, r)| r.values().last().is_some_and(|&last| last < id));
-            while let Some((_, r)) = self.batches.get(at) {
-                let values = r.values();
+            // The first batch whose last row id is not below `id` (batches are never empty).
+            let (mut lo, mut hi) = (0, self.batches.len());
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if row_ids(mid)?.last().is_some_and(|&last| last < id) {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            let mut at = lo;
+            while at < self.batches.len() {
+                let values = row_ids(at)?;
                 if values.first().is_none_or(|&first| first > id) {
                     break;
                 }
@@ -288,12 +306,13 @@ impl PlainColumns {
                 at += 1;
             }
         }
-        found
+        Ok(found)
     }
 
     /// Passes each batch's columns (strings as `Dictionary(UInt16, Utf8)`) and row ids to `f`.
     pub fn for_each_batch(&self, mut f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>) -> Result<()> {
         for (batch, ids) in &self.batches {
+            self.ensure(batch, ids)?;
             f(batch, ids.values())?;
         }
         Ok(())
@@ -307,6 +326,7 @@ impl PlainColumns {
         mut f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>,
     ) -> Result<()> {
         for (batch, ids) in &self.batches {
+            self.ensure(batch, ids)?;
             let rows = select(ids.values());
             if rows.is_empty() {
                 continue;
@@ -324,6 +344,12 @@ impl PlainColumns {
             f(&picked, &picked_ids)?;
         }
         Ok(())
+    }
+
+    /// Verifies the mapped bytes of a batch and its row ids (once per process).
+    fn ensure(&self, batch: &RecordBatch, ids: &UInt32Array) -> Result<()> {
+        let columns = batch.columns().iter().map(|c| c.as_ref());
+        ensure_arrays(self.checks.as_deref(), columns.chain([ids as &dyn Array]))
     }
 }
 
@@ -476,7 +502,7 @@ mod tests {
             .collect();
         // A user whose rows straddle batches comes back as one range per batch: compare rows.
         let rows = |ranges: &[std::ops::Range<usize>]| ranges.iter().flat_map(|r| r.clone()).collect::<Vec<_>>();
-        let found = copy.rows_of_users(&wanted);
+        let found = copy.rows_of_users(&wanted).unwrap();
         assert!(found.len() > expected.len(), "some user's rows straddle batches: {edges:?}");
         assert_eq!(rows(&found), rows(&expected));
     }
