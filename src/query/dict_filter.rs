@@ -162,19 +162,14 @@ impl DictTest {
         cache: Option<&PassCache>,
         within: Option<&BooleanBuffer>,
     ) -> Result<BooleanBuffer> {
-        let pass = match cache {
-            Some(cache) => cache.get_or_insert(dict.values(), || self.passing_values(dict.values()))?,
-            None => Arc::new(self.passing_values(dict.values())?),
-        };
+        let pass = self.pass_table(dict.values(), cache)?;
         let keys = dict.keys();
         let codes = keys.values();
-        // One answer per value, then a NULL's.
-        let (null_passes, pass) = pass.split_last().map_or((false, &[][..]), |(n, p)| (*n, p));
+        let null_passes = pass.null_passes;
         // A negative `Int32` key becomes a huge index, which no value has.
-        let passes = |k: K::Native| pass.get(k.as_usize()).copied().unwrap_or(false);
         let hits = match within {
-            Some(within) => test_picked(within, |i| passes(codes[i])),
-            None => BooleanBuffer::collect_bool(codes.len(), |i| passes(codes[i])),
+            Some(within) => test_picked(within, |i| pass.passes(codes[i].as_usize())),
+            None => BooleanBuffer::collect_bool(codes.len(), |i| pass.passes(codes[i].as_usize())),
         };
         let Some(nulls) = keys.nulls() else { return Ok(hits) };
         let valid_hits = &hits & nulls.inner();
@@ -193,11 +188,16 @@ impl DictTest {
             (None, Some(d)) => d.values(),
             _ => return Err(Error::Internal(format!("column {} was not read as a dictionary", self.column))),
         };
-        let pass = match cache {
-            Some(cache) => cache.get_or_insert(values, || self.passing_values(values))?,
-            None => Arc::new(self.passing_values(values)?),
-        };
-        Ok(pass.iter().filter(|p| **p).count() as f64 / pass.len().max(1) as f64)
+        Ok(self.pass_table(values, cache)?.share())
+    }
+
+    /// Which of the dictionary `values` pass, matched once per `cache`.
+    fn pass_table(&self, values: &ArrayRef, cache: Option<&PassCache>) -> Result<Arc<PassTable>> {
+        let compute = || self.passing_values(values).map(PassTable::new);
+        match cache {
+            Some(cache) => cache.get_or_insert(values, compute),
+            None => Ok(Arc::new(compute()?)),
+        }
     }
 
     /// Per value of a dictionary, whether it passes, then whether NULL does.
@@ -266,11 +266,45 @@ const CACHED_DICTIONARIES: usize = 16;
 /// an address is never reused by another while cached.
 #[derive(Debug, Default)]
 pub struct PassCache {
-    entries: Mutex<VecDeque<(ArrayRef, Arc<Vec<bool>>)>>,
+    entries: Mutex<VecDeque<(ArrayRef, Arc<PassTable>)>>,
+}
+
+/// Which values of one dictionary pass a test, one bit per value: 8 KiB for 65,536 values, so
+/// the table stays in the L1 cache while a batch's codes are looked up in it (a `bool` per value
+/// did not, for a long product list), and whether NULL passes.
+#[derive(Debug)]
+pub struct PassTable {
+    bits: Vec<u64>,
+    values: usize,
+    passing: usize,
+    null_passes: bool,
+}
+
+impl PassTable {
+    /// From one answer per value, then NULL's.
+    fn new(mut pass: Vec<bool>) -> PassTable {
+        let null_passes = pass.pop().unwrap_or(false);
+        let mut bits = vec![0u64; pass.len().div_ceil(64)];
+        for (k, _) in pass.iter().enumerate().filter(|(_, p)| **p) {
+            bits[k / 64] |= 1 << (k % 64);
+        }
+        PassTable { bits, values: pass.len(), passing: pass.iter().filter(|p| **p).count(), null_passes }
+    }
+
+    /// Whether the value of code `k` passes (a code past the values does not).
+    #[inline]
+    fn passes(&self, k: usize) -> bool {
+        self.bits.get(k / 64).is_some_and(|w| w >> (k % 64) & 1 == 1)
+    }
+
+    /// The share of the values that pass (NULL left out).
+    fn share(&self) -> f64 {
+        self.passing as f64 / self.values.max(1) as f64
+    }
 }
 
 impl PassCache {
-    fn get_or_insert(&self, values: &ArrayRef, compute: impl FnOnce() -> Result<Vec<bool>>) -> Result<Arc<Vec<bool>>> {
+    fn get_or_insert(&self, values: &ArrayRef, compute: impl FnOnce() -> Result<PassTable>) -> Result<Arc<PassTable>> {
         let found = {
             let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
             entries.iter().find(|(v, _)| Arc::ptr_eq(v, values)).map(|(_, pass)| Arc::clone(pass))
