@@ -511,7 +511,7 @@ impl IndexSet {
         let mut chain = Vec::with_capacity(columns.len());
         for column in columns {
             let Some((base, bits)) = self.range_index(column) else { return Ok(RoaringBitmap::new()) };
-            let nulls = self.get_dense(BitmapKind::Null, column, "")?;
+            let nulls = self.dense_nulls(column)?;
             // Constants outside the slices' range decide a term for every non-NULL value.
             let mut fused: Vec<(RangeOp, u64)> = Vec::new();
             for (_, op, value) in terms.iter().filter(|(c, _, _)| *c == column) {
@@ -551,7 +551,7 @@ impl IndexSet {
         let chain: Vec<dense::ColumnTerms<'_>> = chain
             .iter()
             .map(|(nulls, slices, fused)| dense::ColumnTerms {
-                nulls: nulls.as_slice(),
+                nulls: nulls.as_deref().map_or(&[][..], Vec::as_slice),
                 slices: slices.iter().map(|s| s.as_slice()).collect(),
                 terms: fused.as_slice(),
             })
@@ -592,18 +592,27 @@ impl IndexSet {
         within: Option<&RoaringBitmap>,
     ) -> Result<RoaringBitmap> {
         let mut live = self.live_words(within)?;
-        let nulls = self.get_dense(BitmapKind::Null, column, "")?;
+        let nulls = self.dense_nulls(column)?;
         let slices = (0..bits)
             .map(|i| self.get_dense(BitmapKind::RangeBit, column, &i.to_string()))
             .collect::<Result<Vec<_>>>()?;
         let terms = [(op, c)];
         let column = dense::ColumnTerms {
-            nulls: nulls.as_slice(),
+            nulls: nulls.as_deref().map_or(&[][..], Vec::as_slice),
             slices: slices.iter().map(|s| s.as_slice()).collect(),
             terms: &terms,
         };
         dense::keep_compared_columns(&[column], &mut live);
         Ok(dense::bitmap_of(&live))
+    }
+
+    /// The NULLs of `column` as plain words, `None` when it has none (a column without NULLs
+    /// then costs a comparison no pass over a vector of zeros).
+    fn dense_nulls(&self, column: &str) -> Result<Option<DenseBitmap>> {
+        if self.get(BitmapKind::Null, column, "")?.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.get_dense(BitmapKind::Null, column, "")?))
     }
 
     /// An indexed bitmap as plain words, decoded from the index file once and cached.
