@@ -145,7 +145,7 @@ impl crate::store::Store {
         let normaliser = Normaliser::new(&m.identity.rules())?;
         let splits = Splits::of(&m.identity.splits, &ids);
         // Every link as one batch: first_new 0.
-        let rebuilt = resolve_records(&records, &normaliser, m.next_row_id, 0, &splits, false)?.persons;
+        let rebuilt = resolve_records(&records, &normaliser, m.next_row_id, &splits, false)?.persons;
         let persons_path = layout::resolve(root, &resolution.persons);
         let mut stored_of_rebuilt: FxHashMap<u32, i64> = FxHashMap::default();
         let mut rebuilt_of_stored: FxHashMap<i64, u32> = FxHashMap::default();
@@ -296,8 +296,17 @@ fn resolve_with(
     if !all_files
         && next.forgotten == base.forgotten
         && let Some(previous) = &next.identity.resolution
-        && let Some(resolution) =
-            resolve_increment(w, root, previous, &incoming, next.next_row_id, ids, &normaliser, &splits, fingerprint)?
+        && let Some(resolution) = resolve_increment(
+            w,
+            root,
+            previous,
+            &incoming,
+            (base.next_row_id, next.next_row_id),
+            ids,
+            &normaliser,
+            &splits,
+            fingerprint,
+        )?
     {
         next.identity.resolution = Some(resolution);
         return Ok(());
@@ -306,23 +315,24 @@ fn resolve_with(
         Some(r) => read_all_links(root, r)?,
         None => Vec::new(),
     };
-    let first_new = previous.iter().map(|r| r.seq + 1).max().unwrap_or(0);
     let records = merge(previous, incoming, ids);
-    let resolved = resolve_records(&records, &normaliser, next.next_row_id, first_new, &splits, true)?;
+    let resolved = resolve_records(&records, &normaliser, next.next_row_id, &splits, true)?;
     let version = w.next_version();
     let (links, linked, rejected) = write_links(w, version, &records, &resolved.outcomes, ids, &rules, &splits)?;
     let (persons, users, person_count) = write_persons(w, version, &resolved.persons, ids)?;
-    let state = State {
+    let state = StatePart {
         fingerprint,
         next_seq: records.iter().map(|r| r.seq + 1).max().unwrap_or(0),
-        values: resolved.values,
+        keys: resolved.keys,
         known: resolved.known,
         resolver: resolved.resolver,
     };
     next.identity.resolution = Some(Resolution {
         links,
         more_links: Vec::new(),
-        state: Some(write_state(w, version, &state)?),
+        state: None,
+        state_base: Some(write_state(w, version, &state, BASE_MAGIC, "state")?),
+        state_deltas: Vec::new(),
         persons,
         link_rows: records.len() as u64,
         users,
@@ -362,164 +372,227 @@ fn known_key(row: u32, value: u32) -> u64 {
     (u64::from(row) << 32) | u64::from(value)
 }
 
-/// The stored resolution state (docs/identity.md): the interned values, the (row, value) pairs
-/// already linked, the next sequence number and the resolver's union-find; no strings.
+/// One part of the stored resolution state (docs/identity.md): a **base** (every value key,
+/// every known pair, the resolver's whole state) written by a resolution from the start, or a
+/// **delta** (the keys of the values it added, the pairs it added, the resolver entries it
+/// changed) written by an in-order increment. No strings.
 ///
 /// ```text
-/// "PRSNIDS1"  crc32 (u32 LE) of the payload  length (u64 LE)  payload:
-///   fingerprint u64  next_seq u64  values u32 × (key u128, id u32, denied u8)  known u32 × u64
-///   resolver bytes (ingest::resolve)
+/// "PRSNIDB2" (base) | "PRSNIDD2" (delta)  crc32 (u32 LE) of the payload  length (u64 LE)  payload:
+///   fingerprint u64  next_seq u64  keys u32 × u128 (value ids in order, from the previous part's end)
+///   known u32 × u64 (sorted)  resolver bytes (ingest::resolve::state)
 /// ```
-struct State {
+struct StatePart {
     fingerprint: u64,
     next_seq: u64,
-    /// (value key, value id, denied), sorted by key.
-    values: Vec<(u128, u32, bool)>,
-    /// Sorted [`known_key`]s of every record (invalid ones too): what a later import skips.
+    /// The 128-bit key of each value id this part adds, in id order.
+    keys: Vec<u128>,
+    /// Sorted [`known_key`]s this part adds (invalid records too): what a later import skips.
     known: Vec<u64>,
     resolver: Vec<u8>,
 }
 
-const STATE_MAGIC: &[u8; 8] = b"PRSNIDS1";
+const BASE_MAGIC: &[u8; 8] = b"PRSNIDB2";
+const DELTA_MAGIC: &[u8; 8] = b"PRSNIDD2";
 
-impl State {
-    fn encode(&self) -> Vec<u8> {
-        let mut p = Vec::with_capacity(16 + self.values.len() * 21 + self.known.len() * 8 + self.resolver.len());
+/// A state part as read: its keys and known pairs left as bytes (searched, never decoded).
+struct StateBytes {
+    fingerprint: u64,
+    next_seq: u64,
+    bytes: Vec<u8>,
+    keys: std::ops::Range<usize>,
+    known: std::ops::Range<usize>,
+    resolver: std::ops::Range<usize>,
+}
+
+impl StateBytes {
+    fn keys(&self) -> impl Iterator<Item = u128> + '_ {
+        self.bytes[self.keys.clone()]
+            .chunks_exact(16)
+            .map(|c| u128::from_le_bytes(c.try_into().expect("sixteen bytes")))
+    }
+    fn key_count(&self) -> u32 {
+        (self.keys.len() / 16) as u32
+    }
+    fn known(&self, key: u64) -> bool {
+        let known = &self.bytes[self.known.clone()];
+        let at = |i: usize| u64::from_le_bytes(known[i * 8..i * 8 + 8].try_into().expect("eight bytes"));
+        let (mut lo, mut hi) = (0usize, known.len() / 8);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match at(mid).cmp(&key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return true,
+            }
+        }
+        false
+    }
+    fn known_all(&self) -> impl Iterator<Item = u64> + '_ {
+        self.bytes[self.known.clone()].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("eight bytes")))
+    }
+    fn resolver(&self) -> &[u8] {
+        &self.bytes[self.resolver.clone()]
+    }
+}
+
+impl StatePart {
+    fn encode(&self, magic: &[u8; 8]) -> Vec<u8> {
+        let mut p = Vec::with_capacity(32 + self.keys.len() * 16 + self.known.len() * 8 + self.resolver.len());
         p.extend_from_slice(&self.fingerprint.to_le_bytes());
         p.extend_from_slice(&self.next_seq.to_le_bytes());
-        p.extend_from_slice(&(self.values.len() as u32).to_le_bytes());
-        for (key, id, denied) in &self.values {
-            p.extend_from_slice(&key.to_le_bytes());
-            p.extend_from_slice(&id.to_le_bytes());
-            p.push(u8::from(*denied));
-        }
+        p.extend_from_slice(&(self.keys.len() as u32).to_le_bytes());
+        self.keys.iter().for_each(|k| p.extend_from_slice(&k.to_le_bytes()));
         p.extend_from_slice(&(self.known.len() as u32).to_le_bytes());
         self.known.iter().for_each(|k| p.extend_from_slice(&k.to_le_bytes()));
         p.extend_from_slice(&self.resolver);
         let mut out = Vec::with_capacity(p.len() + 20);
-        out.extend_from_slice(STATE_MAGIC);
+        out.extend_from_slice(magic);
         out.extend_from_slice(&crc32fast::hash(&p).to_le_bytes());
         out.extend_from_slice(&(p.len() as u64).to_le_bytes());
         out.extend_from_slice(&p);
         out
     }
 
-    fn decode(bytes: &[u8]) -> std::result::Result<State, String> {
+    fn decode(mut bytes: Vec<u8>, magic: &[u8; 8]) -> std::result::Result<StateBytes, String> {
         let cut = || "the file is cut short".to_string();
-        if bytes.len() < 20 || &bytes[..8] != STATE_MAGIC {
-            return Err("not an identity state file".into());
+        if bytes.len() < 20 || &bytes[..8] != magic {
+            return Err("not an identity state file of this kind".into());
         }
         let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("four bytes"));
         let len = u64::from_le_bytes(bytes[12..20].try_into().expect("eight bytes")) as usize;
-        let p = bytes.get(20..).filter(|p| p.len() == len).ok_or_else(cut)?;
-        if crc32fast::hash(p) != crc {
+        if bytes.len() - 20 != len {
+            return Err(cut());
+        }
+        if crc32fast::hash(&bytes[20..]) != crc {
             return Err("its checksum does not match".into());
         }
-        let mut at = 0usize;
-        let mut take = |n: usize| -> std::result::Result<&[u8], String> {
-            let out = p.get(at..at + n).ok_or_else(cut)?;
-            at += n;
-            Ok(out)
+        bytes.drain(..20);
+        let u32_at = |b: &[u8], at: usize| -> std::result::Result<usize, String> {
+            Ok(u32::from_le_bytes(b.get(at..at + 4).ok_or_else(cut)?.try_into().expect("four bytes")) as usize)
         };
-        let u64_of = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("eight bytes"));
-        let u32_of = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("four bytes"));
-        let fingerprint = u64_of(take(8)?);
-        let next_seq = u64_of(take(8)?);
-        let n = u32_of(take(4)?) as usize;
-        let mut values = Vec::with_capacity(n);
-        for _ in 0..n {
-            let key = u128::from_le_bytes(take(16)?.try_into().expect("sixteen bytes"));
-            values.push((key, u32_of(take(4)?), take(1)?[0] == 1));
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
+        if bytes.len() < 20 {
+            return Err(cut());
         }
-        let n = u32_of(take(4)?) as usize;
-        let known = (0..n).map(|_| take(8).map(u64_of)).collect::<std::result::Result<Vec<_>, _>>()?;
-        let used = 8 + 8 + 4 + values.len() * 21 + 4 + known.len() * 8;
-        let resolver = p[used..].to_vec();
-        Ok(State { fingerprint, next_seq, values, known, resolver })
+        let (fingerprint, next_seq) = (u64_at(0), u64_at(8));
+        let keys = 20..20 + u32_at(&bytes, 16)? * 16;
+        let known = keys.end + 4..keys.end + 4 + u32_at(&bytes, keys.end)? * 8;
+        if known.end > bytes.len() {
+            return Err(cut());
+        }
+        let resolver = known.end..bytes.len();
+        Ok(StateBytes { fingerprint, next_seq, bytes, keys, known, resolver })
     }
 }
 
-fn write_state(w: &StoreWriter, version: u64, state: &State) -> Result<String> {
-    let (relative, abs) = w.new_file(new_resolution_file(version, "state"))?;
+fn write_state(w: &StoreWriter, version: u64, state: &StatePart, magic: &[u8; 8], what: &str) -> Result<String> {
+    let (relative, abs) = w.new_file(new_resolution_file(version, what))?;
     let mut file = File::create(&abs).io_context("create", &abs)?;
-    std::io::Write::write_all(&mut file, &state.encode()).io_context("write", &abs)?;
+    std::io::Write::write_all(&mut file, &state.encode(magic)).io_context("write", &abs)?;
     file.sync_all().io_context("fsync", &abs)?;
     Ok(relative)
 }
 
-/// Applies this import's records to the previous version's stored state when they can be
-/// applied in place — the state fits the rules and splits, every new link comes after the last
-/// one processed, no value becomes a hub and no identifier linked by an earlier version is
-/// dropped — writing only the new links as a further segment. `None`: resolve from the start.
+fn read_state(root: &Path, file: &str, magic: &[u8; 8]) -> Result<StateBytes> {
+    let path = layout::resolve(root, file);
+    let bytes = std::fs::read(&path).io_context("read", &path)?;
+    StatePart::decode(bytes, magic).map_err(|e| Error::corrupt(&path, e))
+}
+
+/// A new base replaces the deltas once they are this many, or together at least half the
+/// base's size: an increment then writes the whole state, as a resolution from the start does.
+const MAX_DELTAS: usize = 8;
+
+/// Applies this import's records to the previous version's stored state (its base and deltas)
+/// when they can be applied in place — the state fits the rules and splits, every new link
+/// comes after the last one processed, no value becomes a hub and no identifier linked by an
+/// earlier version is dropped — writing only the new links as a further segment and what
+/// changed as a state delta; the persons file is kept when no person changed. `None`: resolve
+/// from the start.
 #[allow(clippy::too_many_arguments)]
 fn resolve_increment(
     w: &StoreWriter,
     root: &Path,
     previous: &Resolution,
     incoming: &[Record],
-    users: u32,
+    (base_users, users): (u32, u32),
     ids: &IdMap,
     normaliser: &Normaliser,
     splits: &Splits,
     fingerprint: u64,
 ) -> Result<Option<Resolution>> {
-    let Some(state_file) = &previous.state else { return Ok(None) };
-    let path = layout::resolve(root, state_file);
-    let bytes = std::fs::read(&path).io_context("read", &path)?;
-    let mut state = State::decode(&bytes).map_err(|e| Error::corrupt(&path, e))?;
-    if state.fingerprint != fingerprint {
+    let Some(base_file) = &previous.state_base else { return Ok(None) };
+    let base = read_state(root, base_file, BASE_MAGIC)?;
+    let deltas = previous.state_deltas.iter().map(|f| read_state(root, f, DELTA_MAGIC)).collect::<Result<Vec<_>>>()?;
+    let parts: Vec<&StateBytes> = std::iter::once(&base).chain(&deltas).collect();
+    if parts.iter().any(|p| p.fingerprint != fingerprint) {
         return Ok(None);
     }
+    let next_seq = parts.last().map_or(0, |p| p.next_seq);
     let rules = normaliser.rules();
     let (kinds, kind_rules) = kinds_and_rules(rules);
-    // The new records not already known as (row, type, value), in merge's order and sequence.
+    // The new records in merge's order; their values' ids looked up in one pass over the keys.
     let mut order: Vec<u32> =
         (0..incoming.len() as u32).filter(|&i| ids.key_of(incoming[i as usize].row).is_some()).collect();
     sort_in_arrival_order(&mut order, incoming);
-    let mut next_id = state.values.iter().map(|v| v.1 + 1).max().unwrap_or(0);
-    let mut new_values: FxHashMap<u128, (u32, bool)> = FxHashMap::default();
+    let mut wanted: FxHashMap<u128, u32> = FxHashMap::default();
+    for &i in &order {
+        let r = &incoming[i as usize];
+        wanted.insert(value_key(&r.id_type, &r.id_value), u32::MAX);
+    }
+    let mut next_id = 0u32;
+    for part in &parts {
+        for key in part.keys() {
+            if let Some(id) = wanted.get_mut(&key) {
+                *id = next_id;
+            }
+            next_id += 1;
+        }
+    }
+    let mut new_keys: Vec<u128> = Vec::new();
     let mut new_known: FxHashSet<u64> = FxHashSet::default();
     let mut records: Vec<Record> = Vec::new();
     let mut links = Vec::new();
     for i in order {
         let r = &incoming[i as usize];
         let key = value_key(&r.id_type, &r.id_value);
-        let (value, denied) = match state.values.binary_search_by_key(&key, |v| v.0) {
-            Ok(at) => (state.values[at].1, state.values[at].2),
-            Err(_) => *new_values.entry(key).or_insert_with(|| {
-                next_id += 1;
-                let denied =
-                    r.invalid.is_none() && (normaliser.denied(&r.id_value) || splits.blocks(&r.id_type, &r.id_value));
-                (next_id - 1, denied)
-            }),
-        };
+        let id = wanted.get_mut(&key).expect("every incoming key is wanted");
+        if *id == u32::MAX {
+            *id = next_id + new_keys.len() as u32;
+            new_keys.push(key);
+        }
+        let value = *id;
         let known = known_key(r.row, value);
-        if state.known.binary_search(&known).is_ok() || !new_known.insert(known) {
+        if parts.iter().any(|p| p.known(known)) || !new_known.insert(known) {
             continue;
         }
         let mut record = r.clone();
-        record.seq = state.next_seq + records.len() as u64;
+        record.seq = next_seq + records.len() as u64;
         if record.invalid.is_none() {
             let Some(kind) = kinds.iter().position(|k| *k == &*record.id_type) else { return Ok(None) };
-            links.push(Link {
-                key: LinkKey { ts: record.ts.unwrap_or(i64::MIN), seq: record.seq },
-                user: record.row,
-                kind: kind as u16,
-                value,
-                denied,
-            });
+            let denied = normaliser.denied(&record.id_value) || splits.blocks(&record.id_type, &record.id_value);
+            links.push((
+                LinkKey { ts: record.ts.unwrap_or(i64::MIN), seq: record.seq },
+                Link { user: record.row, kind: kind as u16, value, denied },
+                records.len(),
+            ));
         }
         records.push(record);
     }
-    let mut resolver = Resolver::resume(kind_rules, rules.hub_limit, splits.pairs.clone(), &state.resolver)
-        .map_err(|e| Error::corrupt(&path, e))?;
-    if !resolver.try_extend(links) {
+    let deltas_bytes: Vec<&[u8]> = deltas.iter().map(StateBytes::resolver).collect();
+    let mut resolver =
+        Resolver::resume(kind_rules, rules.hub_limit, splits.pairs.clone(), base.resolver(), &deltas_bytes)
+            .map_err(|e| Error::corrupt(layout::resolve(root, base_file), e))?;
+    links.sort_by_key(|l| l.0);
+    let only: Vec<Link> = links.iter().map(|l| l.1).collect();
+    if !resolver.try_extend(&only, links.first().map(|l| l.0), links.last().map(|l| l.0)) {
         return Ok(None);
     }
-    let outcome_of_seq: FxHashMap<u64, Outcome> =
-        resolver.links().iter().zip(resolver.outcomes()).map(|(l, o)| (l.key.seq, *o)).collect();
-    let outcomes: Vec<Option<Outcome>> = records.iter().map(|r| outcome_of_seq.get(&r.seq).copied()).collect();
-    let persons = resolver.person_ids(users);
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+    for (l, o) in links.iter().zip(resolver.outcomes()) {
+        outcomes[l.2] = Some(*o);
+    }
     let version = w.next_version();
     let mut more_links = previous.more_links.clone();
     let (mut linked, mut rejected) = (previous.linked, previous.rejected.clone());
@@ -531,17 +604,38 @@ fn resolve_increment(
             *rejected.entry(reason).or_default() += n;
         }
     }
-    let (persons, users, person_count) = write_persons(w, version, &persons, ids)?;
-    state.values.extend(new_values.into_iter().map(|(key, (id, denied))| (key, id, denied)));
-    state.values.sort_unstable_by_key(|v| v.0);
-    state.known.extend(new_known);
-    state.known.sort_unstable();
-    state.next_seq += records.len() as u64;
-    state.resolver = resolver.save();
+    // No person changed: the previous persons file still holds (docs/identity.md).
+    let (persons, users, person_count) = if users == base_users && !resolver.joined_any() {
+        (previous.persons.clone(), previous.users, previous.person_count)
+    } else {
+        write_persons(w, version, &resolver.person_ids(users), ids)?
+    };
+    let mut known: Vec<u64> = new_known.into_iter().collect();
+    known.sort_unstable();
+    let next_seq = next_seq + records.len() as u64;
+    let delta_bytes: usize = deltas.iter().map(|d| d.bytes.len()).sum();
+    let (state_base, state_deltas) = if deltas.len() + 1 >= MAX_DELTAS || delta_bytes * 2 >= base.bytes.len() {
+        // A new base: every key and known pair so far, the resolver's whole state.
+        let mut keys: Vec<u128> = parts.iter().flat_map(|p| p.keys()).collect();
+        keys.extend(new_keys);
+        let mut all_known: Vec<u64> = parts.iter().flat_map(|p| p.known_all()).collect();
+        all_known.extend(known);
+        all_known.sort_unstable();
+        let part = StatePart { fingerprint, next_seq, keys, known: all_known, resolver: resolver.save_base() };
+        (Some(write_state(w, version, &part, BASE_MAGIC, "state")?), Vec::new())
+    } else {
+        let part = StatePart { fingerprint, next_seq, keys: new_keys, known, resolver: resolver.save_delta() };
+        let mut state_deltas = previous.state_deltas.clone();
+        state_deltas.push(write_state(w, version, &part, DELTA_MAGIC, "state-delta")?);
+        (previous.state_base.clone(), state_deltas)
+    };
+    debug_assert!(parts.iter().map(|p| p.key_count()).sum::<u32>() == next_id);
     Ok(Some(Resolution {
         links: previous.links.clone(),
         more_links,
-        state: Some(write_state(w, version, &state)?),
+        state: None,
+        state_base,
+        state_deltas,
         persons,
         link_rows: previous.link_rows + records.len() as u64,
         users,
@@ -638,20 +732,19 @@ struct Resolved {
     outcomes: Vec<Option<Outcome>>,
     /// Per user row, its person.
     persons: Vec<u32>,
-    values: Vec<(u128, u32, bool)>,
+    /// The key of each value id, in id order.
+    keys: Vec<u128>,
     known: Vec<u64>,
     resolver: Vec<u8>,
 }
 
 /// The resolver's links for the valid records (types interned in rule order, each distinct
-/// (type, value) once), resolved: the previous version's links (sequence below `first_new`)
-/// first, then this import's as one increment. `with_state`: also the state to store (else its
-/// parts are left empty).
+/// (type, value) once), resolved in one pass in (ts, seq) order. `with_state`: also the state
+/// to store (else its parts are left empty).
 fn resolve_records(
     records: &[Record],
     normaliser: &Normaliser,
     users: u32,
-    first_new: u64,
     splits: &Splits,
     with_state: bool,
 ) -> Result<Resolved> {
@@ -659,14 +752,16 @@ fn resolve_records(
     let (kinds, kind_rules) = kinds_and_rules(rules);
     // Each distinct value interned once, with its deny-list verdict (the patterns run once).
     let mut values: FxHashMap<u128, (u32, bool)> = FxHashMap::default();
-    let mut known = Vec::with_capacity(records.len());
+    let mut keys: Vec<u128> = Vec::new();
+    let mut known = Vec::with_capacity(if with_state { records.len() } else { 0 });
     let mut links = Vec::with_capacity(records.len());
-    for r in records {
-        let next = values.len() as u32;
-        let (value, denied) = *values.entry(value_key(&r.id_type, &r.id_value)).or_insert_with(|| {
+    for (i, r) in records.iter().enumerate() {
+        let key = value_key(&r.id_type, &r.id_value);
+        let (value, denied) = *values.entry(key).or_insert_with(|| {
             let denied =
                 r.invalid.is_none() && (normaliser.denied(&r.id_value) || splits.blocks(&r.id_type, &r.id_value));
-            (next, denied)
+            keys.push(key);
+            (keys.len() as u32 - 1, denied)
         });
         if with_state {
             known.push(known_key(r.row, value));
@@ -675,33 +770,30 @@ fn resolve_records(
             continue;
         }
         let Some(kind) = kinds.iter().position(|k| *k == &*r.id_type) else { continue };
-        links.push(Link {
-            key: LinkKey { ts: r.ts.unwrap_or(i64::MIN), seq: r.seq },
-            user: r.row,
-            kind: kind as u16,
-            value,
-            denied,
-        });
+        links.push((
+            LinkKey { ts: r.ts.unwrap_or(i64::MIN), seq: r.seq },
+            Link { user: r.row, kind: kind as u16, value, denied },
+            i as u32,
+        ));
     }
+    drop(values);
+    links.sort_unstable_by_key(|l| l.0);
+    let only: Vec<Link> = links.iter().map(|l| l.1).collect();
     let mut resolver = Resolver::new(kind_rules, rules.hub_limit).with_cannot_link(splits.pairs.clone());
-    let (previous, new): (Vec<Link>, Vec<Link>) = links.into_iter().partition(|l| l.key.seq < first_new);
-    resolver.extend(previous);
-    resolver.extend(new);
-    let mut outcome_of_seq: FxHashMap<u64, Outcome> = FxHashMap::default();
-    outcome_of_seq.reserve(records.len());
-    for (l, o) in resolver.links().iter().zip(resolver.outcomes()) {
-        outcome_of_seq.insert(l.key.seq, *o);
+    resolver.resolve(&only, links.last().map(|l| l.0));
+    drop(only);
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+    for (l, o) in links.iter().zip(resolver.outcomes()) {
+        outcomes[l.2 as usize] = Some(*o);
     }
-    let outcomes = records.iter().map(|r| outcome_of_seq.get(&r.seq).copied()).collect();
+    drop(links);
     let persons = resolver.person_ids(users);
     if !with_state {
-        return Ok(Resolved { outcomes, persons, values: Vec::new(), known, resolver: Vec::new() });
+        return Ok(Resolved { outcomes, persons, keys: Vec::new(), known, resolver: Vec::new() });
     }
-    let mut values: Vec<(u128, u32, bool)> = values.into_iter().map(|(k, (id, d))| (k, id, d)).collect();
-    values.sort_unstable_by_key(|v| v.0);
     known.sort_unstable();
     known.dedup();
-    Ok(Resolved { outcomes, persons, values, known, resolver: resolver.save() })
+    Ok(Resolved { outcomes, persons, keys, known, resolver: resolver.save_base() })
 }
 
 /// The links schema: one row per identifier seen on a user row.
