@@ -33,6 +33,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use super::identifiers::Normaliser;
 use super::reader::{SourceFile, TypedBatch};
 use super::resolve::{KindRule, Link, LinkKey, Outcome, Resolver};
+
+mod full;
 use super::row_ids::IdMap;
 use crate::error::{Error, IoContext, Result};
 use crate::store::identity::{EMAIL, IdentityRules, PHONE, Resolution, Split, new_resolution_file};
@@ -141,11 +143,12 @@ impl crate::store::Store {
         let root = self.root();
         let paths: Vec<std::path::PathBuf> = m.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
         let ids = IdMap::load(&paths, m.next_row_id as usize)?;
-        let records = read_all_links(root, resolution)?;
         let normaliser = Normaliser::new(&m.identity.rules())?;
         let splits = Splits::of(&m.identity.splits, &ids);
-        // Every link as one batch: first_new 0.
-        let rebuilt = resolve_records(&records, &normaliser, m.next_row_id, &splits, false)?.persons;
+        let sources: Vec<full::Source> =
+            resolution.link_files().into_iter().map(|f| full::Source::Links(layout::resolve(root, f))).collect();
+        let (rebuilt, _) = full::resolve(&sources, &normaliser, &splits, &ids, m.next_row_id, None)?;
+        let (links, rebuilt) = (rebuilt.link_rows, rebuilt.persons);
         let persons_path = layout::resolve(root, &resolution.persons);
         let mut stored_of_rebuilt: FxHashMap<u32, i64> = FxHashMap::default();
         let mut rebuilt_of_stored: FxHashMap<i64, u32> = FxHashMap::default();
@@ -171,7 +174,7 @@ impl crate::store::Store {
             }
             Ok(())
         })?;
-        Ok(IdentityCheck { version: m.version, links: records.len() as u64, users, differing })
+        Ok(IdentityCheck { version: m.version, links, users, differing })
     }
 }
 
@@ -284,19 +287,25 @@ fn resolve_with(
         };
         next.files(t).iter().filter(|f| !known.contains(f.path.as_str())).map(|f| f.path.clone()).collect()
     };
-    let mut incoming = Vec::new();
-    for path in fresh(Table::Identities) {
-        read_identities(&layout::resolve(root, &path), &mut incoming)?;
-    }
-    for path in fresh(Table::Users) {
-        read_users(&layout::resolve(root, &path), &normaliser, &mut incoming)?;
-    }
     let splits = Splits::of(&next.identity.splits, ids);
     let fingerprint = fingerprint(&rules, &next.identity.splits);
+    let resumable = next.identity.resolution.as_ref().filter(|r| r.state_base.is_some());
     if !all_files
         && next.forgotten == base.forgotten
-        && let Some(previous) = &next.identity.resolution
-        && let Some(resolution) = resolve_increment(
+        && let Some(previous) = resumable
+    {
+        let mut incoming = Vec::new();
+        let mut push = |r: Record| {
+            incoming.push(r);
+            Ok(())
+        };
+        for path in fresh(Table::Identities) {
+            read_identities(&layout::resolve(root, &path), &mut push)?;
+        }
+        for path in fresh(Table::Users) {
+            read_users(&layout::resolve(root, &path), &normaliser, &mut push)?;
+        }
+        if let Some(resolution) = resolve_increment(
             w,
             root,
             previous,
@@ -306,26 +315,30 @@ fn resolve_with(
             &normaliser,
             &splits,
             fingerprint,
-        )?
-    {
-        next.identity.resolution = Some(resolution);
-        return Ok(());
+        )? {
+            next.identity.resolution = Some(resolution);
+            return Ok(());
+        }
     }
-    let previous = match &next.identity.resolution {
-        Some(r) => read_all_links(root, r)?,
-        None => Vec::new(),
-    };
-    let records = merge(previous, incoming, ids);
-    let resolved = resolve_records(&records, &normaliser, next.next_row_id, &splits, true)?;
+    // From the start: the stored links, then the new files.
+    let mut sources: Vec<full::Source> = Vec::new();
+    if let Some(r) = next.identity.resolution.as_ref().filter(|_| !all_files) {
+        sources.extend(r.link_files().into_iter().map(|f| full::Source::Links(layout::resolve(root, f))));
+    }
+    sources.extend(fresh(Table::Identities).iter().map(|f| full::Source::Identities(layout::resolve(root, f))));
+    sources.extend(fresh(Table::Users).iter().map(|f| full::Source::Users(layout::resolve(root, f))));
     let version = w.next_version();
-    let (links, linked, rejected) = write_links(w, version, &records, &resolved.outcomes, ids, &rules, &splits)?;
+    let output = full::Output { writer: w, version, rules: &rules };
+    let (resolved, written) = full::resolve(&sources, &normaliser, &splits, ids, next.next_row_id, Some(output))?;
+    let (links, linked, rejected) =
+        written.ok_or_else(|| Error::Internal("a resolution wrote no links file; please report it".into()))?;
     let (persons, users, person_count) = write_persons(w, version, &resolved.persons, ids)?;
     let state = StatePart {
         fingerprint,
-        next_seq: records.iter().map(|r| r.seq + 1).max().unwrap_or(0),
+        next_seq: resolved.next_seq,
         keys: resolved.keys,
         known: resolved.known,
-        resolver: resolved.resolver,
+        resolver: resolved.resolver.save_base(),
     };
     next.identity.resolution = Some(Resolution {
         links,
@@ -334,22 +347,13 @@ fn resolve_with(
         state_base: Some(write_state(w, version, &state, BASE_MAGIC, "state")?),
         state_deltas: Vec::new(),
         persons,
-        link_rows: records.len() as u64,
+        link_rows: resolved.link_rows,
         users,
         person_count,
         linked,
         rejected,
     });
     Ok(())
-}
-
-/// The links of every links file of a resolution, in processing order.
-fn read_all_links(root: &Path, resolution: &Resolution) -> Result<Vec<Record>> {
-    let mut out = Vec::new();
-    for f in resolution.link_files() {
-        out.extend(read_links(&layout::resolve(root, f))?);
-    }
-    Ok(out)
 }
 
 /// What the state file fingerprints: the resolution is only resumed under the rules and splits
@@ -437,23 +441,6 @@ impl StateBytes {
 }
 
 impl StatePart {
-    fn encode(&self, magic: &[u8; 8]) -> Vec<u8> {
-        let mut p = Vec::with_capacity(32 + self.keys.len() * 16 + self.known.len() * 8 + self.resolver.len());
-        p.extend_from_slice(&self.fingerprint.to_le_bytes());
-        p.extend_from_slice(&self.next_seq.to_le_bytes());
-        p.extend_from_slice(&(self.keys.len() as u32).to_le_bytes());
-        self.keys.iter().for_each(|k| p.extend_from_slice(&k.to_le_bytes()));
-        p.extend_from_slice(&(self.known.len() as u32).to_le_bytes());
-        self.known.iter().for_each(|k| p.extend_from_slice(&k.to_le_bytes()));
-        p.extend_from_slice(&self.resolver);
-        let mut out = Vec::with_capacity(p.len() + 20);
-        out.extend_from_slice(magic);
-        out.extend_from_slice(&crc32fast::hash(&p).to_le_bytes());
-        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
-        out.extend_from_slice(&p);
-        out
-    }
-
     fn decode(mut bytes: Vec<u8>, magic: &[u8; 8]) -> std::result::Result<StateBytes, String> {
         let cut = || "the file is cut short".to_string();
         if bytes.len() < 20 || &bytes[..8] != magic {
@@ -486,10 +473,41 @@ impl StatePart {
     }
 }
 
+/// Writes a state part as the [`StatePart`] doc lays it out, streamed (a base at ten million
+/// users is most of a gigabyte: no second copy of it is made).
 fn write_state(w: &StoreWriter, version: u64, state: &StatePart, magic: &[u8; 8], what: &str) -> Result<String> {
+    use std::io::{Seek, SeekFrom, Write};
     let (relative, abs) = w.new_file(new_resolution_file(version, what))?;
-    let mut file = File::create(&abs).io_context("create", &abs)?;
-    std::io::Write::write_all(&mut file, &state.encode(magic)).io_context("write", &abs)?;
+    let file = File::create(&abs).io_context("create", &abs)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut crc = crc32fast::Hasher::new();
+    let mut len = 0u64;
+    let mut put = |out: &mut std::io::BufWriter<File>, bytes: &[u8]| -> Result<()> {
+        crc.update(bytes);
+        len += bytes.len() as u64;
+        out.write_all(bytes).io_context("write", &abs)
+    };
+    out.write_all(&[0; 20]).io_context("write", &abs)?;
+    put(&mut out, &state.fingerprint.to_le_bytes())?;
+    put(&mut out, &state.next_seq.to_le_bytes())?;
+    put(&mut out, &(state.keys.len() as u32).to_le_bytes())?;
+    for chunk in state.keys.chunks(4096) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|k| k.to_le_bytes()).collect();
+        put(&mut out, &bytes)?;
+    }
+    put(&mut out, &(state.known.len() as u32).to_le_bytes())?;
+    for chunk in state.known.chunks(8192) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|k| k.to_le_bytes()).collect();
+        put(&mut out, &bytes)?;
+    }
+    put(&mut out, &state.resolver)?;
+    let mut header = Vec::with_capacity(20);
+    header.extend_from_slice(magic);
+    header.extend_from_slice(&crc.finalize().to_le_bytes());
+    header.extend_from_slice(&len.to_le_bytes());
+    out.seek(SeekFrom::Start(0)).io_context("seek", &abs)?;
+    out.write_all(&header).io_context("write", &abs)?;
+    let file = out.into_inner().map_err(|e| e.into_error()).io_context("write", &abs)?;
     file.sync_all().io_context("fsync", &abs)?;
     Ok(relative)
 }
@@ -672,28 +690,6 @@ fn sort_in_arrival_order(order: &mut [u32], incoming: &[Record]) {
     });
 }
 
-/// The previous records (minus those of users no longer known: forgotten) and the new ones not
-/// already known as (row, type, value), the new ones sequenced after the previous in
-/// (ts, row, type, value, source) order.
-fn merge(previous: Vec<Record>, mut incoming: Vec<Record>, ids: &IdMap) -> Vec<Record> {
-    let key = |r: &Record| (r.row, value_key(&r.id_type, &r.id_value));
-    let mut records: Vec<Record> = previous.into_iter().filter(|r| ids.key_of(r.row).is_some()).collect();
-    let mut seen: FxHashSet<(u32, u128)> = records.iter().map(key).collect();
-    let mut seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(0);
-    let mut order: Vec<u32> = (0..incoming.len() as u32).collect();
-    sort_in_arrival_order(&mut order, &incoming);
-    records.reserve(incoming.len());
-    for i in order {
-        let mut r = std::mem::take(&mut incoming[i as usize]);
-        if ids.key_of(r.row).is_some() && seen.insert(key(&r)) {
-            r.seq = seq;
-            seq += 1;
-            records.push(r);
-        }
-    }
-    records
-}
-
 /// The splits in force, as the resolver and the links file need them.
 #[derive(Debug, Default)]
 struct Splits {
@@ -724,76 +720,6 @@ impl Splits {
     fn blocks(&self, id_type: &str, id_value: &str) -> bool {
         !self.values.is_empty() && self.values.contains(&(id_type.to_string(), id_value.to_string()))
     }
-}
-
-/// What [`resolve_records`] found, with the state to store.
-struct Resolved {
-    /// Per record, its outcome (`None` for an invalid one).
-    outcomes: Vec<Option<Outcome>>,
-    /// Per user row, its person.
-    persons: Vec<u32>,
-    /// The key of each value id, in id order.
-    keys: Vec<u128>,
-    known: Vec<u64>,
-    resolver: Vec<u8>,
-}
-
-/// The resolver's links for the valid records (types interned in rule order, each distinct
-/// (type, value) once), resolved in one pass in (ts, seq) order. `with_state`: also the state
-/// to store (else its parts are left empty).
-fn resolve_records(
-    records: &[Record],
-    normaliser: &Normaliser,
-    users: u32,
-    splits: &Splits,
-    with_state: bool,
-) -> Result<Resolved> {
-    let rules = normaliser.rules();
-    let (kinds, kind_rules) = kinds_and_rules(rules);
-    // Each distinct value interned once, with its deny-list verdict (the patterns run once).
-    let mut values: FxHashMap<u128, (u32, bool)> = FxHashMap::default();
-    let mut keys: Vec<u128> = Vec::new();
-    let mut known = Vec::with_capacity(if with_state { records.len() } else { 0 });
-    let mut links = Vec::with_capacity(records.len());
-    for (i, r) in records.iter().enumerate() {
-        let key = value_key(&r.id_type, &r.id_value);
-        let (value, denied) = *values.entry(key).or_insert_with(|| {
-            let denied =
-                r.invalid.is_none() && (normaliser.denied(&r.id_value) || splits.blocks(&r.id_type, &r.id_value));
-            keys.push(key);
-            (keys.len() as u32 - 1, denied)
-        });
-        if with_state {
-            known.push(known_key(r.row, value));
-        }
-        if r.invalid.is_some() {
-            continue;
-        }
-        let Some(kind) = kinds.iter().position(|k| *k == &*r.id_type) else { continue };
-        links.push((
-            LinkKey { ts: r.ts.unwrap_or(i64::MIN), seq: r.seq },
-            Link { user: r.row, kind: kind as u16, value, denied },
-            i as u32,
-        ));
-    }
-    drop(values);
-    links.sort_unstable_by_key(|l| l.0);
-    let only: Vec<Link> = links.iter().map(|l| l.1).collect();
-    let mut resolver = Resolver::new(kind_rules, rules.hub_limit).with_cannot_link(splits.pairs.clone());
-    resolver.resolve(&only, links.last().map(|l| l.0));
-    drop(only);
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
-    for (l, o) in links.iter().zip(resolver.outcomes()) {
-        outcomes[l.2 as usize] = Some(*o);
-    }
-    drop(links);
-    let persons = resolver.person_ids(users);
-    if !with_state {
-        return Ok(Resolved { outcomes, persons, keys: Vec::new(), known, resolver: Vec::new() });
-    }
-    known.sort_unstable();
-    known.dedup();
-    Ok(Resolved { outcomes, persons, keys, known, resolver: resolver.save_base() })
 }
 
 /// The links schema: one row per identifier seen on a user row.
@@ -852,6 +778,7 @@ fn status(o: Option<Outcome>, r: &Record, rules: &IdentityRules, splits: &Splits
 
 /// Writes the links of `records` with their outcomes, in processing order, as a links file of
 /// `version`; returns its path, the links accepted and those rejected by reason.
+#[allow(clippy::too_many_arguments)]
 fn write_links(
     w: &StoreWriter,
     version: u64,
@@ -863,43 +790,120 @@ fn write_links(
 ) -> Result<(String, u64, BTreeMap<String, u64>)> {
     let mut order: Vec<usize> = (0..records.len()).collect();
     order.sort_by_key(|&i| (records[i].ts.unwrap_or(i64::MIN), records[i].seq));
-    let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
-    let mut linked = 0u64;
-    let (mut rows, mut users, mut types, mut values, mut sources, mut ts, mut seqs, mut statuses, mut reasons) =
-        (vec![], StringBuilder::new(), vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    for &i in &order {
-        let r = &records[i];
-        let (s, reason) = status(outcomes[i], r, rules, splits);
-        if outcomes[i].is_some_and(Outcome::accepted) {
-            linked += 1;
-        } else {
-            *rejected.entry(s.to_string()).or_default() += 1;
-        }
-        rows.push(r.row);
-        users.append_value(ids.key_of(r.row).unwrap_or_default());
-        types.push(&*r.id_type);
-        values.push(r.id_value.as_str());
-        sources.push(r.source.as_deref());
-        ts.push(r.ts);
-        seqs.push(r.seq);
-        statuses.push(s);
-        reasons.push(reason);
+    let mut out = LinksWriter::new(w, version, ids, rules, splits)?;
+    for i in order {
+        out.push(&records[i], outcomes[i])?;
     }
-    let links = RecordBatch::try_new(
-        links_schema(),
-        vec![
-            Arc::new(UInt32Array::from(rows)),
-            Arc::new(users.finish()),
-            Arc::new(StringArray::from(types)),
-            Arc::new(StringArray::from(values)),
-            Arc::new(StringArray::from(sources)),
-            Arc::new(TimestampMicrosecondArray::from(ts)),
-            Arc::new(UInt64Array::from(seqs)),
-            Arc::new(StringArray::from(statuses)),
-            Arc::new(StringArray::from(reasons)),
-        ],
-    )?;
-    Ok((write_parquet(w, new_resolution_file(version, "links"), &links)?, linked, rejected))
+    out.finish()
+}
+
+/// Writes a links file batch by batch: one row per link with its status and reason.
+struct LinksWriter<'a> {
+    writer: ArrowWriter<crate::store::io::NewFile>,
+    relative: String,
+    abs: std::path::PathBuf,
+    ids: &'a IdMap,
+    rules: &'a IdentityRules,
+    splits: &'a Splits,
+    batch: LinkRows,
+    linked: u64,
+    rejected: BTreeMap<String, u64>,
+}
+
+/// The rows of one batch of a links file.
+#[derive(Default)]
+struct LinkRows {
+    rows: Vec<u32>,
+    users: StringBuilder,
+    types: StringBuilder,
+    values: StringBuilder,
+    sources: StringBuilder,
+    ts: Vec<Option<i64>>,
+    seqs: Vec<u64>,
+    statuses: StringBuilder,
+    reasons: StringBuilder,
+}
+
+/// Rows per batch of a links file.
+const LINK_BATCH_ROWS: usize = 65_536;
+
+impl<'a> LinksWriter<'a> {
+    fn new(
+        w: &StoreWriter,
+        version: u64,
+        ids: &'a IdMap,
+        rules: &'a IdentityRules,
+        splits: &'a Splits,
+    ) -> Result<LinksWriter<'a>> {
+        let (relative, abs) = w.new_file(new_resolution_file(version, "links"))?;
+        let file = crate::store::io::create(&abs)?;
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .build();
+        let writer = ArrowWriter::try_new(file, links_schema(), Some(props))?;
+        Ok(LinksWriter {
+            writer,
+            relative,
+            abs,
+            ids,
+            rules,
+            splits,
+            batch: LinkRows::default(),
+            linked: 0,
+            rejected: BTreeMap::new(),
+        })
+    }
+
+    fn push(&mut self, r: &Record, outcome: Option<Outcome>) -> Result<()> {
+        let (s, reason) = status(outcome, r, self.rules, self.splits);
+        if outcome.is_some_and(Outcome::accepted) {
+            self.linked += 1;
+        } else {
+            *self.rejected.entry(s.to_string()).or_default() += 1;
+        }
+        let b = &mut self.batch;
+        b.rows.push(r.row);
+        b.users.append_value(self.ids.key_of(r.row).unwrap_or_default());
+        b.types.append_value(&*r.id_type);
+        b.values.append_value(&r.id_value);
+        b.sources.append_option(r.source.as_deref());
+        b.ts.push(r.ts);
+        b.seqs.push(r.seq);
+        b.statuses.append_value(s);
+        b.reasons.append_option(reason);
+        if b.rows.len() >= LINK_BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let mut b = std::mem::take(&mut self.batch);
+        let links = RecordBatch::try_new(
+            links_schema(),
+            vec![
+                Arc::new(UInt32Array::from(std::mem::take(&mut b.rows))),
+                Arc::new(b.users.finish()),
+                Arc::new(b.types.finish()),
+                Arc::new(b.values.finish()),
+                Arc::new(b.sources.finish()),
+                Arc::new(TimestampMicrosecondArray::from(std::mem::take(&mut b.ts))),
+                Arc::new(UInt64Array::from(std::mem::take(&mut b.seqs))),
+                Arc::new(b.statuses.finish()),
+                Arc::new(b.reasons.finish()),
+            ],
+        )?;
+        self.writer.write(&links)?;
+        Ok(())
+    }
+
+    /// The path written, the links accepted and those rejected by reason.
+    fn finish(mut self) -> Result<(String, u64, BTreeMap<String, u64>)> {
+        self.flush()?;
+        let mut file = self.writer.into_inner()?;
+        file.sync_all().io_context("fsync", &self.abs)?;
+        Ok((self.relative, self.linked, self.rejected))
+    }
 }
 
 /// Writes every live user row's person as the persons file of `version`; returns its path, the
@@ -968,8 +972,7 @@ fn opt_text(batch: &RecordBatch, name: &str) -> Option<StringArray> {
     arrow::compute::cast(col, &DataType::Utf8).ok().map(|c| c.as_string::<i32>().clone())
 }
 
-fn read_links(path: &Path) -> Result<Vec<Record>> {
-    let mut out = Vec::new();
+fn read_links(path: &Path, out: &mut impl FnMut(Record) -> Result<()>) -> Result<()> {
     let mut names = Names::default();
     read_columns(path, &[ROW_ID_COLUMN, ID_TYPE, ID_VALUE, SOURCE, TS, "seq", "status", "reason"], |b| {
         let corrupt = || Error::corrupt(path, "an identity links file lacks a column");
@@ -985,7 +988,7 @@ fn read_links(path: &Path) -> Result<Vec<Record>> {
         for i in 0..b.num_rows() {
             let invalid = (status.value(i) == "invalid")
                 .then(|| reason.as_ref().filter(|r| r.is_valid(i)).map(|r| r.value(i).to_string()).unwrap_or_default());
-            out.push(Record {
+            out(Record {
                 row: rows.value(i),
                 id_type: names.get(types.value(i)),
                 id_value: values.value(i).to_string(),
@@ -993,15 +996,14 @@ fn read_links(path: &Path) -> Result<Vec<Record>> {
                 ts: ts.is_valid(i).then(|| ts.value(i)),
                 seq: seq.value(i),
                 invalid,
-            });
+            })?;
         }
         Ok(())
-    })?;
-    Ok(out)
+    })
 }
 
 /// The rows of a stored identities file (already normalised by the import).
-fn read_identities(path: &Path, out: &mut Vec<Record>) -> Result<()> {
+fn read_identities(path: &Path, out: &mut impl FnMut(Record) -> Result<()>) -> Result<()> {
     let mut names = Names::default();
     read_columns(path, &[ROW_ID_COLUMN, ID_TYPE, ID_VALUE, SOURCE, TS], |b| {
         let corrupt = || Error::corrupt(path, "an identities file lacks a contract column");
@@ -1010,7 +1012,7 @@ fn read_identities(path: &Path, out: &mut Vec<Record>) -> Result<()> {
         let sources = opt_text(b, SOURCE);
         let ts = b.column_by_name(TS).map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
         for i in 0..b.num_rows() {
-            out.push(Record {
+            out(Record {
                 row: rows.value(i),
                 id_type: names.get(types.value(i)),
                 id_value: values.value(i).to_string(),
@@ -1018,7 +1020,7 @@ fn read_identities(path: &Path, out: &mut Vec<Record>) -> Result<()> {
                 ts: ts.as_ref().filter(|t| t.is_valid(i)).map(|t| t.value(i)),
                 seq: 0,
                 invalid: None,
-            });
+            })?;
         }
         Ok(())
     })
@@ -1026,7 +1028,7 @@ fn read_identities(path: &Path, out: &mut Vec<Record>) -> Result<()> {
 
 /// The phone and e-mail of a stored users file's rows, as links seen at the user's signup date
 /// (source `users`); a value that is no phone or e-mail is kept as an invalid record.
-fn read_users(path: &Path, n: &Normaliser, out: &mut Vec<Record>) -> Result<()> {
+fn read_users(path: &Path, n: &Normaliser, out: &mut impl FnMut(Record) -> Result<()>) -> Result<()> {
     let mut names = Names::default();
     read_columns(path, &[ROW_ID_COLUMN, PHONE, EMAIL, "signup_date"], |b| {
         let rows = b
@@ -1048,7 +1050,7 @@ fn read_users(path: &Path, n: &Normaliser, out: &mut Vec<Record>) -> Result<()> 
                     Ok(v) => (v, None),
                     Err(m) => (raw.to_string(), Some(m)),
                 };
-                out.push(Record {
+                out(Record {
                     row: rows.value(i),
                     id_type: names.get(id_type),
                     id_value,
@@ -1056,7 +1058,7 @@ fn read_users(path: &Path, n: &Normaliser, out: &mut Vec<Record>) -> Result<()> 
                     ts: signup.as_ref().filter(|s| s.is_valid(i)).map(|s| i64::from(s.value(i)) * DAY_MICROS),
                     seq: 0,
                     invalid,
-                });
+                })?;
             }
         }
         Ok(())

@@ -624,8 +624,10 @@ mod tests {
             // As an import does it: each batch applied to the base and deltas the previous
             // imports saved when it can be (a new base after every third delta), else every link
             // so far resolved from the start.
-            let (mut outcomes, mut base, mut deltas, mut from): (Vec<Outcome>, Option<Vec<u8>>, Vec<Vec<u8>>, usize) =
-                (Vec::new(), None, Vec::new(), 0);
+            let mut outcomes: Vec<Outcome> = Vec::new();
+            let mut base: Option<Vec<u8>> = None;
+            let mut deltas: Vec<Vec<u8>> = Vec::new();
+            let mut from = 0;
             let mut last = Resolver::new(rules(), 4);
             for &cut in &cuts {
                 let mut batch = links[from..cut].to_vec();
