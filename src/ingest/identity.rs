@@ -1,15 +1,16 @@
 //! The import's identity phase (docs/identity.md): normalises `identities` rows as they are
 //! loaded, then resolves the version's users into persons — this import's new links (identities
 //! rows and users' phone and e-mail) applied in (ts, sequence) order to the previous version's
-//! stored state when they all come after it, else every link replayed from the start — and
-//! writes the links with their outcomes, each user row's `person_id` and the state as the
-//! version's derived files.
+//! stored state (a base and deltas) when they all come after it, else every link resolved from
+//! the start ([`full`]) — and writes the links with their outcomes, each user row's `person_id`
+//! and the state (a delta, or a new base) as the version's derived files.
 //!
 //! ```text
-//!                       in order: previous state ─┐                 ┌─ links segment (the new links; all when replayed)
-//! new identities files ┬─ dedup (row, type, value) ─ Resolver ──────┼─ persons file (user_id, person_id)
-//! new users files ─────┘   seq = previous max + rank                └─ state (union-find, interned values)
-//!                       otherwise: every links segment ─┘ (replayed from the start)
+//!                  in order: base + deltas ─┐                 ┌─ links segment (the new links)
+//! new identities ┬─ dedup (row, value) ─ Resolver ────────────┼─ persons file (kept if no one joined)
+//! new users ─────┘  seq = previous + rank                     └─ state delta (or a new base once merged)
+//!                  otherwise: full::resolve over every links segment and the new files
+//!                             ─ one links file, persons file, state base
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -110,10 +111,10 @@ impl crate::store::Store {
         // no identities table yet: the users' phones and e-mails link its profiles.
         next.identity.rules = Some(rules);
         let paths: Vec<std::path::PathBuf> = base.id_segments.iter().map(|s| layout::resolve(&root, &s.path)).collect();
-        let ids = IdMap::load(&paths, base.next_row_id as usize)?;
+        let mut ids = IdMap::load(&paths, base.next_row_id as usize)?;
         // With a resolution, its links are replayed under the new rules (no file is new);
         // without, every identities and users file is read.
-        resolve_with(&w, &root, &base, &mut next, &ids, base.identity.resolution.is_none())?;
+        resolve_with(&w, &root, &base, &mut next, &mut ids, base.identity.resolution.is_none())?;
         w.commit(next)
     }
 }
@@ -142,9 +143,10 @@ impl crate::store::Store {
         };
         let root = self.root();
         let paths: Vec<std::path::PathBuf> = m.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
-        let ids = IdMap::load(&paths, m.next_row_id as usize)?;
+        let mut ids = IdMap::load(&paths, m.next_row_id as usize)?;
         let normaliser = Normaliser::new(&m.identity.rules())?;
         let splits = Splits::of(&m.identity.splits, &ids);
+        ids.drop_lookup();
         let sources: Vec<full::Source> =
             resolution.link_files().into_iter().map(|f| full::Source::Links(layout::resolve(root, f))).collect();
         let (rebuilt, _) = full::resolve(&sources, &normaliser, &splits, &ids, m.next_row_id, None)?;
@@ -201,7 +203,7 @@ impl crate::store::Store {
         }
         let root = self.root().to_path_buf();
         let paths: Vec<std::path::PathBuf> = base.id_segments.iter().map(|s| layout::resolve(&root, &s.path)).collect();
-        let ids = IdMap::load(&paths, base.next_row_id as usize)?;
+        let mut ids = IdMap::load(&paths, base.next_row_id as usize)?;
         let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let split = match request {
             SplitRequest::Users(a, b) => {
@@ -231,7 +233,7 @@ impl crate::store::Store {
         };
         let mut next = (*base).clone();
         next.identity.splits.push(split);
-        resolve_with(&w, &root, &base, &mut next, &ids, false)?;
+        resolve_with(&w, &root, &base, &mut next, &mut ids, false)?;
         w.commit(next)
     }
 }
@@ -244,8 +246,8 @@ pub(super) fn resolve_after_forget(w: &StoreWriter, root: &Path, base: &Manifest
         return Ok(());
     }
     let paths: Vec<std::path::PathBuf> = next.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
-    let ids = IdMap::load(&paths, next.next_row_id as usize)?;
-    resolve(w, root, base, next, &ids)
+    let mut ids = IdMap::load(&paths, next.next_row_id as usize)?;
+    resolve(w, root, base, next, &mut ids)
 }
 
 /// One identifier seen on one user row, as the links file keeps it.
@@ -262,8 +264,15 @@ struct Record {
     invalid: Option<String>,
 }
 
-/// Resolves `next` (see the module doc) and records the resolution in it.
-pub(super) fn resolve(w: &StoreWriter, root: &Path, base: &Manifest, next: &mut Manifest, ids: &IdMap) -> Result<()> {
+/// Resolves `next` (see the module doc) and records the resolution in it. `ids` loses its
+/// user_id lookup ([`IdMap::drop_lookup`]): resolution only names rows.
+pub(super) fn resolve(
+    w: &StoreWriter,
+    root: &Path,
+    base: &Manifest,
+    next: &mut Manifest,
+    ids: &mut IdMap,
+) -> Result<()> {
     resolve_with(w, root, base, next, ids, false)
 }
 
@@ -274,7 +283,7 @@ fn resolve_with(
     root: &Path,
     base: &Manifest,
     next: &mut Manifest,
-    ids: &IdMap,
+    ids: &mut IdMap,
     all_files: bool,
 ) -> Result<()> {
     let rules = next.identity.rules();
@@ -288,6 +297,8 @@ fn resolve_with(
         next.files(t).iter().filter(|f| !known.contains(f.path.as_str())).map(|f| f.path.clone()).collect()
     };
     let splits = Splits::of(&next.identity.splits, ids);
+    ids.drop_lookup();
+    let ids: &IdMap = ids;
     let fingerprint = fingerprint(&rules, &next.identity.splits);
     let resumable = next.identity.resolution.as_ref().filter(|r| r.state_base.is_some());
     if !all_files

@@ -33,6 +33,25 @@ impl HeldPool {
         HeldPool { head: Vec::new(), nodes: Vec::new(), free: NIL }
     }
 
+    /// The pool of `lens.len()` users, user `u` holding the next `lens[u]` of `items` (listed as
+    /// [`HeldPool::iter`] gives them): the nodes are the items, linked in place.
+    pub(super) fn from_lists(lens: &[u32], items: Vec<Held>) -> Option<HeldPool> {
+        let mut head = vec![NIL; lens.len()];
+        let mut nodes: Vec<Node> = items.into_iter().map(|held| Node { held, next: NIL }).collect();
+        let mut at = 0usize;
+        for (u, &len) in lens.iter().enumerate() {
+            let end = at.checked_add(len as usize).filter(|&e| e <= nodes.len())?;
+            if end > at {
+                head[u] = at as u32;
+                for (k, node) in nodes[at..end - 1].iter_mut().enumerate() {
+                    node.next = (at + k) as u32 + 1;
+                }
+            }
+            at = end;
+        }
+        (at == nodes.len()).then_some(HeldPool { head, nodes, free: NIL })
+    }
+
     /// Users `0..n` have a (possibly empty) list.
     pub(super) fn grow(&mut self, n: usize) {
         if self.head.len() < n {
@@ -158,5 +177,10 @@ mod tests {
         p.set(2, &[h(3, 1), h(3, 2)]);
         assert_eq!(p.nodes.len(), nodes, "freed nodes are reused");
         assert_eq!(p.iter(2).map(|x| x.value).collect::<Vec<_>>(), vec![1, 2]);
+        let q = HeldPool::from_lists(&[2, 0, 1], vec![h(1, 1), h(1, 2), h(2, 3)]).expect("lists that fit");
+        assert_eq!(q.iter(0).map(|x| x.value).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(q.is_empty(1));
+        assert_eq!(q.iter(2).map(|x| x.value).collect::<Vec<_>>(), vec![3]);
+        assert!(HeldPool::from_lists(&[2], vec![h(1, 1)]).is_none(), "fewer items than the lists hold");
     }
 }

@@ -12,7 +12,7 @@
 //!       changed values u32 × (value u32, owner u32, count u32)
 //! ```
 
-use super::held::Held;
+use super::held::{Held, HeldPool};
 use super::{KindRule, LinkKey, Resolver};
 
 const BASE_MAGIC: &[u8; 8] = b"PRSNUF02";
@@ -90,16 +90,18 @@ impl Resolver {
         let (n, m) = r.read_header(&mut at, BASE_MAGIC)?;
         r.parent = at.u32s(n)?;
         r.size = at.u32s(n)?;
-        r.held.grow(n);
         let lens = at.u32s(n)?;
-        let mut items = Vec::new();
-        for (u, &len) in lens.iter().enumerate() {
-            items.clear();
-            for _ in 0..len {
-                items.push(at.held()?);
-            }
-            r.held.set(u as u32, &items);
-        }
+        let total = lens.iter().map(|&l| l as usize).sum::<usize>();
+        let items = at.take(total.checked_mul(10).ok_or("the state is cut short")?)?;
+        let items: Vec<Held> = items
+            .chunks_exact(10)
+            .map(|c| Held {
+                kind: u16::from_le_bytes([c[0], c[1]]),
+                value: u32::from_le_bytes([c[2], c[3], c[4], c[5]]),
+                link: u32::from_le_bytes([c[6], c[7], c[8], c[9]]),
+            })
+            .collect();
+        r.held = HeldPool::from_lists(&lens, items).ok_or("the held identifiers do not fit their counts")?;
         r.owners = at.u32s(m)?;
         r.counts = at.u32s(m)?;
         at.end()?;
