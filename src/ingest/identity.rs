@@ -149,7 +149,7 @@ impl crate::store::Store {
         ids.drop_lookup();
         let sources: Vec<full::Source> =
             resolution.link_files().into_iter().map(|f| full::Source::Links(layout::resolve(root, f))).collect();
-        let (rebuilt, _) = full::resolve(&sources, &normaliser, &splits, &ids, m.next_row_id, None)?;
+        let rebuilt = full::resolve(&sources, &normaliser, &splits, &ids, m.next_row_id, None)?;
         let (links, rebuilt) = (rebuilt.link_rows, rebuilt.persons);
         let persons_path = layout::resolve(root, &resolution.persons);
         let mut stored_of_rebuilt: FxHashMap<u32, i64> = FxHashMap::default();
@@ -338,27 +338,28 @@ fn resolve_with(
     }
     sources.extend(fresh(Table::Identities).iter().map(|f| full::Source::Identities(layout::resolve(root, f))));
     sources.extend(fresh(Table::Users).iter().map(|f| full::Source::Users(layout::resolve(root, f))));
+    // The state first (the resolver's part streamed), then the persons; the second pass over
+    // the sources writes the links with nothing but the outcomes left in memory.
     let version = w.next_version();
-    let output = full::Output { writer: w, version, rules: &rules };
-    let (resolved, written) = full::resolve(&sources, &normaliser, &splits, ids, next.next_row_id, Some(output))?;
-    let (links, linked, rejected) =
-        written.ok_or_else(|| Error::Internal("a resolution wrote no links file; please report it".into()))?;
+    let mut state = StateFile::create(w, version, "state")?;
+    state.put_u64(fingerprint)?;
+    let mut resolved = full::resolve(&sources, &normaliser, &splits, ids, next.next_row_id, Some(&mut state))?;
+    let abs = state.abs.clone();
+    resolved.resolver.write_base(&mut state).io_context("write", &abs)?;
+    let state_base = state.finish(BASE_MAGIC)?;
     let (persons, users, person_count) = write_persons(w, version, &resolved.persons, ids)?;
-    let state = StatePart {
-        fingerprint,
-        next_seq: resolved.next_seq,
-        keys: resolved.keys,
-        known: resolved.known,
-        resolver: resolved.resolver.save_base(),
-    };
+    let outcomes = resolved.resolver.take_outcomes();
+    let link_rows = resolved.link_rows;
+    let out = LinksWriter::new(w, version, ids, &rules, &splits)?;
+    let (links, linked, rejected) = full::write_links(&sources, &normaliser, &resolved, &outcomes, out)?;
     next.identity.resolution = Some(Resolution {
         links,
         more_links: Vec::new(),
         state: None,
-        state_base: Some(write_state(w, version, &state, BASE_MAGIC, "state")?),
+        state_base: Some(state_base),
         state_deltas: Vec::new(),
         persons,
-        link_rows: resolved.link_rows,
+        link_rows,
         users,
         person_count,
         linked,
@@ -394,8 +395,8 @@ fn known_key(row: u32, value: u32) -> u64 {
 ///
 /// ```text
 /// "PRSNIDB2" (base) | "PRSNIDD2" (delta)  crc32 (u32 LE) of the payload  length (u64 LE)  payload:
-///   fingerprint u64  next_seq u64  keys u32 × u128 (value ids in order, from the previous part's end)
-///   known u32 × u64 (sorted)  resolver bytes (ingest::resolve::state)
+///   fingerprint u64  known u32 × u64 (sorted)  keys u32 × u128 (value ids in order, from the
+///   previous part's end)  next_seq u64  resolver bytes (ingest::resolve::state)
 /// ```
 struct StatePart {
     fingerprint: u64,
@@ -452,7 +453,7 @@ impl StateBytes {
 }
 
 impl StatePart {
-    fn decode(mut bytes: Vec<u8>, magic: &[u8; 8]) -> std::result::Result<StateBytes, String> {
+    fn decode(bytes: Vec<u8>, magic: &[u8; 8]) -> std::result::Result<StateBytes, String> {
         let cut = || "the file is cut short".to_string();
         if bytes.len() < 20 || &bytes[..8] != magic {
             return Err("not an identity state file of this kind".into());
@@ -465,62 +466,110 @@ impl StatePart {
         if crc32fast::hash(&bytes[20..]) != crc {
             return Err("its checksum does not match".into());
         }
-        bytes.drain(..20);
-        let u32_at = |b: &[u8], at: usize| -> std::result::Result<usize, String> {
-            Ok(u32::from_le_bytes(b.get(at..at + 4).ok_or_else(cut)?.try_into().expect("four bytes")) as usize)
+        let u64_at = |at: usize| -> std::result::Result<u64, String> {
+            Ok(u64::from_le_bytes(bytes.get(at..at + 8).ok_or_else(cut)?.try_into().expect("eight bytes")))
         };
-        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
-        if bytes.len() < 20 {
+        let u32_at = |at: usize| -> std::result::Result<usize, String> {
+            Ok(u32::from_le_bytes(bytes.get(at..at + 4).ok_or_else(cut)?.try_into().expect("four bytes")) as usize)
+        };
+        let fingerprint = u64_at(20)?;
+        let known = 32..32 + u32_at(28)? * 8;
+        let keys = known.end + 4..known.end + 4 + u32_at(known.end)? * 16;
+        let next_seq = u64_at(keys.end)?;
+        let resolver = keys.end + 8..bytes.len();
+        if resolver.start > bytes.len() {
             return Err(cut());
         }
-        let (fingerprint, next_seq) = (u64_at(0), u64_at(8));
-        let keys = 20..20 + u32_at(&bytes, 16)? * 16;
-        let known = keys.end + 4..keys.end + 4 + u32_at(&bytes, keys.end)? * 8;
-        if known.end > bytes.len() {
-            return Err(cut());
-        }
-        let resolver = known.end..bytes.len();
         Ok(StateBytes { fingerprint, next_seq, bytes, keys, known, resolver })
     }
 }
 
-/// Writes a state part as the [`StatePart`] doc lays it out, streamed (a base at ten million
-/// users is most of a gigabyte: no second copy of it is made).
+/// A state file being written, streamed (a base at ten million users is most of a gigabyte: no
+/// copy of it is made in memory): the payload as it comes, then the header with its checksum.
+pub(super) struct StateFile {
+    out: std::io::BufWriter<File>,
+    crc: crc32fast::Hasher,
+    len: u64,
+    relative: String,
+    abs: std::path::PathBuf,
+}
+
+impl StateFile {
+    fn create(w: &StoreWriter, version: u64, what: &str) -> Result<StateFile> {
+        let (relative, abs) = w.new_file(new_resolution_file(version, what))?;
+        let file = File::create(&abs).io_context("create", &abs)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        std::io::Write::write_all(&mut out, &[0; 20]).io_context("write", &abs)?;
+        Ok(StateFile { out, crc: crc32fast::Hasher::new(), len: 0, relative, abs })
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        std::io::Write::write_all(self, bytes).io_context("write", &self.abs.clone())
+    }
+
+    fn put_u64(&mut self, v: u64) -> Result<()> {
+        self.put(&v.to_le_bytes())
+    }
+
+    /// A count, then the values.
+    pub(super) fn put_known(&mut self, known: &[u64]) -> Result<()> {
+        self.put(&(known.len() as u32).to_le_bytes())?;
+        for chunk in known.chunks(8192) {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|k| k.to_le_bytes()).collect();
+            self.put(&bytes)?;
+        }
+        Ok(())
+    }
+
+    /// A count, then the keys.
+    pub(super) fn put_keys(&mut self, keys: &[u128]) -> Result<()> {
+        self.put(&(keys.len() as u32).to_le_bytes())?;
+        for chunk in keys.chunks(4096) {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|k| k.to_le_bytes()).collect();
+            self.put(&bytes)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn put_next_seq(&mut self, next_seq: u64) -> Result<()> {
+        self.put_u64(next_seq)
+    }
+
+    fn finish(mut self, magic: &[u8; 8]) -> Result<String> {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut header = Vec::with_capacity(20);
+        header.extend_from_slice(magic);
+        header.extend_from_slice(&self.crc.clone().finalize().to_le_bytes());
+        header.extend_from_slice(&self.len.to_le_bytes());
+        self.out.seek(SeekFrom::Start(0)).io_context("seek", &self.abs)?;
+        self.out.write_all(&header).io_context("write", &self.abs)?;
+        let file = self.out.into_inner().map_err(|e| e.into_error()).io_context("write", &self.abs)?;
+        file.sync_all().io_context("fsync", &self.abs)?;
+        Ok(self.relative)
+    }
+}
+
+impl std::io::Write for StateFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.write_all(buf)?;
+        self.crc.update(buf);
+        self.len += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Writes a state part as the [`StatePart`] doc lays it out.
 fn write_state(w: &StoreWriter, version: u64, state: &StatePart, magic: &[u8; 8], what: &str) -> Result<String> {
-    use std::io::{Seek, SeekFrom, Write};
-    let (relative, abs) = w.new_file(new_resolution_file(version, what))?;
-    let file = File::create(&abs).io_context("create", &abs)?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    let mut crc = crc32fast::Hasher::new();
-    let mut len = 0u64;
-    let mut put = |out: &mut std::io::BufWriter<File>, bytes: &[u8]| -> Result<()> {
-        crc.update(bytes);
-        len += bytes.len() as u64;
-        out.write_all(bytes).io_context("write", &abs)
-    };
-    out.write_all(&[0; 20]).io_context("write", &abs)?;
-    put(&mut out, &state.fingerprint.to_le_bytes())?;
-    put(&mut out, &state.next_seq.to_le_bytes())?;
-    put(&mut out, &(state.keys.len() as u32).to_le_bytes())?;
-    for chunk in state.keys.chunks(4096) {
-        let bytes: Vec<u8> = chunk.iter().flat_map(|k| k.to_le_bytes()).collect();
-        put(&mut out, &bytes)?;
-    }
-    put(&mut out, &(state.known.len() as u32).to_le_bytes())?;
-    for chunk in state.known.chunks(8192) {
-        let bytes: Vec<u8> = chunk.iter().flat_map(|k| k.to_le_bytes()).collect();
-        put(&mut out, &bytes)?;
-    }
-    put(&mut out, &state.resolver)?;
-    let mut header = Vec::with_capacity(20);
-    header.extend_from_slice(magic);
-    header.extend_from_slice(&crc.finalize().to_le_bytes());
-    header.extend_from_slice(&len.to_le_bytes());
-    out.seek(SeekFrom::Start(0)).io_context("seek", &abs)?;
-    out.write_all(&header).io_context("write", &abs)?;
-    let file = out.into_inner().map_err(|e| e.into_error()).io_context("write", &abs)?;
-    file.sync_all().io_context("fsync", &abs)?;
-    Ok(relative)
+    let mut file = StateFile::create(w, version, what)?;
+    file.put_u64(state.fingerprint)?;
+    file.put_known(&state.known)?;
+    file.put_keys(&state.keys)?;
+    file.put_next_seq(state.next_seq)?;
+    file.put(&state.resolver)?;
+    file.finish(magic)
 }
 
 fn read_state(root: &Path, file: &str, magic: &[u8; 8]) -> Result<StateBytes> {

@@ -361,6 +361,11 @@ impl Resolver {
         &self.outcomes
     }
 
+    /// The outcomes, taken out of the resolver (see [`Resolver::outcomes`]).
+    pub fn take_outcomes(&mut self) -> Vec<Outcome> {
+        std::mem::take(&mut self.outcomes)
+    }
+
     /// Whether two persons were joined since the resolver was made or resumed (else every
     /// user it knew is in the same person as before).
     pub fn joined_any(&self) -> bool {

@@ -17,11 +17,10 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use super::{
-    IdMap, Link, LinkKey, LinksWriter, Normaliser, Record, Resolver, Splits, StoreWriter, kinds_and_rules, known_key,
-    read_identities, read_links, read_users, value_key,
+    IdMap, Link, LinkKey, LinksWriter, Normaliser, Outcome, Record, Resolver, Splits, StateFile, kinds_and_rules,
+    known_key, read_identities, read_links, read_users, value_key,
 };
 use crate::error::{Error, Result};
-use crate::store::identity::IdentityRules;
 
 /// Where links come from, in the order they are read.
 #[derive(Debug, Clone)]
@@ -48,19 +47,12 @@ pub(super) struct Full {
     pub(super) persons: Vec<u32>,
     /// Links kept (every source's, minus duplicates and forgotten users').
     pub(super) link_rows: u64,
-    pub(super) next_seq: u64,
-    /// The key of each value id, in id order.
-    pub(super) keys: Vec<u128>,
-    /// Sorted (user, value) pairs of every link kept.
-    pub(super) known: Vec<u64>,
     pub(super) resolver: Resolver,
-}
-
-/// What the second pass writes: the links file of `version`.
-pub(super) struct Output<'a> {
-    pub(super) writer: &'a StoreWriter,
-    pub(super) version: u64,
-    pub(super) rules: &'a IdentityRules,
+    /// What the second pass needs, per record read: whether it is kept, its sequence number and
+    /// its link's place among the resolver's outcomes.
+    seqs: Vec<u32>,
+    flags: Vec<u8>,
+    pos: Vec<u32>,
 }
 
 /// The links file written: its path, the links accepted and those rejected by reason.
@@ -160,16 +152,17 @@ fn seq32(seq: u64) -> Result<u32> {
     u32::try_from(seq).map_err(|_| Error::Usage("a store holds at most 4,294,967,295 identity links".into()))
 }
 
-/// Resolves every link of `sources` from the start (see the module doc); with `output`, also
-/// writes the links file.
+/// Resolves every link of `sources` from the start (see the module doc). With `state`, writes
+/// the known pairs, the value keys and the next sequence number to it as soon as they are final
+/// (then frees them); the resolver's part is the caller's to write.
 pub(super) fn resolve(
     sources: &[Source],
     normaliser: &Normaliser,
     splits: &Splits,
     ids: &IdMap,
     users: u32,
-    output: Option<Output>,
-) -> Result<(Full, Option<Written>)> {
+    mut state: Option<&mut StateFile>,
+) -> Result<Full> {
     // Pass 1: numbers.
     let mut l = Links::default();
     let mut names = Names::default();
@@ -220,15 +213,20 @@ pub(super) fn resolve(
             (l.flags[i] & NEW, l.ts[i]).cmp(&(l.flags[j] & NEW, l.ts[j])).then_with(|| src_name(i).cmp(&src_name(j)))
         })
     });
-    let mut known: Vec<u64> = Vec::with_capacity(pairs.len());
+    let mut previous = None;
     for &(pair, i) in &pairs {
-        if known.last() == Some(&pair) {
+        if previous == Some(pair) {
             l.flags[i as usize] &= !LIVE;
-        } else {
-            known.push(pair);
         }
+        previous = Some(pair);
     }
     drop(pairs);
+    if let Some(state) = state.as_deref_mut() {
+        let mut known: Vec<u64> =
+            (0..n).filter(|&i| l.flags[i] & LIVE != 0).map(|i| known_key(l.row[i], l.value[i])).collect();
+        known.sort_unstable();
+        state.put_known(&known)?;
+    }
     // The new links are sequenced after the stored ones in (ts, row, type, value key, source) order.
     let mut arrival: Vec<(i64, u32, u32)> =
         (0..n).filter(|&i| l.flags[i] & (LIVE | NEW) == LIVE | NEW).map(|i| (l.ts[i], l.row[i], i as u32)).collect();
@@ -248,12 +246,19 @@ pub(super) fn resolve(
     }
     let next_seq = first_new + arrival.len() as u64;
     drop(arrival);
+    if let Some(state) = state {
+        state.put_keys(&keys)?;
+        state.put_next_seq(next_seq)?;
+    }
+    drop(keys);
+    drop(std::mem::take(&mut l.src));
     // Every link in (ts, seq) order; the resolver's links are the valid ones of a known type.
     let (kinds, kind_rules) = kinds_and_rules(normaliser.rules());
     let kind_of: Vec<Option<u16>> =
         names.list.iter().map(|name| kinds.iter().position(|k| *k == &**name).map(|k| k as u16)).collect();
     let mut order: Vec<(i64, u32, u32)> =
         (0..n).filter(|&i| l.flags[i] & LIVE != 0).map(|i| (l.ts[i], l.seq[i], i as u32)).collect();
+    drop(std::mem::take(&mut l.ts));
     let link_rows = order.len() as u64;
     order.sort_unstable();
     let mut pos: Vec<u32> = vec![u32::MAX; n];
@@ -273,31 +278,35 @@ pub(super) fn resolve(
     resolver.resolve(&links, last);
     drop(links);
     let persons = resolver.person_ids(users);
-    // Pass 2: the links file, in the order read.
-    let written = match output {
-        Some(out) => {
-            let mut w = LinksWriter::new(out.writer, out.version, ids, out.rules, splits)?;
-            let mut i = 0usize;
-            for source in sources {
-                scan(source, normaliser, &mut |mut r: Record| {
-                    let at = i;
-                    i += 1;
-                    if flags.get(at).is_none_or(|f| f & LIVE == 0) {
-                        return Ok(());
-                    }
-                    r.seq = u64::from(seqs[at]);
-                    let outcome = resolver.outcomes().get(pos[at] as usize).copied();
-                    w.push(&r, outcome)
-                })?;
+    Ok(Full { persons, link_rows, resolver, seqs, flags, pos })
+}
+
+/// The second pass: reads `sources` again, as [`resolve`] did, and writes each kept link with
+/// its sequence number and outcome (`outcomes`: the resolver's, taken out of `full`).
+pub(super) fn write_links(
+    sources: &[Source],
+    normaliser: &Normaliser,
+    full: &Full,
+    outcomes: &[Outcome],
+    mut out: LinksWriter,
+) -> Result<Written> {
+    let n = full.flags.len();
+    let mut i = 0usize;
+    for source in sources {
+        scan(source, normaliser, &mut |mut r: Record| {
+            let at = i;
+            i += 1;
+            if full.flags.get(at).is_none_or(|f| f & LIVE == 0) {
+                return Ok(());
             }
-            if i != n {
-                return Err(Error::Internal(format!("identity sources read {n} links, then {i}; please report it")));
-            }
-            Some(w.finish()?)
-        }
-        None => None,
-    };
-    Ok((Full { persons, link_rows, next_seq, keys, known, resolver }, written))
+            r.seq = u64::from(full.seqs[at]);
+            out.push(&r, outcomes.get(full.pos[at] as usize).copied())
+        })?;
+    }
+    if i != n {
+        return Err(Error::Internal(format!("identity sources read {n} links, then {i}; please report it")));
+    }
+    out.finish()
 }
 
 #[cfg(test)]

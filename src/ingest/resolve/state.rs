@@ -21,16 +21,47 @@ const DELTA_MAGIC: &[u8; 8] = b"PRSNUD01";
 impl Resolver {
     /// Every entry of the state (see the module doc).
     pub fn save_base(&self) -> Vec<u8> {
-        let n = self.parent.len();
-        let mut out = Vec::with_capacity(64 + n * 12 + self.owners.len() * 8);
-        self.header(&mut out, BASE_MAGIC);
-        self.parent.iter().for_each(|&p| put(&mut out, p));
-        self.size.iter().for_each(|&s| put(&mut out, s));
-        (0..n as u32).for_each(|u| put(&mut out, self.held.iter(u).count() as u32));
-        (0..n as u32).for_each(|u| self.held.iter(u).for_each(|h| put_held(&mut out, &h)));
-        self.owners.iter().for_each(|&o| put(&mut out, o));
-        self.counts.iter().for_each(|&c| put(&mut out, c));
+        let mut out = Vec::with_capacity(64 + self.parent.len() * 12 + self.owners.len() * 8);
+        self.write_base(&mut out).expect("writing to memory cannot fail");
         out
+    }
+
+    /// [`Resolver::save_base`] written to `out` a chunk at a time (a base at ten million users
+    /// is hundreds of megabytes).
+    pub fn write_base(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let n = self.parent.len();
+        let mut buf = Vec::with_capacity(1 << 16);
+        self.header(&mut buf, BASE_MAGIC);
+        let flush = |buf: &mut Vec<u8>, out: &mut dyn std::io::Write, force: bool| {
+            if force || buf.len() >= 1 << 16 {
+                out.write_all(buf)?;
+                buf.clear();
+            }
+            std::io::Result::Ok(())
+        };
+        for column in [&self.parent, &self.size] {
+            for &v in column {
+                put(&mut buf, v);
+                flush(&mut buf, out, false)?;
+            }
+        }
+        for u in 0..n as u32 {
+            put(&mut buf, self.held.iter(u).count() as u32);
+            flush(&mut buf, out, false)?;
+        }
+        for u in 0..n as u32 {
+            for h in self.held.iter(u) {
+                put_held(&mut buf, &h);
+            }
+            flush(&mut buf, out, false)?;
+        }
+        for column in [&self.owners, &self.counts] {
+            for &v in column {
+                put(&mut buf, v);
+                flush(&mut buf, out, false)?;
+            }
+        }
+        flush(&mut buf, out, true)
     }
 
     /// The entries that changed since the resolver was made or resumed (see the module doc).
