@@ -480,3 +480,36 @@ async fn an_in_order_import_resumes_the_stored_state_and_equals_a_rebuild() {
     assert_eq!(count(&session, "SELECT count(*) FROM identity_links").await, 27);
     assert_eq!(store.check_identity().unwrap().differing, 0);
 }
+
+/// A store of format 5 kept its union-find state whole (`resolution.state`, a file no build
+/// reads any more) and no base: it still reads, and its next import resolves from the start and
+/// writes a base, with the same persons as a rebuild.
+#[tokio::test]
+async fn a_store_with_a_format_5_state_resolves_from_the_start_at_its_next_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = identity_store(dir.path());
+    let root = store.root().to_path_buf();
+    let current = std::fs::read_to_string(persona::store::layout::current_file(&root)).unwrap();
+    let manifest_path = persona::store::layout::manifests_dir(&root).join(current.trim());
+    let mut manifest =
+        persona::store::manifest::Manifest::from_bytes(&std::fs::read(&manifest_path).unwrap(), &manifest_path)
+            .unwrap();
+    let resolution = manifest.identity.resolution.as_mut().unwrap();
+    resolution.state = resolution.state_base.take();
+    manifest.format_version = 5;
+    std::fs::write(&manifest_path, manifest.to_bytes().unwrap()).unwrap();
+    let store = persona::Store::open(&root).unwrap();
+    assert_eq!(persons_of(&session(&store)).await, vec!["u1,u2,u3", "u4", "u5", "u6"]);
+    let file = write(
+        &dir.path().join("late"),
+        "identities.csv",
+        "user_id,id_type,id_value,source,ts\nu4,phone,139 1234 5678,store,2026-12-01 00:00:00\n",
+    );
+    import(&store, &[&file]).unwrap();
+    let snapshot = store.snapshot().unwrap();
+    let r = snapshot.manifest().identity.resolution.clone().unwrap();
+    assert!(r.state.is_none() && r.state_base.is_some() && r.more_links.is_empty(), "{r:?}");
+    assert_eq!(snapshot.manifest().format_version, 6);
+    assert_eq!(persons_of(&session(&store)).await, vec!["u1,u2,u3,u4", "u5", "u6"]);
+    assert_eq!(store.check_identity().unwrap().differing, 0);
+}
