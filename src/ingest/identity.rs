@@ -395,8 +395,8 @@ fn known_key(row: u32, value: u32) -> u64 {
 ///
 /// ```text
 /// "PRSNIDB2" (base) | "PRSNIDD2" (delta)  crc32 (u32 LE) of the payload  length (u64 LE)  payload:
-///   fingerprint u64  known u32 × u64 (sorted)  keys u32 × u128 (value ids in order, from the
-///   previous part's end)  next_seq u64  resolver bytes (ingest::resolve::state)
+///   fingerprint u64  keys u32 × u128 (value ids in order, from the previous part's end)
+///   known u32 × u64 (sorted)  next_seq u64  resolver bytes (ingest::resolve::state)
 /// ```
 struct StatePart {
     fingerprint: u64,
@@ -411,76 +411,97 @@ struct StatePart {
 const BASE_MAGIC: &[u8; 8] = b"PRSNIDB2";
 const DELTA_MAGIC: &[u8; 8] = b"PRSNIDD2";
 
-/// A state part as read: its keys and known pairs left as bytes (searched, never decoded).
-struct StateBytes {
+/// A state part read in file order, a chunk at a time (the keys and pairs of a base are most of
+/// a gigabyte at ten million users, and an increment needs only a few of them); its checksum is
+/// verified once the whole part was read ([`StateReader::rest`]).
+struct StateReader {
+    file: std::io::BufReader<File>,
+    path: std::path::PathBuf,
+    crc: crc32fast::Hasher,
+    expected_crc: u32,
+    /// Payload bytes not read yet.
+    remaining: u64,
+    /// The file's size.
+    size: u64,
     fingerprint: u64,
-    next_seq: u64,
-    bytes: Vec<u8>,
-    keys: std::ops::Range<usize>,
-    known: std::ops::Range<usize>,
-    resolver: std::ops::Range<usize>,
 }
 
-impl StateBytes {
-    fn keys(&self) -> impl Iterator<Item = u128> + '_ {
-        self.bytes[self.keys.clone()]
-            .chunks_exact(16)
-            .map(|c| u128::from_le_bytes(c.try_into().expect("sixteen bytes")))
+impl StateReader {
+    fn open(root: &Path, file: &str, magic: &[u8; 8]) -> Result<StateReader> {
+        let path = layout::resolve(root, file);
+        let f = File::open(&path).io_context("open", &path)?;
+        let size = f.metadata().io_context("stat", &path)?.len();
+        let mut file = std::io::BufReader::with_capacity(1 << 20, f);
+        let mut header = [0u8; 20];
+        std::io::Read::read_exact(&mut file, &mut header)
+            .map_err(|_| Error::corrupt(&path, "not an identity state file of this kind"))?;
+        if &header[..8] != magic {
+            return Err(Error::corrupt(&path, "not an identity state file of this kind"));
+        }
+        let expected_crc = u32::from_le_bytes(header[8..12].try_into().expect("four bytes"));
+        let remaining = u64::from_le_bytes(header[12..20].try_into().expect("eight bytes"));
+        if remaining != size - 20 {
+            return Err(Error::corrupt(&path, "the file is cut short"));
+        }
+        let mut r =
+            StateReader { file, path, crc: crc32fast::Hasher::new(), expected_crc, remaining, size, fingerprint: 0 };
+        r.fingerprint = r.u64()?;
+        Ok(r)
     }
-    fn key_count(&self) -> u32 {
-        (self.keys.len() / 16) as u32
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<()> {
+        if (buf.len() as u64) > self.remaining {
+            return Err(Error::corrupt(&self.path, "the file is cut short"));
+        }
+        std::io::Read::read_exact(&mut self.file, buf).io_context("read", &self.path)?;
+        self.crc.update(buf);
+        self.remaining -= buf.len() as u64;
+        Ok(())
     }
-    fn known(&self, key: u64) -> bool {
-        let known = &self.bytes[self.known.clone()];
-        let at = |i: usize| u64::from_le_bytes(known[i * 8..i * 8 + 8].try_into().expect("eight bytes"));
-        let (mut lo, mut hi) = (0usize, known.len() / 8);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            match at(mid).cmp(&key) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return true,
+
+    fn u64(&mut self) -> Result<u64> {
+        let mut b = [0u8; 8];
+        self.read(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// A count, then that many values of `WIDTH` bytes, each handed to `f`.
+    fn values<const WIDTH: usize>(&mut self, mut f: impl FnMut([u8; WIDTH])) -> Result<()> {
+        let mut count = [0u8; 4];
+        self.read(&mut count)?;
+        let mut left = u32::from_le_bytes(count) as usize;
+        let mut buf = vec![0u8; WIDTH * 4096];
+        while left > 0 {
+            let n = left.min(4096);
+            self.read(&mut buf[..n * WIDTH])?;
+            for c in buf[..n * WIDTH].chunks_exact(WIDTH) {
+                f(c.try_into().expect("a value's bytes"));
             }
+            left -= n;
         }
-        false
+        Ok(())
     }
-    fn known_all(&self) -> impl Iterator<Item = u64> + '_ {
-        self.bytes[self.known.clone()].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("eight bytes")))
-    }
-    fn resolver(&self) -> &[u8] {
-        &self.bytes[self.resolver.clone()]
-    }
-}
 
-impl StatePart {
-    fn decode(bytes: Vec<u8>, magic: &[u8; 8]) -> std::result::Result<StateBytes, String> {
-        let cut = || "the file is cut short".to_string();
-        if bytes.len() < 20 || &bytes[..8] != magic {
-            return Err("not an identity state file of this kind".into());
+    /// The part's value keys, in id order.
+    fn keys(&mut self, mut f: impl FnMut(u128)) -> Result<()> {
+        self.values::<16>(|b| f(u128::from_le_bytes(b)))
+    }
+
+    /// The part's (user, value) pairs, sorted.
+    fn known(&mut self, mut f: impl FnMut(u64)) -> Result<()> {
+        self.values::<8>(|b| f(u64::from_le_bytes(b)))
+    }
+
+    /// The next sequence number and the resolver's bytes, once the checksum of the whole part
+    /// is verified.
+    fn rest(&mut self) -> Result<(u64, Vec<u8>)> {
+        let next_seq = self.u64()?;
+        let mut resolver = vec![0u8; self.remaining as usize];
+        self.read(&mut resolver)?;
+        if self.crc.clone().finalize() != self.expected_crc {
+            return Err(Error::corrupt(&self.path, "its checksum does not match"));
         }
-        let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("four bytes"));
-        let len = u64::from_le_bytes(bytes[12..20].try_into().expect("eight bytes")) as usize;
-        if bytes.len() - 20 != len {
-            return Err(cut());
-        }
-        if crc32fast::hash(&bytes[20..]) != crc {
-            return Err("its checksum does not match".into());
-        }
-        let u64_at = |at: usize| -> std::result::Result<u64, String> {
-            Ok(u64::from_le_bytes(bytes.get(at..at + 8).ok_or_else(cut)?.try_into().expect("eight bytes")))
-        };
-        let u32_at = |at: usize| -> std::result::Result<usize, String> {
-            Ok(u32::from_le_bytes(bytes.get(at..at + 4).ok_or_else(cut)?.try_into().expect("four bytes")) as usize)
-        };
-        let fingerprint = u64_at(20)?;
-        let known = 32..32 + u32_at(28)? * 8;
-        let keys = known.end + 4..known.end + 4 + u32_at(known.end)? * 16;
-        let next_seq = u64_at(keys.end)?;
-        let resolver = keys.end + 8..bytes.len();
-        if resolver.start > bytes.len() {
-            return Err(cut());
-        }
-        Ok(StateBytes { fingerprint, next_seq, bytes, keys, known, resolver })
+        Ok((next_seq, resolver))
     }
 }
 
@@ -565,17 +586,11 @@ impl std::io::Write for StateFile {
 fn write_state(w: &StoreWriter, version: u64, state: &StatePart, magic: &[u8; 8], what: &str) -> Result<String> {
     let mut file = StateFile::create(w, version, what)?;
     file.put_u64(state.fingerprint)?;
-    file.put_known(&state.known)?;
     file.put_keys(&state.keys)?;
+    file.put_known(&state.known)?;
     file.put_next_seq(state.next_seq)?;
     file.put(&state.resolver)?;
     file.finish(magic)
-}
-
-fn read_state(root: &Path, file: &str, magic: &[u8; 8]) -> Result<StateBytes> {
-    let path = layout::resolve(root, file);
-    let bytes = std::fs::read(&path).io_context("read", &path)?;
-    StatePart::decode(bytes, magic).map_err(|e| Error::corrupt(&path, e))
 }
 
 /// A new base replaces the deltas once they are this many, or together at least half the
@@ -601,13 +616,16 @@ fn resolve_increment(
     fingerprint: u64,
 ) -> Result<Option<Resolution>> {
     let Some(base_file) = &previous.state_base else { return Ok(None) };
-    let base = read_state(root, base_file, BASE_MAGIC)?;
-    let deltas = previous.state_deltas.iter().map(|f| read_state(root, f, DELTA_MAGIC)).collect::<Result<Vec<_>>>()?;
-    let parts: Vec<&StateBytes> = std::iter::once(&base).chain(&deltas).collect();
+    let mut parts = vec![StateReader::open(root, base_file, BASE_MAGIC)?];
+    for f in &previous.state_deltas {
+        parts.push(StateReader::open(root, f, DELTA_MAGIC)?);
+    }
     if parts.iter().any(|p| p.fingerprint != fingerprint) {
         return Ok(None);
     }
-    let next_seq = parts.last().map_or(0, |p| p.next_seq);
+    // A new base once the deltas are many or large: every key and pair is then kept as read.
+    let delta_bytes: u64 = parts[1..].iter().map(|p| p.size).sum();
+    let merge = parts.len() >= MAX_DELTAS || delta_bytes * 2 >= parts[0].size;
     let rules = normaliser.rules();
     let (kinds, kind_rules) = kinds_and_rules(rules);
     // The new records in merge's order; their values' ids looked up in one pass over the keys.
@@ -619,30 +637,58 @@ fn resolve_increment(
         let r = &incoming[i as usize];
         wanted.insert(value_key(&r.id_type, &r.id_value), u32::MAX);
     }
-    let mut next_id = 0u32;
-    for part in &parts {
-        for key in part.keys() {
+    let (mut next_id, mut all_keys) = (0u32, Vec::new());
+    for part in &mut parts {
+        part.keys(|key| {
             if let Some(id) = wanted.get_mut(&key) {
                 *id = next_id;
             }
+            if merge {
+                all_keys.push(key);
+            }
             next_id += 1;
-        }
+        })?;
     }
+    // Values never seen get the next ids, in arrival order; the pairs of known values may be
+    // known already: one pass over the stored pairs says which.
     let mut new_keys: Vec<u128> = Vec::new();
-    let mut new_known: FxHashSet<u64> = FxHashSet::default();
-    let mut records: Vec<Record> = Vec::new();
-    let mut links = Vec::new();
-    for i in order {
+    let mut values: Vec<u32> = Vec::with_capacity(order.len());
+    let mut candidates: FxHashSet<u64> = FxHashSet::default();
+    for &i in &order {
         let r = &incoming[i as usize];
         let key = value_key(&r.id_type, &r.id_value);
         let id = wanted.get_mut(&key).expect("every incoming key is wanted");
         if *id == u32::MAX {
             *id = next_id + new_keys.len() as u32;
             new_keys.push(key);
+        } else {
+            candidates.insert(known_key(r.row, *id));
         }
-        let value = *id;
+        values.push(*id);
+    }
+    let (mut found, mut all_known): (FxHashSet<u64>, Vec<u64>) = (FxHashSet::default(), Vec::new());
+    for part in &mut parts {
+        part.known(|pair| {
+            if candidates.contains(&pair) {
+                found.insert(pair);
+            }
+            if merge {
+                all_known.push(pair);
+            }
+        })?;
+    }
+    let mut rests = Vec::with_capacity(parts.len());
+    for part in &mut parts {
+        rests.push(part.rest()?);
+    }
+    let next_seq = rests.last().map_or(0, |(seq, _)| *seq);
+    let mut new_known: FxHashSet<u64> = FxHashSet::default();
+    let mut records: Vec<Record> = Vec::new();
+    let mut links = Vec::new();
+    for (&i, &value) in order.iter().zip(&values) {
+        let r = &incoming[i as usize];
         let known = known_key(r.row, value);
-        if parts.iter().any(|p| p.known(known)) || !new_known.insert(known) {
+        if found.contains(&known) || !new_known.insert(known) {
             continue;
         }
         let mut record = r.clone();
@@ -658,10 +704,11 @@ fn resolve_increment(
         }
         records.push(record);
     }
-    let deltas_bytes: Vec<&[u8]> = deltas.iter().map(StateBytes::resolver).collect();
-    let mut resolver =
-        Resolver::resume(kind_rules, rules.hub_limit, splits.pairs.clone(), base.resolver(), &deltas_bytes)
-            .map_err(|e| Error::corrupt(layout::resolve(root, base_file), e))?;
+    let deltas_bytes: Vec<&[u8]> = rests[1..].iter().map(|(_, b)| b.as_slice()).collect();
+    let mut resolver = Resolver::resume(kind_rules, rules.hub_limit, splits.pairs.clone(), &rests[0].1, &deltas_bytes)
+        .map_err(|e| Error::corrupt(layout::resolve(root, base_file), e))?;
+    drop(deltas_bytes);
+    drop(rests);
     links.sort_by_key(|l| l.0);
     let only: Vec<Link> = links.iter().map(|l| l.1).collect();
     if !resolver.try_extend(&only, links.first().map(|l| l.0), links.last().map(|l| l.0)) {
@@ -691,15 +738,13 @@ fn resolve_increment(
     let mut known: Vec<u64> = new_known.into_iter().collect();
     known.sort_unstable();
     let next_seq = next_seq + records.len() as u64;
-    let delta_bytes: usize = deltas.iter().map(|d| d.bytes.len()).sum();
-    let (state_base, state_deltas) = if deltas.len() + 1 >= MAX_DELTAS || delta_bytes * 2 >= base.bytes.len() {
+    let (state_base, state_deltas) = if merge {
         // A new base: every key and known pair so far, the resolver's whole state.
-        let mut keys: Vec<u128> = parts.iter().flat_map(|p| p.keys()).collect();
-        keys.extend(new_keys);
-        let mut all_known: Vec<u64> = parts.iter().flat_map(|p| p.known_all()).collect();
+        all_keys.extend(new_keys);
         all_known.extend(known);
         all_known.sort_unstable();
-        let part = StatePart { fingerprint, next_seq, keys, known: all_known, resolver: resolver.save_base() };
+        let part =
+            StatePart { fingerprint, next_seq, keys: all_keys, known: all_known, resolver: resolver.save_base() };
         (Some(write_state(w, version, &part, BASE_MAGIC, "state")?), Vec::new())
     } else {
         let part = StatePart { fingerprint, next_seq, keys: new_keys, known, resolver: resolver.save_delta() };
@@ -707,7 +752,6 @@ fn resolve_increment(
         state_deltas.push(write_state(w, version, &part, DELTA_MAGIC, "state-delta")?);
         (previous.state_base.clone(), state_deltas)
     };
-    debug_assert!(parts.iter().map(|p| p.key_count()).sum::<u32>() == next_id);
     Ok(Some(Resolution {
         links: previous.links.clone(),
         more_links,

@@ -153,7 +153,7 @@ fn seq32(seq: u64) -> Result<u32> {
 }
 
 /// Resolves every link of `sources` from the start (see the module doc). With `state`, writes
-/// the known pairs, the value keys and the next sequence number to it as soon as they are final
+/// the value keys, the known pairs and the next sequence number to it as soon as they are final
 /// (then frees them); the resolver's part is the caller's to write.
 pub(super) fn resolve(
     sources: &[Source],
@@ -221,12 +221,6 @@ pub(super) fn resolve(
         previous = Some(pair);
     }
     drop(pairs);
-    if let Some(state) = state.as_deref_mut() {
-        let mut known: Vec<u64> =
-            (0..n).filter(|&i| l.flags[i] & LIVE != 0).map(|i| known_key(l.row[i], l.value[i])).collect();
-        known.sort_unstable();
-        state.put_known(&known)?;
-    }
     // The new links are sequenced after the stored ones in (ts, row, type, value key, source) order.
     let mut arrival: Vec<(i64, u32, u32)> =
         (0..n).filter(|&i| l.flags[i] & (LIVE | NEW) == LIVE | NEW).map(|i| (l.ts[i], l.row[i], i as u32)).collect();
@@ -246,11 +240,17 @@ pub(super) fn resolve(
     }
     let next_seq = first_new + arrival.len() as u64;
     drop(arrival);
-    if let Some(state) = state {
+    if let Some(state) = state.as_deref_mut() {
         state.put_keys(&keys)?;
-        state.put_next_seq(next_seq)?;
     }
     drop(keys);
+    if let Some(state) = state {
+        let mut known: Vec<u64> =
+            (0..n).filter(|&i| l.flags[i] & LIVE != 0).map(|i| known_key(l.row[i], l.value[i])).collect();
+        known.sort_unstable();
+        state.put_known(&known)?;
+        state.put_next_seq(next_seq)?;
+    }
     drop(std::mem::take(&mut l.src));
     // Every link in (ts, seq) order; the resolver's links are the valid ones of a known type.
     let (kinds, kind_rules) = kinds_and_rules(normaliser.rules());
