@@ -301,6 +301,7 @@ impl ExplainMerge {
             .collect();
         // The links of the person's users, with their sources and times for the answer.
         let mut links = Vec::new();
+        let mut keys = Vec::new();
         let mut outcomes = Vec::new();
         let mut detail: Vec<(String, String, Option<String>, Option<i64>)> = Vec::new();
         let mut values: HashMap<(u16, String), u32> = HashMap::new();
@@ -331,13 +332,8 @@ impl ExplainMerge {
                     }
                     let next = values.len() as u32;
                     let value = *values.entry((kind as u16, vals.value(i).to_string())).or_insert(next);
-                    links.push(Link {
-                        key: LinkKey { ts: if ts.is_valid(i) { ts.value(i) } else { i64::MIN }, seq: seqs.value(i) },
-                        user: row,
-                        kind: kind as u16,
-                        value,
-                        denied: false,
-                    });
+                    keys.push(LinkKey { ts: if ts.is_valid(i) { ts.value(i) } else { i64::MIN }, seq: seqs.value(i) });
+                    links.push(Link { user: row, kind: kind as u16, value, denied: false });
                     outcomes.push(outcome);
                     detail.push((
                         types.value(i).to_string(),
@@ -348,6 +344,12 @@ impl ExplainMerge {
                 }
             }
         }
+        // In processing order (a links file is in arrival order, its segments one after another).
+        let mut order: Vec<usize> = (0..links.len()).collect();
+        order.sort_by_key(|&i| keys[i]);
+        let links: Vec<Link> = order.iter().map(|&i| links[i]).collect();
+        let outcomes: Vec<Outcome> = order.iter().map(|&i| outcomes[i]).collect();
+        let detail: Vec<_> = order.iter().map(|&i| detail[i].clone()).collect();
         let chain = if person_a == person_b {
             explain_chain(&links, &outcomes, &kind_rules, |_| true, row_a, row_b).unwrap_or_default()
         } else {

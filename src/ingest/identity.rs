@@ -1,15 +1,16 @@
 //! The import's identity phase (docs/identity.md): normalises `identities` rows as they are
 //! loaded, then resolves the version's users into persons — this import's new links (identities
 //! rows and users' phone and e-mail) applied in (ts, sequence) order to the previous version's
-//! stored state when they all come after it, else every link replayed from the start — and
-//! writes the links with their outcomes, each user row's `person_id` and the state as the
-//! version's derived files.
+//! stored state (a base and deltas) when they all come after it, else every link resolved from
+//! the start ([`full`]) — and writes the links with their outcomes, each user row's `person_id`
+//! and the state (a delta, or a new base) as the version's derived files.
 //!
 //! ```text
-//!                       in order: previous state ─┐                 ┌─ links segment (the new links; all when replayed)
-//! new identities files ┬─ dedup (row, type, value) ─ Resolver ──────┼─ persons file (user_id, person_id)
-//! new users files ─────┘   seq = previous max + rank                └─ state (union-find, interned values)
-//!                       otherwise: every links segment ─┘ (replayed from the start)
+//!                  in order: base + deltas ─┐                 ┌─ links segment (the new links)
+//! new identities ┬─ dedup (row, value) ─ Resolver ────────────┼─ persons file (kept if no one joined)
+//! new users ─────┘  seq = previous + rank                     └─ state delta (or a new base once merged)
+//!                  otherwise: full::resolve over every links segment and the new files
+//!                             ─ one links file, persons file, state base
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -33,6 +34,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use super::identifiers::Normaliser;
 use super::reader::{SourceFile, TypedBatch};
 use super::resolve::{KindRule, Link, LinkKey, Outcome, Resolver};
+
+mod full;
 use super::row_ids::IdMap;
 use crate::error::{Error, IoContext, Result};
 use crate::store::identity::{EMAIL, IdentityRules, PHONE, Resolution, Split, new_resolution_file};
@@ -108,10 +111,10 @@ impl crate::store::Store {
         // no identities table yet: the users' phones and e-mails link its profiles.
         next.identity.rules = Some(rules);
         let paths: Vec<std::path::PathBuf> = base.id_segments.iter().map(|s| layout::resolve(&root, &s.path)).collect();
-        let ids = IdMap::load(&paths, base.next_row_id as usize)?;
+        let mut ids = IdMap::load(&paths, base.next_row_id as usize)?;
         // With a resolution, its links are replayed under the new rules (no file is new);
         // without, every identities and users file is read.
-        resolve_with(&w, &root, &base, &mut next, &ids, base.identity.resolution.is_none())?;
+        resolve_with(&w, &root, &base, &mut next, &mut ids, base.identity.resolution.is_none())?;
         w.commit(next)
     }
 }
@@ -140,12 +143,14 @@ impl crate::store::Store {
         };
         let root = self.root();
         let paths: Vec<std::path::PathBuf> = m.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
-        let ids = IdMap::load(&paths, m.next_row_id as usize)?;
-        let records = read_all_links(root, resolution)?;
+        let mut ids = IdMap::load(&paths, m.next_row_id as usize)?;
         let normaliser = Normaliser::new(&m.identity.rules())?;
         let splits = Splits::of(&m.identity.splits, &ids);
-        // Every link as one batch: first_new 0.
-        let rebuilt = resolve_records(&records, &normaliser, m.next_row_id, 0, &splits, false)?.persons;
+        ids.drop_lookup();
+        let sources: Vec<full::Source> =
+            resolution.link_files().into_iter().map(|f| full::Source::Links(layout::resolve(root, f))).collect();
+        let rebuilt = full::resolve(&sources, &normaliser, &splits, &ids, m.next_row_id, None)?;
+        let (links, rebuilt) = (rebuilt.link_rows, rebuilt.persons);
         let persons_path = layout::resolve(root, &resolution.persons);
         let mut stored_of_rebuilt: FxHashMap<u32, i64> = FxHashMap::default();
         let mut rebuilt_of_stored: FxHashMap<i64, u32> = FxHashMap::default();
@@ -171,7 +176,7 @@ impl crate::store::Store {
             }
             Ok(())
         })?;
-        Ok(IdentityCheck { version: m.version, links: records.len() as u64, users, differing })
+        Ok(IdentityCheck { version: m.version, links, users, differing })
     }
 }
 
@@ -198,7 +203,7 @@ impl crate::store::Store {
         }
         let root = self.root().to_path_buf();
         let paths: Vec<std::path::PathBuf> = base.id_segments.iter().map(|s| layout::resolve(&root, &s.path)).collect();
-        let ids = IdMap::load(&paths, base.next_row_id as usize)?;
+        let mut ids = IdMap::load(&paths, base.next_row_id as usize)?;
         let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let split = match request {
             SplitRequest::Users(a, b) => {
@@ -228,7 +233,7 @@ impl crate::store::Store {
         };
         let mut next = (*base).clone();
         next.identity.splits.push(split);
-        resolve_with(&w, &root, &base, &mut next, &ids, false)?;
+        resolve_with(&w, &root, &base, &mut next, &mut ids, false)?;
         w.commit(next)
     }
 }
@@ -241,8 +246,8 @@ pub(super) fn resolve_after_forget(w: &StoreWriter, root: &Path, base: &Manifest
         return Ok(());
     }
     let paths: Vec<std::path::PathBuf> = next.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
-    let ids = IdMap::load(&paths, next.next_row_id as usize)?;
-    resolve(w, root, base, next, &ids)
+    let mut ids = IdMap::load(&paths, next.next_row_id as usize)?;
+    resolve(w, root, base, next, &mut ids)
 }
 
 /// One identifier seen on one user row, as the links file keeps it.
@@ -259,8 +264,15 @@ struct Record {
     invalid: Option<String>,
 }
 
-/// Resolves `next` (see the module doc) and records the resolution in it.
-pub(super) fn resolve(w: &StoreWriter, root: &Path, base: &Manifest, next: &mut Manifest, ids: &IdMap) -> Result<()> {
+/// Resolves `next` (see the module doc) and records the resolution in it. `ids` loses its
+/// user_id lookup ([`IdMap::drop_lookup`]): resolution only names rows.
+pub(super) fn resolve(
+    w: &StoreWriter,
+    root: &Path,
+    base: &Manifest,
+    next: &mut Manifest,
+    ids: &mut IdMap,
+) -> Result<()> {
     resolve_with(w, root, base, next, ids, false)
 }
 
@@ -271,7 +283,7 @@ fn resolve_with(
     root: &Path,
     base: &Manifest,
     next: &mut Manifest,
-    ids: &IdMap,
+    ids: &mut IdMap,
     all_files: bool,
 ) -> Result<()> {
     let rules = next.identity.rules();
@@ -284,62 +296,76 @@ fn resolve_with(
         };
         next.files(t).iter().filter(|f| !known.contains(f.path.as_str())).map(|f| f.path.clone()).collect()
     };
-    let mut incoming = Vec::new();
-    for path in fresh(Table::Identities) {
-        read_identities(&layout::resolve(root, &path), &mut incoming)?;
-    }
-    for path in fresh(Table::Users) {
-        read_users(&layout::resolve(root, &path), &normaliser, &mut incoming)?;
-    }
     let splits = Splits::of(&next.identity.splits, ids);
+    ids.drop_lookup();
+    let ids: &IdMap = ids;
     let fingerprint = fingerprint(&rules, &next.identity.splits);
+    let resumable = next.identity.resolution.as_ref().filter(|r| r.state_base.is_some());
     if !all_files
         && next.forgotten == base.forgotten
-        && let Some(previous) = &next.identity.resolution
-        && let Some(resolution) =
-            resolve_increment(w, root, previous, &incoming, next.next_row_id, ids, &normaliser, &splits, fingerprint)?
+        && let Some(previous) = resumable
     {
-        next.identity.resolution = Some(resolution);
-        return Ok(());
+        let mut incoming = Vec::new();
+        let mut push = |r: Record| {
+            incoming.push(r);
+            Ok(())
+        };
+        for path in fresh(Table::Identities) {
+            read_identities(&layout::resolve(root, &path), &mut push)?;
+        }
+        for path in fresh(Table::Users) {
+            read_users(&layout::resolve(root, &path), &normaliser, &mut push)?;
+        }
+        if let Some(resolution) = resolve_increment(
+            w,
+            root,
+            previous,
+            &incoming,
+            (base.next_row_id, next.next_row_id),
+            ids,
+            &normaliser,
+            &splits,
+            fingerprint,
+        )? {
+            next.identity.resolution = Some(resolution);
+            return Ok(());
+        }
     }
-    let previous = match &next.identity.resolution {
-        Some(r) => read_all_links(root, r)?,
-        None => Vec::new(),
-    };
-    let first_new = previous.iter().map(|r| r.seq + 1).max().unwrap_or(0);
-    let records = merge(previous, incoming, ids);
-    let resolved = resolve_records(&records, &normaliser, next.next_row_id, first_new, &splits, true)?;
+    // From the start: the stored links, then the new files.
+    let mut sources: Vec<full::Source> = Vec::new();
+    if let Some(r) = next.identity.resolution.as_ref().filter(|_| !all_files) {
+        sources.extend(r.link_files().into_iter().map(|f| full::Source::Links(layout::resolve(root, f))));
+    }
+    sources.extend(fresh(Table::Identities).iter().map(|f| full::Source::Identities(layout::resolve(root, f))));
+    sources.extend(fresh(Table::Users).iter().map(|f| full::Source::Users(layout::resolve(root, f))));
+    // The state first (the resolver's part streamed), then the persons; the second pass over
+    // the sources writes the links with nothing but the outcomes left in memory.
     let version = w.next_version();
-    let (links, linked, rejected) = write_links(w, version, &records, &resolved.outcomes, ids, &rules, &splits)?;
+    let mut state = StateFile::create(w, version, "state")?;
+    state.put_u64(fingerprint)?;
+    let mut resolved = full::resolve(&sources, &normaliser, &splits, ids, next.next_row_id, Some(&mut state))?;
+    let abs = state.abs.clone();
+    resolved.resolver.write_base(&mut state).io_context("write", &abs)?;
+    let state_base = state.finish(BASE_MAGIC)?;
     let (persons, users, person_count) = write_persons(w, version, &resolved.persons, ids)?;
-    let state = State {
-        fingerprint,
-        next_seq: records.iter().map(|r| r.seq + 1).max().unwrap_or(0),
-        values: resolved.values,
-        known: resolved.known,
-        resolver: resolved.resolver,
-    };
+    let outcomes = resolved.resolver.take_outcomes();
+    let link_rows = resolved.link_rows;
+    let out = LinksWriter::new(w, version, ids, &rules, &splits)?;
+    let (links, linked, rejected) = full::write_links(&sources, &normaliser, &resolved, &outcomes, out)?;
     next.identity.resolution = Some(Resolution {
         links,
         more_links: Vec::new(),
-        state: Some(write_state(w, version, &state)?),
+        state: None,
+        state_base: Some(state_base),
+        state_deltas: Vec::new(),
         persons,
-        link_rows: records.len() as u64,
+        link_rows,
         users,
         person_count,
         linked,
         rejected,
     });
     Ok(())
-}
-
-/// The links of every links file of a resolution, in processing order.
-fn read_all_links(root: &Path, resolution: &Resolution) -> Result<Vec<Record>> {
-    let mut out = Vec::new();
-    for f in resolution.link_files() {
-        out.extend(read_links(&layout::resolve(root, f))?);
-    }
-    Ok(out)
 }
 
 /// What the state file fingerprints: the resolution is only resumed under the rules and splits
@@ -362,164 +388,336 @@ fn known_key(row: u32, value: u32) -> u64 {
     (u64::from(row) << 32) | u64::from(value)
 }
 
-/// The stored resolution state (docs/identity.md): the interned values, the (row, value) pairs
-/// already linked, the next sequence number and the resolver's union-find; no strings.
+/// One part of the stored resolution state (docs/identity.md): a **base** (every value key,
+/// every known pair, the resolver's whole state) written by a resolution from the start, or a
+/// **delta** (the keys of the values it added, the pairs it added, the resolver entries it
+/// changed) written by an in-order increment. No strings.
 ///
 /// ```text
-/// "PRSNIDS1"  crc32 (u32 LE) of the payload  length (u64 LE)  payload:
-///   fingerprint u64  next_seq u64  values u32 × (key u128, id u32, denied u8)  known u32 × u64
-///   resolver bytes (ingest::resolve)
+/// "PRSNIDB2" (base) | "PRSNIDD2" (delta)  crc32 (u32 LE) of the payload  length (u64 LE)  payload:
+///   fingerprint u64  keys u32 × u128 (value ids in order, from the previous part's end)
+///   known u32 × u64 (sorted)  next_seq u64  resolver bytes (ingest::resolve::state)
 /// ```
-struct State {
+struct StatePart {
     fingerprint: u64,
     next_seq: u64,
-    /// (value key, value id, denied), sorted by key.
-    values: Vec<(u128, u32, bool)>,
-    /// Sorted [`known_key`]s of every record (invalid ones too): what a later import skips.
+    /// The 128-bit key of each value id this part adds, in id order.
+    keys: Vec<u128>,
+    /// Sorted [`known_key`]s this part adds (invalid records too): what a later import skips.
     known: Vec<u64>,
     resolver: Vec<u8>,
 }
 
-const STATE_MAGIC: &[u8; 8] = b"PRSNIDS1";
+const BASE_MAGIC: &[u8; 8] = b"PRSNIDB2";
+const DELTA_MAGIC: &[u8; 8] = b"PRSNIDD2";
 
-impl State {
-    fn encode(&self) -> Vec<u8> {
-        let mut p = Vec::with_capacity(16 + self.values.len() * 21 + self.known.len() * 8 + self.resolver.len());
-        p.extend_from_slice(&self.fingerprint.to_le_bytes());
-        p.extend_from_slice(&self.next_seq.to_le_bytes());
-        p.extend_from_slice(&(self.values.len() as u32).to_le_bytes());
-        for (key, id, denied) in &self.values {
-            p.extend_from_slice(&key.to_le_bytes());
-            p.extend_from_slice(&id.to_le_bytes());
-            p.push(u8::from(*denied));
+/// A state part read in file order, a chunk at a time (the keys and pairs of a base are most of
+/// a gigabyte at ten million users, and an increment needs only a few of them); its checksum is
+/// verified once the whole part was read ([`StateReader::rest`]).
+struct StateReader {
+    file: std::io::BufReader<File>,
+    path: std::path::PathBuf,
+    crc: crc32fast::Hasher,
+    expected_crc: u32,
+    /// Payload bytes not read yet.
+    remaining: u64,
+    /// The file's size.
+    size: u64,
+    fingerprint: u64,
+}
+
+impl StateReader {
+    fn open(root: &Path, file: &str, magic: &[u8; 8]) -> Result<StateReader> {
+        let path = layout::resolve(root, file);
+        let f = File::open(&path).io_context("open", &path)?;
+        let size = f.metadata().io_context("stat", &path)?.len();
+        let mut file = std::io::BufReader::with_capacity(1 << 20, f);
+        let mut header = [0u8; 20];
+        std::io::Read::read_exact(&mut file, &mut header)
+            .map_err(|_| Error::corrupt(&path, "not an identity state file of this kind"))?;
+        if &header[..8] != magic {
+            return Err(Error::corrupt(&path, "not an identity state file of this kind"));
         }
-        p.extend_from_slice(&(self.known.len() as u32).to_le_bytes());
-        self.known.iter().for_each(|k| p.extend_from_slice(&k.to_le_bytes()));
-        p.extend_from_slice(&self.resolver);
-        let mut out = Vec::with_capacity(p.len() + 20);
-        out.extend_from_slice(STATE_MAGIC);
-        out.extend_from_slice(&crc32fast::hash(&p).to_le_bytes());
-        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
-        out.extend_from_slice(&p);
-        out
+        let expected_crc = u32::from_le_bytes(header[8..12].try_into().expect("four bytes"));
+        let remaining = u64::from_le_bytes(header[12..20].try_into().expect("eight bytes"));
+        if remaining != size - 20 {
+            return Err(Error::corrupt(&path, "the file is cut short"));
+        }
+        let mut r =
+            StateReader { file, path, crc: crc32fast::Hasher::new(), expected_crc, remaining, size, fingerprint: 0 };
+        r.fingerprint = r.u64()?;
+        Ok(r)
     }
 
-    fn decode(bytes: &[u8]) -> std::result::Result<State, String> {
-        let cut = || "the file is cut short".to_string();
-        if bytes.len() < 20 || &bytes[..8] != STATE_MAGIC {
-            return Err("not an identity state file".into());
+    fn read(&mut self, buf: &mut [u8]) -> Result<()> {
+        if (buf.len() as u64) > self.remaining {
+            return Err(Error::corrupt(&self.path, "the file is cut short"));
         }
-        let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("four bytes"));
-        let len = u64::from_le_bytes(bytes[12..20].try_into().expect("eight bytes")) as usize;
-        let p = bytes.get(20..).filter(|p| p.len() == len).ok_or_else(cut)?;
-        if crc32fast::hash(p) != crc {
-            return Err("its checksum does not match".into());
+        std::io::Read::read_exact(&mut self.file, buf).io_context("read", &self.path)?;
+        self.crc.update(buf);
+        self.remaining -= buf.len() as u64;
+        Ok(())
+    }
+
+    fn u64(&mut self) -> Result<u64> {
+        let mut b = [0u8; 8];
+        self.read(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// A count, then that many values of `WIDTH` bytes, each handed to `f`.
+    fn values<const WIDTH: usize>(&mut self, mut f: impl FnMut([u8; WIDTH])) -> Result<()> {
+        let mut count = [0u8; 4];
+        self.read(&mut count)?;
+        let mut left = u32::from_le_bytes(count) as usize;
+        let mut buf = vec![0u8; WIDTH * 4096];
+        while left > 0 {
+            let n = left.min(4096);
+            self.read(&mut buf[..n * WIDTH])?;
+            for c in buf[..n * WIDTH].chunks_exact(WIDTH) {
+                f(c.try_into().expect("a value's bytes"));
+            }
+            left -= n;
         }
-        let mut at = 0usize;
-        let mut take = |n: usize| -> std::result::Result<&[u8], String> {
-            let out = p.get(at..at + n).ok_or_else(cut)?;
-            at += n;
-            Ok(out)
-        };
-        let u64_of = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("eight bytes"));
-        let u32_of = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("four bytes"));
-        let fingerprint = u64_of(take(8)?);
-        let next_seq = u64_of(take(8)?);
-        let n = u32_of(take(4)?) as usize;
-        let mut values = Vec::with_capacity(n);
-        for _ in 0..n {
-            let key = u128::from_le_bytes(take(16)?.try_into().expect("sixteen bytes"));
-            values.push((key, u32_of(take(4)?), take(1)?[0] == 1));
+        Ok(())
+    }
+
+    /// The part's value keys, in id order.
+    fn keys(&mut self, mut f: impl FnMut(u128)) -> Result<()> {
+        self.values::<16>(|b| f(u128::from_le_bytes(b)))
+    }
+
+    /// The part's (user, value) pairs, sorted.
+    fn known(&mut self, mut f: impl FnMut(u64)) -> Result<()> {
+        self.values::<8>(|b| f(u64::from_le_bytes(b)))
+    }
+
+    /// The next sequence number and the resolver's bytes, once the checksum of the whole part
+    /// is verified.
+    fn rest(&mut self) -> Result<(u64, Vec<u8>)> {
+        let next_seq = self.u64()?;
+        let mut resolver = vec![0u8; self.remaining as usize];
+        self.read(&mut resolver)?;
+        if self.crc.clone().finalize() != self.expected_crc {
+            return Err(Error::corrupt(&self.path, "its checksum does not match"));
         }
-        let n = u32_of(take(4)?) as usize;
-        let known = (0..n).map(|_| take(8).map(u64_of)).collect::<std::result::Result<Vec<_>, _>>()?;
-        let used = 8 + 8 + 4 + values.len() * 21 + 4 + known.len() * 8;
-        let resolver = p[used..].to_vec();
-        Ok(State { fingerprint, next_seq, values, known, resolver })
+        Ok((next_seq, resolver))
     }
 }
 
-fn write_state(w: &StoreWriter, version: u64, state: &State) -> Result<String> {
-    let (relative, abs) = w.new_file(new_resolution_file(version, "state"))?;
-    let mut file = File::create(&abs).io_context("create", &abs)?;
-    std::io::Write::write_all(&mut file, &state.encode()).io_context("write", &abs)?;
-    file.sync_all().io_context("fsync", &abs)?;
-    Ok(relative)
+/// A state file being written, streamed (a base at ten million users is most of a gigabyte: no
+/// copy of it is made in memory): the payload as it comes, then the header with its checksum.
+pub(super) struct StateFile {
+    out: std::io::BufWriter<File>,
+    crc: crc32fast::Hasher,
+    len: u64,
+    relative: String,
+    abs: std::path::PathBuf,
 }
 
-/// Applies this import's records to the previous version's stored state when they can be
-/// applied in place — the state fits the rules and splits, every new link comes after the last
-/// one processed, no value becomes a hub and no identifier linked by an earlier version is
-/// dropped — writing only the new links as a further segment. `None`: resolve from the start.
+impl StateFile {
+    fn create(w: &StoreWriter, version: u64, what: &str) -> Result<StateFile> {
+        let (relative, abs) = w.new_file(new_resolution_file(version, what))?;
+        let file = File::create(&abs).io_context("create", &abs)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        std::io::Write::write_all(&mut out, &[0; 20]).io_context("write", &abs)?;
+        Ok(StateFile { out, crc: crc32fast::Hasher::new(), len: 0, relative, abs })
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        std::io::Write::write_all(self, bytes).io_context("write", &self.abs.clone())
+    }
+
+    fn put_u64(&mut self, v: u64) -> Result<()> {
+        self.put(&v.to_le_bytes())
+    }
+
+    /// A count, then the values.
+    pub(super) fn put_known(&mut self, known: &[u64]) -> Result<()> {
+        self.put(&(known.len() as u32).to_le_bytes())?;
+        for chunk in known.chunks(8192) {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|k| k.to_le_bytes()).collect();
+            self.put(&bytes)?;
+        }
+        Ok(())
+    }
+
+    /// A count, then the keys.
+    pub(super) fn put_keys(&mut self, keys: &[u128]) -> Result<()> {
+        self.put(&(keys.len() as u32).to_le_bytes())?;
+        for chunk in keys.chunks(4096) {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|k| k.to_le_bytes()).collect();
+            self.put(&bytes)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn put_next_seq(&mut self, next_seq: u64) -> Result<()> {
+        self.put_u64(next_seq)
+    }
+
+    fn finish(mut self, magic: &[u8; 8]) -> Result<String> {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut header = Vec::with_capacity(20);
+        header.extend_from_slice(magic);
+        header.extend_from_slice(&self.crc.clone().finalize().to_le_bytes());
+        header.extend_from_slice(&self.len.to_le_bytes());
+        self.out.seek(SeekFrom::Start(0)).io_context("seek", &self.abs)?;
+        self.out.write_all(&header).io_context("write", &self.abs)?;
+        let file = self.out.into_inner().map_err(|e| e.into_error()).io_context("write", &self.abs)?;
+        file.sync_all().io_context("fsync", &self.abs)?;
+        Ok(self.relative)
+    }
+}
+
+impl std::io::Write for StateFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.write_all(buf)?;
+        self.crc.update(buf);
+        self.len += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Writes a state part as the [`StatePart`] doc lays it out.
+fn write_state(w: &StoreWriter, version: u64, state: &StatePart, magic: &[u8; 8], what: &str) -> Result<String> {
+    let mut file = StateFile::create(w, version, what)?;
+    file.put_u64(state.fingerprint)?;
+    file.put_keys(&state.keys)?;
+    file.put_known(&state.known)?;
+    file.put_next_seq(state.next_seq)?;
+    file.put(&state.resolver)?;
+    file.finish(magic)
+}
+
+/// A new base replaces the deltas once they are this many, or together at least half the
+/// base's size: an increment then writes the whole state, as a resolution from the start does.
+const MAX_DELTAS: usize = 8;
+
+/// Applies this import's records to the previous version's stored state (its base and deltas)
+/// when they can be applied in place — the state fits the rules and splits, every new link
+/// comes after the last one processed, no value becomes a hub and no identifier linked by an
+/// earlier version is dropped — writing only the new links as a further segment and what
+/// changed as a state delta; the persons file is kept when no person changed. `None`: resolve
+/// from the start.
 #[allow(clippy::too_many_arguments)]
 fn resolve_increment(
     w: &StoreWriter,
     root: &Path,
     previous: &Resolution,
     incoming: &[Record],
-    users: u32,
+    (base_users, users): (u32, u32),
     ids: &IdMap,
     normaliser: &Normaliser,
     splits: &Splits,
     fingerprint: u64,
 ) -> Result<Option<Resolution>> {
-    let Some(state_file) = &previous.state else { return Ok(None) };
-    let path = layout::resolve(root, state_file);
-    let bytes = std::fs::read(&path).io_context("read", &path)?;
-    let mut state = State::decode(&bytes).map_err(|e| Error::corrupt(&path, e))?;
-    if state.fingerprint != fingerprint {
+    let Some(base_file) = &previous.state_base else { return Ok(None) };
+    let mut parts = vec![StateReader::open(root, base_file, BASE_MAGIC)?];
+    for f in &previous.state_deltas {
+        parts.push(StateReader::open(root, f, DELTA_MAGIC)?);
+    }
+    if parts.iter().any(|p| p.fingerprint != fingerprint) {
         return Ok(None);
     }
+    // A new base once the deltas are many or large: every key and pair is then kept as read.
+    let delta_bytes: u64 = parts[1..].iter().map(|p| p.size).sum();
+    let merge = parts.len() >= MAX_DELTAS || delta_bytes * 2 >= parts[0].size;
     let rules = normaliser.rules();
     let (kinds, kind_rules) = kinds_and_rules(rules);
-    // The new records not already known as (row, type, value), in merge's order and sequence.
+    // The new records in merge's order; their values' ids looked up in one pass over the keys.
     let mut order: Vec<u32> =
         (0..incoming.len() as u32).filter(|&i| ids.key_of(incoming[i as usize].row).is_some()).collect();
     sort_in_arrival_order(&mut order, incoming);
-    let mut next_id = state.values.iter().map(|v| v.1 + 1).max().unwrap_or(0);
-    let mut new_values: FxHashMap<u128, (u32, bool)> = FxHashMap::default();
+    let mut wanted: FxHashMap<u128, u32> = FxHashMap::default();
+    for &i in &order {
+        let r = &incoming[i as usize];
+        wanted.insert(value_key(&r.id_type, &r.id_value), u32::MAX);
+    }
+    let (mut next_id, mut all_keys) = (0u32, Vec::new());
+    for part in &mut parts {
+        part.keys(|key| {
+            if let Some(id) = wanted.get_mut(&key) {
+                *id = next_id;
+            }
+            if merge {
+                all_keys.push(key);
+            }
+            next_id += 1;
+        })?;
+    }
+    // Values never seen get the next ids, in arrival order; the pairs of known values may be
+    // known already: one pass over the stored pairs says which.
+    let mut new_keys: Vec<u128> = Vec::new();
+    let mut values: Vec<u32> = Vec::with_capacity(order.len());
+    let mut candidates: FxHashSet<u64> = FxHashSet::default();
+    for &i in &order {
+        let r = &incoming[i as usize];
+        let key = value_key(&r.id_type, &r.id_value);
+        let id = wanted.get_mut(&key).expect("every incoming key is wanted");
+        if *id == u32::MAX {
+            *id = next_id + new_keys.len() as u32;
+            new_keys.push(key);
+        } else {
+            candidates.insert(known_key(r.row, *id));
+        }
+        values.push(*id);
+    }
+    let (mut found, mut all_known): (FxHashSet<u64>, Vec<u64>) = (FxHashSet::default(), Vec::new());
+    for part in &mut parts {
+        part.known(|pair| {
+            if candidates.contains(&pair) {
+                found.insert(pair);
+            }
+            if merge {
+                all_known.push(pair);
+            }
+        })?;
+    }
+    let mut rests = Vec::with_capacity(parts.len());
+    for part in &mut parts {
+        rests.push(part.rest()?);
+    }
+    let next_seq = rests.last().map_or(0, |(seq, _)| *seq);
     let mut new_known: FxHashSet<u64> = FxHashSet::default();
     let mut records: Vec<Record> = Vec::new();
     let mut links = Vec::new();
-    for i in order {
+    for (&i, &value) in order.iter().zip(&values) {
         let r = &incoming[i as usize];
-        let key = value_key(&r.id_type, &r.id_value);
-        let (value, denied) = match state.values.binary_search_by_key(&key, |v| v.0) {
-            Ok(at) => (state.values[at].1, state.values[at].2),
-            Err(_) => *new_values.entry(key).or_insert_with(|| {
-                next_id += 1;
-                let denied =
-                    r.invalid.is_none() && (normaliser.denied(&r.id_value) || splits.blocks(&r.id_type, &r.id_value));
-                (next_id - 1, denied)
-            }),
-        };
         let known = known_key(r.row, value);
-        if state.known.binary_search(&known).is_ok() || !new_known.insert(known) {
+        if found.contains(&known) || !new_known.insert(known) {
             continue;
         }
         let mut record = r.clone();
-        record.seq = state.next_seq + records.len() as u64;
+        record.seq = next_seq + records.len() as u64;
         if record.invalid.is_none() {
             let Some(kind) = kinds.iter().position(|k| *k == &*record.id_type) else { return Ok(None) };
-            links.push(Link {
-                key: LinkKey { ts: record.ts.unwrap_or(i64::MIN), seq: record.seq },
-                user: record.row,
-                kind: kind as u16,
-                value,
-                denied,
-            });
+            let denied = normaliser.denied(&record.id_value) || splits.blocks(&record.id_type, &record.id_value);
+            links.push((
+                LinkKey { ts: record.ts.unwrap_or(i64::MIN), seq: record.seq },
+                Link { user: record.row, kind: kind as u16, value, denied },
+                records.len(),
+            ));
         }
         records.push(record);
     }
-    let mut resolver = Resolver::resume(kind_rules, rules.hub_limit, splits.pairs.clone(), &state.resolver)
-        .map_err(|e| Error::corrupt(&path, e))?;
-    if !resolver.try_extend(links) {
+    let deltas_bytes: Vec<&[u8]> = rests[1..].iter().map(|(_, b)| b.as_slice()).collect();
+    let mut resolver = Resolver::resume(kind_rules, rules.hub_limit, splits.pairs.clone(), &rests[0].1, &deltas_bytes)
+        .map_err(|e| Error::corrupt(layout::resolve(root, base_file), e))?;
+    drop(deltas_bytes);
+    drop(rests);
+    links.sort_by_key(|l| l.0);
+    let only: Vec<Link> = links.iter().map(|l| l.1).collect();
+    if !resolver.try_extend(&only, links.first().map(|l| l.0), links.last().map(|l| l.0)) {
         return Ok(None);
     }
-    let outcome_of_seq: FxHashMap<u64, Outcome> =
-        resolver.links().iter().zip(resolver.outcomes()).map(|(l, o)| (l.key.seq, *o)).collect();
-    let outcomes: Vec<Option<Outcome>> = records.iter().map(|r| outcome_of_seq.get(&r.seq).copied()).collect();
-    let persons = resolver.person_ids(users);
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+    for (l, o) in links.iter().zip(resolver.outcomes()) {
+        outcomes[l.2] = Some(*o);
+    }
     let version = w.next_version();
     let mut more_links = previous.more_links.clone();
     let (mut linked, mut rejected) = (previous.linked, previous.rejected.clone());
@@ -531,17 +729,35 @@ fn resolve_increment(
             *rejected.entry(reason).or_default() += n;
         }
     }
-    let (persons, users, person_count) = write_persons(w, version, &persons, ids)?;
-    state.values.extend(new_values.into_iter().map(|(key, (id, denied))| (key, id, denied)));
-    state.values.sort_unstable_by_key(|v| v.0);
-    state.known.extend(new_known);
-    state.known.sort_unstable();
-    state.next_seq += records.len() as u64;
-    state.resolver = resolver.save();
+    // No person changed: the previous persons file still holds (docs/identity.md).
+    let (persons, users, person_count) = if users == base_users && !resolver.joined_any() {
+        (previous.persons.clone(), previous.users, previous.person_count)
+    } else {
+        write_persons(w, version, &resolver.person_ids(users), ids)?
+    };
+    let mut known: Vec<u64> = new_known.into_iter().collect();
+    known.sort_unstable();
+    let next_seq = next_seq + records.len() as u64;
+    let (state_base, state_deltas) = if merge {
+        // A new base: every key and known pair so far, the resolver's whole state.
+        all_keys.extend(new_keys);
+        all_known.extend(known);
+        all_known.sort_unstable();
+        let part =
+            StatePart { fingerprint, next_seq, keys: all_keys, known: all_known, resolver: resolver.save_base() };
+        (Some(write_state(w, version, &part, BASE_MAGIC, "state")?), Vec::new())
+    } else {
+        let part = StatePart { fingerprint, next_seq, keys: new_keys, known, resolver: resolver.save_delta() };
+        let mut state_deltas = previous.state_deltas.clone();
+        state_deltas.push(write_state(w, version, &part, DELTA_MAGIC, "state-delta")?);
+        (previous.state_base.clone(), state_deltas)
+    };
     Ok(Some(Resolution {
         links: previous.links.clone(),
         more_links,
-        state: Some(write_state(w, version, &state)?),
+        state: None,
+        state_base,
+        state_deltas,
         persons,
         link_rows: previous.link_rows + records.len() as u64,
         users,
@@ -578,28 +794,6 @@ fn sort_in_arrival_order(order: &mut [u32], incoming: &[Record]) {
     });
 }
 
-/// The previous records (minus those of users no longer known: forgotten) and the new ones not
-/// already known as (row, type, value), the new ones sequenced after the previous in
-/// (ts, row, type, value, source) order.
-fn merge(previous: Vec<Record>, mut incoming: Vec<Record>, ids: &IdMap) -> Vec<Record> {
-    let key = |r: &Record| (r.row, value_key(&r.id_type, &r.id_value));
-    let mut records: Vec<Record> = previous.into_iter().filter(|r| ids.key_of(r.row).is_some()).collect();
-    let mut seen: FxHashSet<(u32, u128)> = records.iter().map(key).collect();
-    let mut seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(0);
-    let mut order: Vec<u32> = (0..incoming.len() as u32).collect();
-    sort_in_arrival_order(&mut order, &incoming);
-    records.reserve(incoming.len());
-    for i in order {
-        let mut r = std::mem::take(&mut incoming[i as usize]);
-        if ids.key_of(r.row).is_some() && seen.insert(key(&r)) {
-            r.seq = seq;
-            seq += 1;
-            records.push(r);
-        }
-    }
-    records
-}
-
 /// The splits in force, as the resolver and the links file need them.
 #[derive(Debug, Default)]
 struct Splits {
@@ -630,78 +824,6 @@ impl Splits {
     fn blocks(&self, id_type: &str, id_value: &str) -> bool {
         !self.values.is_empty() && self.values.contains(&(id_type.to_string(), id_value.to_string()))
     }
-}
-
-/// What [`resolve_records`] found, with the state to store.
-struct Resolved {
-    /// Per record, its outcome (`None` for an invalid one).
-    outcomes: Vec<Option<Outcome>>,
-    /// Per user row, its person.
-    persons: Vec<u32>,
-    values: Vec<(u128, u32, bool)>,
-    known: Vec<u64>,
-    resolver: Vec<u8>,
-}
-
-/// The resolver's links for the valid records (types interned in rule order, each distinct
-/// (type, value) once), resolved: the previous version's links (sequence below `first_new`)
-/// first, then this import's as one increment. `with_state`: also the state to store (else its
-/// parts are left empty).
-fn resolve_records(
-    records: &[Record],
-    normaliser: &Normaliser,
-    users: u32,
-    first_new: u64,
-    splits: &Splits,
-    with_state: bool,
-) -> Result<Resolved> {
-    let rules = normaliser.rules();
-    let (kinds, kind_rules) = kinds_and_rules(rules);
-    // Each distinct value interned once, with its deny-list verdict (the patterns run once).
-    let mut values: FxHashMap<u128, (u32, bool)> = FxHashMap::default();
-    let mut known = Vec::with_capacity(records.len());
-    let mut links = Vec::with_capacity(records.len());
-    for r in records {
-        let next = values.len() as u32;
-        let (value, denied) = *values.entry(value_key(&r.id_type, &r.id_value)).or_insert_with(|| {
-            let denied =
-                r.invalid.is_none() && (normaliser.denied(&r.id_value) || splits.blocks(&r.id_type, &r.id_value));
-            (next, denied)
-        });
-        if with_state {
-            known.push(known_key(r.row, value));
-        }
-        if r.invalid.is_some() {
-            continue;
-        }
-        let Some(kind) = kinds.iter().position(|k| *k == &*r.id_type) else { continue };
-        links.push(Link {
-            key: LinkKey { ts: r.ts.unwrap_or(i64::MIN), seq: r.seq },
-            user: r.row,
-            kind: kind as u16,
-            value,
-            denied,
-        });
-    }
-    let mut resolver = Resolver::new(kind_rules, rules.hub_limit).with_cannot_link(splits.pairs.clone());
-    let (previous, new): (Vec<Link>, Vec<Link>) = links.into_iter().partition(|l| l.key.seq < first_new);
-    resolver.extend(previous);
-    resolver.extend(new);
-    let mut outcome_of_seq: FxHashMap<u64, Outcome> = FxHashMap::default();
-    outcome_of_seq.reserve(records.len());
-    for (l, o) in resolver.links().iter().zip(resolver.outcomes()) {
-        outcome_of_seq.insert(l.key.seq, *o);
-    }
-    let outcomes = records.iter().map(|r| outcome_of_seq.get(&r.seq).copied()).collect();
-    let persons = resolver.person_ids(users);
-    if !with_state {
-        return Ok(Resolved { outcomes, persons, values: Vec::new(), known, resolver: Vec::new() });
-    }
-    let mut values: Vec<(u128, u32, bool)> = values.into_iter().map(|(k, (id, d))| (k, id, d)).collect();
-    values.sort_unstable_by_key(|v| v.0);
-    known.sort_unstable();
-    known.dedup();
-    Ok(Resolved { outcomes, persons, values, known, resolver: resolver.save() })
 }
 
 /// The links schema: one row per identifier seen on a user row.
@@ -760,6 +882,7 @@ fn status(o: Option<Outcome>, r: &Record, rules: &IdentityRules, splits: &Splits
 
 /// Writes the links of `records` with their outcomes, in processing order, as a links file of
 /// `version`; returns its path, the links accepted and those rejected by reason.
+#[allow(clippy::too_many_arguments)]
 fn write_links(
     w: &StoreWriter,
     version: u64,
@@ -771,43 +894,120 @@ fn write_links(
 ) -> Result<(String, u64, BTreeMap<String, u64>)> {
     let mut order: Vec<usize> = (0..records.len()).collect();
     order.sort_by_key(|&i| (records[i].ts.unwrap_or(i64::MIN), records[i].seq));
-    let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
-    let mut linked = 0u64;
-    let (mut rows, mut users, mut types, mut values, mut sources, mut ts, mut seqs, mut statuses, mut reasons) =
-        (vec![], StringBuilder::new(), vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    for &i in &order {
-        let r = &records[i];
-        let (s, reason) = status(outcomes[i], r, rules, splits);
-        if outcomes[i].is_some_and(Outcome::accepted) {
-            linked += 1;
-        } else {
-            *rejected.entry(s.to_string()).or_default() += 1;
-        }
-        rows.push(r.row);
-        users.append_value(ids.key_of(r.row).unwrap_or_default());
-        types.push(&*r.id_type);
-        values.push(r.id_value.as_str());
-        sources.push(r.source.as_deref());
-        ts.push(r.ts);
-        seqs.push(r.seq);
-        statuses.push(s);
-        reasons.push(reason);
+    let mut out = LinksWriter::new(w, version, ids, rules, splits)?;
+    for i in order {
+        out.push(&records[i], outcomes[i])?;
     }
-    let links = RecordBatch::try_new(
-        links_schema(),
-        vec![
-            Arc::new(UInt32Array::from(rows)),
-            Arc::new(users.finish()),
-            Arc::new(StringArray::from(types)),
-            Arc::new(StringArray::from(values)),
-            Arc::new(StringArray::from(sources)),
-            Arc::new(TimestampMicrosecondArray::from(ts)),
-            Arc::new(UInt64Array::from(seqs)),
-            Arc::new(StringArray::from(statuses)),
-            Arc::new(StringArray::from(reasons)),
-        ],
-    )?;
-    Ok((write_parquet(w, new_resolution_file(version, "links"), &links)?, linked, rejected))
+    out.finish()
+}
+
+/// Writes a links file batch by batch: one row per link with its status and reason.
+struct LinksWriter<'a> {
+    writer: ArrowWriter<crate::store::io::NewFile>,
+    relative: String,
+    abs: std::path::PathBuf,
+    ids: &'a IdMap,
+    rules: &'a IdentityRules,
+    splits: &'a Splits,
+    batch: LinkRows,
+    linked: u64,
+    rejected: BTreeMap<String, u64>,
+}
+
+/// The rows of one batch of a links file.
+#[derive(Default)]
+struct LinkRows {
+    rows: Vec<u32>,
+    users: StringBuilder,
+    types: StringBuilder,
+    values: StringBuilder,
+    sources: StringBuilder,
+    ts: Vec<Option<i64>>,
+    seqs: Vec<u64>,
+    statuses: StringBuilder,
+    reasons: StringBuilder,
+}
+
+/// Rows per batch of a links file.
+const LINK_BATCH_ROWS: usize = 65_536;
+
+impl<'a> LinksWriter<'a> {
+    fn new(
+        w: &StoreWriter,
+        version: u64,
+        ids: &'a IdMap,
+        rules: &'a IdentityRules,
+        splits: &'a Splits,
+    ) -> Result<LinksWriter<'a>> {
+        let (relative, abs) = w.new_file(new_resolution_file(version, "links"))?;
+        let file = crate::store::io::create(&abs)?;
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .build();
+        let writer = ArrowWriter::try_new(file, links_schema(), Some(props))?;
+        Ok(LinksWriter {
+            writer,
+            relative,
+            abs,
+            ids,
+            rules,
+            splits,
+            batch: LinkRows::default(),
+            linked: 0,
+            rejected: BTreeMap::new(),
+        })
+    }
+
+    fn push(&mut self, r: &Record, outcome: Option<Outcome>) -> Result<()> {
+        let (s, reason) = status(outcome, r, self.rules, self.splits);
+        if outcome.is_some_and(Outcome::accepted) {
+            self.linked += 1;
+        } else {
+            *self.rejected.entry(s.to_string()).or_default() += 1;
+        }
+        let b = &mut self.batch;
+        b.rows.push(r.row);
+        b.users.append_value(self.ids.key_of(r.row).unwrap_or_default());
+        b.types.append_value(&*r.id_type);
+        b.values.append_value(&r.id_value);
+        b.sources.append_option(r.source.as_deref());
+        b.ts.push(r.ts);
+        b.seqs.push(r.seq);
+        b.statuses.append_value(s);
+        b.reasons.append_option(reason);
+        if b.rows.len() >= LINK_BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let mut b = std::mem::take(&mut self.batch);
+        let links = RecordBatch::try_new(
+            links_schema(),
+            vec![
+                Arc::new(UInt32Array::from(std::mem::take(&mut b.rows))),
+                Arc::new(b.users.finish()),
+                Arc::new(b.types.finish()),
+                Arc::new(b.values.finish()),
+                Arc::new(b.sources.finish()),
+                Arc::new(TimestampMicrosecondArray::from(std::mem::take(&mut b.ts))),
+                Arc::new(UInt64Array::from(std::mem::take(&mut b.seqs))),
+                Arc::new(b.statuses.finish()),
+                Arc::new(b.reasons.finish()),
+            ],
+        )?;
+        self.writer.write(&links)?;
+        Ok(())
+    }
+
+    /// The path written, the links accepted and those rejected by reason.
+    fn finish(mut self) -> Result<(String, u64, BTreeMap<String, u64>)> {
+        self.flush()?;
+        let mut file = self.writer.into_inner()?;
+        file.sync_all().io_context("fsync", &self.abs)?;
+        Ok((self.relative, self.linked, self.rejected))
+    }
 }
 
 /// Writes every live user row's person as the persons file of `version`; returns its path, the
@@ -876,8 +1076,7 @@ fn opt_text(batch: &RecordBatch, name: &str) -> Option<StringArray> {
     arrow::compute::cast(col, &DataType::Utf8).ok().map(|c| c.as_string::<i32>().clone())
 }
 
-fn read_links(path: &Path) -> Result<Vec<Record>> {
-    let mut out = Vec::new();
+fn read_links(path: &Path, out: &mut impl FnMut(Record) -> Result<()>) -> Result<()> {
     let mut names = Names::default();
     read_columns(path, &[ROW_ID_COLUMN, ID_TYPE, ID_VALUE, SOURCE, TS, "seq", "status", "reason"], |b| {
         let corrupt = || Error::corrupt(path, "an identity links file lacks a column");
@@ -893,7 +1092,7 @@ fn read_links(path: &Path) -> Result<Vec<Record>> {
         for i in 0..b.num_rows() {
             let invalid = (status.value(i) == "invalid")
                 .then(|| reason.as_ref().filter(|r| r.is_valid(i)).map(|r| r.value(i).to_string()).unwrap_or_default());
-            out.push(Record {
+            out(Record {
                 row: rows.value(i),
                 id_type: names.get(types.value(i)),
                 id_value: values.value(i).to_string(),
@@ -901,15 +1100,14 @@ fn read_links(path: &Path) -> Result<Vec<Record>> {
                 ts: ts.is_valid(i).then(|| ts.value(i)),
                 seq: seq.value(i),
                 invalid,
-            });
+            })?;
         }
         Ok(())
-    })?;
-    Ok(out)
+    })
 }
 
 /// The rows of a stored identities file (already normalised by the import).
-fn read_identities(path: &Path, out: &mut Vec<Record>) -> Result<()> {
+fn read_identities(path: &Path, out: &mut impl FnMut(Record) -> Result<()>) -> Result<()> {
     let mut names = Names::default();
     read_columns(path, &[ROW_ID_COLUMN, ID_TYPE, ID_VALUE, SOURCE, TS], |b| {
         let corrupt = || Error::corrupt(path, "an identities file lacks a contract column");
@@ -918,7 +1116,7 @@ fn read_identities(path: &Path, out: &mut Vec<Record>) -> Result<()> {
         let sources = opt_text(b, SOURCE);
         let ts = b.column_by_name(TS).map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
         for i in 0..b.num_rows() {
-            out.push(Record {
+            out(Record {
                 row: rows.value(i),
                 id_type: names.get(types.value(i)),
                 id_value: values.value(i).to_string(),
@@ -926,7 +1124,7 @@ fn read_identities(path: &Path, out: &mut Vec<Record>) -> Result<()> {
                 ts: ts.as_ref().filter(|t| t.is_valid(i)).map(|t| t.value(i)),
                 seq: 0,
                 invalid: None,
-            });
+            })?;
         }
         Ok(())
     })
@@ -934,7 +1132,7 @@ fn read_identities(path: &Path, out: &mut Vec<Record>) -> Result<()> {
 
 /// The phone and e-mail of a stored users file's rows, as links seen at the user's signup date
 /// (source `users`); a value that is no phone or e-mail is kept as an invalid record.
-fn read_users(path: &Path, n: &Normaliser, out: &mut Vec<Record>) -> Result<()> {
+fn read_users(path: &Path, n: &Normaliser, out: &mut impl FnMut(Record) -> Result<()>) -> Result<()> {
     let mut names = Names::default();
     read_columns(path, &[ROW_ID_COLUMN, PHONE, EMAIL, "signup_date"], |b| {
         let rows = b
@@ -956,7 +1154,7 @@ fn read_users(path: &Path, n: &Normaliser, out: &mut Vec<Record>) -> Result<()> 
                     Ok(v) => (v, None),
                     Err(m) => (raw.to_string(), Some(m)),
                 };
-                out.push(Record {
+                out(Record {
                     row: rows.value(i),
                     id_type: names.get(id_type),
                     id_value,
@@ -964,7 +1162,7 @@ fn read_users(path: &Path, n: &Normaliser, out: &mut Vec<Record>) -> Result<()> 
                     ts: signup.as_ref().filter(|s| s.is_valid(i)).map(|s| i64::from(s.value(i)) * DAY_MICROS),
                     seq: 0,
                     invalid,
-                });
+                })?;
             }
         }
         Ok(())

@@ -173,7 +173,7 @@ fn run_import(
     let new_columns: Vec<ColumnDef> =
         next.users_columns.iter().filter(|c| base.users_columns.iter().all(|b| b.name != c.name)).cloned().collect();
     if let Some(w) = writer.as_ref().filter(|_| identity::needs_resolution(base, &next)) {
-        identity::resolve(w, root, base, &mut next, &ids)?;
+        identity::resolve(w, root, base, &mut next, &mut ids)?;
     }
     let committed = match writer {
         Some(w) => Some(commit(w, root, next, delta, loaded.users_values, loaded.id_segment)?),

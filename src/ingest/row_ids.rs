@@ -71,6 +71,13 @@ impl IdMap {
         }
     }
 
+    /// Drops the user_id → row id lookup and keeps row id → user_id ([`IdMap::key_of`]), for a
+    /// phase that only names rows (identity resolution: ten million keys of lookup are most of
+    /// a gigabyte). [`IdMap::get`] finds nothing afterwards.
+    pub fn drop_lookup(&mut self) {
+        self.map = FxHashMap::default();
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

@@ -223,10 +223,18 @@ pub struct Resolution {
     /// an import writes only its own links: the links of the version are `links` and these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub more_links: Vec<String>,
-    /// The union-find state after every link (`ingest::identity`), from which an in-order
-    /// increment resumes without reading the links (absent in stores written before it was kept).
+    /// The union-find state of format version 5 (a whole state per version). Read by no build
+    /// since format 6: a store that has it resolves from the start at its next import.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// The base of the union-find state (`ingest::identity`), from which an in-order increment
+    /// resumes without reading the links (absent in stores written before format 6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_base: Option<String>,
+    /// Deltas of the state written by in-order increments after `state_base`, oldest first: the
+    /// state of the version is the base with each applied in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub state_deltas: Vec<String>,
     /// Parquet: one row per user row (`user_id, person_id`), in row-id order.
     pub persons: String,
     /// Link rows (accepted and rejected), users, and distinct persons.
@@ -243,6 +251,8 @@ impl Resolution {
         let mut files = self.link_files();
         files.push(&self.persons);
         files.extend(&self.state);
+        files.extend(&self.state_base);
+        files.extend(&self.state_deltas);
         files
     }
 
@@ -253,9 +263,9 @@ impl Resolution {
 }
 
 /// A fresh relative path for a resolution file of `version` (`what`: `links` or `persons`,
-/// Parquet; `state`, binary).
+/// Parquet; `state` or `state-delta`, binary).
 pub fn new_resolution_file(version: u64, what: &str) -> String {
-    let ext = if what == "state" { "bin" } else { "parquet" };
+    let ext = if what.starts_with("state") { "bin" } else { "parquet" };
     format!("catalog/v{version:08}-identity-{what}-{:016x}.{ext}", rand::random::<u64>())
 }
 

@@ -25,8 +25,11 @@ use crate::tables::{ColumnDef, Table, contract_columns};
 /// added the `identities` table and the identity section; a manifest is written as version 4 only
 /// when it has either. Version 5 added segments of identity links (`Resolution::more_links`); a
 /// manifest is written as version 5 only when it has some, so that a build that would read the
-/// first segment as every link refuses the store instead.
-pub const FORMAT_VERSION: u32 = 5;
+/// first segment as every link refuses the store instead. Version 6 stores the identity
+/// union-find state as a base and deltas (`Resolution::state_base`, `state_deltas`); a manifest
+/// is written as version 6 only when it has them, so that a build that would not keep them
+/// (its vacuum would delete them) refuses the store instead.
+pub const FORMAT_VERSION: u32 = 6;
 
 const HEADER_PREFIX: &str = "persona-manifest crc32=";
 
@@ -165,10 +168,13 @@ impl Manifest {
         }
     }
 
-    /// The oldest format that can read this manifest: 4 with identities, 3 with forgotten users,
+    /// The oldest format that can read this manifest: 6 with a base of the identity state, 5 with
+    /// segments of identity links, 4 with identities, 3 with forgotten users,
     /// 2 otherwise.
     pub fn needed_format(&self) -> u32 {
-        if self.identity.resolution.as_ref().is_some_and(|r| !r.more_links.is_empty()) {
+        if self.identity.resolution.as_ref().is_some_and(|r| r.state_base.is_some() || !r.state_deltas.is_empty()) {
+            6
+        } else if self.identity.resolution.as_ref().is_some_and(|r| !r.more_links.is_empty()) {
             5
         } else if !self.identity.is_empty() || self.tables.contains_key(&Table::Identities) {
             4
@@ -324,12 +330,14 @@ mod tests {
     }
 
     #[test]
-    fn identity_links_in_segments_need_format_5_and_every_file_is_referenced() {
+    fn identity_links_in_segments_need_format_5_a_state_base_6_and_every_file_is_referenced() {
         let mut m = Manifest::empty();
         let mut resolution = crate::store::identity::Resolution {
             links: "catalog/l1.parquet".into(),
             more_links: Vec::new(),
             state: Some("catalog/s.bin".into()),
+            state_base: None,
+            state_deltas: Vec::new(),
             persons: "catalog/p.parquet".into(),
             link_rows: 0,
             users: 0,
@@ -340,10 +348,21 @@ mod tests {
         m.identity.resolution = Some(resolution.clone());
         assert_eq!(m.needed_format(), 4);
         resolution.more_links.push("catalog/l2.parquet".into());
-        m.identity.resolution = Some(resolution);
+        m.identity.resolution = Some(resolution.clone());
         assert_eq!(m.needed_format(), 5);
+        resolution.state_base = Some("catalog/b.bin".into());
+        resolution.state_deltas.push("catalog/d.bin".into());
+        m.identity.resolution = Some(resolution);
+        assert_eq!(m.needed_format(), 6);
         let files = m.referenced_files();
-        for f in ["catalog/l1.parquet", "catalog/l2.parquet", "catalog/s.bin", "catalog/p.parquet"] {
+        for f in [
+            "catalog/l1.parquet",
+            "catalog/l2.parquet",
+            "catalog/s.bin",
+            "catalog/p.parquet",
+            "catalog/b.bin",
+            "catalog/d.bin",
+        ] {
             assert!(files.contains(&f.to_string()), "{f}");
         }
         let bytes = m.to_bytes().unwrap();

@@ -406,9 +406,9 @@ async fn a_by_person_audience_exports_one_row_per_person_with_every_contact_poin
 }
 
 /// An import whose links all come after the stored ones is applied to the stored union-find
-/// state and writes only its links, as a further segment; a late link resolves from the start
-/// and writes one segment again. Either way `identity_links` holds every link once and the
-/// persons equal a one-pass rebuild.
+/// state and writes only its links, as a further segment, and what changed, as a state delta;
+/// a late link resolves from the start and writes one segment and one base again. Either way
+/// `identity_links` holds every link once and the persons equal a one-pass rebuild.
 #[tokio::test]
 async fn an_in_order_import_resumes_the_stored_state_and_equals_a_rebuild() {
     let dir = tempfile::tempdir().unwrap();
@@ -416,9 +416,15 @@ async fn an_in_order_import_resumes_the_stored_state_and_equals_a_rebuild() {
     let stored = |store: &persona::Store| {
         let snapshot = store.snapshot().unwrap();
         let r = snapshot.manifest().identity.resolution.clone().expect("a resolution");
-        (r.more_links.len(), r.state.is_some(), r.link_rows)
+        (r.more_links.len(), r.state_base.is_some(), r.link_rows)
     };
-    assert_eq!(stored(&store), (0, true, 12));
+    let deltas = |store: &persona::Store| {
+        store.snapshot().unwrap().manifest().identity.resolution.as_ref().map_or(0, |r| r.state_deltas.len())
+    };
+    let persons_file = |store: &persona::Store| {
+        store.snapshot().unwrap().manifest().identity.resolution.as_ref().map(|r| r.persons.clone())
+    };
+    assert_eq!((stored(&store), deltas(&store)), ((0, true, 12), 0));
     let load = |name: &str, table_file: &str, content: &str| {
         let file = write(&dir.path().join(name), table_file, content);
         import(&store, &[&file]).unwrap();
@@ -432,7 +438,7 @@ async fn an_in_order_import_resumes_the_stored_state_and_equals_a_rebuild() {
             "{header}u4,phone,139 1234 5678,store,2026-08-01 00:00:00\nu5,device_id,DEV-FAMILY,app,2026-08-02 00:00:00\n"
         ),
     );
-    assert_eq!(stored(&store), (1, true, 13));
+    assert_eq!((stored(&store), deltas(&store)), ((1, true, 13), 1));
     // A new profile whose e-mail joins the person: a users load is in order too.
     load("b", "users.csv", "user_id,email,signup_date\nu7,ANN@qq.com,2026-09-01\n");
     assert_eq!(stored(&store), (2, true, 14));
@@ -448,8 +454,62 @@ async fn an_in_order_import_resumes_the_stored_state_and_equals_a_rebuild() {
     assert_eq!(persons_of(&session).await, vec!["u1,u2,u3,u4,u6,u7", "u5"]);
     let check = store.check_identity().unwrap();
     assert_eq!((check.links, check.differing), (15, 0), "{check:?}");
-    // The next in-order import resumes from the state the full resolution wrote.
+    // The next in-order imports resume from the state the full resolution wrote and its deltas
+    // (a new base replaces the deltas from time to time); one that joins nobody keeps the
+    // persons file.
     load("d", "identities.csv", &format!("{header}u5,email,dan@qq.com,web,2026-12-01 00:00:00\n"));
-    assert_eq!(stored(&store), (1, true, 16));
+    assert_eq!((stored(&store), deltas(&store)), ((1, true, 16), 1));
+    assert_eq!(store.check_identity().unwrap().differing, 0);
+    for (i, day) in ["02", "03", "04", "05", "06", "07", "08", "09", "10", "11"].into_iter().enumerate() {
+        let before = persons_file(&store);
+        let user = ["u5", "u6"][i % 2];
+        load(
+            &format!("e{i}"),
+            "identities.csv",
+            &format!("{header}{user},device_id,TAB-{i},app,2026-12-{day} 00:00:00\n"),
+        );
+        assert_eq!(persons_file(&store), before, "a device joins nobody");
+        assert_eq!(stored(&store).2, 17 + i as u64);
+        assert!(deltas(&store) < 8, "the deltas are merged into a new base");
+        let check = store.check_identity().unwrap();
+        assert_eq!((check.links, check.differing), (17 + i as u64, 0), "{check:?}");
+    }
+    // After the deltas, a joining increment equals a rebuild too.
+    load("f", "identities.csv", &format!("{header}u5,email,ann@qq.com,web,2026-12-20 00:00:00\n"));
+    let session = crate::util::session(&store);
+    assert_eq!(count(&session, "SELECT count(*) FROM identity_links").await, 27);
+    assert_eq!(store.check_identity().unwrap().differing, 0);
+}
+
+/// A store of format 5 kept its union-find state whole (`resolution.state`, a file no build
+/// reads any more) and no base: it still reads, and its next import resolves from the start and
+/// writes a base, with the same persons as a rebuild.
+#[tokio::test]
+async fn a_store_with_a_format_5_state_resolves_from_the_start_at_its_next_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = identity_store(dir.path());
+    let root = store.root().to_path_buf();
+    let current = std::fs::read_to_string(persona::store::layout::current_file(&root)).unwrap();
+    let manifest_path = persona::store::layout::manifests_dir(&root).join(current.trim());
+    let mut manifest =
+        persona::store::manifest::Manifest::from_bytes(&std::fs::read(&manifest_path).unwrap(), &manifest_path)
+            .unwrap();
+    let resolution = manifest.identity.resolution.as_mut().unwrap();
+    resolution.state = resolution.state_base.take();
+    manifest.format_version = 5;
+    std::fs::write(&manifest_path, manifest.to_bytes().unwrap()).unwrap();
+    let store = persona::Store::open(&root).unwrap();
+    assert_eq!(persons_of(&session(&store)).await, vec!["u1,u2,u3", "u4", "u5", "u6"]);
+    let file = write(
+        &dir.path().join("late"),
+        "identities.csv",
+        "user_id,id_type,id_value,source,ts\nu4,phone,139 1234 5678,store,2026-12-01 00:00:00\n",
+    );
+    import(&store, &[&file]).unwrap();
+    let snapshot = store.snapshot().unwrap();
+    let r = snapshot.manifest().identity.resolution.clone().unwrap();
+    assert!(r.state.is_none() && r.state_base.is_some() && r.more_links.is_empty(), "{r:?}");
+    assert_eq!(snapshot.manifest().format_version, 6);
+    assert_eq!(persons_of(&session(&store)).await, vec!["u1,u2,u3,u4", "u5", "u6"]);
     assert_eq!(store.check_identity().unwrap().differing, 0);
 }
