@@ -188,7 +188,7 @@ impl DenseAggregateExec {
         let mut ids: Vec<u32> = Vec::new();
         for c in 0..state.chunk_count() {
             let Some((first, groups, columns)) = state.take_chunk(c) else { continue };
-            let batch = job.typed_batch(columns, groups.len(), true)?;
+            let batch = job.typed_batch(columns.clone(), groups.len(), true)?;
             let passing = match &comparisons {
                 Some(comparisons) => {
                     let mut passing = groups;
@@ -206,6 +206,8 @@ impl DenseAggregateExec {
                 }
             };
             ids.extend(passing.set_indices().map(|o| first + o as u32));
+            drop(batch);
+            crate::query::dense_state::recycle_arrays(columns);
         }
         roaring::RoaringBitmap::from_sorted_iter(ids).map_err(|e| Error::Internal(e.to_string()))
     }
