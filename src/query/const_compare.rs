@@ -20,7 +20,7 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 
 use crate::error::{Error, Result};
-use crate::query::dict_filter::{and_valid, test_picked};
+use crate::query::dict_filter::{and_valid, bits_where, test_picked};
 
 /// The constant, in the column's type.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -263,7 +263,7 @@ fn within_range<T: ArrowPrimitiveType>(
     if let Some(mask) = within {
         return Some(and_valid(test_picked(mask, |i| test(v[i])), values.nulls()));
     }
-    let passing = BooleanBuffer::collect_bool(v.len(), |i| test(v[i]));
+    let passing = bits_where(&v[..], test);
     Some(match values.nulls() {
         Some(nulls) => &passing & nulls.inner(),
         None => passing,
@@ -297,14 +297,13 @@ fn compare<T: ArrowPrimitiveType>(
         return Some(and_valid(test_picked(mask, |i| keep(order(v[i]))), values.nulls()));
     }
     // One loop per operator, so that the test in it is a plain comparison.
-    let n = v.len();
     let passing = match op {
-        Operator::Eq => BooleanBuffer::collect_bool(n, |i| order(v[i]) == Ordering::Equal),
-        Operator::NotEq => BooleanBuffer::collect_bool(n, |i| order(v[i]) != Ordering::Equal),
-        Operator::Lt => BooleanBuffer::collect_bool(n, |i| order(v[i]) == Ordering::Less),
-        Operator::LtEq => BooleanBuffer::collect_bool(n, |i| order(v[i]) != Ordering::Greater),
-        Operator::Gt => BooleanBuffer::collect_bool(n, |i| order(v[i]) == Ordering::Greater),
-        _ => BooleanBuffer::collect_bool(n, |i| order(v[i]) != Ordering::Less),
+        Operator::Eq => bits_where(&v[..], |x| order(x) == Ordering::Equal),
+        Operator::NotEq => bits_where(&v[..], |x| order(x) != Ordering::Equal),
+        Operator::Lt => bits_where(&v[..], |x| order(x) == Ordering::Less),
+        Operator::LtEq => bits_where(&v[..], |x| order(x) != Ordering::Greater),
+        Operator::Gt => bits_where(&v[..], |x| order(x) == Ordering::Greater),
+        _ => bits_where(&v[..], |x| order(x) != Ordering::Less),
     };
     Some(match values.nulls() {
         Some(nulls) => &passing & nulls.inner(),

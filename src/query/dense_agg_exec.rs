@@ -390,8 +390,8 @@ impl Job {
             // NULL is not true: the row is left out, as in WHERE.
             mask = Some(dict_filter::and(mask, dict_filter::true_rows(values)));
         }
-        let selected: Vec<usize> = match mask {
-            None => (0..rows).collect(),
+        let selected: Vec<u32> = match mask {
+            None => (0..rows as u32).collect(),
             Some(m) => dict_filter::positions(&m),
         };
         if selected.is_empty() {

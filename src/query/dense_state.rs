@@ -137,8 +137,9 @@ pub fn recycle_arrays(columns: Vec<ArrayRef>) -> usize {
 /// One chunk of slots for every aggregate.
 #[derive(Debug, Clone)]
 struct Chunk {
-    /// Rows per slot; a slot with no row is not a group.
-    rows: Vec<u64>,
+    /// Rows per slot; a slot with no row is not a group. `i64`, as `count(*)` gives them: the
+    /// buffer becomes that array as it is and returns to the bin it was taken from.
+    rows: Vec<i64>,
     slots: Vec<Slot>,
 }
 
@@ -255,17 +256,28 @@ fn fold_float(kind: DenseAggKind, value: &mut f64, seen: &mut bool, x: f64) {
     }
 }
 
-/// Folds the rows `run` (positions in the batch, all of whose users are in `chunk`) into it.
-fn fold_run(
+/// Consecutive selected rows of one user: its slot in the chunk and the range of the rows'
+/// positions in `selected`.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    slot: usize,
+    from: usize,
+    to: usize,
+}
+
+/// Folds the rows of `groups` (runs of one user's rows among `selected`, all in `chunk`) into it.
+/// Each group's state is loaded once, folded in a register in row order and stored once: the
+/// same additions in the same order as slot by slot, without each row waiting for the previous
+/// row's store to the same slot (fact files grouped by user give runs of several rows).
+fn fold_groups(
     kinds: &[DenseAggKind],
     chunk: &mut Chunk,
-    ids: &[u32],
-    run: &[usize],
+    selected: &[u32],
+    groups: &[Group],
     inputs: &[DenseInput<'_>],
 ) -> Result<()> {
-    let slot = |row: usize| ids[row] as usize & (CHUNK - 1);
-    for &row in run {
-        chunk.rows[slot(row)] += 1;
+    for g in groups {
+        chunk.rows[g.slot] += (g.to - g.from) as i64;
     }
     for ((kind, input), state) in kinds.iter().zip(inputs).zip(chunk.slots.iter_mut()) {
         let kind = *kind;
@@ -278,46 +290,59 @@ fn fold_run(
                     DenseInput::Float(values) => values.nulls(),
                     DenseInput::None => return Err(Error::Internal("count(x) without its input".into())),
                 };
-                match nulls {
-                    None => run.iter().for_each(|&row| counts[slot(row)] += 1),
-                    Some(n) => run.iter().for_each(|&row| counts[slot(row)] += i64::from(n.is_valid(row))),
+                for g in groups {
+                    counts[g.slot] += match nulls {
+                        None => (g.to - g.from) as i64,
+                        Some(n) => {
+                            selected[g.from..g.to].iter().filter(|&&row| n.is_valid(row as usize)).count() as i64
+                        }
+                    };
                 }
             }
             (Slot::Int { value, seen }, DenseInput::Int(values)) => {
                 let (v, nulls) = (values.values(), values.nulls());
-                match kind {
-                    DenseAggKind::SumInt => fold_each(run, nulls, |row| {
-                        let o = slot(row);
-                        value[o] = value[o].wrapping_add(v[row]);
-                        seen[o] = true;
-                    }),
-                    _ => {
-                        fold_each(run, nulls, |row| fold_int(kind, &mut value[slot(row)], &mut seen[slot(row)], v[row]))
+                for g in groups {
+                    let (mut acc, mut any) = (value[g.slot], seen[g.slot]);
+                    match kind {
+                        DenseAggKind::SumInt => fold_each(&selected[g.from..g.to], nulls, |row| {
+                            acc = acc.wrapping_add(v[row]);
+                            any = true;
+                        }),
+                        _ => {
+                            fold_each(&selected[g.from..g.to], nulls, |row| fold_int(kind, &mut acc, &mut any, v[row]))
+                        }
                     }
+                    (value[g.slot], seen[g.slot]) = (acc, any);
                 }
             }
             (Slot::Float { value, seen }, DenseInput::Float(values)) => {
                 let (v, nulls) = (values.values(), values.nulls());
-                match kind {
-                    // An unseen slot holds 0.0, and 0.0 + x is x (-0.0 too: 0.0 + -0.0 = 0.0, as
-                    // DataFusion's sum, which starts from 0.0, gives).
-                    DenseAggKind::SumFloat => fold_each(run, nulls, |row| {
-                        let o = slot(row);
-                        value[o] += v[row];
-                        seen[o] = true;
-                    }),
-                    _ => fold_each(run, nulls, |row| {
-                        fold_float(kind, &mut value[slot(row)], &mut seen[slot(row)], v[row])
-                    }),
+                for g in groups {
+                    let (mut acc, mut any) = (value[g.slot], seen[g.slot]);
+                    match kind {
+                        // An unseen slot holds 0.0, and 0.0 + x is x (-0.0 too: 0.0 + -0.0 = 0.0,
+                        // as DataFusion's sum, which starts from 0.0, gives).
+                        DenseAggKind::SumFloat => fold_each(&selected[g.from..g.to], nulls, |row| {
+                            acc += v[row];
+                            any = true;
+                        }),
+                        _ => fold_each(&selected[g.from..g.to], nulls, |row| {
+                            fold_float(kind, &mut acc, &mut any, v[row])
+                        }),
+                    }
+                    (value[g.slot], seen[g.slot]) = (acc, any);
                 }
             }
             (Slot::Avg { sum, count }, DenseInput::Float(values)) => {
                 let (v, nulls) = (values.values(), values.nulls());
-                fold_each(run, nulls, |row| {
-                    let o = slot(row);
-                    sum[o] += v[row];
-                    count[o] += 1;
-                });
+                for g in groups {
+                    let (mut total, mut n) = (sum[g.slot], count[g.slot]);
+                    fold_each(&selected[g.from..g.to], nulls, |row| {
+                        total += v[row];
+                        n += 1;
+                    });
+                    (sum[g.slot], count[g.slot]) = (total, n);
+                }
             }
             _ => return Err(Error::Internal(format!("dense aggregate {kind:?} got an input of the wrong type"))),
         }
@@ -326,10 +351,10 @@ fn fold_run(
 }
 
 /// Calls `f` with each row of `run` whose value is not NULL.
-fn fold_each(run: &[usize], nulls: Option<&NullBuffer>, mut f: impl FnMut(usize)) {
+fn fold_each(run: &[u32], nulls: Option<&NullBuffer>, mut f: impl FnMut(usize)) {
     match nulls {
-        None => run.iter().for_each(|&row| f(row)),
-        Some(n) => run.iter().filter(|&&row| n.is_valid(row)).for_each(|&row| f(row)),
+        None => run.iter().for_each(|&row| f(row as usize)),
+        Some(n) => run.iter().map(|&row| row as usize).filter(|&row| n.is_valid(row)).for_each(f),
     }
 }
 
@@ -386,9 +411,10 @@ impl DenseState {
 
     /// Adds the rows `selected` (positions in the batch) whose user row ids are `ids`; `inputs`
     /// holds one entry per aggregate. Rows come in runs of one chunk (fact rows grouped by user
-    /// make long runs): each run folds aggregate by aggregate, the kinds and inputs matched once
-    /// per run instead of once per row.
-    pub fn update(&mut self, ids: &[u32], selected: &[usize], inputs: &[DenseInput<'_>]) -> Result<()> {
+    /// make long runs), and within a run in groups of one user: each run folds aggregate by
+    /// aggregate, the kinds and inputs matched once per run instead of once per row, each group's
+    /// state loaded and stored once.
+    pub fn update(&mut self, ids: &[u32], selected: &[u32], inputs: &[DenseInput<'_>]) -> Result<()> {
         if inputs.len() != self.kinds.len() {
             return Err(Error::Internal(format!(
                 "dense aggregate got {} inputs for {} aggregates",
@@ -396,16 +422,33 @@ impl DenseState {
                 self.kinds.len()
             )));
         }
+        let mut groups: Vec<Group> = Vec::new();
         let mut start = 0;
         while let Some(&first) = selected.get(start) {
-            let c = split(ids[first]).0;
-            let len =
-                selected[start..].iter().position(|&row| split(ids[row]).0 != c).unwrap_or(selected.len() - start);
-            let run = &selected[start..start + len];
+            // The run of rows in one chunk from `start`, cut into groups of one user.
+            let first = ids[first as usize];
+            let c = split(first).0;
+            groups.clear();
+            let (mut current, mut from, mut end) = (first, start, start + 1);
+            loop {
+                let next = selected.get(end).map(|&row| ids[row as usize]);
+                if next == Some(current) {
+                    end += 1;
+                    continue;
+                }
+                groups.push(Group { slot: split(current).1, from, to: end });
+                match next {
+                    Some(id) if split(id).0 == c => {
+                        (current, from) = (id, end);
+                        end += 1;
+                    }
+                    _ => break,
+                }
+            }
             self.chunk_mut(c)?;
             let chunk = self.chunks[c].as_deref_mut().expect("the chunk was just made");
-            fold_run(&self.kinds, chunk, ids, run, inputs)?;
-            start += len;
+            fold_groups(&self.kinds, chunk, selected, &groups, inputs)?;
+            start = end;
         }
         Ok(())
     }
@@ -512,22 +555,26 @@ impl DenseState {
             .map(|slot| -> ArrayRef {
                 match slot {
                     Slot::Rows => std::sync::Arc::clone(counted.get_or_insert_with(|| {
-                        let counts: Vec<i64> = rows.take().unwrap_or_default().into_iter().map(|n| n as i64).collect();
-                        std::sync::Arc::new(Int64Array::new(counts.into(), groups_only()))
+                        std::sync::Arc::new(Int64Array::new(rows.take().unwrap_or_default().into(), groups_only()))
                     })),
                     Slot::Count(v) => std::sync::Arc::new(Int64Array::new(v.into(), groups_only())),
-                    Slot::Int { value, seen } => std::sync::Arc::new(Int64Array::new(
-                        value.into(),
-                        only(BooleanBuffer::collect_bool(CHUNK, |o| seen[o])),
-                    )),
-                    Slot::Float { value, seen } => std::sync::Arc::new(Float64Array::new(
-                        value.into(),
-                        only(BooleanBuffer::collect_bool(CHUNK, |o| seen[o])),
-                    )),
+                    Slot::Int { value, seen } => {
+                        let valid = BooleanBuffer::collect_bool(CHUNK, |o| seen[o]);
+                        recycle(seen);
+                        std::sync::Arc::new(Int64Array::new(value.into(), only(valid)))
+                    }
+                    Slot::Float { value, seen } => {
+                        let valid = BooleanBuffer::collect_bool(CHUNK, |o| seen[o]);
+                        recycle(seen);
+                        std::sync::Arc::new(Float64Array::new(value.into(), only(valid)))
+                    }
                     Slot::Avg { sum, count } => {
                         let valid = BooleanBuffer::collect_bool(CHUNK, |o| count[o] > 0);
-                        let means: Vec<f64> =
-                            sum.into_iter().zip(count).map(|(s, n)| if n == 0 { 0.0 } else { s / n as f64 }).collect();
+                        let mut means = sum;
+                        for (s, &n) in means.iter_mut().zip(&count) {
+                            *s = if n == 0 { 0.0 } else { *s / n as f64 };
+                        }
+                        recycle(count);
                         std::sync::Arc::new(Float64Array::new(means.into(), only(valid)))
                     }
                 }
@@ -559,7 +606,7 @@ impl DenseState {
                 let mut out = Vec::with_capacity(ids.len());
                 for &id in ids {
                     let (chunk, o) = slot(id)?;
-                    out.push(chunk.rows[o] as i64);
+                    out.push(chunk.rows[o]);
                 }
                 std::sync::Arc::new(Int64Array::from(out))
             }
@@ -631,7 +678,7 @@ mod tests {
         let ids: Vec<u32> = (0..2 * CHUNK as u32).collect();
         let floats = Float64Array::from_iter_values((0..ids.len()).map(|i| i as f64));
         let ints = Int64Array::from_iter_values((0..ids.len()).map(|i| i as i64 - 5));
-        let all: Vec<usize> = (0..ids.len()).collect();
+        let all: Vec<u32> = (0..ids.len() as u32).collect();
         let full = [
             DenseInput::None,
             DenseInput::Int(&ints),
@@ -672,6 +719,92 @@ mod tests {
             let avg = column(4);
             let avg = avg.as_any().downcast_ref::<Float64Array>().unwrap();
             assert_eq!((avg.value(0), avg.is_null(1)), (2.5, true));
+        }
+    }
+
+    #[test]
+    fn users_in_runs_and_scattered_fold_as_row_by_row() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let kinds = vec![
+            DenseAggKind::CountRows,
+            DenseAggKind::Count,
+            DenseAggKind::SumFloat,
+            DenseAggKind::MinInt,
+            DenseAggKind::MaxFloat,
+            DenseAggKind::Avg,
+            DenseAggKind::SumInt,
+        ];
+        for round in 0..20 {
+            let n = rng.random_range(1..3000usize);
+            // Runs of one user (as files grouped by user give), across a chunk edge, or scattered.
+            let mut ids: Vec<u32> = Vec::with_capacity(n);
+            while ids.len() < n {
+                let id = if round % 2 == 0 { rng.random_range(65_000..66_100) } else { rng.random_range(0..200_000) };
+                let run = rng.random_range(1..6);
+                ids.extend(std::iter::repeat_n(id, run.min(n - ids.len())));
+            }
+            if round % 4 == 0 {
+                ids.sort_unstable();
+            }
+            let floats: Float64Array =
+                (0..n).map(|_| rng.random_bool(0.9).then(|| rng.random_range(-100.0..100.0))).collect();
+            let ints: Int64Array = (0..n).map(|_| rng.random_bool(0.9).then(|| rng.random_range(-50..50))).collect();
+            let selected: Vec<u32> = (0..n as u32).filter(|_| rng.random_bool(0.7)).collect();
+            let inputs = [
+                DenseInput::None,
+                DenseInput::Any(&ints),
+                DenseInput::Float(&floats),
+                DenseInput::Int(&ints),
+                DenseInput::Float(&floats),
+                DenseInput::Float(&floats),
+                DenseInput::Int(&ints),
+            ];
+            let mut state = DenseState::new(kinds.clone());
+            state.update(&ids, &selected, &inputs).unwrap();
+            // Row by row, in the same order.
+            let mut expected: std::collections::BTreeMap<
+                u32,
+                (i64, i64, f64, Option<i64>, Option<f64>, f64, u64, i64),
+            > = Default::default();
+            for &row in &selected {
+                let row = row as usize;
+                let e = expected.entry(ids[row]).or_insert((0, 0, 0.0, None, None, 0.0, 0, 0));
+                e.0 += 1;
+                if ints.is_valid(row) {
+                    e.1 += 1;
+                    let x = ints.value(row);
+                    e.3 = Some(e.3.map_or(x, |m| m.min(x)));
+                    e.7 = e.7.wrapping_add(x);
+                }
+                if floats.is_valid(row) {
+                    let x = floats.value(row);
+                    e.2 += x;
+                    e.4 = Some(e.4.map_or(x, |m: f64| if x.total_cmp(&m).is_gt() { x } else { m }));
+                    e.5 += x;
+                    e.6 += 1;
+                }
+            }
+            let groups = state.groups_from(0, usize::MAX);
+            assert_eq!(groups, expected.keys().copied().collect::<Vec<_>>(), "round {round}");
+            let column = |a: usize| state.values(a, &groups).unwrap();
+            let rows = column(0);
+            let rows = rows.as_primitive::<arrow::datatypes::Int64Type>();
+            let sums = column(2);
+            let sums = sums.as_primitive::<arrow::datatypes::Float64Type>();
+            let mins = column(3);
+            let mins = mins.as_primitive::<arrow::datatypes::Int64Type>();
+            for (i, (_, e)) in expected.iter().enumerate() {
+                assert_eq!(rows.value(i), e.0, "round {round}: count(*)");
+                assert_eq!(
+                    column(1).as_primitive::<arrow::datatypes::Int64Type>().value(i),
+                    e.1,
+                    "round {round}: count"
+                );
+                // The same additions in the same order: the same bits.
+                assert_eq!(sums.is_valid(i).then(|| sums.value(i).to_bits()), (e.6 > 0).then(|| e.2.to_bits()));
+                assert_eq!(mins.is_valid(i).then(|| mins.value(i)), e.3, "round {round}: min");
+            }
         }
     }
 
