@@ -487,7 +487,7 @@ pub fn evaluate_within(expr: &BitmapExpr, index: &IndexSet, within: Option<&Roar
         }
         BitmapExpr::FactRows(scan) => users_of_edge(scan, index, &RoaringBitmap::new(), within)?,
         BitmapExpr::FactFilter(filter) => filter.users_within(index, within)?,
-        BitmapExpr::FactAggregate(aggregate) => restrict(aggregate.users(index)?, within),
+        BitmapExpr::FactAggregate(aggregate) => aggregate.users_within(index, within)?,
         BitmapExpr::ActivityCount(count) => count.users(index, within)?,
         BitmapExpr::Saved(name) => match index.saved_audience(name)? {
             Some(members) => restrict(members.as_ref().clone(), within),

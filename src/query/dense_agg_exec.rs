@@ -27,6 +27,7 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use roaring::RoaringBitmap;
 
 use crate::error::{Error, Result};
 use crate::query::bitmap_scan::UsersFile;
@@ -110,7 +111,12 @@ impl DisplayAs for DenseAggregateExec {
 
 impl DenseAggregateExec {
     /// What one execution needs, for its blocking thread.
-    fn job(&self, batch_size: usize, memory: Option<Arc<dyn MemoryPool>>) -> Result<Job> {
+    fn job(
+        &self,
+        batch_size: usize,
+        memory: Option<Arc<dyn MemoryPool>>,
+        within: Option<&RoaringBitmap>,
+    ) -> Result<Job> {
         let read_columns: Vec<String> = self.node.read_schema.fields().iter().map(|f| f.name().clone()).collect();
         let mut tests = Vec::with_capacity(self.filter.tests.len());
         for t in &self.filter.tests {
@@ -161,21 +167,27 @@ impl DenseAggregateExec {
             schema: Arc::clone(&self.schema),
             emit_user_id: self.node.emit_user_id,
             memory,
+            within: within
+                .map(|users| Ok::<_, Error>((users.clone(), dict_filter::UserMask::new(users)?)))
+                .transpose()?,
         })
     }
 
     /// The row ids of the users whose aggregates make `having` TRUE (over the node's output
     /// schema, which must not hold `user_id`): a per-user aggregate as a set of users, computed
-    /// here on the calling thread (and the workers it starts).
+    /// here on the calling thread (and the workers it starts). With `within`, only those users'
+    /// rows are folded (the answer is among them): files holding none of them are skipped, and
+    /// a batch's rows are tested by user before any other test.
     pub fn users_where(
         &self,
         having: &Arc<dyn PhysicalExpr>,
         memory: Option<Arc<dyn MemoryPool>>,
-    ) -> Result<roaring::RoaringBitmap> {
+        within: Option<&RoaringBitmap>,
+    ) -> Result<RoaringBitmap> {
         if self.node.emit_user_id {
             return Err(Error::Internal("a dense aggregate asked for users emits user_id".into()));
         }
-        let job = self.job(64 * 1024, memory)?;
+        let job = self.job(64 * 1024, memory, within)?;
         let mut state = job.accumulate()?;
         // Chunk by chunk, every slot at once: the groups' values are the chunk's arrays as they
         // are (taken out of the state, not copied); slots that are not groups are NULL (so
@@ -209,7 +221,7 @@ impl DenseAggregateExec {
             drop(batch);
             crate::query::dense_state::recycle_arrays(columns);
         }
-        roaring::RoaringBitmap::from_sorted_iter(ids).map_err(|e| Error::Internal(e.to_string()))
+        RoaringBitmap::from_sorted_iter(ids).map_err(|e| Error::Internal(e.to_string()))
     }
 }
 
@@ -246,8 +258,11 @@ impl ExecutionPlan for DenseAggregateExec {
         if partition != 0 {
             return Err(Error::Internal(format!("DenseAggregateExec has one partition, not {}", partition + 1)).into());
         }
-        let job = self
-            .job(context.session_config().batch_size().max(1), Some(Arc::clone(&context.runtime_env().memory_pool)))?;
+        let job = self.job(
+            context.session_config().batch_size().max(1),
+            Some(Arc::clone(&context.runtime_env().memory_pool)),
+            None,
+        )?;
         let mut builder = RecordBatchReceiverStreamBuilder::new(Arc::clone(&self.schema), 2);
         let tx = builder.tx();
         builder.spawn_blocking(move || {
@@ -283,6 +298,8 @@ struct Job {
     emit_user_id: bool,
     /// The session's pool the states' chunks are taken from.
     memory: Option<Arc<dyn MemoryPool>>,
+    /// Only these users' rows are folded (as a bitmap and as one bit per row id).
+    within: Option<(RoaringBitmap, dict_filter::UserMask)>,
 }
 
 impl Job {
@@ -304,6 +321,12 @@ impl Job {
                 let Some(file) = self.sources.facts.get(i) else { break };
                 if let (Some((from, to)), Some((lo, hi))) = (self.sources.ts_window, file.ts_range)
                     && (hi < from || lo > to)
+                {
+                    continue;
+                }
+                if let Some((users, _)) = &self.within
+                    && !file.row_id_ranges.is_empty()
+                    && file.row_id_ranges.iter().all(|&(lo, hi)| users.range_cardinality(lo..=hi) == 0)
                 {
                     continue;
                 }
@@ -373,7 +396,17 @@ impl Job {
             .zip(&self.caches)
             .map(|((at, test), cache)| (test, batch.column(*at).as_ref(), Some(cache)))
             .collect();
-        let mut mask = dict_filter::pass_all(&tests)?;
+        let start = match &self.within {
+            Some((_, users)) => {
+                let rows = users.rows_of(ids);
+                if rows.count_set_bits() == 0 {
+                    return Ok(());
+                }
+                Some(rows)
+            }
+            None => None,
+        };
+        let mut mask = dict_filter::pass_all_within(start, &tests)?;
         for (at, comparison) in &self.comparisons {
             let column = batch.column(*at);
             mask = Some(dict_filter::narrow(mask, dict_filter::COMPARISON_PICK_COST, |within| {
