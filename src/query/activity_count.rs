@@ -17,7 +17,7 @@ use arrow::datatypes::DataType;
 use chrono::Datelike;
 use datafusion::common::DFSchemaRef;
 use datafusion::logical_expr::utils::split_conjunction;
-use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, Operator};
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, Operator};
 use roaring::RoaringBitmap;
 
 use crate::error::Result;
@@ -348,6 +348,69 @@ pub(crate) fn first_and_last(plan: &LogicalPlan, fact_within: &FactWithin<'_>) -
         }
     }
     Some(if terms.len() == 1 { terms.remove(0) } else { AudienceSpec::AllOf(terms) })
+}
+
+/// A per-user aggregate whose `HAVING` mixes conditions on the first or last `ts` with others
+/// (`min(ts) >= T AND count(*) >= 2`, "new repeat buyers"), cut in two: the plan of the first and
+/// last conditions alone (for [`first_and_last`], over an aggregate of only `min(ts)`/`max(ts)`),
+/// and the aggregate with the other conditions. Their users' intersection is the answer: both
+/// keep only users with rows, and a conjunct is either wholly in one or in the other. The
+/// streams answer the first cheaply and leave few users, to whom the second's fold is then
+/// narrowed. `None` when there is nothing to cut.
+pub(crate) fn split_first_and_last(plan: &LogicalPlan) -> Option<(LogicalPlan, LogicalPlan)> {
+    let mut node = plan;
+    let mut conjuncts: Vec<Expr> = Vec::new();
+    let aggregate = loop {
+        match node {
+            LogicalPlan::SubqueryAlias(a) if conjuncts.is_empty() => node = &a.input,
+            LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => node = &p.input,
+            LogicalPlan::Filter(f) => {
+                conjuncts.extend(split_conjunction(&f.predicate).into_iter().cloned());
+                node = &f.input;
+            }
+            LogicalPlan::Aggregate(a) => break a,
+            _ => return None,
+        }
+    };
+    let [group] = aggregate.group_expr.as_slice() else { return None };
+    if !is_user_id(group) {
+        return None;
+    }
+    // The output columns (after the group column) that are min(ts) or max(ts).
+    let first_or_last = |column: &datafusion::common::Column| -> Option<usize> {
+        let at = aggregate.schema.index_of_column(column).ok()?.checked_sub(1)?;
+        let Expr::AggregateFunction(f) = unaliased(aggregate.aggr_expr.get(at)?) else { return None };
+        let [arg] = f.params.args.as_slice() else { return None };
+        let plain = f.params.filter.is_none() && !f.params.distinct && f.params.order_by.is_empty();
+        (plain && matches!(f.func.name(), "min" | "max") && is_ts(arg)).then_some(at)
+    };
+    let on_first_or_last = |e: &Expr| -> Option<usize> {
+        let Expr::BinaryExpr(b) = e else { return None };
+        match (b.left.as_ref(), b.right.as_ref()) {
+            (Expr::Column(c), Expr::Literal(..)) | (Expr::Literal(..), Expr::Column(c)) => first_or_last(c),
+            _ => None,
+        }
+    };
+    let (timed, rest): (Vec<Expr>, Vec<Expr>) = conjuncts.into_iter().partition(|e| on_first_or_last(e).is_some());
+    if timed.is_empty() || rest.is_empty() {
+        return None;
+    }
+    let mut used: Vec<usize> = timed.iter().filter_map(on_first_or_last).collect();
+    used.sort_unstable();
+    used.dedup();
+    let kept: Vec<Expr> = used.iter().map(|&at| aggregate.aggr_expr[at].clone()).collect();
+    let times = Aggregate::try_new(Arc::clone(&aggregate.input), aggregate.group_expr.clone(), kept).ok()?;
+    let times = LogicalPlanBuilder::from(LogicalPlan::Aggregate(times))
+        .filter(datafusion::logical_expr::utils::conjunction(timed)?)
+        .ok()?
+        .build()
+        .ok()?;
+    let others = LogicalPlanBuilder::from(LogicalPlan::Aggregate(aggregate.clone()))
+        .filter(datafusion::logical_expr::utils::conjunction(rest)?)
+        .ok()?
+        .build()
+        .ok()?;
+    Some((times, others))
 }
 
 /// `GROUP BY user_id` with one aggregate counting the distinct periods of `ts`: the unit and the

@@ -324,6 +324,22 @@ impl AudienceRule {
         if let Some(spec) = self.dense_having(plan) {
             return Some(spec);
         }
+        if let Some((times, others)) = crate::query::activity_count::split_first_and_last(plan) {
+            let first_and_last = crate::query::activity_count::first_and_last(&times, &fact_within);
+            // The other conditions over the dense form of the aggregate.
+            let others = match others {
+                LogicalPlan::Filter(f) => match f.input.as_ref() {
+                    LogicalPlan::Aggregate(a) => crate::query::dense_agg_rule::dense_plan(a)
+                        .and_then(|dense| Filter::try_new(f.predicate.clone(), Arc::new(dense)).ok())
+                        .and_then(|f| self.dense_having(&LogicalPlan::Filter(f))),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let (Some(first_and_last), Some(others)) = (first_and_last, others) {
+                return Some(AudienceSpec::AllOf(vec![first_and_last, others]));
+            }
+        }
         let fact_days = |facts: &LogicalPlan| match fact_audience(facts, &self.index, &self.tables)? {
             AudienceSpec::ActiveDays { streams, first_day, last_day, edges } if edges.is_empty() => {
                 Some((streams, first_day, last_day))

@@ -247,6 +247,11 @@ fn bind(expr: &Expr, names: &HashMap<String, Expr>) -> Option<Expr> {
     (!unknown).then_some(bound)
 }
 
+/// `agg` as the plan of its dense form (with `user_id`), if it has one.
+pub(crate) fn dense_plan(agg: &Aggregate) -> Option<LogicalPlan> {
+    dense_aggregate(agg, true).map(extension)
+}
+
 /// The dense form of `agg`, if it has one.
 fn dense_aggregate(agg: &Aggregate, emit_user_id: bool) -> Option<DenseAggregate> {
     let [Expr::Column(group)] = agg.group_expr.as_slice() else { return None };
