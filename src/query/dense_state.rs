@@ -722,6 +722,9 @@ mod tests {
         }
     }
 
+    /// Per user: rows, non-NULL ints, float sum, int min, float max, avg sum, avg count, int sum.
+    type Expected = (i64, i64, f64, Option<i64>, Option<f64>, f64, u64, i64);
+
     #[test]
     fn users_in_runs_and_scattered_fold_as_row_by_row() {
         use rand::{Rng, SeedableRng};
@@ -763,10 +766,7 @@ mod tests {
             let mut state = DenseState::new(kinds.clone());
             state.update(&ids, &selected, &inputs).unwrap();
             // Row by row, in the same order.
-            let mut expected: std::collections::BTreeMap<
-                u32,
-                (i64, i64, f64, Option<i64>, Option<f64>, f64, u64, i64),
-            > = Default::default();
+            let mut expected: std::collections::BTreeMap<u32, Expected> = Default::default();
             for &row in &selected {
                 let row = row as usize;
                 let e = expected.entry(ids[row]).or_insert((0, 0, 0.0, None, None, 0.0, 0, 0));

@@ -544,8 +544,8 @@ mod tests {
             let expected = BooleanBuffer::collect_bool(len, |i| values[i] >= 3);
             assert_eq!(bits_where(&values, |x| x >= 3), expected, "{len} i64 values");
             let codes: Vec<u16> = values.iter().map(|&v| (v + 50) as u16).collect();
-            let expected = BooleanBuffer::collect_bool(len, |i| codes[i] % 3 == 0);
-            assert_eq!(bits_where(&codes, |c| c % 3 == 0), expected, "{len} u16 codes");
+            let expected = BooleanBuffer::collect_bool(len, |i| codes[i].is_multiple_of(3));
+            assert_eq!(bits_where(&codes, |c| c.is_multiple_of(3)), expected, "{len} u16 codes");
         }
     }
 
