@@ -146,6 +146,18 @@ impl AudienceRule {
                     if matches!(e, Expr::Column(c) if marks.iter().any(|(m, _)| m == c)) {
                         continue;
                     }
+                    // A mark an earlier rewrite computed as a column (`marker AS sq.mark`, for the
+                    // plan above it): a mark again, substituted where it is read. Kept as a column,
+                    // two subqueries' `mark`s would meet in one projection under one name, and a
+                    // read of one could resolve to the other.
+                    if let Expr::Alias(alias) = e
+                        && field.name() == "mark"
+                        && is_marker(&alias.expr)
+                    {
+                        let marker = substitute_marks(alias.expr.as_ref().clone(), marks)?.data;
+                        marks.push((Column::new(qualifier.cloned(), field.name()), marker));
+                        continue;
+                    }
                     let replaced = substitute_marks(e.clone(), marks)?;
                     kept.push(if replaced.transformed {
                         replaced.data.unalias().alias_qualified(qualifier.cloned(), field.name())
