@@ -268,23 +268,18 @@ pub(crate) fn recognize(
 /// The spec of a fact side's users, with the rows' `ts` also in `[from, to)` (microseconds).
 pub(crate) type FactWithin<'a> = dyn Fn(&LogicalPlan, (Option<i64>, Option<i64>)) -> Option<AudienceSpec> + 'a;
 
-/// "First purchase in the last 30 days", "no event since T": `GROUP BY user_id HAVING min(ts) >=
-/// T` (and `max(ts)`, with `<`, `<=`, `>`, `>=`, `=`, several conjuncts) as set algebra of the fact
-/// side's users in time windows — `min(ts) >= T` is "some row" minus "a row before T" — so the
-/// streams answer it when they answer the fact side (a `T` inside a day reads that day's rows
-/// like any window edge). A user whose rows all lack a `ts` has a NULL minimum and no stream row:
-/// left out both ways. `None` for any other plan.
-pub(crate) fn first_and_last(plan: &LogicalPlan, fact_within: &FactWithin<'_>) -> Option<AudienceSpec> {
+/// `[alias] / Projection(columns)* / Filter(HAVING)* / Aggregate(GROUP BY user_id)`: the
+/// aggregate and the `HAVING` conjuncts above it (filters' columns are the aggregate's output,
+/// found by name: plain projections keep names). `None` for any other plan.
+fn having_over_users(plan: &LogicalPlan) -> Option<(&Aggregate, Vec<&Expr>)> {
     let mut node = plan;
-    let mut filters: Vec<&datafusion::logical_expr::Filter> = Vec::new();
+    let mut conjuncts: Vec<&Expr> = Vec::new();
     let aggregate = loop {
         match node {
-            LogicalPlan::SubqueryAlias(a) if filters.is_empty() => node = &a.input,
-            // Plain columns keep their names: filters' columns are found in the aggregate's
-            // output by name.
+            LogicalPlan::SubqueryAlias(a) if conjuncts.is_empty() => node = &a.input,
             LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => node = &p.input,
             LogicalPlan::Filter(f) => {
-                filters.push(f);
+                conjuncts.extend(split_conjunction(&f.predicate));
                 node = &f.input;
             }
             LogicalPlan::Aggregate(a) => break a,
@@ -292,9 +287,17 @@ pub(crate) fn first_and_last(plan: &LogicalPlan, fact_within: &FactWithin<'_>) -
         }
     };
     let [group] = aggregate.group_expr.as_slice() else { return None };
-    if !is_user_id(group) {
-        return None;
-    }
+    is_user_id(group).then_some((aggregate, conjuncts))
+}
+
+/// "First purchase in the last 30 days", "no event since T": `GROUP BY user_id HAVING min(ts) >=
+/// T` (and `max(ts)`, with `<`, `<=`, `>`, `>=`, `=`, several conjuncts) as set algebra of the fact
+/// side's users in time windows — `min(ts) >= T` is "some row" minus "a row before T" — so the
+/// streams answer it when they answer the fact side (a `T` inside a day reads that day's rows
+/// like any window edge). A user whose rows all lack a `ts` has a NULL minimum and no stream row:
+/// left out both ways. `None` for any other plan.
+pub(crate) fn first_and_last(plan: &LogicalPlan, fact_within: &FactWithin<'_>) -> Option<AudienceSpec> {
+    let (aggregate, conjuncts) = having_over_users(plan)?;
     // Each aggregate: true for min(ts), false for max(ts).
     let mut is_min = Vec::with_capacity(aggregate.aggr_expr.len());
     for e in &aggregate.aggr_expr {
@@ -311,40 +314,38 @@ pub(crate) fn first_and_last(plan: &LogicalPlan, fact_within: &FactWithin<'_>) -
     }
     let facts = aggregate.input.as_ref();
     let mut terms = vec![fact_within(facts, (None, None))?];
-    for filter in filters {
-        for conjunct in split_conjunction(&filter.predicate) {
-            let Expr::BinaryExpr(b) = conjunct else { return None };
-            let (column, op, value) = match (b.left.as_ref(), b.right.as_ref()) {
-                (Expr::Column(c), Expr::Literal(v, _)) => (c, b.op, v),
-                _ => match (b.left.as_ref(), b.right.as_ref()) {
-                    (Expr::Literal(v, _), Expr::Column(c)) => (c, b.op.swap()?, v),
-                    _ => return None,
-                },
-            };
-            // The aggregate's output: the group column, then the aggregates.
-            let at = aggregate.schema.index_of_column(column).ok()?;
-            let min = *is_min.get(at.checked_sub(1)?)?;
-            let t = crate::query::audience_rule::timestamp_micros(value)?;
-            let after = |t: i64| fact_within(facts, (Some(t), None));
-            let before = |t: i64| fact_within(facts, (None, Some(t)));
-            let all_but = |s: AudienceSpec| AudienceSpec::Not(Box::new(s));
-            // `x <= t` is `x < t + 1` and `x > t` is `x >= t + 1` (microseconds).
-            let (at_least, below) = match op {
-                Operator::GtEq => (Some(t), None),
-                Operator::Gt => (Some(t.checked_add(1)?), None),
-                Operator::Lt => (None, Some(t)),
-                Operator::LtEq => (None, Some(t.checked_add(1)?)),
-                Operator::Eq => (Some(t), Some(t.checked_add(1)?)),
+    for conjunct in conjuncts {
+        let Expr::BinaryExpr(b) = conjunct else { return None };
+        let (column, op, value) = match (b.left.as_ref(), b.right.as_ref()) {
+            (Expr::Column(c), Expr::Literal(v, _)) => (c, b.op, v),
+            _ => match (b.left.as_ref(), b.right.as_ref()) {
+                (Expr::Literal(v, _), Expr::Column(c)) => (c, b.op.swap()?, v),
                 _ => return None,
-            };
-            if let Some(t) = at_least {
-                // min >= t: no row before t; max >= t: a row from t on.
-                terms.push(if min { all_but(before(t)?) } else { after(t)? });
-            }
-            if let Some(t) = below {
-                // min < t: a row before t; max < t: no row from t on.
-                terms.push(if min { before(t)? } else { all_but(after(t)?) });
-            }
+            },
+        };
+        // The aggregate's output: the group column, then the aggregates.
+        let at = aggregate.schema.index_of_column(column).ok()?;
+        let min = *is_min.get(at.checked_sub(1)?)?;
+        let t = crate::query::audience_rule::timestamp_micros(value)?;
+        let after = |t: i64| fact_within(facts, (Some(t), None));
+        let before = |t: i64| fact_within(facts, (None, Some(t)));
+        let all_but = |s: AudienceSpec| AudienceSpec::Not(Box::new(s));
+        // `x <= t` is `x < t + 1` and `x > t` is `x >= t + 1` (microseconds).
+        let (at_least, below) = match op {
+            Operator::GtEq => (Some(t), None),
+            Operator::Gt => (Some(t.checked_add(1)?), None),
+            Operator::Lt => (None, Some(t)),
+            Operator::LtEq => (None, Some(t.checked_add(1)?)),
+            Operator::Eq => (Some(t), Some(t.checked_add(1)?)),
+            _ => return None,
+        };
+        if let Some(t) = at_least {
+            // min >= t: no row before t; max >= t: a row from t on.
+            terms.push(if min { all_but(before(t)?) } else { after(t)? });
+        }
+        if let Some(t) = below {
+            // min < t: a row before t; max < t: no row from t on.
+            terms.push(if min { before(t)? } else { all_but(after(t)?) });
         }
     }
     Some(if terms.len() == 1 { terms.remove(0) } else { AudienceSpec::AllOf(terms) })
@@ -358,24 +359,7 @@ pub(crate) fn first_and_last(plan: &LogicalPlan, fact_within: &FactWithin<'_>) -
 /// streams answer the first cheaply and leave few users, to whom the second's fold is then
 /// narrowed. `None` when there is nothing to cut.
 pub(crate) fn split_first_and_last(plan: &LogicalPlan) -> Option<(LogicalPlan, LogicalPlan)> {
-    let mut node = plan;
-    let mut conjuncts: Vec<Expr> = Vec::new();
-    let aggregate = loop {
-        match node {
-            LogicalPlan::SubqueryAlias(a) if conjuncts.is_empty() => node = &a.input,
-            LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => node = &p.input,
-            LogicalPlan::Filter(f) => {
-                conjuncts.extend(split_conjunction(&f.predicate).into_iter().cloned());
-                node = &f.input;
-            }
-            LogicalPlan::Aggregate(a) => break a,
-            _ => return None,
-        }
-    };
-    let [group] = aggregate.group_expr.as_slice() else { return None };
-    if !is_user_id(group) {
-        return None;
-    }
+    let (aggregate, conjuncts) = having_over_users(plan)?;
     // The output columns (after the group column) that are min(ts) or max(ts).
     let first_or_last = |column: &datafusion::common::Column| -> Option<usize> {
         let at = aggregate.schema.index_of_column(column).ok()?.checked_sub(1)?;
@@ -391,7 +375,8 @@ pub(crate) fn split_first_and_last(plan: &LogicalPlan) -> Option<(LogicalPlan, L
             _ => None,
         }
     };
-    let (timed, rest): (Vec<Expr>, Vec<Expr>) = conjuncts.into_iter().partition(|e| on_first_or_last(e).is_some());
+    let (timed, rest): (Vec<Expr>, Vec<Expr>) =
+        conjuncts.into_iter().cloned().partition(|e| on_first_or_last(e).is_some());
     if timed.is_empty() || rest.is_empty() {
         return None;
     }

@@ -381,7 +381,7 @@ fn cost(expr: &BitmapExpr) -> u8 {
 }
 
 /// A set of users restricted to `within` (all of it when `None`).
-fn restrict(set: RoaringBitmap, within: Option<&RoaringBitmap>) -> RoaringBitmap {
+pub(crate) fn restrict(set: RoaringBitmap, within: Option<&RoaringBitmap>) -> RoaringBitmap {
     match within {
         Some(w) => set & w,
         None => set,

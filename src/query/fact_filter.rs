@@ -319,7 +319,7 @@ impl FactAggregate {
     /// users narrows the fold to their rows; a larger one costs a test per row for little.
     pub fn users_within(&self, index: &IndexSet, within: Option<&RoaringBitmap>) -> Result<RoaringBitmap> {
         if let Some(users) = self.users_from_tag_counts(index)? {
-            return Ok(restrict(users, within));
+            return Ok(crate::query::bitmap_expr::restrict(users, within));
         }
         if within.is_some_and(RoaringBitmap::is_empty) {
             return Ok(RoaringBitmap::new());
@@ -331,15 +331,7 @@ impl FactAggregate {
         let having = physical(&self.having, self.node.schema.as_ref())?;
         let narrow = within.filter(|w| w.len().saturating_mul(2) <= index.universe_len());
         let users = exec.users_where(&having, index.memory().cloned(), narrow)?;
-        Ok(restrict(users, within))
-    }
-}
-
-/// `users` less those not in `within` (all of them when `None`).
-fn restrict(users: RoaringBitmap, within: Option<&RoaringBitmap>) -> RoaringBitmap {
-    match within {
-        Some(w) => users & w,
-        None => users,
+        Ok(crate::query::bitmap_expr::restrict(users, within))
     }
 }
 
