@@ -220,6 +220,60 @@ impl ConstComparison {
 }
 
 impl ConstComparison {
+    /// [`ConstComparison::evaluate_within`] for a comparison of a `ts` column whose rows' day
+    /// codes are `days` (a plain copy's [`TS_DAY_COLUMN`](crate::store::plain_columns::TS_DAY_COLUMN)):
+    /// a window's whole days are decided by the codes, 2 bytes a row; only the rows of its partial
+    /// edge days (and of days no code holds) are compared on `ts`. Anything but a microsecond
+    /// timestamp range is evaluated on `column` as it is.
+    pub fn evaluate_within_by_day(
+        &self,
+        column: &ArrayRef,
+        days: &arrow::array::UInt16Array,
+        within: Option<&BooleanBuffer>,
+    ) -> Result<BooleanBuffer> {
+        use crate::store::plain_columns::{DAY_MICROS, UNKNOWN_DAY};
+        let (Some((lo, hi)), DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, _)) =
+            (self.range, &self.data_type)
+        else {
+            return self.evaluate_within(column, within);
+        };
+        if lo > hi || days.len() != column.len() {
+            return self.evaluate_within(column, within);
+        }
+        let (day_lo, day_hi) = (lo.div_euclid(DAY_MICROS), hi.div_euclid(DAY_MICROS));
+        let (lo_partial, hi_partial) = (lo.rem_euclid(DAY_MICROS) != 0, hi.rem_euclid(DAY_MICROS) != DAY_MICROS - 1);
+        // The codes of the days wholly inside the window, `first ..= first + span` (cut to the
+        // days a code holds, so never the unknown code); `none` when there is no such day.
+        let first_whole = (day_lo + i64::from(lo_partial)).max(1);
+        let last_whole = (day_hi - i64::from(hi_partial)).min(i64::from(u16::MAX) - 1);
+        let (first, span, none) = match (u16::try_from(first_whole), u16::try_from(last_whole - first_whole)) {
+            (Ok(first), Ok(span)) if first_whole <= last_whole => (first, span, false),
+            _ => (1, 0, true),
+        };
+        // The edge days the window cuts, when a code holds them (otherwise the unknown code,
+        // which is an edge anyway).
+        let edge = |partial: bool, day: i64| match partial {
+            true => u16::try_from(day).ok().filter(|&d| d != u16::MAX).unwrap_or(UNKNOWN_DAY),
+            false => UNKNOWN_DAY,
+        };
+        let (edge_lo, edge_hi) = (edge(lo_partial, day_lo), edge(hi_partial, day_hi));
+        // In `u16` throughout, so that the scan compares many codes per instruction.
+        let classify = move |d: u16| {
+            let whole = !none && d.wrapping_sub(first) <= span;
+            [whole, d == UNKNOWN_DAY || d == edge_lo || d == edge_hi]
+        };
+        let codes = days.values();
+        let [whole, edge] = match within {
+            None => crate::query::dict_filter::masks_where(&codes[..], classify),
+            Some(within) => crate::query::dict_filter::tests_picked(within, |i| classify(codes[i])),
+        };
+        let whole = and_valid(whole, days.nulls());
+        if edge.count_set_bits() == 0 {
+            return Ok(whole);
+        }
+        Ok(&whole | &self.evaluate_within(column, Some(&edge))?)
+    }
+
     /// The rows of `column` with `lo <= value <= hi` (none when `lo > hi`), NULLs excluded.
     fn evaluate_range(
         &self,
@@ -425,6 +479,62 @@ mod tests {
             ConstComparison::from_expr(&col("quantity").gt(lit(1i64)), &df).unwrap(),
         ]);
         assert_eq!(kept.len(), 4);
+    }
+
+    #[test]
+    fn day_codes_decide_whole_days_and_ts_the_edges() {
+        use arrow::array::TimestampMicrosecondArray;
+        use arrow::datatypes::TimeUnit;
+        use rand::{Rng, SeedableRng};
+
+        use crate::store::plain_columns::{DAY_MICROS, day_code};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(31);
+        let day = |d: i64| d * DAY_MICROS;
+        // Around a few days (midnights exactly, a microsecond either side), before 1970, day 0,
+        // beyond what a code holds, and NULLs.
+        let special = [
+            day(20_000),
+            day(20_000) - 1,
+            day(20_000) + 1,
+            day(20_001) - 1,
+            day(20_002),
+            0,
+            -1,
+            day(-3) + 5,
+            day(1) - 1,
+            day(65_535) + 7,
+            day(70_000),
+        ];
+        let values: Vec<Option<i64>> = (0..4000)
+            .map(|_| match rng.random_range(0..10) {
+                0 => None,
+                1..=3 => Some(special[rng.random_range(0..special.len())]),
+                _ => Some(day(19_998) + rng.random_range(0..6 * DAY_MICROS)),
+            })
+            .collect();
+        let ts: ArrayRef = Arc::new(TimestampMicrosecondArray::from(values.clone()));
+        let days = arrow::array::UInt16Array::from(values.iter().map(|v| v.map(day_code)).collect::<Vec<_>>());
+        let schema = Schema::new(vec![Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true)]);
+        let df = DFSchema::try_from(schema).unwrap();
+        let at = |t: i64| lit(ScalarValue::TimestampMicrosecond(Some(t), None));
+        let bounds = [day(19_999), day(20_000), day(20_000) + 3_600_000_000, day(20_001) - 1, day(20_003), 0, day(-2)];
+        let mask = BooleanBuffer::collect_bool(values.len(), |i| i % 5 != 2);
+        for &from in &bounds {
+            for &to in &bounds {
+                for edge in [col("ts").lt(at(to)), col("ts").lt_eq(at(to))] {
+                    let first = ConstComparison::from_expr(&col("ts").gt_eq(at(from)), &df).unwrap();
+                    let second = ConstComparison::from_expr(&edge, &df).unwrap();
+                    let window = merge_ranges(vec![first, second]).remove(0);
+                    let expected = window.evaluate(&ts).unwrap();
+                    assert_eq!(window.evaluate_within_by_day(&ts, &days, None).unwrap(), expected, "{from}..{to}");
+                    assert_eq!(
+                        window.evaluate_within_by_day(&ts, &days, Some(&mask)).unwrap(),
+                        &expected & &mask,
+                        "{from}..{to} on a mask"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt16Array, UInt32Array};
 use arrow::compute::{cast, concat, take};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::Result as DfResult;
@@ -39,7 +39,7 @@ use crate::store::fact_rows::{Strings, for_each_fact_batch_as, read_stored_colum
 use crate::store::layout;
 use crate::store::manifest::DataFile;
 use crate::store::plain_columns::PlainColumns;
-use crate::tables::USER_ID;
+use crate::tables::{TS, USER_ID};
 
 /// What a [`DenseAggregateExec`] reads.
 #[derive(Debug, Clone)]
@@ -334,7 +334,7 @@ impl Job {
                     continue;
                 }
                 for_each_fact_batch_as(&self.sources.root, file, &columns, strings.clone(), |batch, ids| {
-                    self.fold(&mut state, batch, ids)
+                    self.fold(&mut state, batch, ids, None)
                 })?;
             }
             Ok(state)
@@ -366,7 +366,7 @@ impl Job {
         let columns: Vec<&str> = self.read_columns.iter().map(String::as_str).collect();
         let path = layout::resolve(&self.sources.root, relative);
         let Some(copy) = PlainColumns::open_cached(&path, &columns, file.rows)? else { return Ok(false) };
-        copy.for_each_batch(|batch, ids| {
+        copy.for_each_batch_with_days(|batch, ids, days| {
             // The types the Parquet path reads, so that the filter sees the same batches; a
             // dictionary only tested by key is kept as the copy's, whatever its key type.
             let mut fields = Vec::with_capacity(batch.num_columns());
@@ -382,13 +382,14 @@ impl Job {
             }
             let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
             let batch = RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options)?;
-            self.fold(state, &batch, ids)
+            self.fold(state, &batch, ids, days)
         })?;
         Ok(true)
     }
 
     /// Folds one batch of fact rows into `state`.
-    fn fold(&self, state: &mut DenseState, batch: &RecordBatch, ids: &[u32]) -> Result<()> {
+    /// `days`: the rows' day codes (from a plain copy), for the `ts` window.
+    fn fold(&self, state: &mut DenseState, batch: &RecordBatch, ids: &[u32], days: Option<&UInt16Array>) -> Result<()> {
         let rows = batch.num_rows();
         let tests: Vec<_> = self
             .tests
@@ -410,7 +411,10 @@ impl Job {
         for (at, comparison) in &self.comparisons {
             let column = batch.column(*at);
             mask = Some(dict_filter::narrow(mask, dict_filter::COMPARISON_PICK_COST, |within| {
-                comparison.evaluate_within(column, within)
+                match days.filter(|_| comparison.column == TS) {
+                    Some(days) => comparison.evaluate_within_by_day(column, days, within),
+                    None => comparison.evaluate_within(column, within),
+                }
             })?);
         }
         if let Some(p) = &self.predicate

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch, UInt16Array};
 use arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema, ScalarValue};
@@ -88,8 +88,8 @@ impl FactFilter {
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let Some(file) = files.get(i) else { break };
-                            let mut keep_rows = |batch: &RecordBatch, ids: &[u32]| -> Result<()> {
-                                for row in test.passing(batch)?.set_indices() {
+                            let mut keep_rows = |batch: &RecordBatch, ids: &[u32], days: Option<&UInt16Array>| {
+                                for row in test.passing(batch, days)?.set_indices() {
                                     let id = ids[row] as usize;
                                     if id / 64 >= out.len() {
                                         out.resize(id / 64 + 1, 0);
@@ -107,7 +107,7 @@ impl FactFilter {
                                     file.rows,
                                 )?
                             {
-                                copy.for_each_batch(&mut keep_rows)?;
+                                copy.for_each_batch_with_days(&mut keep_rows)?;
                                 continue;
                             }
                             fact_rows::for_each_fact_batch_in_as(
@@ -116,7 +116,7 @@ impl FactFilter {
                                 &columns,
                                 self.ts_window,
                                 test.strings(),
-                                &mut keep_rows,
+                                |batch, ids| keep_rows(batch, ids, None),
                             )?;
                         }
                         Ok(out)
@@ -211,7 +211,7 @@ impl FactFilter {
                 rows
             };
             copy.for_each_selected(select, |picked, ids| {
-                for i in test.passing(picked)?.set_indices() {
+                for i in test.passing(picked, None)?.set_indices() {
                     out.insert(ids[i]);
                 }
                 Ok(())
@@ -501,8 +501,9 @@ impl RowTest {
         Strings::Views { dictionary: self.tests.iter().map(|(_, t)| t.column.clone()).collect() }
     }
 
-    /// The rows of `batch` (columns in `names` order) for which the predicate is TRUE.
-    fn passing(&self, batch: &RecordBatch) -> Result<arrow::buffer::BooleanBuffer> {
+    /// The rows of `batch` (columns in `names` order) for which the predicate is TRUE; `days`:
+    /// the rows' day codes (from a plain copy), for a `ts` window.
+    fn passing(&self, batch: &RecordBatch, days: Option<&UInt16Array>) -> Result<arrow::buffer::BooleanBuffer> {
         let rows = batch.num_rows();
         let mut columns = Vec::with_capacity(self.tests.len());
         for (at, _) in &self.tests {
@@ -525,7 +526,10 @@ impl RowTest {
         for (at, comparison) in &self.comparisons {
             let column = batch.column(*at);
             mask = Some(dict_filter::narrow(mask, dict_filter::COMPARISON_PICK_COST, |within| {
-                comparison.evaluate_within(column, within)
+                match days.filter(|_| comparison.column == TS) {
+                    Some(days) => comparison.evaluate_within_by_day(column, days, within),
+                    None => comparison.evaluate_within(column, within),
+                }
             })?);
         }
         if let Some((positions, schema, physical)) = &self.residual
