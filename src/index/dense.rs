@@ -136,7 +136,7 @@ pub fn bitmap_of(words: &[u64]) -> RoaringBitmap {
         .filter_map(|(key, chunk)| {
             let cardinality = chunk.iter().map(|w| w.count_ones() as usize).sum::<usize>();
             // Ids beyond 2^32 do not exist (a row id is a u32), so the key fits 16 bits.
-            (cardinality > 0).then(|| (key as u16, cardinality, chunk))
+            (cardinality > 0).then_some((key as u16, cardinality, chunk))
         })
         .collect();
     let size = |cardinality: usize| if cardinality > ARRAY_LIMIT { 8 * CONTAINER_WORDS } else { 2 * cardinality };
