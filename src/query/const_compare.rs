@@ -233,7 +233,7 @@ impl ConstComparison {
     ) -> Result<BooleanBuffer> {
         use crate::store::plain_columns::{DAY_MICROS, UNKNOWN_DAY};
         let (Some((lo, hi)), DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, _)) =
-            (self.range, &self.data_type)
+            (self.as_range(), &self.data_type)
         else {
             return self.evaluate_within(column, within);
         };
@@ -521,10 +521,18 @@ mod tests {
         let mask = BooleanBuffer::collect_bool(values.len(), |i| i % 5 != 2);
         for &from in &bounds {
             for &to in &bounds {
-                for edge in [col("ts").lt(at(to)), col("ts").lt_eq(at(to))] {
-                    let first = ConstComparison::from_expr(&col("ts").gt_eq(at(from)), &df).unwrap();
-                    let second = ConstComparison::from_expr(&edge, &df).unwrap();
-                    let window = merge_ranges(vec![first, second]).remove(0);
+                let one = |e: Expr| ConstComparison::from_expr(&e, &df).unwrap();
+                let windows = [
+                    merge_ranges(vec![one(col("ts").gt_eq(at(from))), one(col("ts").lt(at(to)))]).remove(0),
+                    merge_ranges(vec![one(col("ts").gt(at(from))), one(col("ts").lt_eq(at(to)))]).remove(0),
+                    // One-sided and single comparisons, not merged into a range.
+                    one(col("ts").gt_eq(at(from))),
+                    one(col("ts").gt(at(from))),
+                    one(col("ts").lt(at(to))),
+                    one(col("ts").lt_eq(at(to))),
+                    one(col("ts").eq(at(to))),
+                ];
+                for window in windows {
                     let expected = window.evaluate(&ts).unwrap();
                     assert_eq!(window.evaluate_within_by_day(&ts, &days, None).unwrap(), expected, "{from}..{to}");
                     assert_eq!(
