@@ -18,6 +18,7 @@ use arrow::buffer::{BooleanBuffer, NullBuffer};
 use datafusion::execution::memory_pool::MemoryReservation;
 
 use crate::error::{Error, Result};
+use crate::query::dict_filter::bits_where;
 
 const CHUNK_BITS: u32 = 16;
 const CHUNK: usize = 1 << CHUNK_BITS;
@@ -87,14 +88,20 @@ macro_rules! recycled {
 }
 recycled!(u64, i64, f64, bool);
 
-/// A buffer of `CHUNK` default values: a recycled one when a bin has one.
-fn new_buffer<T: Recycled>() -> Vec<T> {
+/// A buffer of `CHUNK` values: a recycled one when a bin has one, set to the default only when
+/// `zeroed` (a chunk's row counts). A slot's state buffers are not: a slot whose row count is 0
+/// holds no group, and its state is taken as empty where it is first folded or merged, so
+/// nothing reads what a recycled buffer held there (a sparse fold over 10 M users otherwise
+/// spent a tenth of its time zeroing them).
+fn new_buffer<T: Recycled>(zeroed: bool) -> Vec<T> {
     // The bins are never left half-updated, so a poisoned lock still guards a consistent list.
     let recycled = T::bin().lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
     match recycled {
         Some(mut buffer) => {
             RECYCLED.fetch_sub(CHUNK * size_of::<T>(), Ordering::Relaxed);
-            buffer.fill(T::default());
+            if zeroed {
+                buffer.fill(T::default());
+            }
             buffer
         }
         None => vec![T::default(); CHUNK],
@@ -175,14 +182,14 @@ impl Slot {
     fn new(kind: DenseAggKind) -> Slot {
         match kind {
             DenseAggKind::CountRows => Slot::Rows,
-            DenseAggKind::Count => Slot::Count(new_buffer()),
+            DenseAggKind::Count => Slot::Count(new_buffer(false)),
             DenseAggKind::SumInt | DenseAggKind::MinInt | DenseAggKind::MaxInt => {
-                Slot::Int { value: new_buffer(), seen: new_buffer() }
+                Slot::Int { value: new_buffer(false), seen: new_buffer(false) }
             }
             DenseAggKind::SumFloat | DenseAggKind::MinFloat | DenseAggKind::MaxFloat => {
-                Slot::Float { value: new_buffer(), seen: new_buffer() }
+                Slot::Float { value: new_buffer(false), seen: new_buffer(false) }
             }
-            DenseAggKind::Avg => Slot::Avg { sum: new_buffer(), count: new_buffer() },
+            DenseAggKind::Avg => Slot::Avg { sum: new_buffer(false), count: new_buffer(false) },
         }
     }
 
@@ -263,6 +270,8 @@ struct Group {
     slot: usize,
     from: usize,
     to: usize,
+    /// Whether the slot had no row before this group (its state buffers hold nothing of it).
+    fresh: bool,
 }
 
 /// Folds the rows of `groups` (runs of one user's rows among `selected`, all in `chunk`) into it.
@@ -273,12 +282,14 @@ fn fold_groups(
     kinds: &[DenseAggKind],
     chunk: &mut Chunk,
     selected: &[u32],
-    groups: &[Group],
+    groups: &mut [Group],
     inputs: &[DenseInput<'_>],
 ) -> Result<()> {
-    for g in groups {
+    for g in groups.iter_mut() {
+        g.fresh = chunk.rows[g.slot] == 0;
         chunk.rows[g.slot] += (g.to - g.from) as i64;
     }
+    let groups: &[Group] = groups;
     for ((kind, input), state) in kinds.iter().zip(inputs).zip(chunk.slots.iter_mut()) {
         let kind = *kind;
         match (state, input) {
@@ -291,18 +302,20 @@ fn fold_groups(
                     DenseInput::None => return Err(Error::Internal("count(x) without its input".into())),
                 };
                 for g in groups {
-                    counts[g.slot] += match nulls {
-                        None => (g.to - g.from) as i64,
-                        Some(n) => {
-                            selected[g.from..g.to].iter().filter(|&&row| n.is_valid(row as usize)).count() as i64
-                        }
-                    };
+                    let before = if g.fresh { 0 } else { counts[g.slot] };
+                    counts[g.slot] = before
+                        + match nulls {
+                            None => (g.to - g.from) as i64,
+                            Some(n) => {
+                                selected[g.from..g.to].iter().filter(|&&row| n.is_valid(row as usize)).count() as i64
+                            }
+                        };
                 }
             }
             (Slot::Int { value, seen }, DenseInput::Int(values)) => {
                 let (v, nulls) = (values.values(), values.nulls());
                 for g in groups {
-                    let (mut acc, mut any) = (value[g.slot], seen[g.slot]);
+                    let (mut acc, mut any) = if g.fresh { (0, false) } else { (value[g.slot], seen[g.slot]) };
                     match kind {
                         DenseAggKind::SumInt => fold_each(&selected[g.from..g.to], nulls, |row| {
                             acc = acc.wrapping_add(v[row]);
@@ -318,7 +331,7 @@ fn fold_groups(
             (Slot::Float { value, seen }, DenseInput::Float(values)) => {
                 let (v, nulls) = (values.values(), values.nulls());
                 for g in groups {
-                    let (mut acc, mut any) = (value[g.slot], seen[g.slot]);
+                    let (mut acc, mut any) = if g.fresh { (0.0, false) } else { (value[g.slot], seen[g.slot]) };
                     match kind {
                         // An unseen slot holds 0.0, and 0.0 + x is x (-0.0 too: 0.0 + -0.0 = 0.0,
                         // as DataFusion's sum, which starts from 0.0, gives).
@@ -336,7 +349,7 @@ fn fold_groups(
             (Slot::Avg { sum, count }, DenseInput::Float(values)) => {
                 let (v, nulls) = (values.values(), values.nulls());
                 for g in groups {
-                    let (mut total, mut n) = (sum[g.slot], count[g.slot]);
+                    let (mut total, mut n) = if g.fresh { (0.0, 0) } else { (sum[g.slot], count[g.slot]) };
                     fold_each(&selected[g.from..g.to], nulls, |row| {
                         total += v[row];
                         n += 1;
@@ -404,7 +417,7 @@ impl DenseState {
             }
             let kinds = &self.kinds;
             self.chunks[index] =
-                Some(Box::new(Chunk { rows: new_buffer(), slots: kinds.iter().map(|k| Slot::new(*k)).collect() }));
+                Some(Box::new(Chunk { rows: new_buffer(true), slots: kinds.iter().map(|k| Slot::new(*k)).collect() }));
         }
         Ok(self.chunks[index].as_deref_mut().expect("the chunk was just made"))
     }
@@ -436,7 +449,7 @@ impl DenseState {
                     end += 1;
                     continue;
                 }
-                groups.push(Group { slot: split(current).1, from, to: end });
+                groups.push(Group { slot: split(current).1, from, to: end, fresh: false });
                 match next {
                     Some(id) if split(id).0 == c => {
                         (current, from) = (id, end);
@@ -447,7 +460,7 @@ impl DenseState {
             }
             self.chunk_mut(c)?;
             let chunk = self.chunks[c].as_deref_mut().expect("the chunk was just made");
-            fold_groups(&self.kinds, chunk, selected, &groups, inputs)?;
+            fold_groups(&self.kinds, chunk, selected, &mut groups, inputs)?;
             start = end;
         }
         Ok(())
@@ -474,20 +487,34 @@ impl DenseState {
                 if theirs.rows[o] == 0 {
                     continue;
                 }
+                // A slot of ours with no row yet takes their state as it is.
+                let fresh = mine.rows[o] == 0;
                 mine.rows[o] += theirs.rows[o];
                 for (a, kind) in kinds.iter().enumerate() {
                     match (&mut mine.slots[a], &theirs.slots[a]) {
                         (Slot::Rows, Slot::Rows) => {}
-                        (Slot::Count(m), Slot::Count(t)) => m[o] += t[o],
-                        (Slot::Int { value, seen }, Slot::Int { value: tv, seen: ts }) if ts[o] => {
-                            fold_int(*kind, &mut value[o], &mut seen[o], tv[o]);
+                        (Slot::Count(m), Slot::Count(t)) => m[o] = if fresh { t[o] } else { m[o] + t[o] },
+                        (Slot::Int { value, seen }, Slot::Int { value: tv, seen: ts }) => {
+                            if fresh {
+                                (value[o], seen[o]) = (tv[o], ts[o]);
+                            } else if ts[o] {
+                                fold_int(*kind, &mut value[o], &mut seen[o], tv[o]);
+                            }
                         }
-                        (Slot::Float { value, seen }, Slot::Float { value: tv, seen: ts }) if ts[o] => {
-                            fold_float(*kind, &mut value[o], &mut seen[o], tv[o]);
+                        (Slot::Float { value, seen }, Slot::Float { value: tv, seen: ts }) => {
+                            if fresh {
+                                (value[o], seen[o]) = (tv[o], ts[o]);
+                            } else if ts[o] {
+                                fold_float(*kind, &mut value[o], &mut seen[o], tv[o]);
+                            }
                         }
                         (Slot::Avg { sum, count }, Slot::Avg { sum: s, count: c }) => {
-                            sum[o] += s[o];
-                            count[o] += c[o];
+                            if fresh {
+                                (sum[o], count[o]) = (s[o], c[o]);
+                            } else {
+                                sum[o] += s[o];
+                                count[o] += c[o];
+                            }
                         }
                         _ => {}
                     }
@@ -544,7 +571,8 @@ impl DenseState {
         // The arrays made of its vectors are the caller's, and soon gone (not recycled).
         let (chunk_rows, slots) = (std::mem::take(&mut chunk.rows), std::mem::take(&mut chunk.slots));
         self.release(1);
-        let groups = BooleanBuffer::collect_bool(CHUNK, |o| chunk_rows[o] > 0);
+        // Vectorised scans (`collect_bool` with an index closure was a sixth of a sparse fold).
+        let groups = bits_where(&chunk_rows, |r| r > 0);
         let only = |valid: BooleanBuffer| Some(NullBuffer::new(&valid & &groups));
         let groups_only = || Some(NullBuffer::new(groups.clone()));
         let mut rows = Some(chunk_rows);
@@ -559,17 +587,17 @@ impl DenseState {
                     })),
                     Slot::Count(v) => std::sync::Arc::new(Int64Array::new(v.into(), groups_only())),
                     Slot::Int { value, seen } => {
-                        let valid = BooleanBuffer::collect_bool(CHUNK, |o| seen[o]);
+                        let valid = bits_where(&seen, |s| s);
                         recycle(seen);
                         std::sync::Arc::new(Int64Array::new(value.into(), only(valid)))
                     }
                     Slot::Float { value, seen } => {
-                        let valid = BooleanBuffer::collect_bool(CHUNK, |o| seen[o]);
+                        let valid = bits_where(&seen, |s| s);
                         recycle(seen);
                         std::sync::Arc::new(Float64Array::new(value.into(), only(valid)))
                     }
                     Slot::Avg { sum, count } => {
-                        let valid = BooleanBuffer::collect_bool(CHUNK, |o| count[o] > 0);
+                        let valid = bits_where(&count, |n| n > 0);
                         let mut means = sum;
                         for (s, &n) in means.iter_mut().zip(&count) {
                             *s = if n == 0 { 0.0 } else { *s / n as f64 };
@@ -719,6 +747,35 @@ mod tests {
             let avg = column(4);
             let avg = avg.as_any().downcast_ref::<Float64Array>().unwrap();
             assert_eq!((avg.value(0), avg.is_null(1)), (2.5, true));
+            // Merged: a slot only the other state has is taken as it is, one both have folded;
+            // the other slots of the chunks (made of recycled buffers) are no groups.
+            let mut other = DenseState::new(kinds.clone());
+            other.update(&[7, 9], &[0, 1], &inputs).unwrap();
+            fresh.merge(other).unwrap();
+            let groups = fresh.groups_from(0, 10);
+            assert_eq!(groups, vec![7, 9, 70_000]);
+            let column = |a: usize| fresh.values(a, &groups).unwrap();
+            let rows = column(0);
+            assert_eq!(rows.as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec(), vec![2, 1, 1]);
+            let counted = column(1);
+            assert_eq!(counted.as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec(), vec![0, 1, 1]);
+            let sum = column(2);
+            let sum = sum.as_any().downcast_ref::<Float64Array>().unwrap();
+            assert_eq!((sum.value(0), sum.is_null(1), sum.is_null(2)), (5.0, true, true));
+            let min = column(3);
+            let min = min.as_any().downcast_ref::<Int64Array>().unwrap();
+            assert_eq!((min.is_null(0), min.value(1), min.value(2)), (true, 4, 4));
+            let avg = column(4);
+            let avg = avg.as_any().downcast_ref::<Float64Array>().unwrap();
+            assert_eq!((avg.value(0), avg.is_null(1)), (2.5, true));
+            // Taken whole: only the three groups, whatever the recycled buffers held elsewhere.
+            let (first, chunk_groups, arrays) = fresh.take_chunk(0).unwrap();
+            assert_eq!((first, chunk_groups.count_set_bits()), (0, 2));
+            let sums = arrays[2].as_any().downcast_ref::<Float64Array>().unwrap();
+            assert_eq!(sums.null_count(), CHUNK - 1);
+            assert_eq!(sums.value(7), 5.0);
+            let mins = arrays[3].as_any().downcast_ref::<Int64Array>().unwrap();
+            assert_eq!((mins.null_count(), mins.value(9)), (CHUNK - 1, 4));
         }
     }
 
