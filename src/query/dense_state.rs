@@ -733,20 +733,10 @@ mod tests {
             fresh.update(&[7, 70_000], &[0, 1], &inputs).unwrap();
             let groups = fresh.groups_from(0, 10);
             assert_eq!(groups, vec![7, 70_000]);
-            let column = |a: usize| fresh.values(a, &groups).unwrap();
-            let rows = column(0);
-            assert_eq!(rows.as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec(), vec![1, 1]);
-            let counted = column(1);
-            assert_eq!(counted.as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec(), vec![0, 1]);
-            let sum = column(2);
-            let sum = sum.as_any().downcast_ref::<Float64Array>().unwrap();
-            assert_eq!((sum.value(0), sum.is_null(1)), (2.5, true));
-            let min = column(3);
-            let min = min.as_any().downcast_ref::<Int64Array>().unwrap();
-            assert_eq!((min.is_null(0), min.value(1)), (true, 4));
-            let avg = column(4);
-            let avg = avg.as_any().downcast_ref::<Float64Array>().unwrap();
-            assert_eq!((avg.value(0), avg.is_null(1)), (2.5, true));
+            assert_eq!(
+                recycled_test_values(&fresh, &groups),
+                (vec![1, 1], vec![0, 1], vec![Some(2.5), None], vec![None, Some(4)], vec![Some(2.5), None])
+            );
             // Merged: a slot only the other state has is taken as it is, one both have folded;
             // the other slots of the chunks (made of recycled buffers) are no groups.
             let mut other = DenseState::new(kinds.clone());
@@ -754,20 +744,16 @@ mod tests {
             fresh.merge(other).unwrap();
             let groups = fresh.groups_from(0, 10);
             assert_eq!(groups, vec![7, 9, 70_000]);
-            let column = |a: usize| fresh.values(a, &groups).unwrap();
-            let rows = column(0);
-            assert_eq!(rows.as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec(), vec![2, 1, 1]);
-            let counted = column(1);
-            assert_eq!(counted.as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec(), vec![0, 1, 1]);
-            let sum = column(2);
-            let sum = sum.as_any().downcast_ref::<Float64Array>().unwrap();
-            assert_eq!((sum.value(0), sum.is_null(1), sum.is_null(2)), (5.0, true, true));
-            let min = column(3);
-            let min = min.as_any().downcast_ref::<Int64Array>().unwrap();
-            assert_eq!((min.is_null(0), min.value(1), min.value(2)), (true, 4, 4));
-            let avg = column(4);
-            let avg = avg.as_any().downcast_ref::<Float64Array>().unwrap();
-            assert_eq!((avg.value(0), avg.is_null(1)), (2.5, true));
+            assert_eq!(
+                recycled_test_values(&fresh, &groups),
+                (
+                    vec![2, 1, 1],
+                    vec![0, 1, 1],
+                    vec![Some(5.0), None, None],
+                    vec![None, Some(4), Some(4)],
+                    vec![Some(2.5), None, None]
+                )
+            );
             // Taken whole: only the three groups, whatever the recycled buffers held elsewhere.
             let (first, chunk_groups, arrays) = fresh.take_chunk(0).unwrap();
             assert_eq!((first, chunk_groups.count_set_bits()), (0, 2));
@@ -777,6 +763,19 @@ mod tests {
             let mins = arrays[3].as_any().downcast_ref::<Int64Array>().unwrap();
             assert_eq!((mins.null_count(), mins.value(9)), (CHUNK - 1, 4));
         }
+    }
+
+    /// Columns of [`a_chunk_made_of_recycled_buffers_starts_empty`]'s aggregates.
+    type RecycledValues = (Vec<i64>, Vec<i64>, Vec<Option<f64>>, Vec<Option<i64>>, Vec<Option<f64>>);
+
+    /// The values of that test's five aggregates (`count(*)`, `count(x)`, `sum`, `min`, `avg`)
+    /// for `groups`, NULL as `None`.
+    fn recycled_test_values(state: &DenseState, groups: &[u32]) -> RecycledValues {
+        let column = |a: usize| state.values(a, groups).unwrap();
+        let ints = |a: usize| column(a).as_primitive::<arrow::datatypes::Int64Type>().iter().collect::<Vec<_>>();
+        let floats = |a: usize| column(a).as_primitive::<arrow::datatypes::Float64Type>().iter().collect::<Vec<_>>();
+        let counts = |a: usize| ints(a).into_iter().map(|v| v.expect("a count is never NULL")).collect();
+        (counts(0), counts(1), floats(2), ints(3), floats(4))
     }
 
     /// Per user: rows, non-NULL ints, float sum, int min, float max, avg sum, avg count, int sum.
