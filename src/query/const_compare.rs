@@ -20,7 +20,8 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 
 use crate::error::{Error, Result};
-use crate::query::dict_filter::{and_valid, bits_where, test_picked};
+use crate::query::dict_filter::{COMPARISON_PICK_COST, and_valid, bits_where, narrow, test_picked};
+use crate::tables::TS;
 
 /// The constant, in the column's type.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -217,6 +218,26 @@ impl ConstComparison {
             Error::Internal(format!("column '{}' is not of type {} in the batch", self.column, self.data_type))
         })
     }
+}
+
+/// `mask` (all rows when `None`) narrowed by every one of `comparisons` (each with its column's
+/// position in `batch`), a further one looking only at the rows still passing when they are few
+/// ([`crate::query::dict_filter::narrow`]); `days`: the rows' day codes when `batch` comes from a
+/// plain copy that has them, for a `ts` window ([`ConstComparison::evaluate_within_by_day`]).
+pub fn narrow_by_all(
+    mut mask: Option<BooleanBuffer>,
+    comparisons: &[(usize, ConstComparison)],
+    batch: &arrow::array::RecordBatch,
+    days: Option<&arrow::array::UInt16Array>,
+) -> Result<Option<BooleanBuffer>> {
+    for (at, comparison) in comparisons {
+        let column = batch.column(*at);
+        mask = Some(narrow(mask, COMPARISON_PICK_COST, |within| match days.filter(|_| comparison.column == TS) {
+            Some(days) => comparison.evaluate_within_by_day(column, days, within),
+            None => comparison.evaluate_within(column, within),
+        })?);
+    }
+    Ok(mask)
 }
 
 impl ConstComparison {

@@ -39,7 +39,7 @@ use crate::store::fact_rows::{Strings, for_each_fact_batch_as, read_stored_colum
 use crate::store::layout;
 use crate::store::manifest::DataFile;
 use crate::store::plain_columns::PlainColumns;
-use crate::tables::{TS, USER_ID};
+use crate::tables::USER_ID;
 
 /// What a [`DenseAggregateExec`] reads.
 #[derive(Debug, Clone)]
@@ -408,15 +408,7 @@ impl Job {
             None => None,
         };
         let mut mask = dict_filter::pass_all_within(start, &tests)?;
-        for (at, comparison) in &self.comparisons {
-            let column = batch.column(*at);
-            mask = Some(dict_filter::narrow(mask, dict_filter::COMPARISON_PICK_COST, |within| {
-                match days.filter(|_| comparison.column == TS) {
-                    Some(days) => comparison.evaluate_within_by_day(column, days, within),
-                    None => comparison.evaluate_within(column, within),
-                }
-            })?);
-        }
+        mask = crate::query::const_compare::narrow_by_all(mask, &self.comparisons, batch, days)?;
         if let Some(p) = &self.predicate
             && mask.as_ref().is_none_or(|m| m.count_set_bits() > 0)
         {

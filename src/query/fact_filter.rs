@@ -523,15 +523,7 @@ impl RowTest {
             .map(|(((_, test), column), cache)| (test, column.as_ref(), Some(cache)))
             .collect();
         let mut mask = dict_filter::pass_all(&tests)?;
-        for (at, comparison) in &self.comparisons {
-            let column = batch.column(*at);
-            mask = Some(dict_filter::narrow(mask, dict_filter::COMPARISON_PICK_COST, |within| {
-                match days.filter(|_| comparison.column == TS) {
-                    Some(days) => comparison.evaluate_within_by_day(column, days, within),
-                    None => comparison.evaluate_within(column, within),
-                }
-            })?);
-        }
+        mask = crate::query::const_compare::narrow_by_all(mask, &self.comparisons, batch, days)?;
         if let Some((positions, schema, physical)) = &self.residual
             && mask.as_ref().is_none_or(|m| m.count_set_bits() > 0)
         {
