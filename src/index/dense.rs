@@ -1,10 +1,11 @@
 //! Bitmaps as plain words, for the bit-sliced range comparison over many users. A comparison
 //! walks every bit slice of a column; done with roaring operations it allocates and converts
-//! containers at every slice (over 10 M users, ~90 ms for a BETWEEN on three columns). Here each
-//! slice is a `Vec<u64>` of one bit per row id, and one pass over the words folds every slice in
-//! registers. Words come straight from roaring's portable serialization (the index file's bytes:
-//! bitmap containers are copied, arrays and runs set bit by bit); the answer goes back to roaring
-//! through [`RoaringBitmap::from_lsb0_bytes`].
+//! containers at every slice (over 10 M users, ~90 ms for a BETWEEN on three columns). Here a
+//! column's slices are plain words, one bit per row id, laid out block by block
+//! ([`SlicedColumn`]), and each word of the answer is folded through every slice in registers.
+//! Words come straight from roaring's portable serialization (the index file's bytes: bitmap
+//! containers are copied, arrays and runs set bit by bit); the answer goes back to roaring's
+//! portable layout ([`bitmap_of`]).
 
 use roaring::RoaringBitmap;
 
@@ -249,9 +250,46 @@ fn words_to_bitmap_slowly(words: &[u64]) -> RoaringBitmap {
     RoaringBitmap::from_lsb0_bytes(0, &bytes)
 }
 
-/// Words per block of [`keep_compared_columns`]: a block of every term's state, of the live rows
-/// and of one slice stay in the L1 cache while the column's slices stream through.
-const BLOCK_WORDS: usize = 256;
+/// Words per block of [`keep_compared_columns`]: the unit the workers share and the columns'
+/// slices are laid out in ([`SlicedColumn`]).
+const BLOCK_WORDS: usize = 1024;
+
+/// A column's bit slices laid out block by block ([`interleave`]): block `b` holds the words of
+/// rows `b * BLOCK_WORDS * 64..` of slice 0, then of slice 1, and so on, so that comparing a
+/// block reads one run of memory, its slices side by side, instead of pieces of slices apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlicedColumn {
+    bits: usize,
+    words: Vec<u64>,
+}
+
+impl SlicedColumn {
+    /// The words of every slice for block `block` (`bits * BLOCK_WORDS`, the last block padded
+    /// with zeros); empty past the end.
+    fn block(&self, block: usize) -> &[u64] {
+        let size = self.bits * BLOCK_WORDS;
+        self.words.get(block * size..(block + 1) * size).unwrap_or(&[])
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        8 * self.words.len() as u64
+    }
+}
+
+/// The slices of one column (`slices[i]` holds bit `i`, each `words` long) in block order.
+pub fn interleave(slices: &[Vec<u64>], words: usize) -> SlicedColumn {
+    let bits = slices.len();
+    let blocks = words.div_ceil(BLOCK_WORDS);
+    let mut out = vec![0u64; blocks * bits * BLOCK_WORDS];
+    for (i, slice) in slices.iter().enumerate() {
+        for (b, piece) in slice.chunks(BLOCK_WORDS).enumerate().take(blocks) {
+            let at = (b * bits + i) * BLOCK_WORDS;
+            out[at..at + piece.len()].copy_from_slice(piece);
+        }
+    }
+    SlicedColumn { bits, words: out }
+}
 
 /// Most comparisons of one column folded in one pass ([`keep_compared_columns`] folds more in
 /// turns of this many).
@@ -261,7 +299,8 @@ pub const MAX_FUSED: usize = 4;
 /// the comparisons on it (`terms` empty: only the NULLs are removed).
 pub struct ColumnTerms<'a> {
     pub nulls: &'a [u64],
-    pub slices: Vec<&'a [u64]>,
+    /// `None` only without terms.
+    pub slices: Option<&'a SlicedColumn>,
     pub terms: &'a [(RangeOp, u64)],
 }
 
@@ -278,7 +317,6 @@ pub fn keep_compared_columns(columns: &[ColumnTerms<'_>], live: &mut [u64]) {
         for (part, live) in live.chunks_mut(per_worker).enumerate() {
             let first = part * per_worker;
             scope.spawn(move || {
-                let mut state = [[0u64; BLOCK_WORDS]; MAX_FUSED];
                 for (block, live) in live.chunks_mut(BLOCK_WORDS).enumerate() {
                     let start = first + block * BLOCK_WORDS;
                     for column in columns {
@@ -286,9 +324,9 @@ pub fn keep_compared_columns(columns: &[ColumnTerms<'_>], live: &mut [u64]) {
                         for (word, null) in live.iter_mut().zip(nulls) {
                             *word &= !null;
                         }
-                        for terms in column.terms.chunks(MAX_FUSED) {
-                            keep_block(&column.slices, start, live, terms, &mut state);
-                        }
+                        let Some(slices) = column.slices else { continue };
+                        let words = slices.block(start / BLOCK_WORDS);
+                        keep_block(words, slices.bits, live, column.terms);
                     }
                 }
             });
@@ -296,28 +334,40 @@ pub fn keep_compared_columns(columns: &[ColumnTerms<'_>], live: &mut [u64]) {
     });
 }
 
-/// Keeps in `live` (the words from `first`) the rows meeting every one of `terms` (at most
-/// [`MAX_FUSED`]). The slices are read from the lowest bit up, one operation per word and term:
-/// with `r` the rows whose low bits so far compare `>=` (`>`) the constant's low bits, a slice
-/// where the constant has a 1 keeps `r & s` (the row's bit must be 1 too), one where it has a 0
-/// gives `r | s` (a 1 there makes the row greater whatever the lower bits said). Below every bit
-/// `r` starts all ones for `>=` and none for `>`; `<` and `<=` are the complements, and `=` is the
-/// rows agreeing with the constant at every bit. `state` is the caller's scratch.
-fn keep_block(
-    slices: &[&[u64]],
-    first: usize,
-    live: &mut [u64],
-    terms: &[(RangeOp, u64)],
-    state: &mut [[u64; BLOCK_WORDS]; MAX_FUSED],
-) {
+/// Keeps in `live` (one block's words) the rows meeting every one of `terms` (at most
+/// [`MAX_FUSED`]); `block` holds the block's words of the `bits` slices ([`SlicedColumn`]). The
+/// slices are read from the lowest bit up, one step per word and term: with `r` the rows whose
+/// low bits so far compare `>=` (`>`) the constant's low bits, a slice where the constant has a 1
+/// keeps `r & s` (the row's bit must be 1 too), one where it has a 0 gives `r | s` (a 1 there
+/// makes the row greater whatever the lower bits said). Below every bit `r` starts all ones for
+/// `>=` and none for `>`; `<` and `<=` are the complements, and `=` is the rows agreeing with the
+/// constant at every bit.
+fn keep_block(block: &[u64], bits: usize, live: &mut [u64], terms: &[(RangeOp, u64)]) {
+    match terms.len() {
+        1 => keep_block_of::<1>(block, bits, live, terms),
+        2 => keep_block_of::<2>(block, bits, live, terms),
+        3 => keep_block_of::<3>(block, bits, live, terms),
+        4 => keep_block_of::<4>(block, bits, live, terms),
+        _ => {
+            for terms in terms.chunks(MAX_FUSED) {
+                keep_block(block, bits, live, terms);
+            }
+        }
+    }
+}
+
+/// Words folded side by side: a term's `r` for them stays in registers through every slice.
+const LANES: usize = 4;
+
+/// [`keep_block`] for `T` terms. Each step is `r = (r & (s ^ flip)) | (s & set)`: `r & s` for a
+/// 1 bit (`flip` and `set` none), `r | s` for a 0 bit (both all ones), `r & !s` for a 0 bit of
+/// `=` (`flip` all ones). Words go through every slice at once, `LANES` at a time, so each slice
+/// word is read once and no state goes back to memory between slices.
+fn keep_block_of<const T: usize>(block: &[u64], bits: usize, live: &mut [u64], terms: &[(RangeOp, u64)]) {
     static ZEROS: [u64; BLOCK_WORDS] = [0; BLOCK_WORDS];
     let n = live.len();
-    if live.iter().all(|w| *w == 0) {
+    if terms.len() != T || live.iter().all(|w| *w == 0) {
         return;
-    }
-    for (r, (op, _)) in state.iter_mut().zip(terms) {
-        let start = if matches!(op, RangeOp::Gt | RangeOp::LtEq) { 0 } else { u64::MAX };
-        r[..n].fill(start);
     }
     // Low slices where every term's step leaves its start unchanged are not read: `r |= s` on
     // all ones (`>=`, `<` at the constant's trailing zeros), `r &= s` on none (`>`, `<=` at its
@@ -327,26 +377,67 @@ fn keep_block(
         RangeOp::Gt | RangeOp::LtEq => (!c).trailing_zeros() as usize,
         RangeOp::Eq => 0,
     };
-    let from = terms.iter().map(unchanged).min().unwrap_or(0);
-    for (i, slice) in slices.iter().enumerate().skip(from) {
-        // A slice shorter than the users (none is written so) holds zeros there.
-        let s = slice.get(first..first + n).unwrap_or(&ZEROS[..n]);
-        for (r, (op, c)) in state.iter_mut().zip(terms) {
-            let one = c >> i & 1 == 1;
-            let r = &mut r[..n];
-            if one {
-                r.iter_mut().zip(s).for_each(|(r, s)| *r &= s);
-            } else if *op == RangeOp::Eq {
-                r.iter_mut().zip(s).for_each(|(r, s)| *r &= !s);
-            } else {
-                r.iter_mut().zip(s).for_each(|(r, s)| *r |= s);
+    let from = terms.iter().map(unchanged).min().unwrap_or(0).min(bits);
+    let mut start = [0u64; T];
+    let mut invert = [0u64; T];
+    for (t, (op, _)) in terms.iter().enumerate() {
+        start[t] = if matches!(op, RangeOp::Gt | RangeOp::LtEq) { 0 } else { u64::MAX };
+        invert[t] = if matches!(op, RangeOp::Lt | RangeOp::LtEq) { u64::MAX } else { 0 };
+    }
+    // Per slice read: its words (zeros for a block beyond the slices; none is written so) and
+    // each term's (flip, set).
+    let steps: Vec<Step<'_, T>> = (from..bits)
+        .map(|i| {
+            let s = block.get(i * BLOCK_WORDS..i * BLOCK_WORDS + n).unwrap_or(&ZEROS[..n]);
+            let mut masks = [(0u64, 0u64); T];
+            for (t, (op, c)) in terms.iter().enumerate() {
+                masks[t] = match (c >> i & 1 == 1, op) {
+                    (true, _) => (0, 0),
+                    (false, RangeOp::Eq) => (u64::MAX, 0),
+                    (false, _) => (u64::MAX, u64::MAX),
+                };
+            }
+            (s, masks)
+        })
+        .collect();
+    let whole = n / LANES * LANES;
+    for at in (0..whole).step_by(LANES) {
+        fold_words::<T, LANES>(&steps, at, &start, &invert, &mut live[at..at + LANES]);
+    }
+    for at in whole..n {
+        fold_words::<T, 1>(&steps, at, &start, &invert, &mut live[at..at + 1]);
+    }
+}
+
+/// One slice of a block read by [`keep_block_of`]: its words, and each term's `(flip, set)`.
+type Step<'a, const T: usize> = (&'a [u64], [(u64, u64); T]);
+
+/// Words `at..at + L` of every step of [`keep_block_of`] folded into `live` (`L` long).
+#[inline(always)]
+fn fold_words<const T: usize, const L: usize>(
+    steps: &[Step<'_, T>],
+    at: usize,
+    start: &[u64; T],
+    invert: &[u64; T],
+    live: &mut [u64],
+) {
+    let mut r = [[0u64; L]; T];
+    for t in 0..T {
+        r[t] = [start[t]; L];
+    }
+    for (s, masks) in steps {
+        // Every step's words are the block's (`n` long): the zeros are never taken.
+        let s: [u64; L] = s.get(at..at + L).and_then(|s| s.try_into().ok()).unwrap_or([0; L]);
+        for t in 0..T {
+            let (flip, set) = masks[t];
+            for l in 0..L {
+                r[t][l] = (r[t][l] & (s[l] ^ flip)) | (s[l] & set);
             }
         }
     }
-    for (r, (op, _)) in state.iter().zip(terms) {
-        let invert = matches!(op, RangeOp::Lt | RangeOp::LtEq);
-        for (word, r) in live.iter_mut().zip(&r[..n]) {
-            *word &= if invert { !r } else { *r };
+    for (l, word) in live.iter_mut().enumerate().take(L) {
+        for t in 0..T {
+            *word &= r[t][l] ^ invert[t];
         }
     }
 }
@@ -430,7 +521,7 @@ mod tests {
         rng: &mut rand::rngs::StdRng,
         rows: usize,
         bits: usize,
-    ) -> (Vec<Option<u64>>, Vec<Vec<u64>>, Vec<u64>) {
+    ) -> (Vec<Option<u64>>, SlicedColumn, Vec<u64>) {
         let values: Vec<Option<u64>> = (0..rows)
             .map(|_| if rng.random_bool(0.1) { None } else { Some(rng.random_range(0..1u64 << bits)) })
             .collect();
@@ -447,7 +538,7 @@ mod tests {
                 }
             }
         }
-        (values, slices, live)
+        (values, interleave(&slices, words), live)
     }
 
     #[test]
@@ -465,8 +556,8 @@ mod tests {
         let b_terms =
             [(RangeOp::Gt, 3u64), (RangeOp::LtEq, 400), (RangeOp::Gt, 5), (RangeOp::Lt, 500), (RangeOp::GtEq, 7)];
         let columns = [
-            ColumnTerms { nulls: &a_nulls, slices: a_slices.iter().map(Vec::as_slice).collect(), terms: &a_terms },
-            ColumnTerms { nulls: &b_nulls, slices: b_slices.iter().map(Vec::as_slice).collect(), terms: &b_terms },
+            ColumnTerms { nulls: &a_nulls, slices: Some(&a_slices), terms: &a_terms },
+            ColumnTerms { nulls: &b_nulls, slices: Some(&b_slices), terms: &b_terms },
         ];
         let mut got = vec![u64::MAX; rows.div_ceil(64)];
         keep_compared_columns(&columns, &mut got);
@@ -483,7 +574,6 @@ mod tests {
         let rows = 70_001usize;
         let bits = 7;
         let (values, slices, live) = sliced_values(&mut rng, rows, bits);
-        let refs: Vec<&[u64]> = slices.iter().map(Vec::as_slice).collect();
         let ops = [RangeOp::Lt, RangeOp::LtEq, RangeOp::Eq, RangeOp::GtEq, RangeOp::Gt];
         // Constants with long runs of trailing zeros or ones (whose low slices are not read) too.
         let constant = |rng: &mut rand::rngs::StdRng| match rng.random_range(0..4) {
@@ -496,7 +586,7 @@ mod tests {
                 .map(|_| (ops[rng.random_range(0..ops.len())], constant(&mut rng)))
                 .collect();
             let mut got = live.clone();
-            let column = ColumnTerms { nulls: &[], slices: refs.clone(), terms: &terms };
+            let column = ColumnTerms { nulls: &[], slices: Some(&slices), terms: &terms };
             keep_compared_columns(&[column], &mut got);
             for (row, v) in values.iter().enumerate() {
                 let expected = v.is_some_and(|v| {
@@ -520,12 +610,11 @@ mod tests {
         let rows = 100_003usize;
         let bits = 6;
         let (values, slices, live) = sliced_values(&mut rng, rows, bits);
-        let refs: Vec<&[u64]> = slices.iter().map(Vec::as_slice).collect();
         for c in [0u64, 1, 17, 32, 62, 63] {
             for op in [RangeOp::Lt, RangeOp::LtEq, RangeOp::Eq, RangeOp::GtEq, RangeOp::Gt] {
                 let mut got = live.clone();
                 let terms = [(op, c)];
-                keep_compared_columns(&[ColumnTerms { nulls: &[], slices: refs.clone(), terms: &terms }], &mut got);
+                keep_compared_columns(&[ColumnTerms { nulls: &[], slices: Some(&slices), terms: &terms }], &mut got);
                 for (row, v) in values.iter().enumerate() {
                     let expected = v.is_some_and(|v| match op {
                         RangeOp::Lt => v < c,

@@ -67,8 +67,10 @@ pub struct IndexSet {
     /// Every live user, in plain containers (built on first use).
     everyone: std::sync::OnceLock<RoaringBitmap>,
     cache: Mutex<(u64, HashMap<BitmapKey, Arc<RoaringBitmap>>)>,
-    /// Range bit slices as plain words (see [`dense`]), bytes held and the slices.
+    /// NULL bitmaps as plain words (see [`dense`]), bytes held and the words.
     dense_cache: Mutex<(u64, HashMap<BitmapKey, DenseBitmap>)>,
+    /// Range-indexed columns' bit slices as plain words in block order, bytes held and columns.
+    sliced_cache: Mutex<(u64, HashMap<String, Arc<dense::SlicedColumn>>)>,
     /// The id dictionary's segments, opened on the first point lookup.
     id_segments: Vec<std::path::PathBuf>,
     id_readers: Mutex<Option<Arc<Vec<SegmentReader>>>>,
@@ -103,6 +105,7 @@ impl IndexSet {
             everyone: std::sync::OnceLock::new(),
             cache: Mutex::new((0, HashMap::new())),
             dense_cache: Mutex::new((0, HashMap::new())),
+            sliced_cache: Mutex::new((0, HashMap::new())),
             id_segments: Vec::new(),
             id_readers: Mutex::new(None),
             facts: None,
@@ -538,13 +541,7 @@ impl IndexSet {
                     }
                 }
             }
-            let slices = if fused.is_empty() {
-                Vec::new()
-            } else {
-                (0..bits)
-                    .map(|i| self.get_dense(BitmapKind::RangeBit, column, &i.to_string()))
-                    .collect::<Result<Vec<_>>>()?
-            };
+            let slices = if fused.is_empty() { None } else { Some(self.get_sliced(column, bits)?) };
             chain.push((nulls, slices, fused));
         }
         let mut live = self.live_words(within)?;
@@ -552,7 +549,7 @@ impl IndexSet {
             .iter()
             .map(|(nulls, slices, fused)| dense::ColumnTerms {
                 nulls: nulls.as_deref().map_or(&[][..], Vec::as_slice),
-                slices: slices.iter().map(|s| s.as_slice()).collect(),
+                slices: slices.as_deref(),
                 terms: fused.as_slice(),
             })
             .collect();
@@ -593,13 +590,11 @@ impl IndexSet {
     ) -> Result<RoaringBitmap> {
         let mut live = self.live_words(within)?;
         let nulls = self.dense_nulls(column)?;
-        let slices = (0..bits)
-            .map(|i| self.get_dense(BitmapKind::RangeBit, column, &i.to_string()))
-            .collect::<Result<Vec<_>>>()?;
+        let slices = self.get_sliced(column, bits)?;
         let terms = [(op, c)];
         let column = dense::ColumnTerms {
             nulls: nulls.as_deref().map_or(&[][..], Vec::as_slice),
-            slices: slices.iter().map(|s| s.as_slice()).collect(),
+            slices: Some(&slices),
             terms: &terms,
         };
         dense::keep_compared_columns(&[column], &mut live);
@@ -613,6 +608,34 @@ impl IndexSet {
             return Ok(None);
         }
         Ok(Some(self.get_dense(BitmapKind::Null, column, "")?))
+    }
+
+    /// The `bits` bit slices of range-indexed `column` as plain words in block order, decoded
+    /// from the index file once and cached.
+    fn get_sliced(&self, column: &str, bits: u32) -> Result<Arc<dense::SlicedColumn>> {
+        let lock = || self.sliced_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = lock().1.get(column) {
+            return Ok(Arc::clone(found));
+        }
+        let words = dense::words_for(self.universe);
+        let slices = (0..bits)
+            .map(|i| {
+                let addr = (BitmapKind::RangeBit, column.to_string(), i.to_string());
+                match self.file.as_ref().and_then(|f| Some((f, f.directory.get(&addr).copied()?))) {
+                    Some((file, extent)) => dense::words_from_portable(&file.read_raw(extent)?, words),
+                    None => Ok(vec![0; words]),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let sliced = Arc::new(dense::interleave(&slices, words));
+        let mut cache = lock();
+        if cache.0 + sliced.bytes() > CACHE_BYTES {
+            cache.1.clear();
+            cache.0 = 0;
+        }
+        cache.0 += sliced.bytes();
+        cache.1.insert(column.to_string(), Arc::clone(&sliced));
+        Ok(sliced)
     }
 
     /// An indexed bitmap as plain words, decoded from the index file once and cached.
