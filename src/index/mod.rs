@@ -32,6 +32,12 @@ const CACHE_BYTES: u64 = 512 << 20;
 /// A bitmap as plain words (see [`dense`]).
 type DenseBitmap = Arc<Vec<u64>>;
 
+/// What a fold of range comparisons gives: plain words (one bit per row id) or a bitmap.
+enum Folded {
+    Words(Vec<u64>),
+    Bitmap(RoaringBitmap),
+}
+
 /// A range comparison among more than 1/this of the users runs over plain words.
 const DENSE_FRACTION: u64 = 64;
 
@@ -496,6 +502,26 @@ impl IndexSet {
         terms: &[(&str, RangeOp, i64)],
         within: Option<&RoaringBitmap>,
     ) -> Result<RoaringBitmap> {
+        Ok(match self.range_conjunction_folded(terms, within)? {
+            Folded::Words(words) => dense::bitmap_of(&words),
+            Folded::Bitmap(bitmap) => bitmap,
+        })
+    }
+
+    /// How many users meet every one of `terms` (the size of [`Self::range_conjunction_within`]
+    /// over everyone): over plain words, a count of their bits, no bitmap built.
+    pub fn range_conjunction_count(&self, terms: &[(&str, RangeOp, i64)]) -> Result<u64> {
+        Ok(match self.range_conjunction_folded(terms, None)? {
+            Folded::Words(words) => words.iter().map(|w| u64::from(w.count_ones())).sum(),
+            Folded::Bitmap(bitmap) => bitmap.len(),
+        })
+    }
+
+    fn range_conjunction_folded(
+        &self,
+        terms: &[(&str, RangeOp, i64)],
+        within: Option<&RoaringBitmap>,
+    ) -> Result<Folded> {
         let many = within.is_none_or(|w| w.len() > self.universe_len() / DENSE_FRACTION);
         // Slices of up to 61 bits: every constant compares as an i64 below 2^62.
         let narrow = terms.iter().all(|(c, _, _)| self.range_index(c).is_some_and(|(_, bits)| bits < 62));
@@ -505,7 +531,7 @@ impl IndexSet {
                 let next = self.range_compare_within(column, *op, *value, acc.as_ref().or(within))?;
                 acc = Some(next);
             }
-            return Ok(acc.unwrap_or_else(|| within.cloned().unwrap_or_else(|| self.universe())));
+            return Ok(Folded::Bitmap(acc.unwrap_or_else(|| within.cloned().unwrap_or_else(|| self.universe()))));
         }
         let mut columns: Vec<&str> = terms.iter().map(|(c, _, _)| *c).collect();
         columns.sort_unstable();
@@ -513,7 +539,7 @@ impl IndexSet {
         // Per column: its NULLs, its slices and the comparisons folded over them.
         let mut chain = Vec::with_capacity(columns.len());
         for column in columns {
-            let Some((base, bits)) = self.range_index(column) else { return Ok(RoaringBitmap::new()) };
+            let Some((base, bits)) = self.range_index(column) else { return Ok(Folded::Bitmap(RoaringBitmap::new())) };
             let nulls = self.dense_nulls(column)?;
             // Constants outside the slices' range decide a term for every non-NULL value.
             let mut fused: Vec<(RangeOp, u64)> = Vec::new();
@@ -530,13 +556,13 @@ impl IndexSet {
                     true => {
                         // Above every value: only `<` and `<=` hold.
                         if !matches!(op, RangeOp::Lt | RangeOp::LtEq) {
-                            return Ok(RoaringBitmap::new());
+                            return Ok(Folded::Bitmap(RoaringBitmap::new()));
                         }
                     }
                     false => {
                         // Below every value: only `>` and `>=` hold.
                         if !matches!(op, RangeOp::Gt | RangeOp::GtEq) {
-                            return Ok(RoaringBitmap::new());
+                            return Ok(Folded::Bitmap(RoaringBitmap::new()));
                         }
                     }
                 }
@@ -554,7 +580,7 @@ impl IndexSet {
             })
             .collect();
         dense::keep_compared_columns(&chain, &mut live);
-        Ok(dense::bitmap_of(&live))
+        Ok(Folded::Words(live))
     }
 
     /// The users of `within` (every live user when `None`) as plain words, one bit per row id.

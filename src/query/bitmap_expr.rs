@@ -496,6 +496,19 @@ pub fn evaluate_within(expr: &BitmapExpr, index: &IndexSet, within: Option<&Roar
     })
 }
 
+/// How many users `expr` selects: `evaluate(expr, index)?.len()`, counted without building the
+/// set where it can (a conjunction of range comparisons over everyone: the bits of the fold).
+pub fn count(expr: &BitmapExpr, index: &IndexSet) -> Result<u64> {
+    if let BitmapExpr::And(items) = expr {
+        let mut flat: Vec<&BitmapExpr> = Vec::with_capacity(items.len());
+        flatten_and(items, &mut flat);
+        if flat.len() > 1 && flat.iter().all(|e| matches!(e, BitmapExpr::Range { .. })) {
+            return index.range_conjunction_count(&range_terms(&flat));
+        }
+    }
+    Ok(evaluate(expr, index)?.len())
+}
+
 /// The range comparisons among `terms`.
 fn range_terms<'a>(terms: &[&'a BitmapExpr]) -> Vec<(&'a str, RangeOp, i64)> {
     terms

@@ -364,7 +364,7 @@ pub(crate) fn store_path(path: &Path) -> Result<StorePath> {
 }
 
 /// A plan yielding `rows` rows (capped by `limit`) of no columns, with exact statistics.
-fn row_count_only(rows: u64, limit: Option<usize>) -> Result<Arc<dyn ExecutionPlan>> {
+pub(crate) fn row_count_only(rows: u64, limit: Option<usize>) -> Result<Arc<dyn ExecutionPlan>> {
     use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
     use datafusion::datasource::memory::MemorySourceConfig;
     let schema = Arc::new(datafusion::arrow::datatypes::Schema::empty());

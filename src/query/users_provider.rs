@@ -16,7 +16,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use crate::index::IndexSet;
 use crate::query::bitmap_expr::{BitmapExpr, evaluate, translate};
-use crate::query::bitmap_scan::{UsersFile, bitmap_scan, bitmap_scan_with_nulls};
+use crate::query::bitmap_scan::{UsersFile, bitmap_scan, bitmap_scan_with_nulls, row_count_only};
 use crate::query::residual;
 use crate::store::manifest::BLANK_USER_ID;
 use crate::tables::{ROW_ID_COLUMN, USER_ID};
@@ -76,6 +76,19 @@ impl UsersTable {
 }
 
 impl UsersTable {
+    /// Whether the files hold row ids `0..universe` one after the other (a count of selected
+    /// row ids is then the count of selected rows).
+    fn files_cover_every_row_id(&self) -> bool {
+        let mut next = 0u64;
+        for file in &self.files {
+            if u64::from(file.first_row_id) != next {
+                return false;
+            }
+            next += file.rows;
+        }
+        next == self.index.universe_len()
+    }
+
     /// NULLs among the selected users of each projected column that has a NULL bitmap.
     fn null_counts(
         &self,
@@ -242,6 +255,14 @@ impl TableProvider for UsersTable {
         }
         // Each filter translated once: a user_id lookup reads the id dictionary.
         let (exact, partial) = self.split_filters(filters);
+        // `count(*)` of users the bitmaps select: how many, without the set where it can.
+        if projection.is_some_and(|p| p.is_empty())
+            && partial.is_empty()
+            && let Some(expr) = &exact
+            && self.files_cover_every_row_id()
+        {
+            return row_count_only(crate::query::bitmap_expr::count(expr, &self.index)?, limit);
+        }
         let mut selection = match exact {
             Some(expr) => Some(evaluate(&expr, &self.index)?),
             None => None,
