@@ -90,6 +90,8 @@ class ChildResult:
     returncode: int
     stdout: str
     stderr: str
+    # Peak of RssAnon (memory the process allocated, not mapped files), sampled every 10 ms.
+    peak_anon_kib: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -117,8 +119,10 @@ def run_child(cmd: list[str], cwd: Path | None = None, measure_rss: bool = False
         full = [GNU_TIME, "-f", "%M", "-o", rss.name, *cmd] if use_time else cmd
         started = time.perf_counter()
         proc = subprocess.Popen(full, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd)
+        sampler = AnonSampler(proc.pid, through_time=use_time) if measure_rss else None
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
+        peak_anon = sampler.stop() if sampler else None
         proc.returncode = os.waitstatus_to_exitcode(status)
         maxrss: int | None = None
         if use_time:
@@ -134,7 +138,50 @@ def run_child(cmd: list[str], cwd: Path | None = None, measure_rss: bool = False
             proc.returncode,
             out.read().decode("utf-8", "replace"),
             err.read().decode("utf-8", "replace"),
+            peak_anon,
         )
+
+
+class AnonSampler:
+    """Samples a process's RssAnon from /proc every 10 ms on a thread: peak RSS also counts the
+    pages of mapped files the process touched (Persona's plain copies and indexes, which stay in
+    the page cache and are shared with every reader), this only what it allocated. With
+    `through_time` the process is GNU time's child. None where /proc does not say."""
+
+    def __init__(self, pid: int, through_time: bool) -> None:
+        import threading
+
+        self.pid, self.through_time, self.peak = pid, through_time, None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def target(self) -> int | None:
+        if not self.through_time:
+            return self.pid
+        try:
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:
+            return None
+        return int(children[0]) if children else None
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            pid = self.target()
+            if pid is not None:
+                try:
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("RssAnon:"):
+                            kib = int(line.split()[1])
+                            self.peak = kib if self.peak is None else max(self.peak, kib)
+                except (OSError, ValueError, IndexError):
+                    pass
+            self.done.wait(0.01)
+
+    def stop(self) -> int | None:
+        self.done.set()
+        self.thread.join()
+        return self.peak
 
 
 def _have_gnu_time() -> bool:
@@ -407,20 +454,21 @@ class Persona:
         if not r.ok:
             raise RuntimeError(f"persona failed: {r.error()}")
 
-    def per_process(self, q: str, statements: list[str], runs: int) -> tuple[list[float], int | None]:
-        """Warm-up + runs fresh processes; wall ms per timed run and the warm-up's peak RSS (KiB)."""
+    def per_process(self, q: str, statements: list[str], runs: int) -> tuple[list[float], int | None, int | None]:
+        """Warm-up + runs fresh processes; wall ms per timed run and the warm-up's peak RSS and
+        peak anonymous RSS (KiB)."""
         f = self.write(f"{q}-run.sql", "".join(s + ";\n" for s in statements))
-        times, rss = [], None
+        times, rss, anon = [], None, None
         for k in range(runs + 1):
             # The warm-up run measures the peak RSS; the timed runs are not wrapped in GNU time.
             r = run_child(self.sql_cmd(f, "--format", "csv", "--output", "/dev/null"), measure_rss=k == 0)
             if not r.ok:
                 raise RuntimeError(f"persona failed: {r.error()}")
             if k == 0:
-                rss = r.maxrss_kib
+                rss, anon = r.maxrss_kib, r.peak_anon_kib
             else:
                 times.append(r.seconds * 1000)
-        return times, rss
+        return times, rss, anon
 
     def in_process(self, q: str, make_statements, runs: int, indexes: bool = True) -> list[float]:
         """One process running the statements warm-up + runs times with --timing; ms per timed
@@ -595,6 +643,7 @@ class QueryOutcome:
     machine_busy_before: bool = False
     duckdb_ms: list[float] = field(default_factory=list)
     persona_peak_rss_kib: int | None = None
+    persona_peak_anon_kib: int | None = None
     # "ok" (same results on both engines), "mismatch" (both ran, results differ) or "failed"
     # (an engine failed). Only "ok" gets a ratio.
     status: str = "failed"
@@ -638,14 +687,18 @@ def run_query(
     try:
         if is_copy:
             p_file.unlink(missing_ok=True)
-            outcome.persona_process_ms, outcome.persona_peak_rss_kib = persona.per_process(q, [persona_copy(p_file)], runs)
+            outcome.persona_process_ms, outcome.persona_peak_rss_kib, outcome.persona_peak_anon_kib = persona.per_process(
+                q, [persona_copy(p_file)], runs
+            )
             persona_results = [read_parquet_result(p_file)]
             outcome.persona_inproc_ms = persona.in_process(
                 q, lambda k: [persona_copy(scratch / f"{q}-persona-inproc-{k}.parquet")], runs
             )
         else:
             persona_results = persona.check_results(q, statements)
-            outcome.persona_process_ms, outcome.persona_peak_rss_kib = persona.per_process(q, statements, runs)
+            outcome.persona_process_ms, outcome.persona_peak_rss_kib, outcome.persona_peak_anon_kib = persona.per_process(
+                q, statements, runs
+            )
             outcome.persona_inproc_ms = persona.in_process(q, lambda k: statements, runs)
     except Exception as e:  # noqa: BLE001 - any failure is reported, not raised
         outcome.errors.append(one_line(f"persona: {e}"))
@@ -814,9 +867,9 @@ def render(outcomes: list[QueryOutcome], import_info: dict | None, ctx: dict) ->
     lines.append(
         "| query | persona ms (process) | persona ms (in-process) | persona ms (in-process, indexes off) | "
         "DuckDB ms (on Parquet) | ratio DuckDB/persona in-process | ratio DuckDB/persona process | "
-        "persona peak RSS | check |"
+        "persona peak RSS | persona peak anonymous RSS | check |"
     )
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for o in outcomes:
         pp, pi, dd = median(o.persona_process_ms), median(o.persona_inproc_ms), median(o.duckdb_ms)
         pn = "failed" if o.noindex_error else fmt_ms(median(o.persona_noindex_ms))
@@ -826,7 +879,7 @@ def render(outcomes: list[QueryOutcome], import_info: dict | None, ctx: dict) ->
             r1 = r2 = o.status  # "mismatch" or "failed": never a number
         lines.append(
             f"| {o.name.upper()} | {fmt_ms(pp)} | {fmt_ms(pi)} | {pn} | {fmt_ms(dd)} | {r1} | {r2} | "
-            f"{fmt_mib(o.persona_peak_rss_kib)} | {short_check(o)} |"
+            f"{fmt_mib(o.persona_peak_rss_kib)} | {fmt_mib(o.persona_peak_anon_kib)} | {short_check(o)} |"
         )
     lines.append("")
     lines.append(
@@ -857,6 +910,10 @@ def render(outcomes: list[QueryOutcome], import_info: dict | None, ctx: dict) ->
         "`mismatch` (both engines ran, results differ) and `failed` (an engine failed) get no ratio."
     )
     lines.append(f"peak RSS: {RSS_METHOD}; for a query, of its warm-up `persona sql` process.")
+    lines.append(
+        "peak anonymous RSS: the highest RssAnon sampled every 10 ms in /proc (what the process allocated; "
+        "peak RSS adds the pages of mapped store files it touched, which the page cache holds and shares)."
+    )
     if any(o.machine_busy_before for o in outcomes) or (
         import_info and (import_info.get("machine_busy_before") or import_info.get("duckdb_machine_busy_before"))
     ):
@@ -1090,6 +1147,7 @@ def main(argv: list[str] | None = None) -> int:
                     "duckdb_ms": o.duckdb_ms,
                     "duckdb_median_ms": median(o.duckdb_ms),
                     "persona_peak_rss_kib": o.persona_peak_rss_kib,
+                    "persona_peak_anon_kib": o.persona_peak_anon_kib,
                     "comparable": o.comparable,
                     "status": o.status,
                     "check": o.check,
