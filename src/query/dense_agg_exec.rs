@@ -41,6 +41,10 @@ use crate::store::manifest::DataFile;
 use crate::store::plain_columns::PlainColumns;
 use crate::tables::USER_ID;
 
+/// A batch with fewer than one row in this many selected has its selected rows gathered before
+/// they are folded.
+const SPARSE_FACTOR: usize = 4;
+
 /// What a [`DenseAggregateExec`] reads.
 #[derive(Debug, Clone)]
 pub struct DenseSources {
@@ -442,6 +446,22 @@ impl Job {
             };
             arrays.push(Some(values));
         }
+        // Few rows selected: their user ids and values are gathered first, in loops of loads
+        // that do not wait on each other, and folded from there. Folded in place, each selected
+        // row's loads (one cache miss apiece when they are far apart) wait behind the grouping's
+        // branches on the ids before them.
+        let gathered_ids: Vec<u32>;
+        let (ids, selected) = if selected.len().saturating_mul(SPARSE_FACTOR) < rows {
+            gathered_ids = selected.iter().map(|&row| ids[row as usize]).collect();
+            let indices = arrow::array::UInt32Array::from(selected);
+            for array in arrays.iter_mut().flatten() {
+                *array = arrow::compute::take(array.as_ref(), &indices, None)?;
+            }
+            let dense: Vec<u32> = (0..indices.len() as u32).collect();
+            (&gathered_ids[..], dense)
+        } else {
+            (ids, selected)
+        };
         let inputs: Vec<DenseInput<'_>> = arrays
             .iter()
             .zip(&self.kinds)
