@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,8 +150,6 @@ class AnonSampler:
     `through_time` the process is GNU time's child. None where /proc does not say."""
 
     def __init__(self, pid: int, through_time: bool) -> None:
-        import threading
-
         self.pid, self.through_time, self.peak = pid, through_time, None
         self.done = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)

@@ -38,6 +38,22 @@ enum Folded {
     Bitmap(RoaringBitmap),
 }
 
+/// Adds `value` (`bytes` big) to a cache of decoded bitmaps (bytes held, entries), emptied first
+/// when it would grow past [`CACHE_BYTES`].
+fn keep_in_cache<K: std::hash::Hash + Eq, V>(
+    cache: &mut (u64, HashMap<K, Arc<V>>),
+    key: K,
+    value: &Arc<V>,
+    bytes: u64,
+) {
+    if cache.0 + bytes > CACHE_BYTES {
+        cache.1.clear();
+        cache.0 = 0;
+    }
+    cache.0 += bytes;
+    cache.1.insert(key, Arc::clone(value));
+}
+
 /// A range comparison among more than 1/this of the users runs over plain words.
 const DENSE_FRACTION: u64 = 64;
 
@@ -643,49 +659,35 @@ impl IndexSet {
         if let Some(found) = lock().1.get(column) {
             return Ok(Arc::clone(found));
         }
-        let words = dense::words_for(self.universe);
         let slices = (0..bits)
-            .map(|i| {
-                let addr = (BitmapKind::RangeBit, column.to_string(), i.to_string());
-                match self.file.as_ref().and_then(|f| Some((f, f.directory.get(&addr).copied()?))) {
-                    Some((file, extent)) => dense::words_from_portable(&file.read_raw(extent)?, words),
-                    None => Ok(vec![0; words]),
-                }
-            })
+            .map(|i| self.decode_words(&(BitmapKind::RangeBit, column.to_string(), i.to_string())))
             .collect::<Result<Vec<_>>>()?;
-        let sliced = Arc::new(dense::interleave(&slices, words));
-        let mut cache = lock();
-        if cache.0 + sliced.bytes() > CACHE_BYTES {
-            cache.1.clear();
-            cache.0 = 0;
-        }
-        cache.0 += sliced.bytes();
-        cache.1.insert(column.to_string(), Arc::clone(&sliced));
+        let sliced = Arc::new(dense::interleave(&slices, dense::words_for(self.universe)));
+        keep_in_cache(&mut lock(), column.to_string(), &sliced, sliced.bytes());
         Ok(sliced)
     }
 
     /// An indexed bitmap as plain words, decoded from the index file once and cached.
     fn get_dense(&self, kind: BitmapKind, name: &str, key: &str) -> Result<DenseBitmap> {
         let addr = (kind, name.to_string(), key.to_string());
-        let words = dense::words_for(self.universe);
         let lock = || self.dense_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(found) = lock().1.get(&addr) {
             return Ok(Arc::clone(found));
         }
-        let decoded = match self.file.as_ref().and_then(|f| Some((f, f.directory.get(&addr).copied()?))) {
-            Some((file, extent)) => dense::words_from_portable(&file.read_raw(extent)?, words)?,
-            None => vec![0; words],
-        };
-        let decoded = Arc::new(decoded);
-        let bytes = 8 * words as u64;
-        let mut cache = lock();
-        if cache.0 + bytes > CACHE_BYTES {
-            cache.1.clear();
-            cache.0 = 0;
-        }
-        cache.0 += bytes;
-        cache.1.insert(addr, Arc::clone(&decoded));
+        let decoded = Arc::new(self.decode_words(&addr)?);
+        let bytes = 8 * decoded.len() as u64;
+        keep_in_cache(&mut lock(), addr, &decoded, bytes);
         Ok(decoded)
+    }
+
+    /// The indexed bitmap at `addr` as plain words, one bit per row id (all zero when the index
+    /// has none).
+    fn decode_words(&self, addr: &BitmapKey) -> Result<Vec<u64>> {
+        let words = dense::words_for(self.universe);
+        match self.file.as_ref().and_then(|f| Some((f, f.directory.get(addr).copied()?))) {
+            Some((file, extent)) => dense::words_from_portable(&file.read_raw(extent)?, words),
+            None => Ok(vec![0; words]),
+        }
     }
 
     /// Whether the store has a tag index (any user_tags loaded).
@@ -731,13 +733,7 @@ impl IndexSet {
             return Ok(Arc::clone(bm));
         }
         let bm = Arc::new(file.read(extent)?);
-        let mut cache = self.lock_cache();
-        if cache.0 + u64::from(extent.len) > CACHE_BYTES {
-            cache.1.clear();
-            cache.0 = 0;
-        }
-        cache.0 += u64::from(extent.len);
-        cache.1.insert(addr, Arc::clone(&bm));
+        keep_in_cache(&mut self.lock_cache(), addr, &bm, u64::from(extent.len));
         Ok(bm)
     }
 
