@@ -49,7 +49,7 @@ pub async fn plan_query(session: &QuerySession, text: &str, origin: &Body, prefi
         other => origin.locate(other),
     };
     let mut statements = crate::audience::statement::parse_statements(text).map_err(locate)?;
-    let statement = match (statements.len(), statements.pop()) {
+    let mut statement = match (statements.len(), statements.pop()) {
         (1, Some(Statement::Sql(s))) if matches!(*s, datafusion::sql::parser::Statement::Statement(ref q) if matches!(**q, datafusion::sql::sqlparser::ast::Statement::Query(_))) => {
             *s
         }
@@ -60,6 +60,7 @@ pub async fn plan_query(session: &QuerySession, text: &str, origin: &Body, prefi
             }));
         }
     };
+    crate::query::ordinals::spell_out_order_ordinals(&mut statement);
     let plan = session.context().state().statement_to_plan(statement).await.map_err(|e| locate(e.into()))?;
     let names: Vec<String> = plan.schema().fields().iter().map(|f| f.name().clone()).collect();
     if !names.iter().any(|n| n == USER_ID) {

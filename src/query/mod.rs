@@ -18,6 +18,7 @@ pub mod gather_scan;
 pub mod group_count_rule;
 pub mod memory;
 pub mod now;
+pub mod ordinals;
 pub mod planner;
 pub mod product_join_rule;
 #[cfg(test)]
@@ -482,7 +483,8 @@ impl QuerySession {
 
     /// Plans one SQL statement that DataFusion parsed. `SET persona.use_indexes = ...` takes
     /// effect here.
-    pub async fn plan_sql(&self, statement: DfStatement) -> Result<LogicalPlan> {
+    pub async fn plan_sql(&self, mut statement: DfStatement) -> Result<LogicalPlan> {
+        ordinals::spell_out_order_ordinals(&mut statement);
         let plan = self.context().state().statement_to_plan(statement).await?;
         if let LogicalPlan::Statement(PlanStatement::SetVariable(set)) = &plan
             && set.variable.eq_ignore_ascii_case("persona.use_indexes")
