@@ -31,19 +31,25 @@ use crate::index::build::{
 };
 use crate::store::fact_rows;
 use crate::store::manifest::{DataFile, LoadedFile, Manifest};
-use crate::store::{layout, plain_columns, typed};
+use crate::store::{StoreWriter, layout, plain_columns, typed};
 use crate::tables::{
     CHANNEL_ID, ColumnType, EVENT_TYPE, PRODUCT_ID, TAG, TS, Table, USER_ID, contract_columns, file_schema,
 };
 
 /// Refuses fact files whose exact content was already loaded (or is given twice), since appending
 /// them again would double their rows. Returns each file's fingerprint.
-pub(super) fn check_not_loaded(base: &Manifest, sources: &[SourceFile]) -> Result<Vec<String>> {
+pub(super) fn check_not_loaded(root: &Path, base: &Manifest, sources: &[SourceFile]) -> Result<Vec<String>> {
+    if sources.is_empty() {
+        return Ok(Vec::new());
+    }
     let fingerprints = fingerprints(sources)?;
+    let loaded = crate::store::load_log::loaded_files(root, base)?;
+    let loaded: FxHashMap<(&str, Table), &LoadedFile> =
+        loaded.iter().map(|l| ((l.fingerprint.as_str(), l.table), l)).collect();
     let mut seen: FxHashMap<String, &Path> = FxHashMap::default();
     let mut out = Vec::with_capacity(sources.len());
     for (src, fp) in sources.iter().zip(fingerprints) {
-        if let Some(prev) = base.loaded_files.iter().find(|l| l.fingerprint == fp && l.table == src.table) {
+        if let Some(prev) = loaded.get(&(fp.as_str(), src.table)) {
             return Err(Error::input(
                 &src.path,
                 InputLocation::File,
@@ -428,22 +434,25 @@ fn rebuild_category_streams(
     Ok(())
 }
 
-/// Records the fact files loaded at `version` (with their fingerprints, in `sources` order) so
-/// that a second load of one is refused.
+/// Records the fact files `writer` loads (with their fingerprints, in `sources` order) in its
+/// version's load log, so that a second load of one is refused.
 pub(super) fn record_loaded(
+    writer: &StoreWriter,
     next: &mut Manifest,
     sources: &[SourceFile],
     fingerprints: Vec<String>,
     rows_per_source: &FxHashMap<PathBuf, u64>,
-    version: u64,
-) {
-    for (src, fingerprint) in sources.iter().zip(fingerprints) {
-        next.loaded_files.push(LoadedFile {
+) -> Result<()> {
+    let loaded = sources
+        .iter()
+        .zip(fingerprints)
+        .map(|(src, fingerprint)| LoadedFile {
             table: src.table,
             fingerprint,
             source: src.path.display().to_string(),
             rows: rows_per_source.get(&src.path).copied().unwrap_or(0),
-            version,
-        });
-    }
+            version: writer.next_version(),
+        })
+        .collect();
+    crate::store::load_log::record(writer, writer.store().root(), next, loaded)
 }

@@ -142,7 +142,7 @@ fn run_import(
     let fact_sources: Vec<SourceFile> = sources.iter().filter(|s| s.table.is_fact()).cloned().collect();
     // No fingerprints for a statement's rows: none is checked, none recorded.
     let fingerprints = match origin {
-        Origin::Files => facts::check_not_loaded(base, &fact_sources)?,
+        Origin::Files => facts::check_not_loaded(root, base, &fact_sources)?,
         Origin::Statement => Vec::new(),
     };
     let users: Vec<SourceFile> = sources.iter().filter(|s| s.table == Table::Users).cloned().collect();
@@ -167,8 +167,9 @@ fn run_import(
     )?;
     let (mut delta, rows_per_source) = facts::merge_loads(loaded.facts, base, &mut next, &mut rows);
     plan.rebuild_streams(root, base, &mut delta)?;
-    let version = next.version + 1;
-    facts::record_loaded(&mut next, &fact_sources, fingerprints, &rows_per_source, version);
+    if let Some(w) = writer.as_ref() {
+        facts::record_loaded(w, &mut next, &fact_sources, fingerprints, &rows_per_source)?;
+    }
 
     let new_columns: Vec<ColumnDef> =
         next.users_columns.iter().filter(|c| base.users_columns.iter().all(|b| b.name != c.name)).cloned().collect();

@@ -11,7 +11,8 @@
 //!   indexes;
 //! - the id dictionary: every block's checksum, each `user_id` once, every row id below the
 //!   users' count, and as many entries as users;
-//! - catalog sets (rule tags, audience versions): checksums and encoding;
+//! - catalog sets (rule tags, audience versions): checksums and encoding; load logs (the fact
+//!   files loaded): checksums and counts;
 //! - the users files: row ids contiguous from 0 to the row ids given out (a forgotten user's
 //!   row stays in place, blanked, so there is no gap there either);
 //! - the forgotten users' set: its checksum, its count, its row ids below those given out, and
@@ -268,6 +269,12 @@ fn catalog(c: &mut Checker<'_>, manifest: &Manifest) {
     for set in manifest.catalog.set_files() {
         if let Some(path) = c.present(&set.path, Some(set.bytes)) {
             let outcome = read_set(c.root, set).map(|_| ());
+            c.verify(&path, outcome);
+        }
+    }
+    for log in &manifest.load_log {
+        if let Some(path) = c.present(&log.path, Some(log.bytes)) {
+            let outcome = crate::store::load_log::read(c.root, log).map(|_| ());
             c.verify(&path, outcome);
         }
     }

@@ -29,7 +29,7 @@ use crate::tables::{ColumnDef, Table, contract_columns};
 /// union-find state as a base and deltas (`Resolution::state_base`, `state_deltas`); a manifest
 /// is written as version 6 only when it has them, so that a build that would not keep them
 /// (its vacuum would delete them) refuses the store instead.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 
 const HEADER_PREFIX: &str = "persona-manifest crc32=";
 
@@ -49,8 +49,13 @@ pub struct Manifest {
     /// Segments of the user_id -> row id dictionary; together they hold every user once.
     pub id_segments: Vec<IdSegment>,
     /// Fact and tag files already loaded, by content fingerprint, so that a second load of the
-    /// same file is refused instead of doubling its rows.
+    /// same file is refused instead of doubling its rows: inline in manifests of format 6 and
+    /// before, in `load_log` files since ([`crate::store::load_log`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub loaded_files: Vec<LoadedFile>,
+    /// The load-log files recording the fact files loaded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_log: Vec<crate::store::load_log::LoadLogFile>,
     /// The bitmap index of this version (absent before the first import).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<IndexEntry>,
@@ -161,6 +166,7 @@ impl Manifest {
             tables: BTreeMap::new(),
             id_segments: Vec::new(),
             loaded_files: Vec::new(),
+            load_log: Vec::new(),
             index: None,
             catalog: Catalog::default(),
             forgotten: None,
@@ -172,7 +178,14 @@ impl Manifest {
     /// segments of identity links, 4 with identities, 3 with forgotten users,
     /// 2 otherwise.
     pub fn needed_format(&self) -> u32 {
-        if self.identity.resolution.as_ref().is_some_and(|r| r.state_base.is_some() || !r.state_deltas.is_empty()) {
+        if !self.load_log.is_empty() {
+            7
+        } else if self
+            .identity
+            .resolution
+            .as_ref()
+            .is_some_and(|r| r.state_base.is_some() || !r.state_deltas.is_empty())
+        {
             6
         } else if self.identity.resolution.as_ref().is_some_and(|r| !r.more_links.is_empty()) {
             5
@@ -204,6 +217,7 @@ impl Manifest {
             }
         }
         files.extend(self.id_segments.iter().map(|s| s.path.clone()));
+        files.extend(self.load_log.iter().map(|l| l.path.clone()));
         files.extend(self.index.iter().map(|i| i.path.clone()));
         files.extend(self.catalog.set_files().into_iter().map(|s| s.path.clone()));
         files.extend(self.forgotten.iter().map(|f| f.set.path.clone()));

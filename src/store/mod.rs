@@ -18,6 +18,7 @@ pub mod io;
 pub mod ipc;
 pub mod ipc_checksums;
 pub mod layout;
+pub mod load_log;
 pub mod lock;
 pub mod manifest;
 pub mod orphans;

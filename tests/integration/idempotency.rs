@@ -93,3 +93,52 @@ async fn reimporting_the_same_users_file_is_a_harmless_upsert() {
     assert_eq!(store.snapshot().unwrap().user_count(), 5);
     assert_eq!(count(&s, "SELECT count(*) FROM purchases p JOIN users u ON p.user_id = u.user_id").await, 3);
 }
+
+/// The fingerprints live in load logs beside the manifest (store::load_log): one per import,
+/// merged into one before a version refers to 64. A file loaded long ago is still refused after
+/// merges; a store whose manifest keeps the record inline (format 6 and before) is still
+/// protected, and its next import moves the record into a log.
+#[tokio::test]
+async fn loads_recorded_in_merged_logs_and_inline_records_are_refused_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = base_store(dir.path());
+    let header = "order_id,user_id,product_id,channel_id,ts,quantity,amount\n";
+    let file = |i: usize| {
+        write(
+            dir.path(),
+            &format!("hour-{i}/purchases.csv"),
+            format!("{header}h{i},u3,p1,app,2026-10-09 00:00:00,1,{i}\n"),
+        )
+    };
+    for i in 0..70 {
+        import(&store, &[&file(i)]).unwrap();
+    }
+    let m = store.snapshot().unwrap().manifest().clone();
+    assert!(m.loaded_files.is_empty());
+    assert!(m.load_log.len() < persona::store::load_log::MERGE_AT, "{} logs", m.load_log.len());
+    assert!(m.load_log.iter().any(|l| l.entries > 60), "the early logs were merged: {:?}", m.load_log);
+    let message = assert_input_error(&refused(&store, &[&file(3)]), &file(3), InputLocation::File, None);
+    assert!(message.contains("already loaded") && message.contains("version 6"), "{message}");
+    assert_eq!(count(&session(&store), "SELECT count(*) FROM purchases").await, 73);
+
+    // The record inline, as a format-6 manifest keeps it.
+    let root = store.root().to_path_buf();
+    let current = std::fs::read_to_string(persona::store::layout::current_file(&root)).unwrap();
+    let path = persona::store::layout::manifests_dir(&root).join(current.trim());
+    let mut manifest = persona::store::manifest::Manifest::from_bytes(&std::fs::read(&path).unwrap(), &path).unwrap();
+    manifest.loaded_files = persona::store::load_log::loaded_files(&root, &manifest).unwrap();
+    manifest.load_log.clear();
+    manifest.format_version = 6;
+    std::fs::write(&path, manifest.to_bytes().unwrap()).unwrap();
+    let store = persona::Store::open(&root).unwrap();
+    let message = assert_input_error(&refused(&store, &[&file(69)]), &file(69), InputLocation::File, None);
+    assert!(message.contains("already loaded"), "{message}");
+    import(&store, &[&file(70)]).unwrap();
+    let m = store.snapshot().unwrap().manifest().clone();
+    assert!(m.loaded_files.is_empty(), "moved into a log");
+    assert_eq!(m.load_log.len(), 1);
+    assert_eq!(m.load_log[0].entries, 72, "the base store's purchases file, the 70 hours and the last one");
+    assert_eq!(m.format_version, 7);
+    assert!(refused(&store, &[&file(0)]).to_string().contains("already loaded"));
+    check_passes(&store);
+}

@@ -509,7 +509,7 @@ async fn a_store_with_a_format_5_state_resolves_from_the_start_at_its_next_impor
     let snapshot = store.snapshot().unwrap();
     let r = snapshot.manifest().identity.resolution.clone().unwrap();
     assert!(r.state.is_none() && r.state_base.is_some() && r.more_links.is_empty(), "{r:?}");
-    assert_eq!(snapshot.manifest().format_version, 6);
+    assert_eq!(snapshot.manifest().format_version, 7, "the state as a base, the loaded files in a load log");
     assert_eq!(persons_of(&session(&store)).await, vec!["u1,u2,u3,u4", "u5", "u6"]);
     assert_eq!(store.check_identity().unwrap().differing, 0);
 }

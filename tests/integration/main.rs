@@ -23,6 +23,7 @@ mod fact_lookups;
 mod faults;
 mod forget;
 mod group_counts;
+mod hourly_imports;
 mod idempotency;
 mod identity;
 mod import_errors;
