@@ -131,15 +131,13 @@ pub fn forget_rows(writer: &StoreWriter, row_ids: &RoaringBitmap) -> Result<(Man
         return Ok((next, 0));
     }
     let mut rewritten = 0usize;
+    // Identity resolution runs again from the start without their links (the longest step at
+    // ten million users), on the second core while the other fact tables and the index are
+    // written: it reads the identities and users files, the id segments and the forgotten set.
+    let (identities, rest): (Vec<Table>, Vec<Table>) =
+        Table::ALL.into_iter().filter(|t| t.is_fact()).partition(|t| *t == Table::Identities);
+    let mut replaced = drop_fact_rows(writer, &root, &base, &removed, &mut next, &identities)?;
     rewritten += blank_users(writer, &root, &base, &removed, &mut next)?;
-    let replaced = drop_fact_rows(writer, &root, &base, &removed, &mut next)?;
-    rewritten += replaced.len();
-    if let Some(index) = &base.index {
-        let (relative, abs) = writer.new_file(layout::new_index_file(writer.next_version()))?;
-        let bytes = write_index_without(&layout::resolve(&root, &index.path), &removed, &abs)?;
-        next.index = Some(IndexEntry { path: relative, bytes });
-        rewritten += 1;
-    }
     next.id_segments.clear();
     for segment in &base.id_segments {
         match segment_without(&layout::resolve(&root, &segment.path), &removed)? {
@@ -152,11 +150,28 @@ pub fn forget_rows(writer: &StoreWriter, row_ids: &RoaringBitmap) -> Result<(Man
             }
         }
     }
-    forget_in_catalog(writer, &root, &removed, &replaced, &mut next)?;
     let all = before | &removed;
     next.forgotten = Some(ForgottenUsers { users: all.len(), set: write_set(writer, "forgotten-users", &all)? });
+    let resolved = std::thread::scope(|scope| -> Result<_> {
+        let mut for_identity = next.clone();
+        let (root, base) = (&root, &base);
+        let identity = scope.spawn(move || -> Result<_> {
+            super::identity::resolve_after_forget(writer, root, base, &mut for_identity)?;
+            Ok(for_identity.identity.resolution)
+        });
+        replaced.extend(drop_fact_rows(writer, root, base, &removed, &mut next, &rest)?);
+        if let Some(index) = &base.index {
+            let (relative, abs) = writer.new_file(layout::new_index_file(writer.next_version()))?;
+            let bytes = write_index_without(&layout::resolve(root, &index.path), &removed, &abs)?;
+            next.index = Some(IndexEntry { path: relative, bytes });
+            rewritten += 1;
+        }
+        forget_in_catalog(writer, root, &removed, &replaced, &mut next)?;
+        identity.join().map_err(|_| Error::Internal("the identity resolution of a forget panicked".into()))?
+    })?;
+    rewritten += replaced.len();
     // Their identifier links and person rows go too (ingest::identity).
-    super::identity::resolve_after_forget(writer, &root, &base, &mut next)?;
+    next.identity.resolution = resolved;
     Ok((next, rewritten))
 }
 
@@ -219,17 +234,18 @@ fn blank_rows(batch: &RecordBatch, removed: &RoaringBitmap, schema: &SchemaRef) 
     Ok(RecordBatch::try_new(Arc::clone(schema), arrays)?)
 }
 
-/// Rewrites every fact file holding rows of `removed` without those rows; returns, per file
-/// replaced, the paths of the files that replace it (none when every row went).
+/// Rewrites every file of the fact `tables` holding rows of `removed` without those rows;
+/// returns, per file replaced, the paths of the files that replace it (none when every row went).
 fn drop_fact_rows(
     writer: &StoreWriter,
     root: &Path,
     base: &Manifest,
     removed: &RoaringBitmap,
     next: &mut Manifest,
+    tables: &[Table],
 ) -> Result<BTreeMap<String, Vec<String>>> {
     let mut replaced = BTreeMap::new();
-    for table in Table::ALL.into_iter().filter(|t| t.is_fact()) {
+    for &table in tables {
         let columns = contract_columns(table);
         let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
         let schema = file_schema(&columns);
