@@ -294,6 +294,29 @@ fn pop(queue: &Mutex<VecDeque<SourceFile>>) -> Option<SourceFile> {
 /// The row id of each row's user; every user must be known.
 fn resolve_row_ids(ids: &IdMap, src: &SourceFile, tb: &TypedBatch) -> Result<Vec<u32>> {
     let users = tb.batch.column(tb.batch.schema().index_of(USER_ID)?).as_string::<i32>();
+    let unknown = |row: usize, user: &str| {
+        Error::input(
+            &src.path,
+            tb.location(row),
+            Some(USER_ID),
+            format!("user_id '{user}' is not a known user (load it into users first)"),
+        )
+    };
+    if ids.is_on_demand() {
+        // The batch's distinct user_ids looked up at once, in the segments' order.
+        let mut keys: Vec<&str> = users.iter().map(Option::unwrap_or_default).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let found = ids.get_sorted(&keys)?;
+        return users
+            .iter()
+            .enumerate()
+            .map(|(row, user)| {
+                let user = user.unwrap_or_default();
+                keys.binary_search(&user).ok().and_then(|k| found[k]).ok_or_else(|| unknown(row, user))
+            })
+            .collect();
+    }
     let mut row_ids = Vec::with_capacity(users.len());
     // Facts usually come grouped by user: remember the last lookup.
     let mut last: Option<(&str, u32)> = None;
@@ -304,14 +327,7 @@ fn resolve_row_ids(ids: &IdMap, src: &SourceFile, tb: &TypedBatch) -> Result<Vec
             _ => {
                 // The next user is usually the next row id (facts in users' order).
                 let hint = last.map_or(0, |(_, id)| id.wrapping_add(1));
-                let id = ids.get_near(user, hint).ok_or_else(|| {
-                    Error::input(
-                        &src.path,
-                        tb.location(row),
-                        Some(USER_ID),
-                        format!("user_id '{user}' is not a known user (load it into users first)"),
-                    )
-                })?;
+                let id = ids.get_near(user, hint).ok_or_else(|| unknown(row, user))?;
                 last = Some((user, id));
                 id
             }

@@ -1,14 +1,16 @@
 //! Dense `u32` row ids for `user_id`s at import time: the whole id dictionary in memory
 //! ([`IdMap`]), loaded from the store's segments, which gives each new user the next id the first
-//! time it is seen and resolves the user_ids of fact rows. The segment files themselves are
-//! [`crate::store::id_dictionary`]'s.
+//! time it is seen and resolves the user_ids of fact rows — or, for an import of facts only, the
+//! segments looked up a batch of keys at a time ([`IdMap::on_demand`]): an hourly import of
+//! 100,000 purchases at ten million users spent 5 of its 7 seconds loading the dictionary. The
+//! segment files themselves are [`crate::store::id_dictionary`]'s.
 
 use std::path::Path;
 
 use rustc_hash::FxHashMap;
 
 use crate::error::Result;
-use crate::store::id_dictionary;
+use crate::store::id_dictionary::{self, SegmentReader};
 
 /// The in-memory dictionary used by an import: user_id → row id, and row id → user_id (the keys
 /// in one arena), so that facts grouped by user in row-id order resolve the next user by checking
@@ -19,6 +21,9 @@ pub struct IdMap {
     arena: String,
     /// Per row id: where its key is in `arena` (offset, length); `u32::MAX` length for no key.
     by_id: Vec<(u32, u32)>,
+    /// Set for a dictionary looked up on demand ([`IdMap::on_demand`]): its segments, of which
+    /// nothing is in `map`.
+    segments: Option<Vec<SegmentReader>>,
 }
 
 impl IdMap {
@@ -28,9 +33,40 @@ impl IdMap {
             map: FxHashMap::with_capacity_and_hasher(expected_len, Default::default()),
             arena: String::new(),
             by_id: Vec::with_capacity(expected_len),
+            segments: None,
         };
         for path in paths {
             id_dictionary::for_each_entry(path.as_ref(), |key, id| out.insert(key, id))?;
+        }
+        Ok(out)
+    }
+
+    /// A dictionary that loads nothing: [`IdMap::get_sorted`] looks keys up in the segments (each
+    /// block read at most once per call). Only for an import that adds no users and resolves
+    /// nothing: [`IdMap::get`], [`IdMap::key_of`] and [`IdMap::insert`] know no stored user.
+    pub fn on_demand(paths: &[impl AsRef<Path>]) -> Result<IdMap> {
+        let segments = paths.iter().map(|p| SegmentReader::open(p.as_ref())).collect::<Result<Vec<_>>>()?;
+        for segment in &segments {
+            segment.verify_file()?;
+        }
+        Ok(IdMap { segments: Some(segments), ..IdMap::default() })
+    }
+
+    /// Whether this dictionary looks its keys up on demand.
+    pub fn is_on_demand(&self) -> bool {
+        self.segments.is_some()
+    }
+
+    /// The row ids of `keys` (sorted ascending), whichever way the dictionary is held.
+    pub fn get_sorted(&self, keys: &[&str]) -> Result<Vec<Option<u32>>> {
+        let mut out = vec![None; keys.len()];
+        match &self.segments {
+            Some(segments) => {
+                for segment in segments {
+                    segment.get_sorted(keys, &mut out)?;
+                }
+            }
+            None => out.iter_mut().zip(keys).for_each(|(slot, key)| *slot = self.get(key)),
         }
         Ok(out)
     }
@@ -115,6 +151,12 @@ mod tests {
         assert_eq!(map.get_near("u2", 1), Some(1));
         assert_eq!(map.get_near("u2", 0), Some(1), "a wrong hint falls back to the map");
         assert_eq!(map.get_near("nobody", 1), None);
+        let keys = ["nobody", "u1", "u2", "用户3"];
+        let loaded = map.get_sorted(&keys).unwrap();
+        assert_eq!(loaded, vec![None, Some(0), Some(1), Some(2)]);
+        let lazy = IdMap::on_demand(&[dir.path().join("a.ids"), dir.path().join("b.ids")]).unwrap();
+        assert!(lazy.is_on_demand() && !map.is_on_demand());
+        assert_eq!(lazy.get_sorted(&keys).unwrap(), loaded, "on demand as loaded");
     }
 
     #[test]

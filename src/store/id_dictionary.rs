@@ -233,6 +233,36 @@ impl SegmentReader {
         Ok(SegmentReader { path: path.to_path_buf(), file, blocks, loaded: None })
     }
 
+    /// Verifies the checksum of the whole file (a streaming read; nothing is kept), so that a
+    /// reader used for many lookups finds damage anywhere, as a whole load would, not only in
+    /// the blocks it reads.
+    pub fn verify_file(&self) -> Result<()> {
+        use std::io::Read;
+        if self.loaded.is_some() {
+            return Ok(()); // verified as it was loaded
+        }
+        let io_error = |e| Error::Io { op: "read", path: self.path.clone(), source: e };
+        let len = self.file.metadata().map_err(io_error)?.len();
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, &self.file);
+        std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(0)).map_err(io_error)?;
+        let mut body = (&mut reader).take(len - 4);
+        let mut crc = crc32fast::Hasher::new();
+        let mut chunk = vec![0u8; 1 << 20];
+        loop {
+            let n = body.read(&mut chunk).map_err(io_error)?;
+            if n == 0 {
+                break;
+            }
+            crc.update(&chunk[..n]);
+        }
+        let mut stored = [0u8; 4];
+        reader.read_exact(&mut stored).map_err(io_error)?;
+        if crc.finalize() != u32::from_le_bytes(stored) {
+            return Err(Error::corrupt(&self.path, "checksum mismatch; the file is truncated or damaged"));
+        }
+        Ok(())
+    }
+
     /// Reads and verifies block `i`.
     fn block(&self, i: usize) -> Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
