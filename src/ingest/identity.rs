@@ -111,7 +111,7 @@ impl crate::store::Store {
         // no identities table yet: the users' phones and e-mails link its profiles.
         next.identity.rules = Some(rules);
         let paths: Vec<std::path::PathBuf> = base.id_segments.iter().map(|s| layout::resolve(&root, &s.path)).collect();
-        let mut ids = IdMap::load(&paths, base.next_row_id as usize)?;
+        let mut ids = IdMap::load_names(&paths, base.next_row_id as usize)?;
         // With a resolution, its links are replayed under the new rules (no file is new);
         // without, every identities and users file is read.
         resolve_with(&w, &root, &base, &mut next, &mut ids, base.identity.resolution.is_none())?;
@@ -143,9 +143,9 @@ impl crate::store::Store {
         };
         let root = self.root();
         let paths: Vec<std::path::PathBuf> = m.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
-        let mut ids = IdMap::load(&paths, m.next_row_id as usize)?;
+        let mut ids = IdMap::load_names(&paths, m.next_row_id as usize)?;
         let normaliser = Normaliser::new(&m.identity.rules())?;
-        let splits = Splits::of(&m.identity.splits, &ids);
+        let splits = Splits::of(&m.identity.splits, &ids)?;
         ids.drop_lookup();
         let sources: Vec<full::Source> =
             resolution.link_files().into_iter().map(|f| full::Source::Links(layout::resolve(root, f))).collect();
@@ -203,12 +203,12 @@ impl crate::store::Store {
         }
         let root = self.root().to_path_buf();
         let paths: Vec<std::path::PathBuf> = base.id_segments.iter().map(|s| layout::resolve(&root, &s.path)).collect();
-        let mut ids = IdMap::load(&paths, base.next_row_id as usize)?;
+        let mut ids = IdMap::load_names(&paths, base.next_row_id as usize)?;
         let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let split = match request {
             SplitRequest::Users(a, b) => {
                 for u in [&a, &b] {
-                    if ids.get(u).is_none() {
+                    if ids.lookup(u)?.is_none() {
                         return Err(Error::Usage(format!("'{u}' is not a known user_id")));
                     }
                 }
@@ -246,7 +246,7 @@ pub(super) fn resolve_after_forget(w: &StoreWriter, root: &Path, base: &Manifest
         return Ok(());
     }
     let paths: Vec<std::path::PathBuf> = next.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
-    let mut ids = IdMap::load(&paths, next.next_row_id as usize)?;
+    let mut ids = IdMap::load_names(&paths, next.next_row_id as usize)?;
     resolve(w, root, base, next, &mut ids)
 }
 
@@ -296,7 +296,7 @@ fn resolve_with(
         };
         next.files(t).iter().filter(|f| !known.contains(f.path.as_str())).map(|f| f.path.clone()).collect()
     };
-    let splits = Splits::of(&next.identity.splits, ids);
+    let splits = Splits::of(&next.identity.splits, ids)?;
     ids.drop_lookup();
     let ids: &IdMap = ids;
     let fingerprint = fingerprint(&rules, &next.identity.splits);
@@ -804,12 +804,12 @@ struct Splits {
 }
 
 impl Splits {
-    fn of(splits: &[Split], ids: &IdMap) -> Splits {
+    fn of(splits: &[Split], ids: &IdMap) -> Result<Splits> {
         let mut out = Splits::default();
         for s in splits {
             match s {
                 Split::Pair { a, b, .. } => {
-                    if let (Some(a), Some(b)) = (ids.get(a), ids.get(b)) {
+                    if let (Some(a), Some(b)) = (ids.lookup(a)?, ids.lookup(b)?) {
                         out.pairs.push((a, b));
                     }
                 }
@@ -818,7 +818,7 @@ impl Splits {
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     fn blocks(&self, id_type: &str, id_value: &str) -> bool {

@@ -146,8 +146,7 @@ fn run_import(
         Origin::Statement => Vec::new(),
     };
     let users: Vec<SourceFile> = sources.iter().filter(|s| s.table == Table::Users).cloned().collect();
-    let resolves_identities = sources.iter().any(|s| s.table == Table::Identities);
-    let mut ids = load_ids(base, root, &users, !fact_sources.is_empty(), resolves_identities)?;
+    let mut ids = load_ids(base, root, &users, !fact_sources.is_empty())?;
     let mut user_stats = UserStats::default();
     if !users.is_empty() {
         user_stats = users::load_users(&job, &users, &mut ids, &mut next)?;
@@ -175,9 +174,10 @@ fn run_import(
     let new_columns: Vec<ColumnDef> =
         next.users_columns.iter().filter(|c| base.users_columns.iter().all(|b| b.name != c.name)).cloned().collect();
     if let Some(w) = writer.as_ref().filter(|_| identity::needs_resolution(base, &next)) {
-        if ids.is_on_demand() {
-            // Resolution names every row: it needs the whole dictionary.
-            ids = load_ids(base, root, &users, true, true)?;
+        if users.is_empty() {
+            // The facts were resolved on demand; resolution names every row.
+            let paths: Vec<PathBuf> = base.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
+            ids = IdMap::load_names(&paths, base.next_row_id as usize)?;
         }
         identity::resolve(w, root, base, &mut next, &mut ids)?;
     }
@@ -198,20 +198,15 @@ fn run_import(
     })
 }
 
-/// The id dictionary of an import: in memory when it has users or identities, looked up on
-/// demand when it has facts only (no user is added, nothing is resolved), empty otherwise.
-fn load_ids(
-    base: &Manifest,
-    root: &Path,
-    users: &[SourceFile],
-    has_facts: bool,
-    resolves_identities: bool,
-) -> Result<IdMap> {
+/// The id dictionary of an import: in memory when it has users, looked up on demand when it has
+/// facts only (no user is added; identity resolution loads the names it needs afterwards), empty
+/// otherwise.
+fn load_ids(base: &Manifest, root: &Path, users: &[SourceFile], has_facts: bool) -> Result<IdMap> {
     if users.is_empty() && !has_facts {
         return Ok(IdMap::default());
     }
     let paths: Vec<PathBuf> = base.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
-    if users.is_empty() && !resolves_identities {
+    if users.is_empty() {
         return IdMap::on_demand(&paths);
     }
     // Room for the known users and the incoming ones (counted from Parquet footers), so the map
