@@ -492,6 +492,18 @@ impl StateReader {
         self.values::<8>(|b| f(u64::from_le_bytes(b)))
     }
 
+    /// After the whole part was read (the base's resolver decoded from it as a reader): nothing
+    /// left, and the checksum of the whole part verified.
+    fn finish(&self) -> Result<()> {
+        if self.remaining != 0 {
+            return Err(Error::corrupt(&self.path, "bytes after the state"));
+        }
+        if self.crc.clone().finalize() != self.expected_crc {
+            return Err(Error::corrupt(&self.path, "its checksum does not match"));
+        }
+        Ok(())
+    }
+
     /// The next sequence number and the resolver's bytes, once the checksum of the whole part
     /// is verified.
     fn rest(&mut self) -> Result<(u64, Vec<u8>)> {
@@ -502,6 +514,21 @@ impl StateReader {
             return Err(Error::corrupt(&self.path, "its checksum does not match"));
         }
         Ok((next_seq, resolver))
+    }
+}
+
+/// The part's bytes as they come, counted against its length and added to its checksum
+/// ([`StateReader::finish`] verifies both).
+impl std::io::Read for StateReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read(&mut buf[..want])?;
+        self.crc.update(&buf[..n]);
+        self.remaining -= n as u64;
+        Ok(n)
     }
 }
 
@@ -677,11 +704,13 @@ fn resolve_increment(
             }
         })?;
     }
-    let mut rests = Vec::with_capacity(parts.len());
-    for part in &mut parts {
+    // The base's resolver is decoded straight from its file below; the deltas are small.
+    let base_seq = parts[0].u64()?;
+    let mut rests = Vec::with_capacity(parts.len() - 1);
+    for part in &mut parts[1..] {
         rests.push(part.rest()?);
     }
-    let next_seq = rests.last().map_or(0, |(seq, _)| *seq);
+    let next_seq = rests.last().map_or(base_seq, |(seq, _)| *seq);
     let mut new_known: FxHashSet<u64> = FxHashSet::default();
     let mut records: Vec<Record> = Vec::new();
     let mut links = Vec::new();
@@ -704,9 +733,11 @@ fn resolve_increment(
         }
         records.push(record);
     }
-    let deltas_bytes: Vec<&[u8]> = rests[1..].iter().map(|(_, b)| b.as_slice()).collect();
-    let mut resolver = Resolver::resume(kind_rules, rules.hub_limit, splits.pairs.clone(), &rests[0].1, &deltas_bytes)
+    let deltas_bytes: Vec<&[u8]> = rests.iter().map(|(_, b)| b.as_slice()).collect();
+    let base = &mut parts[0];
+    let mut resolver = Resolver::resume_from(kind_rules, rules.hub_limit, splits.pairs.clone(), base, &deltas_bytes)
         .map_err(|e| Error::corrupt(layout::resolve(root, base_file), e))?;
+    base.finish()?;
     drop(deltas_bytes);
     drop(rests);
     links.sort_by_key(|l| l.0);

@@ -116,26 +116,46 @@ impl Resolver {
         base: &[u8],
         deltas: &[&[u8]],
     ) -> Result<Resolver, String> {
+        let mut rest = base;
+        let r = Resolver::resume_from(rules, hub_limit, cannot_link, &mut rest, deltas)?;
+        if !rest.is_empty() {
+            return Err("bytes after the state".into());
+        }
+        Ok(r)
+    }
+
+    /// [`Resolver::resume`] with the base read from `base` as it is decoded, a chunk at a time:
+    /// at ten million users the base is over half a gigabyte, and holding its bytes beside the
+    /// arrays decoded from them doubled the memory an increment touches (fresh pages, which the
+    /// kernel zeroes: most of an increment's time). Reads exactly the base; the caller checks
+    /// that nothing follows.
+    pub fn resume_from(
+        rules: Vec<KindRule>,
+        hub_limit: u32,
+        cannot_link: Vec<(u32, u32)>,
+        base: &mut impl std::io::Read,
+        deltas: &[&[u8]],
+    ) -> Result<Resolver, String> {
         let mut r = Resolver::new(rules, hub_limit).with_cannot_link(cannot_link);
-        let mut at = Bytes { bytes: base, at: 0 };
-        let (n, m) = r.read_header(&mut at, BASE_MAGIC)?;
-        r.parent = at.u32s(n)?;
-        r.size = at.u32s(n)?;
-        let lens = at.u32s(n)?;
+        let mut header = [0u8; HEADER_LEN];
+        read_exact(base, &mut header)?;
+        let (n, m) = r.read_header(&mut Bytes { bytes: &header, at: 0 }, BASE_MAGIC)?;
+        let mut chunk = vec![0u8; CHUNK];
+        r.parent = read_u32s(base, n, &mut chunk)?;
+        r.size = read_u32s(base, n, &mut chunk)?;
+        let lens = read_u32s(base, n, &mut chunk)?;
         let total = lens.iter().map(|&l| l as usize).sum::<usize>();
-        let items = at.take(total.checked_mul(10).ok_or("the state is cut short")?)?;
-        let items: Vec<Held> = items
-            .chunks_exact(10)
-            .map(|c| Held {
+        let mut items: Vec<Held> = Vec::with_capacity(total);
+        read_chunked(base, total, HELD_LEN, &mut chunk, |c| {
+            items.push(Held {
                 kind: u16::from_le_bytes([c[0], c[1]]),
                 value: u32::from_le_bytes([c[2], c[3], c[4], c[5]]),
                 link: u32::from_le_bytes([c[6], c[7], c[8], c[9]]),
             })
-            .collect();
+        })?;
         r.held = HeldPool::from_lists(&lens, items).ok_or("the held identifiers do not fit their counts")?;
-        r.owners = at.u32s(m)?;
-        r.counts = at.u32s(m)?;
-        at.end()?;
+        r.owners = read_u32s(base, m, &mut chunk)?;
+        r.counts = read_u32s(base, m, &mut chunk)?;
         for delta in deltas {
             let mut at = Bytes { bytes: delta, at: 0 };
             let (n, m) = r.read_header(&mut at, DELTA_MAGIC)?;
@@ -186,6 +206,46 @@ impl Resolver {
     }
 }
 
+/// A base's header: magic, processed, the last link's flag, ts and seq, users, values.
+const HEADER_LEN: usize = 8 + 4 + 1 + 8 + 8 + 4 + 4;
+/// A held identifier's bytes: kind u16, value u32, link u32.
+const HELD_LEN: usize = 10;
+/// Bytes decoded at a time from a base.
+const CHUNK: usize = 1 << 16;
+
+fn read_exact(from: &mut impl std::io::Read, buf: &mut [u8]) -> Result<(), String> {
+    from.read_exact(buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => "the state is cut short".to_string(),
+        _ => format!("the state cannot be read: {e}"),
+    })
+}
+
+/// Reads `count` items of `width` bytes, a chunk at a time, handing each to `f`.
+fn read_chunked(
+    from: &mut impl std::io::Read,
+    count: usize,
+    width: usize,
+    chunk: &mut [u8],
+    mut f: impl FnMut(&[u8]),
+) -> Result<(), String> {
+    let per = chunk.len() / width;
+    let mut left = count;
+    while left > 0 {
+        let k = left.min(per);
+        let bytes = &mut chunk[..k * width];
+        read_exact(from, bytes)?;
+        bytes.chunks_exact(width).for_each(&mut f);
+        left -= k;
+    }
+    Ok(())
+}
+
+fn read_u32s(from: &mut impl std::io::Read, count: usize, chunk: &mut [u8]) -> Result<Vec<u32>, String> {
+    let mut out = Vec::with_capacity(count);
+    read_chunked(from, count, 4, chunk, |c| out.push(u32::from_le_bytes(c.try_into().expect("four bytes"))))?;
+    Ok(out)
+}
+
 fn put(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
 }
@@ -214,10 +274,6 @@ impl<'a> Bytes<'a> {
     }
     fn u64(&mut self) -> Result<u64, String> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("eight bytes")))
-    }
-    fn u32s(&mut self, n: usize) -> Result<Vec<u32>, String> {
-        let bytes = self.take(n.checked_mul(4).ok_or("the state is cut short")?)?;
-        Ok(bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("four bytes"))).collect())
     }
     fn held(&mut self) -> Result<Held, String> {
         let kind = u16::from_le_bytes(self.take(2)?.try_into().expect("two bytes"));
