@@ -510,9 +510,7 @@ impl StateReader {
         let next_seq = self.u64()?;
         let mut resolver = vec![0u8; self.remaining as usize];
         self.read(&mut resolver)?;
-        if self.crc.clone().finalize() != self.expected_crc {
-            return Err(Error::corrupt(&self.path, "its checksum does not match"));
-        }
+        self.finish()?;
         Ok((next_seq, resolver))
     }
 }

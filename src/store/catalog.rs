@@ -290,38 +290,57 @@ impl Audience {
 pub fn write_set(writer: &StoreWriter, what: &str, bitmap: &RoaringBitmap) -> Result<SetFile> {
     let relative =
         format!("catalog/v{:08}-{}-{:016x}.set", writer.next_version(), file_safe(what), rand::random::<u64>());
-    let (relative, abs) = writer.new_file(relative)?;
     let mut payload = Vec::with_capacity(bitmap.serialized_size());
-    bitmap.serialize_into(&mut payload).io_context("serialize a bitmap for", &abs)?;
-    let mut file = crate::store::io::create(&abs)?;
-    file.write_all(MAGIC).io_context("write", &abs)?;
-    file.write_all(&crc32fast::hash(&payload).to_le_bytes()).io_context("write", &abs)?;
-    file.write_all(&(payload.len() as u64).to_le_bytes()).io_context("write", &abs)?;
-    file.write_all(&payload).io_context("write", &abs)?;
-    file.sync_all().io_context("fsync", &abs)?;
-    Ok(SetFile { path: relative, bytes: (HEADER_LEN + payload.len()) as u64 })
+    bitmap.serialize_into(&mut payload).io_context("serialize a bitmap for", Path::new(&relative))?;
+    let (path, bytes) = write_framed(writer, relative, MAGIC, &payload)?;
+    Ok(SetFile { path, bytes })
 }
 
 /// Reads a catalog bitmap file, verifying its checksum.
 pub fn read_set(root: &Path, file: &SetFile) -> Result<RoaringBitmap> {
     let path = layout::resolve(root, &file.path);
-    let bytes = std::fs::read(&path).io_context("read", &path)?;
-    if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
-        return Err(Error::corrupt(&path, "not a Persona set file (bad magic or truncated header)"));
+    let payload = read_framed(&path, MAGIC, "a Persona set file", "bitmap")?;
+    RoaringBitmap::deserialize_from(payload.as_slice())
+        .map_err(|e| Error::corrupt(&path, format!("unreadable bitmap: {e}")))
+}
+
+/// Writes `payload` framed as catalog files are — `magic`, the CRC-32 of the payload (u32 LE),
+/// its length (u64 LE), the payload — as the new file `relative` of the pending commit, fsynced;
+/// returns its relative path and size.
+pub(crate) fn write_framed(
+    writer: &StoreWriter,
+    relative: String,
+    magic: &[u8; 8],
+    payload: &[u8],
+) -> Result<(String, u64)> {
+    let (relative, abs) = writer.new_file(relative)?;
+    let mut file = crate::store::io::create(&abs)?;
+    file.write_all(magic).io_context("write", &abs)?;
+    file.write_all(&crc32fast::hash(payload).to_le_bytes()).io_context("write", &abs)?;
+    file.write_all(&(payload.len() as u64).to_le_bytes()).io_context("write", &abs)?;
+    file.write_all(payload).io_context("write", &abs)?;
+    file.sync_all().io_context("fsync", &abs)?;
+    Ok((relative, (HEADER_LEN + payload.len()) as u64))
+}
+
+/// The payload of a file [`write_framed`] wrote with `magic`, its length and checksum verified;
+/// `kind` and `unit` name the file and its payload in errors ("a Persona set file", "bitmap").
+pub(crate) fn read_framed(path: &Path, magic: &[u8; 8], kind: &str, unit: &str) -> Result<Vec<u8>> {
+    let mut bytes = std::fs::read(path).io_context("read", path)?;
+    if bytes.len() < HEADER_LEN || &bytes[..8] != magic {
+        return Err(Error::corrupt(path, format!("not {kind} (bad magic or truncated header)")));
     }
     let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
-    let payload = &bytes[HEADER_LEN..];
-    if payload.len() as u64 != len {
-        return Err(Error::corrupt(
-            &path,
-            format!("the header says {len} bytes of bitmap, the file has {}", payload.len()),
-        ));
+    let payload_len = bytes.len() - HEADER_LEN;
+    if payload_len as u64 != len {
+        return Err(Error::corrupt(path, format!("the header says {len} bytes of {unit}, the file has {payload_len}")));
     }
-    if crc32fast::hash(payload) != crc {
-        return Err(Error::corrupt(&path, "checksum mismatch; the file is damaged"));
+    if crc32fast::hash(&bytes[HEADER_LEN..]) != crc {
+        return Err(Error::corrupt(path, "checksum mismatch; the file is damaged"));
     }
-    RoaringBitmap::deserialize_from(payload).map_err(|e| Error::corrupt(&path, format!("unreadable bitmap: {e}")))
+    bytes.drain(..HEADER_LEN);
+    Ok(bytes)
 }
 
 /// `name` with anything but ASCII letters, digits, `-` and `_` replaced, for file names.

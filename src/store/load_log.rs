@@ -6,6 +6,8 @@
 //! loaded; once a version would refer to [`MERGE_AT`] of them they are merged into one, so a
 //! manifest refers to at most that many and an import reads at most that many.
 //!
+//! Framed as the catalog's set files are ([`crate::store::catalog::write_framed`]):
+//!
 //! ```text
 //! "PRSNLOG1"  crc32 (u32 LE) of the payload  length (u64 LE)  payload: JSON array of LoadedFile
 //! ```
@@ -13,17 +15,16 @@
 //! Manifests of format 6 and before keep the record inline (`loaded_files`); the first import of
 //! such a store moves it into a log file.
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::store::catalog::{read_framed, write_framed};
 use crate::store::manifest::{LoadedFile, Manifest};
 use crate::store::{StoreWriter, layout};
 
 const MAGIC: &[u8; 8] = b"PRSNLOG1";
-const HEADER_LEN: usize = 8 + 4 + 8;
 
 /// A version refers to fewer load-log files than this: the import that would make it this many
 /// merges them into one.
@@ -67,39 +68,18 @@ pub fn record(writer: &StoreWriter, root: &Path, next: &mut Manifest, loaded: Ve
 
 fn write(writer: &StoreWriter, entries: &[LoadedFile]) -> Result<LoadLogFile> {
     let relative = format!("catalog/v{:08}-loaded-{:016x}.log", writer.next_version(), rand::random::<u64>());
-    let (relative, abs) = writer.new_file(relative)?;
     let payload =
         serde_json::to_vec(entries).map_err(|e| Error::Internal(format!("a load log does not serialize: {e}")))?;
-    let mut file = crate::store::io::create(&abs)?;
-    file.write_all(MAGIC).io_context("write", &abs)?;
-    file.write_all(&crc32fast::hash(&payload).to_le_bytes()).io_context("write", &abs)?;
-    file.write_all(&(payload.len() as u64).to_le_bytes()).io_context("write", &abs)?;
-    file.write_all(&payload).io_context("write", &abs)?;
-    file.sync_all().io_context("fsync", &abs)?;
-    Ok(LoadLogFile { path: relative, entries: entries.len() as u64, bytes: (HEADER_LEN + payload.len()) as u64 })
+    let (path, bytes) = write_framed(writer, relative, MAGIC, &payload)?;
+    Ok(LoadLogFile { path, entries: entries.len() as u64, bytes })
 }
 
 /// Reads one load-log file, verifying its checksum and its count of entries.
 pub fn read(root: &Path, file: &LoadLogFile) -> Result<Vec<LoadedFile>> {
     let path = layout::resolve(root, &file.path);
-    let bytes = std::fs::read(&path).io_context("read", &path)?;
-    if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
-        return Err(Error::corrupt(&path, "not a Persona load log (bad magic or truncated header)"));
-    }
-    let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
-    let payload = &bytes[HEADER_LEN..];
-    if payload.len() as u64 != len {
-        return Err(Error::corrupt(
-            &path,
-            format!("the header says {len} bytes of log, the file has {}", payload.len()),
-        ));
-    }
-    if crc32fast::hash(payload) != crc {
-        return Err(Error::corrupt(&path, "checksum mismatch; the file is damaged"));
-    }
+    let payload = read_framed(&path, MAGIC, "a Persona load log", "log")?;
     let entries: Vec<LoadedFile> =
-        serde_json::from_slice(payload).map_err(|e| Error::corrupt(&path, format!("unreadable load log: {e}")))?;
+        serde_json::from_slice(&payload).map_err(|e| Error::corrupt(&path, format!("unreadable load log: {e}")))?;
     if entries.len() as u64 != file.entries {
         return Err(Error::corrupt(
             &path,
