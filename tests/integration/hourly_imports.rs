@@ -155,6 +155,16 @@ async fn a_year_of_hourly_imports_stays_compact_and_answers_as_one_import() {
     let on_disk = files_under(hourly.root());
     let disk = bytes_of(hourly.root(), &on_disk);
     let manifests = std::fs::read_dir(hourly.root().join("_persona").join("manifests")).unwrap().count();
+    // The manifest does not grow with the number of imports (the record of loaded files once
+    // made it 3 MB after a year): its size is that of the files it lists.
+    let current = std::fs::read_to_string(persona::store::layout::current_file(hourly.root())).unwrap();
+    let manifest_bytes =
+        std::fs::metadata(persona::store::layout::manifests_dir(hourly.root()).join(current.trim())).unwrap().len();
+    let listed = Table::ALL.iter().map(|t| m.files(*t).len()).sum::<usize>() + m.id_segments.len() + m.load_log.len();
+    assert!(
+        manifest_bytes < 16_384 + 2_048 * listed as u64,
+        "the manifest is {manifest_bytes} bytes for {listed} files after {hours} imports"
+    );
     check_passes(&hourly);
 
     // The same rows at once.
