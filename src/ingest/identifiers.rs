@@ -12,20 +12,23 @@ use crate::store::identity::{DEVICE_ID, EMAIL, IdentityRules, Normalise, PHONE, 
 pub struct Normaliser {
     rules: IdentityRules,
     deny_values: HashSet<String>,
-    deny_patterns: Vec<regex::Regex>,
+    /// The most characters of a deny-listed value (lower-casing never makes fewer characters, so
+    /// a longer value is on no list).
+    deny_chars: usize,
+    /// Every deny pattern, matched in one pass.
+    deny_patterns: regex::RegexSet,
 }
 
 impl Normaliser {
     pub fn new(rules: &IdentityRules) -> Result<Normaliser> {
         rules.validate()?;
-        let deny_patterns = rules
-            .deny_patterns
-            .iter()
-            .map(|p| regex::Regex::new(p).map_err(|e| Error::Usage(format!("deny pattern '{p}': {e}"))))
-            .collect::<Result<_>>()?;
+        let deny_patterns = regex::RegexSet::new(&rules.deny_patterns)
+            .map_err(|e| Error::Usage(format!("the deny patterns {:?}: {e}", rules.deny_patterns)))?;
+        let deny_values: HashSet<String> = rules.deny_values.iter().map(|v| v.trim().to_lowercase()).collect();
         Ok(Normaliser {
             rules: rules.clone(),
-            deny_values: rules.deny_values.iter().map(|v| v.trim().to_lowercase()).collect(),
+            deny_chars: deny_values.iter().map(|v| v.chars().count()).max().unwrap_or(0),
+            deny_values,
             deny_patterns,
         })
     }
@@ -85,9 +88,23 @@ impl Normaliser {
     /// Whether a normalised value is on a deny-list (it is kept, but links nobody).
     pub fn denied(&self, value: &str) -> bool {
         let bare = value.rsplit(':').next().unwrap_or(value);
-        self.deny_values.contains(&value.to_lowercase())
-            || self.deny_values.contains(&bare.to_lowercase())
-            || self.deny_patterns.iter().any(|p| p.is_match(value) || p.is_match(bare))
+        let scoped = bare.len() != value.len();
+        self.deny_listed(value)
+            || (scoped && self.deny_listed(bare))
+            || self.deny_patterns.is_match(value)
+            || (scoped && self.deny_patterns.is_match(bare))
+    }
+
+    /// Whether `value`, lower-cased, is on the deny-list of values.
+    fn deny_listed(&self, value: &str) -> bool {
+        if value.len() > self.deny_chars * 4 || value.chars().nth(self.deny_chars).is_some() {
+            return false;
+        }
+        if value.bytes().any(|b| !b.is_ascii() || b.is_ascii_uppercase()) {
+            self.deny_values.contains(&value.to_lowercase())
+        } else {
+            self.deny_values.contains(value)
+        }
     }
 }
 
@@ -217,5 +234,51 @@ mod tests {
         for v in ["+8613912345678", "li.na@qq.com", "wxapp:oAbc12", "a1b2c3d4"] {
             assert!(!n.denied(v), "{v}");
         }
+    }
+
+    #[test]
+    fn the_deny_check_equals_the_plain_reading_of_the_rules() {
+        let mut rules = IdentityRules::default();
+        rules.deny_values.extend(["匿名".to_string(), "Ärger".to_string(), "k".to_string()]);
+        let n = Normaliser::new(&rules).unwrap();
+        let plain = |v: &str| {
+            let bare = v.rsplit(':').next().unwrap_or(v);
+            let listed: HashSet<String> = rules.deny_values.iter().map(|d| d.trim().to_lowercase()).collect();
+            let patterns: Vec<regex::Regex> =
+                rules.deny_patterns.iter().map(|p| regex::Regex::new(p).unwrap()).collect();
+            listed.contains(&v.to_lowercase())
+                || listed.contains(&bare.to_lowercase())
+                || patterns.iter().any(|p| p.is_match(v) || p.is_match(bare))
+        };
+        let parts = [
+            "",
+            "null",
+            "NULL",
+            "匿名",
+            "ärger",
+            "ÄRGER",
+            "\u{212A}",
+            "K",
+            "x",
+            "app",
+            ":",
+            "0000",
+            "+86",
+            "13800138000",
+            "@test.com",
+            "noreply@",
+            "unknownn",
+        ];
+        let mut checked = 0;
+        for a in parts {
+            for b in parts {
+                for sep in ["", ":"] {
+                    let v = format!("{a}{sep}{b}");
+                    assert_eq!(n.denied(&v), plain(&v), "{v:?}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 500 && n.denied("\u{212A}") && n.denied("wx:匿名") && !n.denied("匿名x"));
     }
 }

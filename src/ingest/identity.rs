@@ -557,12 +557,23 @@ impl StateFile {
         self.put(&v.to_le_bytes())
     }
 
-    /// A count, then the values.
-    pub(super) fn put_known(&mut self, known: &[u64]) -> Result<()> {
-        self.put(&(known.len() as u32).to_le_bytes())?;
-        for chunk in known.chunks(8192) {
-            let bytes: Vec<u8> = chunk.iter().flat_map(|k| k.to_le_bytes()).collect();
-            self.put(&bytes)?;
+    /// A count, then the values (`count` of them, sorted).
+    pub(super) fn put_known(&mut self, count: usize, known: impl Iterator<Item = u64>) -> Result<()> {
+        self.put(&(count as u32).to_le_bytes())?;
+        let (mut written, mut buf) = (0usize, Vec::with_capacity(1 << 16));
+        for k in known {
+            buf.extend_from_slice(&k.to_le_bytes());
+            written += 1;
+            if buf.len() >= 1 << 16 {
+                self.put(&buf)?;
+                buf.clear();
+            }
+        }
+        self.put(&buf)?;
+        if written != count {
+            return Err(Error::Internal(format!(
+                "{written} known identity pairs written for {count}; please report it"
+            )));
         }
         Ok(())
     }
@@ -612,7 +623,7 @@ fn write_state(w: &StoreWriter, version: u64, state: &StatePart, magic: &[u8; 8]
     let mut file = StateFile::create(w, version, what)?;
     file.put_u64(state.fingerprint)?;
     file.put_keys(&state.keys)?;
-    file.put_known(&state.known)?;
+    file.put_known(state.known.len(), state.known.iter().copied())?;
     file.put_next_seq(state.next_seq)?;
     file.put(&state.resolver)?;
     file.finish(magic)
@@ -930,9 +941,47 @@ fn write_links(
     out.finish()
 }
 
+/// A Parquet file written on a thread of its own: batches are encoded and compressed there
+/// while the caller makes the next ones.
+struct BackgroundParquet {
+    tx: Option<std::sync::mpsc::SyncSender<RecordBatch>>,
+    thread: Option<std::thread::JoinHandle<Result<crate::store::io::NewFile>>>,
+}
+
+impl BackgroundParquet {
+    fn new(mut writer: ArrowWriter<crate::store::io::NewFile>) -> BackgroundParquet {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
+        let thread = std::thread::spawn(move || -> Result<crate::store::io::NewFile> {
+            for batch in rx {
+                writer.write(&batch)?;
+            }
+            Ok(writer.into_inner()?)
+        });
+        BackgroundParquet { tx: Some(tx), thread: Some(thread) }
+    }
+
+    fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        match self.tx.as_ref().map(|tx| tx.send(batch)) {
+            Some(Ok(())) => Ok(()),
+            // The writing thread stopped: its error says why.
+            _ => self.finish().map(drop),
+        }
+    }
+
+    /// The file, every batch written (not yet synced).
+    fn finish(&mut self) -> Result<crate::store::io::NewFile> {
+        drop(self.tx.take());
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(file)) => file,
+            Some(Err(_)) => Err(Error::Internal("a Parquet writing thread panicked".into())),
+            None => Err(Error::Internal("a Parquet file was finished twice".into())),
+        }
+    }
+}
+
 /// Writes a links file batch by batch: one row per link with its status and reason.
 struct LinksWriter<'a> {
-    writer: ArrowWriter<crate::store::io::NewFile>,
+    writer: BackgroundParquet,
     relative: String,
     abs: std::path::PathBuf,
     ids: &'a IdMap,
@@ -973,7 +1022,7 @@ impl<'a> LinksWriter<'a> {
         let props = parquet::file::properties::WriterProperties::builder()
             .set_compression(parquet::basic::Compression::SNAPPY)
             .build();
-        let writer = ArrowWriter::try_new(file, links_schema(), Some(props))?;
+        let writer = BackgroundParquet::new(ArrowWriter::try_new(file, links_schema(), Some(props))?);
         Ok(LinksWriter {
             writer,
             relative,
@@ -1026,14 +1075,13 @@ impl<'a> LinksWriter<'a> {
                 Arc::new(b.reasons.finish()),
             ],
         )?;
-        self.writer.write(&links)?;
-        Ok(())
+        self.writer.write(links)
     }
 
     /// The path written, the links accepted and those rejected by reason.
     fn finish(mut self) -> Result<(String, u64, BTreeMap<String, u64>)> {
         self.flush()?;
-        let mut file = self.writer.into_inner()?;
+        let mut file = self.writer.finish()?;
         file.sync_all().io_context("fsync", &self.abs)?;
         Ok((self.relative, self.linked, self.rejected))
     }
@@ -1042,35 +1090,37 @@ impl<'a> LinksWriter<'a> {
 /// Writes every live user row's person as the persons file of `version`; returns its path, the
 /// users and the distinct persons.
 fn write_persons(w: &StoreWriter, version: u64, persons: &[u32], ids: &IdMap) -> Result<(String, u64, u64)> {
-    let mut user_ids = StringBuilder::new();
-    let (mut person_ids, mut seqs) = (Vec::new(), Vec::new());
-    let mut distinct = FxHashSet::default();
-    for (row, &p) in persons.iter().enumerate() {
-        // Forgotten rows (holes in the row ids) belong to no person.
-        let Some(user) = ids.key_of(row as u32).filter(|u| !u.is_empty()) else { continue };
-        user_ids.append_value(user);
-        person_ids.push(i64::from(p));
-        seqs.push(row as i64);
-        distinct.insert(p);
+    let (relative, abs) = w.new_file(new_resolution_file(version, "persons"))?;
+    let mut writer = ArrowWriter::try_new(crate::store::io::create(&abs)?, persons_schema(), None)?;
+    // Persons are numbered densely from 0: a bitmap counts them.
+    let mut distinct = roaring::RoaringBitmap::new();
+    let mut users_count = 0u64;
+    for (chunk, rows) in persons.chunks(PERSONS_BATCH_ROWS).enumerate() {
+        let first = chunk * PERSONS_BATCH_ROWS;
+        let mut user_ids = StringBuilder::new();
+        let (mut person_ids, mut seqs) = (Vec::new(), Vec::new());
+        for (at, &p) in rows.iter().enumerate() {
+            let row = first + at;
+            // Forgotten rows (holes in the row ids) belong to no person.
+            let Some(user) = ids.key_of(row as u32).filter(|u| !u.is_empty()) else { continue };
+            user_ids.append_value(user);
+            person_ids.push(i64::from(p));
+            seqs.push(row as i64);
+            distinct.insert(p);
+        }
+        users_count += person_ids.len() as u64;
+        writer.write(&RecordBatch::try_new(
+            persons_schema(),
+            vec![Arc::new(user_ids.finish()), Arc::new(Int64Array::from(person_ids)), Arc::new(Int64Array::from(seqs))],
+        )?)?;
     }
-    let users_count = person_ids.len() as u64;
-    let persons_batch = RecordBatch::try_new(
-        persons_schema(),
-        vec![Arc::new(user_ids.finish()), Arc::new(Int64Array::from(person_ids)), Arc::new(Int64Array::from(seqs))],
-    )?;
-    let path = write_parquet(w, new_resolution_file(version, "persons"), &persons_batch)?;
-    Ok((path, users_count, distinct.len() as u64))
-}
-
-fn write_parquet(w: &StoreWriter, relative: String, batch: &RecordBatch) -> Result<String> {
-    let (relative, abs) = w.new_file(relative)?;
-    let file = crate::store::io::create(&abs)?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), None)?;
-    writer.write(batch)?;
     let mut file = writer.into_inner()?;
     file.sync_all().io_context("fsync", &abs)?;
-    Ok(relative)
+    Ok((relative, users_count, distinct.len()))
 }
+
+/// Users per batch of a persons file (a row group each).
+const PERSONS_BATCH_ROWS: usize = 1 << 20;
 
 /// The named columns of a Parquet file, batch by batch.
 fn read_columns(path: &Path, names: &[&str], mut f: impl FnMut(&RecordBatch) -> Result<()>) -> Result<()> {

@@ -68,7 +68,7 @@ impl Resolver {
     pub fn save_delta(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.header(&mut out, DELTA_MAGIC);
-        let mut users = self.dirty_users.clone();
+        let mut users = if self.tracked { self.dirty_users.clone() } else { (0..self.parent.len() as u32).collect() };
         users.sort_unstable();
         users.dedup();
         put(&mut out, users.len() as u32);
@@ -80,7 +80,7 @@ impl Resolver {
             put(&mut out, list.len() as u32);
             list.iter().for_each(|h| put_held(&mut out, h));
         }
-        let mut values = self.dirty_values.clone();
+        let mut values = if self.tracked { self.dirty_values.clone() } else { (0..self.owners.len() as u32).collect() };
         values.sort_unstable();
         values.dedup();
         put(&mut out, values.len() as u32);
@@ -191,6 +191,7 @@ impl Resolver {
         }
         r.dirty_users.clear();
         r.dirty_values.clear();
+        r.tracked = true;
         Ok(r)
     }
 
