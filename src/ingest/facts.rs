@@ -175,12 +175,15 @@ pub(super) fn load_all(
         true => Some(super::identifiers::Normaliser::new(&job.base.identity.rules())?),
         false => None,
     };
-    let worker = Worker { job, ids, categories, identifiers: identifiers.as_ref() };
     let results: Vec<Result<Vec<FactLoad>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..if sources.is_empty() { 0 } else { workers })
             .map(|_| {
-                let (worker, queue) = (&worker, &queue);
+                let queue = &queue;
+                // Each thread its own normaliser: a regular expression shared between threads
+                // hands its search caches around under a lock.
+                let identifiers = identifiers.clone();
                 scope.spawn(move || {
+                    let worker = Worker { job, ids, categories, identifiers: identifiers.as_ref() };
                     let r = worker.run(queue);
                     if r.is_err() {
                         job.cancelled.store(true, Ordering::Relaxed);

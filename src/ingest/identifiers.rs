@@ -2,7 +2,7 @@
 //! the store's identity rules: phones to E.164, e-mails trimmed and lower-cased, WeChat openids
 //! scoped by their app id, custom types as their rule says; and the deny-lists (docs/identity.md).
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet;
 
 use crate::error::{Error, Result};
 use crate::store::identity::{DEVICE_ID, EMAIL, IdentityRules, Normalise, PHONE, WX_OPENID, WX_UNIONID};
@@ -11,25 +11,31 @@ use crate::store::identity::{DEVICE_ID, EMAIL, IdentityRules, Normalise, PHONE, 
 #[derive(Debug, Clone)]
 pub struct Normaliser {
     rules: IdentityRules,
-    deny_values: HashSet<String>,
+    deny_values: FxHashSet<String>,
     /// The most characters of a deny-listed value (lower-casing never makes fewer characters, so
     /// a longer value is on no list).
     deny_chars: usize,
-    /// Every deny pattern, matched in one pass.
-    deny_patterns: regex::RegexSet,
+    /// The deny patterns, matched in one pass each: those anchored at the start (`^…`: tried at
+    /// the first character only) and the others (searched for).
+    deny_anchored: regex::RegexSet,
+    deny_searched: regex::RegexSet,
 }
 
 impl Normaliser {
     pub fn new(rules: &IdentityRules) -> Result<Normaliser> {
         rules.validate()?;
-        let deny_patterns = regex::RegexSet::new(&rules.deny_patterns)
-            .map_err(|e| Error::Usage(format!("the deny patterns {:?}: {e}", rules.deny_patterns)))?;
-        let deny_values: HashSet<String> = rules.deny_values.iter().map(|v| v.trim().to_lowercase()).collect();
+        let (anchored, searched): (Vec<&String>, Vec<&String>) =
+            rules.deny_patterns.iter().partition(|p| p.starts_with('^'));
+        let set = |patterns: Vec<&String>| {
+            regex::RegexSet::new(&patterns).map_err(|e| Error::Usage(format!("the deny patterns {patterns:?}: {e}")))
+        };
+        let deny_values: FxHashSet<String> = rules.deny_values.iter().map(|v| v.trim().to_lowercase()).collect();
         Ok(Normaliser {
             rules: rules.clone(),
             deny_chars: deny_values.iter().map(|v| v.chars().count()).max().unwrap_or(0),
             deny_values,
-            deny_patterns,
+            deny_anchored: set(anchored)?,
+            deny_searched: set(searched)?,
         })
     }
 
@@ -91,8 +97,12 @@ impl Normaliser {
         let scoped = bare.len() != value.len();
         self.deny_listed(value)
             || (scoped && self.deny_listed(bare))
-            || self.deny_patterns.is_match(value)
-            || (scoped && self.deny_patterns.is_match(bare))
+            || self.deny_pattern(value)
+            || (scoped && self.deny_pattern(bare))
+    }
+
+    fn deny_pattern(&self, value: &str) -> bool {
+        self.deny_anchored.is_match(value) || self.deny_searched.is_match(value)
     }
 
     /// Whether `value`, lower-cased, is on the deny-list of values.
@@ -240,10 +250,12 @@ mod tests {
     fn the_deny_check_equals_the_plain_reading_of_the_rules() {
         let mut rules = IdentityRules::default();
         rules.deny_values.extend(["匿名".to_string(), "Ärger".to_string(), "k".to_string()]);
+        rules.deny_patterns.extend(["^zz|qq$".to_string(), "(?i)^shop-".to_string()]);
         let n = Normaliser::new(&rules).unwrap();
         let plain = |v: &str| {
             let bare = v.rsplit(':').next().unwrap_or(v);
-            let listed: HashSet<String> = rules.deny_values.iter().map(|d| d.trim().to_lowercase()).collect();
+            let listed: std::collections::HashSet<String> =
+                rules.deny_values.iter().map(|d| d.trim().to_lowercase()).collect();
             let patterns: Vec<regex::Regex> =
                 rules.deny_patterns.iter().map(|p| regex::Regex::new(p).unwrap()).collect();
             listed.contains(&v.to_lowercase())
@@ -268,6 +280,9 @@ mod tests {
             "@test.com",
             "noreply@",
             "unknownn",
+            "zz",
+            "qq",
+            "SHOP-",
         ];
         let mut checked = 0;
         for a in parts {

@@ -36,6 +36,7 @@ use super::reader::{SourceFile, TypedBatch};
 use super::resolve::{KindRule, Link, LinkKey, Outcome, Resolver};
 
 mod full;
+mod in_order;
 use super::row_ids::IdMap;
 use crate::error::{Error, IoContext, Result};
 use crate::store::identity::{EMAIL, IdentityRules, PHONE, Resolution, Split, new_resolution_file};
@@ -306,8 +307,8 @@ fn resolve_with(
         && let Some(previous) = resumable
     {
         let mut incoming = Vec::new();
-        let mut push = |r: Record| {
-            incoming.push(r);
+        let mut push = |r: &Record| {
+            incoming.push(r.clone());
             Ok(())
         };
         for path in fresh(Table::Identities) {
@@ -338,20 +339,26 @@ fn resolve_with(
     }
     sources.extend(fresh(Table::Identities).iter().map(|f| full::Source::Identities(layout::resolve(root, f))));
     sources.extend(fresh(Table::Users).iter().map(|f| full::Source::Users(layout::resolve(root, f))));
-    // The state first (the resolver's part streamed), then the persons; the second pass over
-    // the sources writes the links with nothing but the outcomes left in memory.
+    // The state (the resolver's part streamed) and the persons; then the second pass over the
+    // sources writes the links with nothing but the outcomes left in memory.
     let version = w.next_version();
     let mut state = StateFile::create(w, version, "state")?;
     state.put_u64(fingerprint)?;
     let mut resolved = full::resolve(&sources, &normaliser, &splits, ids, next.next_row_id, Some(&mut state))?;
-    let abs = state.abs.clone();
-    resolved.resolver.write_base(&mut state).io_context("write", &abs)?;
-    let state_base = state.finish(BASE_MAGIC)?;
-    let (persons, users, person_count) = write_persons(w, version, &resolved.persons, ids)?;
+    // The state's base and the persons file, one on each core.
+    let (state_base, written) = std::thread::scope(|scope| {
+        let persons = scope.spawn(|| write_persons(w, version, &resolved.persons, ids));
+        let abs = state.abs.clone();
+        let base =
+            resolved.resolver.write_base(&mut state).io_context("write", &abs).and_then(|()| state.finish(BASE_MAGIC));
+        (base, persons.join().unwrap_or_else(|_| Err(Error::Internal("the persons thread panicked".into()))))
+    });
+    let (state_base, (persons, users, person_count)) = (state_base?, written?);
     let outcomes = resolved.resolver.take_outcomes();
     let link_rows = resolved.link_rows;
-    let out = LinksWriter::new(w, version, ids, &rules, &splits)?;
-    let (links, linked, rejected) = full::write_links(&sources, &normaliser, &resolved, &outcomes, out)?;
+    let out = LinksFile::create(w, version)?;
+    let (links, linked, rejected) =
+        full::write_links(&sources, &normaliser, &resolved, &outcomes, (ids, &rules, &splits), out)?;
     next.identity.resolution = Some(Resolution {
         links,
         more_links: Vec::new(),
@@ -934,56 +941,19 @@ fn write_links(
 ) -> Result<(String, u64, BTreeMap<String, u64>)> {
     let mut order: Vec<usize> = (0..records.len()).collect();
     order.sort_by_key(|&i| (records[i].ts.unwrap_or(i64::MIN), records[i].seq));
-    let mut out = LinksWriter::new(w, version, ids, rules, splits)?;
+    let (mut maker, mut file) = (LinksMaker::new(ids, rules, splits), LinksFile::create(w, version)?);
     for i in order {
-        out.push(&records[i], outcomes[i])?;
-    }
-    out.finish()
-}
-
-/// A Parquet file written on a thread of its own: batches are encoded and compressed there
-/// while the caller makes the next ones.
-struct BackgroundParquet {
-    tx: Option<std::sync::mpsc::SyncSender<RecordBatch>>,
-    thread: Option<std::thread::JoinHandle<Result<crate::store::io::NewFile>>>,
-}
-
-impl BackgroundParquet {
-    fn new(mut writer: ArrowWriter<crate::store::io::NewFile>) -> BackgroundParquet {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
-        let thread = std::thread::spawn(move || -> Result<crate::store::io::NewFile> {
-            for batch in rx {
-                writer.write(&batch)?;
-            }
-            Ok(writer.into_inner()?)
-        });
-        BackgroundParquet { tx: Some(tx), thread: Some(thread) }
-    }
-
-    fn write(&mut self, batch: RecordBatch) -> Result<()> {
-        match self.tx.as_ref().map(|tx| tx.send(batch)) {
-            Some(Ok(())) => Ok(()),
-            // The writing thread stopped: its error says why.
-            _ => self.finish().map(drop),
+        if let Some(batch) = maker.push(&records[i], records[i].seq, outcomes[i])? {
+            file.write(&batch)?;
         }
     }
-
-    /// The file, every batch written (not yet synced).
-    fn finish(&mut self) -> Result<crate::store::io::NewFile> {
-        drop(self.tx.take());
-        match self.thread.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(file)) => file,
-            Some(Err(_)) => Err(Error::Internal("a Parquet writing thread panicked".into())),
-            None => Err(Error::Internal("a Parquet file was finished twice".into())),
-        }
-    }
+    file.write(&maker.take()?)?;
+    Ok((file.finish()?, maker.linked, maker.rejected))
 }
 
-/// Writes a links file batch by batch: one row per link with its status and reason.
-struct LinksWriter<'a> {
-    writer: BackgroundParquet,
-    relative: String,
-    abs: std::path::PathBuf,
+/// The rows of a links file, batch by batch: one row per link with its status and reason; counts
+/// the links accepted and those rejected by reason.
+struct LinksMaker<'a> {
     ids: &'a IdMap,
     rules: &'a IdentityRules,
     splits: &'a Splits,
@@ -1009,34 +979,13 @@ struct LinkRows {
 /// Rows per batch of a links file.
 const LINK_BATCH_ROWS: usize = 65_536;
 
-impl<'a> LinksWriter<'a> {
-    fn new(
-        w: &StoreWriter,
-        version: u64,
-        ids: &'a IdMap,
-        rules: &'a IdentityRules,
-        splits: &'a Splits,
-    ) -> Result<LinksWriter<'a>> {
-        let (relative, abs) = w.new_file(new_resolution_file(version, "links"))?;
-        let file = crate::store::io::create(&abs)?;
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_compression(parquet::basic::Compression::SNAPPY)
-            .build();
-        let writer = BackgroundParquet::new(ArrowWriter::try_new(file, links_schema(), Some(props))?);
-        Ok(LinksWriter {
-            writer,
-            relative,
-            abs,
-            ids,
-            rules,
-            splits,
-            batch: LinkRows::default(),
-            linked: 0,
-            rejected: BTreeMap::new(),
-        })
+impl<'a> LinksMaker<'a> {
+    fn new(ids: &'a IdMap, rules: &'a IdentityRules, splits: &'a Splits) -> LinksMaker<'a> {
+        LinksMaker { ids, rules, splits, batch: LinkRows::default(), linked: 0, rejected: BTreeMap::new() }
     }
 
-    fn push(&mut self, r: &Record, outcome: Option<Outcome>) -> Result<()> {
+    /// Adds the link `r`, numbered `seq`; a batch when one is full.
+    fn push(&mut self, r: &Record, seq: u64, outcome: Option<Outcome>) -> Result<Option<RecordBatch>> {
         let (s, reason) = status(outcome, r, self.rules, self.splits);
         if outcome.is_some_and(Outcome::accepted) {
             self.linked += 1;
@@ -1050,18 +999,16 @@ impl<'a> LinksWriter<'a> {
         b.values.append_value(&r.id_value);
         b.sources.append_option(r.source.as_deref());
         b.ts.push(r.ts);
-        b.seqs.push(r.seq);
+        b.seqs.push(seq);
         b.statuses.append_value(s);
         b.reasons.append_option(reason);
-        if b.rows.len() >= LINK_BATCH_ROWS {
-            self.flush()?;
-        }
-        Ok(())
+        if b.rows.len() >= LINK_BATCH_ROWS { self.take().map(Some) } else { Ok(None) }
     }
 
-    fn flush(&mut self) -> Result<()> {
+    /// The rows added since the last batch, as a batch.
+    fn take(&mut self) -> Result<RecordBatch> {
         let mut b = std::mem::take(&mut self.batch);
-        let links = RecordBatch::try_new(
+        Ok(RecordBatch::try_new(
             links_schema(),
             vec![
                 Arc::new(UInt32Array::from(std::mem::take(&mut b.rows))),
@@ -1074,16 +1021,45 @@ impl<'a> LinksWriter<'a> {
                 Arc::new(b.statuses.finish()),
                 Arc::new(b.reasons.finish()),
             ],
-        )?;
-        self.writer.write(links)
+        )?)
     }
 
-    /// The path written, the links accepted and those rejected by reason.
-    fn finish(mut self) -> Result<(String, u64, BTreeMap<String, u64>)> {
-        self.flush()?;
-        let mut file = self.writer.finish()?;
+    fn is_empty(&self) -> bool {
+        self.batch.rows.is_empty()
+    }
+}
+
+/// A links file of a version being written.
+struct LinksFile {
+    writer: ArrowWriter<crate::store::io::NewFile>,
+    relative: String,
+    abs: std::path::PathBuf,
+}
+
+impl LinksFile {
+    fn create(w: &StoreWriter, version: u64) -> Result<LinksFile> {
+        let (relative, abs) = w.new_file(new_resolution_file(version, "links"))?;
+        let file = crate::store::io::create(&abs)?;
+        // Values nearly unique per link are not dictionary-encoded: the dictionary would only be
+        // built to be dropped at its size limit.
+        let mut props =
+            parquet::file::properties::WriterProperties::builder().set_compression(parquet::basic::Compression::SNAPPY);
+        for column in [ROW_ID_COLUMN, USER_ID, ID_VALUE, "seq"] {
+            props = props.set_column_dictionary_enabled(parquet::schema::types::ColumnPath::from(column), false);
+        }
+        let writer = ArrowWriter::try_new(file, links_schema(), Some(props.build()))?;
+        Ok(LinksFile { writer, relative, abs })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        Ok(self.writer.write(batch)?)
+    }
+
+    /// The path written (synced).
+    fn finish(self) -> Result<String> {
+        let mut file = self.writer.into_inner()?;
         file.sync_all().io_context("fsync", &self.abs)?;
-        Ok((self.relative, self.linked, self.rejected))
+        Ok(self.relative)
     }
 }
 
@@ -1148,6 +1124,20 @@ impl Names {
         self.0.insert(name.to_string(), Arc::clone(&n));
         n
     }
+
+    /// Makes `slot` name `name`, keeping it when it does already (most rows repeat the last).
+    fn set(&mut self, slot: &mut Arc<str>, name: &str) {
+        if &**slot != name {
+            *slot = self.get(name);
+        }
+    }
+
+    fn set_opt(&mut self, slot: &mut Option<Arc<str>>, name: Option<&str>) {
+        match (slot.as_mut(), name) {
+            (Some(s), Some(name)) => self.set(s, name),
+            (_, name) => *slot = name.map(|name| self.get(name)),
+        }
+    }
 }
 
 fn opt_text(batch: &RecordBatch, name: &str) -> Option<StringArray> {
@@ -1155,8 +1145,10 @@ fn opt_text(batch: &RecordBatch, name: &str) -> Option<StringArray> {
     arrow::compute::cast(col, &DataType::Utf8).ok().map(|c| c.as_string::<i32>().clone())
 }
 
-fn read_links(path: &Path, out: &mut impl FnMut(Record) -> Result<()>) -> Result<()> {
+fn read_links(path: &Path, out: &mut impl FnMut(&Record) -> Result<()>) -> Result<()> {
     let mut names = Names::default();
+    // One record, refilled per row: no allocation per link.
+    let mut r = Record::default();
     read_columns(path, &[ROW_ID_COLUMN, ID_TYPE, ID_VALUE, SOURCE, TS, "seq", "status", "reason"], |b| {
         let corrupt = || Error::corrupt(path, "an identity links file lacks a column");
         let rows = b.column_by_name(ROW_ID_COLUMN).ok_or_else(corrupt)?.as_primitive::<UInt32Type>();
@@ -1169,25 +1161,26 @@ fn read_links(path: &Path, out: &mut impl FnMut(Record) -> Result<()>) -> Result
         let ts = b.column_by_name(TS).ok_or_else(corrupt)?.as_primitive::<TimestampMicrosecondType>();
         let seq = b.column_by_name("seq").ok_or_else(corrupt)?.as_primitive::<arrow::datatypes::UInt64Type>();
         for i in 0..b.num_rows() {
-            let invalid = (status.value(i) == "invalid")
-                .then(|| reason.as_ref().filter(|r| r.is_valid(i)).map(|r| r.value(i).to_string()).unwrap_or_default());
-            out(Record {
-                row: rows.value(i),
-                id_type: names.get(types.value(i)),
-                id_value: values.value(i).to_string(),
-                source: sources.is_valid(i).then(|| names.get(sources.value(i))),
-                ts: ts.is_valid(i).then(|| ts.value(i)),
-                seq: seq.value(i),
-                invalid,
-            })?;
+            r.invalid = (status.value(i) == "invalid").then(|| {
+                reason.as_ref().filter(|why| why.is_valid(i)).map(|why| why.value(i).to_string()).unwrap_or_default()
+            });
+            r.row = rows.value(i);
+            names.set(&mut r.id_type, types.value(i));
+            r.id_value.clear();
+            r.id_value.push_str(values.value(i));
+            names.set_opt(&mut r.source, sources.is_valid(i).then(|| sources.value(i)));
+            r.ts = ts.is_valid(i).then(|| ts.value(i));
+            r.seq = seq.value(i);
+            out(&r)?;
         }
         Ok(())
     })
 }
 
 /// The rows of a stored identities file (already normalised by the import).
-fn read_identities(path: &Path, out: &mut impl FnMut(Record) -> Result<()>) -> Result<()> {
+fn read_identities(path: &Path, out: &mut impl FnMut(&Record) -> Result<()>) -> Result<()> {
     let mut names = Names::default();
+    let mut r = Record::default();
     read_columns(path, &[ROW_ID_COLUMN, ID_TYPE, ID_VALUE, SOURCE, TS], |b| {
         let corrupt = || Error::corrupt(path, "an identities file lacks a contract column");
         let rows = b.column_by_name(ROW_ID_COLUMN).ok_or_else(corrupt)?.as_primitive::<UInt32Type>();
@@ -1195,15 +1188,13 @@ fn read_identities(path: &Path, out: &mut impl FnMut(Record) -> Result<()>) -> R
         let sources = opt_text(b, SOURCE);
         let ts = b.column_by_name(TS).map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
         for i in 0..b.num_rows() {
-            out(Record {
-                row: rows.value(i),
-                id_type: names.get(types.value(i)),
-                id_value: values.value(i).to_string(),
-                source: sources.as_ref().filter(|s| s.is_valid(i)).map(|s| names.get(s.value(i))),
-                ts: ts.as_ref().filter(|t| t.is_valid(i)).map(|t| t.value(i)),
-                seq: 0,
-                invalid: None,
-            })?;
+            r.row = rows.value(i);
+            names.set(&mut r.id_type, types.value(i));
+            r.id_value.clear();
+            r.id_value.push_str(values.value(i));
+            names.set_opt(&mut r.source, sources.as_ref().filter(|s| s.is_valid(i)).map(|s| s.value(i)));
+            r.ts = ts.as_ref().filter(|t| t.is_valid(i)).map(|t| t.value(i));
+            out(&r)?;
         }
         Ok(())
     })
@@ -1211,8 +1202,9 @@ fn read_identities(path: &Path, out: &mut impl FnMut(Record) -> Result<()>) -> R
 
 /// The phone and e-mail of a stored users file's rows, as links seen at the user's signup date
 /// (source `users`); a value that is no phone or e-mail is kept as an invalid record.
-fn read_users(path: &Path, n: &Normaliser, out: &mut impl FnMut(Record) -> Result<()>) -> Result<()> {
+fn read_users(path: &Path, n: &Normaliser, out: &mut impl FnMut(&Record) -> Result<()>) -> Result<()> {
     let mut names = Names::default();
+    let mut r = Record { source: Some(names.get(USERS_SOURCE)), ..Record::default() };
     read_columns(path, &[ROW_ID_COLUMN, PHONE, EMAIL, "signup_date"], |b| {
         let rows = b
             .column_by_name(ROW_ID_COLUMN)
@@ -1229,19 +1221,14 @@ fn read_users(path: &Path, n: &Normaliser, out: &mut impl FnMut(Record) -> Resul
                     continue;
                 }
                 let raw = values.value(i);
-                let (id_value, invalid) = match n.value(id_type, raw, None) {
+                (r.id_value, r.invalid) = match n.value(id_type, raw, None) {
                     Ok(v) => (v, None),
                     Err(m) => (raw.to_string(), Some(m)),
                 };
-                out(Record {
-                    row: rows.value(i),
-                    id_type: names.get(id_type),
-                    id_value,
-                    source: Some(names.get(USERS_SOURCE)),
-                    ts: signup.as_ref().filter(|s| s.is_valid(i)).map(|s| i64::from(s.value(i)) * DAY_MICROS),
-                    seq: 0,
-                    invalid,
-                })?;
+                r.row = rows.value(i);
+                names.set(&mut r.id_type, id_type);
+                r.ts = signup.as_ref().filter(|s| s.is_valid(i)).map(|s| i64::from(s.value(i)) * DAY_MICROS);
+                out(&r)?;
             }
         }
         Ok(())

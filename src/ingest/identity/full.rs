@@ -19,11 +19,13 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use super::in_order;
 use super::{
-    IdMap, Link, LinkKey, LinksWriter, Normaliser, Outcome, Record, Resolver, Splits, StateFile, kinds_and_rules,
-    known_key, read_identities, read_links, read_users, value_key,
+    IdMap, Link, LinkKey, LinksFile, LinksMaker, Normaliser, Outcome, Record, Resolver, Splits, StateFile,
+    kinds_and_rules, known_key, read_identities, read_links, read_users, value_key,
 };
 use crate::error::{Error, Result};
+use crate::store::identity::IdentityRules;
 
 /// Where links come from, in the order they are read.
 #[derive(Debug, Clone)]
@@ -36,7 +38,15 @@ pub(super) enum Source {
     Users(PathBuf),
 }
 
-fn scan(source: &Source, n: &Normaliser, f: &mut impl FnMut(Record) -> Result<()>) -> Result<()> {
+impl Source {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            Source::Links(p) | Source::Identities(p) | Source::Users(p) => p,
+        }
+    }
+}
+
+fn scan(source: &Source, n: &Normaliser, f: &mut impl FnMut(&Record) -> Result<()>) -> Result<()> {
     match source {
         Source::Links(p) => read_links(p, f),
         Source::Identities(p) => read_identities(p, f),
@@ -51,6 +61,8 @@ pub(super) struct Full {
     /// Links kept (every source's, minus duplicates and forgotten users').
     pub(super) link_rows: u64,
     pub(super) resolver: Resolver,
+    /// Where each source's records start among those read.
+    starts: Vec<usize>,
     /// What the second pass needs, per record read: whether it is kept, its sequence number and
     /// its link's place among the resolver's outcomes.
     seqs: Vec<u32>,
@@ -68,11 +80,15 @@ const INVALID: u8 = 4;
 /// A valid link whose value is denied or blocked (what its value's first link says of it).
 const DENIED: u8 = 8;
 
-/// Links per chunk handed from the reading thread to the interning one.
+/// Links per chunk handed from a reading thread to the interning one.
 const CHUNK: usize = 65_536;
 
-/// A chunk of pass 1's numbers, as the reading thread makes them: the value as its key (the
-/// interning thread numbers it), everything else as [`Links`] keeps it.
+/// Threads reading the sources (the interning thread is a third).
+const READERS: usize = 2;
+
+/// A chunk of pass 1's numbers, as a reading thread makes them: the value as its key (the
+/// interning thread numbers it), types and sources numbered by the reading thread (`names`:
+/// the names it numbered since its last chunk), everything else as [`Links`] keeps it.
 #[derive(Default)]
 struct Chunk {
     row: Vec<u32>,
@@ -82,51 +98,68 @@ struct Chunk {
     ty: Vec<u16>,
     src: Vec<u16>,
     flags: Vec<u8>,
+    names: Vec<Arc<str>>,
 }
 
-/// Pass 1's reading half: reads `sources` in order and sends their links as numbered chunks;
-/// returns the type and source names it numbered. Stops quietly when the receiver hangs up.
+/// Pass 1's reading half for one source: sends its links as chunks of numbers, numbering types
+/// and sources in `names` (the reading thread's own).
 fn read_numbers(
-    sources: &[Source],
+    source: &Source,
     normaliser: &Normaliser,
     splits: &Splits,
     ids: &IdMap,
-    tx: &std::sync::mpsc::SyncSender<Chunk>,
-) -> Result<Names> {
-    let mut names = Names::default();
+    names: &mut Names,
+    tx: &in_order::Sender<Chunk>,
+) -> Result<()> {
+    let new = !matches!(source, Source::Links(_));
     let mut c = Chunk::default();
-    for source in sources {
-        let new = !matches!(source, Source::Links(_));
-        scan(source, normaliser, &mut |r: Record| {
-            let live = ids.key_of(r.row).is_some();
-            let denied = live
-                && r.invalid.is_none()
-                && (normaliser.denied(&r.id_value) || splits.blocks(&r.id_type, &r.id_value));
-            c.row.push(r.row);
-            c.key.push(if live { value_key(&r.id_type, &r.id_value) } else { 0 });
-            c.ts.push(r.ts.unwrap_or(i64::MIN));
-            c.seq.push(if new { 0 } else { seq32(r.seq)? });
-            c.ty.push(names.id(&r.id_type)?);
-            c.src.push(match &r.source {
-                Some(s) => names.id(s)?,
-                None => u16::MAX,
-            });
-            c.flags.push(
-                (if live { LIVE } else { 0 })
-                    | (if new { NEW } else { 0 })
-                    | (if r.invalid.is_some() { INVALID } else { 0 })
-                    | (if denied { DENIED } else { 0 }),
-            );
-            if c.row.len() >= CHUNK && tx.send(std::mem::take(&mut c)).is_err() {
-                return Err(Error::Internal("the identity resolution stopped reading".into()));
-            }
-            Ok(())
-        })?;
+    let mut named = names.list.len();
+    scan(source, normaliser, &mut |r: &Record| {
+        let live = ids.key_of(r.row).is_some();
+        let denied =
+            live && r.invalid.is_none() && (normaliser.denied(&r.id_value) || splits.blocks(&r.id_type, &r.id_value));
+        c.row.push(r.row);
+        c.key.push(if live { value_key(&r.id_type, &r.id_value) } else { 0 });
+        c.ts.push(r.ts.unwrap_or(i64::MIN));
+        c.seq.push(if new { 0 } else { seq32(r.seq)? });
+        c.ty.push(names.id(&r.id_type)?);
+        c.src.push(match &r.source {
+            Some(s) => names.id(s)?,
+            None => u16::MAX,
+        });
+        c.flags.push(
+            (if live { LIVE } else { 0 })
+                | (if new { NEW } else { 0 })
+                | (if r.invalid.is_some() { INVALID } else { 0 })
+                | (if denied { DENIED } else { 0 }),
+        );
+        if c.row.len() >= CHUNK {
+            c.names = names.list[named..].to_vec();
+            named = names.list.len();
+            tx.send(std::mem::take(&mut c))?;
+        }
+        Ok(())
+    })?;
+    if !c.row.is_empty() || named < names.list.len() {
+        c.names = names.list[named..].to_vec();
+        tx.send(c)?;
     }
-    if !c.row.is_empty() && tx.send(c).is_err() {
-        return Err(Error::Internal("the identity resolution stopped reading".into()));
+    Ok(())
+}
+
+/// Sorts `v` on two threads: split around its middle element, each side sorted on its own.
+fn sort_on_two_cores(v: &mut [u128]) {
+    if v.len() < 1 << 16 {
+        v.sort_unstable();
+        return;
     }
-    Ok(names)
+    let mid = v.len() / 2;
+    v.select_nth_unstable(mid);
+    let (low, high) = v.split_at_mut(mid);
+    std::thread::scope(|scope| {
+        scope.spawn(|| low.sort_unstable());
+        high.sort_unstable();
+    });
 }
 
 /// An empty slot of the [`Interner`].
@@ -229,16 +262,27 @@ pub(super) fn resolve(
     users: u32,
     mut state: Option<&mut StateFile>,
 ) -> Result<Full> {
-    // Pass 1: numbers, read on one thread and interned on this one.
+    // Pass 1: numbers, read on two threads and interned on this one in the order read.
     let mut l = Links::default();
     let mut interner = Interner::new();
     let mut denied: Vec<bool> = Vec::new();
     let mut first_new = 0u64;
-    let names = std::thread::scope(|scope| -> Result<Names> {
-        // The reader's chunks end when it returns (its sender dropped), done or failed.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(4);
-        let reader = scope.spawn(move || read_numbers(sources, normaliser, splits, ids, &tx));
-        for c in rx.iter() {
+    let mut names = Names::default();
+    // Per reading thread, its type and source numbers as this thread numbers them.
+    let mut renumber: Vec<Vec<u16>> = vec![Vec::new(); READERS];
+    let mut counts = vec![0usize; sources.len()];
+    in_order::read_in_order(
+        sources,
+        READERS,
+        // Each thread its own names, and its own normaliser (see facts::load_all).
+        || (Names::default(), normaliser.clone()),
+        |(own, normaliser), _, source, tx| read_numbers(source, normaliser, splits, ids, own, tx),
+        |i, c: Chunk| {
+            counts[i] += c.row.len();
+            let map = &mut renumber[i % READERS];
+            for name in &c.names {
+                map.push(names.id(name)?);
+            }
             for i in 0..c.row.len() {
                 let f = c.flags[i];
                 let (value, fresh) = if f & LIVE != 0 { interner.id(c.key[i]) } else { (u32::MAX, false) };
@@ -250,83 +294,85 @@ pub(super) fn resolve(
                 }
                 l.value.push(value);
             }
+            let own = |id: u16| if id == u16::MAX { id } else { map[id as usize] };
             l.row.extend_from_slice(&c.row);
             l.ts.extend_from_slice(&c.ts);
             l.seq.extend_from_slice(&c.seq);
-            l.ty.extend_from_slice(&c.ty);
-            l.src.extend_from_slice(&c.src);
+            l.ty.extend(c.ty.iter().map(|&t| own(t)));
+            l.src.extend(c.src.iter().map(|&t| own(t)));
             l.flags.extend(c.flags.iter().map(|f| f & !DENIED));
-        }
-        reader.join().unwrap_or_else(|_| Err(Error::Internal("the identity reading thread panicked".into())))
-    })?;
+            Ok(())
+        },
+    )?;
     drop(interner.slots);
-    // The keys are final: written, and freed before the sorts.
+    // The keys are final: written, and their memory reused for the sorts (three sorts of 16-byte
+    // entries, one after another, in one buffer: the peak memory of the resolution).
     if let Some(state) = state.as_deref_mut() {
         state.put_keys(&interner.keys)?;
     }
-    drop(interner.keys);
+    let mut buf: Vec<u128> = interner.keys;
+    buf.clear();
     let n = l.row.len();
+    let at = |e: u128| e as u32 as usize;
     let src_name = |i: usize| if l.src[i] == u16::MAX { None } else { Some(names.name(l.src[i])) };
     // The first arrival of each (user, value) stays: a stored link before a new one, then by
-    // time and source.
-    let mut pairs: Vec<(u64, u32)> =
-        (0..n).filter(|&i| l.flags[i] & LIVE != 0).map(|i| (known_key(l.row[i], l.value[i]), i as u32)).collect();
-    pairs.sort_unstable_by(|a, b| {
-        a.0.cmp(&b.0).then_with(|| {
-            let (i, j) = (a.1 as usize, b.1 as usize);
-            (l.flags[i] & NEW, l.ts[i]).cmp(&(l.flags[j] & NEW, l.ts[j])).then_with(|| src_name(i).cmp(&src_name(j)))
-        })
-    });
-    let mut previous = None;
+    // time and source. Entries: (pair, link), sorted; ties decided within each pair's run.
+    buf.extend(
+        (0..n)
+            .filter(|&i| l.flags[i] & LIVE != 0)
+            .map(|i| (u128::from(known_key(l.row[i], l.value[i])) << 32) | i as u128),
+    );
+    sort_on_two_cores(&mut buf);
     let mut distinct = 0usize;
-    for &(pair, i) in &pairs {
-        if previous == Some(pair) {
-            l.flags[i as usize] &= !LIVE;
-        } else {
-            distinct += 1;
+    for run in buf.chunk_by(|a, b| a >> 32 == b >> 32) {
+        distinct += 1;
+        if run.len() > 1 {
+            let first = run
+                .iter()
+                .map(|&e| at(e))
+                .min_by(|&i, &j| {
+                    (l.flags[i] & NEW, l.ts[i])
+                        .cmp(&(l.flags[j] & NEW, l.ts[j]))
+                        .then_with(|| src_name(i).cmp(&src_name(j)))
+                })
+                .unwrap_or(usize::MAX);
+            run.iter().map(|&e| at(e)).filter(|&i| i != first).for_each(|i| l.flags[i] &= !LIVE);
         }
-        previous = Some(pair);
     }
-    // The known pairs, sorted: the distinct pairs just sorted.
+    // The known pairs, sorted: the runs' pairs.
     if let Some(state) = state.as_deref_mut() {
-        let mut keys = pairs.iter().map(|p| p.0);
-        let mut previous = None;
-        state.put_known(
-            distinct,
-            std::iter::from_fn(|| {
-                for k in keys.by_ref() {
-                    if previous != Some(k) {
-                        previous = Some(k);
-                        return Some(k);
-                    }
-                }
-                None
-            }),
-        )?;
+        let known = buf.chunk_by(|a, b| a >> 32 == b >> 32).map(|run| (run[0] >> 32) as u64);
+        state.put_known(distinct, known)?;
     }
-    drop(pairs);
     // The new links are sequenced after the stored ones in (ts, row, type, value, source) order,
-    // values in the order first read.
-    let mut arrival: Vec<(i64, u32, u32)> =
-        (0..n).filter(|&i| l.flags[i] & (LIVE | NEW) == LIVE | NEW).map(|i| (l.ts[i], l.row[i], i as u32)).collect();
-    arrival.sort_unstable_by(|a, b| {
-        (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| {
-            let (i, j) = (a.2 as usize, b.2 as usize);
+    // values in the order first read. Entries: (ts, row, link), sorted; ties within each run.
+    let ts_key = |i: usize| u128::from((l.ts[i] as u64) ^ (1 << 63)) << 64;
+    buf.clear();
+    buf.extend(
+        (0..n)
+            .filter(|&i| l.flags[i] & (LIVE | NEW) == LIVE | NEW)
+            .map(|i| ts_key(i) | (u128::from(l.row[i]) << 32) | i as u128),
+    );
+    sort_on_two_cores(&mut buf);
+    for run in buf.chunk_by_mut(|a, b| a >> 32 == b >> 32).filter(|run| run.len() > 1) {
+        run.sort_unstable_by(|&a, &b| {
+            let (i, j) = (at(a), at(b));
             names
                 .name(l.ty[i])
                 .cmp(names.name(l.ty[j]))
                 .then_with(|| l.value[i].cmp(&l.value[j]))
                 .then_with(|| src_name(i).cmp(&src_name(j)))
                 .then(i.cmp(&j))
-        })
-    });
-    // Then they are in (ts, seq) order: `arrival` becomes (ts, seq, link).
-    for (rank, a) in arrival.iter_mut().enumerate() {
-        let seq = seq32(first_new + rank as u64)?;
-        l.seq[a.2 as usize] = seq;
-        a.1 = seq;
+        });
     }
-    let next_seq = first_new + arrival.len() as u64;
+    // Then they are in (ts, seq) order: the entries become (ts, seq, link).
+    for (rank, e) in buf.iter_mut().enumerate() {
+        let (i, seq) = (at(*e), seq32(first_new + rank as u64)?);
+        l.seq[i] = seq;
+        *e = ts_key(i) | (u128::from(seq) << 32) | i as u128;
+    }
+    let new_links = buf.len();
+    let next_seq = first_new + new_links as u64;
     if let Some(state) = state {
         state.put_next_seq(next_seq)?;
     }
@@ -335,28 +381,33 @@ pub(super) fn resolve(
     let (kinds, kind_rules) = kinds_and_rules(normaliser.rules());
     let kind_of: Vec<Option<u16>> =
         names.list.iter().map(|name| kinds.iter().position(|k| *k == &**name).map(|k| k as u16)).collect();
-    // The stored links sorted, merged with the new ones (all sequenced after them).
-    let mut stored: Vec<(i64, u32, u32)> =
-        (0..n).filter(|&i| l.flags[i] & (LIVE | NEW) == LIVE).map(|i| (l.ts[i], l.seq[i], i as u32)).collect();
+    // The stored links, (ts, seq, link) sorted after the new ones, merged with them (all
+    // sequenced after the stored ones).
+    buf.extend(
+        (0..n)
+            .filter(|&i| l.flags[i] & (LIVE | NEW) == LIVE)
+            .map(|i| ts_key(i) | (u128::from(l.seq[i]) << 32) | i as u128),
+    );
     drop(std::mem::take(&mut l.ts));
-    stored.sort_unstable();
-    let link_rows = (stored.len() + arrival.len()) as u64;
+    let (new, stored) = buf.split_at_mut(new_links);
+    sort_on_two_cores(stored);
+    let link_rows = (stored.len() + new.len()) as u64;
     let mut pos: Vec<u32> = vec![u32::MAX; n];
     let mut links: Vec<Link> = Vec::with_capacity(link_rows as usize);
     let mut last = None;
-    let (mut old, mut new) = (stored.iter().peekable(), arrival.iter().peekable());
-    while let Some(&(ts, seq, i)) = match (old.peek(), new.peek()) {
-        (Some(a), Some(b)) if (a.0, a.1) <= (b.0, b.1) => old.next(),
+    let (mut old, mut new) = (stored.iter().peekable(), new.iter().peekable());
+    while let Some(&e) = match (old.peek(), new.peek()) {
+        (Some(a), Some(b)) if **a >> 32 <= **b >> 32 => old.next(),
         (Some(_), None) => old.next(),
         _ => new.next(),
     } {
-        let i = i as usize;
+        let i = at(e);
         let Some(kind) = kind_of[l.ty[i] as usize].filter(|_| l.flags[i] & INVALID == 0) else { continue };
         pos[i] = links.len() as u32;
         links.push(Link { user: l.row[i], kind, value: l.value[i], denied: denied[l.value[i] as usize] });
-        last = Some(LinkKey { ts, seq: u64::from(seq) });
+        last = Some(LinkKey { ts: ((e >> 64) as u64 ^ (1 << 63)) as i64, seq: u64::from((e >> 32) as u32) });
     }
-    drop((stored, arrival));
+    drop(buf);
     let (seqs, flags) = (std::mem::take(&mut l.seq), std::mem::take(&mut l.flags));
     drop(l);
     let mut resolver =
@@ -364,40 +415,92 @@ pub(super) fn resolve(
     resolver.resolve(&links, last);
     drop(links);
     let persons = resolver.person_ids(users);
-    Ok(Full { persons, link_rows, resolver, seqs, flags, pos })
+    let starts = counts
+        .iter()
+        .scan(0usize, |at, &c| {
+            let start = *at;
+            *at += c;
+            Some(start)
+        })
+        .collect();
+    Ok(Full { starts, persons, link_rows, resolver, seqs, flags, pos })
 }
 
-/// The second pass: reads `sources` again, as [`resolve`] did, and writes each kept link with
-/// its sequence number and outcome (`outcomes`: the resolver's, taken out of `full`).
+/// The second pass: reads `sources` again, as [`resolve`] did, on two threads that make the
+/// links file's batches (each kept link with its sequence number and outcome; `outcomes`: the
+/// resolver's, taken out of `full`), which this thread writes to `out` in the order read.
 pub(super) fn write_links(
     sources: &[Source],
     normaliser: &Normaliser,
     full: &Full,
     outcomes: &[Outcome],
-    mut out: LinksWriter,
+    (ids, rules, splits): (&IdMap, &IdentityRules, &Splits),
+    mut out: LinksFile,
 ) -> Result<Written> {
     let n = full.flags.len();
-    let mut i = 0usize;
-    for source in sources {
-        scan(source, normaliser, &mut |mut r: Record| {
-            let at = i;
-            i += 1;
-            if full.flags.get(at).is_none_or(|f| f & LIVE == 0) {
-                return Ok(());
+    if full.starts.len() != sources.len() {
+        return Err(Error::Internal("identity sources changed between the passes; please report it".into()));
+    }
+    let makers = in_order::read_in_order(
+        sources,
+        READERS,
+        || (LinksMaker::new(ids, rules, splits), normaliser.clone()),
+        |(maker, normaliser), s, source, tx| {
+            let mut at = full.starts[s];
+            let end = full.starts.get(s + 1).copied().unwrap_or(n);
+            scan(source, normaliser, &mut |r: &Record| {
+                let i = at;
+                at += 1;
+                if i >= end {
+                    return Err(Error::Internal(format!(
+                        "an identity source grew between the passes: {}",
+                        source.path().display()
+                    )));
+                }
+                if full.flags[i] & LIVE == 0 {
+                    return Ok(());
+                }
+                match maker.push(r, u64::from(full.seqs[i]), outcomes.get(full.pos[i] as usize).copied())? {
+                    Some(batch) => tx.send(batch),
+                    None => Ok(()),
+                }
+            })?;
+            if at != end {
+                return Err(Error::Internal(format!(
+                    "an identity source shrank between the passes: {}",
+                    source.path().display()
+                )));
             }
-            r.seq = u64::from(full.seqs[at]);
-            out.push(&r, outcomes.get(full.pos[at] as usize).copied())
-        })?;
+            if !maker.is_empty() {
+                tx.send(maker.take()?)?;
+            }
+            Ok(())
+        },
+        |_, batch: arrow::array::RecordBatch| out.write(&batch),
+    )?;
+    let mut rejected = std::collections::BTreeMap::new();
+    for (m, _) in &makers {
+        for (why, count) in &m.rejected {
+            *rejected.entry(why.clone()).or_default() += count;
+        }
     }
-    if i != n {
-        return Err(Error::Internal(format!("identity sources read {n} links, then {i}; please report it")));
-    }
-    out.finish()
+    Ok((out.finish()?, makers.iter().map(|(m, _)| m.linked).sum(), rejected))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sorting_on_two_cores_sorts() {
+        for n in [0usize, 1, 5, 1 << 16, 200_003] {
+            let mut v: Vec<u128> = (0..n as u128).map(|k| k.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 1_000_003).collect();
+            let mut want = v.clone();
+            want.sort_unstable();
+            sort_on_two_cores(&mut v);
+            assert_eq!(v, want, "{n}");
+        }
+    }
 
     #[test]
     fn the_interner_gives_each_key_one_dense_id_across_growth() {
