@@ -260,6 +260,20 @@ pub(super) fn resolve(
     splits: &Splits,
     ids: &IdMap,
     users: u32,
+    state: Option<&mut StateFile>,
+) -> Result<Full> {
+    resolve_reading_on(READERS, sources, normaliser, splits, ids, users, state)
+}
+
+/// [`resolve`] with `readers` threads reading the sources (whatever their number, the result
+/// is the same: the unit test below holds it to that).
+fn resolve_reading_on(
+    readers: usize,
+    sources: &[Source],
+    normaliser: &Normaliser,
+    splits: &Splits,
+    ids: &IdMap,
+    users: u32,
     mut state: Option<&mut StateFile>,
 ) -> Result<Full> {
     // Pass 1: numbers, read on two threads and interned on this one in the order read.
@@ -269,17 +283,17 @@ pub(super) fn resolve(
     let mut first_new = 0u64;
     let mut names = Names::default();
     // Per reading thread, its type and source numbers as this thread numbers them.
-    let mut renumber: Vec<Vec<u16>> = vec![Vec::new(); READERS];
+    let mut renumber: Vec<Vec<u16>> = vec![Vec::new(); readers];
     let mut counts = vec![0usize; sources.len()];
     in_order::read_in_order(
         sources,
-        READERS,
+        readers,
         // Each thread its own names, and its own normaliser (see facts::load_all).
         || (Names::default(), normaliser.clone()),
         |(own, normaliser), _, source, tx| read_numbers(source, normaliser, splits, ids, own, tx),
         |i, c: Chunk| {
             counts[i] += c.row.len();
-            let map = &mut renumber[i % READERS];
+            let map = &mut renumber[i % readers];
             for name in &c.names {
                 map.push(names.id(name)?);
             }
@@ -490,6 +504,100 @@ pub(super) fn write_links(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Identities files of `users` users: values from small pools (so that people merge, a few
+    /// values become hubs), times that tie, deny-listed and undeclared values, an empty file.
+    fn identities_files(dir: &std::path::Path, users: u32) -> Vec<Source> {
+        use arrow::array::{StringArray, TimestampMicrosecondArray, UInt32Array};
+        use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(crate::tables::ROW_ID_COLUMN, DataType::UInt32, false),
+            Field::new(crate::tables::ID_TYPE, DataType::Utf8, false),
+            Field::new(crate::tables::ID_VALUE, DataType::Utf8, false),
+            Field::new(crate::tables::SOURCE, DataType::Utf8, true),
+            Field::new(crate::tables::TS, DataType::Timestamp(TimeUnit::Microsecond, None), true),
+        ]));
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        (0..7)
+            .map(|f| {
+                let rows = if f == 3 { 0 } else { 300 + next(900) as usize };
+                let (mut row, mut ty, mut value, mut source, mut ts) = (vec![], vec![], vec![], vec![], vec![]);
+                for _ in 0..rows {
+                    row.push(next(u64::from(users)) as u32);
+                    let (t, v) = match next(10) {
+                        0..=3 => ("device_id", format!("d{}", next(u64::from(users)))),
+                        4 | 5 => ("wx_unionid", format!("u{}", next(u64::from(users) / 2))),
+                        6 => ("phone", format!("+86139{:08}", next(u64::from(users)))),
+                        7 => ("device_id", "null".to_string()),
+                        8 => ("fax", format!("f{}", next(9))),
+                        _ => ("email", format!("e{}@qq.com", next(7))),
+                    };
+                    ty.push(t);
+                    value.push(v);
+                    source.push((next(3) > 0).then(|| ["app", "web"][next(2) as usize]));
+                    ts.push((next(5) > 0).then(|| next(40) as i64 * 1_000_000));
+                }
+                let batch = arrow::array::RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(UInt32Array::from(row)),
+                        Arc::new(StringArray::from(ty)),
+                        Arc::new(StringArray::from(value)),
+                        Arc::new(StringArray::from(source)),
+                        Arc::new(TimestampMicrosecondArray::from(ts)),
+                    ],
+                )
+                .unwrap();
+                let path = dir.join(format!("identities-{f}.parquet"));
+                let mut w =
+                    parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema.clone(), None)
+                        .unwrap();
+                w.write(&batch).unwrap();
+                w.close().unwrap();
+                Source::Identities(path)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_resolution_is_the_same_whatever_the_threads_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = 400u32;
+        let sources = identities_files(dir.path(), users);
+        let mut ids = IdMap::default();
+        // Row 17 is forgotten: its links are read and dropped.
+        (0..users).filter(|&u| u != 17).for_each(|u| ids.insert(&format!("user {u}"), u));
+        let rules = crate::store::identity::IdentityRules { hub_limit: 6, ..Default::default() };
+        let normaliser = Normaliser::new(&rules).unwrap();
+        let splits = Splits::default();
+        let runs: Vec<Full> = [1, 2, 3, 5]
+            .into_iter()
+            .map(|readers| resolve_reading_on(readers, &sources, &normaliser, &splits, &ids, users, None).unwrap())
+            .collect();
+        let one = &runs[0];
+        let outcomes = |f: &Full| f.resolver.outcomes().to_vec();
+        for other in &runs[1..] {
+            assert_eq!(other.persons, one.persons);
+            assert_eq!(
+                (&other.seqs, &other.flags, &other.pos, &other.starts),
+                (&one.seqs, &one.flags, &one.pos, &one.starts)
+            );
+            assert_eq!(outcomes(other), outcomes(one));
+        }
+        // The graph is not trivial: people merged, links rejected for each reason planted.
+        let persons: std::collections::HashSet<u32> = one.persons.iter().copied().collect();
+        assert!(persons.len() < users as usize * 3 / 4, "{} persons", persons.len());
+        for o in [Outcome::Denied, Outcome::Hub, Outcome::Joined] {
+            assert!(outcomes(one).contains(&o), "{o:?}");
+        }
+        assert!(one.flags.iter().any(|f| f & LIVE == 0), "duplicates and the forgotten row are dropped");
+    }
 
     #[test]
     fn sorting_on_two_cores_sorts() {
