@@ -24,9 +24,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
     UInt32Array, UInt64Array,
 };
-use arrow::datatypes::{
-    DataType, Date32Type, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType, UInt32Type,
-};
+use arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -158,10 +156,8 @@ impl crate::store::Store {
         let (mut users, mut differing) = (0u64, 0u64);
         read_columns(&persons_path, &["person_id", "profile_seq"], |b| {
             let corrupt = || Error::corrupt(&persons_path, "an identity persons file lacks a column");
-            let persons =
-                b.column_by_name("person_id").ok_or_else(corrupt)?.as_primitive::<arrow::datatypes::Int64Type>();
-            let rows =
-                b.column_by_name("profile_seq").ok_or_else(corrupt)?.as_primitive::<arrow::datatypes::Int64Type>();
+            let persons = stored_column::<Int64Array>(&persons_path, b, "person_id", corrupt)?;
+            let rows = stored_column::<Int64Array>(&persons_path, b, "profile_seq", corrupt)?;
             for i in 0..b.num_rows() {
                 users += 1;
                 let (stored, row) = (persons.value(i), rows.value(i));
@@ -1145,21 +1141,34 @@ fn opt_text(batch: &RecordBatch, name: &str) -> Option<StringArray> {
     arrow::compute::cast(col, &DataType::Utf8).ok().map(|c| c.as_string::<i32>().clone())
 }
 
+/// Column `name` of a batch read from the store file `path`, as the array type Persona writes
+/// there; `missing` when there is none, a corrupt error naming the file when it holds another
+/// type (never a panic: store::typed).
+fn stored_column<'b, T: arrow::array::Array + 'static>(
+    path: &Path,
+    b: &'b RecordBatch,
+    name: &str,
+    missing: impl Fn() -> Error,
+) -> Result<&'b T> {
+    let column = b.column_by_name(name).ok_or_else(missing)?;
+    crate::store::typed::column::<T>(path, name, column.as_ref())
+}
+
 fn read_links(path: &Path, out: &mut impl FnMut(&Record) -> Result<()>) -> Result<()> {
     let mut names = Names::default();
     // One record, refilled per row: no allocation per link.
     let mut r = Record::default();
     read_columns(path, &[ROW_ID_COLUMN, ID_TYPE, ID_VALUE, SOURCE, TS, "seq", "status", "reason"], |b| {
         let corrupt = || Error::corrupt(path, "an identity links file lacks a column");
-        let rows = b.column_by_name(ROW_ID_COLUMN).ok_or_else(corrupt)?.as_primitive::<UInt32Type>();
+        let rows = stored_column::<UInt32Array>(path, b, ROW_ID_COLUMN, corrupt)?;
         let (types, values) = (opt_text(b, ID_TYPE).ok_or_else(corrupt)?, opt_text(b, ID_VALUE).ok_or_else(corrupt)?);
         let (sources, status, reason) = (
             opt_text(b, SOURCE).ok_or_else(corrupt)?,
             opt_text(b, "status").ok_or_else(corrupt)?,
             opt_text(b, "reason"),
         );
-        let ts = b.column_by_name(TS).ok_or_else(corrupt)?.as_primitive::<TimestampMicrosecondType>();
-        let seq = b.column_by_name("seq").ok_or_else(corrupt)?.as_primitive::<arrow::datatypes::UInt64Type>();
+        let ts = stored_column::<TimestampMicrosecondArray>(path, b, TS, corrupt)?;
+        let seq = stored_column::<UInt64Array>(path, b, "seq", corrupt)?;
         for i in 0..b.num_rows() {
             r.invalid = (status.value(i) == "invalid").then(|| {
                 reason.as_ref().filter(|why| why.is_valid(i)).map(|why| why.value(i).to_string()).unwrap_or_default()
@@ -1183,10 +1192,13 @@ fn read_identities(path: &Path, out: &mut impl FnMut(&Record) -> Result<()>) -> 
     let mut r = Record::default();
     read_columns(path, &[ROW_ID_COLUMN, ID_TYPE, ID_VALUE, SOURCE, TS], |b| {
         let corrupt = || Error::corrupt(path, "an identities file lacks a contract column");
-        let rows = b.column_by_name(ROW_ID_COLUMN).ok_or_else(corrupt)?.as_primitive::<UInt32Type>();
+        let rows = stored_column::<UInt32Array>(path, b, ROW_ID_COLUMN, corrupt)?;
         let (types, values) = (opt_text(b, ID_TYPE).ok_or_else(corrupt)?, opt_text(b, ID_VALUE).ok_or_else(corrupt)?);
         let sources = opt_text(b, SOURCE);
-        let ts = b.column_by_name(TS).map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
+        let ts = match b.column_by_name(TS) {
+            Some(c) => Some(crate::store::typed::column::<TimestampMicrosecondArray>(path, TS, c.as_ref())?),
+            None => None,
+        };
         for i in 0..b.num_rows() {
             r.row = rows.value(i);
             names.set(&mut r.id_type, types.value(i));
@@ -1206,10 +1218,9 @@ fn read_users(path: &Path, n: &Normaliser, out: &mut impl FnMut(&Record) -> Resu
     let mut names = Names::default();
     let mut r = Record { source: Some(names.get(USERS_SOURCE)), ..Record::default() };
     read_columns(path, &[ROW_ID_COLUMN, PHONE, EMAIL, "signup_date"], |b| {
-        let rows = b
-            .column_by_name(ROW_ID_COLUMN)
-            .ok_or_else(|| Error::corrupt(path, "a users file lacks its row ids"))?
-            .as_primitive::<UInt32Type>();
+        let rows = stored_column::<UInt32Array>(path, b, ROW_ID_COLUMN, || {
+            Error::corrupt(path, "a users file lacks its row ids")
+        })?;
         let signup = b
             .column_by_name("signup_date")
             .filter(|c| c.data_type() == &DataType::Date32)
@@ -1233,4 +1244,56 @@ fn read_users(path: &Path, n: &Normaliser, out: &mut impl FnMut(&Record) -> Resu
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Parquet file of the given columns.
+    fn parquet_file(dir: &Path, name: &str, columns: Vec<(&str, arrow::array::ArrayRef)>) -> std::path::PathBuf {
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let path = dir.join(name);
+        let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        path
+    }
+
+    #[test]
+    fn a_stored_identity_file_with_a_column_of_another_type_is_corrupt_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = |v: &str| Arc::new(arrow::array::StringArray::from(vec![v])) as arrow::array::ArrayRef;
+        // Row ids written as 64-bit integers, as no version of Persona writes them.
+        let wrong_rows = Arc::new(Int64Array::from(vec![3])) as arrow::array::ArrayRef;
+        let identities = parquet_file(
+            dir.path(),
+            "identities.parquet",
+            vec![(ROW_ID_COLUMN, wrong_rows.clone()), (ID_TYPE, text("device_id")), (ID_VALUE, text("d1"))],
+        );
+        let err = read_identities(&identities, &mut |_| Ok(())).unwrap_err();
+        assert!(matches!(&err, Error::Corrupt { path, .. } if path == &identities), "{err}");
+        assert!(err.to_string().contains("column __row_id holds Int64"), "{err}");
+        let ts = Arc::new(TimestampMicrosecondArray::from(vec![Some(1)])) as arrow::array::ArrayRef;
+        let links = parquet_file(
+            dir.path(),
+            "links.parquet",
+            vec![
+                (ROW_ID_COLUMN, Arc::new(UInt32Array::from(vec![3])) as arrow::array::ArrayRef),
+                (ID_TYPE, text("device_id")),
+                (ID_VALUE, text("d1")),
+                (SOURCE, text("app")),
+                (TS, ts),
+                ("seq", Arc::new(arrow::array::StringArray::from(vec!["7"])) as arrow::array::ArrayRef),
+                ("status", text("linked")),
+            ],
+        );
+        let err = read_links(&links, &mut |_| Ok(())).unwrap_err();
+        assert!(matches!(&err, Error::Corrupt { path, .. } if path == &links), "{err}");
+        assert!(err.to_string().contains("column seq holds Utf8"), "{err}");
+        let users =
+            parquet_file(dir.path(), "users.parquet", vec![(ROW_ID_COLUMN, wrong_rows), (PHONE, text("13912345678"))]);
+        let n = Normaliser::new(&IdentityRules::default()).unwrap();
+        assert!(matches!(read_users(&users, &n, &mut |_| Ok(())).unwrap_err(), Error::Corrupt { .. }));
+    }
 }
