@@ -468,11 +468,21 @@ impl StateReader {
         Ok(u64::from_le_bytes(b))
     }
 
-    /// A count, then that many values of `WIDTH` bytes, each handed to `f`.
-    fn values<const WIDTH: usize>(&mut self, mut f: impl FnMut([u8; WIDTH])) -> Result<()> {
+    /// The count that starts a section of values of `WIDTH` bytes; one that more bytes than the
+    /// part has left would need is corrupt (memory is reserved from it).
+    fn count<const WIDTH: usize>(&mut self) -> Result<usize> {
         let mut count = [0u8; 4];
         self.read(&mut count)?;
-        let mut left = u32::from_le_bytes(count) as usize;
+        let count = u32::from_le_bytes(count);
+        if u64::from(count) * WIDTH as u64 > self.remaining {
+            return Err(Error::corrupt(&self.path, format!("a count of {count} values past the end of the state")));
+        }
+        Ok(count as usize)
+    }
+
+    /// A section's `count` values of `WIDTH` bytes (its count read already), each handed to `f`.
+    fn values<const WIDTH: usize>(&mut self, count: usize, mut f: impl FnMut([u8; WIDTH])) -> Result<()> {
+        let mut left = count;
         let mut buf = vec![0u8; WIDTH * 4096];
         while left > 0 {
             let n = left.min(4096);
@@ -485,14 +495,14 @@ impl StateReader {
         Ok(())
     }
 
-    /// The part's value keys, in id order.
-    fn keys(&mut self, mut f: impl FnMut(u128)) -> Result<()> {
-        self.values::<16>(|b| f(u128::from_le_bytes(b)))
+    /// The part's value keys, in id order: `count` of them, as [`StateReader::count`] read.
+    fn keys(&mut self, count: usize, mut f: impl FnMut(u128)) -> Result<()> {
+        self.values::<16>(count, |b| f(u128::from_le_bytes(b)))
     }
 
-    /// The part's (user, value) pairs, sorted.
-    fn known(&mut self, mut f: impl FnMut(u64)) -> Result<()> {
-        self.values::<8>(|b| f(u64::from_le_bytes(b)))
+    /// The part's (user, value) pairs, sorted: `count` of them, as [`StateReader::count`] read.
+    fn known(&mut self, count: usize, mut f: impl FnMut(u64)) -> Result<()> {
+        self.values::<8>(count, |b| f(u64::from_le_bytes(b)))
     }
 
     /// After the whole part was read (the base's resolver decoded from it as a reader): nothing
@@ -677,8 +687,15 @@ fn resolve_increment(
         wanted.insert(value_key(&r.id_type, &r.id_value), u32::MAX);
     }
     let (mut next_id, mut all_keys) = (0u32, Vec::new());
-    for part in &mut parts {
-        part.keys(|key| {
+    let last_part = parts.len() - 1;
+    for (p, part) in parts.iter_mut().enumerate() {
+        // Room for exactly the keys read and the few an increment adds: a doubled array would
+        // be held beside the resolver's whole state until the new base is written.
+        let count = part.count::<16>()?;
+        if merge {
+            all_keys.reserve_exact(count + if p == last_part { order.len() } else { 0 });
+        }
+        part.keys(count, |key| {
             if let Some(id) = wanted.get_mut(&key) {
                 *id = next_id;
             }
@@ -706,8 +723,12 @@ fn resolve_increment(
         values.push(*id);
     }
     let (mut found, mut all_known): (FxHashSet<u64>, Vec<u64>) = (FxHashSet::default(), Vec::new());
-    for part in &mut parts {
-        part.known(|pair| {
+    for (p, part) in parts.iter_mut().enumerate() {
+        let count = part.count::<8>()?;
+        if merge {
+            all_known.reserve_exact(count + if p == last_part { order.len() } else { 0 });
+        }
+        part.known(count, |pair| {
             if candidates.contains(&pair) {
                 found.insert(pair);
             }
@@ -782,13 +803,22 @@ fn resolve_increment(
     known.sort_unstable();
     let next_seq = next_seq + records.len() as u64;
     let (state_base, state_deltas) = if merge {
-        // A new base: every key and known pair so far, the resolver's whole state.
+        // A new base: every key and known pair so far, the resolver's whole state, written as
+        // they are freed (at ten million users the resolver's part alone is most of a gigabyte;
+        // made in memory first, it put this import over 2.6 GB).
         all_keys.extend(new_keys);
+        let mut file = StateFile::create(w, version, "state")?;
+        file.put_u64(fingerprint)?;
+        file.put_keys(&all_keys)?;
+        drop(all_keys);
         all_known.extend(known);
         all_known.sort_unstable();
-        let part =
-            StatePart { fingerprint, next_seq, keys: all_keys, known: all_known, resolver: resolver.save_base() };
-        (Some(write_state(w, version, &part, BASE_MAGIC, "state")?), Vec::new())
+        file.put_known(all_known.len(), all_known.iter().copied())?;
+        drop(all_known);
+        file.put_next_seq(next_seq)?;
+        let abs = file.abs.clone();
+        resolver.write_base(&mut file).io_context("write", &abs)?;
+        (Some(file.finish(BASE_MAGIC)?), Vec::new())
     } else {
         let part = StatePart { fingerprint, next_seq, keys: new_keys, known, resolver: resolver.save_delta() };
         let mut state_deltas = previous.state_deltas.clone();
@@ -1258,6 +1288,27 @@ mod tests {
         w.write(&batch).unwrap();
         w.close().unwrap();
         path
+    }
+
+    #[test]
+    fn a_state_count_past_the_end_of_its_part_is_corrupt_before_any_memory_is_reserved() {
+        let dir = tempfile::tempdir().unwrap();
+        // Fingerprint 7, then a count of 300 million keys (4.8 GB) followed by one key.
+        let mut payload = 7u64.to_le_bytes().to_vec();
+        payload.extend_from_slice(&300_000_000u32.to_le_bytes());
+        payload.extend_from_slice(&[0u8; 16]);
+        let mut bytes = BASE_MAGIC.to_vec();
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        std::fs::write(dir.path().join("state.bin"), &bytes).unwrap();
+        let mut part = StateReader::open(dir.path(), "state.bin", BASE_MAGIC).unwrap();
+        assert_eq!(part.fingerprint, 7);
+        let err = part.count::<16>().unwrap_err();
+        assert!(matches!(&err, Error::Corrupt { .. }) && err.to_string().contains("past the end"), "{err}");
+        // The same count over that many bytes is read.
+        let mut part = StateReader::open(dir.path(), "state.bin", BASE_MAGIC).unwrap();
+        assert_eq!(part.count::<0>().unwrap(), 300_000_000);
     }
 
     #[test]

@@ -146,7 +146,19 @@ fn run_import(
         Origin::Statement => Vec::new(),
     };
     let users: Vec<SourceFile> = sources.iter().filter(|s| s.table == Table::Users).cloned().collect();
-    let mut ids = load_ids(base, root, &users, !fact_sources.is_empty())?;
+    // An import of identities alone is resolved afterwards, which names every row: the names are
+    // loaded now (their lookups go to the segments, as on demand), the segments read once.
+    let names_now = !sources.is_empty()
+        && sources.iter().all(|s| s.table == Table::Identities)
+        && writer.is_some()
+        && !base.id_segments.is_empty();
+    let mut ids = match names_now {
+        true => {
+            let paths: Vec<PathBuf> = base.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
+            IdMap::load_names(&paths, base.next_row_id as usize)?
+        }
+        false => load_ids(base, root, &users, !fact_sources.is_empty())?,
+    };
     let mut user_stats = UserStats::default();
     if !users.is_empty() {
         user_stats = users::load_users(&job, &users, &mut ids, &mut next)?;
@@ -174,7 +186,7 @@ fn run_import(
     let new_columns: Vec<ColumnDef> =
         next.users_columns.iter().filter(|c| base.users_columns.iter().all(|b| b.name != c.name)).cloned().collect();
     if let Some(w) = writer.as_ref().filter(|_| identity::needs_resolution(base, &next)) {
-        if users.is_empty() {
+        if users.is_empty() && !names_now {
             // The facts were resolved on demand; resolution names every row.
             let paths: Vec<PathBuf> = base.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
             ids = IdMap::load_names(&paths, base.next_row_id as usize)?;

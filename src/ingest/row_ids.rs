@@ -59,7 +59,18 @@ impl IdMap {
     /// and most of a gigabyte).
     pub fn load_names(paths: &[impl AsRef<Path>], expected_len: usize) -> Result<IdMap> {
         let segments = paths.iter().map(|p| SegmentReader::open(p.as_ref())).collect::<Result<Vec<_>>>()?;
-        let mut out = IdMap { by_id: Vec::with_capacity(expected_len), segments: Some(segments), ..IdMap::default() };
+        // The keys take less room than their segments: the arena never grows (growing it copied
+        // the ten million keys loaded so far, over and over).
+        let mut key_bytes = 0u64;
+        for path in paths {
+            key_bytes += std::fs::metadata(path.as_ref()).map_or(0, |m| m.len());
+        }
+        let mut out = IdMap {
+            by_id: Vec::with_capacity(expected_len),
+            arena: String::with_capacity(usize::try_from(key_bytes).unwrap_or(0).min(u32::MAX as usize)),
+            segments: Some(segments),
+            ..IdMap::default()
+        };
         for path in paths {
             id_dictionary::for_each_entry(path.as_ref(), |key, id| out.name(key, id))?;
         }
