@@ -68,7 +68,7 @@ pub enum Error {
     #[error("another writer already committed version {version}; retry the operation")]
     Conflict { version: u64 },
     /// The directory is not a Persona store.
-    #[error("{} is not a Persona store (no _persona/CURRENT); create one with `persona import --store {}`", path.display(), path.display())]
+    #[error("{} is not a Persona store (no _persona/CURRENT); create one with `persona import --store {}`", path.display(), crate::shell_words::shell_path(path))]
     NotAStore { path: PathBuf },
     /// An operating-system I/O operation failed.
     #[error("could not {op} {}: {source}", path.display())]

@@ -40,6 +40,7 @@ pub(crate) mod audience;
 pub(crate) mod lint;
 pub(crate) mod output;
 pub(crate) mod shell;
+pub(crate) mod shell_words;
 
 // Modules that the `persona` binary (cli), the integration tests and the benches reach into. They
 // are `pub` for them only: hidden from the documentation, not part of the API, and free to change

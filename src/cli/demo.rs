@@ -13,6 +13,7 @@ use crate::engine::SessionOptions;
 use crate::error::{Error, IoContext, Result};
 use crate::r#gen::{GenFormat, GenOptions, generate};
 use crate::ingest::ImportOptions;
+use crate::shell_words::shell_path;
 use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
@@ -149,7 +150,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let rt = super::runtime()?;
     let session = store.session_with(&SessionOptions { now: Some(now), ..Default::default() })?;
     for (i, (question, sql)) in QUESTIONS.iter().enumerate() {
-        let sql = sql.replace("{exports}", &exports.to_string_lossy());
+        // The folder goes into a SQL string literal: its quotes doubled.
+        let sql = sql.replace("{exports}", &exports.to_string_lossy().replace('\'', "''"));
         say!("── {}. {question}", i + 1);
         say!("{}\n", indent(&sql));
         let started = Instant::now();
@@ -166,19 +168,19 @@ pub fn run(args: DemoArgs) -> Result<()> {
     }
     say!(
         "Try your own: persona shell --store {} --now 2026-11-01   (completion, \\tags, \\profile u42, \\? for help)",
-        store.root().display()
+        shell_path(store.root())
     );
     say!(
         "         or:  persona sql --store {} --now 2026-11-01 -c \"SELECT count(*) FROM users WHERE has_tag('vip')\"",
-        store.root().display()
+        shell_path(store.root())
     );
     say!(
         "A campaign:   persona sql --store {} -c \"CREATE OR REPLACE AUDIENCE vips AS SELECT user_id, email FROM users WHERE has_tag('vip')\"",
-        store.root().display()
+        shell_path(store.root())
     );
     say!(
         "         then: persona materialize --store {} --all --out campaigns   (docs/audiences.md)",
-        store.root().display()
+        shell_path(store.root())
     );
     Ok(())
 }

@@ -47,7 +47,7 @@ pub fn run(args: ForgetArgs) -> Result<()> {
         summary.version.map_or_else(|| "none".to_string(), |v| v.to_string()),
         summary.rewritten_files,
         summary.elapsed.as_secs_f64(),
-        args.store.display()
+        crate::shell_words::shell_path(&args.store)
     );
     Ok(())
 }

@@ -74,3 +74,38 @@ fn demo_into_a_closed_pipe_ends_quietly() {
     assert!(out.status.success(), "exit {:?}: {stderr}", out.status.code());
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// The commands Persona suggests can be pasted into a shell as printed: a store path with a
+/// space, a quote or a glob character is quoted in them.
+#[test]
+fn suggested_commands_quote_a_store_path_a_shell_would_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("客户 O'Neil [demo]");
+    let out =
+        stdout_of(&persona_in(dir.path(), &["demo", "--quiet", "--users", "300", "--dir", store.to_str().unwrap()]));
+    let quoted = format!("--store '{}'", store.to_str().unwrap().replace('\'', "'\\''"));
+    let suggestions: Vec<&str> = out.lines().filter(|l| l.contains("persona ") && l.contains("--store")).collect();
+    assert!(suggestions.len() >= 4, "{out}");
+    for line in suggestions {
+        assert!(line.contains(&quoted), "{line}\nwants {quoted}");
+    }
+    // Pasted into a shell, the first suggestion opens the store.
+    let sql = format!(
+        "persona sql --store '{}' -c 'SELECT count(*) AS n FROM users'",
+        store.to_str().unwrap().replace('\'', "'\\''")
+    );
+    let bin = Path::new(env!("CARGO_BIN_EXE_persona")).parent().unwrap().to_str().unwrap().to_string();
+    let pasted = output(
+        Command::new("sh")
+            .arg("-c")
+            .arg(&sql)
+            .env("PATH", format!("{bin}:{}", std::env::var("PATH").unwrap_or_default())),
+    );
+    assert!(stdout_of(&pasted).contains("300"), "{sql}");
+    // The not-a-store error's suggestion too.
+    let elsewhere = dir.path().join("no store here");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let err = persona_in(dir.path(), &["sql", "--store", elsewhere.to_str().unwrap(), "-c", "SELECT 1"]);
+    let stderr = String::from_utf8_lossy(&err.stderr);
+    assert!(stderr.contains(&format!("persona import --store '{}'", elsewhere.to_str().unwrap())), "{stderr}");
+}
