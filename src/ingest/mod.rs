@@ -154,7 +154,7 @@ fn run_import(
         && !base.id_segments.is_empty();
     let mut ids = match names_now {
         true => {
-            let paths: Vec<PathBuf> = base.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
+            let paths = segment_paths(base, root);
             IdMap::load_names(&paths, base.next_row_id as usize)?
         }
         false => load_ids(base, root, &users, !fact_sources.is_empty())?,
@@ -188,7 +188,7 @@ fn run_import(
     if let Some(w) = writer.as_ref().filter(|_| identity::needs_resolution(base, &next)) {
         if users.is_empty() && !names_now {
             // The facts were resolved on demand; resolution names every row.
-            let paths: Vec<PathBuf> = base.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
+            let paths = segment_paths(base, root);
             ids = IdMap::load_names(&paths, base.next_row_id as usize)?;
         }
         identity::resolve(w, root, base, &mut next, &mut ids)?;
@@ -210,6 +210,11 @@ fn run_import(
     })
 }
 
+/// The files of the id dictionary's segments of `base`.
+fn segment_paths(base: &Manifest, root: &Path) -> Vec<PathBuf> {
+    base.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect()
+}
+
 /// The id dictionary of an import: in memory when it has users, looked up on demand when it has
 /// facts only (no user is added; identity resolution loads the names it needs afterwards), empty
 /// otherwise.
@@ -217,7 +222,7 @@ fn load_ids(base: &Manifest, root: &Path, users: &[SourceFile], has_facts: bool)
     if users.is_empty() && !has_facts {
         return Ok(IdMap::default());
     }
-    let paths: Vec<PathBuf> = base.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
+    let paths = segment_paths(base, root);
     if users.is_empty() {
         return IdMap::on_demand(&paths);
     }
