@@ -174,6 +174,7 @@ impl DenseAggregateExec {
             within: within
                 .map(|users| Ok::<_, Error>((users.clone(), dict_filter::UserMask::new(users)?)))
                 .transpose()?,
+            stopped: None,
         })
     }
 
@@ -262,15 +263,20 @@ impl ExecutionPlan for DenseAggregateExec {
         if partition != 0 {
             return Err(Error::Internal(format!("DenseAggregateExec has one partition, not {}", partition + 1)).into());
         }
-        let job = self.job(
+        let mut job = self.job(
             context.session_config().batch_size().max(1),
             Some(Arc::clone(&context.runtime_env().memory_pool)),
             None,
         )?;
         let mut builder = RecordBatchReceiverStreamBuilder::new(Arc::clone(&self.schema), 2);
         let tx = builder.tx();
+        let watch = tx.clone();
+        job.stopped = Some(Box::new(move || watch.is_closed()));
         builder.spawn_blocking(move || {
             let mut state = job.accumulate()?;
+            if job.is_stopped() {
+                return Ok(());
+            }
             job.emit(&mut state, |batch| tx.blocking_send(Ok(batch)).is_ok())?;
             Ok(())
         });
@@ -304,10 +310,17 @@ struct Job {
     memory: Option<Arc<dyn MemoryPool>>,
     /// Only these users' rows are folded (as a bitmap and as one bit per row id).
     within: Option<(RoaringBitmap, dict_filter::UserMask)>,
+    /// Whether the query was stopped (its stream dropped): asked before each file is folded.
+    stopped: Option<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl Job {
+    fn is_stopped(&self) -> bool {
+        self.stopped.as_ref().is_some_and(|stopped| stopped())
+    }
+
     /// Reads every fact file (workers take the next file in turn) and merges the workers' states.
+    /// A stopped query's workers stop at the next file (the partial state goes unread).
     fn accumulate(&self) -> Result<DenseState> {
         let next = AtomicUsize::new(0);
         let work = || -> Result<DenseState> {
@@ -323,6 +336,9 @@ impl Job {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(file) = self.sources.facts.get(i) else { break };
+                if self.is_stopped() {
+                    break;
+                }
                 if let (Some((from, to)), Some((lo, hi))) = (self.sources.ts_window, file.ts_range)
                     && (hi < from || lo > to)
                 {

@@ -56,6 +56,11 @@ pub struct RankCache {
 }
 
 impl RankCache {
+    /// The bytes of the ranks kept (the arrays they rank belong to their batches).
+    pub fn memory_size(&self) -> usize {
+        self.entries.iter().map(|(_, r)| r.len() * 4).sum()
+    }
+
     fn ranks(&mut self, array: &ArrayRef, workers: usize) -> Result<Arc<Vec<u32>>> {
         if let Some((_, ranks)) = self.entries.iter().find(|(a, _)| Arc::ptr_eq(a, array)) {
             return Ok(Arc::clone(ranks));

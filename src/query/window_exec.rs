@@ -25,6 +25,7 @@ use datafusion::common::Result as DfResult;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::utils::evaluate_partition_ranges;
 use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::window::StandardWindowExpr;
@@ -84,6 +85,17 @@ impl WindowChainExec {
 
     pub fn levels(&self) -> &[WindowLevel] {
         &self.levels
+    }
+
+    fn job(&self, context: &TaskContext) -> Job {
+        Job {
+            input_schema: self.input.schema(),
+            levels: self.levels.clone(),
+            output: self.output.clone(),
+            schema: self.schema(),
+            workers: context.session_config().target_partitions().max(1),
+            batch_size: context.session_config().batch_size().max(1),
+        }
     }
 }
 
@@ -153,25 +165,28 @@ impl ExecutionPlan for WindowChainExec {
         let streams = (0..self.input.output_partitioning().partition_count())
             .map(|p| self.input.execute(p, Arc::clone(&context)))
             .collect::<DfResult<Vec<_>>>()?;
-        let job = Job {
-            input_schema: self.input.schema(),
-            levels: self.levels.clone(),
-            output: self.output.clone(),
-            schema: self.schema(),
-            workers: context.session_config().target_partitions().max(1),
-            batch_size: context.session_config().batch_size().max(1),
-        };
+        let job = self.job(&context);
+        let mut memory = MemoryConsumer::new("a window chain").register(&context.runtime_env().memory_pool);
         let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema(), 2);
         let tx = builder.tx();
         builder.spawn(async move {
             let mut all = futures::stream::select_all(streams);
             let mut batches = Vec::new();
             while let Some(batch) = all.next().await {
-                batches.push(batch?);
+                if tx.is_closed() {
+                    return Ok(());
+                }
+                let batch = batch?;
+                memory.try_grow(batch.get_array_memory_size())?;
+                batches.push(batch);
             }
-            tokio::task::spawn_blocking(move || job.run(batches, |b| tx.blocking_send(Ok(b)).is_ok()))
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))??;
+            let watch = tx.clone();
+            let stopped = move || watch.is_closed();
+            tokio::task::spawn_blocking(move || {
+                job.run(batches, &mut memory, &stopped, |b| tx.blocking_send(Ok(b)).is_ok())
+            })
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))??;
             Ok(())
         });
         Ok(builder.build())
@@ -191,26 +206,53 @@ struct Job {
 
 impl Job {
     /// Evaluates every level over `batches` and sends the result, in the last level's order, in
-    /// batches of `batch_size` rows until `send` says the receiver is gone.
-    fn run(&self, batches: Vec<RecordBatch>, mut send: impl FnMut(RecordBatch) -> bool) -> Result<()> {
+    /// batches of `batch_size` rows until `send` says the receiver is gone. What it holds is
+    /// reserved from `memory` first (a refusal fails the query with the pool's "resources
+    /// exhausted" error); `stopped` is asked between steps, and a stopped query ends at once.
+    fn run(
+        &self,
+        batches: Vec<RecordBatch>,
+        memory: &mut MemoryReservation,
+        stopped: &dyn Fn() -> bool,
+        mut send: impl FnMut(RecordBatch) -> bool,
+    ) -> Result<()> {
+        let buffered: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        memory.try_resize(buffered * 2)?;
         let mut batch = concat_batches(&self.input_schema, &batches)?;
         drop(batches);
+        let mut held = batch.get_array_memory_size();
+        memory.try_resize(held)?;
         let rows = batch.num_rows();
         if rows == 0 {
             return Ok(());
         }
         let mut ranks = RankCache::default();
         for (i, level) in self.levels.iter().enumerate() {
+            if stopped() {
+                return Ok(());
+            }
             let keys = level
                 .sort
                 .iter()
                 .map(|s| Ok((s.expr.evaluate(&batch)?.into_array(rows)?, s.options)))
                 .collect::<Result<Vec<(ArrayRef, SortOptions)>>>()?;
+            // The keys, one or two 8-byte words per key and row while sorting (and string
+            // ranks), then the order's 4 bytes per row.
+            let keys_size: usize = keys.iter().map(|(k, _)| k.get_array_memory_size()).sum();
+            memory.try_resize(held + keys_size + rows * (16 * keys.len() + 8))?;
             let order = UInt32Array::from(row_order::sorted_indices(&keys, self.workers, &mut ranks)?);
             drop(keys);
+            if stopped() {
+                return Ok(());
+            }
             let sorted = gather_read_columns(&batch, level, &order)?;
+            memory.try_resize(
+                held + ranks.memory_size() + order.get_array_memory_size() + sorted.get_array_memory_size(),
+            )?;
             let results = evaluate_windows(level, &sorted)?;
             drop(sorted);
+            let results_size: usize = results.iter().map(|r| r.get_array_memory_size()).sum();
+            memory.try_resize(held + ranks.memory_size() + order.get_array_memory_size() + results_size * 2)?;
             if i + 1 == self.levels.len() {
                 // The output goes in this level's order, gathered a batch at a time so that the
                 // operators above start while the rest is gathered.
@@ -247,6 +289,8 @@ impl Job {
                     exprs.iter().map(|e| e.evaluate(&batch)?.into_array(rows)).collect::<DfResult<Vec<_>>>()?;
                 batch = RecordBatch::try_new(Arc::clone(schema), columns)?;
             }
+            held = batch.get_array_memory_size();
+            memory.try_resize(held + ranks.memory_size())?;
         }
         Ok(())
     }
@@ -345,4 +389,96 @@ fn evaluate_windows(level: &WindowLevel, sorted: &RecordBatch) -> Result<Vec<Arr
         });
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use arrow::array::Int64Array;
+    use datafusion::common::config::ConfigOptions;
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::datasource::MemTable;
+    use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, UnboundedMemoryPool};
+    use datafusion::physical_optimizer::PhysicalOptimizerRule;
+    use datafusion::physical_plan::collect;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+    use crate::query::window_rule::WindowChainRule;
+
+    const ROWS: i64 = 10_000;
+
+    /// The chain of a two-level window query over `ROWS` rows, its input's batches and a task
+    /// context.
+    async fn chain() -> (Arc<WindowChainExec>, Vec<RecordBatch>, Arc<TaskContext>) {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let x = Int64Array::from_iter_values((0..ROWS).map(|i| (i * 7919) % ROWS));
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(x)]).unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_table("t", Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap())).unwrap();
+        let sql = "SELECT x, ntile(4) OVER (ORDER BY x) AS a, row_number() OVER (ORDER BY x DESC) AS b FROM t";
+        let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+        let rule = WindowChainRule { use_indexes: Arc::new(AtomicBool::new(true)) };
+        let plan = rule.optimize(plan, &ConfigOptions::default()).unwrap();
+        let mut found = None;
+        plan.apply(|node| {
+            if let Some(chain) = node.downcast_ref::<WindowChainExec>() {
+                found = Some(Arc::new(WindowChainExec {
+                    input: Arc::clone(&chain.input),
+                    levels: chain.levels.clone(),
+                    output: chain.output.clone(),
+                    properties: Arc::clone(&chain.properties),
+                }));
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        let chain = found.expect("the rule made a window chain");
+        let context = ctx.task_ctx();
+        let input = collect(Arc::clone(&chain.input), Arc::clone(&context)).await.unwrap();
+        (chain, input, context)
+    }
+
+    fn reservation(pool: Arc<dyn MemoryPool>) -> MemoryReservation {
+        MemoryConsumer::new("a window chain").register(&pool)
+    }
+
+    #[tokio::test]
+    async fn a_chain_takes_what_it_holds_from_the_pool_and_fails_clearly_past_its_limit() {
+        let (chain, input, context) = chain().await;
+        let job = chain.job(&context);
+        let mut memory = reservation(Arc::new(UnboundedMemoryPool::default()));
+        let mut rows = 0;
+        job.run(input.clone(), &mut memory, &|| false, |b| {
+            rows += b.num_rows();
+            true
+        })
+        .unwrap();
+        assert_eq!(rows, ROWS as usize);
+        assert!(memory.size() >= ROWS as usize * 8, "holds at least the column: {}", memory.size());
+        // 64 KiB: less than the buffered column and its sort.
+        let mut small = reservation(Arc::new(GreedyMemoryPool::new(64 << 10)));
+        let err = job.run(input, &mut small, &|| false, |_| true).unwrap_err().to_string();
+        assert!(err.contains("Resources exhausted") && err.contains("a window chain"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_query_ends_between_steps_without_sending() {
+        let (chain, input, context) = chain().await;
+        let job = chain.job(&context);
+        let mut memory = reservation(Arc::new(UnboundedMemoryPool::default()));
+        for stop_at in 1..=3 {
+            let asked = AtomicUsize::new(0);
+            let stopped = || asked.fetch_add(1, Ordering::Relaxed) + 1 >= stop_at;
+            let mut sent = 0;
+            job.run(input.clone(), &mut memory, &stopped, |_| {
+                sent += 1;
+                true
+            })
+            .unwrap();
+            assert_eq!(sent, 0, "stopped at step {stop_at}");
+            assert_eq!(asked.load(Ordering::Relaxed), stop_at, "no step after the stop");
+        }
+    }
 }

@@ -57,6 +57,18 @@ async fn a_query_over_the_limit_fails_clearly_and_the_session_recovers() {
         Err(e) => assert!(e.to_string().contains("Resources exhausted"), "{e}"),
         Ok(batches) => assert_eq!(batches_to_rows(&batches), want, "spilled, same answer"),
     }
+    // Persona's window chain (ntile over a full sort, one level) reserves what it buffers.
+    rows(&limited, "SET persona.use_indexes = true").await;
+    let window = "SELECT user_id, ntile(4) OVER (ORDER BY points, user_id) AS q FROM users";
+    rows(&limited, "RESET datafusion.runtime.memory_limit").await;
+    let want = rows(&limited, window).await;
+    assert!(want.len() > 1000, "{} rows", want.len());
+    rows(&limited, "SET datafusion.runtime.memory_limit = '16K'").await;
+    let err = limited.query(window).await.expect_err("over the limit").to_string();
+    assert!(err.contains("Resources exhausted") && err.contains("a window chain"), "{err}");
+    rows(&limited, "SET datafusion.runtime.memory_limit = '64M'").await;
+    assert_eq!(rows(&limited, window).await, want, "the window chain after raising the limit");
+    rows(&limited, "SET datafusion.runtime.memory_limit = '20K'").await;
     // The limit outlives a move to a newer version.
     let pieces = dir.path().join("more");
     let tags = write(&pieces, "user_tags.csv", "user_id,tag\nu1,limit_test\n");
