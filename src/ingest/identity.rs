@@ -546,7 +546,7 @@ impl std::io::Read for StateReader {
 /// A state file being written, streamed (a base at ten million users is most of a gigabyte: no
 /// copy of it is made in memory): the payload as it comes, then the header with its checksum.
 pub(super) struct StateFile {
-    out: std::io::BufWriter<File>,
+    out: std::io::BufWriter<crate::store::io::NewFile>,
     crc: crc32fast::Hasher,
     len: u64,
     relative: String,
@@ -556,7 +556,7 @@ pub(super) struct StateFile {
 impl StateFile {
     fn create(w: &StoreWriter, version: u64, what: &str) -> Result<StateFile> {
         let (relative, abs) = w.new_file(new_resolution_file(version, what))?;
-        let file = File::create(&abs).io_context("create", &abs)?;
+        let file = crate::store::io::create(&abs)?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
         std::io::Write::write_all(&mut out, &[0; 20]).io_context("write", &abs)?;
         Ok(StateFile { out, crc: crc32fast::Hasher::new(), len: 0, relative, abs })
@@ -605,15 +605,15 @@ impl StateFile {
         self.put_u64(next_seq)
     }
 
-    fn finish(mut self, magic: &[u8; 8]) -> Result<String> {
-        use std::io::{Seek, SeekFrom, Write};
+    /// Writes the header over the 20 bytes kept for it, then fsyncs (both through the store's
+    /// I/O, so that fault injection reaches them).
+    fn finish(self, magic: &[u8; 8]) -> Result<String> {
         let mut header = Vec::with_capacity(20);
         header.extend_from_slice(magic);
         header.extend_from_slice(&self.crc.clone().finalize().to_le_bytes());
         header.extend_from_slice(&self.len.to_le_bytes());
-        self.out.seek(SeekFrom::Start(0)).io_context("seek", &self.abs)?;
-        self.out.write_all(&header).io_context("write", &self.abs)?;
-        let file = self.out.into_inner().map_err(|e| e.into_error()).io_context("write", &self.abs)?;
+        let mut file = self.out.into_inner().map_err(|e| e.into_error()).io_context("write", &self.abs)?;
+        file.write_at(0, &header).io_context("write", &self.abs)?;
         file.sync_all().io_context("fsync", &self.abs)?;
         Ok(self.relative)
     }

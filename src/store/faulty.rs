@@ -397,6 +397,27 @@ impl HookedFile for FaultyFile {
     fn size(&self) -> u64 {
         self.len
     }
+
+    /// A counted write like any other: a short one writes the first half, then the rest (as a
+    /// retrying caller would).
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        match self.io.next("write") {
+            Verdict::Fail => return Err(injected()),
+            Verdict::Short => {
+                let half = buf.len() / 2;
+                self.file.write_all_at(&buf[..half], offset)?;
+                self.file.write_all_at(&buf[half..], offset + half as u64)?;
+            }
+            Verdict::Go => self.file.write_all_at(buf, offset)?,
+            Verdict::DoThenCrash => {
+                self.file.write_all_at(buf, offset)?;
+                self.io.state().dead = true;
+                return Err(injected());
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -107,6 +107,8 @@ pub trait HookedFile: Write + Send {
     fn sync_all(&mut self) -> std::io::Result<()>;
     /// The bytes written so far.
     fn size(&self) -> u64;
+    /// Writes `buf` over bytes already written, from `offset` (a header patched at the end).
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()>;
 }
 
 impl From<File> for NewFile {
@@ -126,6 +128,22 @@ impl NewFile {
         match &mut self.0 {
             NewFileKind::Fs(f) => f.sync_all(),
             NewFileKind::Hooked(f) => f.sync_all(),
+        }
+    }
+
+    /// Writes `buf` over bytes already written, from `offset`: a header whose checksum is known
+    /// only once the rest is written. Writing past the end is refused.
+    pub fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|end| end > self.size().unwrap_or(0)) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("writing {} bytes at {offset} would go past the end of the file", buf.len()),
+            ));
+        }
+        match &mut self.0 {
+            NewFileKind::Fs(f) => std::os::unix::fs::FileExt::write_all_at(f, buf, offset),
+            NewFileKind::Hooked(f) => f.write_at(offset, buf),
         }
     }
 
@@ -425,6 +443,20 @@ pub fn wait_synced(handles: Vec<std::thread::JoinHandle<Result<()>>>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_is_written_over_bytes_already_written_and_never_past_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let mut file = create(&path).unwrap();
+        file.write_all(&[0; 10]).unwrap();
+        file.write_at(0, b"head").unwrap();
+        file.write_at(6, b"tail").unwrap();
+        let err = file.write_at(8, b"long").unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+        file.sync_all().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"head\0\0tail");
+    }
 
     #[test]
     fn a_bare_file_name_lives_in_the_current_directory() {

@@ -1,6 +1,6 @@
 //! Fault injection at every store I/O point (issue 17, item 5; redb's two-pass crash test). For
 //! each write operation — an import into an existing store, `UPDATE`, `DELETE FROM users`,
-//! `forget`, `INSERT`, a compaction, a vacuum, a backup — pass 1 runs it through a counting
+//! `forget`, `INSERT`, an identity resolution, a compaction, a vacuum, a backup — pass 1 runs it through a counting
 //! [`FaultyIo`] and records the answers before (version v) and after (v+1). Then, for every
 //! operation k it made, the operation runs again on a fresh copy of the store with operation k
 //! failing: with an error, with a short write (at writes), and with a crash (after which the
@@ -66,6 +66,8 @@ const QUERIES: &[&str] = &[
     "SELECT count(*) FROM events",
     "SELECT tag, count(*) FROM user_tags GROUP BY tag ORDER BY tag",
     "SELECT count(*) FROM users WHERE has_tag('big_spender')",
+    "SELECT count(*), count(DISTINCT person_id) FROM user_persons",
+    "SELECT status, count(*) FROM identity_links GROUP BY status ORDER BY status",
 ];
 
 /// The write operations under test.
@@ -76,6 +78,7 @@ enum Op {
     DeleteUsers,
     Forget,
     Insert,
+    Identities,
     Compact,
     Vacuum,
     Backup,
@@ -96,6 +99,20 @@ impl Op {
             Op::Insert => {
                 sql(store, "INSERT INTO users (user_id, tier, points) VALUES ('new1', 'gold', 9000), ('new2', NULL, 1)")
                     .await
+            }
+            Op::Identities => {
+                // The store's first resolution: its state file, links and persons.
+                let identities = write(
+                    &dir.join("identities"),
+                    "identities.csv",
+                    "user_id,id_type,id_value,source,ts\n\
+                     u1,phone,13418494637,till,2026-03-01 10:00:00\n\
+                     u2,wx_unionid,oU_fault_1,wx_oa,2026-03-02 10:00:00\n\
+                     u3,wx_unionid,oU_fault_1,wx_mini,2026-03-02 11:00:00\n\
+                     u4,device_id,dev-1,app,2026-03-03 10:00:00\n\
+                     u5,email,null,web,2026-03-03 11:00:00\n",
+                );
+                store.import(&[identities], &persona::ImportOptions::default()).map(drop)
             }
             Op::Compact => {
                 let options = CompactOptions { fact_rows: 8_000, users_rows: 1_500, ..CompactOptions::default() };
@@ -252,6 +269,7 @@ every_point_test!(every_io_point_of_an_update_recovers, Op::Update);
 every_point_test!(every_io_point_of_a_delete_from_users_recovers, Op::DeleteUsers);
 every_point_test!(every_io_point_of_a_forget_recovers, Op::Forget);
 every_point_test!(every_io_point_of_an_insert_recovers, Op::Insert);
+every_point_test!(every_io_point_of_an_identity_resolution_recovers, Op::Identities);
 every_point_test!(every_io_point_of_a_compaction_recovers, Op::Compact);
 every_point_test!(every_io_point_of_a_vacuum_recovers, Op::Vacuum);
 every_point_test!(every_io_point_of_a_backup_recovers, Op::Backup);
