@@ -41,14 +41,25 @@ const STAGED_GROUP_ROWS: usize = 1 << 20;
 /// there are no rows.
 pub async fn insert_into(session: &QuerySession, table: Table, columns: &[String], rows: &Body) -> Result<RecordBatch> {
     let writer = begin(session)?;
-    let frame = session.context().sql(&rows.text).await.map_err(|e| at_value(rows, e))?;
-    let produced = frame.schema().fields().len();
+    let mut frame = session.context().sql(&rows.text).await.map_err(|e| at_value(rows, e))?;
+    let mut produced = frame.schema().fields().len();
     let here = Some((rows.line, rows.column));
     let targets: Vec<String> = if columns.is_empty() {
         let all: Vec<String> = match table {
             Table::Users => writer.base().users_columns.iter().map(|c| c.name.clone()).collect(),
             other => contract_columns(other).into_iter().map(|c| c.name).collect(),
         };
+        // `INSERT INTO t SELECT * FROM t …`: the computed person_id that `*` ends with is not
+        // inserted (it is never stored).
+        if produced == all.len() + 1
+            && frame.schema().field(all.len()).name() == crate::query::person_id::PERSON_ID
+            && !all.iter().any(|c| c == crate::query::person_id::PERSON_ID)
+        {
+            let kept: Vec<datafusion::prelude::Expr> =
+                frame.schema().columns()[..all.len()].iter().cloned().map(datafusion::prelude::Expr::Column).collect();
+            frame = frame.select(kept).map_err(|e| at_value(rows, e))?;
+            produced = all.len();
+        }
         if produced > all.len() {
             return Err(Error::Sql {
                 message: format!(
@@ -280,6 +291,9 @@ fn plan_assignments(session: &QuerySession, columns: &[ColumnDef], assignments: 
             return Err(at(
                 "user_id cannot be updated: facts and the id dictionary name users by it; forget the user and load the row under the new id instead".into(),
             ));
+        }
+        if a.column == crate::query::person_id::PERSON_ID && !columns.iter().any(|c| c.name == a.column) {
+            return Err(at("person_id cannot be updated: it is computed, the person the identity resolution put the user in; link identifiers (INSERT INTO identities) or split them (UNLINK) instead".into()));
         }
         let Some(def) = columns.iter().find(|c| c.name == a.column) else {
             let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();

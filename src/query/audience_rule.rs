@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, Result, ScalarValue};
-use datafusion::datasource::{provider_as_source, source_as_provider};
+use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
     Aggregate, BinaryExpr, Expr, Filter, Join, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, Projection,
@@ -32,6 +32,7 @@ use crate::index::{DAY_MICROS, EdgeScan, IndexSet};
 use crate::query::bitmap_expr::AudienceSpec;
 use crate::query::dense_agg_rule::DenseAggregate;
 use crate::query::fact_filter::{FactAggregate, FactFilter};
+use crate::query::person_id;
 use crate::query::store_tables::StoreTables;
 use crate::query::users_provider::UsersTable;
 use crate::tables::{CATEGORY, CHANNEL_ID, EVENT_TYPE, PRODUCT_ID, TAG, TS, Table, USER_ID};
@@ -377,8 +378,7 @@ impl AudienceRule {
         }
         let plan = LogicalPlan::Projection(projection.clone());
         let Some(spec) = self.per_user_having(&plan) else { return Ok(None) };
-        let users_source = provider_as_source(Arc::clone(&self.users));
-        let users = LogicalPlanBuilder::scan("users", users_source, None)?.build()?;
+        let users = person_id::stored_scan("users", Arc::clone(&self.users))?.build()?;
         let key = Expr::Column(Column::new(Some("users"), USER_ID));
         let filtered = LogicalPlanBuilder::from(users).filter(self.call(key.clone(), &spec, false)?)?;
         if projection.expr.is_empty() {
@@ -468,8 +468,7 @@ impl AudienceRule {
         let Some(terms) = self.audience_terms(&agg.input, &group.name) else {
             return Ok(Transformed::no(plan.clone()));
         };
-        let users_source = provider_as_source(Arc::clone(&self.users));
-        let users = LogicalPlanBuilder::scan("users", users_source, None)?.build()?;
+        let users = person_id::stored_scan("users", Arc::clone(&self.users))?.build()?;
         let key = Expr::Column(Column::new(Some("users"), USER_ID));
         let mut filtered = LogicalPlanBuilder::from(users);
         for (spec, negated) in terms {

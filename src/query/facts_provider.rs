@@ -20,7 +20,7 @@ use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Expr, ScalarUDF, TableProviderFilterPushDown};
 use datafusion::object_store::ObjectMeta;
 use datafusion::parquet::arrow::arrow_reader::RowSelection;
 use datafusion::physical_plan::ExecutionPlan;
@@ -29,6 +29,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use crate::index::IndexSet;
 use crate::query::audience_rule::collect_values;
 use crate::query::bitmap_scan::{file_metadata, preloaded_source, store_path};
+use crate::query::person_id::{self, StoredProjection};
 use crate::store::plain_columns::PlainColumns;
 use crate::tables::{Table, USER_ID};
 
@@ -85,6 +86,11 @@ pub struct FactsTable {
     use_indexes: Arc<AtomicBool>,
     /// The plain Parquet table, for everything but user lookups.
     inner: Arc<dyn TableProvider>,
+    /// The schema SQL sees: the stored columns, then `person_id` when the store resolves
+    /// identities.
+    sql_schema: SchemaRef,
+    /// What computes `person_id` ([`crate::query::person_id`]).
+    person_id: Option<Arc<ScalarUDF>>,
 }
 
 impl FactsTable {
@@ -95,7 +101,17 @@ impl FactsTable {
         use_indexes: Arc<AtomicBool>,
         inner: Arc<dyn TableProvider>,
     ) -> Self {
-        FactsTable { table, files, index, use_indexes, inner }
+        FactsTable { table, files, index, use_indexes, sql_schema: inner.schema(), inner, person_id: None }
+    }
+
+    /// The table with `person_id`, computed by `udf` (none: without it).
+    pub fn with_person_id(mut self, udf: Option<Arc<ScalarUDF>>) -> Self {
+        self.sql_schema = match &udf {
+            Some(_) => person_id::with_person_id(&self.inner.schema()),
+            None => self.inner.schema(),
+        };
+        self.person_id = udf;
+        self
     }
 
     /// Which fact table this is.
@@ -127,7 +143,7 @@ impl FactsTable {
 #[async_trait]
 impl TableProvider for FactsTable {
     fn schema(&self) -> SchemaRef {
-        self.inner.schema()
+        Arc::clone(&self.sql_schema)
     }
 
     fn table_type(&self) -> TableType {
@@ -145,9 +161,15 @@ impl TableProvider for FactsTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(udf) = &self.person_id
+            && let Some(computed) = StoredProjection::of(&self.sql_schema, projection)
+        {
+            let stored = self.scan(state, Some(&computed.stored), filters, limit).await?;
+            return computed.project(state, udf, stored);
+        }
         let lookup = if self.use_indexes.load(Ordering::Relaxed) { self.looked_up_users(filters) } else { None };
         let Some(ids) = lookup else { return self.inner.scan(state, projection, filters, limit).await };
-        let schema = self.schema();
+        let schema = self.inner.schema();
         let mut partitioned = Vec::new();
         let mut footers = HashMap::new();
         for file in &self.files {

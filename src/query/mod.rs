@@ -19,6 +19,7 @@ pub mod group_count_rule;
 pub mod memory;
 pub mod now;
 pub mod ordinals;
+pub mod person_id;
 pub mod planner;
 pub mod product_join_rule;
 #[cfg(test)]
@@ -286,13 +287,19 @@ impl Pinned {
         let index = open_index(&snapshot, &pool)?;
         let users_files = users_files_of(&snapshot)?;
         let users_schema = sql_schema(&snapshot.manifest().columns(Table::Users));
-        let users: Arc<dyn TableProvider> = Arc::new(users_provider::UsersTable::new(
-            Arc::clone(&users_schema),
-            users_files.clone(),
-            Arc::clone(&index),
-            Arc::clone(&use_indexes),
-            table_provider(&snapshot, Table::Users)?,
-        ));
+        // `person_id` on the tables with a user_id, once the store resolves identities.
+        let person_udf = person_id::PersonIds::of(&snapshot)
+            .map(|ids| Arc::new(ScalarUDF::new_from_impl(person_id::PersonIdOf::new(Arc::new(ids)))));
+        let users: Arc<dyn TableProvider> = Arc::new(
+            users_provider::UsersTable::new(
+                Arc::clone(&users_schema),
+                users_files.clone(),
+                Arc::clone(&index),
+                Arc::clone(&use_indexes),
+                table_provider(&snapshot, Table::Users)?,
+            )
+            .with_person_id(person_udf.clone()),
+        );
         let query_planner = planner::PersonaQueryPlanner {
             dense: Arc::new(planner::DenseAggregatePlanner { snapshot: snapshot.clone(), users: users_files.clone() }),
         };
@@ -318,13 +325,10 @@ impl Pinned {
                     })
                     .collect();
                 let plain = table_provider(&snapshot, table)?;
-                Arc::new(facts_provider::FactsTable::new(
-                    table,
-                    files,
-                    Arc::clone(&index),
-                    Arc::clone(&use_indexes),
-                    plain,
-                ))
+                Arc::new(
+                    facts_provider::FactsTable::new(table, files, Arc::clone(&index), Arc::clone(&use_indexes), plain)
+                        .with_person_id(person_udf.clone()),
+                )
             } else {
                 table_provider(&snapshot, table)?
             };
@@ -401,6 +405,10 @@ impl Pinned {
             audiences: audiences.clone(),
         };
         let mut analyzer_rules: Vec<Arc<dyn AnalyzerRule + Send + Sync>> = vec![Arc::new(sugar)];
+        if let Some(udf) = &person_udf {
+            analyzer_rules
+                .push(Arc::new(person_id::PersonIdColumn { tables: store_tables.clone(), udf: Arc::clone(udf) }));
+        }
         analyzer_rules.extend(Analyzer::new().rules);
         let state = SessionStateBuilder::new()
             .with_config(config)
@@ -415,6 +423,9 @@ impl Pinned {
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udf(audience_udf.as_ref().clone());
+        if let Some(udf) = &person_udf {
+            ctx.register_udf(udf.as_ref().clone());
+        }
         ctx.register_udf(ScalarUDF::new_from_impl(sugar::SugarFunction::new(sugar::HAS_TAG)));
         ctx.register_udf(ScalarUDF::new_from_impl(sugar::SugarFunction::new(sugar::PURCHASED_WITHIN)));
         ctx.register_udf(ScalarUDF::new_from_impl(sugar::SugarFunction::new(sugar::IN_AUDIENCE)));

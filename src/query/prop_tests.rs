@@ -77,7 +77,26 @@ fn store() -> &'static (tempfile::TempDir, Store) {
                 writeln!(events, "u{i},app,{kind},{ts}").expect("write to a String");
             }
         }
+        // Identifiers that join some users into persons (shared phones and e-mails, a device
+        // that links nobody), so that every test also runs on a store with `person_id`.
+        let mut identities = String::from("user_id,id_type,id_value,source,ts\n");
+        for i in 0..300 {
+            for (kind, pool, chance) in [("phone", 60, 0.4), ("email", 40, 0.2), ("device_id", 5, 0.1)] {
+                if rng.random_bool(chance) {
+                    let k = rng.random_range(0..pool);
+                    let value = match kind {
+                        "phone" => format!("1380013{k:04}"),
+                        "email" => format!("p{k}@example.com"),
+                        _ => format!("tablet-{k}"),
+                    };
+                    let day = rng.random_range(1..29);
+                    writeln!(identities, "u{i},{kind},{value},app,2026-09-{day:02} 10:00:00")
+                        .expect("write to a String");
+                }
+            }
+        }
         for (name, body) in [
+            ("identities.csv", identities.as_str()),
             ("users.csv", users.as_str()),
             ("user_tags.csv", tags.as_str()),
             ("purchases.csv", purchases.as_str()),
@@ -87,8 +106,8 @@ fn store() -> &'static (tempfile::TempDir, Store) {
             std::fs::write(dir.path().join(name), body).expect("write input");
         }
         let store = Store::open_or_create(dir.path().join("store")).expect("store");
-        let inputs =
-            ["users.csv", "user_tags.csv", "purchases.csv", "events.csv", "products.csv"].map(|n| dir.path().join(n));
+        let inputs = ["users.csv", "user_tags.csv", "purchases.csv", "events.csv", "products.csv", "identities.csv"]
+            .map(|n| dir.path().join(n));
         store.import(&inputs, &ImportOptions::default()).expect("import");
         (dir, store)
     })
@@ -300,6 +319,35 @@ proptest! {
         let without = rows(&sql, false);
         prop_assert!(without.is_ok(), "{}: {:?}", sql, without);
         prop_assert_eq!(with, without, "{}", sql);
+    }
+
+    /// `person_id` (computed from user_id) is the person `user_persons` gives, on users under any
+    /// audience predicate and on purchases under any fact filter, with indexes on and off.
+    #[test]
+    fn person_id_is_the_person_of_user_persons(pred in predicate(), filter in fact_filter()) {
+        let direct = format!(
+            "SELECT count(*) AS n, count(DISTINCT person_id) AS p, sum(person_id) AS s FROM users u WHERE {pred}"
+        );
+        let joined = format!(
+            "SELECT count(*) AS n, count(DISTINCT up.person_id) AS p, sum(up.person_id) AS s \
+             FROM users u JOIN user_persons up ON up.user_id = u.user_id WHERE {pred}"
+        );
+        let facts = format!(
+            "SELECT person_id AS p, count(*) AS n, round(sum(amount), 4) AS a FROM purchases \
+             WHERE {filter} GROUP BY person_id ORDER BY p"
+        );
+        let facts_joined = format!(
+            "SELECT up.person_id AS p, count(*) AS n, round(sum(amount), 4) AS a FROM purchases \
+             JOIN user_persons up USING (user_id) WHERE {filter} GROUP BY up.person_id ORDER BY p"
+        );
+        for on in [true, false] {
+            let want = rows(&joined, on);
+            prop_assert!(want.is_ok(), "{}: {:?}", joined, want);
+            prop_assert_eq!(rows(&direct, on), want, "{} (indexes {})", direct, on);
+            let want = rows(&facts_joined, on);
+            prop_assert!(want.is_ok(), "{}: {:?}", facts_joined, want);
+            prop_assert_eq!(rows(&facts, on), want, "{} (indexes {})", facts, on);
+        }
     }
 
     /// Stacks of window functions (one `WindowChainExec` when indexes are on) equal DataFusion's.

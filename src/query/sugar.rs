@@ -22,7 +22,6 @@ use datafusion::catalog::TableProvider;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, Result, plan_datafusion_err, plan_err};
-use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlan, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
@@ -32,6 +31,7 @@ use datafusion::optimizer::AnalyzerRule;
 
 use crate::query::audience_rule::reads_users;
 use crate::query::bitmap_expr::AudienceSpec;
+use crate::query::person_id;
 use crate::tables::{TAG, TS, USER_ID};
 
 /// The name of `has_tag`.
@@ -162,7 +162,7 @@ impl SugarRule {
             return Ok(self.audience_udf.call(vec![Expr::Column(user), lit(spec)]));
         }
         let t = "persona_in_audience";
-        let plan = LogicalPlanBuilder::scan(name.as_str(), provider_as_source(Arc::clone(table)), None)?
+        let plan = person_id::stored_scan(name.as_str(), Arc::clone(table))?
             .alias(t)?
             .filter(col(Column::new(Some(t), USER_ID)).eq(out_ref_col(user_type.clone(), user)))?
             .project(vec![lit(1)])?
@@ -174,7 +174,7 @@ impl SugarRule {
         tag_argument(args)?;
         let tag = &args[0];
         let t = "persona_has_tag";
-        let plan = LogicalPlanBuilder::scan("user_tags", provider_as_source(Arc::clone(&self.user_tags)), None)?
+        let plan = person_id::stored_scan("user_tags", Arc::clone(&self.user_tags))?
             .alias(t)?
             .filter(
                 col(Column::new(Some(t), USER_ID))
@@ -205,7 +205,7 @@ impl SugarRule {
         };
         let t = "persona_purchased_within";
         let ts = col(Column::new(Some(t), TS));
-        let plan = LogicalPlanBuilder::scan("purchases", provider_as_source(Arc::clone(&self.purchases)), None)?
+        let plan = person_id::stored_scan("purchases", Arc::clone(&self.purchases))?
             .alias(t)?
             .filter(
                 col(Column::new(Some(t), USER_ID))

@@ -11,12 +11,13 @@ use async_trait::async_trait;
 use datafusion::catalog::{Session as CatalogSession, TableProvider};
 use datafusion::common::Result;
 use datafusion::datasource::TableType;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Expr, ScalarUDF, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::index::IndexSet;
 use crate::query::bitmap_expr::{BitmapExpr, evaluate, translate};
 use crate::query::bitmap_scan::{UsersFile, bitmap_scan, bitmap_scan_with_nulls, row_count_only};
+use crate::query::person_id::{self, StoredProjection};
 use crate::query::residual;
 use crate::store::manifest::BLANK_USER_ID;
 use crate::tables::{ROW_ID_COLUMN, USER_ID};
@@ -31,6 +32,10 @@ pub struct UsersTable {
     use_indexes: Arc<AtomicBool>,
     /// The plain Parquet table used when indexes are off.
     fallback: Arc<dyn TableProvider>,
+    /// The schema SQL sees: `schema`, then `person_id` when the store resolves identities.
+    sql_schema: SchemaRef,
+    /// What computes `person_id` ([`crate::query::person_id`]).
+    person_id: Option<Arc<ScalarUDF>>,
 }
 
 impl UsersTable {
@@ -41,7 +46,17 @@ impl UsersTable {
         use_indexes: Arc<AtomicBool>,
         fallback: Arc<dyn TableProvider>,
     ) -> Self {
-        UsersTable { schema, files, index, use_indexes, fallback }
+        UsersTable { sql_schema: Arc::clone(&schema), schema, files, index, use_indexes, fallback, person_id: None }
+    }
+
+    /// The table with `person_id`, computed by `udf` (none: without it).
+    pub fn with_person_id(mut self, udf: Option<Arc<ScalarUDF>>) -> Self {
+        self.sql_schema = match &udf {
+            Some(_) => person_id::with_person_id(&self.schema),
+            None => Arc::clone(&self.schema),
+        };
+        self.person_id = udf;
+        self
     }
 
     fn indexes_on(&self) -> bool {
@@ -206,7 +221,7 @@ impl UsersTable {
 #[async_trait]
 impl TableProvider for UsersTable {
     fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
+        Arc::clone(&self.sql_schema)
     }
 
     fn table_type(&self) -> TableType {
@@ -236,6 +251,12 @@ impl TableProvider for UsersTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(udf) = &self.person_id
+            && let Some(computed) = StoredProjection::of(&self.sql_schema, projection)
+        {
+            let stored = self.scan(state, Some(&computed.stored), filters, limit).await?;
+            return computed.project(state, udf, stored);
+        }
         // Indexes off: DataFusion's own scan and filter. The filters are applied here, not only
         // left above: they may have been accepted as Exact before `persona.use_indexes` was
         // switched off.
