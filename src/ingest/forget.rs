@@ -36,6 +36,7 @@ use crate::index::build::write_index_without;
 use crate::store::catalog::{read_set, write_set};
 use crate::store::fact_rows::{for_each_fact_batch, read_stored_columns};
 use crate::store::id_dictionary::{SegmentReader, segment_without};
+use crate::store::identity::Split;
 use crate::store::manifest::{BLANK_USER_ID, DataFile, ForgottenUsers, IndexEntry, Manifest};
 use crate::store::{Store, StoreWriter, layout};
 use crate::tables::{ROW_ID_COLUMN, Table, USER_ID, contract_columns, file_schema};
@@ -130,6 +131,7 @@ pub fn forget_rows(writer: &StoreWriter, row_ids: &RoaringBitmap) -> Result<(Man
     if removed.is_empty() {
         return Ok((next, 0));
     }
+    forget_split_pairs(&root, &base, &removed, &mut next)?;
     let mut rewritten = 0usize;
     // Identity resolution runs again from the start without their links (the longest step at
     // ten million users), on the second core while the other fact tables and the index are
@@ -173,6 +175,25 @@ pub fn forget_rows(writer: &StoreWriter, row_ids: &RoaringBitmap) -> Result<(Man
     // Their identifier links and person rows go too (ingest::identity).
     next.identity.resolution = resolved;
     Ok((next, rewritten))
+}
+
+/// Drops the cannot-link pairs (`UNLINK 'a', 'b'`) that name a user of `removed`: the manifest
+/// would keep their user_id in every later version, and the pair keeps nobody apart any more (a
+/// pair naming an unknown user is ignored by the resolution). Blocked values are rules about a
+/// value, kept (docs/lifecycle.md, the erasure procedure).
+fn forget_split_pairs(root: &Path, base: &Manifest, removed: &RoaringBitmap, next: &mut Manifest) -> Result<()> {
+    let mut kept = Vec::with_capacity(next.identity.splits.len());
+    for split in std::mem::take(&mut next.identity.splits) {
+        if let Split::Pair { a, b, .. } = &split {
+            let (rows, _) = resolve_user_ids(root, base, &[a.clone(), b.clone()])?;
+            if rows.iter().any(|r| removed.contains(r)) {
+                continue;
+            }
+        }
+        kept.push(split);
+    }
+    next.identity.splits = kept;
+    Ok(())
 }
 
 /// Rewrites the users files holding `removed` with those rows blanked in place; returns how

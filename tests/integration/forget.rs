@@ -301,3 +301,53 @@ fn the_command_line_reads_an_id_file_reports_unknown_ids_and_names_a_bad_line() 
     let out = output(persona_bin().args(["forget", "--store"]).arg(&root).arg("--file").arg(&empty));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no user_id was given"), "{out:?}");
 }
+
+/// A person with identifiers, a person of several profiles and a cannot-link pair: after forget
+/// and vacuum no byte of them remains either (the links and persons files lose them, and the
+/// manifest drops the split that named them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_a_person_with_identities_and_a_split_leaves_no_byte_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = create_store(dir.path().join("store"));
+    import(&store, &[&sample_dir()]).unwrap();
+    let people = people_with_everything(&session(&store), 3).await;
+    let (gone, partner, control) = (&people[0], &people[1], &people[2]);
+    // The forgotten user shares a unionid with a partner (one person), and is split from the
+    // control by hand.
+    let links = format!(
+        "user_id,id_type,id_value,source,ts\n\
+         {g},wx_unionid,oU_erasure_shared,wx_oa,2026-03-01 10:00:00\n\
+         {p},wx_unionid,oU_erasure_shared,wx_mini,2026-03-01 11:00:00\n\
+         {g},device_id,{g}-tablet,app,2026-03-02 10:00:00\n",
+        g = gone.user_id,
+        p = partner.user_id
+    );
+    import(&store, &[&write(&dir.path().join("ids"), "identities.csv", links)]).unwrap();
+    {
+        let _scope = lock_scope();
+        let s = session(&store);
+        s.query(&format!("UNLINK '{}', '{}'", gone.user_id, control.user_id)).await.unwrap();
+        let same = format!(
+            "SELECT count(DISTINCT person_id) FROM users WHERE user_id IN ('{}', '{}')",
+            gone.user_id, partner.user_id
+        );
+        assert_eq!(count(&session(&store), &same).await, 1, "one person before the forget");
+        store.forget(std::slice::from_ref(&gone.user_id)).unwrap();
+    }
+    let root = store.root().to_path_buf();
+    ok(&output(persona_bin().args(["vacuum", "--keep-versions", "1", "--store"]).arg(&root)));
+    let reopened = persona::Store::open(&root).unwrap();
+    check_passes(&reopened);
+    let s = session(&reopened);
+    let partner_links = format!("SELECT count(*) FROM identity_links WHERE user_id = '{}'", partner.user_id);
+    assert!(count(&s, &partner_links).await > 0, "the partner keeps its links");
+    let theirs = format!("SELECT count(*) FROM identity_links WHERE user_id = '{}'", gone.user_id);
+    assert_eq!(count(&s, &theirs).await, 0);
+    for needle in control.needles().into_iter().chain([partner.user_id.as_str()]) {
+        assert!(!raw_hits(&root, needle).is_empty() || !decoded_hits(&root, needle).is_empty(), "finds {needle}");
+    }
+    for needle in gone.needles() {
+        assert_eq!(raw_hits(&root, needle), Vec::<PathBuf>::new(), "raw bytes of {needle}");
+        assert_eq!(decoded_hits(&root, needle), Vec::<PathBuf>::new(), "decoded values of {needle}");
+    }
+}
