@@ -1,6 +1,7 @@
 //! Person-level SQL over the version's identity resolution (docs/identity.md): the
 //! `user_persons` table (each user's `person_id`), the `identity_links` table (every identifier
-//! link with its outcome), the `persons` view (one row per person with its surviving profile
+//! link with its outcome and the rule that decided it), `identity_splits` (the splits made by
+//! hand, with their time), the `persons` view (one row per person with its surviving profile
 //! values) and `explain_merge(user_a, user_b)`, the chain of identifiers that joined two users.
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,7 +23,7 @@ use crate::audience::sql_view::SqlView;
 use crate::error::{Error, IoContext, Result};
 use crate::ingest::identity::{links_schema, persons_schema};
 use crate::ingest::resolve::{KindRule, Link, LinkKey, Outcome, explain_chain};
-use crate::store::identity::{IdentityRules, Resolution, Survivorship};
+use crate::store::identity::{IdentityRules, Resolution, Split, Survivorship};
 use crate::store::{Snapshot, layout};
 use crate::tables::{ColumnType, ID_TYPE, ID_VALUE, ROW_ID_COLUMN, SOURCE, TS, USER_ID};
 
@@ -44,12 +45,43 @@ pub fn register(ctx: &SessionContext, snapshot: &Snapshot) -> Result<()> {
         "persons",
         Arc::new(persons_view(&manifest.columns(crate::tables::Table::Users), &rules.survivorship)),
     )?;
+    ctx.register_table("identity_splits", Arc::new(splits_table(&manifest.identity.splits)?))?;
     ctx.register_udtf("audience_persons", Arc::new(AudiencePersons));
     ctx.register_udtf(
         "explain_merge",
         Arc::new(ExplainMerge { links, persons: file(|r| &r.persons), rules: manifest.identity.rules() }),
     );
     Ok(())
+}
+
+/// `identity_splits`: every split made by hand (`UNLINK`, `persona identity split`), oldest
+/// first, as the manifest keeps them for every later import.
+fn splits_table(splits: &[Split]) -> Result<MemTable> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("user_a", DataType::Utf8, true),
+        Field::new("user_b", DataType::Utf8, true),
+        Field::new(ID_TYPE, DataType::Utf8, true),
+        Field::new(ID_VALUE, DataType::Utf8, true),
+        Field::new("at", DataType::Timestamp(TimeUnit::Second, Some("UTC".into())), true),
+    ]));
+    let mut columns: [Vec<Option<String>>; 5] = Default::default();
+    let mut at = Vec::with_capacity(splits.len());
+    for split in splits {
+        let (kind, a, b, t, v, when) = match split {
+            Split::Pair { a, b, at } => ("users", Some(a), Some(b), None, None, at),
+            Split::Value { id_type, id_value, at } => ("value", None, None, Some(id_type), Some(id_value), at),
+        };
+        for (column, value) in columns.iter_mut().zip([Some(&kind.to_string()), a, b, t, v]) {
+            column.push(value.cloned());
+        }
+        at.push(chrono::DateTime::parse_from_rfc3339(when).ok().map(|t| t.timestamp()));
+    }
+    let mut arrays: Vec<arrow::array::ArrayRef> =
+        columns.into_iter().map(|c| Arc::new(StringArray::from(c)) as arrow::array::ArrayRef).collect();
+    arrays.push(Arc::new(arrow::array::TimestampSecondArray::from(at).with_timezone("UTC")));
+    let batch = RecordBatch::try_new(Arc::clone(&schema), arrays)?;
+    Ok(MemTable::try_new(schema, vec![vec![batch]])?)
 }
 
 fn without_row_id(schema: &SchemaRef) -> SchemaRef {

@@ -930,7 +930,17 @@ fn status(o: Option<Outcome>, r: &Record, rules: &IdentityRules, splits: &Splits
     match o {
         None => ("invalid", Some(r.invalid.clone().unwrap_or_else(|| format!("type '{}' is not declared", r.id_type)))),
         Some(Outcome::Linked) => ("linked", None),
-        Some(Outcome::Joined) => ("joined", None),
+        Some(Outcome::Joined) => {
+            let rule = rules.types.get(r.id_type.as_ref());
+            let priority = rule.map_or(0, |t| t.priority);
+            (
+                "joined",
+                Some(format!(
+                    "joined the person already holding this {}: a {} belongs to one person (priority {priority})",
+                    r.id_type, r.id_type
+                )),
+            )
+        }
         Some(Outcome::Denied) if splits.blocks(&r.id_type, &r.id_value) => {
             ("blocked", Some("the value was blocked by persona identity split".into()))
         }
