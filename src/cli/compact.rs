@@ -39,11 +39,16 @@ pub fn run(args: CompactArgs) -> Result<()> {
 /// The one-line report of a compaction of `store`.
 pub fn describe(store: &str, s: &CompactSummary) -> String {
     let Some(version) = s.version else {
-        return format!("{store}: nothing to compact (no run of small files or segments)");
+        return format!(
+            "{store}: nothing to compact (no run of small files or segments, no identity state deltas due)"
+        );
     };
     let mut parts: Vec<String> = s.tables.iter().map(|(t, a, b)| format!("{t} {a} → {b} files")).collect();
     if s.segments.0 != s.segments.1 {
         parts.push(format!("id segments {} → {}", s.segments.0, s.segments.1));
+    }
+    if s.identity_deltas > 0 {
+        parts.push(format!("identity state {} deltas → a new base", s.identity_deltas));
     }
     format!("compacted {store} as version {version}: {}; {:.1} s", parts.join(", "), s.elapsed.as_secs_f64())
 }

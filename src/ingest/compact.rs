@@ -68,6 +68,8 @@ pub struct CompactSummary {
     pub tables: Vec<(Table, usize, usize)>,
     /// Id-dictionary segments before and after.
     pub segments: (usize, usize),
+    /// Identity state deltas merged into a new base (0: none).
+    pub identity_deltas: usize,
     pub elapsed: Duration,
 }
 
@@ -95,6 +97,7 @@ pub fn compaction_due(manifest: &Manifest) -> bool {
         || small_files(Table::Users, options.users_rows) >= DUE_SMALL_FILES
         || manifest.id_segments.iter().filter(|s| is_small(s.entries, options.segment_entries)).count()
             >= DUE_SMALL_FILES
+        || super::identity::merge_due(manifest)
 }
 
 /// The `user_tags` files rule tags own (never merged).
@@ -112,7 +115,7 @@ impl Store {
         }
         let writer = self.writer()?;
         let (next, mut summary) = compact_version(&writer, options)?;
-        if summary.tables.is_empty() && summary.segments.0 == summary.segments.1 {
+        if summary.tables.is_empty() && summary.segments.0 == summary.segments.1 && summary.identity_deltas == 0 {
             summary.elapsed = started.elapsed();
             return Ok(summary);
         }
@@ -180,6 +183,13 @@ pub fn compact_version(writer: &StoreWriter, options: &CompactOptions) -> Result
         }
         summary.segments.1 = out.len();
         next.id_segments = out;
+    }
+    // The identity state's deltas, once due, into a new base (docs/identity.md).
+    if super::identity::merge_due(&base) {
+        let deltas = base.identity.resolution.as_ref().map_or(0, |r| r.state_deltas.len());
+        if super::identity::merge_state(writer, &root, &mut next)? {
+            summary.identity_deltas = deltas;
+        }
     }
     Ok((next, summary))
 }

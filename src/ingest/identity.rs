@@ -323,6 +323,7 @@ fn resolve_with(
             &normaliser,
             &splits,
             fingerprint,
+            false,
         )? {
             next.identity.resolution = Some(resolution);
             return Ok(());
@@ -642,9 +643,51 @@ fn write_state(w: &StoreWriter, version: u64, state: &StatePart, magic: &[u8; 8]
     file.finish(magic)
 }
 
-/// A new base replaces the deltas once they are this many, or together at least half the
-/// base's size: an increment then writes the whole state, as a resolution from the start does.
-const MAX_DELTAS: usize = 8;
+/// The compaction that follows an import ([`merge_state`], `persona compact`) replaces the base
+/// and its deltas by a new base once they are this many files.
+pub const DUE_DELTAS: usize = 8;
+
+/// An import merges the deltas itself only past this many (or once they are four times the base):
+/// when no compaction ran (`--no-compact`), so that reading the deltas stays bounded.
+const MAX_DELTAS: usize = 4 * DUE_DELTAS;
+
+/// Whether the identity state's deltas are due for a merge into a new base ([`DUE_DELTAS`]).
+pub fn merge_due(manifest: &Manifest) -> bool {
+    manifest
+        .identity
+        .resolution
+        .as_ref()
+        .is_some_and(|r| r.state_base.is_some() && r.state_deltas.len() + 1 >= DUE_DELTAS)
+}
+
+/// Merges the identity state's base and deltas into a new base in `next` (the compaction of the
+/// state; no link is read and no person changes). Returns whether it did: not when there are no
+/// deltas, or the state was made under other rules or splits (the next import resolves from
+/// the start anyway).
+pub(super) fn merge_state(w: &StoreWriter, root: &Path, next: &mut Manifest) -> Result<bool> {
+    let Some(previous) =
+        next.identity.resolution.clone().filter(|r| r.state_base.is_some() && !r.state_deltas.is_empty())
+    else {
+        return Ok(false);
+    };
+    let rules = next.identity.rules();
+    let normaliser = Normaliser::new(&rules)?;
+    let paths: Vec<std::path::PathBuf> = next.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
+    // Only the split pairs' users are looked up: the segments, not a map of every user.
+    let ids = IdMap::on_demand(&paths)?;
+    let splits = Splits::of(&next.identity.splits, &ids)?;
+    let fingerprint = fingerprint(&rules, &next.identity.splits);
+    let users = next.next_row_id;
+    let merged =
+        resolve_increment(w, root, &previous, &[], (users, users), &ids, &normaliser, &splits, fingerprint, true)?;
+    match merged {
+        Some(resolution) => {
+            next.identity.resolution = Some(resolution);
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
 
 /// Applies this import's records to the previous version's stored state (its base and deltas)
 /// when they can be applied in place — the state fits the rules and splits, every new link
@@ -663,6 +706,7 @@ fn resolve_increment(
     normaliser: &Normaliser,
     splits: &Splits,
     fingerprint: u64,
+    force_merge: bool,
 ) -> Result<Option<Resolution>> {
     let Some(base_file) = &previous.state_base else { return Ok(None) };
     let mut parts = vec![StateReader::open(root, base_file, BASE_MAGIC)?];
@@ -672,9 +716,10 @@ fn resolve_increment(
     if parts.iter().any(|p| p.fingerprint != fingerprint) {
         return Ok(None);
     }
-    // A new base once the deltas are many or large: every key and pair is then kept as read.
+    // A new base when compaction asks, or when no compaction ran for long: every key and pair
+    // is then kept as read.
     let delta_bytes: u64 = parts[1..].iter().map(|p| p.size).sum();
-    let merge = parts.len() >= MAX_DELTAS || delta_bytes * 2 >= parts[0].size;
+    let merge = force_merge || parts.len() > MAX_DELTAS || delta_bytes >= 4 * parts[0].size;
     let rules = normaliser.rules();
     let (kinds, kind_rules) = kinds_and_rules(rules);
     // The new records in merge's order; their values' ids looked up in one pass over the keys.

@@ -454,12 +454,13 @@ async fn an_in_order_import_resumes_the_stored_state_and_equals_a_rebuild() {
     assert_eq!(persons_of(&session).await, vec!["u1,u2,u3,u4,u6,u7", "u5"]);
     let check = store.check_identity().unwrap();
     assert_eq!((check.links, check.differing), (15, 0), "{check:?}");
-    // The next in-order imports resume from the state the full resolution wrote and its deltas
-    // (a new base replaces the deltas from time to time); one that joins nobody keeps the
-    // persons file.
+    // The next in-order imports resume from the state the full resolution wrote and its deltas;
+    // the compaction that follows an import when it is due (as `persona import` runs it)
+    // replaces them by a new base; one that joins nobody keeps the persons file.
     load("d", "identities.csv", &format!("{header}u5,email,dan@qq.com,web,2026-12-01 00:00:00\n"));
     assert_eq!((stored(&store), deltas(&store)), ((1, true, 16), 1));
     assert_eq!(store.check_identity().unwrap().differing, 0);
+    let mut merges = 0;
     for (i, day) in ["02", "03", "04", "05", "06", "07", "08", "09", "10", "11"].into_iter().enumerate() {
         let before = persons_file(&store);
         let user = ["u5", "u6"][i % 2];
@@ -470,14 +471,28 @@ async fn an_in_order_import_resumes_the_stored_state_and_equals_a_rebuild() {
         );
         assert_eq!(persons_file(&store), before, "a device joins nobody");
         assert_eq!(stored(&store).2, 17 + i as u64);
+        if persona::ingest::compact::compaction_due(store.snapshot().unwrap().manifest()) {
+            let had = deltas(&store);
+            let summary = store.compact(&persona::ingest::compact::CompactOptions::default()).unwrap();
+            assert_eq!((summary.identity_deltas, deltas(&store)), (had, 0), "compaction merged the deltas");
+            assert_eq!(persons_file(&store), before, "a merge changes no person");
+            merges += 1;
+        }
         assert!(deltas(&store) < 8, "the deltas are merged into a new base");
         let check = store.check_identity().unwrap();
         assert_eq!((check.links, check.differing), (17 + i as u64, 0), "{check:?}");
     }
+    assert_eq!(merges, 1, "the seventh delta made a merge due");
+    // Without compaction the imports keep adding deltas (up to 32, then an import merges itself).
+    for (i, day) in ["12", "13", "14", "15", "16", "17", "18", "19", "20"].into_iter().enumerate() {
+        load(&format!("g{i}"), "identities.csv", &format!("{header}u6,device_id,PAD-{i},app,2026-12-{day} 01:00:00\n"));
+    }
+    assert!(deltas(&store) >= 8, "{} deltas", deltas(&store));
+    assert_eq!(store.check_identity().unwrap().differing, 0);
     // After the deltas, a joining increment equals a rebuild too.
     load("f", "identities.csv", &format!("{header}u5,email,ann@qq.com,web,2026-12-20 00:00:00\n"));
     let session = crate::util::session(&store);
-    assert_eq!(count(&session, "SELECT count(*) FROM identity_links").await, 27);
+    assert_eq!(count(&session, "SELECT count(*) FROM identity_links").await, 36);
     assert_eq!(store.check_identity().unwrap().differing, 0);
 }
 
