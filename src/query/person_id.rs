@@ -83,21 +83,24 @@ impl PersonMap {
 
     fn insert(&mut self, user_id: &str, person: u32) -> std::result::Result<(), String> {
         let h = hash(user_id);
-        if self.table.find(h, |&i| self.key(i) == user_id).is_some() {
-            return Err(format!("user_id {user_id:?} is listed twice"));
+        let i = self.ends.len() as u32;
+        let (text, ends) = (&self.text, &self.ends);
+        let key = |i: u32| {
+            let end = ends[i as usize] as usize;
+            let start = if i == 0 { 0 } else { ends[i as usize - 1] as usize };
+            &text[start..end]
+        };
+        // One probe: the slot where the key is, or where it goes.
+        match self.table.entry(h, |&j| key(j) == user_id, |&j| hash(key(j))) {
+            hashbrown::hash_table::Entry::Occupied(_) => return Err(format!("user_id {user_id:?} is listed twice")),
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(i);
+            }
         }
         self.text.push_str(user_id);
         let end = u32::try_from(self.text.len()).map_err(|_| "its user_ids exceed 4 GiB".to_string())?;
-        let i = self.ends.len() as u32;
         self.ends.push(end);
         self.person.push(person);
-        let (text, ends) = (&self.text, &self.ends);
-        let key_of = |&i: &u32| {
-            let end = ends[i as usize] as usize;
-            let start = if i == 0 { 0 } else { ends[i as usize - 1] as usize };
-            hash(&text[start..end])
-        };
-        self.table.insert_unique(h, i, key_of);
         Ok(())
     }
 
@@ -132,12 +135,20 @@ impl PersonIds {
         let rows = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
         let schema = builder.schema().clone();
         let at = |name: &str| schema.index_of(name).map_err(|_| corrupt(&format!("it has no {name} column")));
-        let mask = ProjectionMask::roots(builder.parquet_schema(), [at(USER_ID)?, at(PERSON_ID)?]);
+        let user_column = at(USER_ID)?;
+        let mask = ProjectionMask::roots(builder.parquet_schema(), [user_column, at(PERSON_ID)?]);
+        // The user_ids' bytes, about: their column's size uncompressed (lengths included).
+        let text_bytes: i64 = builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .filter_map(|g| g.columns().get(user_column).map(|c| c.uncompressed_size()))
+            .sum();
         let mut map = PersonMap {
+            text: String::with_capacity(usize::try_from(text_bytes).unwrap_or(0).min(1 << 32)),
             ends: Vec::with_capacity(rows),
             person: Vec::with_capacity(rows),
             table: HashTable::with_capacity(rows),
-            ..PersonMap::default()
         };
         for batch in builder.with_projection(mask).with_batch_size(65_536).build().map_err(|e| corrupt(&e))? {
             let batch = batch.map_err(|e| corrupt(&e))?;
