@@ -98,10 +98,7 @@ fn resolve_user_ids(root: &Path, base: &Manifest, user_ids: &[String]) -> Result
     let mut sorted: Vec<&str> = user_ids.iter().map(String::as_str).collect();
     sorted.sort_unstable();
     sorted.dedup();
-    let mut found: Vec<Option<u32>> = vec![None; sorted.len()];
-    for segment in &base.id_segments {
-        SegmentReader::open(&layout::resolve(root, &segment.path))?.get_sorted(&sorted, &mut found)?;
-    }
+    let found = row_ids_of(root, base, &sorted)?;
     let row_ids: RoaringBitmap = found.iter().flatten().copied().collect();
     let known: std::collections::HashSet<&str> =
         sorted.iter().zip(&found).filter(|(_, f)| f.is_some()).map(|(k, _)| *k).collect();
@@ -113,6 +110,16 @@ fn resolve_user_ids(root: &Path, base: &Manifest, user_ids: &[String]) -> Result
         }
     }
     Ok((row_ids, unknown))
+}
+
+/// The row id in `base` of each of `sorted` (ascending, distinct user_ids): one pass over the
+/// id dictionary's segments.
+fn row_ids_of(root: &Path, base: &Manifest, sorted: &[&str]) -> Result<Vec<Option<u32>>> {
+    let mut found: Vec<Option<u32>> = vec![None; sorted.len()];
+    for segment in &base.id_segments {
+        SegmentReader::open(&layout::resolve(root, &segment.path))?.get_sorted(sorted, &mut found)?;
+    }
+    Ok(found)
 }
 
 /// Writes the files of the next version without the users of `row_ids` (those already forgotten
@@ -182,17 +189,28 @@ pub fn forget_rows(writer: &StoreWriter, row_ids: &RoaringBitmap) -> Result<(Man
 /// pair naming an unknown user is ignored by the resolution). Blocked values are rules about a
 /// value, kept (docs/lifecycle.md, the erasure procedure).
 fn forget_split_pairs(root: &Path, base: &Manifest, removed: &RoaringBitmap, next: &mut Manifest) -> Result<()> {
-    let mut kept = Vec::with_capacity(next.identity.splits.len());
-    for split in std::mem::take(&mut next.identity.splits) {
-        if let Split::Pair { a, b, .. } = &split {
-            let (rows, _) = resolve_user_ids(root, base, &[a.clone(), b.clone()])?;
-            if rows.iter().any(|r| removed.contains(r)) {
-                continue;
-            }
+    let mut named: Vec<&str> = Vec::new();
+    for split in &next.identity.splits {
+        if let Split::Pair { a, b, .. } = split {
+            named.extend([a.as_str(), b.as_str()]);
         }
-        kept.push(split);
     }
-    next.identity.splits = kept;
+    if named.is_empty() {
+        return Ok(());
+    }
+    named.sort_unstable();
+    named.dedup();
+    let rows = row_ids_of(root, base, &named)?;
+    let forgotten: std::collections::HashSet<String> = named
+        .iter()
+        .zip(&rows)
+        .filter(|(_, row)| row.is_some_and(|r| removed.contains(r)))
+        .map(|(name, _)| name.to_string())
+        .collect();
+    next.identity.splits.retain(|split| match split {
+        Split::Pair { a, b, .. } => !forgotten.contains(a) && !forgotten.contains(b),
+        Split::Value { .. } => true,
+    });
     Ok(())
 }
 

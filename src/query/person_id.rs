@@ -290,28 +290,17 @@ fn names_person_id(plan: &LogicalPlan) -> DfResult<bool> {
 /// the scan does not give `person_id`.
 fn computed(scan: &TableScan, udf: &Arc<ScalarUDF>) -> DfResult<Option<LogicalPlan>> {
     let source = scan.source.schema();
-    let Ok(person) = source.index_of(PERSON_ID) else { return Ok(None) };
-    let projection = scan.projection.clone().unwrap_or_else(|| (0..source.fields().len()).collect());
-    if !projection.contains(&person) {
-        return Ok(None);
-    }
-    let user = source.index_of(USER_ID)?;
-    let mut stored: Vec<usize> = projection.iter().copied().filter(|&i| i != person).collect();
-    if !stored.contains(&user) {
-        stored.push(user);
-    }
+    let Some(split) = StoredProjection::of(&source, scan.projection.as_ref()) else { return Ok(None) };
     let table = scan.table_name.clone();
-    let inner = TableScanBuilder::from(scan.clone()).with_projection(Some(stored)).build()?;
-    let exprs = projection
+    let inner = TableScanBuilder::from(scan.clone()).with_projection(Some(split.stored.clone())).build()?;
+    let exprs = split
+        .outputs
         .iter()
-        .map(|&i| {
-            let name = source.field(i).name();
-            if i == person {
-                udf.call(vec![Expr::Column(Column::new(Some(table.clone()), USER_ID))])
-                    .alias_qualified(Some(table.clone()), PERSON_ID)
-            } else {
-                Expr::Column(Column::new(Some(table.clone()), name))
-            }
+        .map(|output| match output {
+            Some(at) => Expr::Column(Column::new(Some(table.clone()), source.field(split.stored[*at]).name())),
+            None => udf
+                .call(vec![Expr::Column(Column::new(Some(table.clone()), USER_ID))])
+                .alias_qualified(Some(table.clone()), PERSON_ID),
         })
         .collect();
     Ok(Some(LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(LogicalPlan::TableScan(inner)))?)))
@@ -335,8 +324,9 @@ pub fn stored_scan(
     )
 }
 
-/// A provider's scan asked for `person_id` after all (a scan a rule built after the analyzer):
-/// the stored columns to scan instead, and the projection to put over them.
+/// A scan asked for `person_id` — by the SQL planner ([`PersonIdColumn`]) or, after all, by a
+/// rule that built one after the analyzer (the providers): the stored columns to scan instead,
+/// and the projection to put over them.
 #[derive(Debug)]
 pub struct StoredProjection {
     /// Indices of the stored columns to scan (`user_id` included).
