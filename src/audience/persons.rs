@@ -37,7 +37,14 @@ pub fn register(ctx: &SessionContext, snapshot: &Snapshot) -> Result<()> {
         .map(|r| r.link_files().into_iter().map(|f| layout::resolve(snapshot.root(), f)).collect())
         .unwrap_or_default();
     let links_sql_schema = without_row_id(&links_schema());
-    ctx.register_table("identity_links", parquet_table(&links, links_sql_schema)?)?;
+    let overrides: Option<std::path::PathBuf> =
+        resolution.as_ref().and_then(|r| r.link_overrides.as_ref()).map(|f| layout::resolve(snapshot.root(), f));
+    let stored = parquet_table(&links, Arc::clone(&links_sql_schema))?;
+    let identity_links = match &overrides {
+        Some(path) => with_overrides(ctx, stored, &links_sql_schema, path)?,
+        None => stored,
+    };
+    ctx.register_table("identity_links", identity_links)?;
     let persons: Vec<std::path::PathBuf> = file(|r| &r.persons).into_iter().collect();
     ctx.register_table("user_persons", parquet_table(&persons, persons_schema())?)?;
     let rules = manifest.identity.rules();
@@ -49,7 +56,7 @@ pub fn register(ctx: &SessionContext, snapshot: &Snapshot) -> Result<()> {
     ctx.register_udtf("audience_persons", Arc::new(AudiencePersons));
     ctx.register_udtf(
         "explain_merge",
-        Arc::new(ExplainMerge { links, persons: file(|r| &r.persons), rules: manifest.identity.rules() }),
+        Arc::new(ExplainMerge { links, overrides, persons: file(|r| &r.persons), rules: manifest.identity.rules() }),
     );
     Ok(())
 }
@@ -86,6 +93,40 @@ fn splits_table(splits: &[Split]) -> Result<MemTable> {
 
 fn without_row_id(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new(schema.fields().iter().filter(|f| f.name() != ROW_ID_COLUMN).cloned().collect::<Vec<_>>()))
+}
+
+/// The stored links with the outcomes a split changed since they were written (a link's
+/// `status` and `reason` from the overrides file at `path` where it lists the link's `seq`).
+fn with_overrides(
+    ctx: &SessionContext,
+    stored: Arc<dyn TableProvider>,
+    schema: &SchemaRef,
+    path: &Path,
+) -> Result<Arc<dyn TableProvider>> {
+    use datafusion::functions::expr_fn::coalesce;
+    use datafusion::logical_expr::{JoinType, col, when};
+    let batches = read_all(path, &crate::ingest::identity::overrides_schema())?;
+    let renamed = Arc::new(Schema::new(vec![
+        Field::new("o_seq", DataType::UInt64, false),
+        Field::new("o_status", DataType::Utf8, false),
+        Field::new("o_reason", DataType::Utf8, true),
+    ]));
+    let batches = batches
+        .into_iter()
+        .map(|b| RecordBatch::try_new(Arc::clone(&renamed), b.columns().to_vec()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let overrides = ctx.read_table(Arc::new(MemTable::try_new(renamed, vec![batches])?))?;
+    let columns: Vec<Expr> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            "status" => Ok(coalesce(vec![col("o_status"), col("status")]).alias("status")),
+            "reason" => Ok(when(col("o_seq").is_null(), col("reason")).otherwise(col("o_reason"))?.alias("reason")),
+            name => Ok(col(name)),
+        })
+        .collect::<DfResult<_>>()?;
+    let view = ctx.read_table(stored)?.join(overrides, JoinType::Left, &["seq"], &["o_seq"], None)?.select(columns)?;
+    Ok(view.into_view())
 }
 
 /// Parquet files as one table of `schema` (their other columns unread); no files, an empty table.
@@ -243,6 +284,8 @@ impl TableFunctionImpl for AudiencePersons {
 struct ExplainMerge {
     /// The links files in processing order (none before any resolution).
     links: Vec<std::path::PathBuf>,
+    /// The outcomes a split changed since the links were written.
+    overrides: Option<std::path::PathBuf>,
     persons: Option<std::path::PathBuf>,
     rules: IdentityRules,
 }
@@ -338,6 +381,10 @@ impl ExplainMerge {
         let mut detail: Vec<(String, String, Option<String>, Option<i64>)> = Vec::new();
         let mut values: HashMap<(u16, String), u32> = HashMap::new();
         if person_a == person_b {
+            let overrides = match &self.overrides {
+                Some(path) => crate::ingest::identity::read_link_overrides(path)?,
+                None => BTreeMap::new(),
+            };
             let stored = self.links.iter().map(|p| read_all(p, &links_schema())).collect::<Result<Vec<_>>>()?;
             for batch in stored.into_iter().flatten() {
                 let col = |n: &str| batch.column(batch.schema().index_of(n).expect("the links schema"));
@@ -352,7 +399,8 @@ impl ExplainMerge {
                 let seqs = col("seq").as_primitive::<arrow::datatypes::UInt64Type>();
                 for i in 0..batch.num_rows() {
                     let row = rows.value(i);
-                    let outcome = match status.value(i) {
+                    let now = overrides.get(&seqs.value(i)).map(|(s, _)| s.as_str());
+                    let outcome = match now.unwrap_or(status.value(i)) {
                         "linked" => Outcome::Linked,
                         "joined" => Outcome::Joined,
                         "dropped" => Outcome::Dropped { kind: 0 },

@@ -42,6 +42,10 @@ pub enum IdentityCommand {
         /// An identifier to block: its type and value (an openid as APP_ID:OPENID).
         #[arg(long, num_args = 2, value_names = ["TYPE", "VALUE"])]
         value: Option<Vec<String>>,
+        /// Resolve every link again instead of only the users the split can change (the same
+        /// result, and the links files written again without overrides; slower).
+        #[arg(long)]
+        from_start: bool,
     },
     /// Rebuild the resolution from the stored links in one pass and compare it with the stored
     /// persons (exit code 1 when they differ).
@@ -79,14 +83,17 @@ pub fn run(args: IdentityArgs) -> Result<()> {
             eprintln!("{}", describe(&store, version)?);
             Ok(())
         }
-        IdentityCommand::Split { store: path, users, value } => {
+        IdentityCommand::Split { store: path, users, value, from_start } => {
             let request = match (users, value) {
                 (Some(u), _) if u.len() == 2 => SplitRequest::Users(u[0].clone(), u[1].clone()),
                 (_, Some(v)) if v.len() == 2 => SplitRequest::Value(v[0].clone(), v[1].clone()),
                 _ => return Err(Error::Arguments("give --users USER_ID USER_ID or --value TYPE VALUE".into())),
             };
             let store = Store::open(&path)?;
-            let version = store.split_identity(request)?;
+            let version = match from_start {
+                true => store.split_identity_from_start(request)?,
+                false => store.split_identity(request)?,
+            };
             eprintln!("{}", describe(&store, version)?);
             Ok(())
         }

@@ -35,12 +35,14 @@ use super::resolve::{KindRule, Link, LinkKey, Outcome, Resolver};
 
 mod full;
 mod in_order;
+mod split;
 use super::row_ids::IdMap;
 use crate::error::{Error, IoContext, Result};
 use crate::store::identity::{EMAIL, IdentityRules, PHONE, Resolution, Split, new_resolution_file};
 use crate::store::manifest::Manifest;
 use crate::store::{StoreWriter, layout};
 use crate::tables::{DAY_MICROS, ID_TYPE, ID_VALUE, ROW_ID_COLUMN, SOURCE, TS, Table, USER_ID};
+pub use split::{LinkStatus, overrides_schema, read_link_overrides};
 
 /// The `source` of the links taken from `users.phone` and `users.email`.
 pub const USERS_SOURCE: &str = "users";
@@ -191,6 +193,17 @@ impl crate::store::Store {
     /// Records a split as a new version and resolves again under it: a cannot-link pair of users,
     /// or a blocked identifier value. Later imports keep it. Returns the version committed.
     pub fn split_identity(&self, request: SplitRequest) -> Result<u64> {
+        self.split_identity_as(request, true)
+    }
+
+    /// [`Store::split_identity`] resolving every link from the start (`persona identity split
+    /// --from-start`): the same result, what the tests compare the component's resolution with.
+    pub fn split_identity_from_start(&self, request: SplitRequest) -> Result<u64> {
+        self.split_identity_as(request, false)
+    }
+
+    /// A split, its component resolved from the stored state (`local`) when it can be.
+    fn split_identity_as(&self, request: SplitRequest, local: bool) -> Result<u64> {
         let w = self.writer()?;
         let base = Arc::clone(w.base());
         if base.identity.resolution.is_none() {
@@ -228,9 +241,41 @@ impl crate::store::Store {
                 Split::Value { id_type, id_value, at }
             }
         };
+        let start = match &split {
+            Split::Pair { a, b, .. } => match (ids.lookup(a)?, ids.lookup(b)?) {
+                (Some(a), Some(b)) => split::SplitStart::Users(a, b),
+                _ => return Err(Error::Internal("a split user vanished; please report it".into())),
+            },
+            Split::Value { id_type, id_value, .. } => {
+                split::SplitStart::Value { id_type: id_type.clone(), id_value: id_value.clone() }
+            }
+        };
         let mut next = (*base).clone();
         next.identity.splits.push(split);
-        resolve_with(&w, &root, &base, &mut next, &mut ids, false)?;
+        // The split's component decided again from the stored state when it can be, else every
+        // link from the start.
+        let rules = next.identity.rules();
+        let normaliser = Normaliser::new(&rules)?;
+        let splits = Splits::of(&next.identity.splits, &ids)?;
+        let fingerprints = (fingerprint(&rules, &base.identity.splits), fingerprint(&rules, &next.identity.splits));
+        let local = match &base.identity.resolution {
+            Some(previous) if local => split::resolve_split(
+                &w,
+                &root,
+                previous,
+                next.next_row_id,
+                &ids,
+                &normaliser,
+                &splits,
+                &start,
+                fingerprints,
+            )?,
+            _ => None,
+        };
+        match local {
+            Some(resolution) => next.identity.resolution = Some(resolution),
+            None => resolve_with(&w, &root, &base, &mut next, &mut ids, false)?,
+        }
         w.commit(next)
     }
 }
@@ -359,6 +404,7 @@ fn resolve_with(
     next.identity.resolution = Some(Resolution {
         links,
         more_links: Vec::new(),
+        link_overrides: None,
         state: None,
         state_base: Some(state_base),
         state_deltas: Vec::new(),
@@ -713,7 +759,9 @@ fn resolve_increment(
     for f in &previous.state_deltas {
         parts.push(StateReader::open(root, f, DELTA_MAGIC)?);
     }
-    if parts.iter().any(|p| p.fingerprint != fingerprint) {
+    // Each part holds the fingerprint of the rules and splits the state is right for once it is
+    // applied (a split's delta: the splits with it); the last part's is the state's.
+    if parts.last().is_none_or(|p| p.fingerprint != fingerprint) {
         return Ok(None);
     }
     // A new base when compaction asks, or when no compaction ran for long: every key and pair
@@ -782,13 +830,7 @@ fn resolve_increment(
             }
         })?;
     }
-    // The base's resolver is decoded straight from its file below; the deltas are small.
-    let base_seq = parts[0].u64()?;
-    let mut rests = Vec::with_capacity(parts.len() - 1);
-    for part in &mut parts[1..] {
-        rests.push(part.rest()?);
-    }
-    let next_seq = rests.last().map_or(base_seq, |(seq, _)| *seq);
+    let (mut resolver, next_seq) = resume_state(root, base_file, &mut parts, kind_rules, rules.hub_limit, splits)?;
     let mut new_known: FxHashSet<u64> = FxHashSet::default();
     let mut records: Vec<Record> = Vec::new();
     let mut links = Vec::new();
@@ -811,13 +853,6 @@ fn resolve_increment(
         }
         records.push(record);
     }
-    let deltas_bytes: Vec<&[u8]> = rests.iter().map(|(_, b)| b.as_slice()).collect();
-    let base = &mut parts[0];
-    let mut resolver = Resolver::resume_from(kind_rules, rules.hub_limit, splits.pairs.clone(), base, &deltas_bytes)
-        .map_err(|e| Error::corrupt(layout::resolve(root, base_file), e))?;
-    base.finish()?;
-    drop(deltas_bytes);
-    drop(rests);
     links.sort_by_key(|l| l.0);
     let only: Vec<Link> = links.iter().map(|l| l.1).collect();
     if !resolver.try_extend(&only, links.first().map(|l| l.0), links.last().map(|l| l.0)) {
@@ -873,6 +908,7 @@ fn resolve_increment(
     Ok(Some(Resolution {
         links: previous.links.clone(),
         more_links,
+        link_overrides: previous.link_overrides.clone(),
         state: None,
         state_base,
         state_deltas,
@@ -883,6 +919,31 @@ fn resolve_increment(
         linked,
         rejected,
     }))
+}
+
+/// The resolver a state describes (`parts`: its base then its deltas, read up to their
+/// next sequence numbers), under the rules given and the cannot-link pairs of `splits`; and the
+/// next sequence number. The base's resolver is decoded straight from its file; deltas are small.
+fn resume_state(
+    root: &Path,
+    base_file: &str,
+    parts: &mut [StateReader],
+    kind_rules: Vec<KindRule>,
+    hub_limit: u32,
+    splits: &Splits,
+) -> Result<(Resolver, u64)> {
+    let base_seq = parts[0].u64()?;
+    let mut rests = Vec::with_capacity(parts.len() - 1);
+    for part in &mut parts[1..] {
+        rests.push(part.rest()?);
+    }
+    let next_seq = rests.last().map_or(base_seq, |(seq, _)| *seq);
+    let deltas: Vec<&[u8]> = rests.iter().map(|(_, b)| b.as_slice()).collect();
+    let base = &mut parts[0];
+    let resolver = Resolver::resume_from(kind_rules, hub_limit, splits.pairs.clone(), base, &deltas)
+        .map_err(|e| Error::corrupt(layout::resolve(root, base_file), e))?;
+    base.finish()?;
+    Ok((resolver, next_seq))
 }
 
 /// The identifier types of `rules` in their order, and each one's resolution rule.

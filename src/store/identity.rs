@@ -223,6 +223,11 @@ pub struct Resolution {
     /// an import writes only its own links: the links of the version are `links` and these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub more_links: Vec<String>,
+    /// Parquet (`seq, status, reason`): links whose outcome a split changed after their links
+    /// file was written (`ingest::identity::split`); a link listed here has this status and
+    /// reason instead of the stored ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_overrides: Option<String>,
     /// The union-find state of format version 5 (a whole state per version). Read by no build
     /// since format 6: a store that has it resolves from the start at its next import.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -249,6 +254,7 @@ pub struct Resolution {
 impl Resolution {
     pub fn files(&self) -> Vec<&String> {
         let mut files = self.link_files();
+        files.extend(&self.link_overrides);
         files.push(&self.persons);
         files.extend(&self.state);
         files.extend(&self.state_base);

@@ -28,8 +28,11 @@ use crate::tables::{ColumnDef, Table, contract_columns};
 /// first segment as every link refuses the store instead. Version 6 stores the identity
 /// union-find state as a base and deltas (`Resolution::state_base`, `state_deltas`); a manifest
 /// is written as version 6 only when it has them, so that a build that would not keep them
-/// (its vacuum would delete them) refuses the store instead.
-pub const FORMAT_VERSION: u32 = 7;
+/// (its vacuum would delete them) refuses the store instead. Version 7 added the load log.
+/// Version 8 added the overrides of identity links' outcomes (`Resolution::link_overrides`, a
+/// split decided on its component); a manifest is written as version 8 only when it has them, so
+/// that a build that would show the stored outcomes (and vacuum the overrides) refuses the store.
+pub const FORMAT_VERSION: u32 = 8;
 
 const HEADER_PREFIX: &str = "persona-manifest crc32=";
 
@@ -174,11 +177,14 @@ impl Manifest {
         }
     }
 
-    /// The oldest format that can read this manifest: 6 with a base of the identity state, 5 with
+    /// The oldest format that can read this manifest: 8 with overrides of identity links'
+    /// outcomes, 7 with a load log, 6 with a base of the identity state, 5 with
     /// segments of identity links, 4 with identities, 3 with forgotten users,
     /// 2 otherwise.
     pub fn needed_format(&self) -> u32 {
-        if !self.load_log.is_empty() {
+        if self.identity.resolution.as_ref().is_some_and(|r| r.link_overrides.is_some()) {
+            8
+        } else if !self.load_log.is_empty() {
             7
         } else if self
             .identity
@@ -349,6 +355,7 @@ mod tests {
         let mut resolution = crate::store::identity::Resolution {
             links: "catalog/l1.parquet".into(),
             more_links: Vec::new(),
+            link_overrides: None,
             state: Some("catalog/s.bin".into()),
             state_base: None,
             state_deltas: Vec::new(),
@@ -366,8 +373,11 @@ mod tests {
         assert_eq!(m.needed_format(), 5);
         resolution.state_base = Some("catalog/b.bin".into());
         resolution.state_deltas.push("catalog/d.bin".into());
-        m.identity.resolution = Some(resolution);
+        m.identity.resolution = Some(resolution.clone());
         assert_eq!(m.needed_format(), 6);
+        resolution.link_overrides = Some("catalog/o.parquet".into());
+        m.identity.resolution = Some(resolution);
+        assert_eq!(m.needed_format(), 8);
         let files = m.referenced_files();
         for f in [
             "catalog/l1.parquet",
@@ -376,6 +386,7 @@ mod tests {
             "catalog/p.parquet",
             "catalog/b.bin",
             "catalog/d.bin",
+            "catalog/o.parquet",
         ] {
             assert!(files.contains(&f.to_string()), "{f}");
         }

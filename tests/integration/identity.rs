@@ -528,3 +528,124 @@ async fn a_store_with_a_format_5_state_resolves_from_the_start_at_its_next_impor
     assert_eq!(persons_of(&session(&store)).await, vec!["u1,u2,u3,u4", "u5", "u6"]);
     assert_eq!(store.check_identity().unwrap().differing, 0);
 }
+
+/// A split is decided again on its component of the identifier graph only (the stored state
+/// resumed, the changed outcomes written as overrides beside the links); step by step, on a
+/// generated store with a planted identity graph, it gives exactly what a resolution of every
+/// link from the start under the same splits gives — persons, every link's status and reason,
+/// the report's counts — and later imports resume from the state it leaves.
+#[tokio::test]
+async fn a_split_resolved_on_its_component_equals_a_resolution_from_the_start() {
+    use persona::ingest::identity::SplitRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let options = persona::r#gen::GenOptions {
+        users: 5_000,
+        seed: 7,
+        out: data.clone(),
+        format: persona::r#gen::GenFormat::Parquet,
+    };
+    persona::r#gen::generate(&options, &|_| {}).unwrap();
+    let local = create_store(dir.path().join("local"));
+    let whole = create_store(dir.path().join("whole"));
+    for store in [&local, &whole] {
+        import(store, &[&data.join("users"), &data.join("identities")]).unwrap();
+    }
+    async fn state_of(store: &persona::Store) -> (Vec<String>, Vec<String>, String) {
+        let session = session(store);
+        let persons = rows(&session, "SELECT user_id, person_id FROM user_persons ORDER BY user_id").await;
+        let links = rows(
+            &session,
+            "SELECT user_id, id_type, id_value, source, ts, seq, status, reason FROM identity_links \
+             ORDER BY user_id, id_type, id_value",
+        )
+        .await;
+        let r = store.snapshot().unwrap().manifest().identity.resolution.clone().unwrap();
+        (persons, links, format!("{} {} {} {:?}", r.users, r.person_count, r.linked, r.rejected))
+    }
+    let session = session(&local);
+    // Two users of one person joined through a chain (three or more profiles), and an
+    // identifier that joined two profiles.
+    let big = rows(
+        &session,
+        "SELECT string_agg(user_id, ',' ORDER BY user_id) FROM user_persons GROUP BY person_id \
+         HAVING count(*) >= 3 ORDER BY 1 LIMIT 1",
+    )
+    .await;
+    let users: Vec<&str> = big[0].split(',').collect();
+    let joined = rows(
+        &session,
+        "SELECT id_type, id_value FROM identity_links WHERE status = 'joined' AND id_type <> 'phone' \
+         ORDER BY seq LIMIT 1",
+    )
+    .await;
+    let (id_type, id_value) = joined[0].split_once('|').unwrap();
+    let lonely = rows(
+        &session,
+        "SELECT min(user_id), max(user_id) FROM (SELECT min(user_id) AS user_id FROM user_persons \
+         GROUP BY person_id HAVING count(*) = 1 LIMIT 2)",
+    )
+    .await;
+    let (x, y) = lonely[0].split_once('|').unwrap();
+    let mut splits = vec![
+        SplitRequest::Users(users[0].to_string(), users[users.len() - 1].to_string()),
+        SplitRequest::Value(id_type.to_string(), id_value.to_string()),
+        SplitRequest::Users(x.to_string(), y.to_string()),
+        SplitRequest::Users(users[1].to_string(), users[0].to_string()),
+    ];
+    // And the first and last profile of a few more persons of two or more.
+    for pair in rows(
+        &session,
+        "SELECT min(user_id), max(user_id) FROM user_persons GROUP BY person_id HAVING count(*) >= 2          ORDER BY 1 LIMIT 4 OFFSET 10",
+    )
+    .await
+    {
+        let (a, b) = pair.split_once('|').unwrap();
+        splits.push(SplitRequest::Users(a.to_string(), b.to_string()));
+    }
+    assert_eq!(state_of(&local).await, state_of(&whole).await);
+    let mut changed = 0;
+    for (i, split) in splits.into_iter().enumerate() {
+        let before = state_of(&local).await;
+        let deltas = local.snapshot().unwrap().manifest().identity.resolution.as_ref().unwrap().state_deltas.len();
+        local.split_identity(split.clone()).unwrap();
+        whole.split_identity_from_start(split).unwrap();
+        let (a, b) = (state_of(&local).await, state_of(&whole).await);
+        assert_eq!(a.0, b.0, "split {i}: the persons");
+        assert_eq!(a.1, b.1, "split {i}: the links");
+        assert_eq!(a.2, b.2, "split {i}: the counts");
+        let m = local.snapshot().unwrap();
+        let r = m.manifest().identity.resolution.as_ref().unwrap();
+        // Resolved on its component: one more delta of the state, the links files kept.
+        assert_eq!(r.state_deltas.len(), deltas + 1, "split {i}");
+        assert_eq!(r.more_links.len(), 0, "split {i}");
+        if a != before {
+            changed += 1;
+            assert!(r.link_overrides.is_some(), "split {i}");
+        }
+        assert_eq!(local.check_identity().unwrap().differing, 0);
+    }
+    assert!(changed >= 5, "{changed} of the splits changed something");
+    // A later import resumes from the state the splits left (a further links segment) and joins
+    // two persons; both stores agree, and the local one still equals a rebuild.
+    let more = write(
+        &dir.path().join("more"),
+        "identities.csv",
+        format!(
+            "user_id,id_type,id_value,source,ts\n{x},email,shared-later@example.com,web,2030-01-01 00:00:00\n\
+             {y},email,shared-later@example.com,web,2030-01-02 00:00:00\n"
+        ),
+    );
+    for store in [&local, &whole] {
+        import(store, &[&more]).unwrap();
+    }
+    let m = local.snapshot().unwrap();
+    assert_eq!(m.manifest().identity.resolution.as_ref().unwrap().more_links.len(), 1, "resumed, not from the start");
+    assert_eq!(state_of(&local).await, state_of(&whole).await);
+    assert_eq!(local.check_identity().unwrap().differing, 0);
+    // A full resolution (new rules) writes the links again: the overrides go.
+    local.set_identity_rules(persona::store::identity::IdentityRules { hub_limit: 40, ..Default::default() }).unwrap();
+    whole.set_identity_rules(persona::store::identity::IdentityRules { hub_limit: 40, ..Default::default() }).unwrap();
+    assert!(local.snapshot().unwrap().manifest().identity.resolution.as_ref().unwrap().link_overrides.is_none());
+    assert_eq!(state_of(&local).await, state_of(&whole).await);
+}
