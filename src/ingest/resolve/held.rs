@@ -19,6 +19,15 @@ struct Node {
     next: u32,
 }
 
+/// Identifiers in the order they are listed, unlinked yet ([`HeldPool::from_nodes`]).
+pub(super) struct Nodes(Vec<Node>);
+
+impl Nodes {
+    pub(super) fn push(&mut self, held: Held) {
+        self.0.push(Node { held, next: NIL });
+    }
+}
+
 /// Per user row, the list of identifiers it holds (only a person's root holds any).
 #[derive(Debug, Clone, Default)]
 pub(super) struct HeldPool {
@@ -34,10 +43,25 @@ impl HeldPool {
     }
 
     /// The pool of `lens.len()` users, user `u` holding the next `lens[u]` of `items` (listed as
-    /// [`HeldPool::iter`] gives them): the nodes are the items, linked in place.
+    /// [`HeldPool::iter`] gives them).
+    #[cfg(test)]
     pub(super) fn from_lists(lens: &[u32], items: Vec<Held>) -> Option<HeldPool> {
-        let mut head = vec![NIL; lens.len()];
-        let mut nodes: Vec<Node> = items.into_iter().map(|held| Node { held, next: NIL }).collect();
+        let mut nodes = HeldPool::nodes_with_capacity(items.len());
+        items.into_iter().for_each(|h| nodes.push(h));
+        HeldPool::from_nodes(lens, nodes, lens.len())
+    }
+
+    /// Room for `capacity` identifiers, filled by [`Nodes::push`] for [`HeldPool::from_nodes`].
+    pub(super) fn nodes_with_capacity(capacity: usize) -> Nodes {
+        Nodes(Vec::with_capacity(capacity))
+    }
+
+    /// [`HeldPool::from_lists`] over nodes pushed in that order, linked in place; the users'
+    /// heads made with room for `users` users.
+    pub(super) fn from_nodes(lens: &[u32], nodes: Nodes, users: usize) -> Option<HeldPool> {
+        let mut head = Vec::with_capacity(users.max(lens.len()));
+        head.resize(lens.len(), NIL);
+        let mut nodes = nodes.0;
         let mut at = 0usize;
         for (u, &len) in lens.iter().enumerate() {
             let end = at.checked_add(len as usize).filter(|&e| e <= nodes.len())?;

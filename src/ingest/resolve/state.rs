@@ -140,22 +140,33 @@ impl Resolver {
         let mut header = [0u8; HEADER_LEN];
         read_exact(base, &mut header)?;
         let (n, m) = r.read_header(&mut Bytes { bytes: &header, at: 0 }, BASE_MAGIC)?;
+        // Every array is made at the size the deltas bring it to, and the held identifiers'
+        // nodes with room for every identifier the deltas hold: growing them as the deltas are
+        // applied copied them whole into doubled arrays (hundreds of megabytes of fresh pages at
+        // ten million users, which the kernel zeroes: most of an increment's time).
+        let (mut users, mut values, mut delta_held) = (n, m, 0usize);
+        for delta in deltas {
+            let (dn, dm) = delta_sizes(delta)?;
+            (users, values) = (users.max(dn), values.max(dm));
+            delta_held += delta.len() / HELD_LEN;
+        }
         let mut chunk = vec![0u8; CHUNK];
-        r.parent = read_u32s(base, n, &mut chunk)?;
-        r.size = read_u32s(base, n, &mut chunk)?;
-        let lens = read_u32s(base, n, &mut chunk)?;
+        r.parent = read_u32s(base, n, users, &mut chunk)?;
+        r.size = read_u32s(base, n, users, &mut chunk)?;
+        let lens = read_u32s(base, n, 0, &mut chunk)?;
         let total = lens.iter().map(|&l| l as usize).sum::<usize>();
-        let mut items: Vec<Held> = Vec::with_capacity(total);
+        let mut nodes = HeldPool::nodes_with_capacity(total.saturating_add(delta_held));
         read_chunked(base, total, HELD_LEN, &mut chunk, |c| {
-            items.push(Held {
+            nodes.push(Held {
                 kind: u16::from_le_bytes([c[0], c[1]]),
                 value: u32::from_le_bytes([c[2], c[3], c[4], c[5]]),
                 link: u32::from_le_bytes([c[6], c[7], c[8], c[9]]),
             })
         })?;
-        r.held = HeldPool::from_lists(&lens, items).ok_or("the held identifiers do not fit their counts")?;
-        r.owners = read_u32s(base, m, &mut chunk)?;
-        r.counts = read_u32s(base, m, &mut chunk)?;
+        r.held = HeldPool::from_nodes(&lens, nodes, users).ok_or("the held identifiers do not fit their counts")?;
+        drop(lens);
+        r.owners = read_u32s(base, m, values, &mut chunk)?;
+        r.counts = read_u32s(base, m, values, &mut chunk)?;
         for delta in deltas {
             let mut at = Bytes { bytes: delta, at: 0 };
             let (n, m) = r.read_header(&mut at, DELTA_MAGIC)?;
@@ -241,8 +252,24 @@ fn read_chunked(
     Ok(())
 }
 
-fn read_u32s(from: &mut impl std::io::Read, count: usize, chunk: &mut [u8]) -> Result<Vec<u32>, String> {
-    let mut out = Vec::with_capacity(count);
+/// A delta's users and values (see the module doc), from its header.
+fn delta_sizes(delta: &[u8]) -> Result<(usize, usize), String> {
+    let mut at = Bytes { bytes: delta, at: 0 };
+    if at.take(DELTA_MAGIC.len())? != DELTA_MAGIC {
+        return Err("not a union-find state of this format".into());
+    }
+    at.take(4 + 1 + 8 + 8)?;
+    Ok((at.u32()? as usize, at.u32()? as usize))
+}
+
+/// `count` u32s, in a vector with room for `capacity` (at least `count`).
+fn read_u32s(
+    from: &mut impl std::io::Read,
+    count: usize,
+    capacity: usize,
+    chunk: &mut [u8],
+) -> Result<Vec<u32>, String> {
+    let mut out = Vec::with_capacity(capacity.max(count));
     read_chunked(from, count, 4, chunk, |c| out.push(u32::from_le_bytes(c.try_into().expect("four bytes"))))?;
     Ok(out)
 }
