@@ -404,6 +404,8 @@ impl Job {
             let batch = RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options)?;
             self.fold(state, &batch, ids, days)
         })?;
+        // Read once per query: its pages need not stay in this process's resident memory.
+        copy.release_pages();
         Ok(true)
     }
 

@@ -108,6 +108,7 @@ impl FactFilter {
                                 )?
                             {
                                 copy.for_each_batch_with_days(&mut keep_rows)?;
+                                copy.release_pages();
                                 continue;
                             }
                             fact_rows::for_each_fact_batch_in_as(
@@ -612,6 +613,7 @@ pub fn sums_by_group(
                 PlainColumns::open_cached(&crate::store::layout::resolve(root, relative), &columns, file.rows)?
         {
             copy.for_each_batch(&mut add)?;
+            copy.release_pages();
             continue;
         }
         fact_rows::for_each_fact_batch_in_as(root, file, &columns, Some((from, to - 1)), Strings::Plain, &mut add)?;

@@ -147,6 +147,8 @@ pub struct MappedIpc {
     /// The file's checksums (`None` for a file written before them): the footer and the blocks'
     /// metadata were verified; a reader verifies the arrays it uses before it reads them.
     pub checks: Option<Arc<Checksums>>,
+    /// The mapping the batches are decoded from.
+    pub mapping: Mapping,
 }
 
 impl MappedIpc {
@@ -172,7 +174,8 @@ impl MappedIpc {
         let corrupt = |detail: String| Error::corrupt(path, format!("not a readable Arrow IPC copy: {detail}"));
         let file = File::open(path).io_context("open", path)?;
         let meta = file.metadata().io_context("stat", path)?;
-        let buffer = Buffer::from(bytes::Bytes::from_owner(map(&file, path)?));
+        let mapping = Arc::new(map(&file, path)?);
+        let buffer = Buffer::from(bytes::Bytes::from_owner(SharedMap(Arc::clone(&mapping))));
         let len = buffer.len();
         if len < 10 {
             return Err(corrupt(format!("{len} bytes is too short")));
@@ -221,7 +224,54 @@ impl MappedIpc {
                 .ok_or_else(|| corrupt("a block holds no record batch".into()))?;
             batches.push(batch);
         }
-        Ok(MappedIpc { names, batches, metadata, checks })
+        Ok(MappedIpc { names, batches, metadata, checks, mapping: Mapping(mapping) })
+    }
+}
+
+/// A mapping shared by the buffers decoded from it.
+struct SharedMap(Arc<memmap2::Mmap>);
+
+impl AsRef<[u8]> for SharedMap {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A store file's mapping, whose pages a reader can give back once it has read them.
+#[derive(Clone)]
+pub struct Mapping(Arc<memmap2::Mmap>);
+
+impl Mapping {
+    /// The mapping's resident size (KiB) as `/proc/self/smaps` reports it.
+    #[cfg(all(test, target_os = "linux"))]
+    pub fn resident_kib(&self) -> Option<u64> {
+        let at = self.0.as_ptr() as usize;
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ')
+                && let Some((lo, hi)) = range.split_once('-')
+                && let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                inside = lo <= at && at < hi;
+            } else if inside && let Some(kib) = line.strip_prefix("Rss:") {
+                return kib.trim().trim_end_matches("kB").trim().parse().ok();
+            }
+        }
+        None
+    }
+
+    /// Takes the file's pages out of this process's resident memory. They stay in the kernel's
+    /// page cache, and a later read of the mapping faults the same bytes back in (a minor fault
+    /// per few pages): a query that streams over many mapped copies then holds one at a time in
+    /// its resident set instead of every copy it read (docs/lifecycle.md, bounded memory).
+    #[allow(unsafe_code)]
+    pub fn release_pages(&self) {
+        // SAFETY: `MADV_DONTNEED` discards a private mapping's modified pages, but this mapping is
+        // shared and read-only (`Mmap::map`: `PROT_READ`, `MAP_SHARED`) of a file that is never
+        // written after its commit, so nothing is discarded: every byte reads the same after.
+        // A failure only leaves the pages resident.
+        let _ = unsafe { self.0.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
     }
 }
 

@@ -240,6 +240,7 @@ pub struct PlainColumns {
     rows: u64,
     /// Verifies a batch's mapped columns before it is handed out (see `ipc_checksums`).
     checks: Option<Arc<Checksums>>,
+    mapping: crate::store::ipc::Mapping,
 }
 
 /// Copies opened by this process: a lookup of a few users' rows maps nothing anew.
@@ -320,7 +321,14 @@ impl PlainColumns {
                 Some(start)
             })
             .collect();
-        Ok(Some(PlainColumns { path: path.to_path_buf(), batches, days, starts, rows, checks: mapped.checks }))
+        let mapping = mapped.mapping.clone();
+        Ok(Some(PlainColumns { path: path.to_path_buf(), batches, days, starts, rows, checks: mapped.checks, mapping }))
+    }
+
+    /// Gives back the resident pages of the copy once a reader has gone through it (see
+    /// [`crate::store::ipc::Mapping::release_pages`]); the copy stays usable.
+    pub fn release_pages(&self) {
+        self.mapping.release_pages();
     }
 
     pub fn rows(&self) -> u64 {
@@ -579,6 +587,37 @@ mod tests {
         let found = copy.rows_of_users(&wanted).unwrap();
         assert!(found.len() > expected.len(), "some user's rows straddle batches: {edges:?}");
         assert_eq!(rows(&found), rows(&expected));
+    }
+
+    /// A reader that went through a copy gives its pages back (the query's resident memory then
+    /// holds one copy at a time, not every copy it read), and the copy reads the same after.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_copy_reads_the_same_after_its_pages_are_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.plain.arrow");
+        let mut writer = PlainColumnsWriter::create(&path, &fact_schema()).unwrap();
+        let rows = 200_000u32;
+        let ids: Vec<u32> = (0..rows).map(|r| r / 2).collect();
+        writer.push(&batch(&ids), &ids).unwrap();
+        writer.finish().unwrap();
+        let copy = PlainColumns::open(&path, &["amount"], u64::from(rows)).unwrap().unwrap();
+        let read = |copy: &PlainColumns| {
+            let mut sum = (0u64, 0f64);
+            copy.for_each_batch(|batch, ids| {
+                sum.0 += ids.iter().map(|&i| u64::from(i)).sum::<u64>();
+                sum.1 += batch.column(0).as_primitive::<arrow::datatypes::Float64Type>().values().iter().sum::<f64>();
+                Ok(())
+            })
+            .unwrap();
+            sum
+        };
+        let first = read(&copy);
+        let resident = copy.mapping.resident_kib().expect("the mapping is listed");
+        assert!(resident > 1_000, "{resident} KiB resident after a read");
+        copy.release_pages();
+        assert_eq!(copy.mapping.resident_kib(), Some(0));
+        assert_eq!(read(&copy), first);
     }
 
     #[test]

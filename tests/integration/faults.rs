@@ -79,6 +79,7 @@ enum Op {
     Forget,
     Insert,
     Identities,
+    Split,
     Compact,
     Vacuum,
     Backup,
@@ -100,19 +101,13 @@ impl Op {
                 sql(store, "INSERT INTO users (user_id, tier, points) VALUES ('new1', 'gold', 9000), ('new2', NULL, 1)")
                     .await
             }
-            Op::Identities => {
-                // The store's first resolution: its state file, links and persons.
-                let identities = write(
-                    &dir.join("identities"),
-                    "identities.csv",
-                    "user_id,id_type,id_value,source,ts\n\
-                     u1,phone,13418494637,till,2026-03-01 10:00:00\n\
-                     u2,wx_unionid,oU_fault_1,wx_oa,2026-03-02 10:00:00\n\
-                     u3,wx_unionid,oU_fault_1,wx_mini,2026-03-02 11:00:00\n\
-                     u4,device_id,dev-1,app,2026-03-03 10:00:00\n\
-                     u5,email,null,web,2026-03-03 11:00:00\n",
-                );
-                store.import(&[identities], &persona::ImportOptions::default()).map(drop)
+            Op::Identities => import_identities(store, dir),
+            // On a store with identities ([`every_point`] imports them first): a split of two
+            // users of one person, decided on their component (link overrides, a state delta,
+            // the persons file).
+            Op::Split => {
+                let split = persona::ingest::identity::SplitRequest::Users("u2".into(), "u3".into());
+                store.split_identity(split).map(drop)
             }
             Op::Compact => {
                 let options = CompactOptions { fact_rows: 8_000, users_rows: 1_500, ..CompactOptions::default() };
@@ -122,6 +117,21 @@ impl Op {
             Op::Backup => persona::store::backup::backup(store, &backup_target(store)).map(drop),
         }
     }
+}
+
+/// The store's first identity resolution: its state file, links and persons.
+fn import_identities(store: &Store, dir: &Path) -> persona::Result<()> {
+    let identities = write(
+        &dir.join("identities"),
+        "identities.csv",
+        "user_id,id_type,id_value,source,ts\n\
+         u1,phone,13418494637,till,2026-03-01 10:00:00\n\
+         u2,wx_unionid,oU_fault_1,wx_oa,2026-03-02 10:00:00\n\
+         u3,wx_unionid,oU_fault_1,wx_mini,2026-03-02 11:00:00\n\
+         u4,device_id,dev-1,app,2026-03-03 10:00:00\n\
+         u5,email,null,web,2026-03-03 11:00:00\n",
+    );
+    store.import(&[identities], &persona::ImportOptions::default()).map(drop)
 }
 
 /// Where [`Op::Backup`] writes: beside the store, under the directory the faults are installed on.
@@ -218,6 +228,10 @@ async fn assert_recovered(
 async fn every_point(op: Op) -> (usize, usize) {
     let dir = tempfile::tempdir().unwrap();
     let base = base_store(dir.path()).await;
+    if matches!(op, Op::Split) {
+        let _scope = lock_scope();
+        import_identities(&Store::open(&base).unwrap(), &dir.path().join("identities")).unwrap();
+    }
     let before = {
         let store = Store::open(&base).unwrap();
         (store.snapshot().unwrap().version(), answers(&store).await)
@@ -270,6 +284,7 @@ every_point_test!(every_io_point_of_a_delete_from_users_recovers, Op::DeleteUser
 every_point_test!(every_io_point_of_a_forget_recovers, Op::Forget);
 every_point_test!(every_io_point_of_an_insert_recovers, Op::Insert);
 every_point_test!(every_io_point_of_an_identity_resolution_recovers, Op::Identities);
+every_point_test!(every_io_point_of_a_split_recovers, Op::Split);
 every_point_test!(every_io_point_of_a_compaction_recovers, Op::Compact);
 every_point_test!(every_io_point_of_a_vacuum_recovers, Op::Vacuum);
 every_point_test!(every_io_point_of_a_backup_recovers, Op::Backup);
