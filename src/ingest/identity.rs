@@ -38,7 +38,10 @@ mod in_order;
 mod split;
 use super::row_ids::IdMap;
 use crate::error::{Error, IoContext, Result};
-use crate::store::identity::{EMAIL, IdentityRules, PHONE, Resolution, Split, new_resolution_file};
+use crate::store::identity::{
+    EMAIL, IdentityRules, PHONE, Resolution, STATE_BASE_MAGIC, STATE_DELTA_MAGIC, STATE_HEADER_LEN, Split,
+    new_resolution_file, state_header,
+};
 use crate::store::manifest::Manifest;
 use crate::store::{StoreWriter, layout};
 use crate::tables::{DAY_MICROS, ID_TYPE, ID_VALUE, ROW_ID_COLUMN, SOURCE, TS, Table, USER_ID};
@@ -458,8 +461,8 @@ struct StatePart {
     resolver: Vec<u8>,
 }
 
-const BASE_MAGIC: &[u8; 8] = b"PRSNIDB2";
-const DELTA_MAGIC: &[u8; 8] = b"PRSNIDD2";
+const BASE_MAGIC: &[u8; 8] = STATE_BASE_MAGIC;
+const DELTA_MAGIC: &[u8; 8] = STATE_DELTA_MAGIC;
 
 /// A state part read in file order, a chunk at a time (the keys and pairs of a base are most of
 /// a gigabyte at ten million users, and an increment needs only a few of them); its checksum is
@@ -482,17 +485,10 @@ impl StateReader {
         let f = File::open(&path).io_context("open", &path)?;
         let size = f.metadata().io_context("stat", &path)?.len();
         let mut file = std::io::BufReader::with_capacity(1 << 20, f);
-        let mut header = [0u8; 20];
+        let mut header = [0u8; STATE_HEADER_LEN];
         std::io::Read::read_exact(&mut file, &mut header)
             .map_err(|_| Error::corrupt(&path, "not an identity state file of this kind"))?;
-        if &header[..8] != magic {
-            return Err(Error::corrupt(&path, "not an identity state file of this kind"));
-        }
-        let expected_crc = u32::from_le_bytes(header[8..12].try_into().expect("four bytes"));
-        let remaining = u64::from_le_bytes(header[12..20].try_into().expect("eight bytes"));
-        if remaining != size - 20 {
-            return Err(Error::corrupt(&path, "the file is cut short"));
-        }
+        let (expected_crc, remaining) = state_header(&path, &header, magic, size)?;
         let mut r =
             StateReader { file, path, crc: crc32fast::Hasher::new(), expected_crc, remaining, size, fingerprint: 0 };
         r.fingerprint = r.u64()?;
@@ -605,7 +601,7 @@ impl StateFile {
         let (relative, abs) = w.new_file(new_resolution_file(version, what))?;
         let file = crate::store::io::create(&abs)?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        std::io::Write::write_all(&mut out, &[0; 20]).io_context("write", &abs)?;
+        std::io::Write::write_all(&mut out, &[0; STATE_HEADER_LEN]).io_context("write", &abs)?;
         Ok(StateFile { out, crc: crc32fast::Hasher::new(), len: 0, relative, abs })
     }
 
@@ -655,7 +651,7 @@ impl StateFile {
     /// Writes the header over the 20 bytes kept for it, then fsyncs (both through the store's
     /// I/O, so that fault injection reaches them).
     fn finish(self, magic: &[u8; 8]) -> Result<String> {
-        let mut header = Vec::with_capacity(20);
+        let mut header = Vec::with_capacity(STATE_HEADER_LEN);
         header.extend_from_slice(magic);
         header.extend_from_slice(&self.crc.clone().finalize().to_le_bytes());
         header.extend_from_slice(&self.len.to_le_bytes());

@@ -7,11 +7,12 @@
 //!                                                   companions; its rows and row ids unchanged)
 //! the index                                       ─ rebuilt from every data file
 //! an id-dictionary segment                        ─ the dictionary rebuilt from the users files
+//! the identity persons, state or link overrides   ─ resolved again from the stored links
 //! ```
 //!
-//! The data files themselves, row-id companions of files kept as loaded, catalog sets and the
-//! forgotten set are not derived: damage to them is reported as unrepairable (restore them from
-//! a backup). [`rebuild_index`] is also what a deep check compares the stored index with.
+//! The data files themselves, row-id companions of files kept as loaded, catalog sets, the
+//! forgotten set and the identity links (they keep identifiers the users files no longer show)
+//! are not derived: damage to them is reported as unrepairable (restore them from a backup). [`rebuild_index`] is also what a deep check compares the stored index with.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -57,6 +58,8 @@ struct Plan {
     rewrite: BTreeSet<String>,
     index: bool,
     dictionary: bool,
+    /// The identity resolution's persons file, state or link overrides, with its links sound.
+    identity: bool,
     unrepairable: Vec<Problem>,
 }
 
@@ -77,6 +80,16 @@ fn plan(root: &Path, manifest: &Manifest, problems: Vec<Problem>) -> Plan {
     }
     let index = manifest.index.as_ref().map(|i| abs(&i.path));
     let segments: BTreeSet<PathBuf> = manifest.id_segments.iter().map(|s| abs(&s.path)).collect();
+    // The persons, state and overrides are resolved again from the links, if those are sound
+    // (the links keep identifiers the users files no longer show: they are primary).
+    let (resolved, links_sound): (BTreeSet<PathBuf>, bool) = match &manifest.identity.resolution {
+        Some(r) => {
+            let links: BTreeSet<String> = r.link_files().into_iter().cloned().collect();
+            let derived = r.files().into_iter().filter(|f| !links.contains(*f)).map(|f| abs(f)).collect();
+            (derived, links.iter().all(|f| !damaged.contains(&abs(f))))
+        }
+        None => (BTreeSet::new(), false),
+    };
     let mut out = Plan::default();
     for problem in problems {
         match companions.get(&problem.path) {
@@ -91,6 +104,10 @@ fn plan(root: &Path, manifest: &Manifest, problems: Vec<Problem>) -> Plan {
             }
             None if segments.contains(&problem.path) || problem.what.contains(DICTIONARY_COUNT) => {
                 out.dictionary = true;
+                continue;
+            }
+            None if links_sound && resolved.contains(&problem.path) => {
+                out.identity = true;
                 continue;
             }
             None => {}
@@ -111,7 +128,7 @@ impl Store {
         let root = self.root().to_path_buf();
         let plan = plan(&root, &base, report.problems);
         let mut summary = RepairSummary { unrepairable: plan.unrepairable, ..Default::default() };
-        if plan.rewrite.is_empty() && !plan.index && !plan.dictionary {
+        if plan.rewrite.is_empty() && !plan.index && !plan.dictionary && !plan.identity {
             return Ok(summary);
         }
         let mut next = (*base).clone();
@@ -151,6 +168,18 @@ impl Store {
             let bytes = rebuild_index(&root, &next, &abs)?;
             summary.rebuilt.push(format!("the index: rebuilt from every data file as {relative}"));
             next.index = Some(IndexEntry { path: relative, bytes });
+        }
+        if plan.identity {
+            // From the start over the stored links: without a state to resume, the resolution
+            // reads every links segment and writes the persons, a state base and the links again.
+            if let Some(r) = next.identity.resolution.as_mut() {
+                (r.state, r.state_base, r.link_overrides) = (None, None, None);
+                r.state_deltas.clear();
+            }
+            let paths: Vec<PathBuf> = next.id_segments.iter().map(|s| layout::resolve(&root, &s.path)).collect();
+            let mut ids = crate::ingest::row_ids::IdMap::load_names(&paths, next.next_row_id as usize)?;
+            super::identity::resolve(&writer, &root, &base, &mut next, &mut ids)?;
+            summary.rebuilt.push("the identity resolution: resolved again from its stored links".into());
         }
         summary.version = Some(writer.commit(next)?);
         Ok(summary)

@@ -16,7 +16,10 @@
 //! - the users files: row ids contiguous from 0 to the row ids given out (a forgotten user's
 //!   row stays in place, blanked, so there is no gap there either);
 //! - the forgotten users' set: its checksum, its count, its row ids below those given out, and
-//!   none of them in the id dictionary.
+//!   none of them in the id dictionary;
+//! - the identity resolution: its links files, persons file and link overrides readable Parquet
+//!   files holding the links and users the manifest recorded, its state's base and deltas with
+//!   their checksums (`persona identity check` compares the persons with a rebuild).
 //!
 //! The manifest's own checksum is verified when the store is opened. Comparing the index with one
 //! rebuilt from the data (`--deep`) and rebuilding damaged derived files (`--repair`) live in
@@ -110,16 +113,22 @@ pub fn check(store: &Store, verify_index: impl Fn(&Path) -> Result<()>) -> Resul
         c.verify(&path, outcome);
     }
     catalog(&mut c, manifest);
+    identity(&mut c, manifest);
     Ok(c.report)
 }
 
-/// A readable Parquet footer with `expected` rows (`whose` says where the count comes from).
-fn parquet_rows(path: &Path, expected: u64, whose: &str) -> Result<()> {
+/// The rows of a Parquet file, from a readable footer.
+fn parquet_row_count(path: &Path) -> Result<u64> {
     use parquet::file::reader::FileReader;
     let file = std::fs::File::open(path).map_err(|e| Error::Io { op: "open", path: path.to_path_buf(), source: e })?;
     let reader = parquet::file::reader::SerializedFileReader::new(file)
         .map_err(|e| Error::corrupt(path, format!("not a readable Parquet file: {e}")))?;
-    let rows = reader.metadata().file_metadata().num_rows().max(0) as u64;
+    Ok(reader.metadata().file_metadata().num_rows().max(0) as u64)
+}
+
+/// A readable Parquet footer with `expected` rows (`whose` says where the count comes from).
+fn parquet_rows(path: &Path, expected: u64, whose: &str) -> Result<()> {
+    let rows = parquet_row_count(path)?;
     if rows != expected {
         return Err(Error::corrupt(path, format!("holds {rows} rows; {whose} {expected}")));
     }
@@ -277,5 +286,53 @@ fn catalog(c: &mut Checker<'_>, manifest: &Manifest) {
             let outcome = crate::store::load_log::read(c.root, log).map(|_| ());
             c.verify(&path, outcome);
         }
+    }
+}
+
+/// The identity resolution's files (see the module doc).
+fn identity(c: &mut Checker<'_>, manifest: &Manifest) {
+    use crate::store::identity::{STATE_BASE_MAGIC, STATE_DELTA_MAGIC, verify_state_file};
+    let Some(r) = &manifest.identity.resolution else { return };
+    let (mut links, mut counted) = (0u64, true);
+    for relative in r.link_files() {
+        let Some(path) = c.present(relative, None) else {
+            counted = false;
+            continue;
+        };
+        match parquet_row_count(&path) {
+            Ok(n) => links += n,
+            Err(e) => {
+                counted = false;
+                c.verify(&path, Err(e));
+            }
+        }
+    }
+    if counted && links != r.link_rows {
+        let first = layout::resolve(c.root, &r.links);
+        c.problem(
+            &first,
+            format!("the identity links files hold {links} links; the manifest recorded {}", r.link_rows),
+        );
+    }
+    if let Some(path) = c.present(&r.persons, None) {
+        let outcome = parquet_rows(&path, r.users, "the manifest recorded");
+        c.verify(&path, outcome);
+    }
+    if let Some(relative) = &r.link_overrides
+        && let Some(path) = c.present(relative, None)
+    {
+        let outcome = parquet_row_count(&path).map(drop);
+        c.verify(&path, outcome);
+    }
+    let states =
+        r.state_base.iter().map(|f| (f, STATE_BASE_MAGIC)).chain(r.state_deltas.iter().map(|f| (f, STATE_DELTA_MAGIC)));
+    for (relative, magic) in states {
+        if let Some(path) = c.present(relative, None) {
+            let outcome = verify_state_file(&path, magic);
+            c.verify(&path, outcome);
+        }
+    }
+    if let Some(relative) = &r.state {
+        c.present(relative, None);
     }
 }

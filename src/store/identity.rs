@@ -268,6 +268,58 @@ impl Resolution {
     }
 }
 
+/// The header of an identity state file (`ingest::identity` writes and reads the payload): eight
+/// bytes of magic, the CRC-32 of the payload (u32 LE) and its length (u64 LE).
+pub const STATE_HEADER_LEN: usize = 20;
+
+/// The magic of a state file's base and of its deltas.
+pub const STATE_BASE_MAGIC: &[u8; 8] = b"PRSNIDB2";
+pub const STATE_DELTA_MAGIC: &[u8; 8] = b"PRSNIDD2";
+
+/// A state file's header as read: the payload's CRC-32 and length, once the magic is `magic` and
+/// the length is what the file's `size` leaves after the header.
+pub fn state_header(
+    path: &std::path::Path,
+    header: &[u8; STATE_HEADER_LEN],
+    magic: &[u8; 8],
+    size: u64,
+) -> Result<(u32, u64)> {
+    if &header[..8] != magic {
+        return Err(Error::corrupt(path, "not an identity state file of this kind"));
+    }
+    let crc = u32::from_le_bytes(header[8..12].try_into().expect("four bytes"));
+    let len = u64::from_le_bytes(header[12..20].try_into().expect("eight bytes"));
+    if Some(len) != size.checked_sub(STATE_HEADER_LEN as u64) {
+        return Err(Error::corrupt(path, "the file is cut short"));
+    }
+    Ok((crc, len))
+}
+
+/// Verifies a whole state file: its header and the checksum of its payload.
+pub fn verify_state_file(path: &std::path::Path, magic: &[u8; 8]) -> Result<()> {
+    use std::io::Read;
+    let io = |e: std::io::Error| Error::Io { op: "read", path: path.to_path_buf(), source: e };
+    let mut file =
+        std::fs::File::open(path).map_err(|e| Error::Io { op: "open", path: path.to_path_buf(), source: e })?;
+    let size = file.metadata().map_err(io)?.len();
+    let mut header = [0u8; STATE_HEADER_LEN];
+    file.read_exact(&mut header).map_err(|_| Error::corrupt(path, "not an identity state file of this kind"))?;
+    let (crc, _) = state_header(path, &header, magic, size)?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    if hasher.finalize() != crc {
+        return Err(Error::corrupt(path, "its checksum does not match"));
+    }
+    Ok(())
+}
+
 /// A fresh relative path for a resolution file of `version` (`what`: `links` or `persons`,
 /// Parquet; `state` or `state-delta`, binary).
 pub fn new_resolution_file(version: u64, what: &str) -> String {
