@@ -1,4 +1,4 @@
-//! A split resolved on the part of the identifier graph it touches (docs/identity.md, "Splits"):
+//! A split resolved on the part of the identifier graph it touches (docs/identity.md, "Undo"):
 //! `UNLINK 'a', 'b'` and `UNLINK IDENTIFIER` change only the persons of one component of the
 //! graph (users joined through values that can join: not denied, not hubs), so the previous
 //! version's stored state is resumed, that component's entries start afresh and its links —
