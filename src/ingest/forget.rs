@@ -161,13 +161,20 @@ pub fn forget_rows(writer: &StoreWriter, row_ids: &RoaringBitmap) -> Result<(Man
     }
     let all = before | &removed;
     next.forgotten = Some(ForgottenUsers { users: all.len(), set: write_set(writer, "forgotten-users", &all)? });
+    // While an installed I/O implementation counts operations, the resolution runs first
+    // instead of beside the rest, so that their order is fixed.
+    let in_order = crate::store::io::counts_operations(&root);
     let resolved = std::thread::scope(|scope| -> Result<_> {
         let mut for_identity = next.clone();
         let (root, base) = (&root, &base);
-        let identity = scope.spawn(move || -> Result<_> {
+        let resolve = move || -> Result<_> {
             super::identity::resolve_after_forget(writer, root, base, &mut for_identity)?;
             Ok(for_identity.identity.resolution)
-        });
+        };
+        let (first, identity) = match in_order {
+            true => (Some(resolve()), None),
+            false => (None, Some(scope.spawn(resolve))),
+        };
         replaced.extend(drop_fact_rows(writer, root, base, &removed, &mut next, &rest)?);
         if let Some(index) = &base.index {
             let (relative, abs) = writer.new_file(layout::new_index_file(writer.next_version()))?;
@@ -176,7 +183,13 @@ pub fn forget_rows(writer: &StoreWriter, row_ids: &RoaringBitmap) -> Result<(Man
             rewritten += 1;
         }
         forget_in_catalog(writer, root, &removed, &replaced, &mut next)?;
-        identity.join().map_err(|_| Error::Internal("the identity resolution of a forget panicked".into()))?
+        match (first, identity) {
+            (Some(done), _) => done,
+            (None, Some(thread)) => {
+                thread.join().map_err(|_| Error::Internal("the identity resolution of a forget panicked".into()))?
+            }
+            (None, None) => Err(Error::Internal("a forget's identity resolution never ran".into())),
+        }
     })?;
     rewritten += replaced.len();
     // Their identifier links and person rows go too (ingest::identity).

@@ -390,14 +390,24 @@ fn resolve_with(
     let mut state = StateFile::create(w, version, "state")?;
     state.put_u64(fingerprint)?;
     let mut resolved = full::resolve(&sources, &normaliser, &splits, ids, next.next_row_id, Some(&mut state))?;
-    // The state's base and the persons file, one on each core.
-    let (state_base, written) = std::thread::scope(|scope| {
-        let persons = scope.spawn(|| write_persons(w, version, &resolved.persons, ids));
-        let abs = state.abs.clone();
+    // The state's base and the persons file, one on each core (one after the other while an
+    // installed I/O implementation counts operations, so that their order is fixed).
+    let abs = state.abs.clone();
+    let (state_base, written) = if crate::store::io::counts_operations(&abs) {
         let base =
             resolved.resolver.write_base(&mut state).io_context("write", &abs).and_then(|()| state.finish(BASE_MAGIC));
-        (base, persons.join().unwrap_or_else(|_| Err(Error::Internal("the persons thread panicked".into()))))
-    });
+        (base, write_persons(w, version, &resolved.persons, ids))
+    } else {
+        std::thread::scope(|scope| {
+            let persons = scope.spawn(|| write_persons(w, version, &resolved.persons, ids));
+            let base = resolved
+                .resolver
+                .write_base(&mut state)
+                .io_context("write", &abs)
+                .and_then(|()| state.finish(BASE_MAGIC));
+            (base, persons.join().unwrap_or_else(|_| Err(Error::Internal("the persons thread panicked".into()))))
+        })
+    };
     let (state_base, (persons, users, person_count)) = (state_base?, written?);
     let outcomes = resolved.resolver.take_outcomes();
     let link_rows = resolved.link_rows;

@@ -224,6 +224,13 @@ fn hook(path: &Path) -> Option<Arc<dyn StoreIo>> {
     installed.iter().find(|(root, _)| path.starts_with(root)).map(|(_, io)| Arc::clone(io))
 }
 
+/// Whether an installed implementation serves `path` and counts its operations: a writer that
+/// would write two files on two threads then writes them one after the other, so that the
+/// operations keep one order from run to run (fault injection fails the n-th).
+pub fn counts_operations(path: &Path) -> bool {
+    hook(path).is_some()
+}
+
 /// Runs `op` on the implementation serving `path`.
 fn with<T>(path: &Path, op: impl FnOnce(&dyn StoreIo) -> std::io::Result<T>) -> std::io::Result<T> {
     match hook(path) {
