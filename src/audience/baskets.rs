@@ -459,13 +459,16 @@ impl StoreBaskets<'_> {
             && columns.iter().all(|c| plain_columns::copies_column(c))
             && let Some(copy) = PlainColumns::open_cached(&layout::resolve(self.root, relative), columns, file.rows)?
         {
+            let dead = crate::store::dead_rows::of(self.root, file)?;
+            let dead = dead.as_deref();
             return match only {
                 Some(user) if file.rows_by_user => copy.for_each_selected(
+                    dead,
                     |ids| plain_columns::rows_of(ids, user).map(|r| r as u32).collect(),
                     &mut batch_rows,
                 ),
-                Some(user) => copy.for_each_batch(|batch, ids| keep_user(batch, ids, user, &mut batch_rows)),
-                None => copy.for_each_batch(&mut batch_rows),
+                Some(user) => copy.for_each_batch(dead, |batch, ids| keep_user(batch, ids, user, &mut batch_rows)),
+                None => copy.for_each_batch(dead, &mut batch_rows),
             };
         }
         let strings = Strings::Views { dictionary: vec![PRODUCT_ID.to_string()] };

@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::error::Result;
 use crate::store::Store;
-use crate::store::vacuum::{KeepPolicy, parse_age, vacuum};
+use crate::store::vacuum::{KeepPolicy, parse_age};
 
 #[derive(Debug, Args)]
 pub struct VacuumArgs {
@@ -25,7 +25,13 @@ pub struct VacuumArgs {
 
 pub fn run(args: VacuumArgs) -> Result<()> {
     let store = Store::open(&args.store)?;
-    let report = vacuum(&store, KeepPolicy { versions: args.keep_versions, newer_than: args.older_than })?;
+    let (purged, report) = store.vacuum(KeepPolicy { versions: args.keep_versions, newer_than: args.older_than })?;
+    if let Some(version) = purged.version {
+        eprintln!(
+            "purged {} dead row(s) of forgotten users from {} file(s) as version {version}",
+            purged.rows, purged.files
+        );
+    }
     let mib = report.freed_bytes as f64 / (1024.0 * 1024.0);
     let kept = match (report.kept_versions.first(), report.kept_versions.last()) {
         (Some(a), Some(b)) if a != b => format!("versions {a}–{b}"),

@@ -249,6 +249,9 @@ impl IndexSet {
             };
             times.users_in(allowed, (scan.from, scan.to), &mut out)?;
         }
+        // Day times keep the rows a forget marked dead; they are the forgotten users' rows
+        // (docs/lifecycle.md), so leaving those users out leaves exactly those rows out.
+        out -= self.forgotten.as_ref();
         Ok(Some(out))
     }
 

@@ -91,7 +91,7 @@ pub fn compaction_due(manifest: &Manifest) -> bool {
     let options = CompactOptions::default();
     let owned = rule_owned(manifest);
     let small_files = |table: Table, target: u64| {
-        manifest.files(table).iter().filter(|f| is_small(f.rows, target) && !owned.contains(&f.path)).count()
+        manifest.files(table).iter().filter(|f| is_small(f.live_rows(), target) && !owned.contains(&f.path)).count()
     };
     Table::ALL.into_iter().filter(|t| t.is_fact()).any(|t| small_files(t, options.fact_rows) >= DUE_SMALL_FILES)
         || small_files(Table::Users, options.users_rows) >= DUE_SMALL_FILES
@@ -196,6 +196,7 @@ pub fn compact_version(writer: &StoreWriter, options: &CompactOptions) -> Result
 
 /// `files` in order, cut into groups to merge: runs of small files that `mergeable` allows, each
 /// next one `follows` the previous, up to `target` rows; every other file is a group of its own.
+/// A file's size is its live rows: one that a forget left mostly dead is merged (and purged).
 fn groups_of(
     files: &[DataFile],
     target: u64,
@@ -206,17 +207,17 @@ fn groups_of(
     let mut rows = 0u64;
     let mut open = false;
     for file in files {
-        let small = is_small(file.rows, target) && mergeable(file);
+        let small = is_small(file.live_rows(), target) && mergeable(file);
         let joins = open
             && small
-            && rows + file.rows <= target
+            && rows + file.live_rows() <= target
             && groups.last().and_then(|g| g.last()).is_some_and(|last| follows(last, file));
         if joins {
             groups.last_mut().expect("an open group").push(file);
-            rows += file.rows;
+            rows += file.live_rows();
         } else {
             groups.push(vec![file]);
-            rows = file.rows;
+            rows = file.live_rows();
             open = small;
         }
     }
@@ -335,6 +336,7 @@ mod tests {
             addressable: None,
             plain_columns: None,
             day_times: None,
+            dead: None,
         }
     }
 

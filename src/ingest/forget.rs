@@ -24,22 +24,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringArray, UInt32Array};
-use arrow::compute::{cast, filter, take};
+use arrow::compute::take;
 use arrow::datatypes::{SchemaRef, UInt32Type};
 use arrow::record_batch::RecordBatch;
 use roaring::RoaringBitmap;
 
 use super::job::read_aligned;
-use super::writer::{FACT_FILE_ROWS, TableSink};
+use super::writer::TableSink;
 use crate::error::{Error, Result};
 use crate::index::build::write_index_without;
 use crate::store::catalog::{read_set, write_set};
-use crate::store::fact_rows::{for_each_fact_batch, read_stored_columns};
+use crate::store::fact_rows::read_stored_columns;
 use crate::store::id_dictionary::{SegmentReader, segment_without};
 use crate::store::identity::Split;
 use crate::store::manifest::{BLANK_USER_ID, DataFile, ForgottenUsers, IndexEntry, Manifest};
 use crate::store::{Store, StoreWriter, layout};
-use crate::tables::{ROW_ID_COLUMN, Table, USER_ID, contract_columns, file_schema};
+use crate::tables::{ROW_ID_COLUMN, Table, USER_ID, file_schema};
 
 /// How many unknown user_ids a summary names.
 const UNKNOWN_EXAMPLES: usize = 5;
@@ -140,12 +140,10 @@ pub fn forget_rows(writer: &StoreWriter, row_ids: &RoaringBitmap) -> Result<(Man
     }
     forget_split_pairs(&root, &base, &removed, &mut next)?;
     let mut rewritten = 0usize;
-    // Identity resolution runs again from the start without their links (the longest step at
-    // ten million users), on the second core while the other fact tables and the index are
-    // written: it reads the identities and users files, the id segments and the forgotten set.
-    let (identities, rest): (Vec<Table>, Vec<Table>) =
-        Table::ALL.into_iter().filter(|t| t.is_fact()).partition(|t| *t == Table::Identities);
-    let mut replaced = drop_fact_rows(writer, &root, &base, &removed, &mut next, &identities)?;
+    // Their fact rows are marked dead, not written again (a purge does that, docs/lifecycle.md).
+    let facts: Vec<Table> = Table::ALL.into_iter().filter(|t| t.is_fact()).collect();
+    let (replaced, marked) = mark_fact_rows(writer, &root, &base, &removed, &mut next, &facts)?;
+    rewritten += marked;
     rewritten += blank_users(writer, &root, &base, &removed, &mut next)?;
     next.id_segments.clear();
     for segment in &base.id_segments {
@@ -161,8 +159,11 @@ pub fn forget_rows(writer: &StoreWriter, row_ids: &RoaringBitmap) -> Result<(Man
     }
     let all = before | &removed;
     next.forgotten = Some(ForgottenUsers { users: all.len(), set: write_set(writer, "forgotten-users", &all)? });
-    // While an installed I/O implementation counts operations, the resolution runs first
-    // instead of beside the rest, so that their order is fixed.
+    // Identity resolution runs again from the start without their links (the longest step at
+    // ten million users), on the second core while the index is written: it reads the
+    // identities and users files, the id segments and the forgotten set. While an installed I/O
+    // implementation counts operations, it runs first instead of beside the rest, so that their
+    // order is fixed.
     let in_order = crate::store::io::counts_operations(&root);
     let resolved = std::thread::scope(|scope| -> Result<_> {
         let mut for_identity = next.clone();
@@ -175,7 +176,6 @@ pub fn forget_rows(writer: &StoreWriter, row_ids: &RoaringBitmap) -> Result<(Man
             true => (Some(resolve()), None),
             false => (None, Some(scope.spawn(resolve))),
         };
-        replaced.extend(drop_fact_rows(writer, root, base, &removed, &mut next, &rest)?);
         if let Some(index) = &base.index {
             let (relative, abs) = writer.new_file(layout::new_index_file(writer.next_version()))?;
             let bytes = write_index_without(&layout::resolve(root, &index.path), &removed, &abs)?;
@@ -191,7 +191,6 @@ pub fn forget_rows(writer: &StoreWriter, row_ids: &RoaringBitmap) -> Result<(Man
             (None, None) => Err(Error::Internal("a forget's identity resolution never ran".into())),
         }
     })?;
-    rewritten += replaced.len();
     // Their identifier links and person rows go too (ingest::identity).
     next.identity.resolution = resolved;
     Ok((next, rewritten))
@@ -286,70 +285,98 @@ fn blank_rows(batch: &RecordBatch, removed: &RoaringBitmap, schema: &SchemaRef) 
     Ok(RecordBatch::try_new(Arc::clone(schema), arrays)?)
 }
 
-/// Rewrites every file of the fact `tables` holding rows of `removed` without those rows;
-/// returns, per file replaced, the paths of the files that replace it (none when every row went).
-fn drop_fact_rows(
+/// Marks the rows of the users of `removed` in the fact files of `tables` dead
+/// ([`crate::store::dead_rows`]): each file holding some gets its dead positions (those marked
+/// before included), and a file left with no live row leaves the version. Returns the files that
+/// left (each replaced by none, for the rule tags' lists) and how many files were marked.
+fn mark_fact_rows(
     writer: &StoreWriter,
     root: &Path,
     base: &Manifest,
     removed: &RoaringBitmap,
     next: &mut Manifest,
     tables: &[Table],
-) -> Result<BTreeMap<String, Vec<String>>> {
+) -> Result<(BTreeMap<String, Vec<String>>, usize)> {
     let mut replaced = BTreeMap::new();
+    let mut marked = 0usize;
     for &table in tables {
-        let columns = contract_columns(table);
-        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-        let schema = file_schema(&columns);
-        let mut files = Vec::with_capacity(base.files(table).len());
-        for file in base.files(table) {
-            if !holds_any(root, file, removed)? {
-                files.push(file.clone());
+        let files = base.files(table);
+        // The files' dead positions are found on both cores: reading row ids is the work.
+        let next_file = std::sync::atomic::AtomicUsize::new(0);
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(files.len()).max(1);
+        let found: Vec<Result<Vec<(usize, RoaringBitmap)>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut out = Vec::new();
+                        loop {
+                            let i = next_file.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(file) = files.get(i) else { break };
+                            let positions = rows_of(root, file, removed)?;
+                            if !positions.is_empty() {
+                                out.push((i, positions));
+                            }
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a forget's reader thread panicked".into()))))
+                .collect()
+        });
+        let mut dead: BTreeMap<usize, RoaringBitmap> = BTreeMap::new();
+        for part in found {
+            dead.extend(part?);
+        }
+        if dead.is_empty() {
+            continue;
+        }
+        let mut kept = Vec::with_capacity(files.len());
+        for (i, file) in files.iter().enumerate() {
+            let Some(positions) = dead.remove(&i) else {
+                kept.push(file.clone());
+                continue;
+            };
+            let mut all = crate::store::dead_rows::of(root, file)?.map(|d| (*d).clone()).unwrap_or_default();
+            all |= positions;
+            marked += 1;
+            if all.len() >= file.rows {
+                replaced.insert(file.path.clone(), Vec::new());
                 continue;
             }
-            let mut sink = TableSink::new(writer, table, Arc::clone(&schema), FACT_FILE_ROWS, false);
-            for_each_fact_batch(root, file, &names, |batch, ids| {
-                let keep = BooleanArray::from_iter(ids.iter().map(|id| Some(!removed.contains(*id))));
-                if keep.true_count() == 0 {
-                    return Ok(());
-                }
-                let mut arrays: Vec<ArrayRef> = vec![filter(&UInt32Array::from(ids.to_vec()), &keep)?];
-                for (i, field) in schema.fields().iter().enumerate().skip(1) {
-                    let kept = filter(batch.column(i - 1).as_ref(), &keep)?;
-                    arrays.push(match kept.data_type() == field.data_type() {
-                        true => kept,
-                        false => cast(&kept, field.data_type())?,
-                    });
-                }
-                sink.write(&RecordBatch::try_new(Arc::clone(&schema), arrays)?)
-            })?;
-            let written = sink.finish()?.0;
-            replaced.insert(file.path.clone(), written.iter().map(|f| f.path.clone()).collect());
-            files.extend(written);
+            let mut file = file.clone();
+            file.dead = crate::store::dead_rows::write(writer, &all)?;
+            kept.push(file);
         }
-        if !files.is_empty() || next.tables.contains_key(&table) {
-            next.tables.insert(table, files);
+        if !kept.is_empty() || next.tables.contains_key(&table) {
+            next.tables.insert(table, kept);
         }
     }
-    Ok(replaced)
+    Ok((replaced, marked))
 }
 
-/// Whether the fact file `file` has a row of a user in `removed`: its row groups' row-id
-/// ranges rule most files out without reading; the others' row ids are read.
-fn holds_any(root: &Path, file: &DataFile, removed: &RoaringBitmap) -> Result<bool> {
+/// The positions in the fact file `file` of the rows of users in `removed`: its row groups'
+/// row-id ranges rule most files out without reading; the others' row ids are read.
+pub(super) fn rows_of(root: &Path, file: &DataFile, removed: &RoaringBitmap) -> Result<RoaringBitmap> {
+    let mut positions = RoaringBitmap::new();
     if !file.row_id_ranges.is_empty()
         && file.row_id_ranges.iter().all(|(lo, hi)| lo > hi || removed.range_cardinality(*lo..=*hi) == 0)
     {
-        return Ok(false);
+        return Ok(positions);
     }
     let path = layout::resolve(root, file.row_ids.as_deref().unwrap_or(&file.path));
-    let mut found = false;
+    let mut at = 0u32;
     read_stored_columns(&path, &[ROW_ID_COLUMN], crate::store::fact_rows::Strings::Plain, |batch| {
         let ids = crate::store::typed::column::<UInt32Array>(&path, ROW_ID_COLUMN, batch.column(0).as_ref())?;
-        found = found || ids.values().iter().any(|id| removed.contains(*id));
+        positions.extend(
+            ids.values().iter().enumerate().filter(|(_, id)| removed.contains(**id)).map(|(k, _)| at + k as u32),
+        );
+        at += ids.len() as u32;
         Ok(())
     })?;
-    Ok(found)
+    Ok(positions)
 }
 
 /// Takes `removed` out of rule tags and of every audience version (members, holdout, and the
@@ -450,6 +477,7 @@ fn parse_user_ids(bytes: &[u8]) -> std::result::Result<Vec<String>, (usize, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tables::contract_columns;
 
     #[test]
     fn id_files_take_one_id_per_line_with_an_optional_header_and_quotes() {

@@ -138,6 +138,7 @@ impl KeptFile {
             addressable: None,
             plain_columns,
             day_times,
+            dead: None,
         })
     }
 }

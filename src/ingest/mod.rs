@@ -21,6 +21,7 @@ pub mod identifiers;
 pub mod identity;
 mod job;
 mod kept;
+pub mod purge;
 pub mod reader;
 pub mod repair;
 pub mod resolve;

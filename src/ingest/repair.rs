@@ -4,10 +4,12 @@
 //!
 //! ```text
 //! a plain copy, day times or row-addressable copy ─ its data file written again (with fresh
-//!                                                   companions; its rows and row ids unchanged)
+//!                                                   companions; its live rows and row ids
+//!                                                   unchanged, dead rows purged)
 //! the index                                       ─ rebuilt from every data file
 //! an id-dictionary segment                        ─ the dictionary rebuilt from the users files
 //! the identity persons, state or link overrides   ─ resolved again from the stored links
+//! a fact file's dead rows                         ─ marked again from the forgotten users
 //! ```
 //!
 //! The data files themselves, row-id companions of files kept as loaded, catalog sets, the
@@ -56,6 +58,9 @@ pub struct RepairSummary {
 struct Plan {
     /// Data files (by relative path) whose companions are damaged.
     rewrite: BTreeSet<String>,
+    /// Fact files (by relative path) whose dead rows' set is damaged: marked again from the
+    /// forgotten users (their rows are exactly the dead ones).
+    dead: BTreeSet<String>,
     index: bool,
     dictionary: bool,
     /// The identity resolution's persons file, state or link overrides, with its links sound.
@@ -68,6 +73,8 @@ fn plan(root: &Path, manifest: &Manifest, problems: Vec<Problem>) -> Plan {
     let abs = |relative: &str| layout::resolve(root, relative);
     let damaged: BTreeSet<PathBuf> = problems.iter().map(|p| p.path.clone()).collect();
     let mut companions: BTreeMap<PathBuf, (String, bool)> = BTreeMap::new();
+    let mut dead_sets: BTreeMap<PathBuf, (String, bool)> = BTreeMap::new();
+    let forgotten_sound = manifest.forgotten.as_ref().is_some_and(|f| !damaged.contains(&abs(&f.set.path)));
     for table in Table::ALL {
         for f in manifest.files(table) {
             // A file is written again from its Parquet data and row ids: both must be sound.
@@ -75,6 +82,9 @@ fn plan(root: &Path, manifest: &Manifest, problems: Vec<Problem>) -> Plan {
                 !damaged.contains(&abs(&f.path)) && f.row_ids.as_ref().is_none_or(|r| !damaged.contains(&abs(r)));
             for companion in [&f.plain_columns, &f.day_times, &f.addressable].into_iter().flatten() {
                 companions.insert(abs(companion), (f.path.clone(), sound));
+            }
+            if let Some(dead) = &f.dead {
+                dead_sets.insert(abs(&dead.set.path), (f.path.clone(), sound && forgotten_sound));
             }
         }
     }
@@ -92,6 +102,14 @@ fn plan(root: &Path, manifest: &Manifest, problems: Vec<Problem>) -> Plan {
     };
     let mut out = Plan::default();
     for problem in problems {
+        if let Some((data, sound)) = dead_sets.get(&problem.path) {
+            if *sound {
+                out.dead.insert(data.clone());
+                continue;
+            }
+            out.unrepairable.push(problem);
+            continue;
+        }
         match companions.get(&problem.path) {
             Some((data, true)) => {
                 out.rewrite.insert(data.clone());
@@ -128,14 +146,26 @@ impl Store {
         let root = self.root().to_path_buf();
         let plan = plan(&root, &base, report.problems);
         let mut summary = RepairSummary { unrepairable: plan.unrepairable, ..Default::default() };
-        if plan.rewrite.is_empty() && !plan.index && !plan.dictionary && !plan.identity {
+        if plan.rewrite.is_empty() && plan.dead.is_empty() && !plan.index && !plan.dictionary && !plan.identity {
             return Ok(summary);
         }
         let mut next = (*base).clone();
+        let forgotten = match (&base.forgotten, plan.dead.is_empty()) {
+            (Some(f), false) => read_set(&root, &f.set)?,
+            _ => RoaringBitmap::new(),
+        };
         for table in Table::ALL {
             let Some(files) = next.tables.get(&table).cloned() else { continue };
             let mut out = Vec::with_capacity(files.len());
-            for f in files {
+            for mut f in files {
+                if plan.dead.contains(&f.path) {
+                    let positions = super::forget::rows_of(&root, &f, &forgotten)?;
+                    f.dead = crate::store::dead_rows::write(&writer, &positions)?;
+                    let what = f.dead.as_ref().map_or("none".to_string(), |d| d.set.path.clone());
+                    summary
+                        .rebuilt
+                        .push(format!("{}: its dead rows marked again from the forgotten users as {what}", f.path));
+                }
                 if !plan.rewrite.contains(&f.path) {
                     out.push(f);
                     continue;
@@ -186,8 +216,15 @@ impl Store {
     }
 }
 
-/// Writes data file `f` of `table` again, rows and row ids as they are, with fresh companions.
-fn rewrite(writer: &StoreWriter, root: &Path, base: &Manifest, table: Table, f: &DataFile) -> Result<Vec<DataFile>> {
+/// Writes data file `f` of `table` again, its live rows and their row ids as they are (dead
+/// rows left out), with fresh companions.
+pub(super) fn rewrite(
+    writer: &StoreWriter,
+    root: &Path,
+    base: &Manifest,
+    table: Table,
+    f: &DataFile,
+) -> Result<Vec<DataFile>> {
     if table == Table::Users {
         return merge_users(writer, root, base, &[f]);
     }
@@ -368,6 +405,7 @@ mod tests {
             addressable: None,
             plain_columns: plain.map(str::to_string),
             day_times: None,
+            dead: None,
         };
         manifest.tables.insert(
             Table::Purchases,

@@ -276,6 +276,7 @@ impl<'w> TableSink<'w> {
                 addressable,
                 plain_columns,
                 day_times,
+                dead: None,
             });
         }
         Ok(())

@@ -386,7 +386,8 @@ impl Job {
         let columns: Vec<&str> = self.read_columns.iter().map(String::as_str).collect();
         let path = layout::resolve(&self.sources.root, relative);
         let Some(copy) = PlainColumns::open_cached(&path, &columns, file.rows)? else { return Ok(false) };
-        copy.for_each_batch_with_days(|batch, ids, days| {
+        let dead = crate::store::dead_rows::of(&self.sources.root, file)?;
+        copy.for_each_batch_with_days(dead.as_deref(), |batch, ids, days| {
             // The types the Parquet path reads, so that the filter sees the same batches; a
             // dictionary only tested by key is kept as the copy's, whatever its key type.
             let mut fields = Vec::with_capacity(batch.num_columns());

@@ -107,7 +107,8 @@ impl FactFilter {
                                     file.rows,
                                 )?
                             {
-                                copy.for_each_batch_with_days(&mut keep_rows)?;
+                                let dead = crate::store::dead_rows::of(root, file)?;
+                                copy.for_each_batch_with_days(dead.as_deref(), &mut keep_rows)?;
                                 copy.release_pages();
                                 continue;
                             }
@@ -198,10 +199,10 @@ impl FactFilter {
             }
             let path = crate::store::layout::resolve(root, relative);
             let Some(copy) = PlainColumns::open_cached(&path, &columns, file.rows)? else { return Ok(None) };
-            copies.push(copy);
+            copies.push((copy, crate::store::dead_rows::of(root, file)?));
         }
         let mut out = RoaringBitmap::new();
-        for copy in copies {
+        for (copy, dead) in copies {
             let select = |ids: &[u32]| {
                 let mut rows: Vec<u32> = Vec::new();
                 let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else { return rows };
@@ -211,7 +212,7 @@ impl FactFilter {
                 }
                 rows
             };
-            copy.for_each_selected(select, |picked, ids| {
+            copy.for_each_selected(dead.as_deref(), select, |picked, ids| {
                 for i in test.passing(picked, None)?.set_indices() {
                     out.insert(ids[i]);
                 }
@@ -612,7 +613,7 @@ pub fn sums_by_group(
             && let Some(copy) =
                 PlainColumns::open_cached(&crate::store::layout::resolve(root, relative), &columns, file.rows)?
         {
-            copy.for_each_batch(&mut add)?;
+            copy.for_each_batch(crate::store::dead_rows::of(root, file)?.as_deref(), &mut add)?;
             copy.release_pages();
             continue;
         }

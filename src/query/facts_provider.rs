@@ -13,13 +13,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session as CatalogSession, TableProvider};
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::stats::Precision;
+use datafusion::common::{DFSchema, DataFusionError, Result, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, ScalarUDF, TableProviderFilterPushDown};
 use datafusion::object_store::ObjectMeta;
 use datafusion::parquet::arrow::arrow_reader::RowSelection;
@@ -30,6 +32,8 @@ use crate::index::IndexSet;
 use crate::query::audience_rule::collect_values;
 use crate::query::bitmap_scan::{file_metadata, preloaded_source, store_path};
 use crate::query::person_id::{self, StoredProjection};
+use crate::store::dead_rows;
+use crate::store::manifest::DataFile;
 use crate::store::plain_columns::PlainColumns;
 use crate::tables::{Table, USER_ID};
 
@@ -43,6 +47,24 @@ pub struct FactFile {
     pub rows: u64,
     /// Its plain copy, when its rows are grouped by user (row ids ascending).
     pub plain_by_user: Option<PathBuf>,
+    /// The rows of forgotten users it still holds ([`crate::store::dead_rows`]), read when a
+    /// scan reads the file.
+    pub dead: Option<(PathBuf, DataFile)>,
+}
+
+impl FactFile {
+    /// The positions of its dead rows, if it has any.
+    fn dead_rows(&self) -> Result<Option<Arc<roaring::RoaringBitmap>>> {
+        match &self.dead {
+            Some((root, file)) => dead_rows::of(root, file).map_err(DataFusionError::from),
+            None => Ok(None),
+        }
+    }
+
+    /// The selection of its live rows over the whole file, if some are dead.
+    fn live_rows(&self) -> Result<Option<RowSelection>> {
+        Ok(self.dead_rows()?.map(|dead| dead_rows::live_selection(&dead, &[(0, self.rows)])))
+    }
 }
 
 /// The rows of `file` whose user is one of `ids` (sorted), as a selection over the whole file,
@@ -168,7 +190,12 @@ impl TableProvider for FactsTable {
             return computed.project(state, udf, stored);
         }
         let lookup = if self.use_indexes.load(Ordering::Relaxed) { self.looked_up_users(filters) } else { None };
-        let Some(ids) = lookup else { return self.inner.scan(state, projection, filters, limit).await };
+        let Some(ids) = lookup else {
+            if self.files.iter().any(|f| f.dead.is_some()) {
+                return self.scan_live_rows(state, projection, filters, limit);
+            }
+            return self.inner.scan(state, projection, filters, limit).await;
+        };
         let schema = self.inner.schema();
         let mut partitioned = Vec::new();
         let mut footers = HashMap::new();
@@ -184,14 +211,29 @@ impl TableProvider for FactsTable {
             }
             let footer = file_metadata(&file.path, file.bytes)?;
             let exact = selection.is_some();
+            // A user_id given again after its user was forgotten names a new user: the rows
+            // of the forgotten one are skipped like every dead row.
+            let live = file.live_rows()?;
+            let narrowed = live.is_some();
+            let selection = match (selection, live) {
+                (Some(users), Some(live)) => Some(users.intersection(&live)),
+                (users, live) => users.or(live),
+            };
             let plan = match selection {
                 Some(selection) => {
-                    ParquetAccessPlan::try_new_from_overall_row_selection(selection, footer.row_groups())?
+                    let mut narrowed =
+                        ParquetAccessPlan::try_new_from_overall_row_selection(selection, footer.row_groups())?;
+                    if plan.len() == narrowed.len() {
+                        for group in (0..plan.len()).filter(|g| !plan.should_scan(*g)) {
+                            narrowed.skip(group);
+                        }
+                    }
+                    narrowed
                 }
                 None => plan,
             };
             let mut f = partitioned_file(file)?;
-            if exact || !file.row_id_ranges.is_empty() {
+            if exact || narrowed || !file.row_id_ranges.is_empty() {
                 f = f.with_extension(plan);
             }
             footers.insert(f.object_meta.location.clone(), footer);
@@ -208,6 +250,62 @@ impl TableProvider for FactsTable {
         let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
             .with_file_groups(vec![FileGroup::new(partitioned)])
             .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+}
+
+impl FactsTable {
+    /// A scan of every live row, for a table some of whose files have dead rows: each such file
+    /// read with a plan skipping them, the filters used for pruning as the listing table would
+    /// (they stay above the scan), and exact row counts of live rows only, so that a count is
+    /// still answered without reading and never counts a dead row.
+    fn scan_live_rows(
+        &self,
+        state: &dyn CatalogSession,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = self.inner.schema();
+        let mut partitioned = Vec::with_capacity(self.files.len());
+        let mut footers = HashMap::new();
+        let mut live_rows = 0u64;
+        for file in &self.files {
+            let footer = file_metadata(&file.path, file.bytes)?;
+            let mut f = partitioned_file(file)?;
+            let dead = file.dead_rows()?;
+            live_rows += file.rows - dead.as_ref().map_or(0, |d| d.len());
+            if let Some(dead) = dead {
+                if dead.len() >= file.rows {
+                    continue;
+                }
+                let live = dead_rows::live_selection(&dead, &[(0, file.rows)]);
+                f = f.with_extension(ParquetAccessPlan::try_new_from_overall_row_selection(live, footer.row_groups())?);
+            }
+            footers.insert(f.object_meta.location.clone(), footer);
+            partitioned.push(f);
+        }
+        let projected = match projection {
+            Some(p) => Arc::new(schema.project(p)?),
+            None => Arc::clone(&schema),
+        };
+        if partitioned.is_empty() {
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        let mut source = preloaded_source(Arc::clone(&schema), footers);
+        if let Some(predicate) = conjunction(filters.iter().cloned()) {
+            let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
+            source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+        }
+        let mut statistics = Statistics::new_unknown(&schema);
+        statistics.num_rows = Precision::Exact(usize::try_from(live_rows).unwrap_or(usize::MAX));
+        let partitions = state.config().target_partitions().max(1);
+        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+            .with_file_groups(FileGroup::new(partitioned).split_files(partitions))
+            .with_projection_indices(projection.cloned())?
+            .with_statistics(statistics)
             .with_limit(limit)
             .build();
         Ok(DataSourceExec::from_data_source(config))

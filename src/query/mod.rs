@@ -322,6 +322,7 @@ impl Pinned {
                             .as_ref()
                             .filter(|_| f.rows_by_user)
                             .map(|p| layout::resolve(snapshot.root(), p)),
+                        dead: f.dead.as_ref().map(|_| (snapshot.root().to_path_buf(), f.clone())),
                     })
                     .collect();
                 let plain = table_provider(&snapshot, table)?;

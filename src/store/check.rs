@@ -3,6 +3,7 @@
 //! - every file the manifest refers to exists, with the size the manifest recorded (data files,
 //!   id segments, the index, catalog sets);
 //! - data files and row-id companions: a readable Parquet footer with the manifest's row count;
+//! - dead rows of fact files: the set's checksum, its count, every position below the file's rows;
 //! - plain and row-addressable copies and day times: every checksum (footer and chunks; files
 //!   written before checksums have none), then they map, their offsets are valid, a plain copy
 //!   has its fact file's rows (day times at most as many, in sections that fit);
@@ -146,6 +147,12 @@ fn data_files(c: &mut Checker<'_>, manifest: &Manifest) {
                 && let Some(path) = c.present(relative, None)
             {
                 let outcome = parquet_rows(&path, f.rows, "its data file holds");
+                c.verify(&path, outcome);
+            }
+            if let Some(dead) = &f.dead
+                && let Some(path) = c.present(&dead.set.path, Some(dead.set.bytes))
+            {
+                let outcome = crate::store::dead_rows::read(c.root, f, dead).map(drop);
                 c.verify(&path, outcome);
             }
             if let Some(relative) = &f.plain_columns

@@ -14,8 +14,8 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, Parq
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, IoContext, Result};
-use crate::store::layout;
 use crate::store::manifest::{DataFile, Manifest};
+use crate::store::{dead_rows, layout};
 use crate::tables::{CATEGORY, PRODUCT_ID, ROW_ID_COLUMN, TS, Table};
 
 const BATCH_ROWS: usize = 64 * 1024;
@@ -43,7 +43,8 @@ impl Strings {
     }
 }
 
-/// Reads `columns` of a stored file as batches (in the order asked), strings decoded as `strings`.
+/// Reads `columns` of a stored file as batches (in the order asked), strings decoded as `strings`:
+/// every stored row, dead ones included (readers of fact rows use `for_each_fact_batch*`).
 pub fn read_stored_columns(
     path: &Path,
     columns: &[&str],
@@ -148,7 +149,8 @@ fn read_columns_of_groups(
 }
 
 /// Calls `f` with batches of `columns` of the stored fact file `file` and the user row id of
-/// each of their rows.
+/// each of their rows: its live rows, the dead rows of forgotten users left out
+/// ([`crate::store::dead_rows`]), as every `for_each_fact_batch*` does.
 pub fn for_each_fact_batch(
     root: &Path,
     file: &DataFile,
@@ -193,6 +195,7 @@ pub fn for_each_fact_batch_in_as(
     read_fact_batches(root, file, columns, ts_window, strings, f)
 }
 
+/// Reads the live rows of `file` with their row ids.
 fn read_fact_batches(
     root: &Path,
     file: &DataFile,
@@ -210,11 +213,18 @@ fn read_fact_batches(
         return Ok(());
     }
     let group_indices = groups.as_ref().map(|g| g.iter().map(|(i, _, _)| *i).collect::<Vec<_>>());
+    // The rows read, as spans of positions in the file, and the dead ones among them skipped.
+    let spans: Vec<(u64, u64)> = match &groups {
+        Some(groups) => groups.iter().map(|(_, start, rows)| (*start, *rows)).collect(),
+        None => vec![(0, file.rows)],
+    };
+    let dead = dead_rows::of(root, file)?;
+    let selection = dead.as_deref().map(|d| dead_rows::live_selection(d, &spans));
     match &file.row_ids {
         None => {
             let mut with_ids: Vec<&str> = columns.to_vec();
             with_ids.push(ROW_ID_COLUMN);
-            read_columns_of_groups(&path, &with_ids, group_indices, None, strings.clone(), |batch| {
+            read_columns_of_groups(&path, &with_ids, group_indices, selection, strings.clone(), |batch| {
                 let ids = batch
                     .column(columns.len())
                     .as_primitive_opt::<UInt32Type>()
@@ -237,18 +247,20 @@ fn read_fact_batches(
             if all.len() as u64 != file.rows {
                 return Err(Error::corrupt(&companion, "the row id file does not have one row per fact row"));
             }
-            // The row ids of the row groups read, in order.
-            let ids: Vec<u32> = match &groups {
-                None => all,
-                Some(groups) => groups
+            // The row ids of the live rows of the row groups read, in order.
+            let ids: Vec<u32> = match (&groups, &dead) {
+                (None, None) => all,
+                _ => spans
                     .iter()
-                    .flat_map(|(_, start, rows)| {
-                        all.get(*start as usize..(*start + *rows) as usize).unwrap_or_default().iter().copied()
+                    .flat_map(|&(start, rows)| {
+                        (start..start + rows).zip(all.get(start as usize..(start + rows) as usize).unwrap_or_default())
                     })
+                    .filter(|(p, _)| !dead.as_ref().is_some_and(|d| d.contains(*p as u32)))
+                    .map(|(_, id)| *id)
                     .collect(),
             };
             let mut at = 0usize;
-            read_columns_of_groups(&path, columns, group_indices, None, strings, |batch| {
+            read_columns_of_groups(&path, columns, group_indices, selection, strings, |batch| {
                 let end = at + batch.num_rows();
                 let slice = ids.get(at..end).ok_or_else(|| {
                     Error::corrupt(&companion, "the row id file has fewer rows than the fact file it belongs to")

@@ -32,7 +32,10 @@ use crate::tables::{ColumnDef, Table, contract_columns};
 /// Version 8 added the overrides of identity links' outcomes (`Resolution::link_overrides`, a
 /// split decided on its component); a manifest is written as version 8 only when it has them, so
 /// that a build that would show the stored outcomes (and vacuum the overrides) refuses the store.
-pub const FORMAT_VERSION: u32 = 8;
+/// Version 9 added dead rows of fact files (`DataFile::dead`, a forget that marks instead of
+/// rewriting); a manifest is written as version 9 only when a file has some, so that a build that
+/// would read the forgotten users' rows refuses the store.
+pub const FORMAT_VERSION: u32 = 9;
 
 const HEADER_PREFIX: &str = "persona-manifest crc32=";
 
@@ -135,6 +138,27 @@ pub struct DataFile {
     /// written before it existed and for files whose `ts` is finer than a second).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub day_times: Option<String>,
+    /// For fact files: the rows of forgotten users, marked dead instead of the file being written
+    /// again ([`crate::store::dead_rows`]); every reader skips them, and a purge (vacuum,
+    /// compaction, repair) writes the file again without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead: Option<DeadRows>,
+}
+
+/// The dead rows of a fact file: a catalog-style bitmap file of their positions in the file
+/// (row `k` of the file is position `k`; its plain copy is row for row).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadRows {
+    /// How many positions the set holds.
+    pub rows: u64,
+    pub set: SetFile,
+}
+
+impl DataFile {
+    /// The rows readers see: the stored rows minus the dead ones.
+    pub fn live_rows(&self) -> u64 {
+        self.rows - self.dead.as_ref().map_or(0, |d| d.rows.min(self.rows))
+    }
 }
 
 /// One segment of the id dictionary.
@@ -177,12 +201,14 @@ impl Manifest {
         }
     }
 
-    /// The oldest format that can read this manifest: 8 with overrides of identity links'
+    /// The oldest format that can read this manifest: 9 with dead rows of fact files, 8 with overrides of identity links'
     /// outcomes, 7 with a load log, 6 with a base of the identity state, 5 with
     /// segments of identity links, 4 with identities, 3 with forgotten users,
     /// 2 otherwise.
     pub fn needed_format(&self) -> u32 {
-        if self.identity.resolution.as_ref().is_some_and(|r| r.link_overrides.is_some()) {
+        if self.tables.values().flatten().any(|f| f.dead.is_some()) {
+            9
+        } else if self.identity.resolution.as_ref().is_some_and(|r| r.link_overrides.is_some()) {
             8
         } else if !self.load_log.is_empty() {
             7
@@ -220,6 +246,7 @@ impl Manifest {
                 files.extend(f.addressable.iter().cloned());
                 files.extend(f.plain_columns.iter().cloned());
                 files.extend(f.day_times.iter().cloned());
+                files.extend(f.dead.iter().map(|d| d.set.path.clone()));
             }
         }
         files.extend(self.id_segments.iter().map(|s| s.path.clone()));
@@ -241,8 +268,9 @@ impl Manifest {
         self.tables.get(&table).map(Vec::as_slice).unwrap_or(&[])
     }
 
+    /// The rows of `table` readers see (dead rows left out).
     pub fn rows(&self, table: Table) -> u64 {
-        self.files(table).iter().map(|f| f.rows).sum()
+        self.files(table).iter().map(DataFile::live_rows).sum()
     }
 
     /// The columns SQL sees for `table`.
@@ -330,6 +358,7 @@ mod tests {
                 addressable: Some("data/users/a.arrow".into()),
                 plain_columns: None,
                 day_times: None,
+                dead: None,
             }],
         );
         let bytes = m.to_bytes().unwrap();

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod check;
 pub mod commit;
 pub mod day_times;
+pub mod dead_rows;
 pub mod fact_rows;
 #[cfg(any(test, debug_assertions))]
 #[doc(hidden)]

@@ -26,9 +26,11 @@ use arrow::array::{
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, UInt16Type, UInt32Type};
+use roaring::RoaringBitmap;
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
+use crate::store::dead_rows;
 use crate::store::ipc::{IpcFileWriter, MappedIpc, OpenedFiles};
 use crate::store::ipc_checksums::{Checksums, ensure_arrays};
 use crate::tables::{ROW_ID_COLUMN, TS, UNIQUE_COLUMNS};
@@ -376,18 +378,24 @@ impl PlainColumns {
         Ok(found)
     }
 
-    /// Passes each batch's columns (strings as `Dictionary(UInt16, Utf8)`) and row ids to `f`.
-    pub fn for_each_batch(&self, mut f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>) -> Result<()> {
-        self.for_each_batch_with_days(|batch, ids, _| f(batch, ids))
+    /// Passes each batch's columns (strings as `Dictionary(UInt16, Utf8)`) and row ids to `f`:
+    /// the live rows, those at the `dead` positions ([`crate::store::dead_rows`]) left out.
+    pub fn for_each_batch(
+        &self,
+        dead: Option<&RoaringBitmap>,
+        mut f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>,
+    ) -> Result<()> {
+        self.for_each_batch_with_days(dead, |batch, ids, _| f(batch, ids))
     }
 
     /// [`PlainColumns::for_each_batch`], with the rows' day codes when `ts` was asked for and
     /// the copy has them.
     pub fn for_each_batch_with_days(
         &self,
+        dead: Option<&RoaringBitmap>,
         mut f: impl FnMut(&RecordBatch, &[u32], Option<&UInt16Array>) -> Result<()>,
     ) -> Result<()> {
-        for ((batch, ids), days) in self.batches.iter().zip(&self.days) {
+        for (((batch, ids), days), start) in self.batches.iter().zip(&self.days).zip(&self.starts) {
             self.ensure(batch, ids)?;
             if let Some(days) = days {
                 ensure_arrays(self.checks.as_deref(), [days as &dyn Array])?;
@@ -395,21 +403,29 @@ impl PlainColumns {
                     return Err(Error::corrupt(&self.path, "a batch's day column is not as long as its rows"));
                 }
             }
-            f(batch, ids.values(), days.as_ref())?;
+            match dead_rows::live_batch(dead, *start as u64, batch, ids, days.as_ref())? {
+                Some((batch, ids, days)) => f(&batch, ids.values(), days.as_ref())?,
+                None => f(batch, ids.values(), days.as_ref())?,
+            }
         }
         Ok(())
     }
 
     /// Calls `f` with the rows `select` picks from each batch (positions in the batch, given its
-    /// row ids), and their row ids; batches where `select` picks nothing are skipped.
+    /// row ids), and their row ids; batches where `select` picks nothing are skipped, and rows at
+    /// `dead` positions are never passed.
     pub fn for_each_selected(
         &self,
+        dead: Option<&RoaringBitmap>,
         mut select: impl FnMut(&[u32]) -> Vec<u32>,
         mut f: impl FnMut(&RecordBatch, &[u32]) -> Result<()>,
     ) -> Result<()> {
-        for (batch, ids) in &self.batches {
+        for ((batch, ids), start) in self.batches.iter().zip(&self.starts) {
             self.ensure(batch, ids)?;
-            let rows = select(ids.values());
+            let mut rows = select(ids.values());
+            if let Some(dead) = dead {
+                rows.retain(|&r| !dead.contains((*start + r as usize) as u32));
+            }
             if rows.is_empty() {
                 continue;
             }
@@ -517,7 +533,7 @@ mod tests {
         assert!(err.contains("f.plain.arrow") && err.contains("150000 rows"), "{err}");
         let copy = PlainColumns::open(&path, &["amount", "channel_id", "ts"], u64::from(rows)).unwrap().unwrap();
         let mut next = 0u32;
-        copy.for_each_batch(|batch, ids| {
+        copy.for_each_batch(None, |batch, ids| {
             let expected = super::tests::batch(ids);
             let amount = batch.column(0).as_primitive::<arrow::datatypes::Float64Type>();
             let channel = cast(batch.column(1), &DataType::Utf8).unwrap();
@@ -562,7 +578,7 @@ mod tests {
         let copy = PlainColumns::open(&path, &[], ids.len() as u64).unwrap().unwrap();
         let mut all = Vec::new();
         let mut edges = Vec::new();
-        copy.for_each_batch(|_, batch_ids| {
+        copy.for_each_batch(None, |_, batch_ids| {
             edges.extend([batch_ids[0], batch_ids[batch_ids.len() - 1]]);
             all.extend_from_slice(batch_ids);
             Ok(())
@@ -604,7 +620,7 @@ mod tests {
         let copy = PlainColumns::open(&path, &["amount"], u64::from(rows)).unwrap().unwrap();
         let read = |copy: &PlainColumns| {
             let mut sum = (0u64, 0f64);
-            copy.for_each_batch(|batch, ids| {
+            copy.for_each_batch(None, |batch, ids| {
                 sum.0 += ids.iter().map(|&i| u64::from(i)).sum::<u64>();
                 sum.1 += batch.column(0).as_primitive::<arrow::datatypes::Float64Type>().values().iter().sum::<f64>();
                 Ok(())
@@ -642,7 +658,7 @@ mod tests {
             format!("{}:{amount}", if channel.is_null(k) { "NULL" } else { channel.value(k) })
         };
         let mut expected = Vec::new();
-        copy.for_each_batch(|batch, ids| {
+        copy.for_each_batch(None, |batch, ids| {
             expected
                 .extend(ids.iter().enumerate().filter(|(_, id)| wanted(**id)).map(|(k, id)| (*id, render(batch, k))));
             Ok(())
@@ -650,6 +666,7 @@ mod tests {
         .unwrap();
         let mut got = Vec::new();
         copy.for_each_selected(
+            None,
             |ids| (0..ids.len() as u32).filter(|&k| wanted(ids[k as usize])).collect(),
             |batch, ids| {
                 assert!(matches!(batch.column(0).data_type(), DataType::Dictionary(..)));
@@ -663,6 +680,7 @@ mod tests {
         // Nothing picked: no batch is decoded.
         let mut calls = 0;
         copy.for_each_selected(
+            None,
             |_| Vec::new(),
             |_, _| {
                 calls += 1;

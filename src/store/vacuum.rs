@@ -32,14 +32,21 @@ pub struct VacuumReport {
     pub freed_bytes: u64,
 }
 
-/// Removes what `policy` does not keep.
-pub fn vacuum(store: &Store, policy: KeepPolicy) -> Result<VacuumReport> {
+/// An error when `policy` keeps nothing or is given no rule.
+pub fn check_policy(policy: KeepPolicy) -> Result<()> {
     if policy.versions.is_none() && policy.newer_than.is_none() {
         return Err(Error::Usage("vacuum needs --keep-versions N or --older-than DURATION (or both)".into()));
     }
     if policy.versions == Some(0) {
         return Err(Error::Usage("--keep-versions must be at least 1 (the current version is always kept)".into()));
     }
+    Ok(())
+}
+
+/// Removes what `policy` does not keep. Dead rows of forgotten users in the current version's
+/// files stay: `Store::vacuum` purges them first (what an erasure needs).
+pub fn vacuum(store: &Store, policy: KeepPolicy) -> Result<VacuumReport> {
+    check_policy(policy)?;
     // The lock: no writer is writing files meanwhile, and unpublished ones are already gone.
     let writer = store.writer()?;
     let root = store.root().to_path_buf();

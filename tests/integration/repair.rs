@@ -238,3 +238,54 @@ fn a_stored_column_of_another_type_is_a_corrupt_error_naming_the_file() {
     assert!(matches!(&err, persona::Error::Corrupt { path: p, .. } if *p == path), "{err}");
     assert!(err.to_string().contains("column tag holds Int64"), "{err}");
 }
+
+/// A forget marks rows dead; a damaged set of dead rows is named by `check`, a query reading its
+/// file fails naming it, and the repair marks the rows again from the forgotten users (with the
+/// plain copy damaged too, the file is also written again, without them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_set_of_dead_rows_is_marked_again_from_the_forgotten_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample_store(dir.path());
+    let gone: Vec<String> = (1..60).map(|i| format!("u{}", i * 31)).collect();
+    {
+        let _scope = lock_scope();
+        store.forget(&gone).unwrap();
+    }
+    let expected = answers(&store).await;
+    let snapshot = store.snapshot().unwrap();
+    let m = snapshot.manifest();
+    let root = store.root().to_path_buf();
+    let at = |relative: &str| persona::store::layout::resolve(&root, relative);
+    let marked: Vec<_> = m.files(Table::Purchases).iter().filter(|f| f.dead.is_some()).collect();
+    assert!(!marked.is_empty(), "the forget marked purchases dead");
+    let set = at(&marked[0].dead.as_ref().unwrap().set.path);
+    let plain = at(marked[0].plain_columns.as_deref().unwrap());
+    flip_byte(&set, 30);
+    truncate(&plain);
+    let events = m.files(Table::Events).iter().find(|f| f.dead.is_some()).expect("events marked dead");
+    let events_set = at(&events.dead.as_ref().unwrap().set.path);
+    truncate(&events_set);
+    let found = problems(&store);
+    for damaged in [&set, &plain, &events_set] {
+        assert!(found.contains(damaged), "{} among {found:?}", damaged.display());
+    }
+    let err =
+        session(&store).query("SELECT count(*), sum(amount) FROM purchases").await.expect_err("damaged").to_string();
+    assert!(err.contains("corrupt") && err.contains(&*set.to_string_lossy()), "{err}");
+
+    let summary = {
+        let _scope = lock_scope();
+        store.repair().unwrap()
+    };
+    assert!(summary.unrepairable.is_empty(), "{:?}", summary.unrepairable);
+    assert_eq!(summary.rebuilt.len(), 3, "two sets marked again, one file written again: {:?}", summary.rebuilt);
+    let repaired = Store::open(&root).unwrap();
+    check_passes(&repaired);
+    assert_eq!(answers(&repaired).await, expected);
+    let manifest = repaired.snapshot().unwrap().manifest().clone();
+    let before: Vec<&str> = m.files(Table::Purchases).iter().map(|f| f.path.as_str()).collect();
+    let rewritten: Vec<_> =
+        manifest.files(Table::Purchases).iter().filter(|f| !before.contains(&f.path.as_str())).collect();
+    assert!(!rewritten.is_empty() && rewritten.iter().all(|f| f.dead.is_none()), "written again without dead rows");
+    assert!(!manifest.files(Table::Purchases).iter().any(|f| f.path == marked[0].path));
+}
