@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, BooleanArray, RecordBatch, UInt16Array, UInt32Array};
+use arrow::array::{Array, BooleanArray, BooleanBufferBuilder, RecordBatch, UInt16Array, UInt32Array};
 use arrow::compute::filter_record_batch;
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use roaring::RoaringBitmap;
@@ -102,7 +102,13 @@ pub fn live_mask(dead: &RoaringBitmap, start: u64, len: usize) -> Option<Boolean
     if dead.range_cardinality(lo..hi) == 0 {
         return None;
     }
-    Some(BooleanArray::from_iter((start..start + len as u64).map(|p| Some(!dead.contains(p as u32)))))
+    // All set, then the dead ones cleared: a lookup per dead row, not per row.
+    let mut bits = BooleanBufferBuilder::new(len);
+    bits.append_n(len, true);
+    for p in dead.range(lo..hi) {
+        bits.set_bit((p - lo) as usize, false);
+    }
+    Some(BooleanArray::new(bits.finish(), None))
 }
 
 /// The live rows of one batch of a plain copy starting at position `start`: the batch, its row
