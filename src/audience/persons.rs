@@ -105,17 +105,14 @@ fn with_overrides(
 ) -> Result<Arc<dyn TableProvider>> {
     use datafusion::functions::expr_fn::coalesce;
     use datafusion::logical_expr::{JoinType, col, when};
-    let batches = read_all(path, &crate::ingest::identity::overrides_schema())?;
-    let renamed = Arc::new(Schema::new(vec![
-        Field::new("o_seq", DataType::UInt64, false),
-        Field::new("o_status", DataType::Utf8, false),
-        Field::new("o_reason", DataType::Utf8, true),
-    ]));
-    let batches = batches
-        .into_iter()
-        .map(|b| RecordBatch::try_new(Arc::clone(&renamed), b.columns().to_vec()))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let overrides = ctx.read_table(Arc::new(MemTable::try_new(renamed, vec![batches])?))?;
+    // Read when a query reads the links, not when a session opens: a forget lists every link of
+    // its users here.
+    let file = parquet_table(&[path.to_path_buf()], crate::ingest::identity::overrides_schema())?;
+    let overrides = ctx.read_table(file)?.select(vec![
+        col("seq").alias("o_seq"),
+        col("status").alias("o_status"),
+        col("reason").alias("o_reason"),
+    ])?;
     let columns: Vec<Expr> = schema
         .fields()
         .iter()
@@ -125,7 +122,13 @@ fn with_overrides(
             name => Ok(col(name)),
         })
         .collect::<DfResult<_>>()?;
-    let view = ctx.read_table(stored)?.join(overrides, JoinType::Left, &["seq"], &["o_seq"], None)?.select(columns)?;
+    // A forgotten user's links stay in the links files until a purge: no reader sees them.
+    let hidden = crate::ingest::identity::FORGOTTEN;
+    let view = ctx
+        .read_table(stored)?
+        .join(overrides, JoinType::Left, &["seq"], &["o_seq"], None)?
+        .select(columns)?
+        .filter(col("status").not_eq(datafusion::prelude::lit(hidden)))?;
     Ok(view.into_view())
 }
 

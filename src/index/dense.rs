@@ -119,6 +119,23 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A set of row ids as one bit each: a membership test is a shift and a mask, where a roaring
+/// lookup searches containers (what a pass testing every row of a large file spends its time on).
+pub struct DenseSet {
+    words: Vec<u64>,
+}
+
+impl DenseSet {
+    pub fn of(bitmap: &RoaringBitmap) -> Result<DenseSet> {
+        let words = bitmap.max().map_or(0, |m| words_for(m.saturating_add(1)).max(1));
+        Ok(DenseSet { words: words_of(bitmap, words)? })
+    }
+
+    pub fn contains(&self, id: u32) -> bool {
+        self.words.get(id as usize / 64).is_some_and(|w| w & (1 << (id % 64)) != 0)
+    }
+}
+
 /// The words of `bitmap`, `words` long.
 pub fn words_of(bitmap: &RoaringBitmap, words: usize) -> Result<Vec<u64>> {
     let mut bytes = Vec::with_capacity(bitmap.serialized_size());
@@ -472,6 +489,16 @@ mod tests {
         few_runs.optimize();
         out.extend([sparse, dense, runs, few_runs]);
         out
+    }
+
+    #[test]
+    fn a_dense_set_holds_exactly_the_bitmap() {
+        let bitmap: RoaringBitmap = [0u32, 63, 64, 70_000, 1 << 20].into_iter().chain(200..5_000).collect();
+        let set = DenseSet::of(&bitmap).unwrap();
+        for id in (0..(1 << 20) + 100).chain([u32::MAX]) {
+            assert_eq!(set.contains(id), bitmap.contains(id), "{id}");
+        }
+        assert!(!DenseSet::of(&RoaringBitmap::new()).unwrap().contains(0));
     }
 
     #[test]

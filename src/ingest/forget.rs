@@ -3,18 +3,20 @@
 //! kept as they are; the others are written again:
 //!
 //! ```text
-//! users files holding them      ─ their rows blanked in place (user_id '', every other column NULL)
+//! users files holding them      ─ kept: every reader of users leaves the forgotten set out; a
+//!                                 purge blanks their rows in place (user_id '', all else NULL)
 //! fact files holding their rows ─ written again without those rows (with their plain copies)
 //! the index                     ─ every bitmap without them; a tag or value only they had goes
 //! id-dictionary segments        ─ written again without their user_ids
 //! rule tags, audience versions  ─ members and holdout without them; added/removed recounted
 //! forgotten set                 ─ the row ids forgotten so far, plus theirs
-//! identity resolution           ─ resolved again without their identifier links
+//! identity resolution           ─ their components resolved again without their links (the
+//!                                 links stay in the links files, hidden, until a purge)
 //! ```
 //!
 //! **Row ids are never reused.** A forgotten user's row id becomes a hole: the row stays in its
 //! users file (so that row `k` of a file is still row id `first_row_id + k` for every reader of
-//! row positions), blanked, and the manifest's `forgotten` set lists it. Every "all users"
+//! row positions), blanked by the next purge, and the manifest's `forgotten` set lists it. Every "all users"
 //! computation subtracts that set ([`crate::index::IndexSet::universe`]), and no bitmap holds it.
 //! The old version's files stay until `persona vacuum` removes them (docs/lifecycle.md).
 
@@ -64,6 +66,16 @@ impl Store {
     /// Forgets the users with these `user_ids` as one new version (see the module doc). Unknown
     /// ids are counted in the summary; it is an error only when none of them is known.
     pub fn forget(&self, user_ids: &[String]) -> Result<ForgetSummary> {
+        self.forget_as(user_ids, true)
+    }
+
+    /// [`Store::forget`] resolving identities from the start instead of on the forgotten users'
+    /// components: the same result, what the tests compare the components' resolution with.
+    pub fn forget_resolving_from_start(&self, user_ids: &[String]) -> Result<ForgetSummary> {
+        self.forget_as(user_ids, false)
+    }
+
+    fn forget_as(&self, user_ids: &[String], local: bool) -> Result<ForgetSummary> {
         let started = Instant::now();
         if user_ids.is_empty() {
             return Err(Error::Usage("no user_id was given; nothing was forgotten".into()));
@@ -79,7 +91,7 @@ impl Store {
                 if unknown.len() > UNKNOWN_EXAMPLES { ", …" } else { "" }
             )));
         }
-        let (next, rewritten) = forget_rows(&writer, &row_ids)?;
+        let (next, rewritten) = forget_rows_as(&writer, &row_ids, local)?;
         let version = writer.commit(next)?;
         Ok(ForgetSummary {
             version: Some(version),
@@ -126,6 +138,12 @@ fn row_ids_of(root: &Path, base: &Manifest, sorted: &[&str]) -> Result<Vec<Optio
 /// or never given out are ignored) and returns its manifest, to be committed by the caller, with
 /// the number of files written again.
 pub fn forget_rows(writer: &StoreWriter, row_ids: &RoaringBitmap) -> Result<(Manifest, usize)> {
+    forget_rows_as(writer, row_ids, true)
+}
+
+/// [`forget_rows`]; `local`: resolve identities on the forgotten users' components when the
+/// stored state allows it (else, and when false, every link from the start).
+pub fn forget_rows_as(writer: &StoreWriter, row_ids: &RoaringBitmap, local: bool) -> Result<(Manifest, usize)> {
     let base = Arc::clone(writer.base());
     let root = writer.store().root().to_path_buf();
     let before = match &base.forgotten {
@@ -139,43 +157,43 @@ pub fn forget_rows(writer: &StoreWriter, row_ids: &RoaringBitmap) -> Result<(Man
         return Ok((next, 0));
     }
     forget_split_pairs(&root, &base, &removed, &mut next)?;
-    let mut rewritten = 0usize;
-    // Their fact rows are marked dead, not written again (a purge does that, docs/lifecycle.md).
-    let facts: Vec<Table> = Table::ALL.into_iter().filter(|t| t.is_fact()).collect();
-    let (replaced, marked) = mark_fact_rows(writer, &root, &base, &removed, &mut next, &facts)?;
-    rewritten += marked;
-    rewritten += blank_users(writer, &root, &base, &removed, &mut next)?;
-    next.id_segments.clear();
-    for segment in &base.id_segments {
-        match segment_without(&layout::resolve(&root, &segment.path), &removed)? {
-            None => next.id_segments.push(segment.clone()),
-            Some(without) => {
-                rewritten += 1;
-                if without.entries > 0 {
-                    next.id_segments.push(without.write(writer)?);
-                }
-            }
-        }
-    }
     let all = before | &removed;
     next.forgotten = Some(ForgottenUsers { users: all.len(), set: write_set(writer, "forgotten-users", &all)? });
-    // Identity resolution runs again from the start without their links (the longest step at
-    // ten million users), on the second core while the index is written: it reads the
-    // identities and users files, the id segments and the forgotten set. While an installed I/O
+    let mut rewritten = 0usize;
+    // The identity resolution (the longest step at ten million users) runs on the second core
+    // while the rest is written: it needs the splits and the forgotten set, and leaves the
+    // forgotten users out of the base's dictionary itself. While an installed I/O
     // implementation counts operations, it runs first instead of beside the rest, so that their
     // order is fixed.
     let in_order = crate::store::io::counts_operations(&root);
     let resolved = std::thread::scope(|scope| -> Result<_> {
         let mut for_identity = next.clone();
-        let (root, base) = (&root, &base);
+        let (root, base, gone) = (&root, &base, &removed);
         let resolve = move || -> Result<_> {
-            super::identity::resolve_after_forget(writer, root, base, &mut for_identity)?;
+            super::identity::resolve_after_forget(writer, root, base, &mut for_identity, gone, local)?;
             Ok(for_identity.identity.resolution)
         };
         let (first, identity) = match in_order {
             true => (Some(resolve()), None),
             false => (None, Some(scope.spawn(resolve))),
         };
+        // Their fact rows are marked dead, not written again (a purge does that,
+        // docs/lifecycle.md).
+        let facts: Vec<Table> = Table::ALL.into_iter().filter(|t| t.is_fact()).collect();
+        let (replaced, marked) = mark_fact_rows(writer, root, base, gone, &mut next, &facts)?;
+        rewritten += marked;
+        next.id_segments.clear();
+        for segment in &base.id_segments {
+            match segment_without(&layout::resolve(root, &segment.path), gone)? {
+                None => next.id_segments.push(segment.clone()),
+                Some(without) => {
+                    rewritten += 1;
+                    if without.entries > 0 {
+                        next.id_segments.push(without.write(writer)?);
+                    }
+                }
+            }
+        }
         if let Some(index) = &base.index {
             let (relative, abs) = writer.new_file(layout::new_index_file(writer.next_version()))?;
             let bytes = write_index_without(&layout::resolve(root, &index.path), &removed, &abs)?;
@@ -226,9 +244,10 @@ fn forget_split_pairs(root: &Path, base: &Manifest, removed: &RoaringBitmap, nex
     Ok(())
 }
 
-/// Rewrites the users files holding `removed` with those rows blanked in place; returns how
-/// many files were written.
-fn blank_users(
+/// Rewrites the users files holding a row of `removed` that is not blank yet with those rows
+/// blanked in place (what a purge does: a forget only adds them to the forgotten set, which
+/// every reader of users leaves out); returns how many files were written.
+pub(super) fn blank_users(
     writer: &StoreWriter,
     root: &Path,
     base: &Manifest,
@@ -247,6 +266,10 @@ fn blank_users(
             continue;
         }
         let old = read_aligned(&layout::resolve(root, &file.path), columns, &schema)?;
+        if blank_already(&old, removed, &schema)? {
+            files.push(file.clone());
+            continue;
+        }
         let blanked = blank_rows(&old, removed, &schema)?;
         let mut sink = TableSink::new(writer, Table::Users, Arc::clone(&schema), u64::MAX, false);
         sink.write(&blanked)?;
@@ -256,6 +279,14 @@ fn blank_users(
     files.sort_by_key(|f| f.first_row_id);
     next.tables.insert(Table::Users, files);
     Ok(rewritten)
+}
+
+/// Whether every row of `removed` in `batch` (users rows in the file schema, row ids first) is
+/// blank already.
+fn blank_already(batch: &RecordBatch, removed: &RoaringBitmap, schema: &SchemaRef) -> Result<bool> {
+    let ids = batch.column(0).as_primitive::<UInt32Type>();
+    let users = batch.column(schema.index_of(USER_ID)?).as_string::<i32>();
+    Ok(ids.values().iter().enumerate().all(|(r, id)| !removed.contains(*id) || users.value(r) == BLANK_USER_ID))
 }
 
 /// `batch` (users rows in the file schema, row ids first) with the rows of `removed` blanked:
@@ -367,6 +398,7 @@ pub(super) fn rows_of(root: &Path, file: &DataFile, removed: &RoaringBitmap) -> 
         return Ok(positions);
     }
     let path = layout::resolve(root, file.row_ids.as_deref().unwrap_or(&file.path));
+    let removed = crate::index::dense::DenseSet::of(removed)?;
     let mut at = 0u32;
     read_stored_columns(&path, &[ROW_ID_COLUMN], crate::store::fact_rows::Strings::Plain, |batch| {
         let ids = crate::store::typed::column::<UInt32Array>(&path, ROW_ID_COLUMN, batch.column(0).as_ref())?;

@@ -45,7 +45,7 @@ use crate::store::identity::{
 use crate::store::manifest::Manifest;
 use crate::store::{StoreWriter, layout};
 use crate::tables::{DAY_MICROS, ID_TYPE, ID_VALUE, ROW_ID_COLUMN, SOURCE, TS, Table, USER_ID};
-pub use split::{LinkStatus, overrides_schema, read_link_overrides};
+pub use split::{FORGOTTEN, LinkStatus, overrides_schema, read_link_overrides};
 
 /// The `source` of the links taken from `users.phone` and `users.email`.
 pub const USERS_SOURCE: &str = "users";
@@ -261,6 +261,10 @@ impl crate::store::Store {
         let normaliser = Normaliser::new(&rules)?;
         let splits = Splits::of(&next.identity.splits, &ids)?;
         let fingerprints = (fingerprint(&rules, &base.identity.splits), fingerprint(&rules, &next.identity.splits));
+        let forgotten = match &base.forgotten {
+            Some(f) => crate::store::catalog::read_set(&root, &f.set)?,
+            None => roaring::RoaringBitmap::new(),
+        };
         let local = match &base.identity.resolution {
             Some(previous) if local => split::resolve_split(
                 &w,
@@ -271,6 +275,7 @@ impl crate::store::Store {
                 &normaliser,
                 &splits,
                 &start,
+                &forgotten,
                 fingerprints,
             )?,
             _ => None,
@@ -283,16 +288,72 @@ impl crate::store::Store {
     }
 }
 
-/// After users were forgotten (`next` is the version without them, its dictionary segments
-/// written): resolves again, so that their identifier links leave the links file and their rows
-/// the persons file in the same version (docs/identity.md). Nothing to do without a resolution.
-pub(super) fn resolve_after_forget(w: &StoreWriter, root: &Path, base: &Manifest, next: &mut Manifest) -> Result<()> {
+/// After users were forgotten (`next` is the version without them, its forgotten set holding
+/// them; its dictionary segments may still be the base's, `removed` is left out of them):
+/// resolves again, so that their links leave every
+/// decision and view, and their rows the persons file, in the same version (docs/identity.md).
+/// On the components of the identifier graph they were in when the stored state allows it
+/// (`local`; their links stay in the links files, marked `forgotten`, until a purge), else from
+/// the start. Nothing to do without a resolution.
+pub(super) fn resolve_after_forget(
+    w: &StoreWriter,
+    root: &Path,
+    base: &Manifest,
+    next: &mut Manifest,
+    removed: &roaring::RoaringBitmap,
+    local: bool,
+) -> Result<()> {
     if next.identity.resolution.is_none() || !needs_resolution(base, next) {
         return Ok(());
     }
     let paths: Vec<std::path::PathBuf> = next.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
     let mut ids = IdMap::load_names(&paths, next.next_row_id as usize)?;
+    ids.without_rows(removed);
+    if local && let Some(previous) = base.identity.resolution.as_ref() {
+        let rules = next.identity.rules();
+        let normaliser = Normaliser::new(&rules)?;
+        let splits = Splits::of(&next.identity.splits, &ids)?;
+        let fingerprints = (fingerprint(&rules, &base.identity.splits), fingerprint(&rules, &next.identity.splits));
+        let forgotten = match &next.forgotten {
+            Some(f) => crate::store::catalog::read_set(root, &f.set)?,
+            None => removed.clone(),
+        };
+        let start = split::SplitStart::Forget(removed.clone());
+        if let Some(resolution) = split::resolve_split(
+            w,
+            root,
+            previous,
+            next.next_row_id,
+            &ids,
+            &normaliser,
+            &splits,
+            &start,
+            &forgotten,
+            fingerprints,
+        )? {
+            next.identity.resolution = Some(resolution);
+            return Ok(());
+        }
+    }
     resolve(w, root, base, next, &mut ids)
+}
+
+/// Resolves `next` from the start (its stored links, without the forgotten users'), when links
+/// of forgotten users are still in its links files: what a purge does so that none remains.
+pub(super) fn resolve_without_forgotten_links(w: &StoreWriter, root: &Path, next: &mut Manifest) -> Result<bool> {
+    let Some(r) = next.identity.resolution.as_mut() else { return Ok(false) };
+    if r.forgotten_links == 0 {
+        return Ok(false);
+    }
+    // Without a state to resume, the resolution reads every links segment and writes the
+    // persons, a state base and the links again.
+    (r.state, r.state_base, r.link_overrides) = (None, None, None);
+    r.state_deltas.clear();
+    let base = next.clone();
+    let paths: Vec<std::path::PathBuf> = next.id_segments.iter().map(|s| layout::resolve(root, &s.path)).collect();
+    let mut ids = IdMap::load_names(&paths, next.next_row_id as usize)?;
+    resolve(w, root, &base, next, &mut ids)?;
+    Ok(true)
 }
 
 /// One identifier seen on one user row, as the links file keeps it.
@@ -423,6 +484,7 @@ fn resolve_with(
         state_deltas: Vec::new(),
         persons,
         link_rows,
+        forgotten_links: 0,
         users,
         person_count,
         linked,
@@ -920,6 +982,7 @@ fn resolve_increment(
         state_deltas,
         persons,
         link_rows: previous.link_rows + records.len() as u64,
+        forgotten_links: previous.forgotten_links,
         users,
         person_count,
         linked,

@@ -1,7 +1,9 @@
 //! Purging dead rows: the second half of an erasure. A forget marks its users' fact rows dead
 //! ([`crate::store::dead_rows`]) instead of writing every file that holds one again; a purge
 //! writes each file with dead rows again from its live rows (with fresh companions) as one new
-//! version, so that no file of that version holds a forgotten user's row. `Store::vacuum` purges
+//! version, so that no file of that version holds a forgotten user's row; identifier links a
+//! forget left in the links files (hidden as `forgotten`) go the same way, by a resolution
+//! from the start, and their users rows are blanked in place. `Store::vacuum` purges
 //! before it deletes anything, so forget + vacuum leaves no byte of them (docs/lifecycle.md).
 
 use std::collections::BTreeMap;
@@ -17,7 +19,8 @@ use crate::tables::Table;
 pub struct PurgeSummary {
     /// The committed version; `None` when no file had dead rows.
     pub version: Option<u64>,
-    /// Files written again, and the dead rows they left out.
+    /// Files written again (the identity resolution counted as one), and the dead rows they left
+    /// out.
     pub files: usize,
     pub rows: u64,
 }
@@ -67,7 +70,18 @@ fn purge(writer: &StoreWriter) -> Result<Option<(Manifest, usize, u64)>> {
         }
         next.tables.insert(table, kept);
     }
-    if replaced.is_empty() {
+    // Links of forgotten users still in the links files: resolved again from the start, which
+    // writes the links, the state and the persons without them.
+    let resolved = super::identity::resolve_without_forgotten_links(writer, &root, &mut next)?;
+    // Their users rows, blanked in place.
+    let blanked = match &base.forgotten {
+        Some(f) => {
+            let forgotten = crate::store::catalog::read_set(&root, &f.set)?;
+            super::forget::blank_users(writer, &root, &base, &forgotten, &mut next)?
+        }
+        None => 0,
+    };
+    if replaced.is_empty() && !resolved && blanked == 0 {
         return Ok(None);
     }
     // A rule tag lists its user_tags files by name.
@@ -75,5 +89,5 @@ fn purge(writer: &StoreWriter) -> Result<Option<(Manifest, usize, u64)>> {
         tag.rows_files =
             tag.rows_files.iter().flat_map(|f| replaced.get(f).cloned().unwrap_or_else(|| vec![f.clone()])).collect();
     }
-    Ok(Some((next, replaced.len(), rows)))
+    Ok(Some((next, replaced.len() + usize::from(resolved) + blanked, rows)))
 }

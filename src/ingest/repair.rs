@@ -239,8 +239,8 @@ pub(super) fn rewrite(
     Ok(sink.finish()?.0)
 }
 
-/// The id dictionary written again from the users files: every user_id with its row id (blanked
-/// rows of forgotten users left out), in segments of up to [`SEGMENT_ENTRIES`].
+/// The id dictionary written again from the users files: every user_id with its row id (rows of
+/// forgotten users left out), in segments of up to [`SEGMENT_ENTRIES`].
 fn rebuild_dictionary(
     writer: &StoreWriter,
     root: &Path,
@@ -259,12 +259,17 @@ fn rebuild_dictionary(
         }
         Ok(())
     };
+    // Forgotten users' rows stay in place until a purge blanks them.
+    let forgotten = match &base.forgotten {
+        Some(f) => read_set(root, &f.set)?,
+        None => RoaringBitmap::new(),
+    };
     for f in base.files(Table::Users) {
         let batch = read_aligned(&layout::resolve(root, &f.path), columns, &schema)?;
         let ids = batch.column(0).as_primitive::<UInt32Type>();
         let users = batch.column(at).as_string::<i32>();
         for row in 0..batch.num_rows() {
-            if users.is_valid(row) && users.value(row) != BLANK_USER_ID {
+            if users.is_valid(row) && users.value(row) != BLANK_USER_ID && !forgotten.contains(ids.value(row)) {
                 entries.push((users.value(row).to_string(), ids.value(row)));
             }
         }

@@ -434,27 +434,55 @@ impl Resolver {
         values_of: impl Fn(u32, &mut Vec<u32>),
         users_of: impl Fn(u32, &mut Vec<u32>),
     ) -> (Vec<u32>, Vec<u32>) {
-        let mut users: HashSet<u32> = start.iter().copied().collect();
-        let mut values: HashSet<u32> = HashSet::new();
-        let mut queue: Vec<u32> = users.iter().copied().collect();
+        // Seen users and values as bits (a component can hold millions of them).
+        let insert = |seen: &mut Vec<u64>, id: u32| {
+            let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
+            if word >= seen.len() {
+                seen.resize(word + 1, 0);
+            }
+            let new = seen[word] & bit == 0;
+            seen[word] |= bit;
+            new
+        };
+        let mut users: Vec<u64> = vec![0; self.parent.len().div_ceil(64)];
+        let mut values: Vec<u64> = vec![0; self.owners.len().div_ceil(64)];
+        let mut queue: Vec<u32> = start.iter().copied().filter(|&u| insert(&mut users, u)).collect();
         let (mut vs, mut us) = (Vec::new(), Vec::new());
         while let Some(u) = queue.pop() {
             vs.clear();
             values_of(u, &mut vs);
             for &v in &vs {
-                if !values.insert(v) || !self.joins(v) {
+                if !insert(&mut values, v) || !self.joins(v) {
                     continue;
                 }
                 us.clear();
                 users_of(v, &mut us);
-                queue.extend(us.iter().copied().filter(|&w| users.insert(w)));
+                queue.extend(us.iter().copied().filter(|&w| insert(&mut users, w)));
             }
         }
-        let mut users: Vec<u32> = users.into_iter().collect();
-        let mut values: Vec<u32> = values.into_iter().collect();
-        users.sort_unstable();
-        values.sort_unstable();
-        (users, values)
+        let ids = |seen: &[u64]| -> Vec<u32> {
+            let mut out = Vec::new();
+            for (i, &word) in seen.iter().enumerate() {
+                let mut w = word;
+                while w != 0 {
+                    out.push((i * 64) as u32 + w.trailing_zeros());
+                    w &= w - 1;
+                }
+            }
+            out
+        };
+        (ids(&users), ids(&values))
+    }
+
+    /// Sets the user counts of `values` (capped as counting caps them): after a forget, the
+    /// values its users held count only the users left, before [`Resolver::replay`].
+    pub fn set_counts(&mut self, values: &[(u32, u32)]) {
+        let cap = self.hub_limit.saturating_add(1);
+        for &(v, count) in values {
+            self.grow_values(v);
+            self.counts[v as usize] = count.min(cap);
+            self.mark_value(v);
+        }
     }
 
     /// Decides again, under the cannot-link pairs this resolver was resumed with, the links of

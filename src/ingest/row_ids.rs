@@ -81,8 +81,21 @@ impl IdMap {
     pub fn lookup(&self, user_id: &str) -> Result<Option<u32>> {
         match (self.map.get(user_id), &self.segments) {
             (Some(&id), _) => Ok(Some(id)),
-            (None, Some(_)) => Ok(self.get_sorted(&[user_id])?[0]),
+            // Rows left out by `without_rows` are no user, whatever the segments say.
+            (None, Some(_)) => Ok(self.get_sorted(&[user_id])?[0].filter(|&id| self.key_of(id).is_some())),
             (None, None) => Ok(None),
+        }
+    }
+
+    /// Leaves the user_ids of `rows` out (users being forgotten): they have no key any more.
+    pub fn without_rows(&mut self, rows: &roaring::RoaringBitmap) {
+        for row in rows {
+            if let Some(entry) = self.by_id.get_mut(row as usize) {
+                if let Some(key) = self.arena.get(entry.0 as usize..(entry.0 + entry.1) as usize) {
+                    self.map.remove(key);
+                }
+                entry.1 = u32::MAX;
+            }
         }
     }
 

@@ -19,8 +19,7 @@ use crate::query::bitmap_expr::{BitmapExpr, evaluate, translate};
 use crate::query::bitmap_scan::{UsersFile, bitmap_scan, bitmap_scan_with_nulls, row_count_only};
 use crate::query::person_id::{self, StoredProjection};
 use crate::query::residual;
-use crate::store::manifest::BLANK_USER_ID;
-use crate::tables::{ROW_ID_COLUMN, USER_ID};
+use crate::tables::ROW_ID_COLUMN;
 
 /// The users provider of one snapshot.
 #[derive(Debug)]
@@ -265,12 +264,13 @@ impl TableProvider for UsersTable {
             if filters.is_empty() && !has_holes {
                 return self.fallback.scan(state, projection, filters, limit).await;
             }
-            let mut filters = filters.to_vec();
-            // A forgotten user's row stays in place, blanked: its empty user_id tells it apart.
+            // A forgotten user's row stays in its file (blanked only by a purge): the live rows
+            // are read by row id, and every filter is applied to them.
             if has_holes {
-                filters.push(datafusion::prelude::col(USER_ID).not_eq(datafusion::prelude::lit(BLANK_USER_ID)));
+                let live = self.index.universe();
+                return self.residual_scan(state, Some(&live), projection, filters.to_vec(), limit);
             }
-            let (read, wanted, predicate) = self.with_filter_columns(projection, filters)?;
+            let (read, wanted, predicate) = self.with_filter_columns(projection, filters.to_vec())?;
             let input = self.fallback.scan(state, Some(&read), &[], None).await?;
             return self.filter_and_project(state, input, predicate, wanted, limit);
         }

@@ -244,6 +244,10 @@ pub struct Resolution {
     pub persons: String,
     /// Link rows (accepted and rejected), users, and distinct persons.
     pub link_rows: u64,
+    /// Rows of forgotten users still in the links files, hidden by `forgotten` overrides
+    /// until a purge resolves again and writes the links without them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub forgotten_links: u64,
     pub users: u64,
     pub person_count: u64,
     /// Links that joined or attached an identifier / that were rejected, per reason.
@@ -325,6 +329,11 @@ pub fn verify_state_file(path: &std::path::Path, magic: &[u8; 8]) -> Result<()> 
 pub fn new_resolution_file(version: u64, what: &str) -> String {
     let ext = if what.starts_with("state") { "bin" } else { "parquet" };
     format!("catalog/v{version:08}-identity-{what}-{:016x}.{ext}", rand::random::<u64>())
+}
+
+/// Whether a count is zero (left out of the manifest then).
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -33,8 +33,9 @@ use crate::tables::{ColumnDef, Table, contract_columns};
 /// split decided on its component); a manifest is written as version 8 only when it has them, so
 /// that a build that would show the stored outcomes (and vacuum the overrides) refuses the store.
 /// Version 9 added dead rows of fact files (`DataFile::dead`, a forget that marks instead of
-/// rewriting); a manifest is written as version 9 only when a file has some, so that a build that
-/// would read the forgotten users' rows refuses the store.
+/// rewriting) and links of forgotten users hidden by overrides (`Resolution::forgotten_links`); a
+/// manifest is written as version 9 only when it has either, so that a build that would read the
+/// forgotten users' rows refuses the store.
 pub const FORMAT_VERSION: u32 = 9;
 
 const HEADER_PREFIX: &str = "persona-manifest crc32=";
@@ -206,7 +207,9 @@ impl Manifest {
     /// segments of identity links, 4 with identities, 3 with forgotten users,
     /// 2 otherwise.
     pub fn needed_format(&self) -> u32 {
-        if self.tables.values().flatten().any(|f| f.dead.is_some()) {
+        if self.tables.values().flatten().any(|f| f.dead.is_some())
+            || self.identity.resolution.as_ref().is_some_and(|r| r.forgotten_links > 0)
+        {
             9
         } else if self.identity.resolution.as_ref().is_some_and(|r| r.link_overrides.is_some()) {
             8
@@ -390,6 +393,7 @@ mod tests {
             state_deltas: Vec::new(),
             persons: "catalog/p.parquet".into(),
             link_rows: 0,
+            forgotten_links: 0,
             users: 0,
             person_count: 0,
             linked: 0,

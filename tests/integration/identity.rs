@@ -694,3 +694,118 @@ async fn check_names_each_damaged_identity_file_and_repair_resolves_them_again()
     assert_eq!(summary.version, None);
     assert_eq!(summary.unrepairable.len(), 1, "{:?}", summary.unrepairable);
 }
+
+/// A forget resolves identities on the components of the identifier graph its users were in
+/// (their links stay in the links files, hidden, until a purge): step by step, on a generated
+/// store with a planted identity graph, it gives exactly what a resolution of every link from
+/// the start gives — persons, every link's status and reason, the report's counts — whether the
+/// forgotten users held a person together, shared a hub value, or had no link at all; later
+/// imports and splits resume from the state it leaves; and a purge writes the links again
+/// without them, with the same answers.
+#[tokio::test]
+async fn a_forget_resolved_on_its_components_equals_a_resolution_from_the_start() {
+    use persona::ingest::identity::SplitRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let options = persona::r#gen::GenOptions {
+        users: 5_000,
+        seed: 11,
+        out: data.clone(),
+        format: persona::r#gen::GenFormat::Parquet,
+    };
+    persona::r#gen::generate(&options, &|_| {}).unwrap();
+    let local = create_store(dir.path().join("local"));
+    let whole = create_store(dir.path().join("whole"));
+    // A shared value over the hub limit: forgetting some of its users brings it under it.
+    let hub_limit = 6;
+    let rules = persona::store::identity::IdentityRules { hub_limit, ..Default::default() };
+    let shared: String = (0..hub_limit + 2)
+        .map(|i| format!("u{},email,shared-hub@example.com,web,2026-01-0{} 00:00:00\n", 100 + i * 7, 1 + i % 9))
+        .collect();
+    let planted =
+        write(&dir.path().join("planted"), "identities.csv", format!("user_id,id_type,id_value,source,ts\n{shared}"));
+    for store in [&local, &whole] {
+        store.set_identity_rules(rules.clone()).unwrap();
+        import(store, &[&data.join("users"), &data.join("identities")]).unwrap();
+        import(store, &[&planted]).unwrap();
+    }
+    async fn state_of(store: &persona::Store) -> (Vec<String>, Vec<String>, String) {
+        let session = session(store);
+        let persons = rows(&session, "SELECT user_id, person_id FROM user_persons ORDER BY user_id").await;
+        let links = rows(
+            &session,
+            "SELECT user_id, id_type, id_value, source, ts, status, reason FROM identity_links \
+             ORDER BY user_id, id_type, id_value, ts",
+        )
+        .await;
+        let r = store.snapshot().unwrap().manifest().identity.resolution.clone().unwrap();
+        (persons, links, format!("{} {} {} {} {:?}", r.users, r.person_count, r.link_rows, r.linked, r.rejected))
+    }
+    assert_eq!(state_of(&local).await, state_of(&whole).await);
+    let session = session(&local);
+    let middle_of_chains = rows(
+        &session,
+        "SELECT min(user_id) FROM user_persons GROUP BY person_id HAVING count(*) >= 3 ORDER BY 1 LIMIT 3",
+    )
+    .await;
+    let of_pairs = rows(
+        &session,
+        "SELECT max(user_id) FROM user_persons GROUP BY person_id HAVING count(*) = 2 ORDER BY 1 LIMIT 3 OFFSET 5",
+    )
+    .await;
+    let alone = rows(
+        &session,
+        "SELECT min(user_id) FROM user_persons GROUP BY person_id HAVING count(*) = 1 ORDER BY 1 LIMIT 2 OFFSET 40",
+    )
+    .await;
+    let batches: Vec<Vec<String>> = vec![
+        vec!["u107".into(), "u114".into()],
+        middle_of_chains,
+        [of_pairs, alone].concat(),
+        (0..40).map(|i| format!("u{}", 2_000 + i * 61)).collect(),
+    ];
+    // A cannot-link pair naming a user forgotten later.
+    for store in [&local, &whole] {
+        store.split_identity(SplitRequest::Users("u2000".into(), "u2061".into())).unwrap();
+    }
+    for (i, batch) in batches.iter().enumerate() {
+        let deltas = local.snapshot().unwrap().manifest().identity.resolution.as_ref().unwrap().state_deltas.len();
+        {
+            let _scope = lock_scope();
+            local.forget(batch).unwrap();
+            whole.forget_resolving_from_start(batch).unwrap();
+        }
+        let (a, b) = (state_of(&local).await, state_of(&whole).await);
+        assert_eq!(a.0, b.0, "forget {i}: the persons");
+        assert_eq!(a.1, b.1, "forget {i}: the links");
+        assert_eq!(a.2, b.2, "forget {i}: the counts");
+        let r = local.snapshot().unwrap().manifest().identity.resolution.clone().unwrap();
+        assert_eq!(r.state_deltas.len(), deltas + 1, "forget {i}: resolved on its components");
+        assert!(r.forgotten_links > 0, "forget {i}: their links are hidden, not yet gone");
+        assert_eq!(local.check_identity().unwrap().differing, 0);
+        check_passes(&local);
+    }
+    // Later imports and splits resume from the state the forgets left.
+    let more = write(
+        &dir.path().join("more"),
+        "identities.csv",
+        "user_id,id_type,id_value,source,ts\nu3001,email,later@example.com,web,2030-01-01 00:00:00\n\
+         u3002,email,later@example.com,web,2030-01-02 00:00:00\nu121,email,shared-hub@example.com,web,2030-01-03 00:00:00\n",
+    );
+    for store in [&local, &whole] {
+        import(store, &[&more]).unwrap();
+        store.split_identity(SplitRequest::Value("email".into(), "later@example.com".into())).unwrap();
+    }
+    assert_eq!(state_of(&local).await, state_of(&whole).await);
+    assert_eq!(local.check_identity().unwrap().differing, 0);
+    // The purge writes the links again without the forgotten users' rows.
+    let purged = {
+        let _scope = lock_scope();
+        local.purge_dead_rows().unwrap()
+    };
+    assert!(purged.version.is_some(), "{purged:?}");
+    let r = local.snapshot().unwrap().manifest().identity.resolution.clone().unwrap();
+    assert_eq!((r.forgotten_links, r.link_overrides.is_some()), (0, false));
+    assert_eq!(state_of(&local).await, state_of(&whole).await);
+    check_passes(&local);
+}
