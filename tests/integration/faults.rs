@@ -80,6 +80,8 @@ enum Op {
     Insert,
     Identities,
     Split,
+    ForgetPersons,
+    Purge,
     Compact,
     Vacuum,
     Backup,
@@ -109,6 +111,13 @@ impl Op {
                 let split = persona::ingest::identity::SplitRequest::Users("u2".into(), "u3".into());
                 store.split_identity(split).map(drop)
             }
+            // On a store with identities: u2 is one person with u3 through a unionid, so the
+            // forget decides their component again (overrides hiding u2's links, a state delta,
+            // the persons) beside its dead rows.
+            Op::ForgetPersons => store.forget(&["u2".to_string(), "u9".to_string()]).map(drop),
+            // After such a forget: the fact files with dead rows, the users files and the
+            // identity links written again without them.
+            Op::Purge => store.purge_dead_rows().map(drop),
             Op::Compact => {
                 let options = CompactOptions { fact_rows: 8_000, users_rows: 1_500, ..CompactOptions::default() };
                 store.compact(&options).map(drop)
@@ -228,9 +237,13 @@ async fn assert_recovered(
 async fn every_point(op: Op) -> (usize, usize) {
     let dir = tempfile::tempdir().unwrap();
     let base = base_store(dir.path()).await;
-    if matches!(op, Op::Split) {
+    if matches!(op, Op::Split | Op::ForgetPersons | Op::Purge) {
         let _scope = lock_scope();
         import_identities(&Store::open(&base).unwrap(), &dir.path().join("identities")).unwrap();
+    }
+    if matches!(op, Op::Purge) {
+        let _scope = lock_scope();
+        Store::open(&base).unwrap().forget(&["u2".to_string(), "u9".to_string()]).unwrap();
     }
     let before = {
         let store = Store::open(&base).unwrap();
@@ -285,6 +298,8 @@ every_point_test!(every_io_point_of_a_forget_recovers, Op::Forget);
 every_point_test!(every_io_point_of_an_insert_recovers, Op::Insert);
 every_point_test!(every_io_point_of_an_identity_resolution_recovers, Op::Identities);
 every_point_test!(every_io_point_of_a_split_recovers, Op::Split);
+every_point_test!(every_io_point_of_a_forget_of_persons_recovers, Op::ForgetPersons);
+every_point_test!(every_io_point_of_a_purge_recovers, Op::Purge);
 every_point_test!(every_io_point_of_a_compaction_recovers, Op::Compact);
 every_point_test!(every_io_point_of_a_vacuum_recovers, Op::Vacuum);
 every_point_test!(every_io_point_of_a_backup_recovers, Op::Backup);
