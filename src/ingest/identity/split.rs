@@ -414,24 +414,58 @@ fn component_links(
         found.iter().enumerate().map(|(i, f)| (order(f.record.ts.unwrap_or(i64::MIN), f.record.seq), i)).collect();
     keys.sort_unstable();
     let sorted = RankIndex::new(keys.iter().map(|(k, _)| *k).collect());
+    // Every link's rank, on every core: each thread counts the row groups it takes.
+    let groups: Vec<(usize, usize)> = files
+        .iter()
+        .enumerate()
+        .map(|(f, path)| Ok((0..row_group_count(path)?).map(move |g| (f, g))))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    let next_group = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(groups.len()).max(1);
+    let counted: Vec<Result<(Vec<u32>, u64)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> Result<(Vec<u32>, u64)> {
+                    let mut below = vec![0u32; keys.len() + 1];
+                    let mut links = 0u64;
+                    loop {
+                        let at = next_group.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&(f, group)) = groups.get(at) else { break };
+                        let path = &files[f];
+                        read_group(path, &[TS, "seq", "status"], group, |b| {
+                            let corrupt = || Error::corrupt(path, "an identity links file lacks a column");
+                            let ts = stored_column::<TimestampMicrosecondArray>(path, b, TS, corrupt)?;
+                            let seq = stored_column::<UInt64Array>(path, b, "seq", corrupt)?;
+                            let status = opt_text(b, "status").ok_or_else(corrupt)?;
+                            for i in 0..b.num_rows() {
+                                if status.value(i) == "invalid" {
+                                    continue;
+                                }
+                                let key = order(if ts.is_valid(i) { ts.value(i) } else { i64::MIN }, seq.value(i));
+                                below[sorted.at_most(key)] += 1;
+                                links += 1;
+                            }
+                            Ok(())
+                        })?;
+                    }
+                    Ok((below, links))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a links reader thread panicked".into()))))
+            .collect()
+    });
     let mut below = vec![0u32; keys.len() + 1];
     let mut links = 0u64;
-    for path in &files {
-        read_columns(path, &[TS, "seq", "status"], |b| {
-            let corrupt = || Error::corrupt(path, "an identity links file lacks a column");
-            let ts = stored_column::<TimestampMicrosecondArray>(path, b, TS, corrupt)?;
-            let seq = stored_column::<UInt64Array>(path, b, "seq", corrupt)?;
-            let status = opt_text(b, "status").ok_or_else(corrupt)?;
-            for i in 0..b.num_rows() {
-                if status.value(i) == "invalid" {
-                    continue;
-                }
-                let key = order(if ts.is_valid(i) { ts.value(i) } else { i64::MIN }, seq.value(i));
-                below[sorted.at_most(key)] += 1;
-                links += 1;
-            }
-            Ok(())
-        })?;
+    for part in counted {
+        let (counts, n) = part?;
+        below.iter_mut().zip(counts).for_each(|(b, c)| *b += c);
+        links += n;
     }
     if links != u64::from(processed) {
         return Ok(None);
@@ -577,6 +611,25 @@ fn links_of_users(root: &Path, resolution: &Resolution, users: &RoaringBitmap) -
         })?;
     }
     Ok(out)
+}
+
+/// How many row groups a Parquet file has.
+fn row_group_count(path: &Path) -> Result<usize> {
+    let file = std::fs::File::open(path).io_context("open", path)?;
+    Ok(ParquetRecordBatchReaderBuilder::try_new(file)?.metadata().num_row_groups())
+}
+
+/// The named columns of row group `group` of a Parquet file, batch by batch.
+fn read_group(path: &Path, names: &[&str], group: usize, mut f: impl FnMut(&RecordBatch) -> Result<()>) -> Result<()> {
+    let file = std::fs::File::open(path).io_context("open", path)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let schema = builder.schema().clone();
+    let indices: Vec<usize> = names.iter().filter_map(|n| schema.index_of(n).ok()).collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+    for batch in builder.with_projection(mask).with_row_groups(vec![group]).with_batch_size(65_536).build()? {
+        f(&batch?)?;
+    }
+    Ok(())
 }
 
 /// Reads rows `rows` (ascending) of a links file into `out`.
