@@ -1310,13 +1310,27 @@ fn write_persons(w: &StoreWriter, version: u64, persons: &[u32], ids: &IdMap) ->
 const PERSONS_BATCH_ROWS: usize = 1 << 20;
 
 /// The named columns of a Parquet file, batch by batch.
-fn read_columns(path: &Path, names: &[&str], mut f: impl FnMut(&RecordBatch) -> Result<()>) -> Result<()> {
+fn read_columns(path: &Path, names: &[&str], f: impl FnMut(&RecordBatch) -> Result<()>) -> Result<()> {
+    read_columns_in(path, names, None, f)
+}
+
+/// [`read_columns`] of the row groups `groups` only (all when `None`).
+fn read_columns_in(
+    path: &Path,
+    names: &[&str],
+    groups: Option<Vec<usize>>,
+    mut f: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<()> {
     let file = File::open(path).io_context("open", path)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
     let schema = builder.schema().clone();
     let indices: Vec<usize> = names.iter().filter_map(|n| schema.index_of(n).ok()).collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-    for batch in builder.with_projection(mask).with_batch_size(65_536).build()? {
+    let mut builder = builder.with_projection(mask).with_batch_size(65_536);
+    if let Some(groups) = groups {
+        builder = builder.with_row_groups(groups);
+    }
+    for batch in builder.build()? {
         f(&batch?)?;
     }
     Ok(())

@@ -28,8 +28,8 @@ use roaring::RoaringBitmap;
 use rustc_hash::FxHashMap;
 
 use super::{
-    DELTA_MAGIC, Record, Splits, StatePart, StateReader, kinds_and_rules, opt_text, read_columns, resume_state, status,
-    stored_column, value_key, write_persons, write_state,
+    DELTA_MAGIC, Record, Splits, StatePart, StateReader, kinds_and_rules, opt_text, read_columns, read_columns_in,
+    resume_state, status, stored_column, value_key, write_persons, write_state,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::index::dense::DenseSet;
@@ -435,7 +435,7 @@ fn component_links(
                         let at = next_group.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(&(f, group)) = groups.get(at) else { break };
                         let path = &files[f];
-                        read_group(path, &[TS, "seq", "status"], group, |b| {
+                        read_columns_in(path, &[TS, "seq", "status"], Some(vec![group]), |b| {
                             let corrupt = || Error::corrupt(path, "an identity links file lacks a column");
                             let ts = stored_column::<TimestampMicrosecondArray>(path, b, TS, corrupt)?;
                             let seq = stored_column::<UInt64Array>(path, b, "seq", corrupt)?;
@@ -617,19 +617,6 @@ fn links_of_users(root: &Path, resolution: &Resolution, users: &RoaringBitmap) -
 fn row_group_count(path: &Path) -> Result<usize> {
     let file = std::fs::File::open(path).io_context("open", path)?;
     Ok(ParquetRecordBatchReaderBuilder::try_new(file)?.metadata().num_row_groups())
-}
-
-/// The named columns of row group `group` of a Parquet file, batch by batch.
-fn read_group(path: &Path, names: &[&str], group: usize, mut f: impl FnMut(&RecordBatch) -> Result<()>) -> Result<()> {
-    let file = std::fs::File::open(path).io_context("open", path)?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
-    let schema = builder.schema().clone();
-    let indices: Vec<usize> = names.iter().filter_map(|n| schema.index_of(n).ok()).collect();
-    let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-    for batch in builder.with_projection(mask).with_row_groups(vec![group]).with_batch_size(65_536).build()? {
-        f(&batch?)?;
-    }
-    Ok(())
 }
 
 /// Reads rows `rows` (ascending) of a links file into `out`.
